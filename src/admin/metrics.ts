@@ -1,0 +1,60 @@
+/**
+ * cnfguard's metrics, on a registry of their own per app (no global collectors), so two apps in
+ * one process (tests) and workers each count separately.
+ */
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { IntrospectionOutcome } from '../introspection/client.ts';
+
+export interface Metrics {
+  readonly registry: Registry;
+  readonly requests: Counter<'decision' | 'reason' | 'route'>;
+  readonly introspectionRequests: Counter<'outcome'>;
+  readonly cacheHits: Counter;
+  readonly cacheMisses: Counter;
+  readonly introspectionDuration: Histogram;
+  readonly upstreamDuration: Histogram<'route'>;
+  observeIntrospection(outcome: IntrospectionOutcome, seconds: number): void;
+}
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cnfguard_' });
+  const registers = [registry];
+  const requests = new Counter({
+    name: 'cnfguard_requests_total',
+    help: 'Requests by decision (allow, deny, would_deny) and reason id',
+    labelNames: ['decision', 'reason', 'route'] as const,
+    registers,
+  });
+  const introspectionRequests = new Counter({
+    name: 'cnfguard_introspection_requests_total',
+    help: 'Introspection calls to the authorization server by outcome',
+    labelNames: ['outcome'] as const,
+    registers,
+  });
+  const introspectionDuration = new Histogram({
+    name: 'cnfguard_introspection_duration_seconds',
+    help: 'Introspection call latency',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers,
+  });
+  return {
+    registry,
+    requests,
+    introspectionRequests,
+    introspectionDuration,
+    cacheHits: new Counter({ name: 'cnfguard_token_cache_hits_total', help: 'Token lookups answered from the cache', registers }),
+    cacheMisses: new Counter({ name: 'cnfguard_token_cache_misses_total', help: 'Token lookups that needed the authorization server', registers }),
+    upstreamDuration: new Histogram({
+      name: 'cnfguard_upstream_duration_seconds',
+      help: 'Time from forwarding a request to the upstream response headers',
+      labelNames: ['route'] as const,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    observeIntrospection(outcome, seconds) {
+      introspectionRequests.inc({ outcome });
+      introspectionDuration.observe(seconds);
+    },
+  };
+}

@@ -1,0 +1,32 @@
+/**
+ * The admin listener (plain HTTP, meant for loopback or the pod network): `/healthz` says the
+ * process is alive, `/readyz` whether it serves (503 while starting or draining), `/metrics`
+ * the Prometheus text of this app's registry.
+ */
+import http from 'node:http';
+import type { Registry } from 'prom-client';
+
+export interface AdminState {
+  ready(): boolean;
+}
+
+export function createAdminServer(registry: Registry, state: AdminState): http.Server {
+  return http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const send = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+      res.end(body);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n');
+    if (path === '/healthz') return send(200, 'ok\n');
+    if (path === '/readyz') return state.ready() ? send(200, 'ready\n') : send(503, 'not ready\n');
+    if (path === '/metrics') {
+      registry.metrics().then(
+        (text) => send(200, text, registry.contentType),
+        () => send(500, 'metrics unavailable\n'),
+      );
+      return;
+    }
+    send(404, 'not found\n');
+  });
+}

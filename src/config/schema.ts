@@ -1,0 +1,130 @@
+/**
+ * The one schema of cnfguard's config file. Types and defaults both come from here; values that
+ * can be wrong (URLs, ports, header names, error codes) are checked here so a bad value fails at
+ * start-up with its YAML path, never on a request.
+ */
+import { z } from 'zod';
+
+const port = z.number().int().min(0).max(65535);
+const filePath = z.string().min(1, 'a file path is required');
+const httpUrl = z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' });
+const positiveInt = z.number().int().positive();
+
+export const BINDING_MODES = ['required', 'optional', 'report-only', 'off'] as const;
+export type BindingMode = (typeof BINDING_MODES)[number];
+const bindingMode = z.enum(BINDING_MODES);
+
+/** An OAuth error code: RFC 6749 NQSCHAR without space, so it is safe inside a challenge. */
+const oauthErrorCode = z
+  .string()
+  .regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'an OAuth error code: printable ASCII, no spaces, quotes or backslashes');
+
+/** RFC 9110 token; lower-cased because Node presents header names lower-case. */
+const headerName = z
+  .string()
+  .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'an HTTP header name')
+  .transform((name) => name.toLowerCase());
+
+/** RFC 6749 scope-token. */
+const scopeToken = z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'a scope token: no spaces, quotes or backslashes');
+
+const routeSchema = z
+  .strictObject({
+    pathPrefix: z.string().startsWith('/', 'must start with "/"').optional(),
+    host: z
+      .string()
+      .min(1)
+      .transform((host) => host.toLowerCase())
+      .optional(),
+    upstream: httpUrl.optional(),
+    binding: bindingMode.optional(),
+    scopes: z.array(scopeToken).default([]),
+  })
+  .refine((route) => route.pathPrefix !== undefined || route.host !== undefined, {
+    error: 'a route needs pathPrefix, host, or both',
+  });
+
+export const INTROSPECTION_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'tls_client_auth'] as const;
+
+const introspectionSchema = z
+  .strictObject({
+    url: httpUrl,
+    clientId: z.string().min(1),
+    clientSecret: z.string().min(1).optional(),
+    /** Alternative to clientSecret for mounted secrets; read at start-up. */
+    clientSecretFile: filePath.optional(),
+    authMethod: z.enum(INTROSPECTION_AUTH_METHODS).default('client_secret_basic'),
+    ca: filePath.optional(),
+    cert: filePath.optional(),
+    key: filePath.optional(),
+    timeoutMs: positiveInt.max(60_000).default(2000),
+    /** When set, an introspection answer whose `iss` differs is treated as an inactive token. */
+    issuer: z.string().min(1).optional(),
+    cache: z
+      .strictObject({
+        maxEntries: z.number().int().min(0).default(100_000),
+        maxTtlSeconds: z.number().min(0).default(300),
+        negativeTtlSeconds: z.number().min(0).default(5),
+      })
+      .prefault({}),
+  })
+  .superRefine((value, ctx) => {
+    const usesSecret = value.authMethod !== 'tls_client_auth';
+    if (usesSecret && value.clientSecret === undefined && value.clientSecretFile === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: `required for authMethod ${value.authMethod} (or set clientSecretFile)` });
+    }
+    if (value.clientSecret !== undefined && value.clientSecretFile !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['clientSecretFile'], message: 'set clientSecret or clientSecretFile, not both' });
+    }
+    if (value.authMethod === 'tls_client_auth') {
+      for (const key of ['cert', 'key'] as const) {
+        if (value[key] === undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'required for authMethod tls_client_auth' });
+      }
+    }
+    if ((value.cert === undefined) !== (value.key === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [value.cert === undefined ? 'cert' : 'key'], message: 'cert and key go together' });
+    }
+  });
+
+export const configSchema = z.strictObject({
+  listen: z.strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(8443) }).prefault({}),
+  tls: z.strictObject({
+    cert: filePath,
+    key: filePath,
+    /** Optional. Set: a presented client certificate must chain to it. Unset: binding rests on the thumbprint alone. */
+    clientCa: filePath.optional(),
+  }),
+  introspection: introspectionSchema,
+  upstream: httpUrl,
+  binding: bindingMode.default('required'),
+  routes: z.array(routeSchema).default([]),
+  errors: z
+    .strictObject({
+      realm: z.string().min(1).default('cnfguard'),
+      missingCertificate: z
+        .strictObject({ code: oauthErrorCode.default('invalid_token'), status: z.number().int().min(400).max(499).default(401) })
+        .prefault({}),
+    })
+    .prefault({}),
+  headers: z
+    .strictObject({
+      subject: headerName.default('x-auth-subject'),
+      clientId: headerName.default('x-auth-client-id'),
+      scope: headerName.default('x-auth-scope'),
+      certThumbprint: headerName.default('x-auth-cert-thumbprint'),
+      clientCert: headerName.default('x-forwarded-client-cert'),
+    })
+    .prefault({}),
+  upstreamTimeoutMs: positiveInt.default(30_000),
+  limits: z
+    .strictObject({
+      /** Form bodies are read before forwarding to look for a smuggled `access_token`; larger ones get 413. */
+      formBodyBytes: positiveInt.default(1024 * 1024),
+    })
+    .prefault({}),
+  admin: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port: port.default(9090) }).prefault({}),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Settings = z.output<typeof configSchema>;
+export type RouteSettings = z.output<typeof routeSchema>;

@@ -1,0 +1,154 @@
+/**
+ * Every refusal cnfguard makes is a {@link GuardError}: a stable reason id (used alike in the log
+ * line, the metric label and tests), the HTTP status, the OAuth `error` code (RFC 6750 §3.1) when
+ * there is one, a client-safe description, and a log-only detail. They are rendered in one place,
+ * {@link renderError}.
+ */
+
+export type ReasonId =
+  | 'credentials_missing'
+  | 'authorization_malformed'
+  | 'authorization_duplicated'
+  | 'token_in_query'
+  | 'token_in_body'
+  | 'form_body_too_large'
+  | 'token_inactive'
+  | 'token_expired'
+  | 'token_not_yet_valid'
+  | 'token_type_unsupported'
+  | 'certificate_missing'
+  | 'certificate_mismatch'
+  | 'certificate_untrusted'
+  | 'token_unbound'
+  | 'cnf_unsupported'
+  | 'insufficient_scope'
+  | 'introspection_unavailable'
+  | 'upstream_unreachable'
+  | 'upstream_timeout';
+
+interface ReasonSpec {
+  readonly status: number;
+  /** OAuth error code; absent for "no credentials" (RFC 6750 §3.1) and for cnfguard's own faults. */
+  readonly error?: string;
+  readonly description: string;
+}
+
+/** The table the whole product answers from: reason id -> status, OAuth code, client-safe text. */
+export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
+  credentials_missing: { status: 401, description: 'no bearer token' },
+  authorization_malformed: { status: 400, error: 'invalid_request', description: 'malformed Authorization header' },
+  authorization_duplicated: { status: 400, error: 'invalid_request', description: 'more than one Authorization header' },
+  token_in_query: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the URL' },
+  token_in_body: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the request body' },
+  form_body_too_large: { status: 413, error: 'invalid_request', description: 'form body too large to inspect' },
+  token_inactive: { status: 401, error: 'invalid_token', description: 'the access token is not active' },
+  token_expired: { status: 401, error: 'invalid_token', description: 'the access token has expired' },
+  token_not_yet_valid: { status: 401, error: 'invalid_token', description: 'the access token is not yet valid' },
+  token_type_unsupported: { status: 401, error: 'invalid_token', description: 'the access token cannot be used with the Bearer scheme' },
+  certificate_missing: { status: 401, error: 'invalid_token', description: 'the access token is bound to a client certificate, but none was presented' },
+  certificate_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is bound to a different client certificate' },
+  certificate_untrusted: { status: 401, error: 'invalid_token', description: 'the client certificate is not trusted' },
+  token_unbound: { status: 401, error: 'invalid_token', description: 'the access token is not bound to a client certificate' },
+  cnf_unsupported: { status: 401, error: 'invalid_token', description: 'the access token is bound by a confirmation method this server cannot verify' },
+  insufficient_scope: { status: 403, error: 'insufficient_scope', description: 'the access token lacks a required scope' },
+  introspection_unavailable: { status: 503, description: 'the authorization server is unavailable' },
+  upstream_unreachable: { status: 502, description: 'the upstream service is unreachable' },
+  upstream_timeout: { status: 504, description: 'the upstream service did not answer in time' },
+});
+
+/** Error codes for cnfguard's own faults, which are not OAuth errors and carry no Bearer `error`. */
+const SERVER_FAULT_CODES: Readonly<Record<number, string>> = {
+  413: 'invalid_request',
+  502: 'bad_gateway',
+  503: 'temporarily_unavailable',
+  504: 'gateway_timeout',
+};
+
+export interface GuardErrorOverrides {
+  status?: number;
+  error?: string;
+  /** Space-delimited scopes for an `insufficient_scope` challenge. */
+  scope?: string;
+  /** Log-only: never sent to the client. Must not contain tokens or secrets. */
+  detail?: string;
+}
+
+export class GuardError extends Error {
+  readonly reason: ReasonId;
+  readonly status: number;
+  readonly error: string | undefined;
+  readonly description: string;
+  readonly scope: string | undefined;
+  readonly detail: string | undefined;
+
+  constructor(reason: ReasonId, overrides: GuardErrorOverrides = {}) {
+    const spec = REASONS[reason];
+    super(overrides.detail ? `${reason}: ${overrides.detail}` : reason);
+    this.name = 'GuardError';
+    this.reason = reason;
+    this.status = overrides.status ?? spec.status;
+    this.error = overrides.error ?? spec.error;
+    this.description = spec.description;
+    this.scope = overrides.scope;
+    this.detail = overrides.detail;
+  }
+}
+
+export interface RenderedError {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/**
+ * RFC 6750 §3 values allow %x20-21 / %x23-5B / %x5D-7E: no `"`, no `\`, no control characters.
+ * Characters outside that set are dropped rather than escaped, so nothing a client sent can
+ * reshape the challenge.
+ */
+export function challengeSafe(value: string): string {
+  return value.replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/g, '');
+}
+
+/** RFC 9110 quoted-string: escape `"` and `\` (the only characters senders escape). */
+export function quoteString(value: string): string {
+  return `"${value.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
+/**
+ * The `WWW-Authenticate` value for a Bearer challenge. With no `error` this is the bare
+ * challenge RFC 6750 §3.1 asks for when a request carries no credentials.
+ */
+export function bearerChallenge(realm: string, error?: GuardError, extra: Record<string, string> = {}): string {
+  const params: [string, string][] = [['realm', realm]];
+  if (error?.error) {
+    params.push(['error', error.error], ['error_description', error.description]);
+    if (error.scope) params.push(['scope', error.scope]);
+  }
+  for (const [name, value] of Object.entries(extra)) params.push([name, value]);
+  return `Bearer ${params.map(([name, value]) => `${name}=${quoteString(challengeSafe(value))}`).join(', ')}`;
+}
+
+export interface RenderOptions {
+  realm: string;
+  /** Extra auth-params for every challenge (e.g. `resource_metadata`). */
+  challengeParams?: Record<string, string>;
+}
+
+/**
+ * The one place an error becomes a response: status, `WWW-Authenticate` (for 400/401/403, the
+ * statuses RFC 6750 defines challenges for), `Cache-Control: no-store`, and a JSON body
+ * `{"error", "error_description"}`.
+ */
+export function renderError(err: GuardError, options: RenderOptions): RenderedError {
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    'cache-control': 'no-store',
+  };
+  if (err.status === 400 || err.status === 401 || err.status === 403) {
+    headers['www-authenticate'] = bearerChallenge(options.realm, err, options.challengeParams);
+  }
+  // No credentials at all gets no error code, in the body as in the challenge (RFC 6750 §3.1).
+  const code = err.error ?? SERVER_FAULT_CODES[err.status];
+  const body = JSON.stringify(code ? { error: code, error_description: err.description } : { error_description: err.description });
+  return { status: err.status, headers, body };
+}

@@ -1,0 +1,88 @@
+/**
+ * Step (pure): the decision. Given what the AS said about the token, the connection's
+ * certificate, the route's policy and the time, allow (with the identity to forward) or deny
+ * (with the error to render). No I/O, no clock of its own: every row of the contract's decision
+ * table is a unit test of this function.
+ */
+import type { TokenInfo } from '../introspection/token-info.ts';
+import { GuardError, type ReasonId } from '../oauth/errors.ts';
+import { checkBinding, DEFAULT_VERIFIERS, type ConfirmationVerifier } from './binding.ts';
+import type { ClientCertificate } from './client-cert.ts';
+import type { RoutePolicy } from './route.ts';
+
+export interface DecisionInput {
+  token: TokenInfo;
+  certificate: ClientCertificate | undefined;
+  policy: RoutePolicy;
+  /** Seconds since the epoch. */
+  now: number;
+  verifiers?: readonly ConfirmationVerifier[];
+}
+
+export interface Identity {
+  subject: string | undefined;
+  clientId: string | undefined;
+  scope: string | undefined;
+  certificate: ClientCertificate | undefined;
+}
+
+/** Why a request was let through: a verified binding, an unbound token the route accepts, no check, or report-only. */
+export type AllowReason = 'bound' | 'unbound' | 'binding_off' | 'report_only';
+
+export type Decision =
+  | { allow: true; reason: AllowReason; identity: Identity; /** report-only: what `required` would have denied */ wouldDeny?: GuardError }
+  | { allow: false; error: GuardError };
+
+function deny(reason: ReasonId, detail?: string): Decision {
+  return { allow: false, error: new GuardError(reason, detail === undefined ? {} : { detail }) };
+}
+
+function bindingError(reason: 'certificate_missing' | 'certificate_mismatch' | 'cnf_unsupported' | 'token_unbound' | 'certificate_untrusted', policy: RoutePolicy, detail: string): GuardError {
+  if (reason === 'certificate_missing') {
+    return new GuardError(reason, { status: policy.missingCertificate.status, error: policy.missingCertificate.code, detail });
+  }
+  return new GuardError(reason, { detail });
+}
+
+export function scopesOf(scope: string | undefined): Set<string> {
+  return new Set((scope ?? '').split(' ').filter((s) => s.length > 0));
+}
+
+export function decide(input: DecisionInput): Decision {
+  const { token, certificate, policy, now } = input;
+  if (!token.active) return deny('token_inactive');
+  if (token.exp !== undefined && token.exp <= now) return deny('token_expired');
+  if (token.nbf !== undefined && token.nbf > now) return deny('token_not_yet_valid');
+  // A DPoP-bound token presented with the Bearer scheme is a downgrade (RFC 9449 §7.2).
+  if (token.tokenType !== undefined && token.tokenType.toLowerCase() === 'dpop') return deny('token_type_unsupported');
+
+  const identity: Identity = { subject: token.subject, clientId: token.clientId, scope: token.scope, certificate };
+  let reason: AllowReason = 'binding_off';
+  let wouldDeny: GuardError | undefined;
+
+  if (policy.binding !== 'off') {
+    const outcome = checkBinding(token.cnf, { certificate }, input.verifiers ?? DEFAULT_VERIFIERS);
+    let failure: GuardError | undefined;
+    if (certificate !== undefined && !certificate.trusted) {
+      failure = bindingError('certificate_untrusted', policy, 'client certificate does not chain to tls.clientCa');
+    } else if (outcome.kind === 'failed') {
+      failure = bindingError(outcome.reason, policy, outcome.detail);
+    } else if (outcome.kind === 'unbound' && policy.binding !== 'optional') {
+      failure = bindingError('token_unbound', policy, 'token has no cnf');
+    }
+    if (failure === undefined) reason = outcome.kind === 'bound' ? 'bound' : 'unbound';
+    else if (policy.binding === 'report-only') {
+      reason = 'report_only';
+      wouldDeny = failure;
+    } else return { allow: false, error: failure };
+  }
+
+  if (policy.scopes.length > 0) {
+    const granted = scopesOf(token.scope);
+    const missing = policy.scopes.filter((s) => !granted.has(s));
+    if (missing.length > 0) {
+      return { allow: false, error: new GuardError('insufficient_scope', { scope: policy.scopes.join(' '), detail: `missing ${missing.join(' ')}` }) };
+    }
+  }
+  return wouldDeny === undefined ? { allow: true, reason, identity } : { allow: true, reason, identity, wouldDeny };
+}

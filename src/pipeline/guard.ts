@@ -1,0 +1,62 @@
+/**
+ * The request's way through cnfguard, one step a line:
+ *   route -> token (header only) -> introspection (cached) -> decision (binding, policy).
+ * Input is plain data gathered by the HTTP edge (src/proxy/handler.ts); output is the route and
+ * the decision. Only introspection does I/O, and it is injected.
+ */
+import { GuardError } from '../oauth/errors.ts';
+import type { ClientCertificate } from './client-cert.ts';
+import { decide, type Decision } from './decide.ts';
+import type { TokenIntrospector } from './introspect.ts';
+import { matchRoute, type RoutePolicy, type RouteTable } from './route.ts';
+import { bearerTokenFrom, formCarriesToken, queryCarriesToken } from './token.ts';
+
+export interface RequestFacts {
+  /** Every Authorization header line (`req.headersDistinct.authorization`). */
+  authorization: readonly string[] | undefined;
+  /** The request target as received (path and query). */
+  target: string;
+  /** Host name without port, lower-case. */
+  host: string;
+  /** The body, when it is a form (the only body RFC 6750 would take a token from). */
+  formBody: Buffer | undefined;
+  /** A form body larger than cnfguard reads to inspect it. */
+  formBodyTooLarge?: boolean;
+  certificate: ClientCertificate | undefined;
+}
+
+export interface Verdict {
+  route: RoutePolicy;
+  decision: Decision;
+}
+
+export interface GuardDependencies {
+  routes: RouteTable;
+  introspector: TokenIntrospector;
+  /** Milliseconds since the epoch. */
+  now: () => number;
+}
+
+export function pathOf(target: string): string {
+  const end = target.search(/[?#]/);
+  return end === -1 ? target : target.slice(0, end);
+}
+
+export type Authorize = (facts: RequestFacts) => Promise<Verdict>;
+
+export function createGuard({ routes, introspector, now }: GuardDependencies): Authorize {
+  return async function authorize(facts) {
+    const route = matchRoute(routes, facts.host, pathOf(facts.target));
+    try {
+      if (queryCarriesToken(facts.target)) throw new GuardError('token_in_query');
+      const token = bearerTokenFrom(facts.authorization);
+      if (facts.formBodyTooLarge === true) throw new GuardError('form_body_too_large');
+      if (facts.formBody !== undefined && formCarriesToken(facts.formBody)) throw new GuardError('token_in_body');
+      const info = await introspector.lookup(token);
+      return { route, decision: decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000 }) };
+    } catch (err) {
+      if (err instanceof GuardError) return { route, decision: { allow: false, error: err } };
+      throw err;
+    }
+  };
+}

@@ -1,0 +1,91 @@
+/**
+ * Step: what the authorization server says about a token, through a bounded cache with
+ * single-flight. The cache holds claims, never decisions: binding, expiry and policy are checked
+ * again on every request. Keys are SHA-256 of the token, so no raw token is kept in memory longer
+ * than its request, and concurrent first requests for one token make one introspection call.
+ */
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Introspect } from '../introspection/client.ts';
+import type { TokenInfo } from '../introspection/token-info.ts';
+
+export interface TokenCacheOptions {
+  maxEntries: number;
+  maxTtlSeconds: number;
+  negativeTtlSeconds: number;
+  /** Milliseconds since the epoch; injected so TTL rules are tested without waiting. */
+  now?: () => number;
+  onHit?: () => void;
+  onMiss?: () => void;
+}
+
+interface Entry {
+  info: TokenInfo;
+  expiresAtMs: number;
+}
+
+export function tokenCacheKey(token: string): string {
+  return createHash('sha256').update(token).digest('base64url');
+}
+
+/**
+ * How long an answer may be reused: an active token until min(exp, now + maxTtl); an inactive
+ * one for negativeTtl. Zero means "do not cache".
+ */
+export function cacheLifetimeMs(info: TokenInfo, nowMs: number, options: Pick<TokenCacheOptions, 'maxTtlSeconds' | 'negativeTtlSeconds'>): number {
+  if (!info.active) return Math.max(0, options.negativeTtlSeconds * 1000);
+  const cap = options.maxTtlSeconds * 1000;
+  const untilExp = info.exp === undefined ? cap : info.exp * 1000 - nowMs;
+  return Math.max(0, Math.min(cap, untilExp));
+}
+
+export interface TokenIntrospector {
+  /** The token's claims, from the cache or the AS. Rejects with `introspection_unavailable`. */
+  lookup(token: string): Promise<TokenInfo>;
+  readonly size: number;
+  clear(): void;
+}
+
+export function createCachedIntrospector(introspect: Introspect, options: TokenCacheOptions): TokenIntrospector {
+  const now = options.now ?? Date.now;
+  const cache = options.maxEntries > 0 ? new LRUCache<string, Entry>({ max: options.maxEntries }) : undefined;
+  const inFlight = new Map<string, Promise<TokenInfo>>();
+
+  async function fetchAndStore(key: string, token: string): Promise<TokenInfo> {
+    try {
+      const info = await introspect(token);
+      const lifetime = cacheLifetimeMs(info, now(), options);
+      if (cache !== undefined && lifetime > 0) cache.set(key, { info, expiresAtMs: now() + lifetime });
+      return info;
+    } finally {
+      inFlight.delete(key);
+    }
+  }
+
+  return {
+    lookup(token) {
+      const key = tokenCacheKey(token);
+      const entry = cache?.get(key);
+      if (entry !== undefined) {
+        if (entry.expiresAtMs > now()) {
+          options.onHit?.();
+          return Promise.resolve(entry.info);
+        }
+        cache?.delete(key);
+      }
+      options.onMiss?.();
+      let pending = inFlight.get(key);
+      if (pending === undefined) {
+        pending = fetchAndStore(key, token);
+        inFlight.set(key, pending);
+      }
+      return pending;
+    },
+    get size() {
+      return cache?.size ?? 0;
+    },
+    clear() {
+      cache?.clear();
+    },
+  };
+}

@@ -1,0 +1,48 @@
+/**
+ * Step: the access token, from the one place cnfguard accepts it (RFC 6750 §2.1, the Authorization
+ * header). Tokens in the URL or in a form body are refused outright (§2, §5.3), as is any
+ * ambiguity: a repeated or malformed header is `invalid_request`, never a guess.
+ */
+import { GuardError } from '../oauth/errors.ts';
+
+/** `Bearer` (any case), one or more spaces, a b64token (RFC 6750 §2.1). */
+const BEARER = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
+const SCHEME = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+)(?: |$)/;
+
+/**
+ * The bearer token from the Authorization header values (`req.headersDistinct.authorization`:
+ * Node would otherwise silently keep one of several). Throws a {@link GuardError}:
+ * `credentials_missing` when there is no header or only another scheme's credentials (RFC 6750
+ * §3.1: no error code then), `authorization_duplicated` or `authorization_malformed` otherwise.
+ */
+export function bearerTokenFrom(authorization: readonly string[] | undefined): string {
+  if (authorization === undefined || authorization.length === 0) throw new GuardError('credentials_missing');
+  if (authorization.length > 1) throw new GuardError('authorization_duplicated');
+  const value = (authorization[0] ?? '').trim();
+  const scheme = SCHEME.exec(value)?.[1];
+  if (scheme === undefined) throw new GuardError('authorization_malformed');
+  if (scheme.toLowerCase() !== 'bearer') {
+    throw new GuardError('credentials_missing', { detail: `unsupported authorization scheme ${scheme.slice(0, 20)}` });
+  }
+  const token = BEARER.exec(value)?.[1];
+  if (token === undefined) throw new GuardError('authorization_malformed');
+  return token;
+}
+
+/** Whether a request target carries an `access_token` query parameter (in any percent-encoding). */
+export function queryCarriesToken(target: string): boolean {
+  const start = target.indexOf('?');
+  if (start === -1) return false;
+  const hash = target.indexOf('#', start);
+  return new URLSearchParams(target.slice(start + 1, hash === -1 ? undefined : hash)).has('access_token');
+}
+
+/** Whether a content type is a form body, the one body RFC 6750 §2.2 would take a token from. */
+export function isFormContentType(contentType: string | undefined): boolean {
+  return contentType !== undefined && /^application\/x-www-form-urlencoded\s*(;|$)/i.test(contentType);
+}
+
+/** Whether a form body carries an `access_token` parameter. */
+export function formCarriesToken(body: Buffer): boolean {
+  return new URLSearchParams(body.toString('latin1')).has('access_token');
+}

@@ -1,0 +1,91 @@
+/**
+ * Forwarding to the upstream with http-proxy-3 over a keep-alive agent: bodies stream both ways,
+ * hop-by-hop headers are dropped, a refused upstream is 502 and a silent one 504.
+ */
+import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex, Readable } from 'node:stream';
+import { createProxyServer } from 'http-proxy-3';
+import { GuardError } from '../oauth/errors.ts';
+
+/** RFC 9110 §7.6.1 connection-specific fields, plus `expect` (Node already answered it). */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'expect'];
+
+/**
+ * Removes hop-by-hop headers in place, including any the Connection header names. A websocket
+ * upgrade keeps `Connection: upgrade` and `Upgrade`, which the upstream needs to switch.
+ */
+export function removeHopByHop(headers: IncomingHttpHeaders, keepUpgrade: boolean): void {
+  const connection = headers.connection;
+  if (connection !== undefined) {
+    for (const name of connection.split(',')) {
+      const token = name.trim().toLowerCase();
+      if (token && token !== 'upgrade') delete headers[token];
+    }
+  }
+  for (const name of HOP_BY_HOP) {
+    if (keepUpgrade && (name === 'connection' || name === 'upgrade')) continue;
+    delete headers[name];
+  }
+  if (keepUpgrade) headers.connection = 'upgrade';
+}
+
+/** X-Forwarded-For gets the peer appended; Proto and Host are set, not appended, since cnfguard is the TLS edge. */
+export function setForwardedHeaders(headers: IncomingHttpHeaders, peerAddress: string | undefined): void {
+  const prior = headers['x-forwarded-for'];
+  if (peerAddress !== undefined) headers['x-forwarded-for'] = prior ? `${prior}, ${peerAddress}` : peerAddress;
+  headers['x-forwarded-proto'] = 'https';
+  if (headers.host !== undefined) headers['x-forwarded-host'] = headers.host;
+}
+
+export type ForwardFailure = GuardError;
+
+export interface Forwarder {
+  /** Streams the request to `target`; calls `onError` with 502/504 errors. `onResponse` fires at the response headers. */
+  web(req: IncomingMessage, res: ServerResponse, target: URL, options: { body?: Readable; timeoutMs: number; onResponse?: () => void; onError: (err: ForwardFailure) => void }): void;
+  ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, onError: (err: ForwardFailure) => void): void;
+  close(): void;
+}
+
+class UpstreamTimeout extends Error {
+  readonly code = 'UPSTREAM_TIMEOUT';
+}
+
+function failureOf(err: unknown): GuardError {
+  const code = (err as { code?: string }).code;
+  if (err instanceof UpstreamTimeout || code === 'ETIMEDOUT') return new GuardError('upstream_timeout', { detail: 'no response in time' });
+  return new GuardError('upstream_unreachable', { detail: `upstream: ${code ?? (err as Error).message}` });
+}
+
+interface PendingForward {
+  timeoutMs: number;
+  onResponse: (() => void) | undefined;
+}
+
+export function createForwarder(): Forwarder {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, scheduling: 'lifo' });
+  const proxy = createProxyServer({ agent, xfwd: false, ws: true });
+  const pending = new WeakMap<IncomingMessage, PendingForward>();
+
+  proxy.on('proxyReq', (proxyReq, req) => {
+    const forward = pending.get(req);
+    if (forward === undefined) return;
+    proxyReq.setTimeout(forward.timeoutMs, () => proxyReq.destroy(new UpstreamTimeout('upstream timeout')));
+  });
+  proxy.on('proxyRes', (_proxyRes, req) => pending.get(req)?.onResponse?.());
+  // Without a listener http-proxy-3 would throw on a client that went away mid-request.
+  proxy.on('econnreset', () => {});
+
+  return {
+    web(req, res, target, options) {
+      pending.set(req, { timeoutMs: options.timeoutMs, onResponse: options.onResponse });
+      proxy.web(req, res, { target, ...(options.body !== undefined && { buffer: options.body }) }, (err) => options.onError(failureOf(err)));
+    },
+    ws(req, socket, head, target, onError) {
+      proxy.ws(req, socket, head, { target }, (err) => onError(failureOf(err)));
+    },
+    close() {
+      proxy.close();
+      agent.destroy();
+    },
+  };
+}

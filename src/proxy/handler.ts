@@ -1,0 +1,203 @@
+/**
+ * The HTTP edge of the pipeline: gathers plain request facts (certificate, Authorization lines,
+ * target, form body), asks the guard, then renders the refusal or forwards with identity headers.
+ * Also the one place that logs a request and counts its decision.
+ */
+import { randomUUID } from 'node:crypto';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Readable, type Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import type { Metrics } from '../admin/metrics.ts';
+import type { Logger } from '../log.ts';
+import { GuardError, renderError, type RenderedError } from '../oauth/errors.ts';
+import { clientCertificateOf, type ClientCertificate } from '../pipeline/client-cert.ts';
+import type { Decision } from '../pipeline/decide.ts';
+import { pathOf, type Authorize, type Verdict } from '../pipeline/guard.ts';
+import { setIdentityHeaders, stripIdentityHeaders, type IdentityHeaderNames } from '../pipeline/identity-headers.ts';
+import { hostName } from '../pipeline/route.ts';
+import { isFormContentType } from '../pipeline/token.ts';
+import { removeHopByHop, setForwardedHeaders, type Forwarder } from './forward.ts';
+
+export interface HandlerSettings {
+  realm: string;
+  headerNames: IdentityHeaderNames;
+  /** Whether tls.clientCa is configured (the chain then matters). */
+  verifyClientChain: boolean;
+  formBodyBytes: number;
+  upstreamTimeoutMs: number;
+}
+
+export interface HandlerDependencies {
+  authorize: Authorize;
+  forwarder: Forwarder;
+  metrics: Metrics;
+  logger: Logger;
+  settings: HandlerSettings;
+}
+
+type FormRead = { body: Buffer | undefined; tooLarge: boolean };
+
+/** Reads a form body up to `limit` bytes; larger bodies are left unread and reported. */
+async function readFormBody(req: IncomingMessage, limit: number): Promise<FormRead> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) return { body: undefined, tooLarge: true };
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) return { body: undefined, tooLarge: true };
+    chunks.push(chunk);
+  }
+  return { body: Buffer.concat(chunks), tooLarge: false };
+}
+
+export interface RequestHandlers {
+  onRequest(req: IncomingMessage, res: ServerResponse): void;
+  onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+export function createHandlers(deps: HandlerDependencies): RequestHandlers {
+  const { authorize, forwarder, metrics, logger, settings } = deps;
+  const render = (err: GuardError): RenderedError => renderError(err, { realm: settings.realm });
+
+  function count(route: string, decision: Decision): void {
+    if (!decision.allow) metrics.requests.inc({ decision: 'deny', reason: decision.error.reason, route });
+    else if (decision.wouldDeny !== undefined) metrics.requests.inc({ decision: 'would_deny', reason: decision.wouldDeny.reason, route });
+    else metrics.requests.inc({ decision: 'allow', reason: decision.reason, route });
+  }
+
+  function accessLog(fields: {
+    id: string;
+    req: IncomingMessage;
+    status: number;
+    started: number;
+    verdict: Verdict | undefined;
+    certificate: ClientCertificate | undefined;
+    error?: GuardError | undefined;
+  }): void {
+    const { verdict, error } = fields;
+    const decision = verdict?.decision;
+    const denied = decision !== undefined && !decision.allow ? decision.error : undefined;
+    const wouldDeny = decision?.allow ? decision.wouldDeny : undefined;
+    const entry = {
+      reqId: fields.id,
+      method: fields.req.method,
+      path: pathOf(fields.req.url ?? '/'),
+      status: fields.status,
+      decision: decision === undefined ? 'error' : decision.allow ? (wouldDeny ? 'would_deny' : 'allow') : 'deny',
+      reason: denied?.reason ?? wouldDeny?.reason ?? (decision?.allow ? decision.reason : error?.reason),
+      route: verdict?.route.id,
+      clientId: decision?.allow ? decision.identity.clientId : undefined,
+      thumbprint: fields.certificate?.thumbprint,
+      latencyMs: Math.round((performance.now() - fields.started) * 100) / 100,
+      ...((denied ?? wouldDeny ?? error)?.detail !== undefined && { detail: (denied ?? wouldDeny ?? error)?.detail }),
+    };
+    if (wouldDeny !== undefined) logger.warn(entry, 'report-only: would deny');
+    else logger.info(entry, 'request');
+  }
+
+  async function gather(req: IncomingMessage, readForm: boolean) {
+    const certificate = (req.socket as Partial<TLSSocket>).encrypted === true ? clientCertificateOf(req.socket as TLSSocket, settings.verifyClientChain) : undefined;
+    // Identity headers are the client's to forge: gone before anything else looks at the request.
+    stripIdentityHeaders(req.headers, settings.headerNames);
+    let form: FormRead = { body: undefined, tooLarge: false };
+    if (readForm && isFormContentType(req.headers['content-type'])) form = await readFormBody(req, settings.formBodyBytes);
+    const verdict = await authorize({
+      authorization: req.headersDistinct.authorization,
+      target: req.url ?? '/',
+      host: hostName(req.headers.host),
+      formBody: form.body,
+      formBodyTooLarge: form.tooLarge,
+      certificate,
+    });
+    return { certificate, verdict, form };
+  }
+
+  function prepareForwarding(req: IncomingMessage, decision: Extract<Decision, { allow: true }>, upgrade: boolean, id: string): void {
+    removeHopByHop(req.headers, upgrade);
+    setIdentityHeaders(req.headers, decision.identity, settings.headerNames);
+    setForwardedHeaders(req.headers, req.socket.remoteAddress);
+    req.headers['x-request-id'] = id;
+  }
+
+  function sendError(res: ServerResponse, err: GuardError, id: string): void {
+    const rendered = render(err);
+    res.writeHead(rendered.status, { ...rendered.headers, 'content-length': Buffer.byteLength(rendered.body), 'x-request-id': id });
+    res.end(rendered.body);
+  }
+
+  async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const id = randomUUID();
+    let verdict: Verdict | undefined;
+    let certificate: ClientCertificate | undefined;
+    let failure: GuardError | undefined;
+    res.once('close', () => accessLog({ id, req, status: res.statusCode, started, verdict, certificate, error: failure }));
+    try {
+      const gathered = await gather(req, true);
+      ({ verdict, certificate } = gathered);
+      const { decision, route } = verdict;
+      count(route.id, decision);
+      if (!decision.allow) {
+        if (gathered.form.tooLarge) res.shouldKeepAlive = false; // the unread body cannot be skipped safely
+        sendError(res, decision.error, id);
+        return;
+      }
+      prepareForwarding(req, decision, false, id);
+      res.setHeader('x-request-id', id);
+      const forwardedAt = performance.now();
+      forwarder.web(req, res, route.upstream, {
+        timeoutMs: settings.upstreamTimeoutMs,
+        ...(gathered.form.body !== undefined && { body: Readable.from([gathered.form.body]) }),
+        onResponse: () => metrics.upstreamDuration.observe({ route: route.id }, (performance.now() - forwardedAt) / 1000),
+        onError: (err) => {
+          failure = err;
+          if (!res.headersSent) sendError(res, err, id);
+          else res.destroy();
+        },
+      });
+    } catch (err) {
+      logger.error({ reqId: id, err }, 'request handling failed');
+      if (!res.headersSent) {
+        res.writeHead(500, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+        res.end(JSON.stringify({ error: 'server_error', error_description: 'internal error' }));
+      } else res.destroy();
+    }
+  }
+
+  async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const started = performance.now();
+    const id = randomUUID();
+    socket.on('error', () => socket.destroy());
+    try {
+      const { certificate, verdict } = await gather(req, false);
+      const { decision, route } = verdict;
+      count(route.id, decision);
+      if (!decision.allow) {
+        const rendered = render(decision.error);
+        const headers = { ...rendered.headers, 'x-request-id': id, 'content-length': String(Buffer.byteLength(rendered.body)), connection: 'close' };
+        socket.end(
+          `HTTP/1.1 ${rendered.status} ${STATUS_CODES[rendered.status] ?? ''}\r\n${Object.entries(headers)
+            .map(([k, v]) => `${k}: ${v}\r\n`)
+            .join('')}\r\n${rendered.body}`,
+        );
+        accessLog({ id, req, status: rendered.status, started, verdict, certificate });
+        return;
+      }
+      prepareForwarding(req, decision, true, id);
+      forwarder.ws(req, socket, head, route.upstream, (err) => {
+        accessLog({ id, req, status: err.status, started, verdict, certificate, error: err });
+        socket.destroy();
+      });
+      accessLog({ id, req, status: 101, started, verdict, certificate });
+    } catch (err) {
+      logger.error({ reqId: id, err }, 'upgrade handling failed');
+      socket.destroy();
+    }
+  }
+
+  return {
+    onRequest: (req, res) => void handleRequest(req, res),
+    onUpgrade: (req, socket, head) => void handleUpgrade(req, socket, head),
+  };
+}

@@ -1,0 +1,26 @@
+/**
+ * The TLS listener. A client certificate is requested in every handshake (RFC 8705 §3: the server
+ * must know in advance; there is no renegotiation) and never required there: a missing or
+ * untrusted certificate is judged per request, so it gets an OAuth error.
+ */
+import https from 'node:https';
+import type { RequestListener } from 'node:http';
+import type { TlsMaterial } from '../config/load.ts';
+
+export function createTlsServer(tls: TlsMaterial, onRequest: RequestListener): https.Server {
+  return https.createServer(
+    {
+      cert: tls.cert,
+      key: tls.key,
+      // With a client CA, OpenSSL verifies the presented chain and records the result in
+      // socket.authorized; without one, the system store would be consulted but never enforced.
+      ...(tls.clientCa !== undefined && { ca: tls.clientCa }),
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+      // Trailing bytes of a rejected upload should not hold a socket for long.
+      keepAliveTimeout: 5_000,
+    },
+    onRequest,
+  );
+}
