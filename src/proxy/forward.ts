@@ -71,7 +71,15 @@ export function createForwarder(): Forwarder {
     if (forward === undefined) return;
     proxyReq.setTimeout(forward.timeoutMs, () => proxyReq.destroy(new UpstreamTimeout('upstream timeout')));
   });
-  proxy.on('proxyRes', (_proxyRes, req) => pending.get(req)?.onResponse?.());
+  proxy.on('proxyRes', (proxyRes, req, res) => {
+    // The upstream's Connection and Keep-Alive describe its hop, not the client's: drop them and
+    // say what Node will really do with the client connection (it honours the client's `close`).
+    if (proxyRes.statusCode !== 101) {
+      removeHopByHop(proxyRes.headers, false);
+      proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
+    }
+    pending.get(req)?.onResponse?.();
+  });
   // Without a listener http-proxy-3 would throw on a client that went away mid-request.
   proxy.on('econnreset', () => {});
 

@@ -9,7 +9,7 @@ import { Readable, type Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Metrics } from '../admin/metrics.ts';
 import type { Logger } from '../log.ts';
-import { GuardError, renderError, type RenderedError } from '../oauth/errors.ts';
+import { renderError, type GuardError, type RenderedError } from '../oauth/errors.ts';
 import { clientCertificateOf, type ClientCertificate } from '../pipeline/client-cert.ts';
 import type { Decision } from '../pipeline/decide.ts';
 import { pathOf, type Authorize, type Verdict } from '../pipeline/guard.ts';
