@@ -1,0 +1,209 @@
+/**
+ * The command line as users and scripts drive it: real processes, exit codes, messages.
+ */
+import { spawn } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { createApp } from '../../src/app.ts';
+import { loadConfigObject } from '../../src/config/load.ts';
+import { thumbprintS256 } from '../../src/tls/certificates.ts';
+import { baseConfig, curl, startDeployment, type Deployment } from '../fixtures/stack.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const BIN = join(ROOT, 'bin', 'cnfguard.js');
+
+interface Finished {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cnfguard(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Finished> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+let d: Deployment;
+let dir: string;
+let goodConfig: string;
+
+beforeAll(async () => {
+  d = await startDeployment();
+  dir = await mkdtemp(join(tmpdir(), 'cnfguard-cli-'));
+  goodConfig = join(dir, 'good.yaml');
+  const config = baseConfig(d.pki, d.as, d.upstream, {
+    introspection: { url: d.as.introspectionUrl, clientId: 'rs', clientSecret: '${RS_SECRET}', ca: d.pki.files.ca },
+  });
+  await writeFile(goodConfig, stringify(config));
+});
+afterAll(async () => {
+  await d?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('cnfguard check', () => {
+  it('prints the effective config with the secret masked, exit 0', async () => {
+    const r = await cnfguard(['check', '--config', goodConfig], { RS_SECRET: 'rs-secret' });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('clientSecret: "********"');
+    expect(r.stdout).not.toContain('rs-secret');
+    expect(r.stdout).toMatch(/binding: required/);
+    expect(r.stdout).toMatch(/realm: cnfguard/);
+  });
+
+  it('names every problem by its YAML path and exits 2', async () => {
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(
+      bad,
+      stringify({
+        tls: { cert: join(dir, 'missing.crt'), key: join(dir, 'missing.key') },
+        introspection: { url: 'not a url', clientId: 'rs' },
+        upstream: 'http://127.0.0.1:1',
+        binding: 'sometimes',
+        routes: [{ pathPrefix: 'no-slash' }],
+        errors: { missingCertificate: { code: 'bad code', status: 200 } },
+        surprise: true,
+      }),
+    );
+    const r = await cnfguard(['check', '--config', bad]);
+    expect(r.code).toBe(2);
+    for (const path of ['introspection.url', 'introspection.clientSecret', 'binding', 'routes[0].pathPrefix', 'errors.missingCertificate.code', 'errors.missingCertificate.status']) {
+      expect(r.stderr).toContain(`${path}: `);
+    }
+    expect(r.stderr).toMatch(/surprise/);
+    expect(r.stderr).toContain(bad);
+  });
+
+  it('names the key and the file when a file it points to is unreadable', async () => {
+    const config = baseConfig(d.pki, d.as, d.upstream, { tls: { cert: join(dir, 'nope.crt'), key: d.pki.files.server.key } });
+    const file = join(dir, 'unreadable.yaml');
+    await writeFile(file, stringify(config));
+    const r = await cnfguard(['check', '--config', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`tls.cert: cannot read file "${join(dir, 'nope.crt')}": ENOENT`);
+  });
+
+  it('reports an unset environment variable at its path', async () => {
+    const r = await cnfguard(['check', '--config', goodConfig], { RS_SECRET: undefined });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('introspection.clientSecret: environment variable RS_SECRET is not set');
+  });
+
+  it('a missing --config is a usage error', async () => {
+    const r = await cnfguard(['check'], { CNFGUARD_CONFIG: '' });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--config FILE');
+  });
+});
+
+describe('cnfguard thumbprint and dev-certs', () => {
+  it('dev-certs writes a CA, a server pair and two client pairs; thumbprint prints x5t#S256', async () => {
+    const out = join(dir, 'certs');
+    const made = await cnfguard(['dev-certs', out]);
+    expect(made.code).toBe(0);
+    expect((await readdir(out)).sort()).toEqual(['ca.crt', 'ca.key', 'client1.crt', 'client1.key', 'client2.crt', 'client2.key', 'server.crt', 'server.key']);
+    expect((await stat(join(out, 'client1.key'))).mode & 0o077).toBe(0);
+    const r = await cnfguard(['thumbprint', join(out, 'client1.crt')]);
+    expect(r.code).toBe(0);
+    const expected = thumbprintS256(new X509Certificate(await readFile(join(out, 'client1.crt'))).raw);
+    expect(r.stdout).toBe(`${expected}\n`);
+    expect(r.stdout).toMatch(/^[A-Za-z0-9_-]{43}\n$/);
+  });
+
+  it('thumbprint of a missing or non-certificate file exits 2', async () => {
+    expect((await cnfguard(['thumbprint', join(dir, 'absent.pem')])).code).toBe(2);
+    const r = await cnfguard(['thumbprint', goodConfig]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('no PEM certificate');
+  });
+});
+
+describe('cnfguard run', () => {
+  it('refuses a bad config with exit 2 and a JSON log line naming the key and the file', async () => {
+    const r = await cnfguard(['run', '--config', goodConfig], { RS_SECRET: undefined });
+    expect(r.code).toBe(2);
+    const line = JSON.parse(r.stdout.trim().split('\n')[0] ?? '{}') as { msg: string; problems: { path: string }[] };
+    expect(line.msg).toContain(goodConfig);
+    expect(line.problems[0]?.path).toBe('introspection.clientSecret');
+  });
+
+  it('serves from CNFGUARD_CONFIG, then exits 0 on SIGTERM', async () => {
+    const child = spawn(process.execPath, [BIN, 'run'], { env: { ...process.env, CNFGUARD_CONFIG: goodConfig, RS_SECRET: 'rs-secret' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    const started = new Promise<{ listen: string; admin: string }>((resolve) => {
+      child.stdout.on('data', (c: Buffer) => {
+        stdout += c.toString();
+        const line = stdout.split('\n').find((l) => l.includes('cnfguard started'));
+        if (line) resolve(JSON.parse(line) as { listen: string; admin: string });
+      });
+    });
+    const { listen, admin } = await started;
+    const token = await d.tokenFor('client1');
+    expect((await curl(d.pki, `${listen}/x`, { cert: d.pki.files.client1, token })).status).toBe(200);
+    expect((await fetch(`${admin}/readyz`)).status).toBe(200);
+    child.kill('SIGTERM');
+    const [code] = (await once(child, 'exit')) as [number];
+    expect(code).toBe(0);
+    expect(stdout).not.toContain(token);
+    expect(stdout).not.toContain('rs-secret');
+  });
+
+  it('exits 2 when the port is taken', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as { port: number }).port;
+    const file = join(dir, 'taken.yaml');
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { listen: { host: '127.0.0.1', port } })));
+    const r = await cnfguard(['run', '--config', file]);
+    blocker.close();
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('EADDRINUSE');
+  });
+
+  it('nothing half-started: when the admin port is taken, the proxy listener is released again', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const adminPort = (blocker.address() as { port: number }).port;
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as { port: number }).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const config = loadConfigObject(baseConfig(d.pki, d.as, d.upstream, { listen: { host: '127.0.0.1', port }, admin: { host: '127.0.0.1', port: adminPort } }), 'test');
+    const app = createApp(config, { logger: pino({ level: 'silent' }), defaultMetrics: false });
+    await expect(app.start()).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    blocker.close();
+    // The proxy port was bound before the admin port failed: it must be free again.
+    const again = createServer();
+    await new Promise<void>((resolve, reject) => {
+      again.once('error', reject);
+      again.listen(port, '127.0.0.1', resolve);
+    });
+    again.close();
+  });
+});
+
+it('npm run demo walks through accept, replay and no-certificate (--once)', async () => {
+  const cwd = await mkdtemp(join(tmpdir(), 'cnfguard-demo-'));
+  const child = spawn(process.execPath, [join(ROOT, 'cmd', 'demo.ts'), '--once'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  const [code] = (await once(child, 'exit')) as [number];
+  await rm(cwd, { recursive: true, force: true });
+  expect(out).toMatch(/client1 calls cnfguard with its own certificate\s*: HTTP 200/);
+  expect(out).toMatch(/replayed with client2's certificate: HTTP 401/);
+  expect(out).toMatch(/no certificate at all\s*: HTTP 401/);
+  expect(code).toBe(0);
+});
