@@ -242,6 +242,17 @@ describe('policy and the way to the upstream', () => {
     expect(headers['x-forwarded-client-cert']).toMatch(/^Hash=[0-9a-f]{64};/);
   });
 
+  it('hop-by-hop headers, and those the Connection header names, are not forwarded', async () => {
+    const r = await curl(d.pki, url('/hop'), {
+      cert: d.pki.files.client1,
+      token: bound,
+      headers: ['Connection: keep-alive, x-hop-secret', 'x-hop-secret: 1', 'TE: trailers', 'Proxy-Authorization: Basic eDp5', 'x-end-to-end: kept'],
+    });
+    const headers = r.json<{ headers: Record<string, string> }>().headers;
+    expect(headers['x-end-to-end']).toBe('kept');
+    for (const name of ['x-hop-secret', 'te', 'proxy-authorization']) expect(headers[name]).toBeUndefined();
+  });
+
   it('upstream unreachable: 502', async () => {
     const r = await curl(d.pki, url('/dead/x'), { cert: d.pki.files.client1, token: bound });
     expect(r.status).toBe(502);
