@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdminServer } from './admin/server.ts';
+import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
 import type { LoadedConfig } from './config/load.ts';
 import { createIntrospectionClient, type Introspect } from './introspection/client.ts';
@@ -92,17 +93,18 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     onMiss: () => metrics.cacheMisses.inc(),
   });
   const forwarder = createForwarder();
+  const routes = compileRoutes(settings);
   const handlers = createHandlers({
-    authorize: createGuard({ routes: compileRoutes(settings), introspector: tokens, now }),
+    authorize: createGuard({ routes, introspector: tokens, now }),
+    metadata: buildMetadataDirectory(settings, routes),
     forwarder,
     metrics,
     logger,
     settings: {
       realm: settings.errors.realm,
-      headerNames: settings.headers,
+      managedHeaders: routes.managedHeaders,
       verifyClientChain: config.tls.clientCa !== undefined,
       formBodyBytes: settings.limits.formBodyBytes,
-      upstreamTimeoutMs: settings.upstreamTimeoutMs,
     },
   });
 

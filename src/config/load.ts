@@ -7,6 +7,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isMap, isScalar, isSeq, parseDocument, stringify } from 'yaml';
 import { configSchema, type Settings } from './schema.ts';
+import { shadowedRoutes } from '../pipeline/route.ts';
 import { splitPemCertificates } from '../tls/certificates.ts';
 
 export interface ConfigProblem {
@@ -174,6 +175,9 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
   }
   if (!parsed.success || problems.length > 0) throw new ConfigError(source, problems);
   const settings = parsed.data;
+  for (const [shadowed, earlier] of shadowedRoutes(settings.routes)) {
+    problems.push({ path: `routes[${shadowed}]`, message: `unreachable: routes[${earlier}] comes first and matches every request this route would` });
+  }
 
   const serverPair = readKeyPair('tls.cert', settings.tls.cert, 'tls.key', settings.tls.key, problems);
   const clientCa = settings.tls.clientCa === undefined ? undefined : readCertificates('tls.clientCa', settings.tls.clientCa, problems);

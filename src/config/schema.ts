@@ -28,17 +28,61 @@ const headerName = z
 /** RFC 6749 scope-token. */
 const scopeToken = z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'a scope token: no spaces, quotes or backslashes');
 
+const missingCertificateSchema = z.strictObject({
+  code: oauthErrorCode.default('invalid_token'),
+  status: z.number().int().min(400).max(499).default(401),
+});
+
+const identityHeaderOverrides = z.strictObject({
+  subject: headerName.optional(),
+  clientId: headerName.optional(),
+  scope: headerName.optional(),
+  certThumbprint: headerName.optional(),
+  clientCert: headerName.optional(),
+});
+
+const identityHeadersSchema = z.strictObject({
+  subject: headerName.default('x-auth-subject'),
+  clientId: headerName.default('x-auth-client-id'),
+  scope: headerName.default('x-auth-scope'),
+  certThumbprint: headerName.default('x-auth-cert-thumbprint'),
+  clientCert: headerName.default('x-forwarded-client-cert'),
+});
+
+/** `header-name: claims.path.to.member`, e.g. `x-tenant: claims.tenant_id`. */
+const claimHeadersSchema = z.record(
+  z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'an HTTP header name'),
+  z.string().regex(/^claims(\.[^.\s]+)+$/, 'claims.<member>[.<member>…], e.g. claims.tenant_id'),
+);
+
+/** Exact host, or `*.suffix` for any name below suffix (not suffix itself). */
+const hostPattern = z
+  .string()
+  .regex(/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^\[[0-9a-f:.]+\]$/i, 'a host name, *.suffix, or [IPv6]')
+  .transform((host) => host.toLowerCase());
+
+/** What a route may set; unset keys fall back to the top-level (default route) values. */
+const routePolicyFields = {
+  upstream: httpUrl.optional(),
+  binding: bindingMode.optional(),
+  scopes: z.array(scopeToken).optional(),
+  /** The token's `aud` must contain this value. */
+  audience: z.string().min(1).optional(),
+  /** Drop the Authorization header before forwarding. */
+  stripAuthorization: z.boolean().optional(),
+  upstreamTimeoutMs: positiveInt.optional(),
+  /** RFC 9728 resource identifier of this route (defaults to the top-level `resource`). */
+  resource: httpUrl.optional(),
+  headers: identityHeaderOverrides.optional(),
+  claimHeaders: claimHeadersSchema.optional(),
+};
+
 const routeSchema = z
   .strictObject({
     pathPrefix: z.string().startsWith('/', 'must start with "/"').optional(),
-    host: z
-      .string()
-      .min(1)
-      .transform((host) => host.toLowerCase())
-      .optional(),
-    upstream: httpUrl.optional(),
-    binding: bindingMode.optional(),
-    scopes: z.array(scopeToken).default([]),
+    host: hostPattern.optional(),
+    ...routePolicyFields,
+    errors: z.strictObject({ missingCertificate: missingCertificateSchema.optional() }).optional(),
   })
   .refine((route) => route.pathPrefix !== undefined || route.host !== undefined, {
     error: 'a route needs pathPrefix, host, or both',
@@ -97,24 +141,24 @@ export const configSchema = z.strictObject({
   introspection: introspectionSchema,
   upstream: httpUrl,
   binding: bindingMode.default('required'),
+  scopes: z.array(scopeToken).default([]),
+  audience: z.string().min(1).optional(),
+  stripAuthorization: z.boolean().default(false),
+  claimHeaders: claimHeadersSchema.default({}),
+  /** RFC 9728 resource identifier of the default route; enables /.well-known/oauth-protected-resource. */
+  resource: httpUrl.optional(),
+  /** Published in the resource metadata (RFC 9728 `authorization_servers`). */
+  authorizationServers: z.array(httpUrl).default([]),
   routes: z.array(routeSchema).default([]),
+  /** Tokens bound by a confirmation method cnfguard cannot verify: refused (reject) or judged as if that member were absent (ignore). */
+  cnf: z.strictObject({ unknownMethods: z.enum(['reject', 'ignore']).default('reject') }).prefault({}),
   errors: z
     .strictObject({
       realm: z.string().min(1).default('cnfguard'),
-      missingCertificate: z
-        .strictObject({ code: oauthErrorCode.default('invalid_token'), status: z.number().int().min(400).max(499).default(401) })
-        .prefault({}),
+      missingCertificate: missingCertificateSchema.prefault({}),
     })
     .prefault({}),
-  headers: z
-    .strictObject({
-      subject: headerName.default('x-auth-subject'),
-      clientId: headerName.default('x-auth-client-id'),
-      scope: headerName.default('x-auth-scope'),
-      certThumbprint: headerName.default('x-auth-cert-thumbprint'),
-      clientCert: headerName.default('x-forwarded-client-cert'),
-    })
-    .prefault({}),
+  headers: identityHeadersSchema.prefault({}),
   upstreamTimeoutMs: positiveInt.default(30_000),
   limits: z
     .strictObject({

@@ -37,6 +37,8 @@ export interface TokenInfo {
   readonly aud: readonly string[];
   /** Confirmation members (RFC 7800), e.g. `x5t#S256`. */
   readonly cnf: Readonly<Record<string, unknown>> | undefined;
+  /** The whole answer, for claim -> header mappings. */
+  readonly claims: Readonly<Record<string, unknown>>;
 }
 
 export const INACTIVE: TokenInfo = Object.freeze({
@@ -50,6 +52,7 @@ export const INACTIVE: TokenInfo = Object.freeze({
   iss: undefined,
   aud: [],
   cnf: undefined,
+  claims: Object.freeze({}),
 });
 
 export class InvalidIntrospectionAnswer extends Error {
@@ -82,5 +85,6 @@ export function tokenInfoFromAnswer(answer: unknown): TokenInfo {
     iss: a.iss,
     aud: Object.freeze(a.aud === undefined ? [] : typeof a.aud === 'string' ? [a.aud] : a.aud),
     cnf: a.cnf === undefined ? undefined : Object.freeze({ ...a.cnf }),
+    claims: Object.freeze({ ...a }),
   });
 }

@@ -16,6 +16,7 @@ export type ReasonId =
   | 'token_expired'
   | 'token_not_yet_valid'
   | 'token_type_unsupported'
+  | 'audience_mismatch'
   | 'certificate_missing'
   | 'certificate_mismatch'
   | 'certificate_untrusted'
@@ -45,6 +46,7 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   token_expired: { status: 401, error: 'invalid_token', description: 'the access token has expired' },
   token_not_yet_valid: { status: 401, error: 'invalid_token', description: 'the access token is not yet valid' },
   token_type_unsupported: { status: 401, error: 'invalid_token', description: 'the access token cannot be used with the Bearer scheme' },
+  audience_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is not intended for this resource' },
   certificate_missing: { status: 401, error: 'invalid_token', description: 'the access token is bound to a client certificate, but none was presented' },
   certificate_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is bound to a different client certificate' },
   certificate_untrusted: { status: 401, error: 'invalid_token', description: 'the client certificate is not trusted' },

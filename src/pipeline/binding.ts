@@ -47,20 +47,30 @@ export type BindingOutcome =
 
 /**
  * Checks every `cnf` member against the proof. A member no verifier knows fails the token
- * (`cnf_unsupported`): a token bound by a method cnfguard cannot check is not a bearer token.
- * A mismatch outranks a missing proof, so a stolen token is reported as stolen.
+ * (`cnf_unsupported`) under `reject`: a token bound by a method cnfguard cannot check is not a
+ * bearer token. Under `ignore` such members are passed over, and a token with no other member is
+ * judged as unbound. A mismatch outranks a missing proof, so a stolen token is reported as stolen.
  */
-export function checkBinding(cnf: Readonly<Record<string, unknown>> | undefined, proof: Proof, verifiers: readonly ConfirmationVerifier[] = DEFAULT_VERIFIERS): BindingOutcome {
+export function checkBinding(
+  cnf: Readonly<Record<string, unknown>> | undefined,
+  proof: Proof,
+  verifiers: readonly ConfirmationVerifier[] = DEFAULT_VERIFIERS,
+  unknownMethods: 'reject' | 'ignore' = 'reject',
+): BindingOutcome {
   const members = cnf === undefined ? [] : Object.keys(cnf);
-  if (members.length === 0) return { kind: 'unbound' };
   let missing: string | undefined;
+  let verified = 0;
   for (const member of members) {
     const verifier = verifiers.find((v) => v.member === member);
-    if (verifier === undefined) return { kind: 'failed', reason: 'cnf_unsupported', detail: `cnf member ${member.slice(0, 40)}` };
+    if (verifier === undefined) {
+      if (unknownMethods === 'ignore') continue;
+      return { kind: 'failed', reason: 'cnf_unsupported', detail: `cnf member ${member.slice(0, 40)}` };
+    }
+    verified++;
     const result = verifier.verify(cnf?.[member], proof);
     if (result === 'mismatch') return { kind: 'failed', reason: 'certificate_mismatch', detail: `${member} mismatch` };
     if (result === 'missing') missing ??= member;
   }
   if (missing !== undefined) return { kind: 'failed', reason: 'certificate_missing', detail: `${missing} proof missing` };
-  return { kind: 'bound' };
+  return verified === 0 ? { kind: 'unbound' } : { kind: 'bound' };
 }

@@ -24,6 +24,8 @@ export interface Identity {
   clientId: string | undefined;
   scope: string | undefined;
   certificate: ClientCertificate | undefined;
+  /** The introspection answer, for claim -> header mappings. */
+  claims: Readonly<Record<string, unknown>>;
 }
 
 /** Why a request was let through: a verified binding, an unbound token the route accepts, no check, or report-only. */
@@ -55,13 +57,14 @@ export function decide(input: DecisionInput): Decision {
   if (token.nbf !== undefined && token.nbf > now) return deny('token_not_yet_valid');
   // A DPoP-bound token presented with the Bearer scheme is a downgrade (RFC 9449 §7.2).
   if (token.tokenType !== undefined && token.tokenType.toLowerCase() === 'dpop') return deny('token_type_unsupported');
+  if (policy.audience !== undefined && !token.aud.includes(policy.audience)) return deny('audience_mismatch');
 
-  const identity: Identity = { subject: token.subject, clientId: token.clientId, scope: token.scope, certificate };
+  const identity: Identity = { subject: token.subject, clientId: token.clientId, scope: token.scope, certificate, claims: token.claims };
   let reason: AllowReason = 'binding_off';
   let wouldDeny: GuardError | undefined;
 
   if (policy.binding !== 'off') {
-    const outcome = checkBinding(token.cnf, { certificate }, input.verifiers ?? DEFAULT_VERIFIERS);
+    const outcome = checkBinding(token.cnf, { certificate }, input.verifiers ?? DEFAULT_VERIFIERS, policy.unknownCnf);
     let failure: GuardError | undefined;
     if (certificate !== undefined && !certificate.trusted) {
       failure = bindingError('certificate_untrusted', policy, 'client certificate does not chain to tls.clientCa');

@@ -1,10 +1,11 @@
 /**
- * Step: the verified identity, as headers for the upstream. Inbound copies of every identity
- * header are removed on every route (also `binding: off`), so an upstream can believe them.
+ * Step: the verified identity, as headers for the upstream. Inbound copies of every header any
+ * route manages are removed on every route (also `binding: off`), so an upstream can believe them.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ClientCertificate } from './client-cert.ts';
 import type { Identity } from './decide.ts';
+import type { ClaimHeader } from './route.ts';
 
 export interface IdentityHeaderNames {
   readonly subject: string;
@@ -30,35 +31,51 @@ export function headerSafe(value: string): string {
   });
 }
 
+function quotedXfcc(value: string): string {
+  return `"${value.replace(/["\\]/g, (c) => `\\${c}`)}"`;
+}
+
 function xfccValue(value: string): string {
   const safe = headerSafe(value);
-  return /[,;="\\]/.test(safe) ? `"${safe.replace(/["\\]/g, (c) => `\\${c}`)}"` : safe;
+  return /[,;="\\]/.test(safe) ? quotedXfcc(safe) : safe;
 }
 
 /** One Envoy XFCC element for the connection's certificate: `Hash=…;Subject="…";URI=…;DNS=…`. */
 export function xfccElement(certificate: ClientCertificate): string {
-  const parts = [`Hash=${certificate.sha256Hex}`, `Subject="${headerSafe(certificate.subject).replace(/["\\]/g, (c) => `\\${c}`)}"`];
+  const parts = [`Hash=${certificate.sha256Hex}`, `Subject=${quotedXfcc(headerSafe(certificate.subject))}`];
   for (const uri of certificate.uris) parts.push(`URI=${xfccValue(uri)}`);
   for (const dns of certificate.dns) parts.push(`DNS=${xfccValue(dns)}`);
   return parts.join(';');
 }
 
-/** Removes every identity header the client sent, in place. */
-export function stripIdentityHeaders(headers: IncomingHttpHeaders, names: IdentityHeaderNames): void {
-  delete headers[names.subject];
-  delete headers[names.clientId];
-  delete headers[names.scope];
-  delete headers[names.certThumbprint];
-  delete headers[names.clientCert];
+/** Removes, in place, every header cnfguard sets for the upstream: they are the client's to forge. */
+export function stripManagedHeaders(headers: IncomingHttpHeaders, names: readonly string[]): void {
+  for (const name of names) delete headers[name];
 }
 
-/** Sets the verified identity, in place (after {@link stripIdentityHeaders}). */
-export function setIdentityHeaders(headers: IncomingHttpHeaders, identity: Identity, names: IdentityHeaderNames): void {
+/** A claim as a header value: strings as they are, numbers and booleans as text, anything else as JSON. */
+export function claimValue(claims: Readonly<Record<string, unknown>>, path: readonly string[]): string | undefined {
+  let value: unknown = claims;
+  for (const member of path) {
+    if (value === null || typeof value !== 'object' || !Object.hasOwn(value, member)) return undefined;
+    value = (value as Record<string, unknown>)[member];
+  }
+  if (value === undefined || value === null) return undefined;
+  const text = typeof value === 'string' ? value : typeof value === 'number' || typeof value === 'boolean' ? String(value) : JSON.stringify(value);
+  return headerSafe(text);
+}
+
+/** Sets the verified identity and mapped claims, in place (after {@link stripManagedHeaders}). */
+export function setIdentityHeaders(headers: IncomingHttpHeaders, identity: Identity, names: IdentityHeaderNames, claimHeaders: readonly ClaimHeader[] = []): void {
   if (identity.subject !== undefined) headers[names.subject] = headerSafe(identity.subject);
   if (identity.clientId !== undefined) headers[names.clientId] = headerSafe(identity.clientId);
   if (identity.scope !== undefined) headers[names.scope] = headerSafe(identity.scope);
   if (identity.certificate !== undefined) {
     headers[names.certThumbprint] = identity.certificate.thumbprint;
     headers[names.clientCert] = xfccElement(identity.certificate);
+  }
+  for (const claim of claimHeaders) {
+    const value = claimValue(identity.claims, claim.path);
+    if (value !== undefined) headers[claim.header] = value;
   }
 }

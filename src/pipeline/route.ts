@@ -1,8 +1,16 @@
 /**
- * Step: which route a request takes. Routes are matched in config order, first match wins, and
- * the default route (top-level `upstream` and `binding`) comes last.
+ * Step: which route a request takes, and the policy it brings. Routes match on host (exact or
+ * `*.suffix`) and path prefix, in config order, first match wins; the default route (the
+ * top-level keys) comes last. A route inherits every policy key it does not set.
  */
 import type { BindingMode, Settings } from '../config/schema.ts';
+import type { IdentityHeaderNames } from './identity-headers.ts';
+
+export interface ClaimHeader {
+  readonly header: string;
+  /** Member path inside the introspection answer, e.g. ['ext', 'tenant_id']. */
+  readonly path: readonly string[];
+}
 
 export interface RoutePolicy {
   /** `default` or `routes[N]`: the name used in logs and metrics. */
@@ -10,49 +18,103 @@ export interface RoutePolicy {
   readonly host: string | undefined;
   readonly pathPrefix: string | undefined;
   readonly upstream: URL;
+  readonly upstreamTimeoutMs: number;
   readonly binding: BindingMode;
   /** Every one of these must be in the token's `scope`. */
   readonly scopes: readonly string[];
+  /** When set, the token's `aud` must contain it. */
+  readonly audience: string | undefined;
+  readonly stripAuthorization: boolean;
+  readonly unknownCnf: 'reject' | 'ignore';
   readonly missingCertificate: Readonly<{ code: string; status: number }>;
+  readonly headerNames: IdentityHeaderNames;
+  readonly claimHeaders: readonly ClaimHeader[];
+  /** RFC 9728 resource identifier, and the URL of its metadata (for `resource_metadata`). */
+  readonly resource: string | undefined;
+  readonly resourceMetadataUrl: string | undefined;
 }
 
 export interface RouteTable {
   readonly routes: readonly RoutePolicy[];
   readonly fallback: RoutePolicy;
+  /** Every identity and claim header name any route sets: stripped from every inbound request. */
+  readonly managedHeaders: readonly string[];
+}
+
+/**
+ * RFC 9728 §3.1: the metadata lives at the resource's origin, with the well-known segment
+ * inserted before the resource's path (`https://rs/api` -> `https://rs/.well-known/oauth-protected-resource/api`).
+ */
+export function resourceMetadataUrl(resource: string): string {
+  const url = new URL(resource);
+  const path = url.pathname === '/' ? '' : url.pathname.replace(/\/$/, '');
+  return `${url.origin}/.well-known/oauth-protected-resource${path}`;
+}
+
+function claimHeadersOf(mapping: Readonly<Record<string, string>>): ClaimHeader[] {
+  return Object.entries(mapping).map(([header, expression]) => ({ header: header.toLowerCase(), path: expression.split('.').slice(1) }));
 }
 
 export function compileRoutes(settings: Settings): RouteTable {
-  const missingCertificate = Object.freeze({ ...settings.errors.missingCertificate });
-  const fallback: RoutePolicy = Object.freeze({
-    id: 'default',
-    host: undefined,
-    pathPrefix: undefined,
-    upstream: new URL(settings.upstream),
+  const base = {
+    upstream: settings.upstream,
+    upstreamTimeoutMs: settings.upstreamTimeoutMs,
     binding: settings.binding,
-    scopes: Object.freeze([]),
-    missingCertificate,
-  });
-  const routes = settings.routes.map((route, index) =>
-    Object.freeze({
-      id: `routes[${index}]`,
+    scopes: settings.scopes,
+    audience: settings.audience,
+    stripAuthorization: settings.stripAuthorization,
+    resource: settings.resource,
+    claimHeaders: settings.claimHeaders,
+  };
+  const build = (id: string, route: Partial<Settings['routes'][number]>): RoutePolicy => {
+    const resource = route.resource ?? base.resource;
+    return Object.freeze({
+      id,
       host: route.host,
       pathPrefix: route.pathPrefix,
-      upstream: new URL(route.upstream ?? settings.upstream),
-      binding: route.binding ?? settings.binding,
-      scopes: Object.freeze([...route.scopes]),
-      missingCertificate,
-    }),
-  );
-  return Object.freeze({ routes: Object.freeze(routes), fallback });
+      upstream: new URL(route.upstream ?? base.upstream),
+      upstreamTimeoutMs: route.upstreamTimeoutMs ?? base.upstreamTimeoutMs,
+      binding: route.binding ?? base.binding,
+      scopes: Object.freeze([...(route.scopes ?? base.scopes)]),
+      audience: route.audience ?? base.audience,
+      stripAuthorization: route.stripAuthorization ?? base.stripAuthorization,
+      unknownCnf: settings.cnf.unknownMethods,
+      missingCertificate: Object.freeze({ ...(route.errors?.missingCertificate ?? settings.errors.missingCertificate) }),
+      headerNames: Object.freeze({ ...settings.headers, ...stripUndefined(route.headers ?? {}) }),
+      claimHeaders: Object.freeze(claimHeadersOf(route.claimHeaders ?? base.claimHeaders)),
+      resource,
+      resourceMetadataUrl: resource === undefined ? undefined : resourceMetadataUrl(resource),
+    });
+  };
+  const routes = settings.routes.map((route, index) => build(`routes[${index}]`, route));
+  const fallback = build('default', {});
+  const managed = new Set<string>();
+  for (const route of [...routes, fallback]) {
+    for (const name of Object.values(route.headerNames)) managed.add(name);
+    for (const claim of route.claimHeaders) managed.add(claim.header);
+  }
+  return Object.freeze({ routes: Object.freeze(routes), fallback, managedHeaders: Object.freeze([...managed]) });
 }
 
-/** `Host` without port, lower-case (an IPv6 literal keeps its brackets). */
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** `Host` without port, lower-case, without a trailing dot (an IPv6 literal keeps its brackets). */
 export function hostName(hostHeader: string | undefined): string {
   if (hostHeader === undefined) return '';
   const host = hostHeader.toLowerCase();
   if (host.startsWith('[')) return host.slice(0, host.indexOf(']') + 1);
   const colon = host.lastIndexOf(':');
-  return colon === -1 ? host : host.slice(0, colon);
+  const name = colon === -1 ? host : host.slice(0, colon);
+  return name.endsWith('.') ? name.slice(0, -1) : name;
+}
+
+/** `*.example.com` matches names below example.com (any depth), never example.com itself. */
+export function hostMatches(pattern: string, host: string): boolean {
+  if (!pattern.startsWith('*.')) return pattern === host;
+  const suffix = pattern.slice(1); // ".example.com"
+  return host.length > suffix.length && host.endsWith(suffix);
 }
 
 /** Path prefixes match whole segments: `/admin` matches `/admin` and `/admin/x`, not `/administrator`. */
@@ -63,9 +125,37 @@ export function pathMatches(prefix: string, path: string): boolean {
 
 export function matchRoute(table: RouteTable, host: string, path: string): RoutePolicy {
   for (const route of table.routes) {
-    if (route.host !== undefined && route.host !== host) continue;
+    if (route.host !== undefined && !hostMatches(route.host, host)) continue;
     if (route.pathPrefix !== undefined && !pathMatches(route.pathPrefix, path)) continue;
     return route;
   }
   return table.fallback;
+}
+
+/** Whether every host `inner` matches is matched by `outer` too. */
+function hostCovers(outer: string | undefined, inner: string | undefined): boolean {
+  if (outer === undefined) return true;
+  if (inner === undefined) return false;
+  if (outer === inner) return true;
+  return outer.startsWith('*.') && (inner.startsWith('*.') ? inner.slice(1).endsWith(outer.slice(1)) : hostMatches(outer, inner));
+}
+
+/** Whether every path `inner` matches is matched by `outer` too. */
+function pathCovers(outer: string | undefined, inner: string | undefined): boolean {
+  if (outer === undefined) return true;
+  if (inner === undefined) return false;
+  return pathMatches(outer, inner);
+}
+
+/**
+ * Routes that can never match because an earlier route matches every request they would:
+ * a config error, since the operator meant something else. Returns [shadowed index, earlier index].
+ */
+export function shadowedRoutes(routes: readonly { host?: string | undefined; pathPrefix?: string | undefined }[]): [number, number][] {
+  const found: [number, number][] = [];
+  routes.forEach((route, j) => {
+    const earlier = routes.findIndex((other, i) => i < j && hostCovers(other.host, route.host) && pathCovers(other.pathPrefix, route.pathPrefix));
+    if (earlier !== -1) found.push([j, earlier]);
+  });
+  return found;
 }

@@ -13,18 +13,19 @@ import { renderError, type GuardError, type RenderedError } from '../oauth/error
 import { clientCertificateOf, type ClientCertificate } from '../pipeline/client-cert.ts';
 import type { Decision } from '../pipeline/decide.ts';
 import { pathOf, type Authorize, type Verdict } from '../pipeline/guard.ts';
-import { setIdentityHeaders, stripIdentityHeaders, type IdentityHeaderNames } from '../pipeline/identity-headers.ts';
-import { hostName } from '../pipeline/route.ts';
+import { setIdentityHeaders, stripManagedHeaders } from '../pipeline/identity-headers.ts';
+import { hostName, type RoutePolicy } from '../pipeline/route.ts';
+import { WELL_KNOWN_PREFIX, type MetadataDirectory } from '../discovery/resource-metadata.ts';
 import { isFormContentType } from '../pipeline/token.ts';
 import { removeHopByHop, setForwardedHeaders, type Forwarder } from './forward.ts';
 
 export interface HandlerSettings {
   realm: string;
-  headerNames: IdentityHeaderNames;
+  /** Every identity and claim header any route sets; stripped from every inbound request. */
+  managedHeaders: readonly string[];
   /** Whether tls.clientCa is configured (the chain then matters). */
   verifyClientChain: boolean;
   formBodyBytes: number;
-  upstreamTimeoutMs: number;
 }
 
 export interface HandlerDependencies {
@@ -33,6 +34,7 @@ export interface HandlerDependencies {
   metrics: Metrics;
   logger: Logger;
   settings: HandlerSettings;
+  metadata: MetadataDirectory;
 }
 
 type FormRead = { body: Buffer | undefined; tooLarge: boolean };
@@ -57,8 +59,9 @@ export interface RequestHandlers {
 }
 
 export function createHandlers(deps: HandlerDependencies): RequestHandlers {
-  const { authorize, forwarder, metrics, logger, settings } = deps;
-  const render = (err: GuardError): RenderedError => renderError(err, { realm: settings.realm });
+  const { authorize, forwarder, metrics, logger, settings, metadata } = deps;
+  const render = (err: GuardError, route: RoutePolicy): RenderedError =>
+    renderError(err, { realm: settings.realm, ...(route.resourceMetadataUrl !== undefined && { challengeParams: { resource_metadata: route.resourceMetadataUrl } }) });
 
   function count(route: string, decision: Decision): void {
     if (!decision.allow) metrics.requests.inc({ decision: 'deny', reason: decision.error.reason, route });
@@ -99,7 +102,7 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
   async function gather(req: IncomingMessage, readForm: boolean) {
     const certificate = (req.socket as Partial<TLSSocket>).encrypted === true ? clientCertificateOf(req.socket as TLSSocket, settings.verifyClientChain) : undefined;
     // Identity headers are the client's to forge: gone before anything else looks at the request.
-    stripIdentityHeaders(req.headers, settings.headerNames);
+    stripManagedHeaders(req.headers, settings.managedHeaders);
     let form: FormRead = { body: undefined, tooLarge: false };
     if (readForm && isFormContentType(req.headers['content-type'])) form = await readFormBody(req, settings.formBodyBytes);
     const verdict = await authorize({
@@ -113,17 +116,28 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
     return { certificate, verdict, form };
   }
 
-  function prepareForwarding(req: IncomingMessage, decision: Extract<Decision, { allow: true }>, upgrade: boolean, id: string): void {
+  function prepareForwarding(req: IncomingMessage, route: RoutePolicy, decision: Extract<Decision, { allow: true }>, upgrade: boolean, id: string): void {
     removeHopByHop(req.headers, upgrade);
-    setIdentityHeaders(req.headers, decision.identity, settings.headerNames);
+    if (route.stripAuthorization) delete req.headers.authorization;
+    setIdentityHeaders(req.headers, decision.identity, route.headerNames, route.claimHeaders);
     setForwardedHeaders(req.headers, req.socket.remoteAddress);
     req.headers['x-request-id'] = id;
   }
 
-  function sendError(res: ServerResponse, err: GuardError, id: string): void {
-    const rendered = render(err);
+  function sendError(res: ServerResponse, err: GuardError, route: RoutePolicy, id: string): void {
+    const rendered = render(err, route);
     res.writeHead(rendered.status, { ...rendered.headers, 'content-length': Buffer.byteLength(rendered.body), 'x-request-id': id });
     res.end(rendered.body);
+  }
+
+  /** RFC 9728 metadata is public: answered before any token check. */
+  function serveMetadata(req: IncomingMessage, res: ServerResponse): boolean {
+    if ((req.method !== 'GET' && req.method !== 'HEAD') || !req.url?.startsWith(WELL_KNOWN_PREFIX)) return false;
+    const body = metadata.lookup(hostName(req.headers.host), pathOf(req.url));
+    if (body === undefined) return false;
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
+    res.end(req.method === 'HEAD' ? undefined : body);
+    return true;
   }
 
   async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -132,6 +146,7 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
     let verdict: Verdict | undefined;
     let certificate: ClientCertificate | undefined;
     let failure: GuardError | undefined;
+    if (serveMetadata(req, res)) return;
     res.once('close', () => accessLog({ id, req, status: res.statusCode, started, verdict, certificate, error: failure }));
     try {
       const gathered = await gather(req, true);
@@ -140,19 +155,19 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
       count(route.id, decision);
       if (!decision.allow) {
         if (gathered.form.tooLarge) res.shouldKeepAlive = false; // the unread body cannot be skipped safely
-        sendError(res, decision.error, id);
+        sendError(res, decision.error, route, id);
         return;
       }
-      prepareForwarding(req, decision, false, id);
+      prepareForwarding(req, route, decision, false, id);
       res.setHeader('x-request-id', id);
       const forwardedAt = performance.now();
       forwarder.web(req, res, route.upstream, {
-        timeoutMs: settings.upstreamTimeoutMs,
+        timeoutMs: route.upstreamTimeoutMs,
         ...(gathered.form.body !== undefined && { body: Readable.from([gathered.form.body]) }),
         onResponse: () => metrics.upstreamDuration.observe({ route: route.id }, (performance.now() - forwardedAt) / 1000),
         onError: (err) => {
           failure = err;
-          if (!res.headersSent) sendError(res, err, id);
+          if (!res.headersSent) sendError(res, err, route, id);
           else res.destroy();
         },
       });
@@ -174,7 +189,7 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
       const { decision, route } = verdict;
       count(route.id, decision);
       if (!decision.allow) {
-        const rendered = render(decision.error);
+        const rendered = render(decision.error, route);
         const headers = { ...rendered.headers, 'x-request-id': id, 'content-length': String(Buffer.byteLength(rendered.body)), connection: 'close' };
         socket.end(
           `HTTP/1.1 ${rendered.status} ${STATUS_CODES[rendered.status] ?? ''}\r\n${Object.entries(headers)
@@ -184,7 +199,7 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
         accessLog({ id, req, status: rendered.status, started, verdict, certificate });
         return;
       }
-      prepareForwarding(req, decision, true, id);
+      prepareForwarding(req, route, decision, true, id);
       forwarder.ws(req, socket, head, route.upstream, (err) => {
         accessLog({ id, req, status: err.status, started, verdict, certificate, error: err });
         socket.destroy();

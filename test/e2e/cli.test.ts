@@ -86,6 +86,38 @@ describe('cnfguard check', () => {
     expect(r.stderr).toContain(bad);
   });
 
+  it('explains route problems by path: shadowed routes, host patterns, claim mappings', async () => {
+    const file = join(dir, 'routes.yaml');
+    await writeFile(
+      file,
+      stringify(
+        baseConfig(d.pki, d.as, d.upstream, {
+          routes: [
+            { pathPrefix: '/api' },
+            { pathPrefix: '/api/v2', binding: 'optional' },
+            { host: '*.example.com' },
+            { host: 'a.example.com', pathPrefix: '/x' },
+            { host: 'bad host!' },
+            { pathPrefix: '/t', claimHeaders: { 'x-tenant': 'tenant_id' } },
+          ],
+        }),
+      ),
+    );
+    const r = await cnfguard(['check', '--config', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('routes[4].host: a host name, *.suffix, or [IPv6]');
+    expect(r.stderr).toContain('routes[5].claimHeaders.x-tenant: claims.<member>');
+    const fixed = join(dir, 'routes-fixed.yaml');
+    await writeFile(
+      fixed,
+      stringify(baseConfig(d.pki, d.as, d.upstream, { routes: [{ pathPrefix: '/api' }, { pathPrefix: '/api/v2' }, { host: '*.example.com' }, { host: 'a.example.com', pathPrefix: '/x' }] })),
+    );
+    const shadowed = await cnfguard(['check', '--config', fixed]);
+    expect(shadowed.code).toBe(2);
+    expect(shadowed.stderr).toContain('routes[1]: unreachable: routes[0] comes first');
+    expect(shadowed.stderr).toContain('routes[3]: unreachable: routes[2] comes first');
+  });
+
   it('names the key and the file when a file it points to is unreadable', async () => {
     const config = baseConfig(d.pki, d.as, d.upstream, { tls: { cert: join(dir, 'nope.crt'), key: d.pki.files.server.key } });
     const file = join(dir, 'unreadable.yaml');
