@@ -2,7 +2,7 @@
  * cnfguard's metrics, on a registry of their own per app (no global collectors), so two apps in
  * one process (tests) and workers each count separately.
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { IntrospectionOutcome } from '../introspection/client.ts';
 
 export interface Metrics {
@@ -13,6 +13,9 @@ export interface Metrics {
   readonly cacheMisses: Counter;
   readonly introspectionDuration: Histogram;
   readonly upstreamDuration: Histogram<'route'>;
+  readonly certificateReloads: Counter<'result'>;
+  readonly certificateNotAfter: Gauge;
+  readonly configReloads: Counter<'result'>;
   observeIntrospection(outcome: IntrospectionOutcome, seconds: number): void;
 }
 
@@ -50,6 +53,24 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       help: 'Time from forwarding a request to the upstream response headers',
       labelNames: ['route'] as const,
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    certificateReloads: new Counter({
+      name: 'cnfguard_cert_reload_total',
+      help: 'Certificate reload attempts by result (success, failure)',
+      labelNames: ['result'] as const,
+      registers,
+    }),
+    certificateNotAfter: new Gauge({
+      name: 'cnfguard_certificate_not_after_seconds',
+      help: 'Expiry (notAfter, seconds since the epoch) of the served certificate',
+      registers,
+      aggregator: 'min',
+    }),
+    configReloads: new Counter({
+      name: 'cnfguard_config_reload_total',
+      help: 'Config reloads by result (applied, rejected)',
+      labelNames: ['result'] as const,
       registers,
     }),
     observeIntrospection(outcome, seconds) {

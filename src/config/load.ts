@@ -5,7 +5,7 @@
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { isMap, isScalar, isSeq, parseDocument, stringify } from 'yaml';
+import { LineCounter, isMap, isScalar, isSeq, parseDocument, stringify, type Node as YamlNode } from 'yaml';
 import { configSchema, type Settings } from './schema.ts';
 import { shadowedRoutes } from '../pipeline/route.ts';
 import { splitPemCertificates } from '../tls/certificates.ts';
@@ -62,29 +62,20 @@ export function formatPath(path: readonly PropertyKey[]): string {
 }
 
 const REFERENCE = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
-const WHOLE_REFERENCE = /^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$/;
 
 /**
- * Replaces `${VAR}` and `${VAR:-default}` in one string; `$$` is a literal `$`. A value that is
- * one reference and nothing else is read as a YAML scalar, so `port: ${PORT:-8443}` is a number.
+ * Replaces `${VAR}` and `${VAR:-default}` in one string; `$$` is a literal `$`. The result is
+ * text: the schema reads numbers and booleans out of it where it expects them.
  */
-export function interpolate(value: string, env: Environment, path: string, problems: ConfigProblem[]): unknown {
-  let missing = false;
-  const replaced = value.replace(REFERENCE, (match, name: string | undefined, fallback: string | undefined) => {
+export function interpolate(value: string, env: Environment, path: string, problems: ConfigProblem[]): string {
+  return value.replace(REFERENCE, (match, name: string | undefined, fallback: string | undefined) => {
     if (match === '$$') return '$';
     const fromEnv = env[name as string];
     if (fromEnv !== undefined && (fromEnv !== '' || fallback === undefined)) return fromEnv;
     if (fallback !== undefined) return fallback;
     problems.push({ path, message: `environment variable ${name} is not set (use \${${name}:-default} for a default)` });
-    missing = true;
     return '';
   });
-  if (missing || replaced === value) return replaced;
-  if (WHOLE_REFERENCE.test(value)) {
-    const doc = parseDocument(replaced);
-    if (doc.errors.length === 0 && isScalar(doc.contents)) return doc.contents.value;
-  }
-  return replaced;
 }
 
 function interpolateTree(node: unknown, env: Environment, path: (string | number)[], problems: ConfigProblem[]): unknown {
@@ -96,14 +87,36 @@ function interpolateTree(node: unknown, env: Environment, path: (string | number
   return node;
 }
 
+/** A key given twice is an error, not a silent override: reported at the key's own path. */
+function duplicateKeys(node: YamlNode | null, path: (string | number)[], lines: LineCounter, problems: ConfigProblem[]): void {
+  if (isMap(node)) {
+    const seen = new Set<unknown>();
+    for (const pair of node.items) {
+      const key = isScalar(pair.key) ? pair.key.value : pair.key;
+      const keyPath = [...path, String(key)];
+      if (seen.has(key)) {
+        const offset = isScalar(pair.key) ? pair.key.range?.[0] : undefined;
+        problems.push({ path: formatPath(keyPath), message: `duplicate key${offset === undefined ? '' : ` (line ${lines.linePos(offset).line})`}` });
+      }
+      seen.add(key);
+      duplicateKeys(pair.value as YamlNode | null, keyPath, lines, problems);
+    }
+  } else if (isSeq(node)) {
+    node.items.forEach((item, index) => duplicateKeys(item as YamlNode | null, [...path, index], lines, problems));
+  }
+}
+
 /** Parses YAML text and interpolates the environment; problems are collected, not thrown. */
 export function parseConfigText(text: string, env: Environment, problems: ConfigProblem[]): unknown {
-  // uniqueKeys: a key given twice is an error, not a silent override.
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: false, lineCounter: lines });
   for (const error of doc.errors) {
     problems.push({ path: '', message: `YAML: ${error.message.split('\n')[0] ?? error.message}` });
   }
   if (doc.errors.length > 0) return undefined;
+  const before = problems.length;
+  duplicateKeys(doc.contents, [], lines, problems);
+  if (problems.length > before) return undefined;
   if (!isMap(doc.contents) && !(doc.contents === null)) {
     problems.push({ path: '', message: isSeq(doc.contents) ? 'the config must be a mapping, not a list' : 'the config must be a mapping' });
     return undefined;
@@ -158,6 +171,25 @@ function readKeyPair(certPath: string, certFile: string, keyPath: string, keyFil
   return { cert: chain?.pem, key: key?.pem };
 }
 
+/** The listener's certificate, key and client CA, checked to belong together; undefined when a problem was recorded. */
+function readTlsMaterial(tls: FilePaths['tls'], problems: ConfigProblem[]): TlsMaterial | undefined {
+  const before = problems.length;
+  // A missing path is the schema's to report.
+  if (tls.cert === undefined || tls.key === undefined) return undefined;
+  const pair = readKeyPair('tls.cert', tls.cert, 'tls.key', tls.key, problems);
+  const clientCa = tls.clientCa === undefined ? undefined : readCertificates('tls.clientCa', tls.clientCa, problems);
+  if (problems.length > before) return undefined;
+  return { cert: pair.cert as string, key: pair.key as string, clientCa: clientCa?.pem };
+}
+
+/** Reads the TLS files again (certificate rotation). Throws {@link ConfigError}; never returns half a set. */
+export function loadTlsMaterial(tls: Settings['tls'], source: string): TlsMaterial {
+  const problems: ConfigProblem[] = [];
+  const material = readTlsMaterial(tls, problems);
+  if (material === undefined) throw new ConfigError(source, problems);
+  return Object.freeze(material);
+}
+
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
     Object.freeze(value);
@@ -166,40 +198,61 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+interface FilePaths {
+  tls: { cert?: string | undefined; key?: string | undefined; clientCa?: string | undefined };
+  introspection: { ca?: string | undefined; cert?: string | undefined; key?: string | undefined; clientSecretFile?: string | undefined };
+}
+
+/**
+ * The file paths a config names, from validated settings or from a raw object that failed
+ * validation elsewhere (so one `cnfguard check` reports unreadable files alongside schema errors).
+ */
+function filePathsOf(config: unknown): FilePaths {
+  const section = (name: string): Record<string, unknown> => {
+    const value = (config as Record<string, unknown> | null)?.[name];
+    return value !== null && typeof value === 'object' ? (value as Record<string, unknown>) : {};
+  };
+  const text = (value: unknown) => (typeof value === 'string' && value.length > 0 ? value : undefined);
+  const tls = section('tls');
+  const introspection = section('introspection');
+  return {
+    tls: { cert: text(tls.cert), key: text(tls.key), clientCa: text(tls.clientCa) },
+    introspection: { ca: text(introspection.ca), cert: text(introspection.cert), key: text(introspection.key), clientSecretFile: text(introspection.clientSecretFile) },
+  };
+}
+
+function readIntrospectionFiles(paths: FilePaths['introspection'], problems: ConfigProblem[]) {
+  const ca = paths.ca === undefined ? undefined : readCertificates('introspection.ca', paths.ca, problems);
+  const pair = paths.cert !== undefined && paths.key !== undefined ? readKeyPair('introspection.cert', paths.cert, 'introspection.key', paths.key, problems) : undefined;
+  let clientSecret: string | undefined;
+  if (paths.clientSecretFile !== undefined) {
+    clientSecret = readText('introspection.clientSecretFile', paths.clientSecretFile, problems)?.trim();
+    if (clientSecret === '') problems.push({ path: 'introspection.clientSecretFile', message: `${JSON.stringify(paths.clientSecretFile)} is empty` });
+  }
+  return { clientSecret, ca: ca?.pem, cert: pair?.cert, key: pair?.key };
+}
+
 /** Validates a parsed config object and loads the files it names. Throws {@link ConfigError}. */
 export function loadConfigObject(raw: unknown, source: string, preProblems: ConfigProblem[] = []): LoadedConfig {
   const problems = [...preProblems];
   const parsed = configSchema.safeParse(raw ?? {});
   if (!parsed.success) {
     for (const issue of parsed.error.issues) problems.push({ path: formatPath(issue.path), message: issue.message });
+  } else {
+    for (const [shadowed, earlier] of shadowedRoutes(parsed.data.routes)) {
+      problems.push({ path: `routes[${shadowed}]`, message: `unreachable: routes[${earlier}] comes first and matches every request this route would` });
+    }
   }
-  if (!parsed.success || problems.length > 0) throw new ConfigError(source, problems);
+  const paths = filePathsOf(parsed.success ? parsed.data : raw);
+  const tls = readTlsMaterial(paths.tls, problems);
+  const files = readIntrospectionFiles(paths.introspection, problems);
+  if (!parsed.success || problems.length > 0 || tls === undefined) throw new ConfigError(source, problems);
   const settings = parsed.data;
-  for (const [shadowed, earlier] of shadowedRoutes(settings.routes)) {
-    problems.push({ path: `routes[${shadowed}]`, message: `unreachable: routes[${earlier}] comes first and matches every request this route would` });
-  }
-
-  const serverPair = readKeyPair('tls.cert', settings.tls.cert, 'tls.key', settings.tls.key, problems);
-  const clientCa = settings.tls.clientCa === undefined ? undefined : readCertificates('tls.clientCa', settings.tls.clientCa, problems);
-
-  const introspection = settings.introspection;
-  const asCa = introspection.ca === undefined ? undefined : readCertificates('introspection.ca', introspection.ca, problems);
-  const asPair =
-    introspection.cert !== undefined && introspection.key !== undefined
-      ? readKeyPair('introspection.cert', introspection.cert, 'introspection.key', introspection.key, problems)
-      : undefined;
-  let clientSecret = introspection.clientSecret;
-  if (introspection.clientSecretFile !== undefined) {
-    clientSecret = readText('introspection.clientSecretFile', introspection.clientSecretFile, problems)?.trim();
-    if (clientSecret === '') problems.push({ path: 'introspection.clientSecretFile', message: `${JSON.stringify(introspection.clientSecretFile)} is empty` });
-  }
-
-  if (problems.length > 0) throw new ConfigError(source, problems);
   return deepFreeze({
     source,
     settings,
-    tls: { cert: serverPair.cert as string, key: serverPair.key as string, clientCa: clientCa?.pem },
-    introspection: { clientSecret, ca: asCa?.pem, cert: asPair?.cert, key: asPair?.key },
+    tls,
+    introspection: { ...files, clientSecret: files.clientSecret ?? settings.introspection.clientSecret },
   });
 }
 

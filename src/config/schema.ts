@@ -5,10 +5,24 @@
  */
 import { z } from 'zod';
 
-const port = z.number().int().min(0).max(65535);
+/**
+ * `${VAR}` interpolation yields text; where the schema wants a number or a boolean, text that
+ * spells one is read as one (and only there: a numeric client id stays a string).
+ */
+function fromText(value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  const text = value.trim();
+  if (/^-?\d+(\.\d+)?$/.test(text)) return Number(text);
+  if (text === 'true' || text === 'false') return text === 'true';
+  return value;
+}
+const number = <T extends z.ZodType>(schema: T) => z.preprocess(fromText, schema);
+
+const port = number(z.number().int().min(0).max(65535));
 const filePath = z.string().min(1, 'a file path is required');
 const httpUrl = z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' });
-const positiveInt = z.number().int().positive();
+const positiveInt = number(z.number().int().positive());
+const flag = number(z.boolean());
 
 export const BINDING_MODES = ['required', 'optional', 'report-only', 'off'] as const;
 export type BindingMode = (typeof BINDING_MODES)[number];
@@ -30,7 +44,7 @@ const scopeToken = z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'a scope toke
 
 const missingCertificateSchema = z.strictObject({
   code: oauthErrorCode.default('invalid_token'),
-  status: z.number().int().min(400).max(499).default(401),
+  status: number(z.number().int().min(400).max(499)).default(401),
 });
 
 const identityHeaderOverrides = z.strictObject({
@@ -69,7 +83,7 @@ const routePolicyFields = {
   /** The token's `aud` must contain this value. */
   audience: z.string().min(1).optional(),
   /** Drop the Authorization header before forwarding. */
-  stripAuthorization: z.boolean().optional(),
+  stripAuthorization: flag.optional(),
   upstreamTimeoutMs: positiveInt.optional(),
   /** RFC 9728 resource identifier of this route (defaults to the top-level `resource`). */
   resource: httpUrl.optional(),
@@ -101,14 +115,14 @@ const introspectionSchema = z
     ca: filePath.optional(),
     cert: filePath.optional(),
     key: filePath.optional(),
-    timeoutMs: positiveInt.max(60_000).default(2000),
+    timeoutMs: number(z.number().int().positive().max(60_000)).default(2000),
     /** When set, an introspection answer whose `iss` differs is treated as an inactive token. */
     issuer: z.string().min(1).optional(),
     cache: z
       .strictObject({
-        maxEntries: z.number().int().min(0).default(100_000),
-        maxTtlSeconds: z.number().min(0).default(300),
-        negativeTtlSeconds: z.number().min(0).default(5),
+        maxEntries: number(z.number().int().min(0)).default(100_000),
+        maxTtlSeconds: number(z.number().min(0)).default(300),
+        negativeTtlSeconds: number(z.number().min(0)).default(5),
       })
       .prefault({}),
   })
@@ -143,7 +157,7 @@ export const configSchema = z.strictObject({
   binding: bindingMode.default('required'),
   scopes: z.array(scopeToken).default([]),
   audience: z.string().min(1).optional(),
-  stripAuthorization: z.boolean().default(false),
+  stripAuthorization: flag.default(false),
   claimHeaders: claimHeadersSchema.default({}),
   /** RFC 9728 resource identifier of the default route; enables /.well-known/oauth-protected-resource. */
   resource: httpUrl.optional(),

@@ -8,6 +8,7 @@
 export type ReasonId =
   | 'credentials_missing'
   | 'authorization_malformed'
+  | 'path_malformed'
   | 'authorization_duplicated'
   | 'token_in_query'
   | 'token_in_body'
@@ -38,6 +39,7 @@ interface ReasonSpec {
 export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   credentials_missing: { status: 401, description: 'no bearer token' },
   authorization_malformed: { status: 400, error: 'invalid_request', description: 'malformed Authorization header' },
+  path_malformed: { status: 400, error: 'invalid_request', description: 'the request path cannot be routed' },
   authorization_duplicated: { status: 400, error: 'invalid_request', description: 'more than one Authorization header' },
   token_in_query: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the URL' },
   token_in_body: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the request body' },

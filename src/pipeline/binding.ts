@@ -24,8 +24,8 @@ export interface ConfirmationVerifier {
 export function thumbprintsEqual(expected: string, actual: string): boolean {
   const a = Buffer.from(expected, 'base64url');
   const b = Buffer.from(actual, 'base64url');
-  // Buffer.from drops characters outside the alphabet: also require the canonical spelling.
-  if (a.length !== 32 || b.length !== 32 || a.toString('base64url') !== expected) return false;
+  // Buffer.from drops characters outside the alphabet: both must be the canonical spelling.
+  if (a.length !== 32 || b.length !== 32 || a.toString('base64url') !== expected || b.toString('base64url') !== actual) return false;
   return timingSafeEqual(a, b);
 }
 

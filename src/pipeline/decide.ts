@@ -55,8 +55,9 @@ export function decide(input: DecisionInput): Decision {
   if (!token.active) return deny('token_inactive');
   if (token.exp !== undefined && token.exp <= now) return deny('token_expired');
   if (token.nbf !== undefined && token.nbf > now) return deny('token_not_yet_valid');
-  // A DPoP-bound token presented with the Bearer scheme is a downgrade (RFC 9449 §7.2).
-  if (token.tokenType !== undefined && token.tokenType.toLowerCase() === 'dpop') return deny('token_type_unsupported');
+  // A DPoP-bound token presented with the Bearer scheme is a downgrade (RFC 9449 §7.2): refused on
+  // every route, whatever its binding mode or cnf.unknownMethods.
+  if (token.tokenType?.toLowerCase() === 'dpop' || (token.cnf !== undefined && Object.hasOwn(token.cnf, 'jkt'))) return deny('token_type_unsupported');
   if (policy.audience !== undefined && !token.aud.includes(policy.audience)) return deny('audience_mismatch');
 
   const identity: Identity = { subject: token.subject, clientId: token.clientId, scope: token.scope, certificate, claims: token.claims };

@@ -8,6 +8,7 @@ import { GuardError } from '../oauth/errors.ts';
 import type { ClientCertificate } from './client-cert.ts';
 import { decide, type Decision } from './decide.ts';
 import type { TokenIntrospector } from './introspect.ts';
+import { normalizeTarget, type NormalizedTarget } from './path.ts';
 import { matchRoute, type RoutePolicy, type RouteTable } from './route.ts';
 import { bearerTokenFrom, formCarriesToken, queryCarriesToken } from './token.ts';
 
@@ -28,6 +29,8 @@ export interface RequestFacts {
 export interface Verdict {
   route: RoutePolicy;
   decision: Decision;
+  /** The canonical path and query to forward (the one the route was matched on). */
+  target: string;
 }
 
 export interface GuardDependencies {
@@ -46,16 +49,24 @@ export type Authorize = (facts: RequestFacts) => Promise<Verdict>;
 
 export function createGuard({ routes, introspector, now }: GuardDependencies): Authorize {
   return async function authorize(facts) {
-    const route = matchRoute(routes, facts.host, pathOf(facts.target));
+    let normalized: NormalizedTarget;
+    try {
+      normalized = normalizeTarget(facts.target);
+    } catch (err) {
+      if (err instanceof GuardError) return { route: routes.fallback, decision: { allow: false, error: err }, target: facts.target };
+      throw err;
+    }
+    const route = matchRoute(routes, facts.host, normalized.path);
+    const { target } = normalized;
     try {
       if (queryCarriesToken(facts.target)) throw new GuardError('token_in_query');
       const token = bearerTokenFrom(facts.authorization);
       if (facts.formBodyTooLarge === true) throw new GuardError('form_body_too_large');
       if (facts.formBody !== undefined && formCarriesToken(facts.formBody)) throw new GuardError('token_in_body');
       const info = await introspector.lookup(token);
-      return { route, decision: decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000 }) };
+      return { route, target, decision: decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000 }) };
     } catch (err) {
-      if (err instanceof GuardError) return { route, decision: { allow: false, error: err } };
+      if (err instanceof GuardError) return { route, target, decision: { allow: false, error: err } };
       throw err;
     }
   };

@@ -53,7 +53,8 @@ export function createCachedIntrospector(introspect: Introspect, options: TokenC
 
   async function fetchAndStore(key: string, token: string): Promise<TokenInfo> {
     try {
-      const info = await introspect(token);
+      // Through a promise, so even a synchronous throw settles after the in-flight entry exists.
+      const info = await Promise.resolve().then(() => introspect(token));
       const lifetime = cacheLifetimeMs(info, now(), options);
       if (cache !== undefined && lifetime > 0) cache.set(key, { info, expiresAtMs: now() + lifetime });
       return info;

@@ -18,7 +18,8 @@ const SCHEME = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+)(?: |$)/;
 export function bearerTokenFrom(authorization: readonly string[] | undefined): string {
   if (authorization === undefined || authorization.length === 0) throw new GuardError('credentials_missing');
   if (authorization.length > 1) throw new GuardError('authorization_duplicated');
-  const value = (authorization[0] ?? '').trim();
+  // RFC 9110 §5.6.3: optional whitespace is SP and HTAB only, not every Unicode space.
+  const value = (authorization[0] ?? '').replace(/^[ \t]+|[ \t]+$/g, '');
   const scheme = SCHEME.exec(value)?.[1];
   if (scheme === undefined) throw new GuardError('authorization_malformed');
   if (scheme.toLowerCase() !== 'bearer') {
@@ -31,10 +32,11 @@ export function bearerTokenFrom(authorization: readonly string[] | undefined): s
 
 /** Whether a request target carries an `access_token` query parameter (in any percent-encoding). */
 export function queryCarriesToken(target: string): boolean {
-  const start = target.indexOf('?');
+  const hash = target.indexOf('#');
+  const beforeFragment = hash === -1 ? target : target.slice(0, hash);
+  const start = beforeFragment.indexOf('?');
   if (start === -1) return false;
-  const hash = target.indexOf('#', start);
-  return new URLSearchParams(target.slice(start + 1, hash === -1 ? undefined : hash)).has('access_token');
+  return new URLSearchParams(beforeFragment.slice(start + 1)).has('access_token');
 }
 
 /** Whether a content type is a form body, the one body RFC 6750 §2.2 would take a token from. */

@@ -124,6 +124,11 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
     req.headers['x-request-id'] = id;
   }
 
+  /** The upstream gets the path the route was matched on. */
+  function forwardTarget(req: IncomingMessage, verdict: Verdict): void {
+    if (req.url !== verdict.target) req.url = verdict.target;
+  }
+
   function sendError(res: ServerResponse, err: GuardError, route: RoutePolicy, id: string): void {
     const rendered = render(err, route);
     res.writeHead(rendered.status, { ...rendered.headers, 'content-length': Buffer.byteLength(rendered.body), 'x-request-id': id });
@@ -159,6 +164,7 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
         return;
       }
       prepareForwarding(req, route, decision, false, id);
+      forwardTarget(req, verdict);
       res.setHeader('x-request-id', id);
       const forwardedAt = performance.now();
       forwarder.web(req, res, route.upstream, {
@@ -200,6 +206,7 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
         return;
       }
       prepareForwarding(req, route, decision, true, id);
+      forwardTarget(req, verdict);
       forwarder.ws(req, socket, head, route.upstream, (err) => {
         accessLog({ id, req, status: err.status, started, verdict, certificate, error: err });
         socket.destroy();

@@ -323,7 +323,7 @@ function xfccElements(text: string): XfccElement[] {
     if (i === keyStart || text[i] !== '=') throw new ForwardedCertificateError('malformed_header', 'XFCC pair without key=');
     const key = text.slice(keyStart, i).toLowerCase();
     i++; // '='
-    let value = '';
+    let value: string;
     if (text[i] === '"') {
       i++;
       let closed = false;

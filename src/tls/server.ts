@@ -5,19 +5,27 @@
  */
 import https from 'node:https';
 import type { RequestListener } from 'node:http';
+import type { SecureContextOptions } from 'node:tls';
 import type { TlsMaterial } from '../config/load.ts';
+
+/** The parts of the TLS set-up that a certificate reload replaces. */
+export function secureContextOptions(tls: TlsMaterial): SecureContextOptions {
+  return {
+    cert: tls.cert,
+    key: tls.key,
+    // With a client CA, OpenSSL verifies the presented chain and records the result in
+    // socket.authorized; without one, the system store would be consulted but never enforced.
+    ...(tls.clientCa !== undefined && { ca: tls.clientCa }),
+    minVersion: 'TLSv1.2',
+  };
+}
 
 export function createTlsServer(tls: TlsMaterial, onRequest: RequestListener): https.Server {
   return https.createServer(
     {
-      cert: tls.cert,
-      key: tls.key,
-      // With a client CA, OpenSSL verifies the presented chain and records the result in
-      // socket.authorized; without one, the system store would be consulted but never enforced.
-      ...(tls.clientCa !== undefined && { ca: tls.clientCa }),
+      ...secureContextOptions(tls),
       requestCert: true,
       rejectUnauthorized: false,
-      minVersion: 'TLSv1.2',
       // Trailing bytes of a rejected upload should not hold a socket for long.
       keepAliveTimeout: 5_000,
     },

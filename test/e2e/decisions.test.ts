@@ -270,3 +270,20 @@ describe('policy and the way to the upstream', () => {
     for (const text of [guard.logs.text(), strict.logs.text(), metrics]) expect(text).not.toContain(bound);
   });
 });
+
+describe('path spelling cannot bypass a route', () => {
+  it.each([['/%61dmin/x'], ['//admin/x'], ['/x/../admin/x'], ['/./admin/x'], ['/%2e%2e/admin/x']])('%s is judged as /admin and forwarded in canonical form', async (path) => {
+    const r = await curl(d.pki, url(path), { cert: d.pki.files.client1, token: bound, extra: ['--path-as-is'] });
+    expect(r.status).toBe(403); // the /admin route's scope applies
+    const admin = await d.tokenFor('client1', 'read admin');
+    const ok = await curl(d.pki, url(`${path}?q=1`), { cert: d.pki.files.client1, token: admin, extra: ['--path-as-is'] });
+    expect(ok.status).toBe(200);
+    expect(ok.json()).toMatchObject({ url: '/admin/x?q=1' });
+  });
+
+  it.each([['/admin%2Fx'], ['/admin%5cx'], ['/admin\\x']])('%s (encoded or literal slash variants) is refused with 400', async (path) => {
+    const r = await curl(d.pki, url(path), { cert: d.pki.files.client1, token: bound, extra: ['--path-as-is'] });
+    expect(r.status).toBe(400);
+    expect(r.json()).toMatchObject({ error: 'invalid_request', error_description: 'the request path cannot be routed' });
+  });
+});

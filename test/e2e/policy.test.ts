@@ -17,7 +17,6 @@ let lenient: Guard;
 let strictStub: Guard;
 let bound: string;
 let client1: string;
-let client2: string;
 
 function metricValue(text: string, name: string, labels: string): number {
   const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
@@ -28,7 +27,6 @@ beforeAll(async () => {
   d = await startDeployment({ scope: 'read write admin' });
   stub = await startIntrospectionStub(d.pki.certs.server);
   client1 = thumbprintS256(new X509Certificate(d.pki.certs.clients.client1.cert).raw);
-  client2 = thumbprintS256(new X509Certificate(d.pki.certs.clients.client2.cert).raw);
   gateway = await startGuard(
     d.pki,
     baseConfig(d.pki, d.as, d.upstream, {
@@ -167,13 +165,22 @@ describe('confirmation methods', () => {
     expect((await curl(d.pki, at(lenient, '/x'), { cert: d.pki.files.client2, token: 'tok-s512' })).status).toBe(401);
   });
 
-  it('a DPoP-bound token (jkt only) sent as Bearer is never a bearer token under reject; under ignore it is unbound', async () => {
+  it('a DPoP-bound token (cnf.jkt) sent as Bearer is refused on every route, even under ignore and optional', async () => {
     stub.answers.set('tok-jkt', answer({ jkt: '0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I' }));
-    expect((await curl(d.pki, at(strictStub, '/optional'), { cert: d.pki.files.client1, token: 'tok-jkt' })).status).toBe(401);
-    expect((await curl(d.pki, at(lenient, '/x'), { cert: d.pki.files.client1, token: 'tok-jkt' })).json()).toMatchObject({
+    for (const guard of [strictStub, lenient]) {
+      const r = await curl(d.pki, at(guard, '/optional'), { cert: d.pki.files.client1, token: 'tok-jkt' });
+      expect(r.status).toBe(401);
+      expect(r.json()).toMatchObject({ error: 'invalid_token', error_description: 'the access token cannot be used with the Bearer scheme' });
+    }
+  });
+
+  it('a token carrying only an unknown member is unbound under ignore: refused where required, forwarded where optional', async () => {
+    stub.answers.set('tok-unknown', answer({ 'x5t#S512': 'c29tZXRoaW5nIGVsc2U' }));
+    expect((await curl(d.pki, at(lenient, '/x'), { cert: d.pki.files.client1, token: 'tok-unknown' })).json()).toMatchObject({
       error_description: 'the access token is not bound to a client certificate',
     });
-    expect((await curl(d.pki, at(lenient, '/optional'), { cert: d.pki.files.client1, token: 'tok-jkt' })).status).toBe(200);
+    expect((await curl(d.pki, at(lenient, '/optional'), { cert: d.pki.files.client1, token: 'tok-unknown' })).status).toBe(200);
+    expect((await curl(d.pki, at(strictStub, '/optional'), { cert: d.pki.files.client1, token: 'tok-unknown' })).status).toBe(401);
   });
 
   it('a token with token_type DPoP is refused on the Bearer scheme', async () => {

@@ -117,6 +117,26 @@ describe('checkBinding', () => {
     }
   });
 
+  describe("unknownMethods 'ignore'", () => {
+    it.each<[string, Record<string, unknown> | undefined, ClientCertificate | undefined, BindingOutcome['kind'], string | undefined]>([
+      ['only an unknown member: unbound', { 'x5t#S512': 'abc' }, certA, 'unbound', undefined],
+      ['an unknown member and a matching x5t#S256', { 'x5t#S512': 'abc', 'x5t#S256': A }, certA, 'bound', undefined],
+      ['an unknown member and a mismatching x5t#S256', { 'x5t#S512': 'abc', 'x5t#S256': A }, certB, 'failed', 'certificate_mismatch'],
+      ['an unknown member and x5t#S256 without a certificate', { 'x5t#S512': 'abc', 'x5t#S256': A }, undefined, 'failed', 'certificate_missing'],
+      ['no cnf', undefined, certA, 'unbound', undefined],
+      ['an empty cnf', {}, undefined, 'unbound', undefined],
+    ])('%s', (_name, cnf, cert, kind, reason) => {
+      const outcome = checkBinding(cnf, { certificate: cert }, undefined, 'ignore');
+      expect(outcome.kind).toBe(kind);
+      if (outcome.kind === 'failed') expect(outcome.reason).toBe(reason);
+    });
+
+    it("is 'reject' by default", () => {
+      expect(checkBinding({ 'x5t#S512': 'abc' }, { certificate: certA })).toMatchObject({ kind: 'failed', reason: 'cnf_unsupported' });
+      expect(checkBinding({ 'x5t#S512': 'abc' }, { certificate: certA }, undefined, 'reject')).toMatchObject({ kind: 'failed', reason: 'cnf_unsupported' });
+    });
+  });
+
   describe('with a second confirmation method', () => {
     function jktVerifier(result: MemberCheck): ConfirmationVerifier {
       return { member: 'jkt', verify: () => result };

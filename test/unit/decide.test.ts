@@ -27,13 +27,13 @@ const UNTRUSTED = certificate('client1', false);
 
 function token(overrides: Partial<TokenInfo> = {}): TokenInfo {
   return {
+    ...INACTIVE,
     active: true,
     subject: 'alice',
     clientId: 'app',
     scope: 'read write',
     tokenType: 'Bearer',
     exp: NOW + 600,
-    nbf: undefined,
     iss: 'https://as.example',
     aud: ['https://rs.example'],
     cnf: { 'x5t#S256': CERT.thumbprint },
@@ -43,17 +43,15 @@ function token(overrides: Partial<TokenInfo> = {}): TokenInfo {
 
 const UNBOUND = token({ cnf: undefined });
 
+const SETTINGS = configSchema.parse({
+  tls: { cert: '/x.crt', key: '/x.key' },
+  introspection: { url: 'https://as.example/introspect', clientId: 'rs', clientSecret: 's' },
+  upstream: 'http://127.0.0.1:8080',
+});
+
+/** The default route of a minimal config (binding required, no scopes), with overrides. */
 function policy(overrides: Partial<RoutePolicy> = {}): RoutePolicy {
-  return {
-    id: 'default',
-    host: undefined,
-    pathPrefix: undefined,
-    upstream: new URL('http://127.0.0.1:8080'),
-    binding: 'required',
-    scopes: [],
-    missingCertificate: { code: 'invalid_token', status: 401 },
-    ...overrides,
-  };
+  return { ...compileRoutes(SETTINGS).fallback, ...overrides };
 }
 
 function denial(decision: Decision): { reason: ReasonId; status: number; error: string | undefined; scope: string | undefined } {
@@ -82,9 +80,13 @@ describe('decide: the contract decision table', () => {
     ['token not bound, binding required', UNBOUND, CERT, {}, 'token_unbound', 401, 'invalid_token'],
     ['token not bound, binding required, no certificate', UNBOUND, undefined, {}, 'token_unbound', 401, 'invalid_token'],
     ['token with an empty cnf, binding required', token({ cnf: {} }), CERT, {}, 'token_unbound', 401, 'invalid_token'],
-    ['token bound by an unsupported method (jkt)', token({ cnf: { jkt: 'abc' } }), CERT, {}, 'cnf_unsupported', 401, 'invalid_token'],
-    ['token bound by jkt, binding optional', token({ cnf: { jkt: 'abc' } }), CERT, { binding: 'optional' }, 'cnf_unsupported', 401, 'invalid_token'],
-    ['token bound by x5t#S256 and jkt, matching certificate', token({ cnf: { 'x5t#S256': CERT.thumbprint, jkt: 'abc' } }), CERT, {}, 'cnf_unsupported', 401, 'invalid_token'],
+    // A DPoP-bound token (cnf.jkt) on the Bearer scheme is a downgrade (RFC 9449 §7.2), whatever the mode.
+    ['token bound by DPoP (jkt)', token({ cnf: { jkt: 'abc' } }), CERT, {}, 'token_type_unsupported', 401, 'invalid_token'],
+    ['token bound by jkt, binding optional', token({ cnf: { jkt: 'abc' } }), CERT, { binding: 'optional' }, 'token_type_unsupported', 401, 'invalid_token'],
+    ['token bound by jkt, binding off', token({ cnf: { jkt: 'abc' } }), CERT, { binding: 'off' }, 'token_type_unsupported', 401, 'invalid_token'],
+    ['token bound by jkt, report-only', token({ cnf: { jkt: 'abc' } }), CERT, { binding: 'report-only' }, 'token_type_unsupported', 401, 'invalid_token'],
+    ['token bound by x5t#S256 and jkt, matching certificate', token({ cnf: { 'x5t#S256': CERT.thumbprint, jkt: 'abc' } }), CERT, {}, 'token_type_unsupported', 401, 'invalid_token'],
+    ['token bound by an unknown method', token({ cnf: { 'x5t#S512': 'abc' } }), CERT, {}, 'cnf_unsupported', 401, 'invalid_token'],
     ['token lacks a route scope', token({ scope: 'read' }), CERT, { scopes: ['admin'] }, 'insufficient_scope', 403, 'insufficient_scope'],
     ['token has no scope at all', token({ scope: undefined }), CERT, { scopes: ['read'] }, 'insufficient_scope', 403, 'insufficient_scope'],
     ['token lacks one of two route scopes', token({ scope: 'read' }), CERT, { scopes: ['read', 'admin'] }, 'insufficient_scope', 403, 'insufficient_scope'],
@@ -92,6 +94,11 @@ describe('decide: the contract decision table', () => {
     ['scope matching is case-sensitive', token({ scope: 'Admin' }), CERT, { scopes: ['admin'] }, 'insufficient_scope', 403, 'insufficient_scope'],
     ['report-only still enforces scopes', token({ scope: 'read' }), OTHER, { binding: 'report-only', scopes: ['admin'] }, 'insufficient_scope', 403, 'insufficient_scope'],
     ['binding off still enforces scopes', token({ scope: 'read' }), OTHER, { binding: 'off', scopes: ['admin'] }, 'insufficient_scope', 403, 'insufficient_scope'],
+    ['token for another audience', token({ aud: ['https://other.example'] }), CERT, { audience: 'https://rs.example' }, 'audience_mismatch', 401, 'invalid_token'],
+    ['token with no audience, route requires one', token({ aud: [] }), CERT, { audience: 'https://rs.example' }, 'audience_mismatch', 401, 'invalid_token'],
+    ['audience checked even under binding off', token({ aud: ['https://other.example'] }), OTHER, { audience: 'https://rs.example', binding: 'off' }, 'audience_mismatch', 401, 'invalid_token'],
+    ['unknown cnf member ignored: judged unbound under required', token({ cnf: { 'x5t#S512': 'abc' } }), CERT, { unknownCnf: 'ignore' }, 'token_unbound', 401, 'invalid_token'],
+    ['unknown cnf member ignored, x5t#S256 mismatch still denies', token({ cnf: { 'x5t#S512': 'abc', 'x5t#S256': CERT.thumbprint } }), OTHER, { unknownCnf: 'ignore' }, 'certificate_mismatch', 401, 'invalid_token'],
     // Binding is checked before scope: a stolen token is reported as stolen, not as under-scoped.
     ['mismatch and missing scope: the binding wins', token({ scope: 'read' }), OTHER, { scopes: ['admin'] }, 'certificate_mismatch', 401, 'invalid_token'],
     ['unbound and missing scope: the binding wins', token({ scope: 'read', cnf: undefined }), CERT, { scopes: ['admin'] }, 'token_unbound', 401, 'invalid_token'],
@@ -129,6 +136,8 @@ describe('decide: the contract decision table', () => {
     ['token type bearer in lower case', token({ tokenType: 'bearer' }), CERT, {}, 'bound', undefined],
     ['route scopes all granted', token({ scope: 'write admin read' }), CERT, { scopes: ['admin', 'read'] }, 'bound', undefined],
     ['route scopes granted, extra spaces in the scope string', token({ scope: '  admin   read ' }), CERT, { scopes: ['admin', 'read'] }, 'bound', undefined],
+    ['audience among several', token({ aud: ['https://a.example', 'https://rs.example'] }), CERT, { audience: 'https://rs.example' }, 'bound', undefined],
+    ['no route audience, any aud', token({ aud: [] }), CERT, {}, 'bound', undefined],
     ['mismatch under report-only', token(), OTHER, { binding: 'report-only' }, 'report_only', 'certificate_mismatch'],
     ['no certificate under report-only', token(), undefined, { binding: 'report-only' }, 'report_only', 'certificate_missing'],
     ['unbound token under report-only', UNBOUND, CERT, { binding: 'report-only' }, 'report_only', 'token_unbound'],
@@ -145,13 +154,21 @@ describe('decide: the contract decision table', () => {
   });
 
   it('fills the identity to forward from the token and the connection', () => {
-    const decision = decide({ token: token({ subject: 'alice', clientId: 'app', scope: 'read write' }), certificate: CERT, policy: policy(), now: NOW });
-    expect(decision).toEqual({ allow: true, reason: 'bound', identity: { subject: 'alice', clientId: 'app', scope: 'read write', certificate: CERT } });
+    const claims = Object.freeze({ active: true, sub: 'alice', tenant: 't1' });
+    const decision = decide({ token: token({ subject: 'alice', clientId: 'app', scope: 'read write', claims }), certificate: CERT, policy: policy(), now: NOW });
+    if (!decision.allow) throw new Error(`expected allow, got ${decision.error.reason}`);
+    expect(decision.reason).toBe('bound');
+    expect(decision.wouldDeny).toBeUndefined();
+    expect(decision.identity).toMatchObject({ subject: 'alice', clientId: 'app', scope: 'read write' });
+    expect(decision.identity.certificate).toBe(CERT);
+    expect(decision.identity.claims).toBe(claims);
   });
 
   it('leaves absent claims absent in the identity', () => {
     const decision = decide({ token: token({ subject: undefined, clientId: undefined, scope: undefined, cnf: undefined }), certificate: undefined, policy: policy({ binding: 'optional' }), now: NOW });
-    expect(decision).toEqual({ allow: true, reason: 'unbound', identity: { subject: undefined, clientId: undefined, scope: undefined, certificate: undefined } });
+    if (!decision.allow) throw new Error(`expected allow, got ${decision.error.reason}`);
+    expect(decision.reason).toBe('unbound');
+    expect(decision.identity).toMatchObject({ subject: undefined, clientId: undefined, scope: undefined, certificate: undefined });
   });
 
   it('keeps the report-only would-be denial as it would have been rendered under required', () => {
