@@ -4,10 +4,12 @@
  *   run --config FILE | check --config FILE | thumbprint FILE.pem | dev-certs DIR
  * Exit codes: 0 ok, 2 bad usage, bad config or unreadable file, 1 anything unexpected.
  */
+import cluster from 'node:cluster';
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { createApp } from '../src/app.ts';
+import { announceWorker, runPrimary, workerCount } from '../src/cluster.ts';
 import { ConfigError, effectiveConfigYaml, loadConfigFile, type LoadedConfig } from '../src/config/load.ts';
 import { createLogger } from '../src/log.ts';
 import { splitPemCertificates, thumbprintS256 } from '../src/tls/certificates.ts';
@@ -48,9 +50,11 @@ async function run(args: string[]): Promise<number> {
     }
     throw err;
   }
-  const app = createApp(config);
+  if (cluster.isPrimary && workerCount(config.settings.workers) > 1) return runPrimary(config, createLogger(config.settings.logLevel));
+  const app = createApp(config, { admin: !cluster.isWorker });
   try {
-    await app.start();
+    const started = await app.start();
+    if (cluster.isWorker) announceWorker(app.metrics, started.url);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     app.logger.fatal({ code }, `cannot start: ${(err as Error).message}`);
@@ -73,6 +77,13 @@ async function run(args: string[]): Promise<number> {
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
+    // SIGHUP: certificates and config again; a bad file keeps what runs.
+    process.on('SIGHUP', () => {
+      app.reload().then(
+        (report) => app.logger.info(report, 'reload done'),
+        (err: unknown) => app.logger.error({ err }, 'reload failed'),
+      );
+    });
   });
 }
 

@@ -28,7 +28,7 @@ async function startGuard(config: Record<string, unknown>, logFile: string): Pro
     const app = createApp(loadConfigObject({ ...config, listen: { host: '127.0.0.1', port } }, 'demo (embedded defaults)'), { logger });
     try {
       const started = await app.start();
-      return { app, url: started.url, adminUrl: started.adminUrl };
+      return { app, url: started.url, adminUrl: started.adminUrl ?? '(none)' };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || port === 0) throw err;
     }

@@ -1,21 +1,26 @@
 /**
  * Composition root: the only place that builds things. Everything stateful (logger, metrics
- * registry, token cache, introspection pool, clock) is made here and passed down.
+ * registry, token cache, introspection pool, clock, certificate reloader) is made here and passed
+ * down. What a config reload may change lives in one `Policy` object, swapped atomically.
  */
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { isDeepStrictEqual } from 'node:util';
 import { createAdminServer } from './admin/server.ts';
-import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
-import type { LoadedConfig } from './config/load.ts';
+import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
+import type { Settings } from './config/schema.ts';
+import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
 import { createIntrospectionClient, type Introspect } from './introspection/client.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createGuard } from './pipeline/guard.ts';
 import { createCachedIntrospector, type TokenIntrospector } from './pipeline/introspect.ts';
 import { compileRoutes } from './pipeline/route.ts';
 import { createForwarder } from './proxy/forward.ts';
-import { createHandlers } from './proxy/handler.ts';
+import { createHandlers, type Policy } from './proxy/handler.ts';
+import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
 import { createTlsServer } from './tls/server.ts';
 
 export interface AppDependencies {
@@ -26,24 +31,40 @@ export interface AppDependencies {
   introspect?: Introspect;
   /** Process-level metrics (event loop, memory); off in tests that run many apps. */
   defaultMetrics?: boolean;
+  /** Start the admin listener (cluster workers leave it to the primary). Default true. */
+  admin?: boolean;
+  /** Watch the TLS files for changes. Default true. */
+  watchCertificates?: boolean;
 }
 
 export interface StartedApp {
   /** https://host:port of the proxy listener. */
   url: string;
   port: number;
-  adminUrl: string;
-  adminPort: number;
+  adminUrl: string | undefined;
+  adminPort: number | undefined;
+}
+
+export interface ReloadReport {
+  config: 'applied' | 'rejected' | 'not-a-file';
+  /** Top-level keys that changed but only take effect after a restart. */
+  restartRequired: string[];
+  certificates: ReloadResult;
 }
 
 export interface App {
   start(): Promise<StartedApp>;
-  /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then closes what is left. */
+  /** Drains: readyz 503 at once, no new connections, in-flight requests get `graceMs`, then the rest is closed. */
   stop(graceMs?: number): Promise<void>;
+  /** Re-reads the config file and the certificates; a bad file keeps what runs. */
+  reload(): Promise<ReloadReport>;
   readonly metrics: Metrics;
   readonly tokens: TokenIntrospector;
   readonly logger: Logger;
 }
+
+/** Keys whose change needs a restart: the listeners, the TLS file set, the AS client, the process model. */
+const RESTART_KEYS = ['listen', 'admin', 'tls', 'introspection', 'workers'] as const satisfies readonly (keyof Settings)[];
 
 async function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
   server.listen(port, host);
@@ -92,27 +113,49 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     onHit: () => metrics.cacheHits.inc(),
     onMiss: () => metrics.cacheMisses.inc(),
   });
+
+  const buildPolicy = (from: Settings): Policy => {
+    const routes = compileRoutes(from);
+    return {
+      authorize: createGuard({ routes, introspector: tokens, now }),
+      metadata: buildMetadataDirectory(from, routes),
+      realm: from.errors.realm,
+      managedHeaders: routes.managedHeaders,
+      formBodyBytes: from.limits.formBodyBytes,
+    };
+  };
+  let policy = buildPolicy(settings);
+  let ready = false;
+  let draining = false;
+  const upgraded = new Set<Duplex>();
+
   const forwarder = createForwarder();
-  const routes = compileRoutes(settings);
   const handlers = createHandlers({
-    authorize: createGuard({ routes, introspector: tokens, now }),
-    metadata: buildMetadataDirectory(settings, routes),
+    policy: () => policy,
     forwarder,
     metrics,
     logger,
-    settings: {
-      realm: settings.errors.realm,
-      managedHeaders: routes.managedHeaders,
-      verifyClientChain: config.tls.clientCa !== undefined,
-      formBodyBytes: settings.limits.formBodyBytes,
+    verifyClientChain: config.tls.clientCa !== undefined,
+    draining: () => draining,
+    onUpgraded: (socket) => {
+      upgraded.add(socket);
+      socket.once('close', () => upgraded.delete(socket));
     },
   });
 
   const server = createTlsServer(config.tls, handlers.onRequest);
   server.on('upgrade', handlers.onUpgrade);
   server.on('tlsClientError', (err: NodeJS.ErrnoException) => logger.debug({ code: err.code }, 'TLS handshake failed'));
-  let ready = false;
-  const admin = createAdminServer(metrics.registry, { ready: () => ready });
+  const admin = deps.admin === false ? undefined : createAdminServer(metrics.registry, { ready: () => ready });
+
+  metrics.certificateNotAfter.set(notAfterSeconds(config.tls));
+  let certificates: ReturnType<typeof createCertificateReloader> | undefined;
+
+  async function teardown(): Promise<void> {
+    certificates?.close();
+    forwarder.close();
+    await client?.close();
+  }
 
   return {
     metrics,
@@ -121,32 +164,69 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     async start() {
       try {
         const main = await listen(server, settings.listen.host, settings.listen.port);
-        const adminAddress = await listen(admin, settings.admin.host, settings.admin.port);
+        const adminAddress = admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port);
+        certificates = createCertificateReloader({
+          server,
+          files: settings.tls,
+          source: config.source,
+          initial: config.tls,
+          logger,
+          watch: deps.watchCertificates ?? true,
+          onResult: (result, material) => {
+            metrics.certificateReloads.inc({ result });
+            metrics.certificateNotAfter.set(notAfterSeconds(material));
+          },
+        });
         ready = true;
         const started: StartedApp = {
           url: `https://${urlHost(settings.listen.host)}:${main.port}`,
           port: main.port,
-          adminUrl: `http://${urlHost(settings.admin.host)}:${adminAddress.port}`,
-          adminPort: adminAddress.port,
+          adminUrl: adminAddress === undefined ? undefined : `http://${urlHost(settings.admin.host)}:${adminAddress.port}`,
+          adminPort: adminAddress?.port,
         };
         logger.info({ listen: started.url, admin: started.adminUrl, config: config.source }, 'cnfguard started');
         return started;
       } catch (err) {
         // Nothing half-started: whatever did come up goes down again.
-        await Promise.all([close(server, 0), close(admin, 0)]);
-        await client?.close();
-        forwarder.close();
+        await Promise.all([close(server, 0), admin === undefined ? undefined : close(admin, 0)]);
+        await teardown();
         throw err;
       }
     },
-    async stop(graceMs = 10_000) {
+    async stop(graceMs = settings.shutdownGraceSeconds * 1000) {
       ready = false;
+      draining = true;
+      logger.info({ graceMs, upgraded: upgraded.size }, 'draining');
+      const websocketDeadline = setTimeout(() => {
+        for (const socket of upgraded) socket.destroy();
+      }, graceMs);
       await close(server, graceMs);
-      await close(admin, 0);
-      forwarder.close();
-      await client?.close();
+      clearTimeout(websocketDeadline);
+      if (admin !== undefined) await close(admin, 0);
+      await teardown();
       logger.info('cnfguard stopped');
       logger.flush();
+    },
+    async reload() {
+      const certificatesResult = certificates?.reload() ?? 'unchanged';
+      if (config.file === undefined) return { config: 'not-a-file', restartRequired: [], certificates: certificatesResult };
+      let next: LoadedConfig;
+      try {
+        next = loadConfigFile(config.file);
+      } catch (err) {
+        const problems = err instanceof ConfigError ? err.problems : [{ path: '', message: (err as Error).message }];
+        logger.error({ config: config.source, problems }, 'config reload rejected; keeping the running config');
+        metrics.configReloads.inc({ result: 'rejected' });
+        return { config: 'rejected', restartRequired: [], certificates: certificatesResult };
+      }
+      // Compared with what started: these keys stay as they were until a restart.
+      const restartRequired = RESTART_KEYS.filter((key) => !isDeepStrictEqual(next.settings[key], settings[key]));
+      if (restartRequired.length > 0) logger.warn({ keys: restartRequired }, 'changed settings take effect after a restart');
+      policy = buildPolicy(next.settings);
+      logger.level = next.settings.logLevel;
+      metrics.configReloads.inc({ result: 'applied' });
+      logger.info({ config: config.source }, 'config reloaded');
+      return { config: 'applied', restartRequired, certificates: certificatesResult };
     },
   };
 }

@@ -10,7 +10,7 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
   return pino(
     {
       level,
-      base: { service: 'cnfguard' },
+      base: { service: 'cnfguard', pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: {
         paths: ['authorization', 'headers.authorization', 'req.headers.authorization', 'token', 'clientSecret', '*.clientSecret'],

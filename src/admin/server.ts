@@ -4,13 +4,18 @@
  * the Prometheus text of this app's registry.
  */
 import http from 'node:http';
-import type { Registry } from 'prom-client';
 
 export interface AdminState {
   ready(): boolean;
 }
 
-export function createAdminServer(registry: Registry, state: AdminState): http.Server {
+/** A prom-client Registry, or a cluster aggregator presented the same way. */
+export interface MetricsSource {
+  metrics(): Promise<string>;
+  readonly contentType: string;
+}
+
+export function createAdminServer(registry: MetricsSource, state: AdminState): http.Server {
   return http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const send = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
@@ -23,7 +28,7 @@ export function createAdminServer(registry: Registry, state: AdminState): http.S
     if (path === '/metrics') {
       registry.metrics().then(
         (text) => send(200, text, registry.contentType),
-        () => send(500, 'metrics unavailable\n'),
+        (err: unknown) => send(500, `metrics unavailable: ${(err as Error).message}\n`),
       );
       return;
     }

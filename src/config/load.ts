@@ -45,6 +45,8 @@ export interface IntrospectionMaterial {
 export interface LoadedConfig {
   /** Where the config came from (a file path, or a label for embedded configs). */
   source: string;
+  /** The file to read again on reload; undefined for a config built in code. */
+  file: string | undefined;
   settings: Settings;
   tls: TlsMaterial;
   introspection: IntrospectionMaterial;
@@ -250,6 +252,7 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
   const settings = parsed.data;
   return deepFreeze({
     source,
+    file: undefined,
     settings,
     tls,
     introspection: { ...files, clientSecret: files.clientSecret ?? settings.introspection.clientSecret },
@@ -267,7 +270,7 @@ export function loadConfigFile(file: string, env: Environment = process.env): Lo
   }
   const raw = parseConfigText(text, env, problems);
   if (raw === undefined) throw new ConfigError(file, problems);
-  return loadConfigObject(raw, file, problems);
+  return Object.freeze({ ...loadConfigObject(raw, file, problems), file });
 }
 
 const MASK = '********';

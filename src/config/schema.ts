@@ -180,6 +180,10 @@ export const configSchema = z.strictObject({
       formBodyBytes: positiveInt.default(1024 * 1024),
     })
     .prefault({}),
+  /** On SIGTERM/SIGINT, in-flight requests get this long to finish. */
+  shutdownGraceSeconds: number(z.number().min(0).max(3600)).default(20),
+  /** Processes sharing the listener (node:cluster); `auto` is one per core. Each has its own token cache. */
+  workers: z.preprocess(fromText, z.union([z.literal('auto'), z.number().int().min(1).max(64)])).default(1),
   admin: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port: port.default(9090) }).prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });

@@ -41,7 +41,7 @@ export type ForwardFailure = GuardError;
 
 export interface Forwarder {
   /** Streams the request to `target`; calls `onError` with 502/504 errors. `onResponse` fires at the response headers. */
-  web(req: IncomingMessage, res: ServerResponse, target: URL, options: { body?: Readable; timeoutMs: number; onResponse?: () => void; onError: (err: ForwardFailure) => void }): void;
+  web(req: IncomingMessage, res: ServerResponse, target: URL, options: { body?: Readable; timeoutMs: number; onResponse?: (status: number) => void; onError: (err: ForwardFailure) => void }): void;
   ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, onError: (err: ForwardFailure) => void): void;
   close(): void;
 }
@@ -58,7 +58,7 @@ function failureOf(err: unknown): GuardError {
 
 interface PendingForward {
   timeoutMs: number;
-  onResponse: (() => void) | undefined;
+  onResponse: ((status: number) => void) | undefined;
 }
 
 export function createForwarder(): Forwarder {
@@ -72,13 +72,14 @@ export function createForwarder(): Forwarder {
     proxyReq.setTimeout(forward.timeoutMs, () => proxyReq.destroy(new UpstreamTimeout('upstream timeout')));
   });
   proxy.on('proxyRes', (proxyRes, req, res) => {
+    // First, so the caller can still decide about the client connection (draining closes it).
+    pending.get(req)?.onResponse?.(proxyRes.statusCode ?? 0);
     // The upstream's Connection and Keep-Alive describe its hop, not the client's: drop them and
     // say what Node will really do with the client connection (it honours the client's `close`).
     if (proxyRes.statusCode !== 101) {
       removeHopByHop(proxyRes.headers, false);
       proxyRes.headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
     }
-    pending.get(req)?.onResponse?.();
   });
   // Without a listener http-proxy-3 would throw on a client that went away mid-request.
   proxy.on('econnreset', () => {});

@@ -8,6 +8,7 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import { Readable, type Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Metrics } from '../admin/metrics.ts';
+import { WELL_KNOWN_PREFIX, type MetadataDirectory } from '../discovery/resource-metadata.ts';
 import type { Logger } from '../log.ts';
 import { renderError, type GuardError, type RenderedError } from '../oauth/errors.ts';
 import { clientCertificateOf, type ClientCertificate } from '../pipeline/client-cert.ts';
@@ -15,26 +16,30 @@ import type { Decision } from '../pipeline/decide.ts';
 import { pathOf, type Authorize, type Verdict } from '../pipeline/guard.ts';
 import { setIdentityHeaders, stripManagedHeaders } from '../pipeline/identity-headers.ts';
 import { hostName, type RoutePolicy } from '../pipeline/route.ts';
-import { WELL_KNOWN_PREFIX, type MetadataDirectory } from '../discovery/resource-metadata.ts';
 import { isFormContentType } from '../pipeline/token.ts';
 import { removeHopByHop, setForwardedHeaders, type Forwarder } from './forward.ts';
 
-export interface HandlerSettings {
+/** Everything a config reload may change, swapped as one object: a request sees one version. */
+export interface Policy {
+  authorize: Authorize;
+  metadata: MetadataDirectory;
   realm: string;
   /** Every identity and claim header any route sets; stripped from every inbound request. */
   managedHeaders: readonly string[];
-  /** Whether tls.clientCa is configured (the chain then matters). */
-  verifyClientChain: boolean;
   formBodyBytes: number;
 }
 
 export interface HandlerDependencies {
-  authorize: Authorize;
+  policy: () => Policy;
   forwarder: Forwarder;
   metrics: Metrics;
   logger: Logger;
-  settings: HandlerSettings;
-  metadata: MetadataDirectory;
+  /** Whether tls.clientCa is configured (the chain then matters). */
+  verifyClientChain: boolean;
+  /** While draining, every response closes its connection. */
+  draining: () => boolean;
+  /** Upgraded (websocket) sockets, so shutdown can end them after the grace period. */
+  onUpgraded?: (socket: Duplex) => void;
 }
 
 type FormRead = { body: Buffer | undefined; tooLarge: boolean };
@@ -58,10 +63,22 @@ export interface RequestHandlers {
   onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
 }
 
+interface AccessLogFields {
+  id: string;
+  req: IncomingMessage;
+  status: number;
+  started: number;
+  verdict: Verdict | undefined;
+  certificate: ClientCertificate | undefined;
+  upstreamStatus?: number | undefined;
+  error?: GuardError | undefined;
+}
+
 export function createHandlers(deps: HandlerDependencies): RequestHandlers {
-  const { authorize, forwarder, metrics, logger, settings, metadata } = deps;
-  const render = (err: GuardError, route: RoutePolicy): RenderedError =>
-    renderError(err, { realm: settings.realm, ...(route.resourceMetadataUrl !== undefined && { challengeParams: { resource_metadata: route.resourceMetadataUrl } }) });
+  const { forwarder, metrics, logger } = deps;
+
+  const render = (policy: Policy, err: GuardError, route: RoutePolicy): RenderedError =>
+    renderError(err, { realm: policy.realm, ...(route.resourceMetadataUrl !== undefined && { challengeParams: { resource_metadata: route.resourceMetadataUrl } }) });
 
   function count(route: string, decision: Decision): void {
     if (!decision.allow) metrics.requests.inc({ decision: 'deny', reason: decision.error.reason, route });
@@ -69,19 +86,13 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
     else metrics.requests.inc({ decision: 'allow', reason: decision.reason, route });
   }
 
-  function accessLog(fields: {
-    id: string;
-    req: IncomingMessage;
-    status: number;
-    started: number;
-    verdict: Verdict | undefined;
-    certificate: ClientCertificate | undefined;
-    error?: GuardError | undefined;
-  }): void {
+  /** One line per request: never the token, the query string or a header value. */
+  function accessLog(fields: AccessLogFields): void {
     const { verdict, error } = fields;
     const decision = verdict?.decision;
     const denied = decision !== undefined && !decision.allow ? decision.error : undefined;
     const wouldDeny = decision?.allow ? decision.wouldDeny : undefined;
+    const detail = (denied ?? wouldDeny ?? error)?.detail;
     const entry = {
       reqId: fields.id,
       method: fields.req.method,
@@ -92,20 +103,22 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
       route: verdict?.route.id,
       clientId: decision?.allow ? decision.identity.clientId : undefined,
       thumbprint: fields.certificate?.thumbprint,
+      upstreamStatus: fields.upstreamStatus,
       latencyMs: Math.round((performance.now() - fields.started) * 100) / 100,
-      ...((denied ?? wouldDeny ?? error)?.detail !== undefined && { detail: (denied ?? wouldDeny ?? error)?.detail }),
+      ...(detail !== undefined && { detail }),
+      ...(error !== undefined && { upstreamError: error.reason }),
     };
     if (wouldDeny !== undefined) logger.warn(entry, 'report-only: would deny');
     else logger.info(entry, 'request');
   }
 
-  async function gather(req: IncomingMessage, readForm: boolean) {
-    const certificate = (req.socket as Partial<TLSSocket>).encrypted === true ? clientCertificateOf(req.socket as TLSSocket, settings.verifyClientChain) : undefined;
+  async function gather(policy: Policy, req: IncomingMessage, readForm: boolean) {
+    const certificate = (req.socket as Partial<TLSSocket>).encrypted === true ? clientCertificateOf(req.socket as TLSSocket, deps.verifyClientChain) : undefined;
     // Identity headers are the client's to forge: gone before anything else looks at the request.
-    stripManagedHeaders(req.headers, settings.managedHeaders);
+    stripManagedHeaders(req.headers, policy.managedHeaders);
     let form: FormRead = { body: undefined, tooLarge: false };
-    if (readForm && isFormContentType(req.headers['content-type'])) form = await readFormBody(req, settings.formBodyBytes);
-    const verdict = await authorize({
+    if (readForm && isFormContentType(req.headers['content-type'])) form = await readFormBody(req, policy.formBodyBytes);
+    const verdict = await policy.authorize({
       authorization: req.headersDistinct.authorization,
       target: req.url ?? '/',
       host: hostName(req.headers.host),
@@ -116,29 +129,27 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
     return { certificate, verdict, form };
   }
 
-  function prepareForwarding(req: IncomingMessage, route: RoutePolicy, decision: Extract<Decision, { allow: true }>, upgrade: boolean, id: string): void {
+  /** Headers for the upstream, and the path the route was matched on. */
+  function prepareForwarding(req: IncomingMessage, verdict: Verdict, decision: Extract<Decision, { allow: true }>, upgrade: boolean, id: string): void {
+    const { route } = verdict;
     removeHopByHop(req.headers, upgrade);
     if (route.stripAuthorization) delete req.headers.authorization;
     setIdentityHeaders(req.headers, decision.identity, route.headerNames, route.claimHeaders);
     setForwardedHeaders(req.headers, req.socket.remoteAddress);
     req.headers['x-request-id'] = id;
-  }
-
-  /** The upstream gets the path the route was matched on. */
-  function forwardTarget(req: IncomingMessage, verdict: Verdict): void {
     if (req.url !== verdict.target) req.url = verdict.target;
   }
 
-  function sendError(res: ServerResponse, err: GuardError, route: RoutePolicy, id: string): void {
-    const rendered = render(err, route);
+  function sendError(policy: Policy, res: ServerResponse, err: GuardError, route: RoutePolicy, id: string): void {
+    const rendered = render(policy, err, route);
     res.writeHead(rendered.status, { ...rendered.headers, 'content-length': Buffer.byteLength(rendered.body), 'x-request-id': id });
     res.end(rendered.body);
   }
 
   /** RFC 9728 metadata is public: answered before any token check. */
-  function serveMetadata(req: IncomingMessage, res: ServerResponse): boolean {
+  function serveMetadata(policy: Policy, req: IncomingMessage, res: ServerResponse): boolean {
     if ((req.method !== 'GET' && req.method !== 'HEAD') || !req.url?.startsWith(WELL_KNOWN_PREFIX)) return false;
-    const body = metadata.lookup(hostName(req.headers.host), pathOf(req.url));
+    const body = policy.metadata.lookup(hostName(req.headers.host), pathOf(req.url));
     if (body === undefined) return false;
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
     res.end(req.method === 'HEAD' ? undefined : body);
@@ -147,33 +158,39 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
 
   async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
+    const policy = deps.policy();
+    if (deps.draining()) res.shouldKeepAlive = false;
+    if (serveMetadata(policy, req, res)) return;
     const id = randomUUID();
     let verdict: Verdict | undefined;
     let certificate: ClientCertificate | undefined;
     let failure: GuardError | undefined;
-    if (serveMetadata(req, res)) return;
-    res.once('close', () => accessLog({ id, req, status: res.statusCode, started, verdict, certificate, error: failure }));
+    let upstreamStatus: number | undefined;
+    res.once('close', () => accessLog({ id, req, status: res.statusCode, started, verdict, certificate, upstreamStatus, error: failure }));
     try {
-      const gathered = await gather(req, true);
+      const gathered = await gather(policy, req, true);
       ({ verdict, certificate } = gathered);
       const { decision, route } = verdict;
       count(route.id, decision);
       if (!decision.allow) {
         if (gathered.form.tooLarge) res.shouldKeepAlive = false; // the unread body cannot be skipped safely
-        sendError(res, decision.error, route, id);
+        sendError(policy, res, decision.error, route, id);
         return;
       }
-      prepareForwarding(req, route, decision, false, id);
-      forwardTarget(req, verdict);
+      prepareForwarding(req, verdict, decision, false, id);
       res.setHeader('x-request-id', id);
       const forwardedAt = performance.now();
       forwarder.web(req, res, route.upstream, {
         timeoutMs: route.upstreamTimeoutMs,
         ...(gathered.form.body !== undefined && { body: Readable.from([gathered.form.body]) }),
-        onResponse: () => metrics.upstreamDuration.observe({ route: route.id }, (performance.now() - forwardedAt) / 1000),
+        onResponse: (status) => {
+          upstreamStatus = status;
+          if (deps.draining()) res.shouldKeepAlive = false;
+          metrics.upstreamDuration.observe({ route: route.id }, (performance.now() - forwardedAt) / 1000);
+        },
         onError: (err) => {
           failure = err;
-          if (!res.headersSent) sendError(res, err, route, id);
+          if (!res.headersSent) sendError(policy, res, err, route, id);
           else res.destroy();
         },
       });
@@ -188,14 +205,17 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
 
   async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const started = performance.now();
+    const policy = deps.policy();
     const id = randomUUID();
     socket.on('error', () => socket.destroy());
     try {
-      const { certificate, verdict } = await gather(req, false);
+      const { certificate, verdict } = await gather(policy, req, false);
       const { decision, route } = verdict;
       count(route.id, decision);
-      if (!decision.allow) {
-        const rendered = render(decision.error, route);
+      if (!decision.allow || deps.draining()) {
+        const rendered = decision.allow
+          ? { status: 503, headers: { 'content-type': 'text/plain' }, body: 'shutting down\n' }
+          : render(policy, decision.error, route);
         const headers = { ...rendered.headers, 'x-request-id': id, 'content-length': String(Buffer.byteLength(rendered.body)), connection: 'close' };
         socket.end(
           `HTTP/1.1 ${rendered.status} ${STATUS_CODES[rendered.status] ?? ''}\r\n${Object.entries(headers)
@@ -205,8 +225,8 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
         accessLog({ id, req, status: rendered.status, started, verdict, certificate });
         return;
       }
-      prepareForwarding(req, route, decision, true, id);
-      forwardTarget(req, verdict);
+      prepareForwarding(req, verdict, decision, true, id);
+      deps.onUpgraded?.(socket);
       forwarder.ws(req, socket, head, route.upstream, (err) => {
         accessLog({ id, req, status: err.status, started, verdict, certificate, error: err });
         socket.destroy();

@@ -1,0 +1,106 @@
+/**
+ * `workers: N`: N processes share the listener through node:cluster, so throughput scales with
+ * cores. The primary serves nothing itself: it owns the admin listener (readiness of all workers,
+ * metrics summed across them), restarts a worker that dies, and relays signals. Each worker has
+ * its own token cache, so a token is introspected once per worker.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { once } from 'node:events';
+import { availableParallelism } from 'node:os';
+import { AggregatorRegistry } from 'prom-client';
+import { createAdminServer } from './admin/server.ts';
+import type { Metrics } from './admin/metrics.ts';
+import type { LoadedConfig } from './config/load.ts';
+import type { Settings } from './config/schema.ts';
+import type { Logger } from './log.ts';
+
+export const READY_MESSAGE = 'cnfguard:ready';
+
+export function workerCount(workers: Settings['workers']): number {
+  return workers === 'auto' ? availableParallelism() : workers;
+}
+
+/** In a worker: let the primary collect this app's metrics, and tell it when serving. */
+export function announceWorker(metrics: Metrics, listen: string): void {
+  // prom-client answers the primary's metric requests only once an AggregatorRegistry exists here.
+  new AggregatorRegistry();
+  AggregatorRegistry.setRegistries([metrics.registry]);
+  process.send?.({ type: READY_MESSAGE, listen });
+}
+
+/** Runs the primary until SIGTERM/SIGINT; resolves with the exit code. */
+export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<number> {
+  const { settings } = config;
+  const count = workerCount(settings.workers);
+  const aggregator = new AggregatorRegistry();
+  const readyWorkers = new Set<number>();
+  let stopping = false;
+  let listenUrl: string | undefined;
+
+  const admin = createAdminServer(
+    { metrics: () => aggregator.clusterMetrics(), contentType: aggregator.contentType },
+    { ready: () => !stopping && readyWorkers.size === count },
+  );
+
+  let announced: () => void = () => {};
+  const allReady = new Promise<void>((resolve) => (announced = resolve));
+
+  const fork = (): Worker => {
+    const worker = cluster.fork();
+    worker.on('message', (message: { type?: string; listen?: string }) => {
+      if (message?.type !== READY_MESSAGE) return;
+      readyWorkers.add(worker.id);
+      listenUrl = message.listen;
+      if (readyWorkers.size === count) announced();
+    });
+    worker.on('exit', (code, signal) => {
+      readyWorkers.delete(worker.id);
+      if (stopping) return;
+      logger.error({ worker: worker.id, code, signal }, 'worker exited; starting another');
+      setTimeout(() => {
+        if (!stopping) fork();
+      }, 1000).unref();
+    });
+    return worker;
+  };
+
+  try {
+    admin.listen(settings.admin.port, settings.admin.host);
+    await Promise.race([once(admin, 'listening'), once(admin, 'error').then(([err]) => Promise.reject(err as Error))]);
+  } catch (err) {
+    logger.fatal({ code: (err as NodeJS.ErrnoException).code }, `cannot start: ${(err as Error).message}`);
+    return 2;
+  }
+  for (let i = 0; i < count; i++) fork();
+  // A worker that cannot start (port taken) exits with code 2 before it is ready.
+  const failed = new Promise<number>((resolve) => cluster.on('exit', (_worker, code) => readyWorkers.size < count && code === 2 && resolve(2)));
+  const outcome = await Promise.race([allReady.then(() => 0), failed]);
+  if (outcome !== 0) {
+    stopping = true;
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM');
+    admin.close();
+    return outcome;
+  }
+  const address = admin.address() as { port: number };
+  logger.info({ listen: listenUrl, admin: `http://${settings.admin.host}:${address.port}`, workers: count }, 'cnfguard cluster started');
+
+  process.on('SIGHUP', () => {
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP');
+  });
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  stopping = true;
+  logger.info({ signal }, 'shutting down workers');
+  const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+  const exits = workers.map((worker) => (worker.isDead() ? Promise.resolve() : once(worker, 'exit').then(() => undefined)));
+  for (const worker of workers) worker.process.kill('SIGTERM');
+  const deadline = setTimeout(() => workers.forEach((w) => w.process.kill('SIGKILL')), settings.shutdownGraceSeconds * 1000 + 5000);
+  await Promise.all(exits);
+  clearTimeout(deadline);
+  await new Promise((resolve) => admin.close(resolve));
+  logger.info('cnfguard stopped');
+  logger.flush();
+  return 0;
+}

@@ -1,0 +1,223 @@
+/**
+ * Running in production: certificate rotation the way Kubernetes does it (a `..data` symlink
+ * swap) under a live keep-alive connection, config reload on SIGHUP, draining on SIGTERM,
+ * several workers behind one port, and the access log.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdir, rename, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { Client } from 'undici';
+import { stringify } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { issueServerCertificate, type PemPair } from '../../src/tls/dev-certs.ts';
+import { baseConfig, curl, startDeployment, startGuard, type Deployment } from '../fixtures/stack.ts';
+
+const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
+
+let d: Deployment;
+beforeAll(async () => {
+  d = await startDeployment();
+});
+afterAll(async () => {
+  await d?.stop();
+});
+
+async function waitFor<T>(probe: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function metric(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(series));
+  return line === undefined ? 0 : Number(line.split(' ').pop());
+}
+
+async function metricsOf(adminUrl: string): Promise<string> {
+  return (await fetch(`${adminUrl}/metrics`)).text();
+}
+
+/** The server certificate a new TLS connection sees. */
+async function servedCertificate(port: number): Promise<X509Certificate> {
+  const socket = tls.connect({ host: '127.0.0.1', port, ca: d.pki.certs.ca.cert });
+  await once(socket, 'secureConnect');
+  const cert = socket.getPeerX509Certificate() as X509Certificate;
+  socket.destroy();
+  return cert;
+}
+
+/** A Kubernetes-style secret volume: files are links through `..data`, swapped atomically. */
+async function secretVolume(dir: string, pair: PemPair, generation: number): Promise<void> {
+  const versioned = join(dir, `..${generation}`);
+  await mkdir(versioned, { recursive: true });
+  await writeFile(join(versioned, 'tls.crt'), pair.cert);
+  await writeFile(join(versioned, 'tls.key'), pair.key);
+  await symlink(`..${generation}`, join(dir, '..data_tmp'));
+  await rename(join(dir, '..data_tmp'), join(dir, '..data'));
+  if (generation === 1) {
+    await symlink('..data/tls.crt', join(dir, 'tls.crt'));
+    await symlink('..data/tls.key', join(dir, 'tls.key'));
+  }
+}
+
+describe('certificate rotation', () => {
+  it('a symlink swap reloads the certificate: the open keep-alive connection keeps working, new connections see the new one; bad files keep it', async () => {
+    const volume = join(d.pki.dir, 'secret-volume');
+    await mkdir(volume);
+    const first = issueServerCertificate(d.pki.certs.ca, { dns: ['localhost'], ips: ['127.0.0.1'] });
+    await secretVolume(volume, first, 1);
+    const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { tls: { cert: join(volume, 'tls.crt'), key: join(volume, 'tls.key') } }));
+    const client = new Client(g.started.url, { connect: { ca: d.pki.certs.ca.cert, ...d.pki.certs.clients.client1 }, pipelining: 1 });
+    let connects = 0;
+    client.on('connect', () => connects++);
+    try {
+      const token = await d.tokenFor('client1');
+      const call = async () => {
+        const r = await client.request({ path: '/rotate', method: 'GET', headers: { authorization: `Bearer ${token}` } });
+        await r.body.dump();
+        return r.statusCode;
+      };
+      expect(await call()).toBe(200);
+      expect((await servedCertificate(g.started.port)).serialNumber).toBe(new X509Certificate(first.cert).serialNumber);
+
+      const second = issueServerCertificate(d.pki.certs.ca, { dns: ['localhost'], ips: ['127.0.0.1'] });
+      await secretVolume(volume, second, 2);
+      await waitFor(async () => (metric(await metricsOf(g.started.adminUrl as string), 'cnfguard_cert_reload_total{result="success"}') === 1 ? true : undefined), 'reload');
+      expect((await servedCertificate(g.started.port)).serialNumber).toBe(new X509Certificate(second.cert).serialNumber);
+      expect(await call()).toBe(200);
+      expect(connects).toBe(1); // the same connection, never dropped
+
+      // A key that does not match its certificate: counted as a failure, the second certificate stays.
+      await secretVolume(volume, { cert: first.cert, key: second.key }, 3);
+      await waitFor(async () => (metric(await metricsOf(g.started.adminUrl as string), 'cnfguard_cert_reload_total{result="failure"}') >= 1 ? true : undefined), 'failed reload');
+      expect((await servedCertificate(g.started.port)).serialNumber).toBe(new X509Certificate(second.cert).serialNumber);
+      const metrics = await metricsOf(g.started.adminUrl as string);
+      expect(metric(metrics, 'cnfguard_certificate_not_after_seconds')).toBe(Math.floor(new Date(new X509Certificate(second.cert).validTo).getTime() / 1000));
+      expect(g.logs.entries().some((e) => e.msg === 'certificate reload failed; keeping the current certificate')).toBe(true);
+    } finally {
+      await client.close();
+      await g.stop();
+    }
+  });
+});
+
+interface Running {
+  child: ChildProcess;
+  lines: () => Record<string, unknown>[];
+  started: Record<string, unknown>;
+}
+
+async function runCnfguard(configFile: string, startedMessage = 'cnfguard started'): Promise<Running> {
+  const child = spawn(process.execPath, [BIN, 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr?.on('data', (c: Buffer) => (out += c.toString()));
+  const lines = () =>
+    out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const started = await waitFor(() => lines().find((l) => l.msg === startedMessage), startedMessage, 20_000);
+  return { child, lines, started };
+}
+
+describe('signals', () => {
+  it('SIGHUP applies a changed config atomically and keeps the running one when the new file is bad', async () => {
+    const file = join(d.pki.dir, 'hup.yaml');
+    const config = (binding: string) => stringify(baseConfig(d.pki, d.as, d.upstream, { binding }));
+    await writeFile(file, config('required'));
+    const { child, lines, started } = await runCnfguard(file);
+    try {
+      const url = started.listen as string;
+      const token = await d.unboundToken();
+      expect((await curl(d.pki, `${url}/x`, { token })).status).toBe(401);
+      await writeFile(file, config('optional'));
+      child.kill('SIGHUP');
+      await waitFor(() => lines().find((l) => l.msg === 'config reloaded'), 'config reloaded');
+      expect((await curl(d.pki, `${url}/x`, { token })).status).toBe(200);
+
+      await writeFile(file, 'upstream: [not, a, url]\n');
+      child.kill('SIGHUP');
+      const rejected = await waitFor(() => lines().find((l) => l.msg === 'config reload rejected; keeping the running config'), 'rejection');
+      expect(JSON.stringify(rejected.problems)).toContain('upstream');
+      expect((await curl(d.pki, `${url}/x`, { token })).status).toBe(200);
+      const metrics = await metricsOf(started.admin as string);
+      expect(metric(metrics, 'cnfguard_config_reload_total{result="applied"}')).toBe(1);
+      expect(metric(metrics, 'cnfguard_config_reload_total{result="rejected"}')).toBe(1);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  it('SIGTERM drains: readyz turns 503 at once, the slow in-flight request completes, exit 0', async () => {
+    const file = join(d.pki.dir, 'drain.yaml');
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { shutdownGraceSeconds: 10 })));
+    const { child, started, lines } = await runCnfguard(file);
+    const token = await d.tokenFor('client1');
+    const slow = curl(d.pki, `${started.listen as string}/slow`, { cert: d.pki.files.client1, token, headers: ['x-echo-delay-ms: 1500'] });
+    await waitFor(() => (d.upstream.requests.some((r) => r.url === '/slow') ? true : undefined), 'the slow request to reach the upstream');
+    const exited = once(child, 'exit');
+    child.kill('SIGTERM');
+    const readyz = await waitFor(async () => {
+      const status = (await fetch(`${started.admin as string}/readyz`)).status;
+      return status === 503 ? status : undefined;
+    }, 'readyz 503', 1000);
+    expect(readyz).toBe(503);
+    const answer = await slow;
+    expect(answer.status).toBe(200);
+    expect(answer.headers.connection).toBe('close');
+    const [code] = (await exited) as [number];
+    expect(code).toBe(0);
+    expect(lines().some((l) => l.msg === 'draining')).toBe(true);
+  });
+});
+
+describe('workers', () => {
+  it('workers: 2 serve one port, and the admin endpoint sums both workers', async () => {
+    const file = join(d.pki.dir, 'workers.yaml');
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { workers: 2 })));
+    const { child, started, lines } = await runCnfguard(file, 'cnfguard cluster started');
+    try {
+      const token = await d.tokenFor('client1');
+      const requests = 16;
+      for (let i = 0; i < requests; i++) {
+        expect((await curl(d.pki, `${started.listen as string}/w${i}`, { cert: d.pki.files.client1, token })).status).toBe(200);
+      }
+      const served = lines().filter((l) => l.msg === 'request');
+      expect(new Set(served.map((l) => l.pid)).size).toBe(2);
+      const metrics = await metricsOf(started.admin as string);
+      expect(metric(metrics, 'cnfguard_requests_total{decision="allow",reason="bound",route="default"}')).toBe(requests);
+      expect((await fetch(`${started.admin as string}/readyz`)).status).toBe(200);
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      expect(((await exited) as [number])[0]).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});
+
+it('one access log line per request, with the fields operators need and no token or query', async () => {
+  const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream));
+  try {
+    const token = await d.tokenFor('client1');
+    await curl(d.pki, `${g.started.url}/orders/7?secret=abc`, { cert: d.pki.files.client1, token });
+    const line = g.logs.entries().find((e) => e.msg === 'request' && e.path === '/orders/7');
+    expect(line).toMatchObject({ method: 'GET', status: 200, decision: 'allow', reason: 'bound', route: 'default', clientId: 'app', upstreamStatus: 200 });
+    expect(line?.reqId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(line?.thumbprint).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(typeof line?.latencyMs).toBe('number');
+    expect(typeof line?.time).toBe('number');
+    expect(g.logs.text()).not.toContain(token);
+    expect(g.logs.text()).not.toContain('secret=abc');
+  } finally {
+    await g.stop();
+  }
+});
