@@ -298,8 +298,9 @@ function parseSha256Hex(text: string): ForwardedCertificate {
 
 type XfccElement = Map<string, string[]>;
 
-/** RFC 9110 token characters, which XFCC keys are made of. */
-const TOKEN_CHAR = /[!#$%&'*+\-.^_`|~0-9A-Za-z]/;
+/** RFC 9110 token characters, which XFCC keys are made of, by char code. */
+const TOKEN_CHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TOKEN_CHAR[c.charCodeAt(0)] = 1;
 
 /**
  * The elements of an XFCC value: `,`-separated, each `;`-separated `key=value` pairs, keys
@@ -319,7 +320,7 @@ function xfccElements(text: string): XfccElement[] {
   for (;;) {
     skipOws();
     const keyStart = i;
-    while (i < n && TOKEN_CHAR.test(text[i]!)) i++;
+    while (i < n && TOKEN_CHAR[text.charCodeAt(i)] === 1) i++;
     if (i === keyStart || text[i] !== '=') throw new ForwardedCertificateError('malformed_header', 'XFCC pair without key=');
     const key = text.slice(keyStart, i).toLowerCase();
     i++; // '='

@@ -1,0 +1,58 @@
+# syntax=docker/dockerfile:1
+#
+# cnfguard image (the default target, built last):
+#   docker build -t cnfguard .
+#   docker run --read-only -v "$PWD/cnfguard.yaml:/etc/cnfguard/cnfguard.yaml:ro" -v "$PWD/certs:/tls:ro" -p 8443:8443 cnfguard
+# The demo authorization server of deploy/docker-compose.yml (not for production):
+#   docker build --target authorization-server -t cnfguard-authorization-server .
+#
+# No build step: Node 24 runs the TypeScript sources directly (type stripping), so the image holds
+# the sources and the production dependencies only. Everything is owned by root and read-only to
+# the runtime user (10001), and nothing is written at run time: `--read-only` / readOnlyRootFilesystem work.
+ARG NODE_IMAGE=node:24-slim
+
+# ---- production dependencies (npm ci --omit=dev) ----
+FROM ${NODE_IMAGE} AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --ignore-scripts: no production dependency has an install script; the dev-only `node` package
+# (which fetches a Node binary) is omitted anyway: the image's own Node 24 runs cnfguard.
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+
+# ---- all dependencies, for the demo authorization server (oidc-provider is a devDependency) ----
+FROM ${NODE_IMAGE} AS dev-deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund && npm cache clean --force
+
+# ---- the demo authorization server: deploy/docker-compose.yml builds this target ----
+FROM ${NODE_IMAGE} AS authorization-server
+WORKDIR /app
+COPY --from=dev-deps /app/node_modules ./node_modules
+COPY package.json package-lock.json ./
+COPY src ./src
+COPY demo ./demo
+USER 10001:10001
+EXPOSE 9443
+ENTRYPOINT ["node", "demo/serve-authorization-server.ts"]
+
+# ---- cnfguard (default target) ----
+FROM ${NODE_IMAGE} AS cnfguard
+ENV NODE_ENV=production
+WORKDIR /app
+RUN groupadd --system --gid 10001 cnfguard \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin cnfguard \
+ && ln -s /app/bin/cnfguard.js /usr/local/bin/cnfguard
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json package-lock.json ./
+COPY bin ./bin
+COPY cmd ./cmd
+COPY src ./src
+USER 10001:10001
+# listen.port (TLS) and admin.port (/healthz /readyz /metrics) of the config.
+EXPOSE 8443 9090
+# The admin listener defaults to 127.0.0.1:9090, which is where this check runs (inside the container).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:9090/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+ENTRYPOINT ["cnfguard"]
+CMD ["run", "--config", "/etc/cnfguard/cnfguard.yaml"]

