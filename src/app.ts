@@ -15,6 +15,7 @@ import type { Settings } from './config/schema.ts';
 import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
 import { createIntrospectionClient, type Introspect } from './introspection/client.ts';
 import { createLogger, type Logger } from './log.ts';
+import { createCertificateSource } from './pipeline/client-cert.ts';
 import { createGuard } from './pipeline/guard.ts';
 import { createCachedIntrospector, type TokenIntrospector } from './pipeline/introspect.ts';
 import { compileRoutes } from './pipeline/route.ts';
@@ -135,7 +136,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     forwarder,
     metrics,
     logger,
-    verifyClientChain: config.tls.clientCa !== undefined,
+    certificates: createCertificateSource({ trustedProxies: settings.trustedProxies, clientCa: config.tls.clientCa, now }),
     draining: () => draining,
     onUpgraded: (socket) => {
       upgraded.add(socket);

@@ -4,6 +4,7 @@
  * start-up with its YAML path, never on a request.
  */
 import { z } from 'zod';
+import { FORWARDED_CERTIFICATE_FORMATS, parseCidrList } from '../tls/forwarded-certificate.ts';
 
 /**
  * `${VAR}` interpolation yields text; where the schema wants a number or a boolean, text that
@@ -102,6 +103,27 @@ const routeSchema = z
     error: 'a route needs pathPrefix, host, or both',
   });
 
+/** A CIDR (or bare address), checked by parsing it the way the listener will. */
+const cidr = z.string().superRefine((value, ctx) => {
+  try {
+    parseCidrList([value]);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'an IPv4 or IPv6 address or CIDR, e.g. 10.0.0.0/8 or fd00::/8' });
+  }
+});
+
+/**
+ * A TLS terminator in front of cnfguard whose certificate header is believed: only from these
+ * peers, only in this header. From every other peer the header is deleted before anything reads it.
+ */
+const trustedProxySchema = z.strictObject({
+  cidrs: z.array(cidr).min(1),
+  header: headerName,
+  format: z.enum(FORWARDED_CERTIFICATE_FORMATS as [string, ...string[]]).transform((f) => f as (typeof FORWARDED_CERTIFICATE_FORMATS)[number]),
+  /** XFCC only: which element is the trusted proxy's. `last` unless the proxy sanitizes what clients send. */
+  xfccElement: z.enum(['last', 'first']).default('last'),
+});
+
 export const INTROSPECTION_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'tls_client_auth'] as const;
 
 const introspectionSchema = z
@@ -180,6 +202,7 @@ export const configSchema = z.strictObject({
       formBodyBytes: positiveInt.default(1024 * 1024),
     })
     .prefault({}),
+  trustedProxies: z.array(trustedProxySchema).default([]),
   /** On SIGTERM/SIGINT, in-flight requests get this long to finish. */
   shutdownGraceSeconds: number(z.number().min(0).max(3600)).default(20),
   /** Processes sharing the listener (node:cluster); `auto` is one per core. Each has its own token cache. */

@@ -9,6 +9,7 @@ export type ReasonId =
   | 'credentials_missing'
   | 'authorization_malformed'
   | 'path_malformed'
+  | 'forwarded_certificate_malformed'
   | 'authorization_duplicated'
   | 'token_in_query'
   | 'token_in_body'
@@ -40,6 +41,7 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   credentials_missing: { status: 401, description: 'no bearer token' },
   authorization_malformed: { status: 400, error: 'invalid_request', description: 'malformed Authorization header' },
   path_malformed: { status: 400, error: 'invalid_request', description: 'the request path cannot be routed' },
+  forwarded_certificate_malformed: { status: 400, error: 'invalid_request', description: 'the forwarded client certificate header is malformed' },
   authorization_duplicated: { status: 400, error: 'invalid_request', description: 'more than one Authorization header' },
   token_in_query: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the URL' },
   token_in_body: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the request body' },

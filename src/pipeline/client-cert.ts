@@ -1,52 +1,146 @@
 /**
- * Step: the client certificate of the connection, as facts computed once per TLS socket.
- * cnfguard asks for a certificate in every handshake but never requires one there
- * (`rejectUnauthorized: false`), so that a missing or untrusted certificate gets a proper
- * OAuth error instead of a failed handshake.
+ * Step: the client certificate a request is judged on, as facts computed once.
+ *
+ * Two sources, never mixed:
+ * - the TLS connection itself: cnfguard asks for a certificate in every handshake but never
+ *   requires one there (`rejectUnauthorized: false`), so a missing or untrusted certificate gets a
+ *   proper OAuth error instead of a failed handshake;
+ * - a trusted TLS terminator's header (`trustedProxies`), believed only when the TCP peer is in
+ *   that proxy's CIDRs. The connection's own certificate is then the proxy's and is ignored.
+ * Every configured certificate header is deleted from every request once read, so a client can
+ * never supply one, and the upstream never sees one.
  */
+import { X509Certificate } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { BlockList } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { sha256, subjectAltNames, subjectRfc4514 } from '../tls/certificates.ts';
+import { LRUCache } from 'lru-cache';
+import { GuardError } from '../oauth/errors.ts';
+import { sha256, splitPemCertificates, subjectAltNames, subjectRfc4514 } from '../tls/certificates.ts';
+import {
+  ForwardedCertificateError,
+  parseCidrList,
+  parseForwardedCertificate,
+  peerInList,
+  type ForwardedCertificateFormat,
+} from '../tls/forwarded-certificate.ts';
 
 export interface ClientCertificate {
   /** RFC 8705 `x5t#S256` of the leaf DER. */
   readonly thumbprint: string;
   /** Hex SHA-256 of the leaf DER (Envoy XFCC `Hash`). */
   readonly sha256Hex: string;
+  /** Empty when only a thumbprint was forwarded. */
   readonly subject: string;
   readonly uris: readonly string[];
   readonly dns: readonly string[];
   /**
    * False only when `tls.clientCa` is configured and the certificate does not chain to it.
-   * Without `tls.clientCa` any certificate is accepted (RFC 8705 §2.2 self-signed method).
+   * Without `tls.clientCa` any certificate is accepted (RFC 8705 §2.2 self-signed method). A
+   * forwarded thumbprint alone cannot be checked and counts as trusted: the proxy verified it.
    */
   readonly trusted: boolean;
 }
 
-const bySocket = new WeakMap<TLSSocket, ClientCertificate | null>();
+export interface TrustedProxy {
+  cidrs: readonly string[];
+  header: string;
+  format: ForwardedCertificateFormat;
+  xfccElement: 'last' | 'first';
+}
+
+export interface CertificateSourceOptions {
+  trustedProxies: readonly TrustedProxy[];
+  /** PEM bundle of tls.clientCa, when configured. */
+  clientCa: string | undefined;
+  now?: () => number;
+}
+
+export interface RequestConnection {
+  socket: TLSSocket | undefined;
+  peerAddress: string | undefined;
+  headers: IncomingHttpHeaders;
+  headersDistinct: NodeJS.Dict<string[]>;
+}
+
+export interface CertificateSource {
+  /**
+   * The certificate to judge the request on, or undefined when there is none. Deletes every
+   * configured certificate header from `headers`. Throws `forwarded_certificate_malformed`.
+   */
+  certificateOf(connection: RequestConnection): ClientCertificate | undefined;
+}
+
+function factsOf(x509: X509Certificate, trusted: boolean): ClientCertificate {
+  const { uri, dns } = subjectAltNames(x509);
+  const digest = sha256(x509.raw);
+  return Object.freeze({ thumbprint: digest.toString('base64url'), sha256Hex: digest.toString('hex'), subject: subjectRfc4514(x509), uris: uri, dns, trusted });
+}
 
 /**
- * The connection's certificate facts, or undefined when the client sent none. A resumed TLS
- * session carries the certificate of its original handshake, so it stays bound.
+ * Whether a certificate that arrived in a header chains to one of the CA certificates and is
+ * within its validity period. Only one step: the bundle must hold the issuing CA (intermediates
+ * included), since forwarded headers usually carry the leaf alone.
  */
-export function clientCertificateOf(socket: TLSSocket, verifyChain: boolean): ClientCertificate | undefined {
-  const known = bySocket.get(socket);
-  if (known !== undefined) return known ?? undefined;
-  const x509 = socket.getPeerX509Certificate();
-  let facts: ClientCertificate | null = null;
-  if (x509 !== undefined) {
-    const { uri, dns } = subjectAltNames(x509);
-    const digest = sha256(x509.raw);
-    facts = Object.freeze({
-      thumbprint: digest.toString('base64url'),
-      sha256Hex: digest.toString('hex'),
-      subject: subjectRfc4514(x509),
-      uris: uri,
-      dns,
-      // OpenSSL verified the chain against tls.clientCa during the handshake (and keeps the
-      // result in the session, so resumption preserves it).
-      trusted: !verifyChain || socket.authorized,
-    });
+export function chainsTo(x509: X509Certificate, authorities: readonly X509Certificate[], nowMs: number): boolean {
+  if (nowMs < Date.parse(x509.validFrom) || nowMs > Date.parse(x509.validTo)) return false;
+  return authorities.some((ca) => ca.ca && x509.checkIssued(ca) && x509.verify(ca.publicKey));
+}
+
+export function createCertificateSource(options: CertificateSourceOptions): CertificateSource {
+  const now = options.now ?? Date.now;
+  const verifyChain = options.clientCa !== undefined;
+  const authorities = splitPemCertificates(options.clientCa ?? '').map((pem) => new X509Certificate(pem));
+  const proxies = options.trustedProxies.map((proxy) => ({ ...proxy, list: parseCidrList([...proxy.cidrs]) as BlockList }));
+  const headerNames = [...new Set(proxies.map((proxy) => proxy.header))];
+  const bySocket = new WeakMap<TLSSocket, ClientCertificate | null>();
+  // Proxies resend the same certificate on every request: parse each header value once.
+  const byHeader = new LRUCache<string, { facts: ClientCertificate; der: X509Certificate | undefined }>({ max: 10_000 });
+
+  function fromSocket(socket: TLSSocket): ClientCertificate | undefined {
+    const known = bySocket.get(socket);
+    if (known !== undefined) return known ?? undefined;
+    const x509 = socket.getPeerX509Certificate();
+    // OpenSSL verified the chain against tls.clientCa during the handshake and keeps the result
+    // in the session, so a resumed session keeps both the certificate and the verdict.
+    const facts = x509 === undefined ? null : factsOf(x509, !verifyChain || socket.authorized);
+    bySocket.set(socket, facts);
+    return facts ?? undefined;
   }
-  bySocket.set(socket, facts);
-  return facts ?? undefined;
+
+  function fromHeader(proxy: (typeof proxies)[number], value: string[] | undefined): ClientCertificate | undefined {
+    if (value === undefined || value.length === 0) return undefined;
+    const key = `${proxy.format}\0${proxy.xfccElement}\0${value.join('\n')}`;
+    let parsed = byHeader.get(key);
+    if (parsed === undefined) {
+      let forwarded;
+      try {
+        forwarded = parseForwardedCertificate(proxy.format, value, { xfccElement: proxy.xfccElement });
+      } catch (err) {
+        if (err instanceof ForwardedCertificateError) throw new GuardError('forwarded_certificate_malformed', { detail: `${proxy.header}: ${err.reason}` });
+        throw err;
+      }
+      if (forwarded === undefined) return undefined;
+      const x509 = forwarded.der === undefined ? undefined : new X509Certificate(forwarded.der);
+      const facts =
+        x509 === undefined
+          ? Object.freeze({ thumbprint: forwarded.thumbprint, sha256Hex: forwarded.sha256Hex, subject: '', uris: [], dns: [], trusted: true })
+          : factsOf(x509, true);
+      parsed = { facts, der: x509 };
+      byHeader.set(key, parsed);
+    }
+    // Validity depends on the clock, so the chain verdict is not cached with the facts.
+    if (verifyChain && parsed.der !== undefined && !chainsTo(parsed.der, authorities, now())) return { ...parsed.facts, trusted: false };
+    return parsed.facts;
+  }
+
+  return {
+    certificateOf({ socket, peerAddress, headers, headersDistinct }) {
+      const proxy = proxies.find((candidate) => peerInList(candidate.list, peerAddress));
+      const value = proxy === undefined ? undefined : headersDistinct[proxy.header];
+      for (const name of headerNames) delete headers[name];
+      if (proxy !== undefined) return fromHeader(proxy, value);
+      return socket === undefined ? undefined : fromSocket(socket);
+    },
+  };
 }

@@ -24,6 +24,8 @@ export interface RequestFacts {
   /** A form body larger than cnfguard reads to inspect it. */
   formBodyTooLarge?: boolean;
   certificate: ClientCertificate | undefined;
+  /** A forwarded certificate header from a trusted hop that could not be read. */
+  certificateError?: GuardError | undefined;
 }
 
 export interface Verdict {
@@ -59,6 +61,7 @@ export function createGuard({ routes, introspector, now }: GuardDependencies): A
     const route = matchRoute(routes, facts.host, normalized.path);
     const { target } = normalized;
     try {
+      if (facts.certificateError !== undefined) throw facts.certificateError;
       if (queryCarriesToken(facts.target)) throw new GuardError('token_in_query');
       const token = bearerTokenFrom(facts.authorization);
       if (facts.formBodyTooLarge === true) throw new GuardError('form_body_too_large');

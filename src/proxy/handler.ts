@@ -10,8 +10,8 @@ import type { TLSSocket } from 'node:tls';
 import type { Metrics } from '../admin/metrics.ts';
 import { WELL_KNOWN_PREFIX, type MetadataDirectory } from '../discovery/resource-metadata.ts';
 import type { Logger } from '../log.ts';
-import { renderError, type GuardError, type RenderedError } from '../oauth/errors.ts';
-import { clientCertificateOf, type ClientCertificate } from '../pipeline/client-cert.ts';
+import { GuardError, renderError, type RenderedError } from '../oauth/errors.ts';
+import type { CertificateSource, ClientCertificate } from '../pipeline/client-cert.ts';
 import type { Decision } from '../pipeline/decide.ts';
 import { pathOf, type Authorize, type Verdict } from '../pipeline/guard.ts';
 import { setIdentityHeaders, stripManagedHeaders } from '../pipeline/identity-headers.ts';
@@ -34,8 +34,7 @@ export interface HandlerDependencies {
   forwarder: Forwarder;
   metrics: Metrics;
   logger: Logger;
-  /** Whether tls.clientCa is configured (the chain then matters). */
-  verifyClientChain: boolean;
+  certificates: CertificateSource;
   /** While draining, every response closes its connection. */
   draining: () => boolean;
   /** Upgraded (websocket) sockets, so shutdown can end them after the grace period. */
@@ -113,7 +112,19 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
   }
 
   async function gather(policy: Policy, req: IncomingMessage, readForm: boolean) {
-    const certificate = (req.socket as Partial<TLSSocket>).encrypted === true ? clientCertificateOf(req.socket as TLSSocket, deps.verifyClientChain) : undefined;
+    let certificate: ClientCertificate | undefined;
+    let certificateError: GuardError | undefined;
+    try {
+      certificate = deps.certificates.certificateOf({
+        socket: (req.socket as Partial<TLSSocket>).encrypted === true ? (req.socket as TLSSocket) : undefined,
+        peerAddress: req.socket.remoteAddress,
+        headers: req.headers,
+        headersDistinct: req.headersDistinct,
+      });
+    } catch (err) {
+      if (!(err instanceof GuardError)) throw err;
+      certificateError = err;
+    }
     // Identity headers are the client's to forge: gone before anything else looks at the request.
     stripManagedHeaders(req.headers, policy.managedHeaders);
     let form: FormRead = { body: undefined, tooLarge: false };
@@ -125,6 +136,7 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
       formBody: form.body,
       formBodyTooLarge: form.tooLarge,
       certificate,
+      certificateError,
     });
     return { certificate, verdict, form };
   }
