@@ -13,6 +13,7 @@ import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
 import type { Settings } from './config/schema.ts';
 import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
+import { withCircuitBreaker } from './introspection/breaker.ts';
 import { createIntrospectionClient, type Introspect } from './introspection/client.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createCertificateSource } from './pipeline/client-cert.ts';
@@ -105,20 +106,34 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           cert: config.introspection.cert,
           key: config.introspection.key,
           timeoutMs: settings.introspection.timeoutMs,
+          maxAnswerBytes: settings.introspection.maxAnswerBytes,
           onOutcome: (outcome, seconds) => metrics.observeIntrospection(outcome, seconds),
         })
       : undefined;
-  const tokens = createCachedIntrospector(deps.introspect ?? (client as NonNullable<typeof client>).introspect, {
+  const breaker = settings.introspection.circuitBreaker;
+  const introspect = withCircuitBreaker(deps.introspect ?? (client as NonNullable<typeof client>).introspect, {
+    failureThreshold: breaker.failureThreshold,
+    openMs: breaker.openSeconds * 1000,
+    now,
+    onShortCircuit: () => metrics.introspectionRequests.inc({ outcome: 'circuit_open' }),
+    onStateChange: (state) => {
+      metrics.circuitOpen.set(state === 'closed' ? 0 : 1);
+      logger.warn({ state }, `introspection circuit ${state}`);
+    },
+  });
+  const tokens = createCachedIntrospector(introspect, {
     ...settings.introspection.cache,
+    staleIfErrorSeconds: settings.introspection.staleIfErrorSeconds,
     now,
     onHit: () => metrics.cacheHits.inc(),
     onMiss: () => metrics.cacheMisses.inc(),
+    onStale: () => metrics.cacheStale.inc(),
   });
 
   const buildPolicy = (from: Settings): Policy => {
     const routes = compileRoutes(from);
     return {
-      authorize: createGuard({ routes, introspector: tokens, now }),
+      authorize: createGuard({ routes, introspector: tokens, now, limits: from.limits }),
       metadata: buildMetadataDirectory(from, routes),
       realm: from.errors.realm,
       managedHeaders: routes.managedHeaders,
@@ -144,8 +159,9 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     },
   });
 
-  const server = createTlsServer(config.tls, handlers.onRequest);
+  const server = createTlsServer(config.tls, settings.limits, handlers.onRequest);
   server.on('upgrade', handlers.onUpgrade);
+  server.on('clientError', handlers.onClientError);
   server.on('tlsClientError', (err: NodeJS.ErrnoException) => logger.debug({ code: err.code }, 'TLS handshake failed'));
   const admin = deps.admin === false ? undefined : createAdminServer(metrics.registry, { ready: () => ready });
 

@@ -11,6 +11,8 @@ export interface Metrics {
   readonly introspectionRequests: Counter<'outcome'>;
   readonly cacheHits: Counter;
   readonly cacheMisses: Counter;
+  readonly cacheStale: Counter;
+  readonly circuitOpen: Gauge;
   readonly introspectionDuration: Histogram;
   readonly upstreamDuration: Histogram<'route'>;
   readonly certificateReloads: Counter<'result'>;
@@ -48,6 +50,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     introspectionDuration,
     cacheHits: new Counter({ name: 'cnfguard_token_cache_hits_total', help: 'Token lookups answered from the cache', registers }),
     cacheMisses: new Counter({ name: 'cnfguard_token_cache_misses_total', help: 'Token lookups that needed the authorization server', registers }),
+    cacheStale: new Counter({ name: 'cnfguard_token_cache_stale_total', help: 'Expired active answers served while the AS failed (staleIfErrorSeconds)', registers }),
+    circuitOpen: new Gauge({ name: 'cnfguard_introspection_circuit_open', help: '1 while the introspection circuit breaker is open or probing', registers, aggregator: 'max' }),
     upstreamDuration: new Histogram({
       name: 'cnfguard_upstream_duration_seconds',
       help: 'Time from forwarding a request to the upstream response headers',

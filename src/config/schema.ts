@@ -86,6 +86,8 @@ const routePolicyFields = {
   /** Drop the Authorization header before forwarding. */
   stripAuthorization: flag.optional(),
   upstreamTimeoutMs: positiveInt.optional(),
+  /** Largest request body forwarded; larger ones get 413. */
+  maxBodyBytes: positiveInt.optional(),
   /** RFC 9728 resource identifier of this route (defaults to the top-level `resource`). */
   resource: httpUrl.optional(),
   headers: identityHeaderOverrides.optional(),
@@ -140,6 +142,21 @@ const introspectionSchema = z
     timeoutMs: number(z.number().int().positive().max(60_000)).default(2000),
     /** When set, an introspection answer whose `iss` differs is treated as an inactive token. */
     issuer: z.string().min(1).optional(),
+    /** Largest introspection answer read; a bigger one is an AS fault. */
+    maxAnswerBytes: positiveInt.default(256 * 1024),
+    /**
+     * Serve a cached *active* answer this long past its cache lifetime while the AS is failing
+     * (never past the token's exp). 0 (default) is off: revocation then takes effect within
+     * maxTtlSeconds even during an AS outage.
+     */
+    staleIfErrorSeconds: number(z.number().min(0)).default(0),
+    /** After this many consecutive failures, stop calling the AS for openSeconds (or its Retry-After), then probe. */
+    circuitBreaker: z
+      .strictObject({
+        failureThreshold: positiveInt.default(5),
+        openSeconds: number(z.number().positive().max(300)).default(5),
+      })
+      .prefault({}),
     cache: z
       .strictObject({
         maxEntries: number(z.number().int().min(0)).default(100_000),
@@ -196,10 +213,26 @@ export const configSchema = z.strictObject({
     .prefault({}),
   headers: identityHeadersSchema.prefault({}),
   upstreamTimeoutMs: positiveInt.default(30_000),
+  /** Largest request body forwarded on the default route; larger ones get 413. */
+  maxBodyBytes: positiveInt.default(64 * 1024 * 1024),
   limits: z
     .strictObject({
       /** Form bodies are read before forwarding to look for a smuggled `access_token`; larger ones get 413. */
       formBodyBytes: positiveInt.default(1024 * 1024),
+      /** All request header bytes; more is 431. */
+      headerBytes: number(z.number().int().min(1024).max(1024 * 1024)).default(16 * 1024),
+      /** Request header lines; more is 431. */
+      headerCount: number(z.number().int().min(8).max(10_000)).default(100),
+      /** Request target length; more is 414. */
+      urlBytes: number(z.number().int().min(64).max(1024 * 1024)).default(8 * 1024),
+      /** Time to receive the request headers (slowloris); then 408. */
+      headersTimeoutMs: positiveInt.default(10_000),
+      /** Time to receive the whole request; then 408. */
+      requestTimeoutMs: positiveInt.default(120_000),
+      /** Idle keep-alive connections are closed after this. */
+      keepAliveTimeoutMs: positiveInt.default(5_000),
+      /** Concurrent client connections; more are refused at accept. */
+      maxConnections: positiveInt.default(10_000),
     })
     .prefault({}),
   trustedProxies: z.array(trustedProxySchema).default([]),

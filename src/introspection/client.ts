@@ -8,7 +8,7 @@ import { Agent, request } from 'undici';
 import { GuardError } from '../oauth/errors.ts';
 import { InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from './token-info.ts';
 
-export type IntrospectionOutcome = 'active' | 'inactive' | 'timeout' | 'network_error' | 'http_error' | 'invalid_response';
+export type IntrospectionOutcome = 'active' | 'inactive' | 'timeout' | 'network_error' | 'http_error' | 'rate_limited' | 'invalid_response' | 'circuit_open';
 
 export interface IntrospectionClientOptions {
   url: string;
@@ -39,6 +39,15 @@ export function basicAuthorization(clientId: string, clientSecret: string): stri
   return `Basic ${Buffer.from(`${formUrlEncode(clientId)}:${formUrlEncode(clientSecret)}`).toString('base64')}`;
 }
 
+/** Retry-After as seconds (delay-seconds or an HTTP date), or undefined. */
+export function retryAfterSeconds(value: string | string[] | undefined, nowMs = Date.now()): number | undefined {
+  const text = Array.isArray(value) ? value[0] : value;
+  if (text === undefined) return undefined;
+  if (/^\d+$/.test(text.trim())) return Number(text.trim());
+  const date = Date.parse(text);
+  return Number.isNaN(date) ? undefined : Math.max(0, Math.ceil((date - nowMs) / 1000));
+}
+
 export interface IntrospectionClient {
   introspect: Introspect;
   close(): Promise<void>;
@@ -64,9 +73,9 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
   if (options.authMethod === 'client_secret_post') credentials.client_secret = options.clientSecret ?? '';
 
   const report = (outcome: IntrospectionOutcome, started: number) => options.onOutcome?.(outcome, (performance.now() - started) / 1000);
-  const fail = (outcome: IntrospectionOutcome, started: number, detail: string): never => {
+  const fail = (outcome: IntrospectionOutcome, started: number, detail: string, retryAfterSeconds?: number): never => {
     report(outcome, started);
-    throw new GuardError('introspection_unavailable', { detail });
+    throw new GuardError('introspection_unavailable', { detail, ...(retryAfterSeconds !== undefined && { retryAfterSeconds }) });
   };
 
   async function introspect(token: string): Promise<TokenInfo> {
@@ -80,6 +89,10 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
       statusCode = response.statusCode;
       if (statusCode !== 200) {
         await response.body.dump();
+        if (statusCode === 429 || statusCode === 503) {
+          const retryAfter = retryAfterSeconds(response.headers['retry-after']);
+          return fail(statusCode === 429 ? 'rate_limited' : 'http_error', started, `introspection answered HTTP ${statusCode}`, retryAfter);
+        }
         return fail('http_error', started, `introspection answered HTTP ${statusCode}`);
       }
       const chunks: Buffer[] = [];

@@ -6,6 +6,13 @@
  */
 
 export type ReasonId =
+  | 'http_malformed'
+  | 'request_timeout'
+  | 'url_too_long'
+  | 'headers_too_many'
+  | 'headers_too_large'
+  | 'host_malformed'
+  | 'body_too_large'
   | 'credentials_missing'
   | 'authorization_malformed'
   | 'path_malformed'
@@ -38,6 +45,13 @@ interface ReasonSpec {
 
 /** The table the whole product answers from: reason id -> status, OAuth code, client-safe text. */
 export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
+  http_malformed: { status: 400, description: 'malformed HTTP request' },
+  request_timeout: { status: 408, description: 'the request was not received in time' },
+  url_too_long: { status: 414, description: 'the request target is too long' },
+  headers_too_many: { status: 431, description: 'too many request header fields' },
+  headers_too_large: { status: 431, description: 'the request header fields are too large' },
+  host_malformed: { status: 400, error: 'invalid_request', description: 'missing, repeated or malformed Host header' },
+  body_too_large: { status: 413, description: 'the request body is too large' },
   credentials_missing: { status: 401, description: 'no bearer token' },
   authorization_malformed: { status: 400, error: 'invalid_request', description: 'malformed Authorization header' },
   path_malformed: { status: 400, error: 'invalid_request', description: 'the request path cannot be routed' },
@@ -64,7 +78,11 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
 
 /** Error codes for cnfguard's own faults, which are not OAuth errors and carry no Bearer `error`. */
 const SERVER_FAULT_CODES: Readonly<Record<number, string>> = {
-  413: 'invalid_request',
+  400: 'invalid_request',
+  408: 'request_timeout',
+  413: 'request_too_large',
+  414: 'uri_too_long',
+  431: 'request_header_fields_too_large',
   502: 'bad_gateway',
   503: 'temporarily_unavailable',
   504: 'gateway_timeout',
@@ -77,6 +95,8 @@ export interface GuardErrorOverrides {
   scope?: string;
   /** Log-only: never sent to the client. Must not contain tokens or secrets. */
   detail?: string;
+  /** Sent as Retry-After (503 while the authorization server is known to be down). */
+  retryAfterSeconds?: number;
 }
 
 export class GuardError extends Error {
@@ -86,6 +106,7 @@ export class GuardError extends Error {
   readonly description: string;
   readonly scope: string | undefined;
   readonly detail: string | undefined;
+  readonly retryAfterSeconds: number | undefined;
 
   constructor(reason: ReasonId, overrides: GuardErrorOverrides = {}) {
     const spec = REASONS[reason];
@@ -97,6 +118,7 @@ export class GuardError extends Error {
     this.description = spec.description;
     this.scope = overrides.scope;
     this.detail = overrides.detail;
+    this.retryAfterSeconds = overrides.retryAfterSeconds;
   }
 }
 
@@ -153,6 +175,7 @@ export function renderError(err: GuardError, options: RenderOptions): RenderedEr
   if (err.status === 400 || err.status === 401 || err.status === 403) {
     headers['www-authenticate'] = bearerChallenge(options.realm, err, options.challengeParams);
   }
+  if (err.retryAfterSeconds !== undefined) headers['retry-after'] = String(err.retryAfterSeconds);
   // No credentials at all gets no error code, in the body as in the challenge (RFC 6750 §3.1).
   const code = err.error ?? SERVER_FAULT_CODES[err.status];
   const body = JSON.stringify(code ? { error: code, error_description: err.description } : { error_description: err.description });

@@ -13,6 +13,12 @@ import { matchRoute, type RoutePolicy, type RouteTable } from './route.ts';
 import { bearerTokenFrom, formCarriesToken, queryCarriesToken } from './token.ts';
 
 export interface RequestFacts {
+  /** Every Host header line. */
+  hostHeaders?: readonly string[] | undefined;
+  /** Header lines received. */
+  headerCount?: number;
+  /** Declared Content-Length, when there is one. */
+  contentLength?: number | undefined;
   /** Every Authorization header line (`req.headersDistinct.authorization`). */
   authorization: readonly string[] | undefined;
   /** The request target as received (path and query). */
@@ -35,8 +41,14 @@ export interface Verdict {
   target: string;
 }
 
+export interface GuardLimits {
+  urlBytes: number;
+  headerCount: number;
+}
+
 export interface GuardDependencies {
   routes: RouteTable;
+  limits?: GuardLimits;
   introspector: TokenIntrospector;
   /** Milliseconds since the epoch. */
   now: () => number;
@@ -49,11 +61,24 @@ export function pathOf(target: string): string {
 
 export type Authorize = (facts: RequestFacts) => Promise<Verdict>;
 
-export function createGuard({ routes, introspector, now }: GuardDependencies): Authorize {
+/** One Host line, a host name or IP literal with an optional port: anything else could route one way and be read another. */
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?)(?::\d{1,5})?$/;
+
+/** Checks on the request's shape that need no route: size limits, Host, path. */
+function shapeOf(facts: RequestFacts, limits: GuardLimits | undefined): NormalizedTarget {
+  if (limits !== undefined && facts.target.length > limits.urlBytes) throw new GuardError('url_too_long');
+  if (limits !== undefined && (facts.headerCount ?? 0) > limits.headerCount) throw new GuardError('headers_too_many');
+  if (facts.hostHeaders !== undefined && (facts.hostHeaders.length !== 1 || !HOST.test(facts.hostHeaders[0] ?? ''))) {
+    throw new GuardError('host_malformed');
+  }
+  return normalizeTarget(facts.target);
+}
+
+export function createGuard({ routes, introspector, now, limits }: GuardDependencies): Authorize {
   return async function authorize(facts) {
     let normalized: NormalizedTarget;
     try {
-      normalized = normalizeTarget(facts.target);
+      normalized = shapeOf(facts, limits);
     } catch (err) {
       if (err instanceof GuardError) return { route: routes.fallback, decision: { allow: false, error: err }, target: facts.target };
       throw err;
@@ -61,6 +86,7 @@ export function createGuard({ routes, introspector, now }: GuardDependencies): A
     const route = matchRoute(routes, facts.host, normalized.path);
     const { target } = normalized;
     try {
+      if (facts.contentLength !== undefined && facts.contentLength > route.maxBodyBytes) throw new GuardError('body_too_large');
       if (facts.certificateError !== undefined) throw facts.certificateError;
       if (queryCarriesToken(facts.target)) throw new GuardError('token_in_query');
       const token = bearerTokenFrom(facts.authorization);

@@ -7,16 +7,20 @@
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Introspect } from '../introspection/client.ts';
+import { GuardError } from '../oauth/errors.ts';
 import type { TokenInfo } from '../introspection/token-info.ts';
 
 export interface TokenCacheOptions {
   maxEntries: number;
   maxTtlSeconds: number;
   negativeTtlSeconds: number;
+  /** How long past its lifetime a cached active answer may serve while the AS fails; 0 is never. */
+  staleIfErrorSeconds?: number;
   /** Milliseconds since the epoch; injected so TTL rules are tested without waiting. */
   now?: () => number;
   onHit?: () => void;
   onMiss?: () => void;
+  onStale?: () => void;
 }
 
 interface Entry {
@@ -51,13 +55,23 @@ export function createCachedIntrospector(introspect: Introspect, options: TokenC
   const cache = options.maxEntries > 0 ? new LRUCache<string, Entry>({ max: options.maxEntries }) : undefined;
   const inFlight = new Map<string, Promise<TokenInfo>>();
 
-  async function fetchAndStore(key: string, token: string): Promise<TokenInfo> {
+  const staleWindowMs = (options.staleIfErrorSeconds ?? 0) * 1000;
+
+  async function fetchAndStore(key: string, token: string, previous: Entry | undefined): Promise<TokenInfo> {
     try {
       // Through a promise, so even a synchronous throw settles after the in-flight entry exists.
       const info = await Promise.resolve().then(() => introspect(token));
       const lifetime = cacheLifetimeMs(info, now(), options);
       if (cache !== undefined && lifetime > 0) cache.set(key, { info, expiresAtMs: now() + lifetime });
       return info;
+    } catch (err) {
+      // stale-if-error: an expired *active* answer may stand in while the AS is failing, within
+      // the window; the decision still re-checks exp, so a token never outlives its own expiry.
+      if (previous?.info.active === true && err instanceof GuardError && err.reason === 'introspection_unavailable' && now() - previous.expiresAtMs <= staleWindowMs) {
+        options.onStale?.();
+        return previous.info;
+      }
+      throw err;
     } finally {
       inFlight.delete(key);
     }
@@ -67,17 +81,15 @@ export function createCachedIntrospector(introspect: Introspect, options: TokenC
     lookup(token) {
       const key = tokenCacheKey(token);
       const entry = cache?.get(key);
-      if (entry !== undefined) {
-        if (entry.expiresAtMs > now()) {
-          options.onHit?.();
-          return Promise.resolve(entry.info);
-        }
-        cache?.delete(key);
+      if (entry !== undefined && entry.expiresAtMs > now()) {
+        options.onHit?.();
+        return Promise.resolve(entry.info);
       }
+      // An expired entry stays (until replaced or evicted) as the stale-if-error fallback.
       options.onMiss?.();
       let pending = inFlight.get(key);
       if (pending === undefined) {
-        pending = fetchAndStore(key, token);
+        pending = fetchAndStore(key, token, entry);
         inFlight.set(key, pending);
       }
       return pending;

@@ -19,6 +19,8 @@ export interface RoutePolicy {
   readonly pathPrefix: string | undefined;
   readonly upstream: URL;
   readonly upstreamTimeoutMs: number;
+  /** Largest request body forwarded. */
+  readonly maxBodyBytes: number;
   readonly binding: BindingMode;
   /** Every one of these must be in the token's `scope`. */
   readonly scopes: readonly string[];
@@ -59,6 +61,7 @@ export function compileRoutes(settings: Settings): RouteTable {
   const base = {
     upstream: settings.upstream,
     upstreamTimeoutMs: settings.upstreamTimeoutMs,
+    maxBodyBytes: settings.maxBodyBytes,
     binding: settings.binding,
     scopes: settings.scopes,
     audience: settings.audience,
@@ -74,6 +77,7 @@ export function compileRoutes(settings: Settings): RouteTable {
       pathPrefix: route.pathPrefix,
       upstream: new URL(route.upstream ?? base.upstream),
       upstreamTimeoutMs: route.upstreamTimeoutMs ?? base.upstreamTimeoutMs,
+      maxBodyBytes: route.maxBodyBytes ?? base.maxBodyBytes,
       binding: route.binding ?? base.binding,
       scopes: Object.freeze([...(route.scopes ?? base.scopes)]),
       audience: route.audience ?? base.audience,

@@ -41,7 +41,12 @@ export type ForwardFailure = GuardError;
 
 export interface Forwarder {
   /** Streams the request to `target`; calls `onError` with 502/504 errors. `onResponse` fires at the response headers. */
-  web(req: IncomingMessage, res: ServerResponse, target: URL, options: { body?: Readable; timeoutMs: number; onResponse?: (status: number) => void; onError: (err: ForwardFailure) => void }): void;
+  web(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: URL,
+    options: { body?: Readable; timeoutMs: number; signal?: AbortSignal; onResponse?: (status: number) => void; onError: (err: ForwardFailure) => void },
+  ): void;
   ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, onError: (err: ForwardFailure) => void): void;
   close(): void;
 }
@@ -58,6 +63,7 @@ function failureOf(err: unknown): GuardError {
 
 interface PendingForward {
   timeoutMs: number;
+  signal: AbortSignal | undefined;
   onResponse: ((status: number) => void) | undefined;
 }
 
@@ -70,6 +76,7 @@ export function createForwarder(): Forwarder {
     const forward = pending.get(req);
     if (forward === undefined) return;
     proxyReq.setTimeout(forward.timeoutMs, () => proxyReq.destroy(new UpstreamTimeout('upstream timeout')));
+    forward.signal?.addEventListener('abort', () => proxyReq.destroy(), { once: true });
   });
   proxy.on('proxyRes', (proxyRes, req, res) => {
     // First, so the caller can still decide about the client connection (draining closes it).
@@ -86,7 +93,7 @@ export function createForwarder(): Forwarder {
 
   return {
     web(req, res, target, options) {
-      pending.set(req, { timeoutMs: options.timeoutMs, onResponse: options.onResponse });
+      pending.set(req, { timeoutMs: options.timeoutMs, signal: options.signal, onResponse: options.onResponse });
       proxy.web(req, res, { target, ...(options.body !== undefined && { buffer: options.body }) }, (err) => options.onError(failureOf(err)));
     },
     ws(req, socket, head, target, onError) {

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import { Readable, type Duplex } from 'node:stream';
+import { Readable, Transform, type Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Metrics } from '../admin/metrics.ts';
 import { WELL_KNOWN_PREFIX, type MetadataDirectory } from '../discovery/resource-metadata.ts';
@@ -57,9 +57,37 @@ async function readFormBody(req: IncomingMessage, limit: number): Promise<FormRe
   return { body: Buffer.concat(chunks), tooLarge: false };
 }
 
+/** The request body, cut off (and `onExceeded` called once) when it passes `limit` bytes. */
+function limitBody(req: IncomingMessage, limit: number, onExceeded: () => void): Readable {
+  let seen = 0;
+  let exceeded = false;
+  const limiter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      if (seen <= limit) return callback(null, chunk);
+      if (!exceeded) {
+        exceeded = true;
+        req.unpipe(limiter);
+        onExceeded();
+      }
+      callback();
+    },
+  });
+  return req.pipe(limiter);
+}
+
 export interface RequestHandlers {
   onRequest(req: IncomingMessage, res: ServerResponse): void;
   onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** What Node's HTTP parser refused (smuggling attempts, oversized headers, slow clients). */
+  onClientError(err: NodeJS.ErrnoException, socket: Duplex): void;
+}
+
+/** A complete HTTP/1.1 response written straight to a socket, closing it. */
+function rawResponse(rendered: RenderedError, extra: Record<string, string> = {}): string {
+  const headers = { ...rendered.headers, ...extra, 'content-length': String(Buffer.byteLength(rendered.body)), connection: 'close' };
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
+  return `HTTP/1.1 ${rendered.status} ${STATUS_CODES[rendered.status] ?? ''}\r\n${lines.join('')}\r\n${rendered.body}`;
 }
 
 interface AccessLogFields {
@@ -129,7 +157,11 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
     stripManagedHeaders(req.headers, policy.managedHeaders);
     let form: FormRead = { body: undefined, tooLarge: false };
     if (readForm && isFormContentType(req.headers['content-type'])) form = await readFormBody(req, policy.formBodyBytes);
+    const declaredLength = req.headers['content-length'];
     const verdict = await policy.authorize({
+      hostHeaders: req.headersDistinct.host,
+      headerCount: req.rawHeaders.length / 2,
+      contentLength: declaredLength === undefined ? undefined : Number(declaredLength),
       authorization: req.headersDistinct.authorization,
       target: req.url ?? '/',
       host: hostName(req.headers.host),
@@ -189,12 +221,29 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
         sendError(policy, res, decision.error, route, id);
         return;
       }
+      // A declared length was checked by the guard; a chunked body is counted as it streams.
+      const chunked = req.headers['content-length'] === undefined && req.headers['transfer-encoding'] !== undefined;
       prepareForwarding(req, verdict, decision, false, id);
       res.setHeader('x-request-id', id);
       const forwardedAt = performance.now();
+      const abort = new AbortController();
+      const body =
+        gathered.form.body !== undefined
+          ? Readable.from([gathered.form.body])
+          : chunked
+            ? limitBody(req, route.maxBodyBytes, () => {
+                failure = new GuardError('body_too_large', { detail: 'chunked body over maxBodyBytes' });
+                abort.abort();
+                if (!res.headersSent) {
+                  res.shouldKeepAlive = false;
+                  sendError(policy, res, failure, route, id);
+                } else res.destroy();
+              })
+            : undefined;
       forwarder.web(req, res, route.upstream, {
         timeoutMs: route.upstreamTimeoutMs,
-        ...(gathered.form.body !== undefined && { body: Readable.from([gathered.form.body]) }),
+        signal: abort.signal,
+        ...(body !== undefined && { body }),
         onResponse: (status) => {
           upstreamStatus = status;
           if (deps.draining()) res.shouldKeepAlive = false;
@@ -228,12 +277,7 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
         const rendered = decision.allow
           ? { status: 503, headers: { 'content-type': 'text/plain' }, body: 'shutting down\n' }
           : render(policy, decision.error, route);
-        const headers = { ...rendered.headers, 'x-request-id': id, 'content-length': String(Buffer.byteLength(rendered.body)), connection: 'close' };
-        socket.end(
-          `HTTP/1.1 ${rendered.status} ${STATUS_CODES[rendered.status] ?? ''}\r\n${Object.entries(headers)
-            .map(([k, v]) => `${k}: ${v}\r\n`)
-            .join('')}\r\n${rendered.body}`,
-        );
+        socket.end(rawResponse(rendered, { 'x-request-id': id }));
         accessLog({ id, req, status: rendered.status, started, verdict, certificate });
         return;
       }
@@ -250,8 +294,21 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
     }
   }
 
+  function handleClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const reason =
+      err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT' ? 'request_timeout' : 'http_malformed';
+    metrics.requests.inc({ decision: 'deny', reason, route: 'none' });
+    logger.info({ reason, code: err.code, peer: (socket as Partial<TLSSocket>).remoteAddress }, 'request refused by the HTTP parser');
+    socket.end(rawResponse(renderError(new GuardError(reason), { realm: deps.policy().realm })));
+  }
+
   return {
     onRequest: (req, res) => void handleRequest(req, res),
     onUpgrade: (req, socket, head) => void handleUpgrade(req, socket, head),
+    onClientError: handleClientError,
   };
 }

@@ -169,9 +169,20 @@ describe('REASONS', () => {
     },
   );
 
-  it('has no OAuth error code only for missing credentials and server faults', () => {
+  it('has no OAuth error code only for missing credentials, HTTP-level refusals and server faults', () => {
     const withoutCode = entries.filter(([, spec]) => spec.error === undefined).map(([reason]) => reason);
-    expect(withoutCode.sort()).toEqual(['credentials_missing', 'introspection_unavailable', 'upstream_timeout', 'upstream_unreachable']);
+    expect(withoutCode.sort()).toEqual([
+      'body_too_large',
+      'credentials_missing',
+      'headers_too_large',
+      'headers_too_many',
+      'http_malformed',
+      'introspection_unavailable',
+      'request_timeout',
+      'upstream_timeout',
+      'upstream_unreachable',
+      'url_too_long',
+    ]);
   });
 });
 

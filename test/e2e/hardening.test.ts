@@ -1,0 +1,269 @@
+/**
+ * Hostile input and a failing AS. Raw TLS sockets send what curl will not (smuggling shapes,
+ * oversized and slow requests); a scripted introspection endpoint fails in every way an AS can.
+ * Each test would fail without its protection: the upstream must never see these requests.
+ */
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { thumbprintS256 } from '../../src/tls/certificates.ts';
+import { createCertificateAuthority, issueServerCertificate } from '../../src/tls/dev-certs.ts';
+import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
+import { baseConfig, curl, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
+
+let d: Deployment;
+let stub: IntrospectionStub;
+let guard: Guard;
+let thumbprint1: string;
+const TOKEN = 'stub-token-1';
+
+beforeAll(async () => {
+  d = await startDeployment();
+  stub = await startIntrospectionStub(d.pki.certs.server);
+  thumbprint1 = thumbprintS256(new X509Certificate(d.pki.certs.clients.client1.cert).raw);
+  stub.answers.set(TOKEN, { active: true, client_id: 'app', scope: 'read', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint1 } });
+  guard = await startGuard(
+    d.pki,
+    baseConfig(d.pki, d.as, d.upstream, {
+      introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 600, circuitBreaker: { failureThreshold: 1000 } },
+      routes: [{ pathPrefix: '/small', maxBodyBytes: 1000 }],
+      limits: { headersTimeoutMs: 800, maxConnections: 50 },
+    }),
+  );
+});
+afterAll(async () => {
+  await guard?.stop();
+  await stub?.stop();
+  await d?.stop();
+});
+
+/** Sends raw bytes on a fresh mTLS connection and returns everything the server wrote before closing. */
+async function raw(port: number, request: string, waitMs = 5000): Promise<string> {
+  const socket = tls.connect({ host: '127.0.0.1', port, ca: d.pki.certs.ca.cert, ...d.pki.certs.clients.client1 });
+  await once(socket, 'secureConnect');
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  socket.on('error', () => {});
+  socket.write(request);
+  await Promise.race([once(socket, 'close'), new Promise((resolve) => setTimeout(resolve, waitMs))]);
+  socket.destroy();
+  return Buffer.concat(chunks).toString('latin1');
+}
+
+const status = (response: string) => Number(response.split(' ')[1]);
+const auth = `Authorization: Bearer ${TOKEN}\r\n`;
+
+describe('request smuggling and confusion (raw sockets)', () => {
+  it.each([
+    ['Content-Length with Transfer-Encoding', `POST /x HTTP/1.1\r\nHost: a\r\n${auth}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`],
+    ['two different Content-Lengths', `POST /x HTTP/1.1\r\nHost: a\r\n${auth}Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcde`],
+    ['obs-fold', `GET /x HTTP/1.1\r\nHost: a\r\n${auth}X-Folded: one\r\n two\r\n\r\n`],
+    ['a control character in a header value', `GET /x HTTP/1.1\r\nHost: a\r\n${auth}X-Bad: a\x01b\r\n\r\n`],
+    ['a space before the colon', `GET /x HTTP/1.1\r\nHost: a\r\n${auth}X-Bad : v\r\n\r\n`],
+    ['a bare LF line ending', `GET /x HTTP/1.1\nHost: a\n${auth.trimEnd()}\n\n`],
+    ['no Host in HTTP/1.1', `GET /x HTTP/1.1\r\n${auth}\r\n`],
+  ])('%s: 400 from the parser, nothing forwarded', async (_name, request) => {
+    const before = d.upstream.requests.length;
+    const response = await raw(guard.started.port, request);
+    expect(status(response)).toBe(400);
+    expect(d.upstream.requests.length).toBe(before);
+  });
+
+  it.each([
+    ['an absolute-form target', `GET https://evil.example/x HTTP/1.1\r\nHost: a\r\n${auth}\r\n`],
+    ['two Host headers', `GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n${auth}\r\n`],
+    ['a Host with userinfo', `GET /x HTTP/1.1\r\nHost: a@evil.example\r\n${auth}\r\n`],
+    ['a Host with a path', `GET /x HTTP/1.1\r\nHost: a/b\r\n${auth}\r\n`],
+  ])('%s: 400 invalid_request before routing', async (_name, request) => {
+    const before = d.upstream.requests.length;
+    const response = await raw(guard.started.port, request.replace('\r\n\r\n', '\r\nConnection: close\r\n\r\n'));
+    expect(status(response)).toBe(400);
+    expect(response).toContain('"error":"invalid_request"');
+    expect(d.upstream.requests.length).toBe(before);
+  });
+});
+
+describe('limits', () => {
+  it('header bytes over the limit: 431', async () => {
+    const response = await raw(guard.started.port, `GET /x HTTP/1.1\r\nHost: a\r\n${auth}X-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    expect(status(response)).toBe(431);
+  });
+
+  it('more header lines than the limit: 431', async () => {
+    const many = Array.from({ length: 120 }, (_, i) => `X-H${i}: v\r\n`).join('');
+    const response = await raw(guard.started.port, `GET /x HTTP/1.1\r\nHost: a\r\n${auth}${many}Connection: close\r\n\r\n`);
+    expect(status(response)).toBe(431);
+  });
+
+  it('a target over the limit: 414', async () => {
+    const response = await raw(guard.started.port, `GET /${'a'.repeat(9000)} HTTP/1.1\r\nHost: a\r\n${auth}Connection: close\r\n\r\n`);
+    expect(status(response)).toBe(414);
+  });
+
+  it('a declared body over the route limit: 413 before the AS or the upstream is asked', async () => {
+    const calls = stub.calls();
+    const r = await curl(d.pki, `${guard.started.url}/small`, { cert: d.pki.files.client1, token: TOKEN, data: 'x'.repeat(2000), headers: ['content-type: application/octet-stream'] });
+    expect(r.status).toBe(413);
+    expect(stub.calls()).toBe(calls);
+  });
+
+  it('a chunked body over the route limit: 413, and the upstream never receives a whole body', async () => {
+    const before = d.upstream.requests.length;
+    const file = join(d.pki.dir, 'chunked.bin');
+    await writeFile(file, 'y'.repeat(5000));
+    const r = await curl(d.pki, `${guard.started.url}/small`, {
+      cert: d.pki.files.client1,
+      token: TOKEN,
+      dataFile: file,
+      headers: ['Transfer-Encoding: chunked', 'content-type: application/octet-stream'],
+    });
+    expect(r.status).toBe(413);
+    expect(r.json()).toMatchObject({ error: 'request_too_large' });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The echo upstream records a request only when its body ended: an aborted one never does.
+    expect(d.upstream.requests.slice(before).filter((q) => q.url === '/small')).toEqual([]);
+  });
+
+  it('slowloris: headers trickling in past headersTimeoutMs get 408 and the connection closed', async () => {
+    const socket = tls.connect({ host: '127.0.0.1', port: guard.started.port, ca: d.pki.certs.ca.cert });
+    await once(socket, 'secureConnect');
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.write('GET /x HTTP/1.1\r\nHost: a\r\n');
+    const drip = setInterval(() => socket.writable && socket.write('X-Slow: 1\r\n'), 200);
+    const started = Date.now();
+    await Promise.race([once(socket, 'close'), new Promise((resolve) => setTimeout(resolve, 5000))]);
+    clearInterval(drip);
+    expect(Date.now() - started).toBeLessThan(4000);
+    expect(Buffer.concat(chunks).toString()).toMatch(/^HTTP\/1\.1 408 /);
+  });
+});
+
+describe('introspection faults', () => {
+  const fresh = () => {
+    const token = `tok-${Math.random().toString(36).slice(2)}`;
+    stub.answers.set(token, { active: true, client_id: 'app', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint1 } });
+    return token;
+  };
+  const outcome = async (name: string) => {
+    const text = await (await fetch(`${guard.started.adminUrl}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`cnfguard_introspection_requests_total{outcome="${name}"}`));
+    return line === undefined ? 0 : Number(line.split(' ').pop());
+  };
+
+  it.each([
+    ['an AS that never answers', { kind: 'hang' } as const, 'timeout'],
+    ['a 500', { kind: 'status', status: 500 } as const, 'http_error'],
+    ['a 429 with Retry-After', { kind: 'status', status: 429, retryAfter: '7' } as const, 'rate_limited'],
+    ['a non-JSON answer', { kind: 'garbage' } as const, 'invalid_response'],
+    ['a huge answer', { kind: 'huge', bytes: 2_000_000 } as const, 'invalid_response'],
+    ['a slow drip', { kind: 'drip', intervalMs: 100 } as const, 'timeout'],
+  ])('%s: 503 within timeoutMs, nothing forwarded, counted by outcome', async (_name, mode, expected) => {
+    const before = { upstream: d.upstream.requests.length, outcome: await outcome(expected) };
+    stub.mode = mode;
+    try {
+      const started = Date.now();
+      const r = await curl(d.pki, `${guard.started.url}/x`, { cert: d.pki.files.client1, token: fresh() });
+      expect(r.status).toBe(503);
+      expect(Date.now() - started).toBeLessThan(600 + 1500);
+      expect(d.upstream.requests.length).toBe(before.upstream);
+      expect(await outcome(expected)).toBe(before.outcome + 1);
+    } finally {
+      stub.mode = { kind: 'normal' };
+    }
+  });
+
+  it('TLS errors and DNS failures are network errors: 503', async () => {
+    const otherCa = createCertificateAuthority('someone else');
+    const untrusted = issueServerCertificate(otherCa, { dns: ['localhost'], ips: ['127.0.0.1'] });
+    const rogue = await startIntrospectionStub(untrusted);
+    const g1 = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: rogue.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca } }));
+    const g2 = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: 'https://introspection.invalid/x', clientId: 'rs', clientSecret: 'rs-secret' } }));
+    try {
+      for (const g of [g1, g2]) {
+        const r = await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token: TOKEN });
+        expect(r.status).toBe(503);
+        expect(await (await fetch(`${g.started.adminUrl}/metrics`)).text()).toMatch(/cnfguard_introspection_requests_total\{outcome="network_error"\} 1/);
+      }
+      expect(rogue.calls()).toBe(0); // the handshake failed before any request
+    } finally {
+      await g1.stop();
+      await g2.stop();
+      await rogue.stop();
+    }
+  });
+});
+
+describe('circuit breaker and stale-if-error', () => {
+  it('stops calling a failing AS after the threshold, answers 503 with Retry-After, then probes it back', async () => {
+    const own = await startIntrospectionStub(d.pki.certs.server);
+    const token = 'breaker-token';
+    own.answers.set(token, { active: true, client_id: 'app', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint1 } });
+    const g = await startGuard(
+      d.pki,
+      baseConfig(d.pki, d.as, d.upstream, {
+        introspection: { url: own.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, circuitBreaker: { failureThreshold: 3, openSeconds: 1 }, cache: { maxEntries: 0 } },
+      }),
+    );
+    try {
+      own.mode = { kind: 'status', status: 500 };
+      for (let i = 0; i < 3; i++) expect((await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token })).status).toBe(503);
+      expect(own.calls()).toBe(3);
+      const open = await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token });
+      expect(open.status).toBe(503);
+      expect(open.headers['retry-after']).toBe('1');
+      expect(own.calls()).toBe(3); // not called while open
+      own.mode = { kind: 'normal' };
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      expect((await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token })).status).toBe(200);
+      expect(own.calls()).toBe(4);
+      expect(g.logs.entries().map((e) => e.msg)).toEqual(expect.arrayContaining(['introspection circuit open', 'introspection circuit half-open', 'introspection circuit closed']));
+    } finally {
+      await g.stop();
+      await own.stop();
+    }
+  });
+
+  it('staleIfErrorSeconds serves a cached active answer while the AS fails; off by default', async () => {
+    const own = await startIntrospectionStub(d.pki.certs.server);
+    const token = 'stale-token';
+    own.answers.set(token, { active: true, client_id: 'app', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint1 } });
+    const introspection = { url: own.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, cache: { maxTtlSeconds: 0.3 } };
+    const stale = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { ...introspection, staleIfErrorSeconds: 30 } }));
+    const strict = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection }));
+    try {
+      for (const g of [stale, strict]) expect((await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token })).status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      own.mode = { kind: 'status', status: 502 };
+      expect((await curl(d.pki, `${stale.started.url}/x`, { cert: d.pki.files.client1, token })).status).toBe(200);
+      expect((await curl(d.pki, `${strict.started.url}/x`, { cert: d.pki.files.client1, token })).status).toBe(503);
+      // The binding is still checked on a stale answer.
+      expect((await curl(d.pki, `${stale.started.url}/x`, { cert: d.pki.files.client2, token })).status).toBe(401);
+      expect(await (await fetch(`${stale.started.adminUrl}/metrics`)).text()).toMatch(/cnfguard_token_cache_stale_total [1-9]/);
+    } finally {
+      await stale.stop();
+      await strict.stop();
+      await own.stop();
+    }
+  });
+});
+
+describe('secrets', () => {
+  it('the client secret comes from a file and appears in no log line, even when the AS rejects it', async () => {
+    const secretFile = join(d.pki.dir, 'introspection-secret');
+    await writeFile(secretFile, 'wrong-secret-value\n', { mode: 0o600 });
+    const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: stub.url, clientId: 'rs', clientSecretFile: secretFile, ca: d.pki.files.ca } }));
+    try {
+      const r = await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token: TOKEN, headers: ['x-probe: "<script>"'] });
+      expect(r.status).toBe(503); // the stub answers 401 invalid_client: cnfguard's fault, not the token's
+      expect(g.logs.text()).not.toContain('wrong-secret-value');
+      expect(g.logs.text()).not.toContain(TOKEN);
+      expect(r.body).not.toContain('<script>');
+    } finally {
+      await g.stop();
+    }
+  });
+});
