@@ -267,3 +267,26 @@ describe('secrets', () => {
     }
   });
 });
+
+describe('introspection client authentication (RFC 7662 §2.1)', () => {
+  it.each(['client_secret_basic', 'client_secret_post', 'tls_client_auth'] as const)('%s authenticates to the AS', async (authMethod) => {
+    const secret = 'p@ss:w/rd +&=';
+    const own = await startIntrospectionStub(d.pki.certs.server, { secret, clientCa: d.pki.certs.ca.cert });
+    own.answers.set(TOKEN, { active: true, client_id: 'app', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint1 } });
+    const introspection = {
+      url: own.url,
+      clientId: 'rs',
+      authMethod,
+      ca: d.pki.files.ca,
+      ...(authMethod === 'tls_client_auth' ? { cert: d.pki.files.client2.cert, key: d.pki.files.client2.key } : { clientSecret: secret }),
+    };
+    const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection }));
+    try {
+      expect((await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token: TOKEN })).status).toBe(200);
+      expect(own.lastAuth).toBe(authMethod);
+    } finally {
+      await g.stop();
+      await own.stop();
+    }
+  });
+});
