@@ -14,6 +14,7 @@ import type { AddressInfo } from 'node:net';
 // @ts-expect-error -- oidc-provider ships no type declarations; the small surface used is typed below.
 import Provider, { errors as oidcErrors } from 'oidc-provider';
 import { Agent, request } from 'undici';
+import { listen } from '../src/listen.ts';
 import type { PemPair } from '../src/tls/dev-certs.ts';
 
 export interface AuthorizationServerOptions {
@@ -192,13 +193,7 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
 
   // Ask for a certificate in the handshake, but never fail it: binding needs only possession (RFC 8705 §6.2).
   const server = createServer({ key: opts.tls.key, cert: opts.tls.cert, requestCert: true, rejectUnauthorized: false });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(server, host, opts.port ?? 0);
 
   const { port } = server.address() as AddressInfo;
   const issuer = `https://${urlHost(host)}:${port}`;

@@ -8,6 +8,7 @@ import { createServer } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { listen } from '../src/listen.ts';
 
 export interface RecordedRequest {
   method: string;
@@ -121,13 +122,7 @@ export async function startEchoUpstream(
     socket.pipe(socket);
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(server, host, opts.port ?? 0);
   const { port } = server.address() as AddressInfo;
 
   let stopped: Promise<void> | undefined;

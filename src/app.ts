@@ -5,10 +5,10 @@
  */
 import { once } from 'node:events';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { isDeepStrictEqual } from 'node:util';
 import { createAdminServer } from './admin/server.ts';
+import { listen } from './listen.ts';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
 import type { Settings } from './config/schema.ts';
@@ -67,12 +67,6 @@ export interface App {
 
 /** Keys whose change needs a restart: the listeners, the TLS file set, the AS client, the process model. */
 const RESTART_KEYS = ['listen', 'admin', 'tls', 'introspection', 'workers'] as const satisfies readonly (keyof Settings)[];
-
-async function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
-  server.listen(port, host);
-  await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => Promise.reject(err as Error))]);
-  return server.address() as AddressInfo;
-}
 
 async function close(server: Server, graceMs: number): Promise<void> {
   if (!server.listening) return;

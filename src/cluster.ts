@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import { createAdminServer } from './admin/server.ts';
+import { listen } from './listen.ts';
 import type { Metrics } from './admin/metrics.ts';
 import type { LoadedConfig } from './config/load.ts';
 import type { Settings } from './config/schema.ts';
@@ -64,9 +65,9 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     return worker;
   };
 
+  let address: { port: number };
   try {
-    admin.listen(settings.admin.port, settings.admin.host);
-    await Promise.race([once(admin, 'listening'), once(admin, 'error').then(([err]) => Promise.reject(err as Error))]);
+    address = await listen(admin, settings.admin.host, settings.admin.port);
   } catch (err) {
     logger.fatal({ code: (err as NodeJS.ErrnoException).code }, `cannot start: ${(err as Error).message}`);
     return 2;
@@ -81,7 +82,6 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     admin.close();
     return outcome;
   }
-  const address = admin.address() as { port: number };
   logger.info({ listen: listenUrl, admin: `http://${settings.admin.host}:${address.port}`, workers: count }, 'cnfguard cluster started');
 
   process.on('SIGHUP', () => {
