@@ -101,6 +101,9 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           key: config.introspection.key,
           timeoutMs: settings.introspection.timeoutMs,
           maxAnswerBytes: settings.introspection.maxAnswerBytes,
+          // Claims are kept per cached token only when a route maps some to headers (memory).
+          // A reload that adds claimHeaders needs a restart for this, like any introspection change.
+          keepClaims: Object.keys(settings.claimHeaders).length > 0 || settings.routes.some((r) => r.claimHeaders !== undefined && Object.keys(r.claimHeaders).length > 0),
           onOutcome: (outcome, seconds) => metrics.observeIntrospection(outcome, seconds),
         })
       : undefined;

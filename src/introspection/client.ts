@@ -23,6 +23,8 @@ export interface IntrospectionClientOptions {
   timeoutMs: number;
   /** Largest answer read; a bigger one is an AS fault. */
   maxAnswerBytes?: number;
+  /** Keep whole answers for claim -> header mappings. */
+  keepClaims?: boolean;
   onOutcome?: (outcome: IntrospectionOutcome, seconds: number) => void;
 }
 
@@ -113,7 +115,7 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
     }
     let info: TokenInfo;
     try {
-      info = tokenInfoFromAnswer(JSON.parse(text));
+      info = tokenInfoFromAnswer(JSON.parse(text), { keepClaims: options.keepClaims === true });
     } catch (err) {
       return fail('invalid_response', started, err instanceof InvalidIntrospectionAnswer ? err.message : 'introspection answer is not JSON');
     }

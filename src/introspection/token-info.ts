@@ -41,6 +41,8 @@ export interface TokenInfo {
   readonly claims: Readonly<Record<string, unknown>>;
 }
 
+const NO_CLAIMS: Readonly<Record<string, unknown>> = Object.freeze({});
+
 export const INACTIVE: TokenInfo = Object.freeze({
   active: false,
   subject: undefined,
@@ -66,7 +68,58 @@ export class InvalidIntrospectionAnswer extends Error {
  * Reads an introspection answer. `{"active": false}` (with or without other members) is an
  * inactive token; a claim of the wrong type on an active token makes the answer unusable.
  */
-export function tokenInfoFromAnswer(answer: unknown): TokenInfo {
+/**
+ * Values many tokens share (client ids, scopes, issuer, audience, token type) are kept once:
+ * with 100k cached tokens, one copy instead of 100k. Bounded, so unique values cannot grow it.
+ */
+const interned = new Map<string, string>();
+const EMPTY_AUD: readonly string[] = Object.freeze([]);
+const singleAudiences = new Map<string, readonly string[]>();
+const INTERN_LIMIT = 10_000;
+
+function intern(value: string | undefined): string | undefined {
+  if (value === undefined || value.length > 256) return value;
+  const known = interned.get(value);
+  if (known !== undefined) return known;
+  if (interned.size < INTERN_LIMIT) interned.set(value, value);
+  return value;
+}
+
+function audienceOf(aud: string | string[] | undefined): readonly string[] {
+  if (aud === undefined) return EMPTY_AUD;
+  if (typeof aud !== 'string') return Object.freeze(aud.map((a) => intern(a) as string));
+  let list = singleAudiences.get(aud);
+  if (list === undefined) {
+    list = Object.freeze([intern(aud) as string]);
+    if (singleAudiences.size < INTERN_LIMIT) singleAudiences.set(aud, list);
+  }
+  return list;
+}
+
+const sharedCnf = new Map<string, Readonly<Record<string, unknown>>>();
+
+/** A one-member `cnf` (the common case) is shared by every token of that certificate. */
+function confirmationOf(cnf: Record<string, unknown> | undefined): Readonly<Record<string, unknown>> | undefined {
+  if (cnf === undefined) return undefined;
+  const members = Object.keys(cnf);
+  const only = members.length === 1 ? members[0] : undefined;
+  const value = only === undefined ? undefined : cnf[only];
+  if (only === undefined || typeof value !== 'string' || value.length > 256) return Object.freeze({ ...cnf });
+  const key = `${only}\0${value}`;
+  let shared = sharedCnf.get(key);
+  if (shared === undefined) {
+    shared = Object.freeze({ [only]: value });
+    if (sharedCnf.size < INTERN_LIMIT) sharedCnf.set(key, shared);
+  }
+  return shared;
+}
+
+export interface AnswerOptions {
+  /** Keep the whole answer as `claims` (only claim -> header mappings need it; it costs memory per cached token). */
+  keepClaims?: boolean;
+}
+
+export function tokenInfoFromAnswer(answer: unknown, options: AnswerOptions = {}): TokenInfo {
   if (answer !== null && typeof answer === 'object' && (answer as { active?: unknown }).active === false) return INACTIVE;
   const parsed = introspectionAnswer.safeParse(answer);
   if (!parsed.success) {
@@ -77,14 +130,14 @@ export function tokenInfoFromAnswer(answer: unknown): TokenInfo {
   return Object.freeze({
     active: a.active,
     subject: a.sub,
-    clientId: a.client_id,
-    scope: a.scope,
-    tokenType: a.token_type,
+    clientId: intern(a.client_id),
+    scope: intern(a.scope),
+    tokenType: intern(a.token_type),
     exp: a.exp,
     nbf: a.nbf,
-    iss: a.iss,
-    aud: Object.freeze(a.aud === undefined ? [] : typeof a.aud === 'string' ? [a.aud] : a.aud),
-    cnf: a.cnf === undefined ? undefined : Object.freeze({ ...a.cnf }),
-    claims: Object.freeze({ ...a }),
+    iss: intern(a.iss),
+    aud: audienceOf(a.aud),
+    cnf: confirmationOf(a.cnf),
+    claims: options.keepClaims === true ? Object.freeze({ ...a }) : NO_CLAIMS,
   });
 }

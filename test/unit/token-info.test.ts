@@ -46,12 +46,23 @@ describe('tokenInfoFromAnswer', () => {
       aud: ['https://rs.example', 'https://other.example'],
       cnf: { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' },
     });
-    // The whole answer stays available (claim -> header mappings).
-    expect(info.claims).toEqual(answer);
+    // Claims are not kept unless asked for: they would cost memory on every cached token.
+    expect(info.claims).toEqual({});
+    expect(tokenInfoFromAnswer(answer, { keepClaims: true }).claims).toEqual(answer);
     expect(Object.isFrozen(info)).toBe(true);
     expect(Object.isFrozen(info.aud)).toBe(true);
     expect(Object.isFrozen(info.cnf)).toBe(true);
-    expect(Object.isFrozen(info.claims)).toBe(true);
+    expect(Object.isFrozen(tokenInfoFromAnswer(answer, { keepClaims: true }).claims)).toBe(true);
+  });
+
+  it('shares repeated values between answers (memory per cached token), never mixing them up', () => {
+    const one = tokenInfoFromAnswer({ active: true, client_id: 'app', aud: 'https://rs.example', cnf: { 'x5t#S256': 'a'.repeat(43) } });
+    const two = tokenInfoFromAnswer({ active: true, client_id: 'app', aud: 'https://rs.example', cnf: { 'x5t#S256': 'a'.repeat(43) } });
+    const other = tokenInfoFromAnswer({ active: true, client_id: 'app', aud: 'https://rs.example', cnf: { 'x5t#S256': 'b'.repeat(43) } });
+    expect(two.cnf).toBe(one.cnf);
+    expect(two.aud).toBe(one.aud);
+    expect(other.cnf).toEqual({ 'x5t#S256': 'b'.repeat(43) });
+    expect(other.cnf).not.toBe(one.cnf);
   });
 
   it('reads {"active": true} alone as an active token with no claims', () => {
