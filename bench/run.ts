@@ -1,0 +1,783 @@
+/**
+ * cnfguard's benchmark (issue 7), one run end to end:
+ *
+ *   node bench/run.ts [--quick] [--rounds 3] [--duration 5] [--warmup 3] [--connections 32]
+ *                     [--targets cnfguard,cnfguard-info,bare-node,node-static,nginx] [--no-nginx]
+ *                     [--no-pin] [--skip miss,handshake,memory] [--out FILE]
+ *   node bench/run.ts --profile [--profile-target cnfguard-info] [--profile-seconds 10]
+ *
+ * It starts a fast upstream, a real authorization server (oidc-provider), cnfguard (in a child
+ * process, through createApp and the real config loader), a bare Node 24 mTLS forwarder (undici,
+ * no checks) and nginx as an mTLS-terminating proxy when installed. With taskset and two cores, the
+ * servers under test run on CPU 0 and everything else (this load generator, the upstream, the AS)
+ * on CPU 1. Each target is warmed up, then loaded in turn, round after round (A B A B ...), with the
+ * same client certificate and token over keep-alive mTLS connections. Then: cache-miss latency
+ * (a new token per request), new-connection rate (full and resumed handshakes), and memory with
+ * 100k cached tokens. The table is printed and written as JSON (bench/results/latest.json).
+ *
+ * Every setting also reads an environment variable: BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP,
+ * BENCH_CONNECTIONS, BENCH_TARGETS, BENCH_PIN=0, NGINX_BIN.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import { startAuthorizationServer, type AuthorizationServer } from '../demo/authorization-server.ts';
+import { createPki, type Pki } from '../test/fixtures/stack.ts';
+import { runCacheMiss, scrapeCounter, type CacheMissResult } from './lib/cache-miss.ts';
+import { spawnChild, type ChildServer } from './lib/children.ts';
+import { runHandshakes, type HandshakeResult } from './lib/handshake.ts';
+import { runLoad, type LoadResult } from './lib/load.ts';
+import { hasTaskset, loadAverage, machineInfo, pinProcess, rssMbOf, type MachineInfo } from './lib/machine.ts';
+import { startCli } from './lib/cli-target.ts';
+import { findNginx, freePort, startNginx } from './lib/nginx.ts';
+import { fixed, median, table } from './lib/table.ts';
+import { formatSummary, summarizeProfile, type CpuProfile, type ProfileSummary } from './profile-summary.ts';
+import type { MemoryPoint } from './servers/memory.ts';
+
+const HERE = fileURLToPath(new URL('.', import.meta.url));
+const ROOT = join(HERE, '..');
+
+// ---------------------------------------------------------------- options
+
+const TARGETS = {
+  cnfguard: 'cnfguard, logLevel warn (no per-request log line)',
+  'cnfguard-info': 'cnfguard, logLevel info (the default: one JSON line per request, to /dev/null)',
+  'cnfguard-cli': 'cnfguard started by `cnfguard run` (cmd/cnfguard.ts), workers: 1, logLevel warn',
+  'cnfguard-workers': 'cnfguard started by `cnfguard run` with workers: N (--workers, default 2), logLevel warn',
+  'bare-node': 'bare Node 24 mTLS forwarder: https + undici, no checks',
+  'bare-proxy3': 'experiment: the bare forwarder with http-proxy-3 + node:http Agent (as cnfguard forwards) instead of undici',
+  'bare-proxy3-weakmap': 'experiment: bare-proxy3 + a WeakMap<req, {onResponse closure}> per request, as src/proxy/forward.ts keeps',
+  'node-static': 'calibration: Node mTLS server answering itself, no upstream (ceiling of Node + this load generator)',
+  nginx: 'nginx, 1 worker, mTLS-terminating reverse proxy, keep-alive upstream, no access log',
+} as const;
+type TargetName = keyof typeof TARGETS;
+
+interface Options {
+  quick: boolean;
+  rounds: number;
+  durationSeconds: number;
+  warmupSeconds: number;
+  quickRequests: number;
+  connections: number;
+  targets: TargetName[];
+  pin: boolean;
+  skip: Set<string>;
+  missTokens: number;
+  memoryTokens: number;
+  out: string;
+  profile: boolean;
+  profileTargets: TargetName[];
+  profileSeconds: number;
+  guardConfig: Record<string, unknown>;
+  /** Extra Node flags for the Node servers under test, e.g. --trace-gc or --max-semi-space-size=64. */
+  nodeFlags: string[];
+  /** Let the servers' stdout (logs, --trace-gc) through instead of /dev/null. */
+  serverStdout: boolean;
+  /** In --profile mode, also sample what survives young-generation GC during the load (cnfguard targets). */
+  heapSample: boolean;
+  /** workers: for the cnfguard-workers target. */
+  workers: number;
+  /** taskset CPU lists when pinning (defaults: servers 0, the rest 1). */
+  serverCpus: string;
+  clientCpus: string;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      quick: { type: 'boolean', default: false },
+      rounds: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      'quick-requests': { type: 'string' },
+      connections: { type: 'string' },
+      targets: { type: 'string' },
+      'no-nginx': { type: 'boolean', default: false },
+      'no-pin': { type: 'boolean', default: false },
+      skip: { type: 'string' },
+      'miss-tokens': { type: 'string' },
+      'memory-tokens': { type: 'string' },
+      out: { type: 'string' },
+      profile: { type: 'boolean', default: false },
+      'profile-target': { type: 'string' },
+      'profile-seconds': { type: 'string' },
+      'guard-config': { type: 'string' },
+      'node-flags': { type: 'string' },
+      'server-stdout': { type: 'boolean', default: false },
+      'heap-sample': { type: 'boolean', default: false },
+      workers: { type: 'string' },
+      'server-cpus': { type: 'string' },
+      'client-cpus': { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  const env = process.env;
+  const num = (flag: string | undefined, envName: string, fallback: number): number => {
+    const raw = flag ?? env[envName];
+    if (raw === undefined || raw === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`${envName}/--${envName.slice(6).toLowerCase()}: not a positive number: ${raw}`);
+    return n;
+  };
+  const quick = values.quick;
+  const defaultTargets: TargetName[] = quick ? ['cnfguard', 'bare-node', 'nginx'] : ['cnfguard', 'cnfguard-info', 'bare-node', 'node-static', 'nginx'];
+  const requested = (values.targets ?? env.BENCH_TARGETS)?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const targetList = requested === undefined ? defaultTargets : requested.includes('all') ? Object.keys(TARGETS) : requested;
+  for (const t of targetList) if (!(t in TARGETS)) throw new Error(`unknown target ${t}; known: ${Object.keys(TARGETS).join(', ')}`);
+  let targets = targetList as TargetName[];
+  if (values['no-nginx']) targets = targets.filter((t) => t !== 'nginx');
+  const profileTargets = (values['profile-target'] ?? 'cnfguard-info').split(',').map((s) => s.trim()) as TargetName[];
+  for (const t of profileTargets) {
+    if (!(t in TARGETS) || ['nginx', 'cnfguard-cli', 'cnfguard-workers'].includes(t)) throw new Error(`--profile-target takes the single-process Node targets, not ${t}`);
+  }
+  return {
+    quick,
+    rounds: Math.round(num(values.rounds, 'BENCH_ROUNDS', quick ? 2 : 3)),
+    durationSeconds: num(values.duration, 'BENCH_DURATION', 5),
+    warmupSeconds: num(values.warmup, 'BENCH_WARMUP', 3),
+    quickRequests: Math.round(num(values['quick-requests'], 'BENCH_QUICK_REQUESTS', 300)),
+    connections: Math.round(num(values.connections, 'BENCH_CONNECTIONS', 32)),
+    targets,
+    pin: !values['no-pin'] && env.BENCH_PIN !== '0',
+    skip: new Set((values.skip ?? '').split(',').filter((s) => s !== '')),
+    missTokens: Math.round(num(values['miss-tokens'], 'BENCH_MISS_TOKENS', quick ? 20 : 300)),
+    memoryTokens: Math.round(num(values['memory-tokens'], 'BENCH_MEMORY_TOKENS', quick ? 4000 : 100_000)),
+    out: values.out ?? (quick || values.profile ? join(ROOT, '.tmp', 'bench', quick ? 'quick.json' : 'profile-run.json') : join(HERE, 'results', 'latest.json')),
+    profile: values.profile,
+    profileTargets,
+    profileSeconds: num(values['profile-seconds'], 'BENCH_PROFILE_SECONDS', 10),
+    guardConfig: values['guard-config'] === undefined ? {} : (JSON.parse(values['guard-config']) as Record<string, unknown>),
+    nodeFlags: (values['node-flags'] ?? env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f !== ''),
+    serverStdout: values['server-stdout'],
+    heapSample: values['heap-sample'],
+    workers: Math.round(num(values.workers, 'BENCH_WORKERS', 2)),
+    serverCpus: values['server-cpus'] ?? env.BENCH_SERVER_CPUS ?? '0',
+    clientCpus: values['client-cpus'] ?? env.BENCH_CLIENT_CPUS ?? '1',
+  };
+}
+
+const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options])
+  --quick                 a few hundred requests per target (smoke test; numbers not meaningful)
+  --rounds N              load rounds, targets alternating in each (BENCH_ROUNDS, default 3; quick 2)
+  --duration S            seconds per target per round (BENCH_DURATION, default 5)
+  --warmup S              warm-up seconds per target (BENCH_WARMUP, default 3)
+  --connections N         keep-alive mTLS connections (BENCH_CONNECTIONS, default 32)
+  --targets a,b|all       of ${Object.keys(TARGETS).join(', ')} (BENCH_TARGETS;
+                          default cnfguard,cnfguard-info,bare-node,node-static,nginx)
+  --no-nginx              skip nginx even when installed (NGINX_BIN picks the binary)
+  --no-pin                do not pin with taskset (BENCH_PIN=0)
+  --server-cpus LIST      taskset CPUs of the servers under test (BENCH_SERVER_CPUS, default 0)
+  --client-cpus LIST      taskset CPUs of the load generator, upstream and AS (BENCH_CLIENT_CPUS, default 1)
+  --workers N             workers: of the cnfguard-workers target (default 2); for a scaling figure run
+                          --targets cnfguard-cli,cnfguard-workers with --server-cpus 0-1 --client-cpus 2-3
+                          on a machine with 4+ cores
+  --skip miss,handshake,memory
+  --miss-tokens N         tokens for the cache-miss run (default 300; quick 20)
+  --memory-tokens N       cached tokens for the memory run (default 100000; quick 4000)
+  --guard-config JSON     merged into cnfguard's YAML config, e.g. '{"introspection":{...}}'
+  --node-flags="FLAGS"    extra Node flags for the Node servers under test (BENCH_NODE_FLAGS), e.g.
+                          "--max-semi-space-size=32" or "--trace-gc" (with --server-stdout)
+  --server-stdout         let the servers' stdout through (default /dev/null)
+  --out FILE              JSON results (default bench/results/latest.json; quick: .tmp/bench/quick.json)
+  --profile               instead: run one target under --cpu-prof with cache-hit load and summarize
+  --profile-target a,b    Node targets to profile one after another (default cnfguard-info)
+  --profile-seconds S     seconds of profiled load (default 10)
+  --heap-sample           with --profile: also sample for 1.5 s under load the allocations that no
+                          scavenge collected (what survives young-generation GC and gets promoted)
+`;
+
+// ---------------------------------------------------------------- targets
+
+interface Target {
+  name: TargetName;
+  url: string;
+  adminUrl?: string;
+  pids(): number[];
+  alive(): boolean;
+  stop(): Promise<void>;
+  child?: ChildServer;
+}
+
+interface Stack {
+  pki: Pki;
+  as: AuthorizationServer;
+  upstream: ChildServer;
+  token: string;
+  cert: string;
+  key: string;
+  /** taskset CPU lists: servers under test, and everything else (load generator, upstream, AS). */
+  serverCpu: string | undefined;
+  sideCpu: string | undefined;
+  workDir: string;
+}
+
+function guardConfigFile(stack: Stack, name: string, extra: Record<string, unknown>): string {
+  const config = {
+    listen: { host: '127.0.0.1', port: 0 },
+    tls: { cert: stack.pki.files.server.cert, key: stack.pki.files.server.key },
+    introspection: {
+      url: stack.as.introspectionUrl,
+      clientId: 'rs',
+      clientSecret: 'rs-secret',
+      ca: stack.pki.files.ca,
+      timeoutMs: 2000,
+    },
+    upstream: stack.upstream.ready.url,
+    admin: { host: '127.0.0.1', port: 0 },
+    ...extra,
+  };
+  const file = join(stack.pki.dir, `${name}.yaml`);
+  writeFileSync(file, stringify(config));
+  return file;
+}
+
+async function startTarget(stack: Stack, name: TargetName, options: { guardConfig: Record<string, unknown>; nodeFlags: string[]; stdout: boolean; workers?: number }): Promise<Target | undefined> {
+  const child = { cpu: stack.serverCpu, nodeFlags: options.nodeFlags, stdout: options.stdout ? ('inherit' as const) : ('ignore' as const) };
+  const fromChild = (server: ChildServer): Target => ({
+    name,
+    url: server.ready.url,
+    ...(typeof server.ready.adminUrl === 'string' && { adminUrl: server.ready.adminUrl }),
+    pids: () => [server.pid],
+    alive: () => server.alive(),
+    stop: () => server.stop(),
+    child: server,
+  });
+  switch (name) {
+    case 'cnfguard':
+    case 'cnfguard-info': {
+      const file = guardConfigFile(stack, name, { logLevel: name === 'cnfguard' ? 'warn' : 'info', ...options.guardConfig });
+      return fromChild(await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], ...child }));
+    }
+    case 'cnfguard-cli':
+    case 'cnfguard-workers': {
+      const [port, adminPort] = [await freePort(), await freePort()];
+      const workers = name === 'cnfguard-cli' ? 1 : (options.workers ?? 2);
+      const file = guardConfigFile(stack, name, { logLevel: 'warn', ...options.guardConfig, workers, listen: { host: '127.0.0.1', port }, admin: { host: '127.0.0.1', port: adminPort } });
+      const adminUrl = `http://127.0.0.1:${adminPort}`;
+      const cli = await startCli({ entry: join(ROOT, 'cmd', 'cnfguard.ts'), configFile: file, adminUrl, cpus: stack.serverCpu, nodeFlags: options.nodeFlags, stdout: options.stdout });
+      return { name, url: `https://127.0.0.1:${port}`, adminUrl, pids: cli.pids, alive: cli.alive, stop: cli.stop };
+    }
+    case 'bare-node':
+    case 'bare-proxy3':
+    case 'bare-proxy3-weakmap':
+    case 'node-static': {
+      const modes = { 'bare-node': 'forward', 'bare-proxy3': 'proxy3', 'bare-proxy3-weakmap': 'proxy3-weakmap', 'node-static': 'static' } as const;
+      const mode = modes[name];
+      const config = { cert: stack.pki.files.server.cert, key: stack.pki.files.server.key, upstream: stack.upstream.ready.url, mode };
+      return fromChild(await spawnChild({ name, script: join(HERE, 'servers', 'bare-forwarder.ts'), args: [JSON.stringify(config)], ...child }));
+    }
+    case 'nginx': {
+      const bin = findNginx();
+      if (bin === undefined) return undefined;
+      const nginx = await startNginx({
+        bin,
+        dir: join(stack.workDir, 'nginx'),
+        cert: stack.pki.files.server.cert,
+        key: stack.pki.files.server.key,
+        upstream: stack.upstream.ready.url,
+        cpu: stack.serverCpu,
+      });
+      log(`  nginx: ${nginx.version} (${bin})`);
+      return { name, url: nginx.url, pids: nginx.pids, alive: nginx.alive, stop: nginx.stop };
+    }
+  }
+}
+
+// ---------------------------------------------------------------- output
+
+/** A server that died under load makes the whole comparison meaningless: stop there. */
+function assertAlive(target: Target): void {
+  if (!target.alive()) throw new Error(`target ${target.name} exited during the benchmark (its stderr is above)`);
+}
+
+function log(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function machineLine(machine: MachineInfo): string {
+  return `machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGb} GB, ${machine.platform}, Node ${machine.node}`;
+}
+
+function noiseNote(loadStart: number[], cores: number): string {
+  const busy = (loadStart[0] ?? 0) / cores;
+  return busy > 0.25
+    ? `NOTE: load average before the run was ${loadStart.join(' ')} on ${cores} cores: other work is running, so figures are noisy; compare ratios within this run, not absolute numbers`
+    : `load average before the run: ${loadStart.join(' ')} (quiet enough; still compare ratios rather than absolute numbers)`;
+}
+
+interface TargetSummary {
+  name: TargetName;
+  description: string;
+  rps: number;
+  rpsRounds: number[];
+  p50Ms: number;
+  p99Ms: number;
+  p99Rounds: number[];
+  ratioVsBare: number | undefined;
+  ratioVsNginx: number | undefined;
+  serverCpuPct: number | undefined;
+  loadgenCpuPct: number | undefined;
+  upstreamCpuPct: number | undefined;
+  foreignCpuPct: number | undefined;
+  rssMbAfter: number | undefined;
+  errors: number;
+  non2xx: number;
+  statusCodes: Record<string, number>;
+}
+
+function summarizeTargets(names: TargetName[], runs: Map<TargetName, LoadResult[]>, rss: Map<TargetName, number | undefined>): TargetSummary[] {
+  const ratio = (name: TargetName, base: TargetName): number | undefined => {
+    const a = runs.get(name);
+    const b = runs.get(base);
+    if (a === undefined || b === undefined || a.length === 0) return undefined;
+    // Per-round ratios (neighbouring runs share the machine's state), then their median.
+    const r = median(a.map((run, i) => run.rps / (b[i]?.rps ?? Number.NaN)));
+    return Number.isFinite(r) ? Math.round(r * 100) / 100 : undefined;
+  };
+  return names
+    .filter((name) => (runs.get(name)?.length ?? 0) > 0)
+    .map((name) => {
+      const list = runs.get(name) as LoadResult[];
+      const statusCodes: Record<string, number> = {};
+      for (const run of list) for (const [code, n] of Object.entries(run.statusCodes)) statusCodes[code] = (statusCodes[code] ?? 0) + n;
+      const opt = (values: (number | undefined)[]) => {
+        const m = median(values.filter((v): v is number => v !== undefined));
+        return Number.isFinite(m) ? Math.round(m) : undefined;
+      };
+      return {
+        name,
+        description: TARGETS[name],
+        rps: Math.round(median(list.map((r) => r.rps))),
+        rpsRounds: list.map((r) => r.rps),
+        p50Ms: Math.round(median(list.map((r) => r.p50Ms)) * 100) / 100,
+        p99Ms: Math.round(median(list.map((r) => r.p99Ms)) * 100) / 100,
+        p99Rounds: list.map((r) => r.p99Ms),
+        ratioVsBare: ratio(name, 'bare-node'),
+        ratioVsNginx: ratio(name, 'nginx'),
+        serverCpuPct: opt(list.map((r) => r.serverCpuPct)),
+        loadgenCpuPct: opt(list.map((r) => r.loadgenCpuPct)),
+        upstreamCpuPct: opt(list.map((r) => r.upstreamCpuPct)),
+        foreignCpuPct: opt(list.map((r) => r.foreignCpuPct)),
+        rssMbAfter: rss.get(name),
+        errors: list.reduce((a, r) => a + r.errors + r.timeouts, 0),
+        non2xx: list.reduce((a, r) => a + r.non2xx, 0),
+        statusCodes,
+      };
+    });
+}
+
+function printTargets(rows: TargetSummary[]): void {
+  log(
+    table(
+      ['target', 'req/s', 'min-max req/s', 'p50 ms', 'p99 ms', 'x bare', 'x nginx', 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'others CPU%', 'RSS MB', 'errors+non2xx'],
+      rows.map((r) => [
+        r.name,
+        r.rps,
+        `${Math.min(...r.rpsRounds)}-${Math.max(...r.rpsRounds)}`,
+        fixed(r.p50Ms, 2),
+        fixed(r.p99Ms, 2),
+        fixed(r.ratioVsBare, 2),
+        fixed(r.ratioVsNginx, 2),
+        r.serverCpuPct,
+        r.loadgenCpuPct,
+        r.upstreamCpuPct,
+        r.foreignCpuPct,
+        r.rssMbAfter,
+        r.errors + r.non2xx,
+      ]),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------- phases
+
+async function issueTokens(as: AuthorizationServer, pki: Pki, count: number): Promise<string[]> {
+  const tokens: string[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      next += 1;
+      tokens.push(await as.issueToken({ clientCert: pki.certs.clients.client1, caCert: pki.certs.ca.cert }));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(8, count) }, worker));
+  return tokens;
+}
+
+async function loadPhase(options: Options, stack: Stack, targets: Target[]): Promise<Map<TargetName, LoadResult[]>> {
+  const runs = new Map<TargetName, LoadResult[]>(targets.map((t) => [t.name, []]));
+  const base = { token: stack.token, cert: stack.cert, key: stack.key, connections: options.connections, sidePids: () => [stack.upstream.pid] };
+  const amount = options.quick ? { amount: options.quickRequests } : {};
+  log(`\nwarm-up: ${options.quick ? `${Math.max(100, Math.round(options.quickRequests / 2))} requests` : `${options.warmupSeconds} s`} per target`);
+  for (const target of targets) {
+    assertAlive(target);
+    const warm = await runLoad({ ...base, url: target.url, ...(options.quick ? { amount: Math.max(100, Math.round(options.quickRequests / 2)) } : { durationSeconds: options.warmupSeconds }) });
+    log(`  ${target.name.padEnd(14)} ${String(warm.rps).padStart(6)} req/s  (status ${JSON.stringify(warm.statusCodes)})`);
+  }
+  log(`\nload: ${options.rounds} rounds x ${options.quick ? `${options.quickRequests} requests` : `${options.durationSeconds} s`} per target, ${options.connections} keep-alive mTLS connections, pipelining 1`);
+  for (let round = 1; round <= options.rounds; round++) {
+    for (const target of targets) {
+      assertAlive(target);
+      const result = await runLoad({ ...base, url: target.url, serverPids: target.pids, ...amount, ...(options.quick ? {} : { durationSeconds: options.durationSeconds }) });
+      assertAlive(target);
+      runs.get(target.name)?.push(result);
+      log(
+        `  round ${round} ${target.name.padEnd(14)} ${String(result.rps).padStart(6)} req/s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms  server CPU ${result.serverCpuPct ?? '-'}%  loadgen CPU ${result.loadgenCpuPct}%  upstream CPU ${result.upstreamCpuPct}%  others ${result.foreignCpuPct ?? '-'}%${result.errors + result.non2xx > 0 ? `  ERRORS ${result.errors} non2xx ${result.non2xx} ${JSON.stringify(result.statusCodes)}` : ''}`,
+      );
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  return runs;
+}
+
+interface MemoryResult {
+  run: string;
+  capped: boolean;
+  maxEntries: number;
+  slowFill: boolean;
+  baseline: MemoryPoint;
+  checkpoints: MemoryPoint[];
+}
+
+async function memoryPhase(stack: Stack, tokens: number): Promise<MemoryResult[]> {
+  const q = (f: number) => Math.round(tokens * f);
+  const runs = [
+    // Tokens arriving with traffic: GC keeps up (forced after every 1000 lookups).
+    { run: 'steady fill', maxEntries: tokens, total: tokens, slowFill: true, checkpoints: [q(0.25), q(0.5), q(0.75), tokens] },
+    { run: 'steady fill, capped', maxEntries: q(0.5), total: q(1.5), slowFill: true, checkpoints: [q(0.25), q(0.5), q(0.75), tokens, q(1.25), q(1.5)] },
+    // All at once (1000 concurrent lookups at a time, GC only at checkpoints): V8 keeps the pages it grew into.
+    { run: 'burst fill', maxEntries: tokens, total: tokens, slowFill: false, checkpoints: [q(0.5), tokens] },
+  ];
+  const results: MemoryResult[] = [];
+  for (const run of runs) {
+    const file = guardConfigFile(stack, `memory-${run.maxEntries}`, {
+      logLevel: 'warn',
+      introspection: {
+        url: stack.as.introspectionUrl,
+        clientId: 'rs',
+        clientSecret: 'rs-secret',
+        ca: stack.pki.files.ca,
+        cache: { maxEntries: run.maxEntries, maxTtlSeconds: 3600 },
+      },
+    });
+    const child = await spawnChild({ name: 'memory', script: join(HERE, 'servers', 'memory.ts'), args: [file], nodeFlags: ['--expose-gc'] });
+    try {
+      const answer = await child.call<{ baseline: MemoryPoint; checkpoints: MemoryPoint[] }>({ type: 'fill', tokens: run.total, checkpoints: run.checkpoints, slowFill: run.slowFill }, 300_000);
+      results.push({ run: run.run, capped: run.total > run.maxEntries, maxEntries: run.maxEntries, slowFill: run.slowFill, baseline: answer.baseline, checkpoints: answer.checkpoints });
+    } finally {
+      await child.stop();
+    }
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------- main
+
+async function withStack<T>(options: Options, body: (stack: Stack, machine: MachineInfo, cleanups: (() => Promise<void>)[]) => Promise<T>): Promise<T> {
+  const pinning = options.pin && machineInfo(false).cores >= 2 && hasTaskset();
+  if (pinning) pinProcess(process.pid, options.clientCpus);
+  const machine = machineInfo(pinning);
+  log(machineLine(machine));
+  log(
+    pinning
+      ? `pinning: servers under test on CPU ${options.serverCpus}; load generator, upstream and AS on CPU ${options.clientCpus} (taskset)`
+      : `pinning: OFF (${options.pin ? (machine.cores < 2 ? 'fewer than 2 cores' : 'taskset not found') : '--no-pin'}): all processes share all cores`,
+  );
+  log(noiseNote(machine.loadavg, machine.cores));
+  const cleanups: (() => Promise<void>)[] = [];
+  try {
+    const workDir = join(ROOT, '.tmp', 'bench');
+    mkdirSync(workDir, { recursive: true });
+    const pki = await createPki();
+    cleanups.push(() => pki.cleanup());
+    const upstream = await spawnChild({ name: 'upstream', script: join(HERE, 'servers', 'upstream.ts'), cpu: pinning ? options.clientCpus : undefined });
+    cleanups.push(() => upstream.stop());
+    const as = await startAuthorizationServer({ tls: pki.certs.server, accessTokenTtlSeconds: 3600 });
+    cleanups.push(() => as.stop());
+    const token = await as.issueToken({ clientCert: pki.certs.clients.client1, caCert: pki.certs.ca.cert });
+    const stack: Stack = {
+      pki,
+      as,
+      upstream,
+      token,
+      cert: pki.certs.clients.client1.cert,
+      key: pki.certs.clients.client1.key,
+      serverCpu: pinning ? options.serverCpus : undefined,
+      sideCpu: pinning ? options.clientCpus : undefined,
+      workDir,
+    };
+    return await body(stack, machine, cleanups);
+  } finally {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch((err: unknown) => log(`cleanup failed: ${String(err)}`));
+  }
+}
+
+async function benchmark(options: Options): Promise<void> {
+  const startedAt = new Date().toISOString();
+  await withStack(options, async (stack, machine, cleanups) => {
+    const targets: Target[] = [];
+    const skipped: string[] = [];
+    for (const name of options.targets) {
+      const target = await startTarget(stack, name, { guardConfig: options.guardConfig, nodeFlags: options.nodeFlags, stdout: options.serverStdout, workers: options.workers });
+      if (target === undefined) {
+        skipped.push(`${name}: not installed (looked for NGINX_BIN, /usr/sbin/nginx, PATH)`);
+        log(`  ${name}: skipped, not installed`);
+        continue;
+      }
+      targets.push(target);
+      cleanups.push(() => target.stop());
+    }
+    log(`targets: ${targets.map((t) => t.name).join(', ')}  (client1 certificate, one cached token; all forward to the same upstream)`);
+
+    // Cache-miss tokens are issued before any load so issuing does not disturb the measurements.
+    const missTokens = options.skip.has('miss') ? [] : await issueTokens(stack.as, stack.pki, options.missTokens);
+
+    const runs = await loadPhase(options, stack, targets);
+    const rss = new Map(targets.map((t) => [t.name, t.pids().reduce<number | undefined>((a, pid) => (a ?? 0) + (rssMbOf(pid) ?? 0), undefined)]));
+    const summary = summarizeTargets(
+      targets.map((t) => t.name),
+      runs,
+      rss,
+    );
+
+    const guard = targets.find((t) => t.name === 'cnfguard') ?? targets.find((t) => t.name.startsWith('cnfguard') && t.adminUrl !== undefined);
+    const hitPath =
+      guard?.adminUrl === undefined
+        ? undefined
+        : {
+            target: guard.name,
+            cacheHits: await scrapeCounter(guard.adminUrl, 'cnfguard_token_cache_hits_total'),
+            cacheMisses: await scrapeCounter(guard.adminUrl, 'cnfguard_token_cache_misses_total'),
+          };
+
+    let cacheMiss: (CacheMissResult & { target: string }) | undefined;
+    if (guard?.adminUrl !== undefined && missTokens.length > 0) {
+      log(`\ncache miss: ${missTokens.length} requests one after another, each with a new token, on one keep-alive connection to ${guard.name}`);
+      cacheMiss = {
+        target: guard.name,
+        ...(await runCacheMiss({
+          guardUrl: guard.url,
+          adminUrl: guard.adminUrl,
+          tokens: missTokens,
+          hitToken: stack.token,
+          cert: stack.cert,
+          key: stack.key,
+          asIntrospectionUrl: stack.as.introspectionUrl,
+          asCa: stack.pki.certs.ca.cert,
+          asCredentials: { clientId: 'rs', clientSecret: 'rs-secret' },
+          asCalls: () => stack.as.introspectionCalls(),
+        })),
+      };
+    }
+
+    const handshakes: Record<string, { full: HandshakeResult; resumed: HandshakeResult }> = {};
+    if (!options.skip.has('handshake')) {
+      const concurrency = 8;
+      log(`\nnew connections: one request per mTLS connection (Connection: close), ${concurrency} at a time, ${options.quick ? '40 connections' : 'up to 3 s'} per target and mode`);
+      for (const target of targets.filter((t) => !['node-static', 'bare-proxy3', 'bare-proxy3-weakmap'].includes(t.name))) {
+        const { port, hostname } = new URL(target.url);
+        const base = { host: hostname, port: Number(port), token: stack.token, cert: stack.cert, key: stack.key, concurrency, maxConnections: options.quick ? 40 : 100_000, maxSeconds: options.quick ? 10 : 3 };
+        const full = await runHandshakes({ ...base, mode: 'full' });
+        const resumed = await runHandshakes({ ...base, mode: 'resumed' });
+        handshakes[target.name] = { full, resumed };
+      }
+    }
+
+    for (const target of targets) await target.stop();
+
+    let memory: MemoryResult[] | undefined;
+    if (!options.skip.has('memory')) {
+      log(`\nmemory: ${options.memoryTokens} distinct cached tokens through app.tokens (injected introspect), maxEntries ${Math.round(options.memoryTokens / 2)} with ${Math.round((options.memoryTokens * 3) / 2)} tokens, and a burst fill`);
+      memory = await memoryPhase(stack, options.memoryTokens);
+    }
+
+    const loadEnd = loadAverage();
+    // ------------------------------------------------------------ report
+    log(`\n=== cnfguard benchmark${options.quick ? ' (QUICK: a few hundred requests per target, numbers are not meaningful)' : ''} ===`);
+    log(machineLine(machine));
+    log(`pinning: ${machine.pinning ? `servers on CPU ${options.serverCpus}, load generator + upstream + AS on CPU ${options.clientCpus}` : 'off'}; load average before ${machine.loadavg.join(' ')}, after ${loadEnd.join(' ')}`);
+    const foreign = median(summary.map((s) => s.foreignCpuPct ?? Number.NaN));
+    if (machine.loadavg[0] / machine.cores > 0.25 || foreign > 20) {
+      log(`NOISY: other processes used ~${Number.isFinite(foreign) ? foreign : '?'}% of a core during the load runs; ratios within a round are the figures to trust`);
+    }
+    log(`\ncache-hit throughput: ${options.connections} keep-alive mTLS connections, same client certificate and token, median of ${options.rounds} rounds; ratios are medians of per-round ratios`);
+    printTargets(summary);
+    log('  CPU% = % of one core during the run; "others" = every other process on the machine (noise). When loadgen + upstream');
+    log('  CPU% reaches ~100 (they share one core), the client side is the limit and that row is a lower bound (see node-static).');
+    for (const s of skipped) log(`  skipped ${s}`);
+    if (hitPath !== undefined) log(`  ${hitPath.target} token cache during the load: ${hitPath.cacheHits ?? '?'} hits, ${hitPath.cacheMisses ?? '?'} misses`);
+    const bad = summary.filter((s) => s.errors + s.non2xx > 0);
+    for (const s of bad) log(`  WARNING ${s.name}: ${s.errors} errors, ${s.non2xx} non-2xx ${JSON.stringify(s.statusCodes)}`);
+
+    if (cacheMiss !== undefined) {
+      log(`\ncache miss (${cacheMiss.target}, sequential, one connection):`);
+      log(
+        table(
+          ['path', 'requests', 'p50 ms', 'p99 ms', 'mean ms'],
+          [
+            ['miss (new token each request)', cacheMiss.miss.requests, fixed(cacheMiss.miss.p50Ms, 2), fixed(cacheMiss.miss.p99Ms, 2), fixed(cacheMiss.miss.meanMs, 2)],
+            ['hit (same token)', cacheMiss.hit.requests, fixed(cacheMiss.hit.p50Ms, 2), fixed(cacheMiss.hit.p99Ms, 2), fixed(cacheMiss.hit.meanMs, 2)],
+            ['AS introspection alone', cacheMiss.asRoundTrip.requests, fixed(cacheMiss.asRoundTrip.p50Ms, 2), fixed(cacheMiss.asRoundTrip.p99Ms, 2), fixed(cacheMiss.asRoundTrip.meanMs, 2)],
+          ],
+        ),
+      );
+      log(
+        `  AS introspection calls: ${cacheMiss.asCalls} for ${cacheMiss.miss.requests + cacheMiss.miss.failures} requests = ${cacheMiss.asCallsPerRequest} per request; cnfguard counted ${cacheMiss.guardCacheMisses ?? '?'} misses, ${cacheMiss.guardIntrospections ?? '?'} introspections${cacheMiss.miss.failures > 0 ? `; ${cacheMiss.miss.failures} FAILED` : ''}`,
+      );
+      log(
+        `  miss - hit: p50 ${(cacheMiss.miss.p50Ms - cacheMiss.hit.p50Ms).toFixed(2)} ms, mean ${(cacheMiss.miss.meanMs - cacheMiss.hit.meanMs).toFixed(2)} ms; one AS round trip: p50 ${cacheMiss.asRoundTrip.p50Ms.toFixed(2)} ms from the orchestrator (same process as the AS), mean ${cacheMiss.guardIntrospectionMeanMs?.toFixed(2) ?? '?'} ms as cnfguard timed its introspection calls`,
+      );
+    }
+
+    if (Object.keys(handshakes).length > 0) {
+      log('\nnew connections (connect + mTLS handshake + 1 request, Connection: close, 8 concurrent):');
+      log(
+        table(
+          ['target', 'full conn/s', 'full p50 ms', 'full p99 ms', 'resumed conn/s', 'resumed p50 ms', 'resumed p99 ms', 'resumed share', 'failures'],
+          Object.entries(handshakes).map(([name, h]) => [
+            name,
+            h.full.perSecond,
+            fixed(h.full.p50Ms, 2),
+            fixed(h.full.p99Ms, 2),
+            h.resumed.perSecond,
+            fixed(h.resumed.p50Ms, 2),
+            fixed(h.resumed.p99Ms, 2),
+            fixed(h.resumed.resumedShare, 2),
+            h.full.failures + h.resumed.failures,
+          ]),
+        ),
+      );
+    }
+
+    if (memory !== undefined) {
+      log('\nmemory of the token cache (cnfguard via createApp, injected introspect; RSS and heap after full GC, MB):');
+      log(
+        table(
+          ['run', 'maxEntries', 'tokens looked up', 'cached', 'RSS MB', 'RSS +MB vs empty', 'heap used MB', 'heap used +MB', 'heap reserved MB', 'external MB'],
+          memory.flatMap((m) => [
+            [m.run, m.maxEntries, 0, m.baseline.cacheSize, m.baseline.rssMb, 0, m.baseline.heapUsedMb, 0, m.baseline.heapTotalMb, m.baseline.externalMb],
+            ...m.checkpoints.map((p) => [
+              m.run,
+              m.maxEntries,
+              p.tokens,
+              p.cacheSize,
+              p.rssMb,
+              Math.round((p.rssMb - m.baseline.rssMb) * 10) / 10,
+              p.heapUsedMb,
+              Math.round((p.heapUsedMb - m.baseline.heapUsedMb) * 10) / 10,
+              p.heapTotalMb,
+              p.externalMb,
+            ]),
+          ]),
+        ),
+      );
+    }
+
+    const result = {
+      kind: options.quick ? 'quick' : 'full',
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      machine,
+      loadavgBefore: machine.loadavg,
+      loadavgAfter: loadEnd,
+      settings: {
+        rounds: options.rounds,
+        durationSeconds: options.quick ? undefined : options.durationSeconds,
+        warmupSeconds: options.quick ? undefined : options.warmupSeconds,
+        requestsPerRun: options.quick ? options.quickRequests : undefined,
+        connections: options.connections,
+        pipelining: 1,
+        loadGenerator: 'autocannon 9 (tlsOptions with the client certificate), exact per-request latency samples',
+        pinning: machine.pinning,
+      },
+      targets: summary,
+      skipped,
+      hitPath,
+      cacheMiss,
+      handshakes,
+      memory,
+    };
+    mkdirSync(join(options.out, '..'), { recursive: true });
+    writeFileSync(options.out, `${JSON.stringify(result, null, 2)}\n`);
+    log(`\nresults written to ${options.out}`);
+  });
+}
+
+async function profile(options: Options): Promise<void> {
+  await withStack(options, async (stack) => {
+    const dir = join(stack.workDir, 'profiles');
+    mkdirSync(dir, { recursive: true });
+    const profiles: { target: TargetName; file: string; rps: number; requests: number; summary: ProfileSummary }[] = [];
+    for (const targetName of options.profileTargets) {
+      const name = `${targetName}-${Date.now()}.cpuprofile`;
+      const target = (await startTarget(stack, targetName, {
+        guardConfig: options.guardConfig,
+        nodeFlags: [...options.nodeFlags, '--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-name', name],
+        stdout: options.serverStdout,
+      })) as Target;
+      let requests: number;
+      let rps: number;
+      try {
+        const base = { url: target.url, token: stack.token, cert: stack.cert, key: stack.key, connections: options.connections, serverPids: target.pids, sidePids: () => [stack.upstream.pid] };
+        log(`\nprofiling ${target.name}: warm-up ${options.warmupSeconds} s, then ${options.profileSeconds} s of cache-hit load (the profile covers start-up and warm-up too)`);
+        const warm = await runLoad({ ...base, durationSeconds: options.warmupSeconds });
+        const loading = runLoad({ ...base, durationSeconds: options.profileSeconds });
+        if (options.heapSample && target.child !== undefined) {
+          await new Promise((r) => setTimeout(r, 2000));
+          const heap = await target.child.call<{ totalKb: number; sites: { stack: string; kb: number; pct: number }[] }>({ type: 'heapSample', seconds: 1.5 }, 60_000);
+          log(`  heap sample (1.5 s under load): ${heap.totalKb} KB sampled objects not yet collected; top allocation sites:`);
+          for (const site of heap.sites) log(`    ${String(site.pct).padStart(5)}%  ${String(site.kb).padStart(7)} KB  ${site.stack}`);
+        }
+        const result = await loading;
+        assertAlive(target);
+        requests = warm.requests + result.requests;
+        rps = result.rps;
+        log(`  under the profiler: ${result.rps} req/s, p50 ${result.p50Ms} ms, p99 ${result.p99Ms} ms, server CPU ${result.serverCpuPct ?? '-'}% (${JSON.stringify(result.statusCodes)})`);
+      } finally {
+        await target.stop();
+      }
+      const file = join(dir, name);
+      const summary = summarizeProfile(JSON.parse(readFileSync(file, 'utf8')) as CpuProfile, { top: 40, requests });
+      log(`\n${formatSummary(summary, `${target.name} (${file})`)}`);
+      profiles.push({ target: targetName, file, rps, requests, summary });
+      const out = join(HERE, 'results', `profile-${targetName}.json`);
+      mkdirSync(join(out, '..'), { recursive: true });
+      writeFileSync(out, `${JSON.stringify({ target: targetName, profile: file, at: new Date().toISOString(), rpsUnderProfiler: rps, requests, summary }, null, 2)}\n`);
+      log(`\nsummary written to ${out}`);
+    }
+    if (profiles.length > 1) {
+      log('\nCPU per request by package / subsystem (µs of busy CPU per request served, start-up included):');
+      const names = [...new Set(profiles.flatMap((p) => p.summary.categories.map((c) => c.name)))];
+      const per = (p: (typeof profiles)[number], category: string) => p.summary.categories.find((c) => c.name === category)?.usPerRequest;
+      const rows = names
+        .map((category) => [category, ...profiles.map((p) => per(p, category))])
+        .filter((row) => row.slice(1).some((v) => typeof v === 'number' && v >= 0.5))
+        .sort((a, b) => Math.max(...(b.slice(1) as number[]).map((v) => v ?? 0)) - Math.max(...(a.slice(1) as number[]).map((v) => v ?? 0)));
+      log(table(['category', ...profiles.map((p) => p.target)], [['TOTAL busy', ...profiles.map((p) => p.summary.busyUsPerRequest)], ...rows]));
+    }
+    log('open a .cpuprofile in Chrome DevTools (Performance panel) or speedscope for a flame graph');
+  });
+}
+
+const options = parseOptions(process.argv.slice(2));
+// A hard ceiling on the whole run, whatever hangs.
+const ceiling = setTimeout(() => {
+  process.stderr.write('bench: gave up after the overall time limit\n');
+  process.exit(3);
+}, (options.quick ? 120 : 1800) * 1000);
+ceiling.unref();
+try {
+  if (options.profile) await profile(options);
+  else await benchmark(options);
+} catch (err) {
+  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+  process.exitCode = 1;
+}

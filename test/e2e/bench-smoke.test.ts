@@ -1,0 +1,94 @@
+/**
+ * Keeps the benchmark (bench/run.ts) from rotting: its quick mode, a few hundred requests per
+ * target, nginx skipped, no CPU pinning. Only the shape of the results is checked, never speed.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+interface TargetRow {
+  name: string;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  ratioVsBare?: number;
+  errors: number;
+  non2xx: number;
+}
+
+interface QuickResult {
+  kind: string;
+  machine: { cores: number; node: string; loadavg: number[] };
+  targets: TargetRow[];
+  cacheMiss: { asCalls: number; asCallsPerRequest: number; miss: { requests: number; failures: number }; guardIntrospections?: number };
+  handshakes: Record<string, { full: { connections: number }; resumed: { connections: number; resumedShare: number } }>;
+  memory: { maxEntries: number; checkpoints: { tokens: number; cacheSize: number }[] }[];
+}
+
+let dir: string;
+let stdout = '';
+let stderr = '';
+let code: number | null;
+let result: QuickResult;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'cnfguard-bench-'));
+  const out = join(dir, 'quick.json');
+  const child = spawn(
+    process.execPath,
+    [join(ROOT, 'bench', 'run.ts'), '--quick', '--no-nginx', '--no-pin', '--quick-requests', '200', '--miss-tokens', '10', '--memory-tokens', '2000', '--out', out],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  if (code === 0) result = JSON.parse(await readFile(out, 'utf8')) as QuickResult;
+}, 60_000);
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('npm run bench -- --quick', () => {
+  it('finishes and prints the table with the machine', () => {
+    expect(code, `stdout:\n${stdout}\nstderr:\n${stderr}`).toBe(0);
+    expect(stdout).toMatch(/^machine: .+, \d+ cores, .+Node v\d+/m);
+    expect(stdout).toMatch(/^target\s+req\/s\s+min-max req\/s\s+p50 ms\s+p99 ms\s+x bare\s+x nginx/m);
+    expect(stdout).toMatch(/^cnfguard\s+[1-9]\d*\s/m);
+    expect(stdout).toMatch(/^bare-node\s+[1-9]\d*\s/m);
+  });
+
+  it('loads cnfguard and the bare forwarder with every request answered 200', () => {
+    const byName = new Map(result.targets.map((t) => [t.name, t]));
+    for (const name of ['cnfguard', 'bare-node']) {
+      const row = byName.get(name);
+      expect(row, name).toBeDefined();
+      expect(row?.rps).toBeGreaterThan(0);
+      expect(row?.p50Ms).toBeGreaterThan(0);
+      expect(row?.p99Ms).toBeGreaterThanOrEqual(row?.p50Ms ?? 0);
+      expect(row?.errors).toBe(0);
+      expect(row?.non2xx).toBe(0);
+    }
+    expect(byName.get('cnfguard')?.ratioVsBare).toBeGreaterThan(0);
+    expect(byName.has('nginx')).toBe(false);
+  });
+
+  it('makes exactly one AS introspection call per cache miss', () => {
+    expect(result.cacheMiss.miss.requests).toBe(10);
+    expect(result.cacheMiss.miss.failures).toBe(0);
+    expect(result.cacheMiss.asCalls).toBe(10);
+    expect(result.cacheMiss.asCallsPerRequest).toBe(1);
+    expect(result.cacheMiss.guardIntrospections).toBe(10);
+  });
+
+  it('measures new connections and the token cache memory, which maxEntries caps', () => {
+    expect(result.handshakes.cnfguard?.full.connections).toBeGreaterThan(0);
+    expect(result.handshakes.cnfguard?.resumed.resumedShare).toBe(1);
+    const capped = result.memory.find((m) => m.maxEntries === 1000);
+    expect(capped?.checkpoints.at(-1)).toMatchObject({ tokens: 3000, cacheSize: 1000 });
+  });
+});
