@@ -119,11 +119,19 @@ export function parseConfigText(text: string, env: Environment, problems: Config
   const before = problems.length;
   duplicateKeys(doc.contents, [], lines, problems);
   if (problems.length > before) return undefined;
+  let value: unknown;
+  try {
+    // Aliases resolve here: an alias without its anchor, or an alias bomb, throws only now.
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    problems.push({ path: '', message: `YAML: ${(err as Error).message.split('\n')[0] ?? 'unreadable document'}` });
+    return undefined;
+  }
   if (!isMap(doc.contents) && !(doc.contents === null)) {
     problems.push({ path: '', message: isSeq(doc.contents) ? 'the config must be a mapping, not a list' : 'the config must be a mapping' });
     return undefined;
   }
-  return interpolateTree(doc.toJS() ?? {}, env, [], problems);
+  return interpolateTree(value ?? {}, env, [], problems);
 }
 
 function readText(path: string, file: string, problems: ConfigProblem[]): string | undefined {

@@ -16,6 +16,7 @@ import type { BlockList } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { LRUCache } from 'lru-cache';
 import { GuardError } from '../oauth/errors.ts';
+import { xfccElement } from './identity-headers.ts';
 import { sha256, splitPemCertificates, subjectAltNames, subjectRfc4514 } from '../tls/certificates.ts';
 import {
   ForwardedCertificateError,
@@ -40,6 +41,8 @@ export interface ClientCertificate {
    * forwarded thumbprint alone cannot be checked and counts as trusted: the proxy verified it.
    */
   readonly trusted: boolean;
+  /** The Envoy XFCC element for the upstream, built once per certificate. */
+  readonly xfcc: string;
 }
 
 export interface TrustedProxy {
@@ -71,10 +74,14 @@ export interface CertificateSource {
   certificateOf(connection: RequestConnection): ClientCertificate | undefined;
 }
 
+function withXfcc(facts: Omit<ClientCertificate, 'xfcc'>): ClientCertificate {
+  return Object.freeze({ ...facts, xfcc: xfccElement(facts) });
+}
+
 function factsOf(x509: X509Certificate, trusted: boolean): ClientCertificate {
   const { uri, dns } = subjectAltNames(x509);
   const digest = sha256(x509.raw);
-  return Object.freeze({ thumbprint: digest.toString('base64url'), sha256Hex: digest.toString('hex'), subject: subjectRfc4514(x509), uris: uri, dns, trusted });
+  return withXfcc({ thumbprint: digest.toString('base64url'), sha256Hex: digest.toString('hex'), subject: subjectRfc4514(x509), uris: uri, dns, trusted });
 }
 
 /**
@@ -124,7 +131,7 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
       const x509 = forwarded.der === undefined ? undefined : new X509Certificate(forwarded.der);
       const facts =
         x509 === undefined
-          ? Object.freeze({ thumbprint: forwarded.thumbprint, sha256Hex: forwarded.sha256Hex, subject: '', uris: [], dns: [], trusted: true })
+          ? withXfcc({ thumbprint: forwarded.thumbprint, sha256Hex: forwarded.sha256Hex, subject: '', uris: [], dns: [], trusted: true })
           : factsOf(x509, true);
       parsed = { facts, der: x509 };
       byHeader.set(key, parsed);
@@ -138,7 +145,7 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
     certificateOf({ socket, peerAddress, headers, headersDistinct }) {
       const proxy = proxies.find((candidate) => peerInList(candidate.list, peerAddress));
       const value = proxy === undefined ? undefined : headersDistinct[proxy.header];
-      for (const name of headerNames) delete headers[name];
+      for (const name of headerNames) if (headers[name] !== undefined) delete headers[name];
       if (proxy !== undefined) return fromHeader(proxy, value);
       return socket === undefined ? undefined : fromSocket(socket);
     },

@@ -4,7 +4,7 @@
  * again on every request. Keys are SHA-256 of the token, so no raw token is kept in memory longer
  * than its request, and concurrent first requests for one token make one introspection call.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Introspect } from '../introspection/client.ts';
 import { GuardError } from '../oauth/errors.ts';
@@ -29,7 +29,7 @@ interface Entry {
 }
 
 export function tokenCacheKey(token: string): string {
-  return createHash('sha256').update(token).digest('base64url');
+  return hash('sha256', token, 'base64url');
 }
 
 /**
@@ -67,7 +67,7 @@ export function createCachedIntrospector(introspect: Introspect, options: TokenC
     } catch (err) {
       // stale-if-error: an expired *active* answer may stand in while the AS is failing, within
       // the window; the decision still re-checks exp, so a token never outlives its own expiry.
-      if (previous?.info.active === true && err instanceof GuardError && err.reason === 'introspection_unavailable' && now() - previous.expiresAtMs <= staleWindowMs) {
+      if (staleWindowMs > 0 && previous?.info.active === true && err instanceof GuardError && err.reason === 'introspection_unavailable' && now() - previous.expiresAtMs <= staleWindowMs) {
         options.onStale?.();
         return previous.info;
       }
@@ -85,7 +85,9 @@ export function createCachedIntrospector(introspect: Introspect, options: TokenC
         options.onHit?.();
         return Promise.resolve(entry.info);
       }
-      // An expired entry stays (until replaced or evicted) as the stale-if-error fallback.
+      // An expired active entry stays (until replaced or evicted) as the stale-if-error fallback;
+      // an expired inactive one is of no further use, so garbage tokens do not fill the cache.
+      if (entry !== undefined && !entry.info.active) cache?.delete(key);
       options.onMiss?.();
       let pending = inFlight.get(key);
       if (pending === undefined) {

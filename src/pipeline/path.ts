@@ -38,6 +38,11 @@ function removeDotSegments(path: string): string {
 }
 
 /** Throws `path_malformed` for targets cnfguard will not route: not origin-form, or with encoded slashes. */
+/** Nothing to normalize: no escapes, no backslash, no repeated slash, no `.` or `..` segment. */
+function isCanonical(path: string): boolean {
+  return !path.includes('%') && !path.includes('\\') && !path.includes('//') && !/\/\.\.?(?:\/|$)/.test(path);
+}
+
 export function normalizeTarget(target: string): NormalizedTarget {
   if (!target.startsWith('/')) throw new GuardError('path_malformed', { detail: 'request target is not origin-form' });
   const hash = target.indexOf('#');
@@ -45,6 +50,7 @@ export function normalizeTarget(target: string): NormalizedTarget {
   const queryStart = withoutFragment.indexOf('?');
   const rawPath = queryStart === -1 ? withoutFragment : withoutFragment.slice(0, queryStart);
   const query = queryStart === -1 ? '' : withoutFragment.slice(queryStart);
+  if (isCanonical(rawPath)) return { path: rawPath, target: rawPath + query };
   if (/%2f|%5c|\\/i.test(rawPath)) throw new GuardError('path_malformed', { detail: 'encoded slash or backslash in path' });
   const path = removeDotSegments(normalizeEscapes(rawPath).replace(/\/{2,}/g, '/'));
   return { path, target: path + query };

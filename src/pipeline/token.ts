@@ -36,7 +36,10 @@ export function queryCarriesToken(target: string): boolean {
   const beforeFragment = hash === -1 ? target : target.slice(0, hash);
   const start = beforeFragment.indexOf('?');
   if (start === -1) return false;
-  return new URLSearchParams(beforeFragment.slice(start + 1)).has('access_token');
+  const query = beforeFragment.slice(start + 1);
+  // Only a query that could spell the name (plainly or percent-encoded) needs parsing.
+  if (!query.includes('%') && !query.includes('access_token')) return false;
+  return new URLSearchParams(query).has('access_token');
 }
 
 /** Whether a content type is a form body, the one body RFC 6750 §2.2 would take a token from. */

@@ -119,6 +119,8 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
     const decision = verdict?.decision;
     const denied = decision !== undefined && !decision.allow ? decision.error : undefined;
     const wouldDeny = decision?.allow ? decision.wouldDeny : undefined;
+    // The line is not even built when its level is off (logLevel: warn on a busy gateway).
+    if (!logger.isLevelEnabled(wouldDeny !== undefined ? 'warn' : 'info')) return;
     const detail = (denied ?? wouldDeny ?? error)?.detail;
     const entry = {
       reqId: fields.id,
@@ -226,14 +228,14 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
       prepareForwarding(req, verdict, decision, false, id);
       res.setHeader('x-request-id', id);
       const forwardedAt = performance.now();
-      const abort = new AbortController();
+      const abort = chunked ? new AbortController() : undefined;
       const body =
         gathered.form.body !== undefined
           ? Readable.from([gathered.form.body])
           : chunked
             ? limitBody(req, route.maxBodyBytes, () => {
                 failure = new GuardError('body_too_large', { detail: 'chunked body over maxBodyBytes' });
-                abort.abort();
+                abort?.abort();
                 if (!res.headersSent) {
                   res.shouldKeepAlive = false;
                   sendError(policy, res, failure, route, id);
@@ -242,7 +244,7 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
             : undefined;
       forwarder.web(req, res, route.upstream, {
         timeoutMs: route.upstreamTimeoutMs,
-        signal: abort.signal,
+        ...(abort !== undefined && { signal: abort.signal }),
         ...(body !== undefined && { body }),
         onResponse: (status) => {
           upstreamStatus = status;

@@ -2,7 +2,7 @@
  * Certificate facts computed once per certificate: RFC 8705 §3.1 thumbprint and the parts of an
  * Envoy XFCC element. Certificates are parsed with Node's own X509Certificate.
  */
-import { createHash, type X509Certificate } from 'node:crypto';
+import { hash, type X509Certificate } from 'node:crypto';
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
@@ -12,7 +12,7 @@ export function splitPemCertificates(pem: string): string[] {
 }
 
 export function sha256(der: Uint8Array): Buffer {
-  return createHash('sha256').update(der).digest();
+  return hash('sha256', der, 'buffer');
 }
 
 /** `x5t#S256`: base64url (no padding) SHA-256 of the leaf certificate's DER bytes, never the PEM text. */

@@ -17,6 +17,7 @@ function certificate(label: string): ClientCertificate {
     uris: [],
     dns: [],
     trusted: true,
+    xfcc: `Hash=${digest(label).toString('hex')}`,
   };
 }
 

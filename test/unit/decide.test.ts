@@ -18,6 +18,7 @@ function certificate(label: string, trusted = true): ClientCertificate {
     uris: [`spiffe://example/${label}`],
     dns: [],
     trusted,
+    xfcc: `Hash=${digest.toString('hex')}`,
   };
 }
 

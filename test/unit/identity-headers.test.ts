@@ -16,8 +16,8 @@ const NAMES: IdentityHeaderNames = {
 
 const DIGEST = createHash('sha256').update('client1').digest();
 
-function certificate(overrides: Partial<ClientCertificate> = {}): ClientCertificate {
-  return {
+function certificate(overrides: Partial<Omit<ClientCertificate, 'xfcc'>> = {}): ClientCertificate {
+  const facts = {
     thumbprint: DIGEST.toString('base64url'),
     sha256Hex: DIGEST.toString('hex'),
     subject: 'CN=client1',
@@ -26,6 +26,7 @@ function certificate(overrides: Partial<ClientCertificate> = {}): ClientCertific
     trusted: true,
     ...overrides,
   };
+  return { ...facts, xfcc: xfccElement(facts) };
 }
 
 /**

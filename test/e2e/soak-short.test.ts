@@ -1,0 +1,64 @@
+/**
+ * The soak (bench/soak.ts) in short: 12 s of mixed traffic through a real cnfguard with one
+ * authorization-server kill/restart and one upstream flap inside the window. The long run is
+ * `npm run soak`; this keeps it from rotting and proves the same properties on a small scale.
+ */
+import { describe, expect, it } from 'vitest';
+import { CATEGORIES, runSoak, type SoakSummary } from '../../bench/soak.ts';
+
+describe('soak (short)', () => {
+  it('lets nothing through wrongly, loses nothing valid outside the outages, and leaks no handles', async () => {
+    const log: string[] = [];
+    const summary: SoakSummary = await runSoak({
+      seconds: 12,
+      rate: 200,
+      concurrency: 4,
+      asOutages: { firstMs: 2_000, everyMs: 60_000, downMs: 2_000 },
+      upstreamOutages: { firstMs: 7_000, everyMs: 60_000, downMs: 1_500 },
+      log: (line) => log.push(line),
+    });
+    const context = JSON.stringify({ failures: summary.failures, samples: summary.samples, upstream: summary.upstream, outages: summary.outages, log }, null, 2);
+
+    // The outages happened, once each, and ended inside the run.
+    expect(summary.outages.map((w) => w.kind), context).toEqual(['authorization-server', 'upstream']);
+    for (const w of summary.outages) expect(w.endAtS, context).toBeLessThan(12);
+    expect(summary.authorizationServer.restarts).toBe(1);
+    expect(summary.upstream.restarts).toBe(1);
+    // ...and the traffic went on through them: every category was exercised, valid requests passed.
+    for (const category of CATEGORIES) expect(summary.categories[category].count, category).toBeGreaterThan(20);
+    expect(summary.totals.validOk).toBeGreaterThan(200);
+    for (const w of summary.outages) expect(w.firstOkAfterEndMs, context).toBeDefined();
+
+    expect(summary.totals.wronglyAllowed, context).toBe(0);
+    expect(summary.upstream.violations, context).toBe(0);
+    expect(summary.totals.lostValid, context).toBe(0);
+    expect(summary.totals.unexpected, context).toBe(0);
+    expect(summary.handles.leaked, context).toEqual({});
+    expect(summary.passed, context).toBe(true);
+  }, 45_000);
+});
+
+describe('soak (short): its checks catch a hole', () => {
+  it('with binding report-only, the upstream itself reports the stolen and unbound tokens it received', async () => {
+    const summary = await runSoak({
+      seconds: 3,
+      rate: 200,
+      concurrency: 4,
+      asOutages: { firstMs: 60_000, everyMs: 60_000, downMs: 1_000 },
+      upstreamOutages: { firstMs: 60_000, everyMs: 60_000, downMs: 1_000 },
+      guardOverrides: { binding: 'report-only' },
+    });
+    expect(summary.outages).toEqual([]);
+    expect(summary.passed).toBe(false);
+    expect(summary.checks.noWronglyAllowed).toBe(false);
+    expect(summary.checks.noUpstreamViolations).toBe(false);
+    for (const category of ['stolen_token', 'stolen_token_forged_headers', 'missing_certificate', 'unbound_token', 'untrusted_certificate'] as const) {
+      expect(summary.categories[category].wronglyAllowed, category).toBeGreaterThan(0);
+    }
+    expect(summary.upstream.violationSamples.join('\n')).toMatch(/x-auth-cert-thumbprint .* is not the client[12] certificate/);
+    // Garbage and malformed tokens are refused whatever the binding mode.
+    expect(summary.categories.garbage_token.wronglyAllowed).toBe(0);
+    expect(summary.categories.malformed_authorization.wronglyAllowed).toBe(0);
+    expect(summary.handles.leaked).toEqual({});
+  }, 30_000);
+});
