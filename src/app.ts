@@ -167,7 +167,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
 
   async function teardown(): Promise<void> {
     certificates?.close();
-    forwarder.close();
+    await forwarder.close();
     await client?.close();
   }
 
