@@ -1,22 +1,24 @@
 /**
- * JSON logs on stdout (pino). Nothing logs a request object, a URL query or an Authorization
- * value; the redaction below is a second line of defence should one slip into a log call.
+ * JSON logs on stdout (pino). Every log call names its fields explicitly: nothing logs a request
+ * object, a URL query, a header value or an Authorization value, and tests assert that no token
+ * or secret reaches a log line. (pino's redaction would be a second guard against objects we never
+ * log, at 3 µs a line: a third of the access log's cost.)
  */
 import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
+/** How long a log line may wait in the buffer when traffic is low. */
+const FLUSH_INTERVAL_MS = 200;
+
 export function createLogger(level: string, destination?: DestinationStream): Logger {
-  return pino(
-    {
-      level,
-      base: { service: 'cnfguard', pid: process.pid },
-      timestamp: pino.stdTimeFunctions.isoTime,
-      redact: {
-        paths: ['authorization', 'headers.authorization', 'req.headers.authorization', 'token', 'clientSecret', '*.clientSecret'],
-        censor: '[redacted]',
-      },
-    },
-    destination ?? pino.destination({ fd: 1, sync: false }),
-  );
+  let stdout: DestinationStream | undefined;
+  if (destination === undefined) {
+    // One write per line cost ~10 µs a request at the default level: lines are batched up to
+    // 4 KiB, and flushed at least every FLUSH_INTERVAL_MS (and at exit, by pino).
+    const batched = pino.destination({ fd: 1, sync: false, minLength: 4096 });
+    setInterval(() => batched.flush(), FLUSH_INTERVAL_MS).unref();
+    stdout = batched;
+  }
+  return pino({ level, base: { service: 'cnfguard', pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, destination ?? stdout);
 }

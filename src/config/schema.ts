@@ -140,7 +140,7 @@ const introspectionSchema = z
     cert: filePath.optional(),
     key: filePath.optional(),
     timeoutMs: number(z.number().int().positive().max(60_000)).default(2000),
-    /** When set, an introspection answer whose `iss` differs is treated as an inactive token. */
+    /** When set, a token whose introspected `iss` differs is refused (401 invalid_token). */
     issuer: z.string().min(1).optional(),
     /** Largest introspection answer read; a bigger one is an AS fault. */
     maxAnswerBytes: positiveInt.default(256 * 1024),

@@ -26,6 +26,7 @@ export type ReasonId =
   | 'token_not_yet_valid'
   | 'token_type_unsupported'
   | 'audience_mismatch'
+  | 'issuer_mismatch'
   | 'certificate_missing'
   | 'certificate_mismatch'
   | 'certificate_untrusted'
@@ -64,6 +65,7 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   token_expired: { status: 401, error: 'invalid_token', description: 'the access token has expired' },
   token_not_yet_valid: { status: 401, error: 'invalid_token', description: 'the access token is not yet valid' },
   token_type_unsupported: { status: 401, error: 'invalid_token', description: 'the access token cannot be used with the Bearer scheme' },
+  issuer_mismatch: { status: 401, error: 'invalid_token', description: 'the access token was not issued by the expected authorization server' },
   audience_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is not intended for this resource' },
   certificate_missing: { status: 401, error: 'invalid_token', description: 'the access token is bound to a client certificate, but none was presented' },
   certificate_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is bound to a different client certificate' },

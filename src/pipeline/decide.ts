@@ -58,6 +58,8 @@ export function decide(input: DecisionInput): Decision {
   // A DPoP-bound token presented with the Bearer scheme is a downgrade (RFC 9449 §7.2): refused on
   // every route, whatever its binding mode or cnf.unknownMethods.
   if (token.tokenType?.toLowerCase() === 'dpop' || (token.cnf !== undefined && Object.hasOwn(token.cnf, 'jkt'))) return deny('token_type_unsupported');
+  // RFC 7662 makes `iss` optional: an answer without one is the configured AS's own word.
+  if (policy.issuer !== undefined && token.iss !== undefined && token.iss !== policy.issuer) return deny('issuer_mismatch');
   if (policy.audience !== undefined && !token.aud.includes(policy.audience)) return deny('audience_mismatch');
 
   const identity: Identity = { subject: token.subject, clientId: token.clientId, scope: token.scope, certificate, claims: token.claims };

@@ -26,6 +26,8 @@ export interface RoutePolicy {
   readonly scopes: readonly string[];
   /** When set, the token's `aud` must contain it. */
   readonly audience: string | undefined;
+  /** When set, a token whose `iss` is present must carry exactly this issuer (introspection.issuer). */
+  readonly issuer: string | undefined;
   readonly stripAuthorization: boolean;
   readonly unknownCnf: 'reject' | 'ignore';
   readonly missingCertificate: Readonly<{ code: string; status: number }>;
@@ -81,6 +83,7 @@ export function compileRoutes(settings: Settings): RouteTable {
       binding: route.binding ?? base.binding,
       scopes: Object.freeze([...(route.scopes ?? base.scopes)]),
       audience: route.audience ?? base.audience,
+      issuer: settings.introspection.issuer,
       stripAuthorization: route.stripAuthorization ?? base.stripAuthorization,
       unknownCnf: settings.cnf.unknownMethods,
       missingCertificate: Object.freeze({ ...(route.errors?.missingCertificate ?? settings.errors.missingCertificate) }),

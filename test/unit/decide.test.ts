@@ -70,6 +70,7 @@ describe('decide: the contract decision table', () => {
     ['token not yet valid (nbf in the future)', token({ nbf: NOW + 1 }), CERT, {}, 'token_not_yet_valid', 401, 'invalid_token'],
     ['DPoP token sent as Bearer (RFC 9449 §7.2)', token({ tokenType: 'DPoP' }), CERT, {}, 'token_type_unsupported', 401, 'invalid_token'],
     ['DPoP token type in lower case', token({ tokenType: 'dpop' }), CERT, {}, 'token_type_unsupported', 401, 'invalid_token'],
+    ['issuer differs from introspection.issuer', token({ iss: 'https://evil.example' }), CERT, { issuer: 'https://as.example' }, 'issuer_mismatch', 401, 'invalid_token'],
     ['token bound, another certificate', token(), OTHER, {}, 'certificate_mismatch', 401, 'invalid_token'],
     ['token bound, no certificate (default policy)', token(), undefined, {}, 'certificate_missing', 401, 'invalid_token'],
     ['token bound, no certificate, missingCertificate invalid_request/400', token(), undefined, { missingCertificate: { code: 'invalid_request', status: 400 } }, 'certificate_missing', 400, 'invalid_request'],
@@ -126,6 +127,8 @@ describe('decide: the contract decision table', () => {
   type AllowRow = [string, TokenInfo, ClientCertificate | undefined, Partial<RoutePolicy>, string, ReasonId | undefined];
   it.each<AllowRow>([
     ['token bound, matching certificate', token(), CERT, {}, 'bound', undefined],
+    ['issuer matches introspection.issuer', token({ iss: 'https://as.example' }), CERT, { issuer: 'https://as.example' }, 'bound', undefined],
+    ['no iss in the answer, introspection.issuer set (iss is optional in RFC 7662)', token({ iss: undefined }), CERT, { issuer: 'https://as.example' }, 'bound', undefined],
     ['token bound, matching certificate, binding optional', token(), CERT, { binding: 'optional' }, 'bound', undefined],
     ['token not bound, binding optional', UNBOUND, CERT, { binding: 'optional' }, 'unbound', undefined],
     ['token not bound, binding optional, no certificate', UNBOUND, undefined, { binding: 'optional' }, 'unbound', undefined],
