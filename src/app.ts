@@ -143,12 +143,13 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const upgraded = new Set<Duplex>();
 
   const forwarder = createForwarder();
+  const certificateSource = createCertificateSource({ trustedProxies: settings.trustedProxies, clientCa: config.tls.clientCa, now });
   const handlers = createHandlers({
     policy: () => policy,
     forwarder,
     metrics,
     logger,
-    certificates: createCertificateSource({ trustedProxies: settings.trustedProxies, clientCa: config.tls.clientCa, now }),
+    certificates: certificateSource,
     draining: () => draining,
     onUpgraded: (socket) => {
       upgraded.add(socket);
@@ -189,6 +190,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           onResult: (result, material) => {
             metrics.certificateReloads.inc({ result });
             metrics.certificateNotAfter.set(notAfterSeconds(material));
+            if (result === 'success') certificateSource.updateClientCa(material.clientCa);
           },
         });
         ready = true;

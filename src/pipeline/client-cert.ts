@@ -72,6 +72,8 @@ export interface CertificateSource {
    * configured certificate header from `headers`. Throws `forwarded_certificate_malformed`.
    */
   certificateOf(connection: RequestConnection): ClientCertificate | undefined;
+  /** A reloaded tls.clientCa: forwarded certificates are checked against it from now on. */
+  updateClientCa(pem: string | undefined): void;
 }
 
 function withXfcc(facts: Omit<ClientCertificate, 'xfcc'>): ClientCertificate {
@@ -97,7 +99,7 @@ export function chainsTo(x509: X509Certificate, authorities: readonly X509Certif
 export function createCertificateSource(options: CertificateSourceOptions): CertificateSource {
   const now = options.now ?? Date.now;
   const verifyChain = options.clientCa !== undefined;
-  const authorities = splitPemCertificates(options.clientCa ?? '').map((pem) => new X509Certificate(pem));
+  let authorities = splitPemCertificates(options.clientCa ?? '').map((pem) => new X509Certificate(pem));
   const proxies = options.trustedProxies.map((proxy) => ({ ...proxy, list: parseCidrList([...proxy.cidrs]) as BlockList }));
   const headerNames = [...new Set(proxies.map((proxy) => proxy.header))];
   const bySocket = new WeakMap<TLSSocket, ClientCertificate | null>();
@@ -148,6 +150,9 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
       for (const name of headerNames) if (headers[name] !== undefined) delete headers[name];
       if (proxy !== undefined) return fromHeader(proxy, value);
       return socket === undefined ? undefined : fromSocket(socket);
+    },
+    updateClientCa(pem) {
+      if (verifyChain && pem !== undefined) authorities = splitPemCertificates(pem).map((block) => new X509Certificate(block));
     },
   };
 }
