@@ -15,7 +15,7 @@ import type { LoadedConfig } from './config/load.ts';
 import type { Settings } from './config/schema.ts';
 import type { Logger } from './log.ts';
 
-export const READY_MESSAGE = 'cnfguard:ready';
+const READY_MESSAGE = 'cnfguard:ready';
 
 export function workerCount(workers: Settings['workers']): number {
   return workers === 'auto' ? availableParallelism() : workers;

@@ -44,8 +44,6 @@ export function setForwardedHeaders(headers: IncomingHttpHeaders, peerAddress: s
   if (headers.host !== undefined) headers['x-forwarded-host'] = headers.host;
 }
 
-export type ForwardFailure = GuardError;
-
 export interface WebForwardOptions {
   /** The request body to send instead of `req` (a buffered form, or a size-limited stream). */
   body?: Readable;
@@ -54,12 +52,12 @@ export interface WebForwardOptions {
   signal?: AbortSignal;
   /** At the response headers, before they are written (the caller may still decide about the connection). */
   onResponse?: (status: number) => void;
-  onError: (err: ForwardFailure) => void;
+  onError: (err: GuardError) => void;
 }
 
 export interface Forwarder {
   web(req: IncomingMessage, res: ServerResponse, target: URL, options: WebForwardOptions): void;
-  ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, onError: (err: ForwardFailure) => void): void;
+  ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, onError: (err: GuardError) => void): void;
   close(): Promise<void>;
 }
 

@@ -192,6 +192,12 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
     res.end(rendered.body);
   }
 
+  /** A failure after forwarding began: the error if nothing was sent yet, else the connection is cut. */
+  function failForwarding(policy: Policy, res: ServerResponse, err: GuardError, route: RoutePolicy, id: string): void {
+    if (res.headersSent) res.destroy();
+    else sendError(policy, res, err, route, id);
+  }
+
   /** RFC 9728 metadata is public: answered before any token check. */
   function serveMetadata(policy: Policy, req: IncomingMessage, res: ServerResponse): boolean {
     if ((req.method !== 'GET' && req.method !== 'HEAD') || !req.url?.startsWith(WELL_KNOWN_PREFIX)) return false;
@@ -236,10 +242,8 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
             ? limitBody(req, route.maxBodyBytes, () => {
                 failure = new GuardError('body_too_large', { detail: 'chunked body over maxBodyBytes' });
                 abort?.abort();
-                if (!res.headersSent) {
-                  res.shouldKeepAlive = false;
-                  sendError(policy, res, failure, route, id);
-                } else res.destroy();
+                res.shouldKeepAlive = false; // the rest of the body is not read
+                failForwarding(policy, res, failure, route, id);
               })
             : undefined;
       forwarder.web(req, res, route.upstream, {
@@ -253,8 +257,7 @@ export function createHandlers(deps: HandlerDependencies): RequestHandlers {
         },
         onError: (err) => {
           failure = err;
-          if (!res.headersSent) sendError(policy, res, err, route, id);
-          else res.destroy();
+          failForwarding(policy, res, err, route, id);
         },
       });
     } catch (err) {
