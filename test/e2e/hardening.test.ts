@@ -127,6 +127,50 @@ describe('limits', () => {
     expect(d.upstream.requests.slice(before).filter((q) => q.url === '/small')).toEqual([]);
   });
 
+  it('an idle keep-alive connection is closed after keepAliveTimeoutMs', async () => {
+    const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca }, limits: { keepAliveTimeoutMs: 300 } }));
+    try {
+      const socket = tls.connect({ host: '127.0.0.1', port: g.started.port, ca: d.pki.certs.ca.cert, ...d.pki.certs.clients.client1 });
+      await once(socket, 'secureConnect');
+      socket.on('data', () => {});
+      socket.write(`GET /x HTTP/1.1\r\nHost: a\r\n${auth}\r\n`);
+      const started = Date.now();
+      await Promise.race([once(socket, 'close'), new Promise((resolve) => setTimeout(resolve, 5000))]);
+      expect(socket.destroyed).toBe(true);
+      expect(Date.now() - started).toBeLessThan(2000);
+    } finally {
+      await g.stop();
+    }
+  });
+
+  it('connections past maxConnections are refused at accept', async () => {
+    const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca }, limits: { maxConnections: 2 } }));
+    const open: tls.TLSSocket[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const socket = tls.connect({ host: '127.0.0.1', port: g.started.port, ca: d.pki.certs.ca.cert });
+        await once(socket, 'secureConnect');
+        open.push(socket);
+      }
+      const third = tls.connect({ host: '127.0.0.1', port: g.started.port, ca: d.pki.certs.ca.cert });
+      const outcome = await new Promise<string>((resolve) => {
+        third.once('secureConnect', () => resolve('connected'));
+        third.once('error', () => resolve('refused'));
+        third.once('close', () => resolve('refused'));
+      });
+      third.destroy();
+      expect(outcome).toBe('refused');
+      open.pop()?.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const fourth = tls.connect({ host: '127.0.0.1', port: g.started.port, ca: d.pki.certs.ca.cert });
+      await once(fourth, 'secureConnect');
+      fourth.destroy();
+    } finally {
+      for (const socket of open) socket.destroy();
+      await g.stop();
+    }
+  });
+
   it('slowloris: headers trickling in past headersTimeoutMs get 408 and the connection closed', async () => {
     const socket = tls.connect({ host: '127.0.0.1', port: guard.started.port, ca: d.pki.certs.ca.cert });
     await once(socket, 'secureConnect');
