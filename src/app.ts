@@ -78,6 +78,11 @@ async function close(server: Server, graceMs: number): Promise<void> {
   clearTimeout(timer);
 }
 
+/** Whether any route maps claims to headers: then introspection answers keep their claims. */
+function mapsClaims(settings: Settings): boolean {
+  return Object.keys(settings.claimHeaders).length > 0 || settings.routes.some((route) => Object.keys(route.claimHeaders ?? {}).length > 0);
+}
+
 function urlHost(host: string): string {
   const shown = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
   return shown.includes(':') ? `[${shown}]` : shown;
@@ -102,8 +107,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           timeoutMs: settings.introspection.timeoutMs,
           maxAnswerBytes: settings.introspection.maxAnswerBytes,
           // Claims are kept per cached token only when a route maps some to headers (memory).
-          // A reload that adds claimHeaders needs a restart for this, like any introspection change.
-          keepClaims: Object.keys(settings.claimHeaders).length > 0 || settings.routes.some((r) => r.claimHeaders !== undefined && Object.keys(r.claimHeaders).length > 0),
+          keepClaims: mapsClaims(settings),
           onOutcome: (outcome, seconds) => metrics.observeIntrospection(outcome, seconds),
         })
       : undefined;
@@ -236,7 +240,9 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
         return { config: 'rejected', restartRequired: [], certificates: certificatesResult };
       }
       // Compared with what started: these keys stay as they were until a restart.
-      const restartRequired = RESTART_KEYS.filter((key) => !isDeepStrictEqual(next.settings[key], settings[key]));
+      const restartRequired: string[] = RESTART_KEYS.filter((key) => !isDeepStrictEqual(next.settings[key], settings[key]));
+      // Answers keep their claims only if claim headers were configured at start.
+      if (mapsClaims(next.settings) && !mapsClaims(settings)) restartRequired.push('claimHeaders');
       if (restartRequired.length > 0) logger.warn({ keys: restartRequired }, 'changed settings take effect after a restart');
       policy = buildPolicy(next.settings);
       logger.level = next.settings.logLevel;

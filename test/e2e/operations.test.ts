@@ -221,3 +221,15 @@ it('one access log line per request, with the fields operators need and no token
     await g.stop();
   }
 });
+
+it('a reload that adds claim headers says it needs a restart (answers started without their claims)', async () => {
+  const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream));
+  try {
+    await writeFile(g.configFile, stringify(baseConfig(d.pki, d.as, d.upstream, { claimHeaders: { 'x-tenant': 'claims.tenant_id' } })));
+    const report = await g.app.reload();
+    expect(report).toMatchObject({ config: 'applied', restartRequired: ['claimHeaders'] });
+    expect(g.logs.entries().find((e) => e.msg === 'changed settings take effect after a restart')).toMatchObject({ keys: ['claimHeaders'] });
+  } finally {
+    await g.stop();
+  }
+});
