@@ -65,38 +65,35 @@ export class InvalidIntrospectionAnswer extends Error {
 }
 
 /**
- * Reads an introspection answer. `{"active": false}` (with or without other members) is an
- * inactive token; a claim of the wrong type on an active token makes the answer unusable.
+ * Values many tokens share (client ids, scopes, issuer, audience, token type, a certificate's
+ * `cnf`) are kept once: with 100k cached tokens, one copy instead of 100k. Each table is bounded,
+ * so unique values cannot grow it.
  */
-/**
- * Values many tokens share (client ids, scopes, issuer, audience, token type) are kept once:
- * with 100k cached tokens, one copy instead of 100k. Bounded, so unique values cannot grow it.
- */
-const interned = new Map<string, string>();
-const EMPTY_AUD: readonly string[] = Object.freeze([]);
-const singleAudiences = new Map<string, readonly string[]>();
 const INTERN_LIMIT = 10_000;
+const strings = new Map<string, string>();
+const audiences = new Map<string, readonly string[]>();
+const confirmations = new Map<string, Readonly<Record<string, unknown>>>();
+const EMPTY_AUD: readonly string[] = Object.freeze([]);
+
+/** The shared value for `key`, made by `make` the first time (and kept while the table has room). */
+function shared<T>(table: Map<string, T>, key: string, make: () => T): T {
+  let value = table.get(key);
+  if (value === undefined) {
+    value = make();
+    if (table.size < INTERN_LIMIT) table.set(key, value);
+  }
+  return value;
+}
 
 function intern(value: string | undefined): string | undefined {
-  if (value === undefined || value.length > 256) return value;
-  const known = interned.get(value);
-  if (known !== undefined) return known;
-  if (interned.size < INTERN_LIMIT) interned.set(value, value);
-  return value;
+  return value === undefined || value.length > 256 ? value : shared(strings, value, () => value);
 }
 
 function audienceOf(aud: string | string[] | undefined): readonly string[] {
   if (aud === undefined) return EMPTY_AUD;
   if (typeof aud !== 'string') return Object.freeze(aud.map((a) => intern(a) as string));
-  let list = singleAudiences.get(aud);
-  if (list === undefined) {
-    list = Object.freeze([intern(aud) as string]);
-    if (singleAudiences.size < INTERN_LIMIT) singleAudiences.set(aud, list);
-  }
-  return list;
+  return shared(audiences, aud, () => Object.freeze([intern(aud) as string]));
 }
-
-const sharedCnf = new Map<string, Readonly<Record<string, unknown>>>();
 
 /** A one-member `cnf` (the common case) is shared by every token of that certificate. */
 function confirmationOf(cnf: Record<string, unknown> | undefined): Readonly<Record<string, unknown>> | undefined {
@@ -105,13 +102,7 @@ function confirmationOf(cnf: Record<string, unknown> | undefined): Readonly<Reco
   const only = members.length === 1 ? members[0] : undefined;
   const value = only === undefined ? undefined : cnf[only];
   if (only === undefined || typeof value !== 'string' || value.length > 256) return Object.freeze({ ...cnf });
-  const key = `${only}\0${value}`;
-  let shared = sharedCnf.get(key);
-  if (shared === undefined) {
-    shared = Object.freeze({ [only]: value });
-    if (sharedCnf.size < INTERN_LIMIT) sharedCnf.set(key, shared);
-  }
-  return shared;
+  return shared(confirmations, `${only}\0${value}`, () => Object.freeze({ [only]: value }));
 }
 
 export interface AnswerOptions {
@@ -119,6 +110,10 @@ export interface AnswerOptions {
   keepClaims?: boolean;
 }
 
+/**
+ * Reads an introspection answer. `{"active": false}` (with or without other members) is an
+ * inactive token; a claim of the wrong type on an active token makes the answer unusable.
+ */
 export function tokenInfoFromAnswer(answer: unknown, options: AnswerOptions = {}): TokenInfo {
   if (answer !== null && typeof answer === 'object' && (answer as { active?: unknown }).active === false) return INACTIVE;
   const parsed = introspectionAnswer.safeParse(answer);
