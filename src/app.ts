@@ -1,7 +1,7 @@
 /**
  * Composition root: the only place that builds things. Everything stateful (logger, metrics
  * registry, token cache, introspection pool, clock, certificate reloader) is made here and passed
- * down. What a config reload may change lives in one `Policy` object, swapped atomically.
+ * down. What a config reload may change lives in one `Runtime` object, swapped atomically.
  */
 import { once } from 'node:events';
 import type { Server } from 'node:http';
@@ -12,16 +12,18 @@ import { listen } from './listen.ts';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
 import type { Settings } from './config/schema.ts';
-import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
 import { withCircuitBreaker } from './introspection/breaker.ts';
 import { createIntrospectionClient, type Introspect } from './introspection/client.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createCertificateSource } from './pipeline/client-cert.ts';
-import { createGuard } from './pipeline/guard.ts';
 import { createCachedIntrospector, type TokenIntrospector } from './pipeline/introspect.ts';
-import { compileRoutes } from './pipeline/route.ts';
+import { createAccessLog } from './observe/access-log.ts';
+import { createBodyBudget } from './proxy/body.ts';
+import { guardConnections, type ConnectionTracker } from './proxy/connection-errors.ts';
 import { createForwarder } from './proxy/forward.ts';
-import { createHandlers, type Policy } from './proxy/handler.ts';
+import { createHttp1Edge } from './proxy/http1-edge.ts';
+import { createUpgradeEdge } from './proxy/upgrade-edge.ts';
+import { buildRuntime } from './runtime.ts';
 import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
 import { createTlsServer } from './tls/server.ts';
 
@@ -68,12 +70,20 @@ export interface App {
 /** Keys whose change needs a restart: the listeners, the TLS file set, the AS client, the process model. */
 const RESTART_KEYS = ['listen', 'admin', 'tls', 'introspection', 'workers'] as const satisfies readonly (keyof Settings)[];
 
-async function close(server: Server, graceMs: number): Promise<void> {
+/**
+ * Stops accepting, closes idle connections, gives in-flight requests `graceMs`, then ends every
+ * connection left, including any still in its TLS handshake (Node's own tracking omits those).
+ */
+async function close(server: Server, graceMs: number, connections?: ConnectionTracker): Promise<void> {
   if (!server.listening) return;
   const closed = once(server, 'close');
   server.close();
   server.closeIdleConnections();
-  const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+  connections?.destroyHandshaking();
+  const timer = setTimeout(() => {
+    server.closeAllConnections();
+    connections?.destroyAll();
+  }, graceMs);
   await closed;
   clearTimeout(timer);
 }
@@ -131,40 +141,27 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     onStale: () => metrics.cacheStale.inc(),
   });
 
-  const buildPolicy = (from: Settings): Policy => {
-    const routes = compileRoutes(from);
-    return {
-      authorize: createGuard({ routes, introspector: tokens, now, limits: from.limits }),
-      metadata: buildMetadataDirectory(from, routes),
-      realm: from.errors.realm,
-      managedHeaders: routes.managedHeaders,
-      formBodyBytes: from.limits.formBodyBytes,
-    };
-  };
-  let policy = buildPolicy(settings);
+  let runtime = buildRuntime(settings, { introspector: tokens, now });
   let ready = false;
   let draining = false;
   const upgraded = new Set<Duplex>();
 
   const forwarder = createForwarder();
   const certificateSource = createCertificateSource({ trustedProxies: settings.trustedProxies, clientCa: config.tls.clientCa, now });
-  const handlers = createHandlers({
-    policy: () => policy,
-    forwarder,
-    metrics,
-    logger,
-    certificates: certificateSource,
-    draining: () => draining,
-    onUpgraded: (socket) => {
-      upgraded.add(socket);
-      socket.once('close', () => upgraded.delete(socket));
-    },
-  });
-
-  const server = createTlsServer(config.tls, settings.limits, handlers.onRequest);
-  server.on('upgrade', handlers.onUpgrade);
-  server.on('clientError', handlers.onClientError);
-  server.on('tlsClientError', (err: NodeJS.ErrnoException) => logger.debug({ code: err.code }, 'TLS handshake failed'));
+  const accessLog = createAccessLog(logger, metrics);
+  const edge = { runtime: () => runtime, forwarder, logger, accessLog, certificates: certificateSource, draining: () => draining };
+  const server = createTlsServer(config.tls, settings.limits, createHttp1Edge({ ...edge, metrics, bodyBudget: createBodyBudget(settings.limits.bufferedBodyBytes) }));
+  server.on(
+    'upgrade',
+    createUpgradeEdge({
+      ...edge,
+      onUpgraded: (socket) => {
+        upgraded.add(socket);
+        socket.once('close', () => upgraded.delete(socket));
+      },
+    }),
+  );
+  const connections = guardConnections(server, { logger, accessLog, realm: () => runtime.realm });
   const admin = deps.admin === false ? undefined : createAdminServer(metrics.registry, { ready: () => ready });
 
   metrics.certificateNotAfter.set(notAfterSeconds(config.tls));
@@ -220,7 +217,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       const websocketDeadline = setTimeout(() => {
         for (const socket of upgraded) socket.destroy();
       }, graceMs);
-      await close(server, graceMs);
+      await close(server, graceMs, connections);
       clearTimeout(websocketDeadline);
       if (admin !== undefined) await close(admin, 0);
       await teardown();
@@ -244,7 +241,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       // Answers keep their claims only if claim headers were configured at start.
       if (mapsClaims(next.settings) && !mapsClaims(settings)) restartRequired.push('claimHeaders');
       if (restartRequired.length > 0) logger.warn({ keys: restartRequired }, 'changed settings take effect after a restart');
-      policy = buildPolicy(next.settings);
+      runtime = buildRuntime(next.settings, { introspector: tokens, now });
       logger.level = next.settings.logLevel;
       metrics.configReloads.inc({ result: 'applied' });
       logger.info({ config: config.source }, 'config reloaded');

@@ -54,6 +54,7 @@ const identityHeaderOverrides = z.strictObject({
   scope: headerName.optional(),
   certThumbprint: headerName.optional(),
   clientCert: headerName.optional(),
+  binding: headerName.optional(),
 });
 
 const identityHeadersSchema = z.strictObject({
@@ -62,6 +63,8 @@ const identityHeadersSchema = z.strictObject({
   scope: headerName.default('x-auth-scope'),
   certThumbprint: headerName.default('x-auth-cert-thumbprint'),
   clientCert: headerName.default('x-forwarded-client-cert'),
+  /** Why the request was let through: bound, unbound, binding_off or report_only. */
+  binding: headerName.default('x-auth-binding'),
 });
 
 /** `header-name: claims.path.to.member`, e.g. `x-tenant: claims.tenant_id`. */
@@ -203,6 +206,8 @@ export const configSchema = z.strictObject({
   /** Published in the resource metadata (RFC 9728 `authorization_servers`). */
   authorizationServers: z.array(httpUrl).default([]),
   routes: z.array(routeSchema).default([]),
+  /** How request paths are matched against route prefixes (see README, "Paths"). */
+  paths: z.strictObject({ ignoreCase: flag.default(true) }).prefault({}),
   /** Tokens bound by a confirmation method cnfguard cannot verify: refused (reject) or judged as if that member were absent (ignore). */
   cnf: z.strictObject({ unknownMethods: z.enum(['reject', 'ignore']).default('reject') }).prefault({}),
   errors: z
@@ -217,8 +222,12 @@ export const configSchema = z.strictObject({
   maxBodyBytes: positiveInt.default(64 * 1024 * 1024),
   limits: z
     .strictObject({
-      /** Form bodies are read before forwarding to look for a smuggled `access_token`; larger ones get 413. */
-      formBodyBytes: positiveInt.default(1024 * 1024),
+      /** Form bodies are read (once the token would be allowed) to look for a smuggled `access_token`; larger ones get 413. */
+      formBodyBytes: positiveInt.default(64 * 1024),
+      /** Form body bytes held in memory across all requests; past it, 503 with Retry-After. */
+      bufferedBodyBytes: positiveInt.default(16 * 1024 * 1024),
+      /** Time for a new connection to complete its TLS handshake; then it is dropped. */
+      handshakeTimeoutMs: positiveInt.default(10_000),
       /** All request header bytes; more is 431. */
       headerBytes: number(z.number().int().min(1024).max(1024 * 1024)).default(16 * 1024),
       /** Request header lines; more is 431. */
@@ -232,7 +241,7 @@ export const configSchema = z.strictObject({
       /** Idle keep-alive connections are closed after this. */
       keepAliveTimeoutMs: positiveInt.default(5_000),
       /** Concurrent client connections; more are refused at accept. */
-      maxConnections: positiveInt.default(10_000),
+      maxConnections: positiveInt.default(1024),
     })
     .prefault({}),
   trustedProxies: z.array(trustedProxySchema).default([]),

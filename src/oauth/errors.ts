@@ -16,6 +16,7 @@ export type ReasonId =
   | 'credentials_missing'
   | 'authorization_malformed'
   | 'path_malformed'
+  | 'path_ambiguous'
   | 'forwarded_certificate_malformed'
   | 'authorization_duplicated'
   | 'token_in_query'
@@ -35,7 +36,10 @@ export type ReasonId =
   | 'insufficient_scope'
   | 'introspection_unavailable'
   | 'upstream_unreachable'
-  | 'upstream_timeout';
+  | 'upstream_timeout'
+  | 'server_busy'
+  | 'client_aborted'
+  | 'internal_error';
 
 interface ReasonSpec {
   readonly status: number;
@@ -56,6 +60,7 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   credentials_missing: { status: 401, description: 'no bearer token' },
   authorization_malformed: { status: 400, error: 'invalid_request', description: 'malformed Authorization header' },
   path_malformed: { status: 400, error: 'invalid_request', description: 'the request path cannot be routed' },
+  path_ambiguous: { status: 400, error: 'invalid_request', description: 'the request path is ambiguous' },
   forwarded_certificate_malformed: { status: 400, error: 'invalid_request', description: 'the forwarded client certificate header is malformed' },
   authorization_duplicated: { status: 400, error: 'invalid_request', description: 'more than one Authorization header' },
   token_in_query: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the URL' },
@@ -76,6 +81,10 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   introspection_unavailable: { status: 503, description: 'the authorization server is unavailable' },
   upstream_unreachable: { status: 502, description: 'the upstream service is unreachable' },
   upstream_timeout: { status: 504, description: 'the upstream service did not answer in time' },
+  server_busy: { status: 503, description: 'the server is busy; retry shortly' },
+  // nginx's convention for a request the client abandoned: never sent, only logged and counted.
+  client_aborted: { status: 499, description: 'the client closed the request' },
+  internal_error: { status: 500, description: 'internal error' },
 });
 
 /** Error codes for cnfguard's own faults, which are not OAuth errors and carry no Bearer `error`. */
@@ -84,6 +93,7 @@ const SERVER_FAULT_CODES: Readonly<Record<number, string>> = {
   408: 'request_timeout',
   413: 'request_too_large',
   414: 'uri_too_long',
+  500: 'server_error',
   431: 'request_header_fields_too_large',
   502: 'bad_gateway',
   503: 'temporarily_unavailable',

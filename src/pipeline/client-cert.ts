@@ -68,10 +68,13 @@ export interface RequestConnection {
 
 export interface CertificateSource {
   /**
-   * The certificate to judge the request on, or undefined when there is none. Deletes every
-   * configured certificate header from `headers`. Throws `forwarded_certificate_malformed`.
+   * The certificate to judge the request on, or undefined when there is none. Throws
+   * `forwarded_certificate_malformed`. (Every configured certificate header is among the headers
+   * never forwarded: upstream-headers.ts.)
    */
   certificateOf(connection: RequestConnection): ClientCertificate | undefined;
+  /** Whether the TCP peer is one of the `trustedProxies`. */
+  isTrustedProxy(peerAddress: string | undefined): boolean;
   /** A reloaded tls.clientCa: forwarded certificates are checked against it from now on. */
   updateClientCa(pem: string | undefined): void;
 }
@@ -101,7 +104,6 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
   const verifyChain = options.clientCa !== undefined;
   let authorities = splitPemCertificates(options.clientCa ?? '').map((pem) => new X509Certificate(pem));
   const proxies = options.trustedProxies.map((proxy) => ({ ...proxy, list: parseCidrList([...proxy.cidrs]) as BlockList }));
-  const headerNames = [...new Set(proxies.map((proxy) => proxy.header))];
   const bySocket = new WeakMap<TLSSocket, ClientCertificate | null>();
   // Proxies resend the same certificate on every request: parse each header value once.
   const byHeader = new LRUCache<string, { facts: ClientCertificate; der: X509Certificate | undefined }>({ max: 10_000 });
@@ -144,12 +146,13 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
   }
 
   return {
-    certificateOf({ socket, peerAddress, headers, headersDistinct }) {
-      const proxy = proxies.find((candidate) => peerInList(candidate.list, peerAddress));
-      const value = proxy === undefined ? undefined : headersDistinct[proxy.header];
-      for (const name of headerNames) if (headers[name] !== undefined) delete headers[name];
-      if (proxy !== undefined) return fromHeader(proxy, value);
+    certificateOf({ socket, peerAddress, headersDistinct }) {
+      const proxy = proxies.length === 0 ? undefined : proxies.find((candidate) => peerInList(candidate.list, peerAddress));
+      if (proxy !== undefined) return fromHeader(proxy, headersDistinct[proxy.header]);
       return socket === undefined ? undefined : fromSocket(socket);
+    },
+    isTrustedProxy(peerAddress) {
+      return proxies.length > 0 && proxies.some((candidate) => peerInList(candidate.list, peerAddress));
     },
     updateClientCa(pem) {
       if (verifyChain && pem !== undefined) authorities = splitPemCertificates(pem).map((block) => new X509Certificate(block));

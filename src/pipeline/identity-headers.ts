@@ -2,7 +2,6 @@
  * Step: the verified identity, as headers for the upstream. Inbound copies of every header any
  * route manages are removed on every route (also `binding: off`), so an upstream can believe them.
  */
-import type { IncomingHttpHeaders } from 'node:http';
 import type { ClientCertificate } from './client-cert.ts';
 import type { Identity } from './decide.ts';
 import type { ClaimHeader } from './route.ts';
@@ -13,6 +12,7 @@ export interface IdentityHeaderNames {
   readonly scope: string;
   readonly certThumbprint: string;
   readonly clientCert: string;
+  readonly binding: string;
 }
 
 /**
@@ -35,9 +35,9 @@ function quotedXfcc(value: string): string {
   return `"${value.replace(/["\\]/g, (c) => `\\${c}`)}"`;
 }
 
+/** URI and DNS values percent-encoded (as Envoy does) so no character can end the element or the field. */
 function xfccValue(value: string): string {
-  const safe = headerSafe(value);
-  return /[,;="\\]/.test(safe) ? quotedXfcc(safe) : safe;
+  return headerSafe(value.replace(/[%,;="\\ ]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`));
 }
 
 /** One Envoy XFCC element for the connection's certificate: `Hash=…;Subject="…";URI=…;DNS=…`. */
@@ -46,12 +46,6 @@ export function xfccElement(certificate: Pick<ClientCertificate, 'sha256Hex' | '
   for (const uri of certificate.uris) parts.push(`URI=${xfccValue(uri)}`);
   for (const dns of certificate.dns) parts.push(`DNS=${xfccValue(dns)}`);
   return parts.join(';');
-}
-
-/** Removes, in place, every header cnfguard sets for the upstream: they are the client's to forge. */
-export function stripManagedHeaders(headers: IncomingHttpHeaders, names: readonly string[]): void {
-  // Only when present: a delete turns V8's header object into a slower dictionary.
-  for (const name of names) if (headers[name] !== undefined) delete headers[name];
 }
 
 /** A claim as a header value: strings as they are, numbers and booleans as text, anything else as JSON. */
@@ -66,12 +60,16 @@ export function claimValue(claims: Readonly<Record<string, unknown>>, path: read
   return headerSafe(text);
 }
 
-/** Sets the verified identity and mapped claims, in place (after {@link stripManagedHeaders}). */
-export function setIdentityHeaders(headers: IncomingHttpHeaders, identity: Identity, names: IdentityHeaderNames, claimHeaders: readonly ClaimHeader[] = []): void {
+/**
+ * Sets the verified identity and mapped claims, in place, on headers from which every client copy
+ * is already gone (upstream-headers.ts). A certificate that does not chain to `tls.clientCa` is
+ * not an identity: it is never forwarded, on any route.
+ */
+export function setIdentityHeaders(headers: Record<string, string | string[] | undefined>, identity: Identity, names: IdentityHeaderNames, claimHeaders: readonly ClaimHeader[] = []): void {
   if (identity.subject !== undefined) headers[names.subject] = headerSafe(identity.subject);
   if (identity.clientId !== undefined) headers[names.clientId] = headerSafe(identity.clientId);
   if (identity.scope !== undefined) headers[names.scope] = headerSafe(identity.scope);
-  if (identity.certificate !== undefined) {
+  if (identity.certificate?.trusted === true) {
     headers[names.certThumbprint] = identity.certificate.thumbprint;
     headers[names.clientCert] = identity.certificate.xfcc;
   }

@@ -43,9 +43,14 @@ export function cacheLifetimeMs(info: TokenInfo, nowMs: number, options: Pick<To
   return Math.max(0, Math.min(cap, untilExp));
 }
 
+/** Who asked, so that introspection calls can be budgeted per peer. */
+export interface LookupContext {
+  peer?: string | undefined;
+}
+
 export interface TokenIntrospector {
   /** The token's claims, from the cache or the AS. Rejects with `introspection_unavailable`. */
-  lookup(token: string): Promise<TokenInfo>;
+  lookup(token: string, context?: LookupContext): Promise<TokenInfo>;
   readonly size: number;
   clear(): void;
 }

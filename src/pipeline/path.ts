@@ -1,17 +1,35 @@
 /**
- * Step: the request path in one canonical spelling, so a route cannot be bypassed by spelling
- * the same path differently (`/%61dmin`, `//admin`, `/x/../admin`), and the upstream receives the
- * path that was matched. RFC 3986 §6.2.2: percent-encoded unreserved characters are decoded,
- * other escapes upper-cased, dot segments removed; repeated slashes are merged. Encoded slashes
- * and backslashes, which upstreams disagree about, are refused.
+ * Step: the request target, parsed once, and the spellings of its path a route is judged on.
+ *
+ * Upstreams disagree about what a path means: Express matches case-insensitively, Tomcat and
+ * Jetty drop `;params` (so `/public/..;/admin` is `/admin`), Windows stacks drop trailing dots,
+ * and a second decoding turns `%2561` into `a`. cnfguard judges every request by two readings:
+ * - the canonical path (RFC 3986 §6.2.2: unreserved escapes decoded, other escapes upper-cased,
+ *   dot segments removed, repeated slashes merged), which is also what is forwarded;
+ * - the permissive path: every escape decoded (repeatedly), `;params` dropped per segment,
+ *   Unicode compatibility forms folded, trailing dots and spaces dropped, then dot segments removed.
+ * Both are matched case-insensitively unless `paths.ignoreCase` is off. When the two readings
+ * choose different routes the spelling is ambiguous and is refused (`path_ambiguous`, 400):
+ * over-matching a protected route is safe, under-matching is a bypass.
+ * Encoded slashes and backslashes, in any layer of encoding, and escapes that are not UTF-8 or
+ * decode to control characters, are refused (`path_malformed`).
  */
 import { GuardError } from '../oauth/errors.ts';
 
-export interface NormalizedTarget {
-  /** The canonical path. */
+export interface ParsedTarget {
+  /** The canonical path: matched, and forwarded. */
   path: string;
+  /** `?…` or empty. */
+  query: string;
   /** The path and query to forward. */
   target: string;
+}
+
+export interface RoutingPaths {
+  /** The canonical path, case-folded when matching ignores case. */
+  canonical: string;
+  /** The permissive reading; the same string as `canonical` when the path has nothing to reinterpret. */
+  permissive: string;
 }
 
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
@@ -23,10 +41,9 @@ function normalizeEscapes(path: string): string {
   });
 }
 
-/** RFC 3986 §5.2.4, on a path already split into segments. */
-function removeDotSegments(path: string): string {
+/** RFC 3986 §5.2.4 over segments (the leading empty segment already dropped). */
+function removeDotSegments(segments: readonly string[]): string {
   const out: string[] = [];
-  const segments = path.split('/').slice(1);
   segments.forEach((segment, index) => {
     const last = index === segments.length - 1;
     if (segment === '.' || segment === '..') {
@@ -37,21 +54,69 @@ function removeDotSegments(path: string): string {
   return `/${out.join('/')}`;
 }
 
-/** Throws `path_malformed` for targets cnfguard will not route: not origin-form, or with encoded slashes. */
 /** Nothing to normalize: no escapes, no backslash, no repeated slash, no `.` or `..` segment. */
 function isCanonical(path: string): boolean {
   return !path.includes('%') && !path.includes('\\') && !path.includes('//') && !/\/\.\.?(?:\/|$)/.test(path);
 }
 
-export function normalizeTarget(target: string): NormalizedTarget {
+/** Splits a request target once. Throws `path_malformed` for targets cnfguard will not route. */
+export function parseTarget(target: string): ParsedTarget {
   if (!target.startsWith('/')) throw new GuardError('path_malformed', { detail: 'request target is not origin-form' });
   const hash = target.indexOf('#');
   const withoutFragment = hash === -1 ? target : target.slice(0, hash);
   const queryStart = withoutFragment.indexOf('?');
   const rawPath = queryStart === -1 ? withoutFragment : withoutFragment.slice(0, queryStart);
   const query = queryStart === -1 ? '' : withoutFragment.slice(queryStart);
-  if (isCanonical(rawPath)) return { path: rawPath, target: rawPath + query };
+  if (isCanonical(rawPath)) return { path: rawPath, query, target: rawPath + query };
   if (/%2f|%5c|\\/i.test(rawPath)) throw new GuardError('path_malformed', { detail: 'encoded slash or backslash in path' });
-  const path = removeDotSegments(normalizeEscapes(rawPath).replace(/\/{2,}/g, '/'));
-  return { path, target: path + query };
+  const path = removeDotSegments(normalizeEscapes(rawPath).replace(/\/{2,}/g, '/').split('/').slice(1));
+  return { path, query, target: path + query };
+}
+
+/** Characters that make the permissive reading differ from the canonical one. */
+const REINTERPRETABLE = /[%;\s\u0080-\uffff]|\.(?:\/|$)/;
+const MAX_DECODING_ROUNDS = 3;
+
+function decodeSegment(segment: string): string {
+  let value = segment;
+  for (let round = 0; round < MAX_DECODING_ROUNDS && value.includes('%'); round++) {
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(value);
+    } catch {
+      throw new GuardError('path_malformed', { detail: 'path escape is not UTF-8' });
+    }
+    if (/[/\\]/.test(decoded) || /%2f|%5c/i.test(decoded)) throw new GuardError('path_malformed', { detail: 'encoded slash or backslash in path' });
+    value = decoded;
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(value)) throw new GuardError('path_malformed', { detail: 'control character in path' });
+  return value;
+}
+
+function foldCase(value: string): string {
+  // Upper then lower folds what either alone leaves apart (dotless ı, long ſ, Kelvin K).
+  return value.toUpperCase().toLowerCase();
+}
+
+function permissiveSegment(segment: string, ignoreCase: boolean): string {
+  let value = decodeSegment(segment);
+  const params = value.indexOf(';');
+  if (params !== -1) value = value.slice(0, params);
+  value = value.normalize('NFKC').trim();
+  if (ignoreCase) value = foldCase(value);
+  if (value === '.' || value === '..') return value;
+  return value.replace(/[.\s]+$/, '');
+}
+
+/** The two readings of a canonical path that routes are matched on. */
+export function routingPaths(canonicalPath: string, ignoreCase: boolean): RoutingPaths {
+  const canonical = ignoreCase ? canonicalPath.toLowerCase() : canonicalPath;
+  if (!REINTERPRETABLE.test(canonicalPath)) return { canonical, permissive: canonical };
+  const segments = canonicalPath
+    .split('/')
+    .slice(1)
+    .map((segment) => permissiveSegment(segment, ignoreCase))
+    .filter((segment, index, all) => segment !== '' || index === all.length - 1);
+  return { canonical, permissive: removeDotSegments(segments) };
 }

@@ -4,7 +4,9 @@
  * top-level keys) comes last. A route inherits every policy key it does not set.
  */
 import type { BindingMode, Settings } from '../config/schema.ts';
+import { GuardError } from '../oauth/errors.ts';
 import type { IdentityHeaderNames } from './identity-headers.ts';
+import { routingPaths } from './path.ts';
 
 export interface ClaimHeader {
   readonly header: string;
@@ -41,6 +43,10 @@ export interface RoutePolicy {
 export interface RouteTable {
   readonly routes: readonly RoutePolicy[];
   readonly fallback: RoutePolicy;
+  /** `paths.ignoreCase`: path prefixes match in any letter case. */
+  readonly ignoreCase: boolean;
+  /** Path prefixes as matched (case-folded when `ignoreCase`), by index into `routes`. */
+  readonly matchPrefixes: readonly (string | undefined)[];
   /** Every identity and claim header name any route sets: stripped from every inbound request. */
   readonly managedHeaders: readonly string[];
 }
@@ -100,7 +106,9 @@ export function compileRoutes(settings: Settings): RouteTable {
     for (const name of Object.values(route.headerNames)) managed.add(name);
     for (const claim of route.claimHeaders) managed.add(claim.header);
   }
-  return Object.freeze({ routes: Object.freeze(routes), fallback, managedHeaders: Object.freeze([...managed]) });
+  const ignoreCase = settings.paths.ignoreCase;
+  const matchPrefixes = Object.freeze(routes.map((route) => (ignoreCase ? route.pathPrefix?.toLowerCase() : route.pathPrefix)));
+  return Object.freeze({ routes: Object.freeze(routes), fallback, ignoreCase, matchPrefixes, managedHeaders: Object.freeze([...managed]) });
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {
@@ -130,13 +138,31 @@ export function pathMatches(prefix: string, path: string): boolean {
   return prefix.endsWith('/') || path.length === prefix.length || path[prefix.length] === '/';
 }
 
+/** The first route matching a host name and a path (already case-folded when the table ignores case). */
 export function matchRoute(table: RouteTable, host: string, path: string): RoutePolicy {
-  for (const route of table.routes) {
+  const { routes, matchPrefixes } = table;
+  for (let index = 0; index < routes.length; index++) {
+    const route = routes[index] as RoutePolicy;
     if (route.host !== undefined && !hostMatches(route.host, host)) continue;
-    if (route.pathPrefix !== undefined && !pathMatches(route.pathPrefix, path)) continue;
+    const prefix = matchPrefixes[index];
+    if (prefix !== undefined && !pathMatches(prefix, path)) continue;
     return route;
   }
   return table.fallback;
+}
+
+/**
+ * The route a request is judged by: both readings of its path must choose the same one
+ * (see path.ts); otherwise the spelling is ambiguous and refused.
+ */
+export function routeFor(table: RouteTable, host: string, canonicalPath: string): RoutePolicy {
+  if (table.routes.length === 0) return table.fallback;
+  const paths = routingPaths(canonicalPath, table.ignoreCase);
+  const route = matchRoute(table, host, paths.canonical);
+  if (paths.permissive !== paths.canonical && matchRoute(table, host, paths.permissive) !== route) {
+    throw new GuardError('path_ambiguous', { detail: 'the path reads as another route once decoded, without ;params or trailing dots' });
+  }
+  return route;
 }
 
 /** Whether every host `inner` matches is matched by `outer` too. */

@@ -8,6 +8,8 @@ import { GuardError } from '../oauth/errors.ts';
 /** `Bearer` (any case), one or more spaces, a b64token (RFC 6750 §2.1). */
 const BEARER = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
 const SCHEME = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+)(?: |$)/;
+/** IANA HTTP Authentication Scheme registry (and DPoP): the names safe to log. */
+const KNOWN_SCHEMES = new Set(['basic', 'bearer', 'digest', 'dpop', 'hoba', 'mutual', 'negotiate', 'ntlm', 'oauth', 'privatetoken', 'scram-sha-1', 'scram-sha-256', 'vapid', 'concealed', 'aws4-hmac-sha256', 'gnap']);
 
 /**
  * The bearer token from the Authorization header values (`req.headersDistinct.authorization`:
@@ -23,7 +25,10 @@ export function bearerTokenFrom(authorization: readonly string[] | undefined): s
   const scheme = SCHEME.exec(value)?.[1];
   if (scheme === undefined) throw new GuardError('authorization_malformed');
   if (scheme.toLowerCase() !== 'bearer') {
-    throw new GuardError('credentials_missing', { detail: `unsupported authorization scheme ${scheme.slice(0, 20)}` });
+    // Only a registered scheme name is logged: `Authorization: <token>` has no scheme, and its
+    // first characters would otherwise read as one.
+    const named = KNOWN_SCHEMES.has(scheme.toLowerCase()) ? scheme.toLowerCase() : 'unrecognized';
+    throw new GuardError('credentials_missing', { detail: `unsupported authorization scheme ${named}` });
   }
   const token = BEARER.exec(value)?.[1];
   if (token === undefined) throw new GuardError('authorization_malformed');
@@ -38,8 +43,20 @@ export function queryCarriesToken(target: string): boolean {
   if (start === -1) return false;
   const query = beforeFragment.slice(start + 1);
   // Only a query that could spell the name (plainly or percent-encoded) needs parsing.
-  if (!query.includes('%') && !query.includes('access_token')) return false;
-  return new URLSearchParams(query).has('access_token');
+  if (!query.includes('%') && !/access_token/i.test(query)) return false;
+  return carriesToken(new URLSearchParams(query));
+}
+
+/**
+ * Whether parameters carry `access_token` under any spelling a framework would read as it:
+ * any letter case, and PHP/Rails array forms (`access_token[]`, `access_token[x]`).
+ */
+function carriesToken(params: URLSearchParams): boolean {
+  for (const name of params.keys()) {
+    const bracket = name.indexOf('[');
+    if ((bracket === -1 ? name : name.slice(0, bracket)).trim().toLowerCase() === 'access_token') return true;
+  }
+  return false;
 }
 
 /** Whether a content type is a form body, the one body RFC 6750 §2.2 would take a token from. */
@@ -49,5 +66,5 @@ export function isFormContentType(contentType: string | undefined): boolean {
 
 /** Whether a form body carries an `access_token` parameter. */
 export function formCarriesToken(body: Buffer): boolean {
-  return new URLSearchParams(body.toString('latin1')).has('access_token');
+  return carriesToken(new URLSearchParams(body.toString('latin1')));
 }

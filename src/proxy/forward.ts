@@ -7,44 +7,32 @@
  * node:http Agent cost about 60 µs of CPU per request in Node's HTTP client and the proxy's
  * passes, against about 13 µs for undici, and held cnfguard to half the bare forwarder's rate.
  */
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
 import { Agent, type Dispatcher } from 'undici';
 import { GuardError } from '../oauth/errors.ts';
-
-/** RFC 9110 §7.6.1 connection-specific fields, plus `expect` (Node already answered it). */
-const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'expect'];
+import { connectionOptions, HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
 
 /**
- * Removes hop-by-hop headers in place, including any the Connection header names. A websocket
- * upgrade keeps `Connection: upgrade` and `Upgrade`, which the upstream needs to switch.
+ * Removes hop-by-hop fields from a response's headers, in place, including any its Connection
+ * header names: the upstream's Connection and Keep-Alive describe its hop, not the client's.
  */
-export function removeHopByHop(headers: IncomingHttpHeaders, keepUpgrade: boolean): void {
+export function removeHopByHop(headers: Record<string, string | string[] | undefined>): void {
   const connection = headers.connection;
-  if (connection !== undefined) {
-    for (const name of connection.split(',')) {
-      const token = name.trim().toLowerCase();
-      if (token && token !== 'upgrade' && headers[token] !== undefined) delete headers[token];
-    }
-  }
+  const named = connectionOptions(Array.isArray(connection) ? connection.join(',') : connection);
+  if (named !== undefined) for (const name of named) if (headers[name] !== undefined) delete headers[name];
   for (const name of HOP_BY_HOP) {
-    if (keepUpgrade && (name === 'connection' || name === 'upgrade')) continue;
     // Only when present: a delete turns V8's header object into a slower dictionary.
     if (headers[name] !== undefined) delete headers[name];
   }
-  if (keepUpgrade) headers.connection = 'upgrade';
-}
-
-/** X-Forwarded-For gets the peer appended; Proto and Host are set, not appended, since cnfguard is the TLS edge. */
-export function setForwardedHeaders(headers: IncomingHttpHeaders, peerAddress: string | undefined): void {
-  const prior = headers['x-forwarded-for'];
-  if (peerAddress !== undefined) headers['x-forwarded-for'] = prior ? `${prior}, ${peerAddress}` : peerAddress;
-  headers['x-forwarded-proto'] = 'https';
-  if (headers.host !== undefined) headers['x-forwarded-host'] = headers.host;
 }
 
 export interface WebForwardOptions {
+  /** The header block for the upstream (upstream-headers.ts). */
+  headers: Record<string, string | string[]>;
+  /** The path and query to request from the upstream, below the route's upstream path. */
+  target: string;
   /** The request body to send instead of `req` (a buffered form, or a size-limited stream). */
   body?: Readable;
   /** No response headers, or no body byte, for this long: 504 (or a cut connection once the answer started). */
@@ -57,6 +45,7 @@ export interface WebForwardOptions {
 
 export interface Forwarder {
   web(req: IncomingMessage, res: ServerResponse, target: URL, options: WebForwardOptions): void;
+  /** A websocket upgrade: `req.headers` and `req.url` are what the upstream receives. */
   ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, onError: (err: GuardError) => void): void;
   close(): Promise<void>;
 }
@@ -101,7 +90,7 @@ export function createForwarder(): Forwarder {
         options.onResponse?.(statusCode);
         // The upstream's Connection and Keep-Alive describe its hop, not the client's: drop them
         // and say what Node will really do with the client connection (it honours `close`).
-        removeHopByHop(headers, false);
+        removeHopByHop(headers);
         headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
         res.writeHead(statusCode, statusMessage ?? '', headers);
       },
@@ -123,9 +112,9 @@ export function createForwarder(): Forwarder {
       dispatcher.dispatch(
         {
           origin: target.origin,
-          path: target.pathname === '/' ? (req.url ?? '/') : `${target.pathname.replace(/\/$/, '')}${req.url ?? '/'}`,
+          path: target.pathname === '/' ? options.target : `${target.pathname.replace(/\/$/, '')}${options.target}`,
           method: req.method as Dispatcher.HttpMethod,
-          headers: req.headers as Record<string, string | string[]>,
+          headers: options.headers,
           body: options.body ?? (hasBody(req) ? req : null),
           headersTimeout: options.timeoutMs,
           bodyTimeout: options.timeoutMs,

@@ -7,7 +7,7 @@ import https from 'node:https';
 import type { RequestListener } from 'node:http';
 import type { SecureContextOptions } from 'node:tls';
 import type { TlsMaterial } from '../config/load.ts';
-import type { Settings } from '../config/schema.ts';
+import { listenerOptions, listenerProperties, type Limits } from '../proxy/limits.ts';
 
 /** The parts of the TLS set-up that a certificate reload replaces. */
 export function secureContextOptions(tls: TlsMaterial): SecureContextOptions {
@@ -21,27 +21,8 @@ export function secureContextOptions(tls: TlsMaterial): SecureContextOptions {
   };
 }
 
-export function createTlsServer(tls: TlsMaterial, limits: Settings['limits'], onRequest: RequestListener): https.Server {
-  const server = https.createServer(
-    {
-      ...secureContextOptions(tls),
-      requestCert: true,
-      rejectUnauthorized: false,
-      // Node answers 431 itself past this many header bytes.
-      maxHeaderSize: limits.headerBytes,
-      // Slowloris: the headers, then the whole request, must arrive in time (408).
-      headersTimeout: limits.headersTimeoutMs,
-      requestTimeout: limits.requestTimeoutMs,
-      keepAliveTimeout: limits.keepAliveTimeoutMs,
-      // How often those timeouts are checked (Node's default, 30 s, would let a slow client linger).
-      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
-      // Lenient parsing (obs-fold, bare LF, conflicting lengths) stays off: smuggling starts there.
-      insecureHTTPParser: false,
-    },
-    onRequest,
-  );
-  server.maxConnections = limits.maxConnections;
-  // One line over the limit is kept, so the guard can see the limit was passed (431).
-  server.maxHeadersCount = limits.headerCount + 1;
+export function createTlsServer(tls: TlsMaterial, limits: Limits, onRequest: RequestListener): https.Server {
+  const server = https.createServer({ ...secureContextOptions(tls), requestCert: true, rejectUnauthorized: false, ...listenerOptions(limits) }, onRequest);
+  Object.assign(server, listenerProperties(limits));
   return server;
 }

@@ -198,6 +198,7 @@ describe('loadConfigObject', () => {
       scope: 'x-auth-scope',
       certThumbprint: 'x-auth-cert-thumbprint',
       clientCert: 'x-forwarded-client-cert',
+      binding: 'x-auth-binding',
     });
   });
 

@@ -173,12 +173,15 @@ describe('REASONS', () => {
     const withoutCode = entries.filter(([, spec]) => spec.error === undefined).map(([reason]) => reason);
     expect(withoutCode.sort()).toEqual([
       'body_too_large',
+      'client_aborted',
       'credentials_missing',
       'headers_too_large',
       'headers_too_many',
       'http_malformed',
+      'internal_error',
       'introspection_unavailable',
       'request_timeout',
+      'server_busy',
       'upstream_timeout',
       'upstream_unreachable',
       'url_too_long',

@@ -181,9 +181,9 @@ describe('fuzz: forwarded certificate headers through createCertificateSource', 
     }
   }
 
-  it.each(FORWARDED_CERTIFICATE_FORMATS)('%s from a trusted peer: a certificate, undefined, or forwarded_certificate_malformed; the header is always deleted', (format) => {
+  it.each(FORWARDED_CERTIFICATE_FORMATS)('%s from a trusted peer: a certificate, undefined, or forwarded_certificate_malformed; reading changes no header', (format) => {
     const header = HEADER_OF[format];
-    // Two proxies: this format, and another one whose header must be deleted too.
+    // Two proxies: this format, and another one. (Both headers are stripped before forwarding: upstream-headers.test.ts.)
     const other: TrustedProxy = { cidrs: ['172.16.0.0/12'], header: 'x-other-cert', format: 'sha256-hex', xfccElement: 'last' };
     const sources = [false, true].map((withCa) => ({
       withCa,
@@ -209,16 +209,14 @@ describe('fuzz: forwarded certificate headers through createCertificateSource', 
             expect((err as GuardError).detail).toMatch(new RegExp(`^${header}: (too_large|ambiguous|malformed_header|not_a_certificate|hash_mismatch)$`));
           }
           checkCertificate(result, format, chosen.withCa);
-          expect(headers).not.toHaveProperty(header);
-          expect(headers).not.toHaveProperty('x-other-cert');
-          expect(headers.authorization).toBe('Bearer abc');
+          expect(headers).toEqual(requestHeaders({ [header]: value, 'x-other-cert': otherValue }).headers);
         }
       }),
       { numRuns: RUNS },
     );
   });
 
-  it('from an untrusted peer the headers are never read (no error, no certificate) and always deleted', () => {
+  it('from an untrusted peer the headers are never read (no error, no certificate)', () => {
     const proxies: TrustedProxy[] = FORWARDED_CERTIFICATE_FORMATS.map((format) => ({ cidrs: ['10.0.0.0/8', 'fd00::/8'], header: HEADER_OF[format], format, xfccElement: 'last' }));
     const source = createCertificateSource({ trustedProxies: proxies, clientCa: undefined });
     const values = fc.record(Object.fromEntries(FORWARDED_CERTIFICATE_FORMATS.map((format) => [HEADER_OF[format], lines(format)])) as Record<string, fc.Arbitrary<string[]>>);
@@ -226,7 +224,6 @@ describe('fuzz: forwarded certificate headers through createCertificateSource', 
       fc.property(values, UNTRUSTED_PEER, (value, peerAddress) => {
         const { headers, headersDistinct } = requestHeaders(value);
         expect(source.certificateOf({ socket: undefined, peerAddress, headers, headersDistinct })).toBeUndefined();
-        for (const format of FORWARDED_CERTIFICATE_FORMATS) expect(headers).not.toHaveProperty(HEADER_OF[format]);
       }),
       { numRuns: RUNS },
     );

@@ -1,0 +1,158 @@
+/**
+ * The request's way through cnfguard, written once. Every edge (the HTTP/1.1 proxy; HTTP/2 and
+ * the decision API plug in the same way) turns a request into {@link RequestFacts}, calls
+ * {@link Pipeline.evaluate}, and applies the {@link Verdict}. Nothing here knows the protocol; the
+ * only I/O, introspection and reading a form body, is injected.
+ *
+ *   1. shape        limits, Host, the target parsed once                  path.ts
+ *   2. route        both readings of the path choose one route            route.ts
+ *   3. body size    a declared length over the route's maxBodyBytes
+ *   4. certificate  a trusted proxy's certificate header that is malformed client-cert.ts (edge)
+ *   5. token        from the Authorization header only, none in the URL   token.ts
+ *   6. validation   introspection, cached, budgeted per peer              introspect.ts
+ *   7. decision     activity, expiry, issuer, audience, binding, scopes   decide.ts, binding.ts
+ *   8. form body    read only when the token would be allowed: no token in it
+ *   9. verdict      route, decision, target and body to forward; the edge sets the upstream
+ *                   headers from it                                        upstream-headers.ts
+ */
+import { GuardError } from '../oauth/errors.ts';
+import type { ClientCertificate } from './client-cert.ts';
+import { decide, type Decision } from './decide.ts';
+import type { TokenIntrospector } from './introspect.ts';
+import { parseTarget, type ParsedTarget } from './path.ts';
+import { hostName, routeFor, type RoutePolicy, type RouteTable } from './route.ts';
+import { bearerTokenFrom, formCarriesToken, queryCarriesToken } from './token.ts';
+
+export interface BodyFacts {
+  /** Declared Content-Length, when there is one. */
+  declaredLength: number | undefined;
+  /** A body without a declared length (Transfer-Encoding: chunked). */
+  chunked: boolean;
+  /** `application/x-www-form-urlencoded`: the one body RFC 6750 would take a token from. */
+  form: boolean;
+}
+
+/** What reading a form body gave: its bytes, or why it was left unread. */
+export type FormRead = { kind: 'read'; bytes: Buffer } | { kind: 'too_large' } | { kind: 'busy' } | { kind: 'aborted' };
+
+/** Reads the form body up to `limitBytes`; supplied by the edge. */
+export type FormReader = (limitBytes: number) => Promise<FormRead>;
+
+export interface RequestFacts {
+  method: string;
+  /** The request target as received (path and query). */
+  target: string;
+  /** Every Host line (HTTP/2: the `:authority`). */
+  hostLines: readonly string[] | undefined;
+  /** Header lines received. */
+  headerCount: number;
+  /** Every Authorization line. */
+  authorization: readonly string[] | undefined;
+  /** The TCP peer's address. */
+  peer: string | undefined;
+  certificate: ClientCertificate | undefined;
+  /** A forwarded certificate header from a trusted hop that could not be read. */
+  certificateError: GuardError | undefined;
+  body: BodyFacts;
+}
+
+export type BodyPlan =
+  /** Nothing to send, or the request's own body within its declared length. */
+  | { kind: 'as-received' }
+  /** The form body, already read. */
+  | { kind: 'buffered'; bytes: Buffer }
+  /** A body of unknown length: cut off past `limitBytes`. */
+  | { kind: 'limited'; limitBytes: number };
+
+export interface Verdict {
+  route: RoutePolicy;
+  decision: Decision;
+  /** The canonical path and query to forward (the one the route was judged on). */
+  target: string;
+  /** The validated Host line, forwarded as Host and X-Forwarded-Host. */
+  host: string | undefined;
+  body: BodyPlan;
+  /** A body was left unread and cannot be skipped safely: the edge closes the connection after answering. */
+  closeConnection: boolean;
+}
+
+export interface PipelineLimits {
+  urlBytes: number;
+  headerCount: number;
+  formBodyBytes: number;
+}
+
+export interface PipelineDependencies {
+  routes: RouteTable;
+  limits: PipelineLimits;
+  introspector: TokenIntrospector;
+  /** Milliseconds since the epoch. */
+  now: () => number;
+}
+
+export interface Pipeline {
+  evaluate(facts: RequestFacts, readForm: FormReader): Promise<Verdict>;
+  readonly routes: RouteTable;
+}
+
+/** One Host line, a host name or IP literal with an optional port: anything else could route one way and be read another. */
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?)(?::\d{1,5})?$/;
+
+/** Step 1: checks on the request's shape that need no route. */
+function shapeOf(facts: RequestFacts, limits: PipelineLimits): { target: ParsedTarget; host: string } {
+  if (facts.target.length > limits.urlBytes) throw new GuardError('url_too_long');
+  if (facts.headerCount > limits.headerCount) throw new GuardError('headers_too_many');
+  const lines = facts.hostLines;
+  if (lines === undefined || lines.length !== 1 || !HOST.test(lines[0] ?? '')) throw new GuardError('host_malformed');
+  return { target: parseTarget(facts.target), host: lines[0] as string };
+}
+
+const FORM_REFUSALS = {
+  too_large: () => new GuardError('form_body_too_large'),
+  busy: () => new GuardError('server_busy', { detail: 'buffered form bodies at limits.bufferedBodyBytes', retryAfterSeconds: 1 }),
+  aborted: () => new GuardError('client_aborted', { detail: 'the client went away while sending the form body' }),
+} as const;
+
+export function createPipeline({ routes, introspector, now, limits }: PipelineDependencies): Pipeline {
+  async function evaluate(facts: RequestFacts, readForm: FormReader): Promise<Verdict> {
+    let shape: ReturnType<typeof shapeOf>;
+    let route = routes.fallback;
+    const refuse = (error: GuardError, target: string, host: string | undefined, closeConnection = false): Verdict => ({
+      route,
+      target,
+      host,
+      decision: { allow: false, error },
+      body: { kind: 'as-received' },
+      closeConnection,
+    });
+    try {
+      shape = shapeOf(facts, limits);
+      route = routeFor(routes, hostName(shape.host), shape.target.path);
+    } catch (err) {
+      if (err instanceof GuardError) return refuse(err, facts.target, undefined);
+      throw err;
+    }
+    const { target, host } = { target: shape.target.target, host: shape.host };
+    try {
+      const { body } = facts;
+      if (body.declaredLength !== undefined && body.declaredLength > route.maxBodyBytes) throw new GuardError('body_too_large');
+      if (facts.certificateError !== undefined) throw facts.certificateError;
+      if (queryCarriesToken(shape.target.query)) throw new GuardError('token_in_query');
+      const token = bearerTokenFrom(facts.authorization);
+      const info = await introspector.lookup(token, { peer: facts.peer });
+      const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000 });
+      if (!decision.allow || !body.form) {
+        const plan: BodyPlan = decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' };
+        return { route, target, host, decision, body: plan, closeConnection: false };
+      }
+      const form = await readForm(Math.min(limits.formBodyBytes, route.maxBodyBytes));
+      if (form.kind !== 'read') return refuse(FORM_REFUSALS[form.kind](), target, host, true);
+      if (formCarriesToken(form.bytes)) throw new GuardError('token_in_body');
+      return { route, target, host, decision, body: { kind: 'buffered', bytes: form.bytes }, closeConnection: false };
+    } catch (err) {
+      if (err instanceof GuardError) return refuse(err, target, host);
+      throw err;
+    }
+  }
+  return { evaluate, routes };
+}

@@ -1,0 +1,103 @@
+/**
+ * Step 9, applied by the edge: the header block the upstream receives. Built fresh from the
+ * client's headers, so that everything an upstream could read as identity, as the original URL,
+ * host or client address, or as a hop's business, was set by cnfguard or is absent:
+ * - hop-by-hop fields (RFC 9110 §7.6.1) and whatever `Connection` names, except the fields
+ *   cnfguard sets itself;
+ * - every identity, claim and forwarded-certificate header any route uses, and the forwarding
+ *   headers, also when spelled with `_` for `-` (CGI/WSGI stacks read `x_auth_subject` as
+ *   `X-Auth-Subject`);
+ * then the verified identity, `Host` and `X-Forwarded-Host` from the validated Host line,
+ * `X-Forwarded-For` (appended to only behind a trusted proxy), `-Proto` and the request id.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Decision } from './decide.ts';
+import { setIdentityHeaders } from './identity-headers.ts';
+import type { RoutePolicy } from './route.ts';
+
+/** RFC 9110 §7.6.1 connection-specific fields, plus `expect` (the edge already answered it). */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'expect']);
+
+/**
+ * Headers upstreams read as the original client, host, scheme or URL: only cnfguard sets them.
+ * (`X-Original-URL` and `X-Rewrite-URL` re-route IIS and Symfony applications.)
+ */
+export const FORWARDING_HEADERS: readonly string[] = [
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-forwarded-port',
+  'x-forwarded-prefix',
+  'x-forwarded-server',
+  'x-forwarded-scheme',
+  'x-forwarded-ssl',
+  'x-forwarded-uri',
+  'x-forwarded-path',
+  'forwarded',
+  'x-real-ip',
+  'x-client-ip',
+  'true-client-ip',
+  'x-cluster-client-ip',
+  'x-original-url',
+  'x-original-uri',
+  'x-rewrite-url',
+  'x-original-host',
+  'x-host',
+  'x-request-id',
+];
+
+/** Fields a `Connection` header may not remove: cnfguard sets or checked them. */
+const KEPT_AGAINST_CONNECTION = new Set(['host', 'content-length', 'content-type', 'authorization']);
+
+/** Every name `Connection` lists, lower-case. */
+export function connectionOptions(connection: string | undefined): Set<string> | undefined {
+  if (connection === undefined) return undefined;
+  const names = new Set<string>();
+  for (const name of connection.split(',')) {
+    const token = name.trim().toLowerCase();
+    if (token !== '') names.add(token);
+  }
+  return names;
+}
+
+export interface UpstreamHeaderInput {
+  route: RoutePolicy;
+  decision: Extract<Decision, { allow: true }>;
+  /** The validated Host line. */
+  host: string | undefined;
+  requestId: string;
+  peer: string | undefined;
+  /** The peer is a `trustedProxies` hop: its X-Forwarded-For is kept and appended to. */
+  peerIsTrustedProxy: boolean;
+  /** A websocket upgrade keeps `Connection: upgrade` and `Upgrade`. */
+  upgrade: boolean;
+  /** Lower-case names no client may send: identity, claim, certificate and forwarding headers. */
+  stripped: ReadonlySet<string>;
+}
+
+export function upstreamHeaders(inbound: IncomingHttpHeaders, input: UpstreamHeaderInput): Record<string, string | string[]> {
+  const { route, decision, upgrade, stripped } = input;
+  const named = connectionOptions(inbound.connection);
+  const out: Record<string, string | string[]> = {};
+  for (const name in inbound) {
+    const value = inbound[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || name === 'host') continue;
+    if (named?.has(name) === true && !KEPT_AGAINST_CONNECTION.has(name)) continue;
+    if (stripped.has(name.includes('_') ? name.replaceAll('_', '-') : name)) continue;
+    if (name === 'authorization' && route.stripAuthorization) continue;
+    out[name] = value;
+  }
+  if (input.host !== undefined) out.host = input.host;
+  if (upgrade) {
+    out.connection = 'upgrade';
+    if (inbound.upgrade !== undefined) out.upgrade = inbound.upgrade;
+  }
+  setIdentityHeaders(out, decision.identity, route.headerNames, route.claimHeaders);
+  out[route.headerNames.binding] = decision.reason;
+  const prior = inbound['x-forwarded-for'];
+  if (input.peer !== undefined) out['x-forwarded-for'] = input.peerIsTrustedProxy && prior ? `${prior}, ${input.peer}` : input.peer;
+  out['x-forwarded-proto'] = 'https';
+  if (input.host !== undefined) out['x-forwarded-host'] = input.host;
+  out['x-request-id'] = input.requestId;
+  return out;
+}

@@ -1,0 +1,123 @@
+/**
+ * The HTTP/1.1 proxy edge: request -> facts -> pipeline -> verdict, then the answer: the refusal,
+ * or the request forwarded with the upstream headers the verdict implies. One access line and
+ * one count per request, when its response is over (so 413, 502, 504 and client aborts after
+ * forwarding are counted as what they were).
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import type { Metrics } from '../admin/metrics.ts';
+import { WELL_KNOWN_PREFIX } from '../discovery/resource-metadata.ts';
+import type { Logger } from '../log.ts';
+import type { AccessLog } from '../observe/access-log.ts';
+import { GuardError } from '../oauth/errors.ts';
+import type { CertificateSource } from '../pipeline/client-cert.ts';
+import type { Verdict } from '../pipeline/pipeline.ts';
+import { hostName } from '../pipeline/route.ts';
+import { upstreamHeaders } from '../pipeline/upstream-headers.ts';
+import type { Runtime } from '../runtime.ts';
+import { formReader, limitBody, type BodyBudget } from './body.ts';
+import { requestFacts } from './facts.ts';
+import type { Forwarder } from './forward.ts';
+import { renderFor, sendRendered } from './respond.ts';
+
+export interface EdgeDependencies {
+  runtime: () => Runtime;
+  forwarder: Forwarder;
+  metrics: Metrics;
+  logger: Logger;
+  accessLog: AccessLog;
+  certificates: CertificateSource;
+  bodyBudget: BodyBudget;
+  /** While draining, every response closes its connection. */
+  draining: () => boolean;
+}
+
+export function pathOf(target: string): string {
+  const end = target.search(/[?#]/);
+  return end === -1 ? target : target.slice(0, end);
+}
+
+/** RFC 9728 metadata is public: answered before any token check. */
+function serveMetadata(runtime: Runtime, req: IncomingMessage, res: ServerResponse): boolean {
+  if ((req.method !== 'GET' && req.method !== 'HEAD') || !req.url?.startsWith(WELL_KNOWN_PREFIX)) return false;
+  const body = runtime.metadata.lookup(hostName(req.headers.host), pathOf(req.url));
+  if (body === undefined) return false;
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
+  res.end(req.method === 'HEAD' ? undefined : body);
+  return true;
+}
+
+export function createHttp1Edge(deps: EdgeDependencies): (req: IncomingMessage, res: ServerResponse) => void {
+  const { forwarder, metrics, logger, accessLog } = deps;
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const runtime = deps.runtime();
+    if (deps.draining()) res.shouldKeepAlive = false;
+    if (serveMetadata(runtime, req, res)) return;
+    const requestId = randomUUID();
+    const form = formReader(req, deps.bodyBudget);
+    let verdict: Verdict | undefined;
+    let failure: GuardError | undefined;
+    let upstreamStatus: number | undefined;
+    res.once('close', () => {
+      form.release();
+      if (!res.writableFinished && failure === undefined) failure = new GuardError('client_aborted', { detail: 'the client closed the connection before the response ended' });
+      const status = failure?.reason === 'client_aborted' ? 499 : res.statusCode;
+      const path = verdict === undefined ? pathOf(req.url ?? '/') : pathOf(verdict.target);
+      accessLog.record({ requestId, method: req.method, path, status, verdict, failure, upstreamStatus, thumbprint: verdict?.decision.allow ? verdict.decision.identity.certificate?.thumbprint : undefined, latencyMs: Math.round((performance.now() - started) * 100) / 100 });
+    });
+    const fail = (err: GuardError): void => {
+      failure = err;
+      if (res.headersSent) res.destroy();
+      else if (!res.destroyed) sendRendered(res, renderFor(err, runtime.realm, verdict?.route), requestId);
+    };
+    try {
+      const facts = requestFacts(req, deps.certificates);
+      verdict = await runtime.pipeline.evaluate(facts, form.read);
+      const { decision, route } = verdict;
+      if (!decision.allow) {
+        if (verdict.closeConnection) res.shouldKeepAlive = false;
+        if (decision.error.reason === 'client_aborted') failure = decision.error;
+        else sendRendered(res, renderFor(decision.error, runtime.realm, route), requestId);
+        return;
+      }
+      const headers = upstreamHeaders(req.headers, { route, decision, host: verdict.host, requestId, peer: facts.peer, peerIsTrustedProxy: deps.certificates.isTrustedProxy(facts.peer), upgrade: false, stripped: runtime.stripped });
+      res.setHeader('x-request-id', requestId);
+      const abort = verdict.body.kind === 'limited' ? new AbortController() : undefined;
+      const body =
+        verdict.body.kind === 'buffered'
+          ? Readable.from([verdict.body.bytes])
+          : verdict.body.kind === 'limited'
+            ? limitBody(req, verdict.body.limitBytes, () => {
+                abort?.abort();
+                res.shouldKeepAlive = false; // the rest of the body is not read
+                fail(new GuardError('body_too_large', { detail: 'chunked body over maxBodyBytes' }));
+              })
+            : undefined;
+      const forwardedAt = performance.now();
+      forwarder.web(req, res, route.upstream, {
+        headers,
+        target: verdict.target,
+        timeoutMs: route.upstreamTimeoutMs,
+        ...(abort !== undefined && { signal: abort.signal }),
+        ...(body !== undefined && { body }),
+        onResponse: (status) => {
+          upstreamStatus = status;
+          if (deps.draining()) res.shouldKeepAlive = false;
+          metrics.upstreamDuration.observe({ route: route.id }, (performance.now() - forwardedAt) / 1000);
+        },
+        onError: (err) => {
+          if (failure === undefined) fail(req.destroyed && !req.complete ? new GuardError('client_aborted', { detail: 'the client went away during the upload' }) : err);
+        },
+      });
+    } catch (err) {
+      logger.error({ reqId: requestId, err }, 'request handling failed');
+      fail(new GuardError('internal_error'));
+    }
+  }
+
+  return (req, res) => void handle(req, res);
+}

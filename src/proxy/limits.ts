@@ -1,0 +1,40 @@
+/**
+ * Every limit at the edge, in one place: what Node enforces on the listener (handshake, header
+ * bytes, timeouts, connections) and what the pipeline and the body reader enforce per request.
+ * Defaults fit the shipped 256 Mi memory limit: an idle TLS connection costs about 62 KiB, so
+ * 1024 connections take ~62 MiB, and buffered form bodies at most `bufferedBodyBytes` more.
+ */
+import type { ServerOptions } from 'node:https';
+import type { Settings } from '../config/schema.ts';
+import type { PipelineLimits } from '../pipeline/pipeline.ts';
+
+export type Limits = Settings['limits'];
+
+/** Node-level options for the TLS listener. */
+export function listenerOptions(limits: Limits): ServerOptions {
+  return {
+    // A TCP connection that has not finished its TLS handshake by then is dropped (Node: 120 s).
+    handshakeTimeout: limits.handshakeTimeoutMs,
+    // Node answers 431 itself past this many header bytes.
+    maxHeaderSize: limits.headerBytes,
+    // Slowloris: the headers, then the whole request, must arrive in time (408).
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // How often those timeouts are checked (Node's default, 30 s, would let a slow client linger).
+    connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+    // Lenient parsing (obs-fold, bare LF, conflicting lengths) stays off: smuggling starts there.
+    insecureHTTPParser: false,
+  };
+}
+
+/** Limits the listener enforces as properties after creation. */
+export function listenerProperties(limits: Limits): { maxConnections: number; maxHeadersCount: number } {
+  // One header line over the limit is kept, so the pipeline can see the limit was passed (431).
+  return { maxConnections: limits.maxConnections, maxHeadersCount: limits.headerCount + 1 };
+}
+
+/** Limits the pipeline checks per request. */
+export function pipelineLimits(limits: Limits): PipelineLimits {
+  return { urlBytes: limits.urlBytes, headerCount: limits.headerCount, formBodyBytes: limits.formBodyBytes };
+}

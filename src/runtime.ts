@@ -1,0 +1,37 @@
+/**
+ * What a config reload may change, swapped as one object so that a request sees one version:
+ * the pipeline over the compiled routes, the RFC 9728 documents, and the header names no client
+ * may send.
+ */
+import type { Settings } from './config/schema.ts';
+import { buildMetadataDirectory, type MetadataDirectory } from './discovery/resource-metadata.ts';
+import type { TokenIntrospector } from './pipeline/introspect.ts';
+import { createPipeline, type Pipeline } from './pipeline/pipeline.ts';
+import { compileRoutes } from './pipeline/route.ts';
+import { FORWARDING_HEADERS } from './pipeline/upstream-headers.ts';
+import { pipelineLimits } from './proxy/limits.ts';
+
+export interface Runtime {
+  pipeline: Pipeline;
+  metadata: MetadataDirectory;
+  realm: string;
+  /** Lower-case header names no client may send upstream: identity, claim, certificate and forwarding headers. */
+  stripped: ReadonlySet<string>;
+}
+
+export interface RuntimeDependencies {
+  introspector: TokenIntrospector;
+  /** Milliseconds since the epoch. */
+  now: () => number;
+}
+
+export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Runtime {
+  const routes = compileRoutes(settings);
+  const stripped = new Set([...routes.managedHeaders, ...FORWARDING_HEADERS, ...settings.trustedProxies.map((proxy) => proxy.header)].map((name) => name.toLowerCase()));
+  return {
+    pipeline: createPipeline({ routes, introspector: deps.introspector, now: deps.now, limits: pipelineLimits(settings.limits) }),
+    metadata: buildMetadataDirectory(settings, routes),
+    realm: settings.errors.realm,
+    stripped,
+  };
+}
