@@ -23,6 +23,8 @@ export interface ParsedTarget {
   query: string;
   /** The path and query to forward. */
   target: string;
+  /** The path as received: the permissive reading starts from it, before any dot segment is resolved. */
+  received: string;
 }
 
 export interface RoutingPaths {
@@ -67,10 +69,10 @@ export function parseTarget(target: string): ParsedTarget {
   const queryStart = withoutFragment.indexOf('?');
   const rawPath = queryStart === -1 ? withoutFragment : withoutFragment.slice(0, queryStart);
   const query = queryStart === -1 ? '' : withoutFragment.slice(queryStart);
-  if (isCanonical(rawPath)) return { path: rawPath, query, target: rawPath + query };
+  if (isCanonical(rawPath)) return { path: rawPath, query, target: rawPath + query, received: rawPath };
   if (/%2f|%5c|\\/i.test(rawPath)) throw new GuardError('path_malformed', { detail: 'encoded slash or backslash in path' });
   const path = removeDotSegments(normalizeEscapes(rawPath).replace(/\/{2,}/g, '/').split('/').slice(1));
-  return { path, query, target: path + query };
+  return { path, query, target: path + query, received: rawPath };
 }
 
 /** Characters that make the permissive reading differ from the canonical one. */
@@ -109,11 +111,11 @@ function permissiveSegment(segment: string, ignoreCase: boolean): string {
   return value.replace(/[.\s]+$/, '');
 }
 
-/** The two readings of a canonical path that routes are matched on. */
-export function routingPaths(canonicalPath: string, ignoreCase: boolean): RoutingPaths {
-  const canonical = ignoreCase ? canonicalPath.toLowerCase() : canonicalPath;
-  if (!REINTERPRETABLE.test(canonicalPath)) return { canonical, permissive: canonical };
-  const segments = canonicalPath
+/** The two readings of a path that routes are matched on. */
+export function routingPaths(target: Pick<ParsedTarget, 'path' | 'received'>, ignoreCase: boolean): RoutingPaths {
+  const canonical = ignoreCase ? target.path.toLowerCase() : target.path;
+  if (!REINTERPRETABLE.test(target.received)) return { canonical, permissive: canonical };
+  const segments = target.received
     .split('/')
     .slice(1)
     .map((segment) => permissiveSegment(segment, ignoreCase))

@@ -127,7 +127,7 @@ export function createPipeline({ routes, introspector, now, limits }: PipelineDe
     });
     try {
       shape = shapeOf(facts, limits);
-      route = routeFor(routes, hostName(shape.host), shape.target.path);
+      route = routeFor(routes, hostName(shape.host), shape.target);
     } catch (err) {
       if (err instanceof GuardError) return refuse(err, facts.target, undefined);
       throw err;

@@ -6,7 +6,7 @@
 import type { BindingMode, Settings } from '../config/schema.ts';
 import { GuardError } from '../oauth/errors.ts';
 import type { IdentityHeaderNames } from './identity-headers.ts';
-import { routingPaths } from './path.ts';
+import { routingPaths, type ParsedTarget } from './path.ts';
 
 export interface ClaimHeader {
   readonly header: string;
@@ -132,10 +132,13 @@ export function hostMatches(pattern: string, host: string): boolean {
   return host.length > suffix.length && host.endsWith(suffix);
 }
 
-/** Path prefixes match whole segments: `/admin` matches `/admin` and `/admin/x`, not `/administrator`. */
+/**
+ * Path prefixes match whole segments: `/admin` matches `/admin`, `/admin/x` and `/admin;x` (a
+ * segment's parameters, which servlet containers drop), not `/administrator`.
+ */
 export function pathMatches(prefix: string, path: string): boolean {
   if (!path.startsWith(prefix)) return false;
-  return prefix.endsWith('/') || path.length === prefix.length || path[prefix.length] === '/';
+  return prefix.endsWith('/') || path.length === prefix.length || path[prefix.length] === '/' || path[prefix.length] === ';';
 }
 
 /** The first route matching a host name and a path (already case-folded when the table ignores case). */
@@ -155,9 +158,9 @@ export function matchRoute(table: RouteTable, host: string, path: string): Route
  * The route a request is judged by: both readings of its path must choose the same one
  * (see path.ts); otherwise the spelling is ambiguous and refused.
  */
-export function routeFor(table: RouteTable, host: string, canonicalPath: string): RoutePolicy {
+export function routeFor(table: RouteTable, host: string, target: Pick<ParsedTarget, 'path' | 'received'>): RoutePolicy {
   if (table.routes.length === 0) return table.fallback;
-  const paths = routingPaths(canonicalPath, table.ignoreCase);
+  const paths = routingPaths(target, table.ignoreCase);
   const route = matchRoute(table, host, paths.canonical);
   if (paths.permissive !== paths.canonical && matchRoute(table, host, paths.permissive) !== route) {
     throw new GuardError('path_ambiguous', { detail: 'the path reads as another route once decoded, without ;params or trailing dots' });

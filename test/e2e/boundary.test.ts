@@ -71,11 +71,11 @@ const get = (path: string, headers = '', token = UNBOUND, host = 'api.example') 
   `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n${headers}\r\n`;
 
 describe('path spellings are judged by the route an upstream would dispatch them to', () => {
-  it.each(['/ADMIN/users', '/Admin/users', '/aDmIn', '/%41DMIN/users'])('%s is judged by /admin (403 without the admin scope)', async (path) => {
+  it.each(['/ADMIN/users', '/Admin/users', '/aDmIn', '/%41DMIN/users', '/admin;x=1/users', '/admin;/users', '/ADMIN;jsessionid=1'])('%s is judged by /admin (403 without the admin scope)', async (path) => {
     expect((await send(get(path, '', BOUND))).status).toBe(403);
   });
 
-  it.each(['/admin;x=1/users', '/public/..;/admin/users', '/admin;/users', '/%2561dmin/users', '/public/%252e%252e/admin/users', '/admin./users', '/admin%20/users', '/admin%2520/users', '/%EF%BD%81dmin/users'])(
+  it.each(['/public/..;/admin/users', '/%2561dmin/users', '/public/%252e%252e/admin/users', '/admin./users', '/admin%20/users', '/admin%2520/users', '/%EF%BD%81dmin/users'])(
     '%s reads as /admin once decoded: refused as ambiguous',
     async (path) => {
       const { status, text } = await send(get(path));
@@ -137,7 +137,7 @@ describe('identity and forwarding headers come from cnfguard alone', () => {
 
   it('no forged header reaches the upstream, in any spelling; a token without sub forwards no subject', async () => {
     expect((await send(get('/forged', forged, CLIENT_CREDENTIALS))).status).toBe(200);
-    const { headers } = seen('/forged') ?? { headers: {} };
+    const headers = seen('/forged')?.headers ?? {};
     expect(JSON.stringify(headers)).not.toMatch(/forged|6\.6\.6\.6|admin\.example|"\/admin"/);
     expect(headers['x-auth-subject']).toBeUndefined();
     expect(headers['x-auth-client-id']).toBe('machine');
@@ -156,7 +156,7 @@ describe('identity and forwarding headers come from cnfguard alone', () => {
 
   it('a certificate that does not chain to tls.clientCa is never forwarded as identity', async () => {
     expect((await send(get('/untrusted'), 'selfSigned')).status).toBe(200);
-    const { headers } = seen('/untrusted') ?? { headers: {} };
+    const headers = seen('/untrusted')?.headers ?? {};
     expect(headers['x-forwarded-client-cert']).toBeUndefined();
     expect(headers['x-auth-cert-thumbprint']).toBeUndefined();
     expect((await send(get('/trusted'), 'client1')).status).toBe(200);
