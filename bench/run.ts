@@ -46,6 +46,8 @@ const TARGETS = {
   'cnfguard-info': 'cnfguard, logLevel info (the default: one JSON line per request, to /dev/null)',
   'cnfguard-cli': 'cnfguard started by `cnfguard run` (cmd/cnfguard.ts), workers: 1, logLevel warn',
   'cnfguard-workers': 'cnfguard started by `cnfguard run` with workers: N (--workers, default 2), logLevel warn',
+  baseline: 'cnfguard from another checkout (--baseline DIR, e.g. the commit before a change), logLevel warn',
+  'baseline-info': 'cnfguard from the --baseline checkout, logLevel info (its default)',
   'bare-node': 'bare Node 24 mTLS forwarder: https + undici, no checks',
   'bare-proxy3': 'experiment: the bare forwarder with http-proxy-3 + node:http Agent (as cnfguard forwards) instead of undici',
   'bare-proxy3-weakmap': 'experiment: bare-proxy3 + a WeakMap<req, {onResponse closure}> per request, as src/proxy/forward.ts keeps',
@@ -79,6 +81,8 @@ interface Options {
   heapSample: boolean;
   /** workers: for the cnfguard-workers target. */
   workers: number;
+  /** Another checkout whose cnfguard runs as the baseline targets, for before/after in one run. */
+  baseline: string | undefined;
   /** taskset CPU lists when pinning (defaults: servers 0, the rest 1). */
   serverCpus: string;
   clientCpus: string;
@@ -110,6 +114,7 @@ function parseOptions(argv: string[]): Options {
       'server-stdout': { type: 'boolean', default: false },
       'heap-sample': { type: 'boolean', default: false },
       workers: { type: 'string' },
+      baseline: { type: 'string' },
       'server-cpus': { type: 'string' },
       'client-cpus': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -158,6 +163,7 @@ function parseOptions(argv: string[]): Options {
     nodeFlags: (values['node-flags'] ?? env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f !== ''),
     serverStdout: values['server-stdout'],
     heapSample: values['heap-sample'],
+    baseline: values.baseline ?? env.BENCH_BASELINE,
     workers: Math.round(num(values.workers, 'BENCH_WORKERS', 2)),
     serverCpus: values['server-cpus'] ?? env.BENCH_SERVER_CPUS ?? '0',
     clientCpus: values['client-cpus'] ?? env.BENCH_CLIENT_CPUS ?? '1',
@@ -239,7 +245,7 @@ function guardConfigFile(stack: Stack, name: string, extra: Record<string, unkno
   return file;
 }
 
-async function startTarget(stack: Stack, name: TargetName, options: { guardConfig: Record<string, unknown>; nodeFlags: string[]; stdout: boolean; workers?: number }): Promise<Target | undefined> {
+async function startTarget(stack: Stack, name: TargetName, options: { guardConfig: Record<string, unknown>; nodeFlags: string[]; stdout: boolean; workers?: number; baseline?: string | undefined }): Promise<Target | undefined> {
   const child = { cpu: stack.serverCpu, nodeFlags: options.nodeFlags, stdout: options.stdout ? ('inherit' as const) : ('ignore' as const) };
   const fromChild = (server: ChildServer): Target => ({
     name,
@@ -255,6 +261,12 @@ async function startTarget(stack: Stack, name: TargetName, options: { guardConfi
     case 'cnfguard-info': {
       const file = guardConfigFile(stack, name, { logLevel: name === 'cnfguard' ? 'warn' : 'info', ...options.guardConfig });
       return fromChild(await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], ...child }));
+    }
+    case 'baseline':
+    case 'baseline-info': {
+      if (options.baseline === undefined) throw new Error(`target ${name} needs --baseline DIR (a checkout with npm install done)`);
+      const file = guardConfigFile(stack, name, { logLevel: name === 'baseline' ? 'warn' : 'info', ...options.guardConfig });
+      return fromChild(await spawnChild({ name, script: join(options.baseline, 'bench', 'servers', 'guard.ts'), args: [file], ...child }));
     }
     case 'cnfguard-cli':
     case 'cnfguard-workers': {
@@ -526,7 +538,7 @@ async function benchmark(options: Options): Promise<void> {
     const targets: Target[] = [];
     const skipped: string[] = [];
     for (const name of options.targets) {
-      const target = await startTarget(stack, name, { guardConfig: options.guardConfig, nodeFlags: options.nodeFlags, stdout: options.serverStdout, workers: options.workers });
+      const target = await startTarget(stack, name, { guardConfig: options.guardConfig, nodeFlags: options.nodeFlags, stdout: options.serverStdout, workers: options.workers, baseline: options.baseline });
       if (target === undefined) {
         skipped.push(`${name}: not installed (looked for NGINX_BIN, /usr/sbin/nginx, PATH)`);
         log(`  ${name}: skipped, not installed`);
