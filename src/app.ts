@@ -21,7 +21,7 @@ import { createAccessLog } from './observe/access-log.ts';
 import { createBodyBudget } from './proxy/body.ts';
 import { guardConnections, type ConnectionTracker } from './proxy/connection-errors.ts';
 import { createForwarder } from './proxy/forward.ts';
-import { createHttp1Edge } from './proxy/http1-edge.ts';
+import { createProxyEdge } from './proxy/proxy-edge.ts';
 import { createUpgradeEdge } from './proxy/upgrade-edge.ts';
 import { buildRuntime } from './runtime.ts';
 import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
@@ -150,7 +150,9 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const certificateSource = createCertificateSource({ trustedProxies: settings.trustedProxies, clientCa: config.tls.clientCa, now });
   const accessLog = createAccessLog(logger, metrics);
   const edge = { runtime: () => runtime, forwarder, logger, accessLog, certificates: certificateSource, draining: () => draining };
-  const server = createTlsServer(config.tls, settings.limits, createHttp1Edge({ ...edge, metrics, bodyBudget: createBodyBudget(settings.limits.bufferedBodyBytes) }));
+  const proxyEdge = createProxyEdge({ ...edge, metrics, bodyBudget: createBodyBudget(settings.limits.bufferedBodyBytes) });
+  const listener = createTlsServer(config.tls, settings.limits, proxyEdge, settings.listen.http2 ? { onRequest: proxyEdge } : undefined);
+  const { server } = listener;
   server.on(
     'upgrade',
     createUpgradeEdge({
@@ -217,6 +219,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       const websocketDeadline = setTimeout(() => {
         for (const socket of upgraded) socket.destroy();
       }, graceMs);
+      listener.closeHttp2Sessions();
       await close(server, graceMs, connections);
       clearTimeout(websocketDeadline);
       if (admin !== undefined) await close(admin, 0);
