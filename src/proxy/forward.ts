@@ -166,7 +166,7 @@ export function createForwarder(): Forwarder {
 /**
  * HTTP/2 to the upstream (node:http2: undici speaks h2 only over TLS, and gRPC services often
  * listen on h2c). One session per origin, reopened when it closes; request and response bodies
- * stream with backpressure, and trailers pass both ways.
+ * stream with backpressure, and response trailers (gRPC's status) reach the client.
  */
 function createHttp2Upstream() {
   const sessions = new Map<string, ClientHttp2Session>();
@@ -206,7 +206,8 @@ function createHttp2Upstream() {
     const bodyless = options.body === undefined && ('stream' in req ? req.stream.endAfterHeaders : !hasBody(req));
     let stream: http2.ClientHttp2Stream;
     try {
-      stream = sessionFor(target.origin).request(headers, { endStream: bodyless, waitForTrailers: !bodyless });
+      // Request trailers are not relayed: waiting for them would hold every stream open (gRPC sends none).
+      stream = sessionFor(target.origin).request(headers, { endStream: bodyless });
     } catch (err) {
       fail(err);
       return;
@@ -214,11 +215,6 @@ function createHttp2Upstream() {
     stream.setTimeout(options.timeoutMs, () => {
       fail(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }));
       stream.close(http2.constants.NGHTTP2_CANCEL);
-    });
-    stream.on('wantTrailers', () => {
-      const trailers = (req as { trailers?: Record<string, string> }).trailers ?? {};
-      if (Object.keys(trailers).length > 0) stream.sendTrailers(trailers);
-      else stream.close();
     });
     if (!bodyless) source.pipe(stream);
     const abort = (): void => {
