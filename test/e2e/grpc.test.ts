@@ -143,11 +143,10 @@ describe('gRPC through cnfguard', () => {
   });
 
   it('the AS down: UNAVAILABLE (14)', async () => {
-    const { err } = await unary(client(), metadata('never-seen-while-down'), { text: 'x' }).then(async (first) => {
-      // The stub answers unknown tokens as inactive; stop it to make the AS unreachable.
-      await stub.stop();
-      return unary(client(), metadata('another-unseen'));
-    });
+    // While up, the stub answers an unknown token as inactive: UNAUTHENTICATED.
+    expect((await unary(client(), metadata('never-seen'))).err?.code).toBe(grpc.status.UNAUTHENTICATED);
+    await stub.stop();
+    const { err } = await unary(client(), metadata('another-unseen'));
     expect(err?.code).toBe(grpc.status.UNAVAILABLE);
   });
 });
