@@ -34,6 +34,7 @@ export type ReasonId =
   | 'cnf_unsupported'
   | 'insufficient_scope'
   | 'introspection_unavailable'
+  | 'introspection_misconfigured'
   | 'upstream_unreachable'
   | 'upstream_timeout';
 
@@ -74,6 +75,9 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   cnf_unsupported: { status: 401, error: 'invalid_token', description: 'the access token is bound by a confirmation method this server cannot verify' },
   insufficient_scope: { status: 403, error: 'insufficient_scope', description: 'the access token lacks a required scope' },
   introspection_unavailable: { status: 503, description: 'the authorization server is unavailable' },
+  // The AS refused cnfguard itself (401/403: its client credentials; or a wrong URL). Not an AS
+  // outage, so the circuit breaker does not count it; the client is told no more than for one.
+  introspection_misconfigured: { status: 503, description: 'the authorization server is unavailable' },
   upstream_unreachable: { status: 502, description: 'the upstream service is unreachable' },
   upstream_timeout: { status: 504, description: 'the upstream service did not answer in time' },
 });

@@ -93,6 +93,7 @@ describe('renderError', () => {
 
   it.each<[ReasonId, number, string]>([
     ['introspection_unavailable', 503, 'temporarily_unavailable'],
+    ['introspection_misconfigured', 503, 'temporarily_unavailable'],
     ['upstream_unreachable', 502, 'bad_gateway'],
     ['upstream_timeout', 504, 'gateway_timeout'],
   ])('renders %s as %i without a challenge, body error %s', (reason, status, code) => {
@@ -177,6 +178,7 @@ describe('REASONS', () => {
       'headers_too_large',
       'headers_too_many',
       'http_malformed',
+      'introspection_misconfigured',
       'introspection_unavailable',
       'request_timeout',
       'upstream_timeout',

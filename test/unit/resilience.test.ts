@@ -114,3 +114,18 @@ describe('stale-if-error', () => {
     await expect(c.tokens.lookup('t')).rejects.toMatchObject({ reason: 'introspection_unavailable' });
   });
 });
+
+describe('what the breaker counts', () => {
+  it('the AS refusing cnfguard itself (introspection_misconfigured) never opens it', async () => {
+    let calls = 0;
+    const introspect = withCircuitBreaker(
+      async () => {
+        calls++;
+        throw new GuardError('introspection_misconfigured', { detail: 'HTTP 401' });
+      },
+      { failureThreshold: 1, openMs: 5000 },
+    );
+    for (let i = 0; i < 5; i++) await expect(introspect('t')).rejects.toMatchObject({ reason: 'introspection_misconfigured' });
+    expect(calls).toBe(5);
+  });
+});
