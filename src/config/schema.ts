@@ -162,6 +162,8 @@ const introspectionSchema = z
         maxEntries: number(z.number().int().min(0)).default(100_000),
         maxTtlSeconds: number(z.number().min(0)).default(300),
         negativeTtlSeconds: number(z.number().min(0)).default(5),
+        /** Inactive answers are kept in their own LRU of this size, so made-up tokens cannot evict real ones. */
+        negativeMaxEntries: number(z.number().int().min(0)).default(10_000),
       })
       .prefault({}),
   })

@@ -180,7 +180,7 @@ describe('loadConfigObject', () => {
     const { settings } = loadConfigObject(minimal(), 'test');
     expect(settings.listen).toEqual({ host: '0.0.0.0', port: 8443 });
     expect(settings.admin).toEqual({ host: '127.0.0.1', port: 9090 });
-    expect(settings.introspection.cache).toEqual({ maxEntries: 100_000, maxTtlSeconds: 300, negativeTtlSeconds: 5 });
+    expect(settings.introspection.cache).toEqual({ maxEntries: 100_000, maxTtlSeconds: 300, negativeTtlSeconds: 5, negativeMaxEntries: 10_000 });
     expect(settings.introspection.authMethod).toBe('client_secret_basic');
     expect(settings.introspection.timeoutMs).toBe(2000);
     expect(settings.binding).toBe('required');
@@ -249,6 +249,7 @@ describe('loadConfigObject', () => {
     ['an admin port that is not a number', { admin: { port: 'nine' } }, 'admin.port', undefined],
     ['an unknown key', { listen: { prot: 1 } }, 'listen', /prot/],
     ['an unknown key in the cache', { introspection: { cache: { ttl: 1 } } }, 'introspection.cache', /ttl/],
+    ['a negative negativeMaxEntries', { introspection: { cache: { negativeMaxEntries: -1 } } }, 'introspection.cache.negativeMaxEntries', undefined],
     ['an unknown top-level key', { upstreams: 'http://a' }, '', /upstreams/],
     ['no clientSecret for client_secret_basic', { introspection: { clientSecret: undefined } }, 'introspection.clientSecret', /client_secret_basic/],
     ['no clientSecret for client_secret_post', { introspection: { clientSecret: undefined, authMethod: 'client_secret_post' } }, 'introspection.clientSecret', /client_secret_post/],

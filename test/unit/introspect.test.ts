@@ -282,3 +282,66 @@ describe('cacheLifetimeMs', () => {
     expect(cacheLifetimeMs(info, now, opts)).toBe(expected);
   });
 });
+
+describe('inactive answers in their own LRU', () => {
+  it('a flood of 10x maxEntries junk tokens evicts no active entry: every one still hits', async () => {
+    const maxEntries = 100;
+    const { introspector, calls, counters } = setup((token) => (token.startsWith('good-') ? active({ subject: token }) : INACTIVE), { maxEntries, negativeMaxEntries: 50 });
+    const good = Array.from({ length: maxEntries }, (_, i) => `good-${i}`);
+    for (const token of good) await introspector.lookup(token);
+    for (let i = 0; i < 10 * maxEntries; i++) await expect(introspector.lookup(`junk-${i}`)).resolves.toBe(INACTIVE);
+    expect(introspector.size).toBe(maxEntries);
+    expect(introspector.negativeSize).toBe(50);
+    const before = { calls: calls.length, hits: counters.hits };
+    for (const token of good) expect((await introspector.lookup(token)).subject).toBe(token);
+    expect(calls.length).toBe(before.calls);
+    expect(counters.hits - before.hits).toBe(maxEntries);
+  });
+
+  it('a repeated junk token is answered from the negative cache until negativeTtlSeconds, then asked again', async () => {
+    const { introspector, clock, calls } = setup(() => INACTIVE, { negativeTtlSeconds: 5 });
+    await introspector.lookup('junk');
+    clock.ms = T0 + 4_999;
+    expect(await introspector.lookup('junk')).toBe(INACTIVE);
+    expect(calls).toHaveLength(1);
+    expect(introspector.negativeSize).toBe(1);
+    clock.ms = T0 + 5_000;
+    await introspector.lookup('junk');
+    expect(calls).toHaveLength(2);
+  });
+
+  it('keeps no inactive answer with negativeMaxEntries 0', async () => {
+    const { introspector, calls } = setup(() => INACTIVE, { negativeMaxEntries: 0 });
+    await introspector.lookup('junk');
+    await introspector.lookup('junk');
+    expect(calls).toHaveLength(2);
+    expect(introspector.negativeSize).toBe(0);
+  });
+
+  it('a token found revoked loses its active entry, so stale-if-error cannot bring it back', async () => {
+    let answer: TokenInfo | Error = active();
+    const { introspector, clock } = setup(
+      () => {
+        if (answer instanceof Error) throw answer;
+        return answer;
+      },
+      { maxTtlSeconds: 10, negativeTtlSeconds: 1, staleIfErrorSeconds: 600 },
+    );
+    await introspector.lookup('tok');
+    clock.ms += 10_000;
+    answer = INACTIVE;
+    expect(await introspector.lookup('tok')).toBe(INACTIVE);
+    expect(introspector.size).toBe(0);
+    clock.ms += 1_000;
+    answer = new GuardError('introspection_unavailable', { detail: 'down' });
+    await expect(introspector.lookup('tok')).rejects.toMatchObject({ reason: 'introspection_unavailable' });
+  });
+
+  it('clear() forgets inactive answers too', async () => {
+    const { introspector, calls } = setup(() => INACTIVE);
+    await introspector.lookup('junk');
+    introspector.clear();
+    await introspector.lookup('junk');
+    expect(calls).toHaveLength(2);
+  });
+});
