@@ -14,6 +14,7 @@ import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts
 import type { Settings } from './config/schema.ts';
 import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
 import { withCircuitBreaker } from './introspection/breaker.ts';
+import { createIntrospectionBudget } from './introspection/budget.ts';
 import { createIntrospectionClient, type Introspect } from './introspection/client.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createCertificateSource } from './pipeline/client-cert.ts';
@@ -123,8 +124,14 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       logger.warn({ state }, `introspection circuit ${state}`);
     },
   });
+  const budget = createIntrospectionBudget({
+    ...settings.introspection.budget,
+    now,
+    onRefused: (scope) => metrics.introspectionRequests.inc({ outcome: scope === 'peer' ? 'over_peer_budget' : 'over_total_budget' }),
+  });
   const tokens = createCachedIntrospector(introspect, {
     ...settings.introspection.cache,
+    budget,
     staleIfErrorSeconds: settings.introspection.staleIfErrorSeconds,
     now,
     onHit: () => metrics.cacheHits.inc(),

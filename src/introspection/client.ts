@@ -20,7 +20,7 @@ import { INACTIVE, InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenIn
  * Labels of `cnfguard_introspection_requests_total{outcome}`. AS calls: `active`, `inactive`,
  * `refused` (a 4xx about the token), `misconfigured` (401/403/404/405/3xx), `timeout`,
  * `network_error`, `http_error` (408, 5xx), `rate_limited` (the AS's 429), `invalid_response`.
- * Not sent: `circuit_open`.
+ * Not sent: `circuit_open`, `over_peer_budget`, `over_total_budget`.
  */
 export type IntrospectionOutcome =
   | 'active'
@@ -32,7 +32,9 @@ export type IntrospectionOutcome =
   | 'http_error'
   | 'rate_limited'
   | 'invalid_response'
-  | 'circuit_open';
+  | 'circuit_open'
+  | 'over_peer_budget'
+  | 'over_total_budget';
 
 export interface IntrospectionClientOptions {
   url: string;

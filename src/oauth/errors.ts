@@ -35,6 +35,8 @@ export type ReasonId =
   | 'insufficient_scope'
   | 'introspection_unavailable'
   | 'introspection_misconfigured'
+  | 'introspection_rate_limited'
+  | 'introspection_budget_exhausted'
   | 'upstream_unreachable'
   | 'upstream_timeout';
 
@@ -78,6 +80,9 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   // The AS refused cnfguard itself (401/403: its client credentials; or a wrong URL). Not an AS
   // outage, so the circuit breaker does not count it; the client is told no more than for one.
   introspection_misconfigured: { status: 503, description: 'the authorization server is unavailable' },
+  // Too many new tokens to check (cache misses), from this peer or in total: the AS is not called.
+  introspection_rate_limited: { status: 429, description: 'too many new access tokens from this client; retry later' },
+  introspection_budget_exhausted: { status: 503, description: 'too many new access tokens to check; retry later' },
   upstream_unreachable: { status: 502, description: 'the upstream service is unreachable' },
   upstream_timeout: { status: 504, description: 'the upstream service did not answer in time' },
 });
@@ -88,6 +93,7 @@ const SERVER_FAULT_CODES: Readonly<Record<number, string>> = {
   408: 'request_timeout',
   413: 'request_too_large',
   414: 'uri_too_long',
+  429: 'too_many_requests',
   431: 'request_header_fields_too_large',
   502: 'bad_gateway',
   503: 'temporarily_unavailable',
@@ -101,7 +107,7 @@ export interface GuardErrorOverrides {
   scope?: string;
   /** Log-only: never sent to the client. Must not contain tokens or secrets. */
   detail?: string;
-  /** Sent as Retry-After (503 while the authorization server is known to be down). */
+  /** Sent as Retry-After (503 while the authorization server is known to be down; 429/503 over the introspection budget). */
   retryAfterSeconds?: number;
 }
 

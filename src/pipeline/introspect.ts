@@ -5,10 +5,12 @@
  * than its request, and concurrent first requests for one token make one introspection call.
  *
  * Active and inactive answers live in separate LRUs: anybody can make up inactive tokens, so
- * they must not be able to push real ones out.
+ * they must not be able to push real ones out. Cache misses that would call the AS take from the
+ * introspection budget (per peer and in total); hits and joined in-flight calls never do.
  */
 import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import type { IntrospectionBudget } from '../introspection/budget.ts';
 import type { Introspect } from '../introspection/client.ts';
 import { GuardError } from '../oauth/errors.ts';
 import { INACTIVE, type TokenInfo } from '../introspection/token-info.ts';
@@ -19,6 +21,8 @@ export interface TokenCacheOptions {
   negativeTtlSeconds: number;
   /** Inactive answers kept (their own LRU, so they never evict active ones). Default 10 000; 0 keeps none. */
   negativeMaxEntries?: number;
+  /** Bounds the AS calls that cache misses cause; none when absent. */
+  budget?: IntrospectionBudget;
   /** How long past its lifetime a cached active answer may serve while the AS fails; 0 is never. */
   staleIfErrorSeconds?: number;
   /** Milliseconds since the epoch; injected so TTL rules are tested without waiting. */
@@ -48,12 +52,19 @@ export function cacheLifetimeMs(info: TokenInfo, nowMs: number, options: Pick<To
   return Math.max(0, Math.min(cap, untilExp));
 }
 
+export interface LookupContext {
+  /** The peer's address (the socket's remote address); its budget pays for a cache miss. */
+  readonly peer?: string | undefined;
+}
+
 export interface TokenIntrospector {
   /**
    * The token's claims, from the cache or the AS. Rejects with a GuardError:
-   * `introspection_unavailable` or `introspection_misconfigured` (503).
+   * `introspection_unavailable` or `introspection_misconfigured` (503), or, without calling the
+   * AS, `introspection_rate_limited` (429, the peer's budget) or `introspection_budget_exhausted`
+   * (503, the total budget).
    */
-  lookup(token: string): Promise<TokenInfo>;
+  lookup(token: string, context?: LookupContext): Promise<TokenInfo>;
   /** Active answers cached. */
   readonly size: number;
   /** Inactive answers cached. */
@@ -69,6 +80,7 @@ export function createCachedIntrospector(introspect: Introspect, options: TokenC
   // are deleted when met and otherwise pushed out by newer ones.
   const negativeMax = options.negativeMaxEntries ?? 10_000;
   const negative = negativeMax > 0 && options.negativeTtlSeconds > 0 ? new LRUCache<string, number>({ max: negativeMax }) : undefined;
+  const budget = options.budget;
   const inFlight = new Map<string, Promise<TokenInfo>>();
 
   const staleWindowMs = (options.staleIfErrorSeconds ?? 0) * 1000;
@@ -102,7 +114,7 @@ export function createCachedIntrospector(introspect: Introspect, options: TokenC
   }
 
   return {
-    lookup(token) {
+    lookup(token, context) {
       const key = tokenCacheKey(token);
       const entry = cache?.get(key);
       if (entry !== undefined && entry.expiresAtMs > now()) {
@@ -123,6 +135,9 @@ export function createCachedIntrospector(introspect: Introspect, options: TokenC
       options.onMiss?.();
       let pending = inFlight.get(key);
       if (pending === undefined) {
+        // Only a call that would reach the AS pays; joining one in flight is free.
+        const refusal = budget?.admit(context?.peer);
+        if (refusal !== undefined) return Promise.reject(refusal);
         pending = fetchAndStore(key, token, entry);
         inFlight.set(key, pending);
       }

@@ -93,3 +93,36 @@ describe('an AS that refuses cnfguard itself (401/403)', () => {
     }
   });
 });
+
+describe('introspection budget', () => {
+  it('past the total budget, uncached tokens get 503 with Retry-After and the AS is not called; cached tokens are unaffected', async () => {
+    const stub = await startIntrospectionStub(d.pki.certs.server);
+    const thumbprint = thumbprintS256(new X509Certificate(d.pki.certs.clients.client1.cert).raw);
+    stub.answers.set('good', { active: true, client_id: 'app', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint } });
+    const g = await startGuard(
+      d.pki,
+      baseConfig(d.pki, d.as, d.upstream, {
+        introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, budget: { totalPerSecond: 0.1, totalBurst: 3 } },
+      }),
+    );
+    try {
+      expect((await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token: 'good' })).status).toBe(200);
+      for (let i = 0; i < 2; i++) expect((await curl(d.pki, `${g.started.url}/x`, { token: `junk-${i}` })).status).toBe(401);
+      expect(stub.calls()).toBe(3);
+      const over = await curl(d.pki, `${g.started.url}/x`, { token: 'junk-over' });
+      expect(over.status).toBe(503);
+      expect(Number(over.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(over.json()).toEqual({ error: 'temporarily_unavailable', error_description: expect.any(String) });
+      expect(stub.calls()).toBe(3);
+      // A cached token and a negatively cached one cost nothing.
+      expect((await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token: 'good' })).status).toBe(200);
+      expect((await curl(d.pki, `${g.started.url}/x`, { token: 'junk-0' })).status).toBe(401);
+      expect(stub.calls()).toBe(3);
+      expect(await metric(g, 'cnfguard_introspection_requests_total', '{outcome="over_total_budget"}')).toBe(1);
+      expect(await metric(g, 'cnfguard_requests_total', '{decision="deny",reason="introspection_budget_exhausted",route="default"}')).toBe(1);
+    } finally {
+      await g.stop();
+      await stub.stop();
+    }
+  });
+});

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { withCircuitBreaker, type CircuitState } from '../../src/introspection/breaker.ts';
+import { createIntrospectionBudget } from '../../src/introspection/budget.ts';
 import { retryAfterSeconds } from '../../src/introspection/client.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
 import { GuardError } from '../../src/oauth/errors.ts';
@@ -127,5 +128,21 @@ describe('what the breaker counts', () => {
     );
     for (let i = 0; i < 5; i++) await expect(introspect('t')).rejects.toMatchObject({ reason: 'introspection_misconfigured' });
     expect(calls).toBe(5);
+  });
+
+  it('budget refusals never reach it: an over-budget lookup calls nothing', async () => {
+    let calls = 0;
+    const states: CircuitState[] = [];
+    const introspect = withCircuitBreaker(async () => (calls++, INACTIVE), { failureThreshold: 1, openMs: 5000, onStateChange: (s) => states.push(s) });
+    const tokens = createCachedIntrospector(introspect, {
+      maxEntries: 10,
+      maxTtlSeconds: 10,
+      negativeTtlSeconds: 0,
+      budget: createIntrospectionBudget({ perPeerPerSecond: 1, perPeerBurst: 1, totalPerSecond: 0, totalBurst: 1, now: () => 0 }),
+    });
+    await tokens.lookup('a', { peer: '192.0.2.1' });
+    for (let i = 0; i < 5; i++) await expect(tokens.lookup(`b${i}`, { peer: '192.0.2.1' })).rejects.toMatchObject({ reason: 'introspection_rate_limited' });
+    expect(calls).toBe(1);
+    expect(states).toEqual([]);
   });
 });
