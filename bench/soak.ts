@@ -575,7 +575,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     // A valid request that failed: its outage's, or lost.
     const stale = generation <= deadGeneration;
     const expected =
-      (asDown && (status === 503 || (stale && status === 401))) || (upstreamDown && (status === 502 || status === 504 || status === 0 || (stale && status === 401)));
+      // While the AS is down every uncached token is retried: the client's introspection budget
+      // may answer 429 before the breaker's 503.
+      (asDown && (status === 503 || status === 429 || (stale && status === 401))) || (upstreamDown && (status === 502 || status === 504 || status === 0 || (stale && status === 401)));
     if (around.length === 0) {
       stats.lost++;
       lostSamples.add(`${at} ${category}: ${key} ${why}`.trim());

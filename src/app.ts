@@ -13,6 +13,7 @@ import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
 import type { Settings } from './config/schema.ts';
 import { withCircuitBreaker } from './introspection/breaker.ts';
+import { createIntrospectionBudget } from './introspection/budget.ts';
 import { createIntrospectionClient, type Introspect } from './introspection/client.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createCertificateSource } from './pipeline/client-cert.ts';
@@ -119,6 +120,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           // Claims are kept per cached token only when a route maps some to headers (memory).
           keepClaims: mapsClaims(settings),
           onOutcome: (outcome, seconds) => metrics.observeIntrospection(outcome, seconds),
+          onMisconfigured: (warning) => logger.warn(warning, "the authorization server refused cnfguard's introspection credentials"),
         })
       : undefined;
   const breaker = settings.introspection.circuitBreaker;
@@ -132,8 +134,14 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       logger.warn({ state }, `introspection circuit ${state}`);
     },
   });
+  const budget = createIntrospectionBudget({
+    ...settings.introspection.budget,
+    now,
+    onRefused: (scope) => metrics.introspectionRequests.inc({ outcome: scope === 'peer' ? 'over_peer_budget' : 'over_total_budget' }),
+  });
   const tokens = createCachedIntrospector(introspect, {
     ...settings.introspection.cache,
+    budget,
     staleIfErrorSeconds: settings.introspection.staleIfErrorSeconds,
     now,
     onHit: () => metrics.cacheHits.inc(),

@@ -167,6 +167,22 @@ const introspectionSchema = z
         maxEntries: number(z.number().int().min(0)).default(100_000),
         maxTtlSeconds: number(z.number().min(0)).default(300),
         negativeTtlSeconds: number(z.number().min(0)).default(5),
+        /** Inactive answers are kept in their own LRU of this size, so made-up tokens cannot evict real ones. */
+        negativeMaxEntries: number(z.number().int().min(0)).default(10_000),
+      })
+      .prefault({}),
+    /**
+     * Introspection calls that cache misses may cause (token buckets), per peer (IPv4 address or
+     * IPv6 /64) and in total. Over the peer's: 429; over the total: 503; both with Retry-After and
+     * without calling the AS. A rate of 0 turns that bucket off. Cache hits never count.
+     */
+    budget: z
+      .strictObject({
+        perPeerPerSecond: number(z.number().min(0)).default(50),
+        perPeerBurst: positiveInt.default(100),
+        totalPerSecond: number(z.number().min(0)).default(500),
+        totalBurst: positiveInt.default(1000),
+        maxPeers: positiveInt.default(10_000),
       })
       .prefault({}),
   })
