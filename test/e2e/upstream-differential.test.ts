@@ -383,7 +383,9 @@ for (const stack of STACK_NAMES) {
     it('no spelling of /admin in the hand-written corpus reaches the admin handler with the attacker token', async () => {
       const { outcomes, offending } = await tryCorpus(stack, HAND_CORPUS);
       // The canonical spellings are refused by cnfguard itself (the corpus run is not vacuous).
-      expect(outcomes.filter((o) => o.spelling === '/admin/users' || o.spelling === '/admin').map((o) => o.response.status)).toEqual([401, 401]);
+      const canonical = outcomes.filter((o) => o.spelling === '/admin/users' || o.spelling === '/admin');
+      expect(canonical).toHaveLength(2);
+      for (const { response } of canonical) expect([401, 403]).toContain(response.status);
       if (offending.length > 0) console.log(`${stack}: ${offending.length} hand-written spellings reach the admin handler:\n  ${offending.join('\n  ')}`);
       expect(offending).toEqual([]);
     });
