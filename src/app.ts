@@ -120,7 +120,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           // Claims are kept per cached token only when a route maps some to headers (memory).
           keepClaims: mapsClaims(settings),
           onOutcome: (outcome, seconds) => metrics.observeIntrospection(outcome, seconds),
-          onMisconfigured: (warning) => logger.warn(warning, "the authorization server refused cnfguard's introspection credentials"),
+          onMisconfigured: (warning) => logger.warn(warning, "the authorization server refuses cnfguard's introspection calls: check introspection.url and the client credentials"),
         })
       : undefined;
   const breaker = settings.introspection.circuitBreaker;
