@@ -180,6 +180,7 @@ describe('REASONS', () => {
       'http_malformed',
       'internal_error',
       'introspection_unavailable',
+      'jwks_unavailable',
       'request_timeout',
       'server_busy',
       'upstream_timeout',
