@@ -85,8 +85,9 @@ export function createJwksCache(options: JwksOptions): JwksCache {
   let lastAttempt = -Infinity;
   let failing = false;
   let pending: Promise<boolean> | undefined;
-  async function fetchOnce(): Promise<boolean> {
-    lastAttempt = options.now();
+  async function fetchOnce(force: boolean): Promise<boolean> {
+    // The cooldown spaces refetches caused by unknown kids; the fetch at start does not count.
+    if (!force) lastAttempt = options.now();
     try {
       const value = await options.fetch();
       if (!isJwks(value)) throw new Error('not a JWK set');
@@ -112,7 +113,7 @@ export function createJwksCache(options: JwksOptions): JwksCache {
     refresh(force = false) {
       if (pending !== undefined) return pending;
       if (!force && options.now() - lastAttempt < options.cooldownMs) return Promise.resolve(false);
-      pending = fetchOnce();
+      pending = fetchOnce(force);
       return pending;
     },
   };
