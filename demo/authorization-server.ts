@@ -30,6 +30,8 @@ export interface AuthorizationServerOptions {
   scope?: string;
   /** Default 300. */
   accessTokenTtlSeconds?: number;
+  /** A second resource whose access tokens are RFC 9068 JWTs (signed RS256 with the AS's JWKS). */
+  jwtResource?: string;
 }
 
 export interface IssueTokenOptions {
@@ -43,6 +45,8 @@ export interface IssueTokenOptions {
   scope?: string;
   /** PEM trust anchor for the AS's server certificate. */
   caCert: string;
+  /** RFC 8707 resource indicator; default the server's `resource`. */
+  resource?: string;
 }
 
 export interface AuthorizationServer {
@@ -247,6 +251,9 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
           enabled: true,
           defaultResource: () => resource,
           getResourceServerInfo: (_ctx: unknown, indicator: string) => {
+            if (opts.jwtResource !== undefined && indicator === opts.jwtResource) {
+              return { scope, audience: opts.jwtResource, accessTokenFormat: 'jwt', accessTokenTTL: ttl, jwt: { sign: { alg: 'RS256' } } };
+            }
             if (indicator !== resource) throw new oidcErrors.InvalidTarget();
             return { scope, audience: resource, accessTokenFormat: 'opaque', accessTokenTTL: ttl };
           },
@@ -286,7 +293,7 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
           'content-type': 'application/x-www-form-urlencoded',
           accept: 'application/json',
         },
-        body: new URLSearchParams({ grant_type: 'client_credentials', scope: o.scope ?? scope }).toString(),
+        body: new URLSearchParams({ grant_type: 'client_credentials', scope: o.scope ?? scope, ...(o.resource !== undefined && { resource: o.resource }) }).toString(),
       });
       const body = (await res.body.json()) as Record<string, unknown>;
       if (res.statusCode !== 200 || typeof body.access_token !== 'string') {

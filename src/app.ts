@@ -25,6 +25,8 @@ import { createForwarder } from './proxy/forward.ts';
 import { createProxyEdge } from './proxy/proxy-edge.ts';
 import { createUpgradeEdge } from './proxy/upgrade-edge.ts';
 import { buildRuntime } from './runtime.ts';
+import { createHttpJwksFetch, createJwksCache, createJwtVerifier, type FetchJwks } from './validation/jwt.ts';
+import { createTokenValidator, type TokenValidator } from './validation/validator.ts';
 import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
 import { createTlsServer } from './tls/server.ts';
 
@@ -34,6 +36,8 @@ export interface AppDependencies {
   now?: () => number;
   /** Replaces the HTTP introspection client (tests of the edges use the real one). */
   introspect?: Introspect;
+  /** Replaces the HTTP JWKS fetch (jwt: configured). */
+  fetchJwks?: FetchJwks;
   /** Process-level metrics (event loop, memory); off in tests that run many apps. */
   defaultMetrics?: boolean;
   /** Start the admin listener (cluster workers leave it to the primary). Default true. */
@@ -65,11 +69,12 @@ export interface App {
   reload(): Promise<ReloadReport>;
   readonly metrics: Metrics;
   readonly tokens: TokenIntrospector;
+  readonly validator: TokenValidator;
   readonly logger: Logger;
 }
 
 /** Keys whose change needs a restart: the listeners, the TLS file set, the AS client, the process model. */
-const RESTART_KEYS = ['listen', 'admin', 'tls', 'introspection', 'workers'] as const satisfies readonly (keyof Settings)[];
+const RESTART_KEYS = ['listen', 'admin', 'tls', 'introspection', 'jwt', 'workers'] as const satisfies readonly (keyof Settings)[];
 
 /**
  * Stops accepting, closes idle connections, gives in-flight requests `graceMs`, then ends every
@@ -149,7 +154,35 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     onStale: () => metrics.cacheStale.inc(),
   });
 
-  let runtime = buildRuntime(settings, { introspector: tokens, now });
+  // Local JWT access tokens (RFC 9068): the JWKS through the AS's trust, fetched at start.
+  const jwksHttp =
+    settings.jwt === undefined || deps.fetchJwks !== undefined
+      ? undefined
+      : createHttpJwksFetch({ url: settings.jwt.jwksUri, ca: config.introspection.ca, timeoutMs: settings.jwt.timeoutMs ?? settings.introspection.timeoutMs, maxBytes: settings.jwt.maxJwksBytes });
+  const jwks =
+    settings.jwt === undefined
+      ? undefined
+      : createJwksCache({
+          fetch: deps.fetchJwks ?? (jwksHttp as NonNullable<typeof jwksHttp>).fetch,
+          now,
+          cooldownMs: settings.jwt.refetchCooldownSeconds * 1000,
+          onFetch: (ok, detail) => {
+            metrics.jwksFetches.inc({ result: ok ? 'success' : 'failure' });
+            if (!ok) logger.warn({ jwksUri: settings.jwt?.jwksUri, detail }, 'JWKS fetch failed; keeping the keys already held');
+          },
+        });
+  const validator = createTokenValidator({
+    introspector: tokens,
+    jwt:
+      settings.jwt === undefined || jwks === undefined
+        ? undefined
+        : { issuer: settings.jwt.issuer, verify: createJwtVerifier({ issuer: settings.jwt.issuer, algorithms: settings.jwt.algorithms, jwks, now, keepClaims: mapsClaims(settings) }) },
+    cache: { maxEntries: settings.introspection.cache.maxEntries, maxTtlSeconds: settings.introspection.cache.maxTtlSeconds },
+    now,
+    onResult: (source, result) => metrics.tokenValidations.inc({ source, result }),
+  });
+
+  let runtime = buildRuntime(settings, { validator, now });
   let ready = false;
   let draining = false;
   const upgraded = new Set<Duplex>();
@@ -181,14 +214,18 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     certificates?.close();
     await forwarder.close();
     await client?.close();
+    await jwksHttp?.close();
   }
 
   return {
     metrics,
     tokens,
+    validator,
     logger,
     async start() {
       try {
+        // Not awaited past failure: an AS that is down at start only delays JWT validation (logged).
+        await jwks?.refresh(true);
         const main = await listen(server, settings.listen.host, settings.listen.port);
         const adminAddress = admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port);
         certificates = createCertificateReloader({
@@ -252,7 +289,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       // Answers keep their claims only if claim headers were configured at start.
       if (mapsClaims(next.settings) && !mapsClaims(settings)) restartRequired.push('claimHeaders');
       if (restartRequired.length > 0) logger.warn({ keys: restartRequired }, 'changed settings take effect after a restart');
-      runtime = buildRuntime(next.settings, { introspector: tokens, now });
+      runtime = buildRuntime(next.settings, { validator, now });
       logger.level = next.settings.logLevel;
       metrics.configReloads.inc({ result: 'applied' });
       logger.info({ config: config.source }, 'config reloaded');

@@ -5,7 +5,7 @@
  */
 import type { Settings } from './config/schema.ts';
 import { buildMetadataDirectory, type MetadataDirectory } from './discovery/resource-metadata.ts';
-import type { TokenIntrospector } from './pipeline/introspect.ts';
+import type { TokenValidator } from './validation/validator.ts';
 import { createPipeline, type Pipeline } from './pipeline/pipeline.ts';
 import { compileRoutes } from './pipeline/route.ts';
 import { FORWARDING_HEADERS } from './pipeline/upstream-headers.ts';
@@ -20,7 +20,7 @@ export interface Runtime {
 }
 
 export interface RuntimeDependencies {
-  introspector: TokenIntrospector;
+  validator: TokenValidator;
   /** Milliseconds since the epoch. */
   now: () => number;
 }
@@ -29,7 +29,7 @@ export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Run
   const routes = compileRoutes(settings);
   const stripped = new Set([...routes.managedHeaders, ...FORWARDING_HEADERS, ...settings.trustedProxies.map((proxy) => proxy.header)].map((name) => name.toLowerCase()));
   return {
-    pipeline: createPipeline({ routes, introspector: deps.introspector, now: deps.now, limits: pipelineLimits(settings.limits) }),
+    pipeline: createPipeline({ routes, validator: deps.validator, now: deps.now, limits: pipelineLimits(settings.limits) }),
     metadata: buildMetadataDirectory(settings, routes),
     realm: settings.errors.realm,
     stripped,

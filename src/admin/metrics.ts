@@ -18,6 +18,9 @@ export interface Metrics {
   readonly certificateReloads: Counter<'result'>;
   readonly certificateNotAfter: Gauge;
   readonly configReloads: Counter<'result'>;
+  /** Which validation judged a token (jwt, introspection) and its result (ok or the reason id). */
+  readonly tokenValidations: Counter<'source' | 'result'>;
+  readonly jwksFetches: Counter<'result'>;
   observeIntrospection(outcome: IntrospectionOutcome, seconds: number): void;
 }
 
@@ -77,6 +80,13 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       labelNames: ['result'] as const,
       registers,
     }),
+    tokenValidations: new Counter({
+      name: 'cnfguard_token_validations_total',
+      help: 'Token validations by source (jwt, introspection) and result (ok or the reason id)',
+      labelNames: ['source', 'result'] as const,
+      registers,
+    }),
+    jwksFetches: new Counter({ name: 'cnfguard_jwks_fetches_total', help: 'JWKS fetches by result (success, failure)', labelNames: ['result'] as const, registers }),
     observeIntrospection(outcome, seconds) {
       introspectionRequests.inc({ outcome });
       introspectionDuration.observe(seconds);

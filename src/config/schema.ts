@@ -5,6 +5,8 @@
  */
 import { z } from 'zod';
 import { FORWARDED_CERTIFICATE_FORMATS, parseCidrList } from '../tls/forwarded-certificate.ts';
+import { JWT_ALGORITHMS } from '../validation/jwt.ts';
+import { VALIDATION_MODES } from '../validation/validator.ts';
 
 /**
  * `${VAR}` interpolation yields text; where the schema wants a number or a boolean, text that
@@ -97,6 +99,8 @@ const routePolicyFields = {
   resource: httpUrl.optional(),
   headers: identityHeaderOverrides.optional(),
   claimHeaders: claimHeadersSchema.optional(),
+  /** How this route's tokens are validated: introspection (default), jwt (RFC 9068, local), or jwt-then-introspection. */
+  validation: z.enum(VALIDATION_MODES).optional(),
 };
 
 const routeSchema = z
@@ -204,6 +208,23 @@ const introspectionSchema = z
     }
   });
 
+/** Local JWT access tokens (RFC 9068); off unless set. */
+const jwtSchema = z.strictObject({
+  issuer: z.string().min(1),
+  /** Trusted like the AS (introspection.ca). */
+  jwksUri: httpUrl,
+  /** Asymmetric JWS algorithms only: a MAC alg (HS*) or none is a config error. */
+  algorithms: z
+    .array(z.string().refine((alg) => (JWT_ALGORITHMS as readonly string[]).includes(alg), { error: `an asymmetric JWS algorithm (${JWT_ALGORITHMS.join(', ')}); never HS* or none` }))
+    .min(1)
+    .default(['ES256', 'PS256', 'EdDSA', 'RS256']),
+  /** JWKS fetch timeout; default introspection.timeoutMs. */
+  timeoutMs: number(z.number().int().positive().max(60_000)).optional(),
+  /** Least time between two JWKS fetches caused by an unknown kid. */
+  refetchCooldownSeconds: number(z.number().min(0).max(3600)).default(30),
+  maxJwksBytes: positiveInt.default(256 * 1024),
+});
+
 export const configSchema = z.strictObject({
   /** `http2`: ALPN offers h2 beside http/1.1 on the one port. */
   listen: z.strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(8443), http2: flag.default(true) }).prefault({}),
@@ -214,6 +235,9 @@ export const configSchema = z.strictObject({
     clientCa: filePath.optional(),
   }),
   introspection: introspectionSchema,
+  jwt: jwtSchema.optional(),
+  /** Default route's validation (routes inherit it). */
+  validation: z.enum(VALIDATION_MODES).default('introspection'),
   upstream: httpUrl,
   binding: bindingMode.default('required'),
   scopes: z.array(scopeToken).default([]),
@@ -273,6 +297,12 @@ export const configSchema = z.strictObject({
   workers: z.preprocess(fromText, z.union([z.literal('auto'), z.number().int().min(1).max(64)])).default(1),
   admin: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port: port.default(9090) }).prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+}).superRefine((value, ctx) => {
+  if (value.jwt !== undefined) return;
+  if (value.validation !== 'introspection') ctx.addIssue({ code: 'custom', path: ['validation'], message: `validation ${value.validation} needs jwt: (issuer, jwksUri)` });
+  value.routes.forEach((route, index) => {
+    if (route.validation !== undefined && route.validation !== 'introspection') ctx.addIssue({ code: 'custom', path: ['routes', index, 'validation'], message: `validation ${route.validation} needs jwt: (issuer, jwksUri)` });
+  });
 });
 
 export type Settings = z.output<typeof configSchema>;

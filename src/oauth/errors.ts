@@ -38,6 +38,18 @@ export type ReasonId =
   | 'introspection_misconfigured'
   | 'introspection_rate_limited'
   | 'introspection_budget_exhausted'
+  // Local JWT access tokens (RFC 9068), src/validation/jwt.ts
+  | 'jwt_malformed'
+  | 'jwt_signature_invalid'
+  | 'jwt_key_unknown'
+  | 'jwt_type_invalid'
+  | 'jwt_algorithm_refused'
+  | 'jwt_issuer_mismatch'
+  | 'jwt_audience_mismatch'
+  | 'jwt_expired'
+  | 'jwt_not_yet_valid'
+  | 'jwt_claims_invalid'
+  | 'jwks_unavailable'
   | 'upstream_unreachable'
   | 'upstream_timeout'
   | 'server_busy'
@@ -88,6 +100,18 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   // Too many new tokens to check (cache misses), from this peer or in total: the AS is not called.
   introspection_rate_limited: { status: 429, description: 'too many new access tokens from this client; retry later' },
   introspection_budget_exhausted: { status: 503, description: 'too many new access tokens to check; retry later' },
+  // Local JWT access tokens (RFC 9068 §4: every failure is invalid_token; an unreachable JWKS fails closed).
+  jwt_malformed: { status: 401, error: 'invalid_token', description: 'the access token is not a well-formed signed JWT' },
+  jwt_signature_invalid: { status: 401, error: 'invalid_token', description: 'the access token signature is invalid' },
+  jwt_key_unknown: { status: 401, error: 'invalid_token', description: 'the access token is signed with an unknown key' },
+  jwt_type_invalid: { status: 401, error: 'invalid_token', description: 'the token is not a JWT access token' },
+  jwt_algorithm_refused: { status: 401, error: 'invalid_token', description: 'the access token signing algorithm is not accepted' },
+  jwt_issuer_mismatch: { status: 401, error: 'invalid_token', description: 'the access token was not issued by the expected authorization server' },
+  jwt_audience_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is not intended for this resource' },
+  jwt_expired: { status: 401, error: 'invalid_token', description: 'the access token has expired' },
+  jwt_not_yet_valid: { status: 401, error: 'invalid_token', description: 'the access token is not yet valid' },
+  jwt_claims_invalid: { status: 401, error: 'invalid_token', description: 'the access token claims are invalid' },
+  jwks_unavailable: { status: 503, description: 'the authorization server keys are unavailable' },
   upstream_unreachable: { status: 502, description: 'the upstream service is unreachable' },
   upstream_timeout: { status: 504, description: 'the upstream service did not answer in time' },
   server_busy: { status: 503, description: 'the server is busy; retry shortly' },

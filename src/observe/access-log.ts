@@ -71,6 +71,7 @@ export function entryOf(request: FinishedRequest, outcome: Outcome): [string, st
     ['reason', outcome.reason],
     ['route', request.verdict?.route.id],
     ['clientId', decision?.allow === true ? decision.identity.clientId : undefined],
+    ['validation', request.verdict?.source],
     ['thumbprint', request.thumbprint],
     ['upstreamStatus', request.upstreamStatus],
     ['latencyMs', request.latencyMs],

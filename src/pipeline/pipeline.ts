@@ -9,7 +9,7 @@
  *   3. body size    a declared length over the route's maxBodyBytes
  *   4. certificate  a trusted proxy's certificate header that is malformed client-cert.ts (edge)
  *   5. token        from the Authorization header only, none in the URL   token.ts
- *   6. validation   introspection, cached, budgeted per peer              introspect.ts
+ *   6. validation   introspection or a local JWT, cached (per route)     validator.ts, introspect.ts
  *   7. decision     activity, expiry, issuer, audience, binding, scopes   decide.ts, binding.ts
  *   8. form body    read only when the token would be allowed: no token in it
  *   9. verdict      route, decision, target and body to forward; the edge sets the upstream
@@ -18,7 +18,7 @@
 import { GuardError } from '../oauth/errors.ts';
 import type { ClientCertificate } from './client-cert.ts';
 import { decide, type Decision } from './decide.ts';
-import type { TokenIntrospector } from './introspect.ts';
+import type { TokenValidator, ValidationSource } from '../validation/validator.ts';
 import { parseTarget, type ParsedTarget } from './path.ts';
 import { hostName, routeFor, type RoutePolicy, type RouteTable } from './route.ts';
 import { bearerTokenFrom, formCarriesToken, queryCarriesToken } from './token.ts';
@@ -74,6 +74,8 @@ export interface Verdict {
   body: BodyPlan;
   /** A body was left unread and cannot be skipped safely: the edge closes the connection after answering. */
   closeConnection: boolean;
+  /** Which validation judged the token (absent when none ran). */
+  source?: ValidationSource;
 }
 
 export interface PipelineLimits {
@@ -85,7 +87,7 @@ export interface PipelineLimits {
 export interface PipelineDependencies {
   routes: RouteTable;
   limits: PipelineLimits;
-  introspector: TokenIntrospector;
+  validator: TokenValidator;
   /** Milliseconds since the epoch. */
   now: () => number;
 }
@@ -113,7 +115,7 @@ const FORM_REFUSALS = {
   aborted: () => new GuardError('client_aborted', { detail: 'the client went away while sending the form body' }),
 } as const;
 
-export function createPipeline({ routes, introspector, now, limits }: PipelineDependencies): Pipeline {
+export function createPipeline({ routes, validator, now, limits }: PipelineDependencies): Pipeline {
   async function evaluate(facts: RequestFacts, readForm: FormReader): Promise<Verdict> {
     let shape: ReturnType<typeof shapeOf>;
     let route = routes.fallback;
@@ -141,16 +143,16 @@ export function createPipeline({ routes, introspector, now, limits }: PipelineDe
       const token = bearerTokenFrom(facts.authorization);
       // A verified certificate is charged its own introspection budget, the rest their address's.
       const certificate = facts.certificate?.trusted === true ? facts.certificate.thumbprint : undefined;
-      const info = await introspector.lookup(token, { peer: facts.peer, certificate });
+      const { info, source } = await validator.validate(token, route, { peer: facts.peer, certificate });
       const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000 });
       if (!decision.allow || !body.form) {
         const plan: BodyPlan = decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' };
-        return { route, target, host, decision, body: plan, closeConnection: false };
+        return { route, target, host, decision, body: plan, closeConnection: false, source };
       }
       const form = await readForm(Math.min(limits.formBodyBytes, route.maxBodyBytes));
       if (form.kind !== 'read') return refuse(FORM_REFUSALS[form.kind](), target, host, true);
       if (formCarriesToken(form.bytes)) throw new GuardError('token_in_body');
-      return { route, target, host, decision, body: { kind: 'buffered', bytes: form.bytes }, closeConnection: false };
+      return { route, target, host, decision, body: { kind: 'buffered', bytes: form.bytes }, closeConnection: false, source };
     } catch (err) {
       if (err instanceof GuardError) return refuse(err, target, host);
       throw err;

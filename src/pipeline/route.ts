@@ -7,6 +7,7 @@ import type { BindingMode, Settings } from '../config/schema.ts';
 import { GuardError } from '../oauth/errors.ts';
 import type { IdentityHeaderNames } from './identity-headers.ts';
 import { routingPaths, type ParsedTarget } from './path.ts';
+import type { ValidationMode } from '../validation/validator.ts';
 
 export interface ClaimHeader {
   readonly header: string;
@@ -40,6 +41,8 @@ export interface RoutePolicy {
   /** RFC 9728 resource identifier, and the URL of its metadata (for `resource_metadata`). */
   readonly resource: string | undefined;
   readonly resourceMetadataUrl: string | undefined;
+  /** How tokens are validated on this route (src/validation/validator.ts). */
+  readonly validation: ValidationMode;
 }
 
 export interface RouteTable {
@@ -101,6 +104,7 @@ export function compileRoutes(settings: Settings): RouteTable {
       claimHeaders: Object.freeze(claimHeadersOf(route.claimHeaders ?? base.claimHeaders)),
       resource,
       resourceMetadataUrl: resource === undefined ? undefined : resourceMetadataUrl(resource),
+      validation: route.validation ?? settings.validation,
     });
   };
   const routes = settings.routes.map((route, index) => build(`routes[${index}]`, route));

@@ -192,6 +192,7 @@ describe('REASONS', () => {
       'introspection_misconfigured',
       'introspection_rate_limited',
       'introspection_unavailable',
+      'jwks_unavailable',
       'request_timeout',
       'server_busy',
       'upstream_timeout',

@@ -6,6 +6,7 @@ import { GuardError } from '../../src/oauth/errors.ts';
 import type { LookupContext, TokenIntrospector } from '../../src/pipeline/introspect.ts';
 import { createPipeline, type FormRead, type RequestFacts } from '../../src/pipeline/pipeline.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';
+import { createTokenValidator } from '../../src/validation/validator.ts';
 
 const settings = configSchema.parse({
   tls: { cert: '/x.crt', key: '/x.key' },
@@ -27,7 +28,7 @@ function harness(answer: Record<string, unknown> = { active: true, client_id: 'a
     negativeSize: 0,
     clear() {},
   };
-  const pipeline = createPipeline({ routes: compileRoutes(settings), introspector, now: () => Date.now(), limits: { urlBytes: 100, headerCount: 10, formBodyBytes: 50 } });
+  const pipeline = createPipeline({ routes: compileRoutes(settings), validator: createTokenValidator({ introspector, cache: { maxEntries: 0, maxTtlSeconds: 0 }, now: Date.now }), now: () => Date.now(), limits: { urlBytes: 100, headerCount: 10, formBodyBytes: 50 } });
   let form: FormRead = { kind: 'read', bytes: Buffer.from('a=1') };
   const evaluate = (overrides: Partial<RequestFacts> = {}, body: Partial<RequestFacts['body']> = {}) =>
     pipeline.evaluate(

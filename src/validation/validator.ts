@@ -1,0 +1,101 @@
+/**
+ * Step 6, validation: per route, the AS's word by introspection, a local JWT check (RFC 9068), or
+ * a JWT check for JWTs of the configured issuer and introspection for everything else. Verified
+ * JWTs are cached by the hash of the token (as introspection answers are) until exp, capped by
+ * introspection.cache.maxTtlSeconds, so a repeat costs no signature check.
+ */
+import { LRUCache } from 'lru-cache';
+import type { TokenInfo } from '../introspection/token-info.ts';
+import { GuardError } from '../oauth/errors.ts';
+import { cacheLifetimeMs, tokenCacheKey, type LookupContext, type TokenIntrospector } from '../pipeline/introspect.ts';
+import type { JwtVerify } from './jwt.ts';
+import { looksLikeJws } from './jwt.ts';
+
+export const VALIDATION_MODES = ['introspection', 'jwt', 'jwt-then-introspection'] as const;
+export type ValidationMode = (typeof VALIDATION_MODES)[number];
+export type ValidationSource = 'introspection' | 'jwt';
+
+export interface ValidatedToken {
+  info: TokenInfo;
+  source: ValidationSource;
+}
+
+export interface TokenValidator {
+  validate(token: string, route: { readonly validation: ValidationMode; readonly audience: string | undefined }, context?: LookupContext): Promise<ValidatedToken>;
+}
+
+export interface TokenValidatorOptions {
+  introspector: TokenIntrospector;
+  /** Absent when no `jwt:` is configured; routes then must use introspection. */
+  jwt?: { verify: JwtVerify; issuer: string } | undefined;
+  cache: { maxEntries: number; maxTtlSeconds: number };
+  /** Milliseconds since the epoch. */
+  now: () => number;
+  /** One per validation: which source decided and how (`ok`, or the reason id). */
+  onResult?: (source: ValidationSource, result: string) => void;
+}
+
+interface Entry {
+  info: TokenInfo;
+  expiresAtMs: number;
+}
+
+/** The unverified `iss` of a JWS-shaped token, or undefined: only to choose the validation path. */
+function unverifiedIssuer(token: string): string | undefined {
+  const payload = token.split('.')[1] ?? '';
+  try {
+    const value = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as unknown;
+    const iss = value !== null && typeof value === 'object' ? (value as { iss?: unknown }).iss : undefined;
+    return typeof iss === 'string' ? iss : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function createTokenValidator(options: TokenValidatorOptions): TokenValidator {
+  const { introspector, jwt, now } = options;
+  const cache = options.cache.maxEntries > 0 ? new LRUCache<string, Entry>({ max: options.cache.maxEntries }) : undefined;
+  const report = options.onResult ?? (() => undefined);
+
+  async function viaIntrospection(token: string, context: LookupContext | undefined): Promise<ValidatedToken> {
+    try {
+      const info = await introspector.lookup(token, context);
+      report('introspection', info.active ? 'ok' : 'token_inactive');
+      return { info, source: 'introspection' };
+    } catch (err) {
+      report('introspection', err instanceof GuardError ? err.reason : 'internal_error');
+      throw err;
+    }
+  }
+
+  async function viaJwt(token: string, audience: string | undefined): Promise<ValidatedToken> {
+    if (jwt === undefined) throw new GuardError('jwt_malformed', { detail: 'no jwt: configured' });
+    try {
+      const key = tokenCacheKey(token);
+      let entry = cache?.get(key);
+      if (entry === undefined || entry.expiresAtMs <= now()) {
+        const info = await jwt.verify(token);
+        const lifetime = cacheLifetimeMs(info, now(), { maxTtlSeconds: options.cache.maxTtlSeconds, negativeTtlSeconds: 0 });
+        entry = { info, expiresAtMs: now() + lifetime };
+        if (cache !== undefined && lifetime > 0) cache.set(key, entry);
+      }
+      if (audience !== undefined && !entry.info.aud.includes(audience)) throw new GuardError('jwt_audience_mismatch', { detail: 'aud lacks the route audience' });
+      report('jwt', 'ok');
+      return { info: entry.info, source: 'jwt' };
+    } catch (err) {
+      report('jwt', err instanceof GuardError ? err.reason : 'internal_error');
+      throw err;
+    }
+  }
+
+  return {
+    validate(token, route, context) {
+      if (route.validation === 'introspection') return viaIntrospection(token, context);
+      if (route.validation === 'jwt') return viaJwt(token, route.audience);
+      // jwt-then-introspection: only a JWS claiming this issuer is checked locally, and then
+      // refused when it fails; anything else is the AS's to judge.
+      if (jwt !== undefined && looksLikeJws(token) && unverifiedIssuer(token) === jwt.issuer) return viaJwt(token, route.audience);
+      return viaIntrospection(token, context);
+    },
+  };
+}

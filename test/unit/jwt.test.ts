@@ -1,0 +1,202 @@
+/** Local JWT access tokens: forged tokens refused with typed reasons, rotation, JWKS outage, the parser under fuzzing. */
+import { createHmac, createPublicKey } from 'node:crypto';
+import fc from 'fast-check';
+import { CompactEncrypt, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { GuardError } from '../../src/oauth/errors.ts';
+import type { TokenIntrospector } from '../../src/pipeline/introspect.ts';
+import { INACTIVE } from '../../src/introspection/token-info.ts';
+import { createJwksCache, createJwtVerifier, parseJwt } from '../../src/validation/jwt.ts';
+import { createTokenValidator } from '../../src/validation/validator.ts';
+
+const ISS = 'https://as.test';
+const AUD = 'https://rs.test/';
+const NOW = 1_800_000_000_000;
+
+let key1: { privateKey: CryptoKey; publicKey: CryptoKey };
+let key2: { privateKey: CryptoKey; publicKey: CryptoKey };
+let jwk1: JWK;
+let jwk2: JWK;
+
+beforeAll(async () => {
+  key1 = await generateKeyPair('ES256');
+  key2 = await generateKeyPair('ES256');
+  jwk1 = { ...(await exportJWK(key1.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' };
+  jwk2 = { ...(await exportJWK(key2.publicKey)), kid: 'k2', alg: 'ES256', use: 'sig' };
+});
+
+function sign(claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}, key = key1.privateKey): Promise<string> {
+  const base = { iss: ISS, aud: AUD, sub: 'sub1', iat: NOW / 1000, exp: NOW / 1000 + 300, jti: 'j1', client_id: 'app', scope: 'read', cnf: { 'x5t#S256': 'abc' } };
+  return new SignJWT({ ...base, ...claims })
+    .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: 'k1', ...header } as never)
+    .sign(key);
+}
+
+function setup(keys: () => JWK[] | Error) {
+  let fetches = 0;
+  let clock = NOW;
+  const jwks = createJwksCache({
+    fetch: () => {
+      fetches += 1;
+      const k = keys();
+      return k instanceof Error ? Promise.reject(k) : Promise.resolve({ keys: k });
+    },
+    now: () => clock,
+    cooldownMs: 30_000,
+  });
+  const verify = createJwtVerifier({ issuer: ISS, algorithms: ['ES256', 'RS256'], jwks, now: () => clock });
+  return { jwks, verify, fetches: () => fetches, advance: (ms: number) => (clock += ms) };
+}
+
+async function reasonOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'accepted';
+  } catch (err) {
+    expect(err).toBeInstanceOf(GuardError);
+    return (err as GuardError).reason;
+  }
+}
+
+describe('JWT verifier', () => {
+  it('accepts a signed at+jwt and maps its claims to TokenInfo, cnf included', async () => {
+    const { verify } = setup(() => [jwk1]);
+    const info = await verify(await sign());
+    expect(info).toMatchObject({ active: true, subject: 'sub1', clientId: 'app', scope: 'read', iss: ISS, aud: [AUD], cnf: { 'x5t#S256': 'abc' }, exp: NOW / 1000 + 300 });
+  });
+
+  it('accepts application/at+jwt in any case', async () => {
+    const { verify } = setup(() => [jwk1]);
+    await expect(verify(await sign({}, { typ: 'Application/AT+JWT' }))).resolves.toMatchObject({ active: true });
+  });
+
+  it('refuses forged and unfit tokens with a typed 401 invalid_token', async () => {
+    const { verify } = setup(() => [jwk1]);
+    const good = await sign();
+    const [h, p] = good.split('.');
+    const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    const none = `${b64({ alg: 'none', typ: 'at+jwt' })}.${p}.`;
+    // HS256 keyed with the public key's bytes (key confusion).
+    const hsHeader = b64({ alg: 'HS256', typ: 'at+jwt', kid: 'k1' });
+    const pem = createPublicKey({ key: jwk1 as never, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
+    const hs = `${hsHeader}.${p}.${createHmac('sha256', pem).update(`${hsHeader}.${p}`).digest('base64url')}`;
+    const jwe = await new CompactEncrypt(new TextEncoder().encode('x')).setProtectedHeader({ alg: 'dir', enc: 'A256GCM', typ: 'at+jwt' }).encrypt(new Uint8Array(32));
+    const cases: [string, string][] = [
+      [await sign({}, {}, key2.privateKey), 'jwt_signature_invalid'],
+      [none, 'jwt_algorithm_refused'],
+      [hs, 'jwt_algorithm_refused'],
+      [await sign({}, { typ: 'JWT' }), 'jwt_type_invalid'],
+      [await sign({}, { typ: 'dpop+jwt' }), 'jwt_type_invalid'],
+      [await sign({ exp: NOW / 1000 - 1 }), 'jwt_expired'],
+      [await sign({ nbf: NOW / 1000 + 10 }), 'jwt_not_yet_valid'],
+      [await sign({ iss: 'https://evil.test' }), 'jwt_issuer_mismatch'],
+      [await sign({}, { kid: 'nope' }), 'jwt_key_unknown'],
+      [await sign({ cnf: 'not-an-object' }), 'jwt_claims_invalid'],
+      [jwe, 'jwt_malformed'],
+      [`${h}.${p}`, 'jwt_malformed'],
+      ['opaque-token', 'jwt_malformed'],
+    ];
+    for (const [token, reason] of cases) {
+      const got = await reasonOf(verify(token));
+      expect(got, reason).toBe(reason);
+      expect(new GuardError(got as never).status).toBe(401);
+      expect(new GuardError(got as never).error).toBe('invalid_token');
+    }
+  });
+
+  it('picks up a rotated key (unknown kid refetches, within a cooldown)', async () => {
+    let keys = [jwk1];
+    const { jwks, verify, fetches, advance } = setup(() => keys);
+    await jwks.refresh(true);
+    expect(fetches()).toBe(1);
+    keys = [jwk1, jwk2];
+    await expect(verify(await sign({}, { kid: 'k2' }, key2.privateKey))).resolves.toMatchObject({ active: true });
+    expect(fetches()).toBe(2);
+    // Unknown kids within the cooldown do not hammer the AS.
+    expect(await reasonOf(verify(await sign({}, { kid: 'k3' })))).toBe('jwt_key_unknown');
+    expect(fetches()).toBe(2);
+    advance(31_000);
+    expect(await reasonOf(verify(await sign({ exp: NOW / 1000 + 600 }, { kid: 'k3' })))).toBe('jwt_key_unknown');
+    expect(fetches()).toBe(3);
+  });
+
+  it('JWKS down: cached keys keep working, unknown keys are 503 jwks_unavailable', async () => {
+    let down = false;
+    const { jwks, verify } = setup(() => (down ? new Error('ECONNREFUSED') : [jwk1]));
+    await jwks.refresh(true);
+    down = true;
+    await expect(verify(await sign())).resolves.toMatchObject({ active: true });
+    const reason = await reasonOf(verify(await sign({}, { kid: 'k2' }, key2.privateKey)));
+    expect(reason).toBe('jwks_unavailable');
+    expect(new GuardError('jwks_unavailable').status).toBe(503);
+  });
+
+  it('no JWKS ever fetched: 503', async () => {
+    const { verify } = setup(() => new Error('down'));
+    expect(await reasonOf(verify(await sign()))).toBe('jwks_unavailable');
+  });
+
+  it('refuses a MAC or none algorithm in the config', () => {
+    const jwks = createJwksCache({ fetch: () => Promise.resolve({ keys: [] }), now: Date.now, cooldownMs: 0 });
+    expect(() => createJwtVerifier({ issuer: ISS, algorithms: ['HS256'], jwks, now: Date.now })).toThrow(/HS256/);
+    expect(() => createJwtVerifier({ issuer: ISS, algorithms: ['none'], jwks, now: Date.now })).toThrow(/none/);
+  });
+
+  it('parser: random input never throws anything but a typed refusal', () => {
+    const part = fc.oneof(fc.base64String().map((s) => s.replace(/=/g, '').replace(/\+/g, '-').replace(/\//g, '_')), fc.string(), fc.json().map((j) => Buffer.from(j).toString('base64url')));
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.array(part, { minLength: 1, maxLength: 6 }).map((parts) => parts.join('.'))), (token) => {
+        try {
+          parseJwt(token);
+        } catch (err) {
+          expect(err).toBeInstanceOf(GuardError);
+          expect(['jwt_malformed', 'jwt_algorithm_refused']).toContain((err as GuardError).reason);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('TokenValidator', () => {
+  function validatorWith(keys: JWK[]) {
+    const calls: string[] = [];
+    const introspector: TokenIntrospector = { lookup: (t) => (calls.push(t), Promise.resolve(INACTIVE)), size: 0, negativeSize: 0, clear() {} };
+    const { verify, jwks } = setup(() => keys);
+    let verifications = 0;
+    const counted = (t: string) => ((verifications += 1), verify(t));
+    const validator = createTokenValidator({ introspector, jwt: { issuer: ISS, verify: counted }, cache: { maxEntries: 100, maxTtlSeconds: 300 }, now: () => NOW });
+    return { validator, calls, jwks, verifications: () => verifications };
+  }
+  const route = (validation: 'introspection' | 'jwt' | 'jwt-then-introspection', audience: string | undefined = AUD) => ({ validation, audience });
+
+  it('jwt: verified once, then served from the cache; source says jwt', async () => {
+    const { validator, calls, verifications } = validatorWith([jwk1]);
+    const token = await sign();
+    expect((await validator.validate(token, route('jwt'))).source).toBe('jwt');
+    expect((await validator.validate(token, route('jwt'))).info.clientId).toBe('app');
+    expect(verifications()).toBe(1);
+    expect(calls).toEqual([]);
+  });
+
+  it('jwt: the route audience must be in aud', async () => {
+    const { validator } = validatorWith([jwk1]);
+    expect(await reasonOf(validator.validate(await sign(), route('jwt', 'https://other.test/')))).toBe('jwt_audience_mismatch');
+  });
+
+  it('jwt-then-introspection: opaque tokens and other issuers are introspected; a bad JWT of this issuer is refused', async () => {
+    const { validator, calls } = validatorWith([jwk1]);
+    expect((await validator.validate('opaque', route('jwt-then-introspection'))).source).toBe('introspection');
+    const foreign = await sign({ iss: 'https://other-as.test' });
+    expect((await validator.validate(foreign, route('jwt-then-introspection'))).source).toBe('introspection');
+    expect(calls).toEqual(['opaque', foreign]);
+    expect(await reasonOf(validator.validate(await sign({}, {}, key2.privateKey), route('jwt-then-introspection')))).toBe('jwt_signature_invalid');
+    expect(calls).toHaveLength(2);
+  });
+
+  it('introspection: never verifies locally', async () => {
+    const { validator, verifications } = validatorWith([jwk1]);
+    expect((await validator.validate(await sign(), route('introspection'))).source).toBe('introspection');
+    expect(verifications()).toBe(0);
+  });
+});
