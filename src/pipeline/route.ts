@@ -3,7 +3,7 @@
  * `*.suffix`) and path prefix, in config order, first match wins; the default route (the
  * top-level keys) comes last. A route inherits every policy key it does not set.
  */
-import type { BindingMode, Settings } from '../config/schema.ts';
+import type { BindingMode, ProofMethod, Settings } from '../config/schema.ts';
 import type { IdentityHeaderNames } from './identity-headers.ts';
 
 export interface ClaimHeader {
@@ -36,6 +36,10 @@ export interface RoutePolicy {
   /** RFC 9728 resource identifier, and the URL of its metadata (for `resource_metadata`). */
   readonly resource: string | undefined;
   readonly resourceMetadataUrl: string | undefined;
+  /** The proofs of possession this route accepts (`mtls`, `dpop`); at least one. */
+  readonly methods: readonly ProofMethod[];
+  /** The origin clients call, for DPoP `htu` (`https://api.example`); undefined: `https://<Host>`. */
+  readonly publicOrigin: string | undefined;
 }
 
 export interface RouteTable {
@@ -91,6 +95,8 @@ export function compileRoutes(settings: Settings): RouteTable {
       claimHeaders: Object.freeze(claimHeadersOf(route.claimHeaders ?? base.claimHeaders)),
       resource,
       resourceMetadataUrl: resource === undefined ? undefined : resourceMetadataUrl(resource),
+      methods: Object.freeze([...(route.methods ?? settings.methods)]),
+      publicOrigin: route.publicOrigin ?? settings.publicOrigin,
     });
   };
   const routes = settings.routes.map((route, index) => build(`routes[${index}]`, route));
