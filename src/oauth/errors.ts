@@ -33,6 +33,18 @@ export type ReasonId =
   | 'token_unbound'
   | 'cnf_unsupported'
   | 'insufficient_scope'
+  | 'dpop_proof_missing'
+  | 'dpop_proof_repeated'
+  | 'dpop_proof_invalid'
+  | 'dpop_htm_mismatch'
+  | 'dpop_htu_mismatch'
+  | 'dpop_iat_window'
+  | 'dpop_ath_mismatch'
+  | 'dpop_proof_replayed'
+  | 'dpop_nonce_required'
+  | 'dpop_key_mismatch'
+  | 'dpop_token_unbound'
+  | 'dpop_replay_unavailable'
   | 'introspection_unavailable'
   | 'upstream_unreachable'
   | 'upstream_timeout';
@@ -73,6 +85,19 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   token_unbound: { status: 401, error: 'invalid_token', description: 'the access token is not bound to a client certificate' },
   cnf_unsupported: { status: 401, error: 'invalid_token', description: 'the access token is bound by a confirmation method this server cannot verify' },
   insufficient_scope: { status: 403, error: 'insufficient_scope', description: 'the access token lacks a required scope' },
+  // RFC 9449 §7.1: a bad proof is invalid_dpop_proof; a proof of another key than cnf.jkt names is invalid_token.
+  dpop_proof_missing: { status: 401, error: 'invalid_dpop_proof', description: 'a DPoP proof is required' },
+  dpop_proof_repeated: { status: 401, error: 'invalid_dpop_proof', description: 'exactly one DPoP proof is required' },
+  dpop_proof_invalid: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is malformed or its signature is invalid' },
+  dpop_htm_mismatch: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is for another HTTP method' },
+  dpop_htu_mismatch: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is for another URI' },
+  dpop_iat_window: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is too old or issued in the future' },
+  dpop_ath_mismatch: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is for another access token' },
+  dpop_proof_replayed: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof was already used' },
+  dpop_nonce_required: { status: 401, error: 'use_dpop_nonce', description: 'the DPoP proof must carry the nonce this server provides' },
+  dpop_key_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is bound to a different DPoP key' },
+  dpop_token_unbound: { status: 401, error: 'invalid_token', description: 'the access token is not bound to a DPoP key' },
+  dpop_replay_unavailable: { status: 503, description: 'DPoP proofs cannot be checked for replay right now' },
   introspection_unavailable: { status: 503, description: 'the authorization server is unavailable' },
   upstream_unreachable: { status: 502, description: 'the upstream service is unreachable' },
   upstream_timeout: { status: 504, description: 'the upstream service did not answer in time' },
@@ -99,6 +124,8 @@ export interface GuardErrorOverrides {
   detail?: string;
   /** Sent as Retry-After (503 while the authorization server is known to be down). */
   retryAfterSeconds?: number;
+  /** Sent as `DPoP-Nonce` (RFC 9449 §8: with use_dpop_nonce). */
+  dpopNonce?: string;
 }
 
 export class GuardError extends Error {
@@ -109,6 +136,7 @@ export class GuardError extends Error {
   readonly scope: string | undefined;
   readonly detail: string | undefined;
   readonly retryAfterSeconds: number | undefined;
+  readonly dpopNonce: string | undefined;
 
   constructor(reason: ReasonId, overrides: GuardErrorOverrides = {}) {
     const spec = REASONS[reason];
@@ -121,6 +149,7 @@ export class GuardError extends Error {
     this.scope = overrides.scope;
     this.detail = overrides.detail;
     this.retryAfterSeconds = overrides.retryAfterSeconds;
+    this.dpopNonce = overrides.dpopNonce;
   }
 }
 

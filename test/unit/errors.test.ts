@@ -174,6 +174,7 @@ describe('REASONS', () => {
     expect(withoutCode.sort()).toEqual([
       'body_too_large',
       'credentials_missing',
+      'dpop_replay_unavailable',
       'headers_too_large',
       'headers_too_many',
       'http_malformed',
