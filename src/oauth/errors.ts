@@ -155,8 +155,16 @@ export class GuardError extends Error {
 
 export interface RenderedError {
   status: number;
+  /** `www-authenticate` holds every challenge on one field line, comma-separated (RFC 9110 §11.6.1). */
   headers: Record<string, string>;
   body: string;
+  /**
+   * The same challenges one per entry, for edges that send one `WWW-Authenticate` field line per
+   * challenge (`res.setHeader('www-authenticate', challenges)`), which interoperates better. Empty
+   * when the status carries none. Always set by renderError; optional so that responses built
+   * elsewhere (without challenges) still type-check.
+   */
+  challenges?: string[];
 }
 
 /**
@@ -184,13 +192,58 @@ export function bearerChallenge(realm: string, error?: GuardError, extra: Record
     if (error.scope) params.push(['scope', error.scope]);
   }
   for (const [name, value] of Object.entries(extra)) params.push([name, value]);
-  return `Bearer ${params.map(([name, value]) => `${name}=${quoteString(challengeSafe(value))}`).join(', ')}`;
+  return challenge('Bearer', params);
+}
+
+/** One challenge in RFC 9110 §11.2 form: `Scheme name="value", …`, values made safe and quoted. */
+function challenge(scheme: string, params: readonly (readonly [string, string])[]): string {
+  const rendered = params.map(([name, value]) => `${name}=${quoteString(challengeSafe(value))}`).join(', ');
+  return rendered.length === 0 ? scheme : `${scheme} ${rendered}`;
+}
+
+/**
+ * The `WWW-Authenticate` value for a DPoP challenge (RFC 9449 §7.1): `error` first and `algs`
+ * next, as the contract shows them, then the description, scope and extra parameters.
+ */
+export function dpopChallenge(algorithms: readonly string[], error?: GuardError, extra: Record<string, string> = {}): string {
+  const params: [string, string][] = [];
+  if (error?.error) params.push(['error', error.error]);
+  if (algorithms.length > 0) params.push(['algs', algorithms.join(' ')]);
+  if (error?.error) {
+    params.push(['error_description', error.description]);
+    if (error.scope) params.push(['scope', error.scope]);
+  }
+  for (const [name, value] of Object.entries(extra)) params.push([name, value]);
+  return challenge('DPoP', params);
 }
 
 export interface RenderOptions {
   realm: string;
   /** Extra auth-params for every challenge (e.g. `resource_metadata`). */
   challengeParams?: Record<string, string>;
+  /**
+   * The route's proof methods. Absent: one Bearer challenge, exactly as before methods existed.
+   * Present: a Bearer challenge always, and a DPoP one when `dpop` is among them.
+   */
+  methods?: readonly ('mtls' | 'dpop')[];
+  /** With `methods`: the Bearer challenge carries `supported_cnf_methods="…"` (errors.advertiseMethods). Default true. */
+  advertiseMethods?: boolean;
+  /** `algs="…"` on the DPoP challenge (dpop.algorithms). */
+  dpopAlgorithms?: readonly string[];
+  /** The scheme the request used: the `error` goes on its challenge (RFC 9449 §7.2). Default bearer. */
+  scheme?: 'bearer' | 'dpop';
+}
+
+/** The challenges for an error, in order: Bearer, then DPoP when the route accepts it. */
+export function challengesFor(err: GuardError | undefined, options: RenderOptions): string[] {
+  const extra = options.challengeParams ?? {};
+  if (options.methods === undefined) return [bearerChallenge(options.realm, err, extra)];
+  const dpop = options.methods.includes('dpop');
+  const onDpop = dpop && options.scheme === 'dpop';
+  const bearerExtra = options.advertiseMethods === false ? extra : { ...extra, supported_cnf_methods: options.methods.join(' ') };
+  const challenges = [bearerChallenge(options.realm, onDpop ? undefined : err, bearerExtra)];
+  if (dpop) challenges.push(dpopChallenge(options.dpopAlgorithms ?? [], onDpop ? err : undefined, extra));
+  return challenges;
 }
 
 /**
@@ -203,12 +256,13 @@ export function renderError(err: GuardError, options: RenderOptions): RenderedEr
     'content-type': 'application/json',
     'cache-control': 'no-store',
   };
-  if (err.status === 400 || err.status === 401 || err.status === 403) {
-    headers['www-authenticate'] = bearerChallenge(options.realm, err, options.challengeParams);
-  }
+  const challenges = err.status === 400 || err.status === 401 || err.status === 403 ? challengesFor(err, options) : [];
+  if (challenges.length > 0) headers['www-authenticate'] = challenges.join(', ');
   if (err.retryAfterSeconds !== undefined) headers['retry-after'] = String(err.retryAfterSeconds);
+  // RFC 9449 §8/§9: the nonce to use; the value is ours (base64url), never client text.
+  if (err.dpopNonce !== undefined) headers['dpop-nonce'] = challengeSafe(err.dpopNonce);
   // No credentials at all gets no error code, in the body as in the challenge (RFC 6750 §3.1).
   const code = err.error ?? SERVER_FAULT_CODES[err.status];
   const body = JSON.stringify(code ? { error: code, error_description: err.description } : { error_description: err.description });
-  return { status: err.status, headers, body };
+  return { status: err.status, headers, body, challenges };
 }
