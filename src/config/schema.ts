@@ -57,6 +57,7 @@ const identityHeaderOverrides = z.strictObject({
   certThumbprint: headerName.optional(),
   clientCert: headerName.optional(),
   binding: headerName.optional(),
+  dpopThumbprint: headerName.optional(),
 });
 
 const identityHeadersSchema = z.strictObject({
@@ -67,7 +68,62 @@ const identityHeadersSchema = z.strictObject({
   clientCert: headerName.default('x-forwarded-client-cert'),
   /** Why the request was let through: bound, unbound, binding_off or report_only. */
   binding: headerName.default('x-auth-binding'),
+  /** Forwarded on a DPoP success: the proof key's RFC 7638 thumbprint. */
+  dpopThumbprint: headerName.default('x-auth-dpop-jkt'),
 });
+
+/** The proofs of possession a route accepts: mTLS certificates (RFC 8705) and DPoP proofs (RFC 9449). */
+export const PROOF_METHODS = ['mtls', 'dpop'] as const;
+export type ProofMethod = (typeof PROOF_METHODS)[number];
+const proofMethods = z
+  .array(z.enum(PROOF_METHODS))
+  .min(1, 'at least one of mtls, dpop')
+  .transform((methods) => [...new Set(methods)]);
+
+/**
+ * Asymmetric JWS algorithms a DPoP proof may use (RFC 9449 §4.3 step 4: never `none`, never a MAC).
+ * `Ed25519` is the fully-specified name (RFC 9864) of what `EdDSA` means for an Ed25519 key;
+ * either spelling in the config accepts both spellings in proofs.
+ */
+export const DPOP_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA', 'Ed25519'] as const;
+export type DpopAlgorithm = (typeof DPOP_ALGORITHMS)[number];
+const dpopAlgorithm = z.string().superRefine((alg, ctx) => {
+  if (/^(none|HS\d+)$/i.test(alg)) ctx.addIssue({ code: 'custom', message: `${alg} is not allowed: DPoP proofs need an asymmetric signature (RFC 9449 §4.3)` });
+  else if (!(DPOP_ALGORITHMS as readonly string[]).includes(alg)) ctx.addIssue({ code: 'custom', message: `one of ${DPOP_ALGORITHMS.join(', ')}` });
+}).transform((alg) => alg as DpopAlgorithm);
+
+const dpopSchema = z
+  .strictObject({
+    algorithms: z.array(dpopAlgorithm).min(1).default(['ES256', 'EdDSA', 'PS256']).transform((algs) => [...new Set(algs)]),
+    /** A proof's `iat` may be this old... */
+    proofMaxAgeSeconds: number(z.number().int().positive().max(3600)).default(300),
+    /** ...and this far ahead. */
+    clockSkewSeconds: number(z.number().int().min(0).max(300)).default(5),
+    /** Proofs must carry a nonce this server issued (RFC 9449 §8). */
+    nonce: flag.default(false),
+    /** Nonces rotate this often; the current and the previous one are accepted. */
+    nonceRotationSeconds: number(z.number().int().min(10).max(3600)).default(60),
+    /** Per-process replay store: remembered `jti`s. When full of unexpired entries, new proofs get 503 (fail closed). */
+    replayStoreMaxEntries: number(z.number().int().min(1000)).default(200_000),
+  })
+  .prefault({});
+
+/** `scheme://host[:port]` as clients call it; normalised to the URL origin (lower case, no default port). */
+const publicOrigin = z
+  .string()
+  .superRefine((value, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'an origin such as https://api.example' });
+      return;
+    }
+    if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '' || url.pathname !== '/' || /[?#]$/.test(value)) {
+      ctx.addIssue({ code: 'custom', message: 'an origin: scheme://host[:port], no path, query, fragment or user' });
+    }
+  })
+  .transform((value) => new URL(value).origin);
 
 /** `header-name: claims.path.to.member`, e.g. `x-tenant: claims.tenant_id`. */
 const claimHeadersSchema = z.record(
@@ -101,6 +157,10 @@ const routePolicyFields = {
   claimHeaders: claimHeadersSchema.optional(),
   /** How this route's tokens are validated: introspection (default), jwt (RFC 9068, local), or jwt-then-introspection. */
   validation: z.enum(VALIDATION_MODES).optional(),
+  /** The proofs of possession this route accepts. */
+  methods: proofMethods.optional(),
+  /** The origin clients call (DPoP `htu`); default `https://<Host of the request>`. */
+  publicOrigin: publicOrigin.optional(),
 };
 
 const routeSchema = z
@@ -253,10 +313,18 @@ export const configSchema = z.strictObject({
   paths: z.strictObject({ ignoreCase: flag.default(true) }).prefault({}),
   /** Tokens bound by a confirmation method cnfguard cannot verify: refused (reject) or judged as if that member were absent (ignore). */
   cnf: z.strictObject({ unknownMethods: z.enum(['reject', 'ignore']).default('reject') }).prefault({}),
+  /** The proofs of possession the default route accepts (routes inherit it). */
+  methods: proofMethods.default(['mtls']),
+  /** Used by routes whose methods include dpop. */
+  dpop: dpopSchema,
+  /** The origin clients call on the default route (DPoP `htu`); default `https://<Host of the request>`. */
+  publicOrigin: publicOrigin.optional(),
   errors: z
     .strictObject({
       realm: z.string().min(1).default('cnfguard'),
       missingCertificate: missingCertificateSchema.prefault({}),
+      /** Bearer challenges carry `supported_cnf_methods="…"` (the route's methods). */
+      advertiseMethods: flag.default(true),
     })
     .prefault({}),
   headers: identityHeadersSchema.prefault({}),

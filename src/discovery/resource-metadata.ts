@@ -12,6 +12,8 @@ export interface ResourceMetadata {
   scopes_supported?: string[];
   bearer_methods_supported: string[];
   tls_client_certificate_bound_access_tokens?: boolean;
+  dpop_signing_alg_values_supported?: string[];
+  dpop_bound_access_tokens_required?: boolean;
 }
 
 interface Published {
@@ -28,18 +30,32 @@ export interface MetadataDirectory {
 export const WELL_KNOWN_PREFIX = '/.well-known/oauth-protected-resource';
 
 /**
- * `tls_client_certificate_bound_access_tokens` is true when a route of the resource enforces the
- * binding of bound tokens (`required` or `optional`); report-only and off do not enforce it.
+ * - `tls_client_certificate_bound_access_tokens: true` when a route of the resource accepts
+ *   `mtls` and enforces the binding of bound tokens (`required` or `optional`; report-only and off
+ *   do not enforce it);
+ * - `dpop_signing_alg_values_supported` (dpop.algorithms) when a route of it accepts `dpop`;
+ * - `dpop_bound_access_tokens_required: true` when every route of it accepts `dpop` alone under
+ *   `binding: required`, so a client is told "DPoP" only when nothing else would be let through.
  */
-export function metadataFor(resource: string, routes: readonly RoutePolicy[], authorizationServers: readonly string[]): ResourceMetadata {
+export function metadataFor(
+  resource: string,
+  routes: readonly RoutePolicy[],
+  authorizationServers: readonly string[],
+  dpopAlgorithms: readonly string[] = [],
+): ResourceMetadata {
   const scopes = [...new Set(routes.flatMap((route) => route.scopes))];
-  const enforces = routes.some((route) => route.binding === 'required' || route.binding === 'optional');
+  const enforces = (route: RoutePolicy) => route.binding === 'required' || route.binding === 'optional';
+  const mtls = routes.some((route) => route.methods.includes('mtls') && enforces(route));
+  const dpop = routes.some((route) => route.methods.includes('dpop'));
+  const dpopRequired = routes.length > 0 && routes.every((route) => route.binding === 'required' && route.methods.length === 1 && route.methods[0] === 'dpop');
   return {
     resource,
     ...(authorizationServers.length > 0 && { authorization_servers: [...authorizationServers] }),
     ...(scopes.length > 0 && { scopes_supported: scopes }),
     bearer_methods_supported: ['header'],
-    ...(enforces && { tls_client_certificate_bound_access_tokens: true }),
+    ...(mtls && { tls_client_certificate_bound_access_tokens: true }),
+    ...(dpop && dpopAlgorithms.length > 0 && { dpop_signing_alg_values_supported: [...dpopAlgorithms] }),
+    ...(dpopRequired && { dpop_bound_access_tokens_required: true }),
   };
 }
 
@@ -52,7 +68,7 @@ export function buildMetadataDirectory(settings: Settings, table: RouteTable): M
   const byPath = new Map<string, Published[]>();
   for (const [resource, routes] of byResource) {
     const url = new URL((routes[0] as RoutePolicy).resourceMetadataUrl as string);
-    const body = JSON.stringify(metadataFor(resource, routes, settings.authorizationServers));
+    const body = JSON.stringify(metadataFor(resource, routes, settings.authorizationServers, settings.dpop.algorithms));
     byPath.set(url.pathname, [...(byPath.get(url.pathname) ?? []), { host: url.hostname.toLowerCase(), body }]);
   }
   return {

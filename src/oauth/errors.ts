@@ -34,6 +34,18 @@ export type ReasonId =
   | 'token_unbound'
   | 'cnf_unsupported'
   | 'insufficient_scope'
+  | 'dpop_proof_missing'
+  | 'dpop_proof_repeated'
+  | 'dpop_proof_invalid'
+  | 'dpop_htm_mismatch'
+  | 'dpop_htu_mismatch'
+  | 'dpop_iat_window'
+  | 'dpop_ath_mismatch'
+  | 'dpop_proof_replayed'
+  | 'dpop_nonce_required'
+  | 'dpop_key_mismatch'
+  | 'dpop_token_unbound'
+  | 'dpop_replay_unavailable'
   | 'introspection_unavailable'
   | 'introspection_misconfigured'
   | 'introspection_rate_limited'
@@ -93,6 +105,19 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   token_unbound: { status: 401, error: 'invalid_token', description: 'the access token is not bound to a client certificate' },
   cnf_unsupported: { status: 401, error: 'invalid_token', description: 'the access token is bound by a confirmation method this server cannot verify' },
   insufficient_scope: { status: 403, error: 'insufficient_scope', description: 'the access token lacks a required scope' },
+  // RFC 9449 §7.1: a bad proof is invalid_dpop_proof; a proof of another key than cnf.jkt names is invalid_token.
+  dpop_proof_missing: { status: 401, error: 'invalid_dpop_proof', description: 'a DPoP proof is required' },
+  dpop_proof_repeated: { status: 401, error: 'invalid_dpop_proof', description: 'exactly one DPoP proof is required' },
+  dpop_proof_invalid: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is malformed or its signature is invalid' },
+  dpop_htm_mismatch: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is for another HTTP method' },
+  dpop_htu_mismatch: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is for another URI' },
+  dpop_iat_window: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is too old or issued in the future' },
+  dpop_ath_mismatch: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is for another access token' },
+  dpop_proof_replayed: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof was already used' },
+  dpop_nonce_required: { status: 401, error: 'use_dpop_nonce', description: 'the DPoP proof must carry the nonce this server provides' },
+  dpop_key_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is bound to a different DPoP key' },
+  dpop_token_unbound: { status: 401, error: 'invalid_token', description: 'the access token is not bound to a DPoP key' },
+  dpop_replay_unavailable: { status: 503, description: 'DPoP proofs cannot be checked for replay right now' },
   introspection_unavailable: { status: 503, description: 'the authorization server is unavailable' },
   // The AS refused cnfguard itself (401/403: its client credentials; or a wrong URL). Not an AS
   // outage, so the circuit breaker does not count it; the client is told no more than for one.
@@ -143,6 +168,8 @@ export interface GuardErrorOverrides {
   detail?: string;
   /** Sent as Retry-After (503 while the authorization server is known to be down; 429/503 over the introspection budget). */
   retryAfterSeconds?: number;
+  /** Sent as `DPoP-Nonce` (RFC 9449 §8: with use_dpop_nonce). */
+  dpopNonce?: string;
 }
 
 export class GuardError extends Error {
@@ -153,6 +180,7 @@ export class GuardError extends Error {
   readonly scope: string | undefined;
   readonly detail: string | undefined;
   readonly retryAfterSeconds: number | undefined;
+  readonly dpopNonce: string | undefined;
 
   constructor(reason: ReasonId, overrides: GuardErrorOverrides = {}) {
     const spec = REASONS[reason];
@@ -165,13 +193,22 @@ export class GuardError extends Error {
     this.scope = overrides.scope;
     this.detail = overrides.detail;
     this.retryAfterSeconds = overrides.retryAfterSeconds;
+    this.dpopNonce = overrides.dpopNonce;
   }
 }
 
 export interface RenderedError {
   status: number;
+  /** `www-authenticate` holds every challenge on one field line, comma-separated (RFC 9110 §11.6.1). */
   headers: Record<string, string>;
   body: string;
+  /**
+   * The same challenges one per entry, for edges that send one `WWW-Authenticate` field line per
+   * challenge (`res.setHeader('www-authenticate', challenges)`), which interoperates better. Empty
+   * when the status carries none. Always set by renderError; optional so that responses built
+   * elsewhere (without challenges) still type-check.
+   */
+  challenges?: string[];
 }
 
 /**
@@ -199,13 +236,58 @@ export function bearerChallenge(realm: string, error?: GuardError, extra: Record
     if (error.scope) params.push(['scope', error.scope]);
   }
   for (const [name, value] of Object.entries(extra)) params.push([name, value]);
-  return `Bearer ${params.map(([name, value]) => `${name}=${quoteString(challengeSafe(value))}`).join(', ')}`;
+  return challenge('Bearer', params);
+}
+
+/** One challenge in RFC 9110 §11.2 form: `Scheme name="value", …`, values made safe and quoted. */
+function challenge(scheme: string, params: readonly (readonly [string, string])[]): string {
+  const rendered = params.map(([name, value]) => `${name}=${quoteString(challengeSafe(value))}`).join(', ');
+  return rendered.length === 0 ? scheme : `${scheme} ${rendered}`;
+}
+
+/**
+ * The `WWW-Authenticate` value for a DPoP challenge (RFC 9449 §7.1): `error` first and `algs`
+ * next, as the contract shows them, then the description, scope and extra parameters.
+ */
+export function dpopChallenge(algorithms: readonly string[], error?: GuardError, extra: Record<string, string> = {}): string {
+  const params: [string, string][] = [];
+  if (error?.error) params.push(['error', error.error]);
+  if (algorithms.length > 0) params.push(['algs', algorithms.join(' ')]);
+  if (error?.error) {
+    params.push(['error_description', error.description]);
+    if (error.scope) params.push(['scope', error.scope]);
+  }
+  for (const [name, value] of Object.entries(extra)) params.push([name, value]);
+  return challenge('DPoP', params);
 }
 
 export interface RenderOptions {
   realm: string;
   /** Extra auth-params for every challenge (e.g. `resource_metadata`). */
   challengeParams?: Record<string, string>;
+  /**
+   * The route's proof methods. Absent: one Bearer challenge, exactly as before methods existed.
+   * Present: a Bearer challenge always, and a DPoP one when `dpop` is among them.
+   */
+  methods?: readonly ('mtls' | 'dpop')[];
+  /** With `methods`: the Bearer challenge carries `supported_cnf_methods="…"` (errors.advertiseMethods). Default true. */
+  advertiseMethods?: boolean;
+  /** `algs="…"` on the DPoP challenge (dpop.algorithms). */
+  dpopAlgorithms?: readonly string[];
+  /** The scheme the request used: the `error` goes on its challenge (RFC 9449 §7.2). Default bearer. */
+  scheme?: 'bearer' | 'dpop';
+}
+
+/** The challenges for an error, in order: Bearer, then DPoP when the route accepts it. */
+export function challengesFor(err: GuardError | undefined, options: RenderOptions): string[] {
+  const extra = options.challengeParams ?? {};
+  if (options.methods === undefined) return [bearerChallenge(options.realm, err, extra)];
+  const dpop = options.methods.includes('dpop');
+  const onDpop = dpop && options.scheme === 'dpop';
+  const bearerExtra = options.advertiseMethods === false ? extra : { ...extra, supported_cnf_methods: options.methods.join(' ') };
+  const challenges = [bearerChallenge(options.realm, onDpop ? undefined : err, bearerExtra)];
+  if (dpop) challenges.push(dpopChallenge(options.dpopAlgorithms ?? [], onDpop ? err : undefined, extra));
+  return challenges;
 }
 
 /**
@@ -218,12 +300,13 @@ export function renderError(err: GuardError, options: RenderOptions): RenderedEr
     'content-type': 'application/json',
     'cache-control': 'no-store',
   };
-  if (err.status === 400 || err.status === 401 || err.status === 403) {
-    headers['www-authenticate'] = bearerChallenge(options.realm, err, options.challengeParams);
-  }
+  const challenges = err.status === 400 || err.status === 401 || err.status === 403 ? challengesFor(err, options) : [];
+  if (challenges.length > 0) headers['www-authenticate'] = challenges.join(', ');
   if (err.retryAfterSeconds !== undefined) headers['retry-after'] = String(err.retryAfterSeconds);
+  // RFC 9449 §8/§9: the nonce to use; the value is ours (base64url), never client text.
+  if (err.dpopNonce !== undefined) headers['dpop-nonce'] = challengeSafe(err.dpopNonce);
   // No credentials at all gets no error code, in the body as in the challenge (RFC 6750 §3.1).
   const code = err.error ?? SERVER_FAULT_CODES[err.status];
   const body = JSON.stringify(code ? { error: code, error_description: err.description } : { error_description: err.description });
-  return { status: err.status, headers, body };
+  return { status: err.status, headers, body, challenges };
 }

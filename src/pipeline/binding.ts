@@ -10,14 +10,22 @@ import type { ClientCertificate } from './client-cert.ts';
 /** What a request offers as proof of possession. */
 export interface Proof {
   certificate: ClientCertificate | undefined;
+  /** A DPoP proof that passed verifyDpopProof: its key's RFC 7638 thumbprint. */
+  dpop?: { readonly jkt: string } | undefined;
 }
+
+/** Why a binding failed: the proof is absent, or it names another key. */
+export type BindingFailure = 'certificate_missing' | 'certificate_mismatch' | 'dpop_proof_missing' | 'dpop_key_mismatch';
 
 export type MemberCheck = 'match' | 'mismatch' | 'missing';
 
-/** One confirmation method: `x5t#S256` today; DPoP's `jkt` plugs in as another. */
+/** One confirmation method: a `cnf` member and how to check it against the request's proof. */
 export interface ConfirmationVerifier {
   readonly member: string;
   verify(value: unknown, proof: Proof): MemberCheck;
+  /** Reason ids for this method's failures; default the certificate ones. */
+  readonly missingReason?: BindingFailure;
+  readonly mismatchReason?: BindingFailure;
 }
 
 /** Compares two base64url thumbprints as bytes, in constant time. */
@@ -38,12 +46,35 @@ export const x5tS256Verifier: ConfirmationVerifier = {
   },
 };
 
+/** RFC 9449 §6: the thumbprint of the verified DPoP proof's key. */
+export const jktVerifier: ConfirmationVerifier = {
+  member: 'jkt',
+  missingReason: 'dpop_proof_missing',
+  mismatchReason: 'dpop_key_mismatch',
+  verify(value, proof) {
+    if (proof.dpop === undefined) return 'missing';
+    return typeof value === 'string' && thumbprintsEqual(value, proof.dpop.jkt) ? 'match' : 'mismatch';
+  },
+};
+
+/** The verifiers of mTLS alone: what a route with the default `methods: [mtls]` checks. */
 export const DEFAULT_VERIFIERS: readonly ConfirmationVerifier[] = [x5tS256Verifier];
+
+/** Which verifiers each proof method brings. */
+export const VERIFIERS_BY_METHOD: Readonly<Record<'mtls' | 'dpop', readonly ConfirmationVerifier[]>> = Object.freeze({
+  mtls: [x5tS256Verifier],
+  dpop: [jktVerifier],
+});
+
+/** The verifiers for a route's methods: members of other methods are then unknown (cnf.unknownMethods). */
+export function verifiersFor(methods: readonly ('mtls' | 'dpop')[]): readonly ConfirmationVerifier[] {
+  return methods.flatMap((method) => VERIFIERS_BY_METHOD[method]);
+}
 
 export type BindingOutcome =
   | { kind: 'bound' }
   | { kind: 'unbound' }
-  | { kind: 'failed'; reason: 'certificate_missing' | 'certificate_mismatch' | 'cnf_unsupported'; detail: string };
+  | { kind: 'failed'; reason: BindingFailure | 'cnf_unsupported'; detail: string };
 
 /**
  * Checks every `cnf` member against the proof. A member no verifier knows fails the token
@@ -58,7 +89,7 @@ export function checkBinding(
   unknownMethods: 'reject' | 'ignore' = 'reject',
 ): BindingOutcome {
   const members = cnf === undefined ? [] : Object.keys(cnf);
-  let missing: string | undefined;
+  let missing: ConfirmationVerifier | undefined;
   let verified = 0;
   for (const member of members) {
     const verifier = verifiers.find((v) => v.member === member);
@@ -68,9 +99,9 @@ export function checkBinding(
     }
     verified++;
     const result = verifier.verify(cnf?.[member], proof);
-    if (result === 'mismatch') return { kind: 'failed', reason: 'certificate_mismatch', detail: `${member} mismatch` };
-    if (result === 'missing') missing ??= member;
+    if (result === 'mismatch') return { kind: 'failed', reason: verifier.mismatchReason ?? 'certificate_mismatch', detail: `${member} mismatch` };
+    if (result === 'missing') missing ??= verifier;
   }
-  if (missing !== undefined) return { kind: 'failed', reason: 'certificate_missing', detail: `${missing} proof missing` };
+  if (missing !== undefined) return { kind: 'failed', reason: missing.missingReason ?? 'certificate_missing', detail: `${missing.member} proof missing` };
   return verified === 0 ? { kind: 'unbound' } : { kind: 'bound' };
 }

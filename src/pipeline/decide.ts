@@ -6,7 +6,7 @@
  */
 import type { TokenInfo } from '../introspection/token-info.ts';
 import { GuardError, type ReasonId } from '../oauth/errors.ts';
-import { checkBinding, DEFAULT_VERIFIERS, type ConfirmationVerifier } from './binding.ts';
+import { checkBinding, verifiersFor, type BindingFailure, type ConfirmationVerifier } from './binding.ts';
 import type { ClientCertificate } from './client-cert.ts';
 import type { RoutePolicy } from './route.ts';
 
@@ -16,7 +16,12 @@ export interface DecisionInput {
   policy: RoutePolicy;
   /** Seconds since the epoch. */
   now: number;
+  /** Default: the verifiers of the route's `methods` (a member of another method is then unknown). */
   verifiers?: readonly ConfirmationVerifier[];
+  /** The scheme of the Authorization header. Default `bearer`. */
+  scheme?: 'bearer' | 'dpop';
+  /** With the `dpop` scheme: the proof verifyDpopProof accepted (its key's thumbprint). */
+  proof?: { readonly jkt: string } | undefined;
 }
 
 export interface Identity {
@@ -26,6 +31,8 @@ export interface Identity {
   certificate: ClientCertificate | undefined;
   /** The introspection answer, for claim -> header mappings. */
   claims: Readonly<Record<string, unknown>>;
+  /** With the DPoP scheme: the proof key's RFC 7638 thumbprint, forwarded as headers.dpopThumbprint. */
+  dpopThumbprint?: string;
 }
 
 /** Why a request was let through: a verified binding, an unbound token the route accepts, no check, or report-only. */
@@ -39,7 +46,7 @@ function deny(reason: ReasonId, detail?: string): Decision {
   return { allow: false, error: new GuardError(reason, detail === undefined ? {} : { detail }) };
 }
 
-function bindingError(reason: 'certificate_missing' | 'certificate_mismatch' | 'cnf_unsupported' | 'token_unbound' | 'certificate_untrusted', policy: RoutePolicy, detail: string): GuardError {
+function bindingError(reason: BindingFailure | 'cnf_unsupported' | 'token_unbound' | 'certificate_untrusted', policy: RoutePolicy, detail: string): GuardError {
   if (reason === 'certificate_missing') {
     return new GuardError(reason, { status: policy.missingCertificate.status, error: policy.missingCertificate.code, detail });
   }
@@ -50,24 +57,43 @@ export function scopesOf(scope: string | undefined): Set<string> {
   return new Set((scope ?? '').split(' ').filter((s) => s.length > 0));
 }
 
+/** Whether the route takes credentials in this scheme: Bearer always, DPoP when `dpop` is in its methods. */
+export function schemeAccepted(policy: Pick<RoutePolicy, 'methods'>, scheme: 'bearer' | 'dpop'): boolean {
+  return scheme === 'bearer' || policy.methods.includes('dpop');
+}
+
 export function decide(input: DecisionInput): Decision {
   const { token, certificate, policy, now } = input;
+  const scheme = input.scheme ?? 'bearer';
+  // The DPoP scheme where DPoP is not accepted: as if no credentials came (the challenges say which schemes are).
+  if (!schemeAccepted(policy, scheme)) return deny('credentials_missing', 'DPoP scheme on a route without dpop');
+  // The pipeline verifies the proof before deciding; a DPoP request without one never gets further.
+  if (scheme === 'dpop' && input.proof === undefined) return deny('dpop_proof_missing');
   if (!token.active) return deny('token_inactive');
   if (token.exp !== undefined && token.exp <= now) return deny('token_expired');
   if (token.nbf !== undefined && token.nbf > now) return deny('token_not_yet_valid');
+  const hasJkt = token.cnf !== undefined && Object.hasOwn(token.cnf, 'jkt');
+  const tokenType = token.tokenType?.toLowerCase();
   // A DPoP-bound token presented with the Bearer scheme is a downgrade (RFC 9449 §7.2): refused on
   // every route, whatever its binding mode or cnf.unknownMethods.
-  if (token.tokenType?.toLowerCase() === 'dpop' || (token.cnf !== undefined && Object.hasOwn(token.cnf, 'jkt'))) return deny('token_type_unsupported');
+  if (scheme === 'bearer' && (tokenType === 'dpop' || hasJkt)) return deny('token_type_unsupported');
+  // The DPoP scheme is for DPoP-bound tokens (RFC 9449 §7.1, §6.2): a proof binds nothing to a
+  // token without cnf.jkt, so such a token is refused on every route, as its Bearer mirror is.
+  if (scheme === 'dpop' && (!hasJkt || tokenType === 'bearer')) return deny('dpop_token_unbound', hasJkt ? 'token_type Bearer with cnf.jkt' : 'no cnf.jkt');
   // RFC 7662 makes `iss` optional: an answer without one is the configured AS's own word.
   if (policy.issuer !== undefined && token.iss !== undefined && token.iss !== policy.issuer) return deny('issuer_mismatch');
   if (policy.audience !== undefined && !token.aud.includes(policy.audience)) return deny('audience_mismatch');
 
   const identity: Identity = { subject: token.subject, clientId: token.clientId, scope: token.scope, certificate, claims: token.claims };
+  if (scheme === 'dpop' && input.proof !== undefined) identity.dpopThumbprint = input.proof.jkt;
   let reason: AllowReason = 'binding_off';
   let wouldDeny: GuardError | undefined;
 
   if (policy.binding !== 'off') {
-    const outcome = checkBinding(token.cnf, { certificate }, input.verifiers ?? DEFAULT_VERIFIERS, policy.unknownCnf);
+    // Every cnf member must be verified by a method the route accepts; the proof is offered only
+    // when the request used the DPoP scheme.
+    const proof = { certificate, dpop: scheme === 'dpop' ? input.proof : undefined };
+    const outcome = checkBinding(token.cnf, proof, input.verifiers ?? verifiersFor(policy.methods), policy.unknownCnf);
     let failure: GuardError | undefined;
     if (certificate !== undefined && !certificate.trusted) {
       failure = bindingError('certificate_untrusted', policy, 'client certificate does not chain to tls.clientCa');

@@ -3,7 +3,7 @@
  * `*.suffix`) and path prefix, in config order, first match wins; the default route (the
  * top-level keys) comes last. A route inherits every policy key it does not set.
  */
-import type { BindingMode, Settings } from '../config/schema.ts';
+import type { BindingMode, ProofMethod, Settings } from '../config/schema.ts';
 import { GuardError } from '../oauth/errors.ts';
 import type { IdentityHeaderNames } from './identity-headers.ts';
 import { routingPaths, type ParsedTarget } from './path.ts';
@@ -43,6 +43,10 @@ export interface RoutePolicy {
   readonly resourceMetadataUrl: string | undefined;
   /** How tokens are validated on this route (src/validation/validator.ts). */
   readonly validation: ValidationMode;
+  /** The proofs of possession this route accepts (`mtls`, `dpop`); at least one. */
+  readonly methods: readonly ProofMethod[];
+  /** The origin clients call, for DPoP `htu` (`https://api.example`); undefined: `https://<Host>`. */
+  readonly publicOrigin: string | undefined;
 }
 
 export interface RouteTable {
@@ -105,6 +109,8 @@ export function compileRoutes(settings: Settings): RouteTable {
       resource,
       resourceMetadataUrl: resource === undefined ? undefined : resourceMetadataUrl(resource),
       validation: route.validation ?? settings.validation,
+      methods: Object.freeze([...(route.methods ?? settings.methods)]),
+      publicOrigin: route.publicOrigin ?? settings.publicOrigin,
     });
   };
   const routes = settings.routes.map((route, index) => build(`routes[${index}]`, route));

@@ -186,7 +186,7 @@ describe('loadConfigObject', () => {
     expect(settings.introspection.timeoutMs).toBe(2000);
     expect(settings.binding).toBe('required');
     expect(settings.routes).toEqual([]);
-    expect(settings.errors).toEqual({ realm: 'cnfguard', missingCertificate: { code: 'invalid_token', status: 401 } });
+    expect(settings.errors).toEqual({ realm: 'cnfguard', missingCertificate: { code: 'invalid_token', status: 401 }, advertiseMethods: true });
     expect(settings.scopes).toEqual([]);
     expect(settings.audience).toBeUndefined();
     expect(settings.stripAuthorization).toBe(false);
@@ -200,7 +200,11 @@ describe('loadConfigObject', () => {
       certThumbprint: 'x-auth-cert-thumbprint',
       clientCert: 'x-forwarded-client-cert',
       binding: 'x-auth-binding',
+      dpopThumbprint: 'x-auth-dpop-jkt',
     });
+    expect(settings.methods).toEqual(['mtls']);
+    expect(settings.dpop).toEqual({ algorithms: ['ES256', 'EdDSA', 'PS256'], proofMaxAgeSeconds: 300, clockSkewSeconds: 5, nonce: false, nonceRotationSeconds: 60, replayStoreMaxEntries: 200_000 });
+    expect(settings.publicOrigin).toBeUndefined();
   });
 
   it('loads the PEM files it names', () => {

@@ -184,6 +184,7 @@ describe('REASONS', () => {
       'body_too_large',
       'client_aborted',
       'credentials_missing',
+      'dpop_replay_unavailable',
       'headers_too_large',
       'headers_too_many',
       'http_malformed',

@@ -63,7 +63,10 @@ describe('fuzz: Authorization header (bearerTokenFrom)', () => {
         expect(authorization).toHaveLength(1);
         expect(authorization?.[0]).toContain(token);
         // The only thing around the token is the scheme, spaces and optional whitespace.
-        expect(authorization?.[0]?.replace(token, '')).toMatch(/^[ \t]*bearer +[ \t]*$/i);
+        // (The token is cut from the end: `bEaReR E` holds the token `E` inside its scheme too.)
+        const value = authorization?.[0] ?? '';
+        const end = value.lastIndexOf(token);
+        expect(value.slice(0, end) + value.slice(end + token.length)).toMatch(/^[ \t]*bearer +[ \t]*$/i);
       }),
       { numRuns: RUNS * 2 },
     );

@@ -1,0 +1,264 @@
+/**
+ * Step: the DPoP proof check (RFC 9449 §4.3 and §7.1), for requests with `Authorization: DPoP`.
+ * Pure apart from what is injected (clock, replay store, nonce source). It never throws: every
+ * outcome is `{ ok: true, jkt }` or a typed failure carrying the reason id the request is refused
+ * with. The checks run in the order of {@link verifyDpopProof}; the replay store is asked last, so
+ * a `jti` is recorded only for a proof that passed every other check.
+ *
+ * Neither the proof nor the access token appears in a failure, a detail or a log line.
+ */
+import { createHash } from 'node:crypto';
+import { calculateJwkThumbprint, compactVerify, importJWK, type JWK } from 'jose';
+import { GuardError, type ReasonId } from '../oauth/errors.ts';
+import { thumbprintsEqual } from '../pipeline/binding.ts';
+import type { NonceSource } from './nonce.ts';
+import { replayKey, type ReplayStore } from './replay-store.ts';
+
+/** A proof longer than this is refused before it is parsed (the header line, in bytes). */
+export const MAX_PROOF_BYTES = 4096;
+/** Longest `jti` accepted (RFC 9449 §11.1: reject huge values; the store keeps a hash anyway). */
+export const MAX_JTI_LENGTH = 256;
+
+/** Asymmetric JWS algorithms only: never `none`, never a MAC (RFC 9449 §4.3 step 4). */
+const ASYMMETRIC = new Set(['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA', 'Ed25519']);
+/** Members that make a JWK private (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2). */
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+const PUBLIC_KEY_TYPES = new Set(['EC', 'RSA', 'OKP']);
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+
+export interface DpopPolicy {
+  /** `dpop.algorithms`; MAC algorithms and `none` are never accepted, configured or not. */
+  readonly algorithms: readonly string[];
+  readonly proofMaxAgeSeconds: number;
+  readonly clockSkewSeconds: number;
+}
+
+export interface DpopProofInput {
+  /** Every `DPoP` header field line as received (`req.headersDistinct.dpop`); none is undefined or []. */
+  readonly headerLines: readonly string[] | undefined;
+  /** The request method as received (case-sensitive, RFC 9110 §9.1). */
+  readonly method: string;
+  /** The URI the client called, e.g. from {@link expectedHtu}; query and fragment are ignored. */
+  readonly htu: string;
+  /** The access token from `Authorization: DPoP <token>`, for `ath`. */
+  readonly accessToken: string;
+}
+
+export interface DpopDeps {
+  readonly policy: DpopPolicy;
+  readonly replayStore: ReplayStore;
+  /** Set when `dpop.nonce: true`: proofs must then carry a nonce this source issued. */
+  readonly nonces?: NonceSource | undefined;
+  /** Epoch seconds. */
+  readonly now: () => number;
+}
+
+/** Which check refused the proof: finer than the reason id, for the log-only detail. */
+export type DpopCheck =
+  | 'header_missing'
+  | 'header_repeated'
+  | 'too_large'
+  | 'compact'
+  | 'header'
+  | 'typ'
+  | 'alg'
+  | 'jwk'
+  | 'signature'
+  | 'claims'
+  | 'htm'
+  | 'htu'
+  | 'iat'
+  | 'ath'
+  | 'nonce'
+  | 'replayed'
+  | 'store_unavailable';
+
+export type DpopResult =
+  | {
+      readonly ok: true;
+      /** RFC 7638 SHA-256 thumbprint of the proof key: compared with `cnf.jkt`, forwarded as x-auth-dpop-jkt. */
+      readonly jkt: string;
+      /** With nonces on: a fresh nonce for the success's `DPoP-Nonce` when the proof's was not the current one. */
+      readonly nonce?: string;
+    }
+  | { readonly ok: false; readonly check: DpopCheck; readonly reason: ReasonId; readonly error: GuardError };
+
+const REASON_OF: Readonly<Record<DpopCheck, ReasonId>> = {
+  header_missing: 'dpop_proof_missing',
+  header_repeated: 'dpop_proof_repeated',
+  too_large: 'dpop_proof_invalid',
+  compact: 'dpop_proof_invalid',
+  header: 'dpop_proof_invalid',
+  typ: 'dpop_proof_invalid',
+  alg: 'dpop_proof_invalid',
+  jwk: 'dpop_proof_invalid',
+  signature: 'dpop_proof_invalid',
+  claims: 'dpop_proof_invalid',
+  htm: 'dpop_htm_mismatch',
+  htu: 'dpop_htu_mismatch',
+  iat: 'dpop_iat_window',
+  ath: 'dpop_ath_mismatch',
+  nonce: 'dpop_nonce_required',
+  replayed: 'dpop_proof_replayed',
+  store_unavailable: 'dpop_replay_unavailable',
+};
+
+function fail(check: DpopCheck, detail: string, dpopNonce?: string): DpopResult {
+  const reason = REASON_OF[check];
+  const error = new GuardError(reason, dpopNonce === undefined ? { detail: `dpop ${check}: ${detail}` } : { detail: `dpop ${check}: ${detail}`, dpopNonce });
+  return { ok: false, check, reason, error };
+}
+
+/** Whether a proof's `alg` is accepted under the configured list (EdDSA and Ed25519 are one algorithm for Ed25519 keys). */
+export function algorithmAccepted(alg: string, configured: readonly string[]): boolean {
+  if (!ASYMMETRIC.has(alg)) return false;
+  if (configured.includes(alg)) return true;
+  return (alg === 'EdDSA' && configured.includes('Ed25519')) || (alg === 'Ed25519' && configured.includes('EdDSA'));
+}
+
+/** Throws on a policy that names `none`, a MAC or an unknown algorithm (the config schema already refuses them). */
+export function checkDpopPolicy(policy: DpopPolicy): DpopPolicy {
+  const bad = policy.algorithms.filter((alg) => !ASYMMETRIC.has(alg));
+  if (bad.length > 0 || policy.algorithms.length === 0) throw new RangeError(`dpop.algorithms: not asymmetric JWS algorithms: ${bad.join(', ') || '(empty)'}`);
+  return policy;
+}
+
+const UNRESERVED = /[A-Za-z0-9\-._~]/;
+
+/**
+ * RFC 3986 §6.2.2 syntax-based normalisation of an http(s) URI, without query and fragment:
+ * scheme and host lower case, default port dropped, percent-encodings upper case and decoded when
+ * they encode an unreserved character, dot segments removed, empty path as `/`. Undefined when
+ * the text is not an absolute http(s) URI.
+ */
+export function normalizeHtu(uri: string): string | undefined {
+  // Whitespace and control characters (URL would silently strip some of them).
+  if (uri.length > 8192 || [...uri].some((c) => c.charCodeAt(0) <= 0x20 || c.charCodeAt(0) === 0x7f) || /\s/.test(uri)) return undefined;
+  // Decode encoded unreserved characters first, so that `%2E%2E` is a dot segment as RFC 3986
+  // §6.2.2 orders it; upper-case the rest.
+  const text = uri.replace(/%([0-9A-Fa-f]{2})/g, (_match, hex: string) => {
+    const char = String.fromCharCode(Number.parseInt(hex, 16));
+    return UNRESERVED.test(char) ? char : `%${hex.toUpperCase()}`;
+  });
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return undefined;
+  }
+  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '') return undefined;
+  return `${url.protocol}//${url.host}${url.pathname}`;
+}
+
+/**
+ * The `htu` a request must carry: the route's `publicOrigin` (RFC 9449 §4.3 wants the URI the
+ * client used, not the upstream's), else `https://<Host>`, followed by the request path.
+ */
+export function expectedHtu(publicOrigin: string | undefined, host: string, path: string): string {
+  const origin = publicOrigin ?? `https://${host}`;
+  const cut = path.search(/[?#]/);
+  return `${origin}${cut === -1 ? path : path.slice(0, cut)}`;
+}
+
+/** base64url(SHA-256(access token)), the `ath` a proof must carry (RFC 9449 §4.2). */
+export function accessTokenHash(accessToken: string): string {
+  return createHash('sha256').update(accessToken, 'ascii').digest('base64url');
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function jsonPart(part: string): unknown {
+  try {
+    return JSON.parse(Buffer.from(part, 'base64url').toString('utf8')) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * RFC 9449 §4.3, in order: one header line; size; compact JWS; `typ` `dpop+jwt`; `alg` allowed;
+ * `jwk` public; signature; claims present and typed; `htm`; `htu`; `iat` window; `ath`; `nonce`
+ * (when required); then `jti` unseen, recorded until the proof can no longer be accepted.
+ * The binding (`cnf.jkt` = the returned `jkt`) is the binding step's, not this one's.
+ */
+export async function verifyDpopProof(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult> {
+  try {
+    return await verify(input, deps);
+  } catch {
+    // jose and WebCrypto reject odd keys in many ways; none of them may escape as anything but a refusal.
+    return fail('signature', 'verification failed');
+  }
+}
+
+async function verify(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult> {
+  const lines = input.headerLines ?? [];
+  if (lines.length === 0) return fail('header_missing', 'no DPoP header');
+  if (lines.length > 1) return fail('header_repeated', `${lines.length} DPoP header lines`);
+  const raw = lines[0] as string;
+  if (raw.length > MAX_PROOF_BYTES) return fail('too_large', `${raw.length} bytes`);
+  const proof = raw.replace(/^[ \t]+|[ \t]+$/g, '');
+  if (!COMPACT_JWS.test(proof)) return fail('compact', 'not a compact JWS');
+
+  const [headerPart, payloadPart] = proof.split('.') as [string, string, string];
+  const header = jsonPart(headerPart);
+  if (!isObject(header)) return fail('header', 'protected header is not a JSON object');
+  const typ = typeof header.typ === 'string' ? header.typ.toLowerCase() : undefined;
+  if (typ !== 'dpop+jwt' && typ !== 'application/dpop+jwt') return fail('typ', 'typ is not dpop+jwt');
+  const alg = header.alg;
+  if (typeof alg !== 'string' || !algorithmAccepted(alg, deps.policy.algorithms)) return fail('alg', 'alg not accepted');
+  const jwk = header.jwk;
+  if (!isObject(jwk) || typeof jwk.kty !== 'string' || !PUBLIC_KEY_TYPES.has(jwk.kty)) return fail('jwk', 'jwk is not a public EC, RSA or OKP key');
+  if (PRIVATE_MEMBERS.some((member) => Object.hasOwn(jwk, member))) return fail('jwk', 'jwk has private key members');
+  // A payload that is not JSON fails before any crypto.
+  if (!isObject(jsonPart(payloadPart))) return fail('claims', 'payload is not a JSON object');
+
+  let key;
+  try {
+    key = await importJWK(jwk as JWK, alg);
+  } catch {
+    return fail('jwk', 'jwk does not import for alg');
+  }
+  if (!(key instanceof CryptoKey) || key.type !== 'public') return fail('jwk', 'jwk is not a public key');
+  let payload: Uint8Array;
+  try {
+    ({ payload } = await compactVerify(proof, key, { algorithms: [alg] }));
+  } catch {
+    return fail('signature', 'signature does not verify with the header jwk');
+  }
+  const claims = JSON.parse(Buffer.from(payload).toString('utf8')) as Record<string, unknown>;
+
+  const { jti, htm, htu, iat, ath, nonce } = claims;
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_JTI_LENGTH) return fail('claims', 'jti missing or not a string of 1..256');
+  if (typeof htm !== 'string' || typeof htu !== 'string' || typeof iat !== 'number' || !Number.isFinite(iat)) return fail('claims', 'htm, htu or iat missing');
+  if (nonce !== undefined && typeof nonce !== 'string') return fail('claims', 'nonce is not a string');
+
+  if (htm !== input.method) return fail('htm', 'htm differs from the request method');
+  const expected = normalizeHtu(input.htu);
+  const presented = normalizeHtu(htu);
+  if (expected === undefined || presented === undefined || presented !== expected) return fail('htu', 'htu differs from the request URI');
+
+  const now = deps.now();
+  if (iat < now - deps.policy.proofMaxAgeSeconds) return fail('iat', `iat ${Math.round(now - iat)} s old`);
+  if (iat > now + deps.policy.clockSkewSeconds) return fail('iat', `iat ${Math.round(iat - now)} s ahead`);
+
+  if (typeof ath !== 'string' || !thumbprintsEqual(accessTokenHash(input.accessToken), ath)) return fail('ath', 'ath missing or not the access token hash');
+
+  if (deps.nonces !== undefined && (nonce === undefined || !deps.nonces.accepts(nonce))) {
+    return fail('nonce', nonce === undefined ? 'no nonce' : 'nonce not current', deps.nonces.current());
+  }
+
+  const jkt = await calculateJwkThumbprint(jwk as JWK, 'sha256');
+  let fresh: boolean;
+  try {
+    // Acceptable while iat >= now - maxAge, so remembered until iat + maxAge (and a second more).
+    fresh = await deps.replayStore.remember(replayKey(jkt, jti), Math.ceil(iat) + deps.policy.proofMaxAgeSeconds + 1);
+  } catch (err) {
+    return fail('store_unavailable', err instanceof Error ? err.message.slice(0, 100) : 'replay store failed');
+  }
+  if (!fresh) return fail('replayed', 'jti already used');
+
+  const fresher = deps.nonces?.freshFor(nonce);
+  return fresher === undefined ? { ok: true, jkt } : { ok: true, jkt, nonce: fresher };
+}

@@ -1,0 +1,120 @@
+/** The decision rows of the contract's "methods per route" and "DPoP" sections. */
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { configSchema } from '../../src/config/schema.ts';
+import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
+import type { ReasonId } from '../../src/oauth/errors.ts';
+import { checkBinding, jktVerifier, verifiersFor, x5tS256Verifier } from '../../src/pipeline/binding.ts';
+import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
+import { decide, schemeAccepted, type Decision, type DecisionInput } from '../../src/pipeline/decide.ts';
+import { compileRoutes, type RoutePolicy } from '../../src/pipeline/route.ts';
+
+const NOW = 1_750_000_000;
+const b64 = (label: string) => createHash('sha256').update(label).digest('base64url');
+
+function certificate(label: string): ClientCertificate {
+  const digest = createHash('sha256').update(label).digest();
+  return { thumbprint: digest.toString('base64url'), sha256Hex: digest.toString('hex'), subject: `CN=${label}`, uris: [], dns: [], trusted: true, xfcc: '' };
+}
+const CERT = certificate('client1');
+const OTHER_CERT = certificate('client2');
+const JKT = b64('key1');
+const OTHER_JKT = b64('key2');
+const PROOF = { jkt: JKT };
+
+function token(overrides: Partial<TokenInfo> = {}): TokenInfo {
+  return { ...INACTIVE, active: true, subject: 'alice', clientId: 'app', scope: 'read', tokenType: 'DPoP', exp: NOW + 600, aud: [], cnf: { jkt: JKT }, ...overrides };
+}
+const MTLS_TOKEN = token({ tokenType: 'Bearer', cnf: { 'x5t#S256': CERT.thumbprint } });
+const BOTH_TOKEN = token({ cnf: { 'x5t#S256': CERT.thumbprint, jkt: JKT } });
+const UNBOUND = token({ tokenType: 'Bearer', cnf: undefined });
+
+const FALLBACK = compileRoutes(
+  configSchema.parse({ tls: { cert: '/x', key: '/x' }, introspection: { url: 'https://as.example/i', clientId: 'rs', clientSecret: 's' }, upstream: 'http://127.0.0.1:8080' }),
+).fallback;
+const policy = (overrides: Partial<RoutePolicy> = {}): RoutePolicy => ({ ...FALLBACK, ...overrides });
+const DPOP = policy({ methods: ['dpop'] });
+const BOTH = policy({ methods: ['mtls', 'dpop'] });
+
+function run(input: Partial<DecisionInput> & { token: TokenInfo; policy: RoutePolicy }): Decision {
+  return decide({ certificate: undefined, now: NOW, ...input });
+}
+function reason(decision: Decision): ReasonId | 'allow' {
+  return decision.allow ? 'allow' : decision.error.reason;
+}
+
+describe('decide: DPoP and methods per route', () => {
+  type Row = [string, Partial<DecisionInput> & { token: TokenInfo; policy: RoutePolicy }, ReasonId | 'allow', number?, string?];
+  it.each<Row>([
+    ['DPoP token, valid proof of its key', { token: token(), policy: DPOP, scheme: 'dpop', proof: PROOF }, 'allow'],
+    ['DPoP token, proof of another key', { token: token(), policy: DPOP, scheme: 'dpop', proof: { jkt: OTHER_JKT } }, 'dpop_key_mismatch', 401, 'invalid_token'],
+    ['DPoP token, cnf.jkt not a thumbprint', { token: token({ cnf: { jkt: 'short' } }), policy: DPOP, scheme: 'dpop', proof: PROOF }, 'dpop_key_mismatch', 401, 'invalid_token'],
+    ['DPoP scheme without a verified proof (pipeline guard)', { token: token(), policy: DPOP, scheme: 'dpop' }, 'dpop_proof_missing', 401, 'invalid_dpop_proof'],
+    ['DPoP scheme on an mtls-only route: as for missing credentials', { token: token(), policy: policy(), scheme: 'dpop', proof: PROOF }, 'credentials_missing', 401, undefined],
+    ['DPoP token as Bearer on a dpop route', { token: token(), policy: DPOP, scheme: 'bearer' }, 'token_type_unsupported', 401, 'invalid_token'],
+    ['DPoP token as Bearer, binding off', { token: token(), policy: policy({ methods: ['dpop'], binding: 'off' }), scheme: 'bearer' }, 'token_type_unsupported', 401, 'invalid_token'],
+    ['cnf.jkt token (type Bearer) as Bearer', { token: token({ tokenType: 'Bearer' }), policy: BOTH }, 'token_type_unsupported', 401, 'invalid_token'],
+    ['token_type DPoP without cnf as Bearer', { token: token({ cnf: undefined }), policy: BOTH, certificate: CERT }, 'token_type_unsupported', 401, 'invalid_token'],
+    ['unbound token with the DPoP scheme', { token: UNBOUND, policy: policy({ methods: ['dpop'], binding: 'optional' }), scheme: 'dpop', proof: PROOF }, 'dpop_token_unbound', 401, 'invalid_token'],
+    ['mTLS token with the DPoP scheme', { token: MTLS_TOKEN, policy: BOTH, scheme: 'dpop', proof: PROOF, certificate: CERT }, 'dpop_token_unbound', 401, 'invalid_token'],
+    ['token_type Bearer with cnf.jkt, DPoP scheme', { token: token({ tokenType: 'Bearer' }), policy: DPOP, scheme: 'dpop', proof: PROOF }, 'dpop_token_unbound', 401, 'invalid_token'],
+    ['both members, both proofs match', { token: BOTH_TOKEN, policy: BOTH, scheme: 'dpop', proof: PROOF, certificate: CERT }, 'allow'],
+    ['both members, certificate of another client', { token: BOTH_TOKEN, policy: BOTH, scheme: 'dpop', proof: PROOF, certificate: OTHER_CERT }, 'certificate_mismatch', 401, 'invalid_token'],
+    ['both members, no certificate', { token: BOTH_TOKEN, policy: BOTH, scheme: 'dpop', proof: PROOF }, 'certificate_missing', 401, 'invalid_token'],
+    ['both members, proof of another key', { token: BOTH_TOKEN, policy: BOTH, scheme: 'dpop', proof: { jkt: OTHER_JKT }, certificate: CERT }, 'dpop_key_mismatch', 401, 'invalid_token'],
+    ['both members, route accepting dpop only: x5t#S256 is an unknown method', { token: BOTH_TOKEN, policy: DPOP, scheme: 'dpop', proof: PROOF, certificate: CERT }, 'cnf_unsupported', 401, 'invalid_token'],
+    ['both members, dpop only, unknownMethods ignore', { token: BOTH_TOKEN, policy: policy({ methods: ['dpop'], unknownCnf: 'ignore' }), scheme: 'dpop', proof: PROOF }, 'allow'],
+    ['mTLS token on a dpop-only route', { token: MTLS_TOKEN, policy: DPOP, certificate: CERT }, 'cnf_unsupported', 401, 'invalid_token'],
+    ['mTLS token on a dpop-only route, unknownMethods ignore: unbound under required', { token: MTLS_TOKEN, policy: policy({ methods: ['dpop'], unknownCnf: 'ignore' }), certificate: CERT }, 'token_unbound', 401, 'invalid_token'],
+    ['mTLS token on an mtls+dpop route', { token: MTLS_TOKEN, policy: BOTH, certificate: CERT }, 'allow'],
+    ['mTLS token on an mtls+dpop route, other certificate', { token: MTLS_TOKEN, policy: BOTH, certificate: OTHER_CERT }, 'certificate_mismatch', 401, 'invalid_token'],
+    ['unbound token on a dpop route, binding required', { token: UNBOUND, policy: DPOP }, 'token_unbound', 401, 'invalid_token'],
+    ['unbound token on a dpop route, binding optional', { token: UNBOUND, policy: policy({ methods: ['dpop'], binding: 'optional' }) }, 'allow'],
+    ['DPoP key mismatch under report-only is forwarded', { token: token(), policy: policy({ methods: ['dpop'], binding: 'report-only' }), scheme: 'dpop', proof: { jkt: OTHER_JKT } }, 'allow'],
+    ['inactive token with a valid proof', { token: INACTIVE, policy: DPOP, scheme: 'dpop', proof: PROOF }, 'token_inactive', 401, 'invalid_token'],
+    ['valid proof, missing scope', { token: token(), policy: policy({ methods: ['dpop'], scopes: ['admin'] }), scheme: 'dpop', proof: PROOF }, 'insufficient_scope', 403, 'insufficient_scope'],
+  ])('%s', (_name, input, expected, status, error) => {
+    const decision = run(input);
+    expect(reason(decision)).toBe(expected);
+    if (!decision.allow) {
+      expect(decision.error.status).toBe(status);
+      expect(decision.error.error).toBe(error);
+    }
+  });
+
+  it('forwards the proof key thumbprint with the identity, and reports a would-be denial', () => {
+    const ok = run({ token: token(), policy: DPOP, scheme: 'dpop', proof: PROOF });
+    expect(ok).toMatchObject({ allow: true, reason: 'bound', identity: { dpopThumbprint: JKT, subject: 'alice' } });
+    const mtls = run({ token: MTLS_TOKEN, policy: BOTH, certificate: CERT });
+    expect(mtls.allow && mtls.identity.dpopThumbprint).toBeUndefined();
+    const report = run({ token: token(), policy: policy({ methods: ['dpop'], binding: 'report-only' }), scheme: 'dpop', proof: { jkt: OTHER_JKT } });
+    expect(report).toMatchObject({ allow: true, reason: 'report_only', wouldDeny: { reason: 'dpop_key_mismatch' } });
+  });
+
+  it('tells which schemes a route accepts', () => {
+    expect(schemeAccepted(FALLBACK, 'bearer')).toBe(true);
+    expect(schemeAccepted(FALLBACK, 'dpop')).toBe(false);
+    expect(schemeAccepted(DPOP, 'bearer')).toBe(true);
+    expect(schemeAccepted(DPOP, 'dpop')).toBe(true);
+  });
+});
+
+describe('binding: the jkt verifier', () => {
+  it('matches only the same thumbprint, refuses another, and says missing without a proof', () => {
+    expect(jktVerifier.verify(JKT, { certificate: undefined, dpop: { jkt: JKT } })).toBe('match');
+    expect(jktVerifier.verify(JKT, { certificate: undefined, dpop: { jkt: OTHER_JKT } })).toBe('mismatch');
+    expect(jktVerifier.verify(`${JKT}=`, { certificate: undefined, dpop: { jkt: JKT } })).toBe('mismatch');
+    expect(jktVerifier.verify(42, { certificate: undefined, dpop: { jkt: JKT } })).toBe('mismatch');
+    expect(jktVerifier.verify(JKT, { certificate: CERT })).toBe('missing');
+  });
+
+  it('needs every member verified; a mismatch outranks a missing proof', () => {
+    const cnf = { 'x5t#S256': CERT.thumbprint, jkt: JKT };
+    const all = verifiersFor(['mtls', 'dpop']);
+    expect(checkBinding(cnf, { certificate: CERT, dpop: PROOF }, all)).toEqual({ kind: 'bound' });
+    expect(checkBinding(cnf, { certificate: undefined, dpop: PROOF }, all)).toMatchObject({ kind: 'failed', reason: 'certificate_missing' });
+    expect(checkBinding(cnf, { certificate: CERT }, all)).toMatchObject({ kind: 'failed', reason: 'dpop_proof_missing' });
+    expect(checkBinding(cnf, { certificate: undefined, dpop: { jkt: OTHER_JKT } }, all)).toMatchObject({ kind: 'failed', reason: 'dpop_key_mismatch' });
+    expect(checkBinding(cnf, { certificate: CERT, dpop: PROOF }, [x5tS256Verifier])).toMatchObject({ kind: 'failed', reason: 'cnf_unsupported' });
+  });
+});

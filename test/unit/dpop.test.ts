@@ -1,0 +1,333 @@
+/**
+ * The DPoP proof check against real keys: valid proofs from panva's `dpop` client library (code
+ * nobody here wrote, so the thumbprint and claims are checked for interop), malformed ones built
+ * with jose.
+ */
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import * as dpop from 'dpop';
+import fc from 'fast-check';
+import { CompactSign, exportJWK, generateKeyPair, type JWK } from 'jose';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { REASONS } from '../../src/oauth/errors.ts';
+import { createNonceSource } from '../../src/proof/nonce.ts';
+import {
+  accessTokenHash,
+  algorithmAccepted,
+  checkDpopPolicy,
+  expectedHtu,
+  MAX_PROOF_BYTES,
+  normalizeHtu,
+  verifyDpopProof,
+  type DpopDeps,
+  type DpopProofInput,
+  type DpopResult,
+} from '../../src/proof/dpop.ts';
+import { createMemoryReplayStore, type ReplayStore } from '../../src/proof/replay-store.ts';
+
+const TOKEN = 'opaque-access-token-Zm9vYmFy';
+const HTU = 'https://api.example/orders/7';
+const POLICY = { algorithms: ['ES256', 'EdDSA', 'PS256'], proofMaxAgeSeconds: 300, clockSkewSeconds: 5 };
+
+const now = () => Date.now() / 1000;
+
+function deps(overrides: Partial<DpopDeps> = {}): DpopDeps {
+  return { policy: POLICY, replayStore: createMemoryReplayStore({ maxEntries: 10_000, now }), now, ...overrides };
+}
+
+function input(proof: string | string[] | undefined, overrides: Partial<DpopProofInput> = {}): DpopProofInput {
+  return { headerLines: proof === undefined ? undefined : Array.isArray(proof) ? proof : [proof], method: 'GET', htu: HTU, accessToken: TOKEN, ...overrides };
+}
+
+function refused(result: DpopResult): { check: string; reason: string; status: number; error: string | undefined } {
+  if (result.ok) throw new Error('expected a refusal');
+  return { check: result.check, reason: result.reason, status: result.error.status, error: result.error.error };
+}
+
+let es256: dpop.KeyPair;
+let ed25519: dpop.KeyPair;
+let ps256: dpop.KeyPair;
+let rs256: dpop.KeyPair;
+type Key = Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
+let joseKey: { privateKey: Key; publicKey: Key; jwk: JWK };
+let otherJwk: JWK;
+
+beforeAll(async () => {
+  [es256, ed25519, ps256, rs256] = await Promise.all([
+    dpop.generateKeyPair('ES256'),
+    dpop.generateKeyPair('Ed25519'),
+    dpop.generateKeyPair('PS256'),
+    dpop.generateKeyPair('RS256'),
+  ]);
+  const pair = await generateKeyPair('ES256', { extractable: true });
+  joseKey = { ...pair, jwk: await exportJWK(pair.publicKey) };
+  otherJwk = await exportJWK((await generateKeyPair('ES256', { extractable: true })).publicKey);
+});
+
+const b64 = (value: unknown) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+
+/** A proof signed with jose, every header member and claim overridable (undefined removes one). */
+async function joseProof(header: Record<string, unknown> = {}, claims: Record<string, unknown> = {}, key: Key | Uint8Array = joseKey.privateKey): Promise<string> {
+  const fullHeader = { alg: 'ES256', typ: 'dpop+jwt', jwk: joseKey.jwk, ...header };
+  const fullClaims = { jti: randomUUID(), htm: 'GET', htu: HTU, iat: Math.floor(now()), ath: accessTokenHash(TOKEN), ...claims };
+  const clean = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+  return new CompactSign(new TextEncoder().encode(JSON.stringify(clean(fullClaims))))
+    .setProtectedHeader(clean(fullHeader) as { alg: string })
+    .sign(key);
+}
+
+describe('verifyDpopProof: valid proofs from the dpop client library', () => {
+  it.each([
+    ['ES256', () => es256],
+    ['Ed25519 under EdDSA', () => ed25519],
+    ['PS256', () => ps256],
+  ])('accepts %s and returns the RFC 7638 thumbprint the client library computes', async (_name, keys) => {
+    const proof = await dpop.generateProof(keys(), HTU, 'GET', undefined, TOKEN);
+    const result = await verifyDpopProof(input(proof), deps());
+    expect(result).toEqual({ ok: true, jkt: await dpop.calculateThumbprint(keys().publicKey) });
+  });
+
+  it('refuses RS256 when it is not configured, and accepts it when it is', async () => {
+    const proof = await dpop.generateProof(rs256, HTU, 'GET', undefined, TOKEN);
+    expect(refused(await verifyDpopProof(input(proof), deps()))).toMatchObject({ check: 'alg', reason: 'dpop_proof_invalid', status: 401, error: 'invalid_dpop_proof' });
+    expect((await verifyDpopProof(input(proof), deps({ policy: { ...POLICY, algorithms: ['RS256'] } }))).ok).toBe(true);
+  });
+
+  it('accepts a POST to a URI spelled differently but equal after RFC 3986 normalisation', async () => {
+    const proof = await dpop.generateProof(es256, 'HTTPS://API.Example:443/orders/./x/../%37?q=1#frag', 'POST', undefined, TOKEN);
+    expect((await verifyDpopProof(input(proof, { method: 'POST' }), deps())).ok).toBe(true);
+  });
+
+  it('accepts one surrounding space, as a header parser may leave it', async () => {
+    const proof = await dpop.generateProof(es256, HTU, 'GET', undefined, TOKEN);
+    expect((await verifyDpopProof(input(` ${proof} `), deps())).ok).toBe(true);
+  });
+});
+
+describe('verifyDpopProof: refusals', () => {
+  type Case = [string, () => Promise<string | string[] | undefined>, string, string, Partial<DpopProofInput>?];
+  const cases: Case[] = [
+    ['no DPoP header', async () => undefined, 'header_missing', 'dpop_proof_missing'],
+    ['an empty list of lines', async () => [], 'header_missing', 'dpop_proof_missing'],
+    ['two DPoP header lines', async () => [await joseProof(), await joseProof()], 'header_repeated', 'dpop_proof_repeated'],
+    ['an oversized proof', async () => joseProof({}, { pad: 'x'.repeat(MAX_PROOF_BYTES) }), 'too_large', 'dpop_proof_invalid'],
+    ['not a JWS', async () => 'hello', 'compact', 'dpop_proof_invalid'],
+    ['two proofs joined by a comma', async () => `${await joseProof()}, ${await joseProof()}`, 'compact', 'dpop_proof_invalid'],
+    ['a header that is not JSON', async () => `${b64('{nope')}.${b64({})}.AAAA`, 'header', 'dpop_proof_invalid'],
+    ['typ JWT', async () => joseProof({ typ: 'JWT' }), 'typ', 'dpop_proof_invalid'],
+    ['typ at+jwt', async () => joseProof({ typ: 'at+jwt' }), 'typ', 'dpop_proof_invalid'],
+    ['no typ', async () => joseProof({ typ: undefined }), 'typ', 'dpop_proof_invalid'],
+    ['alg none with an empty signature', async () => `${b64({ alg: 'none', typ: 'dpop+jwt', jwk: joseKey.jwk })}.${b64({ jti: 'a', htm: 'GET', htu: HTU, iat: 1 })}.`, 'compact', 'dpop_proof_invalid'],
+    ['alg none with a signature', async () => `${b64({ alg: 'none', typ: 'dpop+jwt', jwk: joseKey.jwk })}.${b64({ jti: 'a' })}.AAAA`, 'alg', 'dpop_proof_invalid'],
+    ['HS256 with an oct key', async () => joseProof({ alg: 'HS256', jwk: { kty: 'oct', k: b64('secret-secret-secret-secret-1234') } }, {}, new TextEncoder().encode('secret-secret-secret-secret-1234')), 'alg', 'dpop_proof_invalid'],
+    [
+      'ES384, not configured',
+      async () => {
+        const p384 = await generateKeyPair('ES384', { extractable: true });
+        return joseProof({ alg: 'ES384', jwk: await exportJWK(p384.publicKey) }, {}, p384.privateKey);
+      },
+      'alg',
+      'dpop_proof_invalid',
+    ],
+    ['ES256 with a P-384 jwk', async () => joseProof({ jwk: await exportJWK((await generateKeyPair('ES384', { extractable: true })).publicKey) }), 'jwk', 'dpop_proof_invalid'],
+    ['no jwk', async () => joseProof({ jwk: undefined }), 'jwk', 'dpop_proof_invalid'],
+    ['a kid instead of a jwk', async () => joseProof({ jwk: undefined, kid: 'k1' }), 'jwk', 'dpop_proof_invalid'],
+    ['a private jwk (d)', async () => joseProof({ jwk: await exportJWK(joseKey.privateKey) }), 'jwk', 'dpop_proof_invalid'],
+    ['an oct jwk under ES256', async () => joseProof({ jwk: { kty: 'oct', k: 'AAAA' } }), 'jwk', 'dpop_proof_invalid'],
+    ['an RSA jwk under ES256', async () => joseProof({ jwk: await exportJWK(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey) }), 'jwk', 'dpop_proof_invalid'],
+    ['signed by another key than its jwk', async () => joseProof({ jwk: otherJwk }), 'signature', 'dpop_proof_invalid'],
+    [
+      'a tampered payload',
+      async () => {
+        const [h, , s] = (await joseProof()).split('.');
+        return `${h}.${b64({ jti: 'x', htm: 'GET', htu: HTU, iat: Math.floor(now()), ath: accessTokenHash(TOKEN) })}.${s}`;
+      },
+      'signature',
+      'dpop_proof_invalid',
+    ],
+    ['a payload that is not JSON', async () => { const [h, , s] = (await joseProof()).split('.'); return `${h}.${b64('not json')}.${s}`; }, 'claims', 'dpop_proof_invalid'],
+    ['no jti', async () => joseProof({}, { jti: undefined }), 'claims', 'dpop_proof_invalid'],
+    ['a huge jti', async () => joseProof({}, { jti: 'j'.repeat(300) }), 'claims', 'dpop_proof_invalid'],
+    ['no htm', async () => joseProof({}, { htm: undefined }), 'claims', 'dpop_proof_invalid'],
+    ['iat as text', async () => joseProof({}, { iat: String(Math.floor(now())) }), 'claims', 'dpop_proof_invalid'],
+    ['htm POST on a GET', async () => dpop.generateProof(es256, HTU, 'POST', undefined, TOKEN), 'htm', 'dpop_htm_mismatch'],
+    ['htm get (methods are case-sensitive)', async () => dpop.generateProof(es256, HTU, 'get', undefined, TOKEN), 'htm', 'dpop_htm_mismatch'],
+    ['htu of another path', async () => dpop.generateProof(es256, 'https://api.example/orders/8', 'GET', undefined, TOKEN), 'htu', 'dpop_htu_mismatch'],
+    ['htu of another host', async () => dpop.generateProof(es256, 'https://evil.example/orders/7', 'GET', undefined, TOKEN), 'htu', 'dpop_htu_mismatch'],
+    ['htu with http instead of https', async () => dpop.generateProof(es256, 'http://api.example/orders/7', 'GET', undefined, TOKEN), 'htu', 'dpop_htu_mismatch'],
+    ['htu with another port', async () => dpop.generateProof(es256, 'https://api.example:8443/orders/7', 'GET', undefined, TOKEN), 'htu', 'dpop_htu_mismatch'],
+    ['htu that is not a URI', async () => joseProof({}, { htu: '/orders/7' }), 'htu', 'dpop_htu_mismatch'],
+    ['ath of another token', async () => dpop.generateProof(es256, HTU, 'GET', undefined, 'another-token'), 'ath', 'dpop_ath_mismatch'],
+    ['no ath', async () => dpop.generateProof(es256, HTU, 'GET'), 'ath', 'dpop_ath_mismatch'],
+    ['ath padded', async () => joseProof({}, { ath: `${accessTokenHash(TOKEN)}=` }), 'ath', 'dpop_ath_mismatch'],
+    ['iat too old', async () => joseProof({}, { iat: Math.floor(now()) - 301 }), 'iat', 'dpop_iat_window'],
+    ['iat too far ahead', async () => joseProof({}, { iat: Math.floor(now()) + 7 }), 'iat', 'dpop_iat_window'],
+  ];
+
+  it.each(cases)('%s', async (_name, make, check, reason, overrides) => {
+    const result = await verifyDpopProof(input(await make(), overrides), deps());
+    const seen = refused(result);
+    expect(seen).toEqual({ check, reason, status: REASONS[reason as keyof typeof REASONS].status, error: REASONS[reason as keyof typeof REASONS].error });
+    expect(seen.error === undefined || ['invalid_dpop_proof'].includes(seen.error)).toBe(true);
+  });
+
+  it('refuses a MAC algorithm even when it is configured', async () => {
+    const secret = new TextEncoder().encode('secret-secret-secret-secret-1234');
+    const proof = await joseProof({ alg: 'HS256', jwk: { kty: 'oct', k: Buffer.from(secret).toString('base64url') } }, {}, secret);
+    const policy = { ...POLICY, algorithms: ['HS256', 'ES256'] };
+    expect(refused(await verifyDpopProof(input(proof), deps({ policy }))).check).toBe('alg');
+    expect(() => checkDpopPolicy(policy)).toThrow(/HS256/);
+    expect(() => checkDpopPolicy({ ...POLICY, algorithms: ['none'] })).toThrow(/none/);
+    expect(checkDpopPolicy(POLICY)).toBe(POLICY);
+  });
+
+  it('accepts iat inside the window at both ends', async () => {
+    const t = Math.floor(now());
+    for (const iat of [t - 299, t + 4]) expect((await verifyDpopProof(input(await joseProof({}, { iat })), deps())).ok).toBe(true);
+  });
+
+  it('accepts typ in its media-type spellings', async () => {
+    for (const typ of ['DPoP+JWT', 'application/dpop+jwt']) expect((await verifyDpopProof(input(await joseProof({ typ })), deps())).ok).toBe(true);
+  });
+
+  it('never puts the proof or the token into the error', async () => {
+    const proof = await dpop.generateProof(es256, 'https://evil.example/', 'GET', undefined, TOKEN);
+    const result = await verifyDpopProof(input(proof), deps());
+    if (result.ok) throw new Error('expected a refusal');
+    const text = JSON.stringify({ message: result.error.message, detail: result.error.detail, description: result.error.description });
+    for (const secret of [TOKEN, proof, ...proof.split('.')]) expect(text).not.toContain(secret);
+  });
+});
+
+describe('verifyDpopProof: replay', () => {
+  it('accepts a proof once, in any replica sharing the store', async () => {
+    const store = createMemoryReplayStore({ maxEntries: 1000, now });
+    const proof = await dpop.generateProof(es256, HTU, 'GET', undefined, TOKEN);
+    expect((await verifyDpopProof(input(proof), deps({ replayStore: store }))).ok).toBe(true);
+    expect(refused(await verifyDpopProof(input(proof), deps({ replayStore: store })))).toMatchObject({ check: 'replayed', reason: 'dpop_proof_replayed', error: 'invalid_dpop_proof' });
+  });
+
+  it('does not let one key burn the jti of another', async () => {
+    const store = createMemoryReplayStore({ maxEntries: 1000, now });
+    const jti = randomUUID();
+    expect((await verifyDpopProof(input(await joseProof({}, { jti })), deps({ replayStore: store }))).ok).toBe(true);
+    const other = await generateKeyPair('ES256', { extractable: true });
+    const theirs = await joseProof({ jwk: await exportJWK(other.publicKey) }, { jti }, other.privateKey);
+    expect((await verifyDpopProof(input(theirs), deps({ replayStore: store }))).ok).toBe(true);
+    expect((await verifyDpopProof(input(await joseProof({}, { jti })), deps({ replayStore: store }))).ok).toBe(false);
+  });
+
+  it('records a jti only for a proof that passed every other check, until iat + proofMaxAgeSeconds', async () => {
+    const calls: [string, number][] = [];
+    const store: ReplayStore = { remember: (key, expiresAt) => (calls.push([key, expiresAt]), Promise.resolve(true)) };
+    await verifyDpopProof(input(await dpop.generateProof(es256, HTU, 'GET', undefined, 'other-token')), deps({ replayStore: store }));
+    await verifyDpopProof(input(await dpop.generateProof(es256, HTU, 'PUT', undefined, TOKEN)), deps({ replayStore: store }));
+    expect(calls).toEqual([]);
+    const iat = Math.floor(now());
+    expect((await verifyDpopProof(input(await joseProof({}, { iat })), deps({ replayStore: store }))).ok).toBe(true);
+    expect(calls).toEqual([[expect.stringMatching(/^[A-Za-z0-9_-]{43}$/), iat + 300 + 1]]);
+  });
+
+  it('fails closed (503) when the store cannot answer', async () => {
+    const down: ReplayStore = { remember: () => Promise.reject(new Error('ECONNREFUSED')) };
+    expect(refused(await verifyDpopProof(input(await joseProof()), deps({ replayStore: down })))).toEqual({ check: 'store_unavailable', reason: 'dpop_replay_unavailable', status: 503, error: undefined });
+    const throwing: ReplayStore = {
+      remember: () => {
+        throw new Error('sync');
+      },
+    };
+    expect(refused(await verifyDpopProof(input(await joseProof()), deps({ replayStore: throwing }))).status).toBe(503);
+  });
+});
+
+describe('verifyDpopProof: nonces', () => {
+  const ROTATION = 60;
+
+  it('asks for a nonce, then accepts the one it gave, with no fresh one while it is current', async () => {
+    const nonces = createNonceSource({ rotationSeconds: ROTATION, now });
+    const first = await verifyDpopProof(input(await dpop.generateProof(es256, HTU, 'GET', undefined, TOKEN)), deps({ nonces }));
+    if (first.ok) throw new Error('expected use_dpop_nonce');
+    expect(first.reason).toBe('dpop_nonce_required');
+    expect(first.error.error).toBe('use_dpop_nonce');
+    expect(first.error.status).toBe(401);
+    expect(first.error.dpopNonce).toBe(nonces.current());
+    const second = await verifyDpopProof(input(await dpop.generateProof(es256, HTU, 'GET', first.error.dpopNonce, TOKEN)), deps({ nonces }));
+    expect(second).toEqual({ ok: true, jkt: await dpop.calculateThumbprint(es256.publicKey) });
+  });
+
+  it('accepts the previous period nonce and hands out a fresh one; refuses an older or a forged one', async () => {
+    let t = 1_800_000_000;
+    const clock = () => t;
+    const nonces = createNonceSource({ rotationSeconds: ROTATION, now: clock });
+    const old = nonces.current();
+    t += ROTATION;
+    const proof = async (nonce: string) => joseProof({}, { nonce, iat: t });
+    const ok = await verifyDpopProof(input(await proof(old)), deps({ nonces, now: clock, replayStore: createMemoryReplayStore({ maxEntries: 1000, now: clock }) }));
+    expect(ok).toMatchObject({ ok: true, nonce: nonces.current() });
+    expect(nonces.current()).not.toBe(old);
+    t += ROTATION;
+    expect(refused(await verifyDpopProof(input(await proof(old)), deps({ nonces, now: clock }))).check).toBe('nonce');
+    expect(refused(await verifyDpopProof(input(await proof('A'.repeat(22))), deps({ nonces, now: clock }))).check).toBe('nonce');
+  });
+
+  it('checks no nonce when nonces are off', async () => {
+    expect((await verifyDpopProof(input(await joseProof({}, { nonce: 'anything' })), deps())).ok).toBe(true);
+  });
+});
+
+describe('htu helpers', () => {
+  it.each([
+    ['HTTPS://API.EXAMPLE/a', 'https://api.example/a'],
+    ['https://api.example:443/a', 'https://api.example/a'],
+    ['http://api.example:80/a', 'http://api.example/a'],
+    ['https://api.example:8443/a', 'https://api.example:8443/a'],
+    ['https://api.example', 'https://api.example/'],
+    ['https://api.example/a/./b/../c', 'https://api.example/a/c'],
+    ['https://api.example/%7euser/%2e%2e/x', 'https://api.example/x'],
+    ['https://api.example/a%2fb', 'https://api.example/a%2Fb'],
+    ['https://api.example/%61', 'https://api.example/a'],
+    ['https://api.example/a?x=1#f', 'https://api.example/a'],
+  ])('normalizeHtu(%j) = %j', (uri, normal) => {
+    expect(normalizeHtu(uri)).toBe(normal);
+  });
+
+  it.each(['/a', 'ftp://api.example/a', 'https://user@api.example/a', 'https://api.example/a b', 'https://api.example/\r\n', 'not a uri'])('normalizeHtu(%j) is undefined', (uri) => {
+    expect(normalizeHtu(uri)).toBeUndefined();
+  });
+
+  it('builds the expected htu from publicOrigin, else the Host', () => {
+    expect(expectedHtu('https://api.example', 'internal:8443', '/a/b?q=1')).toBe('https://api.example/a/b');
+    expect(expectedHtu(undefined, 'api.example:8443', '/a')).toBe('https://api.example:8443/a');
+  });
+
+  it('treats EdDSA and Ed25519 as one algorithm, and never accepts a MAC', () => {
+    expect(algorithmAccepted('Ed25519', ['EdDSA'])).toBe(true);
+    expect(algorithmAccepted('EdDSA', ['Ed25519'])).toBe(true);
+    expect(algorithmAccepted('HS256', ['HS256'])).toBe(false);
+    expect(algorithmAccepted('none', ['none'])).toBe(false);
+  });
+});
+
+describe('verifyDpopProof: anything at all (property)', () => {
+  const reasons = new Set(Object.keys(REASONS));
+  const segment = fc.string({ unit: fc.constantFrom(...'ABCabc012-_'.split('')), minLength: 1, maxLength: 40 });
+  const jsonSegment = fc.jsonValue().map((v) => b64(v));
+  const candidate = fc.oneof(
+    fc.string({ unit: 'binary', maxLength: 200 }),
+    fc.tuple(segment, segment, segment).map((parts) => parts.join('.')),
+    fc.tuple(jsonSegment, jsonSegment, segment).map((parts) => parts.join('.')),
+    fc
+      .record({ alg: fc.constantFrom('ES256', 'EdDSA', 'PS256', 'none', 'HS256', 'x'), typ: fc.constantFrom('dpop+jwt', 'jwt'), jwk: fc.oneof(fc.jsonValue(), fc.constant({ kty: 'EC', crv: 'P-256', x: 'AAAA', y: 'AAAA' }), fc.constant({ kty: 'OKP', crv: 'Ed25519', x: '' })) })
+      .chain((header) => fc.tuple(fc.constant(b64(header)), jsonSegment, segment).map((parts) => parts.join('.'))),
+  );
+
+  it('only ever returns a typed refusal', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(candidate, { minLength: 0, maxLength: 2 }), async (lines) => {
+        const result = await verifyDpopProof(input(lines), deps());
+        expect(result.ok).toBe(false);
+        if (!result.ok) expect(reasons.has(result.reason)).toBe(true);
+      }),
+      { numRuns: 400 },
+    );
+  });
+});
