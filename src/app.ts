@@ -8,6 +8,7 @@ import type { Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { isDeepStrictEqual } from 'node:util';
 import { createAdminServer } from './admin/server.ts';
+import { createDecisionApi } from './decision-api/server.ts';
 import { listen } from './listen.ts';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
@@ -52,6 +53,9 @@ export interface StartedApp {
   port: number;
   adminUrl: string | undefined;
   adminPort: number | undefined;
+  /** http://host:port of the decision API, when `decisionApi` is set. */
+  decisionUrl?: string | undefined;
+  decisionPort?: number | undefined;
 }
 
 export interface ReloadReport {
@@ -74,7 +78,7 @@ export interface App {
 }
 
 /** Keys whose change needs a restart: the listeners, the TLS file set, the AS client, the process model. */
-const RESTART_KEYS = ['listen', 'admin', 'tls', 'introspection', 'jwt', 'workers'] as const satisfies readonly (keyof Settings)[];
+const RESTART_KEYS = ['listen', 'admin', 'decisionApi', 'tls', 'introspection', 'jwt', 'workers'] as const satisfies readonly (keyof Settings)[];
 
 /**
  * Stops accepting, closes idle connections, gives in-flight requests `graceMs`, then ends every
@@ -205,6 +209,8 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     }),
   );
   const connections = guardConnections(server, { logger, accessLog, realm: () => runtime.realm });
+  // Decision API (issue 16): a second edge into the same runtime, certificates and access log.
+  const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => runtime, certificates: certificateSource, accessLog, logger });
   const admin = deps.admin === false ? undefined : createAdminServer(metrics.registry, { ready: () => ready });
 
   metrics.certificateNotAfter.set(notAfterSeconds(config.tls));
@@ -227,6 +233,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
         // Not awaited past failure: an AS that is down at start only delays JWT validation (logged).
         await jwks?.refresh(true);
         const main = await listen(server, settings.listen.host, settings.listen.port);
+        const decisionAddress = decision === undefined || settings.decisionApi === undefined ? undefined : await listen(decision, settings.decisionApi.host, settings.decisionApi.port);
         const adminAddress = admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port);
         certificates = createCertificateReloader({
           server,
@@ -247,12 +254,14 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           port: main.port,
           adminUrl: adminAddress === undefined ? undefined : `http://${urlHost(settings.admin.host)}:${adminAddress.port}`,
           adminPort: adminAddress?.port,
+          decisionUrl: decisionAddress === undefined || settings.decisionApi === undefined ? undefined : `http://${urlHost(settings.decisionApi.host)}:${decisionAddress.port}`,
+          decisionPort: decisionAddress?.port,
         };
         logger.info({ listen: started.url, admin: started.adminUrl, config: config.source }, 'cnfguard started');
         return started;
       } catch (err) {
         // Nothing half-started: whatever did come up goes down again.
-        await Promise.all([close(server, 0), admin === undefined ? undefined : close(admin, 0)]);
+        await Promise.all([close(server, 0), admin === undefined ? undefined : close(admin, 0), decision === undefined ? undefined : close(decision, 0)]);
         await teardown();
         throw err;
       }
@@ -267,6 +276,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       listener.closeHttp2Sessions();
       await close(server, graceMs, connections);
       clearTimeout(websocketDeadline);
+      if (decision !== undefined) await close(decision, graceMs);
       if (admin !== undefined) await close(admin, 0);
       await teardown();
       logger.info('cnfguard stopped');

@@ -364,6 +364,8 @@ export const configSchema = z.strictObject({
   /** Processes sharing the listener (node:cluster); `auto` is one per core. Each has its own token cache. */
   workers: z.preprocess(fromText, z.union([z.literal('auto'), z.number().int().min(1).max(64)])).default(1),
   admin: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port: port.default(9090) }).prefault({}),
+  /** Decision API for a proxy in front (nginx auth_request, Envoy ext_authz, Traefik forwardAuth): plain HTTP, off unless set. */
+  decisionApi: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port }).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 }).superRefine((value, ctx) => {
   if (value.jwt !== undefined) return;

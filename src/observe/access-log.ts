@@ -21,6 +21,8 @@ export interface FinishedRequest {
   upstreamStatus: number | undefined;
   thumbprint: string | undefined;
   latencyMs: number;
+  /** Which edge answered, when not the proxy listener (e.g. `decision-api/nginx`). */
+  edge?: string;
 }
 
 export type OutcomeDecision = 'allow' | 'deny' | 'would_deny' | 'error' | 'aborted';
@@ -76,6 +78,7 @@ export function entryOf(request: FinishedRequest, outcome: Outcome): [string, st
     ['upstreamStatus', request.upstreamStatus],
     ['latencyMs', request.latencyMs],
     ['detail', outcome.detail],
+    ['edge', request.edge],
   ];
 }
 
