@@ -478,6 +478,8 @@ async function memoryPhase(stack: Stack, tokens: number): Promise<MemoryResult[]
         clientSecret: 'rs-secret',
         ca: stack.pki.files.ca,
         cache: { maxEntries: run.maxEntries, maxTtlSeconds: 3600 },
+        // The fill is 100k+ distinct tokens a second through app.tokens: no introspection budget.
+        budget: { perPeerPerSecond: 0, totalPerSecond: 0 },
       },
     });
     const child = await spawnChild({ name: 'memory', script: join(HERE, 'servers', 'memory.ts'), args: [file], nodeFlags: ['--expose-gc'] });

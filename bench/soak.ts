@@ -40,6 +40,7 @@ import { createApp, type App, type StartedApp } from '../src/app.ts';
 import { ConfigError, loadConfigFile } from '../src/config/load.ts';
 import { createLogger } from '../src/log.ts';
 import { thumbprintS256 } from '../src/tls/certificates.ts';
+import { startAttackers, type AttackerStats } from './lib/attackers.ts';
 import type { PemPair } from '../src/tls/dev-certs.ts';
 import { createPki, type Pki } from '../test/fixtures/stack.ts';
 
@@ -73,6 +74,8 @@ export interface SoakOptions {
   maxHeapGrowthPct?: number;
   /** Top-level cnfguard config keys to replace, e.g. `{ binding: 'report-only' }` to prove the checks catch a hole. */
   guardOverrides?: Record<string, unknown>;
+  /** Run the attackers beside the traffic (silent sockets, slow forms, aborted uploads). Default true. */
+  attackers?: boolean;
   /** Where the summary is written; undefined for nowhere. Default bench/results/soak-latest.json from the CLI only. */
   resultFile?: string | undefined;
 }
@@ -87,6 +90,7 @@ export const CATEGORIES = [
   'unbound_token',
   'untrusted_certificate',
   'malformed_authorization',
+  'junk_jwt',
 ] as const;
 export type Category = (typeof CATEGORIES)[number];
 
@@ -101,6 +105,8 @@ const WEIGHTS: Record<Category, number> = {
   unbound_token: 7,
   untrusted_certificate: 6,
   malformed_authorization: 5,
+  // JWT-shaped junk with no certificate: the AS answers 400, which must not open the breaker.
+  junk_jwt: 8,
 };
 
 export interface CategoryStats {
@@ -167,9 +173,15 @@ export interface SoakSummary {
     rssGrowthPct: number | undefined;
     /** Only runs of 30 s or more are judged. */
     checked: boolean;
+    /** The highest RSS of the timeline (the whole soak process: cnfguard, AS, upstream, clients, attackers). */
+    peakRssMb: number;
     /** Every 5 s, without forcing GC: `[s, rssMb, heapUsedMb, heapTotalMb]`. */
     timeline: [number, number, number, number][];
   };
+  /** What the attackers did and what the server did to them (undefined when they did not run). */
+  attackers: AttackerStats | undefined;
+  /** `[s, 1 while the introspection circuit is open or probing]`, every second. */
+  circuitTimeline: [number, number][];
   handles: { before: Record<string, number>; after: Record<string, number>; leaked: Record<string, number> };
   samples: { lost: string[]; unexpected: string[]; wronglyAllowed: string[] };
   checks: Record<'noWronglyAllowed' | 'noUpstreamViolations' | 'noLostValid' | 'noUnexpectedStatus' | 'memoryFlat' | 'noLeakedHandles', boolean>;
@@ -563,7 +575,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     // A valid request that failed: its outage's, or lost.
     const stale = generation <= deadGeneration;
     const expected =
-      (asDown && (status === 503 || (stale && status === 401))) || (upstreamDown && (status === 502 || status === 504 || status === 0 || (stale && status === 401)));
+      // While the AS is down every uncached token is retried: the client's introspection budget
+      // may answer 429 before the breaker's 503.
+      (asDown && (status === 503 || status === 429 || (stale && status === 401))) || (upstreamDown && (status === 502 || status === 504 || status === 0 || (stale && status === 401)));
     if (around.length === 0) {
       stats.lost++;
       lostSamples.add(`${at} ${category}: ${key} ${why}`.trim());
@@ -642,6 +656,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
         // A token bound to a self-signed certificate, on that certificate: not from tls.clientCa.
         agent = agents.selfSigned;
         headers = bearer(current.selfSigned);
+        break;
+      case 'junk_jwt':
+        agent = agents.none;
+        headers = bearer(`eyJhbGciOiJub25lIn0.${Buffer.from(JSON.stringify({ sub: garbage() })).toString('base64url')}.`);
         break;
       case 'malformed_authorization': {
         const variants: string[][] = [
@@ -753,6 +771,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
 
   let progress: NodeJS.Timeout | undefined;
   let failure: unknown;
+  let attackerStats: AttackerStats | undefined;
+  /** `[s, 1 while the introspection circuit is open or probing]`, every second. */
+  const circuitTimeline: [number, number][] = [];
   try {
     t0 = performance.now();
     log(`soak: ${seconds}s, ${concurrency} loops at ${rate > 0 ? `${rate} req/s` : 'full speed'}, cnfguard ${target}, AS port ${asPort}, upstream port ${upstream.port}`);
@@ -769,7 +790,19 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
       warmup = await sampleMemory();
       log(`t=${warmup.atS}s warm-up memory: rss ${warmup.rssMb} MB, heap ${warmup.heapUsedMb} MB, token cache ${warmup.tokenCacheEntries}`);
     })();
-    await Promise.all([...Array.from({ length: concurrency }, (_, i) => loop(i)), ...outageTasks, warm]);
+    const attack =
+      options.attackers === false
+        ? undefined
+        : startAttackers({ port: guard.started.port, ca: pki.certs.ca.cert, client: pairs.client1, token: () => tokens.client1 });
+    const circuitTimer = setInterval(() => {
+      void guard.app.metrics.circuitOpen.get().then((metric) => circuitTimeline.push([round(elapsed() / 1000), metric.values[0]?.value ?? 0]));
+    }, 1000);
+    try {
+      await Promise.all([...Array.from({ length: concurrency }, (_, i) => loop(i)), ...outageTasks, warm]);
+    } finally {
+      clearInterval(circuitTimer);
+      attackerStats = await attack?.stop();
+    }
   } catch (err) {
     failure = err;
   } finally {
@@ -857,7 +890,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     upstream: { hits: upstream.hits(), violations: upstream.violationCount(), violationSamples: upstream.violations.items, restarts: upstreamRestarts },
     authorizationServer: { restarts: asRestarts, introspectionCalls, tokenGenerations: deadGeneration + 2 },
     guard: { logLines: sink.lines, warnLines: sink.warn, errorLines: sink.error, errorSamples: sink.samples.items, warnSamples: sink.warnings.items, circuit: sink.circuit.items, metrics: { ...metrics, token_cache_entries_at_end: cacheEntries } },
-    memory: { gcForced: gc !== undefined, warmup, end, heapGrowthPct, rssGrowthPct, checked: memoryChecked, timeline },
+    memory: { gcForced: gc !== undefined, warmup, end, heapGrowthPct, rssGrowthPct, checked: memoryChecked, peakRssMb: Math.max(0, ...timeline.map((point) => point[1])), timeline },
+    attackers: attackerStats,
+    circuitTimeline,
     handles: { before: handlesBefore, after: handlesAfter, leaked },
     samples: { lost: lostSamples.items, unexpected: unexpectedSamples.items, wronglyAllowed: wronglyAllowedSamples.items },
     checks,

@@ -3,6 +3,7 @@
 // On an older Node (a machine's system Node), re-run under the Node 24 the project pins.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,6 +20,16 @@ if (major >= 24) {
     process.exit(2);
   }
   const child = spawn(pinned, [entry, ...process.argv.slice(2)], { stdio: 'inherit' });
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => child.kill(signal));
-  child.on('exit', (code, signal) => (signal ? process.kill(process.pid, signal) : process.exit(code ?? 1)));
+  const relayed = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  const relay = (signal) => child.kill(signal);
+  for (const signal of relayed) process.on(signal, relay);
+  // Mirror the server's fate, so a supervisor (systemd Restart=on-failure) sees what happened.
+  child.on('exit', (code, signal) => {
+    if (signal === null) process.exit(code ?? 1);
+    // Our relay handlers would catch the re-raised signal and let the launcher exit 0.
+    for (const name of relayed) process.removeListener(name, relay);
+    // Should the signal be ignored here (nohup), exit as a shell reports a signal death.
+    process.exitCode = 128 + (constants.signals[signal] ?? 0);
+    process.kill(process.pid, signal);
+  });
 }

@@ -161,3 +161,6 @@ async function main(argv: string[]): Promise<number> {
 }
 
 process.exitCode = await main(process.argv.slice(2));
+// A cluster worker's IPC channel keeps its event loop alive after the app stopped; letting go of
+// it lets the worker exit now instead of when the primary's kill deadline comes.
+if (cluster.isWorker) cluster.worker?.disconnect();

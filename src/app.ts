@@ -13,6 +13,7 @@ import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
 import type { Settings } from './config/schema.ts';
 import { withCircuitBreaker } from './introspection/breaker.ts';
+import { createIntrospectionBudget } from './introspection/budget.ts';
 import { createIntrospectionClient, type Introspect } from './introspection/client.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createCertificateSource } from './pipeline/client-cert.ts';
@@ -21,7 +22,7 @@ import { createAccessLog } from './observe/access-log.ts';
 import { createBodyBudget } from './proxy/body.ts';
 import { guardConnections, type ConnectionTracker } from './proxy/connection-errors.ts';
 import { createForwarder } from './proxy/forward.ts';
-import { createHttp1Edge } from './proxy/http1-edge.ts';
+import { createProxyEdge } from './proxy/proxy-edge.ts';
 import { createUpgradeEdge } from './proxy/upgrade-edge.ts';
 import { buildRuntime } from './runtime.ts';
 import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
@@ -119,6 +120,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           // Claims are kept per cached token only when a route maps some to headers (memory).
           keepClaims: mapsClaims(settings),
           onOutcome: (outcome, seconds) => metrics.observeIntrospection(outcome, seconds),
+          onMisconfigured: (warning) => logger.warn(warning, "the authorization server refuses cnfguard's introspection calls: check introspection.url and the client credentials"),
         })
       : undefined;
   const breaker = settings.introspection.circuitBreaker;
@@ -132,8 +134,14 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       logger.warn({ state }, `introspection circuit ${state}`);
     },
   });
+  const budget = createIntrospectionBudget({
+    ...settings.introspection.budget,
+    now,
+    onRefused: (scope) => metrics.introspectionRequests.inc({ outcome: scope === 'peer' ? 'over_peer_budget' : 'over_total_budget' }),
+  });
   const tokens = createCachedIntrospector(introspect, {
     ...settings.introspection.cache,
+    budget,
     staleIfErrorSeconds: settings.introspection.staleIfErrorSeconds,
     now,
     onHit: () => metrics.cacheHits.inc(),
@@ -150,7 +158,9 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const certificateSource = createCertificateSource({ trustedProxies: settings.trustedProxies, clientCa: config.tls.clientCa, now });
   const accessLog = createAccessLog(logger, metrics);
   const edge = { runtime: () => runtime, forwarder, logger, accessLog, certificates: certificateSource, draining: () => draining };
-  const server = createTlsServer(config.tls, settings.limits, createHttp1Edge({ ...edge, metrics, bodyBudget: createBodyBudget(settings.limits.bufferedBodyBytes) }));
+  const proxyEdge = createProxyEdge({ ...edge, metrics, bodyBudget: createBodyBudget(settings.limits.bufferedBodyBytes) });
+  const listener = createTlsServer(config.tls, settings.limits, proxyEdge, settings.listen.http2 ? { onRequest: proxyEdge } : undefined);
+  const { server } = listener;
   server.on(
     'upgrade',
     createUpgradeEdge({
@@ -217,6 +227,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       const websocketDeadline = setTimeout(() => {
         for (const socket of upgraded) socket.destroy();
       }, graceMs);
+      listener.closeHttp2Sessions();
       await close(server, graceMs, connections);
       clearTimeout(websocketDeadline);
       if (admin !== undefined) await close(admin, 0);

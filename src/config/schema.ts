@@ -89,6 +89,8 @@ const routePolicyFields = {
   /** Drop the Authorization header before forwarding. */
   stripAuthorization: flag.optional(),
   upstreamTimeoutMs: positiveInt.optional(),
+  /** Speak HTTP/2 to the upstream (h2c for http://, h2 for https://): gRPC needs it end to end. */
+  upstreamHttp2: flag.optional(),
   /** Largest request body forwarded; larger ones get 413. */
   maxBodyBytes: positiveInt.optional(),
   /** RFC 9728 resource identifier of this route (defaults to the top-level `resource`). */
@@ -165,6 +167,22 @@ const introspectionSchema = z
         maxEntries: number(z.number().int().min(0)).default(100_000),
         maxTtlSeconds: number(z.number().min(0)).default(300),
         negativeTtlSeconds: number(z.number().min(0)).default(5),
+        /** Inactive answers are kept in their own LRU of this size, so made-up tokens cannot evict real ones. */
+        negativeMaxEntries: number(z.number().int().min(0)).default(10_000),
+      })
+      .prefault({}),
+    /**
+     * Introspection calls that cache misses may cause (token buckets), per peer (IPv4 address or
+     * IPv6 /64) and in total. Over the peer's: 429; over the total: 503; both with Retry-After and
+     * without calling the AS. A rate of 0 turns that bucket off. Cache hits never count.
+     */
+    budget: z
+      .strictObject({
+        perPeerPerSecond: number(z.number().min(0)).default(50),
+        perPeerBurst: positiveInt.default(100),
+        totalPerSecond: number(z.number().min(0)).default(500),
+        totalBurst: positiveInt.default(1000),
+        maxPeers: positiveInt.default(10_000),
       })
       .prefault({}),
   })
@@ -187,7 +205,8 @@ const introspectionSchema = z
   });
 
 export const configSchema = z.strictObject({
-  listen: z.strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(8443) }).prefault({}),
+  /** `http2`: ALPN offers h2 beside http/1.1 on the one port. */
+  listen: z.strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(8443), http2: flag.default(true) }).prefault({}),
   tls: z.strictObject({
     cert: filePath,
     key: filePath,
@@ -218,6 +237,7 @@ export const configSchema = z.strictObject({
     .prefault({}),
   headers: identityHeadersSchema.prefault({}),
   upstreamTimeoutMs: positiveInt.default(30_000),
+  upstreamHttp2: flag.default(false),
   /** Largest request body forwarded on the default route; larger ones get 413. */
   maxBodyBytes: positiveInt.default(64 * 1024 * 1024),
   limits: z
@@ -242,6 +262,8 @@ export const configSchema = z.strictObject({
       keepAliveTimeoutMs: positiveInt.default(5_000),
       /** Concurrent client connections; more are refused at accept. */
       maxConnections: positiveInt.default(1024),
+      /** Concurrent streams per HTTP/2 connection. */
+      http2MaxConcurrentStreams: positiveInt.default(100),
     })
     .prefault({}),
   trustedProxies: z.array(trustedProxySchema).default([]),

@@ -3,6 +3,12 @@
  * calling the AS for `openMs` (longer when the AS sent Retry-After, up to a minute), failing fast
  * with 503 instead of piling requests onto a dead or overloaded server. Then one request probes:
  * success closes the circuit, failure opens it again. Inactive tokens are answers, not faults.
+ *
+ * Only `introspection_unavailable` counts (timeouts, transport errors, 408/429/5xx, unusable
+ * answers): faults no request can cause on purpose. A token the AS refuses (400) is an inactive
+ * answer, and `introspection_misconfigured` (the AS refusing cnfguard's credentials) is a
+ * configuration error, not an outage: neither opens the circuit, so junk tokens cannot open it
+ * for everybody.
  */
 import { GuardError } from '../oauth/errors.ts';
 import type { Introspect } from './client.ts';

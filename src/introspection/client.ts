@@ -1,14 +1,40 @@
 /**
  * The RFC 7662 client: one POST per token, authenticated as the resource server, over a
- * keep-alive undici pool. Every way the call can fail (timeout, refused connection, TLS error,
- * non-200, oversized or non-JSON body, malformed answer) is the authorization server's fault and
- * becomes `introspection_unavailable` (503, fail closed), never `invalid_token`.
+ * keep-alive undici pool. What an answer means depends on who it is about:
+ *
+ * - 200 with a valid body: the answer (active or not).
+ * - 400 and other 4xx about the token (413, 422, …): that token is refused, i.e. inactive
+ *   (401 invalid_token, negatively cached). oidc-provider answers 400 to every JWT-shaped token,
+ *   so anybody can cause these; they must not look like an AS fault.
+ * - 401, 403 (cnfguard's own credentials), 404, 405 (a wrong URL), 3xx: cnfguard's configuration
+ *   is wrong. Fail closed with `introspection_misconfigured` (503), which the circuit breaker does
+ *   not count, and warn (at most once a minute) naming the URL and the status.
+ * - Timeouts, transport errors, 408, 429, 5xx, oversized or malformed answers: the AS is failing,
+ *   `introspection_unavailable` (503), which the breaker counts.
  */
 import { Agent, request } from 'undici';
 import { GuardError } from '../oauth/errors.ts';
-import { InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from './token-info.ts';
+import { INACTIVE, InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from './token-info.ts';
 
-export type IntrospectionOutcome = 'active' | 'inactive' | 'timeout' | 'network_error' | 'http_error' | 'rate_limited' | 'invalid_response' | 'circuit_open';
+/**
+ * Labels of `cnfguard_introspection_requests_total{outcome}`. AS calls: `active`, `inactive`,
+ * `refused` (a 4xx about the token), `misconfigured` (401/403/404/405/3xx), `timeout`,
+ * `network_error`, `http_error` (408, 5xx), `rate_limited` (the AS's 429), `invalid_response`.
+ * Not sent: `circuit_open`, `over_peer_budget`, `over_total_budget`.
+ */
+export type IntrospectionOutcome =
+  | 'active'
+  | 'inactive'
+  | 'refused'
+  | 'misconfigured'
+  | 'timeout'
+  | 'network_error'
+  | 'http_error'
+  | 'rate_limited'
+  | 'invalid_response'
+  | 'circuit_open'
+  | 'over_peer_budget'
+  | 'over_total_budget';
 
 export interface IntrospectionClientOptions {
   url: string;
@@ -26,6 +52,27 @@ export interface IntrospectionClientOptions {
   /** Keep whole answers for claim -> header mappings. */
   keepClaims?: boolean;
   onOutcome?: (outcome: IntrospectionOutcome, seconds: number) => void;
+  /** Told when the AS refuses cnfguard itself (401/403/404/405/3xx); called at most once per `warnIntervalMs`. */
+  onMisconfigured?: (warning: MisconfigurationWarning) => void;
+  /** Default 60 000. */
+  warnIntervalMs?: number;
+}
+
+export interface MisconfigurationWarning {
+  /** The introspection URL without userinfo, query or fragment. */
+  url: string;
+  status: number;
+  /** How many more such answers came since the previous warning. */
+  suppressed: number;
+}
+
+/** What an HTTP status other than 200 from the introspection endpoint says, and about whom. */
+export type StatusMeaning = 'token_refused' | 'misconfigured' | 'as_fault';
+
+export function statusMeaning(status: number): StatusMeaning {
+  if (status === 408 || status === 429 || status >= 500) return 'as_fault';
+  if (status === 401 || status === 403 || status === 404 || status === 405 || status < 400) return 'misconfigured';
+  return 'token_refused';
 }
 
 export type Introspect = (token: string) => Promise<TokenInfo>;
@@ -74,6 +121,24 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
   if (options.authMethod !== 'client_secret_basic') credentials.client_id = options.clientId;
   if (options.authMethod === 'client_secret_post') credentials.client_secret = options.clientSecret ?? '';
 
+  const shownUrl = (() => {
+    const url = new URL(options.url);
+    return `${url.origin}${url.pathname}`;
+  })();
+  const warnIntervalMs = options.warnIntervalMs ?? 60_000;
+  let lastWarnMs = -Infinity;
+  let suppressed = 0;
+  const warnMisconfigured = (status: number) => {
+    const t = performance.now();
+    if (t - lastWarnMs < warnIntervalMs) {
+      suppressed++;
+      return;
+    }
+    lastWarnMs = t;
+    options.onMisconfigured?.({ url: shownUrl, status, suppressed });
+    suppressed = 0;
+  };
+
   const report = (outcome: IntrospectionOutcome, started: number) => options.onOutcome?.(outcome, (performance.now() - started) / 1000);
   const fail = (outcome: IntrospectionOutcome, started: number, detail: string, retryAfterSeconds?: number): never => {
     report(outcome, started);
@@ -91,6 +156,16 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
       statusCode = response.statusCode;
       if (statusCode !== 200) {
         await response.body.dump();
+        const meaning = statusMeaning(statusCode);
+        if (meaning === 'token_refused') {
+          report('refused', started);
+          return INACTIVE;
+        }
+        if (meaning === 'misconfigured') {
+          report('misconfigured', started);
+          warnMisconfigured(statusCode);
+          throw new GuardError('introspection_misconfigured', { detail: `introspection answered HTTP ${statusCode}: check introspection.url and the client credentials` });
+        }
         if (statusCode === 429 || statusCode === 503) {
           const retryAfter = retryAfterSeconds(response.headers['retry-after']);
           return fail(statusCode === 429 ? 'rate_limited' : 'http_error', started, `introspection answered HTTP ${statusCode}`, retryAfter);

@@ -35,6 +35,9 @@ export type ReasonId =
   | 'cnf_unsupported'
   | 'insufficient_scope'
   | 'introspection_unavailable'
+  | 'introspection_misconfigured'
+  | 'introspection_rate_limited'
+  | 'introspection_budget_exhausted'
   | 'upstream_unreachable'
   | 'upstream_timeout'
   | 'server_busy'
@@ -79,6 +82,12 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   cnf_unsupported: { status: 401, error: 'invalid_token', description: 'the access token is bound by a confirmation method this server cannot verify' },
   insufficient_scope: { status: 403, error: 'insufficient_scope', description: 'the access token lacks a required scope' },
   introspection_unavailable: { status: 503, description: 'the authorization server is unavailable' },
+  // The AS refused cnfguard itself (401/403: its client credentials; or a wrong URL). Not an AS
+  // outage, so the circuit breaker does not count it; the client is told no more than for one.
+  introspection_misconfigured: { status: 503, description: 'the authorization server is unavailable' },
+  // Too many new tokens to check (cache misses), from this peer or in total: the AS is not called.
+  introspection_rate_limited: { status: 429, description: 'too many new access tokens from this client; retry later' },
+  introspection_budget_exhausted: { status: 503, description: 'too many new access tokens to check; retry later' },
   upstream_unreachable: { status: 502, description: 'the upstream service is unreachable' },
   upstream_timeout: { status: 504, description: 'the upstream service did not answer in time' },
   server_busy: { status: 503, description: 'the server is busy; retry shortly' },
@@ -93,6 +102,7 @@ const SERVER_FAULT_CODES: Readonly<Record<number, string>> = {
   408: 'request_timeout',
   413: 'request_too_large',
   414: 'uri_too_long',
+  429: 'too_many_requests',
   500: 'server_error',
   431: 'request_header_fields_too_large',
   502: 'bad_gateway',
@@ -107,7 +117,7 @@ export interface GuardErrorOverrides {
   scope?: string;
   /** Log-only: never sent to the client. Must not contain tokens or secrets. */
   detail?: string;
-  /** Sent as Retry-After (503 while the authorization server is known to be down). */
+  /** Sent as Retry-After (503 while the authorization server is known to be down; 429/503 over the introspection budget). */
   retryAfterSeconds?: number;
 }
 

@@ -139,7 +139,9 @@ export function createPipeline({ routes, introspector, now, limits }: PipelineDe
       if (facts.certificateError !== undefined) throw facts.certificateError;
       if (queryCarriesToken(shape.target.query)) throw new GuardError('token_in_query');
       const token = bearerTokenFrom(facts.authorization);
-      const info = await introspector.lookup(token, { peer: facts.peer });
+      // A verified certificate is charged its own introspection budget, the rest their address's.
+      const certificate = facts.certificate?.trusted === true ? facts.certificate.thumbprint : undefined;
+      const info = await introspector.lookup(token, { peer: facts.peer, certificate });
       const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000 });
       if (!decision.allow || !body.form) {
         const plan: BodyPlan = decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' };

@@ -21,6 +21,8 @@ export interface RoutePolicy {
   readonly pathPrefix: string | undefined;
   readonly upstream: URL;
   readonly upstreamTimeoutMs: number;
+  /** HTTP/2 to the upstream (h2c or h2). */
+  readonly upstreamHttp2: boolean;
   /** Largest request body forwarded. */
   readonly maxBodyBytes: number;
   readonly binding: BindingMode;
@@ -69,6 +71,7 @@ export function compileRoutes(settings: Settings): RouteTable {
   const base = {
     upstream: settings.upstream,
     upstreamTimeoutMs: settings.upstreamTimeoutMs,
+    upstreamHttp2: settings.upstreamHttp2,
     maxBodyBytes: settings.maxBodyBytes,
     binding: settings.binding,
     scopes: settings.scopes,
@@ -85,6 +88,7 @@ export function compileRoutes(settings: Settings): RouteTable {
       pathPrefix: route.pathPrefix,
       upstream: new URL(route.upstream ?? base.upstream),
       upstreamTimeoutMs: route.upstreamTimeoutMs ?? base.upstreamTimeoutMs,
+      upstreamHttp2: route.upstreamHttp2 ?? base.upstreamHttp2,
       maxBodyBytes: route.maxBodyBytes ?? base.maxBodyBytes,
       binding: route.binding ?? base.binding,
       scopes: Object.freeze([...(route.scopes ?? base.scopes)]),

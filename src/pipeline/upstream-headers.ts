@@ -81,7 +81,8 @@ export function upstreamHeaders(inbound: IncomingHttpHeaders, input: UpstreamHea
   const out: Record<string, string | string[]> = {};
   for (const name in inbound) {
     const value = inbound[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || name === 'host') continue;
+    // HTTP/2 pseudo-headers (`:path`, `:authority`…) are the request line, not fields.
+    if (value === undefined || HOP_BY_HOP.has(name) || name === 'host' || name.startsWith(':')) continue;
     if (named?.has(name) === true && !KEPT_AGAINST_CONNECTION.has(name)) continue;
     if (stripped.has(name.includes('_') ? name.replaceAll('_', '-') : name)) continue;
     if (name === 'authorization' && route.stripAuthorization) continue;

@@ -3,7 +3,7 @@
  * be allowed), under a per-request limit and one budget for every buffered byte in the process;
  * and a body of undeclared length cut off at the route's limit as it streams.
  */
-import type { IncomingMessage } from 'node:http';
+import type { ProxyRequest } from './facts.ts';
 import { Transform, type Readable } from 'node:stream';
 import type { FormRead } from '../pipeline/pipeline.ts';
 
@@ -36,7 +36,7 @@ export function createBodyBudget(totalBytes: number): BodyBudget {
  * them back (the edge calls it when the response is over). A body larger than the limit, or one
  * the budget cannot hold, is left unread.
  */
-export function formReader(req: IncomingMessage, budget: BodyBudget): { read: (limitBytes: number) => Promise<FormRead>; release: () => void } {
+export function formReader(req: ProxyRequest, budget: BodyBudget): { read: (limitBytes: number) => Promise<FormRead>; release: () => void } {
   let reserved = 0;
   const reserve = (bytes: number): boolean => {
     if (!budget.reserve(bytes)) return false;
@@ -73,7 +73,7 @@ export function formReader(req: IncomingMessage, budget: BodyBudget): { read: (l
 }
 
 /** The request body, cut off (and `onExceeded` called once) when it passes `limitBytes`. */
-export function limitBody(req: IncomingMessage, limitBytes: number, onExceeded: () => void): Readable {
+export function limitBody(req: ProxyRequest, limitBytes: number, onExceeded: () => void): Readable {
   let seen = 0;
   let exceeded = false;
   const limiter = new Transform({

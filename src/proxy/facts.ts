@@ -1,25 +1,59 @@
 /**
- * The HTTP/1.1 edge's first step: a request as plain {@link RequestFacts}. Reads, never changes,
- * the request: what is removed before forwarding is decided by upstream-headers.ts.
+ * The proxy edge's first step: a request, HTTP/1.1 or HTTP/2, as plain {@link RequestFacts}.
+ * Reads, never changes, the request: what is removed before forwarding is decided by
+ * upstream-headers.ts.
  */
 import type { IncomingMessage } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { RequestFacts } from '../pipeline/pipeline.ts';
 import { isFormContentType } from '../pipeline/token.ts';
 
-export function requestFacts(req: IncomingMessage, certificates: CertificateSource): RequestFacts {
-  const socket = req.socket as Partial<TLSSocket>;
-  const peer = req.socket.remoteAddress;
+export type ProxyRequest = IncomingMessage | Http2ServerRequest;
+
+export function isHttp2(req: ProxyRequest): req is Http2ServerRequest {
+  return req.httpVersionMajor === 2;
+}
+
+/** Every value of one header, as received (HTTP/2 has no headersDistinct). */
+function linesOf(rawHeaders: readonly string[], name: string): string[] | undefined {
+  let lines: string[] | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]?.toLowerCase() === name) (lines ??= []).push(rawHeaders[i + 1] ?? '');
+  return lines;
+}
+
+/** What HTTP/1.1's `headersDistinct` holds: every header's values, lower-case names. */
+function distinctOf(rawHeaders: readonly string[]): NodeJS.Dict<string[]> {
+  const distinct: NodeJS.Dict<string[]> = {};
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = (rawHeaders[i] ?? '').toLowerCase();
+    if (!name.startsWith(':')) (distinct[name] ??= []).push(rawHeaders[i + 1] ?? '');
+  }
+  return distinct;
+}
+
+/** HTTP/2: the `:authority` and any Host line must agree (RFC 9113 §8.3.1), so both count as Host lines. */
+function http2HostLines(req: Http2ServerRequest): string[] | undefined {
+  const authority = req.headers[':authority'];
+  const hosts = linesOf(req.rawHeaders, 'host');
+  if (authority === undefined) return hosts;
+  return hosts === undefined || hosts.every((host) => host === authority) ? [authority] : [authority, ...hosts];
+}
+
+export function requestFacts(req: ProxyRequest, certificates: CertificateSource): RequestFacts {
+  const h2 = isHttp2(req);
+  const socket = (h2 ? req.stream.session?.socket : req.socket) as Partial<TLSSocket> | undefined;
+  const peer = socket?.remoteAddress;
   let certificate;
   let certificateError;
   try {
     certificate = certificates.certificateOf({
-      socket: socket.encrypted === true ? (socket as TLSSocket) : undefined,
+      socket: socket?.encrypted === true ? (socket as TLSSocket) : undefined,
       peerAddress: peer,
       headers: req.headers,
-      headersDistinct: req.headersDistinct,
+      headersDistinct: h2 ? distinctOf(req.rawHeaders) : req.headersDistinct,
     });
   } catch (err) {
     if (!(err instanceof GuardError)) throw err;
@@ -29,15 +63,15 @@ export function requestFacts(req: IncomingMessage, certificates: CertificateSour
   return {
     method: req.method ?? 'GET',
     target: req.url ?? '/',
-    hostLines: req.headersDistinct.host,
-    headerCount: req.rawHeaders.length / 2,
-    authorization: req.headersDistinct.authorization,
+    hostLines: h2 ? http2HostLines(req) : req.headersDistinct.host,
+    headerCount: h2 ? req.rawHeaders.filter((name, i) => i % 2 === 0 && !name.startsWith(':')).length : req.rawHeaders.length / 2,
+    authorization: h2 ? linesOf(req.rawHeaders, 'authorization') : req.headersDistinct.authorization,
     peer,
     certificate,
     certificateError,
     body: {
       declaredLength: length === undefined ? undefined : Number(length),
-      chunked: length === undefined && req.headers['transfer-encoding'] !== undefined,
+      chunked: length === undefined && (h2 ? !req.stream.endAfterHeaders : req.headers['transfer-encoding'] !== undefined),
       form: isFormContentType(req.headers['content-type']),
     },
   };

@@ -7,12 +7,15 @@
  * node:http Agent cost about 60 µs of CPU per request in Node's HTTP client and the proxy's
  * passes, against about 13 µs for undici, and held cnfguard to half the bare forwarder's rate.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
+import http2, { type ClientHttp2Session, type Http2ServerResponse } from 'node:http2';
 import type { Duplex, Readable } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
 import { Agent, type Dispatcher } from 'undici';
 import { GuardError } from '../oauth/errors.ts';
 import { connectionOptions, HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
+import type { ProxyRequest } from './facts.ts';
+import type { ProxyResponse } from './proxy-edge.ts';
 
 /**
  * Removes hop-by-hop fields from a response's headers, in place, including any its Connection
@@ -35,6 +38,8 @@ export interface WebForwardOptions {
   target: string;
   /** The request body to send instead of `req` (a buffered form, or a size-limited stream). */
   body?: Readable;
+  /** Speak HTTP/2 to the upstream (`upstreamHttp2`): h2c for http://, h2 for https://. */
+  upstreamHttp2?: boolean;
   /** No response headers, or no body byte, for this long: 504 (or a cut connection once the answer started). */
   timeoutMs: number;
   signal?: AbortSignal;
@@ -44,7 +49,7 @@ export interface WebForwardOptions {
 }
 
 export interface Forwarder {
-  web(req: IncomingMessage, res: ServerResponse, target: URL, options: WebForwardOptions): void;
+  web(req: ProxyRequest, res: ProxyResponse, target: URL, options: WebForwardOptions): void;
   /** A websocket upgrade: `req.headers` and `req.url` are what the upstream receives. */
   ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, onError: (err: GuardError) => void): void;
   close(): Promise<void>;
@@ -59,9 +64,26 @@ function failureOf(err: unknown): GuardError {
 }
 
 /** Whether the client request carries a body to stream (GET and friends usually do not). */
-function hasBody(req: IncomingMessage): boolean {
+function hasBody(req: ProxyRequest): boolean {
   const length = req.headers['content-length'];
   return length !== undefined && length !== '0';
+}
+
+/** Status and headers of the upstream's answer, written for the client's protocol. */
+function writeResponseHead(res: ProxyResponse, status: number, statusMessage: string, headers: Record<string, string | string[] | undefined>): void {
+  // The upstream's Connection and Keep-Alive describe its hop, not the client's: drop them.
+  removeHopByHop(headers);
+  if ('shouldKeepAlive' in res) {
+    // Say what Node will really do with the client connection (it honours `close`).
+    headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
+    res.writeHead(status, statusMessage, headers);
+  } else (res as Http2ServerResponse).writeHead(status, headers as OutgoingHttpHeaders);
+}
+
+/** Trailers reach an HTTP/2 client (gRPC status); an HTTP/1.1 answer ends without them. */
+function endResponse(res: ProxyResponse, trailers: Record<string, string | string[] | undefined> | null | undefined): void {
+  if (trailers != null && !('shouldKeepAlive' in res) && Object.keys(trailers).length > 0) res.addTrailers(trailers as OutgoingHttpHeaders);
+  res.end();
 }
 
 export function createForwarder(): Forwarder {
@@ -70,7 +92,13 @@ export function createForwarder(): Forwarder {
   // Without a listener http-proxy-3 would throw on a client that went away mid-upgrade.
   proxy.on('econnreset', () => {});
 
-  function web(req: IncomingMessage, res: ServerResponse, target: URL, options: WebForwardOptions): void {
+  const http2Upstream = createHttp2Upstream();
+
+  function web(req: ProxyRequest, res: ProxyResponse, target: URL, options: WebForwardOptions): void {
+    if (options.upstreamHttp2 === true) {
+      http2Upstream.forward(req, res, target, options);
+      return;
+    }
     let settled = false;
     const fail = (err: unknown) => {
       if (settled) return;
@@ -88,21 +116,17 @@ export function createForwarder(): Forwarder {
       onResponseStart(controller, statusCode, headers, statusMessage) {
         if (statusCode < 200) return; // 1xx interim answers stay on the upstream hop
         options.onResponse?.(statusCode);
-        // The upstream's Connection and Keep-Alive describe its hop, not the client's: drop them
-        // and say what Node will really do with the client connection (it honours `close`).
-        removeHopByHop(headers);
-        headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
-        res.writeHead(statusCode, statusMessage ?? '', headers);
+        writeResponseHead(res, statusCode, statusMessage ?? '', headers);
       },
       onResponseData(controller, chunk) {
-        if (!res.write(chunk)) {
+        if (!(res as { write(chunk: Buffer): boolean }).write(chunk)) {
           controller.pause();
           res.once('drain', () => controller.resume());
         }
       },
-      onResponseEnd() {
+      onResponseEnd(_controller, trailers) {
         settled = true;
-        res.end();
+        endResponse(res, trailers);
       },
       onResponseError(_controller, err) {
         fail(err);
@@ -115,7 +139,7 @@ export function createForwarder(): Forwarder {
           path: target.pathname === '/' ? options.target : `${target.pathname.replace(/\/$/, '')}${options.target}`,
           method: req.method as Dispatcher.HttpMethod,
           headers: options.headers,
-          body: options.body ?? (hasBody(req) ? req : null),
+          body: options.body ?? (hasBody(req) ? (req as Readable) : null),
           headersTimeout: options.timeoutMs,
           bodyTimeout: options.timeoutMs,
         },
@@ -133,7 +157,110 @@ export function createForwarder(): Forwarder {
     },
     async close() {
       proxy.close();
+      http2Upstream.close();
       await dispatcher.destroy();
+    },
+  };
+}
+
+/**
+ * HTTP/2 to the upstream (node:http2: undici speaks h2 only over TLS, and gRPC services often
+ * listen on h2c). One session per origin, reopened when it closes; request and response bodies
+ * stream with backpressure, and response trailers (gRPC's status) reach the client.
+ */
+function createHttp2Upstream() {
+  const sessions = new Map<string, ClientHttp2Session>();
+
+  function sessionFor(origin: string): ClientHttp2Session {
+    const known = sessions.get(origin);
+    if (known !== undefined && !known.closed && !known.destroyed) return known;
+    const session = http2.connect(origin);
+    session.on('error', () => {});
+    session.once('close', () => {
+      if (sessions.get(origin) === session) sessions.delete(origin);
+    });
+    // Idle sessions do not keep the process alive at shutdown.
+    session.unref();
+    sessions.set(origin, session);
+    return session;
+  }
+
+  function forward(req: ProxyRequest, res: ProxyResponse, target: URL, options: WebForwardOptions): void {
+    let settled = false;
+    const fail = (err: unknown): void => {
+      if (settled) return;
+      settled = true;
+      options.onError(failureOf(err));
+    };
+    const { host, ...rest } = options.headers;
+    const headers: OutgoingHttpHeaders = {
+      ...rest,
+      ':method': req.method ?? 'GET',
+      ':path': target.pathname === '/' ? options.target : `${target.pathname.replace(/\/$/, '')}${options.target}`,
+      ':scheme': target.protocol.slice(0, -1),
+      ':authority': typeof host === 'string' ? host : target.host,
+    };
+    // gRPC needs `te: trailers`, the one TE value HTTP/2 allows (RFC 9113 §8.2.2).
+    if (req.headers.te === 'trailers') headers.te = 'trailers';
+    const source = options.body ?? (req as Readable);
+    const bodyless = options.body === undefined && ('stream' in req ? req.stream.endAfterHeaders : !hasBody(req));
+    let stream: http2.ClientHttp2Stream;
+    try {
+      // Request trailers are not relayed: waiting for them would hold every stream open (gRPC sends none).
+      stream = sessionFor(target.origin).request(headers, { endStream: bodyless });
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    stream.setTimeout(options.timeoutMs, () => {
+      fail(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }));
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    });
+    if (!bodyless) source.pipe(stream);
+    const abort = (): void => {
+      if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+    };
+    options.signal?.addEventListener('abort', abort, { once: true });
+    res.once('close', () => {
+      if (!res.writableFinished) abort();
+    });
+    let trailers: Record<string, string | string[] | undefined> | undefined;
+    stream.on('response', (responseHeaders) => {
+      const status = Number(responseHeaders[':status']);
+      const out: Record<string, string | string[] | undefined> = {};
+      for (const [name, value] of Object.entries(responseHeaders)) if (!name.startsWith(':')) out[name] = value as string | string[];
+      options.onResponse?.(status);
+      writeResponseHead(res, status, '', out);
+    });
+    stream.on('trailers', (received) => {
+      trailers = Object.fromEntries(Object.entries(received).filter(([name]) => !name.startsWith(':'))) as Record<string, string | string[]>;
+    });
+    stream.on('data', (chunk: Buffer) => {
+      if (!(res as { write(chunk: Buffer): boolean }).write(chunk)) {
+        stream.pause();
+        res.once('drain', () => stream.resume());
+      }
+    });
+    stream.on('end', () => {
+      if (settled) return;
+      settled = true;
+      endResponse(res, trailers);
+    });
+    stream.on('error', fail);
+    stream.on('close', () => {
+      if (!settled && !res.headersSent) fail(Object.assign(new Error('stream closed'), { code: `H2_${stream.rstCode}` }));
+      else if (!settled) {
+        settled = true;
+        res.destroy();
+      }
+    });
+  }
+
+  return {
+    forward,
+    close() {
+      for (const session of sessions.values()) session.close();
+      sessions.clear();
     },
   };
 }

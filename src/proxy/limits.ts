@@ -4,6 +4,7 @@
  * Defaults fit the shipped 256 Mi memory limit: an idle TLS connection costs about 62 KiB, so
  * 1024 connections take ~62 MiB, and buffered form bodies at most `bufferedBodyBytes` more.
  */
+import type { SecureServerOptions } from 'node:http2';
 import type { ServerOptions } from 'node:https';
 import type { Settings } from '../config/schema.ts';
 import type { PipelineLimits } from '../pipeline/pipeline.ts';
@@ -37,4 +38,23 @@ export function listenerProperties(limits: Limits): { maxConnections: number; ma
 /** Limits the pipeline checks per request. */
 export function pipelineLimits(limits: Limits): PipelineLimits {
   return { urlBytes: limits.urlBytes, headerCount: limits.headerCount, formBodyBytes: limits.formBodyBytes };
+}
+
+/**
+ * HTTP/2 session limits. Node's nghttp2 defends against rapid reset (CVE-2023-44487), SETTINGS,
+ * PING and empty-frame floods with these counters (and its own reset-rate limit); cnfguard sets them explicitly, lower than
+ * Node's defaults where a sidecar needs less.
+ */
+export function http2Options(limits: Limits): SecureServerOptions {
+  return {
+    settings: { maxConcurrentStreams: limits.http2MaxConcurrentStreams, maxHeaderListSize: limits.headerBytes, enablePush: false },
+    // Pseudo-headers count as pairs too.
+    maxHeaderListPairs: limits.headerCount + 8,
+    maxSessionMemory: 16,
+    maxSessionInvalidFrames: 100,
+    maxSessionRejectedStreams: 100,
+    maxOutstandingPings: 10,
+    maxSettings: 32,
+    peerMaxConcurrentStreams: limits.http2MaxConcurrentStreams,
+  };
 }

@@ -1,7 +1,7 @@
-/** Refusals written by the HTTP/1.1 edge: through the one renderer, to a response or straight to a socket. */
+/** Refusals written by the proxy edge: through the one renderer, to a response or straight to a socket. */
 import { STATUS_CODES, type ServerResponse } from 'node:http';
-import type { GuardError} from '../oauth/errors.ts';
-import { renderError, type RenderedError } from '../oauth/errors.ts';
+import type { Http2ServerResponse } from 'node:http2';
+import { renderError, type GuardError, type RenderedError } from '../oauth/errors.ts';
 import type { RoutePolicy } from '../pipeline/route.ts';
 
 export function renderFor(err: GuardError, realm: string, route: RoutePolicy | undefined): RenderedError {
@@ -9,8 +9,8 @@ export function renderFor(err: GuardError, realm: string, route: RoutePolicy | u
   return renderError(err, { realm, ...(metadata !== undefined && { challengeParams: { resource_metadata: metadata } }) });
 }
 
-export function sendRendered(res: ServerResponse, rendered: RenderedError, requestId: string): void {
-  res.writeHead(rendered.status, { ...rendered.headers, 'content-length': Buffer.byteLength(rendered.body), 'x-request-id': requestId });
+export function sendRendered(res: ServerResponse | Http2ServerResponse, rendered: RenderedError, requestId: string): void {
+  (res as ServerResponse).writeHead(rendered.status, { ...rendered.headers, 'content-length': Buffer.byteLength(rendered.body), 'x-request-id': requestId });
   res.end(rendered.body);
 }
 
@@ -19,4 +19,31 @@ export function rawResponse(rendered: RenderedError, extra: Record<string, strin
   const headers = { ...rendered.headers, ...extra, 'content-length': String(Buffer.byteLength(rendered.body)), connection: 'close' };
   const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
   return `HTTP/1.1 ${rendered.status} ${STATUS_CODES[rendered.status] ?? ''}\r\n${lines.join('')}\r\n${rendered.body}`;
+}
+
+/** gRPC status for the HTTP status cnfguard would answer (the contract's mapping). */
+const GRPC_STATUS: Readonly<Record<number, number>> = { 400: 3, 401: 16, 403: 7, 503: 14 };
+
+export function isGrpc(contentType: string | undefined): boolean {
+  return contentType !== undefined && /^application\/grpc(?:[+;]|$)/i.test(contentType);
+}
+
+/**
+ * A gRPC refusal: trailers-only (one HEADERS frame with END_STREAM), HTTP 200, the gRPC status
+ * the HTTP status maps to, and the same WWW-Authenticate, so a gRPC client sees UNAUTHENTICATED
+ * or PERMISSION_DENIED rather than a transport error.
+ */
+export function sendGrpcRefusal(res: Http2ServerResponse, err: GuardError, rendered: RenderedError, requestId: string): void {
+  const headers: Record<string, string> = {
+    ':status': '200',
+    'content-type': 'application/grpc',
+    'grpc-status': String(GRPC_STATUS[rendered.status] ?? 13),
+    'grpc-message': encodeURIComponent(err.description),
+    'x-request-id': requestId,
+  };
+  const challenge = rendered.headers['www-authenticate'];
+  if (challenge !== undefined) headers['www-authenticate'] = challenge;
+  const retryAfter = rendered.headers['retry-after'];
+  if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
+  res.stream.respond(headers, { endStream: true });
 }

@@ -14,7 +14,7 @@ import { upstreamHeaders } from '../pipeline/upstream-headers.ts';
 import type { Runtime } from '../runtime.ts';
 import { requestFacts } from './facts.ts';
 import type { Forwarder } from './forward.ts';
-import { pathOf } from './http1-edge.ts';
+import { pathOf } from './proxy-edge.ts';
 import { rawResponse, renderFor } from './respond.ts';
 
 export interface UpgradeDependencies {

@@ -2,12 +2,17 @@
  * The TLS listener. A client certificate is requested in every handshake (RFC 8705 §3: the server
  * must know in advance; there is no renegotiation) and never required there: a missing or
  * untrusted certificate is judged per request, so it gets an OAuth error.
+ *
+ * With `listen.http2`, ALPN offers h2 beside http/1.1 on the one port: a connection that chose
+ * h2 is handed to a node:http2 server that never listens itself; every other connection stays on
+ * the HTTP/1.1 server exactly as before (its path does not change).
  */
+import http2 from 'node:http2';
 import https from 'node:https';
 import type { RequestListener } from 'node:http';
-import type { SecureContextOptions } from 'node:tls';
+import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import type { TlsMaterial } from '../config/load.ts';
-import { listenerOptions, listenerProperties, type Limits } from '../proxy/limits.ts';
+import { http2Options, listenerOptions, listenerProperties, type Limits } from '../proxy/limits.ts';
 
 /** The parts of the TLS set-up that a certificate reload replaces. */
 export function secureContextOptions(tls: TlsMaterial): SecureContextOptions {
@@ -21,8 +26,43 @@ export function secureContextOptions(tls: TlsMaterial): SecureContextOptions {
   };
 }
 
-export function createTlsServer(tls: TlsMaterial, limits: Limits, onRequest: RequestListener): https.Server {
-  const server = https.createServer({ ...secureContextOptions(tls), requestCert: true, rejectUnauthorized: false, ...listenerOptions(limits) }, onRequest);
+export interface Http2Attachment {
+  onRequest: (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void;
+}
+
+export interface TlsListener {
+  server: https.Server;
+  /** Sends GOAWAY on every HTTP/2 session: in-flight streams finish, no new ones start. */
+  closeHttp2Sessions(): void;
+}
+
+export function createTlsServer(tls: TlsMaterial, limits: Limits, onRequest: RequestListener, h2?: Http2Attachment): TlsListener {
+  const server = https.createServer(
+    { ...secureContextOptions(tls), requestCert: true, rejectUnauthorized: false, ...listenerOptions(limits), ...(h2 !== undefined && { ALPNProtocols: ['h2', 'http/1.1'] }) },
+    onRequest,
+  );
   Object.assign(server, listenerProperties(limits));
-  return server;
+  const sessions = new Set<http2.ServerHttp2Session>();
+  if (h2 !== undefined) {
+    const h2server = http2.createSecureServer(http2Options(limits), h2.onRequest);
+    h2server.on('session', (session: http2.ServerHttp2Session) => {
+      sessions.add(session);
+      session.once('close', () => sessions.delete(session));
+      // An idle session (no frame for this long) is closed, as an idle HTTP/1.1 connection is.
+      session.setTimeout(limits.requestTimeoutMs, () => session.close());
+    });
+    h2server.on('sessionError', () => {});
+    const http1 = server.listeners('secureConnection') as ((socket: TLSSocket) => void)[];
+    server.removeAllListeners('secureConnection');
+    server.on('secureConnection', (socket: TLSSocket) => {
+      if (socket.alpnProtocol === 'h2') h2server.emit('secureConnection', socket);
+      else for (const listener of http1) listener.call(server, socket);
+    });
+  }
+  return {
+    server,
+    closeHttp2Sessions() {
+      for (const session of sessions) session.close();
+    },
+  };
 }

@@ -1,13 +1,13 @@
 /**
  * The command line as users and scripts drive it: real processes, exit codes, messages.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
@@ -223,6 +223,73 @@ describe('cnfguard run', () => {
       again.listen(port, '127.0.0.1', resolve);
     });
     again.close();
+  });
+});
+
+/** A `node` on PATH older than 24 (a machine's system Node), for the launcher's relay path. */
+function olderNode(): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    const candidate = join(dir, 'node');
+    try {
+      const major = Number(execFileSync(candidate, ['-p', 'process.versions.node.split(".")[0]'], { encoding: 'utf8' }).trim());
+      if (major < 24) return candidate;
+    } catch {
+      // not there, or not a node
+    }
+  }
+  return undefined;
+}
+const OLDER_NODE = olderNode();
+
+describe.skipIf(OLDER_NODE === undefined)(`bin/cnfguard.js on an older Node (${OLDER_NODE ?? 'none found'}) relays to the pinned Node 24`, () => {
+  /** The launcher under the older Node, and the server it started (its pid is in the log lines). */
+  async function launch(configFile: string) {
+    const launcher = spawn(OLDER_NODE as string, [BIN, 'run', '--config', configFile], { env: { ...process.env, RS_SECRET: 'rs-secret' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = once(launcher, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    let out = '';
+    launcher.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    launcher.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    const line = (msg: string) => out.split('\n').find((l) => l.startsWith('{') && (JSON.parse(l) as { msg?: string }).msg === msg);
+    const waitForLine = async (msg: string): Promise<Record<string, unknown>> => {
+      const deadline = Date.now() + 20_000;
+      for (let found = line(msg); ; found = line(msg)) {
+        if (found !== undefined) return JSON.parse(found) as Record<string, unknown>;
+        if (Date.now() > deadline) throw new Error(`no "${msg}" line; output so far:\n${out}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    const started = await waitForLine('cnfguard started');
+    expect(started.pid).not.toBe(launcher.pid); // the server runs in the launcher's child
+    return { launcher, exited, started, waitForLine };
+  }
+
+  it('a server killed by SIGKILL takes the launcher down by SIGKILL (systemd Restart=on-failure sees it)', async () => {
+    const { launcher, exited, started } = await launch(goodConfig);
+    try {
+      process.kill(started.pid as number, 'SIGKILL');
+      expect(await exited).toEqual([null, 'SIGKILL']);
+    } finally {
+      launcher.kill('SIGKILL');
+    }
+  });
+
+  it('a second SIGTERM while draining ends the server by SIGTERM, and the launcher dies the same way', async () => {
+    const file = join(dir, 'launcher-drain.yaml');
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { shutdownGraceSeconds: 30 })));
+    const { launcher, exited, started, waitForLine } = await launch(file);
+    try {
+      const token = await d.tokenFor('client1');
+      const slow = curl(d.pki, `${started.listen as string}/launcher-slow`, { cert: d.pki.files.client1, token, headers: ['x-echo-delay-ms: 10000'] }).catch(() => undefined);
+      const deadline = Date.now() + 10_000;
+      while (!d.upstream.requests.some((r) => r.url === '/launcher-slow') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      launcher.kill('SIGTERM');
+      await waitForLine('draining');
+      launcher.kill('SIGTERM');
+      expect(await exited).toEqual([null, 'SIGTERM']);
+      await slow;
+    } finally {
+      launcher.kill('SIGKILL');
+    }
   });
 });
 

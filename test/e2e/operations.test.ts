@@ -196,8 +196,14 @@ describe('workers', () => {
       expect(metric(metrics, 'cnfguard_requests_total{decision="allow",reason="bound",route="default"}')).toBe(requests);
       expect((await fetch(`${started.admin as string}/readyz`)).status).toBe(200);
       const exited = once(child, 'exit');
+      const signalled = performance.now();
       child.kill('SIGTERM');
       expect(((await exited) as [number])[0]).toBe(0);
+      // Idle workers drain at once; the bound is generous for a loaded 2-core machine (~1 s is usual).
+      const exitMs = performance.now() - signalled;
+      console.log(`idle cluster (workers: 2) exited ${Math.round(exitMs)} ms after SIGTERM`);
+      expect(exitMs).toBeLessThan(3000);
+      expect(lines().filter((l) => l.msg === 'cnfguard stopped').length).toBe(3); // two workers and the primary
     } finally {
       child.kill('SIGKILL');
     }

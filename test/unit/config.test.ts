@@ -178,9 +178,10 @@ describe('parseConfigText', () => {
 describe('loadConfigObject', () => {
   it('applies the documented defaults', () => {
     const { settings } = loadConfigObject(minimal(), 'test');
-    expect(settings.listen).toEqual({ host: '0.0.0.0', port: 8443 });
+    expect(settings.listen).toEqual({ host: '0.0.0.0', port: 8443, http2: true });
     expect(settings.admin).toEqual({ host: '127.0.0.1', port: 9090 });
-    expect(settings.introspection.cache).toEqual({ maxEntries: 100_000, maxTtlSeconds: 300, negativeTtlSeconds: 5 });
+    expect(settings.introspection.cache).toEqual({ maxEntries: 100_000, maxTtlSeconds: 300, negativeTtlSeconds: 5, negativeMaxEntries: 10_000 });
+    expect(settings.introspection.budget).toEqual({ perPeerPerSecond: 50, perPeerBurst: 100, totalPerSecond: 500, totalBurst: 1000, maxPeers: 10_000 });
     expect(settings.introspection.authMethod).toBe('client_secret_basic');
     expect(settings.introspection.timeoutMs).toBe(2000);
     expect(settings.binding).toBe('required');
@@ -250,6 +251,10 @@ describe('loadConfigObject', () => {
     ['an admin port that is not a number', { admin: { port: 'nine' } }, 'admin.port', undefined],
     ['an unknown key', { listen: { prot: 1 } }, 'listen', /prot/],
     ['an unknown key in the cache', { introspection: { cache: { ttl: 1 } } }, 'introspection.cache', /ttl/],
+    ['a negative negativeMaxEntries', { introspection: { cache: { negativeMaxEntries: -1 } } }, 'introspection.cache.negativeMaxEntries', undefined],
+    ['a budget burst of 0', { introspection: { budget: { perPeerBurst: 0 } } }, 'introspection.budget.perPeerBurst', undefined],
+    ['a negative budget rate', { introspection: { budget: { totalPerSecond: -1 } } }, 'introspection.budget.totalPerSecond', undefined],
+    ['an unknown budget key', { introspection: { budget: { perIpPerSecond: 1 } } }, 'introspection.budget', /perIpPerSecond/],
     ['an unknown top-level key', { upstreams: 'http://a' }, '', /upstreams/],
     ['no clientSecret for client_secret_basic', { introspection: { clientSecret: undefined } }, 'introspection.clientSecret', /client_secret_basic/],
     ['no clientSecret for client_secret_post', { introspection: { clientSecret: undefined, authMethod: 'client_secret_post' } }, 'introspection.clientSecret', /client_secret_post/],

@@ -93,6 +93,9 @@ describe('renderError', () => {
 
   it.each<[ReasonId, number, string]>([
     ['introspection_unavailable', 503, 'temporarily_unavailable'],
+    ['introspection_misconfigured', 503, 'temporarily_unavailable'],
+    ['introspection_budget_exhausted', 503, 'temporarily_unavailable'],
+    ['introspection_rate_limited', 429, 'too_many_requests'],
     ['upstream_unreachable', 502, 'bad_gateway'],
     ['upstream_timeout', 504, 'gateway_timeout'],
   ])('renders %s as %i without a challenge, body error %s', (reason, status, code) => {
@@ -101,6 +104,12 @@ describe('renderError', () => {
     expect(rendered.headers).not.toHaveProperty('www-authenticate');
     expect(rendered.headers['cache-control']).toBe('no-store');
     expect(JSON.parse(rendered.body)).toEqual({ error: code, error_description: REASONS[reason].description });
+  });
+
+  it('sends Retry-After with an over-budget refusal', () => {
+    const rendered = renderError(new GuardError('introspection_rate_limited', { retryAfterSeconds: 2 }), { realm: 'cnfguard' });
+    expect(rendered.status).toBe(429);
+    expect(rendered.headers['retry-after']).toBe('2');
   });
 
   it('never sends the log-only detail', () => {
@@ -179,6 +188,9 @@ describe('REASONS', () => {
       'headers_too_many',
       'http_malformed',
       'internal_error',
+      'introspection_budget_exhausted',
+      'introspection_misconfigured',
+      'introspection_rate_limited',
       'introspection_unavailable',
       'request_timeout',
       'server_busy',

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { createIntrospectionBudget } from '../../src/introspection/budget.ts';
 import type { Introspect } from '../../src/introspection/client.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
 import { GuardError } from '../../src/oauth/errors.ts';
@@ -280,5 +281,116 @@ describe('cacheLifetimeMs', () => {
     ['active, fractional max TTL', active(), { ...options, maxTtlSeconds: 0.5 }, 500],
   ])('%s', (_name, info, opts, expected) => {
     expect(cacheLifetimeMs(info, now, opts)).toBe(expected);
+  });
+});
+
+describe('inactive answers in their own LRU', () => {
+  it('a flood of 10x maxEntries junk tokens evicts no active entry: every one still hits', async () => {
+    const maxEntries = 100;
+    const { introspector, calls, counters } = setup((token) => (token.startsWith('good-') ? active({ subject: token }) : INACTIVE), { maxEntries, negativeMaxEntries: 50 });
+    const good = Array.from({ length: maxEntries }, (_, i) => `good-${i}`);
+    for (const token of good) await introspector.lookup(token);
+    for (let i = 0; i < 10 * maxEntries; i++) await expect(introspector.lookup(`junk-${i}`)).resolves.toBe(INACTIVE);
+    expect(introspector.size).toBe(maxEntries);
+    expect(introspector.negativeSize).toBe(50);
+    const before = { calls: calls.length, hits: counters.hits };
+    for (const token of good) expect((await introspector.lookup(token)).subject).toBe(token);
+    expect(calls.length).toBe(before.calls);
+    expect(counters.hits - before.hits).toBe(maxEntries);
+  });
+
+  it('a repeated junk token is answered from the negative cache until negativeTtlSeconds, then asked again', async () => {
+    const { introspector, clock, calls } = setup(() => INACTIVE, { negativeTtlSeconds: 5 });
+    await introspector.lookup('junk');
+    clock.ms = T0 + 4_999;
+    expect(await introspector.lookup('junk')).toBe(INACTIVE);
+    expect(calls).toHaveLength(1);
+    expect(introspector.negativeSize).toBe(1);
+    clock.ms = T0 + 5_000;
+    await introspector.lookup('junk');
+    expect(calls).toHaveLength(2);
+  });
+
+  it('keeps no inactive answer with negativeMaxEntries 0', async () => {
+    const { introspector, calls } = setup(() => INACTIVE, { negativeMaxEntries: 0 });
+    await introspector.lookup('junk');
+    await introspector.lookup('junk');
+    expect(calls).toHaveLength(2);
+    expect(introspector.negativeSize).toBe(0);
+  });
+
+  it('a token found revoked loses its active entry, so stale-if-error cannot bring it back', async () => {
+    let answer: TokenInfo | Error = active();
+    const { introspector, clock } = setup(
+      () => {
+        if (answer instanceof Error) throw answer;
+        return answer;
+      },
+      { maxTtlSeconds: 10, negativeTtlSeconds: 1, staleIfErrorSeconds: 600 },
+    );
+    await introspector.lookup('tok');
+    clock.ms += 10_000;
+    answer = INACTIVE;
+    expect(await introspector.lookup('tok')).toBe(INACTIVE);
+    expect(introspector.size).toBe(0);
+    clock.ms += 1_000;
+    answer = new GuardError('introspection_unavailable', { detail: 'down' });
+    await expect(introspector.lookup('tok')).rejects.toMatchObject({ reason: 'introspection_unavailable' });
+  });
+
+  it('clear() forgets inactive answers too', async () => {
+    const { introspector, calls } = setup(() => INACTIVE);
+    await introspector.lookup('junk');
+    introspector.clear();
+    await introspector.lookup('junk');
+    expect(calls).toHaveLength(2);
+  });
+});
+
+describe('introspection budget in the cache', () => {
+  const budgetOptions = { perPeerPerSecond: 1, perPeerBurst: 3, totalPerSecond: 1, totalBurst: 10 };
+
+  it('only misses that call the AS pay; hits, negative hits and joined in-flight calls are free', async () => {
+    const clock = { ms: T0 };
+    const pending = deferred<TokenInfo>();
+    let refusals = 0;
+    const { introspector, calls } = setup((token) => (token === 'slow' ? pending.promise : token.startsWith('junk') ? INACTIVE : active()), {
+      now: () => clock.ms,
+      budget: createIntrospectionBudget({ ...budgetOptions, now: () => clock.ms, onRefused: () => refusals++ }),
+    });
+    const peer = { peer: '192.0.2.1' };
+    await introspector.lookup('good', peer); // 1
+    await introspector.lookup('junk', peer); // 2
+    const joined = Array.from({ length: 10 }, () => introspector.lookup('slow', peer)); // 3, once
+    for (let i = 0; i < 100; i++) {
+      await introspector.lookup('good', peer);
+      await introspector.lookup('junk', peer);
+    }
+    pending.resolve(active());
+    await Promise.all(joined);
+    expect(calls).toEqual(['good', 'junk', 'slow']);
+    expect(refusals).toBe(0);
+    await expect(introspector.lookup('junk-new', peer)).rejects.toMatchObject({ reason: 'introspection_rate_limited', status: 429, retryAfterSeconds: 1 });
+    expect(calls).toHaveLength(3);
+    expect(refusals).toBe(1);
+    // Another peer still has its budget; the old one-argument call pays only the total.
+    await expect(introspector.lookup('junk-other', { peer: '192.0.2.2' })).resolves.toBe(INACTIVE);
+    await expect(introspector.lookup('junk-nopeer')).resolves.toBe(INACTIVE);
+    expect(calls).toHaveLength(5);
+  });
+
+  it('past the total budget every peer gets 503 with Retry-After, without an AS call, and a refusal is not cached', async () => {
+    const clock = { ms: T0 };
+    const { introspector, calls } = setup(() => INACTIVE, {
+      now: () => clock.ms,
+      budget: createIntrospectionBudget({ perPeerPerSecond: 100, perPeerBurst: 100, totalPerSecond: 0.5, totalBurst: 2, now: () => clock.ms }),
+    });
+    await introspector.lookup('a', { peer: '192.0.2.1' });
+    await introspector.lookup('b', { peer: '192.0.2.2' });
+    await expect(introspector.lookup('c', { peer: '192.0.2.3' })).rejects.toMatchObject({ reason: 'introspection_budget_exhausted', status: 503, retryAfterSeconds: 2 });
+    expect(calls).toEqual(['a', 'b']);
+    clock.ms += 2_000;
+    await expect(introspector.lookup('c', { peer: '192.0.2.3' })).resolves.toBe(INACTIVE);
+    expect(calls).toEqual(['a', 'b', 'c']);
   });
 });

@@ -1,6 +1,18 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
-import { basicAuthorization, formUrlEncode } from '../../src/introspection/client.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  basicAuthorization,
+  createIntrospectionClient,
+  formUrlEncode,
+  statusMeaning,
+  type IntrospectionClient,
+  type IntrospectionClientOptions,
+  type IntrospectionOutcome,
+  type MisconfigurationWarning,
+} from '../../src/introspection/client.ts';
+import { INACTIVE } from '../../src/introspection/token-info.ts';
+import { generateDevCertificates } from '../../src/tls/dev-certs.ts';
+import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
 
 /** application/x-www-form-urlencoded decoding, as an authorization server applies it. */
 function formUrlDecode(value: string): string {
@@ -65,5 +77,109 @@ describe('basicAuthorization', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('statusMeaning: whose problem a non-200 answer is', () => {
+  it.each<[number, string]>([
+    [400, 'token_refused'],
+    [413, 'token_refused'],
+    [422, 'token_refused'],
+    [401, 'misconfigured'],
+    [403, 'misconfigured'],
+    [404, 'misconfigured'],
+    [405, 'misconfigured'],
+    [302, 'misconfigured'],
+    [204, 'misconfigured'],
+    [408, 'as_fault'],
+    [429, 'as_fault'],
+    [500, 'as_fault'],
+    [502, 'as_fault'],
+    [503, 'as_fault'],
+  ])('HTTP %i -> %s', (status, meaning) => {
+    expect(statusMeaning(status)).toBe(meaning);
+  });
+});
+
+describe('createIntrospectionClient against a real endpoint', () => {
+  const certs = generateDevCertificates();
+  let stub: IntrospectionStub;
+  const clients: IntrospectionClient[] = [];
+  beforeAll(async () => {
+    stub = await startIntrospectionStub(certs.server);
+  });
+  afterAll(async () => {
+    for (const c of clients) await c.close();
+    await stub?.stop();
+  });
+
+  function client(options: Partial<IntrospectionClientOptions> = {}) {
+    const outcomes: IntrospectionOutcome[] = [];
+    const warnings: MisconfigurationWarning[] = [];
+    const c = createIntrospectionClient({
+      url: stub.url,
+      clientId: 'rs',
+      clientSecret: 'rs-secret',
+      authMethod: 'client_secret_basic',
+      ca: certs.ca.cert,
+      timeoutMs: 2000,
+      onOutcome: (outcome) => outcomes.push(outcome),
+      onMisconfigured: (warning) => warnings.push(warning),
+      ...options,
+    });
+    clients.push(c);
+    return { introspect: c.introspect, outcomes, warnings };
+  }
+
+  it('a 400 about the token is that token refused: inactive, outcome refused', async () => {
+    stub.mode = { kind: 'status', status: 400 };
+    try {
+      const c = client();
+      await expect(c.introspect('eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.')).resolves.toBe(INACTIVE);
+      expect(c.outcomes).toEqual(['refused']);
+      expect(c.warnings).toEqual([]);
+    } finally {
+      stub.mode = { kind: 'normal' };
+    }
+  });
+
+  it('wrong credentials (401): introspection_misconfigured, one warning naming the URL and status, later ones counted', async () => {
+    const c = client({ clientSecret: 'wrong', warnIntervalMs: 200 });
+    for (let i = 0; i < 3; i++) await expect(c.introspect(`t${i}`)).rejects.toMatchObject({ reason: 'introspection_misconfigured', status: 503 });
+    expect(c.outcomes).toEqual(['misconfigured', 'misconfigured', 'misconfigured']);
+    expect(c.warnings).toEqual([{ url: stub.url, status: 401, suppressed: 0 }]);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    await expect(c.introspect('t3')).rejects.toMatchObject({ reason: 'introspection_misconfigured' });
+    expect(c.warnings).toEqual([
+      { url: stub.url, status: 401, suppressed: 0 },
+      { url: stub.url, status: 401, suppressed: 2 },
+    ]);
+  });
+
+  it('the warning shows the URL without userinfo or query', async () => {
+    const url = new URL(stub.url);
+    url.username = 'user';
+    url.password = 'pass';
+    url.search = '?k=v';
+    const c = client({ url: url.toString(), clientSecret: 'wrong' });
+    await expect(c.introspect('t')).rejects.toMatchObject({ reason: 'introspection_misconfigured' });
+    expect(c.warnings[0]?.url).toBe(stub.url);
+  });
+
+  it.each<[number, IntrospectionOutcome, string]>([
+    [403, 'misconfigured', 'introspection_misconfigured'],
+    [404, 'misconfigured', 'introspection_misconfigured'],
+    [500, 'http_error', 'introspection_unavailable'],
+    [429, 'rate_limited', 'introspection_unavailable'],
+    [408, 'http_error', 'introspection_unavailable'],
+  ])('HTTP %i -> outcome %s, %s', async (status, outcome, reason) => {
+    stub.mode = { kind: 'status', status };
+    try {
+      const c = client();
+      await expect(c.introspect('t')).rejects.toMatchObject({ reason });
+      expect(c.outcomes).toEqual([outcome]);
+    } finally {
+      stub.mode = { kind: 'normal' };
+    }
   });
 });

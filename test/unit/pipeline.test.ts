@@ -24,6 +24,7 @@ function harness(answer: Record<string, unknown> = { active: true, client_id: 'a
       return Promise.resolve(tokenInfoFromAnswer(answer));
     },
     size: 0,
+    negativeSize: 0,
     clear() {},
   };
   const pipeline = createPipeline({ routes: compileRoutes(settings), introspector, now: () => Date.now(), limits: { urlBytes: 100, headerCount: 10, formBodyBytes: 50 } });
@@ -73,7 +74,7 @@ describe('pipeline order', () => {
   it('the peer goes with the lookup, for the introspection budget', async () => {
     const h = harness();
     await h.evaluate();
-    expect(h.calls).toEqual([{ token: 'tok', context: { peer: '192.0.2.1' } }]);
+    expect(h.calls).toEqual([{ token: 'tok', context: { peer: '192.0.2.1', certificate: undefined } }]);
   });
 
   it('routes by the validated Host: the host route applies its scopes', async () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { withCircuitBreaker, type CircuitState } from '../../src/introspection/breaker.ts';
+import { createIntrospectionBudget } from '../../src/introspection/budget.ts';
 import { retryAfterSeconds } from '../../src/introspection/client.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
 import { GuardError } from '../../src/oauth/errors.ts';
@@ -112,5 +113,36 @@ describe('stale-if-error', () => {
     c.fail();
     c.advance(10_001);
     await expect(c.tokens.lookup('t')).rejects.toMatchObject({ reason: 'introspection_unavailable' });
+  });
+});
+
+describe('what the breaker counts', () => {
+  it('the AS refusing cnfguard itself (introspection_misconfigured) never opens it', async () => {
+    let calls = 0;
+    const introspect = withCircuitBreaker(
+      async () => {
+        calls++;
+        throw new GuardError('introspection_misconfigured', { detail: 'HTTP 401' });
+      },
+      { failureThreshold: 1, openMs: 5000 },
+    );
+    for (let i = 0; i < 5; i++) await expect(introspect('t')).rejects.toMatchObject({ reason: 'introspection_misconfigured' });
+    expect(calls).toBe(5);
+  });
+
+  it('budget refusals never reach it: an over-budget lookup calls nothing', async () => {
+    let calls = 0;
+    const states: CircuitState[] = [];
+    const introspect = withCircuitBreaker(async () => (calls++, INACTIVE), { failureThreshold: 1, openMs: 5000, onStateChange: (s) => states.push(s) });
+    const tokens = createCachedIntrospector(introspect, {
+      maxEntries: 10,
+      maxTtlSeconds: 10,
+      negativeTtlSeconds: 0,
+      budget: createIntrospectionBudget({ perPeerPerSecond: 1, perPeerBurst: 1, totalPerSecond: 0, totalBurst: 1, now: () => 0 }),
+    });
+    await tokens.lookup('a', { peer: '192.0.2.1' });
+    for (let i = 0; i < 5; i++) await expect(tokens.lookup(`b${i}`, { peer: '192.0.2.1' })).rejects.toMatchObject({ reason: 'introspection_rate_limited' });
+    expect(calls).toBe(1);
+    expect(states).toEqual([]);
   });
 });

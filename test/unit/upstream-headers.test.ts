@@ -31,7 +31,7 @@ function allow(identity: Partial<Identity> = {}, reason: 'bound' | 'unbound' | '
 }
 
 const stripped = buildRuntime(settings({ trustedProxies: [{ cidrs: ['10.0.0.0/8'], header: 'x-client-cert', format: 'pem-urlencoded' }] }), {
-  introspector: { lookup: () => Promise.reject(new Error('unused')), size: 0, clear() {} },
+  introspector: { lookup: () => Promise.reject(new Error('unused')), size: 0, negativeSize: 0, clear() {} },
   now: Date.now,
 }).stripped;
 

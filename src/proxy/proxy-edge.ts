@@ -1,11 +1,13 @@
 /**
- * The HTTP/1.1 proxy edge: request -> facts -> pipeline -> verdict, then the answer: the refusal,
- * or the request forwarded with the upstream headers the verdict implies. One access line and
- * one count per request, when its response is over (so 413, 502, 504 and client aborts after
- * forwarding are counted as what they were).
+ * The proxy edge, HTTP/1.1 and HTTP/2 alike: request -> facts -> pipeline -> verdict, then the
+ * answer: the refusal (gRPC calls get theirs as trailers-only), or the request forwarded with the
+ * upstream headers the verdict implies. One access line and one count per request, when its
+ * response is over (so 413, 502, 504 and client aborts after forwarding are counted as what they
+ * were).
  */
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
+import type { Http2ServerResponse } from 'node:http2';
 import { Readable } from 'node:stream';
 import type { Metrics } from '../admin/metrics.ts';
 import { WELL_KNOWN_PREFIX } from '../discovery/resource-metadata.ts';
@@ -18,9 +20,11 @@ import { hostName } from '../pipeline/route.ts';
 import { upstreamHeaders } from '../pipeline/upstream-headers.ts';
 import type { Runtime } from '../runtime.ts';
 import { formReader, limitBody, type BodyBudget } from './body.ts';
-import { requestFacts } from './facts.ts';
+import { isHttp2, requestFacts, type ProxyRequest } from './facts.ts';
 import type { Forwarder } from './forward.ts';
-import { renderFor, sendRendered } from './respond.ts';
+import { isGrpc, renderFor, sendGrpcRefusal, sendRendered } from './respond.ts';
+
+export type ProxyResponse = ServerResponse | Http2ServerResponse;
 
 export interface EdgeDependencies {
   runtime: () => Runtime;
@@ -40,22 +44,24 @@ export function pathOf(target: string): string {
 }
 
 /** RFC 9728 metadata is public: answered before any token check. */
-function serveMetadata(runtime: Runtime, req: IncomingMessage, res: ServerResponse): boolean {
+function serveMetadata(runtime: Runtime, req: ProxyRequest, res: ProxyResponse): boolean {
   if ((req.method !== 'GET' && req.method !== 'HEAD') || !req.url?.startsWith(WELL_KNOWN_PREFIX)) return false;
-  const body = runtime.metadata.lookup(hostName(req.headers.host), pathOf(req.url));
+  const body = runtime.metadata.lookup(hostName((req.headers[':authority'] as string | undefined) ?? req.headers.host), pathOf(req.url));
   if (body === undefined) return false;
-  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
-  res.end(req.method === 'HEAD' ? undefined : body);
+  (res as ServerResponse).writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
+  (res as ServerResponse).end(req.method === 'HEAD' ? undefined : body);
   return true;
 }
 
-export function createHttp1Edge(deps: EdgeDependencies): (req: IncomingMessage, res: ServerResponse) => void {
+export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res: ProxyResponse) => void {
   const { forwarder, metrics, logger, accessLog } = deps;
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handle(req: ProxyRequest, res: ProxyResponse): Promise<void> {
     const started = performance.now();
     const runtime = deps.runtime();
-    if (deps.draining()) res.shouldKeepAlive = false;
+    const h2 = isHttp2(req);
+    // HTTP/2 sessions are told by GOAWAY (app stop); an HTTP/1.1 response closes its connection.
+    if (deps.draining() && !h2) (res as ServerResponse).shouldKeepAlive = false;
     if (serveMetadata(runtime, req, res)) return;
     const requestId = randomUUID();
     const form = formReader(req, deps.bodyBudget);
@@ -69,19 +75,27 @@ export function createHttp1Edge(deps: EdgeDependencies): (req: IncomingMessage, 
       const path = verdict === undefined ? pathOf(req.url ?? '/') : pathOf(verdict.target);
       accessLog.record({ requestId, method: req.method, path, status, verdict, failure, upstreamStatus, thumbprint: verdict?.decision.allow ? verdict.decision.identity.certificate?.thumbprint : undefined, latencyMs: Math.round((performance.now() - started) * 100) / 100 });
     });
+    const refuse = (err: GuardError): void => {
+      const rendered = renderFor(err, runtime.realm, verdict?.route);
+      if (h2 && isGrpc(req.headers['content-type'])) sendGrpcRefusal(res as Http2ServerResponse, err, rendered, requestId);
+      else sendRendered(res, rendered, requestId);
+    };
+    const keepAlive = (keep: boolean): void => {
+      if (!h2 && !keep) (res as ServerResponse).shouldKeepAlive = false;
+    };
     const fail = (err: GuardError): void => {
       failure = err;
       if (res.headersSent) res.destroy();
-      else if (!res.destroyed) sendRendered(res, renderFor(err, runtime.realm, verdict?.route), requestId);
+      else if (!(res as { destroyed?: boolean }).destroyed) refuse(err);
     };
     try {
       const facts = requestFacts(req, deps.certificates);
       verdict = await runtime.pipeline.evaluate(facts, form.read);
       const { decision, route } = verdict;
       if (!decision.allow) {
-        if (verdict.closeConnection) res.shouldKeepAlive = false;
+        if (verdict.closeConnection) keepAlive(false);
         if (decision.error.reason === 'client_aborted') failure = decision.error;
-        else sendRendered(res, renderFor(decision.error, runtime.realm, route), requestId);
+        else refuse(decision.error);
         return;
       }
       const headers = upstreamHeaders(req.headers, { route, decision, host: verdict.host, requestId, peer: facts.peer, peerIsTrustedProxy: deps.certificates.isTrustedProxy(facts.peer), upgrade: false, stripped: runtime.stripped });
@@ -93,24 +107,25 @@ export function createHttp1Edge(deps: EdgeDependencies): (req: IncomingMessage, 
           : verdict.body.kind === 'limited'
             ? limitBody(req, verdict.body.limitBytes, () => {
                 abort?.abort();
-                res.shouldKeepAlive = false; // the rest of the body is not read
+                keepAlive(false); // the rest of the body is not read
                 fail(new GuardError('body_too_large', { detail: 'chunked body over maxBodyBytes' }));
               })
             : undefined;
       const forwardedAt = performance.now();
       forwarder.web(req, res, route.upstream, {
         headers,
+        upstreamHttp2: route.upstreamHttp2,
         target: verdict.target,
         timeoutMs: route.upstreamTimeoutMs,
         ...(abort !== undefined && { signal: abort.signal }),
         ...(body !== undefined && { body }),
         onResponse: (status) => {
           upstreamStatus = status;
-          if (deps.draining()) res.shouldKeepAlive = false;
+          if (deps.draining()) keepAlive(false);
           metrics.upstreamDuration.observe({ route: route.id }, (performance.now() - forwardedAt) / 1000);
         },
         onError: (err) => {
-          if (failure === undefined) fail(req.destroyed && !req.complete ? new GuardError('client_aborted', { detail: 'the client went away during the upload' }) : err);
+          if (failure === undefined) fail((req as { destroyed?: boolean }).destroyed === true && !req.complete ? new GuardError('client_aborted', { detail: 'the client went away during the upload' }) : err);
         },
       });
     } catch (err) {
