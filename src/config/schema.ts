@@ -204,6 +204,19 @@ const introspectionSchema = z
     }
   });
 
+/** Shared state across replicas (Redis or Valkey); off unless set. */
+const sharedStateSchema = z.strictObject({
+  url: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL' }),
+  keyPrefix: z.string().default('cnfguard:'),
+  /** At least 32 bytes; authenticates entries (read at start-up). */
+  secretFile: filePath,
+  onUnavailable: z.enum(['fail-closed', 'local']).default('fail-closed'),
+  /** PEM CA for rediss:// (default: the system's trust). */
+  ca: filePath.optional(),
+  /** Per-call deadline for the store; a slower store counts as a miss. */
+  timeoutMs: number(z.number().int().positive().max(60_000)).default(200),
+});
+
 export const configSchema = z.strictObject({
   /** `http2`: ALPN offers h2 beside http/1.1 on the one port. */
   listen: z.strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(8443), http2: flag.default(true) }).prefault({}),
@@ -273,6 +286,7 @@ export const configSchema = z.strictObject({
   workers: z.preprocess(fromText, z.union([z.literal('auto'), z.number().int().min(1).max(64)])).default(1),
   admin: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port: port.default(9090) }).prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  sharedState: sharedStateSchema.optional(),
 });
 
 export type Settings = z.output<typeof configSchema>;

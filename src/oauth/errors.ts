@@ -35,6 +35,7 @@ export type ReasonId =
   | 'cnf_unsupported'
   | 'insufficient_scope'
   | 'introspection_unavailable'
+  | 'shared_state_unavailable'
   | 'introspection_misconfigured'
   | 'introspection_rate_limited'
   | 'introspection_budget_exhausted'
@@ -88,6 +89,7 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   // Too many new tokens to check (cache misses), from this peer or in total: the AS is not called.
   introspection_rate_limited: { status: 429, description: 'too many new access tokens from this client; retry later' },
   introspection_budget_exhausted: { status: 503, description: 'too many new access tokens to check; retry later' },
+  shared_state_unavailable: { status: 503, description: 'shared state is unavailable; retry shortly' },
   upstream_unreachable: { status: 502, description: 'the upstream service is unreachable' },
   upstream_timeout: { status: 504, description: 'the upstream service did not answer in time' },
   server_busy: { status: 503, description: 'the server is busy; retry shortly' },
