@@ -3,7 +3,8 @@
 # - nginx, for the front-proxy tests (test/fixtures/nginx.ts);
 # - gunicorn (20.x on bookworm) and Jetty 9's jars (jetty9), the real upstream stacks of the
 #   differential tests (test/fixtures/upstreams.ts; Jetty runs embedded from a class compiled with
-#   the machine's javac, so no systemd service is used).
+#   the machine's javac, so no systemd service is used);
+# - redis-server, for the shared-state tests (test/fixtures/redis.ts starts its own).
 # Idempotent and quiet, and quick when everything is present (no apt-get at all). It never fails the
 # build: what cannot be installed gets a one-line notice and its tests skip with a visible message.
 set -u
@@ -11,12 +12,14 @@ set -u
 notice() { printf 'install-test-deps: %s\n' "$*" >&2; }
 have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
 have_gunicorn() { [ -x /usr/bin/gunicorn ]; }
+have_redis() { command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; }
 have_jetty() { [ -r /usr/share/java/jetty9-server.jar ] && [ -r /usr/share/java/jetty9-servlet.jar ] && [ -r /usr/share/java/servlet-api.jar ]; }
 
 missing=()
 have_nginx || missing+=(nginx)
 have_gunicorn || missing+=(gunicorn)
 have_jetty || missing+=(jetty9)
+have_redis || missing+=(redis-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 what="${missing[*]}"

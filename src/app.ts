@@ -30,6 +30,7 @@ import { createHttpJwksFetch, createJwksCache, createJwtVerifier, type FetchJwks
 import { createTokenValidator, type TokenValidator } from './validation/validator.ts';
 import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
 import { createTlsServer } from './tls/server.ts';
+import { createSharedTokenTier, SharedStore, withSharedTier } from './state/shared-store.ts';
 
 export interface AppDependencies {
   logger?: Logger;
@@ -78,7 +79,7 @@ export interface App {
 }
 
 /** Keys whose change needs a restart: the listeners, the TLS file set, the AS client, the process model. */
-const RESTART_KEYS = ['listen', 'admin', 'decisionApi', 'tls', 'introspection', 'jwt', 'workers'] as const satisfies readonly (keyof Settings)[];
+const RESTART_KEYS = ['listen', 'admin', 'decisionApi', 'tls', 'introspection', 'jwt', 'workers', 'sharedState'] as const satisfies readonly (keyof Settings)[];
 
 /**
  * Stops accepting, closes idle connections, gives in-flight requests `graceMs`, then ends every
@@ -148,12 +149,40 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     now,
     onRefused: (scope) => metrics.introspectionRequests.inc({ outcome: scope === 'peer' ? 'over_peer_budget' : 'over_total_budget' }),
   });
-  const tokens = createCachedIntrospector(introspect, {
+  // Shared state (issue 14): the store is the token cache's second tier, consulted only on a
+  // local miss, by wrapping what the cache calls then; the cache's hit path is unchanged.
+  const sharedSettings = settings.sharedState;
+  let warnedAt = -Infinity;
+  const store =
+    sharedSettings === undefined || config.sharedState === undefined
+      ? undefined
+      : new SharedStore({
+          url: sharedSettings.url,
+          keyPrefix: sharedSettings.keyPrefix,
+          secret: config.sharedState.secret,
+          ca: config.sharedState.ca,
+          timeoutMs: Math.min(sharedSettings.timeoutMs, settings.introspection.timeoutMs),
+          onUp: (up) => metrics.sharedStateUp.set(up ? 1 : 0),
+          onError: (kind) => metrics.sharedStateErrors.inc({ kind }),
+          warn: (message, detail) => {
+            if (now() - warnedAt < 30_000) return;
+            warnedAt = now();
+            logger.warn(detail, message);
+          },
+        });
+  const firstTier =
+    store === undefined
+      ? introspect
+      : withSharedTier(introspect, createSharedTokenTier(store, { keepClaims: mapsClaims(settings), now, onHit: () => metrics.cacheHits.inc({ tier: 'shared' }) }), {
+          ...settings.introspection.cache,
+          now,
+        });
+  const tokens = createCachedIntrospector(firstTier, {
     ...settings.introspection.cache,
     budget,
     staleIfErrorSeconds: settings.introspection.staleIfErrorSeconds,
     now,
-    onHit: () => metrics.cacheHits.inc(),
+    onHit: () => metrics.cacheHits.inc({ tier: 'local' }),
     onMiss: () => metrics.cacheMisses.inc(),
     onStale: () => metrics.cacheStale.inc(),
   });
@@ -211,7 +240,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const connections = guardConnections(server, { logger, accessLog, realm: () => runtime.realm });
   // Decision API (issue 16): a second edge into the same runtime, certificates and access log.
   const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => runtime, certificates: certificateSource, accessLog, logger });
-  const admin = deps.admin === false ? undefined : createAdminServer(metrics.registry, { ready: () => ready });
+  const admin = deps.admin === false ? undefined : createAdminServer(metrics.registry, { ready: () => ready, details: (): Record<string, string> => (store === undefined ? {} : { shared_state: store.up ? 'up' : 'down' }) });
 
   metrics.certificateNotAfter.set(notAfterSeconds(config.tls));
   let certificates: ReturnType<typeof createCertificateReloader> | undefined;
@@ -221,6 +250,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     await forwarder.close();
     await client?.close();
     await jwksHttp?.close();
+    store?.close();
   }
 
   return {
@@ -248,6 +278,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
             if (result === 'success') certificateSource.updateClientCa(material.clientCa);
           },
         });
+        store?.connect();
         ready = true;
         const started: StartedApp = {
           url: `https://${urlHost(settings.listen.host)}:${main.port}`,
@@ -296,6 +327,8 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       }
       // Compared with what started: these keys stay as they were until a restart.
       const restartRequired: string[] = RESTART_KEYS.filter((key) => !isDeepStrictEqual(next.settings[key], settings[key]));
+      // A rewritten secret file with unchanged settings also needs a restart (the connection is kept).
+      if (!restartRequired.includes('sharedState') && config.sharedState !== undefined && next.sharedState !== undefined && !config.sharedState.secret.equals(next.sharedState.secret)) restartRequired.push('sharedState');
       // Answers keep their claims only if claim headers were configured at start.
       if (mapsClaims(next.settings) && !mapsClaims(settings)) restartRequired.push('claimHeaders');
       if (restartRequired.length > 0) logger.warn({ keys: restartRequired }, 'changed settings take effect after a restart');

@@ -9,7 +9,9 @@ export interface Metrics {
   readonly registry: Registry;
   readonly requests: Counter<'decision' | 'reason' | 'route'>;
   readonly introspectionRequests: Counter<'outcome'>;
-  readonly cacheHits: Counter;
+  readonly cacheHits: Counter<'tier'>;
+  readonly sharedStateUp: Gauge;
+  readonly sharedStateErrors: Counter<'kind'>;
   readonly cacheMisses: Counter;
   readonly cacheStale: Counter;
   readonly circuitOpen: Gauge;
@@ -51,8 +53,15 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     requests,
     introspectionRequests,
     introspectionDuration,
-    cacheHits: new Counter({ name: 'cnfguard_token_cache_hits_total', help: 'Token lookups answered from the cache', registers }),
-    cacheMisses: new Counter({ name: 'cnfguard_token_cache_misses_total', help: 'Token lookups that needed the authorization server', registers }),
+    cacheHits: new Counter({ name: 'cnfguard_token_cache_hits_total', help: 'Token lookups answered from a cache: this replica\'s (local) or the shared store (shared)', labelNames: ['tier'] as const, registers }),
+    sharedStateUp: new Gauge({ name: 'cnfguard_shared_state_up', help: '1 while the shared state store is connected (sharedState set)', registers, aggregator: 'min' }),
+    sharedStateErrors: new Counter({
+      name: 'cnfguard_shared_state_errors_total',
+      help: 'Shared state failures by kind (timeout, unavailable, forged, local_fallback)',
+      labelNames: ['kind'] as const,
+      registers,
+    }),
+    cacheMisses: new Counter({ name: 'cnfguard_token_cache_misses_total', help: 'Token lookups this replica\'s cache could not answer (the shared store or the authorization server did)', registers }),
     cacheStale: new Counter({ name: 'cnfguard_token_cache_stale_total', help: 'Expired active answers served while the AS failed (staleIfErrorSeconds)', registers }),
     circuitOpen: new Gauge({ name: 'cnfguard_introspection_circuit_open', help: '1 while the introspection circuit breaker is open or probing', registers, aggregator: 'max' }),
     upstreamDuration: new Histogram({

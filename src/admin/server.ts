@@ -7,6 +7,8 @@ import http from 'node:http';
 
 export interface AdminState {
   ready(): boolean;
+  /** Extra `name: value` lines for the /readyz body (e.g. the shared store's state); never changes readiness. */
+  details?(): Record<string, string>;
 }
 
 /** A prom-client Registry, or a cluster aggregator presented the same way. */
@@ -24,7 +26,12 @@ export function createAdminServer(registry: MetricsSource, state: AdminState): h
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n');
     if (path === '/healthz') return send(200, 'ok\n');
-    if (path === '/readyz') return state.ready() ? send(200, 'ready\n') : send(503, 'not ready\n');
+    if (path === '/readyz') {
+      const extra = Object.entries(state.details?.() ?? {})
+        .map(([name, value]) => `${name}: ${value}\n`)
+        .join('');
+      return state.ready() ? send(200, `ready\n${extra}`) : send(503, `not ready\n${extra}`);
+    }
     if (path === '/metrics') {
       registry.metrics().then(
         (text) => send(200, text, registry.contentType),

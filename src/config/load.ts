@@ -42,6 +42,11 @@ export interface IntrospectionMaterial {
   key: string | undefined;
 }
 
+export interface SharedStateMaterial {
+  secret: Buffer;
+  ca: string | undefined;
+}
+
 export interface LoadedConfig {
   /** Where the config came from (a file path, or a label for embedded configs). */
   source: string;
@@ -50,6 +55,8 @@ export interface LoadedConfig {
   settings: Settings;
   tls: TlsMaterial;
   introspection: IntrospectionMaterial;
+  /** Present when `sharedState` is set. */
+  sharedState?: SharedStateMaterial | undefined;
 }
 
 export type Environment = Readonly<Record<string, string | undefined>>;
@@ -201,7 +208,8 @@ export function loadTlsMaterial(tls: Settings['tls'], source: string): TlsMateri
 }
 
 function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+  // A Buffer (the shared-state secret) cannot be frozen; it is never handed out for writing.
+  if (value !== null && typeof value === 'object' && !Buffer.isBuffer(value) && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const child of Object.values(value)) deepFreeze(child);
   }
@@ -242,6 +250,22 @@ function readIntrospectionFiles(paths: FilePaths['introspection'], problems: Con
   return { clientSecret, ca: ca?.pem, cert: pair?.cert, key: pair?.key };
 }
 
+function readSharedStateFiles(settings: Settings, problems: ConfigProblem[]): SharedStateMaterial | undefined {
+  const shared = settings.sharedState;
+  if (shared === undefined) return undefined;
+  let secret: Buffer | undefined;
+  try {
+    secret = readFileSync(shared.secretFile);
+  } catch (err) {
+    problems.push({ path: 'sharedState.secretFile', message: `cannot read file ${JSON.stringify(shared.secretFile)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` });
+  }
+  if (secret !== undefined && secret.length < 32) {
+    problems.push({ path: 'sharedState.secretFile', message: `${JSON.stringify(shared.secretFile)} holds ${secret.length} bytes; at least 32 are needed` });
+  }
+  const ca = shared.ca === undefined ? undefined : readCertificates('sharedState.ca', shared.ca, problems);
+  return secret === undefined ? undefined : { secret, ca: ca?.pem };
+}
+
 /** Validates a parsed config object and loads the files it names. Throws {@link ConfigError}. */
 export function loadConfigObject(raw: unknown, source: string, preProblems: ConfigProblem[] = []): LoadedConfig {
   const problems = [...preProblems];
@@ -256,6 +280,7 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
   const paths = filePathsOf(parsed.success ? parsed.data : raw);
   const tls = readTlsMaterial(paths.tls, problems);
   const files = readIntrospectionFiles(paths.introspection, problems);
+  const sharedState = parsed.success ? readSharedStateFiles(parsed.data, problems) : undefined;
   if (!parsed.success || problems.length > 0 || tls === undefined) throw new ConfigError(source, problems);
   const settings = parsed.data;
   return deepFreeze({
@@ -264,6 +289,7 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
     settings,
     tls,
     introspection: { ...files, clientSecret: files.clientSecret ?? settings.introspection.clientSecret },
+    sharedState,
   });
 }
 

@@ -285,6 +285,19 @@ const jwtSchema = z.strictObject({
   maxJwksBytes: positiveInt.default(256 * 1024),
 });
 
+/** Shared state across replicas (Redis or Valkey); off unless set. */
+const sharedStateSchema = z.strictObject({
+  url: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL' }),
+  keyPrefix: z.string().default('cnfguard:'),
+  /** At least 32 bytes; authenticates entries (read at start-up). */
+  secretFile: filePath,
+  onUnavailable: z.enum(['fail-closed', 'local']).default('fail-closed'),
+  /** PEM CA for rediss:// (default: the system's trust). */
+  ca: filePath.optional(),
+  /** Per-call deadline for the store; a slower store counts as a miss. */
+  timeoutMs: number(z.number().int().positive().max(60_000)).default(200),
+});
+
 export const configSchema = z.strictObject({
   /** `http2`: ALPN offers h2 beside http/1.1 on the one port. */
   listen: z.strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(8443), http2: flag.default(true) }).prefault({}),
@@ -367,6 +380,7 @@ export const configSchema = z.strictObject({
   /** Decision API for a proxy in front (nginx auth_request, Envoy ext_authz, Traefik forwardAuth): plain HTTP, off unless set. */
   decisionApi: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port }).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  sharedState: sharedStateSchema.optional(),
 }).superRefine((value, ctx) => {
   if (value.jwt !== undefined) return;
   if (value.validation !== 'introspection') ctx.addIssue({ code: 'custom', path: ['validation'], message: `validation ${value.validation} needs jwt: (issuer, jwksUri)` });

@@ -47,6 +47,7 @@ export type ReasonId =
   | 'dpop_token_unbound'
   | 'dpop_replay_unavailable'
   | 'introspection_unavailable'
+  | 'shared_state_unavailable'
   | 'introspection_misconfigured'
   | 'introspection_rate_limited'
   | 'introspection_budget_exhausted'
@@ -137,6 +138,7 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   jwt_not_yet_valid: { status: 401, error: 'invalid_token', description: 'the access token is not yet valid' },
   jwt_claims_invalid: { status: 401, error: 'invalid_token', description: 'the access token claims are invalid' },
   jwks_unavailable: { status: 503, description: 'the authorization server keys are unavailable' },
+  shared_state_unavailable: { status: 503, description: 'shared state is unavailable; retry shortly' },
   upstream_unreachable: { status: 502, description: 'the upstream service is unreachable' },
   upstream_timeout: { status: 504, description: 'the upstream service did not answer in time' },
   server_busy: { status: 503, description: 'the server is busy; retry shortly' },

@@ -60,7 +60,7 @@ describe('introspection cache', () => {
     expect((await curl(d.pki, `${guard.started.url}/a`, { cert: d.pki.files.client2, token })).status).toBe(401);
     expect(d.as.introspectionCalls()).toBe(calls); // answered from the cache
     const metrics = await (await fetch(`${guard.started.adminUrl}/metrics`)).text();
-    expect(metrics).toMatch(/cnfguard_token_cache_hits_total \d+/);
+    expect(metrics).toMatch(/cnfguard_token_cache_hits_total\{tier="local"\} \d+/);
     expect(metrics).toMatch(/cnfguard_introspection_requests_total\{outcome="active"\} \d+/);
   });
 });

@@ -196,6 +196,7 @@ describe('REASONS', () => {
       'jwks_unavailable',
       'request_timeout',
       'server_busy',
+      'shared_state_unavailable',
       'upstream_timeout',
       'upstream_unreachable',
       'url_too_long',

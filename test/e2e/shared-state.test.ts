@@ -1,0 +1,169 @@
+/**
+ * Shared state across replicas against a real redis-server: three cnfguard apps share one store
+ * and one real AS (oidc-provider); outages are a killed (SIGKILL) or frozen (SIGSTOP) server.
+ */
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GuardError } from '../../src/oauth/errors.ts';
+import { RedisReplayStore, SharedStore } from '../../src/state/shared-store.ts';
+import { findRedisServer, startRedis, type RedisServer } from '../fixtures/redis.ts';
+import { baseConfig, curl, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
+
+const available = findRedisServer() !== undefined;
+if (!available) console.warn('redis-server not found: shared-state tests skipped (scripts/install-test-deps.sh installs it)');
+
+const TIMEOUT_MS = 150;
+let d: Deployment;
+let redis: RedisServer;
+let secretFile: string;
+let secret: Buffer;
+let guards: Guard[] = [];
+
+async function metric(guard: Guard, line: RegExp): Promise<number> {
+  const text = await (await fetch(`${guard.started.adminUrl}/metrics`)).text();
+  const match = text.split('\n').find((l) => line.test(l));
+  return match === undefined ? 0 : Number(match.slice(match.lastIndexOf(' ') + 1));
+}
+
+async function waitFor(check: () => Promise<boolean> | boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function storeFor(url: string, ca?: string): SharedStore {
+  const store = new SharedStore({ url, keyPrefix: 'cnfguard:', secret, ca, timeoutMs: TIMEOUT_MS });
+  store.connect();
+  return store;
+}
+
+describe.skipIf(!available)('shared state (real redis-server)', () => {
+  beforeAll(async () => {
+    d = await startDeployment();
+    redis = (await startRedis()) as RedisServer;
+    secret = randomBytes(32);
+    secretFile = join(d.pki.dir, 'shared-secret');
+    await writeFile(secretFile, secret, { mode: 0o600 });
+    const shared = { url: redis.url, secretFile, onUnavailable: 'fail-closed', timeoutMs: TIMEOUT_MS };
+    guards = await Promise.all([0, 1, 2].map(() => startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { sharedState: shared }))));
+    await waitFor(async () => (await Promise.all(guards.map((g) => metric(g, /^cnfguard_shared_state_up /)))).every((v) => v === 1));
+  });
+  afterAll(async () => {
+    await Promise.all(guards.map((g) => g.stop()));
+    await redis?.cleanup();
+    await d?.stop();
+  });
+
+  it('a token introspected by replica A is served by B and C with no AS call', async () => {
+    const tokens = await Promise.all([0, 1, 2, 3, 4].map(() => d.tokenFor('client1')));
+    const before = d.as.introspectionCalls();
+    for (const token of tokens) {
+      for (const guard of guards) expect((await curl(d.pki, `${guard.started.url}/a`, { cert: d.pki.files.client1, token })).status).toBe(200);
+    }
+    const calls = d.as.introspectionCalls() - before;
+    console.log(`AS introspection calls for ${tokens.length} tokens x ${guards.length} replicas: ${calls} (without sharing: ${tokens.length * guards.length})`);
+    expect(calls).toBe(tokens.length);
+    expect(await metric(guards[1] as Guard, /^cnfguard_token_cache_hits_total\{tier="shared"\}/)).toBeGreaterThanOrEqual(tokens.length);
+    // The binding is still checked on a shared hit.
+    const stolen = await d.tokenFor('client1');
+    await curl(d.pki, `${(guards[0] as Guard).started.url}/a`, { cert: d.pki.files.client1, token: stolen });
+    expect((await curl(d.pki, `${(guards[2] as Guard).started.url}/a`, { cert: d.pki.files.client2, token: stolen })).status).toBe(401);
+    const readyz = await (await fetch(`${(guards[0] as Guard).started.adminUrl}/readyz`)).text();
+    expect(readyz).toBe('ready\nshared_state: up\n');
+    for (const guard of guards) expect(guard.logs.text()).not.toContain(stolen);
+  });
+
+  it('a forged entry (written without the key) is ignored and counted; it cannot make a token active', async () => {
+    const store = storeFor(redis.url);
+    await waitFor(() => store.up);
+    const token = 'not-a-token-the-as-knows';
+    const key = store.key('token', token);
+    const json = JSON.stringify({ v: 1, until: Date.now() + 60_000, c: false, a: { active: true, aud: [] } });
+    await store.redis.set(key, `${randomBytes(32).toString('base64url')}.${json}`, 'PX', 60_000);
+    // Moved from another token's key: authentic for that key, not for this one.
+    const guard = guards[0] as Guard;
+    const forgedBefore = await metric(guard, /^cnfguard_shared_state_errors_total\{kind="forged"\}/);
+    expect((await curl(d.pki, `${guard.started.url}/a`, { cert: d.pki.files.client1, token })).status).toBe(401);
+    const moved = 'another-unknown-token';
+    await store.redis.set(store.key('token', moved), store.seal(key, json), 'PX', 60_000);
+    expect((await curl(d.pki, `${guard.started.url}/a`, { cert: d.pki.files.client1, token: moved })).status).toBe(401);
+    expect(await metric(guard, /^cnfguard_shared_state_errors_total\{kind="forged"\}/)).toBe(forgedBefore + 2);
+    store.close();
+  });
+
+  it('replay: a jti accepted once is refused from another replica instance', async () => {
+    const a = new RedisReplayStore(storeFor(redis.url), { onUnavailable: 'fail-closed' });
+    const bStore = storeFor(redis.url);
+    const b = new RedisReplayStore(bStore, { onUnavailable: 'fail-closed' });
+    await waitFor(() => bStore.up);
+    const jti = randomBytes(16).toString('base64url');
+    const exp = Math.floor(Date.now() / 1000) + 60;
+    expect(await a.remember(jti, exp)).toBe(true);
+    expect(await b.remember(jti, exp)).toBe(false);
+    expect(await a.remember(jti, exp)).toBe(false);
+    bStore.close();
+  });
+
+  it('store frozen, then killed: requests still pass via the AS within the deadline; fail-closed vs local; back: used again', async () => {
+    const guard = guards[1] as Guard;
+    const failClosed = new RedisReplayStore(storeFor(redis.url), { onUnavailable: 'fail-closed' });
+    let fallbacks = 0;
+    const localStore = storeFor(redis.url);
+    const local = new RedisReplayStore(localStore, { onUnavailable: 'local', onFallback: () => fallbacks++ });
+    await waitFor(() => localStore.up);
+    const exp = Math.floor(Date.now() / 1000) + 60;
+    const slowest: number[] = [];
+    for (const outage of ['pause', 'kill'] as const) {
+      if (outage === 'pause') redis.pause();
+      else {
+        redis.resume();
+        await redis.stop();
+      }
+      let worst = 0;
+      for (let i = 0; i < 3; i++) {
+        const token = await d.tokenFor('client1');
+        const t0 = performance.now();
+        expect((await curl(d.pki, `${guard.started.url}/a`, { cert: d.pki.files.client1, token })).status).toBe(200);
+        worst = Math.max(worst, performance.now() - t0);
+      }
+      slowest.push(worst);
+      await expect(failClosed.remember(randomBytes(8).toString('hex'), exp)).rejects.toSatisfy((e) => e instanceof GuardError && e.reason === 'shared_state_unavailable' && e.status === 503);
+      const jti = randomBytes(8).toString('hex');
+      expect(await local.remember(jti, exp)).toBe(true);
+      expect(await local.remember(jti, exp)).toBe(false);
+    }
+    console.log(`slowest request with the store frozen: ${slowest[0]?.toFixed(0)} ms, killed: ${slowest[1]?.toFixed(0)} ms (store deadline ${TIMEOUT_MS} ms, AS timeout 1500 ms)`);
+    // Each request: at most one store deadline plus a real introspection (curl's own start-up included).
+    for (const ms of slowest) expect(ms).toBeLessThan(TIMEOUT_MS + 1000);
+    expect(fallbacks).toBe(4);
+    await waitFor(async () => (await metric(guard, /^cnfguard_shared_state_up /)) === 0);
+    expect(await (await fetch(`${guard.started.adminUrl}/readyz`)).text()).toBe('ready\nshared_state: down\n');
+
+    await redis.start();
+    await waitFor(async () => (await metric(guard, /^cnfguard_shared_state_up /)) === 1 && (await metric(guards[2] as Guard, /^cnfguard_shared_state_up /)) === 1, 8000);
+    const token = await d.tokenFor('client1');
+    const before = d.as.introspectionCalls();
+    expect((await curl(d.pki, `${guard.started.url}/a`, { cert: d.pki.files.client1, token })).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 100)); // the write to the store does not hold the response
+    expect((await curl(d.pki, `${(guards[2] as Guard).started.url}/a`, { cert: d.pki.files.client1, token })).status).toBe(200);
+    expect(d.as.introspectionCalls() - before).toBe(1);
+  });
+
+  it('rediss:// with a CA from sharedState.ca-style trust', async () => {
+    const tlsRedis = (await startRedis({ tls: d.pki.certs.server })) as RedisServer;
+    try {
+      const store = storeFor(tlsRedis.url, d.pki.certs.ca.cert);
+      await waitFor(() => store.up);
+      const replay = new RedisReplayStore(store, { onUnavailable: 'fail-closed' });
+      expect(await replay.remember('tls-jti', Math.floor(Date.now() / 1000) + 30)).toBe(true);
+      expect(await replay.remember('tls-jti', Math.floor(Date.now() / 1000) + 30)).toBe(false);
+      store.close();
+    } finally {
+      await tlsRedis.cleanup();
+    }
+  });
+});
