@@ -182,8 +182,9 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     logger,
     async start() {
       try {
-        const main = await listen(server, settings.listen.host, settings.listen.port);
-        const adminAddress = admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port);
+        const main = await listen(server, settings.listen.host, settings.listen.port, (err) => logger.error({ err }, 'proxy listener error'));
+        const adminAddress =
+          admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'));
         certificates = createCertificateReloader({
           server,
           files: settings.tls,

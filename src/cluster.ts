@@ -67,7 +67,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
 
   let address: { port: number };
   try {
-    address = await listen(admin, settings.admin.host, settings.admin.port);
+    address = await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'));
   } catch (err) {
     logger.fatal({ code: (err as NodeJS.ErrnoException).code }, `cannot start: ${(err as Error).message}`);
     return 2;
