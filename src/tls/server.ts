@@ -40,8 +40,19 @@ export function createTlsServer(tls: TlsMaterial, limits: Settings['limits'], on
     },
     onRequest,
   );
-  server.maxConnections = limits.maxConnections;
+  applyLiveLimits(server, limits);
   // One line over the limit is kept, so the guard can see the limit was passed (431).
   server.maxHeadersCount = limits.headerCount + 1;
   return server;
+}
+
+/**
+ * The limits a running server reads afresh (config reload): the timeouts at its next check or
+ * response, maxConnections at the next accept. The check interval stays as started.
+ */
+export function applyLiveLimits(server: https.Server, limits: Settings['limits']): void {
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = limits.requestTimeoutMs;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.maxConnections = limits.maxConnections;
 }
