@@ -6,11 +6,11 @@
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { isDeepStrictEqual } from 'node:util';
 import { createAdminServer } from './admin/server.ts';
 import { listen } from './listen.ts';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
+import { mapsClaims, reconcileReload } from './config/reload-table.ts';
 import type { Settings } from './config/schema.ts';
 import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
 import { withCircuitBreaker } from './introspection/breaker.ts';
@@ -23,7 +23,7 @@ import { compileRoutes } from './pipeline/route.ts';
 import { createForwarder } from './proxy/forward.ts';
 import { createHandlers, type Policy } from './proxy/handler.ts';
 import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
-import { createTlsServer } from './tls/server.ts';
+import { applyLiveLimits, createTlsServer } from './tls/server.ts';
 
 export interface AppDependencies {
   logger?: Logger;
@@ -49,7 +49,7 @@ export interface StartedApp {
 
 export interface ReloadReport {
   config: 'applied' | 'rejected' | 'not-a-file';
-  /** Top-level keys that changed but only take effect after a restart. */
+  /** Keys (dotted paths) that changed but only take effect after a restart: see config/reload-table.ts. */
   restartRequired: string[];
   certificates: ReloadResult;
 }
@@ -65,9 +65,6 @@ export interface App {
   readonly logger: Logger;
 }
 
-/** Keys whose change needs a restart: the listeners, the TLS file set, the AS client, the process model. */
-const RESTART_KEYS = ['listen', 'admin', 'tls', 'introspection', 'workers'] as const satisfies readonly (keyof Settings)[];
-
 async function close(server: Server, graceMs: number): Promise<void> {
   if (!server.listening) return;
   const closed = once(server, 'close');
@@ -76,11 +73,6 @@ async function close(server: Server, graceMs: number): Promise<void> {
   const timer = setTimeout(() => server.closeAllConnections(), graceMs);
   await closed;
   clearTimeout(timer);
-}
-
-/** Whether any route maps claims to headers: then introspection answers keep their claims. */
-function mapsClaims(settings: Settings): boolean {
-  return Object.keys(settings.claimHeaders).length > 0 || settings.routes.some((route) => Object.keys(route.claimHeaders ?? {}).length > 0);
 }
 
 function urlHost(host: string): string {
@@ -142,6 +134,8 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     };
   };
   let policy = buildPolicy(settings);
+  /** The settings in force: those started with, then each reload's live keys. */
+  let current = settings;
   let ready = false;
   let draining = false;
   const upgraded = new Set<Duplex>();
@@ -214,7 +208,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
         throw err;
       }
     },
-    async stop(graceMs = settings.shutdownGraceSeconds * 1000) {
+    async stop(graceMs = current.shutdownGraceSeconds * 1000) {
       ready = false;
       draining = true;
       logger.info({ graceMs, upgraded: upgraded.size }, 'draining');
@@ -240,13 +234,14 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
         metrics.configReloads.inc({ result: 'rejected' });
         return { config: 'rejected', restartRequired: [], certificates: certificatesResult };
       }
-      // Compared with what started: these keys stay as they were until a restart.
-      const restartRequired: string[] = RESTART_KEYS.filter((key) => !isDeepStrictEqual(next.settings[key], settings[key]));
-      // Answers keep their claims only if claim headers were configured at start.
-      if (mapsClaims(next.settings) && !mapsClaims(settings)) restartRequired.push('claimHeaders');
+      // Compared with what started: restart keys keep their started values until a restart.
+      const { effective, restartRequired } = reconcileReload(settings, next.settings);
       if (restartRequired.length > 0) logger.warn({ keys: restartRequired }, 'changed settings take effect after a restart');
-      policy = buildPolicy(next.settings);
-      logger.level = next.settings.logLevel;
+      policy = buildPolicy(effective);
+      certificateSource.updateTrustedProxies(effective.trustedProxies);
+      applyLiveLimits(server, effective.limits);
+      logger.level = effective.logLevel;
+      current = effective;
       metrics.configReloads.inc({ result: 'applied' });
       logger.info({ config: config.source }, 'config reloaded');
       return { config: 'applied', restartRequired, certificates: certificatesResult };
