@@ -74,6 +74,9 @@ async function run(args: string[]): Promise<number> {
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) return;
       stopping = true;
+      // A second SIGTERM or SIGINT, now unhandled, ends the process at once (an operator's way out).
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
       app.logger.info({ signal }, 'shutting down');
       app.stop().then(
         () => resolve(0),

@@ -99,8 +99,14 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     }
   });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
+    const stop = (received: NodeJS.Signals) => {
+      // A second SIGTERM or SIGINT, now unhandled, ends the primary at once.
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      resolve(received);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
   });
   stopping = true;
   logger.info({ signal }, 'shutting down workers');

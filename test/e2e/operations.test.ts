@@ -177,6 +177,26 @@ describe('signals', () => {
     expect(code).toBe(0);
     expect(lines().some((l) => l.msg === 'draining')).toBe(true);
   });
+  it('a SIGINT while draining after SIGTERM ends the process at once, by that signal', async () => {
+    const file = join(d.pki.dir, 'drain-twice.yaml');
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { shutdownGraceSeconds: 30 })));
+    const { child, started, lines } = await runCnfguard(file);
+    try {
+      const token = await d.tokenFor('client1');
+      const slow = curl(d.pki, `${started.listen as string}/slower`, { cert: d.pki.files.client1, token, headers: ['x-echo-delay-ms: 10000'] }).catch(() => undefined);
+      await waitFor(() => (d.upstream.requests.some((r) => r.url === '/slower') ? true : undefined), 'the slow request to reach the upstream');
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      await waitFor(() => lines().find((l) => l.msg === 'draining'), 'draining');
+      const signalled = performance.now();
+      child.kill('SIGINT');
+      expect(await exited).toEqual([null, 'SIGINT']);
+      expect(performance.now() - signalled).toBeLessThan(2000);
+      await slow;
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
 });
 
 describe('workers', () => {
