@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { createApp } from '../src/app.ts';
 import { announceWorker, runPrimary, workerCount } from '../src/cluster.ts';
 import { ConfigError, effectiveConfigYaml, loadConfigFile, type LoadedConfig } from '../src/config/load.ts';
+import { installFatalHandlers } from '../src/fatal.ts';
 import { createLogger } from '../src/log.ts';
 import { splitPemCertificates, thumbprintS256 } from '../src/tls/certificates.ts';
 import { writeDevCertificates } from '../src/tls/dev-certs.ts';
@@ -50,8 +51,15 @@ async function run(args: string[]): Promise<number> {
     }
     throw err;
   }
-  if (cluster.isPrimary && workerCount(config.settings.workers) > 1) return runPrimary(config, createLogger(config.settings.logLevel));
+  const exit = (code: number) => process.exit(code);
+  if (cluster.isPrimary && workerCount(config.settings.workers) > 1) {
+    const logger = createLogger(config.settings.logLevel);
+    installFatalHandlers(logger, exit);
+    return runPrimary(config, logger);
+  }
   const app = createApp(config, { admin: !cluster.isWorker });
+  // In a cluster worker too: the primary starts another in its place.
+  installFatalHandlers(app.logger, exit);
   try {
     const started = await app.start();
     if (cluster.isWorker) announceWorker(app.metrics, started.url);
@@ -66,6 +74,9 @@ async function run(args: string[]): Promise<number> {
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) return;
       stopping = true;
+      // A second SIGTERM or SIGINT, now unhandled, ends the process at once (an operator's way out).
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
       app.logger.info({ signal }, 'shutting down');
       app.stop().then(
         () => resolve(0),

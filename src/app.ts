@@ -6,13 +6,12 @@
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { isDeepStrictEqual } from 'node:util';
 import { createAdminServer } from './admin/server.ts';
 import { createDecisionApi } from './decision-api/server.ts';
 import { listen } from './listen.ts';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
-import type { Settings } from './config/schema.ts';
+import { mapsClaims, reconcileReload } from './config/reload-table.ts';
 import { withCircuitBreaker } from './introspection/breaker.ts';
 import { createIntrospectionBudget } from './introspection/budget.ts';
 import { createIntrospectionClient, type Introspect } from './introspection/client.ts';
@@ -29,7 +28,7 @@ import { buildRuntime } from './runtime.ts';
 import { createHttpJwksFetch, createJwksCache, createJwtVerifier, type FetchJwks } from './validation/jwt.ts';
 import { createTokenValidator, type TokenValidator } from './validation/validator.ts';
 import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
-import { createTlsServer } from './tls/server.ts';
+import { applyLiveLimits, createTlsServer } from './tls/server.ts';
 import { createSharedTokenTier, SharedStore, withSharedTier } from './state/shared-store.ts';
 
 export interface AppDependencies {
@@ -61,7 +60,7 @@ export interface StartedApp {
 
 export interface ReloadReport {
   config: 'applied' | 'rejected' | 'not-a-file';
-  /** Top-level keys that changed but only take effect after a restart. */
+  /** Keys (dotted paths) that changed but only take effect after a restart: see config/reload-table.ts. */
   restartRequired: string[];
   certificates: ReloadResult;
 }
@@ -77,9 +76,6 @@ export interface App {
   readonly validator: TokenValidator;
   readonly logger: Logger;
 }
-
-/** Keys whose change needs a restart: the listeners, the TLS file set, the AS client, the process model. */
-const RESTART_KEYS = ['listen', 'admin', 'decisionApi', 'tls', 'introspection', 'jwt', 'workers', 'sharedState'] as const satisfies readonly (keyof Settings)[];
 
 /**
  * Stops accepting, closes idle connections, gives in-flight requests `graceMs`, then ends every
@@ -97,11 +93,6 @@ async function close(server: Server, graceMs: number, connections?: ConnectionTr
   }, graceMs);
   await closed;
   clearTimeout(timer);
-}
-
-/** Whether any route maps claims to headers: then introspection answers keep their claims. */
-function mapsClaims(settings: Settings): boolean {
-  return Object.keys(settings.claimHeaders).length > 0 || settings.routes.some((route) => Object.keys(route.claimHeaders ?? {}).length > 0);
 }
 
 function urlHost(host: string): string {
@@ -216,6 +207,8 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   });
 
   let runtime = buildRuntime(settings, { validator, now });
+  /** The settings in force: those started with, then each reload's live keys. */
+  let current = settings;
   let ready = false;
   let draining = false;
   const upgraded = new Set<Duplex>();
@@ -262,9 +255,13 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       try {
         // Not awaited past failure: an AS that is down at start only delays JWT validation (logged).
         await jwks?.refresh(true);
-        const main = await listen(server, settings.listen.host, settings.listen.port);
-        const decisionAddress = decision === undefined || settings.decisionApi === undefined ? undefined : await listen(decision, settings.decisionApi.host, settings.decisionApi.port);
-        const adminAddress = admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port);
+        const main = await listen(server, settings.listen.host, settings.listen.port, (err) => logger.error({ err }, 'proxy listener error'));
+        const decisionAddress =
+          decision === undefined || settings.decisionApi === undefined
+            ? undefined
+            : await listen(decision, settings.decisionApi.host, settings.decisionApi.port, (err) => logger.error({ err }, 'decision API listener error'));
+        const adminAddress =
+          admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'));
         certificates = createCertificateReloader({
           server,
           files: settings.tls,
@@ -297,7 +294,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
         throw err;
       }
     },
-    async stop(graceMs = settings.shutdownGraceSeconds * 1000) {
+    async stop(graceMs = current.shutdownGraceSeconds * 1000) {
       ready = false;
       draining = true;
       logger.info({ graceMs, upgraded: upgraded.size }, 'draining');
@@ -325,15 +322,17 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
         metrics.configReloads.inc({ result: 'rejected' });
         return { config: 'rejected', restartRequired: [], certificates: certificatesResult };
       }
-      // Compared with what started: these keys stay as they were until a restart.
-      const restartRequired: string[] = RESTART_KEYS.filter((key) => !isDeepStrictEqual(next.settings[key], settings[key]));
+      // Compared with what started: restart keys keep their started values until a restart.
+      const { effective, restartRequired } = reconcileReload(settings, next.settings);
       // A rewritten secret file with unchanged settings also needs a restart (the connection is kept).
-      if (!restartRequired.includes('sharedState') && config.sharedState !== undefined && next.sharedState !== undefined && !config.sharedState.secret.equals(next.sharedState.secret)) restartRequired.push('sharedState');
-      // Answers keep their claims only if claim headers were configured at start.
-      if (mapsClaims(next.settings) && !mapsClaims(settings)) restartRequired.push('claimHeaders');
+      if (config.sharedState !== undefined && next.sharedState !== undefined && !config.sharedState.secret.equals(next.sharedState.secret) && !restartRequired.includes('sharedState'))
+        restartRequired.push('sharedState');
       if (restartRequired.length > 0) logger.warn({ keys: restartRequired }, 'changed settings take effect after a restart');
-      runtime = buildRuntime(next.settings, { validator, now });
-      logger.level = next.settings.logLevel;
+      runtime = buildRuntime(effective, { validator, now, previous: runtime });
+      certificateSource.updateTrustedProxies(effective.trustedProxies);
+      applyLiveLimits(server, effective.limits);
+      logger.level = effective.logLevel;
+      current = effective;
       metrics.configReloads.inc({ result: 'applied' });
       logger.info({ config: config.source }, 'config reloaded');
       return { config: 'applied', restartRequired, certificates: certificatesResult };

@@ -11,7 +11,8 @@ import { AggregatorRegistry } from 'prom-client';
 import { createAdminServer } from './admin/server.ts';
 import { listen } from './listen.ts';
 import type { Metrics } from './admin/metrics.ts';
-import type { LoadedConfig } from './config/load.ts';
+import { loadConfigFile, type LoadedConfig } from './config/load.ts';
+import { reconcileReload } from './config/reload-table.ts';
 import type { Settings } from './config/schema.ts';
 import type { Logger } from './log.ts';
 
@@ -67,7 +68,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
 
   let address: { port: number };
   try {
-    address = await listen(admin, settings.admin.host, settings.admin.port);
+    address = await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'));
   } catch (err) {
     logger.fatal({ code: (err as NodeJS.ErrnoException).code }, `cannot start: ${(err as Error).message}`);
     return 2;
@@ -84,19 +85,35 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   }
   logger.info({ listen: listenUrl, admin: `http://${settings.admin.host}:${address.port}`, workers: count }, 'cnfguard cluster started');
 
+  // The settings in force here: the primary applies the live keys it uses itself (the shutdown
+  // deadline, the log level); each worker reloads, validates and reports on its own.
+  let current = settings;
   process.on('SIGHUP', () => {
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP');
+    if (config.file === undefined) return;
+    try {
+      current = reconcileReload(settings, loadConfigFile(config.file).settings).effective;
+      logger.level = current.logLevel;
+    } catch {
+      // A bad file keeps what runs; the workers log its problems.
+    }
   });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
+    const stop = (received: NodeJS.Signals) => {
+      // A second SIGTERM or SIGINT, now unhandled, ends the primary at once.
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      resolve(received);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
   });
   stopping = true;
   logger.info({ signal }, 'shutting down workers');
   const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
   const exits = workers.map((worker) => (worker.isDead() ? Promise.resolve() : once(worker, 'exit').then(() => undefined)));
   for (const worker of workers) worker.process.kill('SIGTERM');
-  const deadline = setTimeout(() => workers.forEach((w) => w.process.kill('SIGKILL')), settings.shutdownGraceSeconds * 1000 + 5000);
+  const deadline = setTimeout(() => workers.forEach((w) => w.process.kill('SIGKILL')), current.shutdownGraceSeconds * 1000 + 5000);
   await Promise.all(exits);
   clearTimeout(deadline);
   await new Promise((resolve) => admin.close(resolve));

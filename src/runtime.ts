@@ -23,11 +23,17 @@ export interface RuntimeDependencies {
   validator: TokenValidator;
   /** Milliseconds since the epoch. */
   now: () => number;
+  /**
+   * The runtime a reload replaces. Its stripped headers stay stripped: an upstream may still trust
+   * a header that was renamed or whose trusted proxy was removed, so no client may start sending it.
+   */
+  previous?: Runtime;
 }
 
 export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Runtime {
   const routes = compileRoutes(settings);
   const stripped = new Set([...routes.managedHeaders, ...FORWARDING_HEADERS, ...settings.trustedProxies.map((proxy) => proxy.header)].map((name) => name.toLowerCase()));
+  for (const name of deps.previous?.stripped ?? []) stripped.add(name);
   return {
     pipeline: createPipeline({ routes, validator: deps.validator, now: deps.now, limits: pipelineLimits(settings.limits) }),
     metadata: buildMetadataDirectory(settings, routes),

@@ -77,6 +77,8 @@ export interface CertificateSource {
   isTrustedProxy(peerAddress: string | undefined): boolean;
   /** A reloaded tls.clientCa: forwarded certificates are checked against it from now on. */
   updateClientCa(pem: string | undefined): void;
+  /** A reloaded config's trusted proxies: a removed peer or header is not believed from the next request on. */
+  updateTrustedProxies(trustedProxies: readonly TrustedProxy[]): void;
 }
 
 function withXfcc(facts: Omit<ClientCertificate, 'xfcc'>): ClientCertificate {
@@ -103,7 +105,8 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
   const now = options.now ?? Date.now;
   const verifyChain = options.clientCa !== undefined;
   let authorities = splitPemCertificates(options.clientCa ?? '').map((pem) => new X509Certificate(pem));
-  const proxies = options.trustedProxies.map((proxy) => ({ ...proxy, list: parseCidrList([...proxy.cidrs]) as BlockList }));
+  const compile = (trustedProxies: readonly TrustedProxy[]) => trustedProxies.map((proxy) => ({ ...proxy, list: parseCidrList([...proxy.cidrs]) as BlockList }));
+  let proxies = compile(options.trustedProxies);
   const bySocket = new WeakMap<TLSSocket, ClientCertificate | null>();
   // Proxies resend the same certificate on every request: parse each header value once.
   const byHeader = new LRUCache<string, { facts: ClientCertificate; der: X509Certificate | undefined }>({ max: 10_000 });
@@ -156,6 +159,10 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
     },
     updateClientCa(pem) {
       if (verifyChain && pem !== undefined) authorities = splitPemCertificates(pem).map((block) => new X509Certificate(block));
+    },
+    updateTrustedProxies(trustedProxies) {
+      // Parsed header values stay valid: they depend on the format, which is part of their key.
+      proxies = compile(trustedProxies);
     },
   };
 }

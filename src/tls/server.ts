@@ -66,3 +66,14 @@ export function createTlsServer(tls: TlsMaterial, limits: Limits, onRequest: Req
     },
   };
 }
+
+/**
+ * The limits a running server reads afresh (config reload): the timeouts at its next check or
+ * response, maxConnections at the next accept. The check interval stays as started.
+ */
+export function applyLiveLimits(server: https.Server, limits: Limits): void {
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = limits.requestTimeoutMs;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.maxConnections = limits.maxConnections;
+}

@@ -177,6 +177,26 @@ describe('signals', () => {
     expect(code).toBe(0);
     expect(lines().some((l) => l.msg === 'draining')).toBe(true);
   });
+  it('a SIGINT while draining after SIGTERM ends the process at once, by that signal', async () => {
+    const file = join(d.pki.dir, 'drain-twice.yaml');
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { shutdownGraceSeconds: 30 })));
+    const { child, started, lines } = await runCnfguard(file);
+    try {
+      const token = await d.tokenFor('client1');
+      const slow = curl(d.pki, `${started.listen as string}/slower`, { cert: d.pki.files.client1, token, headers: ['x-echo-delay-ms: 10000'] }).catch(() => undefined);
+      await waitFor(() => (d.upstream.requests.some((r) => r.url === '/slower') ? true : undefined), 'the slow request to reach the upstream');
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      await waitFor(() => lines().find((l) => l.msg === 'draining'), 'draining');
+      const signalled = performance.now();
+      child.kill('SIGINT');
+      expect(await exited).toEqual([null, 'SIGINT']);
+      expect(performance.now() - signalled).toBeLessThan(2000);
+      await slow;
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
 });
 
 describe('workers', () => {
@@ -238,4 +258,82 @@ it('a reload that adds claim headers says it needs a restart (answers started wi
   } finally {
     await g.stop();
   }
+});
+
+describe('SIGHUP reload: what applies live and what is reported as needing a restart', () => {
+  const forwardedCert = () => [`x-client-cert: ${encodeURIComponent(d.pki.certs.clients.client1.cert)}`];
+
+  it('removing a trusted proxy stops believing its certificate header at once, and is not reported as restart-required', async () => {
+    const trustedProxies = [{ cidrs: ['127.0.0.0/8'], header: 'x-client-cert', format: 'pem-urlencoded' }];
+    const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { trustedProxies }));
+    try {
+      const token = await d.tokenFor('client1');
+      // No TLS client certificate: the binding can only be met by the forwarded header.
+      expect((await curl(d.pki, `${g.started.url}/tp`, { token, headers: forwardedCert() })).status).toBe(200);
+      await writeFile(g.configFile, stringify(baseConfig(d.pki, d.as, d.upstream)));
+      const report = await g.app.reload();
+      expect(report).toMatchObject({ config: 'applied', restartRequired: [] });
+      const after = await curl(d.pki, `${g.started.url}/tp`, { token, headers: forwardedCert() });
+      expect(after.status).toBe(401);
+      expect(after.json()).toMatchObject({ error_description: 'the access token is bound to a client certificate, but none was presented' });
+      // The upstream may still trust that header: a client that sends it never gets it through.
+      const withCert = await curl(d.pki, `${g.started.url}/tp`, { token, cert: d.pki.files.client1, headers: forwardedCert() });
+      expect(withCert.status).toBe(200);
+      expect(withCert.json<{ headers: Record<string, string> }>().headers['x-client-cert']).toBeUndefined();
+    } finally {
+      await g.stop();
+    }
+  });
+
+  it('a changed listen address, admin address, worker count or AS URL is reported as restart-required and keeps serving as started', async () => {
+    const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream));
+    try {
+      await writeFile(
+        g.configFile,
+        stringify(
+          baseConfig(d.pki, d.as, d.upstream, {
+            listen: { host: '127.0.0.1', port: 1 },
+            admin: { host: '127.0.0.1', port: 2 },
+            workers: 2,
+            introspection: { url: 'https://127.0.0.1:1/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 1500 },
+          }),
+        ),
+      );
+      const report = await g.app.reload();
+      expect(report.config).toBe('applied');
+      expect([...report.restartRequired].sort()).toEqual(['admin', 'introspection.url', 'listen', 'workers']);
+      const token = await d.tokenFor('client1');
+      expect((await curl(d.pki, `${g.started.url}/still`, { cert: d.pki.files.client1, token })).status).toBe(200);
+    } finally {
+      await g.stop();
+    }
+  });
+
+  it('shutdownGraceSeconds and introspection.issuer apply live; limits.headerBytes is reported as restart-required', async () => {
+    const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { shutdownGraceSeconds: 20 }));
+    let stopped = false;
+    try {
+      const token = await d.tokenFor('client1');
+      await writeFile(
+        g.configFile,
+        stringify(
+          baseConfig(d.pki, d.as, d.upstream, {
+            shutdownGraceSeconds: 3,
+            limits: { headerBytes: 32768 },
+            introspection: { url: d.as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 1500, issuer: 'https://another-as.example' },
+          }),
+        ),
+      );
+      const report = await g.app.reload();
+      expect(report).toMatchObject({ config: 'applied', restartRequired: ['limits.headerBytes'] });
+      const refused = await curl(d.pki, `${g.started.url}/iss`, { cert: d.pki.files.client1, token });
+      expect(refused.status).toBe(401);
+      expect(refused.json()).toMatchObject({ error_description: 'the access token was not issued by the expected authorization server' });
+      stopped = true;
+      await g.app.stop();
+      expect(g.logs.entries().find((e) => e.msg === 'draining')).toMatchObject({ graceMs: 3000 });
+    } finally {
+      if (!stopped) await g.stop();
+    }
+  });
 });

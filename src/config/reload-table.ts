@@ -1,0 +1,153 @@
+/**
+ * What a SIGHUP reload does with each config key: `live` keys take their new value at once,
+ * `restart` keys keep the value the process started with (and the reload report names them).
+ * This table is the only place that says so: the reload applies from it and reports from it, and a
+ * unit test fails when a schema key is missing here.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import type { Settings } from './schema.ts';
+
+/** Live, but a restart is reported when `restartIf(started, next)` holds. */
+export interface LiveUnless {
+  readonly restartIf: (started: Settings, next: Settings) => boolean;
+}
+export type ReloadRule = 'live' | 'restart' | LiveUnless | ReloadTable;
+export interface ReloadTable {
+  readonly [key: string]: ReloadRule;
+}
+
+/** Whether any route maps claims to headers: then introspection answers keep their claims. */
+export function mapsClaims(settings: Settings): boolean {
+  return Object.keys(settings.claimHeaders).length > 0 || settings.routes.some((route) => Object.keys(route.claimHeaders ?? {}).length > 0);
+}
+
+export const RELOAD_TABLE = {
+  // Listeners and the process model are set up once.
+  listen: 'restart',
+  admin: 'restart',
+  workers: 'restart',
+  // The file names; the files' contents are reloaded live by the certificate reloader.
+  tls: 'restart',
+  introspection: {
+    // The AS client, its cache and its breaker are built at start…
+    url: 'restart',
+    clientId: 'restart',
+    clientSecret: 'restart',
+    clientSecretFile: 'restart',
+    authMethod: 'restart',
+    ca: 'restart',
+    cert: 'restart',
+    key: 'restart',
+    timeoutMs: 'restart',
+    maxAnswerBytes: 'restart',
+    staleIfErrorSeconds: 'restart',
+    circuitBreaker: 'restart',
+    cache: 'restart',
+    budget: 'restart',
+    // …the issuer check is route policy.
+    issuer: 'live',
+  },
+  // The JWKS cache and the verifier are built at start.
+  jwt: 'restart',
+  // Route policy, rebuilt and swapped atomically.
+  validation: 'live',
+  paths: 'live',
+  methods: 'live',
+  publicOrigin: 'live',
+  upstreamHttp2: 'live',
+  dpop: {
+    // Read by the proof check each time the pipeline is rebuilt…
+    algorithms: 'live',
+    proofMaxAgeSeconds: 'live',
+    clockSkewSeconds: 'live',
+    nonce: 'live',
+    // …the nonce source and the replay store are built at start.
+    nonceRotationSeconds: 'restart',
+    replayStoreMaxEntries: 'restart',
+  },
+  upstream: 'live',
+  binding: 'live',
+  scopes: 'live',
+  audience: 'live',
+  stripAuthorization: 'live',
+  // Introspection answers keep their claims only if some mapping was configured at start.
+  claimHeaders: { restartIf: (started, next) => mapsClaims(next) && !mapsClaims(started) },
+  resource: 'live',
+  authorizationServers: 'live',
+  routes: 'live',
+  cnf: 'live',
+  errors: 'live',
+  headers: 'live',
+  upstreamTimeoutMs: 'live',
+  maxBodyBytes: 'live',
+  limits: {
+    // Read per request by the pipeline.
+    formBodyBytes: 'live',
+    urlBytes: 'live',
+    // The budget is one object for the process; the TLS and HTTP/2 options are fixed when the listener is made.
+    bufferedBodyBytes: 'restart',
+    handshakeTimeoutMs: 'restart',
+    http2MaxConcurrentStreams: 'restart',
+    // Fixed in each connection's HTTP parser when it is accepted (Node drops header lines past it).
+    headerBytes: 'restart',
+    headerCount: 'restart',
+    // Properties of the running server, set again on reload (checked at most once a second).
+    headersTimeoutMs: 'live',
+    requestTimeoutMs: 'live',
+    keepAliveTimeoutMs: 'live',
+    maxConnections: 'live',
+  },
+  trustedProxies: 'live',
+  shutdownGraceSeconds: 'live',
+  logLevel: 'live',
+  decisionApi: 'restart',
+  // The connection and its secret are made at start (a rewritten secret file is reported by the app).
+  sharedState: 'restart',
+} as const satisfies Record<keyof Settings, ReloadRule>;
+
+export interface Reconciled {
+  /** The settings to run with now: the new file's live values, the started values elsewhere. */
+  effective: Settings;
+  /** Dotted paths of changed keys that take effect only after a restart. */
+  restartRequired: string[];
+}
+
+function isTable(rule: ReloadRule): rule is ReloadTable {
+  return typeof rule === 'object' && !('restartIf' in rule);
+}
+
+function walk(
+  table: ReloadTable,
+  started: Record<string, unknown>,
+  next: Record<string, unknown>,
+  prefix: string,
+  conditions: { startedSettings: Settings; nextSettings: Settings; restartRequired: string[] },
+): Record<string, unknown> {
+  const effective: Record<string, unknown> = { ...next };
+  for (const [key, rule] of Object.entries(table)) {
+    const path = `${prefix}${key}`;
+    if (isTable(rule)) {
+      effective[key] = walk(rule, (started[key] ?? {}) as Record<string, unknown>, (next[key] ?? {}) as Record<string, unknown>, `${path}.`, conditions);
+      continue;
+    }
+    if (rule === 'live') continue;
+    if (rule === 'restart') {
+      if (!isDeepStrictEqual(started[key], next[key])) conditions.restartRequired.push(path);
+      effective[key] = started[key];
+      continue;
+    }
+    if (rule.restartIf(conditions.startedSettings, conditions.nextSettings)) conditions.restartRequired.push(path);
+  }
+  return effective;
+}
+
+/** Applies the table to a reload: what runs from now on, and what waits for a restart. */
+export function reconcileReload(started: Settings, next: Settings): Reconciled {
+  const restartRequired: string[] = [];
+  const effective = walk(RELOAD_TABLE, started as unknown as Record<string, unknown>, next as unknown as Record<string, unknown>, '', {
+    startedSettings: started,
+    nextSettings: next,
+    restartRequired,
+  }) as unknown as Settings;
+  return { effective, restartRequired };
+}
