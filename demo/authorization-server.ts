@@ -47,6 +47,12 @@ export interface IssueTokenOptions {
   caCert: string;
   /** RFC 8707 resource indicator; default the server's `resource`. */
   resource?: string;
+  /**
+   * Makes the token request's DPoP proof (RFC 9449 §5) for the token URL and method given: the
+   * token is then bound to that key (cnf.jkt, token_type DPoP). The client brings its own DPoP
+   * implementation. (oidc-provider refuses to bind one token by both mTLS and DPoP.)
+   */
+  dpopProof?: (htu: string, htm: string) => Promise<string>;
 }
 
 export interface AuthorizationServer {
@@ -239,6 +245,8 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
       features: {
         devInteractions: { enabled: false },
         clientCredentials: { enabled: true },
+        // A DPoP header at the token endpoint binds the token to its key (cnf.jkt, RFC 9449 §5).
+        dPoP: { enabled: true },
         // Any authenticated client may introspect any token. (The default policy differs only for
         // public clients, of which there are none; replacing it keeps its "SHOULD change" notice away.)
         introspection: { enabled: true, allowedPolicy: async () => true },
@@ -292,6 +300,7 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
           authorization: basicAuth(clientId, clientSecret),
           'content-type': 'application/x-www-form-urlencoded',
           accept: 'application/json',
+          ...(o.dpopProof !== undefined && { dpop: await o.dpopProof(tokenUrl, 'POST') }),
         },
         body: new URLSearchParams({ grant_type: 'client_credentials', scope: o.scope ?? scope, ...(o.resource !== undefined && { resource: o.resource }) }).toString(),
       });

@@ -29,7 +29,9 @@ import { createHttpJwksFetch, createJwksCache, createJwtVerifier, type FetchJwks
 import { createTokenValidator, type TokenValidator } from './validation/validator.ts';
 import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
 import { applyLiveLimits, createTlsServer } from './tls/server.ts';
-import { createSharedTokenTier, SharedStore, withSharedTier } from './state/shared-store.ts';
+import { createSharedTokenTier, RedisReplayStore, SharedStore, sharedNonceKey, withSharedTier } from './state/shared-store.ts';
+import { createNonceSource } from './proof/nonce.ts';
+import { createMemoryReplayStore } from './proof/replay-store.ts';
 
 export interface AppDependencies {
   logger?: Logger;
@@ -206,7 +208,20 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     onResult: (source, result) => metrics.tokenValidations.inc({ source, result }),
   });
 
-  let runtime = buildRuntime(settings, { validator, now });
+  // DPoP (RFC 9449): one replay store and one nonce source for the process, kept across reloads.
+  // With shared state both are the replicas' own: jtis in the store, nonces from the shared secret.
+  const localReplayStore = createMemoryReplayStore({ maxEntries: settings.dpop.replayStoreMaxEntries, now: () => now() / 1000 });
+  const replayStore =
+    store === undefined || sharedSettings === undefined
+      ? localReplayStore
+      : new RedisReplayStore(store, { onUnavailable: sharedSettings.onUnavailable, fallback: localReplayStore, now, onFallback: () => metrics.sharedStateErrors.inc({ kind: 'local_fallback' }) });
+  const nonces = createNonceSource({
+    rotationSeconds: settings.dpop.nonceRotationSeconds,
+    now: () => now() / 1000,
+    ...(config.sharedState !== undefined && store !== undefined && { key: sharedNonceKey(config.sharedState.secret) }),
+  });
+  const runtimeDeps = { validator, replayStore, nonces, now };
+  let runtime = buildRuntime(settings, runtimeDeps);
   /** The settings in force: those started with, then each reload's live keys. */
   let current = settings;
   let ready = false;
@@ -328,7 +343,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       if (config.sharedState !== undefined && next.sharedState !== undefined && !config.sharedState.secret.equals(next.sharedState.secret) && !restartRequired.includes('sharedState'))
         restartRequired.push('sharedState');
       if (restartRequired.length > 0) logger.warn({ keys: restartRequired }, 'changed settings take effect after a restart');
-      runtime = buildRuntime(effective, { validator, now, previous: runtime });
+      runtime = buildRuntime(effective, { ...runtimeDeps, previous: runtime });
       certificateSource.updateTrustedProxies(effective.trustedProxies);
       applyLiveLimits(server, effective.limits);
       logger.level = effective.logLevel;

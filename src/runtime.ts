@@ -5,6 +5,8 @@
  */
 import type { Settings } from './config/schema.ts';
 import { buildMetadataDirectory, type MetadataDirectory } from './discovery/resource-metadata.ts';
+import type { NonceSource } from './proof/nonce.ts';
+import type { ReplayStore } from './proof/replay-store.ts';
 import type { TokenValidator } from './validation/validator.ts';
 import { createPipeline, type Pipeline } from './pipeline/pipeline.ts';
 import { compileRoutes } from './pipeline/route.ts';
@@ -21,6 +23,10 @@ export interface Runtime {
 
 export interface RuntimeDependencies {
   validator: TokenValidator;
+  /** DPoP `jti`s seen: this process's, or the shared store's. Made once, kept across reloads. */
+  replayStore: ReplayStore;
+  /** DPoP nonces; required from clients only while `dpop.nonce` is on. */
+  nonces: NonceSource;
   /** Milliseconds since the epoch. */
   now: () => number;
   /**
@@ -35,7 +41,13 @@ export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Run
   const stripped = new Set([...routes.managedHeaders, ...FORWARDING_HEADERS, ...settings.trustedProxies.map((proxy) => proxy.header)].map((name) => name.toLowerCase()));
   for (const name of deps.previous?.stripped ?? []) stripped.add(name);
   return {
-    pipeline: createPipeline({ routes, validator: deps.validator, now: deps.now, limits: pipelineLimits(settings.limits) }),
+    pipeline: createPipeline({
+      routes,
+      validator: deps.validator,
+      dpop: { policy: settings.dpop, replayStore: deps.replayStore, nonces: settings.dpop.nonce ? deps.nonces : undefined, now: () => deps.now() / 1000 },
+      now: deps.now,
+      limits: pipelineLimits(settings.limits),
+    }),
     metadata: buildMetadataDirectory(settings, routes),
     realm: settings.errors.realm,
     stripped,

@@ -23,6 +23,8 @@ export interface Metrics {
   /** Which validation judged a token (jwt, introspection) and its result (ok or the reason id). */
   readonly tokenValidations: Counter<'source' | 'result'>;
   readonly jwksFetches: Counter<'result'>;
+  /** Requests let through on a verified binding, by the proof methods that verified it (mtls, dpop, dpop+mtls). */
+  readonly verifiedRequests: Counter<'route' | 'method'>;
   observeIntrospection(outcome: IntrospectionOutcome, seconds: number): void;
 }
 
@@ -96,6 +98,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
     jwksFetches: new Counter({ name: 'cnfguard_jwks_fetches_total', help: 'JWKS fetches by result (success, failure)', labelNames: ['result'] as const, registers }),
+    verifiedRequests: new Counter({
+      name: 'cnfguard_verified_requests_total',
+      help: 'Requests allowed on a verified binding, by route and the proof methods that verified it (mtls, dpop, dpop+mtls)',
+      labelNames: ['route', 'method'] as const,
+      registers,
+    }),
     observeIntrospection(outcome, seconds) {
       introspectionRequests.inc({ outcome });
       introspectionDuration.observe(seconds);

@@ -104,7 +104,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       });
     });
     const refuse = (err: GuardError): void => {
-      const rendered = renderFor(err, runtime.realm, verdict?.route);
+      const rendered = renderFor(err, runtime.realm, verdict);
       const status = statusFor(original.front, rendered.status);
       const extra = status === rendered.status ? {} : { 'x-cnfguard-status': String(rendered.status) };
       res.writeHead(status, { ...rendered.headers, ...extra, 'content-length': Buffer.byteLength(rendered.body), 'x-request-id': requestId });
@@ -130,6 +130,8 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
         hostLines: original.hostLines,
         headerCount: req.rawHeaders.length / 2,
         authorization: req.headersDistinct.authorization,
+        // The front passes the client's headers on: the DPoP proof among them.
+        dpop: req.headersDistinct.dpop,
         peer,
         certificate,
         certificateError,
@@ -145,6 +147,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       setIdentityHeaders(headers, decision.identity, route.headerNames, route.claimHeaders);
       headers[route.headerNames.binding] = decision.reason;
       headers['x-request-id'] = requestId;
+      if (verdict.dpopNonce !== undefined) headers['dpop-nonce'] = verdict.dpopNonce;
       res.writeHead(200, { ...headers, 'content-length': 0 });
       res.end();
     } catch (err) {

@@ -37,6 +37,9 @@ export type ReasonId =
   | 'dpop_proof_missing'
   | 'dpop_proof_repeated'
   | 'dpop_proof_invalid'
+  | 'dpop_alg_unsupported'
+  | 'dpop_key_invalid'
+  | 'dpop_signature_invalid'
   | 'dpop_htm_mismatch'
   | 'dpop_htu_mismatch'
   | 'dpop_iat_window'
@@ -109,7 +112,10 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   // RFC 9449 §7.1: a bad proof is invalid_dpop_proof; a proof of another key than cnf.jkt names is invalid_token.
   dpop_proof_missing: { status: 401, error: 'invalid_dpop_proof', description: 'a DPoP proof is required' },
   dpop_proof_repeated: { status: 401, error: 'invalid_dpop_proof', description: 'exactly one DPoP proof is required' },
-  dpop_proof_invalid: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is malformed or its signature is invalid' },
+  dpop_proof_invalid: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is malformed' },
+  dpop_alg_unsupported: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof uses an algorithm this resource does not accept' },
+  dpop_key_invalid: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof does not carry a usable public key' },
+  dpop_signature_invalid: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof signature is invalid' },
   dpop_htm_mismatch: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is for another HTTP method' },
   dpop_htu_mismatch: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is for another URI' },
   dpop_iat_window: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is too old or issued in the future' },

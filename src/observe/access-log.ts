@@ -74,6 +74,7 @@ export function entryOf(request: FinishedRequest, outcome: Outcome): [string, st
     ['route', request.verdict?.route.id],
     ['clientId', decision?.allow === true ? decision.identity.clientId : undefined],
     ['validation', request.verdict?.source],
+    ['proof', decision?.allow === true ? decision.verifiedBy?.join('+') : undefined],
     ['thumbprint', request.thumbprint],
     ['upstreamStatus', request.upstreamStatus],
     ['latencyMs', request.latencyMs],
@@ -116,6 +117,8 @@ export function createAccessLog(logger: Logger, metrics: Metrics): AccessLog {
     record(request) {
       const outcome = outcomeOf(request);
       metrics.requests.inc({ decision: outcome.decision, reason: outcome.reason, route: outcome.route });
+      const decision = request.verdict?.decision;
+      if (outcome.decision === 'allow' && decision?.allow === true && decision.verifiedBy !== undefined) metrics.verifiedRequests.inc({ route: outcome.route, method: decision.verifiedBy.join('+') });
       // The line is not even built when its level is off (logLevel: warn on a busy gateway).
       if (!logger.isLevelEnabled(outcome.level)) return;
       const stream = (logger as unknown as Record<symbol, { write(line: string): void }>)[pino.symbols.streamSym];

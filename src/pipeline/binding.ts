@@ -22,6 +22,8 @@ export type MemberCheck = 'match' | 'mismatch' | 'missing';
 /** One confirmation method: a `cnf` member and how to check it against the request's proof. */
 export interface ConfirmationVerifier {
   readonly member: string;
+  /** The proof method this member belongs to: logged and counted when it verified a request. */
+  readonly method: 'mtls' | 'dpop';
   verify(value: unknown, proof: Proof): MemberCheck;
   /** Reason ids for this method's failures; default the certificate ones. */
   readonly missingReason?: BindingFailure;
@@ -40,6 +42,7 @@ export function thumbprintsEqual(expected: string, actual: string): boolean {
 /** RFC 8705 §3: the SHA-256 thumbprint of the certificate on the connection. */
 export const x5tS256Verifier: ConfirmationVerifier = {
   member: 'x5t#S256',
+  method: 'mtls',
   verify(value, proof) {
     if (proof.certificate === undefined) return 'missing';
     return typeof value === 'string' && thumbprintsEqual(value, proof.certificate.thumbprint) ? 'match' : 'mismatch';
@@ -49,6 +52,7 @@ export const x5tS256Verifier: ConfirmationVerifier = {
 /** RFC 9449 §6: the thumbprint of the verified DPoP proof's key. */
 export const jktVerifier: ConfirmationVerifier = {
   member: 'jkt',
+  method: 'dpop',
   missingReason: 'dpop_proof_missing',
   mismatchReason: 'dpop_key_mismatch',
   verify(value, proof) {
@@ -72,7 +76,8 @@ export function verifiersFor(methods: readonly ('mtls' | 'dpop')[]): readonly Co
 }
 
 export type BindingOutcome =
-  | { kind: 'bound' }
+  /** Every member verified; `methods`: the proof methods that verified them, sorted. */
+  | { kind: 'bound'; methods: readonly ('mtls' | 'dpop')[] }
   | { kind: 'unbound' }
   | { kind: 'failed'; reason: BindingFailure | 'cnf_unsupported'; detail: string };
 
@@ -90,18 +95,18 @@ export function checkBinding(
 ): BindingOutcome {
   const members = cnf === undefined ? [] : Object.keys(cnf);
   let missing: ConfirmationVerifier | undefined;
-  let verified = 0;
+  const methods: ('mtls' | 'dpop')[] = [];
   for (const member of members) {
     const verifier = verifiers.find((v) => v.member === member);
     if (verifier === undefined) {
       if (unknownMethods === 'ignore') continue;
       return { kind: 'failed', reason: 'cnf_unsupported', detail: `cnf member ${member.slice(0, 40)}` };
     }
-    verified++;
+    if (!methods.includes(verifier.method)) methods.push(verifier.method);
     const result = verifier.verify(cnf?.[member], proof);
     if (result === 'mismatch') return { kind: 'failed', reason: verifier.mismatchReason ?? 'certificate_mismatch', detail: `${member} mismatch` };
     if (result === 'missing') missing ??= verifier;
   }
   if (missing !== undefined) return { kind: 'failed', reason: missing.missingReason ?? 'certificate_missing', detail: `${missing.member} proof missing` };
-  return verified === 0 ? { kind: 'unbound' } : { kind: 'bound' };
+  return methods.length === 0 ? { kind: 'unbound' } : { kind: 'bound', methods: methods.sort() };
 }

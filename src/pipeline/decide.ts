@@ -39,7 +39,15 @@ export interface Identity {
 export type AllowReason = 'bound' | 'unbound' | 'binding_off' | 'report_only';
 
 export type Decision =
-  | { allow: true; reason: AllowReason; identity: Identity; /** report-only: what `required` would have denied */ wouldDeny?: GuardError }
+  | {
+      allow: true;
+      reason: AllowReason;
+      identity: Identity;
+      /** report-only: what `required` would have denied */
+      wouldDeny?: GuardError;
+      /** With reason `bound`: the proof methods that verified the token's cnf (logged, counted). */
+      verifiedBy?: readonly ('mtls' | 'dpop')[];
+    }
   | { allow: false; error: GuardError };
 
 function deny(reason: ReasonId, detail?: string): Decision {
@@ -88,6 +96,7 @@ export function decide(input: DecisionInput): Decision {
   if (scheme === 'dpop' && input.proof !== undefined) identity.dpopThumbprint = input.proof.jkt;
   let reason: AllowReason = 'binding_off';
   let wouldDeny: GuardError | undefined;
+  let verifiedBy: readonly ('mtls' | 'dpop')[] | undefined;
 
   if (policy.binding !== 'off') {
     // Every cnf member must be verified by a method the route accepts; the proof is offered only
@@ -102,7 +111,10 @@ export function decide(input: DecisionInput): Decision {
     } else if (outcome.kind === 'unbound' && policy.binding !== 'optional') {
       failure = bindingError('token_unbound', policy, 'token has no cnf');
     }
-    if (failure === undefined) reason = outcome.kind === 'bound' ? 'bound' : 'unbound';
+    if (failure === undefined) {
+      reason = outcome.kind === 'bound' ? 'bound' : 'unbound';
+      if (outcome.kind === 'bound') verifiedBy = outcome.methods;
+    }
     else if (policy.binding === 'report-only') {
       reason = 'report_only';
       wouldDeny = failure;
@@ -116,5 +128,5 @@ export function decide(input: DecisionInput): Decision {
       return { allow: false, error: new GuardError('insufficient_scope', { scope: policy.scopes.join(' '), detail: `missing ${missing.join(' ')}` }) };
     }
   }
-  return wouldDeny === undefined ? { allow: true, reason, identity } : { allow: true, reason, identity, wouldDeny };
+  return { allow: true, reason, identity, ...(wouldDeny !== undefined && { wouldDeny }), ...(verifiedBy !== undefined && { verifiedBy }) };
 }

@@ -13,6 +13,8 @@ export interface IdentityHeaderNames {
   readonly certThumbprint: string;
   readonly clientCert: string;
   readonly binding: string;
+  /** The DPoP proof key's RFC 7638 thumbprint (x-auth-dpop-jkt). */
+  readonly dpopThumbprint: string;
 }
 
 /**
@@ -73,6 +75,7 @@ export function setIdentityHeaders(headers: Record<string, string | string[] | u
     headers[names.certThumbprint] = identity.certificate.thumbprint;
     headers[names.clientCert] = identity.certificate.xfcc;
   }
+  if (identity.dpopThumbprint !== undefined) headers[names.dpopThumbprint] = identity.dpopThumbprint;
   for (const claim of claimHeaders) {
     const value = claimValue(identity.claims, claim.path);
     if (value !== undefined) headers[claim.header] = value;

@@ -8,20 +8,22 @@
  *   2. route        both readings of the path choose one route            route.ts
  *   3. body size    a declared length over the route's maxBodyBytes
  *   4. certificate  a trusted proxy's certificate header that is malformed client-cert.ts (edge)
- *   5. token        from the Authorization header only, none in the URL   token.ts
- *   6. validation   introspection or a local JWT, cached (per route)     validator.ts, introspect.ts
- *   7. decision     activity, expiry, issuer, audience, binding, scopes   decide.ts, binding.ts
- *   8. form body    read only when the token would be allowed: no token in it
- *   9. verdict      route, decision, target and body to forward; the edge sets the upstream
+ *   5. token        from the Authorization header only (Bearer or DPoP), none in the URL  token.ts
+ *   6. proof        with the DPoP scheme: the DPoP proof, before any AS call   proof/dpop.ts
+ *   7. validation   introspection or a local JWT, cached (per route)     validator.ts, introspect.ts
+ *   8. decision     activity, expiry, issuer, audience, binding, scopes   decide.ts, binding.ts
+ *   9. form body    read only when the token would be allowed: no token in it
+ *  10. verdict      route, decision, target and body to forward; the edge sets the upstream
  *                   headers from it                                        upstream-headers.ts
  */
 import { GuardError } from '../oauth/errors.ts';
+import { expectedHtu, verifyDpopProof, type DpopDeps } from '../proof/dpop.ts';
 import type { ClientCertificate } from './client-cert.ts';
-import { decide, type Decision } from './decide.ts';
+import { decide, schemeAccepted, type Decision } from './decide.ts';
 import type { TokenValidator, ValidationSource } from '../validation/validator.ts';
 import { parseTarget, type ParsedTarget } from './path.ts';
 import { hostName, routeFor, type RoutePolicy, type RouteTable } from './route.ts';
-import { bearerTokenFrom, formCarriesToken, queryCarriesToken } from './token.ts';
+import { credentialsFrom, formCarriesToken, queryCarriesToken, type TokenScheme } from './token.ts';
 
 export interface BodyFacts {
   /** Declared Content-Length, when there is one. */
@@ -48,6 +50,8 @@ export interface RequestFacts {
   headerCount: number;
   /** Every Authorization line. */
   authorization: readonly string[] | undefined;
+  /** Every DPoP line (the proof, RFC 9449 §4.1). */
+  dpop: readonly string[] | undefined;
   /** The TCP peer's address. */
   peer: string | undefined;
   certificate: ClientCertificate | undefined;
@@ -76,6 +80,10 @@ export interface Verdict {
   closeConnection: boolean;
   /** Which validation judged the token (absent when none ran). */
   source?: ValidationSource;
+  /** The Authorization scheme the request used (bearer when none could be read): its challenge carries the error. */
+  scheme: TokenScheme;
+  /** With DPoP nonces: a fresh nonce for the response's `DPoP-Nonce` (RFC 9449 §8.2). */
+  dpopNonce?: string;
 }
 
 export interface PipelineLimits {
@@ -88,6 +96,8 @@ export interface PipelineDependencies {
   routes: RouteTable;
   limits: PipelineLimits;
   validator: TokenValidator;
+  /** DPoP proof checking: policy, replay store, nonces (when `dpop.nonce`), clock. */
+  dpop: DpopDeps;
   /** Milliseconds since the epoch. */
   now: () => number;
 }
@@ -115,10 +125,11 @@ const FORM_REFUSALS = {
   aborted: () => new GuardError('client_aborted', { detail: 'the client went away while sending the form body' }),
 } as const;
 
-export function createPipeline({ routes, validator, now, limits }: PipelineDependencies): Pipeline {
+export function createPipeline({ routes, validator, dpop, now, limits }: PipelineDependencies): Pipeline {
   async function evaluate(facts: RequestFacts, readForm: FormReader): Promise<Verdict> {
     let shape: ReturnType<typeof shapeOf>;
     let route = routes.fallback;
+    let scheme: TokenScheme = 'bearer';
     const refuse = (error: GuardError, target: string, host: string | undefined, closeConnection = false): Verdict => ({
       route,
       target,
@@ -126,6 +137,7 @@ export function createPipeline({ routes, validator, now, limits }: PipelineDepen
       decision: { allow: false, error },
       body: { kind: 'as-received' },
       closeConnection,
+      scheme,
     });
     try {
       shape = shapeOf(facts, limits);
@@ -140,19 +152,30 @@ export function createPipeline({ routes, validator, now, limits }: PipelineDepen
       if (body.declaredLength !== undefined && body.declaredLength > route.maxBodyBytes) throw new GuardError('body_too_large');
       if (facts.certificateError !== undefined) throw facts.certificateError;
       if (queryCarriesToken(shape.target.query)) throw new GuardError('token_in_query');
-      const token = bearerTokenFrom(facts.authorization);
+      const credentials = credentialsFrom(facts.authorization);
+      const token = credentials.token;
+      scheme = credentials.scheme;
+      // The DPoP scheme where DPoP is not accepted: as if no credentials came (the challenges say which schemes are).
+      if (!schemeAccepted(route, scheme)) throw new GuardError('credentials_missing', { detail: 'DPoP scheme on a route without dpop' });
+      // The proof first: a request it refuses costs no AS call (and a nonce round trip none either).
+      let proof: { jkt: string } | undefined;
+      let dpopNonce: string | undefined;
+      if (scheme === 'dpop') {
+        const checked = await verifyDpopProof({ headerLines: facts.dpop, method: facts.method, htu: expectedHtu(route.publicOrigin, host, shape.target.received), accessToken: token }, dpop);
+        if (!checked.ok) throw checked.error;
+        proof = { jkt: checked.jkt };
+        dpopNonce = checked.nonce;
+      }
       // A verified certificate is charged its own introspection budget, the rest their address's.
       const certificate = facts.certificate?.trusted === true ? facts.certificate.thumbprint : undefined;
       const { info, source } = await validator.validate(token, route, { peer: facts.peer, certificate });
-      const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000 });
-      if (!decision.allow || !body.form) {
-        const plan: BodyPlan = decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' };
-        return { route, target, host, decision, body: plan, closeConnection: false, source };
-      }
+      const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000, scheme, proof });
+      const verdict = (body: BodyPlan): Verdict => ({ route, target, host, decision, body, closeConnection: false, source, scheme, ...(dpopNonce !== undefined && { dpopNonce }) });
+      if (!decision.allow || !body.form) return verdict(decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' });
       const form = await readForm(Math.min(limits.formBodyBytes, route.maxBodyBytes));
       if (form.kind !== 'read') return refuse(FORM_REFUSALS[form.kind](), target, host, true);
       if (formCarriesToken(form.bytes)) throw new GuardError('token_in_body');
-      return { route, target, host, decision, body: { kind: 'buffered', bytes: form.bytes }, closeConnection: false, source };
+      return verdict({ kind: 'buffered', bytes: form.bytes });
     } catch (err) {
       if (err instanceof GuardError) return refuse(err, target, host);
       throw err;

@@ -47,6 +47,10 @@ export interface RoutePolicy {
   readonly methods: readonly ProofMethod[];
   /** The origin clients call, for DPoP `htu` (`https://api.example`); undefined: `https://<Host>`. */
   readonly publicOrigin: string | undefined;
+  /** `errors.advertiseMethods`: the Bearer challenge names the route's methods (`supported_cnf_methods`). */
+  readonly advertiseMethods: boolean;
+  /** `dpop.algorithms`, advertised as the DPoP challenge's `algs`. */
+  readonly dpopAlgorithms: readonly string[];
 }
 
 export interface RouteTable {
@@ -111,6 +115,8 @@ export function compileRoutes(settings: Settings): RouteTable {
       validation: route.validation ?? settings.validation,
       methods: Object.freeze([...(route.methods ?? settings.methods)]),
       publicOrigin: route.publicOrigin ?? settings.publicOrigin,
+      advertiseMethods: settings.errors.advertiseMethods,
+      dpopAlgorithms: Object.freeze([...settings.dpop.algorithms]),
     });
   };
   const routes = settings.routes.map((route, index) => build(`routes[${index}]`, route));

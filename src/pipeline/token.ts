@@ -1,38 +1,47 @@
 /**
- * Step: the access token, from the one place cnfguard accepts it (RFC 6750 §2.1, the Authorization
- * header). Tokens in the URL or in a form body are refused outright (§2, §5.3), as is any
+ * Step: the access token, from the one place cnfguard accepts it (RFC 6750 §2.1, RFC 9449 §7.1:
+ * the Authorization header, scheme Bearer or DPoP). Tokens in the URL or in a form body are refused outright (§2, §5.3), as is any
  * ambiguity: a repeated or malformed header is `invalid_request`, never a guess.
  */
 import { GuardError } from '../oauth/errors.ts';
 
-/** `Bearer` (any case), one or more spaces, a b64token (RFC 6750 §2.1). */
-const BEARER = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
+/** `Bearer` or `DPoP` (any case), one or more spaces, a b64token (RFC 6750 §2.1, RFC 9449 §7.1). */
+const CREDENTIALS = /^(bearer|dpop) +([A-Za-z0-9\-._~+/]+=*)$/i;
 const SCHEME = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+)(?: |$)/;
 /** IANA HTTP Authentication Scheme registry (and DPoP): the names safe to log. */
 const KNOWN_SCHEMES = new Set(['basic', 'bearer', 'digest', 'dpop', 'hoba', 'mutual', 'negotiate', 'ntlm', 'oauth', 'privatetoken', 'scram-sha-1', 'scram-sha-256', 'vapid', 'concealed', 'aws4-hmac-sha256', 'gnap']);
 
+/** The two schemes an access token comes in: `Bearer` (RFC 6750) and `DPoP` (RFC 9449 §7.1). */
+export type TokenScheme = 'bearer' | 'dpop';
+
+export interface Credentials {
+  scheme: TokenScheme;
+  token: string;
+}
+
 /**
- * The bearer token from the Authorization header values (`req.headersDistinct.authorization`:
- * Node would otherwise silently keep one of several). Throws a {@link GuardError}:
- * `credentials_missing` when there is no header or only another scheme's credentials (RFC 6750
- * §3.1: no error code then), `authorization_duplicated` or `authorization_malformed` otherwise.
+ * The access token and its scheme from the Authorization header values
+ * (`req.headersDistinct.authorization`: Node would otherwise silently keep one of several). Throws
+ * a {@link GuardError}: `credentials_missing` when there is no header or only another scheme's
+ * credentials (RFC 6750 §3.1: no error code then), `authorization_duplicated` (also one Bearer and
+ * one DPoP line) or `authorization_malformed` otherwise.
  */
-export function bearerTokenFrom(authorization: readonly string[] | undefined): string {
+export function credentialsFrom(authorization: readonly string[] | undefined): Credentials {
   if (authorization === undefined || authorization.length === 0) throw new GuardError('credentials_missing');
   if (authorization.length > 1) throw new GuardError('authorization_duplicated');
   // RFC 9110 §5.6.3: optional whitespace is SP and HTAB only, not every Unicode space.
   const value = (authorization[0] ?? '').replace(/^[ \t]+|[ \t]+$/g, '');
-  const scheme = SCHEME.exec(value)?.[1];
+  const scheme = SCHEME.exec(value)?.[1]?.toLowerCase();
   if (scheme === undefined) throw new GuardError('authorization_malformed');
-  if (scheme.toLowerCase() !== 'bearer') {
+  if (scheme !== 'bearer' && scheme !== 'dpop') {
     // Only a registered scheme name is logged: `Authorization: <token>` has no scheme, and its
     // first characters would otherwise read as one.
-    const named = KNOWN_SCHEMES.has(scheme.toLowerCase()) ? scheme.toLowerCase() : 'unrecognized';
+    const named = KNOWN_SCHEMES.has(scheme) ? scheme : 'unrecognized';
     throw new GuardError('credentials_missing', { detail: `unsupported authorization scheme ${named}` });
   }
-  const token = BEARER.exec(value)?.[1];
+  const token = CREDENTIALS.exec(value)?.[2];
   if (token === undefined) throw new GuardError('authorization_malformed');
-  return token;
+  return { scheme, token };
 }
 
 /** Whether a request target carries an `access_token` query parameter (in any percent-encoding). */

@@ -85,7 +85,8 @@ export function upstreamHeaders(inbound: IncomingHttpHeaders, input: UpstreamHea
     if (value === undefined || HOP_BY_HOP.has(name) || name === 'host' || name.startsWith(':')) continue;
     if (named?.has(name) === true && !KEPT_AGAINST_CONNECTION.has(name)) continue;
     if (stripped.has(name.includes('_') ? name.replaceAll('_', '-') : name)) continue;
-    if (name === 'authorization' && route.stripAuthorization) continue;
+    // The DPoP proof goes with the token it proves: both, or neither.
+    if ((name === 'authorization' || name === 'dpop') && route.stripAuthorization) continue;
     out[name] = value;
   }
   if (input.host !== undefined) out.host = input.host;

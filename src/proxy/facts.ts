@@ -66,6 +66,7 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource)
     hostLines: h2 ? http2HostLines(req) : req.headersDistinct.host,
     headerCount: h2 ? req.rawHeaders.filter((name, i) => i % 2 === 0 && !name.startsWith(':')).length : req.rawHeaders.length / 2,
     authorization: h2 ? linesOf(req.rawHeaders, 'authorization') : req.headersDistinct.authorization,
+    dpop: h2 ? linesOf(req.rawHeaders, 'dpop') : req.headersDistinct.dpop,
     peer,
     certificate,
     certificateError,

@@ -76,7 +76,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       accessLog.record({ requestId, method: req.method, path, status, verdict, failure, upstreamStatus, thumbprint: verdict?.decision.allow ? verdict.decision.identity.certificate?.thumbprint : undefined, latencyMs: Math.round((performance.now() - started) * 100) / 100 });
     });
     const refuse = (err: GuardError): void => {
-      const rendered = renderFor(err, runtime.realm, verdict?.route);
+      const rendered = renderFor(err, runtime.realm, verdict);
       if (h2 && isGrpc(req.headers['content-type'])) sendGrpcRefusal(res as Http2ServerResponse, err, rendered, requestId);
       else sendRendered(res, rendered, requestId);
     };
@@ -100,6 +100,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       }
       const headers = upstreamHeaders(req.headers, { route, decision, host: verdict.host, requestId, peer: facts.peer, peerIsTrustedProxy: deps.certificates.isTrustedProxy(facts.peer), upgrade: false, stripped: runtime.stripped });
       res.setHeader('x-request-id', requestId);
+      if (verdict.dpopNonce !== undefined) res.setHeader('dpop-nonce', verdict.dpopNonce);
       const abort = verdict.body.kind === 'limited' ? new AbortController() : undefined;
       const body =
         verdict.body.kind === 'buffered'

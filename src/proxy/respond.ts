@@ -2,11 +2,21 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 import { renderError, type GuardError, type RenderedError } from '../oauth/errors.ts';
-import type { RoutePolicy } from '../pipeline/route.ts';
+import type { Verdict } from '../pipeline/pipeline.ts';
 
-export function renderFor(err: GuardError, realm: string, route: RoutePolicy | undefined): RenderedError {
+/**
+ * A refusal as the route renders it: its challenges (Bearer, and DPoP when it accepts DPoP), the
+ * error on the scheme the request used, `resource_metadata` when the route has a resource.
+ * Without a verdict (a failure before the pipeline ran): one Bearer challenge.
+ */
+export function renderFor(err: GuardError, realm: string, verdict: Pick<Verdict, 'route' | 'scheme'> | undefined): RenderedError {
+  const route = verdict?.route;
   const metadata = route?.resourceMetadataUrl;
-  return renderError(err, { realm, ...(metadata !== undefined && { challengeParams: { resource_metadata: metadata } }) });
+  return renderError(err, {
+    realm,
+    ...(metadata !== undefined && { challengeParams: { resource_metadata: metadata } }),
+    ...(route !== undefined && { methods: route.methods, advertiseMethods: route.advertiseMethods, dpopAlgorithms: route.dpopAlgorithms, scheme: verdict?.scheme }),
+  });
 }
 
 export function sendRendered(res: ServerResponse | Http2ServerResponse, rendered: RenderedError, requestId: string): void {
@@ -45,5 +55,7 @@ export function sendGrpcRefusal(res: Http2ServerResponse, err: GuardError, rende
   if (challenge !== undefined) headers['www-authenticate'] = challenge;
   const retryAfter = rendered.headers['retry-after'];
   if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
+  const nonce = rendered.headers['dpop-nonce'];
+  if (nonce !== undefined) headers['dpop-nonce'] = nonce;
   res.stream.respond(headers, { endStream: true });
 }

@@ -48,7 +48,7 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
       verdict = await runtime.pipeline.evaluate({ ...facts, body: { ...facts.body, form: false } }, NO_FORM);
       const { decision, route } = verdict;
       if (!decision.allow || deps.draining()) {
-        const rendered = decision.allow ? { status: 503, headers: { 'content-type': 'text/plain' }, body: 'shutting down\n' } : renderFor(decision.error, runtime.realm, route);
+        const rendered = decision.allow ? { status: 503, headers: { 'content-type': 'text/plain' }, body: 'shutting down\n' } : renderFor(decision.error, runtime.realm, verdict);
         if (decision.allow) failure = new GuardError('server_busy', { detail: 'draining' });
         status = rendered.status;
         socket.end(rawResponse(rendered, { 'x-request-id': requestId }));

@@ -15,6 +15,7 @@ import type { Introspect } from '../introspection/client.ts';
 import { tokenInfoFromAnswer, type TokenInfo } from '../introspection/token-info.ts';
 import { GuardError } from '../oauth/errors.ts';
 import { cacheLifetimeMs } from '../pipeline/introspect.ts';
+import type { ReplayStore } from '../proof/replay-store.ts';
 
 export const MIN_SECRET_BYTES = 32;
 
@@ -222,34 +223,6 @@ export function withSharedTier(introspect: Introspect, tier: SharedTier, rules: 
   };
 }
 
-/** Structurally the DPoP replay interface of src/proof/replay-store.ts. */
-export interface ReplayStore {
-  /** True the first time a jti is seen before its expiry, false on a replay. */
-  remember(jti: string, expiresAtSeconds: number): Promise<boolean>;
-}
-
-/** Per-replica replay store: bounded; when full of unexpired jtis it refuses (503) rather than forgets. */
-export class MemoryReplayStore implements ReplayStore {
-  private readonly seen = new Map<string, number>();
-  private readonly maxEntries: number;
-  private readonly now: () => number;
-  constructor(options: { maxEntries?: number; now?: () => number } = {}) {
-    this.maxEntries = options.maxEntries ?? 100_000;
-    this.now = options.now ?? Date.now;
-  }
-  remember(jti: string, expiresAtSeconds: number): Promise<boolean> {
-    const t = this.now();
-    const until = this.seen.get(jti);
-    if (until !== undefined && until > t) return Promise.resolve(false);
-    if (this.seen.size >= this.maxEntries) {
-      for (const [key, expiry] of this.seen) if (expiry <= t) this.seen.delete(key);
-      if (this.seen.size >= this.maxEntries) return Promise.reject(new GuardError('shared_state_unavailable', { retryAfterSeconds: 1, detail: 'local replay store full' }));
-    }
-    this.seen.set(jti, expiresAtSeconds * 1000);
-    return Promise.resolve(true);
-  }
-}
-
 /**
  * DPoP jti replay store on the shared store: one atomic `SET key 1 NX PX ttl`. Store down:
  * `fail-closed` throws `shared_state_unavailable` (503, Retry-After); `local` uses a per-replica
@@ -261,11 +234,12 @@ export class RedisReplayStore implements ReplayStore {
   private readonly fallback: ReplayStore;
   private readonly now: () => number;
   private readonly onFallback: (() => void) | undefined;
-  constructor(store: SharedStore, options: { onUnavailable: 'fail-closed' | 'local'; fallback?: ReplayStore; now?: () => number; onFallback?: () => void }) {
+  /** `fallback`: this replica's own store, used under `onUnavailable: local` while the shared one is down. */
+  constructor(store: SharedStore, options: { onUnavailable: 'fail-closed' | 'local'; fallback: ReplayStore; now?: () => number; onFallback?: () => void }) {
     this.store = store;
     this.onUnavailable = options.onUnavailable;
     this.now = options.now ?? Date.now;
-    this.fallback = options.fallback ?? new MemoryReplayStore({ now: this.now });
+    this.fallback = options.fallback;
     this.onFallback = options.onFallback;
   }
   async remember(jti: string, expiresAtSeconds: number): Promise<boolean> {

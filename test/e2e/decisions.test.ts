@@ -74,14 +74,17 @@ describe.each(['1.1', '2'] as const)('over HTTP/%s', (http) => {
     it('no Authorization header: 401 with a bare Bearer challenge (RFC 6750 §3.1)', async () => {
       const r = await curl(d.pki, url('/x'), { cert: d.pki.files.client1 });
       expect(r.status).toBe(401);
-      expect(r.headers['www-authenticate']).toBe('Bearer realm="cnfguard"');
+      expect(r.headers['www-authenticate']).toBe('Bearer realm="cnfguard", supported_cnf_methods="mtls"');
       expect(r.json()).not.toHaveProperty('error');
     });
 
-    it('another scheme counts as no credentials: 401 without an error code', async () => {
-      const r = await curl(d.pki, url('/x'), { headers: ['Authorization: Basic YTpi'] });
+    it.each([
+      ['Basic', 'Authorization: Basic YTpi'],
+      ['DPoP on a route without dpop', 'Authorization: DPoP abc'],
+    ])('another scheme counts as no credentials (%s): 401 without an error code', async (_name, header) => {
+      const r = await curl(d.pki, url('/x'), { headers: [header] });
       expect(r.status).toBe(401);
-      expect(r.headers['www-authenticate']).toBe('Bearer realm="cnfguard"');
+      expect(r.headers['www-authenticate']).toBe('Bearer realm="cnfguard", supported_cnf_methods="mtls"');
     });
 
     it.each([

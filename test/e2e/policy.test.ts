@@ -111,7 +111,7 @@ describe('audience and scope', () => {
     const r = await curl(d.pki, at(gateway, '/admin/users'), { cert: d.pki.files.client1, token: bound });
     expect(r.status).toBe(403);
     expect(r.headers['www-authenticate']).toBe(
-      `Bearer realm="cnfguard", error="insufficient_scope", error_description="the access token lacks a required scope", scope="admin", resource_metadata="https://rs.cnfguard.test/.well-known/oauth-protected-resource/admin"`,
+      `Bearer realm="cnfguard", error="insufficient_scope", error_description="the access token lacks a required scope", scope="admin", resource_metadata="https://rs.cnfguard.test/.well-known/oauth-protected-resource/admin", supported_cnf_methods="mtls"`,
     );
   });
 });
@@ -133,15 +133,15 @@ describe('RFC 9728 discovery', () => {
 
   it('every challenge points at the metadata, including the bare one', async () => {
     const bare = await curl(d.pki, at(gateway, '/x'));
-    expect(bare.headers['www-authenticate']).toBe('Bearer realm="cnfguard", resource_metadata="https://rs.cnfguard.test/.well-known/oauth-protected-resource"');
+    expect(bare.headers['www-authenticate']).toBe('Bearer realm="cnfguard", resource_metadata="https://rs.cnfguard.test/.well-known/oauth-protected-resource", supported_cnf_methods="mtls"');
     const stolen = await curl(d.pki, at(gateway, '/x'), { cert: d.pki.files.client2, token: bound });
-    expect(stolen.headers['www-authenticate']).toMatch(/error="invalid_token", .*resource_metadata="https:\/\/rs\.cnfguard\.test\/\.well-known\/oauth-protected-resource"$/);
+    expect(stolen.headers['www-authenticate']).toMatch(/error="invalid_token", .*resource_metadata="https:\/\/rs\.cnfguard\.test\/\.well-known\/oauth-protected-resource", supported_cnf_methods="mtls"$/);
   });
 
   it('without a configured resource there is no metadata and no resource_metadata parameter', async () => {
     const r = await curl(d.pki, at(lenient, '/.well-known/oauth-protected-resource'));
     expect(r.status).toBe(401);
-    expect(r.headers['www-authenticate']).toBe('Bearer realm="cnfguard"');
+    expect(r.headers['www-authenticate']).toBe('Bearer realm="cnfguard", supported_cnf_methods="mtls"');
   });
 });
 

@@ -7,9 +7,12 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuardError } from '../../src/oauth/errors.ts';
+import { createMemoryReplayStore } from '../../src/proof/replay-store.ts';
 import { RedisReplayStore, SharedStore } from '../../src/state/shared-store.ts';
 import { findRedisServer, startRedis, type RedisServer } from '../fixtures/redis.ts';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
+
+const localReplayStore = () => createMemoryReplayStore({ maxEntries: 1000 });
 
 const available = findRedisServer() !== undefined;
 if (!available) console.warn('redis-server not found: shared-state tests skipped (scripts/install-test-deps.sh installs it)');
@@ -96,9 +99,9 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
   });
 
   it('replay: a jti accepted once is refused from another replica instance', async () => {
-    const a = new RedisReplayStore(storeFor(redis.url), { onUnavailable: 'fail-closed' });
+    const a = new RedisReplayStore(storeFor(redis.url), { onUnavailable: 'fail-closed', fallback: localReplayStore() });
     const bStore = storeFor(redis.url);
-    const b = new RedisReplayStore(bStore, { onUnavailable: 'fail-closed' });
+    const b = new RedisReplayStore(bStore, { onUnavailable: 'fail-closed', fallback: localReplayStore() });
     await waitFor(() => bStore.up);
     const jti = randomBytes(16).toString('base64url');
     const exp = Math.floor(Date.now() / 1000) + 60;
@@ -110,10 +113,10 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
 
   it('store frozen, then killed: requests still pass via the AS within the deadline; fail-closed vs local; back: used again', async () => {
     const guard = guards[1] as Guard;
-    const failClosed = new RedisReplayStore(storeFor(redis.url), { onUnavailable: 'fail-closed' });
+    const failClosed = new RedisReplayStore(storeFor(redis.url), { onUnavailable: 'fail-closed', fallback: localReplayStore() });
     let fallbacks = 0;
     const localStore = storeFor(redis.url);
-    const local = new RedisReplayStore(localStore, { onUnavailable: 'local', onFallback: () => fallbacks++ });
+    const local = new RedisReplayStore(localStore, { onUnavailable: 'local', fallback: localReplayStore(), onFallback: () => fallbacks++ });
     await waitFor(() => localStore.up);
     const exp = Math.floor(Date.now() / 1000) + 60;
     const slowest: number[] = [];
@@ -158,7 +161,7 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
     try {
       const store = storeFor(tlsRedis.url, d.pki.certs.ca.cert);
       await waitFor(() => store.up);
-      const replay = new RedisReplayStore(store, { onUnavailable: 'fail-closed' });
+      const replay = new RedisReplayStore(store, { onUnavailable: 'fail-closed', fallback: localReplayStore() });
       expect(await replay.remember('tls-jti', Math.floor(Date.now() / 1000) + 30)).toBe(true);
       expect(await replay.remember('tls-jti', Math.floor(Date.now() / 1000) + 30)).toBe(false);
       store.close();

@@ -13,7 +13,7 @@ const route = compileRoutes(
   configSchema.parse({ tls: { cert: '/x', key: '/y' }, introspection: { url: 'https://as/i', clientId: 'a', clientSecret: 'b' }, upstream: 'http://127.0.0.1:1' }),
 ).fallback;
 const identity = { subject: 'alice', clientId: 'app', scope: 'read', certificate: undefined, claims: {} };
-const verdictOf = (decision: Decision): Verdict => ({ route, decision, target: '/x', host: 'h', body: { kind: 'as-received' }, closeConnection: false });
+const verdictOf = (decision: Decision): Verdict => ({ route, decision, target: '/x', host: 'h', body: { kind: 'as-received' }, closeConnection: false, scheme: 'bearer' });
 const allowed = verdictOf({ allow: true, reason: 'bound', identity });
 
 describe('outcomeOf', () => {

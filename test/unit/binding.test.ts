@@ -140,7 +140,7 @@ describe('checkBinding', () => {
 
   describe('with a second confirmation method', () => {
     function jktVerifier(result: MemberCheck): ConfirmationVerifier {
-      return { member: 'jkt', verify: () => result };
+      return { member: 'jkt', method: 'dpop', verify: () => result };
     }
 
     it.each<[string, Record<string, unknown>, ClientCertificate | undefined, MemberCheck, BindingOutcome['kind'], string | undefined]>([

@@ -111,7 +111,7 @@ describe('binding: the jkt verifier', () => {
   it('needs every member verified; a mismatch outranks a missing proof', () => {
     const cnf = { 'x5t#S256': CERT.thumbprint, jkt: JKT };
     const all = verifiersFor(['mtls', 'dpop']);
-    expect(checkBinding(cnf, { certificate: CERT, dpop: PROOF }, all)).toEqual({ kind: 'bound' });
+    expect(checkBinding(cnf, { certificate: CERT, dpop: PROOF }, all)).toEqual({ kind: 'bound', methods: ['dpop', 'mtls'] });
     expect(checkBinding(cnf, { certificate: undefined, dpop: PROOF }, all)).toMatchObject({ kind: 'failed', reason: 'certificate_missing' });
     expect(checkBinding(cnf, { certificate: CERT }, all)).toMatchObject({ kind: 'failed', reason: 'dpop_proof_missing' });
     expect(checkBinding(cnf, { certificate: undefined, dpop: { jkt: OTHER_JKT } }, all)).toMatchObject({ kind: 'failed', reason: 'dpop_key_mismatch' });

@@ -88,7 +88,7 @@ describe('verifyDpopProof: valid proofs from the dpop client library', () => {
 
   it('refuses RS256 when it is not configured, and accepts it when it is', async () => {
     const proof = await dpop.generateProof(rs256, HTU, 'GET', undefined, TOKEN);
-    expect(refused(await verifyDpopProof(input(proof), deps()))).toMatchObject({ check: 'alg', reason: 'dpop_proof_invalid', status: 401, error: 'invalid_dpop_proof' });
+    expect(refused(await verifyDpopProof(input(proof), deps()))).toMatchObject({ check: 'alg', reason: 'dpop_alg_unsupported', status: 401, error: 'invalid_dpop_proof' });
     expect((await verifyDpopProof(input(proof), deps({ policy: { ...POLICY, algorithms: ['RS256'] } }))).ok).toBe(true);
   });
 
@@ -117,8 +117,8 @@ describe('verifyDpopProof: refusals', () => {
     ['typ at+jwt', async () => joseProof({ typ: 'at+jwt' }), 'typ', 'dpop_proof_invalid'],
     ['no typ', async () => joseProof({ typ: undefined }), 'typ', 'dpop_proof_invalid'],
     ['alg none with an empty signature', async () => `${b64({ alg: 'none', typ: 'dpop+jwt', jwk: joseKey.jwk })}.${b64({ jti: 'a', htm: 'GET', htu: HTU, iat: 1 })}.`, 'compact', 'dpop_proof_invalid'],
-    ['alg none with a signature', async () => `${b64({ alg: 'none', typ: 'dpop+jwt', jwk: joseKey.jwk })}.${b64({ jti: 'a' })}.AAAA`, 'alg', 'dpop_proof_invalid'],
-    ['HS256 with an oct key', async () => joseProof({ alg: 'HS256', jwk: { kty: 'oct', k: b64('secret-secret-secret-secret-1234') } }, {}, new TextEncoder().encode('secret-secret-secret-secret-1234')), 'alg', 'dpop_proof_invalid'],
+    ['alg none with a signature', async () => `${b64({ alg: 'none', typ: 'dpop+jwt', jwk: joseKey.jwk })}.${b64({ jti: 'a' })}.AAAA`, 'alg', 'dpop_alg_unsupported'],
+    ['HS256 with an oct key', async () => joseProof({ alg: 'HS256', jwk: { kty: 'oct', k: b64('secret-secret-secret-secret-1234') } }, {}, new TextEncoder().encode('secret-secret-secret-secret-1234')), 'alg', 'dpop_alg_unsupported'],
     [
       'ES384, not configured',
       async () => {
@@ -126,15 +126,15 @@ describe('verifyDpopProof: refusals', () => {
         return joseProof({ alg: 'ES384', jwk: await exportJWK(p384.publicKey) }, {}, p384.privateKey);
       },
       'alg',
-      'dpop_proof_invalid',
+      'dpop_alg_unsupported',
     ],
-    ['ES256 with a P-384 jwk', async () => joseProof({ jwk: await exportJWK((await generateKeyPair('ES384', { extractable: true })).publicKey) }), 'jwk', 'dpop_proof_invalid'],
-    ['no jwk', async () => joseProof({ jwk: undefined }), 'jwk', 'dpop_proof_invalid'],
-    ['a kid instead of a jwk', async () => joseProof({ jwk: undefined, kid: 'k1' }), 'jwk', 'dpop_proof_invalid'],
-    ['a private jwk (d)', async () => joseProof({ jwk: await exportJWK(joseKey.privateKey) }), 'jwk', 'dpop_proof_invalid'],
-    ['an oct jwk under ES256', async () => joseProof({ jwk: { kty: 'oct', k: 'AAAA' } }), 'jwk', 'dpop_proof_invalid'],
-    ['an RSA jwk under ES256', async () => joseProof({ jwk: await exportJWK(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey) }), 'jwk', 'dpop_proof_invalid'],
-    ['signed by another key than its jwk', async () => joseProof({ jwk: otherJwk }), 'signature', 'dpop_proof_invalid'],
+    ['ES256 with a P-384 jwk', async () => joseProof({ jwk: await exportJWK((await generateKeyPair('ES384', { extractable: true })).publicKey) }), 'jwk', 'dpop_key_invalid'],
+    ['no jwk', async () => joseProof({ jwk: undefined }), 'jwk', 'dpop_key_invalid'],
+    ['a kid instead of a jwk', async () => joseProof({ jwk: undefined, kid: 'k1' }), 'jwk', 'dpop_key_invalid'],
+    ['a private jwk (d)', async () => joseProof({ jwk: await exportJWK(joseKey.privateKey) }), 'jwk', 'dpop_key_invalid'],
+    ['an oct jwk under ES256', async () => joseProof({ jwk: { kty: 'oct', k: 'AAAA' } }), 'jwk', 'dpop_key_invalid'],
+    ['an RSA jwk under ES256', async () => joseProof({ jwk: await exportJWK(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey) }), 'jwk', 'dpop_key_invalid'],
+    ['signed by another key than its jwk', async () => joseProof({ jwk: otherJwk }), 'signature', 'dpop_signature_invalid'],
     [
       'a tampered payload',
       async () => {
@@ -142,7 +142,7 @@ describe('verifyDpopProof: refusals', () => {
         return `${h}.${b64({ jti: 'x', htm: 'GET', htu: HTU, iat: Math.floor(now()), ath: accessTokenHash(TOKEN) })}.${s}`;
       },
       'signature',
-      'dpop_proof_invalid',
+      'dpop_signature_invalid',
     ],
     ['a payload that is not JSON', async () => { const [h, , s] = (await joseProof()).split('.'); return `${h}.${b64('not json')}.${s}`; }, 'claims', 'dpop_proof_invalid'],
     ['no jti', async () => joseProof({}, { jti: undefined }), 'claims', 'dpop_proof_invalid'],

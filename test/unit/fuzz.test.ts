@@ -20,7 +20,7 @@ import { ConfigError, interpolate, loadConfigObject, parseConfigText, type Confi
 import { InvalidIntrospectionAnswer, tokenInfoFromAnswer } from '../../src/introspection/token-info.ts';
 import { GuardError, REASONS } from '../../src/oauth/errors.ts';
 import { createCertificateSource, type ClientCertificate, type TrustedProxy } from '../../src/pipeline/client-cert.ts';
-import { bearerTokenFrom } from '../../src/pipeline/token.ts';
+import { credentialsFrom } from '../../src/pipeline/token.ts';
 import { thumbprintS256 } from '../../src/tls/certificates.ts';
 import { createSelfSignedClientCertificate, generateDevCertificates } from '../../src/tls/dev-certs.ts';
 import { FORWARDED_CERTIFICATE_FORMATS, type ForwardedCertificateFormat } from '../../src/tls/forwarded-certificate.ts';
@@ -37,8 +37,8 @@ const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
 // ---------------------------------------------------------------------------------------------
 // (a) Authorization header
 
-describe('fuzz: Authorization header (bearerTokenFrom)', () => {
-  const scheme = fc.constantFrom('Bearer', 'bearer', 'BEARER', 'bEaReR', 'Bearer ', 'Bearer  ', 'Bearer\t', 'Basic', 'DPoP', 'Negotiate', 'Bear', 'Bearerx', '', ' ', '\t', ',Bearer', '"Bearer');
+describe('fuzz: Authorization header (credentialsFrom)', () => {
+  const scheme = fc.constantFrom('Bearer', 'bearer', 'BEARER', 'bEaReR', 'Bearer ', 'Bearer  ', 'Bearer\t', 'Basic', 'DPoP', 'DPoP ', 'dpop  ', 'Negotiate', 'Bear', 'Bearerx', '', ' ', '\t', ',Bearer', '"Bearer');
   const tokenish = fc.array(fc.oneof({ weight: 8, arbitrary: fc.constantFrom(...B64TOKEN_CHARS) }, { weight: 1, arbitrary: fc.constantFrom(...HOSTILE) }), { maxLength: 40 }).map((parts) => parts.join(''));
   const built = fc
     .tuple(fc.constantFrom('', ' ', '\t', ' \t'), scheme, fc.constantFrom('', ' ', '  ', '\t', ...HOSTILE), tokenish, fc.constantFrom('', ' ', '\t', ...HOSTILE))
@@ -51,7 +51,7 @@ describe('fuzz: Authorization header (bearerTokenFrom)', () => {
       fc.property(header, (authorization) => {
         let token: string;
         try {
-          token = bearerTokenFrom(authorization);
+          ({ token } = credentialsFrom(authorization));
         } catch (err) {
           expect(err).toBeInstanceOf(GuardError);
           expect([400, 401]).toContain((err as GuardError).status);
@@ -66,7 +66,7 @@ describe('fuzz: Authorization header (bearerTokenFrom)', () => {
         // (The token is cut from the end: `bEaReR E` holds the token `E` inside its scheme too.)
         const value = authorization?.[0] ?? '';
         const end = value.lastIndexOf(token);
-        expect(value.slice(0, end) + value.slice(end + token.length)).toMatch(/^[ \t]*bearer +[ \t]*$/i);
+        expect(value.slice(0, end) + value.slice(end + token.length)).toMatch(/^[ \t]*(bearer|dpop) +[ \t]*$/i);
       }),
       { numRuns: RUNS * 2 },
     );

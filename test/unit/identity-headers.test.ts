@@ -13,6 +13,7 @@ const NAMES: IdentityHeaderNames = {
   certThumbprint: 'x-auth-cert-thumbprint',
   clientCert: 'x-forwarded-client-cert',
   binding: 'x-auth-binding',
+  dpopThumbprint: 'x-auth-dpop-jkt',
 };
 
 const DIGEST = createHash('sha256').update('client1').digest();

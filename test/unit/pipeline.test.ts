@@ -7,6 +7,7 @@ import type { LookupContext, TokenIntrospector } from '../../src/pipeline/intros
 import { createPipeline, type FormRead, type RequestFacts } from '../../src/pipeline/pipeline.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';
 import { createTokenValidator } from '../../src/validation/validator.ts';
+import { createMemoryReplayStore } from '../../src/proof/replay-store.ts';
 
 const settings = configSchema.parse({
   tls: { cert: '/x.crt', key: '/x.key' },
@@ -15,6 +16,8 @@ const settings = configSchema.parse({
   binding: 'off',
   routes: [{ pathPrefix: '/small', maxBodyBytes: 10 }, { host: 'admin.example', scopes: ['admin'] }],
 });
+
+const DPOP = { policy: settings.dpop, replayStore: createMemoryReplayStore({ maxEntries: 1000 }), now: () => Date.now() / 1000 };
 
 function harness(answer: Record<string, unknown> = { active: true, client_id: 'app', scope: 'read' }) {
   const calls: { token: string; context: LookupContext | undefined }[] = [];
@@ -28,11 +31,11 @@ function harness(answer: Record<string, unknown> = { active: true, client_id: 'a
     negativeSize: 0,
     clear() {},
   };
-  const pipeline = createPipeline({ routes: compileRoutes(settings), validator: createTokenValidator({ introspector, cache: { maxEntries: 0, maxTtlSeconds: 0 }, now: Date.now }), now: () => Date.now(), limits: { urlBytes: 100, headerCount: 10, formBodyBytes: 50 } });
+  const pipeline = createPipeline({ routes: compileRoutes(settings), validator: createTokenValidator({ introspector, cache: { maxEntries: 0, maxTtlSeconds: 0 }, now: Date.now }), dpop: DPOP, now: () => Date.now(), limits: { urlBytes: 100, headerCount: 10, formBodyBytes: 50 } });
   let form: FormRead = { kind: 'read', bytes: Buffer.from('a=1') };
   const evaluate = (overrides: Partial<RequestFacts> = {}, body: Partial<RequestFacts['body']> = {}) =>
     pipeline.evaluate(
-      { method: 'POST', target: '/x', hostLines: ['api.example'], headerCount: 3, authorization: ['Bearer tok'], peer: '192.0.2.1', certificate: undefined, certificateError: undefined, ...overrides, body: { declaredLength: undefined, chunked: false, form: false, ...body } },
+      { method: 'POST', target: '/x', hostLines: ['api.example'], headerCount: 3, authorization: ['Bearer tok'], dpop: undefined, peer: '192.0.2.1', certificate: undefined, certificateError: undefined, ...overrides, body: { declaredLength: undefined, chunked: false, form: false, ...body } },
       (limit) => {
         formReads.push(limit);
         return Promise.resolve(form);

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GuardError, type ReasonId } from '../../src/oauth/errors.ts';
-import { bearerTokenFrom, formCarriesToken, isFormContentType, queryCarriesToken } from '../../src/pipeline/token.ts';
+import { credentialsFrom, formCarriesToken, isFormContentType, queryCarriesToken } from '../../src/pipeline/token.ts';
 
 /** RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
@@ -9,14 +9,14 @@ const B64TOKEN_CHARS = [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 
 function reasonOf(authorization: readonly string[] | undefined): ReasonId | 'no error' | 'not a GuardError' {
   try {
-    bearerTokenFrom(authorization);
+    credentialsFrom(authorization);
     return 'no error';
   } catch (err) {
     return err instanceof GuardError ? err.reason : 'not a GuardError';
   }
 }
 
-describe('bearerTokenFrom', () => {
+describe('credentialsFrom', () => {
   it.each<[string, string[], string]>([
     ['a plain token', ['Bearer abc'], 'abc'],
     ['lower-case scheme', ['bearer abc'], 'abc'],
@@ -29,14 +29,27 @@ describe('bearerTokenFrom', () => {
     ['surrounding optional whitespace (OWS)', [' \tBearer abc \t'], 'abc'],
     ['a JWT-shaped token', ['Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln'], 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln'],
   ])('accepts %s', (_name, header, token) => {
-    expect(bearerTokenFrom(header)).toBe(token);
+    expect(credentialsFrom(header)).toEqual({ scheme: 'bearer', token });
+  });
+
+  it.each<[string, string[], string]>([
+    ['DPoP', ['DPoP abc'], 'abc'],
+    ['lower-case dpop', ['dpop abc='], 'abc='],
+    ['upper-case DPOP, spaces', ['DPOP   a.b.c'], 'a.b.c'],
+  ])('accepts the DPoP scheme (RFC 9449 §7.1): %s', (_name, header, token) => {
+    expect(credentialsFrom(header)).toEqual({ scheme: 'dpop', token });
+  });
+
+  it('one Bearer and one DPoP line are ambiguous: 400', () => {
+    expect(reasonOf(['Bearer abc', 'DPoP abc'])).toBe('authorization_duplicated');
+    expect(reasonOf(['DPoP', 'DPoP abc'])).toBe('authorization_duplicated');
+    expect(reasonOf(['DPoP'])).toBe('authorization_malformed');
   });
 
   it.each<[string, string[] | undefined, ReasonId]>([
     ['no header', undefined, 'credentials_missing'],
     ['an empty list of values', [], 'credentials_missing'],
     ['Basic credentials', ['Basic dXNlcjpwYXNz'], 'credentials_missing'],
-    ['DPoP credentials', ['DPoP abc'], 'credentials_missing'],
     ['another scheme, no credentials', ['Negotiate'], 'credentials_missing'],
     ['an empty value', [''], 'authorization_malformed'],
     ['only whitespace', ['   '], 'authorization_malformed'],
@@ -66,7 +79,7 @@ describe('bearerTokenFrom', () => {
   it('gives missing credentials no OAuth error code, and malformed ones invalid_request (RFC 6750 §3.1)', () => {
     const errorOf = (header: string[] | undefined): GuardError => {
       try {
-        bearerTokenFrom(header);
+        credentialsFrom(header);
       } catch (err) {
         if (err instanceof GuardError) return err;
       }
@@ -82,7 +95,7 @@ describe('bearerTokenFrom', () => {
     const secret = 'SuperSecretToken123';
     for (const header of [[`Bearer ${secret} x`], [`Bearer ${secret}`, `Bearer ${secret}`], [`Basic ${secret}`]]) {
       try {
-        bearerTokenFrom(header);
+        credentialsFrom(header);
         expect.unreachable();
       } catch (err) {
         expect(err).toBeInstanceOf(GuardError);
@@ -104,13 +117,13 @@ describe('bearerTokenFrom', () => {
         fc.property(fc.option(fc.array(header, { maxLength: 3 }), { nil: undefined }), (values) => {
           let token: string;
           try {
-            token = bearerTokenFrom(values);
+            ({ token } = credentialsFrom(values));
           } catch (err) {
             expect(err).toBeInstanceOf(GuardError);
             return;
           }
           expect(token).toMatch(B64TOKEN);
-          // A token is only ever taken from a single Bearer header that contains it verbatim.
+          // A token is only ever taken from a single Bearer or DPoP header that contains it verbatim.
           expect(values).toHaveLength(1);
           expect(values?.[0]).toContain(token);
         }),
@@ -125,7 +138,7 @@ describe('bearerTokenFrom', () => {
       const scheme = fc.array(fc.boolean(), { minLength: 6, maxLength: 6 }).map((upper) => [...'bearer'].map((c, i) => (upper[i] ? c.toUpperCase() : c)).join(''));
       fc.assert(
         fc.property(scheme, fc.integer({ min: 1, max: 4 }), b64token, (s, spaces, token) => {
-          expect(bearerTokenFrom([`${s}${' '.repeat(spaces)}${token}`])).toBe(token);
+          expect(credentialsFrom([`${s}${' '.repeat(spaces)}${token}`]).token).toBe(token);
         }),
         { numRuns: 2000 },
       );

@@ -9,6 +9,8 @@ import { xfccElement } from '../../src/pipeline/identity-headers.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';
 import { FORWARDING_HEADERS, upstreamHeaders, type UpstreamHeaderInput } from '../../src/pipeline/upstream-headers.ts';
 import { buildRuntime } from '../../src/runtime.ts';
+import { createNonceSource } from '../../src/proof/nonce.ts';
+import { createMemoryReplayStore } from '../../src/proof/replay-store.ts';
 
 function settings(extra: Record<string, unknown> = {}) {
   return configSchema.parse({
@@ -32,6 +34,8 @@ function allow(identity: Partial<Identity> = {}, reason: 'bound' | 'unbound' | '
 
 const stripped = buildRuntime(settings({ trustedProxies: [{ cidrs: ['10.0.0.0/8'], header: 'x-client-cert', format: 'pem-urlencoded' }] }), {
   validator: { validate: () => Promise.reject(new Error('unused')) },
+  replayStore: createMemoryReplayStore({ maxEntries: 1000 }),
+  nonces: createNonceSource({ rotationSeconds: 60, now: () => Date.now() / 1000 }),
   now: Date.now,
 }).stripped;
 
