@@ -5,6 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { generateKeyPair, generateProof } from 'dpop';
+import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuardError } from '../../src/oauth/errors.ts';
 import { createMemoryReplayStore } from '../../src/proof/replay-store.ts';
@@ -52,7 +54,8 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
     secretFile = join(d.pki.dir, 'shared-secret');
     await writeFile(secretFile, secret, { mode: 0o600 });
     const shared = { url: redis.url, secretFile, onUnavailable: 'fail-closed', timeoutMs: TIMEOUT_MS };
-    guards = await Promise.all([0, 1, 2].map(() => startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { sharedState: shared }))));
+    // DPoP beside mTLS, with nonces: both the replay store and the nonce key are shared.
+    guards = await Promise.all([0, 1, 2].map(() => startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { sharedState: shared, methods: ['mtls', 'dpop'], dpop: { nonce: true } }))));
     await waitFor(async () => (await Promise.all(guards.map((g) => metric(g, /^cnfguard_shared_state_up /)))).every((v) => v === 1));
   });
   afterAll(async () => {
@@ -109,6 +112,32 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
     expect(await b.remember(jti, exp)).toBe(false);
     expect(await a.remember(jti, exp)).toBe(false);
     bStore.close();
+  });
+
+  it('DPoP: a nonce from replica A works at B, and a proof B accepted is refused byte for byte at C', async () => {
+    const key = await generateKeyPair('ES256');
+    const token = await d.as.issueToken({ clientId: 'plain-app', caCert: d.pki.certs.ca.cert, dpopProof: (htu, htm) => generateProof(key, htu, htm) });
+    const agent = new Agent({ connect: { ca: d.pki.certs.ca.cert } });
+    const [a, b, c] = guards as [Guard, Guard, Guard];
+    // Replicas behind one name: the client signs the URI it calls, the same for all of them.
+    const htu = 'https://127.0.0.1/replicated';
+    const send = async (guard: Guard, proof: string) => {
+      const res = await request(`${guard.started.url}/replicated`, { headers: { authorization: `DPoP ${token}`, dpop: proof, host: '127.0.0.1' }, dispatcher: agent });
+      await res.body.dump();
+      return res;
+    };
+    try {
+      const first = await send(a, await generateProof(key, htu, 'GET', undefined, token));
+      expect(first.statusCode).toBe(401);
+      const nonce = first.headers['dpop-nonce'] as string;
+      const proof = await generateProof(key, htu, 'GET', nonce, token);
+      expect((await send(b, proof)).statusCode).toBe(200);
+      const replayed = await send(c, proof);
+      expect(replayed.statusCode).toBe(401);
+      expect(String(replayed.headers['www-authenticate'])).toContain('DPoP error="invalid_dpop_proof"');
+    } finally {
+      await agent.close();
+    }
   });
 
   it('store frozen, then killed: requests still pass via the AS within the deadline; fail-closed vs local; back: used again', async () => {
