@@ -6,7 +6,7 @@
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import * as dpop from 'dpop';
 import fc from 'fast-check';
-import { CompactSign, exportJWK, generateKeyPair, type JWK } from 'jose';
+import { calculateJwkThumbprint, CompactSign, exportJWK, generateKeyPair, type JWK } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { REASONS } from '../../src/oauth/errors.ts';
 import { createNonceSource } from '../../src/proof/nonce.ts';
@@ -15,6 +15,7 @@ import {
   algorithmAccepted,
   checkDpopPolicy,
   expectedHtu,
+  jwkThumbprint,
   MAX_PROOF_BYTES,
   normalizeHtu,
   verifyDpopProof,
@@ -271,6 +272,25 @@ describe('verifyDpopProof: nonces', () => {
 
   it('checks no nonce when nonces are off', async () => {
     expect((await verifyDpopProof(input(await joseProof({}, { nonce: 'anything' })), deps())).ok).toBe(true);
+  });
+});
+
+describe('jwkThumbprint (RFC 7638)', () => {
+  it.each(['ES256', 'ES384', 'PS256', 'EdDSA'] as const)('equals jose for a %s key, extra members ignored', async (alg) => {
+    const jwk = await exportJWK((await generateKeyPair(alg, { extractable: true })).publicKey);
+    expect(jwkThumbprint({ ...jwk, use: 'sig', alg })).toBe(await calculateJwkThumbprint(jwk, 'sha256'));
+  });
+
+  it('the RFC 7638 §3.1 example', () => {
+    const n =
+      '0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw';
+    expect(jwkThumbprint({ kty: 'RSA', n, e: 'AQAB', alg: 'RS256', kid: '2011-04-29' })).toBe('NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs');
+  });
+
+  it('undefined when a required member is missing or not a string', () => {
+    expect(jwkThumbprint({ kty: 'EC', crv: 'P-256', x: 'AAAA' })).toBeUndefined();
+    expect(jwkThumbprint({ kty: 'OKP', crv: 'Ed25519', x: 1 })).toBeUndefined();
+    expect(jwkThumbprint({ kty: 'oct', k: 'AAAA' })).toBeUndefined();
   });
 });
 
