@@ -5,7 +5,7 @@
 // and its load are printed, figures are medians of ROUNDS rounds.
 //
 //   node bench/dpop.ts            N requests per round (default 2000), ROUNDS (default 5)
-import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
+import { createPublicKey, verify as cryptoVerify, type JsonWebKey } from 'node:crypto';
 import { generateKeyPair, generateProof } from 'dpop';
 import { Agent, request } from 'undici';
 import { startAuthorizationServer } from '../demo/authorization-server.ts';
@@ -85,7 +85,7 @@ const M = 3000;
 const proofs = await Promise.all(Array.from({ length: M }, () => generateProof(key, HTU, 'GET', undefined, TOKEN)));
 const store = createMemoryReplayStore({ maxEntries: 10 * M * ROUNDS });
 const deps = { policy: { algorithms: ['ES256'], proofMaxAgeSeconds: 300, clockSkewSeconds: 5 }, replayStore: store, now: () => Date.now() / 1000 };
-const publicKey = createPublicKey({ key: (await crypto.subtle.exportKey('jwk', key.publicKey)) as import('node:crypto').JsonWebKey, format: 'jwk' });
+const publicKey = createPublicKey({ key: (await crypto.subtle.exportKey('jwk', key.publicKey)) as JsonWebKey, format: 'jwk' });
 const checkRates: number[] = [];
 const bareRates: number[] = [];
 for (let round = 0; round < ROUNDS; round++) {

@@ -280,7 +280,7 @@ async function verify(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult
   if (key === undefined) return fail('jwk', 'jwk is not a public key');
   const signature = SIGNATURE[alg];
   const dot = proof.lastIndexOf('.');
-  let valid = false;
+  let valid: boolean;
   try {
     valid = signature !== undefined && verifySignature(signature.hash, Buffer.from(proof.slice(0, dot), 'ascii'), { key, ...signature }, Buffer.from(proof.slice(dot + 1), 'base64url'));
   } catch {
