@@ -22,6 +22,8 @@ export interface DecisionInput {
   scheme?: 'bearer' | 'dpop';
   /** With the `dpop` scheme: the proof verifyDpopProof accepted (its key's thumbprint). */
   proof?: { readonly jkt: string } | undefined;
+  /** With the `dpop` scheme under `report-only`: why the proof was refused (reported, not enforced). */
+  proofFailure?: GuardError | undefined;
 }
 
 export interface Identity {
@@ -76,7 +78,9 @@ export function decide(input: DecisionInput): Decision {
   // The DPoP scheme where DPoP is not accepted: as if no credentials came (the challenges say which schemes are).
   if (!schemeAccepted(policy, scheme)) return deny('credentials_missing', 'DPoP scheme on a route without dpop');
   // The pipeline verifies the proof before deciding; a DPoP request without one never gets further.
-  if (scheme === 'dpop' && input.proof === undefined) return deny('dpop_proof_missing');
+  if (scheme === 'dpop' && input.proof === undefined && (policy.binding !== 'report-only' || input.proofFailure === undefined)) {
+    return input.proofFailure === undefined ? deny('dpop_proof_missing') : { allow: false, error: input.proofFailure };
+  }
   if (!token.active) return deny('token_inactive');
   if (token.exp !== undefined && token.exp <= now) return deny('token_expired');
   if (token.nbf !== undefined && token.nbf > now) return deny('token_not_yet_valid');
@@ -111,11 +115,12 @@ export function decide(input: DecisionInput): Decision {
     } else if (outcome.kind === 'unbound' && policy.binding !== 'optional') {
       failure = bindingError('token_unbound', policy, 'token has no cnf');
     }
+    // A refused proof is what report-only reports, before the missing jkt proof it causes.
+    failure = input.proofFailure ?? failure;
     if (failure === undefined) {
       reason = outcome.kind === 'bound' ? 'bound' : 'unbound';
       if (outcome.kind === 'bound') verifiedBy = outcome.methods;
-    }
-    else if (policy.binding === 'report-only') {
+    } else if (policy.binding === 'report-only') {
       reason = 'report_only';
       wouldDeny = failure;
     } else return { allow: false, error: failure };

@@ -159,17 +159,22 @@ export function createPipeline({ routes, validator, dpop, now, limits }: Pipelin
       if (!schemeAccepted(route, scheme)) throw new GuardError('credentials_missing', { detail: 'DPoP scheme on a route without dpop' });
       // The proof first: a request it refuses costs no AS call (and a nonce round trip none either).
       let proof: { jkt: string } | undefined;
+      let proofFailure: GuardError | undefined;
       let dpopNonce: string | undefined;
       if (scheme === 'dpop') {
         const checked = await verifyDpopProof({ headerLines: facts.dpop, method: facts.method, htu: expectedHtu(route.publicOrigin, host, shape.target.received), accessToken: token }, dpop);
-        if (!checked.ok) throw checked.error;
-        proof = { jkt: checked.jkt };
-        dpopNonce = checked.nonce;
+        // Under report-only a refused proof is a binding failure like any other: decided (and
+        // forwarded, counted) after validation. A store that cannot answer is never reported away.
+        if (!checked.ok && (route.binding !== 'report-only' || checked.error.status >= 500)) throw checked.error;
+        if (checked.ok) {
+          proof = { jkt: checked.jkt };
+          dpopNonce = checked.nonce;
+        } else proofFailure = checked.error;
       }
       // A verified certificate is charged its own introspection budget, the rest their address's.
       const certificate = facts.certificate?.trusted === true ? facts.certificate.thumbprint : undefined;
       const { info, source } = await validator.validate(token, route, { peer: facts.peer, certificate });
-      const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000, scheme, proof });
+      const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000, scheme, proof, proofFailure });
       const verdict = (body: BodyPlan): Verdict => ({ route, target, host, decision, body, closeConnection: false, source, scheme, ...(dpopNonce !== undefined && { dpopNonce }) });
       if (!decision.allow || !body.form) return verdict(decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' });
       const form = await readForm(Math.min(limits.formBodyBytes, route.maxBodyBytes));

@@ -101,6 +101,7 @@ beforeAll(async () => {
     { pathPrefix: '/dpop', methods: ['dpop'] },
     { pathPrefix: '/both', methods: ['mtls', 'dpop'] },
     { pathPrefix: '/origin', methods: ['dpop'], publicOrigin: 'https://api.example' },
+    { pathPrefix: '/trial', methods: ['mtls', 'dpop'], binding: 'report-only' },
   ];
   [guard, nonceGuard, stubGuard, quiet] = await Promise.all([
     startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { routes })),
@@ -233,6 +234,15 @@ describe('DPoP requests (the contract table)', () => {
     const [direct, line] = await withLine(guard, '/origin/x', () => dpopCall(guard.started.url, '/origin/x'));
     expect(direct.status).toBe(401);
     expect(line).toMatchObject({ reason: 'dpop_htu_mismatch' });
+  });
+
+  it('report-only: a refused proof is forwarded and reported as would_deny with its reason; a good one is verified', async () => {
+    const [bad, line] = await withLine(guard, '/trial/x', () => dpopCall(guard.started.url, '/trial/x', { htu: `${guard.started.url}/elsewhere` }));
+    expect(bad.status).toBe(200);
+    expect(line).toMatchObject({ decision: 'would_deny', reason: 'dpop_htu_mismatch' });
+    const [good, verified] = await withLine(guard, '/trial/x', () => dpopCall(guard.started.url, '/trial/x'));
+    expect(good.status).toBe(200);
+    expect(verified).toMatchObject({ decision: 'allow', reason: 'bound', proof: 'dpop' });
   });
 
   it('a proof that is refused costs no AS call (the proof is checked first)', async () => {
