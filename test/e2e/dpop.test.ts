@@ -5,6 +5,7 @@
  * are signed with jose, the way an attacker would.
  */
 import { X509Certificate } from 'node:crypto';
+import http2 from 'node:http2';
 import { calculateJwkThumbprint, exportJWK, SignJWT, type JWK } from 'jose';
 import { generateKeyPair, generateProof, type KeyPair } from 'dpop';
 import { Agent, request } from 'undici';
@@ -257,6 +258,31 @@ describe('DPoP requests (the contract table)', () => {
     const text = await (await fetch(`${guard.started.adminUrl}/metrics`)).text();
     expect(metric(text, 'cnfguard_verified_requests_total', 'route="routes[0]",method="dpop"')).toBeGreaterThan(0);
     expect(metric(text, 'cnfguard_requests_total', 'decision="deny",reason="dpop_proof_replayed",route="routes[0]"')).toBe(1);
+  });
+});
+
+describe('over HTTP/2', () => {
+  it('the same proof check: valid passes with x-auth-dpop-jkt, a replay is refused', async () => {
+    const session = http2.connect(guard.started.url, { ca: d.pki.certs.ca.cert });
+    const send = (proof: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const stream = session.request({ ':path': '/dpop/h2', authorization: `DPoP ${token}`, dpop: proof });
+        let status = 0;
+        let body = '';
+        stream.on('response', (headers) => (status = Number(headers[':status'])));
+        stream.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        stream.on('end', () => resolve({ status, body }));
+        stream.on('error', reject);
+      });
+    try {
+      const proof = await generateProof(key, `${guard.started.url}/dpop/h2`, 'GET', undefined, token);
+      const first = await send(proof);
+      expect(first.status).toBe(200);
+      expect((JSON.parse(first.body) as { headers: Record<string, string> }).headers['x-auth-dpop-jkt']).toBe(jkt);
+      expect((await send(proof)).status).toBe(401);
+    } finally {
+      session.close();
+    }
   });
 });
 
