@@ -10,6 +10,7 @@ import { splitPemCertificates, thumbprintS256 } from '../../src/tls/certificates
 import type { PemPair } from '../../src/tls/dev-certs.ts';
 import { findNginx } from '../fixtures/nginx.ts';
 import { startAuthNginx } from '../fixtures/nginx-auth.ts';
+import { generateKeyPair, generateProof } from 'dpop';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
 
 const der = (pair: PemPair) => new X509Certificate(splitPemCertificates(pair.cert)[0] as string).raw;
@@ -30,7 +31,7 @@ beforeAll(async () => {
     { cidrs: [`${ENVOY}/32`], header: 'x-forwarded-client-cert', format: 'xfcc' },
     { cidrs: [`${TRAEFIK}/32`], header: 'x-forwarded-tls-client-cert', format: 'base64-der' },
   ];
-  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { trustedProxies, decisionApi: { host: '127.0.0.1', port: 0 } }));
+  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { trustedProxies, decisionApi: { host: '127.0.0.1', port: 0 }, routes: [{ pathPrefix: '/dpop', methods: ['dpop'] }] }));
   nginx = await startAuthNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: guard.started.decisionUrl as string, upstreamUrl: d.upstream.url });
   token1 = await d.tokenFor('client1');
 });
@@ -94,6 +95,19 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
 });
 
 describe('Envoy ext_authz HTTP service (path_prefix /envoy)', () => {
+  it('DPoP: the client\'s proof, passed on by Envoy, is checked for the original URI; a replay is refused', async () => {
+    const key = await generateKeyPair('ES256');
+    const token = await d.as.issueToken({ clientId: 'plain-app', caCert: d.pki.certs.ca.cert, dpopProof: (htu, htm) => generateProof(key, htu, htm) });
+    const proof = await generateProof(key, 'https://api.test/dpop/orders', 'GET', undefined, token);
+    const headers = { host: 'api.test', authorization: `DPoP ${token}`, dpop: proof };
+    const allowed = await ask(ENVOY, 'GET', '/envoy/dpop/orders', headers);
+    expect(allowed.status).toBe(200);
+    expect(allowed.headers['x-auth-dpop-jkt']).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const replayed = await ask(ENVOY, 'GET', '/envoy/dpop/orders', headers);
+    expect(replayed.status).toBe(401);
+    expect(replayed.headers['www-authenticate']).toContain('DPoP error="invalid_dpop_proof"');
+  });
+
   it('allowed: 200 with the identity headers for allowed_upstream_headers', async () => {
     const r = await ask(ENVOY, 'POST', '/envoy/orders/7?x=1', { host: 'api.test', authorization: `Bearer ${token1}`, 'x-forwarded-client-cert': xfcc(d.pki.certs.clients.client1), 'content-length': '0' });
     expect(r.status).toBe(200);
