@@ -44,7 +44,7 @@ const SECRET_EXAMPLE = 'secret-example.yaml';
 /** cert-manager's keys in the Secret it writes. */
 const TLS_SECRET_KEYS = { cert: 'tls.crt', key: 'tls.key', clientCa: 'ca.crt' } as const;
 /** What `cnfguard dev-certs DIR` writes. */
-const DEV_CERT_FILES = ['ca', 'server', 'client1', 'client2'].flatMap((n) => [`${n}.crt`, `${n}.key`]);
+const DEV_CERT_FILES = ['ca', 'tls', 'client1', 'client2'].flatMap((n) => [`${n}.crt`, `${n}.key`]);
 /** Item 3 of issue 5: the drain cnfguard allows in-flight requests when shutdownGraceSeconds is unset. */
 const DEFAULT_SHUTDOWN_GRACE_SECONDS = 20;
 
@@ -1006,7 +1006,7 @@ const MUTATIONS: Mutation[] = [
     b.compose.services!['authorization-server']!.environment = { AS_CERTS_DIR: '/certs', AS_PORT: '9443', AS_TLS_NAMES: 'localhost' };
   }],
   ['tls.cert a file dev-certs does not write', 'compose: the TLS and AS files are what the certs service writes with dev-certs', (b) => {
-    editComposeConfig(b, 'cert: /certs/server.crt', 'cert: /certs/tls.crt');
+    editComposeConfig(b, 'cert: /certs/tls.crt', 'cert: /certs/server.crt');
   }],
   ['certs writing another directory', 'compose: the TLS and AS files are what the certs service writes with dev-certs', (b) => {
     b.compose.services!.certs!.command = ['cnfguard dev-certs /tmp/certs'];
