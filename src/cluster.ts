@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import { createAdminServer } from './admin/server.ts';
+import { createUpstreamCheck } from './admin/upstream-check.ts';
 import { listen } from './listen.ts';
 import type { Metrics } from './admin/metrics.ts';
 import { loadConfigFile, type LoadedConfig } from './config/load.ts';
@@ -96,10 +97,16 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   const readyWorkers = new Set<number>();
   let stopping = false;
   let listenUrl: string | undefined;
+  // The settings in force here: the primary applies the live keys it uses itself (the shutdown
+  // deadline, the log level, the default upstream it checks); each worker reloads, validates and reports on its own.
+  let current = settings;
 
   const admin = createAdminServer(
     { metrics: () => aggregator.clusterMetrics(), contentType: aggregator.contentType },
-    { ready: () => !stopping && readyWorkers.size === count },
+    {
+      ready: () => !stopping && readyWorkers.size === count,
+      upstream: createUpstreamCheck({ upstream: () => current.upstream, ...settings.admin.upstreamCheck }),
+    },
   );
 
   let announced: () => void = () => {};
@@ -143,9 +150,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   }
   logger.info({ listen: listenUrl, admin: `http://${settings.admin.host}:${address.port}`, workers: count }, 'cnfguard cluster started');
 
-  // The settings in force here: the primary applies the live keys it uses itself (the shutdown
-  // deadline, the log level); each worker reloads, validates and reports on its own.
-  let current = settings;
+  // (`current`, the settings in force, is declared above: the admin listener's upstream check reads it.)
   process.on('SIGHUP', () => {
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP');
     if (config.file === undefined) return;
