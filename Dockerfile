@@ -1,15 +1,25 @@
-# syntax=docker/dockerfile:1
-#
 # cnfguard image (the default target, built last):
 #   docker build -t cnfguard .
-#   docker run --read-only -v "$PWD/cnfguard.yaml:/etc/cnfguard/cnfguard.yaml:ro" -v "$PWD/certs:/tls:ro" -p 8443:8443 cnfguard
+#   podman build --format docker -t cnfguard .     # podman/buildah: without --format docker the
+#                                                   # OCI format drops HEALTHCHECK (with a warning)
+#   cnfguard dev-certs --key-mode 0644 ./certs      # keys the image's uid 10001 can read through -v
+#   docker run --read-only -v "$PWD/cnfguard.yaml:/etc/cnfguard/cnfguard.yaml:ro" -v "$PWD/certs:/tls:ro" -p 127.0.0.1:8443:8443 cnfguard
+# (cnfguard.yaml with tls.cert /tls/tls.crt and tls.key /tls/tls.key, the names dev-certs writes.)
+# Keys kept 0600 instead: add `--user "$(id -u):$(id -g)"` to docker run (the image's files are
+# readable by any uid), or `sudo chown -R 10001:10001 certs`.
 # The demo authorization server of deploy/docker-compose.yml (not for production):
 #   docker build --target authorization-server -t cnfguard-authorization-server .
 #
 # No build step: Node 24 runs the TypeScript sources directly (type stripping), so the image holds
 # the sources and the production dependencies only. Everything is owned by root and read-only to
 # the runtime user (10001), and nothing is written at run time: `--read-only` / readOnlyRootFilesystem work.
-ARG NODE_IMAGE=node:24-slim
+#
+# The base image is pinned by digest (the multi-arch index of node:24-slim), so a rebuild gets the
+# same Node and Debian until someone bumps it on purpose. Refresh with
+#   docker buildx imagetools inspect node:24-slim     (the "Digest:" line)
+# and rebuild; override for a one-off with --build-arg NODE_IMAGE=node:24-slim.
+# No `# syntax=` line: BuildKit's built-in frontend reads this file, nothing is fetched for it.
+ARG NODE_IMAGE=node:24-slim@sha256:f752e4821362614eab35016f01dea3af61d2f59d0445381c25683e4331520a7b
 
 # ---- production dependencies (npm ci --omit=dev) ----
 FROM ${NODE_IMAGE} AS deps

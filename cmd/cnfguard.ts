@@ -14,13 +14,15 @@ import { ConfigError, effectiveConfigYaml, loadConfigFile, type LoadedConfig } f
 import { installFatalHandlers } from '../src/fatal.ts';
 import { createLogger } from '../src/log.ts';
 import { splitPemCertificates, thumbprintS256 } from '../src/tls/certificates.ts';
-import { writeDevCertificates } from '../src/tls/dev-certs.ts';
+import { parseKeyMode, writeDevCertificates } from '../src/tls/dev-certs.ts';
 
 const USAGE = `usage:
   cnfguard run --config FILE        run the proxy (or CNFGUARD_CONFIG=FILE cnfguard run)
   cnfguard check --config FILE      validate the config and print it, secrets masked
   cnfguard thumbprint FILE.pem      print the certificate's x5t#S256
-  cnfguard dev-certs DIR            write a dev CA, a localhost server cert and two client certs
+  cnfguard dev-certs DIR [--key-mode 0644]
+                                    write a dev CA (ca.*), a localhost server pair (tls.crt, tls.key)
+                                    and two client pairs; keys 0600 unless --key-mode
 `;
 
 class UsageError extends Error {}
@@ -134,8 +136,15 @@ function thumbprint(args: string[]): number {
 }
 
 async function devCerts(args: string[]): Promise<number> {
-  const dir = onePositional(args, 'a directory');
-  const written = await writeDevCertificates(dir);
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { 'key-mode': { type: 'string' } } });
+  if (positionals.length !== 1 || positionals[0] === undefined) throw new UsageError('expected a directory');
+  let keyMode: number | undefined;
+  try {
+    keyMode = values['key-mode'] === undefined ? undefined : parseKeyMode(values['key-mode']);
+  } catch (err) {
+    throw new UsageError(`--key-mode: ${(err as Error).message}`);
+  }
+  const written = await writeDevCertificates(positionals[0], { keyMode });
   for (const [name, path] of Object.entries(written)) process.stdout.write(`${name.padEnd(12)} ${path}\n`);
   return 0;
 }

@@ -42,14 +42,14 @@ async function main(): Promise<void> {
   const read = (name: string) => readFile(files[name] as string, 'utf8');
   const ca = await read('ca.crt');
   const pair = async (name: string): Promise<PemPair> => ({ cert: await read(`${name}.crt`), key: await read(`${name}.key`) });
-  const [server, client1, client2] = [await pair('server'), await pair('client1'), await pair('client2')];
+  const [server, client1, client2] = [await pair('tls'), await pair('client1'), await pair('client2')];
 
   const as = await startAuthorizationServer({ tls: server });
   const upstream = await startEchoUpstream();
   const logFile = join(dir, 'cnfguard.log');
   const guard = await startGuard(
     {
-      tls: { cert: files['server.crt'], key: files['server.key'] },
+      tls: { cert: files['tls.crt'], key: files['tls.key'] },
       introspection: { url: as.introspectionUrl, clientId: 'rs', clientSecret: AS_CLIENTS.rs, ca: files['ca.crt'] },
       upstream: upstream.url,
       binding: 'required',

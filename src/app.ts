@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createAdminServer } from './admin/server.ts';
+import { createUpstreamCheck } from './admin/upstream-check.ts';
 import { createDecisionApi } from './decision-api/server.ts';
 import { listen } from './listen.ts';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
@@ -248,7 +249,14 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const connections = guardConnections(server, { logger, accessLog, realm: () => runtime.realm });
   // Decision API (issue 16): a second edge into the same runtime, certificates and access log.
   const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => runtime, certificates: certificateSource, accessLog, logger });
-  const admin = deps.admin === false ? undefined : createAdminServer(metrics.registry, { ready: () => ready, details: (): Record<string, string> => (store === undefined ? {} : { shared_state: store.up ? 'up' : 'down' }) });
+  const admin =
+    deps.admin === false
+      ? undefined
+      : createAdminServer(metrics.registry, {
+          ready: () => ready,
+          details: (): Record<string, string> => (store === undefined ? {} : { shared_state: store.up ? 'up' : 'down' }),
+          upstream: createUpstreamCheck({ upstream: () => current.upstream, ...settings.admin.upstreamCheck }),
+        });
 
   metrics.certificateNotAfter.set(notAfterSeconds(config.tls));
   let certificates: ReturnType<typeof createCertificateReloader> | undefined;

@@ -6,9 +6,11 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import { createAdminServer } from './admin/server.ts';
+import { createUpstreamCheck } from './admin/upstream-check.ts';
 import { listen } from './listen.ts';
 import type { Metrics } from './admin/metrics.ts';
 import { loadConfigFile, type LoadedConfig } from './config/load.ts';
@@ -18,8 +20,65 @@ import type { Logger } from './log.ts';
 
 const READY_MESSAGE = 'cnfguard:ready';
 
-export function workerCount(workers: Settings['workers']): number {
-  return workers === 'auto' ? availableParallelism() : workers;
+/**
+ * The CPUs a cgroup CPU limit allows, rounded up: cgroup v2 `cpu.max` ("<quota> <period>", or
+ * "max <period>" when unlimited). undefined when there is no limit or the text is not that shape.
+ */
+export function cpusFromCpuMax(text: string): number | undefined {
+  const match = /^\s*(max|\d+)(?:\s+(\d+))?\s*$/.exec(text);
+  if (match === null || match[1] === 'max') return undefined;
+  return cpusFromQuota(Number(match[1]), Number(match[2] ?? 100_000));
+}
+
+/** cgroup v1: `cpu.cfs_quota_us` (-1 when unlimited) over `cpu.cfs_period_us`. */
+export function cpusFromCfs(quotaText: string, periodText: string): number | undefined {
+  const quota = Number(quotaText.trim());
+  const period = Number(periodText.trim());
+  if (!Number.isInteger(quota) || quota <= 0) return undefined;
+  return cpusFromQuota(quota, period);
+}
+
+function cpusFromQuota(quota: number, period: number): number | undefined {
+  if (!Number.isSafeInteger(quota) || !Number.isSafeInteger(period) || quota <= 0 || period <= 0) return undefined;
+  return Math.max(1, Math.ceil(quota / period));
+}
+
+/** Reads a file's text, or undefined when it cannot (no cgroup file, another OS). */
+export type ReadText = (path: string) => string | undefined;
+
+const readText: ReadText = (path) => {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * The process's cgroup CPU limit in whole CPUs (rounded up), from cgroup v2
+ * `/sys/fs/cgroup/cpu.max`, else cgroup v1 `/sys/fs/cgroup/cpu/cpu.cfs_{quota,period}_us`;
+ * undefined when neither sets one. In a container this is the pod's `limits.cpu`.
+ */
+export function cgroupCpuLimit(read: ReadText = readText): number | undefined {
+  const v2 = read('/sys/fs/cgroup/cpu.max');
+  if (v2 !== undefined) return cpusFromCpuMax(v2);
+  for (const dir of ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/cpu,cpuacct']) {
+    const quota = read(`${dir}/cpu.cfs_quota_us`);
+    const period = read(`${dir}/cpu.cfs_period_us`);
+    if (quota !== undefined && period !== undefined) return cpusFromCfs(quota, period);
+  }
+  return undefined;
+}
+
+/**
+ * `workers: auto` is the cgroup CPU limit (a pod's `limits.cpu`, rounded up) when one is set and
+ * below the CPUs the process may run on, else `os.availableParallelism()`: a 1-CPU pod on a
+ * 64-core node gets one worker, not 64.
+ */
+export function workerCount(workers: Settings['workers'], read: ReadText = readText, cpus: number = availableParallelism()): number {
+  if (workers !== 'auto') return workers;
+  const limit = cgroupCpuLimit(read);
+  return limit === undefined ? cpus : Math.min(limit, cpus);
 }
 
 /** In a worker: let the primary collect this app's metrics, and tell it when serving. */
@@ -38,10 +97,16 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   const readyWorkers = new Set<number>();
   let stopping = false;
   let listenUrl: string | undefined;
+  // The settings in force here: the primary applies the live keys it uses itself (the shutdown
+  // deadline, the log level, the default upstream it checks); each worker reloads, validates and reports on its own.
+  let current = settings;
 
   const admin = createAdminServer(
     { metrics: () => aggregator.clusterMetrics(), contentType: aggregator.contentType },
-    { ready: () => !stopping && readyWorkers.size === count },
+    {
+      ready: () => !stopping && readyWorkers.size === count,
+      upstream: createUpstreamCheck({ upstream: () => current.upstream, ...settings.admin.upstreamCheck }),
+    },
   );
 
   let announced: () => void = () => {};
@@ -85,9 +150,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   }
   logger.info({ listen: listenUrl, admin: `http://${settings.admin.host}:${address.port}`, workers: count }, 'cnfguard cluster started');
 
-  // The settings in force here: the primary applies the live keys it uses itself (the shutdown
-  // deadline, the log level); each worker reloads, validates and reports on its own.
-  let current = settings;
+  // (`current`, the settings in force, is declared above: the admin listener's upstream check reads it.)
   process.on('SIGHUP', () => {
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP');
     if (config.file === undefined) return;

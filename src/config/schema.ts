@@ -376,7 +376,19 @@ export const configSchema = z.strictObject({
   shutdownGraceSeconds: number(z.number().min(0).max(3600)).default(20),
   /** Processes sharing the listener (node:cluster); `auto` is one per core. Each has its own token cache. */
   workers: z.preprocess(fromText, z.union([z.literal('auto'), z.number().int().min(1).max(64)])).default(1),
-  admin: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port: port.default(9090) }).prefault({}),
+  admin: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port: port.default(9090),
+      /** `/readyz?upstream=1`: TCP connect to the default upstream, or GET `path` on it (2xx/3xx), within `timeoutMs`. */
+      upstreamCheck: z
+        .strictObject({
+          path: z.string().startsWith('/', 'a path starting with /').optional(),
+          timeoutMs: number(z.number().int().min(1).max(30_000)).default(1000),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   /** Decision API for a proxy in front (nginx auth_request, Envoy ext_authz, Traefik forwardAuth): plain HTTP, off unless set. */
   decisionApi: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port }).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -211,19 +211,44 @@ export function generateDevCertificates(): DevCertificates {
 }
 
 /**
- * Generates dev certificates and writes them into `dir` (created if missing): ca, server, client1
- * and client2 as `<name>.crt` / `<name>.key`. Keys get mode 0600, also when a file is overwritten.
- * Returns file name -> absolute path.
+ * The file stems `writeDevCertificates` uses: the server pair is `tls.crt` / `tls.key`, the names
+ * cert-manager and `kubernetes.io/tls` Secrets use, so one config (`/tls/tls.crt`) fits the dev
+ * files, the image and the Kubernetes manifests alike. (Before 0.2 it was `server.crt`/`server.key`.)
  */
-export async function writeDevCertificates(dir: string): Promise<Record<string, string>> {
+export const DEV_CERT_STEMS = { ca: 'ca', server: 'tls', client1: 'client1', client2: 'client2' } as const;
+
+/** Key file modes `--key-mode` accepts: owner-readable, never executable, never group/other-writable. */
+export function parseKeyMode(text: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) throw new RangeError(`key mode ${JSON.stringify(text)}: expected an octal mode such as 0600 or 0644`);
+  const mode = Number.parseInt(text, 8);
+  if ((mode & 0o400) === 0) throw new RangeError(`key mode ${text}: the owner must be able to read the key`);
+  if ((mode & 0o133) !== 0) throw new RangeError(`key mode ${text}: no execute bits and no write for group or others`);
+  return mode;
+}
+
+export interface WriteOptions {
+  /**
+   * Mode of the private key files (default 0600). 0644 lets a container running as another uid
+   * (the image's 10001) read a bind-mounted directory: dev keys only, readable by every local user.
+   */
+  keyMode?: number;
+}
+
+/**
+ * Generates dev certificates and writes them into `dir` (created if missing): `ca`, the server pair
+ * `tls`, `client1` and `client2`, as `<stem>.crt` / `<stem>.key`. Keys get `keyMode` (default 0600),
+ * exactly and also when a file is overwritten. Returns file name -> absolute path.
+ */
+export async function writeDevCertificates(dir: string, options: WriteOptions = {}): Promise<Record<string, string>> {
+  const keyMode = options.keyMode ?? 0o600;
   const root = resolve(dir);
   await mkdir(root, { recursive: true });
   const certs = generateDevCertificates();
   const pairs: [string, PemPair][] = [
-    ['ca', certs.ca],
-    ['server', certs.server],
-    ['client1', certs.clients.client1],
-    ['client2', certs.clients.client2],
+    [DEV_CERT_STEMS.ca, certs.ca],
+    [DEV_CERT_STEMS.server, certs.server],
+    [DEV_CERT_STEMS.client1, certs.clients.client1],
+    [DEV_CERT_STEMS.client2, certs.clients.client2],
   ];
   const written: Record<string, string> = {};
   for (const [name, pair] of pairs) {
@@ -234,7 +259,7 @@ export async function writeDevCertificates(dir: string): Promise<Record<string, 
     // writing secret bytes into a file whose permissions may be wider.
     await rm(keyPath, { force: true });
     await writeFile(keyPath, pair.key, { mode: 0o600, flag: 'wx' });
-    await chmod(keyPath, 0o600); // exactly 0600 whatever the umask
+    await chmod(keyPath, keyMode); // exactly this mode whatever the umask
     written[`${name}.crt`] = certPath;
     written[`${name}.key`] = keyPath;
   }

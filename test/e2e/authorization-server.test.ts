@@ -69,7 +69,7 @@ describe('authorization server (oidc-provider over real mTLS)', () => {
     files = await writeDevCertificates(dir);
     ca = await readFile(files['ca.crt']!, 'utf8');
     client1 = await pair('client1');
-    as = await startAuthorizationServer({ tls: await pair('server') });
+    as = await startAuthorizationServer({ tls: await pair('tls') });
     dispatcher = new Agent({ connect: { ca } });
   });
 
@@ -110,7 +110,7 @@ describe('authorization server (oidc-provider over real mTLS)', () => {
   });
 
   it('counts every introspection POST, starting from zero on a fresh server', async () => {
-    const other = await startAuthorizationServer({ tls: await pair('server'), scope: 'read', accessTokenTtlSeconds: 60 });
+    const other = await startAuthorizationServer({ tls: await pair('tls'), scope: 'read', accessTokenTtlSeconds: 60 });
     try {
       expect(other.introspectionCalls()).toBe(0);
       const token = await other.issueToken({ clientCert: client1, caCert: ca, scope: 'read write' });
@@ -167,7 +167,7 @@ describe('authorization server (oidc-provider over real mTLS)', () => {
   });
 
   it('stop() closes idle keep-alive connections and the listener', async () => {
-    const victim = await startAuthorizationServer({ tls: await pair('server') });
+    const victim = await startAuthorizationServer({ tls: await pair('tls') });
     const port = Number(new URL(victim.issuer).port);
     const keepAlive = new Agent({ connect: { ca }, keepAliveTimeout: 60_000 });
     try {

@@ -145,8 +145,15 @@ describe('cnfguard thumbprint and dev-certs', () => {
     const out = join(dir, 'certs');
     const made = await cnfguard(['dev-certs', out]);
     expect(made.code).toBe(0);
-    expect((await readdir(out)).sort()).toEqual(['ca.crt', 'ca.key', 'client1.crt', 'client1.key', 'client2.crt', 'client2.key', 'server.crt', 'server.key']);
+    expect((await readdir(out)).sort()).toEqual(['ca.crt', 'ca.key', 'client1.crt', 'client1.key', 'client2.crt', 'client2.key', 'tls.crt', 'tls.key']);
     expect((await stat(join(out, 'client1.key'))).mode & 0o077).toBe(0);
+    expect(made.stdout).toContain(join(out, 'tls.key'));
+    const readable = join(dir, 'readable-certs');
+    expect((await cnfguard(['dev-certs', readable, '--key-mode', '0644'])).code).toBe(0);
+    expect((await stat(join(readable, 'tls.key'))).mode & 0o777).toBe(0o644);
+    const bad = await cnfguard(['dev-certs', join(dir, 'never'), '--key-mode', '0666']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--key-mode');
     const r = await cnfguard(['thumbprint', join(out, 'client1.crt')]);
     expect(r.code).toBe(0);
     const expected = thumbprintS256(new X509Certificate(await readFile(join(out, 'client1.crt'))).raw);

@@ -44,7 +44,7 @@ const SECRET_EXAMPLE = 'secret-example.yaml';
 /** cert-manager's keys in the Secret it writes. */
 const TLS_SECRET_KEYS = { cert: 'tls.crt', key: 'tls.key', clientCa: 'ca.crt' } as const;
 /** What `cnfguard dev-certs DIR` writes. */
-const DEV_CERT_FILES = ['ca', 'server', 'client1', 'client2'].flatMap((n) => [`${n}.crt`, `${n}.key`]);
+const DEV_CERT_FILES = ['ca', 'tls', 'client1', 'client2'].flatMap((n) => [`${n}.crt`, `${n}.key`]);
 /** Item 3 of issue 5: the drain cnfguard allows in-flight requests when shutdownGraceSeconds is unset. */
 const DEFAULT_SHUTDOWN_GRACE_SECONDS = 20;
 
@@ -89,6 +89,7 @@ interface Bundle {
   /** Bind-mounted files of the compose services, by source path relative to deploy/. */
   composeFiles: Record<string, string>;
   dockerfile: DockerStage[];
+  dockerfileText: string;
   dockerignore: string;
   /** Repository sources that could end up in the image (bin/ cmd/ src/ demo/), by relative path. */
   sources: Record<string, string>;
@@ -188,6 +189,7 @@ function loadBundle(): Bundle {
     compose,
     composeFiles,
     dockerfile: parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8')),
+    dockerfileText: readFileSync(join(ROOT, 'Dockerfile'), 'utf8'),
     dockerignore: readFileSync(join(ROOT, '.dockerignore'), 'utf8'),
     sources,
     dependencies: Object.keys(pkg.dependencies ?? {}),
@@ -698,6 +700,8 @@ const CHECKS = {
     const image = finalStage(b);
     expect(image.name, 'the cnfguard image is the last (default) stage').toBe('cnfguard');
     expect(image.from, 'Node 24 base').toMatch(/^(node:24(-slim)?|gcr\.io\/distroless\/nodejs24-debian\d+(:nonroot)?)(@sha256:[0-9a-f]+)?$/);
+    for (const stage of b.dockerfile) expect(stage.from, `stage ${stage.name}: base image pinned by digest`).toMatch(/@sha256:[0-9a-f]{64}$/);
+    expect(b.dockerfileText, 'no "# syntax=" directive (BuildKit would fetch a frontend image)').not.toMatch(/^#\s*syntax\s*=/m);
     expect(execForm(image, 'ENTRYPOINT')).toEqual(['cnfguard']);
     expect(execForm(image, 'CMD')).toEqual(['run', '--config', '/etc/cnfguard/cnfguard.yaml']);
     const exposed = image.instructions.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(/\s+/).map((p) => Number(p.replace(/\/\w+$/, ''))));
@@ -1006,7 +1010,7 @@ const MUTATIONS: Mutation[] = [
     b.compose.services!['authorization-server']!.environment = { AS_CERTS_DIR: '/certs', AS_PORT: '9443', AS_TLS_NAMES: 'localhost' };
   }],
   ['tls.cert a file dev-certs does not write', 'compose: the TLS and AS files are what the certs service writes with dev-certs', (b) => {
-    editComposeConfig(b, 'cert: /certs/server.crt', 'cert: /certs/tls.crt');
+    editComposeConfig(b, 'cert: /certs/tls.crt', 'cert: /certs/server.crt');
   }],
   ['certs writing another directory', 'compose: the TLS and AS files are what the certs service writes with dev-certs', (b) => {
     b.compose.services!.certs!.command = ['cnfguard dev-certs /tmp/certs'];
@@ -1026,6 +1030,12 @@ const MUTATIONS: Mutation[] = [
   }],
   ['listen.port 8444 in deploy/cnfguard.yaml', 'compose: build targets exist in the Dockerfile; the image CMD/ENTRYPOINT/HEALTHCHECK match the configs', (b) => {
     editComposeConfig(b, /port: 8443/, 'port: 8444');
+  }],
+  ['a base image by tag only', 'compose: build targets exist in the Dockerfile; the image CMD/ENTRYPOINT/HEALTHCHECK match the configs', (b) => {
+    b.dockerfile[0]!.from = 'node:24-slim';
+  }],
+  ['a "# syntax=" directive', 'compose: build targets exist in the Dockerfile; the image CMD/ENTRYPOINT/HEALTHCHECK match the configs', (b) => {
+    b.dockerfileText = `# syntax=docker/dockerfile:1\n${b.dockerfileText}`;
   }],
   ['a Node 22 base image', 'compose: build targets exist in the Dockerfile; the image CMD/ENTRYPOINT/HEALTHCHECK match the configs', (b) => {
     b.dockerfile.at(-1)!.from = 'node:22-slim';

@@ -8,6 +8,7 @@ import {
   createSelfSignedClientCertificate,
   generateDevCertificates,
   issueClientCertificate,
+  parseKeyMode,
   writeDevCertificates,
 } from '../../src/tls/dev-certs.ts';
 import type { DevCertificates, PemPair } from '../../src/tls/dev-certs.ts';
@@ -128,10 +129,10 @@ describe('writeDevCertificates', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('writes the eight PEM files, keys with mode 0600, into a new directory', async () => {
+  it('writes the eight PEM files, keys with mode 0600, into a new directory; the server pair is tls.crt/tls.key', async () => {
     const target = join(dir, 'nested', 'certs');
     const paths = await writeDevCertificates(target);
-    const names = ['ca', 'server', 'client1', 'client2'];
+    const names = ['ca', 'tls', 'client1', 'client2'];
     expect(Object.keys(paths).sort()).toEqual(names.flatMap((n) => [`${n}.crt`, `${n}.key`]).sort());
 
     for (const name of names) {
@@ -148,7 +149,8 @@ describe('writeDevCertificates', () => {
     }
 
     const writtenCa = new X509Certificate(await readFile(paths['ca.crt']!));
-    for (const name of ['server', 'client1', 'client2']) {
+    expect(new X509Certificate(await readFile(paths['tls.crt']!)).checkHost('localhost')).toBe('localhost');
+    for (const name of ['tls', 'client1', 'client2']) {
       expectIssuedBy(new X509Certificate(await readFile(paths[`${name}.crt`]!)), writtenCa);
     }
   });
@@ -159,5 +161,23 @@ describe('writeDevCertificates', () => {
     const second = await writeDevCertificates(dir);
     expect(await readFile(second['ca.key']!, 'utf8')).not.toBe(before);
     expect((await stat(second['client1.key']!)).mode & 0o777).toBe(0o600);
+  });
+
+  it('writes keys with the requested mode (0644: readable by the image uid 10001 through a bind mount), also over 0600 files', async () => {
+    const target = join(dir, 'readable');
+    await writeDevCertificates(target);
+    const paths = await writeDevCertificates(target, { keyMode: 0o644 });
+    for (const name of ['ca', 'tls', 'client1', 'client2']) expect((await stat(paths[`${name}.key`]!)).mode & 0o777).toBe(0o644);
+  });
+});
+
+describe('parseKeyMode', () => {
+  it('takes owner-readable, non-executable modes that others cannot write', () => {
+    expect(parseKeyMode('0600')).toBe(0o600);
+    expect(parseKeyMode('644')).toBe(0o644);
+    expect(parseKeyMode('0440')).toBe(0o440);
+  });
+  it.each(['0666', '0700', '0200', '0604x', 'rw-r--r--', '0o644', ''])('refuses %j', (text) => {
+    expect(() => parseKeyMode(text)).toThrow(RangeError);
   });
 });
