@@ -76,6 +76,8 @@ export interface Verdict {
   closeConnection: boolean;
   /** Which validation judged the token (absent when none ran). */
   source?: ValidationSource;
+  /** The validated token's `client_id`, allowed or not (for the access line; absent when no token was validated). */
+  clientId?: string | undefined;
 }
 
 export interface PipelineLimits {
@@ -119,6 +121,7 @@ export function createPipeline({ routes, validator, now, limits }: PipelineDepen
   async function evaluate(facts: RequestFacts, readForm: FormReader): Promise<Verdict> {
     let shape: ReturnType<typeof shapeOf>;
     let route = routes.fallback;
+    let clientId: string | undefined;
     const refuse = (error: GuardError, target: string, host: string | undefined, closeConnection = false): Verdict => ({
       route,
       target,
@@ -126,6 +129,7 @@ export function createPipeline({ routes, validator, now, limits }: PipelineDepen
       decision: { allow: false, error },
       body: { kind: 'as-received' },
       closeConnection,
+      ...(clientId !== undefined && { clientId }),
     });
     try {
       shape = shapeOf(facts, limits);
@@ -144,15 +148,16 @@ export function createPipeline({ routes, validator, now, limits }: PipelineDepen
       // A verified certificate is charged its own introspection budget, the rest their address's.
       const certificate = facts.certificate?.trusted === true ? facts.certificate.thumbprint : undefined;
       const { info, source } = await validator.validate(token, route, { peer: facts.peer, certificate });
+      clientId = info.clientId;
       const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000 });
       if (!decision.allow || !body.form) {
         const plan: BodyPlan = decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' };
-        return { route, target, host, decision, body: plan, closeConnection: false, source };
+        return { route, target, host, decision, body: plan, closeConnection: false, source, clientId };
       }
       const form = await readForm(Math.min(limits.formBodyBytes, route.maxBodyBytes));
       if (form.kind !== 'read') return refuse(FORM_REFUSALS[form.kind](), target, host, true);
       if (formCarriesToken(form.bytes)) throw new GuardError('token_in_body');
-      return { route, target, host, decision, body: { kind: 'buffered', bytes: form.bytes }, closeConnection: false, source };
+      return { route, target, host, decision, body: { kind: 'buffered', bytes: form.bytes }, closeConnection: false, source, clientId };
     } catch (err) {
       if (err instanceof GuardError) return refuse(err, target, host);
       throw err;
