@@ -30,6 +30,7 @@ import { createTokenValidator, type TokenValidator } from './validation/validato
 import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
 import { applyLiveLimits, createTlsServer } from './tls/server.ts';
 import { createSharedTokenTier, SharedStore, withSharedTier } from './state/shared-store.ts';
+import { NODE_VERSION, VERSION } from './version.ts';
 
 export interface AppDependencies {
   logger?: Logger;
@@ -285,7 +286,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           decisionUrl: decisionAddress === undefined || settings.decisionApi === undefined ? undefined : `http://${urlHost(settings.decisionApi.host)}:${decisionAddress.port}`,
           decisionPort: decisionAddress?.port,
         };
-        logger.info({ listen: started.url, admin: started.adminUrl, config: config.source }, 'cnfguard started');
+        logger.info({ version: VERSION, node: NODE_VERSION, listen: started.url, admin: started.adminUrl, config: config.source }, 'cnfguard started');
         return started;
       } catch (err) {
         // Nothing half-started: whatever did come up goes down again.
