@@ -42,6 +42,13 @@ import { createLogger } from '../src/log.ts';
 import { thumbprintS256 } from '../src/tls/certificates.ts';
 import { startAttackers, type AttackerStats } from './lib/attackers.ts';
 import type { PemPair } from '../src/tls/dev-certs.ts';
+
+/** pino's level number of a log line, whether it names its level (`"level":"warn"`) or numbers it. */
+const LEVEL_NUMBERS: Readonly<Record<string, string>> = { trace: '10', debug: '20', info: '30', warn: '40', error: '50', fatal: '60' };
+function levelNumber(line: string): string | undefined {
+  const value = /"level":"?([a-z0-9]+)/.exec(line)?.[1];
+  return value === undefined ? undefined : (LEVEL_NUMBERS[value] ?? value);
+}
 import { createPki, type Pki } from '../test/fixtures/stack.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -389,7 +396,7 @@ function createLogSink(clock: () => number): LogSink {
     circuit: new Samples(200),
     write(line: string) {
       sink.lines++;
-      const level = /"level":(\d+)/.exec(line)?.[1];
+      const level = levelNumber(line);
       if (level === '40') {
         sink.warn++;
         const state = /"msg":"introspection circuit ([a-z-]+)"/.exec(line)?.[1];

@@ -33,6 +33,7 @@ import { applyLiveLimits, createTlsServer } from './tls/server.ts';
 import { createSharedTokenTier, RedisReplayStore, SharedStore, sharedNonceKey, withSharedTier } from './state/shared-store.ts';
 import { createNonceSource } from './proof/nonce.ts';
 import { createMemoryReplayStore } from './proof/replay-store.ts';
+import { NODE_VERSION, VERSION } from './version.ts';
 
 export interface AppDependencies {
   logger?: Logger;
@@ -308,7 +309,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           decisionUrl: decisionAddress === undefined || settings.decisionApi === undefined ? undefined : `http://${urlHost(settings.decisionApi.host)}:${decisionAddress.port}`,
           decisionPort: decisionAddress?.port,
         };
-        logger.info({ listen: started.url, admin: started.adminUrl, config: config.source }, 'cnfguard started');
+        logger.info({ version: VERSION, node: NODE_VERSION, listen: started.url, admin: started.adminUrl, config: config.source }, 'cnfguard started');
         return started;
       } catch (err) {
         // Nothing half-started: whatever did come up goes down again.

@@ -17,6 +17,7 @@ import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { reconcileReload } from './config/reload-table.ts';
 import type { Settings } from './config/schema.ts';
 import type { Logger } from './log.ts';
+import { NODE_VERSION, VERSION } from './version.ts';
 
 const READY_MESSAGE = 'cnfguard:ready';
 
@@ -148,7 +149,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     admin.close();
     return outcome;
   }
-  logger.info({ listen: listenUrl, admin: `http://${settings.admin.host}:${address.port}`, workers: count }, 'cnfguard cluster started');
+  logger.info({ version: VERSION, node: NODE_VERSION, listen: listenUrl, admin: `http://${settings.admin.host}:${address.port}`, workers: count }, 'cnfguard cluster started');
 
   // (`current`, the settings in force, is declared above: the admin listener's upstream check reads it.)
   process.on('SIGHUP', () => {

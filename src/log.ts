@@ -20,5 +20,14 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     setInterval(() => batched.flush(), FLUSH_INTERVAL_MS).unref();
     stdout = batched;
   }
-  return pino({ level, base: { service: 'cnfguard', pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, destination ?? stdout);
+  return pino(
+    {
+      level,
+      base: { service: 'cnfguard', pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      // `"level":"info"`, not pino's number: what log tools and people search for.
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    destination ?? stdout,
+  );
 }

@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
+import { forwardedClient } from '../observe/traffic.ts';
 import { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import { setIdentityHeaders } from '../pipeline/identity-headers.ts';
@@ -101,6 +102,8 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
         thumbprint: verdict?.decision.allow === true ? verdict.decision.identity.certificate?.thumbprint : undefined,
         latencyMs: Math.round((performance.now() - started) * 100) / 100,
         edge: `decision-api/${original.front}`,
+        client: peer,
+        forwardedFor: forwardedClient(req.headers['x-forwarded-for']),
       });
     });
     const refuse = (err: GuardError): void => {

@@ -23,6 +23,13 @@ export interface FinishedRequest {
   latencyMs: number;
   /** Which edge answered, when not the proxy listener (e.g. `decision-api/nginx`). */
   edge?: string;
+  /** The TCP peer's address. */
+  client?: string | undefined;
+  /** The client a `trustedProxies` peer names (last `X-Forwarded-For` entry, an IP address). */
+  forwardedFor?: string | undefined;
+  /** Bytes received and sent for this request (see observe/bytes.ts for what they count). */
+  bytesIn?: number | undefined;
+  bytesOut?: number | undefined;
 }
 
 export type OutcomeDecision = 'allow' | 'deny' | 'would_deny' | 'error' | 'aborted';
@@ -72,12 +79,18 @@ export function entryOf(request: FinishedRequest, outcome: Outcome): [string, st
     ['decision', outcome.decision],
     ['reason', outcome.reason],
     ['route', request.verdict?.route.id],
-    ['clientId', decision?.allow === true ? decision.identity.clientId : undefined],
+    ['client', request.client],
+    ['forwardedFor', request.forwardedFor],
+    ['host', request.verdict?.host],
+    // The validated token's client_id, on denials too (absent when no token was validated).
+    ['clientId', decision?.allow === true ? decision.identity.clientId : request.verdict?.clientId],
     ['validation', request.verdict?.source],
     ['proof', decision?.allow === true ? decision.verifiedBy?.join('+') : undefined],
     ['thumbprint', request.thumbprint],
     ['upstreamStatus', request.upstreamStatus],
     ['latencyMs', request.latencyMs],
+    ['bytesIn', request.bytesIn],
+    ['bytesOut', request.bytesOut],
     ['detail', outcome.detail],
     ['edge', request.edge],
   ];
@@ -90,7 +103,23 @@ function jsonString(value: string): string {
   return NEEDS_ESCAPING.test(value) ? JSON.stringify(value) : `"${value}"`;
 }
 
+
 const LEVELS = { info: 30, warn: 40 } as const;
+
+type LevelFormatter = (label: string, number: number) => Record<string, unknown>;
+/** Each logger's `"level":…` member per level, as its `formatters.level` renders it (computed once). */
+const levelFragments = new WeakMap<object, Record<'info' | 'warn', string>>();
+
+function levelFragment(logger: Logger, level: 'info' | 'warn'): string {
+  let fragments = levelFragments.get(logger);
+  if (fragments === undefined) {
+    const formatter = ((logger as unknown as Record<symbol, { level?: LevelFormatter } | undefined>)[pino.symbols.formattersSym]?.level ?? ((_label, number) => ({ level: number }))) as LevelFormatter;
+    const render = (label: 'info' | 'warn') => JSON.stringify(formatter(label, LEVELS[label])).slice(1, -1);
+    fragments = { info: render('info'), warn: render('warn') };
+    levelFragments.set(logger, fragments);
+  }
+  return fragments[level];
+}
 
 /**
  * One JSON line, the same shape pino writes (level, time, the logger's bindings, the fields, msg),
@@ -100,7 +129,7 @@ export function accessLine(logger: Logger, level: 'info' | 'warn', fields: reado
   const internals = logger as unknown as Record<symbol, unknown>;
   // The logger's own time format (`,"time":…`) and bindings (`,"service":…,"pid":…`).
   const time = (internals[pino.symbols.timeSym] as () => string)();
-  let line = `{"level":${LEVELS[level]}${time}${(internals[pino.symbols.chindingsSym] as string | undefined) ?? ''}`;
+  let line = `{${levelFragment(logger, level)}${time}${(internals[pino.symbols.chindingsSym] as string | undefined) ?? ''}`;
   for (const [name, value] of fields) {
     if (value === undefined) continue;
     line += typeof value === 'number' ? `,"${name}":${value}` : `,"${name}":${jsonString(value)}`;

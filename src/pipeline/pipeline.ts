@@ -84,6 +84,8 @@ export interface Verdict {
   scheme: TokenScheme;
   /** With DPoP nonces: a fresh nonce for the response's `DPoP-Nonce` (RFC 9449 §8.2). */
   dpopNonce?: string;
+  /** The validated token's `client_id`, allowed or not (for the access line; absent when no token was validated). */
+  clientId?: string | undefined;
 }
 
 export interface PipelineLimits {
@@ -130,6 +132,7 @@ export function createPipeline({ routes, validator, dpop, now, limits }: Pipelin
     let shape: ReturnType<typeof shapeOf>;
     let route = routes.fallback;
     let scheme: TokenScheme = 'bearer';
+    let clientId: string | undefined;
     const refuse = (error: GuardError, target: string, host: string | undefined, closeConnection = false): Verdict => ({
       route,
       target,
@@ -138,6 +141,7 @@ export function createPipeline({ routes, validator, dpop, now, limits }: Pipelin
       body: { kind: 'as-received' },
       closeConnection,
       scheme,
+      ...(clientId !== undefined && { clientId }),
     });
     try {
       shape = shapeOf(facts, limits);
@@ -174,8 +178,9 @@ export function createPipeline({ routes, validator, dpop, now, limits }: Pipelin
       // A verified certificate is charged its own introspection budget, the rest their address's.
       const certificate = facts.certificate?.trusted === true ? facts.certificate.thumbprint : undefined;
       const { info, source } = await validator.validate(token, route, { peer: facts.peer, certificate });
+      clientId = info.clientId;
       const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000, scheme, proof, proofFailure });
-      const verdict = (body: BodyPlan): Verdict => ({ route, target, host, decision, body, closeConnection: false, source, scheme, ...(dpopNonce !== undefined && { dpopNonce }) });
+      const verdict = (body: BodyPlan): Verdict => ({ route, target, host, decision, body, closeConnection: false, source, scheme, clientId, ...(dpopNonce !== undefined && { dpopNonce }) });
       if (!decision.allow || !body.form) return verdict(decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' });
       const form = await readForm(Math.min(limits.formBodyBytes, route.maxBodyBytes));
       if (form.kind !== 'read') return refuse(FORM_REFUSALS[form.kind](), target, host, true);

@@ -13,6 +13,7 @@ import type { Metrics } from '../admin/metrics.ts';
 import { WELL_KNOWN_PREFIX } from '../discovery/resource-metadata.ts';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
+import { connectionTraffic, declaredTraffic, forwardedClient } from '../observe/traffic.ts';
 import { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { Verdict } from '../pipeline/pipeline.ts';
@@ -68,12 +69,31 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     let verdict: Verdict | undefined;
     let failure: GuardError | undefined;
     let upstreamStatus: number | undefined;
+    const socket = h2 ? req.stream.session?.socket : req.socket;
     res.once('close', () => {
       form.release();
       if (!res.writableFinished && failure === undefined) failure = new GuardError('client_aborted', { detail: 'the client closed the connection before the response ended' });
       const status = failure?.reason === 'client_aborted' ? 499 : res.statusCode;
       const path = verdict === undefined ? pathOf(req.url ?? '/') : pathOf(verdict.target);
-      accessLog.record({ requestId, method: req.method, path, status, verdict, failure, upstreamStatus, thumbprint: verdict?.decision.allow ? verdict.decision.identity.certificate?.thumbprint : undefined, latencyMs: Math.round((performance.now() - started) * 100) / 100 });
+      const client = socket?.remoteAddress;
+      const xff = req.headers['x-forwarded-for'];
+      const latencyMs = Math.round((performance.now() - started) * 100) / 100;
+      const traffic = h2 ? declaredTraffic(req.headers['content-length'], res.getHeader('content-length')) : connectionTraffic(socket);
+      accessLog.record({
+        requestId,
+        method: req.method,
+        path,
+        status,
+        verdict,
+        failure,
+        upstreamStatus,
+        thumbprint: verdict?.decision.allow ? verdict.decision.identity.certificate?.thumbprint : undefined,
+        latencyMs,
+        client,
+        forwardedFor: xff !== undefined && deps.certificates.isTrustedProxy(client) ? forwardedClient(xff) : undefined,
+        bytesIn: traffic.bytesIn,
+        bytesOut: traffic.bytesOut,
+      });
     });
     const refuse = (err: GuardError): void => {
       const rendered = renderFor(err, runtime.realm, verdict);

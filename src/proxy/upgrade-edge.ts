@@ -41,7 +41,7 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
     let failure: GuardError | undefined;
     socket.on('error', () => socket.destroy());
     socket.once('close', () =>
-      deps.accessLog.record({ requestId, method: req.method, path: pathOf(verdict?.target ?? req.url ?? '/'), status, verdict, failure, upstreamStatus: undefined, thumbprint: undefined, latencyMs: Math.round((performance.now() - started) * 100) / 100 }),
+      deps.accessLog.record({ requestId, method: req.method, path: pathOf(verdict?.target ?? req.url ?? '/'), status, verdict, failure, upstreamStatus: undefined, thumbprint: undefined, latencyMs: Math.round((performance.now() - started) * 100) / 100, client: req.socket.remoteAddress }),
     );
     try {
       const facts = requestFacts(req, deps.certificates);

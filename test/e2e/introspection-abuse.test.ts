@@ -84,7 +84,7 @@ describe('an AS that refuses cnfguard itself (401/403)', () => {
       expect(await metric(g, 'cnfguard_requests_total', '{decision="deny",reason="introspection_misconfigured",route="default"}')).toBe(6);
       const warnings = g.logs.entries().filter((e) => e.msg === "the authorization server refuses cnfguard's introspection calls: check introspection.url and the client credentials");
       expect(warnings).toHaveLength(1);
-      expect(warnings[0]).toMatchObject({ level: 40, url: stub.url, status: 401 });
+      expect(warnings[0]).toMatchObject({ level: 'warn', url: stub.url, status: 401 });
       expect(g.logs.text()).not.toContain('not-the-secret');
       for (let i = 0; i < 6; i++) expect(g.logs.text()).not.toContain(`tok-${i}`);
     } finally {

@@ -1,8 +1,8 @@
 import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createMetrics } from '../../src/admin/metrics.ts';
 import { configSchema } from '../../src/config/schema.ts';
+import { createLogger } from '../../src/log.ts';
 import { accessLine, createAccessLog, entryOf, outcomeOf, type FinishedRequest } from '../../src/observe/access-log.ts';
 import { GuardError } from '../../src/oauth/errors.ts';
 import type { Decision } from '../../src/pipeline/decide.ts';
@@ -40,7 +40,7 @@ function capture() {
       callback();
     },
   });
-  return { lines, logger: pino({ level: 'info', base: { service: 'cnfguard', pid: 1 }, timestamp: pino.stdTimeFunctions.isoTime }, stream) };
+  return { lines, logger: createLogger('info', stream) };
 }
 
 describe('accessLine', () => {
@@ -93,8 +93,23 @@ describe('createAccessLog', () => {
     expect(counted).toContain('cnfguard_requests_total{decision="aborted",reason="client_aborted",route="default"} 1');
   });
 
-  it('names the client on allowed requests only', () => {
+  it("names the token's client on allowed requests, and on denials once the token was validated", () => {
     const outcome = outcomeOf({ verdict: allowed, failure: undefined });
     expect(Object.fromEntries(entryOf(request(), outcome)).clientId).toBe('app');
+    const denied = { ...verdictOf({ allow: false, error: new GuardError('certificate_mismatch') }), clientId: 'thief-app' };
+    expect(Object.fromEntries(entryOf(request({ verdict: denied }), outcomeOf({ verdict: denied, failure: undefined }))).clientId).toBe('thief-app');
+    const unvalidated = verdictOf({ allow: false, error: new GuardError('credentials_missing') });
+    expect(Object.fromEntries(entryOf(request({ verdict: unvalidated }), outcomeOf({ verdict: unvalidated, failure: undefined }))).clientId).toBeUndefined();
+  });
+
+  it('writes the level as a word, as the logger writes its other lines', async () => {
+    const { lines, logger } = capture();
+    const log = createAccessLog(logger, createMetrics({ defaultMetrics: false }));
+    log.record(request({ client: '192.0.2.7', forwardedFor: '198.51.100.1', bytesIn: 120, bytesOut: 345 }));
+    log.record(request({ verdict: verdictOf({ allow: true, reason: 'report_only', identity, wouldDeny: new GuardError('token_unbound') }) }));
+    logger.info('other');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(lines.map((line) => JSON.parse(line).level)).toEqual(['info', 'warn', 'info']);
+    expect(JSON.parse(lines[0] as string)).toMatchObject({ client: '192.0.2.7', forwardedFor: '198.51.100.1', host: 'h', bytesIn: 120, bytesOut: 345 });
   });
 });

@@ -77,8 +77,8 @@ it('in a real process with the real logger: a throw in a timer ends it with exit
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as Record<string, unknown>);
   expect(lines.map((l) => [l.level, l.msg])).toEqual([
-    [30, 'serving'],
-    [60, 'uncaughtException: bug in a callback; exiting'],
+    ['info', 'serving'],
+    ['fatal', 'uncaughtException: bug in a callback; exiting'],
   ]);
   expect(r.stderr).toBe('');
 });
