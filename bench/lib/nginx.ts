@@ -7,11 +7,12 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
+import { freePort } from '../../test/fixtures/processes.ts';
 import { childPids, pinnedCommand } from './machine.ts';
+
+export { freePort };
 
 const CANDIDATES = ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/bin/nginx', '/usr/local/bin/nginx', '/usr/local/nginx/sbin/nginx'];
 
@@ -34,15 +35,6 @@ export function nginxVersion(bin: string): string {
   return `${stdout ?? ''}${stderr ?? ''}`.trim().replace(/^nginx version: /, '') || 'unknown';
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  server.close();
-  await once(server, 'close');
-  return port;
-}
 
 export interface NginxServer {
   url: string;
