@@ -7,7 +7,7 @@
 import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { thumbprintS256 } from '../../src/tls/certificates.ts';
-import { startIntrospectionStub } from '../fixtures/introspection-stub.ts';
+import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
 
 let d: Deployment;
@@ -60,17 +60,18 @@ describe('junk tokens against the real authorization server', () => {
   });
 });
 
+/** A guard in front of the introspection stub, which knows `good`: an active token bound to client1's certificate. */
+async function guardOnStub(introspection: Record<string, unknown>): Promise<{ stub: IntrospectionStub; g: Guard }> {
+  const stub = await startIntrospectionStub(d.pki.certs.server);
+  const thumbprint = thumbprintS256(new X509Certificate(d.pki.certs.clients.client1.cert).raw);
+  stub.answers.set('good', { active: true, client_id: 'app', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint } });
+  const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: stub.url, clientId: 'rs', ca: d.pki.files.ca, ...introspection } }));
+  return { stub, g };
+}
+
 describe('an AS that refuses cnfguard itself (401/403)', () => {
   it('fails closed with 503, does not open the breaker, and warns once naming the URL and status', async () => {
-    const stub = await startIntrospectionStub(d.pki.certs.server);
-    const thumbprint = thumbprintS256(new X509Certificate(d.pki.certs.clients.client1.cert).raw);
-    stub.answers.set('good', { active: true, client_id: 'app', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint } });
-    const g = await startGuard(
-      d.pki,
-      baseConfig(d.pki, d.as, d.upstream, {
-        introspection: { url: stub.url, clientId: 'rs', clientSecret: 'not-the-secret', ca: d.pki.files.ca, circuitBreaker: { failureThreshold: 2, openSeconds: 30 } },
-      }),
-    );
+    const { stub, g } = await guardOnStub({ clientSecret: 'not-the-secret', circuitBreaker: { failureThreshold: 2, openSeconds: 30 } });
     try {
       for (let i = 0; i < 6; i++) {
         const r = await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token: `tok-${i}` });
@@ -96,15 +97,7 @@ describe('an AS that refuses cnfguard itself (401/403)', () => {
 
 describe('introspection budget', () => {
   it('past the total budget, uncached tokens get 503 with Retry-After and the AS is not called; cached tokens are unaffected', async () => {
-    const stub = await startIntrospectionStub(d.pki.certs.server);
-    const thumbprint = thumbprintS256(new X509Certificate(d.pki.certs.clients.client1.cert).raw);
-    stub.answers.set('good', { active: true, client_id: 'app', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint } });
-    const g = await startGuard(
-      d.pki,
-      baseConfig(d.pki, d.as, d.upstream, {
-        introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, budget: { totalPerSecond: 0.1, totalBurst: 3 } },
-      }),
-    );
+    const { stub, g } = await guardOnStub({ clientSecret: 'rs-secret', budget: { totalPerSecond: 0.1, totalBurst: 3 } });
     try {
       expect((await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token: 'good' })).status).toBe(200);
       for (let i = 0; i < 2; i++) expect((await curl(d.pki, `${g.started.url}/x`, { token: `junk-${i}` })).status).toBe(401);
