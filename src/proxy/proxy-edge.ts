@@ -17,7 +17,7 @@ import { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { Verdict } from '../pipeline/pipeline.ts';
 import { hostName } from '../pipeline/route.ts';
-import { upstreamHeaders } from '../pipeline/upstream-headers.ts';
+import { upstreamHeaders, upstreamTrailers } from '../pipeline/upstream-headers.ts';
 import type { Runtime } from '../runtime.ts';
 import { formReader, limitBody, type BodyBudget } from './body.ts';
 import { isHttp2, requestFacts, type ProxyRequest } from './facts.ts';
@@ -120,6 +120,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       forwarder.web(req, res, route.upstream, {
         headers,
         upstreamHttp2: route.upstreamHttp2,
+        requestTrailers: () => upstreamTrailers(req.trailers, runtime.stripped),
         target: verdict.target,
         timeoutMs: route.upstreamTimeoutMs,
         ...((abort !== undefined || verdict.body.kind === 'limited') && { signal: limited.signal }),

@@ -139,3 +139,34 @@ describe('HTTP/2 stream-level slowloris', () => {
     expect(result.closed).toBe(true);
   });
 });
+
+describe('HTTP/2 request bodies and trailers', () => {
+  it('request trailers reach an h2c upstream; identity and authentication fields in them do not', async () => {
+    const session = connect();
+    const arrived = new Promise<http2.IncomingHttpHeaders>((resolve) => seen.on('request', (path, trailers) => path === '/h2c/trailers' && resolve(trailers)));
+    const stream = session.request(post('/h2c/trailers', { te: 'trailers' }), { waitForTrailers: true });
+    stream.on('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'abc123', 'x-auth-subject': 'forged', authorization: 'Bearer other' }));
+    stream.end('body');
+    const answer = outcome(stream, 5000);
+    const trailers = await arrived;
+    expect(trailers['x-checksum']).toBe('abc123');
+    expect(trailers['x-auth-subject']).toBeUndefined();
+    expect(trailers.authorization).toBeUndefined();
+    expect(await answer).toMatchObject({ status: 200 });
+    session.destroy();
+  });
+
+  it.each(['/h2c/stream', '/h1/stream'])('the upstream sees the first chunk before the client ends the stream (%s)', async (path) => {
+    const session = connect();
+    const firstChunk = new Promise<void>((resolve) => seen.on('chunk', (p) => p === path && resolve()));
+    const stream = session.request(post(path));
+    const answer = outcome(stream, 5000);
+    stream.write('first');
+    // A buffering proxy would hold the chunk until the end: this would never resolve (the race fails).
+    const reached = await Promise.race([firstChunk.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), REQUEST_TIMEOUT_MS * 0.8))]);
+    stream.end('last');
+    expect(reached).toBe(true);
+    expect(await answer).toMatchObject({ status: 200 });
+    session.destroy();
+  });
+});
