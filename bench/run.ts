@@ -49,6 +49,7 @@ const ROOT = join(HERE, '..');
 const TARGETS = {
   cnfguard: 'cnfguard, logLevel warn (no per-request log line)',
   'cnfguard-info': 'cnfguard, logLevel info (the default: one JSON line per request, to /dev/null)',
+  'cnfguard-h1only': 'cnfguard with listen.http2: false (no ALPN h2): what offering h2 costs the HTTP/1.1 path, logLevel warn',
   'cnfguard-cli': 'cnfguard started by `cnfguard run` (cmd/cnfguard.ts), workers: 1, logLevel warn',
   'cnfguard-workers': 'cnfguard started by `cnfguard run` with workers: N (--workers, default 2), logLevel warn',
   baseline: 'cnfguard from another checkout (--baseline DIR, e.g. the commit before a change), logLevel warn',
@@ -281,6 +282,10 @@ async function startTarget(stack: Stack, name: TargetName, options: { guardConfi
     case 'cnfguard':
     case 'cnfguard-info': {
       const file = guardConfigFile(stack, name, { logLevel: name === 'cnfguard' ? 'warn' : 'info', ...options.guardConfig });
+      return fromChild(await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], ...child }));
+    }
+    case 'cnfguard-h1only': {
+      const file = guardConfigFile(stack, name, { logLevel: 'warn', ...options.guardConfig, listen: { host: '127.0.0.1', port: 0, http2: false } });
       return fromChild(await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], ...child }));
     }
     case 'baseline':
