@@ -154,6 +154,11 @@ function streamDeadline(req: Http2ServerRequest, res: Http2ServerResponse, timeo
   const controller = new AbortController();
   const timer = setTimeout(() => {
     if (req.stream.closed || req.readableEnded) return;
+    // Answered already (a refusal that left the body unread): only stop the client sending.
+    if (res.writableFinished) {
+      req.stream.close(h2constants.NGHTTP2_NO_ERROR);
+      return;
+    }
     // The refusal first, so that the upstream call's abort is not reported as a 502.
     const err = new GuardError('request_timeout', { detail: `HTTP/2 request not received whole in ${timeoutMs} ms` });
     if (res.headersSent) {
