@@ -493,6 +493,7 @@ interface PairSummary {
   p99Ms: [number, number];
   serverCpuPct: [number | undefined, number | undefined];
   loadgenCpuPct: [number, number];
+  upstreamCpuPct: [number, number];
   foreignCpuPct: number | undefined;
   failures: [number, number];
   /** Median of the per-round ratios first / second. */
@@ -516,7 +517,7 @@ async function pairedPhase(options: Options, phase: string, sides: [PairSide, Pa
       const result = await side.run(seconds);
       runs[i as 0 | 1].push(result);
       log(
-        `  round ${round} ${side.name.padEnd(24)} ${String(result.rps).padStart(6)}/s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms  server CPU ${result.serverCpuPct ?? '-'}%  loadgen CPU ${result.loadgenCpuPct}%  others ${result.foreignCpuPct ?? '-'}%${result.failures > 0 ? `  FAILED ${result.failures}` : ''}`,
+        `  round ${round} ${side.name.padEnd(24)} ${String(result.rps).padStart(6)}/s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms  server CPU ${result.serverCpuPct ?? '-'}%  loadgen CPU ${result.loadgenCpuPct}%  upstream CPU ${result.upstreamCpuPct}%  others ${result.foreignCpuPct ?? '-'}%${result.failures > 0 ? `  FAILED ${result.failures}` : ''}`,
       );
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -535,6 +536,7 @@ async function pairedPhase(options: Options, phase: string, sides: [PairSide, Pa
     p99Ms: [med(runs[0], (r) => r.p99Ms) ?? Number.NaN, med(runs[1], (r) => r.p99Ms) ?? Number.NaN],
     serverCpuPct: [med(runs[0], (r) => r.serverCpuPct), med(runs[1], (r) => r.serverCpuPct)],
     loadgenCpuPct: [med(runs[0], (r) => r.loadgenCpuPct) ?? 0, med(runs[1], (r) => r.loadgenCpuPct) ?? 0],
+    upstreamCpuPct: [med(runs[0], (r) => r.upstreamCpuPct) ?? 0, med(runs[1], (r) => r.upstreamCpuPct) ?? 0],
     foreignCpuPct: med([...runs[0], ...runs[1]], (r) => r.foreignCpuPct),
     failures: [runs[0].reduce((a, r) => a + r.failures, 0), runs[1].reduce((a, r) => a + r.failures, 0)],
     ratio: Number.isFinite(ratio) ? Math.round(ratio * 100) / 100 : undefined,
@@ -544,8 +546,8 @@ async function pairedPhase(options: Options, phase: string, sides: [PairSide, Pa
 function printPair(pair: PairSummary, unit: string): void {
   log(
     table(
-      ['target', `${unit}/s`, `min-max ${unit}/s`, 'p50 ms', 'p99 ms', 'server CPU%', 'loadgen CPU%', 'failed'],
-      [0, 1].map((i) => [pair.names[i], pair.rps[i], `${Math.min(...(pair.rpsRounds[i] as number[]))}-${Math.max(...(pair.rpsRounds[i] as number[]))}`, fixed(pair.p50Ms[i], 2), fixed(pair.p99Ms[i], 2), pair.serverCpuPct[i], pair.loadgenCpuPct[i], pair.failures[i]]),
+      ['target', `${unit}/s`, `min-max ${unit}/s`, 'p50 ms', 'p99 ms', 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'failed'],
+      [0, 1].map((i) => [pair.names[i], pair.rps[i], `${Math.min(...(pair.rpsRounds[i] as number[]))}-${Math.max(...(pair.rpsRounds[i] as number[]))}`, fixed(pair.p50Ms[i], 2), fixed(pair.p99Ms[i], 2), pair.serverCpuPct[i], pair.loadgenCpuPct[i], pair.upstreamCpuPct[i], pair.failures[i]]),
     ),
   );
   log(`  ${pair.names[0]} / ${pair.names[1]}: ${fixed(pair.ratio, 2) ?? '?'}x (median of per-round ratios); others CPU% ${pair.foreignCpuPct ?? '?'}`);

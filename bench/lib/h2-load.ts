@@ -19,6 +19,8 @@ export interface ClosedLoopResult {
   p99Ms: number;
   serverCpuPct: number | undefined;
   loadgenCpuPct: number;
+  /** The upstream's CPU (it shares the load generator's core). */
+  upstreamCpuPct: number;
   foreignCpuPct: number | undefined;
 }
 
@@ -45,7 +47,8 @@ async function closedLoop(inFlight: number, seconds: number, issue: (slot: numbe
   const wall = (performance.now() - started) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
   const serverCpu = serverBefore === undefined ? undefined : cpuSecondsOf(pids) - serverBefore;
-  const own = (serverCpu ?? 0) + (cpuSecondsOf(sidePids) - sideBefore) + (cpu.user + cpu.system) / 1e6;
+  const sideCpu = cpuSecondsOf(sidePids) - sideBefore;
+  const own = (serverCpu ?? 0) + sideCpu + (cpu.user + cpu.system) / 1e6;
   const systemAfter = systemBusySeconds();
   const foreign = systemBefore === undefined || systemAfter === undefined ? undefined : Math.max(0, systemAfter - systemBefore - own);
   samples.sort((a, b) => a - b);
@@ -59,6 +62,7 @@ async function closedLoop(inFlight: number, seconds: number, issue: (slot: numbe
     p99Ms: Math.round(percentile(samples, 99) * 1000) / 1000,
     serverCpuPct: serverCpu === undefined ? undefined : Math.round((serverCpu / wall) * 100),
     loadgenCpuPct: Math.round(((cpu.user + cpu.system) / 1e6 / wall) * 100),
+    upstreamCpuPct: Math.round((sideCpu / wall) * 100),
     foreignCpuPct: foreign === undefined ? undefined : Math.round((foreign / wall) * 100),
   };
 }
