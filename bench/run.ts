@@ -6,6 +6,10 @@
  *                     [--no-pin] [--skip miss,handshake,memory] [--out FILE]
  *   node bench/run.ts --profile [--profile-target cnfguard-info] [--profile-seconds 10]
  *
+ * With the cnfguard target, two HTTP/2 phases follow the HTTP/1.1 load (issue 15; --skip h2,grpc):
+ * h2 cache-hit throughput of cnfguard against a bare Node h2 forwarder, and gRPC unary calls per
+ * second through cnfguard (an upstreamHttp2 route) against the same calls direct to the upstream.
+ *
  * It starts a fast upstream, a real authorization server (oidc-provider), cnfguard (in a child
  * process, through createApp and the real config loader), a bare Node 24 mTLS forwarder (undici,
  * no checks) and nginx as an mTLS-terminating proxy when installed. With taskset and two cores, the
@@ -28,6 +32,7 @@ import { createPki, type Pki } from '../test/fixtures/stack.ts';
 import { runCacheMiss, scrapeCounter, type CacheMissResult } from './lib/cache-miss.ts';
 import { spawnChild, type ChildServer } from './lib/children.ts';
 import { runHandshakes, type HandshakeResult } from './lib/handshake.ts';
+import { runGrpcLoad, runH2Load, type ClosedLoopResult } from './lib/h2-load.ts';
 import { runLoad, type LoadResult } from './lib/load.ts';
 import { hasTaskset, loadAverage, machineInfo, pinProcess, rssMbOf, type MachineInfo } from './lib/machine.ts';
 import { startCli } from './lib/cli-target.ts';
@@ -44,11 +49,13 @@ const ROOT = join(HERE, '..');
 const TARGETS = {
   cnfguard: 'cnfguard, logLevel warn (no per-request log line)',
   'cnfguard-info': 'cnfguard, logLevel info (the default: one JSON line per request, to /dev/null)',
+  'cnfguard-h1only': 'cnfguard with listen.http2: false (no ALPN h2): what offering h2 costs the HTTP/1.1 path, logLevel warn',
   'cnfguard-cli': 'cnfguard started by `cnfguard run` (cmd/cnfguard.ts), workers: 1, logLevel warn',
   'cnfguard-workers': 'cnfguard started by `cnfguard run` with workers: N (--workers, default 2), logLevel warn',
   baseline: 'cnfguard from another checkout (--baseline DIR, e.g. the commit before a change), logLevel warn',
   'baseline-info': 'cnfguard from the --baseline checkout, logLevel info (its default)',
   'bare-node': 'bare Node 24 mTLS forwarder: https + undici, no checks',
+  'bare-h2': 'bare Node 24 h2 mTLS forwarder: http2 compat API + undici to the HTTP/1.1 upstream, no checks (used by the h2 phase)',
   'bare-proxy3': 'experiment: the bare forwarder with http-proxy-3 + node:http Agent (as cnfguard forwards) instead of undici',
   'bare-proxy3-weakmap': 'experiment: bare-proxy3 + a WeakMap<req, {onResponse closure}> per request, as src/proxy/forward.ts keeps',
   'node-static': 'calibration: Node mTLS server answering itself, no upstream (ceiling of Node + this load generator)',
@@ -86,6 +93,10 @@ interface Options {
   /** taskset CPU lists when pinning (defaults: servers 0, the rest 1). */
   serverCpus: string;
   clientCpus: string;
+  /** HTTP/2 phase: sessions x streams in flight; gRPC phase: unary calls in flight. */
+  h2Sessions: number;
+  h2Streams: number;
+  grpcConcurrency: number;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -117,6 +128,9 @@ function parseOptions(argv: string[]): Options {
       baseline: { type: 'string' },
       'server-cpus': { type: 'string' },
       'client-cpus': { type: 'string' },
+      'h2-sessions': { type: 'string' },
+      'h2-streams': { type: 'string' },
+      'grpc-concurrency': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -167,6 +181,9 @@ function parseOptions(argv: string[]): Options {
     workers: Math.round(num(values.workers, 'BENCH_WORKERS', 2)),
     serverCpus: values['server-cpus'] ?? env.BENCH_SERVER_CPUS ?? '0',
     clientCpus: values['client-cpus'] ?? env.BENCH_CLIENT_CPUS ?? '1',
+    h2Sessions: Math.round(num(values['h2-sessions'], 'BENCH_H2_SESSIONS', 4)),
+    h2Streams: Math.round(num(values['h2-streams'], 'BENCH_H2_STREAMS', 8)),
+    grpcConcurrency: Math.round(num(values['grpc-concurrency'], 'BENCH_GRPC_CONCURRENCY', 32)),
   };
 }
 
@@ -185,7 +202,12 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
   --workers N             workers: of the cnfguard-workers target (default 2); for a scaling figure run
                           --targets cnfguard-cli,cnfguard-workers with --server-cpus 0-1 --client-cpus 2-3
                           on a machine with 4+ cores
-  --skip miss,handshake,memory
+  --skip miss,handshake,memory,h2,grpc
+  --baseline DIR          a checkout (npm install done) whose cnfguard runs as the baseline targets;
+                          e.g. --targets cnfguard,baseline gives the HTTP/1.1 "x baseline" ratio
+  --h2-sessions N         h2 phase: mTLS h2 sessions (BENCH_H2_SESSIONS, default 4)...
+  --h2-streams N          ...with N requests in flight on each (BENCH_H2_STREAMS, default 8)
+  --grpc-concurrency N    gRPC phase: unary calls in flight on one grpc-js channel (default 32)
   --miss-tokens N         tokens for the cache-miss run (default 300; quick 20)
   --memory-tokens N       cached tokens for the memory run (default 100000; quick 4000)
   --guard-config JSON     merged into cnfguard's YAML config, e.g. '{"introspection":{...}}'
@@ -262,6 +284,10 @@ async function startTarget(stack: Stack, name: TargetName, options: { guardConfi
       const file = guardConfigFile(stack, name, { logLevel: name === 'cnfguard' ? 'warn' : 'info', ...options.guardConfig });
       return fromChild(await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], ...child }));
     }
+    case 'cnfguard-h1only': {
+      const file = guardConfigFile(stack, name, { logLevel: 'warn', ...options.guardConfig, listen: { host: '127.0.0.1', port: 0, http2: false } });
+      return fromChild(await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], ...child }));
+    }
     case 'baseline':
     case 'baseline-info': {
       if (options.baseline === undefined) throw new Error(`target ${name} needs --baseline DIR (a checkout with npm install done)`);
@@ -276,6 +302,10 @@ async function startTarget(stack: Stack, name: TargetName, options: { guardConfi
       const adminUrl = `http://127.0.0.1:${adminPort}`;
       const cli = await startCli({ entry: join(ROOT, 'cmd', 'cnfguard.ts'), configFile: file, adminUrl, cpus: stack.serverCpu, nodeFlags: options.nodeFlags, stdout: options.stdout });
       return { name, url: `https://127.0.0.1:${port}`, adminUrl, pids: cli.pids, alive: cli.alive, stop: cli.stop };
+    }
+    case 'bare-h2': {
+      const config = { cert: stack.pki.files.server.cert, key: stack.pki.files.server.key, upstream: stack.upstream.ready.url };
+      return fromChild(await spawnChild({ name, script: join(HERE, 'servers', 'bare-h2-forwarder.ts'), args: [JSON.stringify(config)], ...child }));
     }
     case 'bare-node':
     case 'bare-proxy3':
@@ -335,6 +365,7 @@ interface TargetSummary {
   p99Rounds: number[];
   ratioVsBare: number | undefined;
   ratioVsNginx: number | undefined;
+  ratioVsBaseline: number | undefined;
   serverCpuPct: number | undefined;
   loadgenCpuPct: number | undefined;
   upstreamCpuPct: number | undefined;
@@ -374,6 +405,7 @@ function summarizeTargets(names: TargetName[], runs: Map<TargetName, LoadResult[
         p99Rounds: list.map((r) => r.p99Ms),
         ratioVsBare: ratio(name, 'bare-node'),
         ratioVsNginx: ratio(name, 'nginx'),
+        ratioVsBaseline: ratio(name, 'baseline'),
         serverCpuPct: opt(list.map((r) => r.serverCpuPct)),
         loadgenCpuPct: opt(list.map((r) => r.loadgenCpuPct)),
         upstreamCpuPct: opt(list.map((r) => r.upstreamCpuPct)),
@@ -389,7 +421,7 @@ function summarizeTargets(names: TargetName[], runs: Map<TargetName, LoadResult[
 function printTargets(rows: TargetSummary[]): void {
   log(
     table(
-      ['target', 'req/s', 'min-max req/s', 'p50 ms', 'p99 ms', 'x bare', 'x nginx', 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'others CPU%', 'RSS MB', 'errors+non2xx'],
+      ['target', 'req/s', 'min-max req/s', 'p50 ms', 'p99 ms', 'x bare', 'x nginx', 'x baseline', 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'others CPU%', 'RSS MB', 'errors+non2xx'],
       rows.map((r) => [
         r.name,
         r.rps,
@@ -398,6 +430,7 @@ function printTargets(rows: TargetSummary[]): void {
         fixed(r.p99Ms, 2),
         fixed(r.ratioVsBare, 2),
         fixed(r.ratioVsNginx, 2),
+        fixed(r.ratioVsBaseline, 2),
         r.serverCpuPct,
         r.loadgenCpuPct,
         r.upstreamCpuPct,
@@ -448,6 +481,114 @@ async function loadPhase(options: Options, stack: Stack, targets: Target[]): Pro
     }
   }
   return runs;
+}
+
+/** Two ways of doing the same work, loaded in turn round after round (issue 15's h2 and gRPC figures). */
+interface PairSummary {
+  phase: string;
+  names: [string, string];
+  rps: [number, number];
+  rpsRounds: [number[], number[]];
+  p50Ms: [number, number];
+  p99Ms: [number, number];
+  serverCpuPct: [number | undefined, number | undefined];
+  loadgenCpuPct: [number, number];
+  upstreamCpuPct: [number, number];
+  foreignCpuPct: number | undefined;
+  failures: [number, number];
+  /** Median of the per-round ratios first / second. */
+  ratio: number | undefined;
+}
+
+interface PairSide {
+  name: string;
+  run: (seconds: number) => Promise<ClosedLoopResult>;
+}
+
+async function pairedPhase(options: Options, phase: string, sides: [PairSide, PairSide]): Promise<PairSummary> {
+  const seconds = options.quick ? 1 : options.durationSeconds;
+  const runs: [ClosedLoopResult[], ClosedLoopResult[]] = [[], []];
+  for (const side of sides) {
+    const warm = await side.run(options.quick ? 0.5 : options.warmupSeconds);
+    log(`  warm-up ${side.name.padEnd(24)} ${String(warm.rps).padStart(6)}/s  (${warm.failures} failed)`);
+  }
+  for (let round = 1; round <= options.rounds; round++) {
+    for (const [i, side] of sides.entries()) {
+      const result = await side.run(seconds);
+      runs[i as 0 | 1].push(result);
+      log(
+        `  round ${round} ${side.name.padEnd(24)} ${String(result.rps).padStart(6)}/s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms  server CPU ${result.serverCpuPct ?? '-'}%  loadgen CPU ${result.loadgenCpuPct}%  upstream CPU ${result.upstreamCpuPct}%  others ${result.foreignCpuPct ?? '-'}%${result.failures > 0 ? `  FAILED ${result.failures}` : ''}`,
+      );
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  const med = (list: ClosedLoopResult[], pick: (r: ClosedLoopResult) => number | undefined) => {
+    const m = median(list.map(pick).filter((v): v is number => v !== undefined));
+    return Number.isFinite(m) ? Math.round(m * 100) / 100 : undefined;
+  };
+  const ratio = median(runs[0].map((r, i) => r.rps / (runs[1][i]?.rps ?? Number.NaN)));
+  return {
+    phase,
+    names: [sides[0].name, sides[1].name],
+    rps: [Math.round(med(runs[0], (r) => r.rps) ?? 0), Math.round(med(runs[1], (r) => r.rps) ?? 0)],
+    rpsRounds: [runs[0].map((r) => r.rps), runs[1].map((r) => r.rps)],
+    p50Ms: [med(runs[0], (r) => r.p50Ms) ?? Number.NaN, med(runs[1], (r) => r.p50Ms) ?? Number.NaN],
+    p99Ms: [med(runs[0], (r) => r.p99Ms) ?? Number.NaN, med(runs[1], (r) => r.p99Ms) ?? Number.NaN],
+    serverCpuPct: [med(runs[0], (r) => r.serverCpuPct), med(runs[1], (r) => r.serverCpuPct)],
+    loadgenCpuPct: [med(runs[0], (r) => r.loadgenCpuPct) ?? 0, med(runs[1], (r) => r.loadgenCpuPct) ?? 0],
+    upstreamCpuPct: [med(runs[0], (r) => r.upstreamCpuPct) ?? 0, med(runs[1], (r) => r.upstreamCpuPct) ?? 0],
+    foreignCpuPct: med([...runs[0], ...runs[1]], (r) => r.foreignCpuPct),
+    failures: [runs[0].reduce((a, r) => a + r.failures, 0), runs[1].reduce((a, r) => a + r.failures, 0)],
+    ratio: Number.isFinite(ratio) ? Math.round(ratio * 100) / 100 : undefined,
+  };
+}
+
+function printPair(pair: PairSummary, unit: string): void {
+  log(
+    table(
+      ['target', `${unit}/s`, `min-max ${unit}/s`, 'p50 ms', 'p99 ms', 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'failed'],
+      [0, 1].map((i) => [pair.names[i], pair.rps[i], `${Math.min(...(pair.rpsRounds[i] as number[]))}-${Math.max(...(pair.rpsRounds[i] as number[]))}`, fixed(pair.p50Ms[i], 2), fixed(pair.p99Ms[i], 2), pair.serverCpuPct[i], pair.loadgenCpuPct[i], pair.upstreamCpuPct[i], pair.failures[i]]),
+    ),
+  );
+  log(`  ${pair.names[0]} / ${pair.names[1]}: ${fixed(pair.ratio, 2) ?? '?'}x (median of per-round ratios); others CPU% ${pair.foreignCpuPct ?? '?'}`);
+}
+
+/** h2 cache hits: cnfguard (the running `cnfguard` target, ALPN h2 on its one port) against the bare h2 forwarder. */
+async function h2Phase(options: Options, stack: Stack, guard: Target): Promise<PairSummary> {
+  const bare = (await startTarget(stack, 'bare-h2', { guardConfig: {}, nodeFlags: options.nodeFlags, stdout: options.serverStdout })) as Target;
+  try {
+    log(`
+h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} streams in flight, GET with the cached token, both to the HTTP/1.1 upstream`);
+    const side = (name: string, target: Target): PairSide => ({
+      name,
+      run: (seconds) => runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] }),
+    });
+    return await pairedPhase(options, 'h2 cache hit', [side('cnfguard h2', guard), side('bare-h2', bare)]);
+  } finally {
+    await bare.stop();
+  }
+}
+
+/** gRPC unary calls through cnfguard (mTLS, bound token, upstreamHttp2 route) against direct h2c to the same grpc-js server. */
+async function grpcPhase(options: Options, stack: Stack): Promise<PairSummary> {
+  const upstream = await spawnChild({ name: 'grpc-upstream', script: join(HERE, 'servers', 'grpc-upstream.ts'), cpu: stack.sideCpu });
+  let guard: Target | undefined;
+  try {
+    const routes = [{ pathPrefix: '/bench.Echo', upstream: upstream.ready.url, upstreamHttp2: true }];
+    guard = (await startTarget(stack, 'cnfguard', { guardConfig: { ...options.guardConfig, routes }, nodeFlags: options.nodeFlags, stdout: options.serverStdout })) as Target;
+    const through = guard;
+    const address = String(upstream.ready.address);
+    log(`
+gRPC unary: ${options.grpcConcurrency} calls in flight on one grpc-js channel; through cnfguard (mTLS, cached bound token, h2c upstream) and direct (h2c)`);
+    const sidePids = () => [upstream.pid];
+    return await pairedPhase(options, 'gRPC unary', [
+      { name: 'through cnfguard', run: (seconds) => runGrpcLoad({ address: `localhost:${new URL(through.url).port}`, tls: { ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, token: stack.token }, concurrency: options.grpcConcurrency, seconds, serverPids: through.pids, sidePids }) },
+      { name: 'direct to the upstream', run: (seconds) => runGrpcLoad({ address, concurrency: options.grpcConcurrency, seconds, sidePids }) },
+    ]);
+  } finally {
+    await guard?.stop();
+    await upstream.stop();
+  }
 }
 
 interface MemoryResult {
@@ -556,6 +697,9 @@ async function benchmark(options: Options): Promise<void> {
 
     const runs = await loadPhase(options, stack, targets);
     const rss = new Map(targets.map((t) => [t.name, t.pids().reduce<number | undefined>((a, pid) => (a ?? 0) + (rssMbOf(pid) ?? 0), undefined)]));
+    const mainGuard = targets.find((t) => t.name === 'cnfguard');
+    const h2 = mainGuard !== undefined && !options.skip.has('h2') ? await h2Phase(options, stack, mainGuard) : undefined;
+    const grpcUnary = mainGuard !== undefined && !options.skip.has('grpc') ? await grpcPhase(options, stack) : undefined;
     const summary = summarizeTargets(
       targets.map((t) => t.name),
       runs,
@@ -630,6 +774,16 @@ async function benchmark(options: Options): Promise<void> {
     if (hitPath !== undefined) log(`  ${hitPath.target} token cache during the load: ${hitPath.cacheHits ?? '?'} hits, ${hitPath.cacheMisses ?? '?'} misses`);
     const bad = summary.filter((s) => s.errors + s.non2xx > 0);
     for (const s of bad) log(`  WARNING ${s.name}: ${s.errors} errors, ${s.non2xx} non-2xx ${JSON.stringify(s.statusCodes)}`);
+
+    if (h2 !== undefined) {
+      log(`\nh2 cache-hit throughput (${options.h2Sessions} sessions x ${options.h2Streams} streams; goal cnfguard / bare-h2 >= 1.0):`);
+      printPair(h2, 'req');
+    }
+    if (grpcUnary !== undefined) {
+      log(`\ngRPC unary calls (${options.grpcConcurrency} in flight; direct is plaintext h2c, cnfguard adds mTLS and the checks):`);
+      printPair(grpcUnary, 'calls');
+      log('  the grpc-js client shares its core with the upstream: when loadgen CPU% nears 100, the client is the limit');
+    }
 
     if (cacheMiss !== undefined) {
       log(`\ncache miss (${cacheMiss.target}, sequential, one connection):`);
@@ -713,6 +867,8 @@ async function benchmark(options: Options): Promise<void> {
         pinning: machine.pinning,
       },
       targets: summary,
+      h2,
+      grpcUnary,
       skipped,
       hitPath,
       cacheMiss,

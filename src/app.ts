@@ -234,7 +234,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const certificateSource = createCertificateSource({ trustedProxies: settings.trustedProxies, clientCa: config.tls.clientCa, now });
   const accessLog = createAccessLog(logger, metrics);
   const edge = { runtime: () => runtime, forwarder, logger, accessLog, certificates: certificateSource, draining: () => draining };
-  const proxyEdge = createProxyEdge({ ...edge, metrics, bodyBudget: createBodyBudget(settings.limits.bufferedBodyBytes) });
+  const proxyEdge = createProxyEdge({ ...edge, metrics, bodyBudget: createBodyBudget(settings.limits.bufferedBodyBytes), requestTimeoutMs: () => current.limits.requestTimeoutMs });
   const listener = createTlsServer(config.tls, settings.limits, proxyEdge, settings.listen.http2 ? { onRequest: proxyEdge } : undefined);
   const { server } = listener;
   server.on(

@@ -48,6 +48,12 @@ export interface RequestFacts {
   hostLines: readonly string[] | undefined;
   /** Header lines received. */
   headerCount: number;
+  /**
+   * HTTP/2: the header list's size, RFC 9113 §6.5.2 (name + value + 32 per field, pseudo-headers
+   * included). nghttp2 applies SETTINGS_MAX_HEADER_LIST_SIZE only once the client has acknowledged
+   * it, so the first requests of a connection are measured here. Unset for HTTP/1.1 (Node's parser).
+   */
+  headerBytes?: number;
   /** Every Authorization line. */
   authorization: readonly string[] | undefined;
   /** Every DPoP line (the proof, RFC 9449 §4.1). */
@@ -91,6 +97,8 @@ export interface Verdict {
 export interface PipelineLimits {
   urlBytes: number;
   headerCount: number;
+  /** Checked against `RequestFacts.headerBytes` when the edge measured it. */
+  headerBytes?: number;
   formBodyBytes: number;
 }
 
@@ -116,6 +124,7 @@ const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])
 function shapeOf(facts: RequestFacts, limits: PipelineLimits): { target: ParsedTarget; host: string } {
   if (facts.target.length > limits.urlBytes) throw new GuardError('url_too_long');
   if (facts.headerCount > limits.headerCount) throw new GuardError('headers_too_many');
+  if (facts.headerBytes !== undefined && limits.headerBytes !== undefined && facts.headerBytes > limits.headerBytes) throw new GuardError('headers_too_large');
   const lines = facts.hostLines;
   if (lines === undefined || lines.length !== 1 || !HOST.test(lines[0] ?? '')) throw new GuardError('host_malformed');
   return { target: parseTarget(facts.target), host: lines[0] as string };

@@ -103,3 +103,26 @@ export function upstreamHeaders(inbound: IncomingHttpHeaders, input: UpstreamHea
   out['x-request-id'] = input.requestId;
   return out;
 }
+
+/**
+ * Fields a trailer may not carry (RFC 9110 §6.5.1): framing, routing, authentication, content
+ * handling and request modifiers. An upstream that merges trailers into its headers would
+ * otherwise read them as if they had been checked.
+ */
+const NOT_IN_TRAILERS: ReadonlySet<string> = new Set(['host', 'content-length', 'content-type', 'content-encoding', 'content-range', 'authorization', 'dpop', 'cookie', 'set-cookie', 'range', 'max-forwards', 'cache-control', 'pragma', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-range']);
+
+/**
+ * The request trailers the upstream receives: the client's, without pseudo-headers, hop-by-hop
+ * fields, fields a trailer may not carry, and every name no client may send (`stripped`: identity,
+ * claim, certificate and forwarding headers, also spelled with `_`).
+ */
+export function upstreamTrailers(inbound: IncomingHttpHeaders, stripped: ReadonlySet<string>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const name in inbound) {
+    const value = inbound[name];
+    if (value === undefined || name.startsWith(':') || HOP_BY_HOP.has(name) || NOT_IN_TRAILERS.has(name)) continue;
+    if (stripped.has(name.includes('_') ? name.replaceAll('_', '-') : name)) continue;
+    out[name] = value;
+  }
+  return out;
+}

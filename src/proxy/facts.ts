@@ -34,6 +34,18 @@ function distinctOf(rawHeaders: readonly string[]): NodeJS.Dict<string[]> {
   return distinct;
 }
 
+/** HTTP/2: header fields other than pseudo-headers, and the header list's size (RFC 9113 §6.5.2). */
+function http2HeaderList(rawHeaders: readonly string[]): { count: number; bytes: number } {
+  let count = 0;
+  let bytes = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] ?? '';
+    if (!name.startsWith(':')) count++;
+    bytes += name.length + (rawHeaders[i + 1]?.length ?? 0) + 32;
+  }
+  return { count, bytes };
+}
+
 /** HTTP/2: the `:authority` and any Host line must agree (RFC 9113 §8.3.1), so both count as Host lines. */
 function http2HostLines(req: Http2ServerRequest): string[] | undefined {
   const authority = req.headers[':authority'];
@@ -60,11 +72,13 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource)
     certificateError = err;
   }
   const length = req.headers['content-length'];
+  const list = h2 ? http2HeaderList(req.rawHeaders) : undefined;
   return {
     method: req.method ?? 'GET',
     target: req.url ?? '/',
     hostLines: h2 ? http2HostLines(req) : req.headersDistinct.host,
-    headerCount: h2 ? req.rawHeaders.filter((name, i) => i % 2 === 0 && !name.startsWith(':')).length : req.rawHeaders.length / 2,
+    headerCount: list?.count ?? req.rawHeaders.length / 2,
+    ...(list !== undefined && { headerBytes: list.bytes }),
     authorization: h2 ? linesOf(req.rawHeaders, 'authorization') : req.headersDistinct.authorization,
     dpop: h2 ? linesOf(req.rawHeaders, 'dpop') : req.headersDistinct.dpop,
     peer,

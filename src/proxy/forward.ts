@@ -38,6 +38,8 @@ export interface WebForwardOptions {
   target: string;
   /** The request body to send instead of `req` (a buffered form, or a size-limited stream). */
   body?: Readable;
+  /** The request trailers to relay, asked once the body has been sent (HTTP/2 upstreams only). */
+  requestTrailers?: () => Record<string, string | string[]>;
   /** Speak HTTP/2 to the upstream (`upstreamHttp2`): h2c for http://, h2 for https://. */
   upstreamHttp2?: boolean;
   /** No response headers, or no body byte, for this long: 504 (or a cut connection once the answer started). */
@@ -204,14 +206,17 @@ function createHttp2Upstream() {
     if (req.headers.te === 'trailers') headers.te = 'trailers';
     const source = options.body ?? (req as Readable);
     const bodyless = options.body === undefined && ('stream' in req ? req.stream.endAfterHeaders : !hasBody(req));
+    const relayTrailers = !bodyless && options.requestTrailers !== undefined;
     let stream: http2.ClientHttp2Stream;
     try {
-      // Request trailers are not relayed: waiting for them would hold every stream open (gRPC sends none).
-      stream = sessionFor(target.origin).request(headers, { endStream: bodyless });
+      stream = sessionFor(target.origin).request(headers, { endStream: bodyless, waitForTrailers: relayTrailers });
     } catch (err) {
       fail(err);
       return;
     }
+    // Once the body is sent (so the client's trailers have arrived): its trailers, or an empty
+    // END_STREAM DATA frame when it sent none (Node's sendTrailers({})).
+    if (relayTrailers) stream.once('wantTrailers', () => stream.sendTrailers(options.requestTrailers?.() ?? {}));
     stream.setTimeout(options.timeoutMs, () => {
       fail(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }));
       stream.close(http2.constants.NGHTTP2_CANCEL);

@@ -37,13 +37,20 @@ export function listenerProperties(limits: Limits): { maxConnections: number; ma
 
 /** Limits the pipeline checks per request. */
 export function pipelineLimits(limits: Limits): PipelineLimits {
-  return { urlBytes: limits.urlBytes, headerCount: limits.headerCount, formBodyBytes: limits.formBodyBytes };
+  return { urlBytes: limits.urlBytes, headerCount: limits.headerCount, headerBytes: limits.headerBytes, formBodyBytes: limits.formBodyBytes };
 }
 
 /**
- * HTTP/2 session limits. Node's nghttp2 defends against rapid reset (CVE-2023-44487), SETTINGS,
- * PING and empty-frame floods with these counters (and its own reset-rate limit); cnfguard sets them explicitly, lower than
- * Node's defaults where a sidecar needs less.
+ * HTTP/2 session limits, set explicitly and lower than Node's defaults where a sidecar needs less:
+ * - concurrent streams and header list size (SETTINGS; nghttp2 applies the latter only once the
+ *   client acknowledged it, so the pipeline measures each header list too);
+ * - rapid reset (CVE-2023-44487): a burst of 200 RST_STREAMs, then 33 a second (Node: 1000/33),
+ *   past which the session gets GOAWAY; refused streams;
+ * - empty-frame floods: zero-length DATA frames count as invalid frames (Node: 1000);
+ * - PING and SETTINGS floods: nghttp2 ends a session that makes it queue over 1000 ACKs (built
+ *   in, no option); `maxSettings` bounds the entries of one SETTINGS frame, `maxOutstandingPings`
+ *   only cnfguard's own pings.
+ * Stream-level slowloris is the edge's per-stream deadline and the session idle timeout (tls/server.ts).
  */
 export function http2Options(limits: Limits): SecureServerOptions {
   return {
@@ -53,6 +60,8 @@ export function http2Options(limits: Limits): SecureServerOptions {
     maxSessionMemory: 16,
     maxSessionInvalidFrames: 100,
     maxSessionRejectedStreams: 100,
+    streamResetBurst: 200,
+    streamResetRate: 33,
     maxOutstandingPings: 10,
     maxSettings: 32,
     peerMaxConcurrentStreams: limits.http2MaxConcurrentStreams,

@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import type { Http2ServerResponse } from 'node:http2';
+import { constants as h2constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { Readable } from 'node:stream';
 import type { Metrics } from '../admin/metrics.ts';
 import { WELL_KNOWN_PREFIX } from '../discovery/resource-metadata.ts';
@@ -18,7 +18,7 @@ import { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { Verdict } from '../pipeline/pipeline.ts';
 import { hostName } from '../pipeline/route.ts';
-import { upstreamHeaders } from '../pipeline/upstream-headers.ts';
+import { upstreamHeaders, upstreamTrailers } from '../pipeline/upstream-headers.ts';
 import type { Runtime } from '../runtime.ts';
 import { formReader, limitBody, type BodyBudget } from './body.ts';
 import { isHttp2, requestFacts, type ProxyRequest } from './facts.ts';
@@ -37,6 +37,8 @@ export interface EdgeDependencies {
   bodyBudget: BodyBudget;
   /** While draining, every response closes its connection. */
   draining: () => boolean;
+  /** `limits.requestTimeoutMs` in force: an HTTP/2 request must be received whole within it (Node times HTTP/1.1 itself). */
+  requestTimeoutMs: () => number;
 }
 
 export function pathOf(target: string): string {
@@ -108,9 +110,12 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       if (res.headersSent) res.destroy();
       else if (!(res as { destroyed?: boolean }).destroyed) refuse(err);
     };
+    // Stream-level slowloris: an HTTP/2 request whose body trickles or never ends is reset.
+    const abort = h2 && !req.stream.endAfterHeaders ? streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err)) : undefined;
     try {
       const facts = requestFacts(req, deps.certificates);
       verdict = await runtime.pipeline.evaluate(facts, form.read);
+      if (abort?.signal.aborted === true) return;
       const { decision, route } = verdict;
       if (!decision.allow) {
         if (verdict.closeConnection) keepAlive(false);
@@ -121,24 +126,25 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       const headers = upstreamHeaders(req.headers, { route, decision, host: verdict.host, requestId, peer: facts.peer, peerIsTrustedProxy: deps.certificates.isTrustedProxy(facts.peer), upgrade: false, stripped: runtime.stripped });
       res.setHeader('x-request-id', requestId);
       if (verdict.dpopNonce !== undefined) res.setHeader('dpop-nonce', verdict.dpopNonce);
-      const abort = verdict.body.kind === 'limited' ? new AbortController() : undefined;
       const body =
         verdict.body.kind === 'buffered'
           ? Readable.from([verdict.body.bytes])
           : verdict.body.kind === 'limited'
             ? limitBody(req, verdict.body.limitBytes, () => {
-                abort?.abort();
+                limited.abort();
                 keepAlive(false); // the rest of the body is not read
                 fail(new GuardError('body_too_large', { detail: 'chunked body over maxBodyBytes' }));
               })
             : undefined;
+      const limited = abort ?? new AbortController();
       const forwardedAt = performance.now();
       forwarder.web(req, res, route.upstream, {
         headers,
         upstreamHttp2: route.upstreamHttp2,
+        requestTrailers: () => upstreamTrailers(req.trailers, runtime.stripped),
         target: verdict.target,
         timeoutMs: route.upstreamTimeoutMs,
-        ...(abort !== undefined && { signal: abort.signal }),
+        ...((abort !== undefined || verdict.body.kind === 'limited') && { signal: limited.signal }),
         ...(body !== undefined && { body }),
         onResponse: (status) => {
           upstreamStatus = status;
@@ -156,4 +162,37 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
   }
 
   return (req, res) => void handle(req, res);
+}
+
+/**
+ * A per-stream deadline for receiving the request: if the client has not ended its stream after
+ * `timeoutMs`, the upstream call is aborted and the stream reset, whatever the session does
+ * (its other streams stay open). Before any response byte the client gets 408 and then
+ * RST_STREAM(NO_ERROR) (RFC 9113 §8.1: stop sending); after, RST_STREAM(CANCEL). Long-lived
+ * client-streaming gRPC calls therefore need `limits.requestTimeoutMs` above their lifetime.
+ */
+function streamDeadline(req: Http2ServerRequest, res: Http2ServerResponse, timeoutMs: number, fail: (err: GuardError) => void): AbortController {
+  const controller = new AbortController();
+  const timer = setTimeout(() => {
+    if (req.stream.closed || req.readableEnded) return;
+    // Answered already (a refusal that left the body unread): only stop the client sending.
+    if (res.writableFinished) {
+      req.stream.close(h2constants.NGHTTP2_NO_ERROR);
+      return;
+    }
+    // The refusal first, so that the upstream call's abort is not reported as a 502.
+    const err = new GuardError('request_timeout', { detail: `HTTP/2 request not received whole in ${timeoutMs} ms` });
+    if (res.headersSent) {
+      req.stream.close(h2constants.NGHTTP2_CANCEL);
+      fail(err);
+    } else {
+      fail(err);
+      if (!req.stream.destroyed) req.stream.close(h2constants.NGHTTP2_NO_ERROR);
+    }
+    controller.abort();
+  }, timeoutMs);
+  const clear = (): void => clearTimeout(timer);
+  req.once('end', clear);
+  res.once('close', clear);
+  return controller;
 }

@@ -48,8 +48,17 @@ export function createTlsServer(tls: TlsMaterial, limits: Limits, onRequest: Req
     h2server.on('session', (session: http2.ServerHttp2Session) => {
       sessions.add(session);
       session.once('close', () => sessions.delete(session));
-      // An idle session (no frame for this long) is closed, as an idle HTTP/1.1 connection is.
-      session.setTimeout(limits.requestTimeoutMs, () => session.close());
+      // An idle session (no frame either way for requestTimeoutMs, read live) is sent GOAWAY, as an
+      // idle HTTP/1.1 connection is closed; whatever it still holds gets as long again, then the
+      // session is destroyed. That also ends a header block left open (HEADERS without
+      // END_HEADERS, no CONTINUATION): the peer may send no other frame meanwhile (RFC 9113
+      // §6.10), and a graceful close alone would wait for that stream forever.
+      session.setTimeout(server.requestTimeout, () => {
+        session.close();
+        const end = setTimeout(() => session.destroy(), server.requestTimeout);
+        end.unref();
+        session.once('close', () => clearTimeout(end));
+      });
     });
     h2server.on('sessionError', () => {});
     const http1 = server.listeners('secureConnection') as ((socket: TLSSocket) => void)[];

@@ -27,6 +27,15 @@ interface QuickResult {
   cacheMiss: { asCalls: number; asCallsPerRequest: number; miss: { requests: number; failures: number }; guardIntrospections?: number };
   handshakes: Record<string, { full: { connections: number }; resumed: { connections: number; resumedShare: number } }>;
   memory: { maxEntries: number; checkpoints: { tokens: number; cacheSize: number }[] }[];
+  h2?: PairRow;
+  grpcUnary?: PairRow;
+}
+
+interface PairRow {
+  names: [string, string];
+  rps: [number, number];
+  failures: [number, number];
+  ratio?: number;
 }
 
 let dir: string;
@@ -47,7 +56,7 @@ beforeAll(async () => {
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   if (code === 0) result = JSON.parse(await readFile(out, 'utf8')) as QuickResult;
-}, 60_000);
+}, 90_000);
 
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -83,6 +92,20 @@ describe('npm run bench -- --quick', () => {
     expect(result.cacheMiss.asCalls).toBe(10);
     expect(result.cacheMiss.asCallsPerRequest).toBe(1);
     expect(result.cacheMiss.guardIntrospections).toBe(10);
+  });
+
+  it('compares h2 cache hits with the bare h2 forwarder, and gRPC unary calls through cnfguard with direct', () => {
+    for (const [pair, names] of [
+      [result.h2, ['cnfguard h2', 'bare-h2']],
+      [result.grpcUnary, ['through cnfguard', 'direct to the upstream']],
+    ] as const) {
+      expect(pair?.names).toEqual(names);
+      expect(pair?.rps[0]).toBeGreaterThan(0);
+      expect(pair?.rps[1]).toBeGreaterThan(0);
+      expect(pair?.failures).toEqual([0, 0]);
+      expect(pair?.ratio).toBeGreaterThan(0);
+    }
+    expect(stdout).toMatch(/^\s+cnfguard h2 \/ bare-h2: \d+\.\d+x/m);
   });
 
   it('measures new connections and the token cache memory, which maxEntries caps', () => {

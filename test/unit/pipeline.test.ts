@@ -31,7 +31,7 @@ function harness(answer: Record<string, unknown> = { active: true, client_id: 'a
     negativeSize: 0,
     clear() {},
   };
-  const pipeline = createPipeline({ routes: compileRoutes(settings), validator: createTokenValidator({ introspector, cache: { maxEntries: 0, maxTtlSeconds: 0 }, now: Date.now }), dpop: DPOP, now: () => Date.now(), limits: { urlBytes: 100, headerCount: 10, formBodyBytes: 50 } });
+  const pipeline = createPipeline({ routes: compileRoutes(settings), validator: createTokenValidator({ introspector, cache: { maxEntries: 0, maxTtlSeconds: 0 }, now: Date.now }), dpop: DPOP, now: () => Date.now(), limits: { urlBytes: 100, headerCount: 10, headerBytes: 1000, formBodyBytes: 50 } });
   let form: FormRead = { kind: 'read', bytes: Buffer.from('a=1') };
   const evaluate = (overrides: Partial<RequestFacts> = {}, body: Partial<RequestFacts['body']> = {}) =>
     pipeline.evaluate(
@@ -54,6 +54,7 @@ describe('pipeline order', () => {
     const h = harness();
     expect(await reasonOf(h.evaluate({ target: `/${'a'.repeat(200)}` }))).toBe('url_too_long');
     expect(await reasonOf(h.evaluate({ headerCount: 11 }))).toBe('headers_too_many');
+    expect(await reasonOf(h.evaluate({ headerBytes: 1001 }))).toBe('headers_too_large');
     expect(await reasonOf(h.evaluate({ hostLines: undefined }))).toBe('host_malformed');
     expect(await reasonOf(h.evaluate({ hostLines: ['a.example', 'b.example'] }))).toBe('host_malformed');
     expect(await reasonOf(h.evaluate({ target: '/a%2fb' }))).toBe('path_malformed');

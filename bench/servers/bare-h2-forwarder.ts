@@ -1,0 +1,69 @@
+/**
+ * Benchmark child: the floor for cnfguard over HTTP/2 (issue 15), a bare Node 24 h2 forwarder. It
+ * terminates TLS with ALPN h2 and the same listener settings as cnfguard (a client certificate
+ * requested, never required), and forwards every request, through the same compatibility API
+ * (request, response) cnfguard's edge uses, to the HTTP/1.1 upstream with undici, checking nothing.
+ *
+ *   bare-h2-forwarder.ts CONFIG_JSON     { cert, key, upstream }
+ */
+import { readFileSync } from 'node:fs';
+import http2, { type Http2ServerRequest, type Http2ServerResponse, type OutgoingHttpHeaders } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { pipeline } from 'node:stream';
+import { Agent, request } from 'undici';
+import { failChild, serveChild } from '../lib/children.ts';
+
+interface Options {
+  cert: string;
+  key: string;
+  upstream: string;
+}
+
+// Connection-specific fields, which HTTP/2 forbids (RFC 9113 §8.2.2), and the request's framing.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'host']);
+
+function fields(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) if (value !== undefined && !name.startsWith(':') && !HOP_BY_HOP.has(name)) out[name] = value;
+  return out;
+}
+
+try {
+  const options = JSON.parse(process.argv[2] ?? '{}') as Options;
+  const agent = new Agent({ keepAliveTimeout: 60_000, connections: 256 });
+  const upstream = options.upstream.replace(/\/$/, '');
+  const forward = (req: Http2ServerRequest, res: Http2ServerResponse) => {
+    const bodyless = req.stream.endAfterHeaders;
+    request(`${upstream}${req.url}`, { dispatcher: agent, method: req.method as 'GET', headers: fields(req.headers), body: bodyless ? null : req }).then(
+      (answer) => {
+        if (res.destroyed) {
+          answer.body.dump().catch(() => {});
+          return;
+        }
+        res.writeHead(answer.statusCode, fields(answer.headers) as OutgoingHttpHeaders);
+        pipeline(answer.body, res, () => {});
+      },
+      () => {
+        if (res.headersSent || res.destroyed) res.destroy();
+        else {
+          res.writeHead(502, { 'content-length': 0 });
+          res.end();
+        }
+      },
+    ).catch(() => res.destroy());
+  };
+  const server = http2.createSecureServer({ cert: readFileSync(options.cert), key: readFileSync(options.key), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' }, forward);
+  server.on('sessionError', () => {});
+  server.listen(0, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const { port } = server.address() as AddressInfo;
+  serveChild({ url: `https://127.0.0.1:${port}` }, async () => {
+    server.close();
+    await agent.close();
+  });
+} catch (err) {
+  failChild(err);
+}
