@@ -68,11 +68,10 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
     }
   }
 
-  async function viaJwt(token: string, audience: string | undefined): Promise<ValidatedToken> {
+  async function viaJwt(token: string, audience: string | undefined, key = tokenCacheKey(token), cached = cache?.get(key)): Promise<ValidatedToken> {
     if (jwt === undefined) throw new GuardError('jwt_malformed', { detail: 'no jwt: configured' });
     try {
-      const key = tokenCacheKey(token);
-      let entry = cache?.get(key);
+      let entry = cached;
       if (entry === undefined || entry.expiresAtMs <= now()) {
         const info = await jwt.verify(token);
         const lifetime = cacheLifetimeMs(info, now(), { maxTtlSeconds: options.cache.maxTtlSeconds, negativeTtlSeconds: 0 });
@@ -93,8 +92,12 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
       if (route.validation === 'introspection') return viaIntrospection(token, context);
       if (route.validation === 'jwt') return viaJwt(token, route.audience);
       // jwt-then-introspection: only a JWS claiming this issuer is checked locally, and then
-      // refused when it fails; anything else is the AS's to judge.
-      if (jwt !== undefined && looksLikeJws(token) && unverifiedIssuer(token) === jwt.issuer) return viaJwt(token, route.audience);
+      // refused when it fails; anything else is the AS's to judge. A JWT verified before is in
+      // the cache, which answers before the token is parsed again.
+      if (jwt === undefined) return viaIntrospection(token, context);
+      const key = tokenCacheKey(token);
+      const cached = cache?.get(key);
+      if (cached !== undefined || (looksLikeJws(token) && unverifiedIssuer(token) === jwt.issuer)) return viaJwt(token, route.audience, key, cached);
       return viaIntrospection(token, context);
     },
   };
