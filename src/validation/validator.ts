@@ -22,6 +22,8 @@ export interface ValidatedToken {
 
 export interface TokenValidator {
   validate(token: string, route: { readonly validation: ValidationMode; readonly audience: string | undefined }, context?: LookupContext): Promise<ValidatedToken>;
+  /** Validated JWTs cached (introspected tokens are the introspector's to count). */
+  readonly size?: number;
 }
 
 export interface TokenValidatorOptions {
@@ -96,6 +98,9 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
       // refused when it fails; anything else is the AS's to judge.
       if (jwt !== undefined && looksLikeJws(token) && unverifiedIssuer(token) === jwt.issuer) return viaJwt(token, route.audience);
       return viaIntrospection(token, context);
+    },
+    get size() {
+      return cache?.size ?? 0;
     },
   };
 }
