@@ -105,6 +105,8 @@ interface Bundle {
   dependencies: string[];
   /** k8s/README.md, which records the measured memory behind the Deployment's resources. */
   k8sReadme: string;
+  /** deploy/docker-compose.yml as text (its header comment). */
+  composeText: string;
 }
 
 /** Kubernetes reads manifests as YAML 1.1 (sigs.k8s.io/yaml), so 0440 is octal there: parse the same way. */
@@ -205,6 +207,7 @@ function loadBundle(): Bundle {
     sources,
     dependencies: Object.keys(pkg.dependencies ?? {}),
     k8sReadme: readFileSync(join(K8S_DIR, 'README.md'), 'utf8'),
+    composeText: readFileSync(COMPOSE_FILE, 'utf8'),
   };
 }
 
@@ -829,6 +832,25 @@ const CHECKS = {
     for (const network of composeNetworks(app)) expect(networks[network]?.internal, `app network ${network} is internal`).toBe(true);
   },
 
+  'compose: ports are published on loopback only; the header says Compose v2 and cites docs that exist'(b: Bundle) {
+    for (const [name, service] of Object.entries(b.compose.services ?? {})) {
+      for (const port of service.ports ?? []) {
+        const hostIp = typeof port === 'object' ? port.host_ip : typeof port === 'string' && port.split(':').length === 3 ? port.split(':')[0] : undefined;
+        expect(['127.0.0.1', '[::1]', '::1'], `${name}: port ${JSON.stringify(port)} is published on loopback`).toContain(hostIp);
+      }
+    }
+    const header = b.composeText.split('\n').filter((line) => line.startsWith('#')).join('\n');
+    expect(header, 'the header says it needs Compose v2 (docker compose)').toMatch(/Compose v2/);
+    const citations = [...header.matchAll(/(docs\/[\w.-]+\.md),?\s*#?\s*"([^"]+)"/g)];
+    expect(citations.length, 'the header cites its section of the deployment docs').toBeGreaterThan(0);
+    for (const [, doc, heading] of citations) {
+      const path = join(ROOT, doc!);
+      expect(existsSync(path), `${doc}, which the compose header cites, exists`).toBe(true);
+      expect(readFileSync(path, 'utf8'), `${doc} has the heading "${heading}"`).toContain(`## ${heading}`);
+    }
+    expect([...header.matchAll(/docs\/[\w.-]+\.md/g)].every((m) => existsSync(join(ROOT, m[0]))), 'every docs/ file the header names exists').toBe(true);
+  },
+
   'compose: upstream and introspection URLs name services that share a network with cnfguard'(b: Bundle) {
     const config = effective(composeConfig(b).text, 'deploy/cnfguard.yaml');
     const guardNetworks = composeNetworks(composeService(b, 'cnfguard'));
@@ -1241,6 +1263,15 @@ const MUTATIONS: Mutation[] = [
   }],
   ['maxEntries raised past the measurement', "k8s: cnfguard's memory request and limit cover the RSS measured in k8s/README.md for the config's maxEntries", (b) => {
     editConfigMap(b, 'maxEntries: 100000', 'maxEntries: 500000');
+  }],
+  ['cnfguard published on every interface', 'compose: ports are published on loopback only; the header says Compose v2 and cites docs that exist', (b) => {
+    b.compose.services!.cnfguard!.ports = ['8443:8443'];
+  }],
+  ['the header citing a doc that does not exist', 'compose: ports are published on loopback only; the header says Compose v2 and cites docs that exist', (b) => {
+    b.composeText = b.composeText.replace('docs/deploying.md', 'docs/deploy.md');
+  }],
+  ['the header not saying Compose v2', 'compose: ports are published on loopback only; the header says Compose v2 and cites docs that exist', (b) => {
+    b.composeText = b.composeText.replace(/Compose v2/g, 'Compose');
   }],
   ['an unknown compose service key', 'compose: docker-compose.yml validates against the compose-spec schema', (b) => {
     (b.compose.services!.cnfguard as Record<string, unknown>).readonly = true;
