@@ -31,7 +31,7 @@ beforeAll(async () => {
     { cidrs: [`${ENVOY}/32`], header: 'x-forwarded-client-cert', format: 'xfcc' },
     { cidrs: [`${TRAEFIK}/32`], header: 'x-forwarded-tls-client-cert', format: 'base64-der' },
   ];
-  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { trustedProxies, decisionApi: { host: '127.0.0.1', port: 0 }, routes: [{ pathPrefix: '/dpop', methods: ['dpop'] }] }));
+  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { trustedProxies, decisionApi: { host: '127.0.0.1', port: 0 }, routes: [{ pathPrefix: '/dpop', methods: ['dpop'] }, { pathPrefix: '/admin', scopes: ['admin'] }] }));
   nginx = await startAuthNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: guard.started.decisionUrl as string, upstreamUrl: d.upstream.url });
   token1 = await d.tokenFor('client1');
 });
@@ -63,7 +63,7 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
   const via = (path: string) => `https://127.0.0.1:${nginx?.port}${path}`;
 
   it('the bound request reaches the upstream with the identity headers; spoofed ones never do', async () => {
-    const r = await curl(d.pki, via('/app?q=1'), { cert: d.pki.files.client1, token: token1, headers: ['X-Auth-Subject: admin', 'X-Auth-Binding: spoofed', 'X-Client-Cert: forged'] });
+    const r = await curl(d.pki, via('/app?q=1'), { cert: d.pki.files.client1, token: token1, headers: ['X-Auth-Subject: admin', 'X-Auth-Binding: spoofed', 'X-Client-Cert: forged', 'X-Auth-Dpop-Jkt: spoofed', 'X-Original-URI: /other'] });
     expect(r.status).toBe(200);
     const seen = r.json<{ url: string; headers: Record<string, string> }>();
     expect(seen.url).toBe('/app?q=1');
@@ -72,6 +72,20 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
     expect(seen.headers['x-auth-subject']).not.toBe('admin');
     expect(seen.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     expect(seen.headers['x-client-cert']).toBeUndefined();
+    expect(seen.headers['x-auth-dpop-jkt']).toBeUndefined();
+  });
+
+  it('a 403 (insufficient_scope) reaches the client with its WWW-Authenticate, which nginx relays only for 401 by itself', async () => {
+    const r = await curl(d.pki, via('/admin/users'), { cert: d.pki.files.client1, token: token1 });
+    expect(r.status).toBe(403);
+    expect(r.headers['www-authenticate']).toMatch(/^Bearer realm="cnfguard", error="insufficient_scope"/);
+    expect(r.headers['x-cnfguard-status']).toBeUndefined();
+  });
+
+  it('a refusal nginx cannot relay (400, token in the URL) reaches the client as 403 with X-Cnfguard-Status: 400', async () => {
+    const r = await curl(d.pki, via('/app?access_token=abc'), { cert: d.pki.files.client1, token: token1 });
+    expect(r.status).toBe(403);
+    expect(r.headers['x-cnfguard-status']).toBe('400');
   });
 
   it('a stolen token (another certificate) gets 401 with WWW-Authenticate relayed; nothing reaches the upstream', async () => {
@@ -79,6 +93,7 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
     const r = await curl(d.pki, via('/app'), { cert: d.pki.files.client2, token: token1 });
     expect(r.status).toBe(401);
     expect(r.headers['www-authenticate']).toMatch(/^Bearer realm="cnfguard", error="invalid_token"/);
+    expect(r.headers['www-authenticate'], 'one challenge, not one from nginx and one from add_header').not.toMatch(/Bearer.*Bearer/);
     expect(d.upstream.requests.length).toBe(before);
   });
 
