@@ -632,7 +632,7 @@ type DecisionSideName = keyof typeof DECISION_SIDES;
 
 interface DecisionsSummary {
   nginx: string;
-  /** cnfguard's config in both roles: the defaults (logLevel info), plus decisionApi and trustedProxies for the decision side. */
+  /** cnfguard's config in both roles: the defaults (logLevel info) and any --guard-config, plus decisionApi and trustedProxies for the decision side. */
   config: string;
   sides: DecisionSide[];
   /** Medians of the per-round ratios. Goal: decisionsVsProxy >= 1.3. */
@@ -668,7 +668,7 @@ async function decisionsPhase(options: Options, stack: Stack, bin: string): Prom
     const alone = await startNginx({ ...nginxBase, dir: join(stack.workDir, 'nginx-alone') });
     stops.push(() => alone.stop());
     log(`
-decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's decision API, against cnfguard as the proxy, against nginx alone; cnfguard default config (logLevel info)`);
+decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's decision API, against cnfguard as the proxy, against nginx alone; cnfguard's default config${Object.keys(options.guardConfig).length === 0 ? ' (logLevel info)' : ` + ${JSON.stringify(options.guardConfig)}`}`);
     const sides: LoadTarget<DecisionSideName>[] = [
       { name: 'nginx+cnfguard decisions', url: front.url, pids: () => [...front.pids(), decider.pid], alive: () => front.alive() && decider.alive() },
       { name: 'cnfguard proxy', url: proxy.ready.url, pids: () => [proxy.pid], alive: () => proxy.alive() },
@@ -686,7 +686,7 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
     };
     return {
       nginx: front.version,
-      config: 'cnfguard defaults (logLevel info: one access line per request, to /dev/null); the decision side adds decisionApi and trustedProxies [127.0.0.1/32, x-client-cert, pem-urlencoded]',
+      config: `${Object.keys(options.guardConfig).length === 0 ? 'cnfguard defaults (logLevel info: one access line per request, to /dev/null)' : `cnfguard defaults with --guard-config ${JSON.stringify(options.guardConfig)}`}; the decision side adds decisionApi and trustedProxies [127.0.0.1/32, x-client-cert, pem-urlencoded]`,
       sides: sides.map(({ name }) => {
         const list = runs.get(name) ?? [];
         const statusCodes: Record<string, number> = {};

@@ -4,7 +4,9 @@
  * and an untrusted caller refused without a decision.
  */
 import { X509Certificate, createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { splitPemCertificates, thumbprintS256 } from '../../src/tls/certificates.ts';
 import type { PemPair } from '../../src/tls/dev-certs.ts';
@@ -211,6 +213,18 @@ describe('Traefik forwardAuth, as examples/decision-api/traefik.yaml configures 
     expect(outcome.status).toBe(401);
     expect(outcome.headers['www-authenticate']).toContain('invalid_token');
     expect(JSON.parse(outcome.body)).toMatchObject({ error: 'invalid_token' });
+  });
+});
+
+describe('README "Decision API"', () => {
+  it.each([
+    ['nginx.conf', 'nginx'],
+    ['envoy.yaml', 'yaml'],
+    ['traefik.yaml', 'yaml'],
+  ])('shows examples/decision-api/%s as it is', (file, lang) => {
+    const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
+    const recipe = readFileSync(join(import.meta.dirname, '..', '..', 'examples', 'decision-api', file), 'utf8');
+    expect(readme.includes(`\`\`\`${lang}\n${recipe}\`\`\`\n`), `README has a \`\`\`${lang} block equal to ${file}`).toBe(true);
   });
 });
 
