@@ -37,7 +37,7 @@ import { spawnChild, type ChildServer } from './lib/children.ts';
 import { runHandshakes, type HandshakeResult } from './lib/handshake.ts';
 import { runGrpcLoad, runH2Load, type ClosedLoopResult } from './lib/h2-load.ts';
 import { runLoad, type LoadResult } from './lib/load.ts';
-import { hasTaskset, loadAverage, machineInfo, pinProcess, rssMbOf, type MachineInfo } from './lib/machine.ts';
+import { cpuSecondsOf, hasTaskset, loadAverage, machineInfo, pinProcess, rssMbOf, type MachineInfo } from './lib/machine.ts';
 import { startCli } from './lib/cli-target.ts';
 import { findNginx, freePort, startNginx, type NginxServer } from './lib/nginx.ts';
 import { nginxRecipe } from '../test/fixtures/nginx-auth.ts';
@@ -470,10 +470,15 @@ interface LoadTarget<N extends string> {
   url: string;
   pids(): number[];
   alive(): boolean;
+  /** Processes whose CPU per request is reported apart (e.g. nginx and cnfguard of one side). */
+  parts?: Record<string, () => number[]>;
 }
 
-async function loadPhase<N extends string>(options: Options, stack: Stack, targets: LoadTarget<N>[]): Promise<Map<N, LoadResult[]>> {
-  const runs = new Map<N, LoadResult[]>(targets.map((t) => [t.name, []]));
+/** A load round, with the CPU µs per 2xx response of each of the target's `parts`. */
+type RoundResult = LoadResult & { partsCpuUs?: Record<string, number> };
+
+async function loadPhase<N extends string>(options: Options, stack: Stack, targets: LoadTarget<N>[]): Promise<Map<N, RoundResult[]>> {
+  const runs = new Map<N, RoundResult[]>(targets.map((t) => [t.name, []]));
   const base = { token: stack.token, cert: stack.cert, key: stack.key, connections: options.connections, sidePids: () => [stack.upstream.pid] };
   const amount = options.quick ? { amount: options.quickRequests } : {};
   log(`\nwarm-up: ${options.quick ? `${Math.max(100, Math.round(options.quickRequests / 2))} requests` : `${options.warmupSeconds} s`} per target`);
@@ -486,7 +491,10 @@ async function loadPhase<N extends string>(options: Options, stack: Stack, targe
   for (let round = 1; round <= options.rounds; round++) {
     for (const target of targets) {
       assertAlive(target);
-      const result = await runLoad({ ...base, url: target.url, serverPids: target.pids, ...amount, ...(options.quick ? {} : { durationSeconds: options.durationSeconds }) });
+      const parts = Object.entries(target.parts ?? {}).map(([name, pids]) => ({ name, pids: pids(), before: cpuSecondsOf(pids()) }));
+      const load = await runLoad({ ...base, url: target.url, serverPids: target.pids, ...amount, ...(options.quick ? {} : { durationSeconds: options.durationSeconds }) });
+      const ok = Math.max(1, Math.round(load.rps * load.seconds));
+      const result: RoundResult = parts.length === 0 ? load : { ...load, partsCpuUs: Object.fromEntries(parts.map((p) => [p.name, Math.round(((cpuSecondsOf(p.pids) - p.before) * 1e6) / ok)])) };
       assertAlive(target);
       runs.get(target.name)?.push(result);
       log(
@@ -618,6 +626,8 @@ interface DecisionSide {
   loadgenCpuPct: number | undefined;
   upstreamCpuPct: number | undefined;
   foreignCpuPct: number | undefined;
+  /** Median CPU µs per 2xx response of each process group (nginx, cnfguard): where the time goes. */
+  cpuUsPerRequest: Record<string, number | undefined>;
   errors: number;
   non2xx: number;
   statusCodes: Record<string, number>;
@@ -670,9 +680,9 @@ async function decisionsPhase(options: Options, stack: Stack, bin: string): Prom
     log(`
 decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's decision API, against cnfguard as the proxy, against nginx alone; cnfguard's default config${Object.keys(options.guardConfig).length === 0 ? ' (logLevel info)' : ` + ${JSON.stringify(options.guardConfig)}`}`);
     const sides: LoadTarget<DecisionSideName>[] = [
-      { name: 'nginx+cnfguard decisions', url: front.url, pids: () => [...front.pids(), decider.pid], alive: () => front.alive() && decider.alive() },
-      { name: 'cnfguard proxy', url: proxy.ready.url, pids: () => [proxy.pid], alive: () => proxy.alive() },
-      { name: 'nginx alone', url: alone.url, pids: alone.pids, alive: alone.alive },
+      { name: 'nginx+cnfguard decisions', url: front.url, pids: () => [...front.pids(), decider.pid], alive: () => front.alive() && decider.alive(), parts: { nginx: front.pids, cnfguard: () => [decider.pid] } },
+      { name: 'cnfguard proxy', url: proxy.ready.url, pids: () => [proxy.pid], alive: () => proxy.alive(), parts: { cnfguard: () => [proxy.pid] } },
+      { name: 'nginx alone', url: alone.url, pids: alone.pids, alive: alone.alive, parts: { nginx: alone.pids } },
     ];
     const runs = await loadPhase(options, stack, sides);
     const ratio = (a: DecisionSideName, b: DecisionSideName): number | undefined => {
@@ -702,6 +712,7 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
           loadgenCpuPct: opt(list.map((r) => r.loadgenCpuPct)),
           upstreamCpuPct: opt(list.map((r) => r.upstreamCpuPct)),
           foreignCpuPct: opt(list.map((r) => r.foreignCpuPct)),
+          cpuUsPerRequest: Object.fromEntries(Object.keys(list[0]?.partsCpuUs ?? {}).map((part) => [part, opt(list.map((r) => r.partsCpuUs?.[part]))])),
           errors: list.reduce((a, r) => a + r.errors + r.timeouts, 0),
           non2xx: list.reduce((a, r) => a + r.non2xx, 0),
           statusCodes,
@@ -724,6 +735,7 @@ function printDecisions(d: DecisionsSummary, machine: MachineInfo): void {
   );
   log(`  nginx+cnfguard decisions / cnfguard proxy: ${fixed(d.decisionsVsProxy, 2) ?? '?'}x (goal >= 1.3; median of per-round ratios)`);
   log(`  nginx+cnfguard decisions / nginx alone: ${fixed(d.decisionsVsNginxAlone, 2) ?? '?'}x (what asking cnfguard costs nginx)`);
+  log(`  CPU µs per request (median of rounds): ${d.sides.map((s) => `${s.name}: ${Object.entries(s.cpuUsPerRequest).map(([part, us]) => `${part} ${us ?? '?'}`).join(' + ')}`).join('; ')}`);
   log(`  server CPU% of nginx+cnfguard is nginx's worker and master plus cnfguard, sharing the server CPU; ${machineLine(machine)}`);
   for (const s of d.sides.filter((x) => x.errors + x.non2xx > 0)) log(`  WARNING ${s.name}: ${s.errors} errors, ${s.non2xx} non-2xx ${JSON.stringify(s.statusCodes)}`);
 }
