@@ -85,10 +85,23 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
     expect(r.headers['x-cnfguard-status']).toBeUndefined();
   });
 
-  it('a refusal nginx cannot relay (400, token in the URL) reaches the client as 403 with X-Cnfguard-Status: 400', async () => {
+  it('a refusal auth_request cannot relay (400, token in the URL) reaches the client as 400 with its challenge', async () => {
     const r = await curl(d.pki, via('/app?access_token=abc'), { cert: d.pki.files.client1, token: token1 });
-    expect(r.status).toBe(403);
-    expect(r.headers['x-cnfguard-status']).toBe('400');
+    expect(r.status).toBe(400);
+    expect(r.headers['www-authenticate']).toMatch(/^Bearer realm="cnfguard", error="invalid_request"/);
+    expect(r.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('a 503 (the AS is down) reaches the client as 503, not as nginx\'s 500', async () => {
+    const down = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: 'https://127.0.0.1:1/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 500 }, trustedProxies: [{ cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' }], decisionApi: { host: '127.0.0.1', port: 0 } }));
+    const front = await startAuthNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: down.started.decisionUrl as string, upstreamUrl: d.upstream.url });
+    try {
+      const r = await curl(d.pki, `https://127.0.0.1:${front?.port}/app`, { cert: d.pki.files.client1, token: await d.tokenFor('client1') });
+      expect(r.status).toBe(503);
+    } finally {
+      await front?.stop();
+      await down.stop();
+    }
   });
 
   it('a stolen token (another certificate) gets 401 with WWW-Authenticate relayed; nothing reaches the upstream', async () => {
