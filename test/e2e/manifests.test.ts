@@ -1043,6 +1043,13 @@ describe('deployment manifests', () => {
     }
   });
 
+  it('names a misspelt field, where it is and the type it is not in; the schema validation alone lets it through', () => {
+    const copy = structuredClone(bundle);
+    (mutContainer(copy, 'cnfguard') as unknown as Record<string, unknown>).imagePullPolcy = 'Always';
+    expect(strictProblems(copy)).toEqual([expect.stringMatching(/^k8s\/deployment\.yaml document 0 \(apps\/v1\/Deployment\): .*imagePullPolcy.* does not exist in type 'IContainer'\. Did you mean .*imagePullPolicy/)]);
+    expect(() => validateK8sObject(k8sOf<K8sObject>(copy, 'Deployment'))).not.toThrow();
+  });
+
   it('refuses a kind it has no schema for', () => {
     expect(() => validateK8sObject({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' } })).toThrow(/unknown apiVersion\/kind v1\/Pod/);
     expect(() => validateK8sObject({ apiVersion: 'example.com/v1', kind: 'Widget' })).toThrow(/unknown/);
