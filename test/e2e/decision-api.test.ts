@@ -220,6 +220,18 @@ describe('Traefik forwardAuth, as examples/decision-api/traefik.yaml configures 
     expect(answer.headers['x-auth-cert-thumbprint']).toBe(thumbprintS256(der(d.pki.certs.clients.client1)));
   });
 
+  it('a request Traefik received over plain HTTP (X-Forwarded-Proto: http) is refused with 400, whatever the token', async () => {
+    const check = traefikAuthRequest(recipe, client(d.pki.certs.clients.client1), '198.51.100.7');
+    for (const proto of ['http', undefined]) {
+      const headers: Record<string, string> = { ...check.headers };
+      if (proto === undefined) delete headers['x-forwarded-proto'];
+      else headers['x-forwarded-proto'] = proto;
+      const r = await ask(TRAEFIK, check.method, check.path, headers);
+      expect(r.status, String(proto)).toBe(400);
+      expect(JSON.parse(r.body)).toMatchObject({ error: 'invalid_request', error_description: 'the request did not arrive over TLS' });
+    }
+  });
+
   it('denied: the status, WWW-Authenticate and body go to the client', async () => {
     const { outcome } = await through(client(d.pki.certs.clients.client2));
     if (outcome.forwarded) throw new Error('forwarded');
