@@ -32,7 +32,12 @@ export interface AuthorizationServerOptions {
   accessTokenTtlSeconds?: number;
   /** A second resource whose access tokens are RFC 9068 JWTs (signed RS256 with the AS's JWKS). */
   jwtResource?: string;
+  /** Private signing JWKs, newest first (the first signs). Default: one fresh RSA key. Pass `signingKeys()` of an earlier server to restart it. */
+  signingKeys?: SigningJwk[];
 }
+
+/** A private RS256 JWK with its kid (test and demo only). */
+export type SigningJwk = Record<string, unknown> & { kid: string };
 
 export interface IssueTokenOptions {
   /** Default 'app' (whose tokens are certificate-bound). */
@@ -71,6 +76,10 @@ export interface AuthorizationServer {
   issueToken(opts: IssueTokenOptions): Promise<string>;
   /** Revokes an access token at once (it introspects as inactive from then on). */
   revoke(token: string): Promise<void>;
+  /** The private signing keys, newest first. */
+  signingKeys(): SigningJwk[];
+  /** Key rotation: a new key signs from now on; the old ones stay published in the JWKS. Tokens issued so far stay valid. */
+  rotateSigningKey(): Promise<void>;
   /** Closes the listener and every connection, idle keep-alive ones included. */
   stop(): Promise<void>;
 }
@@ -177,14 +186,14 @@ function basicAuth(id: string, secret: string): string {
   return `Basic ${Buffer.from(`${formEncode(id)}:${formEncode(secret)}`).toString('base64')}`;
 }
 
-async function signingJwks(): Promise<{ keys: object[] }> {
+async function newSigningKey(): Promise<SigningJwk> {
   const { privateKey } = await new Promise<{ privateKey: KeyObject }>((resolve, reject) => {
     generateKeyPair('rsa', { modulusLength: 2048 }, (err, _publicKey, privateKey) => {
       if (err) reject(err);
       else resolve({ privateKey });
     });
   });
-  return { keys: [{ ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: randomBytes(8).toString('hex') }] };
+  return { ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: randomBytes(8).toString('hex') };
 }
 
 function urlHost(host: string): string {
@@ -208,12 +217,16 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
   const { port } = server.address() as AddressInfo;
   const issuer = `https://${urlHost(host)}:${port}`;
 
-  let provider: OidcProvider;
-  try {
-    provider = new Provider(issuer, {
-      adapter: createMemoryAdapterFactory(),
-      jwks: await signingJwks(),
-      cookies: { keys: [randomBytes(32).toString('base64url')] },
+  // One storage and one cookie key across key rotations, so that tokens issued before a rotation stay valid.
+  const adapter = createMemoryAdapterFactory();
+  const cookieKey = randomBytes(32).toString('base64url');
+  let keys: SigningJwk[];
+  let introspections = 0;
+  const buildProvider = (): OidcProvider => {
+    const built: OidcProvider = new Provider(issuer, {
+      adapter,
+      jwks: { keys },
+      cookies: { keys: [cookieKey] },
       clients: [
         {
           client_id: 'app',
@@ -268,19 +281,31 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
         },
       },
     });
+    const path = built.pathFor('introspection');
+    built.use(async (ctx, next) => {
+      if (ctx.method === 'POST' && ctx.path === path) introspections += 1;
+      await next();
+    });
+    return built;
+  };
+  let provider: OidcProvider;
+  try {
+    keys = opts.signingKeys ?? [await newSigningKey()];
+    provider = buildProvider();
   } catch (err) {
     server.closeAllConnections();
     server.close();
     throw err;
   }
-
+  let handle = provider.callback();
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(req, res));
   const introspectionPath = provider.pathFor('introspection');
-  let introspections = 0;
-  provider.use(async (ctx, next) => {
-    if (ctx.method === 'POST' && ctx.path === introspectionPath) introspections += 1;
-    await next();
-  });
-  server.on('request', provider.callback());
+
+  const rotateSigningKey = async (): Promise<void> => {
+    keys = [await newSigningKey(), ...keys];
+    provider = buildProvider();
+    handle = provider.callback();
+  };
 
   const tokenUrl = new URL(provider.pathFor('token'), issuer).href;
   const introspectionUrl = new URL(introspectionPath, issuer).href;
@@ -336,6 +361,8 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
     introspectionCalls: () => introspections,
     issueToken,
     revoke,
+    signingKeys: () => [...keys],
+    rotateSigningKey,
     stop,
   };
 }

@@ -39,6 +39,8 @@ export interface LoadOptions {
   serverPids?: () => number[];
   /** PIDs of other processes of the benchmark (the upstream), so their CPU is not counted as foreign. */
   sidePids?: () => number[];
+  /** Headers made afresh for each request (a DPoP proof), over the fixed ones; `authorization` among them replaces the Bearer one. */
+  headersPerRequest?: () => Record<string, string>;
 }
 
 export interface LoadResult {
@@ -91,6 +93,9 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         pipelining: 1,
         ...(options.amount !== undefined ? { amount: options.amount } : { duration: options.durationSeconds ?? 5 }),
         headers: { authorization: `Bearer ${options.token}` },
+        ...(options.headersPerRequest !== undefined && {
+          requests: [{ setupRequest: (req: { headers: Record<string, string> }) => ({ ...req, headers: { ...req.headers, ...options.headersPerRequest?.() } }) }],
+        }),
         servername: 'localhost',
         tlsOptions: { cert: options.cert, key: options.key },
         timeout: 10,

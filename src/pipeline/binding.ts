@@ -72,8 +72,15 @@ export const VERIFIERS_BY_METHOD: Readonly<Record<'mtls' | 'dpop', readonly Conf
 
 /** The verifiers for a route's methods: members of other methods are then unknown (cnf.unknownMethods). */
 export function verifiersFor(methods: readonly ('mtls' | 'dpop')[]): readonly ConfirmationVerifier[] {
-  return methods.flatMap((method) => VERIFIERS_BY_METHOD[method]);
+  // A route's methods array lives as long as the route: its verifiers are worked out once.
+  let verifiers = verifiersOfMethods.get(methods);
+  if (verifiers === undefined) {
+    verifiers = methods.flatMap((method) => VERIFIERS_BY_METHOD[method]);
+    verifiersOfMethods.set(methods, verifiers);
+  }
+  return verifiers;
 }
+const verifiersOfMethods = new WeakMap<readonly ('mtls' | 'dpop')[], readonly ConfirmationVerifier[]>();
 
 export type BindingOutcome =
   /** Every member verified; `methods`: the proof methods that verified them, sorted. */

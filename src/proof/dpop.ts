@@ -46,11 +46,11 @@ export function jwkThumbprint(jwk: Readonly<Record<string, unknown>>): string | 
   return createHash('sha256').update(JSON.stringify(required)).digest('base64url');
 }
 
-/** node:crypto verify parameters per JWS algorithm (RFC 7518 §3; RFC 8037 §3.1). */
-const SIGNATURE: Readonly<Record<string, { hash: string | null; padding?: number; saltLength?: number; dsaEncoding?: 'ieee-p1363' }>> = {
-  ES256: { hash: 'sha256', dsaEncoding: 'ieee-p1363' },
-  ES384: { hash: 'sha384', dsaEncoding: 'ieee-p1363' },
-  ES512: { hash: 'sha512', dsaEncoding: 'ieee-p1363' },
+/** node:crypto verify parameters per JWS algorithm (RFC 7518 §3; RFC 8037 §3.1). ECDSA signatures are converted to DER here. */
+const SIGNATURE: Readonly<Record<string, { hash: string | null; padding?: number; saltLength?: number; ecdsaBytes?: number }>> = {
+  ES256: { hash: 'sha256', ecdsaBytes: 32 },
+  ES384: { hash: 'sha384', ecdsaBytes: 48 },
+  ES512: { hash: 'sha512', ecdsaBytes: 66 },
   PS256: { hash: 'sha256', padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 },
   PS384: { hash: 'sha384', padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 48 },
   PS512: { hash: 'sha512', padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 64 },
@@ -61,23 +61,68 @@ const SIGNATURE: Readonly<Record<string, { hash: string | null; padding?: number
   Ed25519: { hash: null },
 };
 
-/**
- * Public keys already imported, by algorithm and thumbprint (the thumbprint covers every member
- * that makes up the public key). Clients sign every proof with one key, so a key is imported
- * (and checked against its `alg` by jose) once, and each proof then costs one node:crypto verify:
- * jose's WebCrypto path cost 3.4x a bare verify per proof (bench/dpop.ts).
- */
-const importedKeys = new LRUCache<string, KeyObject>({ max: 10_000 });
+/** One DER INTEGER (X.690 §8.3) of an unsigned big-endian value. */
+function derInteger(bytes: Buffer): Buffer {
+  let start = 0;
+  while (start < bytes.length - 1 && bytes[start] === 0 && ((bytes[start + 1] as number) & 0x80) === 0) start++;
+  const value = bytes.subarray(start);
+  const pad = ((value[0] as number) & 0x80) !== 0 ? 1 : 0;
+  const out = Buffer.allocUnsafe(2 + pad + value.length);
+  out[0] = 0x02;
+  out[1] = pad + value.length;
+  if (pad === 1) out[2] = 0;
+  value.copy(out, 2 + pad);
+  return out;
+}
 
-async function publicKeyFor(jwk: Record<string, unknown>, alg: string, thumbprint: string): Promise<KeyObject | undefined> {
-  const cacheKey = `${alg}\0${thumbprint}`;
-  const known = importedKeys.get(cacheKey);
-  if (known !== undefined) return known;
+/**
+ * A JWS ECDSA signature (R || S, RFC 7518 §3.4) as the DER SEQUENCE node:crypto verifies by default:
+ * verify() with a bare KeyObject and a DER signature cost 0.7x of the same call with
+ * `dsaEncoding: 'ieee-p1363'` here (bench/dpop.ts). Undefined when the length is wrong.
+ */
+export function ecdsaSignatureToDer(signature: Buffer, bytes: number): Buffer | undefined {
+  if (signature.length !== 2 * bytes) return undefined;
+  const r = derInteger(signature.subarray(0, bytes));
+  const s = derInteger(signature.subarray(bytes));
+  const length = r.length + s.length;
+  // P-521's two integers can pass 127 bytes: the long form of the length.
+  const head = length < 0x80 ? Buffer.from([0x30, length]) : Buffer.from([0x30, 0x81, length]);
+  return Buffer.concat([head, r, s]);
+}
+
+function signatureValid(alg: string, key: KeyObject, signed: Buffer, signature: Buffer): boolean {
+  const params = SIGNATURE[alg];
+  if (params === undefined) return false;
+  if (params.ecdsaBytes !== undefined) {
+    const der = ecdsaSignatureToDer(signature, params.ecdsaBytes);
+    return der !== undefined && verifySignature(params.hash, signed, key, der);
+  }
+  if (params.padding === undefined) return verifySignature(params.hash, signed, key, signature);
+  return verifySignature(params.hash, signed, { key, padding: params.padding, ...(params.saltLength !== undefined && { saltLength: params.saltLength }) }, signature);
+}
+
+interface KnownHeader {
+  readonly alg: string;
+  readonly jkt: string;
+  readonly key: KeyObject;
+}
+
+/** Protected headers longer than this are checked every time rather than remembered. */
+const MAX_KNOWN_HEADER_CHARS = 1024;
+
+/**
+ * Protected headers already checked, by their exact base64url text. A client signs every proof
+ * with one key, and so sends one header ({typ, alg, jwk}) again and again: its parse, `typ`, `jwk`
+ * checks, RFC 7638 thumbprint and key import (checked against `alg` by jose) are done once. A
+ * header is remembered only after a signature made with it verified. The `alg` is checked against
+ * the policy on every proof, since routes and reloads may differ.
+ */
+const knownHeaders = new LRUCache<string, KnownHeader>({ max: 10_000 });
+
+async function importPublicKey(jwk: Record<string, unknown>, alg: string): Promise<KeyObject | undefined> {
   const imported = await importJWK(jwk as JWK, alg);
   if (!(imported instanceof CryptoKey) || imported.type !== 'public') return undefined;
-  const key = KeyObject.from(imported);
-  importedKeys.set(cacheKey, key);
-  return key;
+  return KeyObject.from(imported);
 }
 
 export interface DpopPolicy {
@@ -178,6 +223,8 @@ export function checkDpopPolicy(policy: DpopPolicy): DpopPolicy {
 }
 
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
+// eslint-disable-next-line no-control-regex -- control characters are what it finds
+const CONTROL_OR_SPACE = /[\u0000-\u0020\u007f\s]/;
 
 /**
  * RFC 3986 §6.2.2 syntax-based normalisation of an http(s) URI, without query and fragment:
@@ -187,7 +234,7 @@ const UNRESERVED = /[A-Za-z0-9\-._~]/;
  */
 export function normalizeHtu(uri: string): string | undefined {
   // Whitespace and control characters (URL would silently strip some of them).
-  if (uri.length > 8192 || [...uri].some((c) => c.charCodeAt(0) <= 0x20 || c.charCodeAt(0) === 0x7f) || /\s/.test(uri)) return undefined;
+  if (uri.length > 8192 || CONTROL_OR_SPACE.test(uri)) return undefined;
   // Decode encoded unreserved characters first, so that `%2E%2E` is a dot segment as RFC 3986
   // §6.2.2 orders it; upper-case the rest.
   const text = uri.replace(/%([0-9A-Fa-f]{2})/g, (_match, hex: string) => {
@@ -231,6 +278,29 @@ function jsonPart(part: string): unknown {
   }
 }
 
+/** The protected header's checks (`typ`, `alg`, a public `jwk`), its thumbprint and the imported key; or the refusal. */
+async function checkHeader(headerPart: string, policy: DpopPolicy): Promise<KnownHeader | DpopResult> {
+  const header = jsonPart(headerPart);
+  if (!isObject(header)) return fail('header', 'protected header is not a JSON object');
+  const typ = typeof header.typ === 'string' ? header.typ.toLowerCase() : undefined;
+  if (typ !== 'dpop+jwt' && typ !== 'application/dpop+jwt') return fail('typ', 'typ is not dpop+jwt');
+  const alg = header.alg;
+  if (typeof alg !== 'string' || !algorithmAccepted(alg, policy.algorithms)) return fail('alg', 'alg not accepted');
+  const jwk = header.jwk;
+  if (!isObject(jwk) || typeof jwk.kty !== 'string' || !PUBLIC_KEY_TYPES.has(jwk.kty)) return fail('jwk', 'jwk is not a public EC, RSA or OKP key');
+  if (PRIVATE_MEMBERS.some((member) => Object.hasOwn(jwk, member))) return fail('jwk', 'jwk has private key members');
+  const jkt = jwkThumbprint(jwk);
+  if (jkt === undefined) return fail('jwk', 'jwk lacks its required members');
+  let key: KeyObject | undefined;
+  try {
+    key = await importPublicKey(jwk, alg);
+  } catch {
+    return fail('jwk', 'jwk does not import for alg');
+  }
+  if (key === undefined) return fail('jwk', 'jwk is not a public key');
+  return { alg, jkt, key };
+}
+
 /**
  * RFC 9449 §4.3, in order: one header line; size; compact JWS; `typ` `dpop+jwt`; `alg` allowed;
  * `jwk` public; signature; claims present and typed; `htm`; `htu`; `iat` window; `ath`; `nonce`
@@ -255,38 +325,27 @@ async function verify(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult
   const proof = raw.replace(/^[ \t]+|[ \t]+$/g, '');
   if (!COMPACT_JWS.test(proof)) return fail('compact', 'not a compact JWS');
 
-  const [headerPart, payloadPart] = proof.split('.') as [string, string, string];
-  const header = jsonPart(headerPart);
-  if (!isObject(header)) return fail('header', 'protected header is not a JSON object');
-  const typ = typeof header.typ === 'string' ? header.typ.toLowerCase() : undefined;
-  if (typ !== 'dpop+jwt' && typ !== 'application/dpop+jwt') return fail('typ', 'typ is not dpop+jwt');
-  const alg = header.alg;
-  if (typeof alg !== 'string' || !algorithmAccepted(alg, deps.policy.algorithms)) return fail('alg', 'alg not accepted');
-  const jwk = header.jwk;
-  if (!isObject(jwk) || typeof jwk.kty !== 'string' || !PUBLIC_KEY_TYPES.has(jwk.kty)) return fail('jwk', 'jwk is not a public EC, RSA or OKP key');
-  if (PRIVATE_MEMBERS.some((member) => Object.hasOwn(jwk, member))) return fail('jwk', 'jwk has private key members');
+  const firstDot = proof.indexOf('.');
+  const lastDot = proof.lastIndexOf('.');
+  const headerPart = proof.slice(0, firstDot);
+  let known = knownHeaders.get(headerPart);
+  if (known === undefined) {
+    const checked = await checkHeader(headerPart, deps.policy);
+    if (!('key' in checked)) return checked;
+    known = checked;
+  } else if (!algorithmAccepted(known.alg, deps.policy.algorithms)) return fail('alg', 'alg not accepted');
   // A payload that is not JSON fails before any crypto.
-  const claims = jsonPart(payloadPart);
+  const claims = jsonPart(proof.slice(firstDot + 1, lastDot));
   if (!isObject(claims)) return fail('claims', 'payload is not a JSON object');
-
-  const jkt = jwkThumbprint(jwk);
-  if (jkt === undefined) return fail('jwk', 'jwk lacks its required members');
-  let key;
-  try {
-    key = await publicKeyFor(jwk, alg, jkt);
-  } catch {
-    return fail('jwk', 'jwk does not import for alg');
-  }
-  if (key === undefined) return fail('jwk', 'jwk is not a public key');
-  const signature = SIGNATURE[alg];
-  const dot = proof.lastIndexOf('.');
+  const { jkt } = known;
   let valid: boolean;
   try {
-    valid = signature !== undefined && verifySignature(signature.hash, Buffer.from(proof.slice(0, dot), 'ascii'), { key, ...signature }, Buffer.from(proof.slice(dot + 1), 'base64url'));
+    valid = signatureValid(known.alg, known.key, Buffer.from(proof.slice(0, lastDot), 'ascii'), Buffer.from(proof.slice(lastDot + 1), 'base64url'));
   } catch {
     valid = false;
   }
   if (!valid) return fail('signature', 'signature does not verify with the header jwk');
+  if (headerPart.length <= MAX_KNOWN_HEADER_CHARS) knownHeaders.set(headerPart, known);
 
   const { jti, htm, htu, iat, ath, nonce } = claims;
   if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_JTI_LENGTH) return fail('claims', 'jti missing or not a string of 1..256');
@@ -294,8 +353,9 @@ async function verify(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult
   if (nonce !== undefined && typeof nonce !== 'string') return fail('claims', 'nonce is not a string');
 
   if (htm !== input.method) return fail('htm', 'htm differs from the request method');
+  // The same text normalises the same way: the usual case costs one normalisation.
   const expected = normalizeHtu(input.htu);
-  const presented = normalizeHtu(htu);
+  const presented = htu === input.htu ? expected : normalizeHtu(htu);
   if (expected === undefined || presented === undefined || presented !== expected) return fail('htu', 'htu differs from the request URI');
 
   const now = deps.now();

@@ -22,6 +22,8 @@ export interface ValidatedToken {
 
 export interface TokenValidator {
   validate(token: string, route: { readonly validation: ValidationMode; readonly audience: string | undefined }, context?: LookupContext): Promise<ValidatedToken>;
+  /** Validated JWTs cached (introspected tokens are the introspector's to count). */
+  readonly size?: number;
 }
 
 export interface TokenValidatorOptions {
@@ -68,11 +70,10 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
     }
   }
 
-  async function viaJwt(token: string, audience: string | undefined): Promise<ValidatedToken> {
+  async function viaJwt(token: string, audience: string | undefined, key = tokenCacheKey(token), cached = cache?.get(key)): Promise<ValidatedToken> {
     if (jwt === undefined) throw new GuardError('jwt_malformed', { detail: 'no jwt: configured' });
     try {
-      const key = tokenCacheKey(token);
-      let entry = cache?.get(key);
+      let entry = cached;
       if (entry === undefined || entry.expiresAtMs <= now()) {
         const info = await jwt.verify(token);
         const lifetime = cacheLifetimeMs(info, now(), { maxTtlSeconds: options.cache.maxTtlSeconds, negativeTtlSeconds: 0 });
@@ -93,9 +94,16 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
       if (route.validation === 'introspection') return viaIntrospection(token, context);
       if (route.validation === 'jwt') return viaJwt(token, route.audience);
       // jwt-then-introspection: only a JWS claiming this issuer is checked locally, and then
-      // refused when it fails; anything else is the AS's to judge.
-      if (jwt !== undefined && looksLikeJws(token) && unverifiedIssuer(token) === jwt.issuer) return viaJwt(token, route.audience);
+      // refused when it fails; anything else is the AS's to judge. A JWT verified before is in
+      // the cache, which answers before the token is parsed again.
+      if (jwt === undefined) return viaIntrospection(token, context);
+      const key = tokenCacheKey(token);
+      const cached = cache?.get(key);
+      if (cached !== undefined || (looksLikeJws(token) && unverifiedIssuer(token) === jwt.issuer)) return viaJwt(token, route.audience, key, cached);
       return viaIntrospection(token, context);
+    },
+    get size() {
+      return cache?.size ?? 0;
     },
   };
 }

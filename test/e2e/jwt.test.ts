@@ -1,5 +1,7 @@
 // Local JWT access tokens end to end: oidc-provider issues certificate-bound RFC 9068 JWTs,
 // cnfguard verifies them against the AS's JWKS without introspecting.
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { generateKeyPair, generateProof } from 'dpop';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAuthorizationServer, type AuthorizationServer } from '../../demo/authorization-server.ts';
 import { startEchoUpstream, type EchoUpstream } from '../../demo/echo-upstream.ts';
@@ -23,7 +25,10 @@ describe('JWT access tokens (RFC 9068) at cnfguard', () => {
       baseConfig(pki, as, upstream, {
         jwt: { issuer: as.issuer, jwksUri: `${as.issuer}/jwks`, algorithms: ['RS256', 'ES256', 'PS256'] },
         validation: 'jwt-then-introspection',
-        routes: [{ pathPrefix: '/jwt-only', validation: 'jwt', audience: JWT_RS }],
+        routes: [
+          { pathPrefix: '/jwt-only', validation: 'jwt', audience: JWT_RS },
+          { pathPrefix: '/jwt-dpop', validation: 'jwt', audience: JWT_RS, methods: ['dpop'] },
+        ],
       }),
     );
   });
@@ -71,5 +76,123 @@ describe('JWT access tokens (RFC 9068) at cnfguard', () => {
     // The introspected (opaque) resource's audience is not the JWT route's.
     const res = await curl(pki, `${guard.started.url}/jwt-only/x`, { token: 'a.b.c', cert: pki.files.client1 });
     expect(res.status).toBe(401);
+  });
+});
+
+describe('DPoP-bound JWT access tokens', () => {
+  let pki: Pki;
+  let as: AuthorizationServer;
+  let upstream: EchoUpstream;
+  let guard: Guard;
+
+  beforeAll(async () => {
+    pki = await createPki();
+    as = await startAuthorizationServer({ tls: pki.certs.server, jwtResource: JWT_RS });
+    upstream = await startEchoUpstream();
+    guard = await startGuard(
+      pki,
+      baseConfig(pki, as, upstream, {
+        jwt: { issuer: as.issuer, jwksUri: `${as.issuer}/jwks`, algorithms: ['RS256'] },
+        routes: [{ pathPrefix: '/jwt-dpop', validation: 'jwt', audience: JWT_RS, methods: ['dpop'] }],
+      }),
+    );
+  });
+
+  afterAll(async () => {
+    await guard?.stop();
+    await upstream?.stop();
+    await as?.stop();
+    await pki?.cleanup();
+  });
+
+  it('carry cnf.jkt; the proof of that key is accepted with no introspection call, another key refused', async () => {
+    const key = await generateKeyPair('ES256');
+    const other = await generateKeyPair('ES256');
+    const token = await as.issueToken({ clientId: 'plain-app', caCert: pki.certs.ca.cert, resource: JWT_RS, dpopProof: (htu, htm) => generateProof(key, htu, htm) });
+    expect(decodeJwt(token).cnf).toMatchObject({ jkt: expect.any(String) });
+    const url = `${guard.started.url}/jwt-dpop/orders`;
+    const before = as.introspectionCalls();
+    const send = async (pair: typeof key) => curl(pki, url, { headers: [`Authorization: DPoP ${token}`, `DPoP: ${await generateProof(pair, url, 'GET', undefined, token)}`] });
+    const ok = await send(key);
+    expect(ok.status).toBe(200);
+    expect(ok.json<{ headers: Record<string, string> }>().headers['x-auth-dpop-jkt']).toBe((decodeJwt(token).cnf as { jkt: string }).jkt);
+    const stolen = await send(other);
+    expect(stolen.status).toBe(401);
+    expect(stolen.headers['www-authenticate']).toMatch(/DPoP error="invalid_token"/);
+    expect(as.introspectionCalls()).toBe(before);
+  });
+});
+
+describe('JWKS key rotation and outage', () => {
+  let pki: Pki;
+  let as: AuthorizationServer;
+  let upstream: EchoUpstream;
+  let guard: Guard;
+  const COOLDOWN_MS = 1000;
+  const jwtFor = (server: AuthorizationServer) => server.issueToken({ clientCert: pki.certs.clients.client1, caCert: pki.certs.ca.cert, resource: JWT_RS });
+  const get = (token: string) => curl(pki, `${guard.started.url}/x`, { token, cert: pki.files.client1 });
+  const jwksFetches = async (result: 'success' | 'failure') => {
+    const text = await (await fetch(`${guard.started.adminUrl}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`cnfguard_jwks_fetches_total{result="${result}"}`));
+    return line === undefined ? 0 : Number(line.split(' ').pop());
+  };
+
+  beforeAll(async () => {
+    pki = await createPki();
+    as = await startAuthorizationServer({ tls: pki.certs.server, jwtResource: JWT_RS });
+    upstream = await startEchoUpstream();
+    guard = await startGuard(
+      pki,
+      baseConfig(pki, as, upstream, {
+        jwt: { issuer: as.issuer, jwksUri: `${as.issuer}/jwks`, algorithms: ['RS256'], refetchCooldownSeconds: COOLDOWN_MS / 1000 },
+        validation: 'jwt',
+        audience: JWT_RS,
+      }),
+    );
+  });
+
+  afterAll(async () => {
+    await guard?.stop();
+    await upstream?.stop();
+    await as?.stop();
+    await pki?.cleanup();
+  });
+
+  it('a rotated key is fetched on its first token; with the JWKS down, known keys still verify and an unknown key is 503 until it is back', async () => {
+    const first = await jwtFor(as);
+    expect((await get(first)).status).toBe(200);
+    const fetchedAtStart = await jwksFetches('success');
+
+    await as.rotateSigningKey();
+    const rotated = await jwtFor(as);
+    expect(decodeProtectedHeader(rotated).kid).not.toBe(decodeProtectedHeader(first).kid);
+    expect((await get(rotated)).status).toBe(200);
+    expect(await jwksFetches('success')).toBe(fetchedAtStart + 1);
+    expect((await get(first)).status).toBe(200); // the old key stays published
+
+    // Rotate once more and take the AS (and its JWKS endpoint) away.
+    await as.rotateSigningKey();
+    const unseen = await jwtFor(as);
+    const keys = as.signingKeys();
+    const port = Number(new URL(as.issuer).port);
+    await as.stop();
+    await new Promise((resolve) => setTimeout(resolve, COOLDOWN_MS + 100)); // past the cooldown of the last fetch
+    expect((await get(first)).status).toBe(200);
+    expect((await get(rotated)).status).toBe(200);
+    const down = await get(unseen);
+    expect(down.status).toBe(503);
+    expect(down.headers['www-authenticate'] ?? '').not.toContain('invalid_token'); // the client did nothing wrong
+    expect(await jwksFetches('failure')).toBeGreaterThanOrEqual(1);
+    expect(guard.logs.entries().some((e) => e.reason === 'jwks_unavailable')).toBe(true);
+
+    // The AS comes back with the same keys on the same address: the unknown key is fetched again.
+    as = await startAuthorizationServer({ tls: pki.certs.server, jwtResource: JWT_RS, port, signingKeys: keys });
+    let status = 0;
+    for (let waited = 0; waited <= 5000 && status !== 200; waited += 250) {
+      status = (await get(unseen)).status;
+      if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    expect(status).toBe(200);
+    expect(guard.logs.text()).not.toContain(unseen);
   });
 });

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CATEGORIES, runSoak, type SoakSummary } from '../../bench/soak.ts';
+import { findRedisServer } from '../fixtures/redis.ts';
 
 describe('soak (short)', () => {
   it('lets nothing through wrongly, loses nothing valid outside the outages, and leaks no handles', async () => {
@@ -34,6 +35,30 @@ describe('soak (short)', () => {
     expect(summary.totals.lostValid, context).toBe(0);
     expect(summary.totals.unexpected, context).toBe(0);
     expect(summary.handles.leaked, context).toEqual({});
+    expect(summary.passed, context).toBe(true);
+  }, 45_000);
+});
+
+describe.skipIf(findRedisServer() === undefined)('soak (short) with shared state on a real redis-server', () => {
+  it('the store killed and restarted under two replicas: valid requests keep passing through the outage, nothing is let through', async () => {
+    const summary = await runSoak({
+      seconds: 8,
+      rate: 200,
+      concurrency: 4,
+      sharedState: true,
+      storeOutages: { firstMs: 2_000, everyMs: 60_000, downMs: 2_000 },
+      asOutages: { firstMs: 60_000, everyMs: 60_000, downMs: 1_000 },
+      upstreamOutages: { firstMs: 60_000, everyMs: 60_000, downMs: 1_000 },
+    });
+    const context = JSON.stringify({ failures: summary.failures, samples: summary.samples, sharedState: summary.sharedState }, null, 2);
+    expect(summary.sharedState?.restarts, context).toBe(1);
+    expect(summary.sharedState?.validDuringStoreOutages, context).toBeGreaterThanOrEqual(5);
+    expect(summary.sharedState?.validOkDuringStoreOutages, context).toBe(summary.sharedState?.validDuringStoreOutages);
+    // Both replicas served, and the store was in use before and after its outage.
+    expect(summary.sharedState?.replicaMetrics['cnfguard_requests_total{decision="allow",reason="bound",route="default"}'], context).toBeGreaterThanOrEqual(5);
+    expect(summary.guard.metrics['cnfguard_shared_state_up'], context).toBe(1);
+    expect(summary.totals.wronglyAllowed, context).toBe(0);
+    expect(summary.totals.lostValid, context).toBe(0);
     expect(summary.passed, context).toBe(true);
   }, 45_000);
 });

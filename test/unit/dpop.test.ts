@@ -3,7 +3,7 @@
  * nobody here wrote, so the thumbprint and claims are checked for interop), malformed ones built
  * with jose.
  */
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomUUID, sign, verify } from 'node:crypto';
 import * as dpop from 'dpop';
 import fc from 'fast-check';
 import { calculateJwkThumbprint, CompactSign, exportJWK, generateKeyPair, type JWK } from 'jose';
@@ -14,6 +14,7 @@ import {
   accessTokenHash,
   algorithmAccepted,
   checkDpopPolicy,
+  ecdsaSignatureToDer,
   expectedHtu,
   jwkThumbprint,
   MAX_PROOF_BYTES,
@@ -349,5 +350,58 @@ describe('verifyDpopProof: anything at all (property)', () => {
       }),
       { numRuns: 400 },
     );
+  });
+});
+
+describe('ECDSA signatures as DER (what node:crypto verifies fastest)', () => {
+  it.each([
+    ['P-256', 32],
+    ['P-384', 48],
+    ['P-521', 66],
+  ] as const)('%s: R || S converts to the DER that verifies, for any signature', (namedCurve, bytes) => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve });
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 0, maxLength: 64 }), (message) => {
+        const raw = sign(null, message, { key: privateKey, dsaEncoding: 'ieee-p1363' });
+        const der = ecdsaSignatureToDer(raw, bytes);
+        expect(der).toBeDefined();
+        expect(verify(null, message, publicKey, der as Buffer)).toBe(true);
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('leading zero bytes and high bits: minimal positive INTEGERs; a wrong length is refused', () => {
+    const r = Buffer.alloc(32, 0);
+    r[31] = 1;
+    const s = Buffer.alloc(32, 0xff);
+    const der = ecdsaSignatureToDer(Buffer.concat([r, s]), 32) as Buffer;
+    expect(der.toString('hex')).toBe(`3026020101022100${'ff'.repeat(32)}`);
+    expect(ecdsaSignatureToDer(Buffer.alloc(63), 32)).toBeUndefined();
+  });
+});
+
+describe('verifyDpopProof: a header seen before', () => {
+  it('still needs its own valid signature, and the current policy\'s alg', async () => {
+    const good = await joseProof();
+    expect((await verifyDpopProof(input(good), deps())).ok).toBe(true);
+    const [h, p] = (await joseProof()).split('.');
+    const [, , otherSignature] = (await joseProof()).split('.');
+    expect(refused(await verifyDpopProof(input(`${h}.${p}.${otherSignature}`), deps())).check).toBe('signature');
+    const again = await joseProof();
+    expect(refused(await verifyDpopProof(input(again), deps({ policy: { ...POLICY, algorithms: ['EdDSA'] } }))).check).toBe('alg');
+    expect((await verifyDpopProof(input(again), deps())).ok).toBe(true);
+  });
+
+  it('a header whose signature failed is not remembered', async () => {
+    const fresh = await generateKeyPair('ES256', { extractable: true });
+    const jwk = await exportJWK(fresh.publicKey);
+    // Header of the fresh key, signed by another key: refused, and the header is not taken as known.
+    const forged = await joseProof({ jwk }, {}, joseKey.privateKey);
+    expect(refused(await verifyDpopProof(input(forged), deps())).check).toBe('signature');
+    const [h] = forged.split('.');
+    const [, p2, s2] = (await joseProof({ jwk: otherJwk })).split('.');
+    expect(refused(await verifyDpopProof(input(`${h}.${p2}.${s2}`), deps())).check).toBe('signature');
+    expect((await verifyDpopProof(input(await joseProof({ jwk }, {}, fresh.privateKey)), deps())).ok).toBe(true);
   });
 });

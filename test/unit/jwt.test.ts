@@ -200,3 +200,19 @@ describe('TokenValidator', () => {
     expect(verifications()).toBe(0);
   });
 });
+
+describe('config', async () => {
+  const { configSchema } = await import('../../src/config/schema.ts');
+  const base = { tls: { cert: '/x', key: '/y' }, introspection: { url: 'https://as.test/i', clientId: 'rs', clientSecret: 's' }, upstream: 'http://127.0.0.1:1' };
+  it('refuses HS256 and none in jwt.algorithms', () => {
+    for (const alg of ['HS256', 'none']) {
+      const r = configSchema.safeParse({ ...base, jwt: { issuer: ISS, jwksUri: 'https://as.test/jwks', algorithms: [alg] } });
+      expect(r.success).toBe(false);
+    }
+  });
+  it('refuses validation: jwt without jwt:, and defaults to introspection', () => {
+    expect(configSchema.safeParse({ ...base, routes: [{ pathPrefix: '/a', validation: 'jwt' }] }).success).toBe(false);
+    expect(configSchema.parse(base).validation).toBe('introspection');
+    expect(configSchema.parse({ ...base, jwt: { issuer: ISS, jwksUri: 'https://as.test/jwks' } }).jwt?.algorithms).toEqual(['ES256', 'PS256', 'EdDSA', 'RS256']);
+  });
+});
