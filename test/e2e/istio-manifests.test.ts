@@ -103,7 +103,7 @@ const peerAuthentication = z.strictObject({
   }),
 });
 
-const kustomization = z.looseObject({ resources: z.array(z.string()) });
+const kustomization = z.strictObject({ apiVersion: z.literal('kustomize.config.k8s.io/v1beta1'), kind: z.literal('Kustomization'), resources: z.array(z.string()).min(1) });
 
 // ------------------------------------------------------------------------------ loading
 
@@ -250,6 +250,7 @@ const MUTATIONS: [string, CheckName, (b: Bundle) => void][] = [
     delete e.includeRequestHeadersInCheck;
   }],
   ['action ALLOW instead of CUSTOM', 'istio: every resource matches its strict schema', (b) => void ((b.policy as Mutable).spec.action = 'ALLOW')],
+  ['a misspelt kustomization field', 'istio: every resource matches its strict schema', (b) => void ((b.kustomization as Mutable).resource = [])],
   ['a misspelt ServiceEntry field', 'istio: every resource matches its strict schema', (b) => void ((b.serviceEntry as Mutable).spec.resolutions = 'STATIC')],
   ['PERMISSIVE mesh mTLS', 'istio: the checked pods take mesh mTLS only (STRICT), so no client XFCC passes on a plaintext connection', (b) => void ((b.peerAuthentication as Mutable).spec.mtls.mode = 'PERMISSIVE')],
   ['a plaintext port', 'istio: the checked pods take mesh mTLS only (STRICT), so no client XFCC passes on a plaintext connection', (b) => void ((b.peerAuthentication as Mutable).spec.portLevelMtls = { 8080: { mode: 'DISABLE' } })],
