@@ -38,6 +38,8 @@ interface Original {
   method: string | undefined;
   target: string | undefined;
   hostLines: readonly string[] | undefined;
+  /** False when the front says the original request was not HTTPS (Traefik's X-Forwarded-Proto). */
+  overTls: boolean;
 }
 
 const ENVOY_PREFIX = '/envoy';
@@ -49,14 +51,17 @@ export function originalOf(req: IncomingMessage): Original | undefined {
   const url = req.url ?? '/';
   const path = pathOf(url);
   const h = req.headersDistinct;
-  if (path === '/nginx') return { front: 'nginx', method: one(h['x-original-method']), target: one(h['x-original-uri']), hostLines: h.host };
+  // nginx and Envoy say nothing of the scheme: the recipes listen with TLS only.
+  if (path === '/nginx') return { front: 'nginx', method: one(h['x-original-method']), target: one(h['x-original-uri']), hostLines: h.host, overTls: true };
   if (path === '/traefik') {
     const host = h['x-forwarded-host'];
-    return { front: 'traefik', method: one(h['x-forwarded-method']), target: one(h['x-forwarded-uri']), hostLines: host };
+    // Traefik always sends X-Forwarded-Proto (forward.go): anything but one `https` is a plain-HTTP entry point.
+    const overTls = one(h['x-forwarded-proto'])?.toLowerCase() === 'https';
+    return { front: 'traefik', method: one(h['x-forwarded-method']), target: one(h['x-forwarded-uri']), hostLines: host, overTls };
   }
   if (url === ENVOY_PREFIX || url.startsWith(`${ENVOY_PREFIX}/`) || url.startsWith(`${ENVOY_PREFIX}?`)) {
     const rest = url.slice(ENVOY_PREFIX.length);
-    return { front: 'envoy', method: req.method, target: rest.startsWith('/') ? rest : `/${rest}`, hostLines: h.host };
+    return { front: 'envoy', method: req.method, target: rest.startsWith('/') ? rest : `/${rest}`, hostLines: h.host, overTls: true };
   }
   return undefined;
 }
@@ -141,6 +146,12 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       }
       if (original.method === undefined || original.target === undefined) {
         failure = new GuardError('path_malformed', { detail: `the ${original.front} check request does not say the original method and target` });
+        refuse(failure);
+        return;
+      }
+      if (!original.overTls) {
+        // The proxy listener only speaks TLS; a token sent in the clear is not judged (RFC 6750 §5.3).
+        failure = new GuardError('transport_insecure', { detail: `the ${original.front} check request says the original request was not HTTPS` });
         refuse(failure);
         return;
       }

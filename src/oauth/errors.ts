@@ -17,6 +17,7 @@ export type ReasonId =
   | 'authorization_malformed'
   | 'path_malformed'
   | 'path_ambiguous'
+  | 'transport_insecure'
   | 'forwarded_certificate_malformed'
   | 'authorization_duplicated'
   | 'token_in_query'
@@ -92,6 +93,8 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   authorization_malformed: { status: 400, error: 'invalid_request', description: 'malformed Authorization header' },
   path_malformed: { status: 400, error: 'invalid_request', description: 'the request path cannot be routed' },
   path_ambiguous: { status: 400, error: 'invalid_request', description: 'the request path is ambiguous' },
+  /** A front proxy says the original request came without TLS (RFC 6750 §5.3: tokens only over TLS). */
+  transport_insecure: { status: 400, error: 'invalid_request', description: 'the request did not arrive over TLS' },
   forwarded_certificate_malformed: { status: 400, error: 'invalid_request', description: 'the forwarded client certificate header is malformed' },
   authorization_duplicated: { status: 400, error: 'invalid_request', description: 'more than one Authorization header' },
   token_in_query: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the URL' },

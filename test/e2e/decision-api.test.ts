@@ -215,9 +215,22 @@ describe('Traefik forwardAuth, as examples/decision-api/traefik.yaml configures 
 
   it('Traefik v2\'s URL-escaped value with the chain (leaf first) is read the same way', async () => {
     const { check, answer } = await through({ ...client(d.pki.certs.clients.client1), certificates: [d.pki.certs.clients.client1, d.pki.certs.ca] }, 2);
-    expect(check.headers['x-forwarded-tls-client-cert']).toMatch(/%2C/);
+    expect(check.headers['x-forwarded-tls-client-cert']).toMatch(/^[A-Za-z0-9%]+,[A-Za-z0-9%]+$/);
+    expect(check.headers['x-forwarded-tls-client-cert']).toMatch(/%2[BF]|%3D/);
     expect(answer.status).toBe(200);
     expect(answer.headers['x-auth-cert-thumbprint']).toBe(thumbprintS256(der(d.pki.certs.clients.client1)));
+  });
+
+  it('a request Traefik received over plain HTTP (X-Forwarded-Proto: http) is refused with 400, whatever the token', async () => {
+    const check = traefikAuthRequest(recipe, client(d.pki.certs.clients.client1), '198.51.100.7');
+    for (const proto of ['http', undefined]) {
+      const headers: Record<string, string> = { ...check.headers };
+      if (proto === undefined) delete headers['x-forwarded-proto'];
+      else headers['x-forwarded-proto'] = proto;
+      const r = await ask(TRAEFIK, check.method, check.path, headers);
+      expect(r.status, String(proto)).toBe(400);
+      expect(JSON.parse(r.body)).toMatchObject({ error: 'invalid_request', error_description: 'the request did not arrive over TLS' });
+    }
   });
 
   it('denied: the status, WWW-Authenticate and body go to the client', async () => {

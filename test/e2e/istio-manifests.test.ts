@@ -4,7 +4,8 @@
  * goes through a strict zod schema of the fields these files use (a misspelt or unknown field
  * fails), and then:
  * - the AuthorizationPolicy (action CUSTOM) names a provider the mesh config defines, and selects
- *   the pods of k8s/deployment.yaml;
+ *   the pods of k8s/deployment.yaml; a STRICT PeerAuthentication selects the same pods (on a
+ *   plaintext connection the sidecar would pass a client's own XFCC on);
  * - the provider calls the ServiceEntry's host and port, which is the loopback of the pod and the
  *   decisionApi port of the ConfigMap's cnfguard config; 127.0.0.1 is that config's trusted proxy,
  *   reading x-forwarded-client-cert as XFCC;
@@ -91,7 +92,18 @@ const authorizationPolicy = z.strictObject({
   }),
 });
 
-const kustomization = z.looseObject({ resources: z.array(z.string()) });
+const peerAuthentication = z.strictObject({
+  apiVersion: z.literal('security.istio.io/v1'),
+  kind: z.literal('PeerAuthentication'),
+  metadata,
+  spec: z.strictObject({
+    selector: z.strictObject({ matchLabels: labels }),
+    mtls: z.strictObject({ mode: z.enum(['UNSET', 'DISABLE', 'PERMISSIVE', 'STRICT']) }),
+    portLevelMtls: z.record(z.string(), z.strictObject({ mode: z.enum(['UNSET', 'DISABLE', 'PERMISSIVE', 'STRICT']) })).optional(),
+  }),
+});
+
+const kustomization = z.strictObject({ apiVersion: z.literal('kustomize.config.k8s.io/v1beta1'), kind: z.literal('Kustomization'), resources: z.array(z.string()).min(1) });
 
 // ------------------------------------------------------------------------------ loading
 
@@ -100,6 +112,7 @@ interface Bundle {
   mesh: unknown;
   serviceEntry: unknown;
   policy: unknown;
+  peerAuthentication: unknown;
   configMap: unknown;
   kustomization: unknown;
   /** Pod template labels of k8s/deployment.yaml. */
@@ -119,6 +132,7 @@ function loadBundle(): Bundle {
     mesh: one(MESH_CONFIG),
     serviceEntry: one('serviceentry.yaml'),
     policy: one('authorizationpolicy.yaml'),
+    peerAuthentication: one('peerauthentication.yaml'),
     configMap: one('configmap.yaml'),
     kustomization: one('kustomization.yaml'),
     podLabels: deployment.spec.template.metadata.labels,
@@ -147,7 +161,14 @@ const CHECKS = {
     istioOperator.parse(b.mesh);
     serviceEntry.parse(b.serviceEntry);
     authorizationPolicy.parse(b.policy);
+    peerAuthentication.parse(b.peerAuthentication);
     kustomization.parse(b.kustomization);
+  },
+  'istio: the checked pods take mesh mTLS only (STRICT), so no client XFCC passes on a plaintext connection'(b: Bundle) {
+    const pa = peerAuthentication.parse(b.peerAuthentication);
+    expect(pa.spec.mtls.mode).toBe('STRICT');
+    expect(Object.values(pa.spec.portLevelMtls ?? {}).every((p) => p.mode === 'STRICT'), 'no port-level exception').toBe(true);
+    expect(pa.spec.selector.matchLabels, 'the same pods as the AuthorizationPolicy').toEqual(policyOf(b).spec.selector.matchLabels);
   },
   'istio: the CUSTOM AuthorizationPolicy names a provider of the mesh config'(b: Bundle) {
     const names = providers(b).map((p) => p.name);
@@ -229,7 +250,11 @@ const MUTATIONS: [string, CheckName, (b: Bundle) => void][] = [
     delete e.includeRequestHeadersInCheck;
   }],
   ['action ALLOW instead of CUSTOM', 'istio: every resource matches its strict schema', (b) => void ((b.policy as Mutable).spec.action = 'ALLOW')],
+  ['a misspelt kustomization field', 'istio: every resource matches its strict schema', (b) => void ((b.kustomization as Mutable).resource = [])],
   ['a misspelt ServiceEntry field', 'istio: every resource matches its strict schema', (b) => void ((b.serviceEntry as Mutable).spec.resolutions = 'STATIC')],
+  ['PERMISSIVE mesh mTLS', 'istio: the checked pods take mesh mTLS only (STRICT), so no client XFCC passes on a plaintext connection', (b) => void ((b.peerAuthentication as Mutable).spec.mtls.mode = 'PERMISSIVE')],
+  ['a plaintext port', 'istio: the checked pods take mesh mTLS only (STRICT), so no client XFCC passes on a plaintext connection', (b) => void ((b.peerAuthentication as Mutable).spec.portLevelMtls = { 8080: { mode: 'DISABLE' } })],
+  ['STRICT for other pods', 'istio: the checked pods take mesh mTLS only (STRICT), so no client XFCC passes on a plaintext connection', (b) => void ((b.peerAuthentication as Mutable).spec.selector.matchLabels = { app: 'other' })],
   ['the policy names another provider', 'istio: the CUSTOM AuthorizationPolicy names a provider of the mesh config', (b) => void ((b.policy as Mutable).spec.provider.name = 'cnfgaurd')],
   ['the policy selects other pods', 'istio: the AuthorizationPolicy selects the pods of k8s/deployment.yaml', (b) => void ((b.policy as Mutable).spec.selector.matchLabels = { app: 'other' })],
   ['the provider port differs from decisionApi', 'istio: the provider calls the ServiceEntry, which is the pod loopback on the decisionApi port', (b) => void setConfig(b, (t) => t.replace('port: 9191', 'port: 9192'))],
