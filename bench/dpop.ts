@@ -8,15 +8,15 @@
 //   node --expose-gc bench/dpop.ts   ROUNDS (default 5) x SECONDS (default 4) per method;
 //                                    PROFILE=DIR writes the server's CPU profile there
 import { createPrivateKey, createPublicKey, randomUUID, sign as cryptoSign, verify as cryptoVerify, type JsonWebKey } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateKeyPair, generateProof } from 'dpop';
-import { stringify } from 'yaml';
 import { startAuthorizationServer } from '../demo/authorization-server.ts';
 import { accessTokenHash, ecdsaSignatureToDer, verifyDpopProof } from '../src/proof/dpop.ts';
 import { createMemoryReplayStore, replayKey } from '../src/proof/replay-store.ts';
 import { createPki } from '../test/fixtures/stack.ts';
 import { spawnChild } from './lib/children.ts';
+import { writeGuardConfig } from './lib/guard-config.ts';
 import { runLoad } from './lib/load.ts';
 import { hasTaskset, machineInfo, pinProcess } from './lib/machine.ts';
 import { median } from './lib/table.ts';
@@ -32,18 +32,7 @@ console.log('machine', JSON.stringify(machineInfo(pinning)));
 const pki = await createPki();
 const as = await startAuthorizationServer({ tls: pki.certs.server });
 const upstream = await spawnChild({ name: 'upstream', script: join(HERE, 'servers', 'upstream.ts'), cpu: pinning ? '1' : undefined });
-const configFile = join(pki.dir, 'dpop-bench.yaml');
-writeFileSync(
-  configFile,
-  stringify({
-    listen: { host: '127.0.0.1', port: 0 },
-    tls: { cert: pki.files.server.cert, key: pki.files.server.key },
-    introspection: { url: as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, timeoutMs: 2000 },
-    upstream: upstream.ready.url,
-    admin: { host: '127.0.0.1', port: 0 },
-    methods: ['mtls', 'dpop'],
-  }),
-);
+const configFile = writeGuardConfig(pki, as, upstream.ready.url, 'dpop-bench', { methods: ['mtls', 'dpop'] });
 const profileDir = process.env.PROFILE;
 if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
 const guard = await spawnChild({

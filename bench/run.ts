@@ -29,7 +29,6 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { stringify } from 'yaml';
 import { startAuthorizationServer, type AuthorizationServer } from '../demo/authorization-server.ts';
 import { createPki, type Pki } from '../test/fixtures/stack.ts';
 import { runCacheMiss, scrapeCounter, type CacheMissResult } from './lib/cache-miss.ts';
@@ -39,6 +38,7 @@ import { runGrpcLoad, runH2Load, type ClosedLoopResult } from './lib/h2-load.ts'
 import { runLoad, type LoadResult } from './lib/load.ts';
 import { cpuSecondsOf, hasTaskset, loadAverage, machineInfo, pinProcess, rssMbOf, type MachineInfo } from './lib/machine.ts';
 import { startCli } from './lib/cli-target.ts';
+import { writeGuardConfig } from './lib/guard-config.ts';
 import { findNginx, freePort, startNginx, type NginxServer } from './lib/nginx.ts';
 import { nginxRecipe } from '../test/fixtures/nginx-auth.ts';
 import { fixed, median, table } from './lib/table.ts';
@@ -255,23 +255,7 @@ interface Stack {
 }
 
 function guardConfigFile(stack: Stack, name: string, extra: Record<string, unknown>): string {
-  const config = {
-    listen: { host: '127.0.0.1', port: 0 },
-    tls: { cert: stack.pki.files.server.cert, key: stack.pki.files.server.key },
-    introspection: {
-      url: stack.as.introspectionUrl,
-      clientId: 'rs',
-      clientSecret: 'rs-secret',
-      ca: stack.pki.files.ca,
-      timeoutMs: 2000,
-    },
-    upstream: stack.upstream.ready.url,
-    admin: { host: '127.0.0.1', port: 0 },
-    ...extra,
-  };
-  const file = join(stack.pki.dir, `${name}.yaml`);
-  writeFileSync(file, stringify(config));
-  return file;
+  return writeGuardConfig(stack.pki, stack.as, stack.upstream.ready.url, name, extra);
 }
 
 async function startTarget(stack: Stack, name: TargetName, options: { guardConfig: Record<string, unknown>; nodeFlags: string[]; stdout: boolean; workers?: number; baseline?: string | undefined }): Promise<Target | undefined> {

@@ -13,11 +13,11 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
-import { stringify } from 'yaml';
 import { startAuthorizationServer } from '../demo/authorization-server.ts';
 import { startRedis } from '../test/fixtures/redis.ts';
 import { createPki } from '../test/fixtures/stack.ts';
 import { spawnChild, type ChildServer } from './lib/children.ts';
+import { writeGuardConfig } from './lib/guard-config.ts';
 import { percentile, runLoad } from './lib/load.ts';
 import { hasTaskset, machineInfo, pinProcess } from './lib/machine.ts';
 import { median } from './lib/table.ts';
@@ -43,18 +43,7 @@ const client = pki.certs.clients.client1;
 const children: ChildServer[] = [];
 
 async function startGuard(name: string, shared: boolean, cpu: string | undefined): Promise<ChildServer> {
-  const file = join(pki.dir, `${name}.yaml`);
-  writeFileSync(
-    file,
-    stringify({
-      listen: { host: '127.0.0.1', port: 0 },
-      tls: { cert: pki.files.server.cert, key: pki.files.server.key },
-      introspection: { url: as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, timeoutMs: 2000 },
-      upstream: upstream.ready.url,
-      admin: { host: '127.0.0.1', port: 0 },
-      ...(shared && { sharedState: { url: redis!.url, secretFile } }),
-    }),
-  );
+  const file = writeGuardConfig(pki, as, upstream.ready.url, name, shared ? { sharedState: { url: redis!.url, secretFile } } : {});
   const child = await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], cpu, stdout: 'ignore' });
   children.push(child);
   return child;

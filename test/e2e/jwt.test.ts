@@ -9,6 +9,28 @@ import { baseConfig, createPki, curl, startGuard, type Guard, type Pki } from '.
 
 const JWT_RS = 'https://jwt-rs.cnfguard.test/';
 
+interface JwtStack {
+  pki: Pki;
+  as: AuthorizationServer;
+  upstream: EchoUpstream;
+  guard: Guard;
+}
+
+/** An AS issuing JWTs for JWT_RS (opaque tokens otherwise), an echo upstream and a guard with `extra`. */
+async function startJwtStack(extra: (as: AuthorizationServer) => Record<string, unknown>): Promise<JwtStack> {
+  const pki = await createPki();
+  const as = await startAuthorizationServer({ tls: pki.certs.server, jwtResource: JWT_RS });
+  const upstream = await startEchoUpstream();
+  return { pki, as, upstream, guard: await startGuard(pki, baseConfig(pki, as, upstream, extra(as))) };
+}
+
+async function stopJwtStack(stack: Partial<JwtStack>): Promise<void> {
+  await stack.guard?.stop();
+  await stack.upstream?.stop();
+  await stack.as?.stop();
+  await stack.pki?.cleanup();
+}
+
 describe('JWT access tokens (RFC 9068) at cnfguard', () => {
   let pki: Pki;
   let as: AuthorizationServer;
@@ -17,28 +39,17 @@ describe('JWT access tokens (RFC 9068) at cnfguard', () => {
   const jwtFor = (client: 'client1' | 'client2') => as.issueToken({ clientCert: pki.certs.clients[client], caCert: pki.certs.ca.cert, resource: JWT_RS });
 
   beforeAll(async () => {
-    pki = await createPki();
-    as = await startAuthorizationServer({ tls: pki.certs.server, jwtResource: JWT_RS });
-    upstream = await startEchoUpstream();
-    guard = await startGuard(
-      pki,
-      baseConfig(pki, as, upstream, {
-        jwt: { issuer: as.issuer, jwksUri: `${as.issuer}/jwks`, algorithms: ['RS256', 'ES256', 'PS256'] },
-        validation: 'jwt-then-introspection',
-        routes: [
-          { pathPrefix: '/jwt-only', validation: 'jwt', audience: JWT_RS },
-          { pathPrefix: '/jwt-dpop', validation: 'jwt', audience: JWT_RS, methods: ['dpop'] },
-        ],
-      }),
-    );
+    ({ pki, as, upstream, guard } = await startJwtStack((server) => ({
+      jwt: { issuer: server.issuer, jwksUri: `${server.issuer}/jwks`, algorithms: ['RS256', 'ES256', 'PS256'] },
+      validation: 'jwt-then-introspection',
+      routes: [
+        { pathPrefix: '/jwt-only', validation: 'jwt', audience: JWT_RS },
+        { pathPrefix: '/jwt-dpop', validation: 'jwt', audience: JWT_RS, methods: ['dpop'] },
+      ],
+    })));
   });
 
-  afterAll(async () => {
-    await guard?.stop();
-    await upstream?.stop();
-    await as?.stop();
-    await pki?.cleanup();
-  });
+  afterAll(() => stopJwtStack({ pki, as, upstream, guard }));
 
   it('accepts a certificate-bound JWT with no introspection call, and refuses it with another certificate', async () => {
     const token = await jwtFor('client1');
@@ -72,40 +83,7 @@ describe('JWT access tokens (RFC 9068) at cnfguard', () => {
     expect(as.introspectionCalls()).toBe(before + 1);
   });
 
-  it('a JWT for another audience is refused on a route with an audience', async () => {
-    // The introspected (opaque) resource's audience is not the JWT route's.
-    const res = await curl(pki, `${guard.started.url}/jwt-only/x`, { token: 'a.b.c', cert: pki.files.client1 });
-    expect(res.status).toBe(401);
-  });
-});
-
-describe('DPoP-bound JWT access tokens', () => {
-  let pki: Pki;
-  let as: AuthorizationServer;
-  let upstream: EchoUpstream;
-  let guard: Guard;
-
-  beforeAll(async () => {
-    pki = await createPki();
-    as = await startAuthorizationServer({ tls: pki.certs.server, jwtResource: JWT_RS });
-    upstream = await startEchoUpstream();
-    guard = await startGuard(
-      pki,
-      baseConfig(pki, as, upstream, {
-        jwt: { issuer: as.issuer, jwksUri: `${as.issuer}/jwks`, algorithms: ['RS256'] },
-        routes: [{ pathPrefix: '/jwt-dpop', validation: 'jwt', audience: JWT_RS, methods: ['dpop'] }],
-      }),
-    );
-  });
-
-  afterAll(async () => {
-    await guard?.stop();
-    await upstream?.stop();
-    await as?.stop();
-    await pki?.cleanup();
-  });
-
-  it('carry cnf.jkt; the proof of that key is accepted with no introspection call, another key refused', async () => {
+  it('DPoP-bound JWTs carry cnf.jkt; the proof of that key is accepted with no introspection call, another key refused', async () => {
     const key = await generateKeyPair('ES256');
     const other = await generateKeyPair('ES256');
     const token = await as.issueToken({ clientId: 'plain-app', caCert: pki.certs.ca.cert, resource: JWT_RS, dpopProof: (htu, htm) => generateProof(key, htu, htm) });
@@ -120,6 +98,12 @@ describe('DPoP-bound JWT access tokens', () => {
     expect(stolen.status).toBe(401);
     expect(stolen.headers['www-authenticate']).toMatch(/DPoP error="invalid_token"/);
     expect(as.introspectionCalls()).toBe(before);
+  });
+
+  it('a JWT for another audience is refused on a route with an audience', async () => {
+    // The introspected (opaque) resource's audience is not the JWT route's.
+    const res = await curl(pki, `${guard.started.url}/jwt-only/x`, { token: 'a.b.c', cert: pki.files.client1 });
+    expect(res.status).toBe(401);
   });
 });
 
@@ -138,25 +122,15 @@ describe('JWKS key rotation and outage', () => {
   };
 
   beforeAll(async () => {
-    pki = await createPki();
-    as = await startAuthorizationServer({ tls: pki.certs.server, jwtResource: JWT_RS });
-    upstream = await startEchoUpstream();
-    guard = await startGuard(
-      pki,
-      baseConfig(pki, as, upstream, {
-        jwt: { issuer: as.issuer, jwksUri: `${as.issuer}/jwks`, algorithms: ['RS256'], refetchCooldownSeconds: COOLDOWN_MS / 1000 },
-        validation: 'jwt',
-        audience: JWT_RS,
-      }),
-    );
+    ({ pki, as, upstream, guard } = await startJwtStack((server) => ({
+      jwt: { issuer: server.issuer, jwksUri: `${server.issuer}/jwks`, algorithms: ['RS256'], refetchCooldownSeconds: COOLDOWN_MS / 1000 },
+      validation: 'jwt',
+      audience: JWT_RS,
+    })));
   });
 
-  afterAll(async () => {
-    await guard?.stop();
-    await upstream?.stop();
-    await as?.stop();
-    await pki?.cleanup();
-  });
+  // `as` is the restarted AS by then.
+  afterAll(() => stopJwtStack({ pki, as, upstream, guard }));
 
   it('a rotated key is fetched on its first token; with the JWKS down, known keys still verify and an unknown key is 503 until it is back', async () => {
     const first = await jwtFor(as);
