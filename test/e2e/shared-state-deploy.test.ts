@@ -6,19 +6,36 @@
  *   two or more cnfguard replicas run one config that loads with `loadConfigFile` (the files it
  *   names laid out as the mounts would), `sharedState.url` names the store service, the secret
  *   file is a compose secret, and the store is reachable from the replicas only.
+ * - k8s-overlays/shared-state/ (a Kustomize overlay of k8s/): rendered here the way kustomize
+ *   renders it (strategic merge of the patches; cross-checked against `kubectl kustomize` where
+ *   kubectl is installed), every object validates against its kubernetes-models schema and holds no
+ *   field that schema does not know (misspelt keys are caught: the models alone accept them);
+ *   3 replicas, the Secret mounted at secretFile, the config loads with `loadConfigFile` and names
+ *   the Valkey Service, and a NetworkPolicy admits only the cnfguard pods to the store.
  *
  * Docker and a cluster are not available here: nothing is started, these are static checks. Each
  * check is a named function run once on the real files; the mutations break a copy of them in one
  * place each and require the named check to fail, so no check is vacuous.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
+import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 import { Ajv2019 } from 'ajv/dist/2019.js';
+import { Deployment } from 'kubernetes-models/apps/v1';
+import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
+import type { INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
+import type { IConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import type { IContainer } from 'kubernetes-models/v1/Container';
+import type { ISecret } from 'kubernetes-models/v1/Secret';
+import type { IService } from 'kubernetes-models/v1/Service';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments, stringify } from 'yaml';
 import { z } from 'zod';
@@ -34,6 +51,14 @@ const SHARED_CONFIG = 'cnfguard.shared-state.yaml';
 const COMPOSE_SECRETS_DIR = '/run/secrets';
 /** What the shared-state config may add to the simple one. */
 const SHARED_STATE_ADDITIONS = ['sharedState', 'methods', 'publicOrigin'];
+const K8S_BASE = 'k8s';
+const K8S_OVERLAY = 'k8s-overlays/shared-state';
+/** Kept out of the overlay's kustomization.yaml on purpose (a placeholder secret). */
+const SECRET_EXAMPLE = 'secret-example.yaml';
+/** What the overlay's config may add to the base ConfigMap's. */
+const K8S_CONFIG_ADDITIONS = ['sharedState'];
+/** cert-manager's keys in the TLS Secret it writes (no `items:` in the base's volume). */
+const TLS_SECRET_KEYS = ['tls.crt', 'tls.key', 'ca.crt'];
 /** The store's port unless its command sets --port. */
 const STORE_DEFAULT_PORT = 6379;
 
@@ -60,6 +85,36 @@ interface Bundle {
   files: Record<string, string>;
   gitignore: string;
   dockerfile: string;
+  /** k8s/ and the overlay: every YAML file's documents, and each kustomization, by directory. */
+  k8s: Record<string, { files: Record<string, K8sObject[]>; kustomization: Record<string, unknown> }>;
+}
+
+interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata?: { name?: string; labels?: Record<string, string> };
+  [key: string]: unknown;
+}
+
+/** Kubernetes reads manifests as YAML 1.1 (sigs.k8s.io/yaml): parse them the same way. */
+function parseK8sFile(file: string, text: string): K8sObject[] {
+  return parseAllDocuments(text, { version: '1.1' })
+    .filter((doc) => doc.contents !== null)
+    .map((doc, index) => {
+      if (doc.errors.length > 0) throw new Error(`${file} document ${index}: ${doc.errors.map((e) => e.message).join('; ')}`);
+      return doc.toJS() as K8sObject;
+    });
+}
+
+function loadK8sDir(dir: string): Bundle['k8s'][string] {
+  const files: Record<string, K8sObject[]> = {};
+  let kustomization: Record<string, unknown> = {};
+  for (const file of readdirSync(join(ROOT, dir)).filter((f) => /\.ya?ml$/.test(f)).sort()) {
+    const objects = parseK8sFile(`${dir}/${file}`, readFileSync(join(ROOT, dir, file), 'utf8'));
+    if (file === 'kustomization.yaml') kustomization = objects[0] as unknown as Record<string, unknown>;
+    else files[file] = objects;
+  }
+  return { files, kustomization };
 }
 
 function loadBundle(): Bundle {
@@ -72,6 +127,7 @@ function loadBundle(): Bundle {
     files,
     gitignore: read('.gitignore'),
     dockerfile: read('Dockerfile'),
+    k8s: { [K8S_BASE]: loadK8sDir(K8S_BASE), [K8S_OVERLAY]: loadK8sDir(K8S_OVERLAY) },
   };
 }
 
@@ -266,6 +322,267 @@ function storePort(s: ComposeService): number {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Kubernetes: schemas, rendering the overlay, reading it
+// ---------------------------------------------------------------------------------------------
+
+type ModelValidate = (this: unknown) => void;
+
+/** apiVersion/kind -> the kubernetes-models validator (the model's own compiled schema). */
+const K8S_MODELS: Record<string, ModelValidate> = {
+  'apps/v1/Deployment': Deployment.prototype.validate,
+  'v1/ConfigMap': ConfigMap.prototype.validate,
+  'v1/Secret': Secret.prototype.validate,
+  'v1/Service': Service.prototype.validate,
+  'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy.prototype.validate,
+  'cert-manager.io/v1/Certificate': Certificate.prototype.validate,
+};
+
+/**
+ * Fields of `object` that the model's schema does not know. kubernetes-models validates types and
+ * required fields but lets unknown keys through (`spec.replica: 3` passes), while the API server
+ * drops or refuses them. Its validators are compiled JSON schema that read every property the
+ * schema names and enumerate only maps (labels, data, resources): so a key of a non-map object
+ * that the validator never read is one the schema does not have.
+ */
+function unknownFields(validate: ModelValidate, object: unknown): { unknown: string[]; error: Error | undefined } {
+  interface Node {
+    path: string;
+    value: object;
+    read: Set<string>;
+    enumerated: boolean;
+    proxy: object;
+  }
+  const nodes = new Map<object, Node>();
+  const wrap = (value: unknown, path: string): unknown => {
+    if (value === null || typeof value !== 'object') return value;
+    const known = nodes.get(value);
+    if (known !== undefined) return known.proxy;
+    const node: Node = { path, value, read: new Set(), enumerated: false, proxy: value };
+    node.proxy = new Proxy(value, {
+      get(target, key, receiver) {
+        const child = Reflect.get(target, key, receiver) as unknown;
+        if (typeof key !== 'string') return child;
+        node.read.add(key);
+        return Object.hasOwn(target, key) ? wrap(child, `${path}/${key}`) : child;
+      },
+      has(target, key) {
+        if (typeof key === 'string') node.read.add(key);
+        return Reflect.has(target, key);
+      },
+      ownKeys(target) {
+        node.enumerated = true;
+        return Reflect.ownKeys(target);
+      },
+    });
+    nodes.set(value, node);
+    return node.proxy;
+  };
+  let error: Error | undefined;
+  try {
+    validate.call(wrap(object, ''));
+  } catch (err) {
+    error = err as Error;
+  }
+  const unknown = [...nodes.values()]
+    .filter((n) => !Array.isArray(n.value) && !n.enumerated)
+    .flatMap((n) => Object.keys(n.value).filter((k) => !n.read.has(k)).map((k) => `${n.path}/${k}`));
+  return { unknown, error };
+}
+
+function validateStrictly(where: string, object: K8sObject): void {
+  const validate = K8S_MODELS[`${String(object.apiVersion)}/${String(object.kind)}`];
+  if (validate === undefined) throw new Error(`${where}: no schema for ${String(object.apiVersion)}/${String(object.kind)}`);
+  const { unknown, error } = unknownFields(validate, object);
+  if (error !== undefined) throw new Error(`${where}: ${error.message}`, { cause: error });
+  if (unknown.length > 0) throw new Error(`${where}: fields the ${object.kind} schema does not know: ${unknown.join(', ')}`);
+}
+
+/** The Kustomization fields the base and the overlay use, and no others (the renderer knows these only). */
+const kustomizationSchema = z.strictObject({
+  apiVersion: z.literal('kustomize.config.k8s.io/v1beta1'),
+  kind: z.literal('Kustomization'),
+  resources: z.array(z.string().min(1)),
+  patches: z.array(z.strictObject({ path: z.string().min(1) })).optional(),
+  labels: z.array(z.strictObject({ pairs: z.record(z.string(), z.string()), includeSelectors: z.literal(false) })).optional(),
+  images: z.array(z.strictObject({ name: z.string(), newName: z.string().optional(), newTag: z.string().optional() })).optional(),
+});
+
+/** Strategic-merge list keys (Kubernetes' `patchMergeKey`) for the lists the patches touch. */
+const MERGE_KEYS: Record<string, string> = { containers: 'name', initContainers: 'name', volumes: 'name', volumeMounts: 'mountPath', env: 'name' };
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+/**
+ * A strategic merge patch as kustomize applies one: maps merge, `null` deletes, lists with a merge
+ * key merge item by item (the patch's items first, then the others, as kustomize orders them),
+ * other lists are replaced.
+ * Patch directives (`$patch`, `$setElementOrder`…) are refused rather than misread.
+ */
+function strategicMerge(base: unknown, patch: unknown, where: string): unknown {
+  if (!isRecord(base) || !isRecord(patch)) return structuredClone(patch);
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(patch)) {
+    if (key.startsWith('$')) throw new Error(`${where}: patch directive ${key} is not rendered by this test`);
+    const mergeKey = MERGE_KEYS[key];
+    const current = out[key];
+    if (value === null) delete out[key];
+    else if (Array.isArray(value) && mergeKey !== undefined && Array.isArray(current)) {
+      const rest = [...current];
+      const patched: unknown[] = [];
+      for (const item of value) {
+        const i = rest.findIndex((m) => isRecord(m) && isRecord(item) && m[mergeKey] === item[mergeKey]);
+        patched.push(i >= 0 ? strategicMerge(rest.splice(i, 1)[0], item, where) : structuredClone(item));
+      }
+      out[key] = [...patched, ...rest];
+    } else if (isRecord(value) && isRecord(current)) out[key] = strategicMerge(current, value, where);
+    else out[key] = structuredClone(value);
+  }
+  return out;
+}
+
+function podContainers(o: K8sObject): IContainer[] {
+  if (o.kind !== 'Deployment') return [];
+  const spec = (o as unknown as IDeployment).spec?.template.spec;
+  return spec === undefined ? [] : [...spec.containers, ...(spec.initContainers ?? [])];
+}
+
+/** `kustomize build DIR` for the fields {@link kustomizationSchema} allows. */
+function render(b: Bundle, dir: string): K8sObject[] {
+  const entry = b.k8s[dir];
+  if (entry === undefined) throw new Error(`${dir}: not a kustomization this test loaded`);
+  const parsed = kustomizationSchema.safeParse(entry.kustomization);
+  if (!parsed.success) throw new Error(`${dir}/kustomization.yaml: ${JSON.stringify(parsed.error.issues)}`);
+  const k = parsed.data;
+  const objects: K8sObject[] = [];
+  for (const resource of k.resources) {
+    const path = posix.normalize(posix.join(dir, resource));
+    if (b.k8s[path] !== undefined) objects.push(...render(b, path));
+    else if (entry.files[resource] !== undefined) objects.push(...structuredClone(entry.files[resource]));
+    else throw new Error(`${dir}/kustomization.yaml: resource ${resource} does not exist`);
+  }
+  for (const { path } of k.patches ?? []) {
+    const docs = entry.files[path];
+    if (docs?.length !== 1) throw new Error(`${dir}/kustomization.yaml: patch ${path} is not one document`);
+    const patch = docs[0]!;
+    const i = objects.findIndex((o) => o.apiVersion === patch.apiVersion && o.kind === patch.kind && o.metadata?.name === patch.metadata?.name);
+    if (i < 0) throw new Error(`${dir}/${path}: no ${patch.kind} ${String(patch.metadata?.name)} to patch`);
+    objects[i] = strategicMerge(objects[i], patch, `${dir}/${path}`) as K8sObject;
+  }
+  for (const { pairs } of k.labels ?? []) {
+    for (const o of objects) o.metadata = { ...o.metadata, labels: { ...o.metadata?.labels, ...pairs } };
+  }
+  for (const image of k.images ?? []) {
+    for (const c of objects.flatMap(podContainers)) {
+      const name = c.image?.replace(/@.*$/, '').replace(/:[^/:]*$/, '');
+      if (name === image.name) c.image = `${image.newName ?? image.name}${image.newTag === undefined ? '' : `:${image.newTag}`}`;
+    }
+  }
+  return objects;
+}
+
+function podLabels(d: IDeployment): Record<string, string> {
+  return d.spec?.template.metadata?.labels ?? {};
+}
+
+/** A matchLabels selector: non-empty, every pair among the labels. */
+function selects(selector: Record<string, string> | undefined, labels: Record<string, string>): boolean {
+  const pairs = Object.entries(selector ?? {});
+  return pairs.length > 0 && pairs.every(([k, v]) => labels[k] === v);
+}
+
+function deploymentWith(objects: K8sObject[], what: string, test: (c: IContainer) => boolean): IDeployment {
+  const found = objects.filter((o) => o.kind === 'Deployment' && podContainers(o).some(test));
+  expect(found, `exactly one Deployment runs ${what}`).toHaveLength(1);
+  return found[0] as unknown as IDeployment;
+}
+
+const isStoreImage = (image: string | undefined) => /^(valkey\/valkey|redis):/.test(image ?? '');
+const guardDeployment = (objects: K8sObject[]) => deploymentWith(objects, 'cnfguard', (c) => c.name === 'cnfguard');
+const storeDeployment = (objects: K8sObject[]) => deploymentWith(objects, 'Valkey or Redis', (c) => isStoreImage(c.image));
+
+function containerOf(d: IDeployment, test: (c: IContainer) => boolean): IContainer {
+  const c = d.spec!.template.spec!.containers.find(test);
+  expect(c, `a matching container in Deployment ${d.metadata?.name}`).toBeDefined();
+  return c!;
+}
+const guardContainer = (objects: K8sObject[]) => containerOf(guardDeployment(objects), (c) => c.name === 'cnfguard');
+const storeContainer = (objects: K8sObject[]) => containerOf(storeDeployment(objects), (c) => isStoreImage(c.image));
+
+/** The volume mount a path in the container lies under (the longest one), its volume and the key. */
+function mountedAt(d: IDeployment, c: IContainer, path: string) {
+  const mount = (c.volumeMounts ?? [])
+    .filter((m) => path === m.mountPath || path.startsWith(`${m.mountPath.replace(/\/$/, '')}/`))
+    .sort((x, y) => y.mountPath.length - x.mountPath.length)[0];
+  expect(mount, `${path} lies under a volumeMount of ${c.name}`).toBeDefined();
+  const volume = (d.spec!.template.spec!.volumes ?? []).find((v) => v.name === mount!.name);
+  expect(volume, `volume ${mount!.name}`).toBeDefined();
+  const rel = path.slice(mount!.mountPath.replace(/\/$/, '').length + 1);
+  const items = volume!.configMap?.items ?? volume!.secret?.items;
+  const key = items === undefined ? rel : items.find((i) => i.path === rel)?.key;
+  return { mount: mount!, volume: volume!, key };
+}
+
+/** The config text the cnfguard container runs with: the ConfigMap key mounted at the image's config path. */
+function overlayConfigText(b: Bundle, objects: K8sObject[]): string {
+  const d = guardDeployment(objects);
+  const c = guardContainer(objects);
+  expect(c.args ?? c.command, 'cnfguard runs the image CMD').toBeUndefined();
+  const { volume, key } = mountedAt(d, c, imageConfigPath(b));
+  const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata?.name === volume.configMap?.name) as IConfigMap | undefined;
+  const text = key === undefined ? undefined : cm?.data?.[key];
+  expect(text, `the config is ConfigMap ${String(volume.configMap?.name)} key ${String(key)}`).toBeTypeOf('string');
+  return text!;
+}
+
+/** The overlay's cnfguard config through `loadConfigFile`, with the pod's volumes laid out. */
+async function loadedOverlayConfig(b: Bundle, objects: K8sObject[]): Promise<LoadedConfig> {
+  const text = overlayConfigText(b, objects);
+  const d = guardDeployment(objects);
+  const c = guardContainer(objects);
+  const mounts: { target: string; contents: Contents }[] = [];
+  for (const m of c.volumeMounts ?? []) {
+    const volume = (d.spec!.template.spec!.volumes ?? []).find((v) => v.name === m.name);
+    const files: Record<string, string | Buffer> = {};
+    if (volume?.secret?.items !== undefined) for (const item of volume.secret.items) files[item.path] = randomBytes(32);
+    else if (volume?.secret !== undefined) for (const name of TLS_SECRET_KEYS) files[name] = devCertFiles[name]!;
+    // A subPath mount is that one file of the volume.
+    const one = m.subPath === undefined ? undefined : files[m.subPath];
+    mounts.push({ target: m.mountPath, contents: one === undefined ? { kind: 'dir', files } : { kind: 'file', data: Buffer.from(one) } });
+  }
+  const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value ?? `dummy-${e.name.toLowerCase()}`]));
+  return loadAsMounted(text, mounts, env);
+}
+
+/** Kubernetes quantity (Mi, Gi, M, plain bytes) in bytes. */
+function quantityBytes(q: string | number | undefined): number {
+  const m = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|k|M|G)?$/.exec(String(q ?? ''));
+  if (m === null) return NaN;
+  const unit = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, k: 1e3, M: 1e6, G: 1e9 }[m[2] as 'Ki'] ?? 1;
+  return Number(m[1]) * unit;
+}
+
+/** Valkey/Redis memory size (1mb = 1024*1024, 1m = 1000000) in bytes. */
+function storeBytes(size: string | undefined): number {
+  const m = /^(\d+)(kb|mb|gb|k|m|g)?$/i.exec(size ?? '');
+  if (m === null) return NaN;
+  const unit = { kb: 2 ** 10, mb: 2 ** 20, gb: 2 ** 30, k: 1e3, m: 1e6, g: 1e9 }[(m[2] ?? '').toLowerCase() as 'kb'] ?? 1;
+  return Number(m[1]) * unit;
+}
+
+function argAfter(args: readonly string[], flag: string): string | undefined {
+  const i = args.indexOf(flag);
+  return i < 0 ? undefined : args[i + 1];
+}
+
+function overlaySecretExample(b: Bundle): ISecret {
+  const docs = b.k8s[K8S_OVERLAY]!.files[SECRET_EXAMPLE] ?? [];
+  expect(docs, `${K8S_OVERLAY}/${SECRET_EXAMPLE} holds one Secret`).toHaveLength(1);
+  return docs[0] as unknown as ISecret;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Checks (each throws on the first disagreement)
 // ---------------------------------------------------------------------------------------------
 
@@ -374,6 +691,133 @@ const CHECKS = {
       expect((b.compose.services as Record<string, unknown>)[name], `service ${name} as in ${SIMPLE_COMPOSE_FILE}`).toEqual(simpleServices[name]);
     }
   },
+  'k8s: every rendered object and the secret example validate against their kubernetes-models schema, with no field it does not know'(b: Bundle) {
+    const objects = render(b, K8S_OVERLAY);
+    expect(objects.length).toBeGreaterThan(0);
+    for (const o of objects) validateStrictly(`${o.kind} ${String(o.metadata?.name)}`, o);
+    validateStrictly(`${K8S_OVERLAY}/${SECRET_EXAMPLE}`, overlaySecretExample(b) as unknown as K8sObject);
+  },
+
+  'k8s: the overlay renders the base plus every overlay manifest but secret-example.yaml, and each patch targets a base object'(b: Bundle) {
+    const { files, kustomization } = b.k8s[K8S_OVERLAY]!;
+    const k = kustomizationSchema.parse(kustomization);
+    const patches = (k.patches ?? []).map((p) => p.path);
+    const bases = k.resources.filter((r) => b.k8s[posix.normalize(posix.join(K8S_OVERLAY, r))] !== undefined);
+    expect(bases, 'the overlay builds on k8s/').toEqual([posix.relative(K8S_OVERLAY, K8S_BASE)]);
+    const locals = k.resources.filter((r) => !bases.includes(r));
+    expect(locals, `${SECRET_EXAMPLE} is not applied`).not.toContain(SECRET_EXAMPLE);
+    expect([...locals, ...patches].sort(), 'resources and patches: every manifest of the overlay but the example').toEqual(Object.keys(files).filter((f) => f !== SECRET_EXAMPLE).sort());
+    const base = render(b, K8S_BASE);
+    for (const path of patches) {
+      const patch = files[path]![0]!;
+      expect(base.some((o) => o.kind === patch.kind && o.metadata?.name === patch.metadata?.name), `${path} patches ${patch.kind} ${String(patch.metadata?.name)} of k8s/`).toBe(true);
+    }
+    render(b, K8S_OVERLAY);
+  },
+
+  async 'k8s: cnfguard runs 3 replicas with the shared-state Secret mounted as a directory at secretFile, and its config loads with the real loader'(b: Bundle) {
+    const objects = render(b, K8S_OVERLAY);
+    const d = guardDeployment(objects);
+    expect(d.spec?.replicas, 'cnfguard replicas').toBe(3);
+    const config = await loadedOverlayConfig(b, objects);
+    expect(config.sharedState?.secret.length, 'the secret file was read').toBe(32);
+    const declared = (parseYaml(overlayConfigText(b, objects)) as { sharedState: { secretFile: string } }).sharedState.secretFile;
+    const { mount, volume, key } = mountedAt(d, guardContainer(objects), declared);
+    expect(mount.subPath ?? mount.subPathExpr, 'no subPath (updates must reach the pod)').toBeUndefined();
+    expect(mount.readOnly, 'the secret mount is read-only').toBe(true);
+    const example = overlaySecretExample(b);
+    expect(volume.secret?.secretName, `secretFile comes from the Secret of ${SECRET_EXAMPLE}`).toBe(example.metadata?.name);
+    expect(Object.keys({ ...example.data, ...example.stringData }), `secretFile is key ${String(key)} of that Secret`).toContain(key);
+    const mode = volume.secret?.items?.find((i) => i.key === key)?.mode ?? volume.secret?.defaultMode ?? 0o644;
+    expect(mode & 0o007, 'the secret file is not world-readable').toBe(0);
+  },
+
+  async 'k8s: sharedState.url names the store Service, whose port and selector reach the store pod only'(b: Bundle) {
+    const objects = render(b, K8S_OVERLAY);
+    const url = new URL((await loadedOverlayConfig(b, objects)).settings.sharedState!.url);
+    const [name, ...rest] = url.hostname.split('.');
+    if (rest.length > 0) expect(rest.join('.'), 'a Service DNS name: NAME[.NAMESPACE.svc[.cluster.local]]').toMatch(/^[a-z0-9-]+\.svc(\.cluster\.local)?$/);
+    const service = objects.find((o) => o.kind === 'Service' && o.metadata?.name === name) as IService | undefined;
+    expect(service, `sharedState.url names a Service of the overlay (${String(name)})`).toBeDefined();
+    const store = storeDeployment(objects);
+    const storeC = storeContainer(objects);
+    const storePortNumber = Number(argAfter(storeC.args ?? [], '--port') ?? STORE_DEFAULT_PORT);
+    const ports = service!.spec?.ports ?? [];
+    expect(ports, 'one Service port').toHaveLength(1);
+    expect(ports[0]!.port, 'sharedState.url port = the Service port').toBe(Number(url.port || STORE_DEFAULT_PORT));
+    const target = ports[0]!.targetPort ?? ports[0]!.port;
+    const targetNumber = typeof target === 'number' ? target : storeC.ports?.find((p) => p.name === target)?.containerPort;
+    expect(targetNumber, 'the Service targets the store container port').toBe(storePortNumber);
+    expect(storeC.ports?.map((p) => p.containerPort), 'the store container declares its port').toContain(storePortNumber);
+    expect(selects(service!.spec?.selector, podLabels(store)), 'the Service selects the store pod').toBe(true);
+    expect(selects(service!.spec?.selector, podLabels(guardDeployment(objects))), 'the Service does not select the cnfguard pods').toBe(false);
+  },
+
+  'k8s: the store keeps nothing, never evicts, runs one pod at a time, hardened, and its image is a pinned version'(b: Bundle) {
+    const objects = render(b, K8S_OVERLAY);
+    const d = storeDeployment(objects);
+    const c = storeContainer(objects);
+    const args = [...(c.command ?? []), ...(c.args ?? [])];
+    expect(args[0], 'the server runs with these arguments').toMatch(/^(valkey|redis)-server$/);
+    expect(argAfter(args, '--save'), '--save "" (no RDB snapshots)').toBe('');
+    expect(argAfter(args, '--appendonly'), '--appendonly no').toBe('no');
+    expect(argAfter(args, '--maxmemory-policy'), 'noeviction (an evicted jti is a replayable proof)').toBe('noeviction');
+    const maxmemory = storeBytes(argAfter(args, '--maxmemory'));
+    expect(maxmemory, '--maxmemory bounds the store').toBeGreaterThan(0);
+    expect(quantityBytes(c.resources?.limits?.memory), 'the memory limit is above --maxmemory').toBeGreaterThan(maxmemory);
+    expect(d.spec?.replicas ?? 1, 'one store pod').toBe(1);
+    expect(d.spec?.strategy?.type, 'Recreate: a rollout never runs two stores behind the Service').toBe('Recreate');
+    for (const v of d.spec?.template.spec?.volumes ?? []) expect(Object.keys(v).filter((k) => k !== 'name'), `volume ${v.name} is an emptyDir`).toEqual(['emptyDir']);
+    const pod = d.spec!.template.spec!;
+    const sc = c.securityContext ?? {};
+    expect(sc.runAsNonRoot ?? pod.securityContext?.runAsNonRoot, 'runAsNonRoot').toBe(true);
+    expect(sc.runAsUser ?? pod.securityContext?.runAsUser, 'a non-root uid').toBeGreaterThan(0);
+    expect(sc.readOnlyRootFilesystem, 'readOnlyRootFilesystem').toBe(true);
+    expect(sc.allowPrivilegeEscalation, 'allowPrivilegeEscalation').toBe(false);
+    expect(sc.capabilities?.drop, 'capabilities drop ALL').toContain('ALL');
+    expect((sc.seccompProfile ?? pod.securityContext?.seccompProfile)?.type, 'seccompProfile').toBe('RuntimeDefault');
+    expect(pod.automountServiceAccountToken, 'no service account token').toBe(false);
+    expect(pod.enableServiceLinks, 'no service links in the environment').toBe(false);
+    expect(c.image, 'an exact version (x.y.z), optionally by digest').toMatch(/^[\w./-]+:\d+\.\d+\.\d+(-[\w.]+)?(@sha256:[0-9a-f]{64})?$/);
+  },
+
+  'k8s: one NetworkPolicy admits only the cnfguard pods to the store port, and the store opens no connection'(b: Bundle) {
+    const objects = render(b, K8S_OVERLAY);
+    const storeLabels = podLabels(storeDeployment(objects));
+    const guardLabels = podLabels(guardDeployment(objects));
+    const storePortNumber = Number(argAfter(storeContainer(objects).args ?? [], '--port') ?? STORE_DEFAULT_PORT);
+    const policies = objects.filter((o) => o.kind === 'NetworkPolicy').map((o) => o as unknown as INetworkPolicy);
+    const forStore = policies.filter((p) => selects(p.spec?.podSelector.matchLabels, storeLabels));
+    expect(forStore, 'one NetworkPolicy selects the store pod').toHaveLength(1);
+    const spec = forStore[0]!.spec!;
+    expect(spec.podSelector.matchExpressions, 'selected by labels only').toBeUndefined();
+    expect([...(spec.policyTypes ?? [])].sort(), 'policyTypes').toEqual(['Egress', 'Ingress']);
+    expect(spec.egress ?? [], 'no egress rule: the store calls nobody').toEqual([]);
+    expect(spec.ingress?.length ?? 0, 'ingress rules').toBeGreaterThan(0);
+    for (const rule of spec.ingress ?? []) {
+      expect(rule.ports?.map((p) => p.port), 'only the store port').toEqual([storePortNumber]);
+      expect(rule.from?.length ?? 0, 'ingress only from named peers').toBeGreaterThan(0);
+      for (const peer of rule.from ?? []) {
+        expect(Object.keys(peer), 'a peer is a podSelector of this namespace (no namespaceSelector, no ipBlock)').toEqual(['podSelector']);
+        expect(peer.podSelector?.matchExpressions, 'peers selected by labels only').toBeUndefined();
+        expect(selects(peer.podSelector?.matchLabels, guardLabels), 'the peer is the cnfguard pods').toBe(true);
+      }
+    }
+  },
+
+  'k8s: the overlay config is the base ConfigMap config plus sharedState'(b: Bundle) {
+    const objects = render(b, K8S_OVERLAY);
+    const text = overlayConfigText(b, objects);
+    const base = render(b, K8S_BASE);
+    const cmName = mountedAt(guardDeployment(objects), guardContainer(objects), imageConfigPath(b)).volume.configMap?.name;
+    const baseCm = base.find((o) => o.kind === 'ConfigMap' && o.metadata?.name === cmName) as IConfigMap | undefined;
+    const baseText = baseCm?.data?.[posix.basename(imageConfigPath(b))];
+    expect(baseText, `k8s/ has ConfigMap ${String(cmName)}`).toBeTypeOf('string');
+    const overlay = parseYaml(text) as Record<string, unknown>;
+    const without = Object.fromEntries(Object.entries(overlay).filter(([k]) => !K8S_CONFIG_ADDITIONS.includes(k)));
+    expect(without, `the overlay config = the base config + ${K8S_CONFIG_ADDITIONS.join(', ')} (k8s/configmap.yaml changed? copy it into configmap-patch.yaml)`).toEqual(parseYaml(baseText!));
+    expect(overlay.sharedState, 'the overlay config sets sharedState').toBeDefined();
+  },
 } satisfies Record<string, (b: Bundle) => void | Promise<void>>;
 
 type CheckName = keyof typeof CHECKS;
@@ -395,9 +839,28 @@ afterAll(async () => {
   await Promise.all(scratch.map((dir) => rm(dir, { recursive: true, force: true })));
 });
 
+const kubectl = spawnSync('kubectl', ['kustomize', '--help'], { stdio: 'ignore' }).status === 0;
+
 describe('shared-state deployment', () => {
   it.each(Object.keys(CHECKS) as CheckName[])('%s', async (name) => {
     await CHECKS[name](bundle);
+  });
+
+  // kubectl is not part of the project's set-up: where it is installed, its kustomize confirms the renderer.
+  it.skipIf(!kubectl)('kubectl kustomize renders the overlay as this test does', () => {
+    const run = spawnSync('kubectl', ['kustomize', join(ROOT, K8S_OVERLAY)], { encoding: 'utf8' });
+    expect(run.status, run.stderr).toBe(0);
+    const theirs = parseK8sFile('kubectl kustomize', run.stdout);
+    const ours = render(bundle, K8S_OVERLAY);
+    const key = (o: K8sObject) => `${o.kind}/${String(o.metadata?.name)}`;
+    expect(theirs.map(key).sort()).toEqual(ours.map(key).sort());
+    for (const o of theirs) expect(o, key(o)).toEqual(ours.find((x) => key(x) === key(o)));
+  });
+
+  it('finds unknown fields the models let through, and none in maps', () => {
+    const d = { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'x', labels: { any: 'label' } }, spec: { replica: 3, selector: { matchLabels: { a: 'b' } }, template: { spec: { containers: [{ name: 'a', image: 'i', imagePullPolicy: 'Always', resources: { limits: { cpu: '1' } }, securityContext: { readOnlyRootFS: true } }] } } } };
+    expect(() => new Deployment(d as unknown as IDeployment).validate()).not.toThrow();
+    expect(unknownFields(K8S_MODELS['apps/v1/Deployment']!, d).unknown).toEqual(['/spec/replica', '/spec/template/spec/containers/0/securityContext/readOnlyRootFS']);
   });
 });
 
@@ -415,6 +878,16 @@ function editFile(b: Bundle, file: string, from: string | RegExp, to: string): v
   const edited = text.replace(from, to);
   if (edited === text) throw new Error(`mutation did not apply: ${String(from)}`);
   b.files[file] = edited;
+}
+function overlayDoc(b: Bundle, file: string): K8sObject {
+  return b.k8s[K8S_OVERLAY]!.files[file]![0]!;
+}
+function editOverlayConfig(b: Bundle, from: string | RegExp, to: string): void {
+  const cm = overlayDoc(b, 'configmap-patch.yaml') as unknown as IConfigMap;
+  const text = cm.data!['cnfguard.yaml']!;
+  const edited = text.replace(from, to);
+  if (edited === text) throw new Error(`mutation did not apply: ${String(from)}`);
+  cm.data!['cnfguard.yaml'] = edited;
 }
 
 const MUTATIONS: Mutation[] = [
@@ -498,6 +971,110 @@ const MUTATIONS: Mutation[] = [
   }],
   ['the AS service diverging from docker-compose.yml', 'compose: the config is deploy/cnfguard.yaml plus sharedState, methods and publicOrigin; certs, AS and app are those of docker-compose.yml', (b) => {
     (service(b, 'authorization-server').environment as Record<string, string>).AS_PORT = '9444';
+  }],
+
+  ['a misspelt field in the Deployment patch (replica)', 'k8s: every rendered object and the secret example validate against their kubernetes-models schema, with no field it does not know', (b) => {
+    (overlayDoc(b, 'deployment-patch.yaml').spec as Record<string, unknown>).replica = 3;
+  }],
+  ['a misspelt securityContext field on the store (readOnlyRootFS)', 'k8s: every rendered object and the secret example validate against their kubernetes-models schema, with no field it does not know', (b) => {
+    const c = (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.template.spec!.containers[0]!;
+    (c.securityContext as Record<string, unknown>).readOnlyRootFS = true;
+  }],
+  ['a misspelt selector in the NetworkPolicy (matchLabel)', 'k8s: every rendered object and the secret example validate against their kubernetes-models schema, with no field it does not know', (b) => {
+    const peer = (overlayDoc(b, 'valkey-networkpolicy.yaml') as unknown as INetworkPolicy).spec!.ingress![0]!.from![0]!;
+    (peer.podSelector as Record<string, unknown>).matchLabel = peer.podSelector!.matchLabels;
+  }],
+  ['a store port that is a string', 'k8s: every rendered object and the secret example validate against their kubernetes-models schema, with no field it does not know', (b) => {
+    const c = (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.template.spec!.containers[0]!;
+    (c.ports![0] as { containerPort: unknown }).containerPort = '6379';
+  }],
+  ['secret-example.yaml applied', 'k8s: the overlay renders the base plus every overlay manifest but secret-example.yaml, and each patch targets a base object', (b) => {
+    (b.k8s[K8S_OVERLAY]!.kustomization.resources as string[]).push(SECRET_EXAMPLE);
+  }],
+  ['a manifest left out of the kustomization', 'k8s: the overlay renders the base plus every overlay manifest but secret-example.yaml, and each patch targets a base object', (b) => {
+    const k = b.k8s[K8S_OVERLAY]!.kustomization;
+    k.resources = (k.resources as string[]).filter((r) => r !== 'valkey-networkpolicy.yaml');
+  }],
+  ['a patch of a Deployment the base does not have', 'k8s: the overlay renders the base plus every overlay manifest but secret-example.yaml, and each patch targets a base object', (b) => {
+    overlayDoc(b, 'deployment-patch.yaml').metadata!.name = 'other';
+  }],
+  ['a Kustomization field the renderer does not know (namespace)', 'k8s: the overlay renders the base plus every overlay manifest but secret-example.yaml, and each patch targets a base object', (b) => {
+    b.k8s[K8S_OVERLAY]!.kustomization.namespace = 'prod';
+  }],
+  ['2 replicas', 'k8s: cnfguard runs 3 replicas with the shared-state Secret mounted as a directory at secretFile, and its config loads with the real loader', (b) => {
+    (overlayDoc(b, 'deployment-patch.yaml').spec as Record<string, unknown>).replicas = 2;
+  }],
+  ['the Secret mounted with subPath', 'k8s: cnfguard runs 3 replicas with the shared-state Secret mounted as a directory at secretFile, and its config loads with the real loader', (b) => {
+    const mount = (overlayDoc(b, 'deployment-patch.yaml') as unknown as IDeployment).spec!.template.spec!.containers[0]!.volumeMounts![0]!;
+    mount.mountPath = '/secrets/shared-state';
+    mount.subPath = 'shared-state';
+  }],
+  ['secretFile outside the Secret mount', 'k8s: cnfguard runs 3 replicas with the shared-state Secret mounted as a directory at secretFile, and its config loads with the real loader', (b) => {
+    editOverlayConfig(b, 'secretFile: /secrets/shared-state', 'secretFile: /run/secrets/shared-state');
+  }],
+  ['the Secret volume naming another Secret', 'k8s: cnfguard runs 3 replicas with the shared-state Secret mounted as a directory at secretFile, and its config loads with the real loader', (b) => {
+    (overlayDoc(b, 'deployment-patch.yaml') as unknown as IDeployment).spec!.template.spec!.volumes![0]!.secret!.secretName = 'other';
+  }],
+  ['the secret file world-readable (0444)', 'k8s: cnfguard runs 3 replicas with the shared-state Secret mounted as a directory at secretFile, and its config loads with the real loader', (b) => {
+    (overlayDoc(b, 'deployment-patch.yaml') as unknown as IDeployment).spec!.template.spec!.volumes![0]!.secret!.defaultMode = 0o444;
+  }],
+  ['sharedState.url naming no Service', 'k8s: sharedState.url names the store Service, whose port and selector reach the store pod only', (b) => {
+    editOverlayConfig(b, 'url: redis://valkey:6379/0', 'url: redis://redis:6379/0');
+  }],
+  ['a Service port other than the URL port', 'k8s: sharedState.url names the store Service, whose port and selector reach the store pod only', (b) => {
+    (overlayDoc(b, 'valkey-service.yaml') as unknown as IService).spec!.ports![0]!.port = 6380;
+  }],
+  ['a Service targeting a port the store does not have', 'k8s: sharedState.url names the store Service, whose port and selector reach the store pod only', (b) => {
+    (overlayDoc(b, 'valkey-service.yaml') as unknown as IService).spec!.ports![0]!.targetPort = 'redis';
+  }],
+  ['a Service selecting the cnfguard pods', 'k8s: sharedState.url names the store Service, whose port and selector reach the store pod only', (b) => {
+    (overlayDoc(b, 'valkey-service.yaml') as unknown as IService).spec!.selector = { 'app.kubernetes.io/name': 'my-app' };
+  }],
+  ['the store persisting (appendonly yes)', 'k8s: the store keeps nothing, never evicts, runs one pod at a time, hardened, and its image is a pinned version', (b) => {
+    const args = (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.template.spec!.containers[0]!.args!;
+    args[args.indexOf('--appendonly') + 1] = 'yes';
+  }],
+  ['two store pods', 'k8s: the store keeps nothing, never evicts, runs one pod at a time, hardened, and its image is a pinned version', (b) => {
+    (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.replicas = 2;
+  }],
+  ['a rolling update of the store', 'k8s: the store keeps nothing, never evicts, runs one pod at a time, hardened, and its image is a pinned version', (b) => {
+    (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.strategy = { type: 'RollingUpdate' };
+  }],
+  ['a persistent volume for the store', 'k8s: the store keeps nothing, never evicts, runs one pod at a time, hardened, and its image is a pinned version', (b) => {
+    (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.template.spec!.volumes = [{ name: 'data', persistentVolumeClaim: { claimName: 'valkey' } }];
+  }],
+  ['a memory limit below --maxmemory', 'k8s: the store keeps nothing, never evicts, runs one pod at a time, hardened, and its image is a pinned version', (b) => {
+    (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.template.spec!.containers[0]!.resources!.limits!.memory = '128Mi';
+  }],
+  ['the store image by a floating tag', 'k8s: the store keeps nothing, never evicts, runs one pod at a time, hardened, and its image is a pinned version', (b) => {
+    (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.template.spec!.containers[0]!.image = 'valkey/valkey:latest';
+  }],
+  ['a writable root filesystem for the store', 'k8s: the store keeps nothing, never evicts, runs one pod at a time, hardened, and its image is a pinned version', (b) => {
+    (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.template.spec!.containers[0]!.securityContext!.readOnlyRootFilesystem = false;
+  }],
+  ['ingress to the store from every pod of a namespace', 'k8s: one NetworkPolicy admits only the cnfguard pods to the store port, and the store opens no connection', (b) => {
+    const peer = (overlayDoc(b, 'valkey-networkpolicy.yaml') as unknown as INetworkPolicy).spec!.ingress![0]!.from![0]!;
+    peer.namespaceSelector = { matchLabels: { 'kubernetes.io/metadata.name': 'default' } };
+  }],
+  ['ingress to the store from anywhere', 'k8s: one NetworkPolicy admits only the cnfguard pods to the store port, and the store opens no connection', (b) => {
+    delete (overlayDoc(b, 'valkey-networkpolicy.yaml') as unknown as INetworkPolicy).spec!.ingress![0]!.from;
+  }],
+  ['ingress from other pods', 'k8s: one NetworkPolicy admits only the cnfguard pods to the store port, and the store opens no connection', (b) => {
+    (overlayDoc(b, 'valkey-networkpolicy.yaml') as unknown as INetworkPolicy).spec!.ingress![0]!.from![0]!.podSelector = { matchLabels: { app: 'other' } };
+  }],
+  ['no Egress policy type', 'k8s: one NetworkPolicy admits only the cnfguard pods to the store port, and the store opens no connection', (b) => {
+    (overlayDoc(b, 'valkey-networkpolicy.yaml') as unknown as INetworkPolicy).spec!.policyTypes = ['Ingress'];
+  }],
+  ['another port open', 'k8s: one NetworkPolicy admits only the cnfguard pods to the store port, and the store opens no connection', (b) => {
+    (overlayDoc(b, 'valkey-networkpolicy.yaml') as unknown as INetworkPolicy).spec!.ingress![0]!.ports!.push({ port: 16379, protocol: 'TCP' });
+  }],
+  ['the base config changed and the overlay config not', 'k8s: the overlay config is the base ConfigMap config plus sharedState', (b) => {
+    const cm = b.k8s[K8S_BASE]!.files['configmap.yaml']![0] as unknown as IConfigMap;
+    cm.data!['cnfguard.yaml'] = cm.data!['cnfguard.yaml']!.replace('timeoutMs: 2000', 'timeoutMs: 1500');
+  }],
+  ['the overlay config without sharedState', 'k8s: the overlay config is the base ConfigMap config plus sharedState', (b) => {
+    const cm = overlayDoc(b, 'configmap-patch.yaml') as unknown as IConfigMap;
+    cm.data!['cnfguard.yaml'] = cm.data!['cnfguard.yaml']!.replace(/\nsharedState:[\s\S]*$/, '\n');
   }],
 ];
 
