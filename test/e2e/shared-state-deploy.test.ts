@@ -5,7 +5,8 @@
  *   the fields it uses (an unknown or misspelt key fails, every published port is on 127.0.0.1);
  *   two or more cnfguard replicas run one config that loads with `loadConfigFile` (the files it
  *   names laid out as the mounts would), `sharedState.url` names the store service, the secret
- *   file is a compose secret, and the store is reachable from the replicas only.
+ *   file is a compose secret, the store is reachable from the replicas only, and depends_on
+ *   names services that exist (with a healthcheck where it waits for health).
  * - k8s-overlays/shared-state/ (a Kustomize overlay of k8s/): rendered here the way kustomize
  *   renders it (strategic merge of the patches; cross-checked against `kubectl kustomize` where
  *   kubectl is installed), every object validates against its kubernetes-models schema and holds no
@@ -595,6 +596,21 @@ const CHECKS = {
     strictCompose(b);
   },
 
+  'compose: depends_on names services of the file, waiting for health only where a healthcheck exists'(b: Bundle) {
+    const c = strictCompose(b);
+    for (const [name, s] of Object.entries(c.services)) {
+      for (const [dependency, { condition }] of Object.entries(s.depends_on ?? {})) {
+        const target = c.services[dependency];
+        expect(target, `${name} depends on service ${dependency} of the file`).toBeDefined();
+        if (condition === 'service_healthy') expect(target!.healthcheck, `${name} waits for ${dependency} to be healthy: it has a healthcheck`).toBeDefined();
+        if (condition === 'service_completed_successfully') expect(target!.restart ?? 'no', `${name} waits for ${dependency} to finish: it is a one-shot`).toBe('no');
+      }
+    }
+    // Not needed to start (the store is connected in the background), but spares the first DPoP requests a 503.
+    const store = new URL((parseYaml(replicaConfig(b, c).text) as { sharedState: { url: string } }).sharedState.url).hostname;
+    for (const [name, s] of replicas(c)) expect(Object.keys(s.depends_on ?? {}), `${name} starts after the store`).toContain(store);
+  },
+
   async 'compose: two or more cnfguard replicas run one config, read-only at the image CMD path, and it loads with the real loader'(b: Bundle) {
     const c = strictCompose(b);
     expect(replicas(c).length, 'cnfguard replicas').toBeGreaterThanOrEqual(2);
@@ -902,6 +918,15 @@ const MUTATIONS: Mutation[] = [
   }],
   ['a secret with a mode (Swarm only, so left out of the strict schema)', 'compose: the fields used match a strict schema, and every published port is on 127.0.0.1', (b) => {
     (b.compose.secrets as Record<string, Record<string, unknown>>)['shared-state']!.mode = 0o400;
+  }],
+  ['a replica depending on a service the file does not have', 'compose: depends_on names services of the file, waiting for health only where a healthcheck exists', (b) => {
+    (service(b, 'cnfguard-a').depends_on as Record<string, unknown>).redis = { condition: 'service_started' };
+  }],
+  ['waiting for the app to be healthy (it has no healthcheck)', 'compose: depends_on names services of the file, waiting for health only where a healthcheck exists', (b) => {
+    (service(b, 'cnfguard-b').depends_on as Record<string, unknown>).app = { condition: 'service_healthy' };
+  }],
+  ['a replica not waiting for the store', 'compose: depends_on names services of the file, waiting for health only where a healthcheck exists', (b) => {
+    delete (service(b, 'cnfguard-b').depends_on as Record<string, unknown>).valkey;
   }],
   ['one replica only', 'compose: two or more cnfguard replicas run one config, read-only at the image CMD path, and it loads with the real loader', (b) => {
     delete (b.compose.services as Record<string, unknown>)['cnfguard-b'];
