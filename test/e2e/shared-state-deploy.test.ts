@@ -18,6 +18,7 @@
  * check is a named function run once on the real files; the mutations break a copy of them in one
  * place each and require the named check to fail, so no check is vacuous.
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -25,7 +26,6 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { spawnSync } from 'node:child_process';
 import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import { Deployment } from 'kubernetes-models/apps/v1';
@@ -795,6 +795,8 @@ const CHECKS = {
     expect(pod.automountServiceAccountToken, 'no service account token').toBe(false);
     expect(pod.enableServiceLinks, 'no service links in the environment').toBe(false);
     expect(c.image, 'an exact version (x.y.z), optionally by digest').toMatch(/^[\w./-]+:\d+\.\d+\.\d+(-[\w.]+)?(@sha256:[0-9a-f]{64})?$/);
+    const composeStore = Object.values(strictCompose(b).services).find((x) => isStoreImage(x.image));
+    expect(c.image, `the same store image as ${COMPOSE_FILE}`).toBe(composeStore?.image);
   },
 
   'k8s: one NetworkPolicy admits only the cnfguard pods to the store port, and the store opens no connection'(b: Bundle) {
@@ -1073,6 +1075,9 @@ const MUTATIONS: Mutation[] = [
   }],
   ['the store image by a floating tag', 'k8s: the store keeps nothing, never evicts, runs one pod at a time, hardened, and its image is a pinned version', (b) => {
     (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.template.spec!.containers[0]!.image = 'valkey/valkey:latest';
+  }],
+  ['another Valkey version than the compose file', 'k8s: the store keeps nothing, never evicts, runs one pod at a time, hardened, and its image is a pinned version', (b) => {
+    (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.template.spec!.containers[0]!.image = 'valkey/valkey:8.1.10-alpine';
   }],
   ['a writable root filesystem for the store', 'k8s: the store keeps nothing, never evicts, runs one pod at a time, hardened, and its image is a pinned version', (b) => {
     (overlayDoc(b, 'valkey.yaml') as unknown as IDeployment).spec!.template.spec!.containers[0]!.securityContext!.readOnlyRootFilesystem = false;
