@@ -9,6 +9,9 @@
  * With the cnfguard target, two HTTP/2 phases follow the HTTP/1.1 load (issue 15; --skip h2,grpc):
  * h2 cache-hit throughput of cnfguard against a bare Node h2 forwarder, and gRPC unary calls per
  * second through cnfguard (an upstreamHttp2 route) against the same calls direct to the upstream.
+ * Then, when nginx is installed, the decisions phase (issue 16; --skip decisions): nginx terminating
+ * mTLS with auth_request to cnfguard's decision API (examples/decision-api/nginx.conf), against
+ * cnfguard as the proxy, against nginx alone, all three loaded in turn round after round.
  *
  * It starts a fast upstream, a real authorization server (oidc-provider), cnfguard (in a child
  * process, through createApp and the real config loader), a bare Node 24 mTLS forwarder (undici,
@@ -34,9 +37,10 @@ import { spawnChild, type ChildServer } from './lib/children.ts';
 import { runHandshakes, type HandshakeResult } from './lib/handshake.ts';
 import { runGrpcLoad, runH2Load, type ClosedLoopResult } from './lib/h2-load.ts';
 import { runLoad, type LoadResult } from './lib/load.ts';
-import { hasTaskset, loadAverage, machineInfo, pinProcess, rssMbOf, type MachineInfo } from './lib/machine.ts';
+import { cpuSecondsOf, hasTaskset, loadAverage, machineInfo, pinProcess, rssMbOf, type MachineInfo } from './lib/machine.ts';
 import { startCli } from './lib/cli-target.ts';
-import { findNginx, freePort, startNginx } from './lib/nginx.ts';
+import { findNginx, freePort, startNginx, type NginxServer } from './lib/nginx.ts';
+import { nginxRecipe } from '../test/fixtures/nginx-auth.ts';
 import { fixed, median, table } from './lib/table.ts';
 import { formatSummary, summarizeProfile, type CpuProfile, type ProfileSummary } from './profile-summary.ts';
 import type { MemoryPoint } from './servers/memory.ts';
@@ -71,6 +75,8 @@ interface Options {
   quickRequests: number;
   connections: number;
   targets: TargetName[];
+  /** --no-nginx: neither the nginx target nor the decisions phase (which needs nginx). */
+  noNginx: boolean;
   pin: boolean;
   skip: Set<string>;
   missTokens: number;
@@ -165,6 +171,7 @@ function parseOptions(argv: string[]): Options {
     quickRequests: Math.round(num(values['quick-requests'], 'BENCH_QUICK_REQUESTS', 300)),
     connections: Math.round(num(values.connections, 'BENCH_CONNECTIONS', 32)),
     targets,
+    noNginx: values['no-nginx'],
     pin: !values['no-pin'] && env.BENCH_PIN !== '0',
     skip: new Set((values.skip ?? '').split(',').filter((s) => s !== '')),
     missTokens: Math.round(num(values['miss-tokens'], 'BENCH_MISS_TOKENS', quick ? 20 : 300)),
@@ -195,14 +202,14 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
   --connections N         keep-alive mTLS connections (BENCH_CONNECTIONS, default 32)
   --targets a,b|all       of ${Object.keys(TARGETS).join(', ')} (BENCH_TARGETS;
                           default cnfguard,cnfguard-info,bare-node,node-static,nginx)
-  --no-nginx              skip nginx even when installed (NGINX_BIN picks the binary)
+  --no-nginx              skip nginx even when installed (NGINX_BIN picks the binary); also skips decisions
   --no-pin                do not pin with taskset (BENCH_PIN=0)
   --server-cpus LIST      taskset CPUs of the servers under test (BENCH_SERVER_CPUS, default 0)
   --client-cpus LIST      taskset CPUs of the load generator, upstream and AS (BENCH_CLIENT_CPUS, default 1)
   --workers N             workers: of the cnfguard-workers target (default 2); for a scaling figure run
                           --targets cnfguard-cli,cnfguard-workers with --server-cpus 0-1 --client-cpus 2-3
                           on a machine with 4+ cores
-  --skip miss,handshake,memory,h2,grpc
+  --skip miss,handshake,memory,h2,grpc,decisions
   --baseline DIR          a checkout (npm install done) whose cnfguard runs as the baseline targets;
                           e.g. --targets cnfguard,baseline gives the HTTP/1.1 "x baseline" ratio
   --h2-sessions N         h2 phase: mTLS h2 sessions (BENCH_H2_SESSIONS, default 4)...
@@ -336,7 +343,7 @@ async function startTarget(stack: Stack, name: TargetName, options: { guardConfi
 // ---------------------------------------------------------------- output
 
 /** A server that died under load makes the whole comparison meaningless: stop there. */
-function assertAlive(target: Target): void {
+function assertAlive(target: { name: string; alive(): boolean }): void {
   if (!target.alive()) throw new Error(`target ${target.name} exited during the benchmark (its stderr is above)`);
 }
 
@@ -457,8 +464,21 @@ async function issueTokens(as: AuthorizationServer, pki: Pki, count: number): Pr
   return tokens;
 }
 
-async function loadPhase(options: Options, stack: Stack, targets: Target[]): Promise<Map<TargetName, LoadResult[]>> {
-  const runs = new Map<TargetName, LoadResult[]>(targets.map((t) => [t.name, []]));
+/** What a load round needs of a target: where it is, its processes (for CPU), whether it still runs. */
+interface LoadTarget<N extends string> {
+  name: N;
+  url: string;
+  pids(): number[];
+  alive(): boolean;
+  /** Processes whose CPU per request is reported apart (e.g. nginx and cnfguard of one side). */
+  parts?: Record<string, () => number[]>;
+}
+
+/** A load round, with the CPU µs per 2xx response of each of the target's `parts`. */
+type RoundResult = LoadResult & { partsCpuUs?: Record<string, number> };
+
+async function loadPhase<N extends string>(options: Options, stack: Stack, targets: LoadTarget<N>[]): Promise<Map<N, RoundResult[]>> {
+  const runs = new Map<N, RoundResult[]>(targets.map((t) => [t.name, []]));
   const base = { token: stack.token, cert: stack.cert, key: stack.key, connections: options.connections, sidePids: () => [stack.upstream.pid] };
   const amount = options.quick ? { amount: options.quickRequests } : {};
   log(`\nwarm-up: ${options.quick ? `${Math.max(100, Math.round(options.quickRequests / 2))} requests` : `${options.warmupSeconds} s`} per target`);
@@ -471,7 +491,10 @@ async function loadPhase(options: Options, stack: Stack, targets: Target[]): Pro
   for (let round = 1; round <= options.rounds; round++) {
     for (const target of targets) {
       assertAlive(target);
-      const result = await runLoad({ ...base, url: target.url, serverPids: target.pids, ...amount, ...(options.quick ? {} : { durationSeconds: options.durationSeconds }) });
+      const parts = Object.entries(target.parts ?? {}).map(([name, pids]) => ({ name, pids: pids(), before: cpuSecondsOf(pids()) }));
+      const load = await runLoad({ ...base, url: target.url, serverPids: target.pids, ...amount, ...(options.quick ? {} : { durationSeconds: options.durationSeconds }) });
+      const ok = Math.max(1, Math.round(load.rps * load.seconds));
+      const result: RoundResult = parts.length === 0 ? load : { ...load, partsCpuUs: Object.fromEntries(parts.map((p) => [p.name, Math.round(((cpuSecondsOf(p.pids) - p.before) * 1e6) / ok)])) };
       assertAlive(target);
       runs.get(target.name)?.push(result);
       log(
@@ -591,6 +614,132 @@ gRPC unary: ${options.grpcConcurrency} calls in flight on one grpc-js channel; t
   }
 }
 
+/** One side of the decisions phase, summarized over its rounds. */
+interface DecisionSide {
+  name: DecisionSideName;
+  description: string;
+  rps: number;
+  rpsRounds: number[];
+  p50Ms: number;
+  p99Ms: number;
+  serverCpuPct: number | undefined;
+  loadgenCpuPct: number | undefined;
+  upstreamCpuPct: number | undefined;
+  foreignCpuPct: number | undefined;
+  /** Median CPU µs per 2xx response of each process group (nginx, cnfguard): where the time goes. */
+  cpuUsPerRequest: Record<string, number | undefined>;
+  errors: number;
+  non2xx: number;
+  statusCodes: Record<string, number>;
+}
+
+const DECISION_SIDES = {
+  'nginx+cnfguard decisions': 'nginx (1 worker) terminating mTLS, auth_request to cnfguard /nginx, then proxying to the upstream: examples/decision-api/nginx.conf as is',
+  'cnfguard proxy': 'cnfguard as the proxy, its own mTLS listener',
+  'nginx alone': 'nginx (1 worker) terminating mTLS and proxying to the upstream, no auth (the ceiling)',
+} as const;
+type DecisionSideName = keyof typeof DECISION_SIDES;
+
+interface DecisionsSummary {
+  nginx: string;
+  /** cnfguard's config in both roles: the defaults (logLevel info) and any --guard-config, plus decisionApi and trustedProxies for the decision side. */
+  config: string;
+  sides: DecisionSide[];
+  /** Medians of the per-round ratios. Goal: decisionsVsProxy >= 1.3. */
+  decisionsVsProxy: number | undefined;
+  decisionsVsNginxAlone: number | undefined;
+}
+
+/**
+ * Issue 16's figure: is nginx asking cnfguard (auth_request, the README recipe) faster than
+ * cnfguard proxying itself? Three sides loaded in turn, round after round, like the main load:
+ * nginx + a cnfguard serving only decisions, a cnfguard as the proxy, and nginx alone. Both
+ * cnfguards run the default config (logLevel info); the decision one adds `decisionApi` and
+ * trusts nginx (127.0.0.1) for `x-client-cert`. Every server under test shares the server CPU, so
+ * "nginx+cnfguard" is two processes on one core, against one.
+ */
+async function decisionsPhase(options: Options, stack: Stack, bin: string): Promise<DecisionsSummary> {
+  const stops: (() => Promise<void>)[] = [];
+  const child = { cpu: stack.serverCpu, nodeFlags: options.nodeFlags, stdout: options.serverStdout ? ('inherit' as const) : ('ignore' as const) };
+  try {
+    const decisionPort = await freePort();
+    const trustedProxies = [{ cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' }];
+    const decider = await spawnChild({ name: 'cnfguard-decisions', script: join(HERE, 'servers', 'guard.ts'), args: [guardConfigFile(stack, 'cnfguard-decisions', { ...options.guardConfig, decisionApi: { host: '127.0.0.1', port: decisionPort }, trustedProxies })], ...child });
+    stops.push(() => decider.stop());
+    const proxy = await spawnChild({ name: 'cnfguard-proxy', script: join(HERE, 'servers', 'guard.ts'), args: [guardConfigFile(stack, 'cnfguard-default', { ...options.guardConfig })], ...child });
+    stops.push(() => proxy.stop());
+    const nginxBase = { bin, cert: stack.pki.files.server.cert, key: stack.pki.files.server.key, upstream: stack.upstream.ready.url, cpu: stack.serverCpu };
+    const front: NginxServer = await startNginx({
+      ...nginxBase,
+      dir: join(stack.workDir, 'nginx-decisions'),
+      http: (port) => nginxRecipe({ serverCert: nginxBase.cert, serverKey: nginxBase.key, decisionUrl: `http://127.0.0.1:${decisionPort}`, upstreamUrl: nginxBase.upstream, listen: `127.0.0.1:${port}` }),
+    });
+    stops.push(() => front.stop());
+    const alone = await startNginx({ ...nginxBase, dir: join(stack.workDir, 'nginx-alone') });
+    stops.push(() => alone.stop());
+    log(`
+decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's decision API, against cnfguard as the proxy, against nginx alone; cnfguard's default config${Object.keys(options.guardConfig).length === 0 ? ' (logLevel info)' : ` + ${JSON.stringify(options.guardConfig)}`}`);
+    const sides: LoadTarget<DecisionSideName>[] = [
+      { name: 'nginx+cnfguard decisions', url: front.url, pids: () => [...front.pids(), decider.pid], alive: () => front.alive() && decider.alive(), parts: { nginx: front.pids, cnfguard: () => [decider.pid] } },
+      { name: 'cnfguard proxy', url: proxy.ready.url, pids: () => [proxy.pid], alive: () => proxy.alive(), parts: { cnfguard: () => [proxy.pid] } },
+      { name: 'nginx alone', url: alone.url, pids: alone.pids, alive: alone.alive, parts: { nginx: alone.pids } },
+    ];
+    const runs = await loadPhase(options, stack, sides);
+    const ratio = (a: DecisionSideName, b: DecisionSideName): number | undefined => {
+      const [x, y] = [runs.get(a) ?? [], runs.get(b) ?? []];
+      const r = median(x.map((run, i) => run.rps / (y[i]?.rps ?? Number.NaN)));
+      return Number.isFinite(r) ? Math.round(r * 100) / 100 : undefined;
+    };
+    const opt = (values: (number | undefined)[]) => {
+      const m = median(values.filter((v): v is number => v !== undefined));
+      return Number.isFinite(m) ? Math.round(m) : undefined;
+    };
+    return {
+      nginx: front.version,
+      config: `${Object.keys(options.guardConfig).length === 0 ? 'cnfguard defaults (logLevel info: one access line per request, to /dev/null)' : `cnfguard defaults with --guard-config ${JSON.stringify(options.guardConfig)}`}; the decision side adds decisionApi and trustedProxies [127.0.0.1/32, x-client-cert, pem-urlencoded]`,
+      sides: sides.map(({ name }) => {
+        const list = runs.get(name) ?? [];
+        const statusCodes: Record<string, number> = {};
+        for (const run of list) for (const [code, n] of Object.entries(run.statusCodes)) statusCodes[code] = (statusCodes[code] ?? 0) + n;
+        return {
+          name,
+          description: DECISION_SIDES[name],
+          rps: Math.round(median(list.map((r) => r.rps))),
+          rpsRounds: list.map((r) => r.rps),
+          p50Ms: Math.round(median(list.map((r) => r.p50Ms)) * 100) / 100,
+          p99Ms: Math.round(median(list.map((r) => r.p99Ms)) * 100) / 100,
+          serverCpuPct: opt(list.map((r) => r.serverCpuPct)),
+          loadgenCpuPct: opt(list.map((r) => r.loadgenCpuPct)),
+          upstreamCpuPct: opt(list.map((r) => r.upstreamCpuPct)),
+          foreignCpuPct: opt(list.map((r) => r.foreignCpuPct)),
+          cpuUsPerRequest: Object.fromEntries(Object.keys(list[0]?.partsCpuUs ?? {}).map((part) => [part, opt(list.map((r) => r.partsCpuUs?.[part]))])),
+          errors: list.reduce((a, r) => a + r.errors + r.timeouts, 0),
+          non2xx: list.reduce((a, r) => a + r.non2xx, 0),
+          statusCodes,
+        };
+      }),
+      decisionsVsProxy: ratio('nginx+cnfguard decisions', 'cnfguard proxy'),
+      decisionsVsNginxAlone: ratio('nginx+cnfguard decisions', 'nginx alone'),
+    };
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch((err: unknown) => log(`decisions phase: stop failed: ${String(err)}`));
+  }
+}
+
+function printDecisions(d: DecisionsSummary, machine: MachineInfo): void {
+  log(
+    table(
+      ['target', 'req/s', 'min-max req/s', 'p50 ms', 'p99 ms', 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'others CPU%', 'errors+non2xx'],
+      d.sides.map((s) => [s.name, s.rps, `${Math.min(...s.rpsRounds)}-${Math.max(...s.rpsRounds)}`, fixed(s.p50Ms, 2), fixed(s.p99Ms, 2), s.serverCpuPct, s.loadgenCpuPct, s.upstreamCpuPct, s.foreignCpuPct, s.errors + s.non2xx]),
+    ),
+  );
+  log(`  nginx+cnfguard decisions / cnfguard proxy: ${fixed(d.decisionsVsProxy, 2) ?? '?'}x (goal >= 1.3; median of per-round ratios)`);
+  log(`  nginx+cnfguard decisions / nginx alone: ${fixed(d.decisionsVsNginxAlone, 2) ?? '?'}x (what asking cnfguard costs nginx)`);
+  log(`  CPU µs per request (median of rounds): ${d.sides.map((s) => `${s.name}: ${Object.entries(s.cpuUsPerRequest).map(([part, us]) => `${part} ${us ?? '?'}`).join(' + ')}`).join('; ')}`);
+  log(`  server CPU% of nginx+cnfguard is nginx's worker and master plus cnfguard, sharing the server CPU; ${machineLine(machine)}`);
+  for (const s of d.sides.filter((x) => x.errors + x.non2xx > 0)) log(`  WARNING ${s.name}: ${s.errors} errors, ${s.non2xx} non-2xx ${JSON.stringify(s.statusCodes)}`);
+}
+
 interface MemoryResult {
   run: string;
   capped: boolean;
@@ -700,6 +849,9 @@ async function benchmark(options: Options): Promise<void> {
     const mainGuard = targets.find((t) => t.name === 'cnfguard');
     const h2 = mainGuard !== undefined && !options.skip.has('h2') ? await h2Phase(options, stack, mainGuard) : undefined;
     const grpcUnary = mainGuard !== undefined && !options.skip.has('grpc') ? await grpcPhase(options, stack) : undefined;
+    const nginxBin = options.noNginx ? undefined : findNginx();
+    if (!options.skip.has('decisions') && nginxBin === undefined) skipped.push(`decisions phase: nginx ${options.noNginx ? 'left out (--no-nginx)' : 'not installed'}`);
+    const decisions = options.skip.has('decisions') || nginxBin === undefined ? undefined : await decisionsPhase(options, stack, nginxBin);
     const summary = summarizeTargets(
       targets.map((t) => t.name),
       runs,
@@ -783,6 +935,11 @@ async function benchmark(options: Options): Promise<void> {
       log(`\ngRPC unary calls (${options.grpcConcurrency} in flight; direct is plaintext h2c, cnfguard adds mTLS and the checks):`);
       printPair(grpcUnary, 'calls');
       log('  the grpc-js client shares its core with the upstream: when loadgen CPU% nears 100, the client is the limit');
+    }
+
+    if (decisions !== undefined) {
+      log(`\ndecisions: nginx ${decisions.nginx} + cnfguard's decision API vs cnfguard as the proxy vs nginx alone (${options.connections} keep-alive mTLS connections, cache hits, median of ${options.rounds} rounds; ${decisions.config}):`);
+      printDecisions(decisions, machine);
     }
 
     if (cacheMiss !== undefined) {
@@ -869,6 +1026,7 @@ async function benchmark(options: Options): Promise<void> {
       targets: summary,
       h2,
       grpcUnary,
+      decisions,
       skipped,
       hitPath,
       cacheMiss,

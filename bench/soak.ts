@@ -4,7 +4,10 @@
  * let through wrongly, nothing valid was lost outside the outages, memory stayed flat and nothing
  * leaked.
  *
- *   node --expose-gc bench/soak.ts [--seconds 180] [--rate 400] [--concurrency 6] [--out FILE]
+ *   node --expose-gc bench/soak.ts [--seconds 180] [--rate 400] [--concurrency 6] [--shared-state] [--out FILE]
+ *
+ * --shared-state adds a real redis-server as cnfguard's sharedState, killed and restarted every
+ * 15 s; its outages excuse no failure (valid Bearer mTLS requests fall back to the AS).
  *
  * Everything runs in this process on 127.0.0.1: certificates made now, the demo authorization
  * server (oidc-provider; on a port chosen at the first start and reused on every restart), an
@@ -49,6 +52,7 @@ function levelNumber(line: string): string | undefined {
   const value = /"level":"?([a-z0-9]+)/.exec(line)?.[1];
   return value === undefined ? undefined : (LEVEL_NUMBERS[value] ?? value);
 }
+import { startRedis, type RedisServer } from '../test/fixtures/redis.ts';
 import { createPki, type Pki } from '../test/fixtures/stack.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -85,6 +89,13 @@ export interface SoakOptions {
   attackers?: boolean;
   /** Where the summary is written; undefined for nowhere. Default bench/results/soak-latest.json from the CLI only. */
   resultFile?: string | undefined;
+  /**
+   * Run with `sharedState` on a real redis-server (issue 14) that is killed and restarted on
+   * `storeOutages` (default: 3 s down every 15 s, between the other outages). A store outage
+   * excuses nothing: valid Bearer mTLS requests must keep working through it.
+   */
+  sharedState?: boolean;
+  storeOutages?: OutageSchedule;
 }
 
 export const CATEGORIES = [
@@ -189,6 +200,8 @@ export interface SoakSummary {
   attackers: AttackerStats | undefined;
   /** `[s, 1 while the introspection circuit is open or probing]`, every second. */
   circuitTimeline: [number, number][];
+  /** With `sharedState`: the store's outages and the valid requests that met them. */
+  sharedState?: { storeOutages: { index: number; downAtS: number; upAtS: number | undefined }[]; restarts: number; validDuringStoreOutages: number; validOkDuringStoreOutages: number; replicaMetrics: Record<string, number> };
   handles: { before: Record<string, number>; after: Record<string, number>; leaked: Record<string, number> };
   samples: { lost: string[]; unexpected: string[]; wronglyAllowed: string[] };
   checks: Record<'noWronglyAllowed' | 'noUpstreamViolations' | 'noLostValid' | 'noUnexpectedStatus' | 'memoryFlat' | 'noLeakedHandles', boolean>;
@@ -412,8 +425,8 @@ function createLogSink(clock: () => number): LogSink {
   return sink;
 }
 
-async function startSoakGuard(pki: Pki, config: Record<string, unknown>, sink: LogSink): Promise<{ app: App; started: StartedApp }> {
-  const file = join(pki.dir, 'cnfguard-soak.yaml');
+async function startSoakGuard(pki: Pki, config: Record<string, unknown>, sink: LogSink, name = 'cnfguard-soak'): Promise<{ app: App; started: StartedApp }> {
+  const file = join(pki.dir, `${name}.yaml`);
   await writeFile(file, stringify(config));
   const loaded = loadConfigFile(file, process.env);
   const app = createApp(loaded, { logger: createLogger(loaded.settings.logLevel, sink), defaultMetrics: false, watchCertificates: false });
@@ -426,7 +439,7 @@ async function guardMetrics(adminUrl: string | undefined): Promise<Record<string
   const text = await res.body.text();
   const out: Record<string, number> = {};
   for (const line of text.split('\n')) {
-    if (!/^cnfguard_(introspection_requests_total|token_cache_|introspection_circuit|circuit|requests_total)/.test(line)) continue;
+    if (!/^cnfguard_(introspection_requests_total|token_cache_|introspection_circuit|circuit|requests_total|shared_state_)/.test(line)) continue;
     const space = line.lastIndexOf(' ');
     out[line.slice(0, space)] = Number(line.slice(space + 1));
   }
@@ -482,6 +495,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
   let introspectionCalls = 0;
   const upstream = await startCheckingUpstream();
   let upstreamRestarts = 0;
+  let redis: RedisServer | undefined;
+  let sharedStateConfig: Record<string, unknown> = {};
+  if (options.sharedState === true) {
+    redis = await startRedis();
+    if (redis === undefined) throw new Error('--shared-state needs redis-server (scripts/install-test-deps.sh installs it)');
+    const secretFile = join(pki.dir, 'shared-state-secret');
+    await writeFile(secretFile, randomBytes(32), { mode: 0o600 });
+    sharedStateConfig = { sharedState: { url: redis.url, secretFile } };
+  }
+  const storeSchedule = options.storeOutages ?? { firstMs: 5_000, everyMs: 15_000, downMs: 3_000 };
   const sink = createLogSink(() => elapsed());
   const config = {
     listen: { host: '127.0.0.1', port: 0 },
@@ -501,18 +524,23 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     admin: { host: '127.0.0.1', port: 0 },
     shutdownGraceSeconds: 1,
     logLevel: 'info',
+    ...sharedStateConfig,
     ...options.guardOverrides,
   };
   let guard: { app: App; started: StartedApp };
+  /** With sharedState, a second replica on the same store: valid requests go to either, so entries one writes the other reads. */
+  let replica: { app: App; started: StartedApp } | undefined;
   try {
     guard = await startSoakGuard(pki, config, sink);
+    if (redis !== undefined) replica = await startSoakGuard(pki, config, sink, 'cnfguard-soak-replica');
   } catch (err) {
-    await Promise.allSettled([as.stop(), upstream.stop()]);
+    await Promise.allSettled([as.stop(), upstream.stop(), redis?.cleanup()]);
     await pki.cleanup();
     if (err instanceof ConfigError) throw new Error(`soak config rejected: ${err.message}`, { cause: err });
     throw err;
   }
   const target = guard.started.url;
+  const validTarget = (): string => (replica !== undefined && Math.random() < 0.5 ? replica.started.url : target);
 
   const agentFor = (pair: PemPair | undefined): Agent =>
     new Agent({ connect: { ca: pki.certs.ca.cert, ...(pair !== undefined && { cert: pair.cert, key: pair.key }) }, keepAliveTimeout: 4_000, connections: 8 });
@@ -544,6 +572,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     CATEGORIES.map((c) => [c, { mustDeny: !VALID.has(c), count: 0, statuses: {}, duringOutage: 0, lost: 0, wronglyAllowed: 0, unexpected: 0 } satisfies CategoryStats]),
   ) as Record<Category, CategoryStats>;
   const windows: (OutageWindow & { startMs: number; endMs: number | undefined; upMs: number | undefined })[] = [];
+  /** Store outages: kept apart from `windows`, since they excuse no failure. */
+  const storeWindows: { index: number; startMs: number; endMs: number | undefined }[] = [];
+  let validDuringStoreOutages = 0;
+  let validOkDuringStoreOutages = 0;
+  let storeRestarts = 0;
   const lostSamples = new Samples();
   const unexpectedSamples = new Samples();
   const wronglyAllowedSamples = new Samples();
@@ -560,6 +593,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     stats.statuses[key] = (stats.statuses[key] ?? 0) + 1;
     if (status === 0) clientErrors++;
     const around = windowsAround(sentMs, doneMs);
+    if (!stats.mustDeny && storeWindows.some((w) => sentMs <= (w.endMs ?? Number.POSITIVE_INFINITY) && doneMs >= w.startMs)) {
+      validDuringStoreOutages++;
+      if (status === 200 && reachedUpstream) validOkDuringStoreOutages++;
+    }
     const asDown = around.some((w) => w.kind === 'authorization-server');
     const upstreamDown = around.some((w) => w.kind === 'upstream');
     if (around.length > 0) stats.duringOutage++;
@@ -687,7 +724,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     let reached = false;
     let why = '';
     try {
-      const res = await request(`${target}/soak/${category}`, { dispatcher: agent, method: 'GET', headers, headersTimeout: 10_000, bodyTimeout: 10_000 });
+      const res = await request(`${VALID.has(category) ? validTarget() : target}/soak/${category}`, { dispatcher: agent, method: 'GET', headers, headersTimeout: 10_000, bodyTimeout: 10_000 });
       status = res.statusCode;
       reached = res.headers['x-soak-upstream'] === '1';
       const body = await res.body.text();
@@ -738,6 +775,19 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     upstreamRestarts++;
     w.upMs = w.endMs = elapsed();
     log(`t=${round(w.endMs / 1000)}s upstream #${index}: listening again on port ${upstream.port}`);
+  }
+
+  async function storeOutage(index: number): Promise<void> {
+    const store = redis as RedisServer;
+    const w = { index, startMs: elapsed(), endMs: undefined as number | undefined };
+    storeWindows.push(w);
+    log(`t=${round(w.startMs / 1000)}s store #${index}: killed`);
+    await store.stop();
+    await sleep(storeSchedule.downMs);
+    await store.start();
+    storeRestarts++;
+    w.endMs = elapsed();
+    log(`t=${round(w.endMs / 1000)}s store #${index}: listening again on port ${store.port}`);
   }
 
   /** Runs `outage` on its schedule while the run lasts; each outage must end (with a recovery) before the traffic does. */
@@ -792,6 +842,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
       log(`t=${round(elapsed() / 1000)}s requests=${total} valid_client1 200=${ok} upstream hits=${upstream.hits()} violations=${upstream.violationCount()}`);
     }, 5_000);
     outageTasks.push(scheduler(asSchedule, asOutage), scheduler(upstreamSchedule, upstreamOutage));
+    if (redis !== undefined) outageTasks.push(scheduler(storeSchedule, storeOutage));
     const warm = (async () => {
       await sleep(warmupAtMs - elapsed());
       warmup = await sampleMemory();
@@ -818,17 +869,20 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
   }
   const end = failure === undefined ? await sampleMemory() : undefined;
   const metrics = await guardMetrics(guard.started.adminUrl).catch(() => ({}));
+  const replicaMetrics = replica === undefined ? {} : await guardMetrics(replica.started.adminUrl).catch(() => ({}));
   const cacheEntries = guard.app.tokens.size;
 
   // --- shutdown: everything this run started --------------------------------------------------------
   await Promise.allSettled(outageTasks);
   await Promise.allSettled(Object.values(agents).map((agent) => agent.close()));
   await guard.app.stop(1000);
+  await replica?.app.stop(1000);
   if (as !== undefined) {
     introspectionCalls += as.introspectionCalls();
     await as.stop();
   }
   await upstream.stop();
+  await redis?.cleanup();
   await pki.cleanup();
   if (failure !== undefined) throw failure;
 
@@ -900,6 +954,15 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     memory: { gcForced: gc !== undefined, warmup, end, heapGrowthPct, rssGrowthPct, checked: memoryChecked, peakRssMb: Math.max(0, ...timeline.map((point) => point[1])), timeline },
     attackers: attackerStats,
     circuitTimeline,
+    ...(redis !== undefined && {
+      sharedState: {
+        storeOutages: storeWindows.map((w) => ({ index: w.index, downAtS: round(w.startMs / 1000, 2), upAtS: w.endMs === undefined ? undefined : round(w.endMs / 1000, 2) })),
+        restarts: storeRestarts,
+        validDuringStoreOutages,
+        validOkDuringStoreOutages,
+        replicaMetrics,
+      },
+    }),
     handles: { before: handlesBefore, after: handlesAfter, leaked },
     samples: { lost: lostSamples.items, unexpected: unexpectedSamples.items, wronglyAllowed: wronglyAllowedSamples.items },
     checks,
@@ -923,16 +986,17 @@ async function main(): Promise<void> {
       rate: { type: 'string', default: '400' },
       concurrency: { type: 'string', default: '6' },
       out: { type: 'string', default: join(import.meta.dirname, 'results', 'soak-latest.json') },
+      'shared-state': { type: 'boolean', default: false },
     },
   });
   const seconds = Number(values.seconds);
   const rate = Number(values.rate);
   const concurrency = Number(values.concurrency);
   if (!(seconds >= 5 && seconds <= 3600) || !(rate >= 0) || !(concurrency >= 1 && concurrency <= 64)) {
-    process.stderr.write('usage: node --expose-gc bench/soak.ts [--seconds 5..3600] [--rate N (0: full speed)] [--concurrency 1..64] [--out FILE]\n');
+    process.stderr.write('usage: node --expose-gc bench/soak.ts [--seconds 5..3600] [--rate N (0: full speed)] [--concurrency 1..64] [--shared-state] [--out FILE]\n');
     process.exit(2);
   }
-  const summary = await runSoak({ seconds, rate, concurrency, resultFile: values.out, log: (line) => process.stderr.write(`${line}\n`) });
+  const summary = await runSoak({ seconds, rate, concurrency, sharedState: values['shared-state'], resultFile: values.out, log: (line) => process.stderr.write(`${line}\n`) });
   process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
   process.stderr.write(summary.passed ? `soak passed (${values.out})\n` : `soak FAILED:\n${summary.failures.map((f) => `  - ${f}`).join('\n')}\n`);
   // Explicit: a leaked handle (which fails the run) must not also keep the process alive.

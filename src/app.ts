@@ -248,6 +248,10 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     }),
   );
   const connections = guardConnections(server, { logger, accessLog, realm: () => runtime.realm });
+  metrics.trackSizes({
+    connections: () => connections.size,
+    cacheEntries: () => ({ active: tokens.size, negative: tokens.negativeSize, jwt: validator.size ?? 0 }),
+  });
   // Decision API (issue 16): a second edge into the same runtime, certificates and access log.
   const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => runtime, certificates: certificateSource, accessLog, logger });
   const admin =

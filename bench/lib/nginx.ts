@@ -44,11 +44,26 @@ export interface NginxServer {
   stop(): Promise<void>;
 }
 
-export async function startNginx(options: { bin: string; dir: string; cert: string; key: string; upstream: string; cpu: string | undefined; workers?: number }): Promise<NginxServer> {
+export interface StartNginxOptions {
+  bin: string;
+  dir: string;
+  cert: string;
+  key: string;
+  upstream: string;
+  cpu: string | undefined;
+  workers?: number;
+  /**
+   * Instead of the reverse proxy: these http-level blocks (upstreams, maps, a server listening on
+   * 127.0.0.1:`port`), e.g. the decision API recipe. Client keep-alive is then set at http level,
+   * as the reverse proxy sets it, so that server inherits it.
+   */
+  http?: (port: number) => string;
+}
+
+export async function startNginx(options: StartNginxOptions): Promise<NginxServer> {
   const dir = options.dir;
   mkdirSync(dir, { recursive: true });
   const port = await freePort();
-  const upstream = new URL(options.upstream);
   const conf = `# written by bench/lib/nginx.ts
 worker_processes ${options.workers ?? 1};
 daemon off;
@@ -64,28 +79,7 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  upstream app {
-    server ${upstream.hostname}:${upstream.port};
-    keepalive 64;
-  }
-  server {
-    listen 127.0.0.1:${port} ssl;
-    ssl_certificate ${options.cert};
-    ssl_certificate_key ${options.key};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_verify_client optional_no_ca;
-    ssl_session_tickets on;
-    keepalive_timeout 60s;
-    keepalive_requests 10000000;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Client-Cert-Fingerprint $ssl_client_fingerprint;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto https;
-    }
-  }
+${options.http === undefined ? reverseProxy(port, options) : `  ssl_session_tickets on;\n  keepalive_timeout 60s;\n  keepalive_requests 10000000;\n${options.http(port)}`}
 }
 `;
   const file = join(dir, 'nginx.conf');
@@ -121,6 +115,33 @@ http {
       clearTimeout(timer);
     },
   };
+}
+
+/** The upper baseline: mTLS terminated, everything proxied to the upstream, nothing checked. */
+function reverseProxy(port: number, options: StartNginxOptions): string {
+  const upstream = new URL(options.upstream);
+  return `  upstream app {
+    server ${upstream.hostname}:${upstream.port};
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port} ssl;
+    ssl_certificate ${options.cert};
+    ssl_certificate_key ${options.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_verify_client optional_no_ca;
+    ssl_session_tickets on;
+    keepalive_timeout 60s;
+    keepalive_requests 10000000;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Client-Cert-Fingerprint $ssl_client_fingerprint;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto https;
+    }
+  }`;
 }
 
 function canConnect(port: number): Promise<boolean> {

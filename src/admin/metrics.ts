@@ -4,6 +4,15 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { IntrospectionOutcome } from '../introspection/client.ts';
+import { NODE_VERSION, VERSION } from '../version.ts';
+
+/** What the size gauges read when scraped (set once the app has built them). */
+export interface SizeSources {
+  /** Open TCP connections on the proxy listener, handshaking or not. */
+  connections(): number;
+  /** Entries per token cache: `active` and `negative` introspection answers, `jwt` validated JWTs. */
+  cacheEntries(): Readonly<Record<'active' | 'negative' | 'jwt', number>>;
+}
 
 export interface Metrics {
   readonly registry: Registry;
@@ -25,7 +34,17 @@ export interface Metrics {
   readonly jwksFetches: Counter<'result'>;
   /** Requests let through on a verified binding, by the proof methods that verified it (mtls, dpop, dpop+mtls). */
   readonly verifiedRequests: Counter<'route' | 'method'>;
+  /** 1, labelled with the version and the Node running it; one series per process (not summed over workers). */
+  readonly buildInfo: Gauge<'version' | 'node_version'>;
+  /** Responses by route and HTTP status, counted once per request when its response is over. */
+  readonly responses: Counter<'route' | 'status'>;
+  /** From the request's arrival to the end of its response (what the client waits), by route. */
+  readonly requestDuration: Histogram<'route'>;
+  readonly openConnections: Gauge;
+  readonly cacheEntries: Gauge<'cache'>;
   observeIntrospection(outcome: IntrospectionOutcome, seconds: number): void;
+  /** Where the connection and cache gauges read from at scrape time (until set they read 0). */
+  trackSizes(sources: SizeSources): void;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -50,8 +69,53 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers,
   });
+  let sizes: SizeSources | undefined;
+  const buildInfo = new Gauge({
+    name: 'cnfguard_build_info',
+    help: 'Always 1; the labels say which cnfguard and Node run',
+    labelNames: ['version', 'node_version'] as const,
+    registers,
+    // Every worker reports the same series: the cluster shows one, not the number of workers.
+    aggregator: 'first',
+  });
+  buildInfo.set({ version: VERSION, node_version: NODE_VERSION }, 1);
   return {
     registry,
+    buildInfo,
+    responses: new Counter({
+      name: 'cnfguard_responses_total',
+      help: 'Responses by route and HTTP status code (499: the client went away first)',
+      labelNames: ['route', 'status'] as const,
+      registers,
+    }),
+    requestDuration: new Histogram({
+      name: 'cnfguard_request_duration_seconds',
+      help: 'End to end: from a request reaching cnfguard to the end of its response, by route',
+      labelNames: ['route'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    openConnections: new Gauge({
+      name: 'cnfguard_open_connections',
+      help: 'TCP connections open on the proxy listener (handshaking or not)',
+      registers,
+      collect() {
+        this.set(sizes?.connections() ?? 0);
+      },
+    }),
+    cacheEntries: new Gauge({
+      name: 'cnfguard_token_cache_entries',
+      help: 'Entries held per token cache: active and negative introspection answers, validated JWTs (jwt)',
+      labelNames: ['cache'] as const,
+      registers,
+      collect() {
+        const entries = sizes?.cacheEntries() ?? { active: 0, negative: 0, jwt: 0 };
+        for (const [cache, count] of Object.entries(entries)) this.set({ cache }, count);
+      },
+    }),
+    trackSizes(sources) {
+      sizes = sources;
+    },
     requests,
     introspectionRequests,
     introspectionDuration,

@@ -163,8 +163,19 @@ const routePolicyFields = {
   publicOrigin: publicOrigin.optional(),
 };
 
+/**
+ * A route's `name`: its label in metrics and access lines instead of `routes[N]`, so that
+ * reordering routes keeps every series. Short and Prometheus-label friendly; `default` and
+ * `none` are taken (the default route, and requests refused before routing).
+ */
+const routeName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$/, 'letters, digits, _ . : - (starting with a letter or digit), at most 63 characters')
+  .refine((name) => name !== 'default' && name !== 'none', { error: 'default and none are reserved route labels' });
+
 const routeSchema = z
   .strictObject({
+    name: routeName.optional(),
     pathPrefix: z.string().startsWith('/', 'must start with "/"').optional(),
     host: hostPattern.optional(),
     ...routePolicyFields,
@@ -393,6 +404,14 @@ export const configSchema = z.strictObject({
   decisionApi: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port }).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   sharedState: sharedStateSchema.optional(),
+}).superRefine((value, ctx) => {
+  const named = new Map<string, number>();
+  value.routes.forEach((route, index) => {
+    if (route.name === undefined) return;
+    const first = named.get(route.name);
+    if (first === undefined) named.set(route.name, index);
+    else ctx.addIssue({ code: 'custom', path: ['routes', index, 'name'], message: `name ${route.name} is already routes[${first}]'s: route names must be unique` });
+  });
 }).superRefine((value, ctx) => {
   if (value.jwt !== undefined) return;
   if (value.validation !== 'introspection') ctx.addIssue({ code: 'custom', path: ['validation'], message: `validation ${value.validation} needs jwt: (issuer, jwksUri)` });

@@ -16,8 +16,9 @@ import type { AccessLog } from '../observe/access-log.ts';
 import { forwardedClient } from '../observe/traffic.ts';
 import { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
-import { setIdentityHeaders } from '../pipeline/identity-headers.ts';
+import { setIdentityHeaders, type IdentityHeaderNames } from '../pipeline/identity-headers.ts';
 import type { FormReader, RequestFacts, Verdict } from '../pipeline/pipeline.ts';
+import type { ClaimHeader } from '../pipeline/route.ts';
 import { pathOf } from '../proxy/proxy-edge.ts';
 import { renderFor } from '../proxy/respond.ts';
 import type { Runtime } from '../runtime.ts';
@@ -66,6 +67,22 @@ export function originalOf(req: IncomingMessage): Original | undefined {
  */
 function statusFor(front: DecisionFront, status: number): number {
   return front === 'nginx' && status !== 401 && status !== 403 ? 403 : status;
+}
+
+/**
+ * Envoy's HTTP ext_authz copies the headers of a 200 that `allowed_upstream_headers` matches onto
+ * the upstream request, overwriting the client's copies, and then removes the ones this header
+ * names (ext_authz_http_impl.cc). An identity header the verdict leaves out (no `sub`, no
+ * certificate, no DPoP key) would otherwise reach the upstream as the client sent it. nginx's
+ * `proxy_set_header` with an empty value and Traefik's `authResponseHeaders` (delete, then copy)
+ * need no such help.
+ */
+export const ENVOY_HEADERS_TO_REMOVE = 'x-envoy-auth-headers-to-remove';
+
+/** The identity and claim header names a verdict manages but did not set, in a stable order. */
+function unsetIdentityHeaders(set: Record<string, unknown>, names: IdentityHeaderNames, claimHeaders: readonly ClaimHeader[]): string[] {
+  const managed = new Set([...Object.values(names), ...claimHeaders.map((c) => c.header)]);
+  return [...managed].filter((name) => set[name] === undefined);
 }
 
 const EMPTY_FORM: FormReader = () => Promise.resolve({ kind: 'read', bytes: Buffer.alloc(0) });
@@ -149,6 +166,10 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       const headers: Record<string, string | string[] | undefined> = {};
       setIdentityHeaders(headers, decision.identity, route.headerNames, route.claimHeaders);
       headers[route.headerNames.binding] = decision.reason;
+      if (original.front === 'envoy') {
+        const unset = unsetIdentityHeaders(headers, route.headerNames, route.claimHeaders);
+        if (unset.length > 0) headers[ENVOY_HEADERS_TO_REMOVE] = unset.join(', ');
+      }
       headers['x-request-id'] = requestId;
       if (verdict.dpopNonce !== undefined) headers['dpop-nonce'] = verdict.dpopNonce;
       res.writeHead(200, { ...headers, 'content-length': 0 });

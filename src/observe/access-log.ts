@@ -146,6 +146,8 @@ export function createAccessLog(logger: Logger, metrics: Metrics): AccessLog {
     record(request) {
       const outcome = outcomeOf(request);
       metrics.requests.inc({ decision: outcome.decision, reason: outcome.reason, route: outcome.route });
+      metrics.responses.inc({ route: outcome.route, status: request.status });
+      metrics.requestDuration.observe({ route: outcome.route }, request.latencyMs / 1000);
       const decision = request.verdict?.decision;
       if (outcome.decision === 'allow' && decision?.allow === true && decision.verifiedBy !== undefined) metrics.verifiedRequests.inc({ route: outcome.route, method: decision.verifiedBy.join('+') });
       // The line is not even built when its level is off (logLevel: warn on a busy gateway).

@@ -16,7 +16,7 @@ export interface ClaimHeader {
 }
 
 export interface RoutePolicy {
-  /** `default` or `routes[N]`: the name used in logs and metrics. */
+  /** `default`, the route's `name`, or `routes[N]` when it has none: the label in logs and metrics. */
   readonly id: string;
   readonly host: string | undefined;
   readonly pathPrefix: string | undefined;
@@ -119,7 +119,7 @@ export function compileRoutes(settings: Settings): RouteTable {
       dpopAlgorithms: Object.freeze([...settings.dpop.algorithms]),
     });
   };
-  const routes = settings.routes.map((route, index) => build(`routes[${index}]`, route));
+  const routes = settings.routes.map((route, index) => build(route.name ?? `routes[${index}]`, route));
   const fallback = build('default', {});
   const managed = new Set<string>();
   for (const route of [...routes, fallback]) {

@@ -22,6 +22,8 @@ export interface ValidatedToken {
 
 export interface TokenValidator {
   validate(token: string, route: { readonly validation: ValidationMode; readonly audience: string | undefined }, context?: LookupContext): Promise<ValidatedToken>;
+  /** Validated JWTs cached (introspected tokens are the introspector's to count). */
+  readonly size?: number;
 }
 
 export interface TokenValidatorOptions {
@@ -99,6 +101,9 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
       const cached = cache?.get(key);
       if (cached !== undefined || (looksLikeJws(token) && unverifiedIssuer(token) === jwt.issuer)) return viaJwt(token, route.audience, key, cached);
       return viaIntrospection(token, context);
+    },
+    get size() {
+      return cache?.size ?? 0;
     },
   };
 }

@@ -1,12 +1,14 @@
 /**
  * Keeps the benchmark (bench/run.ts) from rotting: its quick mode, a few hundred requests per
- * target, nginx skipped, no CPU pinning. Only the shape of the results is checked, never speed.
+ * target, no nginx target, no CPU pinning; the decisions phase (nginx + cnfguard's decision API)
+ * runs when nginx is installed. Only the shape of the results is checked, never speed.
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { findNginx } from '../../bench/lib/nginx.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -29,6 +31,7 @@ interface QuickResult {
   memory: { maxEntries: number; checkpoints: { tokens: number; cacheSize: number }[] }[];
   h2?: PairRow;
   grpcUnary?: PairRow;
+  decisions?: { sides: { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }[]; decisionsVsProxy?: number; decisionsVsNginxAlone?: number };
 }
 
 interface PairRow {
@@ -49,14 +52,14 @@ beforeAll(async () => {
   const out = join(dir, 'quick.json');
   const child = spawn(
     process.execPath,
-    [join(ROOT, 'bench', 'run.ts'), '--quick', '--no-nginx', '--no-pin', '--quick-requests', '200', '--miss-tokens', '10', '--memory-tokens', '2000', '--out', out],
+    [join(ROOT, 'bench', 'run.ts'), '--quick', '--targets', 'cnfguard,bare-node', '--no-pin', '--quick-requests', '200', '--miss-tokens', '10', '--memory-tokens', '2000', '--out', out],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   if (code === 0) result = JSON.parse(await readFile(out, 'utf8')) as QuickResult;
-}, 90_000);
+}, 120_000);
 
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -106,6 +109,19 @@ describe('npm run bench -- --quick', () => {
       expect(pair?.ratio).toBeGreaterThan(0);
     }
     expect(stdout).toMatch(/^\s+cnfguard h2 \/ bare-h2: \d+\.\d+x/m);
+  });
+
+  it.skipIf(findNginx() === undefined)('compares nginx asking cnfguard\'s decision API with cnfguard as the proxy and nginx alone', () => {
+    expect(result.decisions?.sides.map((s) => s.name)).toEqual(['nginx+cnfguard decisions', 'cnfguard proxy', 'nginx alone']);
+    for (const side of result.decisions?.sides ?? []) {
+      expect(side.rps, side.name).toBeGreaterThan(0);
+      expect(side.p99Ms, side.name).toBeGreaterThanOrEqual(side.p50Ms);
+      expect(side.errors + side.non2xx, side.name).toBe(0);
+    }
+    expect(result.decisions?.decisionsVsProxy).toBeGreaterThan(0);
+    expect(result.decisions?.decisionsVsNginxAlone).toBeGreaterThan(0);
+    expect(stdout).toMatch(/^\s+nginx\+cnfguard decisions \/ cnfguard proxy: \d+\.\d+x \(goal >= 1\.3/m);
+    expect(stdout).toMatch(/^machine: /m);
   });
 
   it('measures new connections and the token cache memory, which maxEntries caps', () => {

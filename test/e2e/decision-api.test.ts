@@ -4,10 +4,13 @@
  * and an untrusted caller refused without a decision.
  */
 import { X509Certificate, createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { splitPemCertificates, thumbprintS256 } from '../../src/tls/certificates.ts';
 import type { PemPair } from '../../src/tls/dev-certs.ts';
+import { envoyApply, envoyCheckRequest, envoyRelaysUpstream, loadEnvoyRecipe, loadTraefikRecipe, traefikApply, traefikAuthRequest, type ClientRequest } from '../fixtures/fronts.ts';
 import { findNginx } from '../fixtures/nginx.ts';
 import { startAuthNginx } from '../fixtures/nginx-auth.ts';
 import { generateKeyPair, generateProof } from 'dpop';
@@ -31,7 +34,7 @@ beforeAll(async () => {
     { cidrs: [`${ENVOY}/32`], header: 'x-forwarded-client-cert', format: 'xfcc' },
     { cidrs: [`${TRAEFIK}/32`], header: 'x-forwarded-tls-client-cert', format: 'base64-der' },
   ];
-  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { trustedProxies, decisionApi: { host: '127.0.0.1', port: 0 }, routes: [{ pathPrefix: '/dpop', methods: ['dpop'] }] }));
+  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { trustedProxies, decisionApi: { host: '127.0.0.1', port: 0 }, routes: [{ pathPrefix: '/dpop', methods: ['dpop'] }, { pathPrefix: '/admin', scopes: ['admin'] }] }));
   nginx = await startAuthNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: guard.started.decisionUrl as string, upstreamUrl: d.upstream.url });
   token1 = await d.tokenFor('client1');
 });
@@ -63,7 +66,7 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
   const via = (path: string) => `https://127.0.0.1:${nginx?.port}${path}`;
 
   it('the bound request reaches the upstream with the identity headers; spoofed ones never do', async () => {
-    const r = await curl(d.pki, via('/app?q=1'), { cert: d.pki.files.client1, token: token1, headers: ['X-Auth-Subject: admin', 'X-Auth-Binding: spoofed', 'X-Client-Cert: forged'] });
+    const r = await curl(d.pki, via('/app?q=1'), { cert: d.pki.files.client1, token: token1, headers: ['X-Auth-Subject: admin', 'X-Auth-Binding: spoofed', 'X-Client-Cert: forged', 'X-Auth-Dpop-Jkt: spoofed', 'X-Original-URI: /other'] });
     expect(r.status).toBe(200);
     const seen = r.json<{ url: string; headers: Record<string, string> }>();
     expect(seen.url).toBe('/app?q=1');
@@ -72,6 +75,33 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
     expect(seen.headers['x-auth-subject']).not.toBe('admin');
     expect(seen.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     expect(seen.headers['x-client-cert']).toBeUndefined();
+    expect(seen.headers['x-auth-dpop-jkt']).toBeUndefined();
+  });
+
+  it('a 403 (insufficient_scope) reaches the client with its WWW-Authenticate, which nginx relays only for 401 by itself', async () => {
+    const r = await curl(d.pki, via('/admin/users'), { cert: d.pki.files.client1, token: token1 });
+    expect(r.status).toBe(403);
+    expect(r.headers['www-authenticate']).toMatch(/^Bearer realm="cnfguard", error="insufficient_scope"/);
+    expect(r.headers['x-cnfguard-status']).toBeUndefined();
+  });
+
+  it('a refusal auth_request cannot relay (400, token in the URL) reaches the client as 400 with its challenge', async () => {
+    const r = await curl(d.pki, via('/app?access_token=abc'), { cert: d.pki.files.client1, token: token1 });
+    expect(r.status).toBe(400);
+    expect(r.headers['www-authenticate']).toMatch(/^Bearer realm="cnfguard", error="invalid_request"/);
+    expect(r.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('a 503 (the AS is down) reaches the client as 503, not as nginx\'s 500', async () => {
+    const down = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: 'https://127.0.0.1:1/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 500 }, trustedProxies: [{ cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' }], decisionApi: { host: '127.0.0.1', port: 0 } }));
+    const front = await startAuthNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: down.started.decisionUrl as string, upstreamUrl: d.upstream.url });
+    try {
+      const r = await curl(d.pki, `https://127.0.0.1:${front?.port}/app`, { cert: d.pki.files.client1, token: await d.tokenFor('client1') });
+      expect(r.status).toBe(503);
+    } finally {
+      await front?.stop();
+      await down.stop();
+    }
   });
 
   it('a stolen token (another certificate) gets 401 with WWW-Authenticate relayed; nothing reaches the upstream', async () => {
@@ -79,6 +109,7 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
     const r = await curl(d.pki, via('/app'), { cert: d.pki.files.client2, token: token1 });
     expect(r.status).toBe(401);
     expect(r.headers['www-authenticate']).toMatch(/^Bearer realm="cnfguard", error="invalid_token"/);
+    expect(r.headers['www-authenticate'], 'one challenge, not one from nginx and one from add_header').not.toMatch(/Bearer.*Bearer/);
     expect(d.upstream.requests.length).toBe(before);
   });
 
@@ -94,54 +125,119 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
   });
 });
 
-describe('Envoy ext_authz HTTP service (path_prefix /envoy)', () => {
-  it('DPoP: the client\'s proof, passed on by Envoy, is checked for the original URI; a replay is refused', async () => {
+describe('Envoy ext_authz HTTP service, as examples/decision-api/envoy.yaml configures it', () => {
+  const recipe = loadEnvoyRecipe();
+  const through = async (client: ClientRequest) => {
+    const check = envoyCheckRequest(recipe, client);
+    const answer = await ask(ENVOY, check.method, check.path, check.headers);
+    return { check, answer, outcome: envoyApply(recipe, client, answer) };
+  };
+
+  it('the recipe calls the decision API port at /envoy, and authorizes before it routes', () => {
+    expect(recipe.extAuthz.http_service.path_prefix).toBe('/envoy');
+    expect(new URL(recipe.extAuthz.http_service.server_uri.uri).port).toBe(String(recipe.decisionAddress.port));
+    expect(recipe.decisionAddress.port).toBe(9191);
+    expect(recipe.filterNames).toEqual(['envoy.filters.http.ext_authz', 'envoy.filters.http.router']);
+  });
+
+  it('allowed: the identity headers overwrite the client\'s; the ones cnfguard leaves out are removed, not left as the client sent them', async () => {
+    const client = { method: 'POST', target: '/orders/7?x=1', host: 'api.test', headers: { authorization: `Bearer ${token1}`, 'x-auth-subject': 'admin', 'x-auth-dpop-jkt': 'spoofed', 'x-auth-binding': 'spoofed' }, certificates: [d.pki.certs.clients.client1] };
+    const { check, answer, outcome } = await through(client);
+    expect(check.path).toBe('/envoy/orders/7?x=1');
+    expect(check.headers['x-forwarded-client-cert']).toMatch(/^Hash=[0-9a-f]{64};Cert="-----BEGIN%20CERTIFICATE-----/);
+    expect(check.headers['x-auth-subject'], 'Envoy does not pass headers outside allowed_headers').toBeUndefined();
+    expect(answer.status).toBe(200);
+    expect(answer.headers['x-envoy-auth-headers-to-remove']).toContain('x-auth-dpop-jkt');
+    // Every identity header cnfguard answers is one the recipe lets through.
+    for (const name of Object.keys(answer.headers).filter((n) => n.startsWith('x-auth-') || n === 'x-forwarded-client-cert')) expect(envoyRelaysUpstream(recipe, name), name).toBe(true);
+    if (!outcome.forwarded) throw new Error('refused');
+    expect(outcome.upstream['x-auth-cert-thumbprint']).toBe(thumbprintS256(der(d.pki.certs.clients.client1)));
+    expect(outcome.upstream['x-auth-binding']).toBe('bound');
+    expect(outcome.upstream['x-forwarded-client-cert']).toMatch(/^Hash=/);
+    expect(outcome.upstream['x-auth-subject']).not.toBe('admin');
+    expect(outcome.upstream['x-auth-dpop-jkt']).toBeUndefined();
+  });
+
+  it('denied: the client gets the proxy listener\'s 401, WWW-Authenticate and JSON body', async () => {
+    const { outcome } = await through({ method: 'GET', target: '/orders', host: 'api.test', headers: { authorization: `Bearer ${token1}` }, certificates: [d.pki.certs.clients.client2] });
+    if (outcome.forwarded) throw new Error('forwarded');
+    expect(outcome.status).toBe(401);
+    expect(outcome.headers['www-authenticate']).toContain('error="invalid_token"');
+    expect(outcome.headers['content-type']).toMatch(/^application\/json/);
+    expect(JSON.parse(outcome.body)).toMatchObject({ error: 'invalid_token', error_description: 'the access token is bound to a different client certificate' });
+  });
+
+  it('DPoP: the proof reaches cnfguard only because allowed_headers lists dpop; checked for the original URI; a replay is refused', async () => {
     const key = await generateKeyPair('ES256');
     const token = await d.as.issueToken({ clientId: 'plain-app', caCert: d.pki.certs.ca.cert, dpopProof: (htu, htm) => generateProof(key, htu, htm) });
     const proof = await generateProof(key, 'https://api.test/dpop/orders', 'GET', undefined, token);
-    const headers = { host: 'api.test', authorization: `DPoP ${token}`, dpop: proof };
-    const allowed = await ask(ENVOY, 'GET', '/envoy/dpop/orders', headers);
-    expect(allowed.status).toBe(200);
-    expect(allowed.headers['x-auth-dpop-jkt']).toMatch(/^[A-Za-z0-9_-]{43}$/);
-    const replayed = await ask(ENVOY, 'GET', '/envoy/dpop/orders', headers);
-    expect(replayed.status).toBe(401);
-    expect(replayed.headers['www-authenticate']).toContain('DPoP error="invalid_dpop_proof"');
-  });
-
-  it('allowed: 200 with the identity headers for allowed_upstream_headers', async () => {
-    const r = await ask(ENVOY, 'POST', '/envoy/orders/7?x=1', { host: 'api.test', authorization: `Bearer ${token1}`, 'x-forwarded-client-cert': xfcc(d.pki.certs.clients.client1), 'content-length': '0' });
-    expect(r.status).toBe(200);
-    expect(r.headers['x-auth-cert-thumbprint']).toBe(thumbprintS256(der(d.pki.certs.clients.client1)));
-    expect(r.headers['x-auth-binding']).toBe('bound');
-    expect(r.headers['x-forwarded-client-cert']).toMatch(/^Hash=/);
-  });
-
-  it('denied: the proxy listener\'s 401, WWW-Authenticate and JSON body', async () => {
-    const r = await ask(ENVOY, 'GET', '/envoy/orders', { host: 'api.test', authorization: `Bearer ${token1}`, 'x-forwarded-client-cert': xfcc(d.pki.certs.clients.client2) });
-    expect(r.status).toBe(401);
-    expect(r.headers['www-authenticate']).toContain('error="invalid_token"');
-    expect(JSON.parse(r.body)).toMatchObject({ error: 'invalid_token', error_description: 'the access token is bound to a different client certificate' });
+    const client = { method: 'GET', target: '/dpop/orders', host: 'api.test', headers: { authorization: `DPoP ${token}`, dpop: proof } };
+    const first = await through(client);
+    expect(first.check.headers.dpop).toBe(proof);
+    expect(first.answer.status).toBe(200);
+    if (!first.outcome.forwarded) throw new Error('refused');
+    expect(first.outcome.upstream['x-auth-dpop-jkt']).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(first.answer.headers['x-envoy-auth-headers-to-remove']).toContain('x-forwarded-client-cert');
+    const replayed = await through(client);
+    expect(replayed.answer.status).toBe(401);
+    expect(replayed.answer.headers['www-authenticate']).toContain('DPoP error="invalid_dpop_proof"');
   });
 });
 
-describe('Traefik forwardAuth', () => {
-  const original = (cert: PemPair) => ({
-    host: '127.0.0.1',
-    'x-forwarded-method': 'DELETE',
-    'x-forwarded-proto': 'https',
-    'x-forwarded-host': 'shop.test',
-    'x-forwarded-uri': '/cart/1',
-    authorization: `Bearer ${token1}`,
-    'x-forwarded-tls-client-cert': der(cert).toString('base64'),
+describe('Traefik forwardAuth, as examples/decision-api/traefik.yaml configures it', () => {
+  const recipe = loadTraefikRecipe();
+  const through = async (client: ClientRequest, version: 2 | 3 = 3) => {
+    const check = traefikAuthRequest(recipe, client, '198.51.100.7', version);
+    const answer = await ask(TRAEFIK, check.method, check.path, check.headers);
+    return { check, answer, outcome: traefikApply(recipe, client, answer, version) };
+  };
+  const client = (cert: PemPair, extra: Record<string, string> = {}): ClientRequest => ({ method: 'DELETE', target: '/cart/1?all=1', host: 'shop.test', headers: { authorization: `Bearer ${token1}`, ...extra }, certificates: [cert] });
+
+  it('the recipe calls /traefik on the decision API port and passes the client certificate first', () => {
+    expect(recipe.address.pathname).toBe('/traefik');
+    expect(recipe.address.port).toBe('9191');
+    expect(recipe.passesCertificate).toBe(true);
+    expect(recipe.clientAuthType).toBe('RequestClientCert');
   });
 
-  it('allowed and denied', async () => {
-    const ok = await ask(TRAEFIK, 'GET', '/traefik', original(d.pki.certs.clients.client1));
-    expect(ok.status).toBe(200);
-    expect(ok.headers['x-auth-binding']).toBe('bound');
-    const no = await ask(TRAEFIK, 'GET', '/traefik', original(d.pki.certs.clients.client2));
-    expect(no.status).toBe(401);
-    expect(no.headers['www-authenticate']).toContain('invalid_token');
+  it('allowed (v3, raw base64 DER): identity headers replace the client\'s copies; the certificate header never reaches the application', async () => {
+    const { check, answer, outcome } = await through(client(d.pki.certs.clients.client1, { 'x-auth-subject': 'admin', 'x-auth-dpop-jkt': 'spoofed', 'x-forwarded-tls-client-cert': 'forged' }));
+    expect(check.headers['x-forwarded-tls-client-cert']).toBe(der(d.pki.certs.clients.client1).toString('base64'));
+    expect(check.headers['x-forwarded-uri']).toBe('/cart/1?all=1');
+    expect(answer.status).toBe(200);
+    for (const name of Object.keys(answer.headers).filter((n) => n.startsWith('x-auth-') || n === 'x-forwarded-client-cert')) expect(recipe.authResponseHeaders.map((h) => h.toLowerCase()), name).toContain(name);
+    if (!outcome.forwarded) throw new Error('refused');
+    expect(outcome.upstream['x-auth-binding']).toBe('bound');
+    expect(outcome.upstream['x-auth-subject']).not.toBe('admin');
+    expect(outcome.upstream['x-auth-dpop-jkt']).toBeUndefined();
+    expect(outcome.upstream['x-forwarded-tls-client-cert']).toBeUndefined();
+  });
+
+  it('Traefik v2\'s URL-escaped value with the chain (leaf first) is read the same way', async () => {
+    const { check, answer } = await through({ ...client(d.pki.certs.clients.client1), certificates: [d.pki.certs.clients.client1, d.pki.certs.ca] }, 2);
+    expect(check.headers['x-forwarded-tls-client-cert']).toMatch(/%2C/);
+    expect(answer.status).toBe(200);
+    expect(answer.headers['x-auth-cert-thumbprint']).toBe(thumbprintS256(der(d.pki.certs.clients.client1)));
+  });
+
+  it('denied: the status, WWW-Authenticate and body go to the client', async () => {
+    const { outcome } = await through(client(d.pki.certs.clients.client2));
+    if (outcome.forwarded) throw new Error('forwarded');
+    expect(outcome.status).toBe(401);
+    expect(outcome.headers['www-authenticate']).toContain('invalid_token');
+    expect(JSON.parse(outcome.body)).toMatchObject({ error: 'invalid_token' });
+  });
+});
+
+describe('README "Decision API"', () => {
+  it.each([
+    ['nginx.conf', 'nginx'],
+    ['envoy.yaml', 'yaml'],
+    ['traefik.yaml', 'yaml'],
+  ])('shows examples/decision-api/%s as it is', (file, lang) => {
+    const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
+    const recipe = readFileSync(join(import.meta.dirname, '..', '..', 'examples', 'decision-api', file), 'utf8');
+    expect(readme.includes(`\`\`\`${lang}\n${recipe}\`\`\`\n`), `README has a \`\`\`${lang} block equal to ${file}`).toBe(true);
   });
 });
 

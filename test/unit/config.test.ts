@@ -282,6 +282,13 @@ describe('loadConfigObject', () => {
     ['a claim header that is not claims.<member>', { claimHeaders: { 'x-tenant': 'tenant_id' } }, 'claimHeaders.x-tenant', undefined],
     ['an unknown cnf policy', { cnf: { unknownMethods: 'accept' } }, 'cnf.unknownMethods', undefined],
     ['a route header name with a space', { routes: [{ pathPrefix: '/a', headers: { subject: 'x user' } }] }, 'routes[0].headers.subject', undefined],
+    ['a route name with a space', { routes: [{ name: 'my api', pathPrefix: '/a' }] }, 'routes[0].name', undefined],
+    ['a route name with a quote', { routes: [{ name: 'a"b', pathPrefix: '/a' }] }, 'routes[0].name', undefined],
+    ['an empty route name', { routes: [{ name: '', pathPrefix: '/a' }] }, 'routes[0].name', undefined],
+    ['a route name of 64 characters', { routes: [{ name: 'a'.repeat(64), pathPrefix: '/a' }] }, 'routes[0].name', undefined],
+    ['the route name default', { routes: [{ name: 'default', pathPrefix: '/a' }] }, 'routes[0].name', /reserved/],
+    ['a positional route id as a name', { routes: [{ name: 'routes[1]', pathPrefix: '/a' }] }, 'routes[0].name', undefined],
+    ['two routes of one name', { routes: [{ name: 'api', pathPrefix: '/a' }, { name: 'api', pathPrefix: '/b' }] }, 'routes[1].name', /routes\[0\]/],
     ['a route missingCertificate status out of range', { routes: [{ pathPrefix: '/a', errors: { missingCertificate: { status: 200 } } }] }, 'routes[0].errors.missingCertificate.status', undefined],
   ])('reports %s at its YAML path', (_name, overrides, path, message) => {
     const problems = problemsOf(() => loadConfigObject(minimal(overrides), 'test'));

@@ -126,6 +126,13 @@ describe('compileRoutes', () => {
     for (const route of [a, b, routes.fallback]) expect(route?.missingCertificate).toEqual({ code: 'invalid_request', status: 400 });
   });
 
+  it('names a route by its name when it has one, by index when not', () => {
+    const routes = table([{ pathPrefix: '/a', name: 'api.admin' }, { pathPrefix: '/b' }]);
+    expect(routes.routes.map((route) => route.id)).toEqual(['api.admin', 'routes[1]']);
+    // Reordering keeps a named route's label; the unnamed one takes its new position.
+    expect(table([{ pathPrefix: '/b' }, { pathPrefix: '/a', name: 'api.admin' }]).routes.map((route) => route.id)).toEqual(['routes[0]', 'api.admin']);
+  });
+
   it('inherits top-level policy keys a route does not set, and overrides those it sets', () => {
     const routes = table(
       [
