@@ -517,8 +517,8 @@ function podContainers(o: K8sObject): IContainer[] {
  * The suffix kustomize (v5) appends to a generated ConfigMap's name: sha256 of the Go
  * `json.Marshal` of `{data, kind, name}` (keys sorted; Go escapes `<`, `>`, `&`, U+2028 and U+2029
  * where JSON.stringify does not), its first 10 hex digits with 0, 1, 3, a, e mapped to g, h, k, m,
- * t (no vowels, no look-alikes). The name enters the hash empty: kustomize hashes the generated
- * object before naming it, so two generators with the same data get the same suffix. Checked
+ * t. The name enters the hash empty (as observed with kustomize v5.5.0: two generators with the
+ * same data get the same suffix, and `{name: ""}` is what reproduces kubectl's suffixes). Checked
  * against `kubectl kustomize` below (pinned values, and on scratch kustomizations where kubectl is
  * installed). `binaryData` (not used here) would be a fourth key.
  */
@@ -1081,11 +1081,11 @@ describe('shared-state deployment', () => {
     const copy: Bundle = { ...bundle, k8s: {} };
     const layout: Record<string, { kustomization: Record<string, unknown>; texts: Record<string, string> }> = {
       base: {
-        kustomization: { apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', resources: [], configMapGenerator: [{ name: 'one', files: ['conf/x.yaml'], options: { labels: { l: 'base' } } }, { name: 'two', literals: ['k=v'] }, { name: 'three', literals: ['same=data'] }] },
+        kustomization: { apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', resources: [], configMapGenerator: [{ name: 'one', files: ['conf/x.yaml'], options: { labels: { l: 'base' } } }, { name: 'two', literals: ['k=v'] }, { name: 'three', literals: ['same=data'] }, { name: 'five', literals: ['k=v'] }] },
         texts: { 'conf/x.yaml': text },
       },
       overlay: {
-        kustomization: { apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', resources: ['../base'], configMapGenerator: [{ name: 'one', behavior: 'replace', files: ['y=y.yaml'] }, { name: 'two', behavior: 'merge', literals: ['k2=v2'] }, { name: 'four', literals: ['same=data'] }], labels: [{ pairs: { top: 'x' }, includeSelectors: false }] },
+        kustomization: { apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', resources: ['../base'], configMapGenerator: [{ name: 'one', behavior: 'replace', files: ['y=y.yaml'] }, { name: 'two', behavior: 'merge', literals: ['k2=v2'] }, { name: 'four', literals: ['same=data'] }, { name: 'five', behavior: 'replace', literals: ['k=w'], options: { disableNameSuffixHash: true } }], labels: [{ pairs: { top: 'x' }, includeSelectors: false }] },
         texts: { 'y.yaml': `${text}more: yes\n` },
       },
     };
