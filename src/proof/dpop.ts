@@ -252,6 +252,20 @@ export function normalizeHtu(uri: string): string | undefined {
 }
 
 /**
+ * {@link normalizeHtu}, remembered for the URIs of the last requests: a client calls the same few
+ * URIs again and again, and the URL parse is most of the cost. Long URIs are not kept.
+ */
+const normalizedHtus = new LRUCache<string, string | false>({ max: 1000 });
+function normalizedHtu(uri: string): string | undefined {
+  let normalized = normalizedHtus.get(uri);
+  if (normalized === undefined) {
+    normalized = normalizeHtu(uri) ?? false;
+    if (uri.length <= 1024) normalizedHtus.set(uri, normalized);
+  }
+  return normalized === false ? undefined : normalized;
+}
+
+/**
  * The `htu` a request must carry: the route's `publicOrigin` (RFC 9449 §4.3 wants the URI the
  * client used, not the upstream's), else `https://<Host>`, followed by the request path.
  */
@@ -354,8 +368,8 @@ async function verify(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult
 
   if (htm !== input.method) return fail('htm', 'htm differs from the request method');
   // The same text normalises the same way: the usual case costs one normalisation.
-  const expected = normalizeHtu(input.htu);
-  const presented = htu === input.htu ? expected : normalizeHtu(htu);
+  const expected = normalizedHtu(input.htu);
+  const presented = htu === input.htu ? expected : normalizedHtu(htu);
   if (expected === undefined || presented === undefined || presented !== expected) return fail('htu', 'htu differs from the request URI');
 
   const now = deps.now();
