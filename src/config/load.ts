@@ -6,6 +6,7 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, stringify, type Node as YamlNode } from 'yaml';
+import { listenerClashes } from './checks.ts';
 import { configSchema, type Settings } from './schema.ts';
 import { shadowedRoutes } from '../pipeline/route.ts';
 import { splitPemCertificates } from '../tls/certificates.ts';
@@ -276,6 +277,7 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
     for (const [shadowed, earlier] of shadowedRoutes(parsed.data.routes)) {
       problems.push({ path: `routes[${shadowed}]`, message: `unreachable: routes[${earlier}] comes first and matches every request this route would` });
     }
+    problems.push(...listenerClashes(parsed.data));
   }
   const paths = filePathsOf(parsed.success ? parsed.data : raw);
   const tls = readTlsMaterial(paths.tls, problems);
@@ -306,6 +308,8 @@ export function loadConfigFile(file: string, env: Environment = process.env): Lo
   if (raw === undefined) throw new ConfigError(file, problems);
   return Object.freeze({ ...loadConfigObject(raw, file, problems), file });
 }
+
+export { configWarnings } from './checks.ts';
 
 const MASK = '********';
 

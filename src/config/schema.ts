@@ -5,8 +5,7 @@
  */
 import { z } from 'zod';
 import { FORWARDED_CERTIFICATE_FORMATS, parseCidrList } from '../tls/forwarded-certificate.ts';
-import { JWT_ALGORITHMS } from '../validation/jwt.ts';
-import { VALIDATION_MODES } from '../validation/validator.ts';
+import { JWT_ALGORITHMS, VALIDATION_MODES } from '../validation/names.ts';
 
 /**
  * `${VAR}` interpolation yields text; where the schema wants a number or a boolean, text that
