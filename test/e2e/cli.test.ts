@@ -4,6 +4,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -25,8 +26,8 @@ interface Finished {
   stderr: string;
 }
 
-function cnfguard(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Finished> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function cnfguard(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<Finished> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -50,6 +51,105 @@ beforeAll(async () => {
 afterAll(async () => {
   await d?.stop();
   await rm(dir, { recursive: true, force: true });
+});
+
+describe('cnfguard version and help', () => {
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+
+  it.each([['version'], ['--version'], ['-V']])('%s prints the version from package.json, exit 0', async (arg) => {
+    const r = await cnfguard([arg]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`cnfguard ${version} (Node.js ${process.version})\n`);
+  });
+
+  it.each([
+    ['run', '--help'],
+    ['check', '--help'],
+    ['run', '-h'],
+    ['dev-certs', 'help'],
+    ['thumbprint', 'help'],
+    ['dev-certs', '--help'],
+    ['help', 'check'],
+  ])('%s %s prints the command\'s usage, exit 0, and creates or reads nothing', async (command, arg) => {
+    // An empty folder as cwd and no CNFGUARD_CONFIG: a command that went ahead would fail (no config,
+    // no file named help) or leave something behind (dev-certs help used to make ./help/).
+    const cwd = await mkdtemp(join(tmpdir(), 'cnfguard-help-'));
+    try {
+      const r = await cnfguard([command, arg], { CNFGUARD_CONFIG: '' }, cwd);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^usage: cnfguard ${command === 'help' ? arg : command}`));
+      expect(await readdir(cwd)).toEqual([]);
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+    }
+  });
+
+  it('documents -c in the overview, in run and check help, and in the README', async () => {
+    const overview = await cnfguard(['--help']);
+    expect(overview.code).toBe(0);
+    expect(overview.stdout).toContain('-c FILE');
+    for (const command of ['run', 'check']) expect((await cnfguard([command, '--help'])).stdout).toMatch(/-c, --config FILE/);
+    expect(readFileSync(join(ROOT, 'README.md'), 'utf8')).toMatch(/-c, --config FILE|`-c FILE`/);
+  });
+
+  it('without a command prints the overview and exits 2; an unknown command too', async () => {
+    const none = await cnfguard([]);
+    expect(none.code).toBe(2);
+    expect(none.stdout).toContain('usage: cnfguard COMMAND');
+    const unknown = await cnfguard(['serve']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown command "serve"');
+  });
+});
+
+describe('cnfguard check refuses what run would refuse, and warns', () => {
+  async function clashing(name: string, extra: Record<string, unknown>): Promise<string> {
+    const file = join(dir, `${name}.yaml`);
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, extra)));
+    return file;
+  }
+
+  it('listen.port == admin.port: check exits 2 with the message run gives', async () => {
+    const file = await clashing('clash-admin', { listen: { host: '127.0.0.1', port: 18443 }, admin: { host: '127.0.0.1', port: 18443 } });
+    const checked = await cnfguard(['check', '--config', file]);
+    expect(checked.code).toBe(2);
+    const message = 'admin.port: 127.0.0.1:18443 is also the proxy listener\'s address (listen: 127.0.0.1:18443); each listener needs its own port';
+    expect(checked.stderr).toContain(message);
+    const ran = await cnfguard(['run', '--config', file]);
+    expect(ran.code).toBe(2);
+    expect(ran.stderr).toContain(message);
+    const line = JSON.parse(ran.stdout.trim().split('\n')[0] ?? '{}') as { problems: { path: string; message: string }[] };
+    expect(line.problems).toEqual([{ path: 'admin.port', message: message.slice('admin.port: '.length) }]);
+  });
+
+  it('any two listeners on one port clash, a wildcard host with any other; port 0 never does', async () => {
+    const decision = await cnfguard(['check', '--config', await clashing('clash-decision', { listen: { host: '0.0.0.0', port: 18444 }, decisionApi: { host: '127.0.0.1', port: 18444 } })]);
+    expect(decision.code).toBe(2);
+    expect(decision.stderr).toContain("decisionApi.port: 127.0.0.1:18444 is also the proxy listener's address");
+    const adminDecision = await cnfguard(['check', '--config', await clashing('clash-admin-decision', { admin: { host: 'localhost', port: 19444 }, decisionApi: { host: '127.0.0.1', port: 19444 } })]);
+    expect(adminDecision.code).toBe(2);
+    expect(adminDecision.stderr).toContain("decisionApi.port: 127.0.0.1:19444 is also the admin listener's address");
+    const apart = await cnfguard(['check', '--config', await clashing('apart', { listen: { host: '127.0.0.2', port: 18445 }, admin: { host: '127.0.0.1', port: 18445 }, decisionApi: { host: '127.0.0.1', port: 0 } })]);
+    expect(apart.stderr).toBe('');
+    expect(apart.code).toBe(0);
+  });
+
+  it('warns on an http:// introspection URL and on binding off on every route (stderr, exit 0)', async () => {
+    const file = await clashing('warnings', {
+      introspection: { url: 'http://127.0.0.1:1/introspect', clientId: 'rs', clientSecret: 'rs-secret' },
+      binding: 'off',
+      routes: [{ pathPrefix: '/a' }, { pathPrefix: '/b', binding: 'off' }],
+    });
+    const r = await cnfguard(['check', '--config', file]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('cnfguard: warning: introspection.url: http:// sends the tokens and the client credentials unencrypted; use https://');
+    expect(r.stderr).toContain('cnfguard: warning: binding: off on every route (the default and all 2)');
+    const oneBound = await cnfguard(['check', '--config', await clashing('one-bound', { binding: 'off', routes: [{ pathPrefix: '/a', binding: 'required' }] })]);
+    expect(oneBound.code).toBe(0);
+    expect(oneBound.stderr).toBe('');
+  });
 });
 
 describe('cnfguard check', () => {
