@@ -10,6 +10,7 @@
  */
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
+import module from 'node:module';
 import { parseArgs } from 'node:util';
 
 interface Command {
@@ -300,6 +301,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// The lazily imported modules too when started without bin/cnfguard.js (npm run cnfguard, the
+// bench, the launcher's relay on an older Node); a second call only reports ALREADY_ENABLED.
+module.enableCompileCache();
 process.exitCode = await main(process.argv.slice(2));
 // A cluster worker's IPC channel keeps its event loop alive after the app stopped; letting go of
 // it lets the worker exit now instead of when the primary's kill deadline comes.

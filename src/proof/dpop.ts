@@ -8,9 +8,10 @@
  * Neither the proof nor the access token appears in a failure, a detail or a log line.
  */
 import { constants, createHash, KeyObject, verify as verifySignature } from 'node:crypto';
-import { importJWK, type JWK } from 'jose';
+import type { JWK } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { GuardError, type ReasonId } from '../oauth/errors.ts';
+import { jose } from '../validation/jose.ts';
 import { thumbprintsEqual } from '../pipeline/binding.ts';
 import type { NonceSource } from './nonce.ts';
 import { replayKey, type ReplayStore } from './replay-store.ts';
@@ -73,7 +74,7 @@ async function publicKeyFor(jwk: Record<string, unknown>, alg: string, thumbprin
   const cacheKey = `${alg}\0${thumbprint}`;
   const known = importedKeys.get(cacheKey);
   if (known !== undefined) return known;
-  const imported = await importJWK(jwk as JWK, alg);
+  const imported = await jose().importJWK(jwk as JWK, alg);
   if (!(imported instanceof CryptoKey) || imported.type !== 'public') return undefined;
   const key = KeyObject.from(imported);
   importedKeys.set(cacheKey, key);
