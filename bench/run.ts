@@ -257,6 +257,8 @@ function guardConfigFile(stack: Stack, name: string, extra: Record<string, unkno
       clientSecret: 'rs-secret',
       ca: stack.pki.files.ca,
       timeoutMs: 2000,
+      // The cache-miss phase counts AS calls: exactly one per request.
+      probeAtStartup: false,
     },
     upstream: stack.upstream.ready.url,
     admin: { host: '127.0.0.1', port: 0 },
@@ -621,6 +623,7 @@ async function memoryPhase(stack: Stack, tokens: number): Promise<MemoryResult[]
         cache: { maxEntries: run.maxEntries, maxTtlSeconds: 3600 },
         // The fill is 100k+ distinct tokens a second through app.tokens: no introspection budget.
         budget: { perPeerPerSecond: 0, totalPerSecond: 0 },
+        probeAtStartup: false,
       },
     });
     const child = await spawnChild({ name: 'memory', script: join(HERE, 'servers', 'memory.ts'), args: [file], nodeFlags: ['--expose-gc'] });

@@ -30,7 +30,7 @@ try {
     stringify({
       listen: { host: '127.0.0.1', port: 0 },
       tls: { cert: pki.files.server.cert, key: pki.files.server.key, clientCa: pki.files.ca },
-      introspection: { url: 'https://127.0.0.1:9/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca },
+      introspection: { url: 'https://127.0.0.1:9/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, probeAtStartup: false },
       upstream: 'http://127.0.0.1:9',
       routes: [{ pathPrefix: '/admin', scopes: ['admin'] }],
       admin: { host: '127.0.0.1', port: 0 },

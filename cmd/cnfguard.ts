@@ -83,7 +83,8 @@ async function run(args: string[]): Promise<number> {
     return runPrimary(config, logger);
   }
   const { createApp } = await import('../src/app.ts');
-  const app = createApp(config, { admin: !cluster.isWorker });
+  // With workers, the first one probes the AS: one warning, not one per worker.
+  const app = createApp(config, { admin: !cluster.isWorker, probeIntrospection: !cluster.isWorker || cluster.worker?.id === 1 });
   // In a cluster worker too: the primary starts another in its place.
   installFatalHandlers(app.logger, exit);
   warn(app.logger);

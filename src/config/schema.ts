@@ -218,6 +218,12 @@ const introspectionSchema = z
      * maxTtlSeconds even during an AS outage.
      */
     staleIfErrorSeconds: number(z.number().min(0)).default(0),
+    /**
+     * Once listening, introspect a random dummy token and log one warning naming the URL and what
+     * to check when the AS cannot be used (wrong ca, secret or URL; AS down). Off: no AS call until
+     * the first request (tests and benchmarks that count AS calls).
+     */
+    probeAtStartup: flag.default(true),
     /** After this many consecutive failures, stop calling the AS for openSeconds (or its Retry-After), then probe. */
     circuitBreaker: z
       .strictObject({
