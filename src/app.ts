@@ -299,13 +299,13 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       try {
         // Not awaited past failure: an AS that is down at start only delays JWT validation (logged).
         await jwks?.refresh(true);
-        const main = await listen(server, settings.listen.host, settings.listen.port, (err) => logger.error({ err }, 'proxy listener error'));
+        const main = await listen(server, settings.listen.host, settings.listen.port, (err) => logger.error({ err }, 'proxy listener error'), { name: 'the proxy listener', path: 'listen' });
         const decisionAddress =
           decision === undefined || settings.decisionApi === undefined
             ? undefined
-            : await listen(decision, settings.decisionApi.host, settings.decisionApi.port, (err) => logger.error({ err }, 'decision API listener error'));
+            : await listen(decision, settings.decisionApi.host, settings.decisionApi.port, (err) => logger.error({ err }, 'decision API listener error'), { name: 'the decision API', path: 'decisionApi' });
         const adminAddress =
-          admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'));
+          admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'), { name: 'the admin listener', path: 'admin' });
         certificates = createCertificateReloader({
           server,
           files: settings.tls,

@@ -306,9 +306,17 @@ describe('cnfguard run', () => {
     const file = join(dir, 'taken.yaml');
     await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { listen: { host: '127.0.0.1', port } })));
     const r = await cnfguard(['run', '--config', file]);
-    blocker.close();
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('EADDRINUSE');
+    expect(r.stderr).toContain(`cnfguard: cannot start: the proxy listener (listen) cannot listen on 127.0.0.1:${port}: EADDRINUSE: the address is already in use`);
+    // The admin listener's turn: the message names it and its address.
+    const adminFile = join(dir, 'taken-admin.yaml');
+    await writeFile(adminFile, stringify(baseConfig(d.pki, d.as, d.upstream, { admin: { host: '127.0.0.1', port }, introspection: { url: d.as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, probeAtStartup: false } })));
+    const admin = await cnfguard(['run', '--config', adminFile]);
+    blocker.close();
+    expect(admin.code).toBe(2);
+    expect(admin.stderr).toContain(`the admin listener (admin) cannot listen on 127.0.0.1:${port}: EADDRINUSE`);
+    const fatal = admin.stdout.split('\n').find((l) => l.includes('"level":"fatal"'));
+    expect(JSON.parse(fatal ?? '{}')).toMatchObject({ code: 'EADDRINUSE', msg: expect.stringContaining('the admin listener (admin)') as unknown });
   });
 
   it('nothing half-started: when the admin port is taken, the proxy listener is released again', async () => {
