@@ -72,7 +72,7 @@ async function run(args: string[]): Promise<number> {
   const exit = (code: number) => process.exit(code);
   const warn = (logger: { warn(detail: object, message: string): void }) => {
     if (cluster.isWorker) return; // the primary said it once
-    for (const w of configWarnings(config.settings)) logger.warn({ config: file, path: w.path }, w.message);
+    for (const w of [...(config.warnings ?? []), ...configWarnings(config.settings)]) logger.warn({ config: file, path: w.path }, w.message);
   };
   const { installFatalHandlers } = await import('../src/fatal.ts');
   const { announceWorker, runPrimary, workerCount } = await import('../src/cluster.ts');
@@ -132,7 +132,7 @@ async function check(args: string[]): Promise<number> {
   try {
     const config = loadConfigFile(file);
     process.stdout.write(effectiveConfigYaml(config));
-    for (const w of configWarnings(config.settings)) process.stderr.write(`cnfguard: warning: ${w.path ? `${w.path}: ` : ''}${w.message}\n`);
+    for (const w of [...(config.warnings ?? []), ...configWarnings(config.settings)]) process.stderr.write(`cnfguard: warning: ${w.path ? `${w.path}: ` : ''}${w.message}\n`);
     return 0;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;

@@ -4,7 +4,8 @@
  * `cnfguard check` lists them all; nothing is returned half-loaded, and the result is frozen.
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, stringify, type Node as YamlNode } from 'yaml';
 import { listenerClashes } from './checks.ts';
 import { configSchema, type Settings } from './schema.ts';
@@ -58,6 +59,8 @@ export interface LoadedConfig {
   introspection: IntrospectionMaterial;
   /** Present when `sharedState` is set. */
   sharedState?: SharedStateMaterial | undefined;
+  /** Notes from loading, beside {@link configWarnings}: relative paths found only from the working directory. */
+  warnings?: readonly ConfigProblem[];
 }
 
 export type Environment = Readonly<Record<string, string | undefined>>;
@@ -267,10 +270,54 @@ function readSharedStateFiles(settings: Settings, problems: ConfigProblem[]): Sh
   return secret === undefined ? undefined : { secret, ca: ca?.pem };
 }
 
+/** Every config key that names a file, as [section, key]. */
+const FILE_KEYS = [
+  ['tls', 'cert'],
+  ['tls', 'key'],
+  ['tls', 'clientCa'],
+  ['introspection', 'ca'],
+  ['introspection', 'cert'],
+  ['introspection', 'key'],
+  ['introspection', 'clientSecretFile'],
+  ['sharedState', 'secretFile'],
+  ['sharedState', 'ca'],
+] as const;
+
+/**
+ * Makes every relative file path absolute, in place: against the config file's folder, so a config
+ * means the same whatever directory cnfguard starts in. Before 0.2 they were read from the working
+ * directory; a file found only there is still read from there, with a warning, so old configs keep
+ * working. `cwd` defaults to the process's.
+ */
+export function resolveFilePaths(config: unknown, baseDir: string, warnings: ConfigProblem[], cwd: string = process.cwd()): void {
+  if (config === null || typeof config !== 'object') return;
+  for (const [section, key] of FILE_KEYS) {
+    const holder = (config as Record<string, unknown>)[section];
+    if (holder === null || typeof holder !== 'object') continue;
+    const value = (holder as Record<string, unknown>)[key];
+    if (typeof value !== 'string' || value === '' || isAbsolute(value)) continue;
+    const fromConfig = resolve(baseDir, value);
+    const fromCwd = resolve(cwd, value);
+    let chosen = fromConfig;
+    if (fromCwd !== fromConfig && !existsSync(fromConfig) && existsSync(fromCwd)) {
+      chosen = fromCwd;
+      warnings.push({
+        path: `${section}.${key}`,
+        message: `${JSON.stringify(value)} is read from the working directory (${fromCwd}); relative paths are read from the config file's folder (${baseDir}) and the working-directory fallback will go: write ${JSON.stringify(fromCwd)}, or a path relative to the config file`,
+      });
+    }
+    (holder as Record<string, unknown>)[key] = chosen;
+  }
+}
+
 /** Validates a parsed config object and loads the files it names. Throws {@link ConfigError}. */
-export function loadConfigObject(raw: unknown, source: string, preProblems: ConfigProblem[] = []): LoadedConfig {
+export function loadConfigObject(raw: unknown, source: string, preProblems: ConfigProblem[] = [], baseDir?: string): LoadedConfig {
   const problems = [...preProblems];
-  const parsed = configSchema.safeParse(raw ?? {});
+  const warnings: ConfigProblem[] = [];
+  // A copy of the sections that name files, so the caller's object is never changed.
+  const input = baseDir === undefined || raw === null || typeof raw !== 'object' ? raw : withFileSectionsCopied(raw as Record<string, unknown>);
+  if (baseDir !== undefined) resolveFilePaths(input, baseDir, warnings);
+  const parsed = configSchema.safeParse(input ?? {});
   if (!parsed.success) {
     for (const issue of parsed.error.issues) problems.push({ path: formatPath(issue.path), message: issue.message });
   } else {
@@ -279,7 +326,7 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
     }
     problems.push(...listenerClashes(parsed.data));
   }
-  const paths = filePathsOf(parsed.success ? parsed.data : raw);
+  const paths = filePathsOf(parsed.success ? parsed.data : input);
   const tls = readTlsMaterial(paths.tls, problems);
   const files = readIntrospectionFiles(paths.introspection, problems);
   const sharedState = parsed.success ? readSharedStateFiles(parsed.data, problems) : undefined;
@@ -292,7 +339,17 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
     tls,
     introspection: { ...files, clientSecret: files.clientSecret ?? settings.introspection.clientSecret },
     sharedState,
+    warnings,
   });
+}
+
+function withFileSectionsCopied(raw: Record<string, unknown>): Record<string, unknown> {
+  const copy = { ...raw };
+  for (const section of new Set(FILE_KEYS.map(([name]) => name))) {
+    const value = copy[section];
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) copy[section] = { ...(value as Record<string, unknown>) };
+  }
+  return copy;
 }
 
 /** Reads, interpolates, validates and loads a config file. Throws {@link ConfigError}. */
@@ -306,7 +363,7 @@ export function loadConfigFile(file: string, env: Environment = process.env): Lo
   }
   const raw = parseConfigText(text, env, problems);
   if (raw === undefined) throw new ConfigError(file, problems);
-  return Object.freeze({ ...loadConfigObject(raw, file, problems), file });
+  return Object.freeze({ ...loadConfigObject(raw, file, problems, dirname(resolve(file))), file });
 }
 
 export { configWarnings } from './checks.ts';

@@ -5,7 +5,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -149,6 +149,57 @@ describe('cnfguard check refuses what run would refuse, and warns', () => {
     const oneBound = await cnfguard(['check', '--config', await clashing('one-bound', { binding: 'off', routes: [{ pathPrefix: '/a', binding: 'required' }] })]);
     expect(oneBound.code).toBe(0);
     expect(oneBound.stderr).toBe('');
+  });
+});
+
+describe('relative file paths in the config', () => {
+  /** A folder with the config in conf/ and the server pair in certs/: the layouts below differ in what the paths are relative to. */
+  async function layout(paths: { cert: string; key: string }): Promise<{ root: string; config: string }> {
+    const root = await mkdtemp(join(tmpdir(), 'cnfguard-paths-'));
+    await mkdir(join(root, 'conf', 'certs'), { recursive: true });
+    await mkdir(join(root, 'certs'), { recursive: true });
+    const config = join(root, 'conf', 'cnfguard.yaml');
+    await writeFile(config, stringify(baseConfig(d.pki, d.as, d.upstream, { tls: paths })));
+    return { root, config };
+  }
+
+  it('are read from the config file\'s folder, whatever the working directory', async () => {
+    const { root, config } = await layout({ cert: 'certs/tls.crt', key: './certs/tls.key' });
+    try {
+      await copyFile(d.pki.files.server.cert, join(root, 'conf', 'certs', 'tls.crt'));
+      await copyFile(d.pki.files.server.key, join(root, 'conf', 'certs', 'tls.key'));
+      const r = await cnfguard(['check', '-c', config], {}, tmpdir());
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(`cert: ${join(root, 'conf', 'certs', 'tls.crt')}`);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('found only from the working directory (the old reading) still work, with a warning that names the key', async () => {
+    const { root } = await layout({ cert: 'certs/tls.crt', key: 'certs/tls.key' });
+    try {
+      await copyFile(d.pki.files.server.cert, join(root, 'certs', 'tls.crt'));
+      await copyFile(d.pki.files.server.key, join(root, 'certs', 'tls.key'));
+      const r = await cnfguard(['check', '-c', 'conf/cnfguard.yaml'], {}, root);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toContain(`cnfguard: warning: tls.cert: "certs/tls.crt" is read from the working directory (${join(root, 'certs', 'tls.crt')}); relative paths are read from the config file's folder (${join(root, 'conf')})`);
+      expect(r.stderr).toContain('cnfguard: warning: tls.key: ');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('found nowhere: the error names the path under the config file\'s folder', async () => {
+    const { root, config } = await layout({ cert: 'certs/tls.crt', key: d.pki.files.server.key });
+    try {
+      const r = await cnfguard(['check', '-c', config], {}, root);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`tls.cert: cannot read file "${join(root, 'conf', 'certs', 'tls.crt')}": ENOENT`);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });
 
