@@ -284,6 +284,25 @@ describe('cnfguard check', () => {
     expect(r.stderr).toContain('introspection.clientSecret: environment variable RS_SECRET is not set');
   });
 
+  it('${PORT:-8443} inside a { … } flow map works; a YAML error is short and points at the line', async () => {
+    const flow = join(dir, 'flow.yaml');
+    const c = baseConfig(d.pki, d.as, d.upstream) as { tls: { cert: string; key: string } };
+    const yaml = `listen: { host: 127.0.0.1, port: \${CNFGUARD_TEST_PORT:-8443} }\ntls: { cert: ${c.tls.cert}, key: ${c.tls.key} }\nintrospection: { url: ${d.as.introspectionUrl}, clientId: rs, clientSecret: \${RS_SECRET} }\nupstream: ${d.upstream.url}\nadmin: { host: 127.0.0.1, port: \${ADMIN_PORT:-0} }\n`;
+    await writeFile(flow, yaml);
+    const r = await cnfguard(['check', '-c', flow], { RS_SECRET: 'rs-secret', CNFGUARD_TEST_PORT: '9443' });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/listen:\n {2}host: 127\.0\.0\.1\n {2}port: 9443\n/);
+    const broken = join(dir, 'broken.yaml');
+    await writeFile(broken, yaml.replace('${CNFGUARD_TEST_PORT:-8443} }', '${CNFGUARD_TEST_PORT:-8443 }'));
+    const bad = await cnfguard(['check', '-c', broken], { RS_SECRET: 'rs-secret' });
+    expect(bad.code).toBe(2);
+    const lines = bad.stderr.trimEnd().split('\n');
+    expect(lines.length).toBeLessThanOrEqual(6);
+    expect(lines[1]).toMatch(new RegExp(`^  - YAML: ${broken.replaceAll('.', '\\.')}:2:1: `));
+    expect(bad.stderr).toContain('line 1 has a "${"');
+  });
+
   it('a missing --config is a usage error', async () => {
     const r = await cnfguard(['check'], { CNFGUARD_CONFIG: '' });
     expect(r.code).toBe(2);
