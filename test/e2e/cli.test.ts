@@ -150,6 +150,31 @@ describe('cnfguard check refuses what run would refuse, and warns', () => {
     expect(oneBound.code).toBe(0);
     expect(oneBound.stderr).toBe('');
   });
+
+  it('run logs the same warnings as warn lines before it starts', async () => {
+    const file = await clashing('warnings-run', {
+      introspection: { url: 'http://127.0.0.1:1/introspect', clientId: 'rs', clientSecret: 'rs-secret', probeAtStartup: false },
+      binding: 'off',
+    });
+    const child = spawn(process.execPath, [BIN, 'run', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (c: Buffer) => {
+        stdout += c.toString();
+        if (stdout.includes('cnfguard started')) resolve();
+      });
+      child.on('exit', (code) => reject(new Error(`exited ${String(code)}: ${stdout}`)));
+    });
+    child.kill('SIGTERM');
+    await once(child, 'exit');
+    const warnings = stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: string; path?: string; msg: string })
+      .filter((e) => e.level === 'warn');
+    expect(warnings.map((w) => w.path)).toEqual(['introspection.url', 'binding']);
+    expect(warnings[0]?.msg).toContain('http:// sends the tokens');
+  });
 });
 
 describe('relative file paths in the config', () => {
