@@ -39,6 +39,7 @@ import { runLoad, type LoadResult } from './lib/load.ts';
 import { cpuSecondsOf, hasTaskset, loadAverage, machineInfo, pinProcess, rssMbOf, type MachineInfo } from './lib/machine.ts';
 import { startCli } from './lib/cli-target.ts';
 import { writeGuardConfig } from './lib/guard-config.ts';
+import { measureStartup, type StartupResult } from './lib/startup.ts';
 import { findNginx, freePort, startNginx, type NginxServer } from './lib/nginx.ts';
 import { nginxRecipe } from '../test/fixtures/nginx-auth.ts';
 import { fixed, median, table } from './lib/table.ts';
@@ -209,7 +210,7 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
   --workers N             workers: of the cnfguard-workers target (default 2); for a scaling figure run
                           --targets cnfguard-cli,cnfguard-workers with --server-cpus 0-1 --client-cpus 2-3
                           on a machine with 4+ cores
-  --skip miss,handshake,memory,h2,grpc,decisions
+  --skip miss,handshake,memory,h2,grpc,decisions,startup
   --baseline DIR          a checkout (npm install done) whose cnfguard runs as the baseline targets;
                           e.g. --targets cnfguard,baseline gives the HTTP/1.1 "x baseline" ratio
   --h2-sessions N         h2 phase: mTLS h2 sessions (BENCH_H2_SESSIONS, default 4)...
@@ -754,6 +755,7 @@ async function memoryPhase(stack: Stack, tokens: number): Promise<MemoryResult[]
         cache: { maxEntries: run.maxEntries, maxTtlSeconds: 3600 },
         // The fill is 100k+ distinct tokens a second through app.tokens: no introspection budget.
         budget: { perPeerPerSecond: 0, totalPerSecond: 0 },
+        probeAtStartup: false,
       },
     });
     const child = await spawnChild({ name: 'memory', script: join(HERE, 'servers', 'memory.ts'), args: [file], nodeFlags: ['--expose-gc'] });
@@ -893,6 +895,23 @@ async function benchmark(options: Options): Promise<void> {
       memory = await memoryPhase(stack, options.memoryTokens);
     }
 
+    // Start-up (issue 18): fresh `bin/cnfguard.js` processes, unpinned, after the load is over.
+    let startup: StartupResult[] | undefined;
+    if (!options.skip.has('startup')) {
+      const file = guardConfigFile(stack, 'startup', { logLevel: 'info' });
+      const rounds = options.quick ? 1 : 5;
+      log(`\nstart-up: bin/cnfguard.js, exec -> exit (run: exec -> "cnfguard started"), cold / warm (median of ${rounds}) / no compile cache`);
+      startup = await measureStartup(
+        join(ROOT, 'bin', 'cnfguard.js'),
+        [
+          { name: '--help', args: ['--help'] },
+          { name: 'check', args: ['check', '-c', file] },
+          { name: 'run (listening)', args: ['run', '-c', file], until: 'cnfguard started' },
+        ],
+        rounds,
+      );
+    }
+
     const loadEnd = loadAverage();
     // ------------------------------------------------------------ report
     log(`\n=== cnfguard benchmark${options.quick ? ' (QUICK: a few hundred requests per target, numbers are not meaningful)' : ''} ===`);
@@ -990,6 +1009,16 @@ async function benchmark(options: Options): Promise<void> {
       );
     }
 
+    if (startup !== undefined) {
+      log('\nstart-up (goals: --help and check <= 300 ms, run listening <= 500 ms; warm CPU = user+system):');
+      log(
+        table(
+          ['command', 'cold ms', 'warm ms', 'warm CPU ms', 'no cache ms', 'peak RSS MB', 'idle RSS MB'],
+          startup.map((r) => [r.name, fixed(r.coldMs, 0), fixed(r.warmMs, 0), fixed(r.warmCpuMs, 0), fixed(r.noCacheMs, 0), fixed(r.maxRssMb, 1), fixed(r.idleRssMb, 1)]),
+        ),
+      );
+    }
+
     const result = {
       kind: options.quick ? 'quick' : 'full',
       startedAt,
@@ -1016,6 +1045,7 @@ async function benchmark(options: Options): Promise<void> {
       cacheMiss,
       handshakes,
       memory,
+      startup,
     };
     mkdirSync(join(options.out, '..'), { recursive: true });
     writeFileSync(options.out, `${JSON.stringify(result, null, 2)}\n`);

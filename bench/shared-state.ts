@@ -44,7 +44,7 @@ const children: ChildServer[] = [];
 
 // The replicas of 2. and 3. see hundreds of new tokens a second from one client, past the default
 // per-peer introspection budget (50/s, burst 100), which would answer 429: it is off for them.
-const NO_BUDGET = { introspection: { url: as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, timeoutMs: 2000, budget: { perPeerPerSecond: 0 } } };
+const NO_BUDGET = { introspection: { url: as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, timeoutMs: 2000, probeAtStartup: false, budget: { perPeerPerSecond: 0 } } };
 
 async function startGuard(name: string, shared: boolean, cpu: string | undefined, extra: Record<string, unknown> = {}): Promise<ChildServer> {
   const file = writeGuardConfig(pki, as, upstream.ready.url, name, { ...(shared && { sharedState: { url: redis!.url, secretFile } }), ...extra });

@@ -1,48 +1,64 @@
 #!/usr/bin/env node
 /**
  * cnfguard's command line: argv -> subcommand, signals, exit codes. Nothing else lives here.
- *   run --config FILE | check --config FILE | thumbprint FILE.pem | dev-certs DIR
+ *   run --config FILE | check --config FILE | thumbprint FILE.pem | dev-certs DIR | version
  * Exit codes: 0 ok, 2 bad usage, bad config or unreadable file, 1 anything unexpected.
+ *
+ * Start-up time: only Node built-ins load statically. Each command imports what it needs
+ * (the config loader for check, the app for run, node-forge for dev-certs), so `--help`,
+ * `version` and `check` do not pay for the proxy; keep new imports inside the commands.
  */
 import cluster from 'node:cluster';
-import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import module from 'node:module';
 import { parseArgs } from 'node:util';
-import { createApp } from '../src/app.ts';
-import { announceWorker, runPrimary, workerCount } from '../src/cluster.ts';
-import { ConfigError, effectiveConfigYaml, loadConfigFile, type LoadedConfig } from '../src/config/load.ts';
-import { installFatalHandlers } from '../src/fatal.ts';
-import { createLogger } from '../src/log.ts';
-import { splitPemCertificates, thumbprintS256 } from '../src/tls/certificates.ts';
-import { parseKeyMode, writeDevCertificates } from '../src/tls/dev-certs.ts';
 
-const USAGE = `usage:
-  cnfguard run --config FILE        run the proxy (or CNFGUARD_CONFIG=FILE cnfguard run)
-  cnfguard check --config FILE      validate the config and print it, secrets masked
-  cnfguard thumbprint FILE.pem      print the certificate's x5t#S256
-  cnfguard dev-certs DIR [--key-mode 0644]
-                                    write a dev CA (ca.*), a localhost server pair (tls.crt, tls.key)
-                                    and two client pairs; keys 0600 unless --key-mode
-`;
+interface Command {
+  /** One line in the overview. */
+  summary: string;
+  /** The command's own `--help`. */
+  usage: string;
+  run(args: string[]): Promise<number> | number;
+}
 
-class UsageError extends Error {}
+class UsageError extends Error {
+  readonly command: string | undefined;
+  constructor(message: string, command?: string) {
+    super(message);
+    this.command = command;
+  }
+}
 
-function configPath(args: string[]): string {
+const CONFIG_USAGE = `  -c, --config FILE   the config file (YAML); default: the CNFGUARD_CONFIG environment variable.
+                      Relative file paths in it are read from the config file's folder.`;
+
+/** `help`, `--help` or `-h` anywhere in a command's arguments asks for its usage. */
+function wantsHelp(args: string[]): boolean {
+  return args.some((arg) => arg === '--help' || arg === '-h') || args[0] === 'help';
+}
+
+function configPath(command: string, args: string[]): string {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true });
   const file = values.config ?? process.env.CNFGUARD_CONFIG;
-  if (file === undefined || file === '') throw new UsageError('--config FILE (or CNFGUARD_CONFIG) is required');
+  if (file === undefined || file === '') throw new UsageError('--config FILE (or CNFGUARD_CONFIG) is required', command);
   return file;
 }
 
-function onePositional(args: string[], what: string): string {
+function onePositional(command: string, args: string[], what: string): string {
   const { positionals } = parseArgs({ args, allowPositionals: true, strict: true });
-  if (positionals.length !== 1 || positionals[0] === undefined) throw new UsageError(`expected ${what}`);
+  if (positionals.length !== 1 || positionals[0] === undefined) throw new UsageError(`expected ${what}`, command);
   return positionals[0];
 }
 
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
+  return `cnfguard ${pkg.version ?? 'unknown'} (Node.js ${process.version})\n`;
+}
+
 async function run(args: string[]): Promise<number> {
-  const file = configPath(args);
-  let config: LoadedConfig;
+  const file = configPath('run', args);
+  const [{ ConfigError, loadConfigFile, configWarnings }, { createLogger }] = await Promise.all([import('../src/config/load.ts'), import('../src/log.ts')]);
+  let config: Awaited<ReturnType<typeof loadConfigFile>>;
   try {
     config = loadConfigFile(file);
   } catch (err) {
@@ -54,14 +70,24 @@ async function run(args: string[]): Promise<number> {
     throw err;
   }
   const exit = (code: number) => process.exit(code);
+  const warn = (logger: { warn(detail: object, message: string): void }) => {
+    if (cluster.isWorker) return; // the primary said it once
+    for (const w of [...(config.warnings ?? []), ...configWarnings(config.settings)]) logger.warn({ config: file, path: w.path }, w.message);
+  };
+  const { installFatalHandlers } = await import('../src/fatal.ts');
+  const { announceWorker, runPrimary, workerCount } = await import('../src/cluster.ts');
   if (cluster.isPrimary && workerCount(config.settings.workers) > 1) {
     const logger = createLogger(config.settings.logLevel);
     installFatalHandlers(logger, exit);
+    warn(logger);
     return runPrimary(config, logger);
   }
-  const app = createApp(config, { admin: !cluster.isWorker });
+  const { createApp } = await import('../src/app.ts');
+  // With workers, the first one probes the AS: one warning, not one per worker.
+  const app = createApp(config, { admin: !cluster.isWorker, probeIntrospection: !cluster.isWorker || cluster.worker?.id === 1 });
   // In a cluster worker too: the primary starts another in its place.
   installFatalHandlers(app.logger, exit);
+  warn(app.logger);
   try {
     const started = await app.start();
     if (cluster.isWorker) announceWorker(app.metrics, started.url);
@@ -100,10 +126,13 @@ async function run(args: string[]): Promise<number> {
   });
 }
 
-function check(args: string[]): number {
-  const file = configPath(args);
+async function check(args: string[]): Promise<number> {
+  const file = configPath('check', args);
+  const { ConfigError, configWarnings, effectiveConfigYaml, loadConfigFile } = await import('../src/config/load.ts');
   try {
-    process.stdout.write(effectiveConfigYaml(loadConfigFile(file)));
+    const config = loadConfigFile(file);
+    process.stdout.write(effectiveConfigYaml(config));
+    for (const w of [...(config.warnings ?? []), ...configWarnings(config.settings)]) process.stderr.write(`cnfguard: warning: ${w.path ? `${w.path}: ` : ''}${w.message}\n`);
     return 0;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -112,8 +141,8 @@ function check(args: string[]): number {
   }
 }
 
-function thumbprint(args: string[]): number {
-  const file = onePositional(args, 'one certificate file (PEM)');
+async function thumbprint(args: string[]): Promise<number> {
+  const file = onePositional('thumbprint', args, 'one certificate file (PEM)');
   let pem: string;
   try {
     pem = readFileSync(file, 'utf8');
@@ -121,6 +150,7 @@ function thumbprint(args: string[]): number {
     process.stderr.write(`cnfguard: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}\n`);
     return 2;
   }
+  const [{ X509Certificate }, { splitPemCertificates, thumbprintS256 }] = await Promise.all([import('node:crypto'), import('../src/tls/certificates.ts')]);
   const first = splitPemCertificates(pem)[0];
   if (first === undefined) {
     process.stderr.write(`cnfguard: no PEM certificate in ${file}\n`);
@@ -137,42 +167,134 @@ function thumbprint(args: string[]): number {
 
 async function devCerts(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, strict: true, options: { 'key-mode': { type: 'string' } } });
-  if (positionals.length !== 1 || positionals[0] === undefined) throw new UsageError('expected a directory');
+  if (positionals.length !== 1 || positionals[0] === undefined) throw new UsageError('expected a directory', 'dev-certs');
+  // node-forge is big: only this command loads it.
+  const { parseKeyMode, writeDevCertificates } = await import('../src/tls/dev-certs.ts');
   let keyMode: number | undefined;
   try {
     keyMode = values['key-mode'] === undefined ? undefined : parseKeyMode(values['key-mode']);
   } catch (err) {
-    throw new UsageError(`--key-mode: ${(err as Error).message}`);
+    throw new UsageError(`--key-mode: ${(err as Error).message}`, 'dev-certs');
   }
   const written = await writeDevCertificates(positionals[0], { keyMode });
   for (const [name, path] of Object.entries(written)) process.stdout.write(`${name.padEnd(12)} ${path}\n`);
   return 0;
 }
 
+const COMMANDS: Record<string, Command> = {
+  run: {
+    summary: 'run the proxy',
+    usage: `usage: cnfguard run [--config FILE]
+
+Runs the proxy until SIGTERM or SIGINT (a drain; a second signal ends it at once). SIGHUP
+reloads the certificates and the config. Logs are JSON lines on stdout.
+
+${CONFIG_USAGE}
+  -h, --help          this text
+`,
+    run,
+  },
+  check: {
+    summary: 'validate the config and print it, secrets masked',
+    usage: `usage: cnfguard check [--config FILE]
+
+Validates the config and the files it names as \`run\` would, prints the effective config with
+secrets masked and exits 0; warnings (an http:// introspection URL, binding off everywhere) go
+to stderr. On error, prints every problem with its YAML path and exits 2.
+
+${CONFIG_USAGE}
+  -h, --help          this text
+`,
+    run: check,
+  },
+  thumbprint: {
+    summary: "print a certificate's x5t#S256",
+    usage: `usage: cnfguard thumbprint FILE.pem
+
+Prints the x5t#S256 (RFC 8705: base64url SHA-256 of the DER, no padding) of the first
+certificate in FILE.pem. A file named help: cnfguard thumbprint ./help
+`,
+    run: thumbprint,
+  },
+  'dev-certs': {
+    summary: 'write a dev CA, a localhost server pair (tls.crt, tls.key) and two client pairs',
+    usage: `usage: cnfguard dev-certs DIR [--key-mode MODE]
+
+Writes into DIR (created if missing) a development CA (ca.crt, ca.key), a server pair for
+localhost and 127.0.0.1 (tls.crt, tls.key) and two client pairs (client1, client2), PEM, and
+prints the files it wrote. For development only. A directory named help: ./help
+
+  --key-mode MODE     the private keys' file mode (default 0600); 0644 lets a container running
+                      as another uid (the image's 10001) read a bind-mounted directory
+  -h, --help          this text
+`,
+    run: devCerts,
+  },
+  version: {
+    summary: 'print the version and the Node.js version (also --version)',
+    usage: `usage: cnfguard version    (or cnfguard --version)
+
+Prints cnfguard's version and the Node.js version it runs on.
+`,
+    run: (args) => {
+      if (args.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(args[0])}`, 'version');
+      process.stdout.write(version());
+      return 0;
+    },
+  },
+};
+
+const USAGE = `usage: cnfguard COMMAND [options]
+
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(12)}${c.summary}`)
+  .join('\n')}
+  help [COMMAND]  this text, or a command's (also COMMAND --help)
+
+  cnfguard run --config FILE        (or -c FILE, or CNFGUARD_CONFIG=FILE cnfguard run)
+  cnfguard check --config FILE
+  cnfguard thumbprint FILE.pem
+  cnfguard dev-certs DIR [--key-mode 0644]
+`;
+
 async function main(argv: string[]): Promise<number> {
-  const [command, ...args] = argv;
+  const [name, ...args] = argv;
   try {
-    switch (command) {
-      case 'run':
-        return await run(args);
-      case 'check':
-        return check(args);
-      case 'thumbprint':
-        return thumbprint(args);
-      case 'dev-certs':
-        return await devCerts(args);
+    switch (name) {
       case undefined:
+        process.stdout.write(USAGE);
+        return 2;
       case 'help':
       case '--help':
-      case '-h':
-        process.stdout.write(USAGE);
-        return command === undefined ? 2 : 0;
-      default:
-        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+      case '-h': {
+        const topic = args[0];
+        if (topic === undefined) {
+          process.stdout.write(USAGE);
+          return 0;
+        }
+        const command = COMMANDS[topic];
+        if (command === undefined) throw new UsageError(`unknown command ${JSON.stringify(topic)}`);
+        process.stdout.write(command.usage);
+        return 0;
+      }
+      case '--version':
+      case '-V':
+        process.stdout.write(version());
+        return 0;
     }
+    const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+    if (command === undefined) throw new UsageError(`unknown command ${JSON.stringify(name)}`);
+    if (wantsHelp(args)) {
+      process.stdout.write(command.usage);
+      return 0;
+    }
+    return await command.run(args);
   } catch (err) {
-    if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS') === true) {
-      process.stderr.write(`cnfguard: ${(err as Error).message}\n${USAGE}`);
+    const parseError = (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS') === true;
+    if (err instanceof UsageError || parseError) {
+      const topic = err instanceof UsageError ? err.command : name;
+      const usage = topic !== undefined && Object.hasOwn(COMMANDS, topic) ? (COMMANDS[topic] as Command).usage : USAGE;
+      process.stderr.write(`cnfguard: ${(err as Error).message}\n${usage}`);
       return 2;
     }
     process.stderr.write(`cnfguard: ${(err as Error).stack ?? String(err)}\n`);
@@ -180,6 +302,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// The lazily imported modules too when started without bin/cnfguard.js (npm run cnfguard, the
+// bench, the launcher's relay on an older Node); a second call only reports ALREADY_ENABLED.
+module.enableCompileCache();
 process.exitCode = await main(process.argv.slice(2));
 // A cluster worker's IPC channel keeps its event loop alive after the app stopped; letting go of
 // it lets the worker exit now instead of when the primary's kill deadline comes.

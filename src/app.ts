@@ -14,6 +14,7 @@ import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { mapsClaims, reconcileReload } from './config/reload-table.ts';
 import { withCircuitBreaker } from './introspection/breaker.ts';
+import { explainIntrospectionFailure } from './introspection/explain.ts';
 import { createIntrospectionBudget } from './introspection/budget.ts';
 import { createIntrospectionClient, type Introspect } from './introspection/client.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -49,6 +50,11 @@ export interface AppDependencies {
   admin?: boolean;
   /** Watch the TLS files for changes. Default true. */
   watchCertificates?: boolean;
+  /**
+   * Probe the AS once started, as `introspection.probeAtStartup` says (default true); false turns
+   * it off whatever the config says (cluster workers but the first: one warning, not N).
+   */
+  probeIntrospection?: boolean;
 }
 
 export interface StartedApp {
@@ -99,6 +105,11 @@ async function close(server: Server, graceMs: number, connections?: ConnectionTr
   clearTimeout(timer);
 }
 
+/** Whether any route validates tokens by introspection (not `validation: jwt` everywhere). */
+function usesIntrospection(settings: LoadedConfig['settings']): boolean {
+  return settings.validation !== 'jwt' || settings.routes.some((route) => (route.validation ?? settings.validation) !== 'jwt');
+}
+
 function urlHost(host: string): string {
   const shown = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
   return shown.includes(':') ? `[${shown}]` : shown;
@@ -136,7 +147,16 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     onShortCircuit: () => metrics.introspectionRequests.inc({ outcome: 'circuit_open' }),
     onStateChange: (state) => {
       metrics.circuitOpen.set(state === 'closed' ? 0 : 1);
-      logger.warn({ state }, `introspection circuit ${state}`);
+      const failure = state === 'open' ? client?.lastFailure() : undefined;
+      if (failure === undefined || client === undefined) {
+        logger.warn({ state }, `introspection circuit ${state}`);
+        return;
+      }
+      const { cause, check } = explainIntrospectionFailure(failure);
+      logger.warn(
+        { state, url: client.shownUrl, cause, check, openSeconds: breaker.openSeconds },
+        `introspection circuit open: ${client.shownUrl} is failing (last: ${cause}); ${check}`,
+      );
     },
   });
   const budget = createIntrospectionBudget({
@@ -283,13 +303,13 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       try {
         // Not awaited past failure: an AS that is down at start only delays JWT validation (logged).
         await jwks?.refresh(true);
-        const main = await listen(server, settings.listen.host, settings.listen.port, (err) => logger.error({ err }, 'proxy listener error'));
+        const main = await listen(server, settings.listen.host, settings.listen.port, (err) => logger.error({ err }, 'proxy listener error'), { name: 'the proxy listener', path: 'listen' });
         const decisionAddress =
           decision === undefined || settings.decisionApi === undefined
             ? undefined
-            : await listen(decision, settings.decisionApi.host, settings.decisionApi.port, (err) => logger.error({ err }, 'decision API listener error'));
+            : await listen(decision, settings.decisionApi.host, settings.decisionApi.port, (err) => logger.error({ err }, 'decision API listener error'), { name: 'the decision API', path: 'decisionApi' });
         const adminAddress =
-          admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'));
+          admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'), { name: 'the admin listener', path: 'admin' });
         certificates = createCertificateReloader({
           server,
           files: settings.tls,
@@ -314,6 +334,14 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           decisionPort: decisionAddress?.port,
         };
         logger.info({ version: VERSION, node: NODE_VERSION, listen: started.url, admin: started.adminUrl, config: config.source }, 'cnfguard started');
+        if (client !== undefined && settings.introspection.probeAtStartup && deps.probeIntrospection !== false && usesIntrospection(settings)) {
+          // Not awaited: serving does not wait for the AS; the warning comes when the answer does.
+          void client.probe().then((result) => {
+            if (!ready) return; // stopped meanwhile: the answer no longer matters
+            if (result.ok) logger.info({ url: client.shownUrl, ms: Math.round(result.ms) }, 'introspection endpoint answers');
+            else logger.warn({ url: result.url, cause: result.cause, check: result.check }, `introspection probe failed: ${result.url}: ${result.cause}; ${result.check}`);
+          });
+        }
         return started;
       } catch (err) {
         // Nothing half-started: whatever did come up goes down again.

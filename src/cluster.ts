@@ -134,7 +134,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
 
   let address: { port: number };
   try {
-    address = await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'));
+    address = await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'), { name: 'the admin listener', path: 'admin' });
   } catch (err) {
     logger.fatal({ code: (err as NodeJS.ErrnoException).code }, `cannot start: ${(err as Error).message}`);
     return 2;

@@ -12,7 +12,8 @@ export function writeGuardConfig(pki: Pki, as: AuthorizationServer, upstream: st
   const config = {
     listen: { host: '127.0.0.1', port: 0 },
     tls: { cert: pki.files.server.cert, key: pki.files.server.key },
-    introspection: { url: as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, timeoutMs: 2000 },
+    // No start-up probe: the cache-miss phases count AS calls, exactly one per new token.
+    introspection: { url: as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, timeoutMs: 2000, probeAtStartup: false },
     upstream,
     admin: { host: '127.0.0.1', port: 0 },
     ...extra,

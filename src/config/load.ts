@@ -4,8 +4,10 @@
  * `cnfguard check` lists them all; nothing is returned half-loaded, and the result is frozen.
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, stringify, type Node as YamlNode } from 'yaml';
+import { listenerClashes } from './checks.ts';
 import { configSchema, type Settings } from './schema.ts';
 import { shadowedRoutes } from '../pipeline/route.ts';
 import { splitPemCertificates } from '../tls/certificates.ts';
@@ -57,6 +59,8 @@ export interface LoadedConfig {
   introspection: IntrospectionMaterial;
   /** Present when `sharedState` is set. */
   sharedState?: SharedStateMaterial | undefined;
+  /** Notes from loading, beside {@link configWarnings}: relative paths found only from the working directory. */
+  warnings?: readonly ConfigProblem[];
 }
 
 export type Environment = Readonly<Record<string, string | undefined>>;
@@ -87,44 +91,131 @@ export function interpolate(value: string, env: Environment, path: string, probl
   });
 }
 
-function interpolateTree(node: unknown, env: Environment, path: (string | number)[], problems: ConfigProblem[]): unknown {
-  if (typeof node === 'string') return interpolate(node, env, formatPath(path), problems);
-  if (Array.isArray(node)) return node.map((item, index) => interpolateTree(item, env, [...path, index], problems));
+function interpolateTree(node: unknown, env: Environment, path: (string | number)[], problems: ConfigProblem[], refs: References): unknown {
+  if (typeof node === 'string') return interpolate(refs.restore(node), env, formatPath(path), problems);
+  if (Array.isArray(node)) return node.map((item, index) => interpolateTree(item, env, [...path, index], problems, refs));
   if (node !== null && typeof node === 'object') {
-    return Object.fromEntries(Object.entries(node).map(([key, value]) => [key, interpolateTree(value, env, [...path, key], problems)]));
+    return Object.fromEntries(
+      Object.entries(node).map(([rawKey, value]) => {
+        // Keys are not interpolated; a reference in one reads as written.
+        const key = refs.restore(rawKey);
+        return [key, interpolateTree(value, env, [...path, key], problems, refs)];
+      }),
+    );
   }
   return node;
 }
 
+/**
+ * `${…}` references stood in for by placeholders while the YAML is parsed, so that a reference is
+ * a plain word wherever it stands: `{ port: ${PORT:-8443} }` is a valid flow map (its braces and
+ * colon would otherwise be YAML syntax). The references are put back into the parsed strings and
+ * interpolated there, so an environment value can never inject YAML either.
+ */
+interface References {
+  /** The text the parser sees. */
+  text: string;
+  /** A parsed string with its placeholders replaced by the references they stood for. */
+  restore(value: string): string;
+  /** An offset in `text` as an offset in the original text (for error positions). */
+  originalOffset(offset: number): number;
+}
+
+function maskReferences(original: string): References {
+  let marker = 'cnfguardref';
+  while (original.includes(marker)) marker += 'x';
+  const refs: string[] = [];
+  const index = new Map<string, number>();
+  const shifts: { at: number; delta: number }[] = []; // at: offset in the masked text after a placeholder
+  let delta = 0;
+  const text = original.replace(REFERENCE, (match: string, _name: unknown, _fallback: unknown, offset: number) => {
+    if (match === '$$' || match.includes('\n')) return match;
+    let i = index.get(match);
+    if (i === undefined) {
+      i = refs.push(match) - 1;
+      index.set(match, i);
+    }
+    const placeholder = `${marker}${i}z`;
+    delta += match.length - placeholder.length;
+    shifts.push({ at: offset - (delta - (match.length - placeholder.length)) + placeholder.length, delta });
+    return placeholder;
+  });
+  const pattern = new RegExp(`${marker}(\\d+)z`, 'g');
+  return {
+    text,
+    restore: (value) => (refs.length === 0 || !value.includes(marker) ? value : value.replace(pattern, (whole, i: string) => refs[Number(i)] ?? whole)),
+    originalOffset(offset) {
+      let shift = 0;
+      for (const s of shifts) {
+        if (s.at > offset) break;
+        shift = s.delta;
+      }
+      return offset + shift;
+    },
+  };
+}
+
+/**
+ * One YAML syntax error, short: `file:line:col`, the message, the line with a caret, and a hint
+ * when the line holds `${` (later errors are mostly echoes of the first: counted, not listed).
+ */
+function yamlProblem(error: { message: string; pos: [number, number] }, more: number, refs: References, original: string, source: string | undefined): ConfigProblem {
+  const offset = Math.min(refs.originalOffset(error.pos[0]), original.length);
+  const lineStart = original.lastIndexOf('\n', offset - 1) + 1;
+  const lineEnd = original.indexOf('\n', offset);
+  const lineText = original.slice(lineStart, lineEnd === -1 ? undefined : lineEnd);
+  const line = original.slice(0, lineStart).split('\n').length;
+  const column = offset - lineStart + 1;
+  const where = source === undefined ? `line ${line}, column ${column}` : `${source}:${line}:${column}`;
+  const message = (error.message.split('\n')[0] ?? error.message).replace(/ at line \d+, column \d+:?$/, '');
+  const shown = lineText.length > 160 ? `${lineText.slice(0, 160)}…` : lineText;
+  const lines = [`YAML: ${where}: ${message}`, `      ${shown}`, `      ${' '.repeat(Math.min(column - 1, 160))}^`];
+  // The line before too: a reference that swallowed a flow map's "}" is noticed one line later.
+  const previousLine = original.slice(original.lastIndexOf('\n', lineStart - 2) + 1, Math.max(lineStart - 1, 0));
+  const hinted = lineText.includes('${') ? 'this line has' : previousLine.includes('${') ? `line ${line - 1} has` : undefined;
+  if (hinted !== undefined) {
+    lines.push(
+      `    ${hinted} a "\${": a reference is \${NAME} or \${NAME:-default}, ending at the first "}" (NAME: letters, digits, _); anything else is YAML text, where "{" opens a flow map: close it, or quote the value`,
+    );
+  }
+  if (more > 0) lines.push(`    (${more} more YAML error${more === 1 ? '' : 's'} after this one, probably caused by it)`);
+  return { path: '', message: lines.join('\n') };
+}
+
 /** A key given twice is an error, not a silent override: reported at the key's own path. */
-function duplicateKeys(node: YamlNode | null, path: (string | number)[], lines: LineCounter, problems: ConfigProblem[]): void {
+function duplicateKeys(node: YamlNode | null, path: (string | number)[], lines: LineCounter, problems: ConfigProblem[], refs: References): void {
   if (isMap(node)) {
     const seen = new Set<unknown>();
     for (const pair of node.items) {
       const key = isScalar(pair.key) ? pair.key.value : pair.key;
-      const keyPath = [...path, String(key)];
+      const keyPath = [...path, typeof key === 'string' ? refs.restore(key) : String(key)];
       if (seen.has(key)) {
         const offset = isScalar(pair.key) ? pair.key.range?.[0] : undefined;
         problems.push({ path: formatPath(keyPath), message: `duplicate key${offset === undefined ? '' : ` (line ${lines.linePos(offset).line})`}` });
       }
       seen.add(key);
-      duplicateKeys(pair.value as YamlNode | null, keyPath, lines, problems);
+      duplicateKeys(pair.value as YamlNode | null, keyPath, lines, problems, refs);
     }
   } else if (isSeq(node)) {
-    node.items.forEach((item, index) => duplicateKeys(item as YamlNode | null, [...path, index], lines, problems));
+    node.items.forEach((item, index) => duplicateKeys(item as YamlNode | null, [...path, index], lines, problems, refs));
   }
 }
 
-/** Parses YAML text and interpolates the environment; problems are collected, not thrown. */
-export function parseConfigText(text: string, env: Environment, problems: ConfigProblem[]): unknown {
+/**
+ * Parses YAML text and interpolates the environment; problems are collected, not thrown.
+ * `source` (the file) goes into YAML error positions.
+ */
+export function parseConfigText(text: string, env: Environment, problems: ConfigProblem[], source?: string): unknown {
+  const refs = maskReferences(text);
   const lines = new LineCounter();
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: false, lineCounter: lines });
-  for (const error of doc.errors) {
-    problems.push({ path: '', message: `YAML: ${error.message.split('\n')[0] ?? error.message}` });
+  const doc = parseDocument(refs.text, { prettyErrors: false, uniqueKeys: false, lineCounter: lines });
+  const first = doc.errors[0];
+  if (first !== undefined) {
+    problems.push(yamlProblem(first, doc.errors.length - 1, refs, text, source));
+    return undefined;
   }
-  if (doc.errors.length > 0) return undefined;
   const before = problems.length;
-  duplicateKeys(doc.contents, [], lines, problems);
+  duplicateKeys(doc.contents, [], lines, problems, refs);
   if (problems.length > before) return undefined;
   let value: unknown;
   try {
@@ -138,7 +229,7 @@ export function parseConfigText(text: string, env: Environment, problems: Config
     problems.push({ path: '', message: isSeq(doc.contents) ? 'the config must be a mapping, not a list' : 'the config must be a mapping' });
     return undefined;
   }
-  return interpolateTree(value ?? {}, env, [], problems);
+  return interpolateTree(value ?? {}, env, [], problems, refs);
 }
 
 function readText(path: string, file: string, problems: ConfigProblem[]): string | undefined {
@@ -266,18 +357,63 @@ function readSharedStateFiles(settings: Settings, problems: ConfigProblem[]): Sh
   return secret === undefined ? undefined : { secret, ca: ca?.pem };
 }
 
+/** Every config key that names a file, as [section, key]. */
+const FILE_KEYS = [
+  ['tls', 'cert'],
+  ['tls', 'key'],
+  ['tls', 'clientCa'],
+  ['introspection', 'ca'],
+  ['introspection', 'cert'],
+  ['introspection', 'key'],
+  ['introspection', 'clientSecretFile'],
+  ['sharedState', 'secretFile'],
+  ['sharedState', 'ca'],
+] as const;
+
+/**
+ * Makes every relative file path absolute, in place: against the config file's folder, so a config
+ * means the same whatever directory cnfguard starts in. Before 0.2 they were read from the working
+ * directory; a file found only there is still read from there, with a warning, so old configs keep
+ * working. `cwd` defaults to the process's.
+ */
+export function resolveFilePaths(config: unknown, baseDir: string, warnings: ConfigProblem[], cwd: string = process.cwd()): void {
+  if (config === null || typeof config !== 'object') return;
+  for (const [section, key] of FILE_KEYS) {
+    const holder = (config as Record<string, unknown>)[section];
+    if (holder === null || typeof holder !== 'object') continue;
+    const value = (holder as Record<string, unknown>)[key];
+    if (typeof value !== 'string' || value === '' || isAbsolute(value)) continue;
+    const fromConfig = resolve(baseDir, value);
+    const fromCwd = resolve(cwd, value);
+    let chosen = fromConfig;
+    if (fromCwd !== fromConfig && !existsSync(fromConfig) && existsSync(fromCwd)) {
+      chosen = fromCwd;
+      warnings.push({
+        path: `${section}.${key}`,
+        message: `${JSON.stringify(value)} is read from the working directory (${fromCwd}); relative paths are read from the config file's folder (${baseDir}) and the working-directory fallback will go: write ${JSON.stringify(fromCwd)}, or a path relative to the config file`,
+      });
+    }
+    (holder as Record<string, unknown>)[key] = chosen;
+  }
+}
+
 /** Validates a parsed config object and loads the files it names. Throws {@link ConfigError}. */
-export function loadConfigObject(raw: unknown, source: string, preProblems: ConfigProblem[] = []): LoadedConfig {
+export function loadConfigObject(raw: unknown, source: string, preProblems: ConfigProblem[] = [], baseDir?: string): LoadedConfig {
   const problems = [...preProblems];
-  const parsed = configSchema.safeParse(raw ?? {});
+  const warnings: ConfigProblem[] = [];
+  // A copy of the sections that name files, so the caller's object is never changed.
+  const input = baseDir === undefined || raw === null || typeof raw !== 'object' ? raw : withFileSectionsCopied(raw as Record<string, unknown>);
+  if (baseDir !== undefined) resolveFilePaths(input, baseDir, warnings);
+  const parsed = configSchema.safeParse(input ?? {});
   if (!parsed.success) {
     for (const issue of parsed.error.issues) problems.push({ path: formatPath(issue.path), message: issue.message });
   } else {
     for (const [shadowed, earlier] of shadowedRoutes(parsed.data.routes)) {
       problems.push({ path: `routes[${shadowed}]`, message: `unreachable: routes[${earlier}] comes first and matches every request this route would` });
     }
+    problems.push(...listenerClashes(parsed.data));
   }
-  const paths = filePathsOf(parsed.success ? parsed.data : raw);
+  const paths = filePathsOf(parsed.success ? parsed.data : input);
   const tls = readTlsMaterial(paths.tls, problems);
   const files = readIntrospectionFiles(paths.introspection, problems);
   const sharedState = parsed.success ? readSharedStateFiles(parsed.data, problems) : undefined;
@@ -290,7 +426,17 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
     tls,
     introspection: { ...files, clientSecret: files.clientSecret ?? settings.introspection.clientSecret },
     sharedState,
+    warnings,
   });
+}
+
+function withFileSectionsCopied(raw: Record<string, unknown>): Record<string, unknown> {
+  const copy = { ...raw };
+  for (const section of new Set(FILE_KEYS.map(([name]) => name))) {
+    const value = copy[section];
+    if (value !== null && typeof value === 'object' && !Array.isArray(value)) copy[section] = { ...(value as Record<string, unknown>) };
+  }
+  return copy;
 }
 
 /** Reads, interpolates, validates and loads a config file. Throws {@link ConfigError}. */
@@ -302,10 +448,12 @@ export function loadConfigFile(file: string, env: Environment = process.env): Lo
   } catch (err) {
     throw new ConfigError(file, [{ path: '', message: `cannot read config file ${JSON.stringify(file)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
   }
-  const raw = parseConfigText(text, env, problems);
+  const raw = parseConfigText(text, env, problems, file);
   if (raw === undefined) throw new ConfigError(file, problems);
-  return Object.freeze({ ...loadConfigObject(raw, file, problems), file });
+  return Object.freeze({ ...loadConfigObject(raw, file, problems, dirname(resolve(file))), file });
 }
+
+export { configWarnings } from './checks.ts';
 
 const MASK = '********';
 

@@ -41,6 +41,8 @@ export const RELOAD_TABLE = {
     timeoutMs: 'restart',
     maxAnswerBytes: 'restart',
     staleIfErrorSeconds: 'restart',
+    // Read once, right after start: a reload has nothing to apply.
+    probeAtStartup: 'live',
     circuitBreaker: 'restart',
     cache: 'restart',
     budget: 'restart',

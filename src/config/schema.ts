@@ -5,8 +5,7 @@
  */
 import { z } from 'zod';
 import { FORWARDED_CERTIFICATE_FORMATS, parseCidrList } from '../tls/forwarded-certificate.ts';
-import { JWT_ALGORITHMS } from '../validation/jwt.ts';
-import { VALIDATION_MODES } from '../validation/validator.ts';
+import { JWT_ALGORITHMS, VALIDATION_MODES } from '../validation/names.ts';
 
 /**
  * `${VAR}` interpolation yields text; where the schema wants a number or a boolean, text that
@@ -230,6 +229,12 @@ const introspectionSchema = z
      * maxTtlSeconds even during an AS outage.
      */
     staleIfErrorSeconds: number(z.number().min(0)).default(0),
+    /**
+     * Once listening, introspect a random dummy token and log one warning naming the URL and what
+     * to check when the AS cannot be used (wrong ca, secret or URL; AS down). Off: no AS call until
+     * the first request (tests and benchmarks that count AS calls).
+     */
+    probeAtStartup: flag.default(true),
     /** After this many consecutive failures, stop calling the AS for openSeconds (or its Retry-After), then probe. */
     circuitBreaker: z
       .strictObject({

@@ -12,8 +12,10 @@
  * - Timeouts, transport errors, 408, 429, 5xx, oversized or malformed answers: the AS is failing,
  *   `introspection_unavailable` (503), which the breaker counts.
  */
+import { randomBytes } from 'node:crypto';
 import { Agent, request } from 'undici';
 import { GuardError } from '../oauth/errors.ts';
+import { explainIntrospectionFailure, type IntrospectionFailure } from './explain.ts';
 import { INACTIVE, InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from './token-info.ts';
 
 /**
@@ -97,8 +99,21 @@ export function retryAfterSeconds(value: string | string[] | undefined, nowMs = 
   return Number.isNaN(date) ? undefined : Math.max(0, Math.ceil((date - nowMs) / 1000));
 }
 
+/** The start-up probe's verdict: the AS answered as an introspection endpoint, or why not. */
+export type ProbeResult = { ok: true; ms: number } | { ok: false; url: string; failure: IntrospectionFailure; cause: string; check: string };
+
 export interface IntrospectionClient {
   introspect: Introspect;
+  /** How the latest failed call failed (for the breaker's warning); undefined before any. */
+  lastFailure(): IntrospectionFailure | undefined;
+  /**
+   * Introspects a random dummy token once, outside the metrics and the misconfiguration warning,
+   * and says whether the AS answered like an introspection endpoint (any active or inactive answer,
+   * or a 400 about the token) or why it did not.
+   */
+  probe(): Promise<ProbeResult>;
+  /** introspection.url without query or fragment: what logs may show. */
+  readonly shownUrl: string;
   close(): Promise<void>;
 }
 
@@ -139,13 +154,29 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
     suppressed = 0;
   };
 
-  const report = (outcome: IntrospectionOutcome, started: number) => options.onOutcome?.(outcome, (performance.now() - started) / 1000);
-  const fail = (outcome: IntrospectionOutcome, started: number, detail: string, retryAfterSeconds?: number): never => {
-    report(outcome, started);
+  let lastFailure: IntrospectionFailure | undefined;
+  /** Set for the probe's call: its outcome goes here, not to the metrics, the warning or lastFailure. */
+  interface ProbeSink {
+    failure?: IntrospectionFailure;
+  }
+  const report = (outcome: IntrospectionOutcome, started: number, sink: ProbeSink | undefined) => {
+    if (sink === undefined) options.onOutcome?.(outcome, (performance.now() - started) / 1000);
+  };
+  const failed = (failure: IntrospectionFailure, sink: ProbeSink | undefined) => {
+    if (sink === undefined) lastFailure = failure;
+    else sink.failure = failure;
+  };
+  const fail = (outcome: IntrospectionOutcome, started: number, sink: ProbeSink | undefined, failure: IntrospectionFailure, detail: string, retryAfterSeconds?: number): never => {
+    report(outcome, started, sink);
+    failed(failure, sink);
     throw new GuardError('introspection_unavailable', { detail, ...(retryAfterSeconds !== undefined && { retryAfterSeconds }) });
   };
 
   async function introspect(token: string): Promise<TokenInfo> {
+    return call(token, undefined);
+  }
+
+  async function call(token: string, sink: ProbeSink | undefined): Promise<TokenInfo> {
     const started = performance.now();
     const body = new URLSearchParams({ token, token_type_hint: 'access_token', ...credentials }).toString();
     const signal = AbortSignal.timeout(options.timeoutMs);
@@ -158,19 +189,20 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
         await response.body.dump();
         const meaning = statusMeaning(statusCode);
         if (meaning === 'token_refused') {
-          report('refused', started);
+          report('refused', started, sink);
           return INACTIVE;
         }
         if (meaning === 'misconfigured') {
-          report('misconfigured', started);
-          warnMisconfigured(statusCode);
+          report('misconfigured', started, sink);
+          failed({ kind: 'status', status: statusCode }, sink);
+          if (sink === undefined) warnMisconfigured(statusCode);
           throw new GuardError('introspection_misconfigured', { detail: `introspection answered HTTP ${statusCode}: check introspection.url and the client credentials` });
         }
         if (statusCode === 429 || statusCode === 503) {
           const retryAfter = retryAfterSeconds(response.headers['retry-after']);
-          return fail(statusCode === 429 ? 'rate_limited' : 'http_error', started, `introspection answered HTTP ${statusCode}`, retryAfter);
+          return fail(statusCode === 429 ? 'rate_limited' : 'http_error', started, sink, { kind: 'status', status: statusCode }, `introspection answered HTTP ${statusCode}`, retryAfter);
         }
-        return fail('http_error', started, `introspection answered HTTP ${statusCode}`);
+        return fail('http_error', started, sink, { kind: 'status', status: statusCode }, `introspection answered HTTP ${statusCode}`);
       }
       const chunks: Buffer[] = [];
       let size = 0;
@@ -178,7 +210,8 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
         size += chunk.length;
         if (size > maxAnswerBytes) {
           response.body.destroy();
-          return fail('invalid_response', started, `introspection answer larger than ${maxAnswerBytes} bytes`);
+          const detail = `introspection answer larger than ${maxAnswerBytes} bytes`;
+          return fail('invalid_response', started, sink, { kind: 'answer', detail }, detail);
         }
         chunks.push(chunk);
       }
@@ -186,17 +219,38 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
     } catch (err) {
       if (err instanceof GuardError) throw err;
       const timedOut = signal.aborted || (err as { name?: string }).name === 'TimeoutError' || (err as { code?: string }).code?.includes('TIMEOUT') === true;
-      return fail(timedOut ? 'timeout' : 'network_error', started, `introspection ${timedOut ? 'timed out' : `failed: ${(err as { code?: string }).code ?? (err as Error).message}`}`);
+      const code = (err as { code?: string }).code;
+      return fail(
+        timedOut ? 'timeout' : 'network_error',
+        started,
+        sink,
+        timedOut ? { kind: 'timeout' } : { kind: 'transport', code: code ?? 'unknown' },
+        `introspection ${timedOut ? 'timed out' : `failed: ${code ?? (err as Error).message}`}`,
+      );
     }
     let info: TokenInfo;
     try {
       info = tokenInfoFromAnswer(JSON.parse(text), { keepClaims: options.keepClaims === true });
     } catch (err) {
-      return fail('invalid_response', started, err instanceof InvalidIntrospectionAnswer ? err.message : 'introspection answer is not JSON');
+      const detail = err instanceof InvalidIntrospectionAnswer ? err.message : 'introspection answer is not JSON';
+      return fail('invalid_response', started, sink, { kind: 'answer', detail }, detail);
     }
-    report(info.active ? 'active' : 'inactive', started);
+    report(info.active ? 'active' : 'inactive', started, sink);
     return info;
   }
 
-  return { introspect, close: () => dispatcher.close() };
+  async function probe(): Promise<ProbeResult> {
+    const started = performance.now();
+    const sink: ProbeSink = {};
+    try {
+      // Random, so no AS can know it: whatever it answers says nothing about a real token.
+      await call(`cnfguard-startup-probe-${randomBytes(16).toString('base64url')}`, sink);
+      return { ok: true, ms: performance.now() - started };
+    } catch (err) {
+      const failure: IntrospectionFailure = sink.failure ?? { kind: 'answer', detail: (err as Error).message };
+      return { ok: false, url: shownUrl, failure, ...explainIntrospectionFailure(failure) };
+    }
+  }
+
+  return { introspect, probe, lastFailure: () => lastFailure, shownUrl, close: () => dispatcher.close() };
 }

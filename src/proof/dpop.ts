@@ -8,9 +8,10 @@
  * Neither the proof nor the access token appears in a failure, a detail or a log line.
  */
 import { constants, createHash, KeyObject, verify as verifySignature } from 'node:crypto';
-import { importJWK, type JWK } from 'jose';
+import type { JWK } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { GuardError, type ReasonId } from '../oauth/errors.ts';
+import { jose } from '../validation/jose.ts';
 import { thumbprintsEqual } from '../pipeline/binding.ts';
 import type { NonceSource } from './nonce.ts';
 import { replayKey, type ReplayStore } from './replay-store.ts';
@@ -120,7 +121,7 @@ const MAX_KNOWN_HEADER_CHARS = 1024;
 const knownHeaders = new LRUCache<string, KnownHeader>({ max: 10_000 });
 
 async function importPublicKey(jwk: Record<string, unknown>, alg: string): Promise<KeyObject | undefined> {
-  const imported = await importJWK(jwk as JWK, alg);
+  const imported = await jose().importJWK(jwk as JWK, alg);
   if (!(imported instanceof CryptoKey) || imported.type !== 'public') return undefined;
   return KeyObject.from(imported);
 }

@@ -4,13 +4,15 @@
  * `iss`, `exp`/`nbf` against the injected clock with no leeway. The claims then go through the
  * same reader as an introspection answer, so `cnf` meets the same binding code.
  */
-import { createLocalJWKSet, errors as joseErrors, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose';
+import type { createLocalJWKSet, JSONWebKeySet, JWTPayload } from 'jose';
 import { Agent, request } from 'undici';
 import { InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from '../introspection/token-info.ts';
 import { GuardError, type ReasonId } from '../oauth/errors.ts';
+import { jose } from './jose.ts';
+import { JWT_ALGORITHMS } from './names.ts';
 
 /** Algorithms a JWT access token may use: asymmetric only (a MAC alg would let the JWKS's public bytes sign). */
-export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+export { JWT_ALGORITHMS };
 
 const B64URL = /^[A-Za-z0-9_-]+$/;
 
@@ -162,6 +164,7 @@ export interface JwtVerifierOptions {
 export type JwtVerify = (token: string) => Promise<TokenInfo>;
 
 function reasonOf(err: unknown): { reason: ReasonId; detail: string } {
+  const joseErrors = jose().errors;
   if (err instanceof GuardError) return { reason: err.reason, detail: err.detail ?? err.reason };
   if (err instanceof joseErrors.JWTExpired) return { reason: 'jwt_expired', detail: 'exp is past' };
   if (err instanceof joseErrors.JWTClaimValidationFailed) {
@@ -188,12 +191,12 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerify {
   const getKeys = (): ReturnType<typeof createLocalJWKSet> | undefined => {
     const keys = options.jwks.keys;
     if (keys === undefined) return undefined;
-    if (keySet?.keys !== keys) keySet = { keys, get: createLocalJWKSet(keys) };
+    if (keySet?.keys !== keys) keySet = { keys, get: jose().createLocalJWKSet(keys) };
     return keySet.get;
   };
 
   async function attempt(token: string, get: ReturnType<typeof createLocalJWKSet>): Promise<JWTPayload> {
-    const { payload } = await jwtVerify(token, get, { issuer: options.issuer, algorithms, typ: 'at+jwt', currentDate: new Date(options.now()), clockTolerance: 0 });
+    const { payload } = await jose().jwtVerify(token, get, { issuer: options.issuer, algorithms, typ: 'at+jwt', currentDate: new Date(options.now()), clockTolerance: 0 });
     return payload;
   }
 
@@ -213,7 +216,7 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerify {
       try {
         payload = await attempt(token, get);
       } catch (err) {
-        if (!(err instanceof joseErrors.JWKSNoMatchingKey)) throw err;
+        if (!(err instanceof jose().errors.JWKSNoMatchingKey)) throw err;
         // An unknown kid: the AS may have rotated. Refetch (within the cooldown) and try once more.
         const changed = await options.jwks.refresh();
         if (!changed && options.jwks.failing) throw new GuardError('jwks_unavailable', { detail: 'unknown key and the JWKS cannot be fetched' });

@@ -11,8 +11,8 @@ import { cacheLifetimeMs, tokenCacheKey, type LookupContext, type TokenIntrospec
 import type { JwtVerify } from './jwt.ts';
 import { looksLikeJws } from './jwt.ts';
 
-export const VALIDATION_MODES = ['introspection', 'jwt', 'jwt-then-introspection'] as const;
-export type ValidationMode = (typeof VALIDATION_MODES)[number];
+import type { ValidationMode } from './names.ts';
+export { VALIDATION_MODES, type ValidationMode } from './names.ts';
 export type ValidationSource = 'introspection' | 'jwt';
 
 export interface ValidatedToken {

@@ -32,6 +32,7 @@ interface QuickResult {
   h2?: PairRow;
   grpcUnary?: PairRow;
   decisions?: { sides: { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }[]; decisionsVsProxy?: number; decisionsVsNginxAlone?: number };
+  startup?: { name: string; coldMs: number; warmMs: number; noCacheMs: number; idleRssMb?: number }[];
 }
 
 interface PairRow {
@@ -129,5 +130,12 @@ describe('npm run bench -- --quick', () => {
     expect(result.handshakes.cnfguard?.resumed.resumedShare).toBe(1);
     const capped = result.memory.find((m) => m.maxEntries === 1000);
     expect(capped?.checkpoints.at(-1)).toMatchObject({ tokens: 3000, cacheSize: 1000 });
+  });
+
+  it('measures start-up: --help, check, and run until listening, with the idle RSS', () => {
+    expect(result.startup?.map((r) => r.name)).toEqual(['--help', 'check', 'run (listening)']);
+    for (const row of result.startup ?? []) for (const ms of [row.coldMs, row.warmMs, row.noCacheMs]) expect(ms).toBeGreaterThan(0);
+    expect(result.startup?.at(-1)?.idleRssMb).toBeGreaterThan(10);
+    expect(stdout).toMatch(/^run \(listening\)\s+\d+\s+\d+/m);
   });
 });

@@ -4,7 +4,8 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -25,8 +26,8 @@ interface Finished {
   stderr: string;
 }
 
-function cnfguard(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Finished> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function cnfguard(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<Finished> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -50,6 +51,181 @@ beforeAll(async () => {
 afterAll(async () => {
   await d?.stop();
   await rm(dir, { recursive: true, force: true });
+});
+
+describe('cnfguard version and help', () => {
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+
+  it.each([['version'], ['--version'], ['-V']])('%s prints the version from package.json, exit 0', async (arg) => {
+    const r = await cnfguard([arg]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe(`cnfguard ${version} (Node.js ${process.version})\n`);
+  });
+
+  it.each([
+    ['run', '--help'],
+    ['check', '--help'],
+    ['run', '-h'],
+    ['dev-certs', 'help'],
+    ['thumbprint', 'help'],
+    ['dev-certs', '--help'],
+    ['help', 'check'],
+  ])('%s %s prints the command\'s usage, exit 0, and creates or reads nothing', async (command, arg) => {
+    // An empty folder as cwd and no CNFGUARD_CONFIG: a command that went ahead would fail (no config,
+    // no file named help) or leave something behind (dev-certs help used to make ./help/).
+    const cwd = await mkdtemp(join(tmpdir(), 'cnfguard-help-'));
+    try {
+      const r = await cnfguard([command, arg], { CNFGUARD_CONFIG: '' }, cwd);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^usage: cnfguard ${command === 'help' ? arg : command}`));
+      expect(await readdir(cwd)).toEqual([]);
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+    }
+  });
+
+  it('documents -c in the overview, in run and check help, and in the README', async () => {
+    const overview = await cnfguard(['--help']);
+    expect(overview.code).toBe(0);
+    expect(overview.stdout).toContain('-c FILE');
+    for (const command of ['run', 'check']) expect((await cnfguard([command, '--help'])).stdout).toMatch(/-c, --config FILE/);
+    expect(readFileSync(join(ROOT, 'README.md'), 'utf8')).toMatch(/-c, --config FILE|`-c FILE`/);
+  });
+
+  it('without a command prints the overview and exits 2; an unknown command too', async () => {
+    const none = await cnfguard([]);
+    expect(none.code).toBe(2);
+    expect(none.stdout).toContain('usage: cnfguard COMMAND');
+    const unknown = await cnfguard(['serve']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown command "serve"');
+  });
+});
+
+describe('cnfguard check refuses what run would refuse, and warns', () => {
+  async function clashing(name: string, extra: Record<string, unknown>): Promise<string> {
+    const file = join(dir, `${name}.yaml`);
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, extra)));
+    return file;
+  }
+
+  it('listen.port == admin.port: check exits 2 with the message run gives', async () => {
+    const file = await clashing('clash-admin', { listen: { host: '127.0.0.1', port: 18443 }, admin: { host: '127.0.0.1', port: 18443 } });
+    const checked = await cnfguard(['check', '--config', file]);
+    expect(checked.code).toBe(2);
+    const message = 'admin.port: 127.0.0.1:18443 is also the proxy listener\'s address (listen: 127.0.0.1:18443); each listener needs its own port';
+    expect(checked.stderr).toContain(message);
+    const ran = await cnfguard(['run', '--config', file]);
+    expect(ran.code).toBe(2);
+    expect(ran.stderr).toContain(message);
+    const line = JSON.parse(ran.stdout.trim().split('\n')[0] ?? '{}') as { problems: { path: string; message: string }[] };
+    expect(line.problems).toEqual([{ path: 'admin.port', message: message.slice('admin.port: '.length) }]);
+  });
+
+  it('any two listeners on one port clash, a wildcard host with any other; port 0 never does', async () => {
+    const decision = await cnfguard(['check', '--config', await clashing('clash-decision', { listen: { host: '0.0.0.0', port: 18444 }, decisionApi: { host: '127.0.0.1', port: 18444 } })]);
+    expect(decision.code).toBe(2);
+    expect(decision.stderr).toContain("decisionApi.port: 127.0.0.1:18444 is also the proxy listener's address");
+    const adminDecision = await cnfguard(['check', '--config', await clashing('clash-admin-decision', { admin: { host: 'localhost', port: 19444 }, decisionApi: { host: '127.0.0.1', port: 19444 } })]);
+    expect(adminDecision.code).toBe(2);
+    expect(adminDecision.stderr).toContain("decisionApi.port: 127.0.0.1:19444 is also the admin listener's address");
+    const apart = await cnfguard(['check', '--config', await clashing('apart', { listen: { host: '127.0.0.2', port: 18445 }, admin: { host: '127.0.0.1', port: 18445 }, decisionApi: { host: '127.0.0.1', port: 0 } })]);
+    expect(apart.stderr).toBe('');
+    expect(apart.code).toBe(0);
+  });
+
+  it('warns on an http:// introspection URL and on binding off on every route (stderr, exit 0)', async () => {
+    const file = await clashing('warnings', {
+      introspection: { url: 'http://127.0.0.1:1/introspect', clientId: 'rs', clientSecret: 'rs-secret' },
+      binding: 'off',
+      routes: [{ pathPrefix: '/a' }, { pathPrefix: '/b', binding: 'off' }],
+    });
+    const r = await cnfguard(['check', '--config', file]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain('cnfguard: warning: introspection.url: http:// sends the tokens and the client credentials unencrypted; use https://');
+    expect(r.stderr).toContain('cnfguard: warning: binding: off on every route (the default and all 2)');
+    const oneBound = await cnfguard(['check', '--config', await clashing('one-bound', { binding: 'off', routes: [{ pathPrefix: '/a', binding: 'required' }] })]);
+    expect(oneBound.code).toBe(0);
+    expect(oneBound.stderr).toBe('');
+  });
+
+  it('run logs the same warnings as warn lines before it starts', async () => {
+    const file = await clashing('warnings-run', {
+      introspection: { url: 'http://127.0.0.1:1/introspect', clientId: 'rs', clientSecret: 'rs-secret', probeAtStartup: false },
+      binding: 'off',
+    });
+    const child = spawn(process.execPath, [BIN, 'run', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (c: Buffer) => {
+        stdout += c.toString();
+        if (stdout.includes('cnfguard started')) resolve();
+      });
+      child.on('exit', (code) => reject(new Error(`exited ${String(code)}: ${stdout}`)));
+    });
+    child.kill('SIGTERM');
+    await once(child, 'exit');
+    const warnings = stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: string; path?: string; msg: string })
+      .filter((e) => e.level === 'warn');
+    expect(warnings.map((w) => w.path)).toEqual(['introspection.url', 'binding']);
+    expect(warnings[0]?.msg).toContain('http:// sends the tokens');
+  });
+});
+
+describe('relative file paths in the config', () => {
+  /** A folder with the config in conf/ and the server pair in certs/: the layouts below differ in what the paths are relative to. */
+  async function layout(paths: { cert: string; key: string }): Promise<{ root: string; config: string }> {
+    const root = await mkdtemp(join(tmpdir(), 'cnfguard-paths-'));
+    await mkdir(join(root, 'conf', 'certs'), { recursive: true });
+    await mkdir(join(root, 'certs'), { recursive: true });
+    const config = join(root, 'conf', 'cnfguard.yaml');
+    await writeFile(config, stringify(baseConfig(d.pki, d.as, d.upstream, { tls: paths })));
+    return { root, config };
+  }
+
+  it('are read from the config file\'s folder, whatever the working directory', async () => {
+    const { root, config } = await layout({ cert: 'certs/tls.crt', key: './certs/tls.key' });
+    try {
+      await copyFile(d.pki.files.server.cert, join(root, 'conf', 'certs', 'tls.crt'));
+      await copyFile(d.pki.files.server.key, join(root, 'conf', 'certs', 'tls.key'));
+      const r = await cnfguard(['check', '-c', config], {}, tmpdir());
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(`cert: ${join(root, 'conf', 'certs', 'tls.crt')}`);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('found only from the working directory (the old reading) still work, with a warning that names the key', async () => {
+    const { root } = await layout({ cert: 'certs/tls.crt', key: 'certs/tls.key' });
+    try {
+      await copyFile(d.pki.files.server.cert, join(root, 'certs', 'tls.crt'));
+      await copyFile(d.pki.files.server.key, join(root, 'certs', 'tls.key'));
+      const r = await cnfguard(['check', '-c', 'conf/cnfguard.yaml'], {}, root);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toContain(`cnfguard: warning: tls.cert: "certs/tls.crt" is read from the working directory (${join(root, 'certs', 'tls.crt')}); relative paths are read from the config file's folder (${join(root, 'conf')})`);
+      expect(r.stderr).toContain('cnfguard: warning: tls.key: ');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('found nowhere: the error names the path under the config file\'s folder', async () => {
+    const { root, config } = await layout({ cert: 'certs/tls.crt', key: d.pki.files.server.key });
+    try {
+      const r = await cnfguard(['check', '-c', config], {}, root);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`tls.cert: cannot read file "${join(root, 'conf', 'certs', 'tls.crt')}": ENOENT`);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('cnfguard check', () => {
@@ -133,6 +309,25 @@ describe('cnfguard check', () => {
     expect(r.stderr).toContain('introspection.clientSecret: environment variable RS_SECRET is not set');
   });
 
+  it('${PORT:-8443} inside a { … } flow map works; a YAML error is short and points at the line', async () => {
+    const flow = join(dir, 'flow.yaml');
+    const c = baseConfig(d.pki, d.as, d.upstream) as { tls: { cert: string; key: string } };
+    const yaml = `listen: { host: 127.0.0.1, port: \${CNFGUARD_TEST_PORT:-8443} }\ntls: { cert: ${c.tls.cert}, key: ${c.tls.key} }\nintrospection: { url: ${d.as.introspectionUrl}, clientId: rs, clientSecret: \${RS_SECRET} }\nupstream: ${d.upstream.url}\nadmin: { host: 127.0.0.1, port: \${ADMIN_PORT:-0} }\n`;
+    await writeFile(flow, yaml);
+    const r = await cnfguard(['check', '-c', flow], { RS_SECRET: 'rs-secret', CNFGUARD_TEST_PORT: '9443' });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/listen:\n {2}host: 127\.0\.0\.1\n {2}port: 9443\n/);
+    const broken = join(dir, 'broken.yaml');
+    await writeFile(broken, yaml.replace('${CNFGUARD_TEST_PORT:-8443} }', '${CNFGUARD_TEST_PORT:-8443 }'));
+    const bad = await cnfguard(['check', '-c', broken], { RS_SECRET: 'rs-secret' });
+    expect(bad.code).toBe(2);
+    const lines = bad.stderr.trimEnd().split('\n');
+    expect(lines.length).toBeLessThanOrEqual(6);
+    expect(lines[1]).toMatch(new RegExp(`^  - YAML: ${broken.replaceAll('.', '\\.')}:2:1: `));
+    expect(bad.stderr).toContain('line 1 has a "${"');
+  });
+
   it('a missing --config is a usage error', async () => {
     const r = await cnfguard(['check'], { CNFGUARD_CONFIG: '' });
     expect(r.code).toBe(2);
@@ -206,9 +401,17 @@ describe('cnfguard run', () => {
     const file = join(dir, 'taken.yaml');
     await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { listen: { host: '127.0.0.1', port } })));
     const r = await cnfguard(['run', '--config', file]);
-    blocker.close();
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('EADDRINUSE');
+    expect(r.stderr).toContain(`cnfguard: cannot start: the proxy listener (listen) cannot listen on 127.0.0.1:${port}: EADDRINUSE: the address is already in use`);
+    // The admin listener's turn: the message names it and its address.
+    const adminFile = join(dir, 'taken-admin.yaml');
+    await writeFile(adminFile, stringify(baseConfig(d.pki, d.as, d.upstream, { admin: { host: '127.0.0.1', port }, introspection: { url: d.as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, probeAtStartup: false } })));
+    const admin = await cnfguard(['run', '--config', adminFile]);
+    blocker.close();
+    expect(admin.code).toBe(2);
+    expect(admin.stderr).toContain(`the admin listener (admin) cannot listen on 127.0.0.1:${port}: EADDRINUSE`);
+    const fatal = admin.stdout.split('\n').find((l) => l.includes('"level":"fatal"'));
+    expect(JSON.parse(fatal ?? '{}')).toMatchObject({ code: 'EADDRINUSE', msg: expect.stringContaining('the admin listener (admin)') as unknown });
   });
 
   it('nothing half-started: when the admin port is taken, the proxy listener is released again', async () => {

@@ -165,6 +165,44 @@ describe('parseConfigText', () => {
     expect(problems[0]?.message).toMatch(/^YAML: /);
   });
 
+  it('a reference inside a flow map or sequence is a plain value (issue 18: the README\'s own { … } maps)', () => {
+    const problems: ConfigProblem[] = [];
+    const text = 'listen: { host: 127.0.0.1, port: ${PORT:-8443} }\nscopes: [${S1}, "${S2:-b}", \'${S3:-c}\']\nadmin: {port: ${ADMIN:-9090}}\n';
+    expect(parseConfigText(text, { S1: 'a' }, problems)).toEqual({ listen: { host: '127.0.0.1', port: '8443' }, scopes: ['a', 'b', 'c'], admin: { port: '9090' } });
+    expect(parseConfigText(text, { PORT: '9443', S1: 'a' }, problems)).toMatchObject({ listen: { port: '9443' } });
+    expect(problems).toEqual([]);
+  });
+
+  it('an environment value is text, never YAML; $$ stays a literal $; keys are not interpolated', () => {
+    const problems: ConfigProblem[] = [];
+    const raw = parseConfigText('a: { b: ${X} }\nc: "$${X}"\n${K}: 1\nd: pre-${X}-post # ${IN_COMMENT}\n', { X: '{ evil: [1] }' }, problems);
+    expect(raw).toEqual({ a: { b: '{ evil: [1] }' }, c: '${X}', '${K}': 1, d: 'pre-{ evil: [1] }-post' });
+    expect(problems).toEqual([]);
+  });
+
+  it('a YAML syntax error is a few lines: file:line:col, the message, the line with a caret, a hint on ${', () => {
+    const problems: ConfigProblem[] = [];
+    const text = 'upstream: http://a\nlisten: { port: ${PORT:-8443}, host: a b: c }\nadmin: { port: 1 }\n';
+    expect(parseConfigText(text, {}, problems, '/etc/cnfguard.yaml')).toBeUndefined();
+    expect(problems).toHaveLength(1);
+    const lines = (problems[0]?.message ?? '').split('\n');
+    expect(lines.length).toBeLessThanOrEqual(5);
+    expect(lines[0]).toMatch(/^YAML: \/etc\/cnfguard\.yaml:2:\d+: \S/);
+    expect(lines[1]).toBe('      listen: { port: ${PORT:-8443}, host: a b: c }');
+    expect(lines[2]).toMatch(/^ {6} +\^$/);
+    expect(lines[3]).toContain('this line has a "${"');
+    // A reference that swallowed the map's closing brace: the hint points at the line before.
+    const swallowed: ConfigProblem[] = [];
+    expect(parseConfigText('listen: { port: ${PORT:-8443 }\nupstream: x\n', {}, swallowed, 'c.yaml')).toBeUndefined();
+    expect(swallowed[0]?.message).toMatch(/^YAML: c\.yaml:2:1: /);
+    expect(swallowed[0]?.message).toContain('line 1 has a "${"');
+    // No ${ near: no hint.
+    const plain: ConfigProblem[] = [];
+    parseConfigText('listen: { host: a\n', {}, plain);
+    expect(plain[0]?.message).toMatch(/^YAML: line \d+, column \d+: /);
+    expect(plain[0]?.message).not.toContain('${');
+  });
+
   it('refuses a duplicate key, naming the key', () => {
     const problems: ConfigProblem[] = [];
     expect(parseConfigText('upstream: http://a\nupstream: http://b\n', {}, problems)).toBeUndefined();

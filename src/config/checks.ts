@@ -1,0 +1,52 @@
+/**
+ * Checks over validated settings that no single key's schema can make: listeners that would
+ * collide (a config error, so `check` refuses what `run` would), and settings that are legal but
+ * almost always a mistake (warnings: `check` prints them, `run` logs them).
+ */
+import type { Settings } from './schema.ts';
+import type { ConfigProblem } from './load.ts';
+
+const WILDCARDS = new Set(['0.0.0.0', '::', '[::]', '']);
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);
+
+/** Could a bind to `a` and one to `b` on the same port collide? Wildcards take every address. */
+function sameAddress(a: string, b: string): boolean {
+  const x = a.toLowerCase();
+  const y = b.toLowerCase();
+  return x === y || WILDCARDS.has(x) || WILDCARDS.has(y) || (LOOPBACK.has(x) && LOOPBACK.has(y));
+}
+
+/** Two of the proxy, admin and decision API listeners on one host:port (port 0, any free port, never collides). */
+export function listenerClashes(settings: Settings): ConfigProblem[] {
+  const listeners: { path: string; name: string; host: string; port: number }[] = [
+    { path: 'listen', name: 'the proxy listener', ...settings.listen },
+    { path: 'admin', name: 'the admin listener', ...settings.admin },
+    ...(settings.decisionApi === undefined ? [] : [{ path: 'decisionApi', name: 'the decision API', ...settings.decisionApi }]),
+  ];
+  const problems: ConfigProblem[] = [];
+  listeners.forEach((later, index) => {
+    const earlier = listeners.slice(0, index).find((l) => l.port !== 0 && l.port === later.port && sameAddress(l.host, later.host));
+    if (earlier !== undefined) {
+      problems.push({
+        path: `${later.path}.port`,
+        message: `${later.host}:${later.port} is also ${earlier.name}'s address (${earlier.path}: ${earlier.host}:${earlier.port}); each listener needs its own port`,
+      });
+    }
+  });
+  return problems;
+}
+
+/** Legal settings that are probably mistakes. */
+export function configWarnings(settings: Settings): ConfigProblem[] {
+  const warnings: ConfigProblem[] = [];
+  if (new URL(settings.introspection.url).protocol === 'http:') {
+    warnings.push({ path: 'introspection.url', message: 'http:// sends the tokens and the client credentials unencrypted; use https://' });
+  }
+  if (settings.binding === 'off' && settings.routes.every((route) => (route.binding ?? settings.binding) === 'off')) {
+    warnings.push({
+      path: 'binding',
+      message: `off on every route${settings.routes.length > 0 ? ` (the default and all ${settings.routes.length})` : ''}: tokens are validated but never checked against a certificate or DPoP key, so a stolen token works`,
+    });
+  }
+  return warnings;
+}
