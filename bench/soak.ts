@@ -542,9 +542,18 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
   const target = guard.started.url;
   const validTarget = (): string => (replica !== undefined && Math.random() < 0.5 ? replica.started.url : target);
 
-  const agentFor = (pair: PemPair | undefined): Agent =>
-    new Agent({ connect: { ca: pki.certs.ca.cert, ...(pair !== undefined && { cert: pair.cert, key: pair.key }) }, keepAliveTimeout: 4_000, connections: 8 });
-  const agents = { client1: agentFor(pairs.client1), client2: agentFor(pairs.client2), selfSigned: agentFor(pairs.selfSigned), none: agentFor(undefined) };
+  const agentFor = (pair: PemPair | undefined, localAddress: string): Agent =>
+    new Agent({ localAddress, connect: { ca: pki.certs.ca.cert, ...(pair !== undefined && { cert: pair.cert, key: pair.key }) }, keepAliveTimeout: 4_000, connections: 8 });
+  const agents = { client1: agentFor(pairs.client1, '127.0.0.1'), client2: agentFor(pairs.client2, '127.0.0.1'), selfSigned: agentFor(pairs.selfSigned, '127.0.0.1'), none: agentFor(undefined, '127.0.0.1') };
+  // Must-deny traffic comes from another peer (127.0.0.2), as an attacker would: its made-up tokens
+  // spend that peer's introspection budget (limits per peer), not the legitimate clients'. From one
+  // address, the junk tokens' misses made valid clients' re-introspections answer 429.
+  const attackerAgents = new Map<Agent, Agent>([
+    [agents.client1, agentFor(pairs.client1, '127.0.0.2')],
+    [agents.client2, agentFor(pairs.client2, '127.0.0.2')],
+    [agents.selfSigned, agentFor(pairs.selfSigned, '127.0.0.2')],
+    [agents.none, agentFor(undefined, '127.0.0.2')],
+  ]);
 
   // --- tokens, per AS generation ----------------------------------------------------------------
   /** Tokens of this generation or older were issued by an AS that has since been killed. */
@@ -689,7 +698,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
         if (Math.random() < 0.3) headers.push(...forged('client1'));
         break;
       case 'garbage_token':
-        agent = Math.random() < 0.5 ? agents.client1 : agents.none;
+        // No certificate: with one, the misses would be charged to that certificate's introspection
+        // budget (cnfguard budgets per certificate before per address), and a holder of client1's
+        // key sending junk is rightly slowed down, valid requests included.
+        agent = agents.none;
         headers = bearer(garbage());
         break;
       case 'unbound_token':
@@ -724,7 +736,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     let reached = false;
     let why = '';
     try {
-      const res = await request(`${VALID.has(category) ? validTarget() : target}/soak/${category}`, { dispatcher: agent, method: 'GET', headers, headersTimeout: 10_000, bodyTimeout: 10_000 });
+      const res = await request(`${VALID.has(category) ? validTarget() : target}/soak/${category}`, { dispatcher: VALID.has(category) ? agent : (attackerAgents.get(agent) ?? agent), method: 'GET', headers, headersTimeout: 10_000, bodyTimeout: 10_000 });
       status = res.statusCode;
       reached = res.headers['x-soak-upstream'] === '1';
       const body = await res.body.text();
@@ -874,7 +886,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
 
   // --- shutdown: everything this run started --------------------------------------------------------
   await Promise.allSettled(outageTasks);
-  await Promise.allSettled(Object.values(agents).map((agent) => agent.close()));
+  await Promise.allSettled([...Object.values(agents), ...attackerAgents.values()].map((agent) => agent.close()));
   await guard.app.stop(1000);
   await replica?.app.stop(1000);
   if (as !== undefined) {
