@@ -5,6 +5,7 @@ import { generateKeyPair, generateProof } from 'dpop';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAuthorizationServer, type AuthorizationServer } from '../../demo/authorization-server.ts';
 import { startEchoUpstream, type EchoUpstream } from '../../demo/echo-upstream.ts';
+import { scrape } from '../fixtures/prometheus.ts';
 import { baseConfig, createPki, curl, startGuard, type Guard, type Pki } from '../fixtures/stack.ts';
 
 const JWT_RS = 'https://jwt-rs.cnfguard.test/';
@@ -115,11 +116,7 @@ describe('JWKS key rotation and outage', () => {
   const COOLDOWN_MS = 1000;
   const jwtFor = (server: AuthorizationServer) => server.issueToken({ clientCert: pki.certs.clients.client1, caCert: pki.certs.ca.cert, resource: JWT_RS });
   const get = (token: string) => curl(pki, `${guard.started.url}/x`, { token, cert: pki.files.client1 });
-  const jwksFetches = async (result: 'success' | 'failure') => {
-    const text = await (await fetch(`${guard.started.adminUrl}/metrics`)).text();
-    const line = text.split('\n').find((l) => l.startsWith(`cnfguard_jwks_fetches_total{result="${result}"}`));
-    return line === undefined ? 0 : Number(line.split(' ').pop());
-  };
+  const jwksFetches = async (result: 'success' | 'failure') => (await scrape(guard.started.adminUrl)).value('cnfguard_jwks_fetches_total', { result }) ?? 0;
 
   beforeAll(async () => {
     ({ pki, as, upstream, guard } = await startJwtStack((server) => ({
