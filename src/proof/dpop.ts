@@ -344,6 +344,7 @@ async function verify(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult
   const lastDot = proof.lastIndexOf('.');
   const headerPart = proof.slice(0, firstDot);
   let known = knownHeaders.get(headerPart);
+  const seenBefore = known !== undefined;
   if (known === undefined) {
     const checked = await checkHeader(headerPart, deps.policy);
     if (!('key' in checked)) return checked;
@@ -360,7 +361,8 @@ async function verify(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult
     valid = false;
   }
   if (!valid) return fail('signature', 'signature does not verify with the header jwk');
-  if (headerPart.length <= MAX_KNOWN_HEADER_CHARS) knownHeaders.set(headerPart, known);
+  // A header seen before is already in the cache (and get() made it the most recent).
+  if (!seenBefore && headerPart.length <= MAX_KNOWN_HEADER_CHARS) knownHeaders.set(headerPart, known);
 
   const { jti, htm, htu, iat, ath, nonce } = claims;
   if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_JTI_LENGTH) return fail('claims', 'jti missing or not a string of 1..256');
