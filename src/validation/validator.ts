@@ -96,7 +96,9 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
       // jwt-then-introspection: only a JWS claiming this issuer is checked locally, and then
       // refused when it fails; anything else is the AS's to judge. A JWT verified before is in
       // the cache, which answers before the token is parsed again.
-      if (jwt === undefined) return viaIntrospection(token, context);
+      // A token without a dot is no JWS, so never in the JWT cache: it is not hashed for it (the
+      // introspector hashes it for its own cache).
+      if (jwt === undefined || !token.includes('.')) return viaIntrospection(token, context);
       const key = tokenCacheKey(token);
       const cached = cache?.get(key);
       if (cached !== undefined || (looksLikeJws(token) && unverifiedIssuer(token) === jwt.issuer)) return viaJwt(token, route.audience, key, cached);
