@@ -57,7 +57,7 @@ function version(): string {
 
 async function run(args: string[]): Promise<number> {
   const file = configPath('run', args);
-  const [{ ConfigError, loadConfigFile, configWarnings }, { createLogger }] = await Promise.all([import('../src/config/load.ts'), import('../src/log.ts')]);
+  const [{ ConfigError, loadConfigFile, warningsOf }, { createLogger }] = await Promise.all([import('../src/config/load.ts'), import('../src/log.ts')]);
   let config: Awaited<ReturnType<typeof loadConfigFile>>;
   try {
     config = loadConfigFile(file);
@@ -72,7 +72,7 @@ async function run(args: string[]): Promise<number> {
   const exit = (code: number) => process.exit(code);
   const warn = (logger: { warn(detail: object, message: string): void }) => {
     if (cluster.isWorker) return; // the primary said it once
-    for (const w of [...(config.warnings ?? []), ...configWarnings(config.settings)]) logger.warn({ config: file, path: w.path }, w.message);
+    for (const w of warningsOf(config)) logger.warn({ config: file, path: w.path }, w.message);
   };
   const { installFatalHandlers } = await import('../src/fatal.ts');
   const { announceWorker, runPrimary, workerCount } = await import('../src/cluster.ts');
@@ -128,11 +128,11 @@ async function run(args: string[]): Promise<number> {
 
 async function check(args: string[]): Promise<number> {
   const file = configPath('check', args);
-  const { ConfigError, configWarnings, effectiveConfigYaml, loadConfigFile } = await import('../src/config/load.ts');
+  const { ConfigError, effectiveConfigYaml, loadConfigFile, warningsOf } = await import('../src/config/load.ts');
   try {
     const config = loadConfigFile(file);
     process.stdout.write(effectiveConfigYaml(config));
-    for (const w of [...(config.warnings ?? []), ...configWarnings(config.settings)]) process.stderr.write(`cnfguard: warning: ${w.path ? `${w.path}: ` : ''}${w.message}\n`);
+    for (const w of warningsOf(config)) process.stderr.write(`cnfguard: warning: ${w.path ? `${w.path}: ` : ''}${w.message}\n`);
     return 0;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;

@@ -11,6 +11,7 @@ import { listenerClashes } from './checks.ts';
 import { configSchema, type Settings } from './schema.ts';
 import { shadowedRoutes } from '../pipeline/route.ts';
 import { splitPemCertificates } from '../tls/certificates.ts';
+import { configWarnings } from './checks.ts';
 
 export interface ConfigProblem {
   /** YAML path, e.g. `introspection.url` or `routes[0].upstream`; empty for the file itself. */
@@ -453,7 +454,10 @@ export function loadConfigFile(file: string, env: Environment = process.env): Lo
   return Object.freeze({ ...loadConfigObject(raw, file, problems, dirname(resolve(file))), file });
 }
 
-export { configWarnings } from './checks.ts';
+/** Every warning about a loaded config, for `check` to print and `run` to log: the loader's notes, then the settings' (checks.ts). */
+export function warningsOf(config: LoadedConfig): ConfigProblem[] {
+  return [...(config.warnings ?? []), ...configWarnings(config.settings)];
+}
 
 const MASK = '********';
 
