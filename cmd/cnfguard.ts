@@ -50,9 +50,10 @@ function onePositional(command: string, args: string[], what: string): string {
   return positionals[0];
 }
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: string };
-  return `cnfguard ${pkg.version ?? 'unknown'} (Node.js ${process.version})\n`;
+async function version(): Promise<string> {
+  // src/version.ts reads package.json, as the start-up line and build info do; it loads only node:fs.
+  const { NODE_VERSION, VERSION } = await import('../src/version.ts');
+  return `cnfguard ${VERSION} (Node.js ${NODE_VERSION})\n`;
 }
 
 async function run(args: string[]): Promise<number> {
@@ -236,9 +237,9 @@ prints the files it wrote. For development only. A directory named help: ./help
 
 Prints cnfguard's version and the Node.js version it runs on.
 `,
-    run: (args) => {
+    run: async (args) => {
       if (args.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(args[0])}`, 'version');
-      process.stdout.write(version());
+      process.stdout.write(await version());
       return 0;
     },
   },
@@ -279,7 +280,7 @@ async function main(argv: string[]): Promise<number> {
       }
       case '--version':
       case '-V':
-        process.stdout.write(version());
+        process.stdout.write(await version());
         return 0;
     }
     const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
