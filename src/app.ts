@@ -334,6 +334,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           decisionPort: decisionAddress?.port,
         };
         logger.info({ version: VERSION, node: NODE_VERSION, listen: started.url, admin: started.adminUrl, config: config.source }, 'cnfguard started');
+        logger.flush(); // what supervisors and people wait for: not held in the log batch
         if (client !== undefined && settings.introspection.probeAtStartup && deps.probeIntrospection !== false && usesIntrospection(settings)) {
           // Not awaited: serving does not wait for the AS; the warning comes when the answer does.
           void client.probe().then((result) => {
@@ -354,6 +355,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       ready = false;
       draining = true;
       logger.info({ graceMs, upgraded: upgraded.size }, 'draining');
+      logger.flush();
       const websocketDeadline = setTimeout(() => {
         for (const socket of upgraded) socket.destroy();
       }, graceMs);
@@ -391,6 +393,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       current = effective;
       metrics.configReloads.inc({ result: 'applied' });
       logger.info({ config: config.source }, 'config reloaded');
+      logger.flush();
       return { config: 'applied', restartRequired, certificates: certificatesResult };
     },
   };

@@ -11,6 +11,9 @@ export type { Logger };
 /** How long a log line may wait in the buffer when traffic is low. */
 const FLUSH_INTERVAL_MS = 200;
 
+/** pino's number for `warn`: lines at this level or above leave the buffer at once. */
+const FLUSH_AT_LEVEL = 40;
+
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   let stdout: DestinationStream | undefined;
   if (destination === undefined) {
@@ -27,6 +30,16 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       timestamp: pino.stdTimeFunctions.isoTime,
       // `"level":"info"`, not pino's number: what log tools and people search for.
       formatters: { level: (label) => ({ level: label }) },
+      // Warnings and errors should not sit up to FLUSH_INTERVAL_MS in the batch: an operator reads
+      // them as they happen. (The access log writes to the stream itself and keeps the batching.)
+      ...(stdout !== undefined && {
+        hooks: {
+          logMethod(this: Logger, args: Parameters<Logger['info']>, method: Logger['info'], level: number) {
+            method.apply(this, args);
+            if (level >= FLUSH_AT_LEVEL) this.flush();
+          },
+        },
+      }),
     },
     destination ?? stdout,
   );
