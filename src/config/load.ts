@@ -465,5 +465,14 @@ const MASK = '********';
 export function effectiveConfigYaml(config: LoadedConfig): string {
   const settings = structuredClone(config.settings) as Settings;
   if (settings.introspection.clientSecret !== undefined) settings.introspection.clientSecret = MASK;
+  // redis://user:password@host: the store's password is as secret as the client's.
+  if (settings.sharedState !== undefined) settings.sharedState.url = withoutPassword(settings.sharedState.url);
   return stringify(settings);
+}
+
+function withoutPassword(value: string): string {
+  const url = new URL(value);
+  if (url.password === '') return value;
+  url.password = MASK;
+  return url.toString();
 }

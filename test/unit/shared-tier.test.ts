@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfigObject, type ConfigError } from '../../src/config/load.ts';
+import { effectiveConfigYaml, loadConfigObject, type ConfigError } from '../../src/config/load.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
 import { createCachedIntrospector } from '../../src/pipeline/introspect.ts';
 import { withSharedTier, type SharedTier } from '../../src/state/shared-store.ts';
@@ -64,5 +64,11 @@ describe('shared tier', () => {
     const loaded = loadConfigObject({ ...base, sharedState: { url: 'rediss://x:6380', secretFile: join(dir, 'good') } }, 'test');
     expect(loaded.settings.sharedState).toMatchObject({ keyPrefix: 'cnfguard:', onUnavailable: 'fail-closed', timeoutMs: 200 });
     expect(loaded.sharedState?.secret.length).toBe(32);
+    // `check` prints the effective config: the store's password is masked like the client secret.
+    const withPassword = loadConfigObject({ ...base, sharedState: { url: 'rediss://cnfguard:store-pass-0001@x:6380/2', secretFile: join(dir, 'good') } }, 'test');
+    const shown = effectiveConfigYaml(withPassword);
+    expect(shown).not.toContain('store-pass-0001');
+    expect(shown).toContain('rediss://cnfguard:********@x:6380/2');
+    expect(withPassword.settings.sharedState?.url).toBe('rediss://cnfguard:store-pass-0001@x:6380/2');
   });
 });
