@@ -203,11 +203,14 @@ const REASON_OF: Readonly<Record<DpopCheck, ReasonId>> = {
   store_unavailable: 'dpop_replay_unavailable',
 };
 
-function fail(check: DpopCheck, detail: string, dpopNonce?: string): DpopResult {
+function fail(check: DpopCheck, detail: string, more: { dpopNonce?: string; retryAfterSeconds?: number } = {}): DpopResult {
   const reason = REASON_OF[check];
-  const error = new GuardError(reason, dpopNonce === undefined ? { detail: `dpop ${check}: ${detail}` } : { detail: `dpop ${check}: ${detail}`, dpopNonce });
+  const error = new GuardError(reason, { detail: `dpop ${check}: ${detail}`, ...more });
   return { ok: false, check, reason, error };
 }
+
+/** A replay store that cannot answer is a short outage (the shared store's reconnects take about a second). */
+const STORE_RETRY_AFTER_SECONDS = 1;
 
 /** Whether a proof's `alg` is accepted under the configured list (EdDSA and Ed25519 are one algorithm for Ed25519 keys). */
 export function algorithmAccepted(alg: string, configured: readonly string[]): boolean {
@@ -382,7 +385,7 @@ async function verify(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult
   if (typeof ath !== 'string' || !thumbprintsEqual(accessTokenHash(input.accessToken), ath)) return fail('ath', 'ath missing or not the access token hash');
 
   if (deps.nonces !== undefined && (nonce === undefined || !deps.nonces.accepts(nonce))) {
-    return fail('nonce', nonce === undefined ? 'no nonce' : 'nonce not current', deps.nonces.current());
+    return fail('nonce', nonce === undefined ? 'no nonce' : 'nonce not current', { dpopNonce: deps.nonces.current() });
   }
 
   let fresh: boolean;
@@ -390,7 +393,8 @@ async function verify(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult
     // Acceptable while iat >= now - maxAge, so remembered until iat + maxAge (and a second more).
     fresh = await deps.replayStore.remember(replayKey(jkt, jti), Math.ceil(iat) + deps.policy.proofMaxAgeSeconds + 1);
   } catch (err) {
-    return fail('store_unavailable', err instanceof Error ? err.message.slice(0, 100) : 'replay store failed');
+    const retryAfterSeconds = err instanceof GuardError ? (err.retryAfterSeconds ?? STORE_RETRY_AFTER_SECONDS) : STORE_RETRY_AFTER_SECONDS;
+    return fail('store_unavailable', err instanceof Error ? err.message.slice(0, 100) : 'replay store failed', { retryAfterSeconds });
   }
   if (!fresh) return fail('replayed', 'jti already used');
 

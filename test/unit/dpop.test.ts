@@ -8,7 +8,7 @@ import * as dpop from 'dpop';
 import fc from 'fast-check';
 import { calculateJwkThumbprint, CompactSign, exportJWK, generateKeyPair, type JWK } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { REASONS } from '../../src/oauth/errors.ts';
+import { REASONS, renderError } from '../../src/oauth/errors.ts';
 import { createNonceSource } from '../../src/proof/nonce.ts';
 import {
   accessTokenHash,
@@ -238,6 +238,9 @@ describe('verifyDpopProof: replay', () => {
       },
     };
     expect(refused(await verifyDpopProof(input(await joseProof()), deps({ replayStore: throwing }))).status).toBe(503);
+    // The client is told when to try again, as for an AS outage.
+    const answer = await verifyDpopProof(input(await joseProof()), deps({ replayStore: down }));
+    expect(answer.ok ? undefined : renderError(answer.error, { realm: 'cnfguard' }).headers['retry-after']).toBe('1');
   });
 });
 
