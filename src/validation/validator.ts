@@ -56,7 +56,9 @@ function unverifiedIssuer(token: string): string | undefined {
 
 export function createTokenValidator(options: TokenValidatorOptions): TokenValidator {
   const { introspector, jwt, now } = options;
-  const cache = options.cache.maxEntries > 0 ? new LRUCache<string, Entry>({ max: options.cache.maxEntries }) : undefined;
+  // Only verified JWTs live here: without `jwt:` the cache would be 100 000 empty slots (lru-cache
+  // allocates them up front: start-up time and idle memory for nothing).
+  const cache = jwt !== undefined && options.cache.maxEntries > 0 ? new LRUCache<string, Entry>({ max: options.cache.maxEntries }) : undefined;
   const report = options.onResult ?? (() => undefined);
 
   async function viaIntrospection(token: string, context: LookupContext | undefined): Promise<ValidatedToken> {
