@@ -7,7 +7,7 @@
  *
  * Neither the proof nor the access token appears in a failure, a detail or a log line.
  */
-import { constants, createHash, KeyObject, verify as verifySignature } from 'node:crypto';
+import { constants, createHash, hash, KeyObject, verify as verifySignature } from 'node:crypto';
 import type { JWK } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { GuardError, type ReasonId } from '../oauth/errors.ts';
@@ -281,7 +281,8 @@ export function expectedHtu(publicOrigin: string | undefined, host: string, path
 
 /** base64url(SHA-256(access token)), the `ath` a proof must carry (RFC 9449 §4.2). */
 export function accessTokenHash(accessToken: string): string {
-  return createHash('sha256').update(accessToken, 'ascii').digest('base64url');
+  // The token is token68 (ASCII), so UTF-8 is the same bytes; one-shot: no Hash object per proof.
+  return hash('sha256', accessToken, 'base64url');
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -12,7 +12,7 @@
  *   is stricter than RFC 9449's "per target URI" (a jti is single-use across all routes and
  *   replicas) and costs a conforming client nothing, since its jtis are random anyway.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 export interface ReplayStore {
   /**
@@ -37,7 +37,8 @@ export class ReplayStoreUnavailableError extends Error {
 
 /** The store key of a proof: base64url(SHA-256(len(jkt) ":" jkt jti)); the length prefix keeps the pair unambiguous. */
 export function replayKey(jkt: string, jti: string): string {
-  return createHash('sha256').update(`${jkt.length}:`).update(jkt).update(jti).digest('base64url');
+  // One-shot hash: no Hash object per proof (the same bytes as update() calls, UTF-8).
+  return hash('sha256', `${jkt.length}:${jkt}${jti}`, 'base64url');
 }
 
 export interface MemoryReplayStoreOptions {
