@@ -195,7 +195,12 @@ export class GuardError extends Error {
 
   constructor(reason: ReasonId, overrides: GuardErrorOverrides = {}) {
     const spec = REASONS[reason];
+    // A refusal is an answer, not a fault: no stack trace is captured for it. Capturing one was the
+    // larger part of a refused DPoP proof's cost past the signature check (a replay flood's cost).
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(overrides.detail ? `${reason}: ${overrides.detail}` : reason);
+    Error.stackTraceLimit = stackTraceLimit;
     this.name = 'GuardError';
     this.reason = reason;
     this.status = overrides.status ?? spec.status;
