@@ -43,6 +43,7 @@ import { describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { configSchema } from '../../src/config/schema.ts';
 import { validateComposeSpec } from '../fixtures/compose-spec.ts';
+import { parseK8sFile, type K8sObject } from '../fixtures/k8s-files.ts';
 import type { IKustomization, IPodMonitor } from '../fixtures/k8s-types.ts';
 import { typeCheckLiterals, type TypedLiteral } from '../fixtures/typed-literals.ts';
 
@@ -62,13 +63,6 @@ const DEFAULT_SHUTDOWN_GRACE_SECONDS = 20;
 // ---------------------------------------------------------------------------------------------
 // Loading
 // ---------------------------------------------------------------------------------------------
-
-interface K8sObject {
-  apiVersion: string;
-  kind: string;
-  metadata?: { name?: string };
-  [key: string]: unknown;
-}
 
 interface K8sDoc {
   file: string;
@@ -107,16 +101,6 @@ interface Bundle {
   k8sReadme: string;
   /** deploy/docker-compose.yml as text (its header comment). */
   composeText: string;
-}
-
-/** Kubernetes reads manifests as YAML 1.1 (sigs.k8s.io/yaml), so 0440 is octal there: parse the same way. */
-function parseK8sFile(file: string, text: string): K8sObject[] {
-  return parseAllDocuments(text, { version: '1.1' })
-    .filter((doc) => doc.contents !== null)
-    .map((doc, index) => {
-      if (doc.errors.length > 0) throw new Error(`${file} document ${index}: ${doc.errors.map((e) => e.message).join('; ')}`);
-      return doc.toJS() as K8sObject;
-    });
 }
 
 function parseDockerfile(text: string): DockerStage[] {

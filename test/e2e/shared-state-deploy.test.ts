@@ -45,6 +45,7 @@ import { z } from 'zod';
 import { loadConfigFile, type LoadedConfig } from '../../src/config/load.ts';
 import { writeDevCertificates } from '../../src/tls/dev-certs.ts';
 import { validateComposeSpec } from '../fixtures/compose-spec.ts';
+import { parseK8sFile, type K8sObject } from '../fixtures/k8s-files.ts';
 import { typeCheckLiterals } from '../fixtures/typed-literals.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -97,23 +98,6 @@ interface Bundle {
    * the kustomization, and the text of each file a configMapGenerator names (by its path there).
    */
   k8s: Record<string, { files: Record<string, K8sObject[]>; kustomization: Record<string, unknown>; texts: Record<string, string> }>;
-}
-
-interface K8sObject {
-  apiVersion: string;
-  kind: string;
-  metadata?: { name?: string; labels?: Record<string, string> };
-  [key: string]: unknown;
-}
-
-/** Kubernetes reads manifests as YAML 1.1 (sigs.k8s.io/yaml): parse them the same way. */
-function parseK8sFile(file: string, text: string): K8sObject[] {
-  return parseAllDocuments(text, { version: '1.1' })
-    .filter((doc) => doc.contents !== null)
-    .map((doc, index) => {
-      if (doc.errors.length > 0) throw new Error(`${file} document ${index}: ${doc.errors.map((e) => e.message).join('; ')}`);
-      return doc.toJS() as K8sObject;
-    });
 }
 
 /** A configMapGenerator `files` entry: `path` (key: its basename) or `key=path`. */
