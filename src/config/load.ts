@@ -7,11 +7,10 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, stringify, type Node as YamlNode } from 'yaml';
-import { listenerClashes } from './checks.ts';
+import { configWarnings, listenerClashes } from './checks.ts';
 import { configSchema, type Settings } from './schema.ts';
 import { shadowedRoutes } from '../pipeline/route.ts';
 import { splitPemCertificates } from '../tls/certificates.ts';
-import { configWarnings } from './checks.ts';
 
 export interface ConfigProblem {
   /** YAML path, e.g. `introspection.url` or `routes[0].upstream`; empty for the file itself. */
