@@ -8,6 +8,7 @@ import type { Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createAdminServer } from './admin/server.ts';
 import { createUpstreamCheck } from './admin/upstream-check.ts';
+import { usableCpus, workerCount } from './cluster.ts';
 import { createDecisionApi } from './decision-api/server.ts';
 import { listen } from './listen.ts';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
@@ -32,6 +33,7 @@ import { createTokenValidator, type TokenValidator } from './validation/validato
 import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
 import { applyLiveLimits, createTlsServer } from './tls/server.ts';
 import { createSharedTokenTier, RedisReplayStore, SharedStore, sharedNonceKey, withSharedTier } from './state/shared-store.ts';
+import { signatureThreadFor, type SignatureThread } from './proof/dpop.ts';
 import { createNonceSource } from './proof/nonce.ts';
 import { createMemoryReplayStore } from './proof/replay-store.ts';
 import { NODE_VERSION, VERSION } from './version.ts';
@@ -55,6 +57,8 @@ export interface AppDependencies {
    * it off whatever the config says (cluster workers but the first: one warning, not N).
    */
   probeIntrospection?: boolean;
+  /** Where DPoP signatures are checked; default by {@link signatureThreadFor} over the usable CPUs and workers. */
+  signatureThread?: SignatureThread;
 }
 
 export interface StartedApp {
@@ -242,7 +246,9 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     now: () => now() / 1000,
     ...(config.sharedState !== undefined && store !== undefined && { key: sharedNonceKey(config.sharedState.secret) }),
   });
-  const runtimeDeps = { validator, replayStore, nonces, now };
+  // Signature checks go to the threadpool only when there is a CPU no event loop (worker) uses.
+  const signatureThread = deps.signatureThread ?? signatureThreadFor(usableCpus(), workerCount(settings.workers));
+  const runtimeDeps = { validator, replayStore, nonces, now, signatureThread };
   let runtime = buildRuntime(settings, runtimeDeps);
   /** The settings in force: those started with, then each reload's live keys. */
   let current = settings;
@@ -333,7 +339,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           decisionUrl: decisionAddress === undefined || settings.decisionApi === undefined ? undefined : `http://${urlHost(settings.decisionApi.host)}:${decisionAddress.port}`,
           decisionPort: decisionAddress?.port,
         };
-        logger.info({ version: VERSION, node: NODE_VERSION, listen: started.url, admin: started.adminUrl, config: config.source }, 'cnfguard started');
+        logger.info({ version: VERSION, node: NODE_VERSION, listen: started.url, admin: started.adminUrl, config: config.source, dpopSignatures: signatureThread }, 'cnfguard started');
         logger.flush(); // what supervisors and people wait for: not held in the log batch
         if (client !== undefined && settings.introspection.probeAtStartup && deps.probeIntrospection !== false && usesIntrospection(settings)) {
           // Not awaited: serving does not wait for the AS; the warning comes when the answer does.

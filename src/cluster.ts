@@ -77,7 +77,11 @@ export function cgroupCpuLimit(read: ReadText = readText): number | undefined {
  * 64-core node gets one worker, not 64.
  */
 export function workerCount(workers: Settings['workers'], read: ReadText = readText, cpus: number = availableParallelism()): number {
-  if (workers !== 'auto') return workers;
+  return workers === 'auto' ? usableCpus(read, cpus) : workers;
+}
+
+/** The CPUs this process may use: the cgroup CPU limit when one is set and lower, else `os.availableParallelism()` (the affinity mask). */
+export function usableCpus(read: ReadText = readText, cpus: number = availableParallelism()): number {
   const limit = cgroupCpuLimit(read);
   return limit === undefined ? cpus : Math.min(limit, cpus);
 }

@@ -5,6 +5,7 @@
  */
 import type { Settings } from './config/schema.ts';
 import { buildMetadataDirectory, type MetadataDirectory } from './discovery/resource-metadata.ts';
+import type { SignatureThread } from './proof/dpop.ts';
 import type { NonceSource } from './proof/nonce.ts';
 import type { ReplayStore } from './proof/replay-store.ts';
 import type { TokenValidator } from './validation/validator.ts';
@@ -29,6 +30,8 @@ export interface RuntimeDependencies {
   nonces: NonceSource;
   /** Milliseconds since the epoch. */
   now: () => number;
+  /** Where DPoP proof signatures are checked (proof/dpop.ts); default `event-loop`. */
+  signatureThread?: SignatureThread;
   /**
    * The runtime a reload replaces. Its stripped headers stay stripped: an upstream may still trust
    * a header that was renamed or whose trusted proxy was removed, so no client may start sending it.
@@ -44,7 +47,7 @@ export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Run
     pipeline: createPipeline({
       routes,
       validator: deps.validator,
-      dpop: { policy: settings.dpop, replayStore: deps.replayStore, nonces: settings.dpop.nonce ? deps.nonces : undefined, now: () => deps.now() / 1000 },
+      dpop: { policy: settings.dpop, replayStore: deps.replayStore, nonces: settings.dpop.nonce ? deps.nonces : undefined, now: () => deps.now() / 1000, ...(deps.signatureThread !== undefined && { signatureThread: deps.signatureThread }) },
       now: deps.now,
       limits: pipelineLimits(settings.limits),
     }),

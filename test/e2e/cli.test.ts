@@ -13,6 +13,7 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { createApp } from '../../src/app.ts';
+import { usableCpus } from '../../src/cluster.ts';
 import { loadConfigObject } from '../../src/config/load.ts';
 import { thumbprintS256 } from '../../src/tls/certificates.ts';
 import { baseConfig, curl, startDeployment, type Deployment } from '../fixtures/stack.ts';
@@ -392,6 +393,29 @@ describe('cnfguard run', () => {
     expect(code).toBe(0);
     expect(stdout).not.toContain(token);
     expect(stdout).not.toContain('rs-secret');
+  });
+
+  it('says in its start-up line where DPoP signatures are checked: on the threadpool with a CPU to spare, inline on one', async () => {
+    const startedLine = async (command: string, args: string[]) => {
+      const child = spawn(command, args, { env: { ...process.env, RS_SECRET: 'rs-secret' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      const line = await new Promise<Record<string, unknown>>((resolve, reject) => {
+        child.on('exit', (code) => reject(new Error(`exited ${code}: ${stdout}`)));
+        child.stdout.on('data', (c: Buffer) => {
+          stdout += c.toString();
+          const found = stdout.split('\n').find((l) => l.includes('cnfguard started'));
+          if (found) resolve(JSON.parse(found) as Record<string, unknown>);
+        });
+      });
+      child.removeAllListeners('exit');
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+      return line;
+    };
+    const run = [BIN, 'run', '--config', goodConfig];
+    expect((await startedLine('taskset', ['-c', '0', process.execPath, ...run])).dpopSignatures).toBe('event-loop');
+    // Here as in the child: the same CPUs (and cgroup) as this process, and `workers: 1`.
+    expect((await startedLine(process.execPath, run)).dpopSignatures).toBe(usableCpus() > 1 ? 'threadpool' : 'event-loop');
   });
 
   it('exits 2 when the port is taken', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cgroupCpuLimit, cpusFromCfs, cpusFromCpuMax, workerCount } from '../../src/cluster.ts';
+import { cgroupCpuLimit, cpusFromCfs, cpusFromCpuMax, usableCpus, workerCount } from '../../src/cluster.ts';
 
 /** A fake /sys/fs/cgroup: path -> text; every other path is missing. */
 function files(entries: Record<string, string>) {
@@ -48,5 +48,13 @@ describe('workerCount', () => {
   });
   it('a number is taken as it is', () => {
     expect(workerCount(5, files({ '/sys/fs/cgroup/cpu.max': '100000 100000' }), 2)).toBe(5);
+  });
+});
+
+describe('usableCpus', () => {
+  it('is the cgroup limit when lower than the affinity mask, else the mask', () => {
+    expect(usableCpus(files({ '/sys/fs/cgroup/cpu.max': '150000 100000' }), 8)).toBe(2);
+    expect(usableCpus(files({ '/sys/fs/cgroup/cpu.max': '800000 100000' }), 3)).toBe(3);
+    expect(usableCpus(files({}), 1)).toBe(1);
   });
 });

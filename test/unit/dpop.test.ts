@@ -3,6 +3,7 @@
  * nobody here wrote, so the thumbprint and claims are checked for interop), malformed ones built
  * with jose.
  */
+import { createHook } from 'node:async_hooks';
 import { generateKeyPairSync, randomUUID, sign, verify } from 'node:crypto';
 import * as dpop from 'dpop';
 import fc from 'fast-check';
@@ -19,6 +20,7 @@ import {
   jwkThumbprint,
   MAX_PROOF_BYTES,
   normalizeHtu,
+  signatureThreadFor,
   verifyDpopProof,
   type DpopDeps,
   type DpopProofInput,
@@ -99,9 +101,11 @@ describe('verifyDpopProof: valid proofs from the dpop client library', () => {
     expect((await verifyDpopProof(input(proof, { method: 'POST' }), deps())).ok).toBe(true);
   });
 
-  it('accepts one surrounding space, as a header parser may leave it', async () => {
-    const proof = await dpop.generateProof(es256, HTU, 'GET', undefined, TOKEN);
-    expect((await verifyDpopProof(input(` ${proof} `), deps())).ok).toBe(true);
+  it('accepts surrounding spaces or tabs (on either side), as a header parser may leave them', async () => {
+    for (const around of [(p: string) => ` ${p} `, (p: string) => `${p}\t`, (p: string) => `\t ${p}`]) {
+      const proof = await dpop.generateProof(es256, HTU, 'GET', undefined, TOKEN);
+      expect((await verifyDpopProof(input(around(proof)), deps())).ok).toBe(true);
+    }
   });
 });
 
@@ -331,6 +335,60 @@ describe('htu helpers', () => {
   });
 });
 
+describe('verifyDpopProof: signatures checked on the threadpool', () => {
+  /**
+   * The types of the async resources whose callbacks ran while `run` was pending. A threadpool
+   * job of node:crypto (SIGNREQUEST) calls back; the same job run synchronously never does.
+   */
+  async function callbacksOf<T>(run: () => Promise<T>): Promise<{ result: T; types: string[] }> {
+    const created = new Map<number, string>();
+    const types: string[] = [];
+    const hook = createHook({ init: (id, type) => void created.set(id, type), before: (id) => void types.push(created.get(id) ?? '?') }).enable();
+    try {
+      return { result: await run(), types };
+    } finally {
+      hook.disable();
+    }
+  }
+
+  it.each([
+    ['ES256', () => es256, ['ES256']],
+    ['Ed25519 under EdDSA', () => ed25519, ['EdDSA']],
+    ['PS256', () => ps256, ['PS256']],
+    ['RS256', () => rs256, ['RS256']],
+  ] as const)('%s: the same answers as on the event loop, and the check runs on the threadpool', async (_name, keys, algorithms) => {
+    const policy = { ...POLICY, algorithms: [...algorithms] };
+    const proof = await dpop.generateProof(keys(), HTU, 'GET', undefined, TOKEN);
+    const [head, body, signature] = proof.split('.') as [string, string, string];
+    // Another character in the middle of the signature: other bits, the same length.
+    const at = Math.floor(signature.length / 2);
+    const forged = `${head}.${body}.${signature.slice(0, at)}${signature[at] === 'A' ? 'B' : 'A'}${signature.slice(at + 1)}`;
+    // The key's first proof imports its JWK (WebCrypto runs jobs of its own); later ones reuse it.
+    expect((await verifyDpopProof(input(await dpop.generateProof(keys(), HTU, 'GET', undefined, TOKEN)), deps({ policy }))).ok).toBe(true);
+    for (const signatureThread of ['event-loop', 'threadpool'] as const) {
+      const { result, types } = await callbacksOf(() => verifyDpopProof(input(proof), deps({ policy, signatureThread })));
+      expect(result).toEqual({ ok: true, jkt: await dpop.calculateThumbprint(keys().publicKey) });
+      expect(types.includes('SIGNREQUEST')).toBe(signatureThread === 'threadpool');
+      expect(refused(await verifyDpopProof(input(forged), deps({ policy, signatureThread })))).toMatchObject({ check: 'signature', reason: 'dpop_signature_invalid', status: 401 });
+    }
+  });
+
+  it('refuses an ECDSA signature of the wrong length before any threadpool job', async () => {
+    const proof = await dpop.generateProof(es256, HTU, 'GET', undefined, TOKEN);
+    const { result, types } = await callbacksOf(() => verifyDpopProof(input(proof.slice(0, -4)), deps({ signatureThread: 'threadpool' })));
+    expect(refused(result)).toMatchObject({ check: 'signature', reason: 'dpop_signature_invalid' });
+    expect(types).not.toContain('SIGNREQUEST');
+  });
+
+  it('is chosen only when the process may use more CPUs than it runs event loops', () => {
+    expect(signatureThreadFor(2, 1)).toBe('threadpool');
+    expect(signatureThreadFor(8, 4)).toBe('threadpool');
+    expect(signatureThreadFor(1, 1)).toBe('event-loop');
+    expect(signatureThreadFor(4, 4)).toBe('event-loop');
+    expect(signatureThreadFor(2, 8)).toBe('event-loop');
+  });
+});
+
 describe('verifyDpopProof: anything at all (property)', () => {
   const reasons = new Set(Object.keys(REASONS));
   const segment = fc.string({ unit: fc.constantFrom(...'ABCabc012-_'.split('')), minLength: 1, maxLength: 40 });
@@ -347,9 +405,11 @@ describe('verifyDpopProof: anything at all (property)', () => {
   it('only ever returns a typed refusal', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(candidate, { minLength: 0, maxLength: 2 }), async (lines) => {
-        const result = await verifyDpopProof(input(lines), deps());
-        expect(result.ok).toBe(false);
-        if (!result.ok) expect(reasons.has(result.reason)).toBe(true);
+        for (const signatureThread of ['event-loop', 'threadpool'] as const) {
+          const result = await verifyDpopProof(input(lines), deps({ signatureThread }));
+          expect(result.ok).toBe(false);
+          if (!result.ok) expect(reasons.has(result.reason)).toBe(true);
+        }
       }),
       { numRuns: 400 },
     );
