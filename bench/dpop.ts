@@ -1,12 +1,14 @@
 // node bench/dpop.ts: DPoP against mTLS through cnfguard in its own process (default config plus
-// `methods: [mtls, dpop]`, pinned to CPU 0 when taskset is there; the load generator, upstream and
-// AS on CPU 1), both at token cache hit, 32 keep-alive connections (autocannon), a fresh proof per
+// `methods: [mtls, dpop]`; when taskset is there its event loop is pinned to CPU 0 and its other
+// threads may use any CPU, as a sidecar's would; the load generator, upstream and AS on CPU 1),
+// both at token cache hit, 32 keep-alive connections (autocannon), a fresh proof per
 // DPoP request; one proof check against a bare crypto.verify of the same ES256 signature; and the
 // replay store's memory at 10k proofs/s for a whole proof lifetime. Loopback only, bounded counts;
 // the machine and its load are printed, figures are medians of ROUNDS rounds.
 //
 //   node --expose-gc bench/dpop.ts   ROUNDS (default 5) x SECONDS (default 4) per method;
-//                                    PROFILE=DIR writes the server's CPU profile there
+//                                    PROFILE=DIR writes the server's CPU profile there, of
+//                                    PROFILE_METHOD (dpop, the default, or mtls) requests only
 import { createPrivateKey, createPublicKey, randomUUID, sign as cryptoSign, verify as cryptoVerify, type JsonWebKey } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,7 +20,7 @@ import { createPki } from '../test/fixtures/stack.ts';
 import { spawnChild } from './lib/children.ts';
 import { writeGuardConfig } from './lib/guard-config.ts';
 import { runLoad } from './lib/load.ts';
-import { hasTaskset, machineInfo, pinProcess } from './lib/machine.ts';
+import { hasTaskset, machineInfo, pinMainThread, pinProcess } from './lib/machine.ts';
 import { median } from './lib/table.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
@@ -34,15 +36,20 @@ const as = await startAuthorizationServer({ tls: pki.certs.server });
 const upstream = await spawnChild({ name: 'upstream', script: join(HERE, 'servers', 'upstream.ts'), cpu: pinning ? '1' : undefined });
 const configFile = writeGuardConfig(pki, as, upstream.ready.url, 'dpop-bench', { methods: ['mtls', 'dpop'] });
 const profileDir = process.env.PROFILE;
+const profileMethod = process.env.PROFILE_METHOD === 'mtls' ? 'mtls' : 'dpop';
 if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
 const guard = await spawnChild({
   name: 'cnfguard',
   script: join(HERE, 'servers', 'guard.ts'),
   args: [configFile],
-  cpu: pinning ? '0' : undefined,
+  // Started on every CPU, so that the default config sees a spare one and checks DPoP signatures
+  // on the threadpool; then its event loop alone is pinned to CPU 0 (below).
+  cpu: pinning ? `0-${machineInfo(false).cores - 1}` : undefined,
   stdout: 'ignore',
   ...(profileDir !== undefined && { nodeFlags: ['--cpu-prof', '--cpu-prof-dir', profileDir] }),
 });
+// The threadpool exists by now (the start-up log line was written through it) and keeps every CPU.
+if (pinning) pinMainThread(guard.pid, '0');
 const client = pki.certs.clients.client1;
 const key = await generateKeyPair('ES256', { extractable: true });
 const mtlsToken = await as.issueToken({ clientCert: client, caCert: pki.certs.ca.cert });
@@ -73,20 +80,24 @@ async function dpopLoad() {
   let next = 0;
   return runLoad({ ...base, token: dpopToken, headersPerRequest: () => ({ authorization: `DPoP ${dpopToken}`, dpop: pool[next++ % pool.length] as string }) });
 }
-if (profileDir === undefined) await mtlsLoad();
-await dpopLoad(); // warm-up of both
+// Warm-up of both (of the profiled method only when profiling).
+for (const method of ['mtls', 'dpop'] as const) {
+  if (profileDir !== undefined && method !== profileMethod) continue;
+  const warm = method === 'mtls' ? await mtlsLoad() : await dpopLoad();
+  if (profileDir !== undefined) console.log(`  warm-up ${method} ${warm.requests} requests`);
+}
 const rates = { mtls: [] as number[], dpop: [] as number[] };
 const cpu = { mtls: [] as number[], dpop: [] as number[] };
 for (let round = 1; round <= ROUNDS; round++) {
   // Alternate which goes first, so that a drift in the machine's load favours neither.
-  // A profile is of DPoP requests only.
-  const order = profileDir !== undefined ? (['dpop'] as const) : round % 2 === 1 ? (['mtls', 'dpop'] as const) : (['dpop', 'mtls'] as const);
+  // A profile is of one method's requests only.
+  const order = profileDir !== undefined ? ([profileMethod] as const) : round % 2 === 1 ? (['mtls', 'dpop'] as const) : (['dpop', 'mtls'] as const);
   for (const method of order) {
     const result = method === 'mtls' ? await mtlsLoad() : await dpopLoad();
     if (result.non2xx + result.errors > 0) throw new Error(`${method}: ${result.non2xx} non-2xx ${JSON.stringify(result.statusCodes)}, ${result.errors} errors`);
     rates[method].push(result.rps);
     cpu[method].push(result.serverCpuPct ?? Number.NaN);
-    console.log(`  round ${round} ${method.padEnd(5)} ${result.rps} req/s  p50 ${result.p50Ms} ms  p99 ${result.p99Ms} ms  server CPU ${result.serverCpuPct ?? '-'}%  others ${result.foreignCpuPct ?? '-'}%`);
+    console.log(`  round ${round} ${method.padEnd(5)} ${result.rps} req/s (${result.requests})  p50 ${result.p50Ms} ms  p99 ${result.p99Ms} ms  server CPU ${result.serverCpuPct ?? '-'}%  others ${result.foreignCpuPct ?? '-'}%`);
   }
 }
 if (profileDir !== undefined) {

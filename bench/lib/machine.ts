@@ -51,6 +51,11 @@ export function pinProcess(pid: number, cpus: string): void {
   execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore', timeout: 5000 });
 }
 
+/** Pins only a process's main thread (its event loop); threads it already started keep their CPUs. */
+export function pinMainThread(pid: number, cpus: string): void {
+  execFileSync('taskset', ['-p', '-c', cpus, String(pid)], { stdio: 'ignore', timeout: 5000 });
+}
+
 /** `[command, ...args]` wrapped in `taskset -c CPUS` when `cpus` is given. */
 export function pinnedCommand(cpus: string | undefined, command: string, args: string[]): [string, string[]] {
   return cpus === undefined ? [command, args] : ['taskset', ['-c', cpus, command, ...args]];
