@@ -97,7 +97,7 @@ for (let round = 1; round <= ROUNDS; round++) {
     if (result.non2xx + result.errors > 0) throw new Error(`${method}: ${result.non2xx} non-2xx ${JSON.stringify(result.statusCodes)}, ${result.errors} errors`);
     rates[method].push(result.rps);
     cpu[method].push(result.serverCpuPct ?? Number.NaN);
-    console.log(`  round ${round} ${method.padEnd(5)} ${result.rps} req/s (${result.requests})  p50 ${result.p50Ms} ms  p99 ${result.p99Ms} ms  server CPU ${result.serverCpuPct ?? '-'}%  others ${result.foreignCpuPct ?? '-'}%`);
+    console.log(`  round ${round} ${method.padEnd(5)} ${result.rps} req/s (${result.requests})  p50 ${result.p50Ms} ms  p99 ${result.p99Ms} ms  server CPU ${result.serverCpuPct ?? '-'}%  load generator ${result.loadgenCpuPct}%  upstream ${result.upstreamCpuPct}%  others ${result.foreignCpuPct ?? '-'}%`);
   }
 }
 if (profileDir !== undefined) {
