@@ -14,13 +14,13 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateKeyPair, generateProof } from 'dpop';
 import { startAuthorizationServer } from '../demo/authorization-server.ts';
-import { accessTokenHash, ecdsaSignatureToDer, verifyDpopProof } from '../src/proof/dpop.ts';
+import { accessTokenHash, ecdsaSignatureToDer, signatureThreadFor, verifyDpopProof } from '../src/proof/dpop.ts';
 import { createMemoryReplayStore, replayKey } from '../src/proof/replay-store.ts';
 import { createPki } from '../test/fixtures/stack.ts';
 import { spawnChild } from './lib/children.ts';
 import { writeGuardConfig } from './lib/guard-config.ts';
 import { runLoad } from './lib/load.ts';
-import { hasTaskset, machineInfo, pinMainThread, pinProcess } from './lib/machine.ts';
+import { hasTaskset, machineInfo, mainThreadCpuSeconds, pinMainThread, pinProcess } from './lib/machine.ts';
 import { median } from './lib/table.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
@@ -39,6 +39,9 @@ const configFile = writeGuardConfig(pki, as, upstream.ready.url, 'dpop-bench', {
 function guardCpus(cores: number): string {
   return cores >= 3 ? `0,2-${cores - 1}` : `0-${cores - 1}`;
 }
+// What the guard's default config chooses on those CPUs (workers: 1); unpinned, on all of them.
+const cores = machineInfo(false).cores;
+const signatureThread = signatureThreadFor(pinning && cores >= 3 ? cores - 1 : cores, 1);
 const profileDir = process.env.PROFILE;
 const profileMethod = process.env.PROFILE_METHOD === 'mtls' ? 'mtls' : 'dpop';
 if (profileDir !== undefined) mkdirSync(profileDir, { recursive: true });
@@ -49,7 +52,7 @@ const guard = await spawnChild({
   // Started on more than one CPU, so that the default config sees a spare one and checks DPoP
   // signatures on the threadpool; then its event loop alone is pinned to CPU 0 (below). With 3 or
   // more cores its other threads keep off the load generator's CPU 1; with 2 they must share it.
-  cpu: pinning ? guardCpus(machineInfo(false).cores) : undefined,
+  cpu: pinning ? guardCpus(cores) : undefined,
   stdout: 'ignore',
   ...(profileDir !== undefined && { nodeFlags: ['--cpu-prof', '--cpu-prof-dir', profileDir] }),
 });
@@ -93,16 +96,22 @@ for (const method of ['mtls', 'dpop'] as const) {
 }
 const rates = { mtls: [] as number[], dpop: [] as number[] };
 const cpu = { mtls: [] as number[], dpop: [] as number[] };
+const loopCpu = { mtls: [] as number[], dpop: [] as number[] };
 for (let round = 1; round <= ROUNDS; round++) {
   // Alternate which goes first, so that a drift in the machine's load favours neither.
   // A profile is of one method's requests only.
   const order = profileDir !== undefined ? ([profileMethod] as const) : round % 2 === 1 ? (['mtls', 'dpop'] as const) : (['dpop', 'mtls'] as const);
   for (const method of order) {
+    const loopBefore = mainThreadCpuSeconds(guard.pid) ?? Number.NaN;
     const result = method === 'mtls' ? await mtlsLoad() : await dpopLoad();
+    // The event loop's own CPU per request: steadier than req/s on a noisy machine, and what a
+    // spare CPU for the threadpool cannot take away.
+    const loopUs = (((mainThreadCpuSeconds(guard.pid) ?? Number.NaN) - loopBefore) * 1e6) / result.requests;
+    loopCpu[method].push(loopUs);
     if (result.non2xx + result.errors > 0) throw new Error(`${method}: ${result.non2xx} non-2xx ${JSON.stringify(result.statusCodes)}, ${result.errors} errors`);
     rates[method].push(result.rps);
     cpu[method].push(result.serverCpuPct ?? Number.NaN);
-    console.log(`  round ${round} ${method.padEnd(5)} ${result.rps} req/s (${result.requests})  p50 ${result.p50Ms} ms  p99 ${result.p99Ms} ms  server CPU ${result.serverCpuPct ?? '-'}%  load generator ${result.loadgenCpuPct}%  upstream ${result.upstreamCpuPct}%  others ${result.foreignCpuPct ?? '-'}%`);
+    console.log(`  round ${round} ${method.padEnd(5)} ${result.rps} req/s (${result.requests})  event loop ${loopUs.toFixed(0)} µs/req  p50 ${result.p50Ms} ms  p99 ${result.p99Ms} ms  server CPU ${result.serverCpuPct ?? '-'}%  load generator ${result.loadgenCpuPct}%  upstream ${result.upstreamCpuPct}%  others ${result.foreignCpuPct ?? '-'}%`);
   }
 }
 if (profileDir !== undefined) {
@@ -118,6 +127,7 @@ console.log(`\nthrough cnfguard, token cache hit, ${CONNECTIONS} connections, ${
 console.log(`  mTLS-bound, Bearer        ${mtls}   (server CPU ${median(cpu.mtls)}%)`);
 console.log(`  DPoP-bound, fresh proofs  ${dpop}   (server CPU ${median(cpu.dpop)}%)`);
 console.log(`  DPoP / mTLS               ${(dpop / mtls).toFixed(2)}x   (goal >= 0.7x)`);
+console.log(`  event loop CPU per request: mTLS ${median(loopCpu.mtls).toFixed(0)} µs, DPoP ${median(loopCpu.dpop).toFixed(0)} µs (signatures: ${signatureThread})`);
 await guard.stop();
 await upstream.stop();
 await as.stop();
