@@ -373,6 +373,14 @@ describe('verifyDpopProof: signatures checked on the threadpool', () => {
     }
   });
 
+  it('the same proof sent many times at once is accepted once: checks interleave, the replay store decides', async () => {
+    const proof = await dpop.generateProof(es256, HTU, 'GET', undefined, TOKEN);
+    const shared = deps({ signatureThread: 'threadpool' });
+    const results = await Promise.all(Array.from({ length: 8 }, () => verifyDpopProof(input(proof), shared)));
+    expect(results.filter((result) => result.ok)).toHaveLength(1);
+    expect(results.filter((result) => !result.ok).map((result) => refused(result).check)).toEqual(Array(7).fill('replayed'));
+  });
+
   it('refuses an ECDSA signature of the wrong length before any threadpool job', async () => {
     const proof = await dpop.generateProof(es256, HTU, 'GET', undefined, TOKEN);
     const { result, types } = await callbacksOf(() => verifyDpopProof(input(proof.slice(0, -4)), deps({ signatureThread: 'threadpool' })));
