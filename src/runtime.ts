@@ -47,7 +47,7 @@ export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Run
     pipeline: createPipeline({
       routes,
       validator: deps.validator,
-      dpop: { policy: settings.dpop, replayStore: deps.replayStore, nonces: settings.dpop.nonce ? deps.nonces : undefined, now: () => deps.now() / 1000, ...(deps.signatureThread !== undefined && { signatureThread: deps.signatureThread }) },
+      dpop: { policy: settings.dpop, replayStore: deps.replayStore, nonces: settings.dpop.nonce ? deps.nonces : undefined, now: () => deps.now() / 1000, signatureThread: deps.signatureThread },
       now: deps.now,
       limits: pipelineLimits(settings.limits),
     }),

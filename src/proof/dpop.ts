@@ -170,7 +170,7 @@ export interface DpopDeps {
   /** Epoch seconds. */
   readonly now: () => number;
   /** Where signatures are checked; default `event-loop`. */
-  readonly signatureThread?: SignatureThread;
+  readonly signatureThread?: SignatureThread | undefined;
 }
 
 /** Which check refused the proof: finer than the reason id, for the log-only detail. */
