@@ -1,7 +1,7 @@
 /**
  * The command line as users and scripts drive it: real processes, exit codes, messages.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -34,6 +34,26 @@ function cnfguard(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): Pr
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+/** Starts `command args` and resolves once it logs `cnfguard started`, with that line; `output()` keeps growing. */
+async function untilStarted(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; started: Record<string, unknown>; output: () => string }> {
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  const started = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    const exited = (code: number | null) => reject(new Error(`exited ${code} before starting: ${stdout}`));
+    const read = () => {
+      const line = stdout.split('\n').find((l) => l.includes('cnfguard started'));
+      if (line === undefined) return;
+      child.off('exit', exited);
+      child.stdout.off('data', read);
+      resolve(JSON.parse(line) as Record<string, unknown>);
+    };
+    child.once('exit', exited);
+    child.stdout.on('data', read);
+  });
+  return { child, started, output: () => stdout };
 }
 
 let d: Deployment;
@@ -375,47 +395,29 @@ describe('cnfguard run', () => {
   });
 
   it('serves from CNFGUARD_CONFIG, then exits 0 on SIGTERM', async () => {
-    const child = spawn(process.execPath, [BIN, 'run'], { env: { ...process.env, CNFGUARD_CONFIG: goodConfig, RS_SECRET: 'rs-secret' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    const started = new Promise<{ listen: string; admin: string }>((resolve) => {
-      child.stdout.on('data', (c: Buffer) => {
-        stdout += c.toString();
-        const line = stdout.split('\n').find((l) => l.includes('cnfguard started'));
-        if (line) resolve(JSON.parse(line) as { listen: string; admin: string });
-      });
-    });
-    const { listen, admin } = await started;
+    const { child, started, output } = await untilStarted(process.execPath, [BIN, 'run'], { CNFGUARD_CONFIG: goodConfig, RS_SECRET: 'rs-secret' });
+    const { listen, admin } = started as { listen: string; admin: string };
     const token = await d.tokenFor('client1');
     expect((await curl(d.pki, `${listen}/x`, { cert: d.pki.files.client1, token })).status).toBe(200);
     expect((await fetch(`${admin}/readyz`)).status).toBe(200);
     child.kill('SIGTERM');
     const [code] = (await once(child, 'exit')) as [number];
     expect(code).toBe(0);
-    expect(stdout).not.toContain(token);
-    expect(stdout).not.toContain('rs-secret');
+    expect(output()).not.toContain(token);
+    expect(output()).not.toContain('rs-secret');
   });
 
   it('says in its start-up line where DPoP signatures are checked: on the threadpool with a CPU to spare, inline on one', async () => {
-    const startedLine = async (command: string, args: string[]) => {
-      const child = spawn(command, args, { env: { ...process.env, RS_SECRET: 'rs-secret' }, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      const line = await new Promise<Record<string, unknown>>((resolve, reject) => {
-        child.on('exit', (code) => reject(new Error(`exited ${code}: ${stdout}`)));
-        child.stdout.on('data', (c: Buffer) => {
-          stdout += c.toString();
-          const found = stdout.split('\n').find((l) => l.includes('cnfguard started'));
-          if (found) resolve(JSON.parse(found) as Record<string, unknown>);
-        });
-      });
-      child.removeAllListeners('exit');
+    const signaturesOf = async (command: string, args: string[]) => {
+      const { child, started } = await untilStarted(command, args, { RS_SECRET: 'rs-secret' });
       child.kill('SIGTERM');
       await once(child, 'exit');
-      return line;
+      return started.dpopSignatures;
     };
     const run = [BIN, 'run', '--config', goodConfig];
-    expect((await startedLine('taskset', ['-c', '0', process.execPath, ...run])).dpopSignatures).toBe('event-loop');
+    expect(await signaturesOf('taskset', ['-c', '0', process.execPath, ...run])).toBe('event-loop');
     // Here as in the child: the same CPUs (and cgroup) as this process, and `workers: 1`.
-    expect((await startedLine(process.execPath, run)).dpopSignatures).toBe(usableCpus() > 1 ? 'threadpool' : 'event-loop');
+    expect(await signaturesOf(process.execPath, run)).toBe(usableCpus() > 1 ? 'threadpool' : 'event-loop');
   });
 
   it('exits 2 when the port is taken', async () => {
