@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import { createAdminServer } from './admin/server.ts';
 import { createUpstreamCheck } from './admin/upstream-check.ts';
 import { usableCpus, workerCount } from './cluster.ts';
-import { createDecisionApi } from './decision-api/server.ts';
+import { createDecisionApi } from './edge/decision-api.ts';
 import { listen } from './listen.ts';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
@@ -25,8 +25,8 @@ import { createAccessLog } from './observe/access-log.ts';
 import { createBodyBudget } from './proxy/body.ts';
 import { guardConnections, type ConnectionTracker } from './proxy/connection-errors.ts';
 import { createForwarder } from './proxy/forward.ts';
-import { createProxyEdge } from './proxy/proxy-edge.ts';
-import { createUpgradeEdge } from './proxy/upgrade-edge.ts';
+import { createProxyEdge } from './edge/proxy.ts';
+import { createUpgradeEdge } from './edge/upgrade.ts';
 import { buildRuntime } from './runtime.ts';
 import { createHttpJwksFetch, createJwksCache, createJwtVerifier, type FetchJwks } from './validation/jwt.ts';
 import { createTokenValidator, type TokenValidator } from './validation/validator.ts';
@@ -279,7 +279,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     cacheEntries: () => ({ active: tokens.size, negative: tokens.negativeSize, jwt: validator.size ?? 0 }),
   });
   // Decision API (issue 16): a second edge into the same runtime, certificates and access log.
-  const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => runtime, certificates: certificateSource, accessLog, logger });
+  const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => runtime, certificates: certificateSource, accessLog, logger, certificateHeaders: () => current.trustedProxies.map((proxy) => proxy.header) }, settings.limits);
   const admin =
     deps.admin === false
       ? undefined

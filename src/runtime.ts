@@ -4,7 +4,7 @@
  * may send.
  */
 import type { Settings } from './config/schema.ts';
-import { buildMetadataDirectory, type MetadataDirectory } from './discovery/resource-metadata.ts';
+import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
 import type { SignatureThread } from './proof/dpop.ts';
 import type { NonceSource } from './proof/nonce.ts';
 import type { ReplayStore } from './proof/replay-store.ts';
@@ -16,7 +16,6 @@ import { pipelineLimits } from './proxy/limits.ts';
 
 export interface Runtime {
   pipeline: Pipeline;
-  metadata: MetadataDirectory;
   realm: string;
   /** Lower-case header names no client may send upstream: identity, claim, certificate and forwarding headers. */
   stripped: ReadonlySet<string>;
@@ -50,8 +49,8 @@ export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Run
       dpop: { policy: settings.dpop, replayStore: deps.replayStore, nonces: settings.dpop.nonce ? deps.nonces : undefined, now: () => deps.now() / 1000, signatureThread: deps.signatureThread },
       now: deps.now,
       limits: pipelineLimits(settings.limits),
+      metadata: buildMetadataDirectory(settings, routes),
     }),
-    metadata: buildMetadataDirectory(settings, routes),
     realm: settings.errors.realm,
     stripped,
   };

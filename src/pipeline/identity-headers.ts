@@ -3,8 +3,8 @@
  * route manages are removed on every route (also `binding: off`), so an upstream can believe them.
  */
 import type { ClientCertificate } from './client-cert.ts';
-import type { Identity } from './decide.ts';
-import type { ClaimHeader } from './route.ts';
+import type { Decision, Identity } from './decide.ts';
+import type { ClaimHeader, RoutePolicy } from './route.ts';
 
 export interface IdentityHeaderNames {
   readonly subject: string;
@@ -80,4 +80,15 @@ export function setIdentityHeaders(headers: Record<string, string | string[] | u
     const value = claimValue(identity.claims, claim.path);
     if (value !== undefined) headers[claim.header] = value;
   }
+}
+
+/**
+ * Every header the upstream (or a front, from the decision API's allow answer) receives as the
+ * verified identity of an allowed request: computed once per request, in the pipeline's verdict.
+ */
+export function identityHeadersOf(decision: Extract<Decision, { allow: true }>, route: Pick<RoutePolicy, 'headerNames' | 'claimHeaders'>): Readonly<Record<string, string>> {
+  const headers: Record<string, string> = {};
+  setIdentityHeaders(headers, decision.identity, route.headerNames, route.claimHeaders);
+  headers[route.headerNames.binding] = decision.reason;
+  return headers;
 }

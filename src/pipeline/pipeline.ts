@@ -4,6 +4,7 @@
  * {@link Pipeline.evaluate}, and applies the {@link Verdict}. Nothing here knows the protocol; the
  * only I/O, introspection and reading a form body, is injected.
  *
+ *   0. documents    public documents (RFC 9728 metadata), before any check  discovery/resource-metadata.ts
  *   1. shape        limits, Host, the target parsed once                  path.ts
  *   2. route        both readings of the path choose one route            route.ts
  *   3. body size    a declared length over the route's maxBodyBytes
@@ -13,13 +14,15 @@
  *   7. validation   introspection or a local JWT, cached (per route)     validator.ts, introspect.ts
  *   8. decision     activity, expiry, issuer, audience, binding, scopes   decide.ts, binding.ts
  *   9. form body    read only when the token would be allowed: no token in it
- *  10. verdict      route, decision, target and body to forward; the edge sets the upstream
- *                   headers from it                                        upstream-headers.ts
+ *  10. verdict      route, decision, target and body to forward, and the identity headers,
+ *                   computed once; the edge applies it                    identity-headers.ts
  */
+import { WELL_KNOWN_PREFIX, type MetadataDirectory } from '../discovery/resource-metadata.ts';
 import { GuardError } from '../oauth/errors.ts';
 import { expectedHtu, verifyDpopProof, type DpopDeps } from '../proof/dpop.ts';
 import type { ClientCertificate } from './client-cert.ts';
 import { decide, schemeAccepted, type Decision } from './decide.ts';
+import { identityHeadersOf } from './identity-headers.ts';
 import type { TokenValidator, ValidationSource } from '../validation/validator.ts';
 import { parseTarget, type ParsedTarget } from './path.ts';
 import { hostName, routeFor, type RoutePolicy, type RouteTable } from './route.ts';
@@ -44,6 +47,11 @@ export interface RequestFacts {
   method: string;
   /** The request target as received (path and query). */
   target: string;
+  /**
+   * The target travels on as received, not as cnfguard canonicalises it (the decision API: the
+   * front forwards its own request). Absent or false: the edge forwards the canonical target.
+   */
+  targetForwardedRaw?: boolean;
   /** Every Host line (HTTP/2: the `:authority`). */
   hostLines: readonly string[] | undefined;
   /** Header lines received. */
@@ -92,6 +100,8 @@ export interface Verdict {
   dpopNonce?: string;
   /** The validated token's `client_id`, allowed or not (for the access line; absent when no token was validated). */
   clientId?: string | undefined;
+  /** When allowed: the identity and claim headers the upstream receives (a front: in the allow answer). */
+  identityHeaders?: Readonly<Record<string, string>>;
 }
 
 export interface PipelineLimits {
@@ -108,11 +118,15 @@ export interface PipelineDependencies {
   validator: TokenValidator;
   /** DPoP proof checking: policy, replay store, nonces (when `dpop.nonce`), clock. */
   dpop: DpopDeps;
+  /** RFC 9728 documents, served to anyone before any check. */
+  metadata: MetadataDirectory;
   /** Milliseconds since the epoch. */
   now: () => number;
 }
 
 export interface Pipeline {
+  /** Step 0: the public document a GET or HEAD of `target` on `host` names, if any; no token needed. */
+  publicDocument(method: string | undefined, target: string, host: string | undefined): string | undefined;
   evaluate(facts: RequestFacts, readForm: FormReader): Promise<Verdict>;
   readonly routes: RouteTable;
 }
@@ -136,7 +150,13 @@ const FORM_REFUSALS = {
   aborted: () => new GuardError('client_aborted', { detail: 'the client went away while sending the form body' }),
 } as const;
 
-export function createPipeline({ routes, validator, dpop, now, limits }: PipelineDependencies): Pipeline {
+export function createPipeline({ routes, validator, dpop, now, limits, metadata }: PipelineDependencies): Pipeline {
+  function publicDocument(method: string | undefined, target: string, host: string | undefined): string | undefined {
+    if ((method !== 'GET' && method !== 'HEAD') || !target.startsWith(WELL_KNOWN_PREFIX)) return undefined;
+    const end = target.search(/[?#]/);
+    return metadata.lookup(hostName(host), end === -1 ? target : target.slice(0, end));
+  }
+
   async function evaluate(facts: RequestFacts, readForm: FormReader): Promise<Verdict> {
     let shape: ReturnType<typeof shapeOf>;
     let route = routes.fallback;
@@ -189,7 +209,8 @@ export function createPipeline({ routes, validator, dpop, now, limits }: Pipelin
       const { info, source } = await validator.validate(token, route, { peer: facts.peer, certificate });
       clientId = info.clientId;
       const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000, scheme, proof, proofFailure });
-      const verdict = (body: BodyPlan): Verdict => ({ route, target, host, decision, body, closeConnection: false, source, scheme, clientId, ...(dpopNonce !== undefined && { dpopNonce }) });
+      const identityHeaders = decision.allow ? identityHeadersOf(decision, route) : undefined;
+      const verdict = (body: BodyPlan): Verdict => ({ route, target, host, decision, body, closeConnection: false, source, scheme, clientId, ...(dpopNonce !== undefined && { dpopNonce }), ...(identityHeaders !== undefined && { identityHeaders }) });
       if (!decision.allow || !body.form) return verdict(decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' });
       const form = await readForm(Math.min(limits.formBodyBytes, route.maxBodyBytes));
       if (form.kind !== 'read') return refuse(FORM_REFUSALS[form.kind](), target, host, true);
@@ -200,5 +221,5 @@ export function createPipeline({ routes, validator, dpop, now, limits }: Pipelin
       throw err;
     }
   }
-  return { evaluate, routes };
+  return { publicDocument, evaluate, routes };
 }

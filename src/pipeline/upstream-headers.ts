@@ -11,8 +11,6 @@
  * `X-Forwarded-For` (appended to only behind a trusted proxy), `-Proto` and the request id.
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Decision } from './decide.ts';
-import { setIdentityHeaders } from './identity-headers.ts';
 import type { RoutePolicy } from './route.ts';
 
 /** RFC 9110 §7.6.1 connection-specific fields, plus `expect` (the edge already answered it). */
@@ -62,7 +60,8 @@ export function connectionOptions(connection: string | undefined): Set<string> |
 
 export interface UpstreamHeaderInput {
   route: RoutePolicy;
-  decision: Extract<Decision, { allow: true }>;
+  /** The verdict's identity headers (identityHeadersOf), set over whatever the client sent. */
+  identityHeaders: Readonly<Record<string, string>>;
   /** The validated Host line. */
   host: string | undefined;
   requestId: string;
@@ -76,7 +75,7 @@ export interface UpstreamHeaderInput {
 }
 
 export function upstreamHeaders(inbound: IncomingHttpHeaders, input: UpstreamHeaderInput): Record<string, string | string[]> {
-  const { route, decision, upgrade, stripped } = input;
+  const { route, upgrade, stripped } = input;
   const named = connectionOptions(inbound.connection);
   const out: Record<string, string | string[]> = {};
   for (const name in inbound) {
@@ -94,8 +93,7 @@ export function upstreamHeaders(inbound: IncomingHttpHeaders, input: UpstreamHea
     out.connection = 'upgrade';
     if (inbound.upgrade !== undefined) out.upgrade = inbound.upgrade;
   }
-  setIdentityHeaders(out, decision.identity, route.headerNames, route.claimHeaders);
-  out[route.headerNames.binding] = decision.reason;
+  Object.assign(out, input.identityHeaders);
   const prior = inbound['x-forwarded-for'];
   if (input.peer !== undefined) out['x-forwarded-for'] = input.peerIsTrustedProxy && prior ? `${prior}, ${input.peer}` : input.peer;
   out['x-forwarded-proto'] = 'https';

@@ -3,7 +3,7 @@
  * be allowed), under a per-request limit and one budget for every buffered byte in the process;
  * and a body of undeclared length cut off at the route's limit as it streams.
  */
-import type { ProxyRequest } from './facts.ts';
+import type { ProxyRequest } from './messages.ts';
 import { Transform, type Readable } from 'node:stream';
 import type { FormRead } from '../pipeline/pipeline.ts';
 

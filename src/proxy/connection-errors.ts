@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
 import { GuardError, renderError, type ReasonId } from '../oauth/errors.ts';
-import { rawResponse } from './respond.ts';
+import { rawResponse } from '../edge/answer.ts';
 
 export interface ConnectionTracker {
   /** Open TCP connections, handshaking or not. */

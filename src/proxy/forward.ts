@@ -14,8 +14,7 @@ import { createProxyServer } from 'http-proxy-3';
 import { Agent, type Dispatcher } from 'undici';
 import { GuardError } from '../oauth/errors.ts';
 import { connectionOptions, HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
-import type { ProxyRequest } from './facts.ts';
-import type { ProxyResponse } from './proxy-edge.ts';
+import type { ProxyRequest, ProxyResponse } from './messages.ts';
 
 /**
  * Removes hop-by-hop fields from a response's headers, in place, including any its Connection
@@ -53,7 +52,8 @@ export interface WebForwardOptions {
 export interface Forwarder {
   web(req: ProxyRequest, res: ProxyResponse, target: URL, options: WebForwardOptions): void;
   /** A websocket upgrade: `req.headers` and `req.url` are what the upstream receives. */
-  ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, onError: (err: GuardError) => void): void;
+  /** `answerHeaders` join the upstream's 101 (request id, DPoP nonce), as they join every other answer. */
+  ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, answerHeaders: Readonly<Record<string, string>>, onError: (err: GuardError) => void): void;
   close(): Promise<void>;
 }
 
@@ -93,6 +93,12 @@ export function createForwarder(): Forwarder {
   const proxy = createProxyServer({ xfwd: false, ws: true });
   // Without a listener http-proxy-3 would throw on a client that went away mid-upgrade.
   proxy.on('econnreset', () => {});
+  // http-proxy-3 writes the upstream's 101 headers as they are; this listener runs before its own.
+  const upgradeAnswers = new WeakMap<IncomingMessage, Readonly<Record<string, string>>>();
+  proxy.on('proxyReqWs', (proxyReq, req) => {
+    const extra = upgradeAnswers.get(req);
+    if (extra !== undefined) proxyReq.once('upgrade', (proxyRes: IncomingMessage) => Object.assign(proxyRes.headers, extra));
+  });
 
   const http2Upstream = createHttp2Upstream();
 
@@ -154,7 +160,8 @@ export function createForwarder(): Forwarder {
 
   return {
     web,
-    ws(req, socket, head, target, onError) {
+    ws(req, socket, head, target, answerHeaders, onError) {
+      upgradeAnswers.set(req, answerHeaders);
       proxy.ws(req, socket, head, { target }, (err) => onError(failureOf(err)));
     },
     async close() {

@@ -4,6 +4,7 @@ import { configSchema } from '../../src/config/schema.ts';
 import { tokenInfoFromAnswer } from '../../src/introspection/token-info.ts';
 import { GuardError } from '../../src/oauth/errors.ts';
 import type { LookupContext, TokenIntrospector } from '../../src/pipeline/introspect.ts';
+import { buildMetadataDirectory } from '../../src/discovery/resource-metadata.ts';
 import { createPipeline, type FormRead, type RequestFacts } from '../../src/pipeline/pipeline.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';
 import { createTokenValidator } from '../../src/validation/validator.ts';
@@ -31,7 +32,8 @@ function harness(answer: Record<string, unknown> = { active: true, client_id: 'a
     negativeSize: 0,
     clear() {},
   };
-  const pipeline = createPipeline({ routes: compileRoutes(settings), validator: createTokenValidator({ introspector, cache: { maxEntries: 0, maxTtlSeconds: 0 }, now: Date.now }), dpop: DPOP, now: () => Date.now(), limits: { urlBytes: 100, headerCount: 10, headerBytes: 1000, formBodyBytes: 50 } });
+  const routes = compileRoutes(settings);
+  const pipeline = createPipeline({ routes, metadata: buildMetadataDirectory(settings, routes), validator: createTokenValidator({ introspector, cache: { maxEntries: 0, maxTtlSeconds: 0 }, now: Date.now }), dpop: DPOP, now: () => Date.now(), limits: { urlBytes: 100, headerCount: 10, headerBytes: 1000, formBodyBytes: 50 } });
   let form: FormRead = { kind: 'read', bytes: Buffer.from('a=1') };
   const evaluate = (overrides: Partial<RequestFacts> = {}, body: Partial<RequestFacts['body']> = {}) =>
     pipeline.evaluate(

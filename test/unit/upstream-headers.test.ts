@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../src/config/schema.ts';
 import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
 import type { Decision, Identity } from '../../src/pipeline/decide.ts';
-import { xfccElement } from '../../src/pipeline/identity-headers.ts';
+import { identityHeadersOf, xfccElement } from '../../src/pipeline/identity-headers.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';
 import { FORWARDING_HEADERS, upstreamHeaders, type UpstreamHeaderInput } from '../../src/pipeline/upstream-headers.ts';
 import { buildRuntime } from '../../src/runtime.ts';
@@ -39,9 +39,10 @@ const stripped = buildRuntime(settings({ trustedProxies: [{ cidrs: ['10.0.0.0/8'
   now: Date.now,
 }).stripped;
 
-function forward(headers: IncomingHttpHeaders, overrides: Partial<UpstreamHeaderInput> = {}): Record<string, string | string[]> {
-  const route = compileRoutes(settings()).fallback;
-  return upstreamHeaders(headers, { route, decision: allow(), host: 'api.example', requestId: 'rid', peer: '192.0.2.7', peerIsTrustedProxy: false, upgrade: false, stripped, ...overrides });
+function forward(headers: IncomingHttpHeaders, overrides: Partial<Omit<UpstreamHeaderInput, 'identityHeaders'>> & { decision?: Extract<Decision, { allow: true }> } = {}): Record<string, string | string[]> {
+  const { decision = allow(), ...input } = overrides;
+  const route = input.route ?? compileRoutes(settings()).fallback;
+  return upstreamHeaders(headers, { route, identityHeaders: identityHeadersOf(decision, route), host: 'api.example', requestId: 'rid', peer: '192.0.2.7', peerIsTrustedProxy: false, upgrade: false, stripped, ...input });
 }
 
 const FORGED = ['x-auth-subject', 'x-auth-client-id', 'x-auth-scope', 'x-auth-cert-thumbprint', 'x-forwarded-client-cert', 'x-auth-binding', 'x-tenant', 'x-client-cert'];

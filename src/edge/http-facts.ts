@@ -1,7 +1,9 @@
 /**
  * The proxy edge's first step: a request, HTTP/1.1 or HTTP/2, as plain {@link RequestFacts}.
  * Reads, never changes, the request: what is removed before forwarding is decided by
- * upstream-headers.ts.
+ * upstream-headers.ts. Everything about the connection is read here, when the request starts:
+ * an HTTP/2 stream's session socket is a proxy that throws on every read once the session is
+ * gone (ERR_HTTP2_SOCKET_UNBOUND), which may be before the response's 'close'.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
@@ -9,9 +11,9 @@ import type { TLSSocket } from 'node:tls';
 import { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { RequestFacts } from '../pipeline/pipeline.ts';
+import type { ProxyRequest } from '../proxy/messages.ts';
 import { isFormContentType } from '../pipeline/token.ts';
 
-export type ProxyRequest = IncomingMessage | Http2ServerRequest;
 
 export function isHttp2(req: ProxyRequest): req is Http2ServerRequest {
   return req.httpVersionMajor === 2;
@@ -54,15 +56,37 @@ function http2HostLines(req: Http2ServerRequest): string[] | undefined {
   return hosts === undefined || hosts.every((host) => host === authority) ? [authority] : [authority, ...hosts];
 }
 
-export function requestFacts(req: ProxyRequest, certificates: CertificateSource): RequestFacts {
+/** The connection a request came on, as read when it started. */
+export interface ConnectionFacts {
+  readonly peer: string | undefined;
+  /** The TLS socket (HTTP/1.1 and HTTP/2 alike), for the certificate; read only while the request starts. */
+  readonly tls: TLSSocket | undefined;
+  /** HTTP/1.1: the socket whose byte counters the access line reads; HTTP/2 streams have none of their own. */
+  readonly counting: IncomingMessage['socket'] | undefined;
+}
+
+export function connectionOf(req: ProxyRequest): ConnectionFacts {
+  if (isHttp2(req)) {
+    try {
+      const socket = req.stream.session?.socket as Partial<TLSSocket> | undefined;
+      return { peer: socket?.remoteAddress, tls: socket?.encrypted === true ? (socket as TLSSocket) : undefined, counting: undefined };
+    } catch {
+      // The session went before its stream was handled: no connection left to read (the stream is closed too).
+      return { peer: undefined, tls: undefined, counting: undefined };
+    }
+  }
+  const socket = req.socket as Partial<TLSSocket>;
+  return { peer: socket.remoteAddress, tls: socket.encrypted === true ? (socket as TLSSocket) : undefined, counting: req.socket };
+}
+
+export function requestFacts(req: ProxyRequest, certificates: CertificateSource, connection: ConnectionFacts = connectionOf(req)): RequestFacts {
   const h2 = isHttp2(req);
-  const socket = (h2 ? req.stream.session?.socket : req.socket) as Partial<TLSSocket> | undefined;
-  const peer = socket?.remoteAddress;
+  const peer = connection.peer;
   let certificate;
   let certificateError;
   try {
     certificate = certificates.certificateOf({
-      socket: socket?.encrypted === true ? (socket as TLSSocket) : undefined,
+      socket: connection.tls,
       peerAddress: peer,
       headers: req.headers,
       headersDistinct: h2 ? distinctOf(req.rawHeaders) : req.headersDistinct,

@@ -1,4 +1,8 @@
-/** Refusals written by the proxy edge: through the one renderer, to a response or straight to a socket. */
+/**
+ * What every edge writes back, in one place: refusals through the one renderer (to a response, as
+ * gRPC trailers-only, or straight to a socket), the headers an answer carries besides (request id,
+ * DPoP nonce), and the public documents the pipeline serves. Edges name no header themselves.
+ */
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 import { renderError, type GuardError, type RenderedError } from '../oauth/errors.ts';
@@ -19,9 +23,26 @@ export function renderFor(err: GuardError, realm: string, verdict: Pick<Verdict,
   });
 }
 
+export const REQUEST_ID_HEADER = 'x-request-id';
+const DPOP_NONCE_HEADER = 'dpop-nonce';
+
+/** The headers every answer to a judged request carries: its id, and a fresh DPoP nonce when the verdict has one. */
+export function answerHeaders(verdict: Pick<Verdict, 'dpopNonce'> | undefined, requestId: string): Record<string, string> {
+  const headers: Record<string, string> = { [REQUEST_ID_HEADER]: requestId };
+  if (verdict?.dpopNonce !== undefined) headers[DPOP_NONCE_HEADER] = verdict.dpopNonce;
+  return headers;
+}
+
 export function sendRendered(res: ServerResponse | Http2ServerResponse, rendered: RenderedError, requestId: string): void {
-  (res as ServerResponse).writeHead(rendered.status, { ...rendered.headers, 'content-length': Buffer.byteLength(rendered.body), 'x-request-id': requestId });
+  (res as ServerResponse).writeHead(rendered.status, { ...rendered.headers, 'content-length': Buffer.byteLength(rendered.body), [REQUEST_ID_HEADER]: requestId });
   res.end(rendered.body);
+}
+
+/** A public document the pipeline serves before any token check (RFC 9728 metadata). */
+export function sendDocument(res: ServerResponse | Http2ServerResponse, method: string | undefined, body: string): void {
+  (res as ServerResponse).writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
+  if (method === 'HEAD') res.end();
+  else res.end(body);
 }
 
 /** A complete HTTP/1.1 response written to a socket that is then closed (parser errors, refused upgrades). */
@@ -49,13 +70,13 @@ export function sendGrpcRefusal(res: Http2ServerResponse, err: GuardError, rende
     'content-type': 'application/grpc',
     'grpc-status': String(GRPC_STATUS[rendered.status] ?? 13),
     'grpc-message': encodeURIComponent(err.description),
-    'x-request-id': requestId,
+    [REQUEST_ID_HEADER]: requestId,
   };
   const challenge = rendered.headers['www-authenticate'];
   if (challenge !== undefined) headers['www-authenticate'] = challenge;
   const retryAfter = rendered.headers['retry-after'];
   if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
-  const nonce = rendered.headers['dpop-nonce'];
-  if (nonce !== undefined) headers['dpop-nonce'] = nonce;
+  const nonce = rendered.headers[DPOP_NONCE_HEADER];
+  if (nonce !== undefined) headers[DPOP_NONCE_HEADER] = nonce;
   res.stream.respond(headers, { endStream: true });
 }

@@ -5,27 +5,24 @@
  * response is over (so 413, 502, 504 and client aborts after forwarding are counted as what they
  * were).
  */
-import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { constants as h2constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { Readable } from 'node:stream';
 import type { Metrics } from '../admin/metrics.ts';
-import { WELL_KNOWN_PREFIX } from '../discovery/resource-metadata.ts';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
 import { connectionTraffic, declaredTraffic, forwardedClient } from '../observe/traffic.ts';
-import { GuardError } from '../oauth/errors.ts';
+import type { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
-import type { Verdict } from '../pipeline/pipeline.ts';
-import { hostName } from '../pipeline/route.ts';
 import { upstreamHeaders, upstreamTrailers } from '../pipeline/upstream-headers.ts';
 import type { Runtime } from '../runtime.ts';
-import { formReader, limitBody, type BodyBudget } from './body.ts';
-import { isHttp2, requestFacts, type ProxyRequest } from './facts.ts';
-import type { Forwarder } from './forward.ts';
-import { isGrpc, renderFor, sendGrpcRefusal, sendRendered } from './respond.ts';
+import { formReader, limitBody, type BodyBudget } from '../proxy/body.ts';
+import type { Forwarder } from '../proxy/forward.ts';
+import { answerHeaders, isGrpc, renderFor, sendDocument, sendGrpcRefusal, sendRendered } from './answer.ts';
+import { edgeFailures, openExchange } from './exchange.ts';
+import type { ProxyRequest, ProxyResponse } from '../proxy/messages.ts';
+import { connectionOf, isHttp2, requestFacts } from './http-facts.ts';
 
-export type ProxyResponse = ServerResponse | Http2ServerResponse;
 
 export interface EdgeDependencies {
   runtime: () => Runtime;
@@ -41,102 +38,84 @@ export interface EdgeDependencies {
   requestTimeoutMs: () => number;
 }
 
-export function pathOf(target: string): string {
-  const end = target.search(/[?#]/);
-  return end === -1 ? target : target.slice(0, end);
-}
-
-/** RFC 9728 metadata is public: answered before any token check. */
-function serveMetadata(runtime: Runtime, req: ProxyRequest, res: ProxyResponse): boolean {
-  if ((req.method !== 'GET' && req.method !== 'HEAD') || !req.url?.startsWith(WELL_KNOWN_PREFIX)) return false;
-  const body = runtime.metadata.lookup(hostName((req.headers[':authority'] as string | undefined) ?? req.headers.host), pathOf(req.url));
-  if (body === undefined) return false;
-  (res as ServerResponse).writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
-  (res as ServerResponse).end(req.method === 'HEAD' ? undefined : body);
-  return true;
-}
-
 export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res: ProxyResponse) => void {
   const { forwarder, metrics, logger, accessLog } = deps;
 
   async function handle(req: ProxyRequest, res: ProxyResponse): Promise<void> {
-    const started = performance.now();
     const runtime = deps.runtime();
     const h2 = isHttp2(req);
     // HTTP/2 sessions are told by GOAWAY (app stop); an HTTP/1.1 response closes its connection.
     if (deps.draining() && !h2) (res as ServerResponse).shouldKeepAlive = false;
-    if (serveMetadata(runtime, req, res)) return;
-    const requestId = randomUUID();
+    const document = runtime.pipeline.publicDocument(req.method, req.url ?? '/', (req.headers[':authority'] as string | undefined) ?? req.headers.host);
+    if (document !== undefined) return sendDocument(res, req.method, document);
+    // Everything about the connection is read now: an HTTP/2 session may be gone by the response's end.
+    const connection = connectionOf(req);
+    const xff = req.headers['x-forwarded-for'];
+    const exchange = openExchange(accessLog, {
+      method: req.method,
+      target: req.url,
+      client: connection.peer,
+      forwardedFor: xff !== undefined && deps.certificates.isTrustedProxy(connection.peer) ? forwardedClient(xff) : undefined,
+    });
     const form = formReader(req, deps.bodyBudget);
-    let verdict: Verdict | undefined;
-    let failure: GuardError | undefined;
-    let upstreamStatus: number | undefined;
-    const socket = h2 ? req.stream.session?.socket : req.socket;
+    // Aborts the upstream call: the client went away, its stream was reset, or the body broke a limit.
+    const upstreamCall = new AbortController();
     res.once('close', () => {
       form.release();
-      if (!res.writableFinished && failure === undefined) failure = new GuardError('client_aborted', { detail: 'the client closed the connection before the response ended' });
-      const status = failure?.reason === 'client_aborted' ? 499 : res.statusCode;
-      const path = verdict === undefined ? pathOf(req.url ?? '/') : pathOf(verdict.target);
-      const client = socket?.remoteAddress;
-      const xff = req.headers['x-forwarded-for'];
-      const latencyMs = Math.round((performance.now() - started) * 100) / 100;
-      const traffic = h2 ? declaredTraffic(req.headers['content-length'], res.getHeader('content-length')) : connectionTraffic(socket);
-      accessLog.record({
-        requestId,
-        method: req.method,
-        path,
-        status,
-        verdict,
-        failure,
-        upstreamStatus,
-        thumbprint: verdict?.decision.allow ? verdict.decision.identity.certificate?.thumbprint : undefined,
-        latencyMs,
-        client,
-        forwardedFor: xff !== undefined && deps.certificates.isTrustedProxy(client) ? forwardedClient(xff) : undefined,
-        bytesIn: traffic.bytesIn,
-        bytesOut: traffic.bytesOut,
-      });
+      if (!res.writableFinished) {
+        exchange.fail(edgeFailures.clientAborted('the client closed the connection before the response ended'));
+        upstreamCall.abort();
+      }
+      exchange.finish(res.statusCode, h2 ? declaredTraffic(req.headers['content-length'], res.getHeader('content-length')) : connectionTraffic(connection.counting));
     });
     const refuse = (err: GuardError): void => {
-      const rendered = renderFor(err, runtime.realm, verdict);
-      if (h2 && isGrpc(req.headers['content-type'])) sendGrpcRefusal(res as Http2ServerResponse, err, rendered, requestId);
-      else sendRendered(res, rendered, requestId);
+      const rendered = renderFor(err, runtime.realm, exchange.verdict);
+      if (h2 && isGrpc(req.headers['content-type'])) sendGrpcRefusal(res as Http2ServerResponse, err, rendered, exchange.requestId);
+      else sendRendered(res, rendered, exchange.requestId);
     };
     const keepAlive = (keep: boolean): void => {
       if (!h2 && !keep) (res as ServerResponse).shouldKeepAlive = false;
     };
     const fail = (err: GuardError): void => {
-      failure = err;
+      if (!exchange.fail(err)) return;
       if (res.headersSent) res.destroy();
       else if (!(res as { destroyed?: boolean }).destroyed) refuse(err);
     };
     // Stream-level slowloris: an HTTP/2 request whose body trickles or never ends is reset.
-    const abort = h2 && !req.stream.endAfterHeaders ? streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err)) : undefined;
+    if (h2 && !req.stream.endAfterHeaders) streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err), upstreamCall);
     try {
-      const facts = requestFacts(req, deps.certificates);
-      verdict = await runtime.pipeline.evaluate(facts, form.read);
-      if (abort?.signal.aborted === true) return;
+      const facts = requestFacts(req, deps.certificates, connection);
+      const verdict = await runtime.pipeline.evaluate(facts, form.read);
+      exchange.verdict = verdict;
+      if (upstreamCall.signal.aborted) return;
       const { decision, route } = verdict;
       if (!decision.allow) {
         if (verdict.closeConnection) keepAlive(false);
-        if (decision.error.reason === 'client_aborted') failure = decision.error;
+        if (decision.error.reason === 'client_aborted') exchange.fail(decision.error);
         else refuse(decision.error);
         return;
       }
-      const headers = upstreamHeaders(req.headers, { route, decision, host: verdict.host, requestId, peer: facts.peer, peerIsTrustedProxy: deps.certificates.isTrustedProxy(facts.peer), upgrade: false, stripped: runtime.stripped });
-      res.setHeader('x-request-id', requestId);
-      if (verdict.dpopNonce !== undefined) res.setHeader('dpop-nonce', verdict.dpopNonce);
+      const headers = upstreamHeaders(req.headers, {
+        route,
+        identityHeaders: verdict.identityHeaders ?? {},
+        host: verdict.host,
+        requestId: exchange.requestId,
+        peer: facts.peer,
+        peerIsTrustedProxy: deps.certificates.isTrustedProxy(facts.peer),
+        upgrade: false,
+        stripped: runtime.stripped,
+      });
+      for (const [name, value] of Object.entries(answerHeaders(verdict, exchange.requestId))) res.setHeader(name, value);
       const body =
         verdict.body.kind === 'buffered'
           ? Readable.from([verdict.body.bytes])
           : verdict.body.kind === 'limited'
             ? limitBody(req, verdict.body.limitBytes, () => {
-                limited.abort();
+                upstreamCall.abort();
                 keepAlive(false); // the rest of the body is not read
-                fail(new GuardError('body_too_large', { detail: 'chunked body over maxBodyBytes' }));
+                fail(edgeFailures.bodyTooLarge('chunked body over maxBodyBytes'));
               })
             : undefined;
-      const limited = abort ?? new AbortController();
       const forwardedAt = performance.now();
       forwarder.web(req, res, route.upstream, {
         headers,
@@ -144,20 +123,20 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
         requestTrailers: () => upstreamTrailers(req.trailers, runtime.stripped),
         target: verdict.target,
         timeoutMs: route.upstreamTimeoutMs,
-        ...((abort !== undefined || verdict.body.kind === 'limited') && { signal: limited.signal }),
+        signal: upstreamCall.signal,
         ...(body !== undefined && { body }),
         onResponse: (status) => {
-          upstreamStatus = status;
+          exchange.upstreamStatus = status;
           if (deps.draining()) keepAlive(false);
           metrics.upstreamDuration.observe({ route: route.id }, (performance.now() - forwardedAt) / 1000);
         },
         onError: (err) => {
-          if (failure === undefined) fail((req as { destroyed?: boolean }).destroyed === true && !req.complete ? new GuardError('client_aborted', { detail: 'the client went away during the upload' }) : err);
+          if (exchange.failure === undefined) fail((req as { destroyed?: boolean }).destroyed === true && !req.complete ? edgeFailures.clientAborted('the client went away during the upload') : err);
         },
       });
     } catch (err) {
-      logger.error({ reqId: requestId, err }, 'request handling failed');
-      fail(new GuardError('internal_error'));
+      logger.error({ reqId: exchange.requestId, err }, 'request handling failed');
+      fail(edgeFailures.internal());
     }
   }
 
@@ -171,8 +150,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
  * RST_STREAM(NO_ERROR) (RFC 9113 §8.1: stop sending); after, RST_STREAM(CANCEL). Long-lived
  * client-streaming gRPC calls therefore need `limits.requestTimeoutMs` above their lifetime.
  */
-function streamDeadline(req: Http2ServerRequest, res: Http2ServerResponse, timeoutMs: number, fail: (err: GuardError) => void): AbortController {
-  const controller = new AbortController();
+function streamDeadline(req: Http2ServerRequest, res: Http2ServerResponse, timeoutMs: number, fail: (err: GuardError) => void, controller: AbortController): void {
   const timer = setTimeout(() => {
     if (req.stream.closed || req.readableEnded) return;
     // Answered already (a refusal that left the body unread): only stop the client sending.
@@ -181,7 +159,7 @@ function streamDeadline(req: Http2ServerRequest, res: Http2ServerResponse, timeo
       return;
     }
     // The refusal first, so that the upstream call's abort is not reported as a 502.
-    const err = new GuardError('request_timeout', { detail: `HTTP/2 request not received whole in ${timeoutMs} ms` });
+    const err = edgeFailures.requestTimeout(`HTTP/2 request not received whole in ${timeoutMs} ms`);
     if (res.headersSent) {
       req.stream.close(h2constants.NGHTTP2_CANCEL);
       fail(err);
@@ -194,5 +172,4 @@ function streamDeadline(req: Http2ServerRequest, res: Http2ServerResponse, timeo
   const clear = (): void => clearTimeout(timer);
   req.once('end', clear);
   res.once('close', clear);
-  return controller;
 }

@@ -1,0 +1,133 @@
+/**
+ * The decision API: an edge into the same pipeline for a proxy in front that asks before it
+ * forwards (nginx `auth_request`, Envoy ext_authz HTTP service, Traefik forwardAuth). The check
+ * request becomes the original request's facts (decision-facts.ts); the answer is the verdict:
+ * 200 with the identity headers the proxy listener would set upstream, or the refusal the proxy
+ * listener would send (same renderer). Only `trustedProxies` peers may ask; anyone else gets 403
+ * and no pipeline call. RFC 9728 documents are public: served at their own paths to anyone, so
+ * a front routes them here, and a check of one is allowed with no identity.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Logger } from '../log.ts';
+import type { AccessLog } from '../observe/access-log.ts';
+import { forwardedClient } from '../observe/traffic.ts';
+import type { GuardError } from '../oauth/errors.ts';
+import type { CertificateSource } from '../pipeline/client-cert.ts';
+import type { IdentityHeaderNames } from '../pipeline/identity-headers.ts';
+import type { FormReader } from '../pipeline/pipeline.ts';
+import type { ClaimHeader } from '../pipeline/route.ts';
+import { listenerOptions, listenerProperties, type Limits } from '../proxy/limits.ts';
+import type { Runtime } from '../runtime.ts';
+import { answerHeaders, renderFor, sendDocument } from './answer.ts';
+import { FRONT_HEADER_ALLOWANCE, decisionFacts, originalOf, type DecisionFront } from './decision-facts.ts';
+import { edgeFailures, openExchange } from './exchange.ts';
+
+export { originalOf, type DecisionFront } from './decision-facts.ts';
+
+export interface DecisionApiDependencies {
+  runtime: () => Runtime;
+  certificates: CertificateSource;
+  accessLog: AccessLog;
+  logger: Logger;
+  /** The trusted proxies' certificate header names in force: the front's own lines, not the client's. */
+  certificateHeaders: () => readonly string[];
+}
+
+/**
+ * nginx's auth_request relays 401 and 403 and turns every other status into 500. /nginx answers
+ * those others with 403 and the original status in `X-Cnfguard-Status` (README: Decision API).
+ */
+function statusFor(front: DecisionFront, status: number): number {
+  return front === 'nginx' && status !== 401 && status !== 403 ? 403 : status;
+}
+
+const ORIGINAL_STATUS_HEADER = 'x-cnfguard-status';
+
+/**
+ * Envoy's HTTP ext_authz copies the headers of a 200 that `allowed_upstream_headers` matches onto
+ * the upstream request, overwriting the client's copies, and then removes the ones this header
+ * names (ext_authz_http_impl.cc). An identity header the verdict leaves out (no `sub`, no
+ * certificate, no DPoP key) would otherwise reach the upstream as the client sent it. nginx's
+ * `proxy_set_header` with an empty value and Traefik's `authResponseHeaders` (delete, then copy)
+ * need no such help.
+ */
+export const ENVOY_HEADERS_TO_REMOVE = 'x-envoy-auth-headers-to-remove';
+
+/** The identity and claim header names a verdict manages but did not set, in a stable order. */
+function unsetIdentityHeaders(set: Readonly<Record<string, string>>, names: IdentityHeaderNames, claimHeaders: readonly ClaimHeader[]): string[] {
+  const managed = new Set([...Object.values(names), ...claimHeaders.map((c) => c.header)]);
+  return [...managed].filter((name) => set[name] === undefined);
+}
+
+const EMPTY_FORM: FormReader = () => Promise.resolve({ kind: 'read', bytes: Buffer.alloc(0) });
+
+export function createDecisionHandler(deps: DecisionApiDependencies): (req: IncomingMessage, res: ServerResponse) => void {
+  const { certificates, accessLog, logger } = deps;
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const runtime = deps.runtime();
+    const document = runtime.pipeline.publicDocument(req.method, req.url ?? '/', req.headers.host);
+    if (document !== undefined) return sendDocument(res, req.method, document);
+    const peer = req.socket.remoteAddress;
+    if (!certificates.isTrustedProxy(peer)) {
+      res.writeHead(403, { 'content-length': 0 }).end();
+      return;
+    }
+    const original = originalOf(req);
+    if (original === undefined) {
+      res.writeHead(404, { 'content-length': 0 }).end();
+      return;
+    }
+    const managed = (identity: Readonly<Record<string, string>>, names: IdentityHeaderNames, claimHeaders: readonly ClaimHeader[]): Record<string, string> => {
+      if (original.front !== 'envoy') return { ...identity };
+      const unset = unsetIdentityHeaders(identity, names, claimHeaders);
+      return unset.length > 0 ? { ...identity, [ENVOY_HEADERS_TO_REMOVE]: unset.join(', ') } : { ...identity };
+    };
+    // A public document the front did not route here: allowed as it is, with no identity (and no access line, as on the proxy listener).
+    if (original.method !== undefined && original.target !== undefined && original.overTls && runtime.pipeline.publicDocument(original.method, original.target, original.hostLines?.[0]) !== undefined) {
+      const { headerNames, claimHeaders } = runtime.pipeline.routes.fallback;
+      res.writeHead(200, { ...managed({}, headerNames, claimHeaders), 'content-length': 0 }).end();
+      return;
+    }
+    const exchange = openExchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headers['x-forwarded-for']), edge: `decision-api/${original.front}` });
+    res.once('close', () => exchange.finish(res.statusCode));
+    const refuse = (err: GuardError): void => {
+      const rendered = renderFor(err, runtime.realm, exchange.verdict);
+      const status = statusFor(original.front, rendered.status);
+      const extra = status === rendered.status ? {} : { [ORIGINAL_STATUS_HEADER]: String(rendered.status) };
+      res.writeHead(status, { ...rendered.headers, ...extra, 'content-length': Buffer.byteLength(rendered.body), ...answerHeaders(undefined, exchange.requestId) });
+      res.end(rendered.body);
+    };
+    try {
+      const { method, target } = original;
+      if (method === undefined || target === undefined) {
+        exchange.fail(edgeFailures.frontIncomplete(original.front));
+        return refuse(exchange.failure as GuardError);
+      }
+      if (!original.overTls) {
+        // The proxy listener only speaks TLS; a token sent in the clear is not judged (RFC 6750 §5.3).
+        exchange.fail(edgeFailures.frontInsecure(original.front));
+        return refuse(exchange.failure as GuardError);
+      }
+      const verdict = await runtime.pipeline.evaluate(decisionFacts(req, { ...original, method, target }, certificates, deps.certificateHeaders()), EMPTY_FORM);
+      exchange.verdict = verdict;
+      if (!verdict.decision.allow) return refuse(verdict.decision.error);
+      res.writeHead(200, { ...managed(verdict.identityHeaders ?? {}, verdict.route.headerNames, verdict.route.claimHeaders), ...answerHeaders(verdict, exchange.requestId), 'content-length': 0 });
+      res.end();
+    } catch (err) {
+      logger.error({ reqId: exchange.requestId, err }, 'decision failed');
+      exchange.fail(edgeFailures.internal());
+      if (!res.headersSent) refuse(exchange.failure as GuardError);
+    }
+  }
+  return (req, res) => void handle(req, res);
+}
+
+/** The decision API's listener: plain HTTP, with the proxy listener's `limits` (the front's own header lines allowed for). */
+export function createDecisionApi(deps: DecisionApiDependencies, limits: Limits): Server {
+  const server = createServer(listenerOptions(limits), createDecisionHandler(deps));
+  const { maxConnections, maxHeadersCount } = listenerProperties(limits);
+  server.maxConnections = maxConnections;
+  server.maxHeadersCount = maxHeadersCount + FRONT_HEADER_ALLOWANCE;
+  return server;
+}

@@ -1,0 +1,97 @@
+/**
+ * The decision API's first step: a front proxy's check request (nginx `auth_request`, Envoy
+ * ext_authz HTTP service, Traefik forwardAuth) as the ORIGINAL request's {@link RequestFacts}.
+ * Each front says the original method, target and host its own way; the headers the front adds
+ * for that are its own, not the client's, and do not count against the client's header limit.
+ *
+ * The front forwards the target it received, not the one cnfguard judged: the facts say so
+ * (`targetForwardedRaw`), so the route is chosen by every reading an upstream could make of it.
+ */
+import type { IncomingMessage } from 'node:http';
+import { GuardError } from '../oauth/errors.ts';
+import type { CertificateSource } from '../pipeline/client-cert.ts';
+import type { RequestFacts } from '../pipeline/pipeline.ts';
+import { pathOf } from './exchange.ts';
+
+export type DecisionFront = 'nginx' | 'envoy' | 'traefik';
+
+/** The original request as a front proxy describes it. */
+export interface Original {
+  front: DecisionFront;
+  method: string | undefined;
+  target: string | undefined;
+  hostLines: readonly string[] | undefined;
+  /** False when the front says the original request was not HTTPS (Traefik's X-Forwarded-Proto). */
+  overTls: boolean;
+}
+
+const ENVOY_PREFIX = '/envoy';
+
+/**
+ * Header lines each front adds to a check request itself (README recipes; Envoy's HTTP ext_authz
+ * client; Traefik's forward.go). One line of each is the front's; a second copy is the client's.
+ */
+const FRONT_HEADERS: Readonly<Record<DecisionFront, ReadonlySet<string>>> = {
+  nginx: new Set(['x-original-method', 'x-original-uri']),
+  envoy: new Set(['x-forwarded-proto', 'x-forwarded-for', 'x-request-id', 'x-envoy-expected-rq-timeout-ms', 'x-envoy-internal', 'x-forwarded-client-cert', 'content-length']),
+  traefik: new Set(['x-forwarded-method', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-uri', 'x-forwarded-for', 'x-forwarded-port', 'x-forwarded-server', 'x-forwarded-prefix', 'x-real-ip']),
+};
+
+/** Most header lines a front may add to the client's: Node's own line limit on the decision API leaves this much room. */
+export const FRONT_HEADER_ALLOWANCE = 32;
+
+const one = (lines: string[] | undefined): string | undefined => (lines?.length === 1 ? lines[0] : undefined);
+
+/** Which front is asking, and what it says the original request was; undefined for an unknown path. */
+export function originalOf(req: IncomingMessage): Original | undefined {
+  const url = req.url ?? '/';
+  const path = pathOf(url);
+  const h = req.headersDistinct;
+  // nginx and Envoy say nothing of the scheme: the recipes listen with TLS only.
+  if (path === '/nginx') return { front: 'nginx', method: one(h['x-original-method']), target: one(h['x-original-uri']), hostLines: h.host, overTls: true };
+  if (path === '/traefik') {
+    // Traefik always sends X-Forwarded-Proto (forward.go): anything but one `https` is a plain-HTTP entry point.
+    const overTls = one(h['x-forwarded-proto'])?.toLowerCase() === 'https';
+    return { front: 'traefik', method: one(h['x-forwarded-method']), target: one(h['x-forwarded-uri']), hostLines: h['x-forwarded-host'], overTls };
+  }
+  if (url === ENVOY_PREFIX || url.startsWith(`${ENVOY_PREFIX}/`) || url.startsWith(`${ENVOY_PREFIX}?`)) {
+    const rest = url.slice(ENVOY_PREFIX.length);
+    return { front: 'envoy', method: req.method, target: rest.startsWith('/') ? rest : `/${rest}`, hostLines: h.host, overTls: true };
+  }
+  return undefined;
+}
+
+/** The client's header lines: all received, less one line of each header the front adds itself (its certificate header among them). */
+function clientHeaderCount(req: IncomingMessage, front: DecisionFront, certificateHeaders: readonly string[]): number {
+  const own = new Set([...FRONT_HEADERS[front], ...certificateHeaders]);
+  let count = req.rawHeaders.length / 2;
+  for (const name of own) if (req.headersDistinct[name] !== undefined) count--;
+  return count;
+}
+
+/** The original request's facts; the check request carries no body, so neither does the original here. */
+export function decisionFacts(req: IncomingMessage, original: Original & { method: string; target: string }, certificates: CertificateSource, certificateHeaders: readonly string[]): RequestFacts {
+  const peer = req.socket.remoteAddress;
+  let certificate;
+  let certificateError;
+  try {
+    certificate = certificates.certificateOf({ socket: undefined, peerAddress: peer, headers: req.headers, headersDistinct: req.headersDistinct });
+  } catch (err) {
+    if (!(err instanceof GuardError)) throw err;
+    certificateError = err;
+  }
+  return {
+    method: original.method,
+    target: original.target,
+    targetForwardedRaw: true,
+    hostLines: original.hostLines,
+    headerCount: clientHeaderCount(req, original.front, certificateHeaders),
+    authorization: req.headersDistinct.authorization,
+    // The front passes the client's headers on: the DPoP proof among them.
+    dpop: req.headersDistinct.dpop,
+    peer,
+    certificate,
+    certificateError,
+    body: { declaredLength: undefined, chunked: false, form: false },
+  };
+}

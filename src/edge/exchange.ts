@@ -1,0 +1,100 @@
+/**
+ * One request's life at any edge, the same for every way in: its id, its timer, the verdict, what
+ * went wrong after the verdict, and the one access line (and count) written when it is over. Every
+ * edge (HTTP/1.1 and HTTP/2 proxy, upgrades, the decision API) opens one exchange per request and
+ * closes it once; what the line says is built here, never in an edge.
+ */
+import { randomUUID } from 'node:crypto';
+import type { AccessLog } from '../observe/access-log.ts';
+import type { Traffic } from '../observe/traffic.ts';
+import { GuardError } from '../oauth/errors.ts';
+import type { Verdict } from '../pipeline/pipeline.ts';
+
+/** The path of a request target: no query (it may carry secrets), no fragment. */
+export function pathOf(target: string): string {
+  const end = target.search(/[?#]/);
+  return end === -1 ? target : target.slice(0, end);
+}
+
+/** Who the request came from, read when it started (an HTTP/2 session's socket may be gone by its end). */
+export interface ExchangeOrigin {
+  method: string | undefined;
+  /** The target as received: the access line's path until a verdict names the canonical one. */
+  target: string | undefined;
+  /** The TCP peer's address. */
+  client: string | undefined;
+  /** The client a `trustedProxies` peer names, when it is one. */
+  forwardedFor: string | undefined;
+  /** Which edge answered, when not the proxy listener (e.g. `decision-api/nginx`). */
+  edge?: string;
+}
+
+/** Failures an edge meets after (or instead of) a verdict, with their reason ids. */
+export const edgeFailures = {
+  clientAborted: (detail: string) => new GuardError('client_aborted', { detail }),
+  bodyTooLarge: (detail: string) => new GuardError('body_too_large', { detail }),
+  requestTimeout: (detail: string) => new GuardError('request_timeout', { detail }),
+  draining: () => new GuardError('server_busy', { detail: 'draining' }),
+  internal: () => new GuardError('internal_error'),
+  frontIncomplete: (front: string) => new GuardError('path_malformed', { detail: `the ${front} check request does not say the original method and target` }),
+  frontInsecure: (front: string) => new GuardError('transport_insecure', { detail: `the ${front} check request says the original request was not HTTPS` }),
+} as const;
+
+export interface Exchange {
+  readonly requestId: string;
+  verdict: Verdict | undefined;
+  /** What went wrong after the verdict: the upstream, the body, the client, or cnfguard itself. */
+  readonly failure: GuardError | undefined;
+  upstreamStatus: number | undefined;
+  /** Records `err` as what went wrong, unless something already was. Returns whether it was recorded. */
+  fail(err: GuardError): boolean;
+  /** The status the access line reports: 499 when the client went away first. */
+  statusFor(sent: number): number;
+  /** Writes the access line and counts the request; only the first call counts. */
+  finish(status: number, traffic?: Traffic): void;
+}
+
+export function openExchange(accessLog: AccessLog, origin: ExchangeOrigin): Exchange {
+  const started = performance.now();
+  let failure: GuardError | undefined;
+  let finished = false;
+  const exchange: Exchange = {
+    requestId: randomUUID(),
+    verdict: undefined,
+    upstreamStatus: undefined,
+    get failure() {
+      return failure;
+    },
+    fail(err) {
+      if (failure !== undefined) return false;
+      failure = err;
+      return true;
+    },
+    statusFor(sent) {
+      return failure?.reason === 'client_aborted' ? 499 : sent;
+    },
+    finish(status, traffic) {
+      if (finished) return;
+      finished = true;
+      const verdict = exchange.verdict;
+      const decision = verdict?.decision;
+      accessLog.record({
+        requestId: exchange.requestId,
+        method: origin.method,
+        path: pathOf(verdict?.target ?? origin.target ?? '/'),
+        status: exchange.statusFor(status),
+        verdict,
+        failure,
+        upstreamStatus: exchange.upstreamStatus,
+        thumbprint: decision?.allow === true ? decision.identity.certificate?.thumbprint : undefined,
+        latencyMs: Math.round((performance.now() - started) * 100) / 100,
+        client: origin.client,
+        forwardedFor: origin.forwardedFor,
+        bytesIn: traffic?.bytesIn,
+        bytesOut: traffic?.bytesOut,
+        ...(origin.edge !== undefined && { edge: origin.edge }),
+      });
+    },
+  };
+  return exchange;
+}

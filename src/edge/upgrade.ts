@@ -1,0 +1,86 @@
+/**
+ * Websocket upgrades through the same pipeline as any request. The pipeline's answer is written
+ * straight to the socket (there is no ServerResponse); the upstream's 101 carries the same answer
+ * headers as any allowed response; one access line when the upgrade is over.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../log.ts';
+import type { AccessLog } from '../observe/access-log.ts';
+import { forwardedClient } from '../observe/traffic.ts';
+import type { CertificateSource } from '../pipeline/client-cert.ts';
+import { upstreamHeaders } from '../pipeline/upstream-headers.ts';
+import type { Forwarder } from '../proxy/forward.ts';
+import type { Runtime } from '../runtime.ts';
+import { answerHeaders, rawResponse, renderFor, REQUEST_ID_HEADER } from './answer.ts';
+import { edgeFailures, openExchange } from './exchange.ts';
+import { connectionOf, requestFacts } from './http-facts.ts';
+
+export interface UpgradeDependencies {
+  runtime: () => Runtime;
+  forwarder: Forwarder;
+  logger: Logger;
+  accessLog: AccessLog;
+  certificates: CertificateSource;
+  draining: () => boolean;
+  /** Upgraded sockets, so shutdown can end them after the grace period. */
+  onUpgraded: (socket: Duplex) => void;
+}
+
+/** An upgrade never reads a body: a form is not inspected, and any body belongs to the upgraded protocol. */
+const NO_FORM = () => Promise.resolve({ kind: 'read' as const, bytes: Buffer.alloc(0) });
+
+const SHUTTING_DOWN = { status: 503, headers: { 'content-type': 'text/plain' }, body: 'shutting down\n' };
+
+export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  async function handle(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const runtime = deps.runtime();
+    const connection = connectionOf(req);
+    const xff = req.headers['x-forwarded-for'];
+    const exchange = openExchange(deps.accessLog, {
+      method: req.method,
+      target: req.url,
+      client: connection.peer,
+      forwardedFor: xff !== undefined && deps.certificates.isTrustedProxy(connection.peer) ? forwardedClient(xff) : undefined,
+    });
+    let status = 101;
+    socket.on('error', () => socket.destroy());
+    socket.once('close', () => exchange.finish(status));
+    try {
+      const facts = requestFacts(req, deps.certificates, connection);
+      const verdict = await runtime.pipeline.evaluate({ ...facts, body: { ...facts.body, form: false } }, NO_FORM);
+      exchange.verdict = verdict;
+      const { decision, route } = verdict;
+      if (!decision.allow || deps.draining()) {
+        if (decision.allow) exchange.fail(edgeFailures.draining());
+        const rendered = decision.allow ? SHUTTING_DOWN : renderFor(decision.error, runtime.realm, verdict);
+        status = rendered.status;
+        socket.end(rawResponse(rendered, { [REQUEST_ID_HEADER]: exchange.requestId }));
+        return;
+      }
+      req.headers = upstreamHeaders(req.headers, {
+        route,
+        identityHeaders: verdict.identityHeaders ?? {},
+        host: verdict.host,
+        requestId: exchange.requestId,
+        peer: facts.peer,
+        peerIsTrustedProxy: deps.certificates.isTrustedProxy(facts.peer),
+        upgrade: true,
+        stripped: runtime.stripped,
+      }) as IncomingMessage['headers'];
+      req.url = verdict.target;
+      deps.onUpgraded(socket);
+      deps.forwarder.ws(req, socket, head, route.upstream, answerHeaders(verdict, exchange.requestId), (err) => {
+        exchange.fail(err);
+        status = err.status;
+        socket.destroy();
+      });
+    } catch (err) {
+      deps.logger.error({ reqId: exchange.requestId, err }, 'upgrade handling failed');
+      exchange.fail(edgeFailures.internal());
+      status = 500;
+      socket.destroy();
+    }
+  }
+  return (req, socket, head) => void handle(req, socket, head);
+}
