@@ -24,6 +24,9 @@ export function renderFor(err: GuardError, realm: string, verdict: Pick<Verdict,
 }
 
 export const REQUEST_ID_HEADER = 'x-request-id';
+
+/** What an allowed upgrade gets while cnfguard drains: it would be cut off at once. */
+export const DRAINING_ANSWER: RenderedError = { status: 503, headers: { 'content-type': 'text/plain' }, body: 'shutting down\n' };
 const DPOP_NONCE_HEADER = 'dpop-nonce';
 
 /** The headers every answer to a judged request carries: its id, and a fresh DPoP nonce when the verdict has one. */

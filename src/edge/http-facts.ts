@@ -12,6 +12,8 @@ import { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { RequestFacts } from '../pipeline/pipeline.ts';
 import type { ProxyRequest } from '../proxy/messages.ts';
+import { forwardedClient } from '../observe/traffic.ts';
+import type { ExchangeOrigin } from './exchange.ts';
 import { isFormContentType } from '../pipeline/token.ts';
 
 
@@ -114,4 +116,20 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
       form: isFormContentType(req.headers['content-type']),
     },
   };
+}
+
+/** Who the access line says the request came from: the peer, and the client a trusted proxy names. */
+export function originOf(req: ProxyRequest, connection: ConnectionFacts, certificates: CertificateSource): ExchangeOrigin {
+  const xff = req.headers['x-forwarded-for'];
+  return {
+    method: req.method,
+    target: req.url,
+    client: connection.peer,
+    forwardedFor: xff !== undefined && certificates.isTrustedProxy(connection.peer) ? forwardedClient(xff) : undefined,
+  };
+}
+
+/** The Host the request names (HTTP/2: `:authority`), for public documents looked up before any check. */
+export function authorityOf(req: ProxyRequest): string | undefined {
+  return (req.headers[':authority'] as string | undefined) ?? req.headers.host;
 }

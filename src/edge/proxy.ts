@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import type { Metrics } from '../admin/metrics.ts';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
-import { connectionTraffic, declaredTraffic, forwardedClient } from '../observe/traffic.ts';
+import { connectionTraffic, declaredTraffic } from '../observe/traffic.ts';
 import type { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import { upstreamHeaders, upstreamTrailers } from '../pipeline/upstream-headers.ts';
@@ -21,7 +21,7 @@ import type { Forwarder } from '../proxy/forward.ts';
 import { answerHeaders, isGrpc, renderFor, sendDocument, sendGrpcRefusal, sendRendered } from './answer.ts';
 import { edgeFailures, openExchange } from './exchange.ts';
 import type { ProxyRequest, ProxyResponse } from '../proxy/messages.ts';
-import { connectionOf, isHttp2, requestFacts } from './http-facts.ts';
+import { authorityOf, connectionOf, isHttp2, originOf, requestFacts } from './http-facts.ts';
 
 
 export interface EdgeDependencies {
@@ -46,17 +46,11 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     const h2 = isHttp2(req);
     // HTTP/2 sessions are told by GOAWAY (app stop); an HTTP/1.1 response closes its connection.
     if (deps.draining() && !h2) (res as ServerResponse).shouldKeepAlive = false;
-    const document = runtime.pipeline.publicDocument(req.method, req.url ?? '/', (req.headers[':authority'] as string | undefined) ?? req.headers.host);
+    const document = runtime.pipeline.publicDocument(req.method, req.url ?? '/', authorityOf(req));
     if (document !== undefined) return sendDocument(res, req.method, document);
     // Everything about the connection is read now: an HTTP/2 session may be gone by the response's end.
     const connection = connectionOf(req);
-    const xff = req.headers['x-forwarded-for'];
-    const exchange = openExchange(accessLog, {
-      method: req.method,
-      target: req.url,
-      client: connection.peer,
-      forwardedFor: xff !== undefined && deps.certificates.isTrustedProxy(connection.peer) ? forwardedClient(xff) : undefined,
-    });
+    const exchange = openExchange(accessLog, originOf(req, connection, deps.certificates));
     const form = formReader(req, deps.bodyBudget);
     // Aborts the upstream call: the client went away, its stream was reset, or the body broke a limit.
     const upstreamCall = new AbortController();

@@ -7,14 +7,13 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
-import { forwardedClient } from '../observe/traffic.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import { upstreamHeaders } from '../pipeline/upstream-headers.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import type { Runtime } from '../runtime.ts';
-import { answerHeaders, rawResponse, renderFor, REQUEST_ID_HEADER } from './answer.ts';
+import { answerHeaders, DRAINING_ANSWER, rawResponse, renderFor, REQUEST_ID_HEADER } from './answer.ts';
 import { edgeFailures, openExchange } from './exchange.ts';
-import { connectionOf, requestFacts } from './http-facts.ts';
+import { connectionOf, originOf, requestFacts } from './http-facts.ts';
 
 export interface UpgradeDependencies {
   runtime: () => Runtime;
@@ -30,19 +29,11 @@ export interface UpgradeDependencies {
 /** An upgrade never reads a body: a form is not inspected, and any body belongs to the upgraded protocol. */
 const NO_FORM = () => Promise.resolve({ kind: 'read' as const, bytes: Buffer.alloc(0) });
 
-const SHUTTING_DOWN = { status: 503, headers: { 'content-type': 'text/plain' }, body: 'shutting down\n' };
-
 export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
   async function handle(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const runtime = deps.runtime();
     const connection = connectionOf(req);
-    const xff = req.headers['x-forwarded-for'];
-    const exchange = openExchange(deps.accessLog, {
-      method: req.method,
-      target: req.url,
-      client: connection.peer,
-      forwardedFor: xff !== undefined && deps.certificates.isTrustedProxy(connection.peer) ? forwardedClient(xff) : undefined,
-    });
+    const exchange = openExchange(deps.accessLog, originOf(req, connection, deps.certificates));
     let status = 101;
     socket.on('error', () => socket.destroy());
     socket.once('close', () => exchange.finish(status));
@@ -53,7 +44,7 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
       const { decision, route } = verdict;
       if (!decision.allow || deps.draining()) {
         if (decision.allow) exchange.fail(edgeFailures.draining());
-        const rendered = decision.allow ? SHUTTING_DOWN : renderFor(decision.error, runtime.realm, verdict);
+        const rendered = decision.allow ? DRAINING_ANSWER : renderFor(decision.error, runtime.realm, verdict);
         status = rendered.status;
         socket.end(rawResponse(rendered, { [REQUEST_ID_HEADER]: exchange.requestId }));
         return;
