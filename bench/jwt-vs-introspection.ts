@@ -33,7 +33,14 @@ const as = await startAuthorizationServer({ tls: pki.certs.server, jwtResource: 
 const upstream = await spawnChild({ name: 'upstream', script: join(import.meta.dirname, 'servers', 'upstream.ts') });
 const [port, adminPort] = [await freePort(), await freePort()];
 const configFile = join(pki.dir, 'jwt-bench.yaml');
-const base = baseConfig(pki, as, { url: upstream.ready.url } as Parameters<typeof baseConfig>[2], { jwt: { issuer: as.issuer, jwksUri: `${as.issuer}/jwks`, algorithms: ['RS256'] }, validation: 'jwt-then-introspection' });
+// One route per token kind, each with its audience (RFC 9068 §4: a JWT route must name one): the
+// JWTs are for JWT_RS, the opaque tokens for the AS's default resource.
+const base = baseConfig(pki, as, { url: upstream.ready.url } as Parameters<typeof baseConfig>[2], {
+  jwt: { issuer: as.issuer, jwksUri: `${as.issuer}/jwks`, algorithms: ['RS256'] },
+  validation: 'jwt-then-introspection',
+  audience: as.resource,
+  routes: [{ pathPrefix: '/jwt', audience: JWT_RS }],
+});
 await writeFile(
   configFile,
   stringify({
@@ -51,9 +58,12 @@ const client = pki.certs.clients.client1;
 const dispatcher = new Agent({ connect: { ca: pki.certs.ca.cert, cert: client.cert, key: client.key, servername: 'localhost' } });
 const issue = (resource?: string) => as.issueToken({ clientCert: client, caCert: pki.certs.ca.cert, ...(resource !== undefined && { resource }) });
 
+/** The route of each token kind: JWTs (three dot-separated parts) on /jwt, opaque tokens (no dot) on the default route. */
+const pathOf = (token: string) => (token.includes('.') ? '/jwt/x' : '/x');
+
 async function once(token: string): Promise<number> {
   const started = performance.now();
-  const res = await request(`${url}/x`, { dispatcher, headers: { authorization: `Bearer ${token}` } });
+  const res = await request(`${url}${pathOf(token)}`, { dispatcher, headers: { authorization: `Bearer ${token}` } });
   await res.body.dump();
   if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
   return performance.now() - started;
@@ -67,7 +77,7 @@ try {
   await once(jwt);
   await once(opaque);
 
-  const load = (token: string) => runLoad({ url, token, cert: client.cert, key: client.key, connections: CONNECTIONS, durationSeconds: SECONDS, path: '/x', serverPids: guard.pids, sidePids: () => [upstream.pid] });
+  const load = (token: string) => runLoad({ url, token, cert: client.cert, key: client.key, connections: CONNECTIONS, durationSeconds: SECONDS, path: pathOf(token), serverPids: guard.pids, sidePids: () => [upstream.pid] });
   await load(jwt);
   await load(opaque); // warm-up of both
   const rps = { jwt: [] as number[], opaque: [] as number[] };

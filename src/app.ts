@@ -228,7 +228,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     jwt:
       settings.jwt === undefined || jwks === undefined
         ? undefined
-        : { issuer: settings.jwt.issuer, verify: createJwtVerifier({ issuer: settings.jwt.issuer, algorithms: settings.jwt.algorithms, jwks, now, keepClaims: mapsClaims(settings) }) },
+        : { issuer: settings.jwt.issuer, verify: createJwtVerifier({ issuer: settings.jwt.issuer, algorithms: settings.jwt.algorithms, jwks, now, clockSkewSeconds: settings.jwt.clockSkewSeconds, keepClaims: mapsClaims(settings) }) },
     cache: { maxEntries: settings.introspection.cache.maxEntries, maxTtlSeconds: settings.introspection.cache.maxTtlSeconds },
     now,
     onResult: (source, result) => metrics.tokenValidations.inc({ source, result }),

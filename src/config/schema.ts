@@ -299,6 +299,8 @@ const jwtSchema = z.strictObject({
   /** Least time between two JWKS fetches caused by an unknown kid. */
   refetchCooldownSeconds: number(z.number().min(0).max(3600)).default(30),
   maxJwksBytes: positiveInt.default(256 * 1024),
+  /** A token's `iat` may be this far ahead of cnfguard's clock (an AS clock slightly ahead); further is refused. */
+  clockSkewSeconds: number(z.number().int().min(0).max(300)).default(5),
 });
 
 /** Shared state across replicas (Redis or Valkey); off unless set. */
@@ -416,6 +418,19 @@ export const configSchema = z.strictObject({
     const first = named.get(route.name);
     if (first === undefined) named.set(route.name, index);
     else ctx.addIssue({ code: 'custom', path: ['routes', index, 'name'], message: `name ${route.name} is already routes[${first}]'s: route names must be unique` });
+  });
+}).superRefine((value, ctx) => {
+  // RFC 9068 §4: a JWT access token is refused unless its aud names this resource. Only the route's
+  // audience says what that is, so a route that validates JWTs itself must have one.
+  const unchecked = (validation: string, where: string) =>
+    `validation: ${validation} checks JWT access tokens here, and RFC 9068 §4 requires refusing one whose aud does not name this resource: set ${where} to the identifier the AS puts in aud`;
+  const local = (validation: string) => validation !== 'introspection';
+  if (local(value.validation) && value.audience === undefined) ctx.addIssue({ code: 'custom', path: ['audience'], message: unchecked(value.validation, 'audience') });
+  value.routes.forEach((route, index) => {
+    const validation = route.validation ?? value.validation;
+    if (local(validation) && (route.audience ?? value.audience) === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['routes', index, 'audience'], message: unchecked(validation, `routes[${index}].audience (or the top-level audience it inherits)`) });
+    }
   });
 }).superRefine((value, ctx) => {
   if (value.jwt !== undefined) return;

@@ -18,33 +18,66 @@ export interface IdentityHeaderNames {
 }
 
 /**
- * Header values come from the AS and from certificates: control characters are dropped and
- * anything outside printable ASCII is percent-encoded, so no value can break the header block.
+ * The bytes of one code point, UTF-8; a lone surrogate (a JSON `\uD800` escape can carry one, no
+ * valid UTF-8 text can) gets its WTF-8 bytes (`ED A0 80`…`ED BF BF`), which no other code point has.
+ */
+function utf8Bytes(cp: number): number[] {
+  if (cp < 0x80) return [cp];
+  if (cp < 0x800) return [0xc0 | (cp >> 6), 0x80 | (cp & 0x3f)];
+  if (cp < 0x10000) return [0xe0 | (cp >> 12), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f)];
+  return [0xf0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3f), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f)];
+}
+
+const hex2 = (byte: number): string => byte.toString(16).toUpperCase().padStart(2, '0');
+
+/**
+ * `value` with every code point that `keep` refuses written as its (WTF-8) bytes, each as
+ * `escape` + two upper-case hex digits. Nothing is dropped; `keep` must refuse `escape` itself.
+ */
+function escapeBytes(value: string, escape: '%' | '\\', keep: (cp: number, first: boolean, last: boolean) => boolean): string {
+  let out = '';
+  let at = 0;
+  for (const ch of value) {
+    const cp = ch.codePointAt(0) ?? 0;
+    if (keep(cp, at === 0, at + ch.length === value.length)) out += ch;
+    else for (const byte of utf8Bytes(cp)) out += escape + hex2(byte);
+    at += ch.length;
+  }
+  return out;
+}
+
+/** Printable ASCII but `%`, spaces only inside: the values that travel unchanged. */
+const PLAIN = /^(?:[\x21-\x24\x26-\x7e](?:[\x20-\x24\x26-\x7e]*[\x21-\x24\x26-\x7e])?)?$/;
+
+/**
+ * A claim or identity as a header value, injective and reversible (decodeURIComponent undoes it):
+ * printable ASCII other than `%` is kept, so a plain value (the common case) arrives unchanged;
+ * `%`, every control character, every non-ASCII character (its UTF-8 bytes) and a space at either
+ * end (header parsers strip it) are percent-encoded. Lone surrogates: see {@link utf8Bytes}.
  */
 export function headerSafe(value: string): string {
-  return value.replace(/[^\x20-\x7e]/gu, (c) => {
-    const code = c.codePointAt(0) ?? 0;
-    if (code < 0x20 || code === 0x7f) return '';
-    try {
-      return encodeURIComponent(c);
-    } catch {
-      return ''; // a lone surrogate has no UTF-8 form
-    }
-  });
+  if (PLAIN.test(value)) return value;
+  return escapeBytes(value, '%', (cp, first, last) => (cp > 0x20 && cp < 0x7f && cp !== 0x25) || (cp === 0x20 && !first && !last));
 }
 
+/**
+ * The (always quoted) XFCC Subject as Envoy writes it (OpenSSL's RFC 2253 form): bytes outside
+ * printable ASCII as RFC 4514 `\XX` hex pairs, the rest as it is; then `"` and `\` escaped for the
+ * quotes. Node's subject text already escapes `\` in values, so a `\XX` here always means a byte.
+ */
 function quotedXfcc(value: string): string {
-  return `"${value.replace(/["\\]/g, (c) => `\\${c}`)}"`;
+  const ascii = escapeBytes(value, '\\', (cp) => cp >= 0x20 && cp < 0x7f);
+  return `"${ascii.replace(/["\\]/g, (c) => `\\${c}`)}"`;
 }
 
-/** URI and DNS values percent-encoded (as Envoy does) so no character can end the element or the field. */
+/** URI and DNS values percent-encoded so no character can end the element or the field (`%`, `,;="\`, space, and bytes outside printable ASCII). */
 function xfccValue(value: string): string {
-  return headerSafe(value.replace(/[%,;="\\ ]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`));
+  return escapeBytes(value, '%', (cp) => cp > 0x20 && cp < 0x7f && !'%,;="\\'.includes(String.fromCharCode(cp)));
 }
 
 /** One Envoy XFCC element for the connection's certificate: `Hash=…;Subject="…";URI=…;DNS=…`. */
 export function xfccElement(certificate: Pick<ClientCertificate, 'sha256Hex' | 'subject' | 'uris' | 'dns'>): string {
-  const parts = [`Hash=${certificate.sha256Hex}`, `Subject=${quotedXfcc(headerSafe(certificate.subject))}`];
+  const parts = [`Hash=${certificate.sha256Hex}`, `Subject=${quotedXfcc(certificate.subject)}`];
   for (const uri of certificate.uris) parts.push(`URI=${xfccValue(uri)}`);
   for (const dns of certificate.dns) parts.push(`DNS=${xfccValue(dns)}`);
   return parts.join(';');

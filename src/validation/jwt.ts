@@ -1,8 +1,9 @@
 /**
  * Local validation of RFC 9068 JWT access tokens: JWS only, `typ` at+jwt, an allowed asymmetric
  * alg, a key from the AS's JWKS by `kid` (jose's local JWK set: key type must fit the alg),
- * `iss`, `exp`/`nbf` against the injected clock with no leeway. The claims then go through the
- * same reader as an introspection answer, so `cnf` meets the same binding code.
+ * `iss`, `exp` present (RFC 9068 §2.2), `exp`/`nbf` against the injected clock with no leeway, an
+ * `iat` at most `clockSkewSeconds` ahead. The claims then go through the same reader as an
+ * introspection answer, so `cnf` meets the same binding code.
  */
 import type { createLocalJWKSet, JSONWebKeySet, JWTPayload } from 'jose';
 import { Agent, request } from 'undici';
@@ -158,6 +159,8 @@ export interface JwtVerifierOptions {
   jwks: JwksCache;
   /** Milliseconds since the epoch. */
   now: () => number;
+  /** How far ahead of our clock a token's `iat` may be (an AS clock running slightly ahead). */
+  clockSkewSeconds: number;
   keepClaims?: boolean;
 }
 
@@ -172,6 +175,7 @@ function reasonOf(err: unknown): { reason: ReasonId; detail: string } {
     if (claim === 'iss') return { reason: 'jwt_issuer_mismatch', detail: 'iss differs from jwt.issuer' };
     if (claim === 'nbf') return { reason: 'jwt_not_yet_valid', detail: 'nbf is in the future' };
     if (claim === 'typ') return { reason: 'jwt_type_invalid', detail: 'typ is not at+jwt' };
+    if (claim === 'exp' && err.reason === 'missing') return { reason: 'jwt_claims_invalid', detail: 'exp is missing (RFC 9068 §2.2)' };
     return { reason: 'jwt_claims_invalid', detail: `claim ${claim} invalid` };
   }
   if (err instanceof joseErrors.JOSEAlgNotAllowed) return { reason: 'jwt_algorithm_refused', detail: 'alg not in jwt.algorithms' };
@@ -196,7 +200,7 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerify {
   };
 
   async function attempt(token: string, get: ReturnType<typeof createLocalJWKSet>): Promise<JWTPayload> {
-    const { payload } = await jose().jwtVerify(token, get, { issuer: options.issuer, algorithms, typ: 'at+jwt', currentDate: new Date(options.now()), clockTolerance: 0 });
+    const { payload } = await jose().jwtVerify(token, get, { issuer: options.issuer, algorithms, typ: 'at+jwt', currentDate: new Date(options.now()), clockTolerance: 0, requiredClaims: ['exp'] });
     return payload;
   }
 
@@ -229,6 +233,9 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerify {
       const { reason, detail } = reasonOf(err);
       throw new GuardError(reason, { detail });
     }
+    // jose checks iat's type only; a token from the future is not yet valid (beyond the skew).
+    const ahead = typeof payload.iat === 'number' ? payload.iat - options.now() / 1000 : 0;
+    if (ahead > options.clockSkewSeconds) throw new GuardError('jwt_not_yet_valid', { detail: `iat is ${Math.ceil(ahead)} s ahead (jwt.clockSkewSeconds: ${options.clockSkewSeconds})` });
     try {
       const { active: _ignored, ...claims } = payload as Record<string, unknown>;
       return tokenInfoFromAnswer({ ...claims, active: true }, { keepClaims: options.keepClaims === true });

@@ -43,6 +43,8 @@ describe('JWT access tokens (RFC 9068) at cnfguard', () => {
     ({ pki, as, upstream, guard } = await startJwtStack((server) => ({
       jwt: { issuer: server.issuer, jwksUri: `${server.issuer}/jwks`, algorithms: ['RS256', 'ES256', 'PS256'] },
       validation: 'jwt-then-introspection',
+      // RFC 9068 §4: a route that verifies JWTs names its audience (the opaque tokens' resource here).
+      audience: server.resource,
       routes: [
         { pathPrefix: '/jwt-only', validation: 'jwt', audience: JWT_RS },
         { pathPrefix: '/jwt-dpop', validation: 'jwt', audience: JWT_RS, methods: ['dpop'] },
@@ -82,6 +84,17 @@ describe('JWT access tokens (RFC 9068) at cnfguard', () => {
     const res = await curl(pki, `${guard.started.url}/x`, { token: tampered, cert: pki.files.client1 });
     expect(res.status).toBe(401);
     expect(as.introspectionCalls()).toBe(before + 1);
+  });
+
+  it('jwt-then-introspection: a valid JWT of this issuer for another resource is refused (aud), without introspection', async () => {
+    const token = await jwtFor('client1');
+    const before = as.introspectionCalls();
+    expect((await curl(pki, `${guard.started.url}/jwt-only/x`, { token, cert: pki.files.client1 })).status).toBe(200);
+    const res = await curl(pki, `${guard.started.url}/x`, { token, cert: pki.files.client1 });
+    expect(res.status).toBe(401);
+    expect(res.headers['www-authenticate']).toContain('error="invalid_token"');
+    expect(as.introspectionCalls()).toBe(before);
+    expect(guard.logs.entries().some((e) => e.msg === 'request' && e.status === 401 && e.reason === 'jwt_audience_mismatch')).toBe(true);
   });
 
   it('DPoP-bound JWTs carry cnf.jkt; the proof of that key is accepted with no introspection call, another key refused', async () => {

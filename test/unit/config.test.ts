@@ -327,6 +327,8 @@ describe('loadConfigObject', () => {
     ['the route name default', { routes: [{ name: 'default', pathPrefix: '/a' }] }, 'routes[0].name', /reserved/],
     ['a positional route id as a name', { routes: [{ name: 'routes[1]', pathPrefix: '/a' }] }, 'routes[0].name', undefined],
     ['two routes of one name', { routes: [{ name: 'api', pathPrefix: '/a' }, { name: 'api', pathPrefix: '/b' }] }, 'routes[1].name', /routes\[0\]/],
+    ['a jwt route without an audience', { jwt: { issuer: 'https://as.example', jwksUri: 'https://as.example/jwks' }, routes: [{ pathPrefix: '/a', validation: 'jwt' }] }, 'routes[0].audience', /RFC 9068 §4/],
+    ['the default route validating JWTs without an audience', { jwt: { issuer: 'https://as.example', jwksUri: 'https://as.example/jwks' }, validation: 'jwt-then-introspection' }, 'audience', /RFC 9068 §4/],
     ['a route missingCertificate status out of range', { routes: [{ pathPrefix: '/a', errors: { missingCertificate: { status: 200 } } }] }, 'routes[0].errors.missingCertificate.status', undefined],
   ])('reports %s at its YAML path', (_name, overrides, path, message) => {
     const problems = problemsOf(() => loadConfigObject(minimal(overrides), 'test'));

@@ -44,43 +44,133 @@ function parseXfccElement(element: string): [string, string][] {
     if (match === null) throw new Error(`bad XFCC at ${rest}`);
     const value = match[2] === undefined ? (match[3] ?? '') : match[2].replace(/\\(.)/gs, '$1');
     // URI and DNS values are percent-encoded; the Subject is quoted.
-    pairs.push([match[1] ?? '', match[1] === 'URI' || match[1] === 'DNS' ? decodeURIComponent(value) : value]);
+    pairs.push([match[1] ?? '', match[1] === 'URI' || match[1] === 'DNS' ? percentDecode(value) : value]);
     rest = rest.slice(match[0].length);
     if (match[4] === ';' && rest.length === 0) throw new Error('trailing ;');
   }
   return pairs;
 }
 
+/**
+ * The reference decoder: percent-decoding of UTF-8 bytes (decodeURIComponent), extended to the
+ * WTF-8 bytes of lone surrogates (decodeURIComponent throws on those, as a strict decoder should).
+ */
+function percentDecode(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    const bytes: number[] = [];
+    let text = '';
+    const flush = () => {
+      for (let i = 0; i < bytes.length; ) {
+        const b = bytes[i] as number;
+        const n = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
+        let cp = n === 1 ? b : b & (0xff >> (n + 1));
+        for (let k = 1; k < n; k++) cp = (cp << 6) | ((bytes[i + k] as number) & 0x3f);
+        text += String.fromCodePoint(cp);
+        i += n;
+      }
+      bytes.length = 0;
+    };
+    for (let i = 0; i < value.length; ) {
+      if (value[i] === '%') {
+        bytes.push(Number.parseInt(value.slice(i + 1, i + 3), 16));
+        i += 3;
+      } else {
+        flush();
+        text += value[i];
+        i += 1;
+      }
+    }
+    flush();
+    return text;
+  }
+}
+
+/** The (WTF-8) bytes of one code point, in hex. */
+function wtf8Hex(cp: number): string[] {
+  const bytes = cp < 0x80 ? [cp] : cp < 0x800 ? [0xc0 | (cp >> 6), 0x80 | (cp & 0x3f)] : cp < 0x10000 ? [0xe0 | (cp >> 12), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f)] : [0xf0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3f), 0x80 | ((cp >> 6) & 0x3f), 0x80 | (cp & 0x3f)];
+  return bytes.map((b) => b.toString(16).padStart(2, '0'));
+}
+
+/**
+ * What an RFC 4514 parser reads in a DN string: bytes, a `\XX` hex pair being the byte XX, and a
+ * backslash-escaped character kept apart from the same character unescaped (`\,` is not a separator).
+ */
+function dnReading(text: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < text.length; ) {
+    const hex = /^\\([0-9A-Fa-f]{2})/.exec(text.slice(i, i + 3));
+    if (hex !== null) {
+      out.push((hex[1] as string).toLowerCase());
+      i += 3;
+      continue;
+    }
+    const escaped = text[i] === '\\' && i + 1 < text.length;
+    const cp = text.codePointAt(escaped ? i + 1 : i) as number;
+    out.push(...wtf8Hex(cp).map((b) => (escaped ? `\\${b}` : b)));
+    i += (escaped ? 1 : 0) + String.fromCodePoint(cp).length;
+  }
+  return out;
+}
+
+/** Any string: ASCII-heavy (the collisions live there), any code point, lone surrogates. */
+const anyText = fc.oneof(
+  fc.string({ unit: fc.constantFrom(...'ab %C3A9\u0000\t\r\n \u007f'), maxLength: 12 }),
+  fc.string({ unit: 'binary', maxLength: 30 }),
+  fc.string({ unit: 'grapheme', maxLength: 10 }),
+);
+
 describe('headerSafe', () => {
   it.each<[string, string]>([
     ['alice', 'alice'],
     ['read write', 'read write'],
-    ['~!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}', '~!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}'],
-    ['alice\r\nx-evil: 1', 'alicex-evil: 1'],
-    ['a\nb', 'ab'],
-    ['a\rb', 'ab'],
-    ['nul\u0000', 'nul'],
-    ['tab\there', 'tabhere'],
-    ['del\u007f', 'del'],
+    ['~!"#$&\'()*+,-./:;<=>?@[\\]^_`{|}', '~!"#$&\'()*+,-./:;<=>?@[\\]^_`{|}'],
+    ['50%', '50%25'],
+    ['%C3%A9ric', '%25C3%25A9ric'],
+    ['éric', '%C3%A9ric'],
+    ['alice\r\nx-evil: 1', 'alice%0D%0Ax-evil: 1'],
+    ['a\nb', 'a%0Ab'],
+    ['a\rb', 'a%0Db'],
+    ['a\u0000b', 'a%00b'],
+    ['a\tb', 'a%09b'],
+    ['ab', 'ab'],
+    ['del\u007f', 'del%7F'],
+    [' lead', '%20lead'],
+    ['trail ', 'trail%20'],
+    [' ', '%20'],
+    ['  ', '%20%20'],
+    ['a  b', 'a  b'],
     ['c1 control \u0085', 'c1 control %C2%85'],
     ['josé', 'jos%C3%A9'],
     ['日本', '%E6%97%A5%E6%9C%AC'],
     ['emoji 😀', 'emoji %F0%9F%98%80'],
-    ['lone \ud800 surrogate', 'lone  surrogate'],
-    ['lone \udfff low surrogate', 'lone  low surrogate'],
+    // Lone surrogates (a JSON "\ud800" escape): their WTF-8 bytes, which no valid text has.
+    ['lone \ud800 surrogate', 'lone %ED%A0%80 surrogate'],
+    ['lone \udfff low surrogate', 'lone %ED%BF%BF low surrogate'],
+    ['\udc00\ud800', '%ED%B0%80%ED%A0%80'],
     ['', ''],
   ])('%j -> %j', (input, output) => {
     expect(headerSafe(input)).toBe(output);
   });
 
-  it('always yields a valid header field value (property)', () => {
+  it('never merges two values: éric and %C3%A9ric, a\\0b, a\\tb and ab stay apart', () => {
+    const values = ['éric', '%C3%A9ric', 'a\u0000b', 'a\tb', 'ab', 'a b', ' ab', 'ab '];
+    expect(new Set(values.map(headerSafe)).size).toBe(values.length);
+  });
+
+  it('is injective, undone by percent-decoding, and always a valid header value that no parser trims (property)', () => {
     fc.assert(
-      fc.property(fc.string({ unit: 'binary', maxLength: 60 }), fc.string({ unit: 'grapheme', maxLength: 20 }), (a, b) => {
-        const value = headerSafe(a + b);
-        // Printable ASCII only: no CR, LF, NUL, nothing Node's header validation would refuse.
-        expect(value).toMatch(/^[\x20-\x7e]*$/);
+      fc.property(anyText, anyText, (a, b) => {
+        const ea = headerSafe(a);
+        // Printable ASCII only (no CR, LF, NUL: nothing Node's header validation would refuse), and
+        // no space at either end (parsers strip optional whitespace).
+        expect(ea).toMatch(/^(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$/);
+        expect(percentDecode(ea)).toBe(a);
+        if (a.isWellFormed()) expect(decodeURIComponent(ea)).toBe(a);
+        if (a !== b) expect(headerSafe(b)).not.toBe(ea);
       }),
-      { numRuns: 3000 },
+      { numRuns: 5000 },
     );
   });
 });
@@ -129,14 +219,53 @@ describe('xfccElement', () => {
     expect(parseXfccElement(element)[1]).toEqual(['Subject', subject]);
   });
 
-  it('keeps CR/LF and non-ASCII out of the element', () => {
-    const element = xfccElement(certificate({ subject: 'CN=a\r\nX-Evil: 1', uris: ['spiffe://é/\n'], dns: ['b\u0000.example'] }));
+  it('keeps CR/LF and non-ASCII out of the element, and drops nothing', () => {
+    const element = xfccElement(certificate({ subject: 'CN=a\r\nX-Evil: 1,O=é', uris: ['spiffe://é/\n'], dns: ['b\u0000.example'] }));
     expect(element).toMatch(/^[\x20-\x7e]*$/);
+    // The Subject as Envoy (OpenSSL's RFC 2253 form) writes it: bytes outside printable ASCII as \XX.
+    expect(element).toContain(String.raw`Subject="CN=a\\0D\\0AX-Evil: 1,O=\\C3\\A9"`);
     expect(parseXfccElement(element).slice(1)).toEqual([
-      ['Subject', 'CN=aX-Evil: 1'],
-      ['URI', 'spiffe://é/'],
-      ['DNS', 'b.example'],
+      ['Subject', String.raw`CN=a\0D\0AX-Evil: 1,O=\C3\A9`],
+      ['URI', 'spiffe://é/\n'],
+      ['DNS', 'b\u0000.example'],
     ]);
+  });
+
+  it('never merges two SAN values: é and %C3%A9, a\\0b and ab stay apart', () => {
+    const values = ['spiffe://é', 'spiffe://%C3%A9', 'a\u0000b', 'ab', 'a b', 'a\tb'];
+    const uris = values.map((uri) => xfccElement(certificate({ uris: [uri], dns: [] })));
+    expect(new Set(uris).size).toBe(values.length);
+  });
+
+  it('never merges two subjects: the Subject is the same DN as the certificate subject (property)', () => {
+    // Subjects as Node writes them: RFC 4514 values, special characters and `\` backslash-escaped.
+    const attribute = fc.tuple(fc.constantFrom('CN', 'O', 'OU'), anyText).map(([type, value]) => `${type}=${value.replace(/[\\,+"<>;=]/g, (c) => `\\${c}`)}`);
+    const subject = fc.array(attribute, { minLength: 1, maxLength: 3 }).map((rdns) => rdns.join(','));
+    const subjectOf = (s: string) => (parseXfccElement(xfccElement(certificate({ subject: s, uris: [], dns: [] })))[1] as [string, string])[1];
+    fc.assert(
+      fc.property(subject, subject, (a, b) => {
+        const sa = subjectOf(a);
+        expect(sa).toMatch(/^[\x20-\x7e]*$/);
+        expect(dnReading(sa)).toEqual(dnReading(a));
+        if (a !== b) expect(subjectOf(b)).not.toBe(sa);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('never merges two SAN values and undoes by percent-decoding (property)', () => {
+    fc.assert(
+      fc.property(anyText, anyText, (a, b) => {
+        const ea = xfccElement(certificate({ uris: [a], dns: [a] }));
+        expect(ea).toMatch(/^[\x20-\x7e]*$/);
+        expect(parseXfccElement(ea).slice(2)).toEqual([
+          ['URI', a],
+          ['DNS', a],
+        ]);
+        if (a !== b) expect(xfccElement(certificate({ uris: [b], dns: [b] }))).not.toBe(ea);
+      }),
+      { numRuns: 3000 },
+    );
   });
 
   it('round-trips any SAN and subject through an XFCC parser (property)', () => {
@@ -159,7 +288,7 @@ describe('setIdentityHeaders', () => {
   it('sanitises claim values from the AS', () => {
     const headers: IncomingHttpHeaders = {};
     setIdentityHeaders(headers, identity({ subject: 'alice\r\nx-admin: true', clientId: 'ápp', scope: 'read\twrite' }), NAMES);
-    expect(headers).toEqual({ 'x-auth-subject': 'alicex-admin: true', 'x-auth-client-id': '%C3%A1pp', 'x-auth-scope': 'readwrite' });
+    expect(headers).toEqual({ 'x-auth-subject': 'alice%0D%0Ax-admin: true', 'x-auth-client-id': '%C3%A1pp', 'x-auth-scope': 'read%09write' });
   });
 
   it('sets mapped claim headers from the introspection answer', () => {
@@ -186,6 +315,8 @@ describe('claimValue', () => {
     list: ['a', 'b'],
     obj: { deep: { value: 'x' }, 'a.b': 'dotted' },
     evil: 'a\r\nx-admin: 1',
+    pct: '100%',
+    list_pct: ['50%'],
     name: 'José',
   };
   it.each<[string[], string | undefined]>([
@@ -203,7 +334,9 @@ describe('claimValue', () => {
     [['sub', 'length'], undefined],
     [['list', '0'], 'a'],
     [['obj', 'missing', 'x'], undefined],
-    [['evil'], 'ax-admin: 1'],
+    [['evil'], 'a%0D%0Ax-admin: 1'],
+    [['pct'], '100%25'],
+    [['list_pct'], '["50%25"]'],
     [['name'], 'Jos%C3%A9'],
     // Never the prototype chain.
     [['__proto__'], undefined],

@@ -1,7 +1,7 @@
 /** Local JWT access tokens: forged tokens refused with typed reasons, rotation, JWKS outage, the parser under fuzzing. */
 import { createHmac, createPublicKey } from 'node:crypto';
 import fc from 'fast-check';
-import { CompactEncrypt, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { CompactEncrypt, decodeJwt, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { GuardError } from '../../src/oauth/errors.ts';
 import type { TokenIntrospector } from '../../src/pipeline/introspect.ts';
@@ -12,6 +12,7 @@ import { createTokenValidator } from '../../src/validation/validator.ts';
 const ISS = 'https://as.test';
 const AUD = 'https://rs.test/';
 const NOW = 1_800_000_000_000;
+const SKEW = 5;
 
 let key1: { privateKey: CryptoKey; publicKey: CryptoKey };
 let key2: { privateKey: CryptoKey; publicKey: CryptoKey };
@@ -44,7 +45,7 @@ function setup(keys: () => JWK[] | Error) {
     now: () => clock,
     cooldownMs: 30_000,
   });
-  const verify = createJwtVerifier({ issuer: ISS, algorithms: ['ES256', 'RS256'], jwks, now: () => clock });
+  const verify = createJwtVerifier({ issuer: ISS, algorithms: ['ES256', 'RS256'], jwks, now: () => clock, clockSkewSeconds: SKEW });
   return { jwks, verify, fetches: () => fetches, advance: (ms: number) => (clock += ms) };
 }
 
@@ -104,6 +105,28 @@ describe('JWT verifier', () => {
     }
   });
 
+  it('requires exp (RFC 9068 §2.2) and refuses an iat beyond the clock skew in the future', async () => {
+    const { verify } = setup(() => [jwk1]);
+    const noExp = await sign({ exp: undefined });
+    expect(decodeJwt(noExp)).not.toHaveProperty('exp');
+    const refused = async (token: string) => {
+      const err = await verify(token).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(GuardError);
+      return { reason: (err as GuardError).reason, detail: (err as GuardError).detail, status: (err as GuardError).status };
+    };
+    expect(await refused(noExp)).toEqual({ reason: 'jwt_claims_invalid', detail: expect.stringMatching(/exp/), status: 401 });
+    expect(await refused(await sign({ iat: NOW / 1000 + SKEW + 1 }))).toEqual({ reason: 'jwt_not_yet_valid', detail: expect.stringMatching(/iat/), status: 401 });
+    expect(await refused(await sign({ iat: NOW / 1000 + 3600 }))).toMatchObject({ reason: 'jwt_not_yet_valid' });
+    expect(await refused(await sign({ iat: 'yesterday' }))).toMatchObject({ reason: 'jwt_claims_invalid' });
+    // Within the skew (an AS clock slightly ahead), in the past, or absent: accepted.
+    await expect(verify(await sign({ iat: NOW / 1000 + SKEW }))).resolves.toMatchObject({ active: true });
+    await expect(verify(await sign({ iat: NOW / 1000 - 3600 }))).resolves.toMatchObject({ active: true });
+    await expect(verify(await sign({ iat: undefined }))).resolves.toMatchObject({ active: true });
+  });
+
   it('picks up a rotated key (unknown kid refetches, within a cooldown)', async () => {
     let keys = [jwk1];
     const { jwks, verify, fetches, advance } = setup(() => keys);
@@ -138,8 +161,8 @@ describe('JWT verifier', () => {
 
   it('refuses a MAC or none algorithm in the config', () => {
     const jwks = createJwksCache({ fetch: () => Promise.resolve({ keys: [] }), now: Date.now, cooldownMs: 0 });
-    expect(() => createJwtVerifier({ issuer: ISS, algorithms: ['HS256'], jwks, now: Date.now })).toThrow(/HS256/);
-    expect(() => createJwtVerifier({ issuer: ISS, algorithms: ['none'], jwks, now: Date.now })).toThrow(/none/);
+    expect(() => createJwtVerifier({ issuer: ISS, algorithms: ['HS256'], jwks, now: Date.now, clockSkewSeconds: SKEW })).toThrow(/HS256/);
+    expect(() => createJwtVerifier({ issuer: ISS, algorithms: ['none'], jwks, now: Date.now, clockSkewSeconds: SKEW })).toThrow(/none/);
   });
 
   it('parser: random input never throws anything but a typed refusal', () => {
@@ -210,6 +233,25 @@ describe('config', async () => {
       expect(r.success).toBe(false);
     }
   });
+  it('refuses a route validating JWTs locally without an audience (RFC 9068 §4), naming its YAML path', () => {
+    const jwt = { issuer: ISS, jwksUri: 'https://as.test/jwks' };
+    const paths = (config: Record<string, unknown>) => {
+      const r = configSchema.safeParse({ ...base, jwt, ...config });
+      return r.success ? [] : r.error.issues.map((i) => [i.path.join('.'), i.message] as const);
+    };
+    for (const validation of ['jwt', 'jwt-then-introspection']) {
+      expect(paths({ routes: [{ pathPrefix: '/a', validation }] })).toEqual([['routes.0.audience', expect.stringMatching(/RFC 9068 §4.*routes\[0\]\.audience/)]]);
+      expect(paths({ validation })).toEqual([['audience', expect.stringMatching(/RFC 9068 §4.*\baudience\b/)]]);
+      // A route inheriting the default route's JWT validation, and neither with an audience.
+      expect(paths({ validation, routes: [{ pathPrefix: '/a' }, { pathPrefix: '/b', audience: AUD }] }).map(([path]) => path)).toEqual(['audience', 'routes.0.audience']);
+      // An audience of its own, or inherited from the top level: fine.
+      expect(paths({ routes: [{ pathPrefix: '/a', validation, audience: AUD }] })).toEqual([]);
+      expect(paths({ validation, audience: AUD, routes: [{ pathPrefix: '/a' }] })).toEqual([]);
+    }
+    // Introspection: the AS judges aud; no audience needed.
+    expect(paths({ routes: [{ pathPrefix: '/a', validation: 'introspection' }] })).toEqual([]);
+  });
+
   it('refuses validation: jwt without jwt:, and defaults to introspection', () => {
     expect(configSchema.safeParse({ ...base, routes: [{ pathPrefix: '/a', validation: 'jwt' }] }).success).toBe(false);
     expect(configSchema.parse(base).validation).toBe('introspection');
