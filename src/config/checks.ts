@@ -4,7 +4,7 @@
  * almost always a mistake (warnings: `check` prints them, `run` logs them).
  */
 import type { Settings } from './schema.ts';
-import type { ConfigProblem } from './load.ts';
+import type { ConfigProblem } from './problems.ts';
 
 const WILDCARDS = new Set(['0.0.0.0', '::', '[::]', '']);
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);

@@ -1,0 +1,186 @@
+/**
+ * The files a config names: PEMs parsed (certificate and key checked to belong together), secrets
+ * read, relative paths resolved against the config file's folder. Problems are collected with the
+ * key that named the file; key material never appears in a message.
+ */
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { ConfigError, type ConfigProblem } from './problems.ts';
+import type { Settings } from './schema.ts';
+import { splitPemCertificates } from '../tls/certificates.ts';
+
+/** PEM material read from the files the settings name. */
+export interface TlsMaterial {
+  cert: string;
+  key: string;
+  clientCa: string | undefined;
+}
+
+export interface IntrospectionMaterial {
+  clientSecret: string | undefined;
+  ca: string | undefined;
+  cert: string | undefined;
+  key: string | undefined;
+}
+
+export interface SharedStateMaterial {
+  secret: Buffer;
+  ca: string | undefined;
+}
+
+function readText(path: string, file: string, problems: ConfigProblem[]): string | undefined {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    problems.push({ path, message: `cannot read file ${JSON.stringify(file)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` });
+    return undefined;
+  }
+}
+
+function readCertificates(path: string, file: string, problems: ConfigProblem[]): { pem: string; certs: X509Certificate[] } | undefined {
+  const pem = readText(path, file, problems);
+  if (pem === undefined) return undefined;
+  const blocks = splitPemCertificates(pem);
+  if (blocks.length === 0) {
+    problems.push({ path, message: `no PEM certificate in ${JSON.stringify(file)}` });
+    return undefined;
+  }
+  try {
+    return { pem, certs: blocks.map((block) => new X509Certificate(block)) };
+  } catch (err) {
+    problems.push({ path, message: `unparseable certificate in ${JSON.stringify(file)}: ${(err as Error).message}` });
+    return undefined;
+  }
+}
+
+function readPrivateKey(path: string, file: string, problems: ConfigProblem[]): { pem: string; key: ReturnType<typeof createPrivateKey> } | undefined {
+  const pem = readText(path, file, problems);
+  if (pem === undefined) return undefined;
+  try {
+    return { pem, key: createPrivateKey(pem) };
+  } catch {
+    // The message of a key parse error can quote key material: say only which file.
+    problems.push({ path, message: `no usable private key in ${JSON.stringify(file)}` });
+    return undefined;
+  }
+}
+
+/** A certificate chain file and its key file, checked to belong together. */
+function readKeyPair(certPath: string, certFile: string, keyPath: string, keyFile: string, problems: ConfigProblem[]) {
+  const chain = readCertificates(certPath, certFile, problems);
+  const key = readPrivateKey(keyPath, keyFile, problems);
+  if (chain && key && !chain.certs[0]?.checkPrivateKey(key.key)) {
+    problems.push({ path: keyPath, message: `the key in ${JSON.stringify(keyFile)} does not match the certificate in ${JSON.stringify(certFile)}` });
+  }
+  return { cert: chain?.pem, key: key?.pem };
+}
+
+/** The listener's certificate, key and client CA, checked to belong together; undefined when a problem was recorded. */
+export function readTlsMaterial(tls: FilePaths['tls'], problems: ConfigProblem[]): TlsMaterial | undefined {
+  const before = problems.length;
+  // A missing path is the schema's to report.
+  if (tls.cert === undefined || tls.key === undefined) return undefined;
+  const pair = readKeyPair('tls.cert', tls.cert, 'tls.key', tls.key, problems);
+  const clientCa = tls.clientCa === undefined ? undefined : readCertificates('tls.clientCa', tls.clientCa, problems);
+  if (problems.length > before) return undefined;
+  return { cert: pair.cert as string, key: pair.key as string, clientCa: clientCa?.pem };
+}
+
+/** Reads the TLS files again (certificate rotation). Throws {@link ConfigError}; never returns half a set. */
+export function loadTlsMaterial(tls: Settings['tls'], source: string): TlsMaterial {
+  const problems: ConfigProblem[] = [];
+  const material = readTlsMaterial(tls, problems);
+  if (material === undefined) throw new ConfigError(source, problems);
+  return Object.freeze(material);
+}
+
+export interface FilePaths {
+  tls: { cert?: string | undefined; key?: string | undefined; clientCa?: string | undefined };
+  introspection: { ca?: string | undefined; cert?: string | undefined; key?: string | undefined; clientSecretFile?: string | undefined };
+}
+
+/**
+ * The file paths a config names, from validated settings or from a raw object that failed
+ * validation elsewhere (so one `cnfguard check` reports unreadable files alongside schema errors).
+ */
+export function filePathsOf(config: unknown): FilePaths {
+  const section = (name: string): Record<string, unknown> => {
+    const value = (config as Record<string, unknown> | null)?.[name];
+    return value !== null && typeof value === 'object' ? (value as Record<string, unknown>) : {};
+  };
+  const text = (value: unknown) => (typeof value === 'string' && value.length > 0 ? value : undefined);
+  const tls = section('tls');
+  const introspection = section('introspection');
+  return {
+    tls: { cert: text(tls.cert), key: text(tls.key), clientCa: text(tls.clientCa) },
+    introspection: { ca: text(introspection.ca), cert: text(introspection.cert), key: text(introspection.key), clientSecretFile: text(introspection.clientSecretFile) },
+  };
+}
+
+export function readIntrospectionFiles(paths: FilePaths['introspection'], problems: ConfigProblem[]) {
+  const ca = paths.ca === undefined ? undefined : readCertificates('introspection.ca', paths.ca, problems);
+  const pair = paths.cert !== undefined && paths.key !== undefined ? readKeyPair('introspection.cert', paths.cert, 'introspection.key', paths.key, problems) : undefined;
+  let clientSecret: string | undefined;
+  if (paths.clientSecretFile !== undefined) {
+    clientSecret = readText('introspection.clientSecretFile', paths.clientSecretFile, problems)?.trim();
+    if (clientSecret === '') problems.push({ path: 'introspection.clientSecretFile', message: `${JSON.stringify(paths.clientSecretFile)} is empty` });
+  }
+  return { clientSecret, ca: ca?.pem, cert: pair?.cert, key: pair?.key };
+}
+
+export function readSharedStateFiles(settings: Settings, problems: ConfigProblem[]): SharedStateMaterial | undefined {
+  const shared = settings.sharedState;
+  if (shared === undefined) return undefined;
+  let secret: Buffer | undefined;
+  try {
+    secret = readFileSync(shared.secretFile);
+  } catch (err) {
+    problems.push({ path: 'sharedState.secretFile', message: `cannot read file ${JSON.stringify(shared.secretFile)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` });
+  }
+  if (secret !== undefined && secret.length < 32) {
+    problems.push({ path: 'sharedState.secretFile', message: `${JSON.stringify(shared.secretFile)} holds ${secret.length} bytes; at least 32 are needed` });
+  }
+  const ca = shared.ca === undefined ? undefined : readCertificates('sharedState.ca', shared.ca, problems);
+  return secret === undefined ? undefined : { secret, ca: ca?.pem };
+}
+
+/** Every config key that names a file, as [section, key]. */
+export const FILE_KEYS = [
+  ['tls', 'cert'],
+  ['tls', 'key'],
+  ['tls', 'clientCa'],
+  ['introspection', 'ca'],
+  ['introspection', 'cert'],
+  ['introspection', 'key'],
+  ['introspection', 'clientSecretFile'],
+  ['sharedState', 'secretFile'],
+  ['sharedState', 'ca'],
+] as const;
+
+/**
+ * Makes every relative file path absolute, in place: against the config file's folder, so a config
+ * means the same whatever directory cnfguard starts in. Before 0.2 they were read from the working
+ * directory; a file found only there is still read from there, with a warning, so old configs keep
+ * working. `cwd` defaults to the process's.
+ */
+export function resolveFilePaths(config: unknown, baseDir: string, warnings: ConfigProblem[], cwd: string = process.cwd()): void {
+  if (config === null || typeof config !== 'object') return;
+  for (const [section, key] of FILE_KEYS) {
+    const holder = (config as Record<string, unknown>)[section];
+    if (holder === null || typeof holder !== 'object') continue;
+    const value = (holder as Record<string, unknown>)[key];
+    if (typeof value !== 'string' || value === '' || isAbsolute(value)) continue;
+    const fromConfig = resolve(baseDir, value);
+    const fromCwd = resolve(cwd, value);
+    let chosen = fromConfig;
+    if (fromCwd !== fromConfig && !existsSync(fromConfig) && existsSync(fromCwd)) {
+      chosen = fromCwd;
+      warnings.push({
+        path: `${section}.${key}`,
+        message: `${JSON.stringify(value)} is read from the working directory (${fromCwd}); relative paths are read from the config file's folder (${baseDir}) and the working-directory fallback will go: write ${JSON.stringify(fromCwd)}, or a path relative to the config file`,
+      });
+    }
+    (holder as Record<string, unknown>)[key] = chosen;
+  }
+}
