@@ -58,7 +58,7 @@ export interface RouteTable {
   readonly fallback: RoutePolicy;
   /** `paths.ignoreCase`: path prefixes match in any letter case. */
   readonly ignoreCase: boolean;
-  /** Path prefixes as matched (case-folded when `ignoreCase`), by index into `routes`. */
+  /** Path prefixes as matched (case-folded when `ignoreCase`, trailing slashes dropped), by index into `routes`. */
   readonly matchPrefixes: readonly (string | undefined)[];
   /** Every identity and claim header name any route sets: stripped from every inbound request. */
   readonly managedHeaders: readonly string[];
@@ -127,7 +127,9 @@ export function compileRoutes(settings: Settings): RouteTable {
     for (const claim of route.claimHeaders) managed.add(claim.header);
   }
   const ignoreCase = settings.paths.ignoreCase;
-  const matchPrefixes = Object.freeze(routes.map((route) => (ignoreCase ? route.pathPrefix?.toLowerCase() : route.pathPrefix)));
+  const matchPrefixes = Object.freeze(
+    routes.map((route) => (route.pathPrefix === undefined ? undefined : segmentPrefix(ignoreCase ? route.pathPrefix.toLowerCase() : route.pathPrefix))),
+  );
   return Object.freeze({ routes: Object.freeze(routes), fallback, ignoreCase, matchPrefixes, managedHeaders: Object.freeze([...managed]) });
 }
 
@@ -153,12 +155,23 @@ export function hostMatches(pattern: string, host: string): boolean {
 }
 
 /**
- * Path prefixes match whole segments: `/admin` matches `/admin`, `/admin/x` and `/admin;x` (a
- * segment's parameters, which servlet containers drop), not `/administrator`.
+ * The segment a prefix guards: trailing slashes dropped (`/admin/` guards `/admin` too, which
+ * every upstream dispatches to the same handler), `/` itself kept.
+ */
+export function segmentPrefix(prefix: string): string {
+  const trimmed = prefix.replace(/\/+$/, '');
+  return trimmed === '' ? '/' : trimmed;
+}
+
+/**
+ * Path prefixes match whole segments, however the prefix is written: `/admin` and `/admin/` both
+ * match `/admin`, `/admin/x` and `/admin;x` (a segment's parameters, which servlet containers
+ * drop), not `/administrator`.
  */
 export function pathMatches(prefix: string, path: string): boolean {
-  if (!path.startsWith(prefix)) return false;
-  return prefix.endsWith('/') || path.length === prefix.length || path[prefix.length] === '/' || path[prefix.length] === ';';
+  const segment = segmentPrefix(prefix);
+  if (!path.startsWith(segment)) return false;
+  return segment === '/' || path.length === segment.length || path[segment.length] === '/' || path[segment.length] === ';';
 }
 
 /** The first route matching a host name and a path (already case-folded when the table ignores case). */

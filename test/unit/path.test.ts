@@ -91,6 +91,14 @@ describe('routeFor', () => {
     expect(reasonOf(() => routeFor(routes, 'api.example', parseTarget(path)))).toBe('path_ambiguous');
   });
 
+  it.each(['/admin', '/ADMIN', '/Admin/', '/admin?x=1', '/admin#x', '/admin;x', '/x/../admin', '/%61dmin'])(
+    'pathPrefix "/admin/" judges %s by its route (issue 26 finding 4)',
+    (path) => {
+      const slash = table({ routes: [{ pathPrefix: '/admin/', scopes: ['admin'] }] });
+      expect(routeFor(slash, '', parseTarget(path)).id).toBe('routes[0]');
+    },
+  );
+
   it('paths.ignoreCase: false matches prefixes in their own case', () => {
     const exact = table({ paths: { ignoreCase: false } });
     expect(routeFor(exact, '', parseTarget('/admin')).id).toBe('routes[0]');
