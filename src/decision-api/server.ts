@@ -167,6 +167,8 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
         certificate,
         certificateError,
         body: { declaredLength: undefined, chunked: false, form: false },
+        // The front forwards the original target as it came, not the path judged here.
+        targetForwardedRaw: true,
       };
       verdict = await runtime.pipeline.evaluate(facts, EMPTY_FORM);
       const { decision, route } = verdict;

@@ -64,6 +64,11 @@ export interface RequestFacts {
   /** A forwarded certificate header from a trusted hop that could not be read. */
   certificateError: GuardError | undefined;
   body: BodyFacts;
+  /**
+   * The front forwards `target` as received, not the path cnfguard judged (the decision API): every
+   * reading an upstream could make of it must choose one route (route.ts `routeFor`).
+   */
+  targetForwardedRaw?: boolean;
 }
 
 export type BodyPlan =
@@ -154,7 +159,7 @@ export function createPipeline({ routes, validator, dpop, now, limits }: Pipelin
     });
     try {
       shape = shapeOf(facts, limits);
-      route = routeFor(routes, hostName(shape.host), shape.target);
+      route = routeFor(routes, hostName(shape.host), shape.target, { forwardedRaw: facts.targetForwardedRaw === true });
     } catch (err) {
       if (err instanceof GuardError) return refuse(err, facts.target, undefined);
       throw err;

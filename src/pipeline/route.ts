@@ -6,7 +6,7 @@
 import type { BindingMode, ProofMethod, Settings } from '../config/schema.ts';
 import { GuardError } from '../oauth/errors.ts';
 import type { IdentityHeaderNames } from './identity-headers.ts';
-import { routingPaths, type ParsedTarget } from './path.ts';
+import { rawReadings, readsOneWay, routingPaths, type ParsedTarget } from './path.ts';
 import type { ValidationMode } from '../validation/validator.ts';
 
 export interface ClaimHeader {
@@ -187,16 +187,34 @@ export function matchRoute(table: RouteTable, host: string, path: string): Route
   return table.fallback;
 }
 
+export interface RouteOptions {
+  /**
+   * The front forwards the target as received, not the canonical path cnfguard judged (the
+   * decision API: nginx's X-Original-URI, Envoy's path, Traefik's X-Forwarded-Uri). Then every
+   * reading an upstream could make of it ({@link rawReadings}), resolved or not, must choose the
+   * same route.
+   */
+  readonly forwardedRaw?: boolean;
+}
+
 /**
- * The route a request is judged by: both readings of its path must choose the same one
- * (see path.ts); otherwise the spelling is ambiguous and refused.
+ * The route a request is judged by: both readings of its path (see path.ts), or every reading
+ * when the target is forwarded as received, must choose the same one; otherwise the spelling is
+ * ambiguous and refused.
  */
-export function routeFor(table: RouteTable, host: string, target: Pick<ParsedTarget, 'path' | 'received'>): RoutePolicy {
+export function routeFor(table: RouteTable, host: string, target: Pick<ParsedTarget, 'path' | 'received'>, options: RouteOptions = {}): RoutePolicy {
   if (table.routes.length === 0) return table.fallback;
   const paths = routingPaths(target, table.ignoreCase);
   const route = matchRoute(table, host, paths.canonical);
   if (paths.permissive !== paths.canonical && matchRoute(table, host, paths.permissive) !== route) {
     throw new GuardError('path_ambiguous', { detail: 'the path reads as another route once decoded, without ;params or trailing dots' });
+  }
+  if (options.forwardedRaw === true && !readsOneWay(target.received)) {
+    for (const reading of rawReadings(target.received, table.ignoreCase)) {
+      if (matchRoute(table, host, reading) !== route) {
+        throw new GuardError('path_ambiguous', { detail: 'the front forwards the path as received, and an upstream may read it as another route (dot segments unresolved, decoded, without ;params)' });
+      }
+    }
   }
   return route;
 }

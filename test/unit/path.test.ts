@@ -99,6 +99,34 @@ describe('routeFor', () => {
     },
   );
 
+  describe('a target the front forwards as received (decision API, issue 26 finding 2)', () => {
+    const raw = { forwardedRaw: true };
+    const BYPASSES = ['/admin/../x', '/Admin/../x', '/admin/%2e%2e/x', '/admin/.%2e/x', '/admin/y/../../x', '/admin//../x', '/admin;x/../x', '/ADMIN/%2E%2E/x', '/admin/..', '/admin./../x', '/%61dmin/../x', '/admin/%252e%252e/x', '/public/docs/../../admin'];
+
+    it.each(BYPASSES)('%s is refused: an upstream reads it as /admin, the resolved path is another route', (path) => {
+      expect(reasonOf(() => routeFor(routes, '', parseTarget(path), raw))).toBe('path_ambiguous');
+    });
+
+    it.each(['/admin/../x', '/admin/%2e%2e/x', '/admin/y/../../x', '/admin//../x'])('%s on the proxy (which forwards what it judged) keeps its canonical route', (path) => {
+      expect(routeFor(routes, '', parseTarget(path)).id).toBe('default');
+    });
+
+    it.each<[string, string]>([
+      ['/admin/users', 'routes[0]'],
+      ['/ADMIN/users', 'routes[0]'],
+      ['/admin/./users', 'routes[0]'],
+      ['/admin/x/../users', 'routes[0]'],
+      ['/public/docs/a', 'routes[1]'],
+      ['/x/./y', 'default'],
+      ['/x/y/../z', 'default'],
+      ['/x//y', 'default'],
+      ['/x;p=1', 'default'],
+      ['/%7Euser/%41', 'default'],
+    ])('%s, read every way, is one route: %s', (path, id) => {
+      expect(routeFor(routes, '', parseTarget(path), raw).id).toBe(id);
+    });
+  });
+
   it('paths.ignoreCase: false matches prefixes in their own case', () => {
     const exact = table({ paths: { ignoreCase: false } });
     expect(routeFor(exact, '', parseTarget('/admin')).id).toBe('routes[0]');
