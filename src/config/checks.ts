@@ -5,6 +5,7 @@
  */
 import type { Settings } from './schema.ts';
 import type { ConfigProblem } from './problems.ts';
+import { segmentPrefix } from '../pipeline/route.ts';
 
 const WILDCARDS = new Set(['0.0.0.0', '::', '[::]', '']);
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);
@@ -48,5 +49,14 @@ export function configWarnings(settings: Settings): ConfigProblem[] {
       message: `off on every route${settings.routes.length > 0 ? ` (the default and all ${settings.routes.length})` : ''}: tokens are validated but never checked against a certificate or DPoP key, so a stolen token works`,
     });
   }
+  settings.routes.forEach((route, index) => {
+    const prefix = route.pathPrefix;
+    if (prefix === undefined || prefix === '/' || !prefix.endsWith('/')) return;
+    const segment = segmentPrefix(prefix);
+    warnings.push({
+      path: `routes[${index}].pathPrefix`,
+      message: `${JSON.stringify(prefix)} is read as the segment ${segment}: it guards ${segment} itself, ${segment}/… and ${segment};…, with or without the trailing slash (write ${JSON.stringify(segment)} to say so)`,
+    });
+  });
   return warnings;
 }

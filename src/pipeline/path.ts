@@ -13,6 +13,9 @@
  * over-matching a protected route is safe, under-matching is a bypass.
  * Encoded slashes and backslashes, in any layer of encoding, and escapes that are not UTF-8 or
  * decode to control characters, are refused (`path_malformed`).
+ * When the front forwards the target as received (the decision API), cnfguard does not control
+ * what the upstream reads, so every reading in {@link rawReadings}, the unresolved ones included
+ * (`/admin/../x` is below /admin to Express and gunicorn), must choose the same route.
  */
 import { GuardError } from '../oauth/errors.ts';
 
@@ -109,6 +112,62 @@ function permissiveSegment(segment: string, ignoreCase: boolean): string {
   if (ignoreCase) value = foldCase(value);
   if (value === '.' || value === '..') return value;
   return value.replace(/[.\s]+$/, '');
+}
+
+/** How one upstream may read a raw path: each choice is one a real stack makes (see rawReadings). */
+interface Reading {
+  /** `none`: escapes kept (Express's router); `unreserved`: RFC 3986 §6.2.2; `full`: every escape, repeatedly (WSGI's PATH_INFO, a second decoder). */
+  decode: 'none' | 'unreserved' | 'full';
+  /** `;params` dropped per segment (servlet containers). */
+  dropParams: boolean;
+  /** Unicode compatibility forms folded, blanks and trailing dots dropped (Windows stacks). */
+  fold: boolean;
+  /** Repeated slashes merged into one (nginx's merge_slashes, Jetty). */
+  mergeSlashes: boolean;
+  /** Dot segments removed (Jetty, Go) or left for the router to match (Express, gunicorn). */
+  resolve: boolean;
+}
+
+const READINGS: readonly Reading[] = (['none', 'unreserved', 'full'] as const).flatMap((decode) =>
+  [false, true].flatMap((dropParams) =>
+    [false, true].flatMap((fold) => [false, true].flatMap((mergeSlashes) => [false, true].map((resolve) => ({ decode, dropParams, fold, mergeSlashes, resolve })))),
+  ),
+);
+
+function readSegment(segment: string, reading: Reading, ignoreCase: boolean): string {
+  let value = reading.decode === 'none' ? segment : reading.decode === 'unreserved' ? normalizeEscapes(segment) : decodeSegment(segment);
+  if (reading.dropParams) {
+    const params = value.indexOf(';');
+    if (params !== -1) value = value.slice(0, params);
+  }
+  if (reading.fold) {
+    value = value.normalize('NFKC').trim();
+    if (value !== '.' && value !== '..') value = value.replace(/[.\s]+$/, '');
+  }
+  return ignoreCase ? foldCase(value) : value;
+}
+
+/**
+ * Every reading an upstream could make of a path cnfguard does not forward itself (a front such as
+ * nginx forwards the target as received): the product of the choices in {@link Reading}, among
+ * them the UNRESOLVED ones, where `/admin/../x` is still below `/admin` (Express and gunicorn
+ * dispatch it to their /admin handler). Case-folded when matching ignores case. Throws
+ * `path_malformed` as {@link routingPaths} does.
+ */
+export function rawReadings(received: string, ignoreCase: boolean): string[] {
+  const segments = received.split('/').slice(1);
+  const readings = new Set<string>();
+  for (const reading of READINGS) {
+    let read = segments.map((segment) => readSegment(segment, reading, ignoreCase));
+    if (reading.mergeSlashes) read = read.filter((segment, index, all) => segment !== '' || index === all.length - 1);
+    readings.add(reading.resolve ? removeDotSegments(read) : `/${read.join('/')}`);
+  }
+  return [...readings];
+}
+
+/** Whether a raw path reads one way only (up to case): no escape, `;`, blank, non-ASCII, dot segment, trailing dot or `//`. */
+export function readsOneWay(received: string): boolean {
+  return !REINTERPRETABLE.test(received) && !received.includes('//');
 }
 
 /** The two readings of a path that routes are matched on. */

@@ -49,7 +49,8 @@ export interface RequestFacts {
   target: string;
   /**
    * The target travels on as received, not as cnfguard canonicalises it (the decision API: the
-   * front forwards its own request). Absent or false: the edge forwards the canonical target.
+   * front forwards its own request), so every reading an upstream could make of it must choose one
+   * route (route.ts `routeFor`). Absent or false: the edge forwards the canonical target.
    */
   targetForwardedRaw?: boolean;
   /** Every Host line (HTTP/2: the `:authority`). */
@@ -174,7 +175,7 @@ export function createPipeline({ routes, validator, dpop, now, limits, metadata 
     });
     try {
       shape = shapeOf(facts, limits);
-      route = routeFor(routes, hostName(shape.host), shape.target);
+      route = routeFor(routes, hostName(shape.host), shape.target, { forwardedRaw: facts.targetForwardedRaw === true });
     } catch (err) {
       if (err instanceof GuardError) return refuse(err, facts.target, undefined);
       throw err;

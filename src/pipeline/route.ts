@@ -6,7 +6,7 @@
 import type { BindingMode, ProofMethod, Settings } from '../config/schema.ts';
 import { GuardError } from '../oauth/errors.ts';
 import type { IdentityHeaderNames } from './identity-headers.ts';
-import { routingPaths, type ParsedTarget } from './path.ts';
+import { rawReadings, readsOneWay, routingPaths, type ParsedTarget } from './path.ts';
 import type { ValidationMode } from '../validation/validator.ts';
 
 export interface ClaimHeader {
@@ -58,7 +58,7 @@ export interface RouteTable {
   readonly fallback: RoutePolicy;
   /** `paths.ignoreCase`: path prefixes match in any letter case. */
   readonly ignoreCase: boolean;
-  /** Path prefixes as matched (case-folded when `ignoreCase`), by index into `routes`. */
+  /** Path prefixes as matched (case-folded when `ignoreCase`, trailing slashes dropped), by index into `routes`. */
   readonly matchPrefixes: readonly (string | undefined)[];
   /** Every identity and claim header name any route sets: stripped from every inbound request. */
   readonly managedHeaders: readonly string[];
@@ -127,7 +127,9 @@ export function compileRoutes(settings: Settings): RouteTable {
     for (const claim of route.claimHeaders) managed.add(claim.header);
   }
   const ignoreCase = settings.paths.ignoreCase;
-  const matchPrefixes = Object.freeze(routes.map((route) => (ignoreCase ? route.pathPrefix?.toLowerCase() : route.pathPrefix)));
+  const matchPrefixes = Object.freeze(
+    routes.map((route) => (route.pathPrefix === undefined ? undefined : segmentPrefix(ignoreCase ? route.pathPrefix.toLowerCase() : route.pathPrefix))),
+  );
   return Object.freeze({ routes: Object.freeze(routes), fallback, ignoreCase, matchPrefixes, managedHeaders: Object.freeze([...managed]) });
 }
 
@@ -153,12 +155,23 @@ export function hostMatches(pattern: string, host: string): boolean {
 }
 
 /**
- * Path prefixes match whole segments: `/admin` matches `/admin`, `/admin/x` and `/admin;x` (a
- * segment's parameters, which servlet containers drop), not `/administrator`.
+ * The segment a prefix guards: trailing slashes dropped (`/admin/` guards `/admin` too, which
+ * every upstream dispatches to the same handler), `/` itself kept.
+ */
+export function segmentPrefix(prefix: string): string {
+  const trimmed = prefix.replace(/\/+$/, '');
+  return trimmed === '' ? '/' : trimmed;
+}
+
+/**
+ * Path prefixes match whole segments, however the prefix is written: `/admin` and `/admin/` both
+ * match `/admin`, `/admin/x` and `/admin;x` (a segment's parameters, which servlet containers
+ * drop), not `/administrator`.
  */
 export function pathMatches(prefix: string, path: string): boolean {
-  if (!path.startsWith(prefix)) return false;
-  return prefix.endsWith('/') || path.length === prefix.length || path[prefix.length] === '/' || path[prefix.length] === ';';
+  const segment = segmentPrefix(prefix);
+  if (!path.startsWith(segment)) return false;
+  return segment === '/' || path.length === segment.length || path[segment.length] === '/' || path[segment.length] === ';';
 }
 
 /** The first route matching a host name and a path (already case-folded when the table ignores case). */
@@ -174,16 +187,34 @@ export function matchRoute(table: RouteTable, host: string, path: string): Route
   return table.fallback;
 }
 
+export interface RouteOptions {
+  /**
+   * The front forwards the target as received, not the canonical path cnfguard judged (the
+   * decision API: nginx's X-Original-URI, Envoy's path, Traefik's X-Forwarded-Uri). Then every
+   * reading an upstream could make of it ({@link rawReadings}), resolved or not, must choose the
+   * same route.
+   */
+  readonly forwardedRaw?: boolean;
+}
+
 /**
- * The route a request is judged by: both readings of its path must choose the same one
- * (see path.ts); otherwise the spelling is ambiguous and refused.
+ * The route a request is judged by: both readings of its path (see path.ts), or every reading
+ * when the target is forwarded as received, must choose the same one; otherwise the spelling is
+ * ambiguous and refused.
  */
-export function routeFor(table: RouteTable, host: string, target: Pick<ParsedTarget, 'path' | 'received'>): RoutePolicy {
+export function routeFor(table: RouteTable, host: string, target: Pick<ParsedTarget, 'path' | 'received'>, options: RouteOptions = {}): RoutePolicy {
   if (table.routes.length === 0) return table.fallback;
   const paths = routingPaths(target, table.ignoreCase);
   const route = matchRoute(table, host, paths.canonical);
   if (paths.permissive !== paths.canonical && matchRoute(table, host, paths.permissive) !== route) {
     throw new GuardError('path_ambiguous', { detail: 'the path reads as another route once decoded, without ;params or trailing dots' });
+  }
+  if (options.forwardedRaw === true && !readsOneWay(target.received)) {
+    for (const reading of rawReadings(target.received, table.ignoreCase)) {
+      if (matchRoute(table, host, reading) !== route) {
+        throw new GuardError('path_ambiguous', { detail: 'the front forwards the path as received, and an upstream may read it as another route (dot segments unresolved, decoded, without ;params)' });
+      }
+    }
   }
   return route;
 }

@@ -1,8 +1,10 @@
 /**
  * Differential tests against real upstream stacks (Express 5, gunicorn 20, Jetty 9): what cnfguard
  * judged a request to be must be what the upstream dispatches it as. cnfguard runs in the README's
- * rollout shape (default route `binding: off`, `/admin` required with scope admin, a required host
- * route for `admin.example`), one guard per stack. The client is a raw TLS socket, so the exact
+ * rollout shape (default route `binding: off`, `/admin` required with scope admin, written `/admin`
+ * and, for Host slash.test, `/admin/`; a required host route for `admin.example`), one guard per
+ * stack. The path corpus is test/fixtures/path-corpus.ts, shared with the other edges
+ * (test/e2e/path-corpus-edges.test.ts). The client is a raw TLS socket, so the exact
  * bytes of every spelling arrive (curl and undici normalise paths and headers).
  *
  * The attacker holds a valid token without the admin scope and no certificate: it must never get a
@@ -10,11 +12,10 @@
  * make the upstream see the protected vhost in X-Forwarded-Host. Each test collects every
  * offending spelling per stack and asserts the list is empty, so a failure shows all of them.
  */
-import { once } from 'node:events';
-import tls from 'node:tls';
-import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PemPair } from '../../src/tls/dev-certs.ts';
+import { HAND_CORPUS, SLASH_HOST, corpusRoutes, generatedCorpus } from '../fixtures/path-corpus.ts';
+import { mapLimited, rawRequest, sendRaw, type RawResponse } from '../fixtures/raw-http.ts';
 import { baseConfig, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
 import { STACK_NAMES, missingStacks, startUpstreams, type StackName, type StartedUpstreams, type UpstreamAnswer } from '../fixtures/upstreams.ts';
 
@@ -48,10 +49,7 @@ beforeAll(async () => {
         baseConfig(d.pki, d.as, d.upstream, {
           upstream: stack.url,
           binding: 'off',
-          routes: [
-            { host: PROTECTED_HOST, binding: 'required' },
-            { pathPrefix: '/admin', binding: 'required', scopes: ['admin'] },
-          ],
+          routes: corpusRoutes([{ host: PROTECTED_HOST, binding: 'required' }]),
         }),
       ),
     );
@@ -72,86 +70,12 @@ afterAll(async () => {
 
 // ---- a raw HTTP/1.x client over TLS ----
 
-interface RawResponse {
-  status: number;
-  headers: Record<string, string>;
-  body: string;
-  /** The upstream's answer, when the body is one. */
-  answer: UpstreamAnswer | undefined;
-}
-
-function dechunk(body: Buffer): Buffer {
-  const out: Buffer[] = [];
-  let at = 0;
-  for (;;) {
-    const lineEnd = body.indexOf('\r\n', at);
-    if (lineEnd === -1) break;
-    const size = parseInt(body.subarray(at, lineEnd).toString('latin1'), 16);
-    if (!(size > 0)) break;
-    out.push(body.subarray(lineEnd + 2, lineEnd + 2 + size));
-    at = lineEnd + 2 + size + 2;
-  }
-  return Buffer.concat(out);
-}
-
-function parseResponse(raw: Buffer): RawResponse {
-  const end = raw.indexOf('\r\n\r\n');
-  const head = (end === -1 ? raw : raw.subarray(0, end)).toString('latin1').split('\r\n');
-  const headers: Record<string, string> = {};
-  for (const line of head.slice(1)) {
-    const colon = line.indexOf(':');
-    if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-  }
-  let bodyBytes = end === -1 ? Buffer.alloc(0) : raw.subarray(end + 4);
-  if (/chunked/i.test(headers['transfer-encoding'] ?? '')) bodyBytes = dechunk(bodyBytes);
-  const body = bodyBytes.toString('utf8');
-  let answer: UpstreamAnswer | undefined;
-  try {
-    const parsed = JSON.parse(body) as Partial<UpstreamAnswer>;
-    if (parsed.handler === 'admin' || parsed.handler === 'public') answer = parsed as UpstreamAnswer;
-  } catch {
-    // not an upstream answer (a refusal from cnfguard, or an upstream's own error page)
-  }
-  return { status: Number(head[0]?.split(' ')[1]), headers, body, answer };
-}
-
 /** Sends `request` (exact bytes) on a fresh TLS connection and reads until the server closes. */
-async function send(port: number, request: Buffer | string, client?: PemPair): Promise<RawResponse> {
-  const socket = tls.connect({ host: '127.0.0.1', port, ca: d.pki.certs.ca.cert, ...(client && { cert: client.cert, key: client.key }) });
-  await once(socket, 'secureConnect');
-  const chunks: Buffer[] = [];
-  socket.on('data', (c: Buffer) => chunks.push(c));
-  socket.on('error', () => {});
-  socket.write(request);
-  await Promise.race([once(socket, 'close'), new Promise((resolve) => setTimeout(resolve, 5000))]);
-  socket.destroy();
-  return parseResponse(Buffer.concat(chunks));
-}
+const send = (port: number, request: Buffer, client?: PemPair): Promise<RawResponse> => sendRaw({ port, tls: { ca: d.pki.certs.ca.cert, ...(client && { client }) } }, request);
 
-/** One GET with `Connection: close`; `host: null` leaves Host out. The target goes out as its UTF-8 bytes. */
+/** One GET with `Connection: close` and the token; `host: null` leaves Host out. */
 function rawGet(target: string, token: string, options: { headers?: [string, string][]; version?: '1.0' | '1.1'; host?: string | null } = {}): Buffer {
-  const host = options.host === undefined ? '127.0.0.1' : options.host;
-  const lines = [`GET ${target} HTTP/${options.version ?? '1.1'}`];
-  if (host !== null) lines.push(`Host: ${host}`);
-  lines.push(`Authorization: Bearer ${token}`);
-  for (const [name, value] of options.headers ?? []) lines.push(`${name}: ${value}`);
-  if (!(options.headers ?? []).some(([name]) => name.toLowerCase() === 'connection')) lines.push('Connection: close');
-  return Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'utf8');
-}
-
-/** Runs `work` over `items`, `limit` at a time, keeping order. */
-async function mapLimited<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const index = next++;
-        results[index] = await work(items[index]!);
-      }
-    }),
-  );
-  return results;
+  return rawRequest(target, { ...options, headers: [['Authorization', `Bearer ${token}`], ...(options.headers ?? [])] });
 }
 
 /** The route cnfguard logged for a request, by the x-request-id of its response. */
@@ -161,133 +85,29 @@ function routeOf(guard: Guard, response: RawResponse): string {
   return typeof entry?.route === 'string' ? entry.route : '?';
 }
 
-// ---- the path corpus ----
+// ---- the path corpus (test/fixtures/path-corpus.ts), each spelling under both hosts ----
 
-/** Spellings of /admin/users (and /admin) that some parser somewhere reads as the admin path. */
-const HAND_CORPUS: readonly string[] = [
-  // control: the canonical spelling must be refused
-  '/admin/users',
-  '/admin',
-  // case
-  '/ADMIN/users',
-  '/Admin/users',
-  '/aDmIn/users',
-  '/ADMIN',
-  // path parameters
-  '/admin;x=1/users',
-  '/admin;/users',
-  '/admin;jsessionid=0123/users',
-  '/admin;x=1',
-  '/public/..;/admin/users',
-  '/public;x=1/../admin/users',
-  '/public/%2e%2e;/admin/users',
-  // %2e dot segments
-  '/public/%2e%2e/admin/users',
-  '/public/%2E%2E/admin/users',
-  '/public/.%2e/admin/users',
-  '/%2e/admin/users',
-  '/public/%2e%2e%2fadmin/users',
-  // percent-encoded and double-encoded letters and dots
-  '/%61dmin/users',
-  '/%41DMIN/users',
-  '/ad%6Din/users',
-  '/%2561dmin/users',
-  '/ad%256din/users',
-  '/public/%252e%252e/admin/users',
-  '/%252e/admin/users',
-  '/public/%25%32%65%25%32%65/admin/users',
-  // blanks and trailing dots
-  '/admin%20/users',
-  '/admin%20',
-  '/admin./users',
-  '/admin../users',
-  '/admin%2e/users',
-  '/admin.',
-  // repeated slashes
-  '//admin/users',
-  '///admin/users',
-  '/public//..//admin/users',
-  // unicode and overlong UTF-8
-  '/%C0%AE%C0%AE/admin',
-  '/public/%C0%AE%C0%AE/admin/users',
-  '/%C0%AFadmin/users',
-  '/public/%E0%80%AE%E0%80%AE/admin/users',
-  '/ａdmin/users',
-  '/%EF%BD%81dmin/users',
-  '/admın',
-  '/adm%C4%B1n/users',
-  '/%C4%B0admin/users',
-  // backslashes and encoded slashes
-  '/admin\\users',
-  '/public\\..\\admin\\users',
-  '/admin%5cusers',
-  '/public/..%5cadmin/users',
-  '/admin%2fusers',
-  '/public/..%2fadmin/users',
-  // tabs, NUL and other escapes
-  '/admin%09/users',
-  '/admin%09',
-  '/%09admin/users',
-  '/admin%00/users',
-  '/admin%3b/users',
-  '/admin%23/users',
-  // fragment and query
-  '/admin#x',
-  '/admin?x=1',
-];
-
-const PREFIXES = ['/', '/public/..', '/public/%2e%2e', '/public/.%2e', '/public/%252e%252e', '/public/..;', '/public;x/..', '/.', '/%2e', '/%252e'];
-const PARAMS = [';', ';x=1', ';jsessionid=abc', '%3b', '%3bx'];
-const TRAILERS = ['.', '..', '%2e', '%252e', '%20', '%09'];
-const RESTS = ['', '/', '/users;x', '/%2e/users', '/%252e/users'];
-
-/** Usually `plain`, sometimes one of `others`: most spellings carry one or two changes, so each kind is tried alone too. */
-const mostly = (plain: string, others: readonly string[]) =>
-  fc.oneof({ arbitrary: fc.constant(plain), weight: 3 }, { arbitrary: fc.constantFrom(...others), weight: 2 });
-
-/** One character of `admin`, spelled one of the ways a parser may fold back to it. */
-const spelledChar = (c: string) => {
-  const hex = c.charCodeAt(0).toString(16);
-  return mostly(c, [c.toUpperCase(), c.toUpperCase(), `%${hex}`, `%${hex.toUpperCase()}`, `%${c.toUpperCase().charCodeAt(0).toString(16).toUpperCase()}`, `%25${hex}`]);
-};
-
-/**
- * Generated spellings: random case flips and percent-(double-)encodings of the letters, `;params`
- * and trailing dots or blanks after the segment, a dot-segment detour before it, and sometimes a
- * doubled slash or a rest of the path with a parameter or dot segment of its own.
- */
-const generatedSpelling = fc
-  .record({
-    prefix: mostly('', PREFIXES),
-    letters: fc.tuple(...[...'admin'].map(spelledChar)),
-    params: mostly('', PARAMS),
-    trailer: mostly('', TRAILERS),
-    slash: mostly('/', ['//']),
-    rest: mostly('/users', RESTS),
-  })
-  .map(({ prefix, letters, params, trailer, slash, rest }) => `${prefix}${slash}${letters.join('')}${params}${trailer}${rest}`);
-
-function generatedCorpus(): string[] {
-  const seen = new Set(HAND_CORPUS);
-  return fc.sample(generatedSpelling, { numRuns: GENERATED_RUNS, seed: SEED }).filter((s) => !seen.has(s) && (seen.add(s), true));
-}
+/** Host 127.0.0.1 meets the route written `/admin`; SLASH_HOST the one written `/admin/`. */
+const CORPUS_HOSTS = ['127.0.0.1', SLASH_HOST] as const;
 
 interface Outcome {
   spelling: string;
+  host: string;
   response: RawResponse;
 }
 
 async function tryCorpus(stack: StackName, corpus: readonly string[]): Promise<{ outcomes: Outcome[]; offending: string[] }> {
   const guard = guards.get(stack)!;
-  const outcomes = await mapLimited(corpus, 8, async (spelling) => ({ spelling, response: await send(guard.started.port, rawGet(spelling, attacker)) }));
+  const requests = corpus.flatMap((spelling) => CORPUS_HOSTS.map((host) => ({ spelling, host })));
+  const outcomes = await mapLimited(requests, 8, async ({ spelling, host }) => ({ spelling, host, response: await send(guard.started.port, rawGet(spelling, attacker, { host })) }));
   if (VERBOSE) {
-    for (const { spelling, response } of outcomes) {
-      console.log(`${stack}\t${JSON.stringify(spelling)}\t${response.status}\t${response.answer ? `${response.answer.handler} ${JSON.stringify(response.answer.path)}` : response.body.slice(0, 60)}`);
+    for (const { spelling, host, response } of outcomes) {
+      console.log(`${stack}\t${host}\t${JSON.stringify(spelling)}\t${response.status}\t${response.answer ? `${response.answer.handler} ${JSON.stringify(response.answer.path)}` : response.body.slice(0, 60)}`);
     }
   }
   const offending = outcomes
     .filter(({ response }) => response.status === 200 && response.answer?.handler === 'admin')
-    .map(({ spelling, response }) => `${JSON.stringify(spelling)} -> 200 from the admin handler (${stack} path ${JSON.stringify(response.answer!.path)}; cnfguard route ${routeOf(guard, response)})`);
+    .map(({ spelling, host, response }) => `${JSON.stringify(spelling)} (Host ${host}) -> 200 from the admin handler (${stack} path ${JSON.stringify(response.answer!.path)}; cnfguard route ${routeOf(guard, response)})`);
   return { outcomes, offending };
 }
 
@@ -384,14 +204,14 @@ for (const stack of STACK_NAMES) {
       const { outcomes, offending } = await tryCorpus(stack, HAND_CORPUS);
       // The canonical spellings are refused by cnfguard itself (the corpus run is not vacuous).
       const canonical = outcomes.filter((o) => o.spelling === '/admin/users' || o.spelling === '/admin');
-      expect(canonical).toHaveLength(2);
+      expect(canonical).toHaveLength(2 * CORPUS_HOSTS.length);
       for (const { response } of canonical) expect([401, 403]).toContain(response.status);
       if (offending.length > 0) console.log(`${stack}: ${offending.length} hand-written spellings reach the admin handler:\n  ${offending.join('\n  ')}`);
       expect(offending).toEqual([]);
     });
 
     it(`no generated spelling of /admin (fast-check, seed ${SEED}, ${GENERATED_RUNS} runs) reaches the admin handler with the attacker token`, async () => {
-      const corpus = generatedCorpus();
+      const corpus = generatedCorpus(GENERATED_RUNS, SEED);
       expect(corpus.length).toBeGreaterThan(GENERATED_RUNS / 2);
       const { offending } = await tryCorpus(stack, corpus);
       if (offending.length > 0) console.log(`${stack}: ${offending.length} generated spellings reach the admin handler:\n  ${offending.join('\n  ')}`);

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { configWarnings } from '../../src/config/checks.ts';
 import { configSchema } from '../../src/config/schema.ts';
 import { compileRoutes, hostMatches, hostName, matchRoute, pathMatches, resourceMetadataUrl, shadowedRoutes, type RouteTable } from '../../src/pipeline/route.ts';
 
@@ -48,7 +49,12 @@ describe('pathMatches', () => {
     ['/admin', '/api/admin', false],
     ['/admin/', '/admin/x', true],
     ['/admin/', '/admin/', true],
-    ['/admin/', '/admin', false],
+    // A prefix guards its segment however it is written: with or without a trailing slash.
+    ['/admin/', '/admin', true],
+    ['/admin/', '/admin;x', true],
+    ['/admin/', '/administrator', false],
+    ['/admin//', '/admin', true],
+    ['/a/b/', '/a/b', true],
     ['/', '/', true],
     ['/', '/anything/at/all', true],
     ['/a/b', '/a/b/c', true],
@@ -91,11 +97,22 @@ describe('shadowedRoutes', () => {
     ['a wildcard does not shadow its apex', [{ host: '*.example.com' }, { host: 'example.com' }], []],
     ['a narrower wildcard does not shadow a wider one', [{ host: '*.a.example.com' }, { host: '*.example.com' }], []],
     ['"/" shadows every later path-only route', [{ pathPrefix: '/' }, { pathPrefix: '/x' }, { host: 'h' }], [[1, 0]]],
-    ['"/admin/" does not shadow "/admin"', [{ pathPrefix: '/admin/' }, { pathPrefix: '/admin' }], []],
+    ['"/admin/" shadows "/admin" (one segment, however written)', [{ pathPrefix: '/admin/' }, { pathPrefix: '/admin' }], [[1, 0]]],
+    ['"/admin/" does not shadow "/administrator"', [{ pathPrefix: '/admin/' }, { pathPrefix: '/administrator' }], []],
     ['"/admin" shadows "/admin/"', [{ pathPrefix: '/admin' }, { pathPrefix: '/admin/' }], [[1, 0]]],
     ['the first earlier route is named', [{ pathPrefix: '/a' }, { pathPrefix: '/' }, { pathPrefix: '/a/b' }], [[2, 0]]],
   ])('%s', (_name, routes, expected) => {
     expect(shadowedRoutes(routes)).toEqual(expected);
+  });
+});
+
+describe('how check reads a pathPrefix', () => {
+  const settings = (routes: unknown[]) =>
+    configSchema.parse({ tls: { cert: '/x.crt', key: '/x.key' }, introspection: { url: 'https://as.example/introspect', clientId: 'rs', clientSecret: 's' }, upstream: 'http://127.0.0.1:8080', routes });
+
+  it('a prefix written with a trailing slash gets a note saying it guards the segment itself too', () => {
+    const notes = configWarnings(settings([{ pathPrefix: '/api' }, { pathPrefix: '/admin/' }, { pathPrefix: '/' }])).filter((w) => w.path.endsWith('pathPrefix'));
+    expect(notes).toEqual([{ path: 'routes[1].pathPrefix', message: expect.stringContaining('"/admin/" is read as the segment /admin: it guards /admin itself') as unknown }]);
   });
 });
 
@@ -219,6 +236,12 @@ describe('matchRoute', () => {
     expect(matchRoute(wild, 'a.tenants.example', '/').id).toBe('routes[0]');
     expect(matchRoute(wild, 'tenants.example', '/').id).toBe('routes[1]');
     expect(matchRoute(wild, 'eviltenants.example', '/').id).toBe('default');
+  });
+
+  it.each(['/admin/', '/admin'])('a prefix written %j guards /admin with and without the slash, in any case', (prefix) => {
+    const guarded = table([{ pathPrefix: prefix, scopes: ['admin'] }]);
+    for (const path of ['/admin', '/admin/', '/admin/users', '/admin;x']) expect(matchRoute(guarded, '', path).id).toBe('routes[0]');
+    for (const path of ['/administrator', '/', '/adm']) expect(matchRoute(guarded, '', path).id).toBe('default');
   });
 
   it('falls back to the default route when there are no routes', () => {
