@@ -20,7 +20,7 @@ import { createLogger } from '../../src/log.ts';
 import { sha256, subjectAltNames, subjectRfc4514, thumbprintS256 } from '../../src/tls/certificates.ts';
 import { EDGES, FRONT_ADDRESS, NotSendable, send, stallHeaders, startRecipeNginx, type EdgeId, type EdgeTargets } from '../fixtures/edge-clients.ts';
 import { actualFields, DECISION_EDGES, expectedFields } from '../fixtures/edge-contract-fields.ts';
-import { HEADER_COUNT, IDENTITY_HEADERS, ORIGIN, ROUTE_METHODS, ROUTE_PREFIX, ROWS, type Env, type Row } from '../fixtures/edge-contract-rows.ts';
+import { HEADER_COUNT, URL_BYTES, IDENTITY_HEADERS, ORIGIN, ROUTE_METHODS, ROUTE_PREFIX, ROWS, type Env, type Row } from '../fixtures/edge-contract-rows.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
 import type { Nginx } from '../fixtures/nginx.ts';
 import { baseConfig, LogCapture, startDeployment, type Deployment } from '../fixtures/stack.ts';
@@ -28,8 +28,8 @@ import { baseConfig, LogCapture, startDeployment, type Deployment } from '../fix
 const each = (edge: EdgeId, rows: readonly string[], field: string) => rows.map((row) => `${edge}:${row}:${field}`);
 const BOUND_ALLOWED = ['bound-matching-cert', 'unbound-optional', 'cert-and-dpop-both-match', 'headers-at-limit'];
 const CLAIMED = ['bound-matching-cert', 'dpop-valid', 'dpop-previous-nonce', 'cert-and-dpop-both-match', 'headers-at-limit'];
-const GRPC_REFUSED = ['no-authorization', 'authorization-malformed', 'token-unknown', 'bound-other-cert', 'bound-no-cert', 'unbound-required', 'scope-missing', 'dpop-proof-missing', 'dpop-htm-mismatch', 'dpop-htu-mismatch', 'dpop-replayed', 'dpop-other-key', 'dpop-nonce-missing', 'dpop-scheme-without-dpop', 'dpop-token-as-bearer', 'cert-and-dpop-other-cert', 'as-down'];
-const NGINX_401 = ['no-authorization', 'token-unknown', 'bound-other-cert', 'bound-no-cert', 'unbound-required', 'dpop-proof-missing', 'dpop-htm-mismatch', 'dpop-htu-mismatch', 'dpop-replayed', 'dpop-other-key', 'dpop-nonce-missing', 'dpop-scheme-without-dpop', 'dpop-token-as-bearer', 'cert-and-dpop-other-cert'];
+const GRPC_REFUSED = ['no-authorization', 'authorization-malformed', 'token-unknown', 'token-expired', 'cnf-member-unknown', 'bound-other-cert', 'bound-no-cert', 'unbound-required', 'scope-missing', 'dpop-proof-missing', 'dpop-htm-mismatch', 'dpop-htu-mismatch', 'dpop-replayed', 'dpop-other-key', 'dpop-nonce-missing', 'dpop-scheme-without-dpop', 'dpop-token-as-bearer', 'cert-and-dpop-other-cert', 'as-down'];
+const NGINX_401 = ['no-authorization', 'token-unknown', 'token-expired', 'cnf-member-unknown', 'dpop-proof-twice', 'bound-other-cert', 'bound-no-cert', 'unbound-required', 'dpop-proof-missing', 'dpop-htm-mismatch', 'dpop-htu-mismatch', 'dpop-replayed', 'dpop-other-key', 'dpop-nonce-missing', 'dpop-scheme-without-dpop', 'dpop-token-as-bearer', 'cert-and-dpop-other-cert'];
 
 /**
  * What differs from the contract today, asserted to STILL differ: fixing an edge fails this test
@@ -177,7 +177,9 @@ beforeAll(async () => {
   const client1 = { thumbprint: thumbprintS256(x509.raw), xfcc: [`Hash=${sha256(x509.raw).toString('hex')}`, `Subject="${subjectRfc4514(x509)}"`, ...sans.uri.map((u) => `URI=${u}`), ...sans.dns.map((n) => `DNS=${n}`)].join(';') };
   const exp = Math.floor(Date.now() / 1000) + 3600;
   const answer = (sub: string, clientId: string, extra: Record<string, unknown>) => ({ active: true, sub, client_id: clientId, scope: 'read', exp, ...extra });
-  const tokens = { bound: 'tok-bound', unbound: 'tok-unbound', dpop: 'tok-dpop', dpopOther: 'tok-dpop-other', both: 'tok-both', unknown: 'tok-unknown' };
+  const tokens = { bound: 'tok-bound', unbound: 'tok-unbound', dpop: 'tok-dpop', dpopOther: 'tok-dpop-other', both: 'tok-both', unknown: 'tok-unknown', expired: 'tok-expired', cnfUnknown: 'tok-cnf-unknown' };
+  stub.answers.set(tokens.expired, answer('alice', 'app', { cnf: { 'x5t#S256': client1.thumbprint }, exp: exp - 7200 }));
+  stub.answers.set(tokens.cnfUnknown, answer('alice', 'app', { cnf: { 'x5t#S256': client1.thumbprint, 'x5t#S512': 'AAAA' } }));
   stub.answers.set(tokens.bound, answer('alice', 'app', { cnf: { 'x5t#S256': client1.thumbprint }, tenant_id: 'acme' }));
   stub.answers.set(tokens.unbound, answer('bob', 'plain-app', {}));
   stub.answers.set(tokens.dpop, answer('carol', 'dpop-app', { cnf: { jkt }, token_type: 'DPoP', tenant_id: 'globex' }));
@@ -200,7 +202,7 @@ beforeAll(async () => {
     publicOrigin: ORIGIN,
     claimHeaders: { 'x-tenant': 'claims.tenant_id' },
     dpop: { nonce: true, nonceRotationSeconds: 300, proofMaxAgeSeconds: 900 },
-    limits: { headerCount: HEADER_COUNT, headersTimeoutMs: 2000 },
+    limits: { headerCount: HEADER_COUNT, urlBytes: URL_BYTES, headersTimeoutMs: 2000 },
     trustedProxies: [
       { cidrs: [`${FRONT_ADDRESS.nginx}/32`], header: 'x-client-cert', format: 'pem-urlencoded' },
       { cidrs: [`${FRONT_ADDRESS.envoy}/32`], header: 'x-forwarded-client-cert', format: 'xfcc' },
