@@ -36,6 +36,8 @@ import { createSharedTokenTier, RedisReplayStore, SharedStore, sharedNonceKey, w
 import { signatureThreadFor, type SignatureThread } from './proof/dpop.ts';
 import { createNonceSource } from './proof/nonce.ts';
 import { createMemoryReplayStore } from './proof/replay-store.ts';
+import { primaryStateOfWorker } from './state/cluster-state.ts';
+import cluster from 'node:cluster';
 import { NODE_VERSION, VERSION } from './version.ts';
 
 export interface AppDependencies {
@@ -236,12 +238,14 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
 
   // DPoP (RFC 9449): one replay store and one nonce source for the process, kept across reloads.
   // With shared state both are the replicas' own: jtis in the store, nonces from the shared secret.
+  // Cluster workers without it: the primary's store and nonce key (state/cluster-state.ts), so N workers act as one process.
+  const viaPrimary = store === undefined ? primaryStateOfWorker(cluster.isWorker, { rotationSeconds: settings.dpop.nonceRotationSeconds, now: () => now() / 1000 }) : undefined;
   const localReplayStore = createMemoryReplayStore({ maxEntries: settings.dpop.replayStoreMaxEntries, now: () => now() / 1000 });
   const replayStore =
     store === undefined || sharedSettings === undefined
-      ? localReplayStore
+      ? (viaPrimary?.replayStore ?? localReplayStore)
       : new RedisReplayStore(store, { onUnavailable: sharedSettings.onUnavailable, fallback: localReplayStore, now, onFallback: () => metrics.sharedStateErrors.inc({ kind: 'local_fallback' }) });
-  const nonces = createNonceSource({
+  const nonces = viaPrimary?.nonces ?? createNonceSource({
     rotationSeconds: settings.dpop.nonceRotationSeconds,
     now: () => now() / 1000,
     ...(config.sharedState !== undefined && store !== undefined && { key: sharedNonceKey(config.sharedState.secret) }),
@@ -309,6 +313,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       try {
         // Not awaited past failure: an AS that is down at start only delays JWT validation (logged).
         await jwks?.refresh(true);
+        await viaPrimary?.ready; // the nonce key, before the first request
         const main = await listen(server, settings.listen.host, settings.listen.port, (err) => logger.error({ err }, 'proxy listener error'), { name: 'the proxy listener', path: 'listen' });
         const decisionAddress =
           decision === undefined || settings.decisionApi === undefined

@@ -2,7 +2,8 @@
  * `workers: N`: N processes share the listener through node:cluster, so throughput scales with
  * cores. The primary serves nothing itself: it owns the admin listener (readiness of all workers,
  * metrics summed across them), restarts a worker that dies, and relays signals. Each worker has
- * its own token cache, so a token is introspected once per worker.
+ * its own token cache, so a token is introspected once per worker. Without `sharedState` the
+ * primary also holds DPoP's replay store and nonce key for all workers (state/cluster-state.ts).
  */
 import cluster, { type Worker } from 'node:cluster';
 import { once } from 'node:events';
@@ -17,6 +18,7 @@ import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { reconcileReload } from './config/reload-table.ts';
 import type { Settings } from './config/schema.ts';
 import type { Logger } from './log.ts';
+import { createPrimaryState } from './state/cluster-state.ts';
 import { NODE_VERSION, VERSION } from './version.ts';
 
 const READY_MESSAGE = 'cnfguard:ready';
@@ -114,13 +116,17 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     },
   );
 
+  // DPoP without shared state: the one replay store and nonce key all workers use (state/cluster-state.ts).
+  const dpopState = settings.sharedState === undefined ? createPrimaryState({ maxEntries: settings.dpop.replayStoreMaxEntries }) : undefined;
+
   let announced: () => void = () => {};
   const allReady = new Promise<void>((resolve) => (announced = resolve));
 
   const fork = (): Worker => {
     const worker = cluster.fork();
+    const end = { send: (message: object, callback: (error: Error | null) => void) => worker.send(message, undefined, undefined, callback) };
     worker.on('message', (message: { type?: string; listen?: string }) => {
-      if (message?.type !== READY_MESSAGE) return;
+      if (dpopState?.handle(end, message) === true || message?.type !== READY_MESSAGE) return;
       readyWorkers.add(worker.id);
       listenUrl = message.listen;
       if (readyWorkers.size === count) announced();
