@@ -21,6 +21,8 @@ export const MAX_PROOF_BYTES = 4096;
 /** Longest `jti` accepted (RFC 9449 §11.1: reject huge values; the store keeps a hash anyway). */
 export const MAX_JTI_LENGTH = 256;
 
+/** Shortest RSA modulus a proof key may have (RFC 7518 §3.3 and §3.5: 2048 bits or larger; FAPI 2.0 §5.4). */
+export const MIN_RSA_BITS = 2048;
 /** Asymmetric JWS algorithms only: never `none`, never a MAC (RFC 9449 §4.3 step 4). */
 const ASYMMETRIC = new Set(['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA', 'Ed25519']);
 /** Members that make a JWK private (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2). */
@@ -337,6 +339,8 @@ async function checkHeader(headerPart: string, policy: DpopPolicy): Promise<Know
     return fail('jwk', 'jwk does not import for alg');
   }
   if (key === undefined) return fail('jwk', 'jwk is not a public key');
+  const bits = key.asymmetricKeyDetails?.modulusLength;
+  if ((key.asymmetricKeyType === 'rsa' || key.asymmetricKeyType === 'rsa-pss') && (bits === undefined || bits < MIN_RSA_BITS)) return fail('jwk', `RSA key of ${bits ?? '?'} bits, under ${MIN_RSA_BITS}`);
   return { alg, jkt, key };
 }
 
