@@ -5,6 +5,7 @@
  */
 import { once } from 'node:events';
 import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createAdminServer } from './admin/server.ts';
 import { createUpstreamCheck } from './admin/upstream-check.ts';
@@ -252,7 +253,10 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   });
   // Signature checks go to the threadpool only when there is a CPU no event loop (worker) uses.
   const signatureThread = deps.signatureThread ?? signatureThreadFor(usableCpus(), workerCount(settings.workers));
-  const runtimeDeps = { validator, replayStore, nonces, now, signatureThread };
+  // Without publicOrigin, a DPoP htu may name only what the server certificate names, on this port (proof/origins.ts).
+  let serverCertificate = config.tls.cert;
+  const served = { certificate: () => serverCertificate, port: () => (listener.server.address() as AddressInfo | null)?.port };
+  const runtimeDeps = { validator, replayStore, nonces, now, signatureThread, served };
   let runtime = buildRuntime(settings, runtimeDeps);
   /** The settings in force: those started with, then each reload's live keys. */
   let current = settings;
@@ -331,7 +335,10 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           onResult: (result, material) => {
             metrics.certificateReloads.inc({ result });
             metrics.certificateNotAfter.set(notAfterSeconds(material));
-            if (result === 'success') certificateSource.updateClientCa(material.clientCa);
+            if (result === 'success') {
+              certificateSource.updateClientCa(material.clientCa);
+              serverCertificate = material.cert;
+            }
           },
         });
         store?.connect();

@@ -48,5 +48,14 @@ export function configWarnings(settings: Settings): ConfigProblem[] {
       message: `off on every route${settings.routes.length > 0 ? ` (the default and all ${settings.routes.length})` : ''}: tokens are validated but never checked against a certificate or DPoP key, so a stolen token works`,
     });
   }
+  // The default route, then each route (which inherit methods and publicOrigin from the top level).
+  const dpopRoutes = [{ path: 'publicOrigin', methods: settings.methods, origin: settings.publicOrigin }, ...settings.routes.map((route, index) => ({ path: `routes[${index}].publicOrigin`, methods: route.methods ?? settings.methods, origin: route.publicOrigin ?? settings.publicOrigin }))];
+  for (const route of dpopRoutes) {
+    if (!route.methods.includes('dpop') || route.origin !== undefined) continue;
+    warnings.push({
+      path: route.path,
+      message: "unset on a DPoP route: a proof's htu must then be https://<Host>, accepted only for the server certificate's names or a route's host, on the listener's port or 443; set it to the origin clients call (required behind a proxy or ingress with its own name)",
+    });
+  }
   return warnings;
 }

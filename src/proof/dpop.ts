@@ -14,6 +14,7 @@ import { GuardError, type ReasonId } from '../oauth/errors.ts';
 import { jose } from '../validation/jose.ts';
 import { thumbprintsEqual } from '../pipeline/binding.ts';
 import type { NonceSource } from './nonce.ts';
+import { originOf, type OriginCheck } from './origins.ts';
 import { replayKey, type ReplayStore } from './replay-store.ts';
 
 /** A proof longer than this is refused before it is parsed (the header line, in bytes). */
@@ -173,6 +174,8 @@ export interface DpopDeps {
   readonly now: () => number;
   /** Where signatures are checked; default `event-loop`. */
   readonly signatureThread?: SignatureThread | undefined;
+  /** The origins the expected `htu` may have (origins.ts); unset: any. */
+  readonly origins?: OriginCheck | undefined;
 }
 
 /** Which check refused the proof: finer than the reason id, for the log-only detail. */
@@ -404,6 +407,7 @@ async function verify(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult
   const expected = normalizedHtu(input.htu);
   const presented = htu === input.htu ? expected : normalizedHtu(htu);
   if (expected === undefined || presented === undefined || presented !== expected) return fail('htu', 'htu differs from the request URI');
+  if (deps.origins !== undefined && !deps.origins(originOf(expected))) return fail('htu', 'the request names a host or port cnfguard is not reached at (no publicOrigin)');
 
   const now = deps.now();
   if (iat < now - deps.policy.proofMaxAgeSeconds) return fail('iat', `iat ${Math.round(now - iat)} s old`);
