@@ -96,6 +96,25 @@ export function announceWorker(metrics: Metrics, listen: string): void {
   process.send?.({ type: READY_MESSAGE, listen });
 }
 
+/**
+ * bin/cnfguard.js on a Node older than 24 runs the server as its child and puts its own pid in
+ * CNFGUARD_LAUNCHER_PID. A launcher killed by SIGKILL cannot relay anything: the supervisor
+ * sees the service gone and starts another, while the orphaned primary kept the port and
+ * restarted every worker sent SIGTERM (issue 26, finding 11). Node has no parent-death signal,
+ * so the parent pid is polled: `onGone` runs once it is no longer the launcher. Returns a stop.
+ */
+export function watchLauncher(onGone: () => void, launcher: string | undefined = process.env.CNFGUARD_LAUNCHER_PID, parent: () => number = () => process.ppid, intervalMs = 500): () => void {
+  const pid = Number(launcher);
+  if (launcher === undefined || !Number.isSafeInteger(pid) || pid <= 0) return () => {};
+  const timer = setInterval(() => {
+    if (parent() === pid) return;
+    clearInterval(timer);
+    onGone();
+  }, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 /** Runs the primary until SIGTERM/SIGINT; resolves with the exit code. */
 export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<number> {
   const { settings } = config;
@@ -160,6 +179,11 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     return outcome;
   }
   logger.info({ version: VERSION, node: NODE_VERSION, listen: listenUrl, admin: `http://${settings.admin.host}:${address.port}`, workers: count }, 'cnfguard cluster started');
+  // Under the launcher: its death is a SIGTERM (drain the workers, exit), not an orphaned cluster.
+  const unwatch = watchLauncher(() => {
+    logger.warn({ launcher: process.env.CNFGUARD_LAUNCHER_PID }, 'the launcher (bin/cnfguard.js) is gone; stopping');
+    process.kill(process.pid, 'SIGTERM');
+  });
 
   // (`current`, the settings in force, is declared above: the admin listener's upstream check reads it.)
   process.on('SIGHUP', () => {
@@ -183,6 +207,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     process.on('SIGINT', stop);
   });
   stopping = true;
+  unwatch();
   logger.info({ signal }, 'shutting down workers');
   const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
   const exits = workers.map((worker) => (worker.isDead() ? Promise.resolve() : once(worker, 'exit').then(() => undefined)));
