@@ -3,6 +3,7 @@
  * registry, token cache, introspection pool, clock, certificate reloader) is made here and passed
  * down. What a config reload may change lives in one `Runtime` object, swapped atomically.
  */
+import cluster from 'node:cluster';
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -38,7 +39,6 @@ import { signatureThreadFor, type SignatureThread } from './proof/dpop.ts';
 import { createNonceSource } from './proof/nonce.ts';
 import { createMemoryReplayStore } from './proof/replay-store.ts';
 import { primaryStateOfWorker } from './state/cluster-state.ts';
-import cluster from 'node:cluster';
 import { NODE_VERSION, VERSION } from './version.ts';
 
 export interface AppDependencies {
