@@ -24,7 +24,8 @@ if (major >= 24) {
     console.error(`cnfguard needs Node.js 24 or newer (this is ${process.version}); run "npm install" in ${root}`);
     process.exit(2);
   }
-  const child = spawn(pinned, [entry, ...process.argv.slice(2)], { stdio: 'inherit' });
+  // The server watches this pid: a server whose launcher was killed stops (src/cluster.ts watchLauncher).
+  const child = spawn(pinned, [entry, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...process.env, CNFGUARD_LAUNCHER_PID: String(process.pid) } });
   const relayed = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   const relay = (signal) => child.kill(signal);
   for (const signal of relayed) process.on(signal, relay);

@@ -3,8 +3,10 @@
  * registry, token cache, introspection pool, clock, certificate reloader) is made here and passed
  * down. What a config reload may change lives in one `Runtime` object, swapped atomically.
  */
+import cluster from 'node:cluster';
 import { once } from 'node:events';
 import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createAdminServer } from './admin/server.ts';
 import { createUpstreamCheck } from './admin/upstream-check.ts';
@@ -36,6 +38,7 @@ import { createSharedTokenTier, RedisReplayStore, SharedStore, sharedNonceKey, w
 import { signatureThreadFor, type SignatureThread } from './proof/dpop.ts';
 import { createNonceSource } from './proof/nonce.ts';
 import { createMemoryReplayStore } from './proof/replay-store.ts';
+import { primaryStateOfWorker } from './state/cluster-state.ts';
 import { NODE_VERSION, VERSION } from './version.ts';
 
 export interface AppDependencies {
@@ -236,19 +239,24 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
 
   // DPoP (RFC 9449): one replay store and one nonce source for the process, kept across reloads.
   // With shared state both are the replicas' own: jtis in the store, nonces from the shared secret.
+  // Cluster workers without it: the primary's store and nonce key (state/cluster-state.ts), so N workers act as one process.
+  const viaPrimary = store === undefined ? primaryStateOfWorker(cluster.isWorker, { rotationSeconds: settings.dpop.nonceRotationSeconds, now: () => now() / 1000 }) : undefined;
   const localReplayStore = createMemoryReplayStore({ maxEntries: settings.dpop.replayStoreMaxEntries, now: () => now() / 1000 });
   const replayStore =
     store === undefined || sharedSettings === undefined
-      ? localReplayStore
+      ? (viaPrimary?.replayStore ?? localReplayStore)
       : new RedisReplayStore(store, { onUnavailable: sharedSettings.onUnavailable, fallback: localReplayStore, now, onFallback: () => metrics.sharedStateErrors.inc({ kind: 'local_fallback' }) });
-  const nonces = createNonceSource({
+  const nonces = viaPrimary?.nonces ?? createNonceSource({
     rotationSeconds: settings.dpop.nonceRotationSeconds,
     now: () => now() / 1000,
     ...(config.sharedState !== undefined && store !== undefined && { key: sharedNonceKey(config.sharedState.secret) }),
   });
   // Signature checks go to the threadpool only when there is a CPU no event loop (worker) uses.
   const signatureThread = deps.signatureThread ?? signatureThreadFor(usableCpus(), workerCount(settings.workers));
-  const runtimeDeps = { validator, replayStore, nonces, now, signatureThread };
+  // Without publicOrigin, a DPoP htu may name only what the server certificate names, on this port (proof/origins.ts).
+  let serverCertificate = config.tls.cert;
+  const served = { certificate: () => serverCertificate, port: () => (listener.server.address() as AddressInfo | null)?.port };
+  const runtimeDeps = { validator, replayStore, nonces, now, signatureThread, served };
   let runtime = buildRuntime(settings, runtimeDeps);
   /** The settings in force: those started with, then each reload's live keys. */
   let current = settings;
@@ -309,6 +317,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       try {
         // Not awaited past failure: an AS that is down at start only delays JWT validation (logged).
         await jwks?.refresh(true);
+        await viaPrimary?.ready; // the nonce key, before the first request
         const main = await listen(server, settings.listen.host, settings.listen.port, (err) => logger.error({ err }, 'proxy listener error'), { name: 'the proxy listener', path: 'listen' });
         const decisionAddress =
           decision === undefined || settings.decisionApi === undefined
@@ -326,7 +335,10 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           onResult: (result, material) => {
             metrics.certificateReloads.inc({ result });
             metrics.certificateNotAfter.set(notAfterSeconds(material));
-            if (result === 'success') certificateSource.updateClientCa(material.clientCa);
+            if (result === 'success') {
+              certificateSource.updateClientCa(material.clientCa);
+              serverCertificate = material.cert;
+            }
           },
         });
         store?.connect();

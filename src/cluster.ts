@@ -2,7 +2,8 @@
  * `workers: N`: N processes share the listener through node:cluster, so throughput scales with
  * cores. The primary serves nothing itself: it owns the admin listener (readiness of all workers,
  * metrics summed across them), restarts a worker that dies, and relays signals. Each worker has
- * its own token cache, so a token is introspected once per worker.
+ * its own token cache, so a token is introspected once per worker. Without `sharedState` the
+ * primary also holds DPoP's replay store and nonce key for all workers (state/cluster-state.ts).
  */
 import cluster, { type Worker } from 'node:cluster';
 import { once } from 'node:events';
@@ -17,6 +18,7 @@ import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { reconcileReload } from './config/reload-table.ts';
 import type { Settings } from './config/schema.ts';
 import type { Logger } from './log.ts';
+import { createPrimaryState } from './state/cluster-state.ts';
 import { NODE_VERSION, VERSION } from './version.ts';
 
 const READY_MESSAGE = 'cnfguard:ready';
@@ -94,6 +96,25 @@ export function announceWorker(metrics: Metrics, listen: string): void {
   process.send?.({ type: READY_MESSAGE, listen });
 }
 
+/**
+ * bin/cnfguard.js on a Node older than 24 runs the server as its child and puts its own pid in
+ * CNFGUARD_LAUNCHER_PID. A launcher killed by SIGKILL cannot relay anything: the supervisor
+ * sees the service gone and starts another, while the orphaned primary kept the port and
+ * restarted every worker sent SIGTERM (issue 26, finding 11). Node has no parent-death signal,
+ * so the parent pid is polled: `onGone` runs once it is no longer the launcher. Returns a stop.
+ */
+export function watchLauncher(onGone: () => void, launcher: string | undefined = process.env.CNFGUARD_LAUNCHER_PID, parent: () => number = () => process.ppid, intervalMs = 500): () => void {
+  const pid = Number(launcher);
+  if (launcher === undefined || !Number.isSafeInteger(pid) || pid <= 0) return () => {};
+  const timer = setInterval(() => {
+    if (parent() === pid) return;
+    clearInterval(timer);
+    onGone();
+  }, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 /** Runs the primary until SIGTERM/SIGINT; resolves with the exit code. */
 export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<number> {
   const { settings } = config;
@@ -114,13 +135,17 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     },
   );
 
+  // DPoP without shared state: the one replay store and nonce key all workers use (state/cluster-state.ts).
+  const dpopState = settings.sharedState === undefined ? createPrimaryState({ maxEntries: settings.dpop.replayStoreMaxEntries }) : undefined;
+
   let announced: () => void = () => {};
   const allReady = new Promise<void>((resolve) => (announced = resolve));
 
   const fork = (): Worker => {
     const worker = cluster.fork();
+    const end = { send: (message: object, callback: (error: Error | null) => void) => worker.send(message, undefined, undefined, callback) };
     worker.on('message', (message: { type?: string; listen?: string }) => {
-      if (message?.type !== READY_MESSAGE) return;
+      if (dpopState?.handle(end, message) === true || message?.type !== READY_MESSAGE) return;
       readyWorkers.add(worker.id);
       listenUrl = message.listen;
       if (readyWorkers.size === count) announced();
@@ -154,6 +179,11 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     return outcome;
   }
   logger.info({ version: VERSION, node: NODE_VERSION, listen: listenUrl, admin: `http://${settings.admin.host}:${address.port}`, workers: count }, 'cnfguard cluster started');
+  // Under the launcher: its death is a SIGTERM (drain the workers, exit), not an orphaned cluster.
+  const unwatch = watchLauncher(() => {
+    logger.warn({ launcher: process.env.CNFGUARD_LAUNCHER_PID }, 'the launcher (bin/cnfguard.js) is gone; stopping');
+    process.kill(process.pid, 'SIGTERM');
+  });
 
   // (`current`, the settings in force, is declared above: the admin listener's upstream check reads it.)
   process.on('SIGHUP', () => {
@@ -177,6 +207,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     process.on('SIGINT', stop);
   });
   stopping = true;
+  unwatch();
   logger.info({ signal }, 'shutting down workers');
   const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
   const exits = workers.map((worker) => (worker.isDead() ? Promise.resolve() : once(worker, 'exit').then(() => undefined)));

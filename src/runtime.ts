@@ -7,6 +7,7 @@ import type { Settings } from './config/schema.ts';
 import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
 import type { SignatureThread } from './proof/dpop.ts';
 import type { NonceSource } from './proof/nonce.ts';
+import { createOriginCheck, type ServedOrigins } from './proof/origins.ts';
 import type { ReplayStore } from './proof/replay-store.ts';
 import type { TokenValidator } from './validation/validator.ts';
 import { createPipeline, type Pipeline } from './pipeline/pipeline.ts';
@@ -31,6 +32,8 @@ export interface RuntimeDependencies {
   now: () => number;
   /** Where DPoP proof signatures are checked (proof/dpop.ts); default `event-loop`. */
   signatureThread?: SignatureThread;
+  /** The server certificate and listener port: without `publicOrigin`, the origins a DPoP `htu` may name (proof/origins.ts). Unset: any. */
+  served?: ServedOrigins;
   /**
    * The runtime a reload replaces. Its stripped headers stay stripped: an upstream may still trust
    * a header that was renamed or whose trusted proxy was removed, so no client may start sending it.
@@ -46,7 +49,14 @@ export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Run
     pipeline: createPipeline({
       routes,
       validator: deps.validator,
-      dpop: { policy: settings.dpop, replayStore: deps.replayStore, nonces: settings.dpop.nonce ? deps.nonces : undefined, now: () => deps.now() / 1000, signatureThread: deps.signatureThread },
+      dpop: {
+        policy: settings.dpop,
+        replayStore: deps.replayStore,
+        nonces: settings.dpop.nonce ? deps.nonces : undefined,
+        now: () => deps.now() / 1000,
+        signatureThread: deps.signatureThread,
+        origins: deps.served === undefined ? undefined : createOriginCheck({ ...deps.served, routeHosts: settings.routes.map((route) => route.host), publicOrigins: [settings.publicOrigin, ...settings.routes.map((route) => route.publicOrigin)] }),
+      },
       now: deps.now,
       limits: pipelineLimits(settings.limits),
       metadata: buildMetadataDirectory(settings, routes),

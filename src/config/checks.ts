@@ -58,5 +58,14 @@ export function configWarnings(settings: Settings): ConfigProblem[] {
       message: `${JSON.stringify(prefix)} is read as the segment ${segment}: it guards ${segment} itself, ${segment}/… and ${segment};…, with or without the trailing slash (write ${JSON.stringify(segment)} to say so)`,
     });
   });
+  // The default route, then each route (which inherit methods and publicOrigin from the top level).
+  const dpopRoutes = [{ path: 'publicOrigin', methods: settings.methods, origin: settings.publicOrigin }, ...settings.routes.map((route, index) => ({ path: `routes[${index}].publicOrigin`, methods: route.methods ?? settings.methods, origin: route.publicOrigin ?? settings.publicOrigin }))];
+  for (const route of dpopRoutes) {
+    if (!route.methods.includes('dpop') || route.origin !== undefined) continue;
+    warnings.push({
+      path: route.path,
+      message: "unset on a DPoP route: a proof's htu must then be https://<Host>, accepted only for the server certificate's names or a route's host, on the listener's port or 443; set it to the origin clients call (required behind a proxy or ingress with its own name)",
+    });
+  }
   return warnings;
 }

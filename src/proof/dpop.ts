@@ -14,6 +14,7 @@ import { GuardError, type ReasonId } from '../oauth/errors.ts';
 import { jose } from '../validation/jose.ts';
 import { thumbprintsEqual } from '../pipeline/binding.ts';
 import type { NonceSource } from './nonce.ts';
+import { originOf, type OriginCheck } from './origins.ts';
 import { replayKey, type ReplayStore } from './replay-store.ts';
 
 /** A proof longer than this is refused before it is parsed (the header line, in bytes). */
@@ -21,6 +22,8 @@ export const MAX_PROOF_BYTES = 4096;
 /** Longest `jti` accepted (RFC 9449 §11.1: reject huge values; the store keeps a hash anyway). */
 export const MAX_JTI_LENGTH = 256;
 
+/** Shortest RSA modulus a proof key may have (RFC 7518 §3.3 and §3.5: 2048 bits or larger; FAPI 2.0 §5.4). */
+export const MIN_RSA_BITS = 2048;
 /** Asymmetric JWS algorithms only: never `none`, never a MAC (RFC 9449 §4.3 step 4). */
 const ASYMMETRIC = new Set(['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA', 'Ed25519']);
 /** Members that make a JWK private (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2). */
@@ -171,6 +174,8 @@ export interface DpopDeps {
   readonly now: () => number;
   /** Where signatures are checked; default `event-loop`. */
   readonly signatureThread?: SignatureThread | undefined;
+  /** The origins the expected `htu` may have (origins.ts); unset: any. */
+  readonly origins?: OriginCheck | undefined;
 }
 
 /** Which check refused the proof: finer than the reason id, for the log-only detail. */
@@ -337,6 +342,8 @@ async function checkHeader(headerPart: string, policy: DpopPolicy): Promise<Know
     return fail('jwk', 'jwk does not import for alg');
   }
   if (key === undefined) return fail('jwk', 'jwk is not a public key');
+  const bits = key.asymmetricKeyDetails?.modulusLength;
+  if ((key.asymmetricKeyType === 'rsa' || key.asymmetricKeyType === 'rsa-pss') && (bits === undefined || bits < MIN_RSA_BITS)) return fail('jwk', `RSA key of ${bits ?? '?'} bits, under ${MIN_RSA_BITS}`);
   return { alg, jkt, key };
 }
 
@@ -400,6 +407,7 @@ async function verify(input: DpopProofInput, deps: DpopDeps): Promise<DpopResult
   const expected = normalizedHtu(input.htu);
   const presented = htu === input.htu ? expected : normalizedHtu(htu);
   if (expected === undefined || presented === undefined || presented !== expected) return fail('htu', 'htu differs from the request URI');
+  if (deps.origins !== undefined && !deps.origins(originOf(expected))) return fail('htu', 'the request names a host or port cnfguard is not reached at (no publicOrigin)');
 
   const now = deps.now();
   if (iat < now - deps.policy.proofMaxAgeSeconds) return fail('iat', `iat ${Math.round(now - iat)} s old`);

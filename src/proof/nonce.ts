@@ -5,8 +5,9 @@
  * one and two periods and a client that just got one is never refused at a boundary.
  *
  * The key is random per process by default, so each replica has its own nonces; with shared
- * state the key will come from the shared secret, and every replica then issues and accepts the
- * same nonces with no store round trip.
+ * state it comes from the shared secret, and every replica then issues and accepts the same
+ * nonces with no store round trip. Cluster workers without shared state get the primary's key
+ * when they start (state/cluster-state.ts), so every worker accepts what any of them issued.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 

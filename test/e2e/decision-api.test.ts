@@ -34,7 +34,7 @@ beforeAll(async () => {
     { cidrs: [`${ENVOY}/32`], header: 'x-forwarded-client-cert', format: 'xfcc' },
     { cidrs: [`${TRAEFIK}/32`], header: 'x-forwarded-tls-client-cert', format: 'base64-der' },
   ];
-  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { trustedProxies, decisionApi: { host: '127.0.0.1', port: 0 }, routes: [{ pathPrefix: '/dpop', methods: ['dpop'] }, { pathPrefix: '/admin', scopes: ['admin'] }] }));
+  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { trustedProxies, decisionApi: { host: '127.0.0.1', port: 0 }, routes: [{ pathPrefix: '/dpop', methods: ['dpop'], publicOrigin: 'https://api.test' }, { pathPrefix: '/admin', scopes: ['admin'] }] }));
   nginx = await startAuthNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: guard.started.decisionUrl as string, upstreamUrl: d.upstream.url });
   token1 = await d.tokenFor('client1');
 });

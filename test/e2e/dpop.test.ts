@@ -103,6 +103,7 @@ beforeAll(async () => {
     { pathPrefix: '/both', methods: ['mtls', 'dpop'] },
     { pathPrefix: '/origin', methods: ['dpop'], publicOrigin: 'https://api.example' },
     { pathPrefix: '/trial', methods: ['mtls', 'dpop'], binding: 'report-only' },
+    { host: 'routed.test', pathPrefix: '/routed', methods: ['dpop'] },
   ];
   [guard, nonceGuard, stubGuard, quiet] = await Promise.all([
     startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { routes })),
@@ -237,6 +238,33 @@ describe('DPoP requests (the contract table)', () => {
     expect(line).toMatchObject({ reason: 'dpop_htu_mismatch' });
   });
 
+  it('without publicOrigin, htu may name only hosts the server certificate or a route names, on the listener port or 443', async () => {
+    const port = guard.started.port;
+    // undici checks the certificate against the Host sent: here that is the point of the test.
+    const anyName = new Agent({ connect: { ca: d.pki.certs.ca.cert, checkServerIdentity: () => undefined } });
+    agents.push(anyName);
+    /** A proof for `origin` + path, sent with that origin's host as Host. */
+    const named = async (origin: string, path: string) => {
+      const proof = await generateProof(key, `${origin}${path}`, 'GET', undefined, token);
+      return withLine(guard, path, async () => {
+        const res = await request(`${guard.started.url}${path}`, { headers: { authorization: `DPoP ${token}`, dpop: proof, host: new URL(origin).host }, dispatcher: anyName });
+        const body = (await res.body.json()) as Record<string, unknown>;
+        return { status: res.statusCode, body };
+      });
+    };
+    // Another resource server's proof, replayed here under its own Host: refused.
+    for (const origin of ['https://other-rs.example', `https://other-rs.example:${port}`, 'https://127.0.0.1:9443', `https://localhost:${port + 1}`, 'https://routed.test.evil']) {
+      const [r, line] = await named(origin, '/dpop/elsewhere');
+      expect([origin, r.status, r.body.error]).toEqual([origin, 401, 'invalid_dpop_proof']);
+      expect(line).toMatchObject({ reason: 'dpop_htu_mismatch' });
+    }
+    // The names of the server certificate (localhost, 127.0.0.1), with this port or none, and a route's host.
+    for (const [origin, path] of [[`https://localhost:${port}`, '/dpop/here'], ['https://127.0.0.1', '/dpop/here'], ['https://LOCALHOST', '/dpop/here'], [`https://routed.test:${port}`, '/routed/x']] as const) {
+      const [r] = await named(origin, path);
+      expect([origin, r.status]).toEqual([origin, 200]);
+    }
+  });
+
   it('report-only: a refused proof is forwarded and reported as would_deny with its reason; a good one is verified', async () => {
     const [bad, line] = await withLine(guard, '/trial/x', () => dpopCall(guard.started.url, '/trial/x', { htu: `${guard.started.url}/elsewhere` }));
     expect(bad.status).toBe(200);
@@ -280,6 +308,15 @@ describe('over HTTP/2', () => {
       expect(first.status).toBe(200);
       expect((JSON.parse(first.body) as { headers: Record<string, string> }).headers['x-auth-dpop-jkt']).toBe(jkt);
       expect((await send(proof)).status).toBe(401);
+      // An :authority naming another resource server: its proof is refused here too.
+      const elsewhere = await generateProof(key, 'https://other-rs.example/dpop/h2', 'GET', undefined, token);
+      const other = await new Promise<number>((resolve, reject) => {
+        const stream = session.request({ ':path': '/dpop/h2', ':authority': 'other-rs.example', authorization: `DPoP ${token}`, dpop: elsewhere });
+        stream.on('response', (headers) => resolve(Number(headers[':status'])));
+        stream.on('error', reject);
+        stream.resume();
+      });
+      expect(other).toBe(401);
     } finally {
       session.close();
     }

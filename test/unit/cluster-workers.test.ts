@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { cgroupCpuLimit, cpusFromCfs, cpusFromCpuMax, usableCpus, workerCount } from '../../src/cluster.ts';
+import { describe, expect, it, vi } from 'vitest';
+import { cgroupCpuLimit, cpusFromCfs, cpusFromCpuMax, usableCpus, watchLauncher, workerCount } from '../../src/cluster.ts';
 
 /** A fake /sys/fs/cgroup: path -> text; every other path is missing. */
 function files(entries: Record<string, string>) {
@@ -56,5 +56,35 @@ describe('usableCpus', () => {
     expect(usableCpus(files({ '/sys/fs/cgroup/cpu.max': '150000 100000' }), 8)).toBe(2);
     expect(usableCpus(files({ '/sys/fs/cgroup/cpu.max': '800000 100000' }), 3)).toBe(3);
     expect(usableCpus(files({}), 1)).toBe(1);
+  });
+});
+
+describe('watchLauncher', () => {
+  it('calls back once, when the parent is no longer the launcher; never without a launcher pid', () => {
+    vi.useFakeTimers();
+    try {
+      let parent = 4242;
+      let gone = 0;
+      const stop = watchLauncher(() => gone++, '4242', () => parent, 500);
+      vi.advanceTimersByTime(5000);
+      expect(gone).toBe(0);
+      parent = 1; // re-parented: the launcher died
+      vi.advanceTimersByTime(500);
+      vi.advanceTimersByTime(5000);
+      expect(gone).toBe(1);
+      stop();
+      for (const launcher of [undefined, '', 'x', '-3']) {
+        watchLauncher(() => gone++, launcher, () => 1, 500);
+        vi.advanceTimersByTime(5000);
+      }
+      expect(gone).toBe(1);
+      const stopped = watchLauncher(() => gone++, '7', () => 7, 500);
+      stopped();
+      parent = 1;
+      vi.advanceTimersByTime(5000);
+      expect(gone).toBe(1);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

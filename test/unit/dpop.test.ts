@@ -4,7 +4,7 @@
  * with jose.
  */
 import { createHook } from 'node:async_hooks';
-import { generateKeyPairSync, randomUUID, sign, verify } from 'node:crypto';
+import { constants, generateKeyPairSync, randomUUID, sign, verify } from 'node:crypto';
 import * as dpop from 'dpop';
 import fc from 'fast-check';
 import { calculateJwkThumbprint, CompactSign, exportJWK, generateKeyPair, type JWK } from 'jose';
@@ -94,6 +94,19 @@ describe('verifyDpopProof: valid proofs from the dpop client library', () => {
     const proof = await dpop.generateProof(rs256, HTU, 'GET', undefined, TOKEN);
     expect(refused(await verifyDpopProof(input(proof), deps()))).toMatchObject({ check: 'alg', reason: 'dpop_alg_unsupported', status: 401, error: 'invalid_dpop_proof' });
     expect((await verifyDpopProof(input(proof), deps({ policy: { ...POLICY, algorithms: ['RS256'] } }))).ok).toBe(true);
+  });
+
+  it.each(['PS256', 'RS256'])('refuses a %s proof of a 1024-bit RSA key (dpop_key_invalid); 2048 bits pass', async (alg) => {
+    // Signed with node:crypto: the dpop client library and jose refuse to sign with a key this short.
+    const rsaProof = (modulusLength: number) => {
+      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength });
+      const signed = `${b64({ typ: 'dpop+jwt', alg, jwk: publicKey.export({ format: 'jwk' }) })}.${b64({ jti: randomUUID(), htm: 'GET', htu: HTU, iat: Math.floor(now()), ath: accessTokenHash(TOKEN) })}`;
+      const padding = alg === 'PS256' ? { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 } : {};
+      return `${signed}.${sign('sha256', Buffer.from(signed), { key: privateKey, ...padding }).toString('base64url')}`;
+    };
+    const policy = { ...POLICY, algorithms: [alg] };
+    expect(refused(await verifyDpopProof(input(rsaProof(1024)), deps({ policy })))).toEqual({ check: 'jwk', reason: 'dpop_key_invalid', status: 401, error: 'invalid_dpop_proof' });
+    expect((await verifyDpopProof(input(rsaProof(2048)), deps({ policy }))).ok).toBe(true);
   });
 
   it('accepts a POST to a URI spelled differently but equal after RFC 3986 normalisation', async () => {
