@@ -287,7 +287,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     cacheEntries: () => ({ active: tokens.size, negative: tokens.negativeSize, jwt: validator.size ?? 0 }),
   });
   // Decision API (issue 16): a second edge into the same runtime, certificates and access log.
-  const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => runtime, certificates: certificateSource, accessLog, logger, certificateHeaders: () => current.trustedProxies.map((proxy) => proxy.header) }, settings.limits);
+  const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => runtime, certificates: certificateSource, accessLog, logger }, settings.limits);
   const admin =
     deps.admin === false
       ? undefined

@@ -29,8 +29,6 @@ export interface DecisionApiDependencies {
   certificates: CertificateSource;
   accessLog: AccessLog;
   logger: Logger;
-  /** The trusted proxies' certificate header names in force: the front's own lines, not the client's. */
-  certificateHeaders: () => readonly string[];
 }
 
 /**
@@ -109,7 +107,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
         exchange.fail(edgeFailures.frontInsecure(original.front));
         return refuse(exchange.failure as GuardError);
       }
-      const verdict = await runtime.pipeline.evaluate(decisionFacts(req, { ...original, method, target }, certificates, deps.certificateHeaders()), EMPTY_FORM);
+      const verdict = await runtime.pipeline.evaluate(decisionFacts(req, { ...original, method, target }, certificates), EMPTY_FORM);
       exchange.verdict = verdict;
       if (!verdict.decision.allow) return refuse(verdict.decision.error);
       res.writeHead(200, { ...managed(verdict.identityHeaders ?? {}, verdict.route.headerNames, verdict.route.claimHeaders), ...answerHeaders(verdict, exchange.requestId), 'content-length': 0 });

@@ -11,6 +11,7 @@ import type { IncomingMessage } from 'node:http';
 import { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { RequestFacts } from '../pipeline/pipeline.ts';
+import { HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
 import { pathOf } from './exchange.ts';
 
 export type DecisionFront = 'nginx' | 'envoy' | 'traefik';
@@ -62,15 +63,18 @@ export function originalOf(req: IncomingMessage): Original | undefined {
 }
 
 /** The client's header lines: all received, less one line of each header the front adds itself (its certificate header among them). */
-function clientHeaderCount(req: IncomingMessage, front: DecisionFront, certificateHeaders: readonly string[]): number {
-  const own = new Set([...FRONT_HEADERS[front], ...certificateHeaders]);
+function clientHeaderCount(req: IncomingMessage, front: DecisionFront, certificateHeader: string | undefined): number {
+  const own = new Set(FRONT_HEADERS[front]);
+  if (certificateHeader !== undefined) own.add(certificateHeader);
   let count = req.rawHeaders.length / 2;
   for (const name of own) if (req.headersDistinct[name] !== undefined) count--;
+  // The check request's own hop (front to cnfguard): never the client's lines, whose hop-by-hop ones the front consumed.
+  for (const name of HOP_BY_HOP) count -= req.headersDistinct[name]?.length ?? 0;
   return count;
 }
 
 /** The original request's facts; the check request carries no body, so neither does the original here. */
-export function decisionFacts(req: IncomingMessage, original: Original & { method: string; target: string }, certificates: CertificateSource, certificateHeaders: readonly string[]): RequestFacts {
+export function decisionFacts(req: IncomingMessage, original: Original & { method: string; target: string }, certificates: CertificateSource): RequestFacts {
   const peer = req.socket.remoteAddress;
   let certificate;
   let certificateError;
@@ -85,7 +89,7 @@ export function decisionFacts(req: IncomingMessage, original: Original & { metho
     target: original.target,
     targetForwardedRaw: true,
     hostLines: original.hostLines,
-    headerCount: clientHeaderCount(req, original.front, certificateHeaders),
+    headerCount: clientHeaderCount(req, original.front, certificates.certificateHeaderOf(peer)),
     authorization: req.headersDistinct.authorization,
     // The front passes the client's headers on: the DPoP proof among them.
     dpop: req.headersDistinct.dpop,

@@ -75,6 +75,8 @@ export interface CertificateSource {
   certificateOf(connection: RequestConnection): ClientCertificate | undefined;
   /** Whether the TCP peer is one of the `trustedProxies`. */
   isTrustedProxy(peerAddress: string | undefined): boolean;
+  /** The certificate header the `trustedProxies` entry of this peer sends, if it is one. */
+  certificateHeaderOf(peerAddress: string | undefined): string | undefined;
   /** A reloaded tls.clientCa: forwarded certificates are checked against it from now on. */
   updateClientCa(pem: string | undefined): void;
   /** A reloaded config's trusted proxies: a removed peer or header is not believed from the next request on. */
@@ -156,6 +158,9 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
     },
     isTrustedProxy(peerAddress) {
       return proxies.length > 0 && proxies.some((candidate) => peerInList(candidate.list, peerAddress));
+    },
+    certificateHeaderOf(peerAddress) {
+      return proxies.length === 0 ? undefined : proxies.find((candidate) => peerInList(candidate.list, peerAddress))?.header;
     },
     updateClientCa(pem) {
       if (verifyChain && pem !== undefined) authorities = splitPemCertificates(pem).map((block) => new X509Certificate(block));
