@@ -18,13 +18,8 @@ import { LRUCache } from 'lru-cache';
 import { GuardError } from '../oauth/errors.ts';
 import { xfccElement } from './identity-headers.ts';
 import { sha256, splitPemCertificates, subjectAltNames, subjectRfc4514 } from '../tls/certificates.ts';
-import {
-  ForwardedCertificateError,
-  parseCidrList,
-  parseForwardedCertificate,
-  peerInList,
-  type ForwardedCertificateFormat,
-} from '../tls/forwarded-certificate.ts';
+import { ForwardedCertificateError, parseForwardedCertificate, type ForwardedCertificateFormat } from '../tls/forwarded-certificate.ts';
+import { parseCidrList, peerInList } from '../tls/peers.ts';
 
 export interface ClientCertificate {
   /** RFC 8705 `x5t#S256` of the leaf DER. */

@@ -4,11 +4,60 @@
  */
 import { hash, type X509Certificate } from 'node:crypto';
 
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+export const PEM_CERTIFICATE_BEGIN = '-----BEGIN CERTIFICATE-----';
+export const PEM_CERTIFICATE_END = '-----END CERTIFICATE-----';
+/** Whitespace a PEM body may carry (line breaks, or spaces where a proxy folded them). */
+export const PEM_WHITESPACE = /[ \t\r\n]+/g;
 
-/** The PEM certificates in a bundle, in file order. */
+/** One `CERTIFICATE` block of PEM text. */
+export interface PemBlock {
+  /** The block as written, from its BEGIN line to its END line. */
+  readonly text: string;
+  /** What lies between the two lines: base64 and whitespace, not yet checked. */
+  readonly body: string;
+}
+
+/** Why PEM text was refused in strict mode: text other than whitespace around the blocks, or a block with no END line. */
+export class PemSyntaxError extends Error {
+  readonly problem: 'text_outside_blocks' | 'unterminated_block';
+
+  constructor(problem: PemSyntaxError['problem']) {
+    super(problem === 'text_outside_blocks' ? 'has text outside PEM certificate blocks' : 'has an unterminated PEM block');
+    this.name = 'PemSyntaxError';
+    this.problem = problem;
+  }
+}
+
+/**
+ * The `CERTIFICATE` blocks of PEM text, in order: the one PEM reader, for files and for forwarded
+ * headers. Lenient (files): other text (comments, keys) around the blocks is skipped, and so is a
+ * BEGIN line with no END line. Strict (headers): only whitespace may surround the blocks (RFC 7468
+ * strict form, bar line length) and every block must end; otherwise throws {@link PemSyntaxError}.
+ */
+export function pemCertificateBlocks(text: string, mode: 'lenient' | 'strict' = 'lenient'): PemBlock[] {
+  const strict = mode === 'strict';
+  const blocks: PemBlock[] = [];
+  let at = 0;
+  for (;;) {
+    const begin = text.indexOf(PEM_CERTIFICATE_BEGIN, at);
+    if (strict && text.slice(at, begin === -1 ? text.length : begin).replace(PEM_WHITESPACE, '').length > 0) {
+      throw new PemSyntaxError('text_outside_blocks');
+    }
+    if (begin === -1) return blocks;
+    const bodyStart = begin + PEM_CERTIFICATE_BEGIN.length;
+    const end = text.indexOf(PEM_CERTIFICATE_END, bodyStart);
+    if (end === -1) {
+      if (strict) throw new PemSyntaxError('unterminated_block');
+      return blocks;
+    }
+    at = end + PEM_CERTIFICATE_END.length;
+    blocks.push({ text: text.slice(begin, at), body: text.slice(bodyStart, end) });
+  }
+}
+
+/** The PEM certificates in a bundle, in file order (lenient: other text is skipped). */
 export function splitPemCertificates(pem: string): string[] {
-  return pem.match(PEM_CERTIFICATE) ?? [];
+  return pemCertificateBlocks(pem).map((block) => block.text);
 }
 
 export function sha256(der: Uint8Array): Buffer {
