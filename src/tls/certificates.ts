@@ -1,8 +1,9 @@
 /**
- * Certificate facts computed once per certificate: RFC 8705 §3.1 thumbprint and the parts of an
- * Envoy XFCC element. Certificates are parsed with Node's own X509Certificate.
+ * Certificate facts computed once per certificate: RFC 8705 §3.1 thumbprint (and its
+ * constant-time comparison) and the parts of an Envoy XFCC element (written by xfcc.ts); the one
+ * PEM reader. Certificates are parsed with Node's own X509Certificate.
  */
-import { hash, type X509Certificate } from 'node:crypto';
+import { hash, timingSafeEqual, type X509Certificate } from 'node:crypto';
 
 export const PEM_CERTIFICATE_BEGIN = '-----BEGIN CERTIFICATE-----';
 export const PEM_CERTIFICATE_END = '-----END CERTIFICATE-----';
@@ -67,6 +68,15 @@ export function sha256(der: Uint8Array): Buffer {
 /** `x5t#S256`: base64url (no padding) SHA-256 of the leaf certificate's DER bytes, never the PEM text. */
 export function thumbprintS256(der: Uint8Array): string {
   return sha256(der).toString('base64url');
+}
+
+/** Compares two base64url thumbprints as bytes, in constant time. */
+export function thumbprintsEqual(expected: string, actual: string): boolean {
+  const a = Buffer.from(expected, 'base64url');
+  const b = Buffer.from(actual, 'base64url');
+  // Buffer.from drops characters outside the alphabet: both must be the canonical spelling.
+  if (a.length !== 32 || b.length !== 32 || a.toString('base64url') !== expected || b.toString('base64url') !== actual) return false;
+  return timingSafeEqual(a, b);
 }
 
 /**
