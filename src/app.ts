@@ -22,7 +22,7 @@ import { createIntrospectionBudget } from './introspection/budget.ts';
 import { createIntrospectionClient, type Introspect } from './introspection/client.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createCertificateSource } from './pipeline/client-cert.ts';
-import { createCachedIntrospector, type TokenIntrospector } from './pipeline/introspect.ts';
+import { createCachedIntrospector, type TokenIntrospector } from './introspection/cache.ts';
 import { createAccessLog } from './observe/access-log.ts';
 import { createBodyBudget } from './proxy/body.ts';
 import { guardConnections, type ConnectionTracker } from './proxy/connection-errors.ts';

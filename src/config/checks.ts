@@ -5,7 +5,7 @@
  */
 import type { Settings } from './schema.ts';
 import type { ConfigProblem } from './problems.ts';
-import { segmentPrefix } from '../pipeline/route.ts';
+import { segmentPrefix } from '../routing/match.ts';
 
 const WILDCARDS = new Set(['0.0.0.0', '::', '[::]', '']);
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);

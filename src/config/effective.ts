@@ -1,12 +1,11 @@
 /** The effective config as `cnfguard check` prints it: every secret masked. */
 import { stringify } from 'yaml';
-import type { LoadedConfig } from './load.ts';
 import type { Settings } from './schema.ts';
 
 const MASK = '********';
 
 /** The effective settings as YAML, with every secret masked (for `cnfguard check`). */
-export function effectiveConfigYaml(config: LoadedConfig): string {
+export function effectiveConfigYaml(config: { readonly settings: Settings }): string {
   const settings = structuredClone(config.settings) as Settings;
   if (settings.introspection.clientSecret !== undefined) settings.introspection.clientSecret = MASK;
   // redis://user:password@host: the store's password is as secret as the client's.

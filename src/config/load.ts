@@ -10,7 +10,7 @@ import { FILE_KEYS, filePathsOf, readIntrospectionFiles, readSharedStateFiles, r
 import { ConfigError, formatPath, type ConfigProblem } from './problems.ts';
 import { configSchema, type Settings } from './schema.ts';
 import { parseConfigText, type Environment } from './yaml.ts';
-import { shadowedRoutes } from '../pipeline/route.ts';
+import { shadowedRoutes } from '../routing/match.ts';
 
 export { ConfigError, formatPath, type ConfigProblem } from './problems.ts';
 export { interpolate, parseConfigText, type Environment } from './yaml.ts';

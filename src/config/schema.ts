@@ -4,7 +4,8 @@
  * start-up with its YAML path, never on a request.
  */
 import { z } from 'zod';
-import { FORWARDED_CERTIFICATE_FORMATS, parseCidrList } from '../tls/forwarded-certificate.ts';
+import { FORWARDED_CERTIFICATE_FORMATS } from '../tls/forwarded-certificate.ts';
+import { parseCidrList } from '../tls/peers.ts';
 import { JWT_ALGORITHMS, VALIDATION_MODES } from '../validation/names.ts';
 
 /**

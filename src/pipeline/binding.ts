@@ -4,8 +4,10 @@
  * every member must be verified (RFC 7800 §3.1 says `cnf` names one key, so several members
  * means the token demands all of their proofs, never just one of them).
  */
-import { timingSafeEqual } from 'node:crypto';
+import { thumbprintsEqual } from '../tls/certificates.ts';
 import type { ClientCertificate } from './client-cert.ts';
+
+export { thumbprintsEqual } from '../tls/certificates.ts';
 
 /** What a request offers as proof of possession. */
 export interface Proof {
@@ -28,15 +30,6 @@ export interface ConfirmationVerifier {
   /** Reason ids for this method's failures; default the certificate ones. */
   readonly missingReason?: BindingFailure;
   readonly mismatchReason?: BindingFailure;
-}
-
-/** Compares two base64url thumbprints as bytes, in constant time. */
-export function thumbprintsEqual(expected: string, actual: string): boolean {
-  const a = Buffer.from(expected, 'base64url');
-  const b = Buffer.from(actual, 'base64url');
-  // Buffer.from drops characters outside the alphabet: both must be the canonical spelling.
-  if (a.length !== 32 || b.length !== 32 || a.toString('base64url') !== expected || b.toString('base64url') !== actual) return false;
-  return timingSafeEqual(a, b);
 }
 
 /** RFC 8705 §3: the SHA-256 thumbprint of the certificate on the connection. */

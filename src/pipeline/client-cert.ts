@@ -16,15 +16,10 @@ import type { BlockList } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { LRUCache } from 'lru-cache';
 import { GuardError } from '../oauth/errors.ts';
-import { xfccElement } from './identity-headers.ts';
 import { sha256, splitPemCertificates, subjectAltNames, subjectRfc4514 } from '../tls/certificates.ts';
-import {
-  ForwardedCertificateError,
-  parseCidrList,
-  parseForwardedCertificate,
-  peerInList,
-  type ForwardedCertificateFormat,
-} from '../tls/forwarded-certificate.ts';
+import { ForwardedCertificateError, parseForwardedCertificate, type ForwardedCertificateFormat } from '../tls/forwarded-certificate.ts';
+import { parseCidrList, peerInList } from '../tls/peers.ts';
+import { xfccElement } from '../tls/xfcc.ts';
 
 export interface ClientCertificate {
   /** RFC 8705 `x5t#S256` of the leaf DER. */

@@ -11,7 +11,7 @@
  *   4. certificate  a trusted proxy's certificate header that is malformed client-cert.ts (edge)
  *   5. token        from the Authorization header only (Bearer or DPoP), none in the URL  token.ts
  *   6. proof        with the DPoP scheme: the DPoP proof, before any AS call   proof/dpop.ts
- *   7. validation   introspection or a local JWT, cached (per route)     validator.ts, introspect.ts
+ *   7. validation   introspection or a local JWT, cached (per route)     validator.ts, introspection/cache.ts
  *   8. decision     activity, expiry, issuer, audience, binding, scopes   decide.ts, binding.ts
  *   9. form body    read only when the token would be allowed: no token in it
  *  10. verdict      route, decision, target and body to forward, and the identity headers,

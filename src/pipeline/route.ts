@@ -5,9 +5,23 @@
  */
 import type { BindingMode, ProofMethod, Settings } from '../config/schema.ts';
 import { GuardError } from '../oauth/errors.ts';
-import type { IdentityHeaderNames } from './identity-headers.ts';
 import { rawReadings, readsOneWay, routingPaths, type ParsedTarget } from './path.ts';
+import { hostMatches, pathMatches, segmentPrefix } from '../routing/match.ts';
 import type { ValidationMode } from '../validation/validator.ts';
+
+export { hostMatches, pathMatches, segmentPrefix, shadowedRoutes } from '../routing/match.ts';
+
+/** The names of the identity headers a route sets (`headers`, per route `routes[].headers`). */
+export interface IdentityHeaderNames {
+  readonly subject: string;
+  readonly clientId: string;
+  readonly scope: string;
+  readonly certThumbprint: string;
+  readonly clientCert: string;
+  readonly binding: string;
+  /** The DPoP proof key's RFC 7638 thumbprint (x-auth-dpop-jkt). */
+  readonly dpopThumbprint: string;
+}
 
 export interface ClaimHeader {
   readonly header: string;
@@ -147,33 +161,6 @@ export function hostName(hostHeader: string | undefined): string {
   return name.endsWith('.') ? name.slice(0, -1) : name;
 }
 
-/** `*.example.com` matches names below example.com (any depth), never example.com itself. */
-export function hostMatches(pattern: string, host: string): boolean {
-  if (!pattern.startsWith('*.')) return pattern === host;
-  const suffix = pattern.slice(1); // ".example.com"
-  return host.length > suffix.length && host.endsWith(suffix);
-}
-
-/**
- * The segment a prefix guards: trailing slashes dropped (`/admin/` guards `/admin` too, which
- * every upstream dispatches to the same handler), `/` itself kept.
- */
-export function segmentPrefix(prefix: string): string {
-  const trimmed = prefix.replace(/\/+$/, '');
-  return trimmed === '' ? '/' : trimmed;
-}
-
-/**
- * Path prefixes match whole segments, however the prefix is written: `/admin` and `/admin/` both
- * match `/admin`, `/admin/x` and `/admin;x` (a segment's parameters, which servlet containers
- * drop), not `/administrator`.
- */
-export function pathMatches(prefix: string, path: string): boolean {
-  const segment = segmentPrefix(prefix);
-  if (!path.startsWith(segment)) return false;
-  return segment === '/' || path.length === segment.length || path[segment.length] === '/' || path[segment.length] === ';';
-}
-
 /** The first route matching a host name and a path (already case-folded when the table ignores case). */
 export function matchRoute(table: RouteTable, host: string, path: string): RoutePolicy {
   const { routes, matchPrefixes } = table;
@@ -217,32 +204,4 @@ export function routeFor(table: RouteTable, host: string, target: Pick<ParsedTar
     }
   }
   return route;
-}
-
-/** Whether every host `inner` matches is matched by `outer` too. */
-function hostCovers(outer: string | undefined, inner: string | undefined): boolean {
-  if (outer === undefined) return true;
-  if (inner === undefined) return false;
-  if (outer === inner) return true;
-  return outer.startsWith('*.') && (inner.startsWith('*.') ? inner.slice(1).endsWith(outer.slice(1)) : hostMatches(outer, inner));
-}
-
-/** Whether every path `inner` matches is matched by `outer` too. */
-function pathCovers(outer: string | undefined, inner: string | undefined): boolean {
-  if (outer === undefined) return true;
-  if (inner === undefined) return false;
-  return pathMatches(outer, inner);
-}
-
-/**
- * Routes that can never match because an earlier route matches every request they would:
- * a config error, since the operator meant something else. Returns [shadowed index, earlier index].
- */
-export function shadowedRoutes(routes: readonly { host?: string | undefined; pathPrefix?: string | undefined }[]): [number, number][] {
-  const found: [number, number][] = [];
-  routes.forEach((route, j) => {
-    const earlier = routes.findIndex((other, i) => i < j && hostCovers(other.host, route.host) && pathCovers(other.pathPrefix, route.pathPrefix));
-    if (earlier !== -1) found.push([j, earlier]);
-  });
-  return found;
 }

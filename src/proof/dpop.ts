@@ -12,7 +12,7 @@ import type { JWK } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { GuardError, type ReasonId } from '../oauth/errors.ts';
 import { jose } from '../validation/jose.ts';
-import { thumbprintsEqual } from '../pipeline/binding.ts';
+import { thumbprintsEqual } from '../tls/certificates.ts';
 import type { NonceSource } from './nonce.ts';
 import { originOf, type OriginCheck } from './origins.ts';
 import { replayKey, type ReplayStore } from './replay-store.ts';

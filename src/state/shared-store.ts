@@ -15,7 +15,7 @@ import type { Redis } from 'ioredis';
 import type { Introspect } from '../introspection/client.ts';
 import { tokenInfoFromAnswer, type TokenInfo } from '../introspection/token-info.ts';
 import { GuardError } from '../oauth/errors.ts';
-import { cacheLifetimeMs } from '../pipeline/introspect.ts';
+import { cacheLifetimeMs } from '../introspection/cache.ts';
 import type { ReplayStore } from '../proof/replay-store.ts';
 
 export const MIN_SECRET_BYTES = 32;

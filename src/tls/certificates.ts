@@ -1,14 +1,64 @@
 /**
- * Certificate facts computed once per certificate: RFC 8705 §3.1 thumbprint and the parts of an
- * Envoy XFCC element. Certificates are parsed with Node's own X509Certificate.
+ * Certificate facts computed once per certificate: RFC 8705 §3.1 thumbprint (and its
+ * constant-time comparison) and the parts of an Envoy XFCC element (written by xfcc.ts); the one
+ * PEM reader. Certificates are parsed with Node's own X509Certificate.
  */
-import { hash, type X509Certificate } from 'node:crypto';
+import { hash, timingSafeEqual, type X509Certificate } from 'node:crypto';
 
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+export const PEM_CERTIFICATE_BEGIN = '-----BEGIN CERTIFICATE-----';
+export const PEM_CERTIFICATE_END = '-----END CERTIFICATE-----';
+/** Whitespace a PEM body may carry (line breaks, or spaces where a proxy folded them). */
+export const PEM_WHITESPACE = /[ \t\r\n]+/g;
 
-/** The PEM certificates in a bundle, in file order. */
+/** One `CERTIFICATE` block of PEM text. */
+export interface PemBlock {
+  /** The block as written, from its BEGIN line to its END line. */
+  readonly text: string;
+  /** What lies between the two lines: base64 and whitespace, not yet checked. */
+  readonly body: string;
+}
+
+/** Why PEM text was refused in strict mode: text other than whitespace around the blocks, or a block with no END line. */
+export class PemSyntaxError extends Error {
+  readonly problem: 'text_outside_blocks' | 'unterminated_block';
+
+  constructor(problem: PemSyntaxError['problem']) {
+    super(problem === 'text_outside_blocks' ? 'has text outside PEM certificate blocks' : 'has an unterminated PEM block');
+    this.name = 'PemSyntaxError';
+    this.problem = problem;
+  }
+}
+
+/**
+ * The `CERTIFICATE` blocks of PEM text, in order: the one PEM reader, for files and for forwarded
+ * headers. Lenient (files): other text (comments, keys) around the blocks is skipped, and so is a
+ * BEGIN line with no END line. Strict (headers): only whitespace may surround the blocks (RFC 7468
+ * strict form, bar line length) and every block must end; otherwise throws {@link PemSyntaxError}.
+ */
+export function pemCertificateBlocks(text: string, mode: 'lenient' | 'strict' = 'lenient'): PemBlock[] {
+  const strict = mode === 'strict';
+  const blocks: PemBlock[] = [];
+  let at = 0;
+  for (;;) {
+    const begin = text.indexOf(PEM_CERTIFICATE_BEGIN, at);
+    if (strict && text.slice(at, begin === -1 ? text.length : begin).replace(PEM_WHITESPACE, '').length > 0) {
+      throw new PemSyntaxError('text_outside_blocks');
+    }
+    if (begin === -1) return blocks;
+    const bodyStart = begin + PEM_CERTIFICATE_BEGIN.length;
+    const end = text.indexOf(PEM_CERTIFICATE_END, bodyStart);
+    if (end === -1) {
+      if (strict) throw new PemSyntaxError('unterminated_block');
+      return blocks;
+    }
+    at = end + PEM_CERTIFICATE_END.length;
+    blocks.push({ text: text.slice(begin, at), body: text.slice(bodyStart, end) });
+  }
+}
+
+/** The PEM certificates in a bundle, in file order (lenient: other text is skipped). */
 export function splitPemCertificates(pem: string): string[] {
-  return pem.match(PEM_CERTIFICATE) ?? [];
+  return pemCertificateBlocks(pem).map((block) => block.text);
 }
 
 export function sha256(der: Uint8Array): Buffer {
@@ -18,6 +68,15 @@ export function sha256(der: Uint8Array): Buffer {
 /** `x5t#S256`: base64url (no padding) SHA-256 of the leaf certificate's DER bytes, never the PEM text. */
 export function thumbprintS256(der: Uint8Array): string {
   return sha256(der).toString('base64url');
+}
+
+/** Compares two base64url thumbprints as bytes, in constant time. */
+export function thumbprintsEqual(expected: string, actual: string): boolean {
+  const a = Buffer.from(expected, 'base64url');
+  const b = Buffer.from(actual, 'base64url');
+  // Buffer.from drops characters outside the alphabet: both must be the canonical spelling.
+  if (a.length !== 32 || b.length !== 32 || a.toString('base64url') !== expected || b.toString('base64url') !== actual) return false;
+  return timingSafeEqual(a, b);
 }
 
 /**

@@ -7,7 +7,7 @@
 import { LRUCache } from 'lru-cache';
 import type { TokenInfo } from '../introspection/token-info.ts';
 import { GuardError } from '../oauth/errors.ts';
-import { cacheLifetimeMs, tokenCacheKey, type LookupContext, type TokenIntrospector } from '../pipeline/introspect.ts';
+import { cacheLifetimeMs, tokenCacheKey, type LookupContext, type TokenIntrospector } from '../introspection/cache.ts';
 import type { JwtVerify } from './jwt.ts';
 import { looksLikeJws } from './jwt.ts';
 

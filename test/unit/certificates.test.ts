@@ -1,8 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import fc from 'fast-check';
 import forge from 'node-forge';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { sha256, splitPemCertificates, subjectAltNames, subjectRfc4514, thumbprintS256 } from '../../src/tls/certificates.ts';
+import { pemCertificateBlocks, PemSyntaxError, sha256, splitPemCertificates, subjectAltNames, subjectRfc4514, thumbprintS256 } from '../../src/tls/certificates.ts';
 import { createCertificateAuthority, generateDevCertificates, issueClientCertificate } from '../../src/tls/dev-certs.ts';
 import type { DevCertificates, PemPair } from '../../src/tls/dev-certs.ts';
 
@@ -159,6 +160,50 @@ describe('certificates', () => {
       ['plain text', 'not a pem'],
     ])('finds nothing in %s', (_name, text) => {
       expect(splitPemCertificates(text)).toEqual([]);
+    });
+
+    it('finds what a plain regular expression over the armour lines finds, for text made of PEM pieces', () => {
+      // The oracle is the bundle reader this one replaced: non-empty blocks, first END after each BEGIN.
+      const oracle = (text: string) => text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+      const piece = fc.constantFrom('-----BEGIN CERTIFICATE-----', '-----END CERTIFICATE-----', '\n', ' ', 'MIIB', 'AA==', '# note', '-----BEGIN PRIVATE KEY-----', '-');
+      const text = fc.array(piece, { maxLength: 12 }).map((pieces) => pieces.join(''));
+      fc.assert(
+        fc.property(text, (t) => {
+          // A block with nothing between its lines is the one spelling the two readers split differently (neither is a certificate).
+          fc.pre(!t.includes('-----BEGIN CERTIFICATE----------END CERTIFICATE-----'));
+          expect(splitPemCertificates(t)).toEqual(oracle(t));
+        }),
+        { numRuns: 500 },
+      );
+    });
+  });
+
+  describe('pemCertificateBlocks, strict (forwarded headers)', () => {
+    it('reads the blocks and their bodies when only whitespace surrounds them', () => {
+      const text = ` \r\n${dev.clients.client1.cert}\n\t${dev.ca.cert}\n`;
+      const blocks = pemCertificateBlocks(text, 'strict');
+      expect(blocks.map((block) => block.text)).toEqual(splitPemCertificates(text));
+      expect(Buffer.from(blocks[0]!.body.replace(/\s+/g, ''), 'base64')).toEqual(client1.raw);
+    });
+
+    it.each([
+      ['text before a block', (ca: PemPair) => `x${ca.cert}`, 'text_outside_blocks'],
+      ['text after a block', (ca: PemPair) => `${ca.cert}x`, 'text_outside_blocks'],
+      ['a key after a block', (ca: PemPair) => `${ca.cert}${ca.key}`, 'text_outside_blocks'],
+      ['a BEGIN line with no END', () => '-----BEGIN CERTIFICATE-----\nAAAA\n', 'unterminated_block'],
+    ])('refuses %s, which lenient reading skips', (_name, textOf, problem) => {
+      const text = textOf(dev.ca);
+      expect(() => pemCertificateBlocks(text, 'strict')).toThrow(PemSyntaxError);
+      try {
+        pemCertificateBlocks(text, 'strict');
+      } catch (err) {
+        expect((err as PemSyntaxError).problem).toBe(problem);
+      }
+      expect(() => pemCertificateBlocks(text)).not.toThrow();
+    });
+
+    it('finds no block, without error, in empty or whitespace-only text', () => {
+      expect(pemCertificateBlocks(' \n', 'strict')).toEqual([]);
     });
   });
 });

@@ -7,12 +7,11 @@ import {
   FORWARDED_CERTIFICATE_FORMATS,
   ForwardedCertificateError,
   MAX_FORWARDED_HEADER_LENGTH,
-  parseCidrList,
   parseForwardedCertificate,
-  peerInList,
   type ForwardedCertificate,
   type ForwardedCertificateFormat,
 } from '../../src/tls/forwarded-certificate.ts';
+import { parseCidrList, peerInList } from '../../src/tls/peers.ts';
 
 interface TestCertificate {
   pem: string;

@@ -4,7 +4,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
 import type { Identity } from '../../src/pipeline/decide.ts';
-import { claimValue, headerSafe, setIdentityHeaders, xfccElement, type IdentityHeaderNames } from '../../src/pipeline/identity-headers.ts';
+import { claimValue, headerSafe, setIdentityHeaders, type IdentityHeaderNames } from '../../src/pipeline/identity-headers.ts';
+import { xfccElement } from '../../src/tls/xfcc.ts';
 
 const NAMES: IdentityHeaderNames = {
   subject: 'x-auth-subject',

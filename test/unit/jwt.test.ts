@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { CompactEncrypt, decodeJwt, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { GuardError } from '../../src/oauth/errors.ts';
-import type { TokenIntrospector } from '../../src/pipeline/introspect.ts';
+import type { TokenIntrospector } from '../../src/introspection/cache.ts';
 import { INACTIVE } from '../../src/introspection/token-info.ts';
 import { createJwksCache, createJwtVerifier, parseJwt } from '../../src/validation/jwt.ts';
 import { createTokenValidator } from '../../src/validation/validator.ts';

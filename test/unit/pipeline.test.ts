@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../src/config/schema.ts';
 import { tokenInfoFromAnswer } from '../../src/introspection/token-info.ts';
 import { GuardError } from '../../src/oauth/errors.ts';
-import type { LookupContext, TokenIntrospector } from '../../src/pipeline/introspect.ts';
+import type { LookupContext, TokenIntrospector } from '../../src/introspection/cache.ts';
 import { buildMetadataDirectory } from '../../src/discovery/resource-metadata.ts';
 import { createPipeline, type FormRead, type RequestFacts } from '../../src/pipeline/pipeline.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';

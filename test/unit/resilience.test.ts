@@ -4,7 +4,7 @@ import { createIntrospectionBudget } from '../../src/introspection/budget.ts';
 import { retryAfterSeconds } from '../../src/introspection/client.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
 import { GuardError } from '../../src/oauth/errors.ts';
-import { createCachedIntrospector } from '../../src/pipeline/introspect.ts';
+import { createCachedIntrospector } from '../../src/introspection/cache.ts';
 
 const ACTIVE: TokenInfo = { ...INACTIVE, active: true, clientId: 'app' };
 const down = (retryAfterSeconds?: number) => new GuardError('introspection_unavailable', { detail: 'down', ...(retryAfterSeconds !== undefined && { retryAfterSeconds }) });

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { effectiveConfigYaml, loadConfigObject, type ConfigError } from '../../src/config/load.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
-import { createCachedIntrospector } from '../../src/pipeline/introspect.ts';
+import { createCachedIntrospector } from '../../src/introspection/cache.ts';
 import { withSharedTier, type SharedTier } from '../../src/state/shared-store.ts';
 import { generateDevCertificates } from '../../src/tls/dev-certs.ts';
 

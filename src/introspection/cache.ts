@@ -1,5 +1,5 @@
 /**
- * Step: what the authorization server says about a token, through a bounded cache with
+ * The introspection cache: what the authorization server says about a token, through a bounded cache with
  * single-flight. The cache holds claims, never decisions: binding, expiry and policy are checked
  * again on every request. Keys are SHA-256 of the token, so no raw token is kept in memory longer
  * than its request, and concurrent first requests for one token make one introspection call.
@@ -10,10 +10,10 @@
  */
 import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import type { IntrospectionBudget } from '../introspection/budget.ts';
-import type { Introspect } from '../introspection/client.ts';
+import type { IntrospectionBudget } from './budget.ts';
+import type { Introspect } from './client.ts';
 import { GuardError } from '../oauth/errors.ts';
-import { INACTIVE, type TokenInfo } from '../introspection/token-info.ts';
+import { INACTIVE, type TokenInfo } from './token-info.ts';
 
 export interface TokenCacheOptions {
   maxEntries: number;

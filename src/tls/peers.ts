@@ -1,0 +1,55 @@
+/**
+ * The CIDR lists that decide which TCP peers are believed (`trustedProxies[].cidrs`): parsed once,
+ * matched per request against `socket.remoteAddress`.
+ */
+import { BlockList, isIP } from 'node:net';
+
+const PREFIX = /^(0|[1-9][0-9]{0,2})$/;
+
+/**
+ * A BlockList of IPv4 and IPv6 CIDRs and bare addresses (`10.0.0.0/8`, `fd00::/8`, `127.0.0.1`,
+ * `::1`). Host bits below the prefix are ignored (`10.1.2.3/8` is `10.0.0.0/8`).
+ *
+ * @throws Error naming the first bad entry.
+ */
+export function parseCidrList(cidrs: string[]): BlockList {
+  const list = new BlockList();
+  for (const entry of cidrs) {
+    if (typeof entry !== 'string') throw new Error(`invalid CIDR entry: ${JSON.stringify(entry)}`);
+    const slash = entry.indexOf('/');
+    const address = slash === -1 ? entry : entry.slice(0, slash);
+    const family = isIP(address);
+    if (family === 0) throw new Error(`invalid CIDR entry ${JSON.stringify(entry)}: not an IP address`);
+    const type = family === 4 ? 'ipv4' : 'ipv6';
+    if (slash === -1) {
+      list.addAddress(address, type);
+      continue;
+    }
+    const prefixText = entry.slice(slash + 1);
+    const prefix = Number(prefixText);
+    if (!PREFIX.test(prefixText) || prefix > (family === 4 ? 32 : 128)) {
+      throw new Error(`invalid CIDR entry ${JSON.stringify(entry)}: bad prefix length`);
+    }
+    list.addSubnet(address, prefix, type);
+  }
+  return list;
+}
+
+const IPV4_MAPPED = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
+
+/**
+ * Whether a TCP peer address (`socket.remoteAddress`) is in `list`. An IPv4-mapped IPv6 peer
+ * (`::ffff:127.0.0.1`, what a dual-stack listener reports) also matches IPv4 entries. A zone id
+ * (`fe80::1%eth0`) is ignored. Undefined or unparseable addresses are never in the list.
+ */
+export function peerInList(list: BlockList, address: string | undefined): boolean {
+  if (typeof address !== 'string') return false;
+  const percent = address.indexOf('%');
+  const bare = percent === -1 ? address : address.slice(0, percent);
+  const family = isIP(bare);
+  if (family === 4) return list.check(bare, 'ipv4');
+  if (family !== 6) return false;
+  if (list.check(bare, 'ipv6')) return true;
+  const mapped = IPV4_MAPPED.exec(bare);
+  return mapped !== null && isIP(mapped[1]!) === 4 && list.check(mapped[1]!, 'ipv4');
+}
