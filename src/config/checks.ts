@@ -49,6 +49,13 @@ export function configWarnings(settings: Settings): ConfigProblem[] {
       message: `off on every route${settings.routes.length > 0 ? ` (the default and all ${settings.routes.length})` : ''}: tokens are validated but never checked against a certificate or DPoP key, so a stolen token works`,
     });
   }
+  const claimed = [settings.claimHeaders, ...settings.routes.map((route) => route.claimHeaders ?? {})].flatMap((mapping) => Object.keys(mapping));
+  if (settings.decisionApi !== undefined && claimed.length > 0) {
+    warnings.push({
+      path: 'claimHeaders',
+      message: `with decisionApi, the front must carry ${[...new Set(claimed.map((h) => h.toLowerCase()))].join(', ')} from cnfguard's answer itself (nginx: auth_request_set and proxy_set_header; Envoy: allowed_upstream_headers; Traefik: authResponseHeaders), or a client's copy reaches the application`,
+    });
+  }
   settings.routes.forEach((route, index) => {
     const prefix = route.pathPrefix;
     if (prefix === undefined || prefix === '/' || !prefix.endsWith('/')) return;

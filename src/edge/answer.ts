@@ -58,6 +58,11 @@ export function rawResponse(rendered: RenderedError, extra: Record<string, strin
 /** gRPC status for the HTTP status cnfguard would answer (the contract's mapping). */
 const GRPC_STATUS: Readonly<Record<number, number>> = { 400: 3, 401: 16, 403: 7, 503: 14 };
 
+/** gRPC's percent-encoding of grpc-message (PROTOCOL-HTTP2.md): `%` and what is outside %x20-%x7E, as UTF-8. */
+function grpcMessage(text: string): string {
+  return text.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => Buffer.from(c, 'utf8').toString('hex').replace(/../g, (byte) => `%${byte.toUpperCase()}`));
+}
+
 export function isGrpc(contentType: string | undefined): boolean {
   return contentType !== undefined && /^application\/grpc(?:[+;]|$)/i.test(contentType);
 }
@@ -72,7 +77,7 @@ export function sendGrpcRefusal(res: Http2ServerResponse, err: GuardError, rende
     ':status': '200',
     'content-type': 'application/grpc',
     'grpc-status': String(GRPC_STATUS[rendered.status] ?? 13),
-    'grpc-message': encodeURIComponent(err.description),
+    'grpc-message': grpcMessage(err.description),
     [REQUEST_ID_HEADER]: requestId,
   };
   const challenge = rendered.headers['www-authenticate'];

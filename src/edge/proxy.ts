@@ -60,12 +60,16 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
         exchange.fail(edgeFailures.clientAborted('the client closed the connection before the response ended'));
         upstreamCall.abort();
       }
-      exchange.finish(res.statusCode, h2 ? declaredTraffic(req.headers['content-length'], res.getHeader('content-length')) : connectionTraffic(connection.counting));
+      exchange.finish(grpcRefusal ?? res.statusCode, h2 ? declaredTraffic(req.headers['content-length'], res.getHeader('content-length')) : connectionTraffic(connection.counting));
     });
+    // A gRPC refusal answers HTTP 200 (trailers-only): the access line and the counts say the refusal's status.
+    let grpcRefusal: number | undefined;
     const refuse = (err: GuardError): void => {
       const rendered = renderFor(err, runtime.realm, exchange.verdict);
-      if (h2 && isGrpc(req.headers['content-type'])) sendGrpcRefusal(res as Http2ServerResponse, err, rendered, exchange.requestId);
-      else sendRendered(res, rendered, exchange.requestId);
+      if (h2 && isGrpc(req.headers['content-type'])) {
+        grpcRefusal = rendered.status;
+        sendGrpcRefusal(res as Http2ServerResponse, err, rendered, exchange.requestId);
+      } else sendRendered(res, rendered, exchange.requestId);
     };
     const keepAlive = (keep: boolean): void => {
       if (!h2 && !keep) (res as ServerResponse).shouldKeepAlive = false;
