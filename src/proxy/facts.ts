@@ -54,9 +54,24 @@ function http2HostLines(req: Http2ServerRequest): string[] | undefined {
   return hosts === undefined || hosts.every((host) => host === authority) ? [authority] : [authority, ...hosts];
 }
 
+/**
+ * The connection under a request, or undefined when it is gone. HTTP/2's is a proxy that throws
+ * (ERR_HTTP2_SOCKET_UNBOUND) once its session is destroyed: read it only when the request starts.
+ */
+function connectionOf(req: ProxyRequest): Partial<TLSSocket> | undefined {
+  if (!isHttp2(req)) return req.socket as Partial<TLSSocket>;
+  const session = req.stream.session;
+  return session === undefined || session.destroyed ? undefined : (session.socket as Partial<TLSSocket>);
+}
+
+/** The peer's address, read when the request starts (see {@link connectionOf}). */
+export function peerAddress(req: ProxyRequest): string | undefined {
+  return connectionOf(req)?.remoteAddress;
+}
+
 export function requestFacts(req: ProxyRequest, certificates: CertificateSource): RequestFacts {
   const h2 = isHttp2(req);
-  const socket = (h2 ? req.stream.session?.socket : req.socket) as Partial<TLSSocket> | undefined;
+  const socket = connectionOf(req);
   const peer = socket?.remoteAddress;
   let certificate;
   let certificateError;

@@ -21,7 +21,7 @@ import { hostName } from '../pipeline/route.ts';
 import { upstreamHeaders, upstreamTrailers } from '../pipeline/upstream-headers.ts';
 import type { Runtime } from '../runtime.ts';
 import { formReader, limitBody, type BodyBudget } from './body.ts';
-import { isHttp2, requestFacts, type ProxyRequest } from './facts.ts';
+import { isHttp2, peerAddress, requestFacts, type ProxyRequest } from './facts.ts';
 import type { Forwarder } from './forward.ts';
 import { isGrpc, renderFor, sendGrpcRefusal, sendRendered } from './respond.ts';
 
@@ -71,13 +71,14 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     let verdict: Verdict | undefined;
     let failure: GuardError | undefined;
     let upstreamStatus: number | undefined;
-    const socket = h2 ? req.stream.session?.socket : req.socket;
+    // Connection facts are read now: an HTTP/2 session's socket throws once the session is gone.
+    const socket = h2 ? undefined : req.socket;
+    const client = peerAddress(req);
     res.once('close', () => {
       form.release();
       if (!res.writableFinished && failure === undefined) failure = new GuardError('client_aborted', { detail: 'the client closed the connection before the response ended' });
       const status = failure?.reason === 'client_aborted' ? 499 : res.statusCode;
       const path = verdict === undefined ? pathOf(req.url ?? '/') : pathOf(verdict.target);
-      const client = socket?.remoteAddress;
       const xff = req.headers['x-forwarded-for'];
       const latencyMs = Math.round((performance.now() - started) * 100) / 100;
       const traffic = h2 ? declaredTraffic(req.headers['content-length'], res.getHeader('content-length')) : connectionTraffic(socket);
