@@ -74,9 +74,15 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     // Connection facts are read now: an HTTP/2 session's socket throws once the session is gone.
     const socket = h2 ? undefined : req.socket;
     const client = peerAddress(req);
+    // Aborted when the response closes (the client went away, or reset its stream) or, HTTP/2, at
+    // the stream deadline: nothing is forwarded after that, and a forwarded request is cut with it.
+    const cancel = new AbortController();
     res.once('close', () => {
       form.release();
-      if (!res.writableFinished && failure === undefined) failure = new GuardError('client_aborted', { detail: 'the client closed the connection before the response ended' });
+      // HTTP/2 ends a reset stream's writable side itself: `aborted` says the client cut it.
+      const cut = h2 ? (res as Http2ServerResponse).stream.aborted : !res.writableFinished;
+      if (cut && failure === undefined) failure = new GuardError('client_aborted', { detail: 'the client closed the connection before the response ended' });
+      cancel.abort();
       const status = failure?.reason === 'client_aborted' ? 499 : res.statusCode;
       const path = verdict === undefined ? pathOf(req.url ?? '/') : pathOf(verdict.target);
       const xff = req.headers['x-forwarded-for'];
@@ -112,11 +118,11 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       else if (!(res as { destroyed?: boolean }).destroyed) refuse(err);
     };
     // Stream-level slowloris: an HTTP/2 request whose body trickles or never ends is reset.
-    const abort = h2 && !req.stream.endAfterHeaders ? streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err)) : undefined;
+    if (h2 && !req.stream.endAfterHeaders) streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err), cancel);
     try {
       const facts = requestFacts(req, deps.certificates);
       verdict = await runtime.pipeline.evaluate(facts, form.read);
-      if (abort?.signal.aborted === true) return;
+      if (cancel.signal.aborted) return;
       const { decision, route } = verdict;
       if (!decision.allow) {
         if (verdict.closeConnection) keepAlive(false);
@@ -132,12 +138,11 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
           ? Readable.from([verdict.body.bytes])
           : verdict.body.kind === 'limited'
             ? limitBody(req, verdict.body.limitBytes, () => {
-                limited.abort();
+                cancel.abort();
                 keepAlive(false); // the rest of the body is not read
                 fail(new GuardError('body_too_large', { detail: 'chunked body over maxBodyBytes' }));
               })
             : undefined;
-      const limited = abort ?? new AbortController();
       const forwardedAt = performance.now();
       forwarder.web(req, res, route.upstream, {
         headers,
@@ -145,7 +150,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
         requestTrailers: () => upstreamTrailers(req.trailers, runtime.stripped),
         target: verdict.target,
         timeoutMs: route.upstreamTimeoutMs,
-        ...((abort !== undefined || verdict.body.kind === 'limited') && { signal: limited.signal }),
+        signal: cancel.signal,
         ...(body !== undefined && { body }),
         onResponse: (status) => {
           upstreamStatus = status;
@@ -172,8 +177,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
  * RST_STREAM(NO_ERROR) (RFC 9113 §8.1: stop sending); after, RST_STREAM(CANCEL). Long-lived
  * client-streaming gRPC calls therefore need `limits.requestTimeoutMs` above their lifetime.
  */
-function streamDeadline(req: Http2ServerRequest, res: Http2ServerResponse, timeoutMs: number, fail: (err: GuardError) => void): AbortController {
-  const controller = new AbortController();
+function streamDeadline(req: Http2ServerRequest, res: Http2ServerResponse, timeoutMs: number, fail: (err: GuardError) => void, controller: AbortController): void {
   const timer = setTimeout(() => {
     if (req.stream.closed || req.readableEnded) return;
     // Answered already (a refusal that left the body unread): only stop the client sending.
@@ -195,5 +199,4 @@ function streamDeadline(req: Http2ServerRequest, res: Http2ServerResponse, timeo
   const clear = (): void => clearTimeout(timer);
   req.once('end', clear);
   res.once('close', clear);
-  return controller;
 }

@@ -9,11 +9,13 @@ import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import http2 from 'node:http2';
+import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { thumbprintS256 } from '../../src/tls/certificates.ts';
+import { FLAG, FRAME, frame, rawConnection, requestBlockFor } from '../fixtures/h2-frames.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
 import { baseConfig, startDeployment, type Deployment } from '../fixtures/stack.ts';
 
@@ -25,6 +27,7 @@ let d: Deployment;
 let stub: IntrospectionStub;
 let child: ChildProcess;
 let output = '';
+let port: number;
 let url: string;
 
 /** An upstream that holds every request until the client or the test ends it, and counts the open ones. */
@@ -105,6 +108,7 @@ beforeAll(async () => {
   });
   const started = JSON.parse(output.split('\n').find((l) => l.includes('cnfguard started')) ?? '{}') as { listen: string };
   url = started.listen;
+  port = Number(new URL(url).port);
 });
 afterAll(async () => {
   if (process.env.DUMP === '1') console.log(output);
@@ -173,8 +177,89 @@ describe('a client that drops its HTTP/2 connection', () => {
     }
     // The three requests are over (their access lines written), and the process serves on.
     await expect.poll(() => linesFor(`${path}/`).length, { timeout: 10_000 }).toBe(3);
+    // Counted as what they were: the client went away.
+    expect(linesFor(`${path}/`).map((l) => [l.status, l.reason])).toEqual(Array.from({ length: 3 }, () => [499, 'client_aborted']));
+    await expect.poll(() => upstream.open(), { timeout: 5000 }).toBe(0);
     expect(await status('/h1/fast')).toBe(200);
     expect(alive()).toBe(true);
     expect(fatalLines()).toEqual([]);
   });
+});
+
+describe('a client gone while its token is introspected', () => {
+  it.each(['1.1', '2'] as const)('gets nothing forwarded once the token is found valid (HTTP/%s)', async (version) => {
+    const thumbprint = thumbprintS256(new X509Certificate(d.pki.certs.clients.client1.cert).raw);
+    const token = `fresh-${version}-${Math.random()}`;
+    stub.answers.set(token, { active: true, sub: 'alice', client_id: 'app', scope: 'read', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint } });
+    stub.mode = { kind: 'delay', ms: 300 };
+    const calls = stub.calls();
+    const total = h1.total();
+    try {
+      const path = `/h1/gone-${version}`;
+      if (version === '2') {
+        const session = connect();
+        session.request({ ':path': path, authorization: `Bearer ${token}` }).on('error', () => {});
+        await expect.poll(() => stub.calls(), { timeout: 5000 }).toBe(calls + 1);
+        session.destroy();
+      } else {
+        const socket = tls.connect({ host: '127.0.0.1', port: Number(new URL(url).port), ca: d.pki.certs.ca.cert, servername: 'localhost', ...d.pki.certs.clients.client1 });
+        socket.on('error', () => {});
+        await once(socket, 'secureConnect');
+        socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+        await expect.poll(() => stub.calls(), { timeout: 5000 }).toBe(calls + 1);
+        socket.destroy();
+      }
+      await expect.poll(() => linesFor(path).length, { timeout: 5000 }).toBe(1);
+      expect(linesFor(path)[0]).toMatchObject({ status: 499, reason: 'client_aborted' });
+      // The verdict (allow) comes after the client left: the upstream never sees the request. The
+      // same token again is answered after that verdict (it waits for the same introspection or
+      // hits the cache), so by then a forwarded request would have reached the upstream first.
+      expect(await status('/h1/fast', token)).toBe(200);
+      expect(h1.total()).toBe(total + 1);
+    } finally {
+      stub.mode = { kind: 'normal' };
+    }
+  });
+});
+
+const raw = () => rawConnection(port, d.pki.certs.ca.cert, d.pki.certs.clients.client1);
+const RST_CANCEL = Buffer.from([0, 0, 0, http2.constants.NGHTTP2_CANCEL]);
+const open = (id: number, path: string) => frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, id, requestBlockFor(path, { authorization: `Bearer ${BOUND}` }));
+const reset = (id: number) => frame(FRAME.RST_STREAM, 0, id, RST_CANCEL);
+/** Stream ids 1, 3, 5… for `count` streams. */
+const ids = (count: number) => Array.from({ length: count }, (_, i) => 2 * i + 1);
+
+describe('HTTP/2 streams the client resets (CVE-2023-44487)', () => {
+  it('opened and reset at once: none holds the upstream, and the session serves on', async () => {
+    // Within the budget (2 x 20 per session): the session is not closed.
+    const count = MAX_STREAMS + 10;
+    const c = await raw();
+    try {
+      c.write(Buffer.concat(ids(count).flatMap((id) => [open(id, `/h1/rapid/${id}`), reset(id)])));
+      await expect.poll(() => linesFor('/h1/rapid/').length, { timeout: 10_000 }).toBe(count);
+      expect(new Set(linesFor('/h1/rapid/').map((l) => l.status))).toEqual(new Set([499]));
+      await expect.poll(() => h1.open(), { timeout: 5000 }).toBe(0);
+      expect(c.isClosed).toBe(false);
+      expect(c.goaway).toBeUndefined();
+    } finally {
+      c.destroy();
+    }
+  });
+
+  it.each(['/h1', '/h2c'])('reset while the upstream holds them: every upstream request ends (%s)', async (prefix) => {
+    const upstream = prefix === '/h1' ? h1 : h2c;
+    const total = upstream.total();
+    const c = await raw();
+    try {
+      c.write(Buffer.concat(ids(MAX_STREAMS).map((id) => open(id, `${prefix}/held-reset/${id}`))));
+      await expect.poll(() => upstream.open(), { timeout: 10_000 }).toBe(MAX_STREAMS);
+      expect(upstream.total()).toBe(total + MAX_STREAMS);
+      c.write(Buffer.concat(ids(MAX_STREAMS).map(reset)));
+      await expect.poll(() => upstream.open(), { timeout: 5000 }).toBe(0);
+      expect(c.isClosed).toBe(false);
+    } finally {
+      c.destroy();
+    }
+  });
+
 });
