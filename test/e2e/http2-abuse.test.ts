@@ -186,6 +186,34 @@ describe('a client that drops its HTTP/2 connection', () => {
   });
 });
 
+describe('many clients that drop or reset at different moments', () => {
+  it('never end the process, and leave no upstream request open', async () => {
+    const paths = ['/h1/fast', '/h1/held', '/h2c/held', '/h1/denied'];
+    const runs = Array.from({ length: 40 }, async (_, i) => {
+      const session = connect();
+      const streams = paths.map((path, j) => session.request({ ':path': `${path}/chaos-${i}`, authorization: `Bearer ${path === '/h1/denied' ? `made-up-${i}-${j}` : BOUND}` }));
+      for (const stream of streams) {
+        stream.on('error', () => {});
+        stream.resume();
+      }
+      // The answered streams tell that cnfguard has all four (frames arrive in order).
+      await Promise.all([streams[0], streams[3]].map((stream) => new Promise((resolve) => stream?.once('response', resolve).once('close', resolve))));
+      // Each client leaves at another moment (0 to 45 ms later), half by destroying its socket,
+      // half by resetting each stream and then closing the session.
+      await new Promise((resolve) => setTimeout(resolve, (i % 10) * 5));
+      if (i % 2 === 0) session.socket?.destroy();
+      else for (const stream of streams) stream.close(http2.constants.NGHTTP2_CANCEL);
+      session.destroy();
+    });
+    await Promise.all(runs);
+    await expect.poll(() => linesFor('/h1/held/chaos-').length + linesFor('/h2c/held/chaos-').length, { timeout: 10_000 }).toBe(80);
+    await expect.poll(() => h1.open() + h2c.open(), { timeout: 5000 }).toBe(0);
+    expect(await status('/h1/fast')).toBe(200);
+    expect(alive()).toBe(true);
+    expect(fatalLines()).toEqual([]);
+  });
+});
+
 describe('a client gone while its token is introspected', () => {
   it.each(['1.1', '2'] as const)('gets nothing forwarded once the token is found valid (HTTP/%s)', async (version) => {
     const thumbprint = thumbprintS256(new X509Certificate(d.pki.certs.clients.client1.cert).raw);
