@@ -56,10 +56,11 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     const upstreamCall = new AbortController();
     res.once('close', () => {
       form.release();
-      if (!res.writableFinished) {
-        exchange.fail(edgeFailures.clientAborted('the client closed the connection before the response ended'));
-        upstreamCall.abort();
-      }
+      // HTTP/2 ends a reset stream's writable side itself: `aborted` says the client cut it.
+      const cut = h2 ? (res as Http2ServerResponse).stream.aborted : !res.writableFinished;
+      if (cut) exchange.fail(edgeFailures.clientAborted('the client closed the connection before the response ended'));
+      // Nothing is forwarded after this, and a forwarded request still running is cut with it.
+      upstreamCall.abort();
       exchange.finish(grpcRefusal ?? res.statusCode, h2 ? declaredTraffic(req.headers['content-length'], res.getHeader('content-length')) : connectionTraffic(connection.counting));
     });
     // A gRPC refusal answers HTTP 200 (trailers-only): the access line and the counts say the refusal's status.

@@ -43,6 +43,10 @@ export interface WebForwardOptions {
   upstreamHttp2?: boolean;
   /** No response headers, or no body byte, for this long: 504 (or a cut connection once the answer started). */
   timeoutMs: number;
+  /**
+   * Aborted when the client's request is over on cnfguard's side (its response closed, its stream
+   * reset, its deadline passed): the upstream request is cut at once, or never sent.
+   */
   signal?: AbortSignal;
   /** At the response headers, before they are written (the caller may still decide about the connection). */
   onResponse?: (status: number) => void;
@@ -88,6 +92,25 @@ function endResponse(res: ProxyResponse, trailers: Record<string, string | strin
   res.end();
 }
 
+/**
+ * Calls `cancel` once, when the client's side ends before the upstream's answer did: `signal`
+ * aborts, or the response closes (HTTP/2 ends a reset stream's writable side itself, so
+ * `writableFinished` cannot tell a reset from a finished answer; the forwarder's own `ended` can).
+ * Returns false when the client's side is over already: the upstream request must not start.
+ */
+function onClientGone(res: ProxyResponse, signal: AbortSignal | undefined, ended: () => boolean, cancel: () => void): boolean {
+  if (signal?.aborted === true) return false;
+  let done = false;
+  const gone = (): void => {
+    if (done || ended()) return;
+    done = true;
+    cancel();
+  };
+  signal?.addEventListener('abort', gone, { once: true });
+  res.once('close', gone);
+  return true;
+}
+
 export function createForwarder(): Forwarder {
   const dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 256, pipelining: 1 });
   const proxy = createProxyServer({ xfwd: false, ws: true });
@@ -113,13 +136,19 @@ export function createForwarder(): Forwarder {
       settled = true;
       options.onError(failureOf(err));
     };
+    // Set at once when the client is gone: a request still queued for a pool connection is then
+    // aborted at its start.
+    let started: Dispatcher.DispatchController | undefined;
+    let cancelled = false;
+    const live = onClientGone(res, options.signal, () => settled, () => {
+      cancelled = true;
+      started?.abort(new Error('client request ended'));
+    });
+    if (!live) return;
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(controller) {
-        const abort = () => controller.abort(new Error('client request ended'));
-        options.signal?.addEventListener('abort', abort, { once: true });
-        res.once('close', () => {
-          if (!res.writableFinished) abort();
-        });
+        started = controller;
+        if (cancelled) controller.abort(new Error('client request ended'));
       },
       onResponseStart(controller, statusCode, headers, statusMessage) {
         if (statusCode < 200) return; // 1xx interim answers stay on the upstream hop
@@ -201,6 +230,7 @@ function createHttp2Upstream() {
       settled = true;
       options.onError(failureOf(err));
     };
+    if (options.signal?.aborted === true) return;
     const { host, ...rest } = options.headers;
     const headers: OutgoingHttpHeaders = {
       ...rest,
@@ -229,12 +259,8 @@ function createHttp2Upstream() {
       stream.close(http2.constants.NGHTTP2_CANCEL);
     });
     if (!bodyless) source.pipe(stream);
-    const abort = (): void => {
+    onClientGone(res, options.signal, () => settled, () => {
       if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
-    };
-    options.signal?.addEventListener('abort', abort, { once: true });
-    res.once('close', () => {
-      if (!res.writableFinished) abort();
     });
     let trailers: Record<string, string | string[] | undefined> | undefined;
     stream.on('response', (responseHeaders) => {

@@ -4,7 +4,7 @@
  * Defaults fit the shipped 256 Mi memory limit: an idle TLS connection costs about 62 KiB, so
  * 1024 connections take ~62 MiB, and buffered form bodies at most `bufferedBodyBytes` more.
  */
-import type { SecureServerOptions } from 'node:http2';
+import { constants as h2constants, type SecureServerOptions, type ServerHttp2Session } from 'node:http2';
 import type { ServerOptions } from 'node:https';
 import type { Settings } from '../config/schema.ts';
 import type { PipelineLimits } from '../pipeline/pipeline.ts';
@@ -44,12 +44,15 @@ export function pipelineLimits(limits: Limits): PipelineLimits {
  * HTTP/2 session limits, set explicitly and lower than Node's defaults where a sidecar needs less:
  * - concurrent streams and header list size (SETTINGS; nghttp2 applies the latter only once the
  *   client acknowledged it, so the pipeline measures each header list too);
- * - rapid reset (CVE-2023-44487): a burst of 200 RST_STREAMs, then 33 a second (Node: 1000/33),
- *   past which the session gets GOAWAY; refused streams;
+ * - rapid reset (CVE-2023-44487): {@link budgetSession} closes a session whose client cancels too
+ *   many streams; nghttp2's own RST_STREAM bucket stays behind it as a backstop (a burst of 4x
+ *   the concurrent streams, then 33 a second; Node: 1000/33), past which it sends GOAWAY;
  * - empty-frame floods: zero-length DATA frames count as invalid frames (Node: 1000);
- * - PING and SETTINGS floods: nghttp2 ends a session that makes it queue over 1000 ACKs (built
- *   in, no option); `maxSettings` bounds the entries of one SETTINGS frame, `maxOutstandingPings`
- *   only cnfguard's own pings.
+ * - PING and SETTINGS floods: {@link budgetSession} counts them; nghttp2 also ends a session that
+ *   makes it queue over 1000 ACKs at once (built in, no option). `maxSettings` bounds the entries
+ *   of one SETTINGS frame, `maxOutstandingPings` only cnfguard's own pings;
+ * - CONTINUATION floods: nghttp2 (1.61 and later) accepts at most 8 CONTINUATION frames per
+ *   header block, and the header list is bounded by `maxHeaderListSize`.
  * Stream-level slowloris is the edge's per-stream deadline and the session idle timeout (tls/server.ts).
  */
 export function http2Options(limits: Limits): SecureServerOptions {
@@ -60,10 +63,63 @@ export function http2Options(limits: Limits): SecureServerOptions {
     maxSessionMemory: 16,
     maxSessionInvalidFrames: 100,
     maxSessionRejectedStreams: 100,
-    streamResetBurst: 200,
+    streamResetBurst: Math.max(200, 4 * limits.http2MaxConcurrentStreams),
     streamResetRate: 33,
     maxOutstandingPings: 10,
     maxSettings: 32,
     peerMaxConcurrentStreams: limits.http2MaxConcurrentStreams,
   };
+}
+
+/** The window in which a session's cancelled streams and control frames are counted. */
+export const SESSION_BUDGET_WINDOW_MS = 10_000;
+/** PING and SETTINGS frames a client may send per window (a keep-alive needs a few per minute). */
+export const CONTROL_FRAME_BUDGET = 100;
+
+/** The budgets of one HTTP/2 session: how many of each a client may spend per window. */
+export function sessionBudgets(limits: Limits): { cancelledStreams: number; controlFrames: number; windowMs: number } {
+  return { cancelledStreams: 2 * limits.http2MaxConcurrentStreams, controlFrames: CONTROL_FRAME_BUDGET, windowMs: SESSION_BUDGET_WINDOW_MS };
+}
+
+/** A count in fixed windows: `spend()` says whether this one went past `budget` in the current window. */
+export function windowCounter(budget: number, windowMs: number, now: () => number): { spend(): boolean } {
+  let start = now();
+  let count = 0;
+  return {
+    spend() {
+      const t = now();
+      if (t - start >= windowMs) {
+        start = t;
+        count = 0;
+      }
+      count++;
+      return count > budget;
+    },
+  };
+}
+
+/**
+ * Per-session budgets (as nginx and Envoy close a connection that resets too much): past
+ * `2 x http2MaxConcurrentStreams` streams the client cancelled (RST_STREAM, or any close before
+ * cnfguard's response ended) or past {@link CONTROL_FRAME_BUDGET} PING and SETTINGS frames
+ * within {@link SESSION_BUDGET_WINDOW_MS}, the session gets GOAWAY(ENHANCE_YOUR_CALM) and is
+ * closed at once: its streams end, and their upstream requests with them.
+ */
+export function budgetSession(session: ServerHttp2Session, limits: Limits, now: () => number = () => performance.now()): void {
+  const budgets = sessionBudgets(limits);
+  const cancelled = windowCounter(budgets.cancelledStreams, budgets.windowMs, now);
+  const control = windowCounter(budgets.controlFrames, budgets.windowMs, now);
+  const calm = (): void => {
+    // GOAWAY with the code, then the socket ends; the error goes to the server's 'sessionError'.
+    if (!session.destroyed) session.destroy(new Error('HTTP/2 session over its budget'), h2constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  };
+  session.on('stream', (stream) => {
+    stream.once('close', () => {
+      // A session that ends takes its streams with it: those are not the client's resets.
+      if (session.destroyed || session.closed || !stream.aborted) return;
+      if (cancelled.spend()) calm();
+    });
+  });
+  session.on('ping', () => control.spend() && calm());
+  session.on('remoteSettings', () => control.spend() && calm());
 }
