@@ -211,7 +211,11 @@ describe('connection chaos', () => {
 
     const unreached = main.events.filter((e) => main.played.get(e.id)?.reached !== true).map(cellName);
     const byCell = (list: string[]) => Object.entries(Object.groupBy(list, (c) => c)).map(([c, l]) => `${c} x${l?.length ?? 0}`);
-    const outlived = byCell([...warm.outlived, ...main.outlived].map((o) => cellName([...warm.events, ...main.events].find((e) => e.id === o.id) as Cell)));
+    const cellOf = new Map([...warm.events, ...main.events].map((e) => [e.id, cellName(e)]));
+    // Per cell: how many, and by how long each outlived its client ("open": still, at the end of the poll).
+    const outlived = Object.entries(Object.groupBy([...warm.outlived, ...main.outlived], (o) => cellOf.get(o.id) ?? o.id)).map(
+      ([cell, list]) => `${cell} x${list?.length ?? 0} (${(list ?? []).map((o) => (o.ms === undefined ? 'open' : `${Math.round(o.ms)} ms`)).join(', ')})`,
+    );
     const exits = guard.exits.map((e, i) => ({ code: e.code, signal: e.signal, fatal: e.fatal?.slice(0, 1500), suspects: [...warm.exitSuspects, ...main.exitSuspects][i] }));
     const protocols = new Set(all.map((c) => c.protocol)).size;
     const phases = new Set(all.map((c) => c.phase)).size;
