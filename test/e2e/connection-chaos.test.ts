@@ -118,9 +118,9 @@ interface RoundResult {
   exitSuspects: string[][];
 }
 
-/** Plays `repeats` of every cell, `CONCURRENCY` at a time, then lets go of everything and checks the upstream ledgers. */
-async function round(name: string, repeats: number): Promise<RoundResult> {
-  const events = Array.from({ length: repeats }, (_, r) => cells().map((cell, i) => ({ ...cell, id: `${name}-${r}-${i}` }))).flat();
+/** Plays `repeats` of each cell (default: all), `CONCURRENCY` at a time, then lets go of everything and checks the upstream ledgers. */
+async function round(name: string, repeats: number, only: Cell[] = cells()): Promise<RoundResult> {
+  const events = Array.from({ length: repeats }, (_, r) => only.map((cell, i) => ({ ...cell, id: `${name}-${r}-${i}` }))).flat();
   const played = new Map<string, Played>();
   const exitsBefore = guard.exits.length;
   let next = 0;
@@ -244,4 +244,19 @@ describe('connection chaos', () => {
     expect(control, context).toEqual({ 'HTTP/1.1': 200, 'HTTP/2': 200, gRPC: '0', 'decision API': 200 });
     expect(retained(memory.after), context).toBeLessThanOrEqual((retained(memory.before) ?? 0) + MEMORY_MARGIN_BYTES);
   }, 120_000);
+
+  it('HTTP/2 and gRPC connections reset mid-response, many at once: every upstream request is aborted within the bound', async () => {
+    // The cell of the run above that fails only now and then: Node's HTTP/2 server does not always
+    // see a TCP reset that comes while it is writing a response (no 'close' on the socket, the
+    // session or the stream, and a PING is never sent). Played 25 times each, it failed in every
+    // run here (15 to 26 of the 50 left open) until sessions that stop answering PINGs were ended.
+    const only = (['h2', 'grpc'] as const).map((protocol): Cell => ({ protocol, phase: 'response', action: 'reset', token: 'valid' }));
+    const result = await round('reset', 25, only);
+    const unreached = result.events.filter((e) => result.played.get(e.id)?.reached !== true).length;
+    const context = JSON.stringify({ exits: guard.exits, outlived: result.outlived.map((o) => `${o.id}: ${o.ms === undefined ? 'open' : `${Math.round(o.ms)} ms`}`) }, null, 2);
+    console.log(`connection chaos, reset mid-response: ${result.events.length} events, ${result.outlived.length} upstream requests outlived their client by > ${OUTLIVE_BOUND_MS} ms`);
+    expect(guard.exits, context).toEqual([]);
+    expect(unreached, context).toBe(0);
+    expect(result.outlived, context).toEqual([]);
+  }, 60_000);
 });
