@@ -90,6 +90,7 @@ export const RELOAD_TABLE = {
     bufferedBodyBytes: 'restart',
     handshakeTimeoutMs: 'restart',
     http2MaxConcurrentStreams: 'restart',
+    http2PingTimeoutMs: 'restart',
     // Fixed in each connection's HTTP parser when it is accepted (Node drops header lines past it).
     headerBytes: 'restart',
     headerCount: 'restart',

@@ -388,6 +388,8 @@ export const configSchema = z.strictObject({
       maxConnections: positiveInt.default(1024),
       /** Concurrent streams per HTTP/2 connection. */
       http2MaxConcurrentStreams: positiveInt.default(100),
+      /** An HTTP/2 session with open streams is pinged each second; unanswered this long, it is destroyed (its upstream calls with it). */
+      http2PingTimeoutMs: number(z.number().int().min(500).max(600_000)).default(5_000),
     })
     .prefault({}),
   trustedProxies: z.array(trustedProxySchema).default([]),

@@ -118,7 +118,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       if (!res.headersSent) refuse(exchange.failure as GuardError);
     }
   }
-  return (req, res) => void handle(req, res);
+  return (req, res) => void handle(req, res).catch((err: unknown) => logger.error({ err }, 'decision failed'));
 }
 
 /** The decision API's listener: plain HTTP, with the proxy listener's `limits` (the front's own header lines allowed for). */

@@ -66,6 +66,8 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     // A gRPC refusal answers HTTP 200 (trailers-only): the access line and the counts say the refusal's status.
     let grpcRefusal: number | undefined;
     const refuse = (err: GuardError): void => {
+      // A client that reset its stream (or dropped its connection) meanwhile is answered no more.
+      if (res.writableEnded || (res as { destroyed?: boolean }).destroyed || (h2 && (res as Http2ServerResponse).stream.destroyed)) return;
       const rendered = renderFor(err, runtime.realm, exchange.verdict);
       if (h2 && isGrpc(req.headers['content-type'])) {
         grpcRefusal = rendered.status;
@@ -139,7 +141,8 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     }
   }
 
-  return (req, res) => void handle(req, res);
+  // Nothing a client does may end the process: a failure past the handler's own catch is logged.
+  return (req, res) => void handle(req, res).catch((err: unknown) => logger.error({ err }, 'request handling failed'));
 }
 
 /**

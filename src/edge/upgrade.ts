@@ -73,5 +73,5 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
       socket.destroy();
     }
   }
-  return (req, socket, head) => void handle(req, socket, head);
+  return (req, socket, head) => void handle(req, socket, head).catch((err: unknown) => deps.logger.error({ err }, 'upgrade handling failed'));
 }

@@ -123,3 +123,38 @@ export function budgetSession(session: ServerHttp2Session, limits: Limits, now: 
   session.on('ping', () => control.spend() && calm());
   session.on('remoteSettings', () => control.spend() && calm());
 }
+
+/**
+ * A client that vanished without a FIN or an RST the session could read (its reset arrived while
+ * nothing was being written: a response held by flow control, a dead path) leaves its streams
+ * open, and their upstream calls with them. While a session has open streams it is pinged once a
+ * second; a ping unanswered for `limits.http2PingTimeoutMs` destroys the session, which cancels
+ * every stream's upstream call. An idle session costs nothing (the idle timeout covers it).
+ */
+export function watchLiveness(session: ServerHttp2Session, limits: Limits, now: () => number = () => performance.now()): void {
+  let open = 0;
+  let unansweredSince: number | undefined;
+  session.on('stream', (stream) => {
+    open++;
+    stream.once('close', () => open--);
+  });
+  const timer = setInterval(() => {
+    if (session.destroyed) return;
+    if (unansweredSince !== undefined) {
+      if (now() - unansweredSince >= limits.http2PingTimeoutMs) session.destroy();
+      return;
+    }
+    if (open === 0) return;
+    const sent = now();
+    unansweredSince = sent;
+    try {
+      session.ping((err) => {
+        if (err === null && unansweredSince === sent) unansweredSince = undefined;
+      });
+    } catch {
+      // A session that is closing takes no more pings; its own end comes with it.
+    }
+  }, Math.min(1000, limits.http2PingTimeoutMs / 2));
+  timer.unref();
+  session.once('close', () => clearInterval(timer));
+}

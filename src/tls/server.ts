@@ -12,7 +12,7 @@ import https from 'node:https';
 import type { RequestListener } from 'node:http';
 import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import type { TlsMaterial } from '../config/load.ts';
-import { budgetSession, http2Options, listenerOptions, listenerProperties, type Limits } from '../proxy/limits.ts';
+import { budgetSession, watchLiveness, http2Options, listenerOptions, listenerProperties, type Limits } from '../proxy/limits.ts';
 
 /** The parts of the TLS set-up that a certificate reload replaces. */
 export function secureContextOptions(tls: TlsMaterial): SecureContextOptions {
@@ -49,6 +49,7 @@ export function createTlsServer(tls: TlsMaterial, limits: Limits, onRequest: Req
       sessions.add(session);
       session.once('close', () => sessions.delete(session));
       budgetSession(session, limits);
+      watchLiveness(session, limits);
       // An idle session (no frame either way for requestTimeoutMs, read live) is sent GOAWAY, as an
       // idle HTTP/1.1 connection is closed; whatever it still holds gets as long again, then the
       // session is destroyed. That also ends a header block left open (HEADERS without

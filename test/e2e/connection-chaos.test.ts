@@ -24,7 +24,9 @@ import { createPki, curl, type Pki } from '../fixtures/stack.ts';
 const REPEATS = 3;
 const CONCURRENCY = 50;
 /** How long an upstream request may stay open after its client went. */
-const OUTLIVE_BOUND_MS = 3000;
+/** An HTTP/2 client that vanished unseen is found by the session's liveness ping: the bound is its timeout plus 1.5 s. */
+const PING_TIMEOUT_MS = 1500;
+const OUTLIVE_BOUND_MS = PING_TIMEOUT_MS + 1500;
 /** How far above its warmed-up level heap used + external may be after the run (after a full GC each time). */
 const MEMORY_MARGIN_BYTES = 4 * 1024 * 1024;
 const SLOW_AS_MS = 400;
@@ -64,7 +66,7 @@ beforeAll(async () => {
       admin: { host: '127.0.0.1', port: adminPort },
       decisionApi: { host: '127.0.0.1', port: decisionPort },
       trustedProxies: [{ cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' }],
-      limits: { handshakeTimeoutMs: 5000 },
+      limits: { handshakeTimeoutMs: 5000, http2PingTimeoutMs: PING_TIMEOUT_MS },
     },
     adminPort,
     MAX_RESTARTS,
