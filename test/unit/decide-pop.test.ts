@@ -5,19 +5,15 @@ import { configSchema } from '../../src/config/schema.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
 import type { ReasonId } from '../../src/oauth/errors.ts';
 import { checkBinding, jktVerifier, verifiersFor, x5tS256Verifier } from '../../src/pipeline/binding.ts';
-import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
 import { decide, schemeAccepted, type Decision, type DecisionInput } from '../../src/pipeline/decide.ts';
 import { compileRoutes, type RoutePolicy } from '../../src/pipeline/route.ts';
+import { clientCertificate } from '../fixtures/certificate.ts';
 
 const NOW = 1_750_000_000;
 const b64 = (label: string) => createHash('sha256').update(label).digest('base64url');
 
-function certificate(label: string): ClientCertificate {
-  const digest = createHash('sha256').update(label).digest();
-  return { thumbprint: digest.toString('base64url'), sha256Hex: digest.toString('hex'), subject: `CN=${label}`, uris: [], dns: [], trusted: true, xfcc: '' };
-}
-const CERT = certificate('client1');
-const OTHER_CERT = certificate('client2');
+const CERT = clientCertificate('client1');
+const OTHER_CERT = clientCertificate('client2');
 const JKT = b64('key1');
 const OTHER_JKT = b64('key2');
 const PROOF = { jkt: JKT };

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { configSchema, type BindingMode } from '../../src/config/schema.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
@@ -6,21 +5,11 @@ import { renderError, type ReasonId } from '../../src/oauth/errors.ts';
 import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
 import { decide, scopesOf, type Decision } from '../../src/pipeline/decide.ts';
 import { compileRoutes, type RoutePolicy } from '../../src/pipeline/route.ts';
+import { clientCertificate } from '../fixtures/certificate.ts';
 
 const NOW = 1_750_000_000;
 
-function certificate(label: string, trusted = true): ClientCertificate {
-  const digest = createHash('sha256').update(label).digest();
-  return {
-    thumbprint: digest.toString('base64url'),
-    sha256Hex: digest.toString('hex'),
-    subject: `CN=${label}`,
-    uris: [`spiffe://example/${label}`],
-    dns: [],
-    trusted,
-    xfcc: `Hash=${digest.toString('hex')}`,
-  };
-}
+const certificate = (label: string, trusted = true): ClientCertificate => clientCertificate(label, { uris: [`spiffe://example/${label}`], trusted });
 
 const CERT = certificate('client1');
 const OTHER = certificate('client2');
