@@ -1,7 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { configSchema } from '../../src/config/schema.ts';
 import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
 import type { Decision, Identity } from '../../src/pipeline/decide.ts';
 import { identityHeadersOf } from '../../src/pipeline/identity-headers.ts';
@@ -11,12 +10,10 @@ import { buildRuntime } from '../../src/runtime.ts';
 import { createNonceSource } from '../../src/proof/nonce.ts';
 import { createMemoryReplayStore } from '../../src/proof/replay-store.ts';
 import { clientCertificate } from '../fixtures/certificate.ts';
+import { minimalSettings } from '../fixtures/config.ts';
 
 function settings(extra: Record<string, unknown> = {}) {
-  return configSchema.parse({
-    tls: { cert: '/x.crt', key: '/x.key' },
-    introspection: { url: 'https://as.example/introspect', clientId: 'rs', clientSecret: 's' },
-    upstream: 'http://127.0.0.1:8080',
+  return minimalSettings({
     claimHeaders: { 'x-tenant': 'claims.tenant' },
     ...extra,
   });
