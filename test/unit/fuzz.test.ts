@@ -8,7 +8,6 @@
  * forwarded-certificate.test.ts; here they are driven through the request-level path instead
  * (`createCertificateSource`: trust boundary, header deletion, caching, GuardError mapping).
  */
-import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -21,10 +20,10 @@ import { InvalidIntrospectionAnswer, tokenInfoFromAnswer } from '../../src/intro
 import { GuardError, REASONS } from '../../src/oauth/errors.ts';
 import { createCertificateSource, type ClientCertificate, type TrustedProxy } from '../../src/pipeline/client-cert.ts';
 import { credentialsFrom } from '../../src/pipeline/token.ts';
-import { thumbprintS256 } from '../../src/tls/certificates.ts';
 import { createSelfSignedClientCertificate, generateDevCertificates } from '../../src/tls/dev-certs.ts';
 import { FORWARDED_CERTIFICATE_FORMATS, type ForwardedCertificateFormat } from '../../src/tls/forwarded-certificate.ts';
 import { minimalConfig } from '../fixtures/config.ts';
+import { loadCertificate, type TestCertificate } from '../fixtures/certificate.ts';
 
 /** RFC 6750 §2.1 b64token. */
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
@@ -77,17 +76,8 @@ describe('fuzz: Authorization header (credentialsFrom)', () => {
 // ---------------------------------------------------------------------------------------------
 // (b) Forwarded certificates through the request-level path
 
-interface TestCertificate {
-  pem: string;
-  der: Buffer;
-  thumbprint: string;
-  hex: string;
-}
 
-function load(pem: string): TestCertificate {
-  const x509 = new X509Certificate(pem);
-  return { pem, der: x509.raw, thumbprint: thumbprintS256(x509.raw), hex: x509.fingerprint256.replace(/:/g, '').toLowerCase() };
-}
+const load = loadCertificate;
 
 let caPem: string;
 let certs: TestCertificate[] = [];
