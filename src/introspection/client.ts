@@ -58,6 +58,8 @@ export interface IntrospectionClientOptions {
   onMisconfigured?: (warning: MisconfigurationWarning) => void;
   /** Default 60 000. */
   warnIntervalMs?: number;
+  /** Milliseconds, for the warning interval; `performance.now` by default (tests pass their clock). */
+  now?: () => number;
 }
 
 export interface MisconfigurationWarning {
@@ -144,7 +146,7 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
   let lastWarnMs = -Infinity;
   let suppressed = 0;
   const warnMisconfigured = (status: number) => {
-    const t = performance.now();
+    const t = (options.now ?? performance.now.bind(performance))();
     if (t - lastWarnMs < warnIntervalMs) {
       suppressed++;
       return;

@@ -14,6 +14,7 @@ import { startEchoUpstream } from '../../demo/echo-upstream.ts';
 import type { EchoUpstream, RecordedRequest } from '../../demo/echo-upstream.ts';
 import { writeDevCertificates } from '../../src/tls/dev-certs.ts';
 import type { PemPair } from '../../src/tls/dev-certs.ts';
+import { waitFor } from '../fixtures/wait.ts';
 
 function thumbprint(pem: string): string {
   return createHash('sha256').update(new X509Certificate(pem).raw).digest('base64url');
@@ -237,19 +238,13 @@ describe('echo upstream', () => {
       socket.on('data', (chunk: Buffer) => {
         received = Buffer.concat([received, chunk]);
       });
-      const waitFor = async (predicate: () => boolean): Promise<void> => {
-        const deadline = Date.now() + 5000;
-        while (!predicate()) {
-          if (Date.now() > deadline) throw new Error(`timed out; got ${JSON.stringify(received.toString('latin1'))}`);
-          await new Promise((r) => setTimeout(r, 5));
-        }
-      };
+      const got = () => `more bytes; got ${JSON.stringify(received.toString('latin1'))}`;
       // The key and accept value are RFC 6455 §1.3's example.
       socket.write(
         'GET /ws HTTP/1.1\r\nHost: upstream\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
           'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
       );
-      await waitFor(() => received.includes('\r\n\r\n'));
+      await waitFor(() => received.includes('\r\n\r\n'), got, { intervalMs: 5 });
       const head = received.toString('latin1');
       expect(head).toMatch(/^HTTP\/1\.1 101 /);
       expect(head).toMatch(/\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n/i);
@@ -257,7 +252,7 @@ describe('echo upstream', () => {
 
       const payload = Buffer.from([0x81, 0x85, 1, 2, 3, 4, 0x69, 0x67, 0x6f, 0x68, 0x6e]);
       socket.write(payload);
-      await waitFor(() => received.length >= payload.length);
+      await waitFor(() => received.length >= payload.length, got, { intervalMs: 5 });
       expect(received.equals(payload)).toBe(true);
       expect(upstream.requests.at(-1)).toMatchObject({ method: 'GET', url: '/ws', bodyBytes: 0 });
       expect(upstream.requests.at(-1)?.headers.upgrade).toBe('websocket');

@@ -17,6 +17,7 @@ import { usableCpus } from '../../src/cluster.ts';
 import { loadConfigObject } from '../../src/config/load.ts';
 import { thumbprintS256 } from '../../src/tls/certificates.ts';
 import { baseConfig, curl, startDeployment, type Deployment } from '../fixtures/stack.ts';
+import { waitFor } from '../fixtures/wait.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'cnfguard.js');
@@ -486,14 +487,8 @@ describe.skipIf(OLDER_NODE === undefined)(`bin/cnfguard.js on an older Node (${O
     launcher.stdout.on('data', (c: Buffer) => (out += c.toString()));
     launcher.stderr.on('data', (c: Buffer) => (out += c.toString()));
     const line = (msg: string) => out.split('\n').find((l) => l.startsWith('{') && (JSON.parse(l) as { msg?: string }).msg === msg);
-    const waitForLine = async (msg: string): Promise<Record<string, unknown>> => {
-      const deadline = Date.now() + 20_000;
-      for (let found = line(msg); ; found = line(msg)) {
-        if (found !== undefined) return JSON.parse(found) as Record<string, unknown>;
-        if (Date.now() > deadline) throw new Error(`no "${msg}" line; output so far:\n${out}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    };
+    const waitForLine = async (msg: string): Promise<Record<string, unknown>> =>
+      JSON.parse(await waitFor(() => line(msg), () => `a "${msg}" line; output so far:\n${out}`, { timeoutMs: 20_000, intervalMs: 50 })) as Record<string, unknown>;
     const started = await waitForLine('cnfguard started');
     expect(started.pid).not.toBe(launcher.pid); // the server runs in the launcher's child
     return { launcher, exited, started, waitForLine };
@@ -516,8 +511,7 @@ describe.skipIf(OLDER_NODE === undefined)(`bin/cnfguard.js on an older Node (${O
     try {
       const token = await d.tokenFor('client1');
       const slow = curl(d.pki, `${started.listen as string}/launcher-slow`, { cert: d.pki.files.client1, token, headers: ['x-echo-delay-ms: 10000'] }).catch(() => undefined);
-      const deadline = Date.now() + 10_000;
-      while (!d.upstream.requests.some((r) => r.url === '/launcher-slow') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      await waitFor(() => d.upstream.requests.some((r) => r.url === '/launcher-slow'), 'the slow request to reach the upstream', { timeoutMs: 10_000, intervalMs: 50 });
       launcher.kill('SIGTERM');
       await waitForLine('draining');
       launcher.kill('SIGTERM');

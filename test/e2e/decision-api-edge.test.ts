@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findNginx } from '../fixtures/nginx.ts';
 import { startAuthNginx } from '../fixtures/nginx-auth.ts';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
+import { closedWithin } from '../fixtures/wait.ts';
 
 const HEADER_COUNT = 20;
 const HEADERS_TIMEOUT_MS = 400;
@@ -89,7 +90,7 @@ describe('the decision API listener', () => {
     socket.on('data', (c: Buffer) => chunks.push(c));
     const started = performance.now();
     // Bounded: the default (10 s) would outlast this wait; limits.headersTimeoutMs (400 ms) does not.
-    const closed = await Promise.race([once(socket, 'close').then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5000))]);
+    const closed = await closedWithin(socket, 5000);
     socket.destroy();
     expect(closed).toBe(true);
     expect(performance.now() - started).toBeLessThan(5000);

@@ -5,6 +5,8 @@
  */
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
@@ -12,7 +14,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { thumbprintS256 } from '../../src/tls/certificates.ts';
 import { createCertificateAuthority, issueServerCertificate } from '../../src/tls/dev-certs.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
+import { manualClock } from '../fixtures/clock.ts';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
+import { closedWithin, waitFor } from '../fixtures/wait.ts';
 
 let d: Deployment;
 let stub: IntrospectionStub;
@@ -48,9 +52,45 @@ async function raw(port: number, request: string, waitMs = 5000): Promise<string
   socket.on('data', (c: Buffer) => chunks.push(c));
   socket.on('error', () => {});
   socket.write(request);
-  await Promise.race([once(socket, 'close'), new Promise((resolve) => setTimeout(resolve, waitMs))]);
+  await closedWithin(socket, waitMs);
   socket.destroy();
   return Buffer.concat(chunks).toString('latin1');
+}
+
+/** An HTTP upstream that records each request whose body ended, and can tell when it has read everything sent to it. */
+async function trackedUpstream(): Promise<{ url: string; completed: string[]; settled(): Promise<void>; close(): Promise<void> }> {
+  const completed: string[] = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      completed.push(req.url ?? '');
+      res.end('ok');
+    });
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    completed,
+    /** Once every connection opened before the call was accepted (a marker connection, accepted after them) and has closed. */
+    async settled() {
+      const marker = connect({ host: '127.0.0.1', port });
+      await once(marker, 'connect');
+      await waitFor(() => [...sockets].some((s) => s.remotePort === marker.localPort), 'the marker connection to be accepted');
+      marker.destroy();
+      await waitFor(() => sockets.size === 0, 'every connection to the upstream to close');
+    },
+    async close() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }
 
 const status = (response: string) => Number(response.split(' ')[1]);
@@ -111,20 +151,33 @@ describe('limits', () => {
   });
 
   it('a chunked body over the route limit: 413, and the upstream never receives a whole body', async () => {
-    const before = d.upstream.requests.length;
-    const file = join(d.pki.dir, 'chunked.bin');
-    await writeFile(file, 'y'.repeat(5000));
-    const r = await curl(d.pki, `${guard.started.url}/small`, {
-      cert: d.pki.files.client1,
-      token: TOKEN,
-      dataFile: file,
-      headers: ['Transfer-Encoding: chunked', 'content-type: application/octet-stream'],
+    const upstream = await trackedUpstream();
+    const g = await startGuard(d.pki, {
+      ...baseConfig(d.pki, d.as, d.upstream, { introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca }, routes: [{ pathPrefix: '/small', maxBodyBytes: 1000 }] }),
+      upstream: upstream.url,
     });
-    expect(r.status).toBe(413);
-    expect(r.json()).toMatchObject({ error: 'request_too_large' });
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    // The echo upstream records a request only when its body ended: an aborted one never does.
-    expect(d.upstream.requests.slice(before).filter((q) => q.url === '/small')).toEqual([]);
+    let stopped = false;
+    try {
+      const file = join(d.pki.dir, 'chunked.bin');
+      await writeFile(file, 'y'.repeat(5000));
+      const r = await curl(d.pki, `${g.started.url}/small`, {
+        cert: d.pki.files.client1,
+        token: TOKEN,
+        dataFile: file,
+        headers: ['Transfer-Encoding: chunked', 'content-type: application/octet-stream'],
+      });
+      expect(r.status).toBe(413);
+      expect(r.json()).toMatchObject({ error: 'request_too_large' });
+      // Past the point where a whole body could still arrive: cnfguard has stopped (it sends nothing
+      // more) and the upstream has read every connection it was sent to the end.
+      await g.stop();
+      stopped = true;
+      await upstream.settled();
+      expect(upstream.completed.filter((url) => url === '/small')).toEqual([]);
+    } finally {
+      if (!stopped) await g.stop();
+      await upstream.close();
+    }
   });
 
   it('an idle keep-alive connection is closed after keepAliveTimeoutMs', async () => {
@@ -135,7 +188,7 @@ describe('limits', () => {
       socket.on('data', () => {});
       socket.write(`GET /x HTTP/1.1\r\nHost: a\r\n${auth}\r\n`);
       const started = Date.now();
-      await Promise.race([once(socket, 'close'), new Promise((resolve) => setTimeout(resolve, 5000))]);
+      await closedWithin(socket, 5000);
       expect(socket.destroyed).toBe(true);
       expect(Date.now() - started).toBeLessThan(2000);
     } finally {
@@ -152,19 +205,21 @@ describe('limits', () => {
         await once(socket, 'secureConnect');
         open.push(socket);
       }
-      const third = tls.connect({ host: '127.0.0.1', port: g.started.port, ca: d.pki.certs.ca.cert });
-      const outcome = await new Promise<string>((resolve) => {
-        third.once('secureConnect', () => resolve('connected'));
-        third.once('error', () => resolve('refused'));
-        third.once('close', () => resolve('refused'));
-      });
-      third.destroy();
-      expect(outcome).toBe('refused');
+      /** One more connection: whether the handshake completed; closed either way. */
+      const another = async (): Promise<'connected' | 'refused'> => {
+        const socket = tls.connect({ host: '127.0.0.1', port: g.started.port, ca: d.pki.certs.ca.cert });
+        const outcome = await new Promise<'connected' | 'refused'>((resolve) => {
+          socket.once('secureConnect', () => resolve('connected'));
+          socket.once('error', () => resolve('refused'));
+          socket.once('close', () => resolve('refused'));
+        });
+        socket.destroy();
+        return outcome;
+      };
+      expect(await another()).toBe('refused');
       open.pop()?.destroy();
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      const fourth = tls.connect({ host: '127.0.0.1', port: g.started.port, ca: d.pki.certs.ca.cert });
-      await once(fourth, 'secureConnect');
-      fourth.destroy();
+      // The slot frees when the server has seen the close: poll until a connection is accepted again.
+      await waitFor(async () => (await another()) === 'connected', 'a connection accepted once one of the two closed');
     } finally {
       for (const socket of open) socket.destroy();
       await g.stop();
@@ -179,7 +234,7 @@ describe('limits', () => {
     socket.write('GET /x HTTP/1.1\r\nHost: a\r\n');
     const drip = setInterval(() => socket.writable && socket.write('X-Slow: 1\r\n'), 200);
     const started = Date.now();
-    await Promise.race([once(socket, 'close'), new Promise((resolve) => setTimeout(resolve, 5000))]);
+    await closedWithin(socket, 5000);
     clearInterval(drip);
     expect(Date.now() - started).toBeLessThan(4000);
     expect(Buffer.concat(chunks).toString()).toMatch(/^HTTP\/1\.1 408 /);
@@ -246,11 +301,13 @@ describe('circuit breaker and stale-if-error', () => {
     const own = await startIntrospectionStub(d.pki.certs.server);
     const token = 'breaker-token';
     own.answers.set(token, { active: true, client_id: 'app', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint1 } });
+    const clock = manualClock();
     const g = await startGuard(
       d.pki,
       baseConfig(d.pki, d.as, d.upstream, {
         introspection: { url: own.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, circuitBreaker: { failureThreshold: 3, openSeconds: 1 }, cache: { maxEntries: 0 } },
       }),
+      { now: clock.now },
     );
     try {
       own.mode = { kind: 'status', status: 500 };
@@ -261,7 +318,7 @@ describe('circuit breaker and stale-if-error', () => {
       expect(open.headers['retry-after']).toBe('1');
       expect(own.calls()).toBe(3); // not called while open
       own.mode = { kind: 'normal' };
-      await new Promise((resolve) => setTimeout(resolve, 1100));
+      clock.advance(1100); // past openSeconds
       expect((await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token })).status).toBe(200);
       expect(own.calls()).toBe(4);
       expect(g.logs.entries().map((e) => e.msg)).toEqual(
@@ -278,11 +335,12 @@ describe('circuit breaker and stale-if-error', () => {
     const token = 'stale-token';
     own.answers.set(token, { active: true, client_id: 'app', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': thumbprint1 } });
     const introspection = { url: own.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, cache: { maxTtlSeconds: 0.3 } };
-    const stale = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { ...introspection, staleIfErrorSeconds: 30 } }));
-    const strict = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection }));
+    const clock = manualClock();
+    const stale = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { ...introspection, staleIfErrorSeconds: 30 } }), { now: clock.now });
+    const strict = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection }), { now: clock.now });
     try {
       for (const g of [stale, strict]) expect((await curl(d.pki, `${g.started.url}/x`, { cert: d.pki.files.client1, token })).status).toBe(200);
-      await new Promise((resolve) => setTimeout(resolve, 400));
+      clock.advance(400); // past the cache's maxTtlSeconds
       own.mode = { kind: 'status', status: 502 };
       expect((await curl(d.pki, `${stale.started.url}/x`, { cert: d.pki.files.client1, token })).status).toBe(200);
       expect((await curl(d.pki, `${strict.started.url}/x`, { cert: d.pki.files.client1, token })).status).toBe(503);

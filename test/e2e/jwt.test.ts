@@ -5,8 +5,10 @@ import { generateKeyPair, generateProof } from 'dpop';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAuthorizationServer, type AuthorizationServer } from '../../demo/authorization-server.ts';
 import { startEchoUpstream, type EchoUpstream } from '../../demo/echo-upstream.ts';
+import { manualClock } from '../fixtures/clock.ts';
 import { scrape } from '../fixtures/prometheus.ts';
 import { baseConfig, createPki, curl, startGuard, type Guard, type Pki } from '../fixtures/stack.ts';
+import { waitFor } from '../fixtures/wait.ts';
 
 const JWT_RS = 'https://jwt-rs.cnfguard.test/';
 
@@ -18,11 +20,11 @@ interface JwtStack {
 }
 
 /** An AS issuing JWTs for JWT_RS (opaque tokens otherwise), an echo upstream and a guard with `extra`. */
-async function startJwtStack(extra: (as: AuthorizationServer) => Record<string, unknown>): Promise<JwtStack> {
+async function startJwtStack(extra: (as: AuthorizationServer) => Record<string, unknown>, now?: () => number): Promise<JwtStack> {
   const pki = await createPki();
   const as = await startAuthorizationServer({ tls: pki.certs.server, jwtResource: JWT_RS });
   const upstream = await startEchoUpstream();
-  return { pki, as, upstream, guard: await startGuard(pki, baseConfig(pki, as, upstream, extra(as))) };
+  return { pki, as, upstream, guard: await startGuard(pki, baseConfig(pki, as, upstream, extra(as)), now === undefined ? {} : { now }) };
 }
 
 async function stopJwtStack(stack: Partial<JwtStack>): Promise<void> {
@@ -127,16 +129,20 @@ describe('JWKS key rotation and outage', () => {
   let upstream: EchoUpstream;
   let guard: Guard;
   const COOLDOWN_MS = 1000;
+  const clock = manualClock({ followRealTime: true });
   const jwtFor = (server: AuthorizationServer) => server.issueToken({ clientCert: pki.certs.clients.client1, caCert: pki.certs.ca.cert, resource: JWT_RS });
   const get = (token: string) => curl(pki, `${guard.started.url}/x`, { token, cert: pki.files.client1 });
   const jwksFetches = async (result: 'success' | 'failure') => (await scrape(guard.started.adminUrl)).value('cnfguard_jwks_fetches_total', { result }) ?? 0;
 
   beforeAll(async () => {
-    ({ pki, as, upstream, guard } = await startJwtStack((server) => ({
-      jwt: { issuer: server.issuer, jwksUri: `${server.issuer}/jwks`, algorithms: ['RS256'], refetchCooldownSeconds: COOLDOWN_MS / 1000 },
-      validation: 'jwt',
-      audience: JWT_RS,
-    })));
+    ({ pki, as, upstream, guard } = await startJwtStack(
+      (server) => ({
+        jwt: { issuer: server.issuer, jwksUri: `${server.issuer}/jwks`, algorithms: ['RS256'], refetchCooldownSeconds: COOLDOWN_MS / 1000 },
+        validation: 'jwt',
+        audience: JWT_RS,
+      }),
+      clock.now,
+    ));
   });
 
   // `as` is the restarted AS by then.
@@ -160,7 +166,7 @@ describe('JWKS key rotation and outage', () => {
     const keys = as.signingKeys();
     const port = Number(new URL(as.issuer).port);
     await as.stop();
-    await new Promise((resolve) => setTimeout(resolve, COOLDOWN_MS + 100)); // past the cooldown of the last fetch
+    clock.advance(COOLDOWN_MS + 100); // past the cooldown of the last fetch
     expect((await get(first)).status).toBe(200);
     expect((await get(rotated)).status).toBe(200);
     const down = await get(unseen);
@@ -171,12 +177,11 @@ describe('JWKS key rotation and outage', () => {
 
     // The AS comes back with the same keys on the same address: the unknown key is fetched again.
     as = await startAuthorizationServer({ tls: pki.certs.server, jwtResource: JWT_RS, port, signingKeys: keys });
-    let status = 0;
-    for (let waited = 0; waited <= 5000 && status !== 200; waited += 250) {
-      status = (await get(unseen)).status;
-      if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 250));
-    }
-    expect(status).toBe(200);
+    // Each try is past the cooldown of the one before.
+    await waitFor(async () => {
+      clock.advance(COOLDOWN_MS + 100);
+      return (await get(unseen)).status === 200;
+    }, 'the unknown key to verify once the JWKS is back');
     expect(guard.logs.text()).not.toContain(unseen);
   });
 });

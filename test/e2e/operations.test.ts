@@ -15,6 +15,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueServerCertificate, type PemPair } from '../../src/tls/dev-certs.ts';
 import { VERSION } from '../../src/version.ts';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment } from '../fixtures/stack.ts';
+import { waitFor } from '../fixtures/wait.ts';
+
+/** The bound and pace these waits always had: processes start here, not only in-process servers. */
+const POLL = { timeoutMs: 10_000, intervalMs: 50 };
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
 
@@ -25,16 +29,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await d?.stop();
 });
-
-async function waitFor<T>(probe: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 function metric(text: string, series: string): number {
   const line = text.split('\n').find((l) => l.startsWith(series));
@@ -90,14 +84,14 @@ describe('certificate rotation', () => {
 
       const second = issueServerCertificate(d.pki.certs.ca, { dns: ['localhost'], ips: ['127.0.0.1'] });
       await secretVolume(volume, second, 2);
-      await waitFor(async () => (metric(await metricsOf(g.started.adminUrl as string), 'cnfguard_cert_reload_total{result="success"}') === 1 ? true : undefined), 'reload');
+      await waitFor(async () => (metric(await metricsOf(g.started.adminUrl as string), 'cnfguard_cert_reload_total{result="success"}') === 1 ? true : undefined), 'reload', POLL);
       expect((await servedCertificate(g.started.port)).serialNumber).toBe(new X509Certificate(second.cert).serialNumber);
       expect(await call()).toBe(200);
       expect(connects).toBe(1); // the same connection, never dropped
 
       // A key that does not match its certificate: counted as a failure, the second certificate stays.
       await secretVolume(volume, { cert: first.cert, key: second.key }, 3);
-      await waitFor(async () => (metric(await metricsOf(g.started.adminUrl as string), 'cnfguard_cert_reload_total{result="failure"}') >= 1 ? true : undefined), 'failed reload');
+      await waitFor(async () => (metric(await metricsOf(g.started.adminUrl as string), 'cnfguard_cert_reload_total{result="failure"}') >= 1 ? true : undefined), 'failed reload', POLL);
       expect((await servedCertificate(g.started.port)).serialNumber).toBe(new X509Certificate(second.cert).serialNumber);
       const metrics = await metricsOf(g.started.adminUrl as string);
       expect(metric(metrics, 'cnfguard_certificate_not_after_seconds')).toBe(Math.floor(new Date(new X509Certificate(second.cert).validTo).getTime() / 1000));
@@ -125,7 +119,7 @@ async function runCnfguard(configFile: string, startedMessage = 'cnfguard starte
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as Record<string, unknown>);
-  const started = await waitFor(() => lines().find((l) => l.msg === startedMessage), startedMessage, 20_000);
+  const started = await waitFor(() => lines().find((l) => l.msg === startedMessage), startedMessage, { ...POLL, timeoutMs: 20_000 });
   return { child, lines, started };
 }
 
@@ -141,12 +135,12 @@ describe('signals', () => {
       expect((await curl(d.pki, `${url}/x`, { token })).status).toBe(401);
       await writeFile(file, config('optional'));
       child.kill('SIGHUP');
-      await waitFor(() => lines().find((l) => l.msg === 'config reloaded'), 'config reloaded');
+      await waitFor(() => lines().find((l) => l.msg === 'config reloaded'), 'config reloaded', POLL);
       expect((await curl(d.pki, `${url}/x`, { token })).status).toBe(200);
 
       await writeFile(file, 'upstream: [not, a, url]\n');
       child.kill('SIGHUP');
-      const rejected = await waitFor(() => lines().find((l) => l.msg === 'config reload rejected; keeping the running config'), 'rejection');
+      const rejected = await waitFor(() => lines().find((l) => l.msg === 'config reload rejected; keeping the running config'), 'rejection', POLL);
       expect(JSON.stringify(rejected.problems)).toContain('upstream');
       expect((await curl(d.pki, `${url}/x`, { token })).status).toBe(200);
       const metrics = await metricsOf(started.admin as string);
@@ -163,13 +157,13 @@ describe('signals', () => {
     const { child, started, lines } = await runCnfguard(file);
     const token = await d.tokenFor('client1');
     const slow = curl(d.pki, `${started.listen as string}/slow`, { cert: d.pki.files.client1, token, headers: ['x-echo-delay-ms: 1500'] });
-    await waitFor(() => (d.upstream.requests.some((r) => r.url === '/slow') ? true : undefined), 'the slow request to reach the upstream');
+    await waitFor(() => (d.upstream.requests.some((r) => r.url === '/slow') ? true : undefined), 'the slow request to reach the upstream', POLL);
     const exited = once(child, 'exit');
     child.kill('SIGTERM');
     const readyz = await waitFor(async () => {
       const status = (await fetch(`${started.admin as string}/readyz`)).status;
       return status === 503 ? status : undefined;
-    }, 'readyz 503', 1000);
+    }, 'readyz 503', { ...POLL, timeoutMs: 1000 });
     expect(readyz).toBe(503);
     const answer = await slow;
     expect(answer.status).toBe(200);
@@ -185,10 +179,10 @@ describe('signals', () => {
     try {
       const token = await d.tokenFor('client1');
       const slow = curl(d.pki, `${started.listen as string}/slower`, { cert: d.pki.files.client1, token, headers: ['x-echo-delay-ms: 10000'] }).catch(() => undefined);
-      await waitFor(() => (d.upstream.requests.some((r) => r.url === '/slower') ? true : undefined), 'the slow request to reach the upstream');
+      await waitFor(() => (d.upstream.requests.some((r) => r.url === '/slower') ? true : undefined), 'the slow request to reach the upstream', POLL);
       const exited = once(child, 'exit');
       child.kill('SIGTERM');
-      await waitFor(() => lines().find((l) => l.msg === 'draining'), 'draining');
+      await waitFor(() => lines().find((l) => l.msg === 'draining'), 'draining', POLL);
       const signalled = performance.now();
       child.kill('SIGINT');
       expect(await exited).toEqual([null, 'SIGINT']);

@@ -9,7 +9,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startEchoUpstream, type EchoUpstream } from '../../demo/echo-upstream.ts';
-import { createPki, startGuard, type Guard, type Pki } from '../fixtures/stack.ts';
+import { startIntrospectionStub } from '../fixtures/introspection-stub.ts';
+import { createPki, curl, startGuard, type Guard, type Pki } from '../fixtures/stack.ts';
+import { waitFor } from '../fixtures/wait.ts';
 
 let pki: Pki;
 const guards: Guard[] = [];
@@ -24,12 +26,12 @@ afterAll(async () => {
   await pki.cleanup();
 });
 
-/** A guard in front of `upstream`; the AS is never called here (no request carries a token). */
-async function guardFor(upstream: string, upstreamCheck?: Record<string, unknown>): Promise<Guard> {
+/** A guard in front of `upstream`; the AS is never called here (no request carries a token) unless `introspectionUrl` names one. */
+async function guardFor(upstream: string, upstreamCheck?: Record<string, unknown>, introspectionUrl = 'https://127.0.0.1:9/introspect'): Promise<Guard> {
   const guard = await startGuard(pki, {
     listen: { host: '127.0.0.1', port: 0 },
     tls: { cert: pki.files.server.cert, key: pki.files.server.key },
-    introspection: { url: 'https://127.0.0.1:9/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca },
+    introspection: { url: introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, timeoutMs: 10_000 },
     upstream,
     admin: { host: '127.0.0.1', port: 0, ...(upstreamCheck && { upstreamCheck }) },
   });
@@ -75,16 +77,28 @@ describe('/readyz?upstream=1 (TCP connect by default)', () => {
     let connections = 0;
     server.on('connection', () => (connections += 1));
     const url = await listenOn(server);
-    const guard = await guardFor(url);
-    expect((await readyz(guard, '?upstream')).status).toBe(200);
-    const seen = connections;
-    const stopping = guard.app.stop(2000);
-    const draining = await readyz(guard, '?upstream=1').catch(() => undefined);
-    await stopping;
-    guards.splice(guards.indexOf(guard), 1);
-    if (draining !== undefined) expect(draining.status).toBe(503);
-    expect(connections, 'no upstream check while not ready').toBe(seen);
-    server.close();
+    // An AS that never answers holds one request in flight, so the drain (and with it the admin
+    // listener, closed after the main one) lasts until the test lets it go.
+    const as = await startIntrospectionStub(pki.certs.server);
+    as.mode = { kind: 'hang' };
+    const guard = await guardFor(url, undefined, as.url);
+    try {
+      expect((await readyz(guard, '?upstream')).status).toBe(200);
+      const held = curl(pki, `${guard.started.url}/x`, { cert: pki.files.client1, token: 'held-token' });
+      await waitFor(() => as.calls() === 1, 'the held request to reach the AS');
+      const seen = connections;
+      const stopping = guard.app.stop(10_000);
+      guards.splice(guards.indexOf(guard), 1);
+      const draining = await readyz(guard, '?upstream=1');
+      expect(draining.status).toBe(503);
+      expect(connections, 'no upstream check while not ready').toBe(seen);
+      await as.stop(); // the held request fails now, and the drain ends
+      expect((await held).status).toBe(503);
+      await stopping;
+    } finally {
+      await as.stop();
+      server.close();
+    }
   });
 });
 

@@ -1,17 +1,15 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { createMetrics } from '../../src/admin/metrics.ts';
-import { configSchema } from '../../src/config/schema.ts';
 import { createLogger } from '../../src/log.ts';
 import { accessLine, createAccessLog, entryOf, outcomeOf, type FinishedRequest } from '../../src/observe/access-log.ts';
 import { GuardError } from '../../src/oauth/errors.ts';
 import type { Decision } from '../../src/pipeline/decide.ts';
 import type { Verdict } from '../../src/pipeline/pipeline.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';
+import { minimalSettings } from '../fixtures/config.ts';
 
-const route = compileRoutes(
-  configSchema.parse({ tls: { cert: '/x', key: '/y' }, introspection: { url: 'https://as/i', clientId: 'a', clientSecret: 'b' }, upstream: 'http://127.0.0.1:1' }),
-).fallback;
+const route = compileRoutes(minimalSettings()).fallback;
 const identity = { subject: 'alice', clientId: 'app', scope: 'read', certificate: undefined, claims: {} };
 const verdictOf = (decision: Decision): Verdict => ({ route, decision, target: '/x', host: 'h', body: { kind: 'as-received' }, closeConnection: false, scheme: 'bearer' });
 const allowed = verdictOf({ allow: true, reason: 'bound', identity });

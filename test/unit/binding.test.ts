@@ -1,25 +1,13 @@
-import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { checkBinding, thumbprintsEqual, x5tS256Verifier } from '../../src/pipeline/binding.ts';
 import type { BindingOutcome, ConfirmationVerifier, MemberCheck } from '../../src/pipeline/binding.ts';
 import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
+import { clientCertificate, labelDigest } from '../fixtures/certificate.ts';
 
-function digest(label: string): Buffer {
-  return createHash('sha256').update(label).digest();
-}
+const digest = labelDigest;
 
-function certificate(label: string): ClientCertificate {
-  return {
-    thumbprint: digest(label).toString('base64url'),
-    sha256Hex: digest(label).toString('hex'),
-    subject: `CN=${label}`,
-    uris: [],
-    dns: [],
-    trusted: true,
-    xfcc: `Hash=${digest(label).toString('hex')}`,
-  };
-}
+const certificate = (label: string): ClientCertificate => clientCertificate(label);
 
 const A = digest('a').toString('base64url');
 const B = digest('b').toString('base64url');

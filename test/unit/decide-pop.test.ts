@@ -1,23 +1,19 @@
 /** The decision rows of the contract's "methods per route" and "DPoP" sections. */
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { configSchema } from '../../src/config/schema.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
 import type { ReasonId } from '../../src/oauth/errors.ts';
 import { checkBinding, jktVerifier, verifiersFor, x5tS256Verifier } from '../../src/pipeline/binding.ts';
-import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
 import { decide, schemeAccepted, type Decision, type DecisionInput } from '../../src/pipeline/decide.ts';
 import { compileRoutes, type RoutePolicy } from '../../src/pipeline/route.ts';
+import { clientCertificate } from '../fixtures/certificate.ts';
+import { minimalSettings } from '../fixtures/config.ts';
 
 const NOW = 1_750_000_000;
 const b64 = (label: string) => createHash('sha256').update(label).digest('base64url');
 
-function certificate(label: string): ClientCertificate {
-  const digest = createHash('sha256').update(label).digest();
-  return { thumbprint: digest.toString('base64url'), sha256Hex: digest.toString('hex'), subject: `CN=${label}`, uris: [], dns: [], trusted: true, xfcc: '' };
-}
-const CERT = certificate('client1');
-const OTHER_CERT = certificate('client2');
+const CERT = clientCertificate('client1');
+const OTHER_CERT = clientCertificate('client2');
 const JKT = b64('key1');
 const OTHER_JKT = b64('key2');
 const PROOF = { jkt: JKT };
@@ -29,9 +25,7 @@ const MTLS_TOKEN = token({ tokenType: 'Bearer', cnf: { 'x5t#S256': CERT.thumbpri
 const BOTH_TOKEN = token({ cnf: { 'x5t#S256': CERT.thumbprint, jkt: JKT } });
 const UNBOUND = token({ tokenType: 'Bearer', cnf: undefined });
 
-const FALLBACK = compileRoutes(
-  configSchema.parse({ tls: { cert: '/x', key: '/x' }, introspection: { url: 'https://as.example/i', clientId: 'rs', clientSecret: 's' }, upstream: 'http://127.0.0.1:8080' }),
-).fallback;
+const FALLBACK = compileRoutes(minimalSettings()).fallback;
 const policy = (overrides: Partial<RoutePolicy> = {}): RoutePolicy => ({ ...FALLBACK, ...overrides });
 const DPOP = policy({ methods: ['dpop'] });
 const BOTH = policy({ methods: ['mtls', 'dpop'] });

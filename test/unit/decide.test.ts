@@ -1,26 +1,16 @@
-import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { configSchema, type BindingMode } from '../../src/config/schema.ts';
+import { type BindingMode } from '../../src/config/schema.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
 import { renderError, type ReasonId } from '../../src/oauth/errors.ts';
 import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
 import { decide, scopesOf, type Decision } from '../../src/pipeline/decide.ts';
 import { compileRoutes, type RoutePolicy } from '../../src/pipeline/route.ts';
+import { clientCertificate } from '../fixtures/certificate.ts';
+import { minimalSettings } from '../fixtures/config.ts';
 
 const NOW = 1_750_000_000;
 
-function certificate(label: string, trusted = true): ClientCertificate {
-  const digest = createHash('sha256').update(label).digest();
-  return {
-    thumbprint: digest.toString('base64url'),
-    sha256Hex: digest.toString('hex'),
-    subject: `CN=${label}`,
-    uris: [`spiffe://example/${label}`],
-    dns: [],
-    trusted,
-    xfcc: `Hash=${digest.toString('hex')}`,
-  };
-}
+const certificate = (label: string, trusted = true): ClientCertificate => clientCertificate(label, { uris: [`spiffe://example/${label}`], trusted });
 
 const CERT = certificate('client1');
 const OTHER = certificate('client2');
@@ -44,11 +34,7 @@ function token(overrides: Partial<TokenInfo> = {}): TokenInfo {
 
 const UNBOUND = token({ cnf: undefined });
 
-const SETTINGS = configSchema.parse({
-  tls: { cert: '/x.crt', key: '/x.key' },
-  introspection: { url: 'https://as.example/introspect', clientId: 'rs', clientSecret: 's' },
-  upstream: 'http://127.0.0.1:8080',
-});
+const SETTINGS = minimalSettings();
 
 /** The default route of a minimal config (binding required, no scopes), with overrides. */
 function policy(overrides: Partial<RoutePolicy> = {}): RoutePolicy {
@@ -188,10 +174,7 @@ describe('decide: the contract decision table', () => {
   });
 
   it('works with policies compiled from the config', () => {
-    const settings = configSchema.parse({
-      tls: { cert: '/x.crt', key: '/x.key' },
-      introspection: { url: 'https://as.example/introspect', clientId: 'rs', clientSecret: 's' },
-      upstream: 'http://127.0.0.1:8080',
+    const settings = minimalSettings({
       binding: 'optional',
       routes: [{ pathPrefix: '/admin', scopes: ['admin'], binding: 'required' }],
       errors: { missingCertificate: { code: 'invalid_request', status: 400 } },

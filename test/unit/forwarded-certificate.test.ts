@@ -12,13 +12,8 @@ import {
   type ForwardedCertificateFormat,
 } from '../../src/tls/forwarded-certificate.ts';
 import { parseCidrList, peerInList } from '../../src/tls/peers.ts';
+import { loadCertificate, type TestCertificate } from '../fixtures/certificate.ts';
 
-interface TestCertificate {
-  pem: string;
-  der: Buffer;
-  thumbprint: string;
-  hex: string;
-}
 
 const REASONS = ['too_large', 'ambiguous', 'malformed_header', 'not_a_certificate', 'hash_mismatch'];
 
@@ -28,10 +23,7 @@ let client1: TestCertificate;
 let client2: TestCertificate;
 let ca: TestCertificate;
 
-function load(pem: string): TestCertificate {
-  const x509 = new X509Certificate(pem);
-  return { pem, der: x509.raw, thumbprint: thumbprintS256(x509.raw), hex: x509.fingerprint256.replace(/:/g, '').toLowerCase() };
-}
+const load = loadCertificate;
 
 beforeAll(() => {
   const dev = generateDevCertificates();

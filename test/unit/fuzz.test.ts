@@ -8,7 +8,6 @@
  * forwarded-certificate.test.ts; here they are driven through the request-level path instead
  * (`createCertificateSource`: trust boundary, header deletion, caching, GuardError mapping).
  */
-import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -21,9 +20,10 @@ import { InvalidIntrospectionAnswer, tokenInfoFromAnswer } from '../../src/intro
 import { GuardError, REASONS } from '../../src/oauth/errors.ts';
 import { createCertificateSource, type ClientCertificate, type TrustedProxy } from '../../src/pipeline/client-cert.ts';
 import { credentialsFrom } from '../../src/pipeline/token.ts';
-import { thumbprintS256 } from '../../src/tls/certificates.ts';
 import { createSelfSignedClientCertificate, generateDevCertificates } from '../../src/tls/dev-certs.ts';
 import { FORWARDED_CERTIFICATE_FORMATS, type ForwardedCertificateFormat } from '../../src/tls/forwarded-certificate.ts';
+import { minimalConfig } from '../fixtures/config.ts';
+import { loadCertificate, type TestCertificate } from '../fixtures/certificate.ts';
 
 /** RFC 6750 §2.1 b64token. */
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
@@ -76,17 +76,8 @@ describe('fuzz: Authorization header (credentialsFrom)', () => {
 // ---------------------------------------------------------------------------------------------
 // (b) Forwarded certificates through the request-level path
 
-interface TestCertificate {
-  pem: string;
-  der: Buffer;
-  thumbprint: string;
-  hex: string;
-}
 
-function load(pem: string): TestCertificate {
-  const x509 = new X509Certificate(pem);
-  return { pem, der: x509.raw, thumbprint: thumbprintS256(x509.raw), hex: x509.fingerprint256.replace(/:/g, '').toLowerCase() };
-}
+const load = loadCertificate;
 
 let caPem: string;
 let certs: TestCertificate[] = [];
@@ -367,7 +358,7 @@ describe('fuzz: config interpolation', () => {
       { requiredKeys: [] },
     );
     // The success branch is reachable with these files.
-    expect(loadConfigObject({ tls: { cert: files.cert, key: files.key, clientCa: files.ca }, introspection: { url: 'https://as.example/introspect', clientId: 'rs', clientSecret: 's' }, upstream: 'http://127.0.0.1:8080' }, 'fuzz').source).toBe('fuzz');
+    expect(loadConfigObject(minimalConfig({ tls: { cert: files.cert, key: files.key, clientCa: files.ca } }), 'fuzz').source).toBe('fuzz');
     fc.assert(
       fc.property(fc.oneof({ weight: 1, arbitrary: fc.jsonValue({ maxDepth: 3 }) }, { weight: 1, arbitrary: fc.object({ maxDepth: 2 }) }, { weight: 4, arbitrary: config }), (raw) => {
         try {

@@ -1,11 +1,11 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
 import type { Identity } from '../../src/pipeline/decide.ts';
 import { claimValue, headerSafe, setIdentityHeaders, type IdentityHeaderNames } from '../../src/pipeline/identity-headers.ts';
 import { xfccElement } from '../../src/tls/xfcc.ts';
+import { clientCertificate, labelDigest } from '../fixtures/certificate.ts';
 
 const NAMES: IdentityHeaderNames = {
   subject: 'x-auth-subject',
@@ -17,20 +17,10 @@ const NAMES: IdentityHeaderNames = {
   dpopThumbprint: 'x-auth-dpop-jkt',
 };
 
-const DIGEST = createHash('sha256').update('client1').digest();
+const DIGEST = labelDigest('client1');
 
-function certificate(overrides: Partial<Omit<ClientCertificate, 'xfcc'>> = {}): ClientCertificate {
-  const facts = {
-    thumbprint: DIGEST.toString('base64url'),
-    sha256Hex: DIGEST.toString('hex'),
-    subject: 'CN=client1',
-    uris: ['spiffe://cnfguard.dev/client1'],
-    dns: ['client1.cnfguard.dev'],
-    trusted: true,
-    ...overrides,
-  };
-  return { ...facts, xfcc: xfccElement(facts) };
-}
+const certificate = (overrides: Partial<Omit<ClientCertificate, 'xfcc'>> = {}): ClientCertificate =>
+  clientCertificate('client1', { uris: ['spiffe://cnfguard.dev/client1'], dns: ['client1.cnfguard.dev'], ...overrides });
 
 /**
  * Parses one Envoy XFCC element: `;`-separated `key=value` pairs, a value either bare (no `,;="`)

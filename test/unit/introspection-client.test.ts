@@ -12,6 +12,7 @@ import {
 } from '../../src/introspection/client.ts';
 import { INACTIVE } from '../../src/introspection/token-info.ts';
 import { generateDevCertificates } from '../../src/tls/dev-certs.ts';
+import { manualClock } from '../fixtures/clock.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
 
 /** application/x-www-form-urlencoded decoding, as an authorization server applies it. */
@@ -144,11 +145,12 @@ describe('createIntrospectionClient against a real endpoint', () => {
   });
 
   it('wrong credentials (401): introspection_misconfigured, one warning naming the URL and status, later ones counted', async () => {
-    const c = client({ clientSecret: 'wrong', warnIntervalMs: 200 });
+    const clock = manualClock();
+    const c = client({ clientSecret: 'wrong', warnIntervalMs: 200, now: clock.now });
     for (let i = 0; i < 3; i++) await expect(c.introspect(`t${i}`)).rejects.toMatchObject({ reason: 'introspection_misconfigured', status: 503 });
     expect(c.outcomes).toEqual(['misconfigured', 'misconfigured', 'misconfigured']);
     expect(c.warnings).toEqual([{ url: stub.url, status: 401, suppressed: 0 }]);
-    await new Promise((resolve) => setTimeout(resolve, 250));
+    clock.advance(250); // past warnIntervalMs
     await expect(c.introspect('t3')).rejects.toMatchObject({ reason: 'introspection_misconfigured' });
     expect(c.warnings).toEqual([
       { url: stub.url, status: 401, suppressed: 0 },

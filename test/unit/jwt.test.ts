@@ -8,6 +8,7 @@ import type { TokenIntrospector } from '../../src/introspection/cache.ts';
 import { INACTIVE } from '../../src/introspection/token-info.ts';
 import { createJwksCache, createJwtVerifier, parseJwt } from '../../src/validation/jwt.ts';
 import { createTokenValidator } from '../../src/validation/validator.ts';
+import { MINIMAL_CONFIG } from '../fixtures/config.ts';
 
 const ISS = 'https://as.test';
 const AUD = 'https://rs.test/';
@@ -226,7 +227,7 @@ describe('TokenValidator', () => {
 
 describe('config', async () => {
   const { configSchema } = await import('../../src/config/schema.ts');
-  const base = { tls: { cert: '/x', key: '/y' }, introspection: { url: 'https://as.test/i', clientId: 'rs', clientSecret: 's' }, upstream: 'http://127.0.0.1:1' };
+  const base = MINIMAL_CONFIG;
   it('refuses HS256 and none in jwt.algorithms', () => {
     for (const alg of ['HS256', 'none']) {
       const r = configSchema.safeParse({ ...base, jwt: { issuer: ISS, jwksUri: 'https://as.test/jwks', algorithms: [alg] } });

@@ -1,6 +1,5 @@
 /** The pipeline's check order, over plain facts: no sockets, a recording introspector and form reader. */
 import { describe, expect, it } from 'vitest';
-import { configSchema } from '../../src/config/schema.ts';
 import { tokenInfoFromAnswer } from '../../src/introspection/token-info.ts';
 import { GuardError } from '../../src/oauth/errors.ts';
 import type { LookupContext, TokenIntrospector } from '../../src/introspection/cache.ts';
@@ -9,11 +8,9 @@ import { createPipeline, type FormRead, type RequestFacts } from '../../src/pipe
 import { compileRoutes } from '../../src/pipeline/route.ts';
 import { createTokenValidator } from '../../src/validation/validator.ts';
 import { createMemoryReplayStore } from '../../src/proof/replay-store.ts';
+import { minimalSettings } from '../fixtures/config.ts';
 
-const settings = configSchema.parse({
-  tls: { cert: '/x.crt', key: '/x.key' },
-  introspection: { url: 'https://as.example/introspect', clientId: 'rs', clientSecret: 's' },
-  upstream: 'http://127.0.0.1:8080',
+const settings = minimalSettings({
   binding: 'off',
   routes: [{ pathPrefix: '/small', maxBodyBytes: 10 }, { host: 'admin.example', scopes: ['admin'] }],
 });

@@ -2,12 +2,9 @@
 import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../src/config/schema.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';
+import { MINIMAL_CONFIG } from '../fixtures/config.ts';
 
-const BASE = {
-  tls: { cert: '/x.crt', key: '/x.key' },
-  introspection: { url: 'https://as.example/introspect', clientId: 'rs', clientSecret: 's' },
-  upstream: 'http://127.0.0.1:8080',
-};
+const BASE = MINIMAL_CONFIG;
 
 function problems(extra: Record<string, unknown>): string[] {
   const parsed = configSchema.safeParse({ ...BASE, ...extra });

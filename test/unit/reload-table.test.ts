@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { RELOAD_TABLE, reconcileReload, type ReloadRule } from '../../src/config/reload-table.ts';
 import { configSchema, type Settings } from '../../src/config/schema.ts';
+import { MINIMAL_CONFIG } from '../fixtures/config.ts';
 
 /** The object schema under wrappers (default, prefault, optional, preprocess), or undefined for a leaf. */
 function objectOf(schema: z.ZodType): z.ZodObject | undefined {
@@ -46,11 +47,7 @@ describe('the reload table', () => {
   });
 });
 
-const base = {
-  tls: { cert: '/tls/tls.crt', key: '/tls/tls.key' },
-  introspection: { url: 'https://as.example/introspect', clientId: 'rs', clientSecret: 's' },
-  upstream: 'http://127.0.0.1:8080',
-};
+const base = MINIMAL_CONFIG;
 const settings = (extra: Record<string, unknown> = {}): Settings =>
   configSchema.parse({ ...base, ...extra, introspection: { ...base.introspection, ...((extra.introspection as object | undefined) ?? {}) } });
 

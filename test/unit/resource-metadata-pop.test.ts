@@ -1,16 +1,10 @@
 /** RFC 9728 fields for the proof methods a resource's routes accept. */
 import { describe, expect, it } from 'vitest';
-import { configSchema } from '../../src/config/schema.ts';
 import { buildMetadataDirectory, metadataFor } from '../../src/discovery/resource-metadata.ts';
 import { compileRoutes, type RoutePolicy } from '../../src/pipeline/route.ts';
+import { minimalSettings } from '../fixtures/config.ts';
 
-const BASE = {
-  tls: { cert: '/x', key: '/x' },
-  introspection: { url: 'https://as.example/i', clientId: 'rs', clientSecret: 's' },
-  upstream: 'http://127.0.0.1:8080',
-  resource: 'https://rs.example/',
-};
-const FALLBACK = compileRoutes(configSchema.parse(BASE)).fallback;
+const FALLBACK = compileRoutes(minimalSettings({ resource: 'https://rs.example/' })).fallback;
 const route = (overrides: Partial<RoutePolicy>): RoutePolicy => ({ ...FALLBACK, ...overrides });
 const ALGS = ['ES256', 'EdDSA', 'PS256'];
 const fields = (routes: RoutePolicy[]) => {
@@ -31,7 +25,7 @@ describe('resource metadata: proof methods', () => {
   });
 
   it('publishes dpop.algorithms from the config', () => {
-    const settings = configSchema.parse({ ...BASE, methods: ['dpop'], dpop: { algorithms: ['ES256'] } });
+    const settings = minimalSettings({ resource: 'https://rs.example/', methods: ['dpop'], dpop: { algorithms: ['ES256'] } });
     const body = JSON.parse(buildMetadataDirectory(settings, compileRoutes(settings)).lookup('rs.example', '/.well-known/oauth-protected-resource') ?? '{}') as Record<string, unknown>;
     expect(body).toMatchObject({ resource: 'https://rs.example/', dpop_signing_alg_values_supported: ['ES256'], dpop_bound_access_tokens_required: true });
     expect(body).not.toHaveProperty('tls_client_certificate_bound_access_tokens');

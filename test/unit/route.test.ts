@@ -2,17 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { configWarnings } from '../../src/config/checks.ts';
 import { configSchema } from '../../src/config/schema.ts';
 import { compileRoutes, hostMatches, hostName, matchRoute, pathMatches, resourceMetadataUrl, shadowedRoutes, type RouteTable } from '../../src/pipeline/route.ts';
+import { minimalSettings } from '../fixtures/config.ts';
 
 function table(routes: unknown[], extra: Record<string, unknown> = {}): RouteTable {
-  return compileRoutes(
-    configSchema.parse({
-      tls: { cert: '/x.crt', key: '/x.key' },
-      introspection: { url: 'https://as.example/introspect', clientId: 'rs', clientSecret: 's' },
-      upstream: 'http://127.0.0.1:8080',
-      routes,
-      ...extra,
-    }),
-  );
+  return compileRoutes(minimalSettings({ routes, ...extra }));
 }
 
 describe('hostName', () => {

@@ -12,6 +12,7 @@ import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts'
 import { createCachedIntrospector } from '../../src/introspection/cache.ts';
 import { withSharedTier, type SharedTier } from '../../src/state/shared-store.ts';
 import { generateDevCertificates } from '../../src/tls/dev-certs.ts';
+import { minimalConfig } from '../fixtures/config.ts';
 
 const ACTIVE: TokenInfo = { ...INACTIVE, active: true, exp: Math.floor(Date.now() / 1000) + 3600 };
 const rules = { maxEntries: 1000, maxTtlSeconds: 300, negativeTtlSeconds: 5 };
@@ -49,7 +50,7 @@ describe('shared tier', () => {
     writeFileSync(join(dir, 's.key'), certs.server.key);
     writeFileSync(join(dir, 'short'), 'too short');
     writeFileSync(join(dir, 'good'), randomBytes(32));
-    const base = { tls: { cert: join(dir, 's.crt'), key: join(dir, 's.key') }, introspection: { url: 'https://as/i', clientId: 'rs', clientSecret: 'x' }, upstream: 'http://127.0.0.1:1' };
+    const base = minimalConfig({ tls: { cert: join(dir, 's.crt'), key: join(dir, 's.key') } });
     const problems = (sharedState: unknown) => {
       try {
         loadConfigObject({ ...base, sharedState }, 'test');

@@ -1,33 +1,25 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { configSchema } from '../../src/config/schema.ts';
 import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
 import type { Decision, Identity } from '../../src/pipeline/decide.ts';
 import { identityHeadersOf } from '../../src/pipeline/identity-headers.ts';
-import { xfccElement } from '../../src/tls/xfcc.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';
 import { FORWARDING_HEADERS, upstreamHeaders, type UpstreamHeaderInput } from '../../src/pipeline/upstream-headers.ts';
 import { buildRuntime } from '../../src/runtime.ts';
 import { createNonceSource } from '../../src/proof/nonce.ts';
 import { createMemoryReplayStore } from '../../src/proof/replay-store.ts';
+import { clientCertificate } from '../fixtures/certificate.ts';
+import { minimalSettings } from '../fixtures/config.ts';
 
 function settings(extra: Record<string, unknown> = {}) {
-  return configSchema.parse({
-    tls: { cert: '/x.crt', key: '/x.key' },
-    introspection: { url: 'https://as.example/introspect', clientId: 'rs', clientSecret: 's' },
-    upstream: 'http://127.0.0.1:8080',
+  return minimalSettings({
     claimHeaders: { 'x-tenant': 'claims.tenant' },
     ...extra,
   });
 }
 
-function certificate(trusted = true): ClientCertificate {
-  const digest = createHash('sha256').update('client1').digest();
-  const facts = { thumbprint: digest.toString('base64url'), sha256Hex: digest.toString('hex'), subject: 'CN=client1', uris: ['spiffe://x/y'], dns: ['a.example'], trusted };
-  return { ...facts, xfcc: xfccElement(facts) };
-}
+const certificate = (trusted = true): ClientCertificate => clientCertificate('client1', { uris: ['spiffe://x/y'], dns: ['a.example'], trusted });
 
 function allow(identity: Partial<Identity> = {}, reason: 'bound' | 'unbound' | 'binding_off' | 'report_only' = 'bound'): Extract<Decision, { allow: true }> {
   return { allow: true, reason, identity: { subject: undefined, clientId: undefined, scope: undefined, certificate: undefined, claims: {}, ...identity } };
