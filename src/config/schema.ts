@@ -1,189 +1,18 @@
 /**
  * The one schema of cnfguard's config file. Types and defaults both come from here; values that
  * can be wrong (URLs, ports, header names, error codes) are checked here so a bad value fails at
- * start-up with its YAML path, never on a request.
+ * start-up with its YAML path, never on a request. The route policy is in route-policy.ts, the
+ * small field schemas in schema-fields.ts.
  */
 import { z } from 'zod';
 import { FORWARDED_CERTIFICATE_FORMATS } from '../tls/forwarded-certificate.ts';
 import { parseCidrList } from '../tls/peers.ts';
-import { JWT_ALGORITHMS, VALIDATION_MODES } from '../validation/names.ts';
+import { JWT_ALGORITHMS } from '../validation/names.ts';
+import { defaultRoutePolicyFields, dpopSchema, routeSchema } from './route-policy.ts';
+import { filePath, flag, fromText, headerName, httpUrl, identityHeadersSchema, missingCertificateSchema, number, port, positiveInt } from './schema-fields.ts';
 
-/**
- * `${VAR}` interpolation yields text; where the schema wants a number or a boolean, text that
- * spells one is read as one (and only there: a numeric client id stays a string).
- */
-function fromText(value: unknown): unknown {
-  if (typeof value !== 'string') return value;
-  const text = value.trim();
-  if (/^-?\d+(\.\d+)?$/.test(text)) return Number(text);
-  if (text === 'true' || text === 'false') return text === 'true';
-  return value;
-}
-const number = <T extends z.ZodType>(schema: T) => z.preprocess(fromText, schema);
-
-const port = number(z.number().int().min(0).max(65535));
-const filePath = z.string().min(1, 'a file path is required');
-const httpUrl = z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' });
-const positiveInt = number(z.number().int().positive());
-const flag = number(z.boolean());
-
-export const BINDING_MODES = ['required', 'optional', 'report-only', 'off'] as const;
-export type BindingMode = (typeof BINDING_MODES)[number];
-const bindingMode = z.enum(BINDING_MODES);
-
-/** An OAuth error code: RFC 6749 NQSCHAR without space, so it is safe inside a challenge. */
-const oauthErrorCode = z
-  .string()
-  .regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'an OAuth error code: printable ASCII, no spaces, quotes or backslashes');
-
-/** RFC 9110 token; lower-cased because Node presents header names lower-case. */
-const headerName = z
-  .string()
-  .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'an HTTP header name')
-  .transform((name) => name.toLowerCase());
-
-/** RFC 6749 scope-token. */
-const scopeToken = z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'a scope token: no spaces, quotes or backslashes');
-
-const missingCertificateSchema = z.strictObject({
-  code: oauthErrorCode.default('invalid_token'),
-  status: number(z.number().int().min(400).max(499)).default(401),
-});
-
-const identityHeaderOverrides = z.strictObject({
-  subject: headerName.optional(),
-  clientId: headerName.optional(),
-  scope: headerName.optional(),
-  certThumbprint: headerName.optional(),
-  clientCert: headerName.optional(),
-  binding: headerName.optional(),
-  dpopThumbprint: headerName.optional(),
-});
-
-const identityHeadersSchema = z.strictObject({
-  subject: headerName.default('x-auth-subject'),
-  clientId: headerName.default('x-auth-client-id'),
-  scope: headerName.default('x-auth-scope'),
-  certThumbprint: headerName.default('x-auth-cert-thumbprint'),
-  clientCert: headerName.default('x-forwarded-client-cert'),
-  /** Why the request was let through: bound, unbound, binding_off or report_only. */
-  binding: headerName.default('x-auth-binding'),
-  /** Forwarded on a DPoP success: the proof key's RFC 7638 thumbprint. */
-  dpopThumbprint: headerName.default('x-auth-dpop-jkt'),
-});
-
-/** The proofs of possession a route accepts: mTLS certificates (RFC 8705) and DPoP proofs (RFC 9449). */
-export const PROOF_METHODS = ['mtls', 'dpop'] as const;
-export type ProofMethod = (typeof PROOF_METHODS)[number];
-const proofMethods = z
-  .array(z.enum(PROOF_METHODS))
-  .min(1, 'at least one of mtls, dpop')
-  .transform((methods) => [...new Set(methods)]);
-
-/**
- * Asymmetric JWS algorithms a DPoP proof may use (RFC 9449 §4.3 step 4: never `none`, never a MAC).
- * `Ed25519` is the fully-specified name (RFC 9864) of what `EdDSA` means for an Ed25519 key;
- * either spelling in the config accepts both spellings in proofs.
- */
-export const DPOP_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA', 'Ed25519'] as const;
-export type DpopAlgorithm = (typeof DPOP_ALGORITHMS)[number];
-const dpopAlgorithm = z.string().superRefine((alg, ctx) => {
-  if (/^(none|HS\d+)$/i.test(alg)) ctx.addIssue({ code: 'custom', message: `${alg} is not allowed: DPoP proofs need an asymmetric signature (RFC 9449 §4.3)` });
-  else if (!(DPOP_ALGORITHMS as readonly string[]).includes(alg)) ctx.addIssue({ code: 'custom', message: `one of ${DPOP_ALGORITHMS.join(', ')}` });
-}).transform((alg) => alg as DpopAlgorithm);
-
-const dpopSchema = z
-  .strictObject({
-    algorithms: z.array(dpopAlgorithm).min(1).default(['ES256', 'EdDSA', 'PS256']).transform((algs) => [...new Set(algs)]),
-    /** A proof's `iat` may be this old... */
-    proofMaxAgeSeconds: number(z.number().int().positive().max(3600)).default(300),
-    /** ...and this far ahead. */
-    clockSkewSeconds: number(z.number().int().min(0).max(300)).default(5),
-    /** Proofs must carry a nonce this server issued (RFC 9449 §8). */
-    nonce: flag.default(false),
-    /** Nonces rotate this often; the current and the previous one are accepted. */
-    nonceRotationSeconds: number(z.number().int().min(10).max(3600)).default(60),
-    /** Per-process replay store: remembered `jti`s. When full of unexpired entries, new proofs get 503 (fail closed). */
-    replayStoreMaxEntries: number(z.number().int().min(1000)).default(200_000),
-  })
-  .prefault({});
-
-/** `scheme://host[:port]` as clients call it; normalised to the URL origin (lower case, no default port). */
-const publicOrigin = z
-  .string()
-  .superRefine((value, ctx) => {
-    let url: URL;
-    try {
-      url = new URL(value);
-    } catch {
-      ctx.addIssue({ code: 'custom', message: 'an origin such as https://api.example' });
-      return;
-    }
-    if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '' || url.pathname !== '/' || /[?#]$/.test(value)) {
-      ctx.addIssue({ code: 'custom', message: 'an origin: scheme://host[:port], no path, query, fragment or user' });
-    }
-  })
-  .transform((value) => new URL(value).origin);
-
-/** `header-name: claims.path.to.member`, e.g. `x-tenant: claims.tenant_id`. */
-const claimHeadersSchema = z.record(
-  z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'an HTTP header name'),
-  z.string().regex(/^claims(\.[^.\s]+)+$/, 'claims.<member>[.<member>…], e.g. claims.tenant_id'),
-);
-
-/** Exact host, or `*.suffix` for any name below suffix (not suffix itself). */
-const hostPattern = z
-  .string()
-  .regex(/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^\[[0-9a-f:.]+\]$/i, 'a host name, *.suffix, or [IPv6]')
-  .transform((host) => host.toLowerCase());
-
-/** What a route may set; unset keys fall back to the top-level (default route) values. */
-const routePolicyFields = {
-  upstream: httpUrl.optional(),
-  binding: bindingMode.optional(),
-  scopes: z.array(scopeToken).optional(),
-  /** The token's `aud` must contain this value. */
-  audience: z.string().min(1).optional(),
-  /** Drop the Authorization header before forwarding. */
-  stripAuthorization: flag.optional(),
-  upstreamTimeoutMs: positiveInt.optional(),
-  /** Speak HTTP/2 to the upstream (h2c for http://, h2 for https://): gRPC needs it end to end. */
-  upstreamHttp2: flag.optional(),
-  /** Largest request body forwarded; larger ones get 413. */
-  maxBodyBytes: positiveInt.optional(),
-  /** RFC 9728 resource identifier of this route (defaults to the top-level `resource`). */
-  resource: httpUrl.optional(),
-  headers: identityHeaderOverrides.optional(),
-  claimHeaders: claimHeadersSchema.optional(),
-  /** How this route's tokens are validated: introspection (default), jwt (RFC 9068, local), or jwt-then-introspection. */
-  validation: z.enum(VALIDATION_MODES).optional(),
-  /** The proofs of possession this route accepts. */
-  methods: proofMethods.optional(),
-  /** The origin clients call (DPoP `htu`); default `https://<Host of the request>`. */
-  publicOrigin: publicOrigin.optional(),
-};
-
-/**
- * A route's `name`: its label in metrics and access lines instead of `routes[N]`, so that
- * reordering routes keeps every series. Short and Prometheus-label friendly; `default` and
- * `none` are taken (the default route, and requests refused before routing).
- */
-const routeName = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$/, 'letters, digits, _ . : - (starting with a letter or digit), at most 63 characters')
-  .refine((name) => name !== 'default' && name !== 'none', { error: 'default and none are reserved route labels' });
-
-const routeSchema = z
-  .strictObject({
-    name: routeName.optional(),
-    pathPrefix: z.string().startsWith('/', 'must start with "/"').optional(),
-    host: hostPattern.optional(),
-    ...routePolicyFields,
-    errors: z.strictObject({ missingCertificate: missingCertificateSchema.optional() }).optional(),
-  })
-  .refine((route) => route.pathPrefix !== undefined || route.host !== undefined, {
-    error: 'a route needs pathPrefix, host, or both',
-  });
+export { BINDING_MODES, type BindingMode } from './schema-fields.ts';
+export { DPOP_ALGORITHMS, PROOF_METHODS, type DpopAlgorithm, type ProofMethod } from './route-policy.ts';
 
 /** A CIDR (or bare address), checked by parsing it the way the listener will. */
 const cidr = z.string().superRefine((value, ctx) => {
@@ -328,16 +157,8 @@ export const configSchema = z.strictObject({
   }),
   introspection: introspectionSchema,
   jwt: jwtSchema.optional(),
-  /** Default route's validation (routes inherit it). */
-  validation: z.enum(VALIDATION_MODES).default('introspection'),
-  upstream: httpUrl,
-  binding: bindingMode.default('required'),
-  scopes: z.array(scopeToken).default([]),
-  audience: z.string().min(1).optional(),
-  stripAuthorization: flag.default(false),
-  claimHeaders: claimHeadersSchema.default({}),
-  /** RFC 9728 resource identifier of the default route; enables /.well-known/oauth-protected-resource. */
-  resource: httpUrl.optional(),
+  /** The default route's policy (routes inherit each key they do not set): route-policy.ts. */
+  ...defaultRoutePolicyFields,
   /** Published in the resource metadata (RFC 9728 `authorization_servers`). */
   authorizationServers: z.array(httpUrl).default([]),
   routes: z.array(routeSchema).default([]),
@@ -345,12 +166,8 @@ export const configSchema = z.strictObject({
   paths: z.strictObject({ ignoreCase: flag.default(true) }).prefault({}),
   /** Tokens bound by a confirmation method cnfguard cannot verify: refused (reject) or judged as if that member were absent (ignore). */
   cnf: z.strictObject({ unknownMethods: z.enum(['reject', 'ignore']).default('reject') }).prefault({}),
-  /** The proofs of possession the default route accepts (routes inherit it). */
-  methods: proofMethods.default(['mtls']),
   /** Used by routes whose methods include dpop. */
   dpop: dpopSchema,
-  /** The origin clients call on the default route (DPoP `htu`); default `https://<Host of the request>`. */
-  publicOrigin: publicOrigin.optional(),
   errors: z
     .strictObject({
       realm: z.string().min(1).default('cnfguard'),
@@ -360,10 +177,6 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   headers: identityHeadersSchema.prefault({}),
-  upstreamTimeoutMs: positiveInt.default(30_000),
-  upstreamHttp2: flag.default(false),
-  /** Largest request body forwarded on the default route; larger ones get 413. */
-  maxBodyBytes: positiveInt.default(64 * 1024 * 1024),
   limits: z
     .strictObject({
       /** Form bodies are read (once the token would be allowed) to look for a smuggled `access_token`; larger ones get 413. */

@@ -1,0 +1,145 @@
+/**
+ * The route policy: every key a route may set and the default route's default for it, written
+ * once (POLICY); a route's match (`host`, `pathPrefix`), `name` and per-route errors; the proof
+ * methods and DPoP settings a route's policy names.
+ */
+import { z } from 'zod';
+import { VALIDATION_MODES } from '../validation/names.ts';
+import { bindingMode, flag, httpUrl, identityHeaderOverrides, missingCertificateSchema, number, positiveInt, scopeToken } from './schema-fields.ts';
+
+/** The proofs of possession a route accepts: mTLS certificates (RFC 8705) and DPoP proofs (RFC 9449). */
+export const PROOF_METHODS = ['mtls', 'dpop'] as const;
+export type ProofMethod = (typeof PROOF_METHODS)[number];
+const proofMethods = z
+  .array(z.enum(PROOF_METHODS))
+  .min(1, 'at least one of mtls, dpop')
+  .transform((methods) => [...new Set(methods)]);
+
+/**
+ * Asymmetric JWS algorithms a DPoP proof may use (RFC 9449 §4.3 step 4: never `none`, never a MAC).
+ * `Ed25519` is the fully-specified name (RFC 9864) of what `EdDSA` means for an Ed25519 key;
+ * either spelling in the config accepts both spellings in proofs.
+ */
+export const DPOP_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA', 'Ed25519'] as const;
+export type DpopAlgorithm = (typeof DPOP_ALGORITHMS)[number];
+const dpopAlgorithm = z.string().superRefine((alg, ctx) => {
+  if (/^(none|HS\d+)$/i.test(alg)) ctx.addIssue({ code: 'custom', message: `${alg} is not allowed: DPoP proofs need an asymmetric signature (RFC 9449 §4.3)` });
+  else if (!(DPOP_ALGORITHMS as readonly string[]).includes(alg)) ctx.addIssue({ code: 'custom', message: `one of ${DPOP_ALGORITHMS.join(', ')}` });
+}).transform((alg) => alg as DpopAlgorithm);
+
+export const dpopSchema = z
+  .strictObject({
+    algorithms: z.array(dpopAlgorithm).min(1).default(['ES256', 'EdDSA', 'PS256']).transform((algs) => [...new Set(algs)]),
+    /** A proof's `iat` may be this old... */
+    proofMaxAgeSeconds: number(z.number().int().positive().max(3600)).default(300),
+    /** ...and this far ahead. */
+    clockSkewSeconds: number(z.number().int().min(0).max(300)).default(5),
+    /** Proofs must carry a nonce this server issued (RFC 9449 §8). */
+    nonce: flag.default(false),
+    /** Nonces rotate this often; the current and the previous one are accepted. */
+    nonceRotationSeconds: number(z.number().int().min(10).max(3600)).default(60),
+    /** Per-process replay store: remembered `jti`s. When full of unexpired entries, new proofs get 503 (fail closed). */
+    replayStoreMaxEntries: number(z.number().int().min(1000)).default(200_000),
+  })
+  .prefault({});
+
+/** `scheme://host[:port]` as clients call it; normalised to the URL origin (lower case, no default port). */
+const publicOrigin = z
+  .string()
+  .superRefine((value, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'an origin such as https://api.example' });
+      return;
+    }
+    if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '' || url.pathname !== '/' || /[?#]$/.test(value)) {
+      ctx.addIssue({ code: 'custom', message: 'an origin: scheme://host[:port], no path, query, fragment or user' });
+    }
+  })
+  .transform((value) => new URL(value).origin);
+
+/** `header-name: claims.path.to.member`, e.g. `x-tenant: claims.tenant_id`. */
+const claimHeadersSchema = z.record(
+  z.string().regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'an HTTP header name'),
+  z.string().regex(/^claims(\.[^.\s]+)+$/, 'claims.<member>[.<member>…], e.g. claims.tenant_id'),
+);
+
+/** Exact host, or `*.suffix` for any name below suffix (not suffix itself). */
+const hostPattern = z
+  .string()
+  .regex(/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$|^\[[0-9a-f:.]+\]$/i, 'a host name, *.suffix, or [IPv6]')
+  .transform((host) => host.toLowerCase());
+
+/** A policy key's schema for a route (unset: inherited) and for the default route (the top level). */
+interface PolicyKey<Route extends z.ZodType, Top extends z.ZodType> {
+  route: Route;
+  top: Top;
+}
+/** Set on the default route; a route may set its own. */
+const required = <S extends z.ZodType>(schema: S): PolicyKey<z.ZodOptional<S>, S> => ({ route: schema.optional(), top: schema });
+/** Unset anywhere unless configured. */
+const optional = <S extends z.ZodType>(schema: S): PolicyKey<z.ZodOptional<S>, z.ZodOptional<S>> => ({ route: schema.optional(), top: schema.optional() });
+/** The default route's default; a route inherits it unless it sets its own. */
+const defaulted = <S extends z.ZodType>(schema: S, value: z.output<S>) => ({ route: schema.optional(), top: schema.default(value as never) });
+
+/**
+ * Every route-policy key, once: what a route may set (unset keys fall back to the top-level
+ * values, the default route's) and, for the default route, its default.
+ */
+const POLICY = {
+  upstream: required(httpUrl),
+  binding: defaulted(bindingMode, 'required'),
+  scopes: defaulted(z.array(scopeToken), []),
+  /** The token's `aud` must contain this value. */
+  audience: optional(z.string().min(1)),
+  /** Drop the Authorization header before forwarding. */
+  stripAuthorization: defaulted(flag, false),
+  upstreamTimeoutMs: defaulted(positiveInt, 30_000),
+  /** Speak HTTP/2 to the upstream (h2c for http://, h2 for https://): gRPC needs it end to end. */
+  upstreamHttp2: defaulted(flag, false),
+  /** Largest request body forwarded; larger ones get 413. */
+  maxBodyBytes: defaulted(positiveInt, 64 * 1024 * 1024),
+  /** RFC 9728 resource identifier; on the default route it enables /.well-known/oauth-protected-resource. */
+  resource: optional(httpUrl),
+  claimHeaders: defaulted(claimHeadersSchema, {}),
+  /** How tokens are validated: introspection (default), jwt (RFC 9068, local), or jwt-then-introspection. */
+  validation: defaulted(z.enum(VALIDATION_MODES), 'introspection'),
+  /** The proofs of possession accepted. */
+  methods: defaulted(proofMethods, ['mtls']),
+  /** The origin clients call (DPoP `htu`); default `https://<Host of the request>`. */
+  publicOrigin: optional(publicOrigin),
+};
+
+type Policy = typeof POLICY;
+const pick = <Which extends 'route' | 'top'>(which: Which) => Object.fromEntries(Object.entries(POLICY).map(([key, entry]) => [key, entry[which]])) as { [K in keyof Policy]: Policy[K][Which] };
+
+/** The policy keys as a route writes them: each optional, inherited when unset. */
+const routePolicyFields = pick('route');
+/** The policy keys of the default route (the top level), with their defaults. */
+export const defaultRoutePolicyFields = pick('top');
+
+/**
+ * A route's `name`: its label in metrics and access lines instead of `routes[N]`, so that
+ * reordering routes keeps every series. Short and Prometheus-label friendly; `default` and
+ * `none` are taken (the default route, and requests refused before routing).
+ */
+const routeName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$/, 'letters, digits, _ . : - (starting with a letter or digit), at most 63 characters')
+  .refine((name) => name !== 'default' && name !== 'none', { error: 'default and none are reserved route labels' });
+
+export const routeSchema = z
+  .strictObject({
+    name: routeName.optional(),
+    pathPrefix: z.string().startsWith('/', 'must start with "/"').optional(),
+    host: hostPattern.optional(),
+    ...routePolicyFields,
+    /** Identity header names for this route only (the top level's `headers` otherwise). */
+    headers: identityHeaderOverrides.optional(),
+    errors: z.strictObject({ missingCertificate: missingCertificateSchema.optional() }).optional(),
+  })
+  .refine((route) => route.pathPrefix !== undefined || route.host !== undefined, {
+    error: 'a route needs pathPrefix, host, or both',
+  });
