@@ -1,0 +1,205 @@
+/**
+ * The app's named stages, apart from its composition (app.ts): start (listen on every listener,
+ * or none), stop (drain: readyz 503, no new connections, in-flight requests get the grace
+ * period), and reload (the config file's live keys and the certificates; a bad file keeps what
+ * runs).
+ */
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { Metrics } from '../admin/metrics.ts';
+import { ConfigError, loadConfigFile, type LoadedConfig } from '../config/load.ts';
+import { reconcileReload } from '../config/reload-table.ts';
+import type { IntrospectionClient } from '../introspection/client.ts';
+import { listen } from '../listen.ts';
+import type { Logger } from '../log.ts';
+import type { ConnectionTracker } from '../proxy/connection-errors.ts';
+import { buildRuntime, type RuntimeDependencies } from '../runtime.ts';
+import { createCertificateReloader, notAfterSeconds, type ReloadResult } from '../tls/reloader.ts';
+import { applyLiveLimits } from '../tls/server.ts';
+import { NODE_VERSION, VERSION } from '../version.ts';
+import type { Listeners, ServingState } from './listeners.ts';
+
+export interface StartedApp {
+  /** https://host:port of the proxy listener. */
+  url: string;
+  port: number;
+  adminUrl: string | undefined;
+  adminPort: number | undefined;
+  /** http://host:port of the decision API, when `decisionApi` is set. */
+  decisionUrl?: string | undefined;
+  decisionPort?: number | undefined;
+}
+
+export interface ReloadReport {
+  config: 'applied' | 'rejected' | 'not-a-file';
+  /** Keys (dotted paths) that changed but only take effect after a restart: see config/reload-table.ts. */
+  restartRequired: string[];
+  certificates: ReloadResult;
+}
+
+export interface Lifecycle {
+  start(): Promise<StartedApp>;
+  /** Drains: readyz 503 at once, no new connections, in-flight requests get `graceMs`, then the rest is closed. */
+  stop(graceMs?: number): Promise<void>;
+  /** Re-reads the config file and the certificates; a bad file keeps what runs. */
+  reload(): Promise<ReloadReport>;
+}
+
+export interface LifecycleParts {
+  config: LoadedConfig;
+  state: ServingState;
+  listeners: Listeners;
+  logger: Logger;
+  metrics: Metrics;
+  /** What a reload rebuilds the runtime with. */
+  runtimeDeps: RuntimeDependencies;
+  /** The introspection client, for the start-up probe (absent when introspection is replaced or unused). */
+  probe: IntrospectionClient | undefined;
+  /** Work before listening (the JWKS, the primary's nonce key), after it (the shared store), and on the way down. */
+  beforeListen: () => Promise<void>;
+  afterListen: () => void;
+  teardown: () => Promise<void>;
+  /** The server certificate changed (DPoP origins follow it). */
+  onServerCertificate: (pem: string) => void;
+  watchCertificates: boolean;
+  /** Extra fields of the `cnfguard started` line. */
+  startedFields: Record<string, unknown>;
+}
+
+/**
+ * Stops accepting, closes idle connections, gives in-flight requests `graceMs`, then ends every
+ * connection left, including any still in its TLS handshake (Node's own tracking omits those).
+ */
+async function close(server: Server, graceMs: number, connections?: ConnectionTracker): Promise<void> {
+  if (!server.listening) return;
+  const closed = once(server, 'close');
+  server.close();
+  server.closeIdleConnections();
+  connections?.destroyHandshaking();
+  const timer = setTimeout(() => {
+    server.closeAllConnections();
+    connections?.destroyAll();
+  }, graceMs);
+  await closed;
+  clearTimeout(timer);
+}
+
+function urlHost(host: string): string {
+  const shown = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return shown.includes(':') ? `[${shown}]` : shown;
+}
+
+export function createLifecycle(parts: LifecycleParts): Lifecycle {
+  const { config, state, listeners, logger, metrics } = parts;
+  const { settings } = config;
+  const { listener, decision, admin, connections, upgraded, certificateSource } = listeners;
+  const server = listener.server;
+  let certificates: ReturnType<typeof createCertificateReloader> | undefined;
+  metrics.certificateNotAfter.set(notAfterSeconds(config.tls));
+
+  async function start(): Promise<StartedApp> {
+    try {
+      await parts.beforeListen();
+      const main = await listen(server, settings.listen.host, settings.listen.port, (err) => logger.error({ err }, 'proxy listener error'), { name: 'the proxy listener', path: 'listen' });
+      const decisionAddress =
+        decision === undefined || settings.decisionApi === undefined
+          ? undefined
+          : await listen(decision, settings.decisionApi.host, settings.decisionApi.port, (err) => logger.error({ err }, 'decision API listener error'), { name: 'the decision API', path: 'decisionApi' });
+      const adminAddress = admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'), { name: 'the admin listener', path: 'admin' });
+      certificates = createCertificateReloader({
+        server,
+        files: settings.tls,
+        source: config.source,
+        initial: config.tls,
+        logger,
+        watch: parts.watchCertificates,
+        onResult: (result, material) => {
+          metrics.certificateReloads.inc({ result });
+          metrics.certificateNotAfter.set(notAfterSeconds(material));
+          if (result === 'success') {
+            certificateSource.updateClientCa(material.clientCa);
+            parts.onServerCertificate(material.cert);
+          }
+        },
+      });
+      parts.afterListen();
+      state.ready = true;
+      const started: StartedApp = {
+        url: `https://${urlHost(settings.listen.host)}:${main.port}`,
+        port: main.port,
+        adminUrl: adminAddress === undefined ? undefined : `http://${urlHost(settings.admin.host)}:${adminAddress.port}`,
+        adminPort: adminAddress?.port,
+        decisionUrl: decisionAddress === undefined || settings.decisionApi === undefined ? undefined : `http://${urlHost(settings.decisionApi.host)}:${decisionAddress.port}`,
+        decisionPort: decisionAddress?.port,
+      };
+      logger.info({ version: VERSION, node: NODE_VERSION, listen: started.url, admin: started.adminUrl, config: config.source, ...parts.startedFields }, 'cnfguard started');
+      logger.flush(); // what supervisors and people wait for: not held in the log batch
+      const client = parts.probe;
+      if (client !== undefined) {
+        // Not awaited: serving does not wait for the AS; the warning comes when the answer does.
+        void client.probe().then((result) => {
+          if (!state.ready) return; // stopped meanwhile: the answer no longer matters
+          if (result.ok) logger.info({ url: client.shownUrl, ms: Math.round(result.ms) }, 'introspection endpoint answers');
+          else logger.warn({ url: result.url, cause: result.cause, check: result.check }, `introspection probe failed: ${result.url}: ${result.cause}; ${result.check}`);
+        });
+      }
+      return started;
+    } catch (err) {
+      // Nothing half-started: whatever did come up goes down again.
+      await Promise.all([close(server, 0), admin === undefined ? undefined : close(admin, 0), decision === undefined ? undefined : close(decision, 0)]);
+      certificates?.close();
+      await parts.teardown();
+      throw err;
+    }
+  }
+
+  async function stop(graceMs = state.current.shutdownGraceSeconds * 1000): Promise<void> {
+    state.ready = false;
+    state.draining = true;
+    logger.info({ graceMs, upgraded: upgraded.size }, 'draining');
+    logger.flush();
+    const websocketDeadline = setTimeout(() => {
+      for (const socket of upgraded) socket.destroy();
+    }, graceMs);
+    listener.closeHttp2Sessions();
+    await close(server, graceMs, connections);
+    clearTimeout(websocketDeadline);
+    if (decision !== undefined) await close(decision, graceMs);
+    if (admin !== undefined) await close(admin, 0);
+    certificates?.close();
+    await parts.teardown();
+    logger.info('cnfguard stopped');
+    logger.flush();
+  }
+
+  async function reload(): Promise<ReloadReport> {
+    const certificatesResult = certificates?.reload() ?? 'unchanged';
+    if (config.file === undefined) return { config: 'not-a-file', restartRequired: [], certificates: certificatesResult };
+    let next: LoadedConfig;
+    try {
+      next = loadConfigFile(config.file);
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.problems : [{ path: '', message: (err as Error).message }];
+      logger.error({ config: config.source, problems }, 'config reload rejected; keeping the running config');
+      metrics.configReloads.inc({ result: 'rejected' });
+      return { config: 'rejected', restartRequired: [], certificates: certificatesResult };
+    }
+    // Compared with what started: restart keys keep their started values until a restart.
+    const { effective, restartRequired } = reconcileReload(settings, next.settings);
+    // A rewritten secret file with unchanged settings also needs a restart (the connection is kept).
+    if (config.sharedState !== undefined && next.sharedState !== undefined && !config.sharedState.secret.equals(next.sharedState.secret) && !restartRequired.includes('sharedState'))
+      restartRequired.push('sharedState');
+    if (restartRequired.length > 0) logger.warn({ keys: restartRequired }, 'changed settings take effect after a restart');
+    state.runtime = buildRuntime(effective, { ...parts.runtimeDeps, previous: state.runtime });
+    certificateSource.updateTrustedProxies(effective.trustedProxies);
+    applyLiveLimits(server, effective.limits);
+    logger.level = effective.logLevel;
+    state.current = effective;
+    metrics.configReloads.inc({ result: 'applied' });
+    logger.info({ config: config.source }, 'config reloaded');
+    logger.flush();
+    return { config: 'applied', restartRequired, certificates: certificatesResult };
+  }
+
+  return { start, stop, reload };
+}

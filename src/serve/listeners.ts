@@ -1,0 +1,88 @@
+/**
+ * The listeners and the edges on them, built from the parts the composition root made: the TLS
+ * proxy listener (HTTP/1.1, HTTP/2, upgrades), the decision API and the admin listener. What a
+ * reload swaps (the runtime, the settings in force) and whether cnfguard is ready or draining are
+ * read through {@link ServingState} at each request.
+ */
+import type { Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Metrics } from '../admin/metrics.ts';
+import { createAdminServer } from '../admin/server.ts';
+import { createUpstreamCheck } from '../admin/upstream-check.ts';
+import type { LoadedConfig } from '../config/load.ts';
+import type { Settings } from '../config/schema.ts';
+import { createDecisionApi } from '../edge/decision-api.ts';
+import { createProxyEdge } from '../edge/proxy.ts';
+import { createUpgradeEdge } from '../edge/upgrade.ts';
+import type { Logger } from '../log.ts';
+import { createAccessLog } from '../observe/access-log.ts';
+import { createCertificateSource, type CertificateSource } from '../pipeline/client-cert.ts';
+import { createBodyBudget } from '../proxy/body.ts';
+import { guardConnections, type ConnectionTracker } from '../proxy/connection-errors.ts';
+import { createForwarder, type Forwarder } from '../proxy/forward.ts';
+import type { Runtime } from '../runtime.ts';
+import { createTlsServer, type TlsListener } from '../tls/server.ts';
+
+/** What every request reads afresh: the runtime and settings in force, and the lifecycle flags. */
+export interface ServingState {
+  runtime: Runtime;
+  /** The settings in force: those started with, then each reload's live keys. */
+  current: Settings;
+  ready: boolean;
+  draining: boolean;
+}
+
+export interface Listeners {
+  listener: TlsListener;
+  decision: Server | undefined;
+  admin: Server | undefined;
+  forwarder: Forwarder;
+  certificateSource: CertificateSource;
+  connections: ConnectionTracker;
+  /** Upgraded sockets, ended after the grace period when draining. */
+  upgraded: Set<Duplex>;
+}
+
+export interface ListenerParts {
+  config: LoadedConfig;
+  state: ServingState;
+  logger: Logger;
+  metrics: Metrics;
+  now: () => number;
+  /** Start the admin listener (cluster workers leave it to the primary). */
+  admin: boolean;
+  /** Extra readiness details for /readyz (the shared store's state). */
+  details: () => Record<string, string>;
+}
+
+export function createListeners({ config, state, logger, metrics, now, admin, details }: ListenerParts): Listeners {
+  const { settings } = config;
+  const upgraded = new Set<Duplex>();
+  const forwarder = createForwarder();
+  const certificateSource = createCertificateSource({ trustedProxies: settings.trustedProxies, clientCa: config.tls.clientCa, now });
+  const accessLog = createAccessLog(logger, metrics);
+  const edge = { runtime: () => state.runtime, forwarder, logger, accessLog, certificates: certificateSource, draining: () => state.draining };
+  const proxyEdge = createProxyEdge({ ...edge, metrics, bodyBudget: createBodyBudget(settings.limits.bufferedBodyBytes), requestTimeoutMs: () => state.current.limits.requestTimeoutMs });
+  const listener = createTlsServer(config.tls, settings.limits, proxyEdge, settings.listen.http2 ? { onRequest: proxyEdge } : undefined);
+  listener.server.on(
+    'upgrade',
+    createUpgradeEdge({
+      ...edge,
+      onUpgraded: (socket) => {
+        upgraded.add(socket);
+        socket.once('close', () => upgraded.delete(socket));
+      },
+    }),
+  );
+  const connections = guardConnections(listener.server, { logger, accessLog, realm: () => state.runtime.realm });
+  // The decision API (issue 16): another edge into the same runtime, certificates and access log.
+  const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => state.runtime, certificates: certificateSource, accessLog, logger }, settings.limits);
+  const adminServer = !admin
+    ? undefined
+    : createAdminServer(metrics.registry, {
+        ready: () => state.ready,
+        details,
+        upstream: createUpstreamCheck({ upstream: () => state.current.upstream, ...settings.admin.upstreamCheck }),
+      });
+  return { listener, decision, admin: adminServer, forwarder, certificateSource, connections, upgraded };
+}
