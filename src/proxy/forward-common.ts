@@ -1,0 +1,98 @@
+/**
+ * What both ways of forwarding share (undici for HTTP/1.1 upstreams, node:http2 for
+ * `upstreamHttp2`): the options, the hop-by-hop rules of the upstream's answer, how it is written
+ * to the client, and when a client that went away cancels the upstream call.
+ */
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { Http2ServerResponse } from 'node:http2';
+import type { Readable } from 'node:stream';
+import { GuardError } from '../oauth/errors.ts';
+import { connectionOptions, HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
+import type { ProxyRequest, ProxyResponse } from './messages.ts';
+
+/**
+ * Removes hop-by-hop fields from a response's headers, in place, including any its Connection
+ * header names: the upstream's Connection and Keep-Alive describe its hop, not the client's.
+ */
+export function removeHopByHop(headers: Record<string, string | string[] | undefined>): void {
+  const connection = headers.connection;
+  const named = connectionOptions(Array.isArray(connection) ? connection.join(',') : connection);
+  if (named !== undefined) for (const name of named) if (headers[name] !== undefined) delete headers[name];
+  for (const name of HOP_BY_HOP) {
+    // Only when present: a delete turns V8's header object into a slower dictionary.
+    if (headers[name] !== undefined) delete headers[name];
+  }
+}
+
+export interface WebForwardOptions {
+  /** The header block for the upstream (upstream-headers.ts). */
+  headers: Record<string, string | string[]>;
+  /** The path and query to request from the upstream, below the route's upstream path. */
+  target: string;
+  /** The request body to send instead of `req` (a buffered form, or a size-limited stream). */
+  body?: Readable;
+  /** The request trailers to relay, asked once the body has been sent (HTTP/2 upstreams only). */
+  requestTrailers?: () => Record<string, string | string[]>;
+  /** Speak HTTP/2 to the upstream (`upstreamHttp2`): h2c for http://, h2 for https://. */
+  upstreamHttp2?: boolean;
+  /** No response headers, or no body byte, for this long: 504 (or a cut connection once the answer started). */
+  timeoutMs: number;
+  /**
+   * Aborted when the client's request is over on cnfguard's side (its response closed, its stream
+   * reset, its deadline passed): the upstream request is cut at once, or never sent.
+   */
+  signal?: AbortSignal;
+  /** At the response headers, before they are written (the caller may still decide about the connection). */
+  onResponse?: (status: number) => void;
+  onError: (err: GuardError) => void;
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT']);
+
+export function failureOf(err: unknown): GuardError {
+  const code = (err as { code?: string }).code ?? (err as { cause?: { code?: string } }).cause?.code;
+  if (code !== undefined && TIMEOUT_CODES.has(code)) return new GuardError('upstream_timeout', { detail: 'no response in time' });
+  return new GuardError('upstream_unreachable', { detail: `upstream: ${code ?? (err as Error).message}` });
+}
+
+/** Whether the client request carries a body to stream (GET and friends usually do not). */
+export function hasBody(req: ProxyRequest): boolean {
+  const length = req.headers['content-length'];
+  return length !== undefined && length !== '0';
+}
+
+/** Status and headers of the upstream's answer, written for the client's protocol. */
+export function writeResponseHead(res: ProxyResponse, status: number, statusMessage: string, headers: Record<string, string | string[] | undefined>): void {
+  // The upstream's Connection and Keep-Alive describe its hop, not the client's: drop them.
+  removeHopByHop(headers);
+  if ('shouldKeepAlive' in res) {
+    // Say what Node will really do with the client connection (it honours `close`).
+    headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
+    res.writeHead(status, statusMessage, headers);
+  } else (res as Http2ServerResponse).writeHead(status, headers as OutgoingHttpHeaders);
+}
+
+/** Trailers reach an HTTP/2 client (gRPC status); an HTTP/1.1 answer ends without them. */
+export function endResponse(res: ProxyResponse, trailers: Record<string, string | string[] | undefined> | null | undefined): void {
+  if (trailers != null && !('shouldKeepAlive' in res) && Object.keys(trailers).length > 0) res.addTrailers(trailers as OutgoingHttpHeaders);
+  res.end();
+}
+
+/**
+ * Calls `cancel` once, when the client's side ends before the upstream's answer did: `signal`
+ * aborts, or the response closes (HTTP/2 ends a reset stream's writable side itself, so
+ * `writableFinished` cannot tell a reset from a finished answer; the forwarder's own `ended` can).
+ * Returns false when the client's side is over already: the upstream request must not start.
+ */
+export function onClientGone(res: ProxyResponse, signal: AbortSignal | undefined, ended: () => boolean, cancel: () => void): boolean {
+  if (signal?.aborted === true) return false;
+  let done = false;
+  const gone = (): void => {
+    if (done || ended()) return;
+    done = true;
+    cancel();
+  };
+  signal?.addEventListener('abort', gone, { once: true });
+  res.once('close', gone);
+  return true;
+}
