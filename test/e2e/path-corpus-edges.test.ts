@@ -3,6 +3,8 @@
  * proxy (test/e2e/upstream-differential.test.ts runs that one), in front of real Express 5,
  * gunicorn and Jetty 9 (test/fixtures/upstreams.ts), issue 26:
  * - HTTP/2: the same guard's port over h2, each spelling as `:path` (its UTF-8 bytes);
+ * - the upgrade edge: the same port, each spelling as a websocket upgrade request (the stacks
+ *   answer it as a plain request, which cnfguard relays);
  * - the decision API behind a real nginx running the README recipe (examples/decision-api/nginx.conf),
  *   which forwards the target as received to the stack once cnfguard allows it;
  * - the decision API as Envoy's ext_authz and Traefik's forwardAuth ask (test/fixtures/fronts.ts),
@@ -31,11 +33,11 @@ const GENERATED_RUNS = 100;
 const CONCURRENCY = 8;
 const ENVOY = '127.0.0.11';
 const TRAEFIK = '127.0.0.12';
-/** HTTP/2 clients connect from here: 127.0.0.1 is nginx, a trusted proxy whose certificate header would stand in for the TLS one. */
+/** HTTP/2 and upgrade clients connect from here: 127.0.0.1 is nginx, a trusted proxy whose certificate header would stand in for the TLS one. */
 const H2_CLIENT = '127.0.0.13';
 /** Host 127.0.0.1 meets the admin route written `/admin`; SLASH_HOST the one written `/admin/`. */
 const HOSTS = ['127.0.0.1', SLASH_HOST] as const;
-const EDGES = ['http2', 'nginx', 'envoy', 'traefik'] as const;
+const EDGES = ['http2', 'upgrade', 'nginx', 'envoy', 'traefik'] as const;
 type Edge = (typeof EDGES)[number];
 
 interface Setup {
@@ -121,6 +123,13 @@ function viaHttp2(setup: Setup, spelling: string, host: string, token: string, w
   });
 }
 
+/** A websocket upgrade request on the proxy listener (HTTP/1.1), from the h2 clients' address. */
+async function viaUpgrade(setup: Setup, spelling: string, host: string, token: string, withCert: boolean): Promise<Result> {
+  const upgrade: [string, string][] = [['Connection', 'Upgrade'], ['Upgrade', 'websocket'], ['Sec-WebSocket-Version', '13'], ['Sec-WebSocket-Key', 'dGhlIHNhbXBsZSBub25jZQ==']];
+  const peer = { port: setup.guard.started.port, localAddress: H2_CLIENT, tls: { ca: d.pki.certs.ca.cert, ...(withCert && { client: d.pki.certs.clients.client1 }) } };
+  return fromRaw(await sendRaw(peer, rawRequest(spelling, { host, headers: [['Authorization', `Bearer ${token}`], ...upgrade] })));
+}
+
 async function viaNginx(setup: Setup, spelling: string, host: string, token: string, withCert: boolean): Promise<Result> {
   const port = setup.nginx?.port as number;
   return fromRaw(await sendRaw({ port, tls: { ca: d.pki.certs.ca.cert, ...(withCert && { client: d.pki.certs.clients.client1 }) } }, rawRequest(spelling, { host, headers: [['Authorization', `Bearer ${token}`]] })));
@@ -149,6 +158,7 @@ async function viaModel(setup: Setup, front: 'envoy' | 'traefik', spelling: stri
 /** One request through `edge`; `withCert`: with client1's certificate (the admin token is bound to it). */
 function through(edge: Edge, setup: Setup, spelling: string, host: string, token: string, withCert = false): Promise<Result> {
   if (edge === 'http2') return viaHttp2(setup, spelling, host, token, withCert);
+  if (edge === 'upgrade') return viaUpgrade(setup, spelling, host, token, withCert);
   if (edge === 'nginx') return viaNginx(setup, spelling, host, token, withCert);
   return viaModel(setup, edge, spelling, host, token, withCert);
 }
