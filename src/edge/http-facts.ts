@@ -14,6 +14,8 @@ import type { RequestFacts } from '../pipeline/pipeline.ts';
 import type { ProxyRequest } from '../proxy/messages.ts';
 import { forwardedClient } from '../observe/traffic.ts';
 import type { ExchangeOrigin } from './exchange.ts';
+import type { Verdict } from '../pipeline/pipeline.ts';
+import { upstreamHeaders } from '../pipeline/upstream-headers.ts';
 import { isFormContentType } from '../pipeline/token.ts';
 
 
@@ -132,4 +134,18 @@ export function originOf(req: ProxyRequest, connection: ConnectionFacts, certifi
 /** The Host the request names (HTTP/2: `:authority`), for public documents looked up before any check. */
 export function authorityOf(req: ProxyRequest): string | undefined {
   return (req.headers[':authority'] as string | undefined) ?? req.headers.host;
+}
+
+/** The header block the upstream receives for an allowed request (upgrades keep their Upgrade). */
+export function upstreamHeadersOf(req: ProxyRequest, verdict: Verdict, context: { requestId: string; peer: string | undefined; certificates: CertificateSource; stripped: ReadonlySet<string>; upgrade: boolean }): Record<string, string | string[]> {
+  return upstreamHeaders(req.headers, {
+    route: verdict.route,
+    identityHeaders: verdict.identityHeaders ?? {},
+    host: verdict.host,
+    requestId: context.requestId,
+    peer: context.peer,
+    peerIsTrustedProxy: context.certificates.isTrustedProxy(context.peer),
+    upgrade: context.upgrade,
+    stripped: context.stripped,
+  });
 }

@@ -14,14 +14,14 @@ import type { AccessLog } from '../observe/access-log.ts';
 import { connectionTraffic, declaredTraffic } from '../observe/traffic.ts';
 import type { GuardError } from '../oauth/errors.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
-import { upstreamHeaders, upstreamTrailers } from '../pipeline/upstream-headers.ts';
+import { upstreamTrailers } from '../pipeline/upstream-headers.ts';
 import type { Runtime } from '../runtime.ts';
 import { formReader, limitBody, type BodyBudget } from '../proxy/body.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import { answerHeaders, isGrpc, renderFor, sendDocument, sendGrpcRefusal, sendRendered } from './answer.ts';
 import { edgeFailures, openExchange } from './exchange.ts';
 import type { ProxyRequest, ProxyResponse } from '../proxy/messages.ts';
-import { authorityOf, connectionOf, isHttp2, originOf, requestFacts } from './http-facts.ts';
+import { authorityOf, connectionOf, isHttp2, originOf, requestFacts, upstreamHeadersOf } from './http-facts.ts';
 
 
 export interface EdgeDependencies {
@@ -96,16 +96,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
         else refuse(decision.error);
         return;
       }
-      const headers = upstreamHeaders(req.headers, {
-        route,
-        identityHeaders: verdict.identityHeaders ?? {},
-        host: verdict.host,
-        requestId: exchange.requestId,
-        peer: facts.peer,
-        peerIsTrustedProxy: deps.certificates.isTrustedProxy(facts.peer),
-        upgrade: false,
-        stripped: runtime.stripped,
-      });
+      const headers = upstreamHeadersOf(req, verdict, { requestId: exchange.requestId, peer: facts.peer, certificates: deps.certificates, stripped: runtime.stripped, upgrade: false });
       for (const [name, value] of Object.entries(answerHeaders(verdict, exchange.requestId))) res.setHeader(name, value);
       const body =
         verdict.body.kind === 'buffered'

@@ -8,12 +8,11 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
-import { upstreamHeaders } from '../pipeline/upstream-headers.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import type { Runtime } from '../runtime.ts';
 import { answerHeaders, DRAINING_ANSWER, rawResponse, renderFor, REQUEST_ID_HEADER } from './answer.ts';
 import { edgeFailures, openExchange } from './exchange.ts';
-import { connectionOf, originOf, requestFacts } from './http-facts.ts';
+import { connectionOf, originOf, requestFacts, upstreamHeadersOf } from './http-facts.ts';
 
 export interface UpgradeDependencies {
   runtime: () => Runtime;
@@ -49,16 +48,7 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
         socket.end(rawResponse(rendered, { [REQUEST_ID_HEADER]: exchange.requestId }));
         return;
       }
-      req.headers = upstreamHeaders(req.headers, {
-        route,
-        identityHeaders: verdict.identityHeaders ?? {},
-        host: verdict.host,
-        requestId: exchange.requestId,
-        peer: facts.peer,
-        peerIsTrustedProxy: deps.certificates.isTrustedProxy(facts.peer),
-        upgrade: true,
-        stripped: runtime.stripped,
-      }) as IncomingMessage['headers'];
+      req.headers = upstreamHeadersOf(req, verdict, { requestId: exchange.requestId, peer: facts.peer, certificates: deps.certificates, stripped: runtime.stripped, upgrade: true }) as IncomingMessage['headers'];
       req.url = verdict.target;
       deps.onUpgraded(socket);
       deps.forwarder.ws(req, socket, head, route.upstream, answerHeaders(verdict, exchange.requestId), (err) => {

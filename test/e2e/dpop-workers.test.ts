@@ -4,13 +4,13 @@
  * issued is accepted by every worker, and workers whose primary was killed do not stay behind.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateKeyPair, generateProof, type KeyPair } from 'dpop';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { running } from '../fixtures/processes.ts';
 import { baseConfig, startDeployment, type Deployment } from '../fixtures/stack.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
@@ -86,15 +86,6 @@ async function accessLines(cluster: Cluster, path: string, count: number): Promi
   return of();
 }
 
-/** Whether a process runs (a zombie waiting for its parent's wait() does not). */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 beforeAll(async () => {
   d = await startDeployment();

@@ -6,11 +6,11 @@
  * killed exit already: test/e2e/dpop-workers.test.ts.)
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { running } from '../fixtures/processes.ts';
 import { createPki, type Pki } from '../fixtures/stack.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
@@ -29,15 +29,6 @@ function olderNode(): string | undefined {
 }
 const OLDER_NODE = olderNode();
 
-/** Whether a process runs (a zombie waiting for its parent's wait() does not). */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 let pki: Pki;
 const pids: number[] = [];
