@@ -14,7 +14,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateKeyPair, generateProof } from 'dpop';
 import { startAuthorizationServer } from '../demo/authorization-server.ts';
-import { accessTokenHash, ecdsaSignatureToDer, signatureThreadFor, verifyDpopProof } from '../src/proof/dpop.ts';
+import { accessTokenHash, createDpopCaches, verifyDpopProof } from '../src/proof/dpop.ts';
+import { ecdsaSignatureToDer, signatureThreadFor } from '../src/proof/jws-signature.ts';
 import { createMemoryReplayStore, replayKey } from '../src/proof/replay-store.ts';
 import { createPki } from '../test/fixtures/stack.ts';
 import { spawnChild } from './lib/children.ts';
@@ -142,7 +143,7 @@ const M = 3000;
 // measure the refusal path instead).
 const proofsOfRound = await Promise.all(Array.from({ length: ROUNDS }, () => Promise.all(Array.from({ length: M }, () => generateProof(key, HTU, 'GET', undefined, TOKEN)))));
 const store = createMemoryReplayStore({ maxEntries: 10 * M * ROUNDS });
-const deps = { policy: { algorithms: ['ES256'], proofMaxAgeSeconds: 300, clockSkewSeconds: 5 }, replayStore: store, now: () => Date.now() / 1000 };
+const deps = { policy: { algorithms: ['ES256'], proofMaxAgeSeconds: 300, clockSkewSeconds: 5 }, replayStore: store, now: () => Date.now() / 1000, caches: createDpopCaches() };
 const publicKey = createPublicKey({ key: (await crypto.subtle.exportKey('jwk', key.publicKey)) as JsonWebKey, format: 'jwk' });
 const derOf = (signature: string) => {
   const raw = Buffer.from(signature, 'base64url');

@@ -35,7 +35,7 @@ import { createTokenValidator, type TokenValidator } from './validation/validato
 import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './tls/reloader.ts';
 import { applyLiveLimits, createTlsServer } from './tls/server.ts';
 import { createSharedTokenTier, RedisReplayStore, SharedStore, sharedNonceKey, withSharedTier } from './state/shared-store.ts';
-import { signatureThreadFor, type SignatureThread } from './proof/dpop.ts';
+import { createDpopCaches, signatureThreadFor, type SignatureThread } from './proof/dpop.ts';
 import { createNonceSource } from './proof/nonce.ts';
 import { createMemoryReplayStore } from './proof/replay-store.ts';
 import { primaryStateOfWorker } from './state/cluster-state.ts';
@@ -256,7 +256,8 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   // Without publicOrigin, a DPoP htu may name only what the server certificate names, on this port (proof/origins.ts).
   let serverCertificate = config.tls.cert;
   const served = { certificate: () => serverCertificate, port: () => (listener.server.address() as AddressInfo | null)?.port };
-  const runtimeDeps = { validator, replayStore, nonces, now, signatureThread, served };
+  // What DPoP checks remember between proofs, kept across reloads.
+  const runtimeDeps = { validator, replayStore, nonces, now, signatureThread, served, dpopCaches: createDpopCaches() };
   let runtime = buildRuntime(settings, runtimeDeps);
   /** The settings in force: those started with, then each reload's live keys. */
   let current = settings;
