@@ -18,6 +18,9 @@ export type ProofMethodId = (typeof ENTRIES)[number]['id'];
 
 export const PROOF_METHODS: readonly ProofMethod<ProofMethodId>[] = ENTRIES;
 
+/** The Authorization scheme of a proof method that has one, lower case (`dpop`). */
+export type ProofSchemeName = Extract<(typeof ENTRIES)[number], { readonly scheme: unknown }>['scheme']['name'];
+
 export const PROOF_METHOD_IDS = PROOF_METHODS.map((method) => method.id) as unknown as readonly [ProofMethodId, ...ProofMethodId[]];
 
 const BY_ID: ReadonlyMap<string, ProofMethod> = new Map(PROOF_METHODS.map((method) => [method.id, method]));
