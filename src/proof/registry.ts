@@ -23,12 +23,6 @@ export type ProofSchemeName = Extract<(typeof ENTRIES)[number], { readonly schem
 
 export const PROOF_METHOD_IDS = PROOF_METHODS.map((method) => method.id) as unknown as readonly [ProofMethodId, ...ProofMethodId[]];
 
-const BY_ID: ReadonlyMap<string, ProofMethod> = new Map(PROOF_METHODS.map((method) => [method.id, method]));
-
-export function proofMethod(id: ProofMethodId): ProofMethod<ProofMethodId> {
-  return BY_ID.get(id) as ProofMethod<ProofMethodId>;
-}
-
 /** The methods whose requests use their own Authorization scheme (DPoP), by that scheme's lower-case name. */
 const BY_SCHEME: ReadonlyMap<string, ProofMethod> = new Map(PROOF_METHODS.flatMap((method) => (method.scheme === undefined ? [] : [[method.scheme.name, method] as const])));
 
