@@ -19,7 +19,7 @@ import { buildRuntime } from './runtime.ts';
 import { createHttpJwksFetch, createJwksCache, createJwtVerifier, type FetchJwks } from './validation/jwt.ts';
 import { createTokenValidator, type TokenValidator } from './validation/validator.ts';
 import { createSharedTokenTier, RedisReplayStore, SharedStore, sharedNonceKey, withSharedTier } from './state/shared-store.ts';
-import { signatureThreadFor, type SignatureThread } from './proof/dpop.ts';
+import { createDpopCaches, signatureThreadFor, type SignatureThread } from './proof/dpop.ts';
 import { createNonceSource } from './proof/nonce.ts';
 import { createMemoryReplayStore } from './proof/replay-store.ts';
 import { primaryStateOfWorker } from './state/cluster-state.ts';
@@ -197,7 +197,8 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   // Without publicOrigin, a DPoP htu may name only what the server certificate names, on this port (proof/origins.ts).
   let serverCertificate = config.tls.cert;
   const served = { certificate: () => serverCertificate, port: () => (listeners.listener.server.address() as AddressInfo | null)?.port };
-  const runtimeDeps = { validator, replayStore, nonces, now, signatureThread, served };
+  // What DPoP checks remember between proofs, kept across reloads.
+  const runtimeDeps = { validator, replayStore, nonces, now, signatureThread, served, dpopCaches: createDpopCaches() };
   const state: ServingState = { runtime: buildRuntime(settings, runtimeDeps), current: settings, ready: false, draining: false };
   const listeners = createListeners({
     config,

@@ -5,7 +5,7 @@
  */
 import type { Settings } from './config/schema.ts';
 import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
-import type { SignatureThread } from './proof/dpop.ts';
+import { createDpopCaches, type DpopCaches, type SignatureThread } from './proof/dpop.ts';
 import type { NonceSource } from './proof/nonce.ts';
 import { createOriginCheck, type ServedOrigins } from './proof/origins.ts';
 import type { ReplayStore } from './proof/replay-store.ts';
@@ -32,6 +32,8 @@ export interface RuntimeDependencies {
   now: () => number;
   /** Where DPoP proof signatures are checked (proof/dpop.ts); default `event-loop`. */
   signatureThread?: SignatureThread;
+  /** What DPoP checks remember between proofs (known proof headers, normalised URIs); default: made with the runtime. */
+  dpopCaches?: DpopCaches;
   /** The server certificate and listener port: without `publicOrigin`, the origins a DPoP `htu` may name (proof/origins.ts). Unset: any. */
   served?: ServedOrigins;
   /**
@@ -55,6 +57,7 @@ export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Run
         nonces: settings.dpop.nonce ? deps.nonces : undefined,
         now: () => deps.now() / 1000,
         signatureThread: deps.signatureThread,
+        caches: deps.dpopCaches ?? createDpopCaches(),
         origins: deps.served === undefined ? undefined : createOriginCheck({ ...deps.served, routeHosts: settings.routes.map((route) => route.host), publicOrigins: [settings.publicOrigin, ...settings.routes.map((route) => route.publicOrigin)] }),
       },
       now: deps.now,

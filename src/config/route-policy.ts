@@ -4,15 +4,16 @@
  * methods and DPoP settings a route's policy names.
  */
 import { z } from 'zod';
+import { ASYMMETRIC_JWS_ALGORITHMS } from '../oauth/jws-algorithms.ts';
+import { PROOF_METHOD_IDS } from '../proof/registry.ts';
 import { VALIDATION_MODES } from '../validation/names.ts';
 import { bindingMode, flag, httpUrl, identityHeaderOverrides, missingCertificateSchema, number, positiveInt, scopeToken } from './schema-fields.ts';
 
 /** The proofs of possession a route accepts: mTLS certificates (RFC 8705) and DPoP proofs (RFC 9449). */
-export const PROOF_METHODS = ['mtls', 'dpop'] as const;
-export type ProofMethod = (typeof PROOF_METHODS)[number];
+export { PROOF_METHOD_IDS as PROOF_METHODS, type ProofMethodId as ProofMethod } from '../proof/registry.ts';
 const proofMethods = z
-  .array(z.enum(PROOF_METHODS))
-  .min(1, 'at least one of mtls, dpop')
+  .array(z.enum(PROOF_METHOD_IDS))
+  .min(1, `at least one of ${PROOF_METHOD_IDS.join(', ')}`)
   .transform((methods) => [...new Set(methods)]);
 
 /**
@@ -20,7 +21,7 @@ const proofMethods = z
  * `Ed25519` is the fully-specified name (RFC 9864) of what `EdDSA` means for an Ed25519 key;
  * either spelling in the config accepts both spellings in proofs.
  */
-export const DPOP_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA', 'Ed25519'] as const;
+export const DPOP_ALGORITHMS = ASYMMETRIC_JWS_ALGORITHMS;
 export type DpopAlgorithm = (typeof DPOP_ALGORITHMS)[number];
 const dpopAlgorithm = z.string().superRefine((alg, ctx) => {
   if (/^(none|HS\d+)$/i.test(alg)) ctx.addIssue({ code: 'custom', message: `${alg} is not allowed: DPoP proofs need an asymmetric signature (RFC 9449 §4.3)` });

@@ -5,6 +5,7 @@
  */
 import type { Settings } from '../config/schema.ts';
 import type { RoutePolicy, RouteTable } from '../pipeline/route.ts';
+import { metadataFields } from '../proof/registry.ts';
 
 export interface ResourceMetadata {
   resource: string;
@@ -30,12 +31,9 @@ export interface MetadataDirectory {
 export const WELL_KNOWN_PREFIX = '/.well-known/oauth-protected-resource';
 
 /**
- * - `tls_client_certificate_bound_access_tokens: true` when a route of the resource accepts
- *   `mtls` and enforces the binding of bound tokens (`required` or `optional`; report-only and off
- *   do not enforce it);
- * - `dpop_signing_alg_values_supported` (dpop.algorithms) when a route of it accepts `dpop`;
- * - `dpop_bound_access_tokens_required: true` when every route of it accepts `dpop` alone under
- *   `binding: required`, so a client is told "DPoP" only when nothing else would be let through.
+ * The document for one resource: its authorization servers and scopes, then each proof method's
+ * own fields (src/proof/registry.ts: mTLS's `tls_client_certificate_bound_access_tokens`, DPoP's
+ * `dpop_signing_alg_values_supported` and `dpop_bound_access_tokens_required`).
  */
 export function metadataFor(
   resource: string,
@@ -44,18 +42,12 @@ export function metadataFor(
   dpopAlgorithms: readonly string[] = [],
 ): ResourceMetadata {
   const scopes = [...new Set(routes.flatMap((route) => route.scopes))];
-  const enforces = (route: RoutePolicy) => route.binding === 'required' || route.binding === 'optional';
-  const mtls = routes.some((route) => route.methods.includes('mtls') && enforces(route));
-  const dpop = routes.some((route) => route.methods.includes('dpop'));
-  const dpopRequired = routes.length > 0 && routes.every((route) => route.binding === 'required' && route.methods.length === 1 && route.methods[0] === 'dpop');
   return {
     resource,
     ...(authorizationServers.length > 0 && { authorization_servers: [...authorizationServers] }),
     ...(scopes.length > 0 && { scopes_supported: scopes }),
     bearer_methods_supported: ['header'],
-    ...(mtls && { tls_client_certificate_bound_access_tokens: true }),
-    ...(dpop && dpopAlgorithms.length > 0 && { dpop_signing_alg_values_supported: [...dpopAlgorithms] }),
-    ...(dpopRequired && { dpop_bound_access_tokens_required: true }),
+    ...metadataFields(routes, { dpopAlgorithms }),
   };
 }
 

@@ -4,157 +4,10 @@
  * there is one, a client-safe description, and a log-only detail. They are rendered in one place,
  * {@link renderError}.
  */
+import { PROOF_METHODS, type ChallengeContext } from '../proof/registry.ts';
+import type { GuardError } from './reasons.ts';
 
-export type ReasonId =
-  | 'http_malformed'
-  | 'request_timeout'
-  | 'url_too_long'
-  | 'headers_too_many'
-  | 'headers_too_large'
-  | 'host_malformed'
-  | 'body_too_large'
-  | 'credentials_missing'
-  | 'authorization_malformed'
-  | 'path_malformed'
-  | 'path_ambiguous'
-  | 'transport_insecure'
-  | 'forwarded_certificate_malformed'
-  | 'authorization_duplicated'
-  | 'token_in_query'
-  | 'token_in_body'
-  | 'form_body_too_large'
-  | 'token_inactive'
-  | 'token_expired'
-  | 'token_not_yet_valid'
-  | 'token_type_unsupported'
-  | 'audience_mismatch'
-  | 'issuer_mismatch'
-  | 'certificate_missing'
-  | 'certificate_mismatch'
-  | 'certificate_untrusted'
-  | 'token_unbound'
-  | 'cnf_unsupported'
-  | 'insufficient_scope'
-  | 'dpop_proof_missing'
-  | 'dpop_proof_repeated'
-  | 'dpop_proof_invalid'
-  | 'dpop_alg_unsupported'
-  | 'dpop_key_invalid'
-  | 'dpop_signature_invalid'
-  | 'dpop_htm_mismatch'
-  | 'dpop_htu_mismatch'
-  | 'dpop_iat_window'
-  | 'dpop_ath_mismatch'
-  | 'dpop_proof_replayed'
-  | 'dpop_nonce_required'
-  | 'dpop_key_mismatch'
-  | 'dpop_token_unbound'
-  | 'dpop_replay_unavailable'
-  | 'introspection_unavailable'
-  | 'shared_state_unavailable'
-  | 'introspection_misconfigured'
-  | 'introspection_rate_limited'
-  | 'introspection_budget_exhausted'
-  // Local JWT access tokens (RFC 9068), src/validation/jwt.ts
-  | 'jwt_malformed'
-  | 'jwt_signature_invalid'
-  | 'jwt_key_unknown'
-  | 'jwt_type_invalid'
-  | 'jwt_algorithm_refused'
-  | 'jwt_issuer_mismatch'
-  | 'jwt_audience_mismatch'
-  | 'jwt_expired'
-  | 'jwt_not_yet_valid'
-  | 'jwt_claims_invalid'
-  | 'jwks_unavailable'
-  | 'upstream_unreachable'
-  | 'upstream_timeout'
-  | 'server_busy'
-  | 'client_aborted'
-  | 'internal_error';
-
-interface ReasonSpec {
-  readonly status: number;
-  /** OAuth error code; absent for "no credentials" (RFC 6750 §3.1) and for cnfguard's own faults. */
-  readonly error?: string;
-  readonly description: string;
-}
-
-/** The table the whole product answers from: reason id -> status, OAuth code, client-safe text. */
-export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
-  http_malformed: { status: 400, description: 'malformed HTTP request' },
-  request_timeout: { status: 408, description: 'the request was not received in time' },
-  url_too_long: { status: 414, description: 'the request target is too long' },
-  headers_too_many: { status: 431, description: 'too many request header fields' },
-  headers_too_large: { status: 431, description: 'the request header fields are too large' },
-  host_malformed: { status: 400, error: 'invalid_request', description: 'missing, repeated or malformed Host header' },
-  body_too_large: { status: 413, description: 'the request body is too large' },
-  credentials_missing: { status: 401, description: 'no bearer token' },
-  authorization_malformed: { status: 400, error: 'invalid_request', description: 'malformed Authorization header' },
-  path_malformed: { status: 400, error: 'invalid_request', description: 'the request path cannot be routed' },
-  path_ambiguous: { status: 400, error: 'invalid_request', description: 'the request path is ambiguous' },
-  /** A front proxy says the original request came without TLS (RFC 6750 §5.3: tokens only over TLS). */
-  transport_insecure: { status: 400, error: 'invalid_request', description: 'the request did not arrive over TLS' },
-  forwarded_certificate_malformed: { status: 400, error: 'invalid_request', description: 'the forwarded client certificate header is malformed' },
-  authorization_duplicated: { status: 400, error: 'invalid_request', description: 'more than one Authorization header' },
-  token_in_query: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the URL' },
-  token_in_body: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the request body' },
-  form_body_too_large: { status: 413, error: 'invalid_request', description: 'form body too large to inspect' },
-  token_inactive: { status: 401, error: 'invalid_token', description: 'the access token is not active' },
-  token_expired: { status: 401, error: 'invalid_token', description: 'the access token has expired' },
-  token_not_yet_valid: { status: 401, error: 'invalid_token', description: 'the access token is not yet valid' },
-  token_type_unsupported: { status: 401, error: 'invalid_token', description: 'the access token cannot be used with the Bearer scheme' },
-  issuer_mismatch: { status: 401, error: 'invalid_token', description: 'the access token was not issued by the expected authorization server' },
-  audience_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is not intended for this resource' },
-  certificate_missing: { status: 401, error: 'invalid_token', description: 'the access token is bound to a client certificate, but none was presented' },
-  certificate_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is bound to a different client certificate' },
-  certificate_untrusted: { status: 401, error: 'invalid_token', description: 'the client certificate is not trusted' },
-  token_unbound: { status: 401, error: 'invalid_token', description: 'the access token is not bound to a client certificate' },
-  cnf_unsupported: { status: 401, error: 'invalid_token', description: 'the access token is bound by a confirmation method this server cannot verify' },
-  insufficient_scope: { status: 403, error: 'insufficient_scope', description: 'the access token lacks a required scope' },
-  // RFC 9449 §7.1: a bad proof is invalid_dpop_proof; a proof of another key than cnf.jkt names is invalid_token.
-  dpop_proof_missing: { status: 401, error: 'invalid_dpop_proof', description: 'a DPoP proof is required' },
-  dpop_proof_repeated: { status: 401, error: 'invalid_dpop_proof', description: 'exactly one DPoP proof is required' },
-  dpop_proof_invalid: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is malformed' },
-  dpop_alg_unsupported: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof uses an algorithm this resource does not accept' },
-  dpop_key_invalid: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof does not carry a usable public key' },
-  dpop_signature_invalid: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof signature is invalid' },
-  dpop_htm_mismatch: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is for another HTTP method' },
-  dpop_htu_mismatch: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is for another URI' },
-  dpop_iat_window: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is too old or issued in the future' },
-  dpop_ath_mismatch: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof is for another access token' },
-  dpop_proof_replayed: { status: 401, error: 'invalid_dpop_proof', description: 'the DPoP proof was already used' },
-  dpop_nonce_required: { status: 401, error: 'use_dpop_nonce', description: 'the DPoP proof must carry the nonce this server provides' },
-  dpop_key_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is bound to a different DPoP key' },
-  dpop_token_unbound: { status: 401, error: 'invalid_token', description: 'the access token is not bound to a DPoP key' },
-  dpop_replay_unavailable: { status: 503, description: 'DPoP proofs cannot be checked for replay right now' },
-  introspection_unavailable: { status: 503, description: 'the authorization server is unavailable' },
-  // The AS refused cnfguard itself (401/403: its client credentials; or a wrong URL). Not an AS
-  // outage, so the circuit breaker does not count it; the client is told no more than for one.
-  introspection_misconfigured: { status: 503, description: 'the authorization server is unavailable' },
-  // Too many new tokens to check (cache misses), from this peer or in total: the AS is not called.
-  introspection_rate_limited: { status: 429, description: 'too many new access tokens from this client; retry later' },
-  introspection_budget_exhausted: { status: 503, description: 'too many new access tokens to check; retry later' },
-  // Local JWT access tokens (RFC 9068 §4: every failure is invalid_token; an unreachable JWKS fails closed).
-  jwt_malformed: { status: 401, error: 'invalid_token', description: 'the access token is not a well-formed signed JWT' },
-  jwt_signature_invalid: { status: 401, error: 'invalid_token', description: 'the access token signature is invalid' },
-  jwt_key_unknown: { status: 401, error: 'invalid_token', description: 'the access token is signed with an unknown key' },
-  jwt_type_invalid: { status: 401, error: 'invalid_token', description: 'the token is not a JWT access token' },
-  jwt_algorithm_refused: { status: 401, error: 'invalid_token', description: 'the access token signing algorithm is not accepted' },
-  jwt_issuer_mismatch: { status: 401, error: 'invalid_token', description: 'the access token was not issued by the expected authorization server' },
-  jwt_audience_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is not intended for this resource' },
-  jwt_expired: { status: 401, error: 'invalid_token', description: 'the access token has expired' },
-  jwt_not_yet_valid: { status: 401, error: 'invalid_token', description: 'the access token is not yet valid' },
-  jwt_claims_invalid: { status: 401, error: 'invalid_token', description: 'the access token claims are invalid' },
-  jwks_unavailable: { status: 503, description: 'the authorization server keys are unavailable' },
-  shared_state_unavailable: { status: 503, description: 'shared state is unavailable; retry shortly' },
-  upstream_unreachable: { status: 502, description: 'the upstream service is unreachable' },
-  upstream_timeout: { status: 504, description: 'the upstream service did not answer in time' },
-  server_busy: { status: 503, description: 'the server is busy; retry shortly' },
-  // nginx's convention for a request the client abandoned: never sent, only logged and counted.
-  client_aborted: { status: 499, description: 'the client closed the request' },
-  internal_error: { status: 500, description: 'internal error' },
-});
+export { GuardError, REASONS, type GuardErrorOverrides, type ReasonId } from './reasons.ts';
 
 /** Error codes for cnfguard's own faults, which are not OAuth errors and carry no Bearer `error`. */
 const SERVER_FAULT_CODES: Readonly<Record<number, string>> = {
@@ -169,49 +22,6 @@ const SERVER_FAULT_CODES: Readonly<Record<number, string>> = {
   503: 'temporarily_unavailable',
   504: 'gateway_timeout',
 };
-
-export interface GuardErrorOverrides {
-  status?: number;
-  error?: string;
-  /** Space-delimited scopes for an `insufficient_scope` challenge. */
-  scope?: string;
-  /** Log-only: never sent to the client. Must not contain tokens or secrets. */
-  detail?: string;
-  /** Sent as Retry-After (503 while the authorization server is known to be down; 429/503 over the introspection budget). */
-  retryAfterSeconds?: number;
-  /** Sent as `DPoP-Nonce` (RFC 9449 §8: with use_dpop_nonce). */
-  dpopNonce?: string;
-}
-
-export class GuardError extends Error {
-  readonly reason: ReasonId;
-  readonly status: number;
-  readonly error: string | undefined;
-  readonly description: string;
-  readonly scope: string | undefined;
-  readonly detail: string | undefined;
-  readonly retryAfterSeconds: number | undefined;
-  readonly dpopNonce: string | undefined;
-
-  constructor(reason: ReasonId, overrides: GuardErrorOverrides = {}) {
-    const spec = REASONS[reason];
-    // A refusal is an answer, not a fault: no stack trace is captured for it. Capturing one was the
-    // larger part of a refused DPoP proof's cost past the signature check (a replay flood's cost).
-    const stackTraceLimit = Error.stackTraceLimit;
-    Error.stackTraceLimit = 0;
-    super(overrides.detail ? `${reason}: ${overrides.detail}` : reason);
-    Error.stackTraceLimit = stackTraceLimit;
-    this.name = 'GuardError';
-    this.reason = reason;
-    this.status = overrides.status ?? spec.status;
-    this.error = overrides.error ?? spec.error;
-    this.description = spec.description;
-    this.scope = overrides.scope;
-    this.detail = overrides.detail;
-    this.retryAfterSeconds = overrides.retryAfterSeconds;
-    this.dpopNonce = overrides.dpopNonce;
-  }
-}
 
 export interface RenderedError {
   status: number;
@@ -242,67 +52,60 @@ export function quoteString(value: string): string {
 }
 
 /**
- * The `WWW-Authenticate` value for a Bearer challenge. With no `error` this is the bare
- * challenge RFC 6750 §3.1 asks for when a request carries no credentials.
+ * One challenge in RFC 9110 §11.2 form, `Scheme name="value", …`, values made safe and quoted:
+ * `head` (Bearer's realm), then with an error its `error`, the scheme's own parameters (DPoP's
+ * `algs`, RFC 9449 §7.1, sent with or without an error), the description and scope, then `extra`.
  */
-export function bearerChallenge(realm: string, error?: GuardError, extra: Record<string, string> = {}): string {
-  const params: [string, string][] = [['realm', realm]];
+function challenge(scheme: string, head: readonly (readonly [string, string])[], error: GuardError | undefined, own: readonly (readonly [string, string])[], extra: Record<string, string>): string {
+  const params: (readonly [string, string])[] = [...head];
+  if (error?.error) params.push(['error', error.error]);
+  params.push(...own);
   if (error?.error) {
-    params.push(['error', error.error], ['error_description', error.description]);
+    params.push(['error_description', error.description]);
     if (error.scope) params.push(['scope', error.scope]);
   }
-  for (const [name, value] of Object.entries(extra)) params.push([name, value]);
-  return challenge('Bearer', params);
-}
-
-/** One challenge in RFC 9110 §11.2 form: `Scheme name="value", …`, values made safe and quoted. */
-function challenge(scheme: string, params: readonly (readonly [string, string])[]): string {
+  params.push(...Object.entries(extra));
   const rendered = params.map(([name, value]) => `${name}=${quoteString(challengeSafe(value))}`).join(', ');
   return rendered.length === 0 ? scheme : `${scheme} ${rendered}`;
 }
 
 /**
- * The `WWW-Authenticate` value for a DPoP challenge (RFC 9449 §7.1): `error` first and `algs`
- * next, as the contract shows them, then the description, scope and extra parameters.
+ * The `WWW-Authenticate` value for a Bearer challenge. With no `error` this is the bare
+ * challenge RFC 6750 §3.1 asks for when a request carries no credentials.
  */
-export function dpopChallenge(algorithms: readonly string[], error?: GuardError, extra: Record<string, string> = {}): string {
-  const params: [string, string][] = [];
-  if (error?.error) params.push(['error', error.error]);
-  if (algorithms.length > 0) params.push(['algs', algorithms.join(' ')]);
-  if (error?.error) {
-    params.push(['error_description', error.description]);
-    if (error.scope) params.push(['scope', error.scope]);
-  }
-  for (const [name, value] of Object.entries(extra)) params.push([name, value]);
-  return challenge('DPoP', params);
+export function bearerChallenge(realm: string, error?: GuardError, extra: Record<string, string> = {}): string {
+  return challenge('Bearer', [['realm', realm]], error, [], extra);
 }
 
-export interface RenderOptions {
+export interface RenderOptions extends ChallengeContext {
   realm: string;
   /** Extra auth-params for every challenge (e.g. `resource_metadata`). */
   challengeParams?: Record<string, string>;
   /**
    * The route's proof methods. Absent: one Bearer challenge, exactly as before methods existed.
-   * Present: a Bearer challenge always, and a DPoP one when `dpop` is among them.
+   * Present: a Bearer challenge always, and one per method among them with a scheme of its own (DPoP).
    */
-  methods?: readonly ('mtls' | 'dpop')[];
+  methods?: readonly string[];
   /** With `methods`: the Bearer challenge carries `supported_cnf_methods="…"` (errors.advertiseMethods). Default true. */
   advertiseMethods?: boolean;
-  /** `algs="…"` on the DPoP challenge (dpop.algorithms). */
-  dpopAlgorithms?: readonly string[];
   /** The scheme the request used: the `error` goes on its challenge (RFC 9449 §7.2). Default bearer. */
-  scheme?: 'bearer' | 'dpop';
+  scheme?: string | undefined;
 }
 
-/** The challenges for an error, in order: Bearer, then DPoP when the route accepts it. */
+/** The challenges for an error, in order: Bearer, then each accepted method's scheme (DPoP) in registry order. */
 export function challengesFor(err: GuardError | undefined, options: RenderOptions): string[] {
   const extra = options.challengeParams ?? {};
-  if (options.methods === undefined) return [bearerChallenge(options.realm, err, extra)];
-  const dpop = options.methods.includes('dpop');
-  const onDpop = dpop && options.scheme === 'dpop';
-  const bearerExtra = options.advertiseMethods === false ? extra : { ...extra, supported_cnf_methods: options.methods.join(' ') };
-  const challenges = [bearerChallenge(options.realm, onDpop ? undefined : err, bearerExtra)];
-  if (dpop) challenges.push(dpopChallenge(options.dpopAlgorithms ?? [], onDpop ? err : undefined, extra));
+  const methods = options.methods;
+  if (methods === undefined) return [bearerChallenge(options.realm, err, extra)];
+  const schemes = PROOF_METHODS.filter((method) => method.scheme !== undefined && methods.includes(method.id));
+  const onScheme = schemes.some((method) => method.scheme?.name === options.scheme);
+  const bearerExtra = options.advertiseMethods === false ? extra : { ...extra, supported_cnf_methods: methods.join(' ') };
+  const challenges = [bearerChallenge(options.realm, onScheme ? undefined : err, bearerExtra)];
+  for (const method of schemes) {
+    const { scheme } = method;
+    if (scheme === undefined) continue;
+    challenges.push(challenge(scheme.challenge, [], scheme.name === options.scheme ? err : undefined, method.challengeParams?.(options) ?? [], extra));
+  }
   return challenges;
 }
 

@@ -1,70 +1,61 @@
 /**
  * Step (pure): does the token's confirmation (`cnf`, RFC 7800) match the proof the request
- * brings? Each confirmation method is one verifier; a token may carry several members, and
+ * brings? Each proof method of the registry (src/proof/registry.ts) is one verifier; a token may carry several members, and
  * every member must be verified (RFC 7800 §3.1 says `cnf` names one key, so several members
  * means the token demands all of their proofs, never just one of them).
  */
+import { PROOF_METHODS, type MemberCheck, type Proof, type ProofMethod, type ProofMethodId } from '../proof/registry.ts';
 import { thumbprintsEqual } from '../tls/certificates.ts';
-import type { ClientCertificate } from './client-cert.ts';
 
 export { thumbprintsEqual } from '../tls/certificates.ts';
 
-/** What a request offers as proof of possession. */
-export interface Proof {
-  certificate: ClientCertificate | undefined;
-  /** A DPoP proof that passed verifyDpopProof: its key's RFC 7638 thumbprint. */
-  dpop?: { readonly jkt: string } | undefined;
-}
+export type { MemberCheck, Proof } from '../proof/registry.ts';
 
-/** Why a binding failed: the proof is absent, or it names another key. */
-export type BindingFailure = 'certificate_missing' | 'certificate_mismatch' | 'dpop_proof_missing' | 'dpop_key_mismatch';
-
-export type MemberCheck = 'match' | 'mismatch' | 'missing';
+/** Why a binding failed: the proof is absent, or it names another key (each method's own reason ids). */
+export type BindingFailure = ProofMethod['missingReason'] | ProofMethod['mismatchReason'];
 
 /** One confirmation method: a `cnf` member and how to check it against the request's proof. */
 export interface ConfirmationVerifier {
   readonly member: string;
   /** The proof method this member belongs to: logged and counted when it verified a request. */
-  readonly method: 'mtls' | 'dpop';
+  readonly method: ProofMethodId;
   verify(value: unknown, proof: Proof): MemberCheck;
   /** Reason ids for this method's failures; default the certificate ones. */
   readonly missingReason?: BindingFailure;
   readonly mismatchReason?: BindingFailure;
 }
 
+/** A proof method's `cnf` member as a verifier: the member must name the key the request proved by that method. */
+export function verifierOf(method: ProofMethod<ProofMethodId>): ConfirmationVerifier {
+  return {
+    member: method.cnfMember,
+    method: method.id,
+    missingReason: method.missingReason,
+    mismatchReason: method.mismatchReason,
+    verify(value, proof) {
+      const key = method.provenKey(proof);
+      if (key === undefined) return 'missing';
+      return typeof value === 'string' && thumbprintsEqual(value, key) ? 'match' : 'mismatch';
+    },
+  };
+}
+
+/** Which verifier each proof method brings, by method id. */
+export const VERIFIERS_BY_METHOD: Readonly<Record<ProofMethodId, readonly ConfirmationVerifier[]>> = Object.freeze(
+  Object.fromEntries(PROOF_METHODS.map((method) => [method.id, [verifierOf(method)]])) as unknown as Record<ProofMethodId, readonly ConfirmationVerifier[]>,
+);
+
 /** RFC 8705 §3: the SHA-256 thumbprint of the certificate on the connection. */
-export const x5tS256Verifier: ConfirmationVerifier = {
-  member: 'x5t#S256',
-  method: 'mtls',
-  verify(value, proof) {
-    if (proof.certificate === undefined) return 'missing';
-    return typeof value === 'string' && thumbprintsEqual(value, proof.certificate.thumbprint) ? 'match' : 'mismatch';
-  },
-};
+export const x5tS256Verifier: ConfirmationVerifier = VERIFIERS_BY_METHOD.mtls[0] as ConfirmationVerifier;
 
 /** RFC 9449 §6: the thumbprint of the verified DPoP proof's key. */
-export const jktVerifier: ConfirmationVerifier = {
-  member: 'jkt',
-  method: 'dpop',
-  missingReason: 'dpop_proof_missing',
-  mismatchReason: 'dpop_key_mismatch',
-  verify(value, proof) {
-    if (proof.dpop === undefined) return 'missing';
-    return typeof value === 'string' && thumbprintsEqual(value, proof.dpop.jkt) ? 'match' : 'mismatch';
-  },
-};
+export const jktVerifier: ConfirmationVerifier = VERIFIERS_BY_METHOD.dpop[0] as ConfirmationVerifier;
 
 /** The verifiers of mTLS alone: what a route with the default `methods: [mtls]` checks. */
 export const DEFAULT_VERIFIERS: readonly ConfirmationVerifier[] = [x5tS256Verifier];
 
-/** Which verifiers each proof method brings. */
-export const VERIFIERS_BY_METHOD: Readonly<Record<'mtls' | 'dpop', readonly ConfirmationVerifier[]>> = Object.freeze({
-  mtls: [x5tS256Verifier],
-  dpop: [jktVerifier],
-});
-
 /** The verifiers for a route's methods: members of other methods are then unknown (cnf.unknownMethods). */
-export function verifiersFor(methods: readonly ('mtls' | 'dpop')[]): readonly ConfirmationVerifier[] {
+export function verifiersFor(methods: readonly ProofMethodId[]): readonly ConfirmationVerifier[] {
   // A route's methods array lives as long as the route: its verifiers are worked out once.
   let verifiers = verifiersOfMethods.get(methods);
   if (verifiers === undefined) {
@@ -73,11 +64,11 @@ export function verifiersFor(methods: readonly ('mtls' | 'dpop')[]): readonly Co
   }
   return verifiers;
 }
-const verifiersOfMethods = new WeakMap<readonly ('mtls' | 'dpop')[], readonly ConfirmationVerifier[]>();
+const verifiersOfMethods = new WeakMap<readonly ProofMethodId[], readonly ConfirmationVerifier[]>();
 
 export type BindingOutcome =
   /** Every member verified; `methods`: the proof methods that verified them, sorted. */
-  | { kind: 'bound'; methods: readonly ('mtls' | 'dpop')[] }
+  | { kind: 'bound'; methods: readonly ProofMethodId[] }
   | { kind: 'unbound' }
   | { kind: 'failed'; reason: BindingFailure | 'cnf_unsupported'; detail: string };
 
@@ -95,7 +86,7 @@ export function checkBinding(
 ): BindingOutcome {
   const members = cnf === undefined ? [] : Object.keys(cnf);
   let missing: ConfirmationVerifier | undefined;
-  const methods: ('mtls' | 'dpop')[] = [];
+  const methods: ProofMethodId[] = [];
   for (const member of members) {
     const verifier = verifiers.find((v) => v.member === member);
     if (verifier === undefined) {

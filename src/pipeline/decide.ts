@@ -6,9 +6,11 @@
  */
 import type { TokenInfo } from '../introspection/token-info.ts';
 import { GuardError, type ReasonId } from '../oauth/errors.ts';
+import { methodOfScheme, SCHEME_CNF_MEMBERS, type Proof, type ProofMethodId, type ProvenKey } from '../proof/registry.ts';
 import { checkBinding, verifiersFor, type BindingFailure, type ConfirmationVerifier } from './binding.ts';
 import type { ClientCertificate } from './client-cert.ts';
 import type { RoutePolicy } from './route.ts';
+import type { TokenScheme } from './token.ts';
 
 export interface DecisionInput {
   token: TokenInfo;
@@ -19,10 +21,10 @@ export interface DecisionInput {
   /** Default: the verifiers of the route's `methods` (a member of another method is then unknown). */
   verifiers?: readonly ConfirmationVerifier[];
   /** The scheme of the Authorization header. Default `bearer`. */
-  scheme?: 'bearer' | 'dpop';
-  /** With the `dpop` scheme: the proof verifyDpopProof accepted (its key's thumbprint). */
-  proof?: { readonly jkt: string } | undefined;
-  /** With the `dpop` scheme under `report-only`: why the proof was refused (reported, not enforced). */
+  scheme?: TokenScheme;
+  /** With a proof method's scheme (`dpop`): the key its proof check accepted (its thumbprint). */
+  proof?: ProvenKey | undefined;
+  /** With a proof method's scheme under `report-only`: why the proof was refused (reported, not enforced). */
   proofFailure?: GuardError | undefined;
 }
 
@@ -48,7 +50,7 @@ export type Decision =
       /** report-only: what `required` would have denied */
       wouldDeny?: GuardError;
       /** With reason `bound`: the proof methods that verified the token's cnf (logged, counted). */
-      verifiedBy?: readonly ('mtls' | 'dpop')[];
+      verifiedBy?: readonly ProofMethodId[];
     }
   | { allow: false; error: GuardError };
 
@@ -67,45 +69,51 @@ export function scopesOf(scope: string | undefined): Set<string> {
   return new Set((scope ?? '').split(' ').filter((s) => s.length > 0));
 }
 
-/** Whether the route takes credentials in this scheme: Bearer always, DPoP when `dpop` is in its methods. */
-export function schemeAccepted(policy: Pick<RoutePolicy, 'methods'>, scheme: 'bearer' | 'dpop'): boolean {
-  return scheme === 'bearer' || policy.methods.includes('dpop');
+/** Whether the route takes credentials in this scheme: Bearer always, a proof method's (DPoP) when that method is in its methods. */
+export function schemeAccepted(policy: Pick<RoutePolicy, 'methods'>, scheme: TokenScheme): boolean {
+  if (scheme === 'bearer') return true;
+  const method = methodOfScheme(scheme);
+  return method !== undefined && policy.methods.includes(method.id);
 }
 
 export function decide(input: DecisionInput): Decision {
   const { token, certificate, policy, now } = input;
   const scheme = input.scheme ?? 'bearer';
   // The DPoP scheme where DPoP is not accepted: as if no credentials came (the challenges say which schemes are).
-  if (!schemeAccepted(policy, scheme)) return deny('credentials_missing', 'DPoP scheme on a route without dpop');
+  const method = methodOfScheme(scheme);
+  if (!schemeAccepted(policy, scheme)) return deny('credentials_missing', `${method?.scheme?.challenge ?? scheme} scheme on a route without ${method?.id ?? scheme}`);
   // The pipeline verifies the proof before deciding; a DPoP request without one never gets further.
-  if (scheme === 'dpop' && input.proof === undefined && (policy.binding !== 'report-only' || input.proofFailure === undefined)) {
-    return input.proofFailure === undefined ? deny('dpop_proof_missing') : { allow: false, error: input.proofFailure };
+  if (method !== undefined && input.proof === undefined && (policy.binding !== 'report-only' || input.proofFailure === undefined)) {
+    return input.proofFailure === undefined ? deny(method.missingReason) : { allow: false, error: input.proofFailure };
   }
   if (!token.active) return deny('token_inactive');
   if (token.exp !== undefined && token.exp <= now) return deny('token_expired');
   if (token.nbf !== undefined && token.nbf > now) return deny('token_not_yet_valid');
-  const hasJkt = token.cnf !== undefined && Object.hasOwn(token.cnf, 'jkt');
+  const cnf = token.cnf;
   const tokenType = token.tokenType?.toLowerCase();
-  // A DPoP-bound token presented with the Bearer scheme is a downgrade (RFC 9449 §7.2): refused on
-  // every route, whatever its binding mode or cnf.unknownMethods.
-  if (scheme === 'bearer' && (tokenType === 'dpop' || hasJkt)) return deny('token_type_unsupported');
-  // The DPoP scheme is for DPoP-bound tokens (RFC 9449 §7.1, §6.2): a proof binds nothing to a
-  // token without cnf.jkt, so such a token is refused on every route, as its Bearer mirror is.
-  if (scheme === 'dpop' && (!hasJkt || tokenType === 'bearer')) return deny('dpop_token_unbound', hasJkt ? 'token_type Bearer with cnf.jkt' : 'no cnf.jkt');
+  // A token bound to a scheme's proof (DPoP) presented with the Bearer scheme is a downgrade (RFC
+  // 9449 §7.2): refused on every route, whatever its binding mode or cnf.unknownMethods.
+  if (scheme === 'bearer' && ((tokenType !== undefined && methodOfScheme(tokenType) !== undefined) || (cnf !== undefined && SCHEME_CNF_MEMBERS.some((member) => Object.hasOwn(cnf, member))))) return deny('token_type_unsupported');
+  // A scheme's proof (DPoP) is for tokens bound to it (RFC 9449 §7.1, §6.2): a proof binds nothing
+  // to a token without its cnf member, so such a token is refused on every route, as its Bearer mirror is.
+  if (method?.scheme !== undefined) {
+    const bound = cnf !== undefined && Object.hasOwn(cnf, method.cnfMember);
+    if (!bound || tokenType === 'bearer') return deny(method.scheme.unboundReason, bound ? `token_type Bearer with cnf.${method.cnfMember}` : `no cnf.${method.cnfMember}`);
+  }
   // RFC 7662 makes `iss` optional: an answer without one is the configured AS's own word.
   if (policy.issuer !== undefined && token.iss !== undefined && token.iss !== policy.issuer) return deny('issuer_mismatch');
   if (policy.audience !== undefined && !token.aud.includes(policy.audience)) return deny('audience_mismatch');
 
   const identity: Identity = { subject: token.subject, clientId: token.clientId, scope: token.scope, certificate, claims: token.claims };
-  if (scheme === 'dpop' && input.proof !== undefined) identity.dpopThumbprint = input.proof.jkt;
+  if (method !== undefined && input.proof !== undefined) identity.dpopThumbprint = input.proof.jkt;
   let reason: AllowReason = 'binding_off';
   let wouldDeny: GuardError | undefined;
-  let verifiedBy: readonly ('mtls' | 'dpop')[] | undefined;
+  let verifiedBy: readonly ProofMethodId[] | undefined;
 
   if (policy.binding !== 'off') {
-    // Every cnf member must be verified by a method the route accepts; the proof is offered only
-    // when the request used the DPoP scheme.
-    const proof = { certificate, dpop: scheme === 'dpop' ? input.proof : undefined };
+    // Every cnf member must be verified by a method the route accepts; a scheme's proof is offered
+    // only when the request used that scheme.
+    const proof: Proof = method === undefined ? { certificate } : { certificate, [method.id]: input.proof };
     const outcome = checkBinding(token.cnf, proof, input.verifiers ?? verifiersFor(policy.methods), policy.unknownCnf);
     let failure: GuardError | undefined;
     if (certificate !== undefined && !certificate.trusted) {

@@ -10,7 +10,7 @@
  *   3. body size    a declared length over the route's maxBodyBytes
  *   4. certificate  a trusted proxy's certificate header that is malformed client-cert.ts (edge)
  *   5. token        from the Authorization header only (Bearer or DPoP), none in the URL  token.ts
- *   6. proof        with the DPoP scheme: the DPoP proof, before any AS call   proof/dpop.ts
+ *   6. proof        a proof method's scheme (DPoP): its proof, before any AS call   proof/registry.ts
  *   7. validation   introspection or a local JWT, cached (per route)     validator.ts, introspection/cache.ts
  *   8. decision     activity, expiry, issuer, audience, binding, scopes   decide.ts, binding.ts
  *   9. form body    read only when the token would be allowed: no token in it
@@ -19,7 +19,9 @@
  */
 import { WELL_KNOWN_PREFIX, type MetadataDirectory } from '../discovery/resource-metadata.ts';
 import { GuardError } from '../oauth/errors.ts';
-import { expectedHtu, verifyDpopProof, type DpopDeps } from '../proof/dpop.ts';
+import type { DpopDeps } from '../proof/dpop.ts';
+import { expectedHtu } from '../proof/htu.ts';
+import { methodOfScheme, type ProvenKey } from '../proof/registry.ts';
 import type { ClientCertificate } from './client-cert.ts';
 import { decide, schemeAccepted, type Decision } from './decide.ts';
 import { identityHeadersOf } from './identity-headers.ts';
@@ -152,6 +154,8 @@ const FORM_REFUSALS = {
 } as const;
 
 export function createPipeline({ routes, validator, dpop, now, limits, metadata }: PipelineDependencies): Pipeline {
+  /** What each proof method's check needs, by method id. */
+  const proofDeps = { dpop };
   function publicDocument(method: string | undefined, target: string, host: string | undefined): string | undefined {
     if ((method !== 'GET' && method !== 'HEAD') || !target.startsWith(WELL_KNOWN_PREFIX)) return undefined;
     const end = target.search(/[?#]/);
@@ -190,18 +194,20 @@ export function createPipeline({ routes, validator, dpop, now, limits, metadata 
       const token = credentials.token;
       scheme = credentials.scheme;
       // The DPoP scheme where DPoP is not accepted: as if no credentials came (the challenges say which schemes are).
-      if (!schemeAccepted(route, scheme)) throw new GuardError('credentials_missing', { detail: 'DPoP scheme on a route without dpop' });
+      const method = methodOfScheme(scheme);
+      if (!schemeAccepted(route, scheme)) throw new GuardError('credentials_missing', { detail: `${method?.scheme?.challenge ?? scheme} scheme on a route without ${method?.id ?? scheme}` });
       // The proof first: a request it refuses costs no AS call (and a nonce round trip none either).
-      let proof: { jkt: string } | undefined;
+      let proof: ProvenKey | undefined;
       let proofFailure: GuardError | undefined;
       let dpopNonce: string | undefined;
-      if (scheme === 'dpop') {
-        const checked = await verifyDpopProof({ headerLines: facts.dpop, method: facts.method, htu: expectedHtu(route.publicOrigin, host, shape.target.received), accessToken: token }, dpop);
+      if (method?.check !== undefined) {
+        const request = { lines: (name: string) => (name === 'dpop' ? facts.dpop : undefined), method: facts.method, uri: expectedHtu(route.publicOrigin, host, shape.target.received), accessToken: token };
+        const checked = await method.check(request, proofDeps);
         // Under report-only a refused proof is a binding failure like any other: decided (and
         // forwarded, counted) after validation. A store that cannot answer is never reported away.
         if (!checked.ok && (route.binding !== 'report-only' || checked.error.status >= 500)) throw checked.error;
         if (checked.ok) {
-          proof = { jkt: checked.jkt };
+          proof = checked.key;
           dpopNonce = checked.nonce;
         } else proofFailure = checked.error;
       }

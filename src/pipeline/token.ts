@@ -4,15 +4,18 @@
  * ambiguity: a repeated or malformed header is `invalid_request`, never a guess.
  */
 import { GuardError } from '../oauth/errors.ts';
+import { PROOF_SCHEMES, type ProofSchemeName } from '../proof/registry.ts';
 
-/** `Bearer` or `DPoP` (any case), one or more spaces, a b64token (RFC 6750 §2.1, RFC 9449 §7.1). */
-const CREDENTIALS = /^(bearer|dpop) +([A-Za-z0-9\-._~+/]+=*)$/i;
+/** The schemes an access token comes in: `Bearer` (RFC 6750) and each proof method's own (`DPoP`, RFC 9449 §7.1). */
+const TOKEN_SCHEMES: ReadonlySet<string> = new Set(['bearer', ...PROOF_SCHEMES]);
+/** A token scheme (any case), one or more spaces, a b64token (RFC 6750 §2.1, RFC 9449 §7.1). Scheme names are RFC 9110 tokens: `-` and `.` are the only ones to escape. */
+const CREDENTIALS = new RegExp(`^(${[...TOKEN_SCHEMES].map((name) => name.replace(/[-.+*^$|]/g, '\\$&')).join('|')}) +([A-Za-z0-9\\-._~+/]+=*)$`, 'i');
 const SCHEME = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+)(?: |$)/;
 /** IANA HTTP Authentication Scheme registry (and DPoP): the names safe to log. */
 const KNOWN_SCHEMES = new Set(['basic', 'bearer', 'digest', 'dpop', 'hoba', 'mutual', 'negotiate', 'ntlm', 'oauth', 'privatetoken', 'scram-sha-1', 'scram-sha-256', 'vapid', 'concealed', 'aws4-hmac-sha256', 'gnap']);
 
-/** The two schemes an access token comes in: `Bearer` (RFC 6750) and `DPoP` (RFC 9449 §7.1). */
-export type TokenScheme = 'bearer' | 'dpop';
+/** The schemes an access token comes in, lower case: `bearer` (RFC 6750) and each proof method's (`dpop`, RFC 9449 §7.1). */
+export type TokenScheme = 'bearer' | ProofSchemeName;
 
 export interface Credentials {
   scheme: TokenScheme;
@@ -33,7 +36,7 @@ export function credentialsFrom(authorization: readonly string[] | undefined): C
   const value = (authorization[0] ?? '').replace(/^[ \t]+|[ \t]+$/g, '');
   const scheme = SCHEME.exec(value)?.[1]?.toLowerCase();
   if (scheme === undefined) throw new GuardError('authorization_malformed');
-  if (scheme !== 'bearer' && scheme !== 'dpop') {
+  if (!TOKEN_SCHEMES.has(scheme)) {
     // Only a registered scheme name is logged: `Authorization: <token>` has no scheme, and its
     // first characters would otherwise read as one.
     const named = KNOWN_SCHEMES.has(scheme) ? scheme : 'unrecognized';
@@ -41,7 +44,7 @@ export function credentialsFrom(authorization: readonly string[] | undefined): C
   }
   const token = CREDENTIALS.exec(value)?.[2];
   if (token === undefined) throw new GuardError('authorization_malformed');
-  return { scheme, token };
+  return { scheme: scheme as TokenScheme, token };
 }
 
 /** Whether a request target carries an `access_token` query parameter (in any percent-encoding). */

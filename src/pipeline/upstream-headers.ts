@@ -11,6 +11,7 @@
  * `X-Forwarded-For` (appended to only behind a trusted proxy), `-Proto` and the request id.
  */
 import type { IncomingHttpHeaders } from 'node:http';
+import { PROOF_HEADERS } from '../proof/registry.ts';
 import type { RoutePolicy } from './route.ts';
 
 /** RFC 9110 §7.6.1 connection-specific fields, plus `expect` (the edge already answered it). */
@@ -84,8 +85,8 @@ export function upstreamHeaders(inbound: IncomingHttpHeaders, input: UpstreamHea
     if (value === undefined || HOP_BY_HOP.has(name) || name === 'host' || name.startsWith(':')) continue;
     if (named?.has(name) === true && !KEPT_AGAINST_CONNECTION.has(name)) continue;
     if (stripped.has(name.includes('_') ? name.replaceAll('_', '-') : name)) continue;
-    // The DPoP proof goes with the token it proves: both, or neither.
-    if ((name === 'authorization' || name === 'dpop') && route.stripAuthorization) continue;
+    // A proof (DPoP) goes with the token it proves: both, or neither.
+    if ((name === 'authorization' || PROOF_HEADERS.has(name)) && route.stripAuthorization) continue;
     out[name] = value;
   }
   if (input.host !== undefined) out.host = input.host;
@@ -107,7 +108,7 @@ export function upstreamHeaders(inbound: IncomingHttpHeaders, input: UpstreamHea
  * handling and request modifiers. An upstream that merges trailers into its headers would
  * otherwise read them as if they had been checked.
  */
-const NOT_IN_TRAILERS: ReadonlySet<string> = new Set(['host', 'content-length', 'content-type', 'content-encoding', 'content-range', 'authorization', 'dpop', 'cookie', 'set-cookie', 'range', 'max-forwards', 'cache-control', 'pragma', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-range']);
+const NOT_IN_TRAILERS: ReadonlySet<string> = new Set([...PROOF_HEADERS, 'host', 'content-length', 'content-type', 'content-encoding', 'content-range', 'authorization', 'cookie', 'set-cookie', 'range', 'max-forwards', 'cache-control', 'pragma', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-range']);
 
 /**
  * The request trailers the upstream receives: the client's, without pseudo-headers, hop-by-hop

@@ -14,7 +14,7 @@
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
-import { hostMatches } from '../pipeline/route.ts';
+import { hostMatches } from '../routing/match.ts';
 import { splitPemCertificates } from '../tls/certificates.ts';
 
 export interface ServedOrigins {

@@ -2,7 +2,9 @@
  * Names the config schema needs from token validation, kept apart from the validators so that
  * reading a config (`cnfguard check`) does not load jose, undici and the caches.
  */
-export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
+import { ASYMMETRIC_JWS_ALGORITHMS } from '../oauth/jws-algorithms.ts';
+
+export const JWT_ALGORITHMS = ASYMMETRIC_JWS_ALGORITHMS;
 
 export const VALIDATION_MODES = ['introspection', 'jwt', 'jwt-then-introspection'] as const;
 export type ValidationMode = (typeof VALIDATION_MODES)[number];

@@ -11,16 +11,15 @@ import { calculateJwkThumbprint, CompactSign, exportJWK, generateKeyPair, type J
 import { beforeAll, describe, expect, it } from 'vitest';
 import { REASONS, renderError } from '../../src/oauth/errors.ts';
 import { createNonceSource } from '../../src/proof/nonce.ts';
+import { algorithmAccepted } from '../../src/proof/dpop-header.ts';
+import { expectedHtu, normalizeHtu } from '../../src/proof/htu.ts';
+import { jwkThumbprint } from '../../src/proof/jwk-thumbprint.ts';
+import { ecdsaSignatureToDer, signatureThreadFor } from '../../src/proof/jws-signature.ts';
 import {
   accessTokenHash,
-  algorithmAccepted,
   checkDpopPolicy,
-  ecdsaSignatureToDer,
-  expectedHtu,
-  jwkThumbprint,
+  createDpopCaches,
   MAX_PROOF_BYTES,
-  normalizeHtu,
-  signatureThreadFor,
   verifyDpopProof,
   type DpopDeps,
   type DpopProofInput,
@@ -34,8 +33,11 @@ const POLICY = { algorithms: ['ES256', 'EdDSA', 'PS256'], proofMaxAgeSeconds: 30
 
 const now = () => Date.now() / 1000;
 
+/** What the proofs of this file remember, as one process's runtime would (built in composition). */
+const caches = createDpopCaches();
+
 function deps(overrides: Partial<DpopDeps> = {}): DpopDeps {
-  return { policy: POLICY, replayStore: createMemoryReplayStore({ maxEntries: 10_000, now }), now, ...overrides };
+  return { policy: POLICY, replayStore: createMemoryReplayStore({ maxEntries: 10_000, now }), now, caches, ...overrides };
 }
 
 function input(proof: string | string[] | undefined, overrides: Partial<DpopProofInput> = {}): DpopProofInput {
