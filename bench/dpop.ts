@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { generateKeyPair, generateProof } from 'dpop';
 import { startAuthorizationServer } from '../demo/authorization-server.ts';
 import { accessTokenHash, ecdsaSignatureToDer, signatureThreadFor, verifyDpopProof } from '../src/proof/dpop.ts';
-import { createMemoryReplayStore, replayKey } from '../src/proof/replay-store.ts';
+import { createMemoryReplayStore, replayKey } from '../src/state/replay-store.ts';
 import { createPki } from '../test/fixtures/stack.ts';
 import { spawnChild } from './lib/children.ts';
 import { writeGuardConfig } from './lib/guard-config.ts';

@@ -13,6 +13,9 @@
  *   replicas) and costs a conforming client nothing, since its jtis are random anyway.
  */
 import { hash } from 'node:crypto';
+import { GuardError } from '../oauth/errors.ts';
+import { StoreUnavailableError, type KeyValueStore } from './kv.ts';
+import { createMemoryKv } from './memory-kv.ts';
 
 export interface ReplayStore {
   /**
@@ -20,7 +23,7 @@ export interface ReplayStore {
    * (the proof may be accepted), false when it was seen and has not expired (a replay).
    * Rejects with {@link ReplayStoreUnavailableError} when it cannot tell: full, or (a shared
    * store) unreachable. The caller must then refuse the proof: an unknown answer is not "new".
-   * Must be atomic: two concurrent calls with one key never both resolve true (Redis: SET NX EX).
+   * Must be atomic: two concurrent calls with one key never both resolve true (a KV's setIfAbsent).
    */
   remember(key: string, expiresAtSeconds: number): Promise<boolean>;
 }
@@ -41,6 +44,22 @@ export function replayKey(jkt: string, jti: string): string {
   return hash('sha256', `${jkt.length}:${jkt}${jti}`, 'base64url');
 }
 
+/**
+ * A replay store on any {@link KeyValueStore}: one atomic `setIfAbsent` per proof, named
+ * `jti:<key>`, living until the proof expires. A store that cannot tell (full, unreachable)
+ * rejects with {@link ReplayStoreUnavailableError}.
+ */
+export function replayStoreOn(kv: KeyValueStore, options: { now?: () => number } = {}): ReplayStore {
+  const now = options.now ?? Date.now;
+  return {
+    remember(key, expiresAtSeconds) {
+      return kv.setIfAbsent(`jti:${key}`, '1', expiresAtSeconds * 1000 - now()).catch((err: unknown) => {
+        throw err instanceof StoreUnavailableError ? new ReplayStoreUnavailableError(err.reason) : err;
+      });
+    },
+  };
+}
+
 export interface MemoryReplayStoreOptions {
   /** Most unexpired keys held; at the limit new proofs are refused rather than old ones forgotten. */
   maxEntries: number;
@@ -53,54 +72,44 @@ export interface MemoryReplayStore extends ReplayStore {
 }
 
 /**
- * A per-process store, bounded. Entries live in insertion order (a Map); every call first drops
- * a few expired entries from the old end, so expired keys go at the rate new ones come.
- *
- * When full of entries that have not expired, it refuses (rejects with `full`) instead of
- * evicting: forgetting an unexpired `jti` would reopen a replay window for exactly that proof,
- * silently, while refusing is visible (503, logged, counted) and ends once entries expire,
- * within `proofMaxAgeSeconds + clockSkewSeconds`. Only proofs that passed every other check are
- * recorded (signature, `htm`, `htu`, `iat`, `ath`), so filling the store takes that many fresh
- * signed proofs inside one proof lifetime; size `maxEntries` above the peak proof rate times that
- * lifetime. (This is why lru-cache, which evicts its least recently used entry when full, is not
- * used here.)
+ * A per-process store, bounded: {@link replayStoreOn} a memory KV (state/memory-kv.ts), which
+ * refuses rather than forgets an unexpired key when full. Only proofs that passed every other
+ * check are recorded (signature, `htm`, `htu`, `iat`, `ath`), so filling the store takes that many
+ * fresh signed proofs inside one proof lifetime (`proofMaxAgeSeconds + clockSkewSeconds`); size
+ * `maxEntries` above the peak proof rate times that lifetime.
  */
 export function createMemoryReplayStore(options: MemoryReplayStoreOptions): MemoryReplayStore {
-  const now = options.now ?? (() => Date.now() / 1000);
-  const entries = new Map<string, number>();
-  // After a full sweep freed nothing: no entry expires before this, so no sweep until then
-  // (a flood against a full store costs O(1) per proof, not a scan each).
-  let fullUntil = -Infinity;
-
-  /** Drops expired entries among the oldest `limit`; returns the earliest expiry left among them. */
-  function sweep(limit: number, at: number): number {
-    let looked = 0;
-    let earliest = Infinity;
-    for (const [key, expiresAt] of entries) {
-      if (looked++ >= limit) break;
-      if (expiresAt <= at) entries.delete(key);
-      else earliest = Math.min(earliest, expiresAt);
-    }
-    return earliest;
-  }
-
+  const seconds = options.now ?? (() => Date.now() / 1000);
+  const now = () => seconds() * 1000;
+  const kv = createMemoryKv({ maxEntries: options.maxEntries, now });
+  const store = replayStoreOn(kv, { now });
   return {
     get size() {
-      return entries.size;
+      return kv.size;
     },
-    remember(key, expiresAtSeconds) {
-      const at = now();
-      sweep(4, at);
-      const seen = entries.get(key);
-      if (seen !== undefined && seen > at) return Promise.resolve(false);
-      if (seen !== undefined) entries.delete(key);
-      if (entries.size >= options.maxEntries) {
-        if (at >= fullUntil) fullUntil = sweep(entries.size, at);
-        if (entries.size >= options.maxEntries) return Promise.reject(new ReplayStoreUnavailableError('full'));
+    remember: store.remember,
+  };
+}
+
+/**
+ * The replay store on the replicas' shared KV. Store down: `fail-closed` throws
+ * `shared_state_unavailable` (503, Retry-After); `local` uses this replica's own store (`fallback`),
+ * counted and logged (the caller rate-limits `warn`).
+ */
+export function createSharedReplayStore(
+  kv: KeyValueStore,
+  options: { onUnavailable: 'fail-closed' | 'local'; fallback: ReplayStore; now?: () => number; onFallback?: () => void },
+): ReplayStore {
+  const shared = replayStoreOn(kv, options.now === undefined ? {} : { now: options.now });
+  return {
+    async remember(key, expiresAtSeconds) {
+      try {
+        return await shared.remember(key, expiresAtSeconds);
+      } catch {
+        if (options.onUnavailable === 'fail-closed') throw new GuardError('shared_state_unavailable', { retryAfterSeconds: 1, detail: 'replay store unreachable' });
+        options.onFallback?.();
+        return options.fallback.remember(key, expiresAtSeconds);
       }
-      entries.set(key, expiresAtSeconds);
-      fullUntil = Math.min(fullUntil, expiresAtSeconds);
-      return Promise.resolve(true);
     },
   };
 }
