@@ -7,6 +7,10 @@
  * `full`) instead of evicting one: forgetting an unexpired DPoP `jti` would reopen a replay window
  * for exactly that proof, silently, while refusing is visible (503, logged, counted) and ends once
  * entries expire. (This is why lru-cache, which evicts its least recently used entry, is not used.)
+ *
+ * An entry is its expiry in one Map, and its value in another only when not empty: a replay
+ * marker (the empty value) costs one Map entry, as in the replay store before this KV (~120 bytes
+ * a key, measured by bench/dpop.ts).
  */
 import { StoreUnavailableError, type KeyValueStore } from './kv.ts';
 
@@ -21,15 +25,16 @@ export interface MemoryKv extends KeyValueStore {
   readonly size: number;
 }
 
-interface Entry {
-  value: string;
-  /** Milliseconds since the epoch. */
-  expiresAt: number;
-}
-
 export function createMemoryKv(options: MemoryKvOptions): MemoryKv {
   const now = options.now ?? Date.now;
-  const entries = new Map<string, Entry>();
+  /** key -> expiry (ms since the epoch), in insertion order. */
+  const entries = new Map<string, number>();
+  /** key -> value, for values other than the empty one. */
+  const values = new Map<string, string>();
+  const drop = (key: string): void => {
+    entries.delete(key);
+    if (values.size > 0) values.delete(key);
+  };
   // After a full sweep freed nothing: no entry expires before this, so no sweep until then
   // (a flood against a full store costs O(1) per write, not a scan each).
   let fullUntil = -Infinity;
@@ -38,20 +43,21 @@ export function createMemoryKv(options: MemoryKvOptions): MemoryKv {
   function sweep(limit: number, at: number): number {
     let looked = 0;
     let earliest = Infinity;
-    for (const [key, entry] of entries) {
+    for (const [key, expiresAt] of entries) {
       if (looked++ >= limit) break;
-      if (entry.expiresAt <= at) entries.delete(key);
-      else earliest = Math.min(earliest, entry.expiresAt);
+      if (expiresAt <= at) drop(key);
+      else earliest = Math.min(earliest, expiresAt);
     }
     return earliest;
   }
 
-  /** The live entry of `key`, dropping an expired one. */
-  function live(key: string, at: number): Entry | undefined {
-    const entry = entries.get(key);
-    if (entry === undefined || entry.expiresAt > at) return entry;
-    entries.delete(key);
-    return undefined;
+  /** Whether `key` holds a live value, dropping an expired one. */
+  function live(key: string, at: number): boolean {
+    const expiresAt = entries.get(key);
+    if (expiresAt === undefined) return false;
+    if (expiresAt > at) return true;
+    drop(key);
+    return false;
   }
 
   /** Makes room for one new key, or throws `full`. */
@@ -63,7 +69,8 @@ export function createMemoryKv(options: MemoryKvOptions): MemoryKv {
 
   function write(key: string, value: string, ttlMs: number, at: number): void {
     const expiresAt = at + ttlMs;
-    entries.set(key, { value, expiresAt });
+    entries.set(key, expiresAt);
+    if (value !== '') values.set(key, value);
     fullUntil = Math.min(fullUntil, expiresAt);
   }
 
@@ -73,26 +80,26 @@ export function createMemoryKv(options: MemoryKvOptions): MemoryKv {
       return entries.size;
     },
     get(key) {
-      return Promise.resolve(live(key, now())?.value);
+      return Promise.resolve(live(key, now()) ? (values.get(key) ?? '') : undefined);
     },
     set(key, value, ttlMs) {
       const at = now();
       sweep(4, at);
       // An overwrite takes no new room; it moves to the young end, as its expiry is the latest.
-      if (live(key, at) === undefined) {
+      if (!live(key, at)) {
         try {
           admit(at);
         } catch (err) {
           return Promise.reject(err as Error);
         }
-      } else entries.delete(key);
+      } else drop(key);
       write(key, value, ttlMs, at);
       return Promise.resolve();
     },
     setIfAbsent(key, value, ttlMs) {
       const at = now();
       sweep(4, at);
-      if (live(key, at) !== undefined) return Promise.resolve(false);
+      if (live(key, at)) return Promise.resolve(false);
       try {
         admit(at);
       } catch (err) {

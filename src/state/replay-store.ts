@@ -45,15 +45,17 @@ export function replayKey(jkt: string, jti: string): string {
 }
 
 /**
- * A replay store on any {@link KeyValueStore}: one atomic `setIfAbsent` per proof, named
- * `jti:<key>`, living until the proof expires. A store that cannot tell (full, unreachable)
- * rejects with {@link ReplayStoreUnavailableError}.
+ * A replay store on any {@link KeyValueStore}: one atomic `setIfAbsent` per proof of an empty
+ * marker named `jti:<key>` (the sealed KV's kind; `namespace` '' for a KV that holds nothing
+ * else), living until the proof expires. A store that cannot tell (full, unreachable) rejects
+ * with {@link ReplayStoreUnavailableError}.
  */
-export function replayStoreOn(kv: KeyValueStore, options: { now?: () => number } = {}): ReplayStore {
+export function replayStoreOn(kv: KeyValueStore, options: { now?: () => number; namespace?: string } = {}): ReplayStore {
   const now = options.now ?? Date.now;
+  const namespace = options.namespace ?? 'jti:';
   return {
     remember(key, expiresAtSeconds) {
-      return kv.setIfAbsent(`jti:${key}`, '1', expiresAtSeconds * 1000 - now()).catch((err: unknown) => {
+      return kv.setIfAbsent(namespace === '' ? key : namespace + key, '', expiresAtSeconds * 1000 - now()).catch((err: unknown) => {
         throw err instanceof StoreUnavailableError ? new ReplayStoreUnavailableError(err.reason) : err;
       });
     },
@@ -82,7 +84,7 @@ export function createMemoryReplayStore(options: MemoryReplayStoreOptions): Memo
   const seconds = options.now ?? (() => Date.now() / 1000);
   const now = () => seconds() * 1000;
   const kv = createMemoryKv({ maxEntries: options.maxEntries, now });
-  const store = replayStoreOn(kv, { now });
+  const store = replayStoreOn(kv, { now, namespace: '' });
   return {
     get size() {
       return kv.size;

@@ -101,6 +101,19 @@ const contract: [string, (h: Harness) => Promise<void>][] = [
     },
   ],
   [
+    'an empty value is a value: get gives it back, setIfAbsent sees it, set replaces it',
+    async ({ kv }) => {
+      const key = fresh('empty');
+      expect(await kv.setIfAbsent(key, '', LONG)).toBe(true);
+      expect(await kv.get(key)).toBe('');
+      expect(await kv.setIfAbsent(key, 'x', LONG)).toBe(false);
+      await kv.set(key, 'y', LONG);
+      expect(await kv.get(key)).toBe('y');
+      await kv.set(key, '', LONG);
+      expect(await kv.get(key)).toBe('');
+    },
+  ],
+  [
     'keys are independent',
     async ({ kv }) => {
       const [a, b] = [fresh('a'), fresh('b')];
