@@ -12,6 +12,9 @@
  * - JWKS: validation/jwt.ts createJwksCache;
  * - DPoP replay: state/replay-store.ts on a memory KV, the shared KV, or the cluster primary's;
  * - shared tier (introspection answers across replicas): state/token-tier.ts on the sealed KV.
+ * Not yet built in composition: the intern tables of introspection/token-info.ts (bounded, shared
+ * claim values, no token) and proof/dpop.ts's verified-header and `htu` caches (the proof
+ * registry's to inject).
  */
 
 export interface KeyValueStore {
