@@ -16,7 +16,7 @@ import { generateKeyPair, generateProof } from 'dpop';
 import { startAuthorizationServer } from '../demo/authorization-server.ts';
 import { accessTokenHash, createDpopCaches, verifyDpopProof } from '../src/proof/dpop.ts';
 import { ecdsaSignatureToDer, signatureThreadFor } from '../src/proof/jws-signature.ts';
-import { createMemoryReplayStore, replayKey } from '../src/proof/replay-store.ts';
+import { createMemoryReplayStore, replayKey } from '../src/state/replay-store.ts';
 import { createPki } from '../test/fixtures/stack.ts';
 import { spawnChild } from './lib/children.ts';
 import { writeGuardConfig } from './lib/guard-config.ts';

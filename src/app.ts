@@ -18,10 +18,13 @@ import { createCachedIntrospector, type TokenIntrospector } from './introspectio
 import { buildRuntime } from './runtime.ts';
 import { createHttpJwksFetch, createJwksCache, createJwtVerifier, type FetchJwks } from './validation/jwt.ts';
 import { createTokenValidator, type TokenValidator } from './validation/validator.ts';
-import { createSharedTokenTier, RedisReplayStore, SharedStore, sharedNonceKey, withSharedTier } from './state/shared-store.ts';
+import { createAnswerCache } from './state/answer-cache.ts';
+import { RedisKv } from './state/redis-kv.ts';
+import { sealKv, sharedNonceKey } from './state/sealed-kv.ts';
+import { createSharedTokenTier, withSharedTier } from './state/token-tier.ts';
 import { createDpopCaches, signatureThreadFor, type SignatureThread } from './proof/dpop.ts';
 import { createNonceSource } from './proof/nonce.ts';
-import { createMemoryReplayStore } from './proof/replay-store.ts';
+import { createMemoryReplayStore, createSharedReplayStore } from './state/replay-store.ts';
 import { primaryStateOfWorker } from './state/cluster-state.ts';
 import { createLifecycle, type Lifecycle } from './serve/lifecycle.ts';
 import { createListeners, type ServingState } from './serve/listeners.ts';
@@ -116,23 +119,25 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   // local miss, by wrapping what the cache calls then; the cache's hit path is unchanged.
   const sharedSettings = settings.sharedState;
   let warnedAt = -Infinity;
+  // One Redis KV under the sealed envelope: the token tier and the replay store sit on it.
   const store =
     sharedSettings === undefined || config.sharedState === undefined
       ? undefined
-      : new SharedStore({
-          url: sharedSettings.url,
-          keyPrefix: sharedSettings.keyPrefix,
-          secret: config.sharedState.secret,
-          ca: config.sharedState.ca,
-          timeoutMs: Math.min(sharedSettings.timeoutMs, settings.introspection.timeoutMs),
-          onUp: (up) => metrics.sharedStateUp.set(up ? 1 : 0),
-          onError: (kind) => metrics.sharedStateErrors.inc({ kind }),
-          warn: (message, detail) => {
-            if (now() - warnedAt < 30_000) return;
-            warnedAt = now();
-            logger.warn(detail, message);
-          },
-        });
+      : sealKv(
+          new RedisKv({
+            url: sharedSettings.url,
+            ca: config.sharedState.ca,
+            timeoutMs: Math.min(sharedSettings.timeoutMs, settings.introspection.timeoutMs),
+            onUp: (up) => metrics.sharedStateUp.set(up ? 1 : 0),
+            onError: (kind) => metrics.sharedStateErrors.inc({ kind }),
+            warn: (message, detail) => {
+              if (now() - warnedAt < 30_000) return;
+              warnedAt = now();
+              logger.warn(detail, message);
+            },
+          }),
+          { secret: config.sharedState.secret, keyPrefix: sharedSettings.keyPrefix, onForged: () => metrics.sharedStateErrors.inc({ kind: 'forged' }) },
+        );
   const firstTier =
     store === undefined
       ? introspect
@@ -140,8 +145,12 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
           ...settings.introspection.cache,
           now,
         });
+  // The validated-answer caches (state/answer-cache.ts), one per source; the JWT one only with `jwt:`.
+  const introspectionAnswers = createAnswerCache({ ...settings.introspection.cache, now });
+  const jwtAnswers = settings.jwt === undefined ? undefined : createAnswerCache({ maxEntries: settings.introspection.cache.maxEntries, maxTtlSeconds: settings.introspection.cache.maxTtlSeconds, negativeTtlSeconds: 0, now });
   const tokens = createCachedIntrospector(firstTier, {
     ...settings.introspection.cache,
+    answers: introspectionAnswers,
     budget,
     staleIfErrorSeconds: settings.introspection.staleIfErrorSeconds,
     now,
@@ -173,6 +182,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       settings.jwt === undefined || jwks === undefined
         ? undefined
         : { issuer: settings.jwt.issuer, verify: createJwtVerifier({ issuer: settings.jwt.issuer, algorithms: settings.jwt.algorithms, jwks, now, clockSkewSeconds: settings.jwt.clockSkewSeconds, keepClaims: mapsClaims(settings) }) },
+    answers: jwtAnswers,
     cache: { maxEntries: settings.introspection.cache.maxEntries, maxTtlSeconds: settings.introspection.cache.maxTtlSeconds },
     now,
     onResult: (source, result) => metrics.tokenValidations.inc({ source, result }),
@@ -186,7 +196,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const replayStore =
     store === undefined || sharedSettings === undefined
       ? (viaPrimary?.replayStore ?? localReplayStore)
-      : new RedisReplayStore(store, { onUnavailable: sharedSettings.onUnavailable, fallback: localReplayStore, now, onFallback: () => metrics.sharedStateErrors.inc({ kind: 'local_fallback' }) });
+      : createSharedReplayStore(store, { onUnavailable: sharedSettings.onUnavailable, fallback: localReplayStore, now, onFallback: () => metrics.sharedStateErrors.inc({ kind: 'local_fallback' }) });
   const nonces = viaPrimary?.nonces ?? createNonceSource({
     rotationSeconds: settings.dpop.nonceRotationSeconds,
     now: () => now() / 1000,

@@ -8,7 +8,7 @@ import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
 import { createDpopCaches, type DpopCaches, type SignatureThread } from './proof/dpop.ts';
 import type { NonceSource } from './proof/nonce.ts';
 import { createOriginCheck, type ServedOrigins } from './proof/origins.ts';
-import type { ReplayStore } from './proof/replay-store.ts';
+import type { ReplayStore } from './state/replay-store.ts';
 import type { TokenValidator } from './validation/validator.ts';
 import { createPipeline, type Pipeline } from './pipeline/pipeline.ts';
 import { compileRoutes } from './pipeline/route.ts';

@@ -1,19 +1,15 @@
 /**
- * The introspection cache: what the authorization server says about a token, through a bounded cache with
- * single-flight. The cache holds claims, never decisions: binding, expiry and policy are checked
- * again on every request. Keys are SHA-256 of the token, so no raw token is kept in memory longer
- * than its request, and concurrent first requests for one token make one introspection call.
- *
- * Active and inactive answers live in separate LRUs: anybody can make up inactive tokens, so
- * they must not be able to push real ones out. Cache misses that would call the AS take from the
- * introspection budget (per peer and in total); hits and joined in-flight calls never do.
+ * The introspection cache: what the authorization server says about a token, through the
+ * validated-answer cache (state/answer-cache.ts: keyed by the token's hash, active and inactive
+ * answers apart) with single-flight, so concurrent first requests for one token make one
+ * introspection call. Cache misses that would call the AS take from the introspection budget (per
+ * peer and in total); hits and joined in-flight calls never do.
  */
-import { hash } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
 import type { IntrospectionBudget } from './budget.ts';
 import type { Introspect } from './client.ts';
 import { GuardError } from '../oauth/errors.ts';
-import { INACTIVE, type TokenInfo } from './token-info.ts';
+import type { TokenInfo } from './token-info.ts';
+import { createAnswerCache, tokenCacheKey, type AnswerCache, type AnswerEntry } from '../state/answer-cache.ts';
 
 export interface TokenCacheOptions {
   maxEntries: number;
@@ -21,6 +17,8 @@ export interface TokenCacheOptions {
   negativeTtlSeconds: number;
   /** Inactive answers kept (their own LRU, so they never evict active ones). Default 10 000; 0 keeps none. */
   negativeMaxEntries?: number;
+  /** The answer cache, built in composition; else one is made from the options above. */
+  answers?: AnswerCache;
   /** Bounds the AS calls that cache misses cause; none when absent. */
   budget?: IntrospectionBudget;
   /** How long past its lifetime a cached active answer may serve while the AS fails; 0 is never. */
@@ -30,26 +28,6 @@ export interface TokenCacheOptions {
   onHit?: () => void;
   onMiss?: () => void;
   onStale?: () => void;
-}
-
-interface Entry {
-  info: TokenInfo;
-  expiresAtMs: number;
-}
-
-export function tokenCacheKey(token: string): string {
-  return hash('sha256', token, 'base64url');
-}
-
-/**
- * How long an answer may be reused: an active token until min(exp, now + maxTtl); an inactive
- * one for negativeTtl. Zero means "do not cache".
- */
-export function cacheLifetimeMs(info: TokenInfo, nowMs: number, options: Pick<TokenCacheOptions, 'maxTtlSeconds' | 'negativeTtlSeconds'>): number {
-  if (!info.active) return Math.max(0, options.negativeTtlSeconds * 1000);
-  const cap = options.maxTtlSeconds * 1000;
-  const untilExp = info.exp === undefined ? cap : info.exp * 1000 - nowMs;
-  return Math.max(0, Math.min(cap, untilExp));
 }
 
 export interface LookupContext {
@@ -80,31 +58,17 @@ export interface TokenIntrospector {
 
 export function createCachedIntrospector(introspect: Introspect, options: TokenCacheOptions): TokenIntrospector {
   const now = options.now ?? Date.now;
-  const cache = options.maxEntries > 0 ? new LRUCache<string, Entry>({ max: options.maxEntries }) : undefined;
-  // key -> until when (ms) the token is known inactive. The expiry is checked here, by the same
-  // rule as active entries (lru-cache's own ttl debounces its clock with timers); expired entries
-  // are deleted when met and otherwise pushed out by newer ones.
-  const negativeMax = options.negativeMaxEntries ?? 10_000;
-  const negative = negativeMax > 0 && options.negativeTtlSeconds > 0 ? new LRUCache<string, number>({ max: negativeMax }) : undefined;
+  const answers = options.answers ?? createAnswerCache(options);
   const budget = options.budget;
   const inFlight = new Map<string, Promise<TokenInfo>>();
 
   const staleWindowMs = (options.staleIfErrorSeconds ?? 0) * 1000;
 
-  async function fetchAndStore(key: string, token: string, previous: Entry | undefined): Promise<TokenInfo> {
+  async function fetchAndStore(key: string, token: string, previous: AnswerEntry | undefined): Promise<TokenInfo> {
     try {
       // Through a promise, so even a synchronous throw settles after the in-flight entry exists.
       const info = await Promise.resolve().then(() => introspect(token));
-      const t = now();
-      const lifetime = cacheLifetimeMs(info, t, options);
-      if (info.active) {
-        if (cache !== undefined && lifetime > 0) cache.set(key, { info, expiresAtMs: t + lifetime });
-        negative?.delete(key);
-      } else {
-        // A revoked token: its old active answer must not come back as a stale-if-error fallback.
-        cache?.delete(key);
-        if (negative !== undefined && lifetime > 0) negative.set(key, t + lifetime);
-      }
+      answers.put(key, info);
       return info;
     } catch (err) {
       // stale-if-error: an expired *active* answer may stand in while the AS is failing, within
@@ -122,21 +86,10 @@ export function createCachedIntrospector(introspect: Introspect, options: TokenC
   return {
     lookup(token, context) {
       const key = tokenCacheKey(token);
-      const entry = cache?.get(key);
-      if (entry !== undefined && entry.expiresAtMs > now()) {
+      const answer = answers.get(key);
+      if (answer !== undefined) {
         options.onHit?.();
-        return Promise.resolve(entry.info);
-      }
-      // An expired active entry stays (until replaced or evicted) as the stale-if-error fallback.
-      if (negative !== undefined) {
-        const inactiveUntil = negative.get(key);
-        if (inactiveUntil !== undefined) {
-          if (inactiveUntil > now()) {
-            options.onHit?.();
-            return Promise.resolve(INACTIVE);
-          }
-          negative.delete(key);
-        }
+        return Promise.resolve(answer);
       }
       options.onMiss?.();
       let pending = inFlight.get(key);
@@ -144,20 +97,20 @@ export function createCachedIntrospector(introspect: Introspect, options: TokenC
         // Only a call that would reach the AS pays; joining one in flight is free.
         const refusal = budget?.admit(context?.certificate === undefined ? context?.peer : `cert:${context.certificate}`);
         if (refusal !== undefined) return Promise.reject(refusal);
-        pending = fetchAndStore(key, token, entry);
+        // An expired active entry stays (until replaced or evicted) as the stale-if-error fallback.
+        pending = fetchAndStore(key, token, staleWindowMs > 0 ? answers.held(key) : undefined);
         inFlight.set(key, pending);
       }
       return pending;
     },
     get size() {
-      return cache?.size ?? 0;
+      return answers.size;
     },
     get negativeSize() {
-      return negative?.size ?? 0;
+      return answers.negativeSize;
     },
     clear() {
-      cache?.clear();
-      negative?.clear();
+      answers.clear();
     },
   };
 }

@@ -19,7 +19,7 @@ import type { NonceSource } from './nonce.ts';
 
 export { signatureThreadFor, type SignatureThread } from './jws-signature.ts';
 import { originOf, type OriginCheck } from './origins.ts';
-import { replayKey, type ReplayStore } from './replay-store.ts';
+import { replayKey, type ReplayStore } from '../state/replay-store.ts';
 
 /** A proof longer than this is refused before it is parsed (the header line, in bytes). */
 export const MAX_PROOF_BYTES = 4096;

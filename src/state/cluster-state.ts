@@ -7,23 +7,29 @@
  * Over the cluster IPC channel (node:cluster messages, private to the primary and its workers):
  * - `nonce-key`: asked once by each worker as it starts; it then makes and checks nonces itself,
  *   with no round trip per request (nonce.ts is stateless given the key).
- * - `remember`: one per DPoP proof that passed every other check. The primary's store is a
- *   {@link createMemoryReplayStore}; its `remember` runs to completion in the primary's one
- *   thread, so two workers asking for one key never both hear "new".
+ * - `get`, `set`, `set-if-absent`: the primary's one memory KV (state/memory-kv.ts), which a
+ *   worker sees as a {@link KeyValueStore} and its replay store sits on ({@link replayStoreOn}):
+ *   one `set-if-absent` per DPoP proof that passed every other check. Each call runs to
+ *   completion in the primary's one thread, so two workers asking for one key never both hear
+ *   "new".
  * A worker that hears nothing within {@link ANSWER_TIMEOUT_MS} refuses the proof (503, the same
  * as a full or unreachable store): an unknown answer is never "new".
  */
 import { randomBytes } from 'node:crypto';
 import { createNonceSource, type NonceSource } from '../proof/nonce.ts';
-import { createMemoryReplayStore, ReplayStoreUnavailableError, type ReplayStore } from '../proof/replay-store.ts';
+import { StoreUnavailableError, type KeyValueStore } from './kv.ts';
+import { createMemoryKv, type MemoryKv } from './memory-kv.ts';
+import { replayStoreOn, type ReplayStore } from './replay-store.ts';
 
 const TYPE = 'cnfguard:dpop-state';
 /** How long a worker waits for the primary; the primary answers in microseconds unless it is stuck or gone. */
 export const ANSWER_TIMEOUT_MS = 2000;
 
-type RequestBody = { op: 'nonce-key' } | { op: 'remember'; key: string; exp: number };
+type KvOp = { op: 'get'; key: string } | { op: 'set' | 'set-if-absent'; key: string; value: string; ttlMs: number };
+type RequestBody = { op: 'nonce-key' } | KvOp;
 type Request = { type: typeof TYPE; id: number } & RequestBody;
-type Answer = { type: typeof TYPE; id: number; fresh?: boolean; key?: string; error?: 'full' | 'unreachable' };
+/** `key`: the nonce key; `value`: what `get` found (null: nothing); `fresh`: whether `set-if-absent` wrote. */
+type Answer = { type: typeof TYPE; id: number; fresh?: boolean; key?: string; value?: string | null; error?: 'full' | 'unreachable' };
 
 /** The primary's end of one worker's channel (a cluster Worker). */
 export interface WorkerEnd {
@@ -45,7 +51,15 @@ export interface PrimaryStateOptions {
 /** In the primary: answers the workers' messages. `handle` returns false for messages that are not its own. */
 export function createPrimaryState(options: PrimaryStateOptions): { handle(worker: WorkerEnd, message: unknown): boolean } {
   const nonceKey = options.nonceKey ?? randomBytes(32);
-  let store: ReplayStore | undefined;
+  let kv: MemoryKv | undefined;
+  const run = (op: KvOp): Promise<Omit<Answer, 'type' | 'id'>> => {
+    // Made on the first call: a cluster without DPoP routes never holds one.
+    const seconds = options.now;
+    kv ??= createMemoryKv({ maxEntries: options.maxEntries, ...(seconds !== undefined && { now: () => seconds() * 1000 }) });
+    if (op.op === 'get') return kv.get(op.key).then((value) => ({ value: value ?? null }));
+    if (op.op === 'set') return kv.set(op.key, op.value, op.ttlMs).then(() => ({}));
+    return kv.setIfAbsent(op.key, op.value, op.ttlMs).then((fresh) => ({ fresh }));
+  };
   return {
     handle(worker, message) {
       if (!isRequest(message)) return false;
@@ -54,11 +68,9 @@ export function createPrimaryState(options: PrimaryStateOptions): { handle(worke
         worker.send({ type: TYPE, id, key: nonceKey.toString('base64') }, ignore);
         return true;
       }
-      // Made on the first proof: a cluster without DPoP routes never holds one.
-      store ??= createMemoryReplayStore({ maxEntries: options.maxEntries, ...(options.now !== undefined && { now: options.now }) });
-      store.remember(message.key, message.exp).then(
-        (fresh) => worker.send({ type: TYPE, id, fresh }, ignore),
-        (err: unknown) => worker.send({ type: TYPE, id, error: err instanceof ReplayStoreUnavailableError ? err.reason : 'unreachable' }, ignore),
+      run(message).then(
+        (answer) => worker.send({ type: TYPE, id, ...answer }, ignore),
+        (err: unknown) => worker.send({ type: TYPE, id, error: err instanceof StoreUnavailableError ? err.reason : 'unreachable' }, ignore),
       );
       return true;
     },
@@ -69,7 +81,10 @@ function isRequest(message: unknown): message is Request {
   if (typeof message !== 'object' || message === null) return false;
   const m = message as Partial<Record<string, unknown>>;
   if (m.type !== TYPE || typeof m.id !== 'number') return false;
-  return m.op === 'nonce-key' || (m.op === 'remember' && typeof m.key === 'string' && typeof m.exp === 'number');
+  if (m.op === 'nonce-key') return true;
+  if (typeof m.key !== 'string') return false;
+  if (m.op === 'get') return true;
+  return (m.op === 'set' || m.op === 'set-if-absent') && typeof m.value === 'string' && typeof m.ttlMs === 'number' && !Number.isNaN(m.ttlMs);
 }
 
 /** A worker's end of its channel to the primary (`process` in a cluster worker). */
@@ -87,7 +102,9 @@ export interface WorkerStateOptions {
 }
 
 export interface WorkerState {
-  /** Asks the primary; rejects with {@link ReplayStoreUnavailableError} when it does not answer in time. */
+  /** The primary's memory KV; rejects with {@link StoreUnavailableError} when it does not answer in time. */
+  kv: KeyValueStore;
+  /** On {@link kv}: rejects with ReplayStoreUnavailableError when the primary does not answer in time. */
   replayStore: ReplayStore;
   /** Nonces from the primary's key: usable once `ready` has resolved. */
   nonces: NonceSource;
@@ -115,7 +132,7 @@ export function connectToPrimary(primary: PrimaryEnd, options: WorkerStateOption
       const id = nextId++;
       const unreachable = (why: string) => {
         pending.delete(id);
-        reject(new ReplayStoreUnavailableError('unreachable', `the cluster primary ${why}`));
+        reject(new StoreUnavailableError('unreachable', `the cluster primary ${why}`));
       };
       const timer = setTimeout(() => unreachable(`did not answer within ${timeoutMs} ms`), timeoutMs);
       timer.unref();
@@ -142,6 +159,18 @@ export function connectToPrimary(primary: PrimaryEnd, options: WorkerStateOption
     return source;
   };
 
+  const answerOf = async (request: KvOp): Promise<Answer> => {
+    const answer = await ask(request);
+    if (answer.error !== undefined) throw new StoreUnavailableError(answer.error === 'full' ? 'full' : 'unreachable');
+    return answer;
+  };
+  const kv: KeyValueStore = {
+    up: true,
+    get: async (key) => (await answerOf({ op: 'get', key })).value ?? undefined,
+    set: async (key, value, ttlMs) => void (await answerOf({ op: 'set', key, value, ttlMs })),
+    setIfAbsent: async (key, value, ttlMs) => (await answerOf({ op: 'set-if-absent', key, value, ttlMs })).fresh === true,
+  };
+
   return {
     ready,
     nonces: {
@@ -149,13 +178,8 @@ export function connectToPrimary(primary: PrimaryEnd, options: WorkerStateOption
       accepts: (nonce) => started().accepts(nonce),
       freshFor: (presented) => started().freshFor(presented),
     },
-    replayStore: {
-      async remember(key, expiresAtSeconds) {
-        const answer = await ask({ op: 'remember', key, exp: expiresAtSeconds });
-        if (answer.error !== undefined) throw new ReplayStoreUnavailableError(answer.error === 'full' ? 'full' : 'unreachable');
-        return answer.fresh === true;
-      },
-    },
+    kv,
+    replayStore: replayStoreOn(kv, { now: () => options.now() * 1000 }),
   };
 }
 

@@ -1,13 +1,14 @@
 /**
  * Step 6, validation: per route, the AS's word by introspection, a local JWT check (RFC 9068), or
  * a JWT check for JWTs of the configured issuer and introspection for everything else. Verified
- * JWTs are cached by the hash of the token (as introspection answers are) until exp, capped by
- * introspection.cache.maxTtlSeconds, so a repeat costs no signature check.
+ * JWTs are kept in a validated-answer cache (state/answer-cache.ts, the one introspection answers
+ * use: by the hash of the token, until exp, capped by introspection.cache.maxTtlSeconds), so a
+ * repeat costs no signature check.
  */
-import { LRUCache } from 'lru-cache';
 import type { TokenInfo } from '../introspection/token-info.ts';
 import { GuardError } from '../oauth/errors.ts';
-import { cacheLifetimeMs, tokenCacheKey, type LookupContext, type TokenIntrospector } from '../introspection/cache.ts';
+import type { LookupContext, TokenIntrospector } from '../introspection/cache.ts';
+import { createAnswerCache, tokenCacheKey, type AnswerCache } from '../state/answer-cache.ts';
 import type { JwtVerify } from './jwt.ts';
 import { looksLikeJws } from './jwt.ts';
 
@@ -30,16 +31,13 @@ export interface TokenValidatorOptions {
   introspector: TokenIntrospector;
   /** Absent when no `jwt:` is configured; routes then must use introspection. */
   jwt?: { verify: JwtVerify; issuer: string } | undefined;
+  /** Verified JWTs: the answer cache built in composition, else one made from `cache`. */
+  answers?: AnswerCache | undefined;
   cache: { maxEntries: number; maxTtlSeconds: number };
   /** Milliseconds since the epoch. */
   now: () => number;
   /** One per validation: which source decided and how (`ok`, or the reason id). */
   onResult?: (source: ValidationSource, result: string) => void;
-}
-
-interface Entry {
-  info: TokenInfo;
-  expiresAtMs: number;
 }
 
 /** The unverified `iss` of a JWS-shaped token, or undefined: only to choose the validation path. */
@@ -58,7 +56,7 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
   const { introspector, jwt, now } = options;
   // Only verified JWTs live here: without `jwt:` the cache would be 100 000 empty slots (lru-cache
   // allocates them up front: start-up time and idle memory for nothing).
-  const cache = jwt !== undefined && options.cache.maxEntries > 0 ? new LRUCache<string, Entry>({ max: options.cache.maxEntries }) : undefined;
+  const cache = options.answers ?? (jwt !== undefined ? createAnswerCache({ ...options.cache, negativeTtlSeconds: 0, now }) : undefined);
   const report = options.onResult ?? (() => undefined);
 
   async function viaIntrospection(token: string, context: LookupContext | undefined): Promise<ValidatedToken> {
@@ -75,16 +73,14 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
   async function viaJwt(token: string, audience: string | undefined, key = tokenCacheKey(token), cached = cache?.get(key)): Promise<ValidatedToken> {
     if (jwt === undefined) throw new GuardError('jwt_malformed', { detail: 'no jwt: configured' });
     try {
-      let entry = cached;
-      if (entry === undefined || entry.expiresAtMs <= now()) {
-        const info = await jwt.verify(token);
-        const lifetime = cacheLifetimeMs(info, now(), { maxTtlSeconds: options.cache.maxTtlSeconds, negativeTtlSeconds: 0 });
-        entry = { info, expiresAtMs: now() + lifetime };
-        if (cache !== undefined && lifetime > 0) cache.set(key, entry);
+      let info = cached;
+      if (info === undefined) {
+        info = await jwt.verify(token);
+        cache?.put(key, info);
       }
-      if (audience !== undefined && !entry.info.aud.includes(audience)) throw new GuardError('jwt_audience_mismatch', { detail: 'aud lacks the route audience' });
+      if (audience !== undefined && !info.aud.includes(audience)) throw new GuardError('jwt_audience_mismatch', { detail: 'aud lacks the route audience' });
       report('jwt', 'ok');
-      return { info: entry.info, source: 'jwt' };
+      return { info, source: 'jwt' };
     } catch (err) {
       report('jwt', err instanceof GuardError ? err.reason : 'internal_error');
       throw err;

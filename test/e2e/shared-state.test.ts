@@ -9,8 +9,9 @@ import { generateKeyPair, generateProof } from 'dpop';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuardError } from '../../src/oauth/errors.ts';
-import { createMemoryReplayStore } from '../../src/proof/replay-store.ts';
-import { RedisReplayStore, SharedStore } from '../../src/state/shared-store.ts';
+import { RedisKv } from '../../src/state/redis-kv.ts';
+import { createMemoryReplayStore, createSharedReplayStore } from '../../src/state/replay-store.ts';
+import { sealKv, type SealedKv } from '../../src/state/sealed-kv.ts';
 import { findRedisServer, startRedis, type RedisServer } from '../fixtures/redis.ts';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
 
@@ -40,10 +41,11 @@ async function waitFor(check: () => Promise<boolean> | boolean, ms = 5000): Prom
   }
 }
 
-function storeFor(url: string, ca?: string): SharedStore {
-  const store = new SharedStore({ url, keyPrefix: 'cnfguard:', secret, ca, timeoutMs: TIMEOUT_MS });
-  store.connect();
-  return store;
+/** The sealed KV over a Redis KV, as the app builds it, with the raw client for writing forgeries. */
+function storeFor(url: string, ca?: string): SealedKv & { redis: RedisKv['redis'] } {
+  const kv = new RedisKv({ url, ca, timeoutMs: TIMEOUT_MS });
+  kv.connect();
+  return Object.assign(sealKv(kv, { secret, keyPrefix: 'cnfguard:' }), { redis: kv.redis });
 }
 
 describe.skipIf(!available)('shared state (real redis-server)', () => {
@@ -87,7 +89,7 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
     const store = storeFor(redis.url);
     await waitFor(() => store.up);
     const token = 'not-a-token-the-as-knows';
-    const key = store.key('token', token);
+    const key = store.key(`token:${token}`);
     const json = JSON.stringify({ v: 1, until: Date.now() + 60_000, c: false, a: { active: true, aud: [] } });
     await store.redis.set(key, `${randomBytes(32).toString('base64url')}.${json}`, 'PX', 60_000);
     // Moved from another token's key: authentic for that key, not for this one.
@@ -95,16 +97,16 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
     const forgedBefore = await metric(guard, /^cnfguard_shared_state_errors_total\{kind="forged"\}/);
     expect((await curl(d.pki, `${guard.started.url}/a`, { cert: d.pki.files.client1, token })).status).toBe(401);
     const moved = 'another-unknown-token';
-    await store.redis.set(store.key('token', moved), store.seal(key, json), 'PX', 60_000);
+    await store.redis.set(store.key(`token:${moved}`), store.seal(key, json), 'PX', 60_000);
     expect((await curl(d.pki, `${guard.started.url}/a`, { cert: d.pki.files.client1, token: moved })).status).toBe(401);
     expect(await metric(guard, /^cnfguard_shared_state_errors_total\{kind="forged"\}/)).toBe(forgedBefore + 2);
     store.close();
   });
 
   it('replay: a jti accepted once is refused from another replica instance', async () => {
-    const a = new RedisReplayStore(storeFor(redis.url), { onUnavailable: 'fail-closed', fallback: localReplayStore() });
+    const a = createSharedReplayStore(storeFor(redis.url), { onUnavailable: 'fail-closed', fallback: localReplayStore() });
     const bStore = storeFor(redis.url);
-    const b = new RedisReplayStore(bStore, { onUnavailable: 'fail-closed', fallback: localReplayStore() });
+    const b = createSharedReplayStore(bStore, { onUnavailable: 'fail-closed', fallback: localReplayStore() });
     await waitFor(() => bStore.up);
     const jti = randomBytes(16).toString('base64url');
     const exp = Math.floor(Date.now() / 1000) + 60;
@@ -142,10 +144,10 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
 
   it('store frozen, then killed: requests still pass via the AS within the deadline; fail-closed vs local; back: used again', async () => {
     const guard = guards[1] as Guard;
-    const failClosed = new RedisReplayStore(storeFor(redis.url), { onUnavailable: 'fail-closed', fallback: localReplayStore() });
+    const failClosed = createSharedReplayStore(storeFor(redis.url), { onUnavailable: 'fail-closed', fallback: localReplayStore() });
     let fallbacks = 0;
     const localStore = storeFor(redis.url);
-    const local = new RedisReplayStore(localStore, { onUnavailable: 'local', fallback: localReplayStore(), onFallback: () => fallbacks++ });
+    const local = createSharedReplayStore(localStore, { onUnavailable: 'local', fallback: localReplayStore(), onFallback: () => fallbacks++ });
     await waitFor(() => localStore.up);
     const exp = Math.floor(Date.now() / 1000) + 60;
     const slowest: number[] = [];
@@ -190,7 +192,7 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
     try {
       const store = storeFor(tlsRedis.url, d.pki.certs.ca.cert);
       await waitFor(() => store.up);
-      const replay = new RedisReplayStore(store, { onUnavailable: 'fail-closed', fallback: localReplayStore() });
+      const replay = createSharedReplayStore(store, { onUnavailable: 'fail-closed', fallback: localReplayStore() });
       expect(await replay.remember('tls-jti', Math.floor(Date.now() / 1000) + 30)).toBe(true);
       expect(await replay.remember('tls-jti', Math.floor(Date.now() / 1000) + 30)).toBe(false);
       store.close();

@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { ReplayStoreUnavailableError } from '../../src/proof/replay-store.ts';
+import { ReplayStoreUnavailableError } from '../../src/state/replay-store.ts';
 import { connectToPrimary, createPrimaryState, type WorkerState } from '../../src/state/cluster-state.ts';
 
 const NOW = 1_800_000_000;
@@ -40,6 +40,15 @@ describe('DPoP state held by the cluster primary', () => {
     expect(await (workers[0] as WorkerState).replayStore.remember('k2', NOW + 60)).toBe(false);
   });
 
+  it('the primary holds one KV: what one worker sets, another reads; a proof key is a replay key in it', async () => {
+    const [a, b] = cluster(2) as [WorkerState, WorkerState];
+    await a.kv.set('shared', 'v', 60_000);
+    expect(await b.kv.get('shared')).toBe('v');
+    expect(await b.kv.get('never')).toBeUndefined();
+    expect(await a.replayStore.remember('k3', NOW + 60)).toBe(true);
+    expect(await b.kv.setIfAbsent('jti:k3', '1', 60_000)).toBe(false);
+  });
+
   it('a nonce one worker issues, every worker accepts', async () => {
     const [a, b, c] = cluster(3) as [WorkerState, WorkerState, WorkerState];
     await Promise.all([a.ready, b.ready, c.ready]);
@@ -71,7 +80,7 @@ describe('DPoP state held by the cluster primary', () => {
   it('ignores messages that are not its own', () => {
     const primary = createPrimaryState({ maxEntries: 1000 });
     const end = { send: () => expect.unreachable('answered a foreign message') };
-    for (const message of [null, 'x', { type: 'cnfguard:ready' }, { type: 'cnfguard:dpop-state', id: 'x', op: 'nonce-key' }, { type: 'cnfguard:dpop-state', id: 1, op: 'remember', key: 1, exp: 2 }]) {
+    for (const message of [null, 'x', { type: 'cnfguard:ready' }, { type: 'cnfguard:dpop-state', id: 'x', op: 'nonce-key' }, { type: 'cnfguard:dpop-state', id: 1, op: 'remember', key: 1, exp: 2 }, { type: 'cnfguard:dpop-state', id: 1, op: 'set-if-absent', key: 'k', value: 1, ttlMs: 2 }, { type: 'cnfguard:dpop-state', id: 1, op: 'get', key: 3 }]) {
       expect(primary.handle(end, message)).toBe(false);
     }
   });

@@ -25,7 +25,7 @@ import {
   type DpopProofInput,
   type DpopResult,
 } from '../../src/proof/dpop.ts';
-import { createMemoryReplayStore, type ReplayStore } from '../../src/proof/replay-store.ts';
+import { createMemoryReplayStore, type ReplayStore } from '../../src/state/replay-store.ts';
 
 const TOKEN = 'opaque-access-token-Zm9vYmFy';
 const HTU = 'https://api.example/orders/7';

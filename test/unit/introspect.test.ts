@@ -4,7 +4,8 @@ import { createIntrospectionBudget } from '../../src/introspection/budget.ts';
 import type { Introspect } from '../../src/introspection/client.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
 import { GuardError } from '../../src/oauth/errors.ts';
-import { cacheLifetimeMs, createCachedIntrospector, tokenCacheKey, type TokenCacheOptions } from '../../src/introspection/cache.ts';
+import { createCachedIntrospector, type TokenCacheOptions } from '../../src/introspection/cache.ts';
+import { cacheLifetimeMs, tokenCacheKey } from '../../src/state/answer-cache.ts';
 
 const T0 = 1_750_000_000_000; // ms
 

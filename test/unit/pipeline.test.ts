@@ -7,7 +7,7 @@ import { buildMetadataDirectory } from '../../src/discovery/resource-metadata.ts
 import { createPipeline, type FormRead, type RequestFacts } from '../../src/pipeline/pipeline.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';
 import { createTokenValidator } from '../../src/validation/validator.ts';
-import { createMemoryReplayStore } from '../../src/proof/replay-store.ts';
+import { createMemoryReplayStore } from '../../src/state/replay-store.ts';
 import { minimalSettings } from '../fixtures/config.ts';
 
 const settings = minimalSettings({

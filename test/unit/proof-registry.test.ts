@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { verifiersFor } from '../../src/pipeline/binding.ts';
 import { createDpopCaches, verifyDpopProof, type DpopDeps } from '../../src/proof/dpop.ts';
 import { methodOfScheme, PROOF_HEADERS, PROOF_METHOD_IDS, PROOF_METHODS } from '../../src/proof/registry.ts';
-import { createMemoryReplayStore } from '../../src/proof/replay-store.ts';
+import { createMemoryReplayStore } from '../../src/state/replay-store.ts';
 import { minimalSettings } from '../fixtures/config.ts';
 
 describe('proof-method registry', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createMemoryReplayStore, replayKey, ReplayStoreUnavailableError } from '../../src/proof/replay-store.ts';
+import { createMemoryReplayStore, replayKey, ReplayStoreUnavailableError } from '../../src/state/replay-store.ts';
 import { createNonceSource } from '../../src/proof/nonce.ts';
 
 describe('memory replay store', () => {

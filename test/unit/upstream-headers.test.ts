@@ -8,7 +8,7 @@ import { compileRoutes } from '../../src/pipeline/route.ts';
 import { FORWARDING_HEADERS, upstreamHeaders, type UpstreamHeaderInput } from '../../src/pipeline/upstream-headers.ts';
 import { buildRuntime } from '../../src/runtime.ts';
 import { createNonceSource } from '../../src/proof/nonce.ts';
-import { createMemoryReplayStore } from '../../src/proof/replay-store.ts';
+import { createMemoryReplayStore } from '../../src/state/replay-store.ts';
 import { clientCertificate } from '../fixtures/certificate.ts';
 import { minimalSettings } from '../fixtures/config.ts';
 
