@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { accessTokenHash } from '../../src/proof/dpop.ts';
 import { thumbprintS256 } from '../../src/tls/certificates.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
+import { manualClock } from '../fixtures/clock.ts';
 import { baseConfig, startDeployment, startGuard, type CertificateFiles, type Deployment, type Guard } from '../fixtures/stack.ts';
 
 let d: Deployment;
@@ -21,6 +22,14 @@ let stub: IntrospectionStub;
 let guard: Guard;
 /** `dpop.nonce: true`, DPoP everywhere. */
 let nonceGuard: Guard;
+const NONCE_ROTATION_SECONDS = 60;
+/** The nonce guard's clock: real time, put just past a rotation boundary where a test needs a whole period. */
+const nonceClock = manualClock({ followRealTime: true });
+/** Moves the nonce guard's clock to 1 s into the next rotation period (less than a proof's allowed age ahead). */
+function startOfNoncePeriod(): void {
+  const period = NONCE_ROTATION_SECONDS * 1000;
+  nonceClock.advance(period - (nonceClock.now() % period) + 1000);
+}
 /** The stub AS (it can answer with a token bound to a certificate and a key at once). */
 let stubGuard: Guard;
 /** `errors.advertiseMethods: false`. */
@@ -107,7 +116,7 @@ beforeAll(async () => {
   ];
   [guard, nonceGuard, stubGuard, quiet] = await Promise.all([
     startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { routes })),
-    startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { methods: ['dpop'], dpop: { nonce: true } })),
+    startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { methods: ['dpop'], dpop: { nonce: true, nonceRotationSeconds: NONCE_ROTATION_SECONDS } }), { now: nonceClock.now }),
     startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca }, methods: ['mtls', 'dpop'] })),
     startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { routes, errors: { advertiseMethods: false } })),
   ]);
@@ -325,6 +334,8 @@ describe('over HTTP/2', () => {
 
 describe('nonces (dpop.nonce: true)', () => {
   it('a proof without a nonce: 401 use_dpop_nonce with DPoP-Nonce; the retry with it passes', async () => {
+    // Both calls in one rotation period, so that the success needs no fresh nonce.
+    startOfNoncePeriod();
     const first = await dpopCall(nonceGuard.started.url, '/n');
     expect(first.status).toBe(401);
     expect(challenges(first)).toContain('DPoP error="use_dpop_nonce"');
