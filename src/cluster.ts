@@ -18,7 +18,7 @@ import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { reconcileReload } from './config/reload-table.ts';
 import type { Settings } from './config/schema.ts';
 import type { Logger } from './log.ts';
-import { createPrimaryState } from './state/cluster-state.ts';
+import { createPrimaryState } from './cluster-state.ts';
 import { NODE_VERSION, VERSION } from './version.ts';
 
 const READY_MESSAGE = 'cnfguard:ready';

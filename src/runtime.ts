@@ -4,7 +4,7 @@
  * may send.
  */
 import type { Settings } from './config/schema.ts';
-import { buildMetadataDirectory } from './discovery/resource-metadata.ts';
+import { buildMetadataDirectory } from './pipeline/metadata.ts';
 import { createDpopCaches, type DpopCaches, type SignatureThread } from './proof/dpop.ts';
 import type { NonceSource } from './proof/nonce.ts';
 import { createOriginCheck, type ServedOrigins } from './proof/origins.ts';

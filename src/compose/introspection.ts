@@ -11,9 +11,9 @@ import { createCachedIntrospector, type TokenIntrospector } from '../introspecti
 import { createIntrospectionClient, type Introspect, type IntrospectionClient } from '../introspection/client.ts';
 import { explainIntrospectionFailure } from '../introspection/explain.ts';
 import type { Logger } from '../log.ts';
-import { createAnswerCache } from '../state/answer-cache.ts';
+import { createAnswerCache } from '../introspection/answer-cache.ts';
 import type { KeyValueStore } from '../state/kv.ts';
-import { createSharedTokenTier, withSharedTier } from '../state/token-tier.ts';
+import { createSharedTokenTier, withSharedTier } from '../introspection/shared-tier.ts';
 
 export interface IntrospectionParts {
   /** The HTTP client; undefined when the tests replace it. */

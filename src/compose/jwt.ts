@@ -7,7 +7,7 @@ import type { LoadedConfig } from '../config/load.ts';
 import { mapsClaims } from '../config/reload-table.ts';
 import type { TokenIntrospector } from '../introspection/cache.ts';
 import type { Logger } from '../log.ts';
-import { createAnswerCache } from '../state/answer-cache.ts';
+import { createAnswerCache } from '../introspection/answer-cache.ts';
 import { createHttpJwksFetch, createJwksCache, createJwtVerifier, type FetchJwks } from '../validation/jwt.ts';
 import { createTokenValidator, type TokenValidator } from '../validation/validator.ts';
 

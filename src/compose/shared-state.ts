@@ -8,7 +8,7 @@ import type { Metrics } from '../admin/metrics.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import type { Logger } from '../log.ts';
 import { createNonceSource, type NonceSource } from '../proof/nonce.ts';
-import { primaryStateOfWorker } from '../state/cluster-state.ts';
+import { primaryStateOfWorker } from '../cluster-state.ts';
 import { RedisKv } from '../state/redis-kv.ts';
 import { createMemoryReplayStore, createSharedReplayStore, type ReplayStore } from '../state/replay-store.ts';
 import { sealKv, sharedNonceKey, type SealedKv } from '../state/sealed-kv.ts';

@@ -5,7 +5,7 @@
  */
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
-import { renderError, type GuardError, type RenderedError } from '../oauth/errors.ts';
+import { renderError, type GuardError, type RenderedError } from './render.ts';
 import type { Verdict } from '../pipeline/pipeline.ts';
 
 /**

@@ -11,7 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
 import { forwardedClient } from '../observe/traffic.ts';
-import type { GuardError } from '../oauth/errors.ts';
+import type { GuardError } from '../oauth/reasons.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { IdentityHeaderNames } from '../pipeline/identity-headers.ts';
 import type { FormReader } from '../pipeline/pipeline.ts';

@@ -8,7 +8,7 @@
  * (`targetForwardedRaw`), so the route is chosen by every reading an upstream could make of it.
  */
 import type { IncomingMessage } from 'node:http';
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { RequestFacts } from '../pipeline/pipeline.ts';
 import { HOP_BY_HOP } from '../pipeline/upstream-headers.ts';

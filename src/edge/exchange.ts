@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import type { AccessLog } from '../observe/access-log.ts';
 import type { Traffic } from '../observe/traffic.ts';
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import type { Verdict } from '../pipeline/pipeline.ts';
 
 /** The path of a request target: no query (it may carry secrets), no fragment. */

@@ -8,7 +8,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { RequestFacts } from '../pipeline/pipeline.ts';
 import type { ProxyRequest } from '../proxy/messages.ts';

@@ -12,7 +12,7 @@ import type { Metrics } from '../admin/metrics.ts';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
 import { connectionTraffic, declaredTraffic } from '../observe/traffic.ts';
-import type { GuardError } from '../oauth/errors.ts';
+import type { GuardError } from '../oauth/reasons.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import { upstreamTrailers } from '../pipeline/upstream-headers.ts';
 import type { Runtime } from '../runtime.ts';

@@ -10,7 +10,7 @@
  * configuration error, not an outage: neither opens the circuit, so junk tokens cannot open it
  * for everybody.
  */
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import type { Introspect } from './client.ts';
 
 export type CircuitState = 'closed' | 'open' | 'half-open';

@@ -11,7 +11,7 @@
  */
 import { isIPv6 } from 'node:net';
 import { LRUCache } from 'lru-cache';
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 
 /**
  * A token bucket: holds up to `burst` tokens, refilled at `ratePerSecond`. Time is passed in

@@ -7,9 +7,9 @@
  */
 import type { IntrospectionBudget } from './budget.ts';
 import type { Introspect } from './client.ts';
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import type { TokenInfo } from './token-info.ts';
-import { createAnswerCache, tokenCacheKey, type AnswerCache, type AnswerEntry } from '../state/answer-cache.ts';
+import { createAnswerCache, tokenCacheKey, type AnswerCache, type AnswerEntry } from './answer-cache.ts';
 
 export interface TokenCacheOptions {
   maxEntries: number;

@@ -14,7 +14,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Agent, request } from 'undici';
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import { explainIntrospectionFailure, type IntrospectionFailure } from './explain.ts';
 import { INACTIVE, InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from './token-info.ts';
 

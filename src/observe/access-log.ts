@@ -6,7 +6,7 @@
 import pino from 'pino';
 import type { Metrics } from '../admin/metrics.ts';
 import type { Logger } from '../log.ts';
-import type { GuardError } from '../oauth/errors.ts';
+import type { GuardError } from '../oauth/reasons.ts';
 import type { Verdict } from '../pipeline/pipeline.ts';
 
 export interface FinishedRequest {

@@ -15,7 +15,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { BlockList } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { LRUCache } from 'lru-cache';
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import { sha256, splitPemCertificates, subjectAltNames, subjectRfc4514 } from '../tls/certificates.ts';
 import { ForwardedCertificateError, parseForwardedCertificate, type ForwardedCertificateFormat } from '../tls/forwarded-certificate.ts';
 import { parseCidrList, peerInList } from '../tls/peers.ts';

@@ -5,7 +5,7 @@
  * table is a unit test of this function.
  */
 import type { TokenInfo } from '../introspection/token-info.ts';
-import { GuardError, type ReasonId } from '../oauth/errors.ts';
+import { GuardError, type ReasonId } from '../oauth/reasons.ts';
 import { methodOfScheme, SCHEME_CNF_MEMBERS, type Proof, type ProofMethodId, type ProvenKey } from '../proof/registry.ts';
 import { checkBinding, verifiersFor, type BindingFailure, type ConfirmationVerifier } from './binding.ts';
 import type { ClientCertificate } from './client-cert.ts';

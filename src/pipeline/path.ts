@@ -17,7 +17,7 @@
  * what the upstream reads, so every reading in {@link rawReadings}, the unresolved ones included
  * (`/admin/../x` is below /admin to Express and gunicorn), must choose the same route.
  */
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 
 export interface ParsedTarget {
   /** The canonical path: matched, and forwarded. */

@@ -17,8 +17,8 @@
  *  10. verdict      route, decision, target and body to forward, and the identity headers,
  *                   computed once; the edge applies it                    identity-headers.ts
  */
-import { WELL_KNOWN_PREFIX, type MetadataDirectory } from '../discovery/resource-metadata.ts';
-import { GuardError } from '../oauth/errors.ts';
+import { WELL_KNOWN_PREFIX, type MetadataDirectory } from './metadata.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import type { DpopDeps } from '../proof/dpop.ts';
 import { expectedHtu } from '../proof/htu.ts';
 import { methodOfScheme, type ProvenKey } from '../proof/registry.ts';

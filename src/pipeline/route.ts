@@ -4,7 +4,7 @@
  * top-level keys) comes last. A route inherits every policy key it does not set.
  */
 import type { BindingMode, ProofMethod, Settings } from '../config/schema.ts';
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import { rawReadings, readsOneWay, routingPaths, type ParsedTarget } from './path.ts';
 import { hostMatches, pathMatches, segmentPrefix } from '../routing/match.ts';
 import type { ValidationMode } from '../validation/validator.ts';

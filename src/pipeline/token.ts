@@ -3,7 +3,7 @@
  * the Authorization header, scheme Bearer or DPoP). Tokens in the URL or in a form body are refused outright (§2, §5.3), as is any
  * ambiguity: a repeated or malformed header is `invalid_request`, never a guess.
  */
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import { PROOF_SCHEMES, type ProofSchemeName } from '../proof/registry.ts';
 
 /** The schemes an access token comes in: `Bearer` (RFC 6750) and each proof method's own (`DPoP`, RFC 9449 §7.1). */

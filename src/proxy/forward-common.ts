@@ -6,7 +6,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 import type { Readable } from 'node:stream';
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import { connectionOptions, HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
 import type { ProxyRequest, ProxyResponse } from './messages.ts';
 

@@ -11,7 +11,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex, Readable } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
 import { Agent, type Dispatcher } from 'undici';
-import type { GuardError } from '../oauth/errors.ts';
+import type { GuardError } from '../oauth/reasons.ts';
 import { endResponse, failureOf, hasBody, onClientGone, writeResponseHead, type WebForwardOptions } from './forward-common.ts';
 import { createHttp2Upstream } from './forward-h2.ts';
 import type { ProxyRequest, ProxyResponse } from './messages.ts';

@@ -12,10 +12,10 @@ import { reconcileReload } from '../config/reload-table.ts';
 import type { IntrospectionClient } from '../introspection/client.ts';
 import { listen } from '../listen.ts';
 import type { Logger } from '../log.ts';
-import type { ConnectionTracker } from '../proxy/connection-errors.ts';
+import type { ConnectionTracker } from '../edge/connection-errors.ts';
 import { buildRuntime, type RuntimeDependencies } from '../runtime.ts';
-import { createCertificateReloader, notAfterSeconds, type ReloadResult } from '../tls/reloader.ts';
-import { applyLiveLimits } from '../tls/server.ts';
+import { createCertificateReloader, notAfterSeconds, type ReloadResult } from './certificate-reloader.ts';
+import { applyLiveLimits } from './tls-server.ts';
 import { NODE_VERSION, VERSION } from '../version.ts';
 import type { Listeners, ServingState } from './listeners.ts';
 

@@ -18,10 +18,10 @@ import type { Logger } from '../log.ts';
 import { createAccessLog } from '../observe/access-log.ts';
 import { createCertificateSource, type CertificateSource } from '../pipeline/client-cert.ts';
 import { createBodyBudget } from '../proxy/body.ts';
-import { guardConnections, type ConnectionTracker } from '../proxy/connection-errors.ts';
+import { guardConnections, type ConnectionTracker } from '../edge/connection-errors.ts';
 import { createForwarder, type Forwarder } from '../proxy/forward.ts';
 import type { Runtime } from '../runtime.ts';
-import { createTlsServer, type TlsListener } from '../tls/server.ts';
+import { createTlsServer, type TlsListener } from './tls-server.ts';
 
 /** What every request reads afresh: the runtime and settings in force, and the lifecycle flags. */
 export interface ServingState {

@@ -13,7 +13,7 @@
  *   replicas) and costs a conforming client nothing, since its jtis are random anyway.
  */
 import { hash } from 'node:crypto';
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import { StoreUnavailableError, type KeyValueStore } from './kv.ts';
 import { createMemoryKv } from './memory-kv.ts';
 

@@ -8,7 +8,7 @@
 import type { createLocalJWKSet, JSONWebKeySet, JWTPayload } from 'jose';
 import { Agent, request } from 'undici';
 import { InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from '../introspection/token-info.ts';
-import { GuardError, type ReasonId } from '../oauth/errors.ts';
+import { GuardError, type ReasonId } from '../oauth/reasons.ts';
 import { jose } from './jose.ts';
 import { JWT_ALGORITHMS } from './names.ts';
 

@@ -6,9 +6,9 @@
  * repeat costs no signature check.
  */
 import type { TokenInfo } from '../introspection/token-info.ts';
-import { GuardError } from '../oauth/errors.ts';
+import { GuardError } from '../oauth/reasons.ts';
 import type { LookupContext, TokenIntrospector } from '../introspection/cache.ts';
-import { createAnswerCache, tokenCacheKey, type AnswerCache } from '../state/answer-cache.ts';
+import { createAnswerCache, tokenCacheKey, type AnswerCache } from '../introspection/answer-cache.ts';
 import type { JwtVerify } from './jwt.ts';
 import { looksLikeJws } from './jwt.ts';
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { generateKeyPair, generateProof } from 'dpop';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GuardError } from '../../src/oauth/errors.ts';
+import { GuardError } from '../../src/edge/render.ts';
 import { RedisKv } from '../../src/state/redis-kv.ts';
 import { createMemoryReplayStore, createSharedReplayStore } from '../../src/state/replay-store.ts';
 import { sealKv, type SealedKv } from '../../src/state/sealed-kv.ts';

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { createMetrics } from '../../src/admin/metrics.ts';
 import { createLogger } from '../../src/log.ts';
 import { accessLine, createAccessLog, entryOf, outcomeOf, type FinishedRequest } from '../../src/observe/access-log.ts';
-import { GuardError } from '../../src/oauth/errors.ts';
+import { GuardError } from '../../src/edge/render.ts';
 import type { Decision } from '../../src/pipeline/decide.ts';
 import type { Verdict } from '../../src/pipeline/pipeline.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';

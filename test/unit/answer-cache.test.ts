@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { createCachedIntrospector } from '../../src/introspection/cache.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
-import { createAnswerCache, tokenCacheKey } from '../../src/state/answer-cache.ts';
+import { createAnswerCache, tokenCacheKey } from '../../src/introspection/answer-cache.ts';
 import { createTokenValidator } from '../../src/validation/validator.ts';
 import { manualClock } from '../fixtures/clock.ts';
 

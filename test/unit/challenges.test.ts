@@ -1,7 +1,7 @@
 /** One challenge per accepted scheme (contract: "Proof-of-possession methods per route"; RFC 9449 §7). */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { challengesFor, GuardError, REASONS, renderError, type ReasonId, type RenderOptions } from '../../src/oauth/errors.ts';
+import { challengesFor, GuardError, REASONS, renderError, type ReasonId, type RenderOptions } from '../../src/edge/render.ts';
 
 const TCHAR = "[!#$%&'*+\\-.^_`|~0-9A-Za-z]";
 const PARAM = new RegExp(`^(${TCHAR}+)[ \\t]*=[ \\t]*(?:(${TCHAR}+)|"((?:[\\t \\x21\\x23-\\x5b\\x5d-\\x7e]|\\\\[\\t \\x21-\\x7e])*)")`);

@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { ReplayStoreUnavailableError } from '../../src/state/replay-store.ts';
-import { connectToPrimary, createPrimaryState, type WorkerState } from '../../src/state/cluster-state.ts';
+import { connectToPrimary, createPrimaryState, type WorkerState } from '../../src/cluster-state.ts';
 
 const NOW = 1_800_000_000;
 

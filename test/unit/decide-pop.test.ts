@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
-import type { ReasonId } from '../../src/oauth/errors.ts';
+import type { ReasonId } from '../../src/edge/render.ts';
 import { checkBinding, jktVerifier, verifiersFor, x5tS256Verifier } from '../../src/pipeline/binding.ts';
 import { decide, schemeAccepted, type Decision, type DecisionInput } from '../../src/pipeline/decide.ts';
 import { compileRoutes, type RoutePolicy } from '../../src/pipeline/route.ts';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { type BindingMode } from '../../src/config/schema.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
-import { renderError, type ReasonId } from '../../src/oauth/errors.ts';
+import { renderError, type ReasonId } from '../../src/edge/render.ts';
 import type { ClientCertificate } from '../../src/pipeline/client-cert.ts';
 import { decide, scopesOf, type Decision } from '../../src/pipeline/decide.ts';
 import { compileRoutes, type RoutePolicy } from '../../src/pipeline/route.ts';

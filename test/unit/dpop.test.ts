@@ -9,7 +9,7 @@ import * as dpop from 'dpop';
 import fc from 'fast-check';
 import { calculateJwkThumbprint, CompactSign, exportJWK, generateKeyPair, type JWK } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { REASONS, renderError } from '../../src/oauth/errors.ts';
+import { REASONS, renderError } from '../../src/edge/render.ts';
 import { createNonceSource } from '../../src/proof/nonce.ts';
 import { algorithmAccepted } from '../../src/proof/dpop-header.ts';
 import { expectedHtu, normalizeHtu } from '../../src/proof/htu.ts';

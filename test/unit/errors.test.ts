@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { bearerChallenge, challengeSafe, GuardError, quoteString, REASONS, renderError, type ReasonId } from '../../src/oauth/errors.ts';
+import { bearerChallenge, challengeSafe, GuardError, quoteString, REASONS, renderError, type ReasonId } from '../../src/edge/render.ts';
 
 const TCHAR = "[!#$%&'*+\\-.^_`|~0-9A-Za-z]";
 

@@ -17,7 +17,7 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { ConfigError, interpolate, loadConfigObject, parseConfigText, type ConfigProblem, type Environment } from '../../src/config/load.ts';
 import { InvalidIntrospectionAnswer, tokenInfoFromAnswer } from '../../src/introspection/token-info.ts';
-import { GuardError, REASONS } from '../../src/oauth/errors.ts';
+import { GuardError, REASONS } from '../../src/edge/render.ts';
 import { createCertificateSource, type ClientCertificate, type TrustedProxy } from '../../src/pipeline/client-cert.ts';
 import { credentialsFrom } from '../../src/pipeline/token.ts';
 import { createSelfSignedClientCertificate, generateDevCertificates } from '../../src/tls/dev-certs.ts';

@@ -3,9 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { createIntrospectionBudget } from '../../src/introspection/budget.ts';
 import type { Introspect } from '../../src/introspection/client.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
-import { GuardError } from '../../src/oauth/errors.ts';
+import { GuardError } from '../../src/edge/render.ts';
 import { createCachedIntrospector, type TokenCacheOptions } from '../../src/introspection/cache.ts';
-import { cacheLifetimeMs, tokenCacheKey } from '../../src/state/answer-cache.ts';
+import { cacheLifetimeMs, tokenCacheKey } from '../../src/introspection/answer-cache.ts';
 
 const T0 = 1_750_000_000_000; // ms
 

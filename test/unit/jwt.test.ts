@@ -3,7 +3,7 @@ import { createHmac, createPublicKey } from 'node:crypto';
 import fc from 'fast-check';
 import { CompactEncrypt, decodeJwt, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { GuardError } from '../../src/oauth/errors.ts';
+import { GuardError } from '../../src/edge/render.ts';
 import type { TokenIntrospector } from '../../src/introspection/cache.ts';
 import { INACTIVE } from '../../src/introspection/token-info.ts';
 import { createJwksCache, createJwtVerifier, parseJwt } from '../../src/validation/jwt.ts';

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../src/config/schema.ts';
-import { GuardError } from '../../src/oauth/errors.ts';
+import { GuardError } from '../../src/edge/render.ts';
 import { parseTarget, routingPaths } from '../../src/pipeline/path.ts';
 import { compileRoutes, routeFor } from '../../src/pipeline/route.ts';
 import { generatedSpelling } from '../fixtures/path-corpus.ts';

@@ -1,9 +1,9 @@
 /** The pipeline's check order, over plain facts: no sockets, a recording introspector and form reader. */
 import { describe, expect, it } from 'vitest';
 import { tokenInfoFromAnswer } from '../../src/introspection/token-info.ts';
-import { GuardError } from '../../src/oauth/errors.ts';
+import { GuardError } from '../../src/edge/render.ts';
 import type { LookupContext, TokenIntrospector } from '../../src/introspection/cache.ts';
-import { buildMetadataDirectory } from '../../src/discovery/resource-metadata.ts';
+import { buildMetadataDirectory } from '../../src/pipeline/metadata.ts';
 import { createPipeline, type FormRead, type RequestFacts } from '../../src/pipeline/pipeline.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';
 import { createTokenValidator } from '../../src/validation/validator.ts';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { parseConfigText, type ConfigProblem } from '../../src/config/load.ts';
 import { configSchema } from '../../src/config/schema.ts';
-import { REASONS, type ReasonId } from '../../src/oauth/errors.ts';
+import { REASONS, type ReasonId } from '../../src/edge/render.ts';
 
 it('the config reference in README.md parses and passes the schema', () => {
   const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');

@@ -3,7 +3,7 @@ import { withCircuitBreaker, type CircuitState } from '../../src/introspection/b
 import { createIntrospectionBudget } from '../../src/introspection/budget.ts';
 import { retryAfterSeconds } from '../../src/introspection/client.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
-import { GuardError } from '../../src/oauth/errors.ts';
+import { GuardError } from '../../src/edge/render.ts';
 import { createCachedIntrospector } from '../../src/introspection/cache.ts';
 
 const ACTIVE: TokenInfo = { ...INACTIVE, active: true, clientId: 'app' };

@@ -1,6 +1,6 @@
 /** RFC 9728 fields for the proof methods a resource's routes accept. */
 import { describe, expect, it } from 'vitest';
-import { buildMetadataDirectory, metadataFor } from '../../src/discovery/resource-metadata.ts';
+import { buildMetadataDirectory, metadataFor } from '../../src/pipeline/metadata.ts';
 import { compileRoutes, type RoutePolicy } from '../../src/pipeline/route.ts';
 import { minimalSettings } from '../fixtures/config.ts';
 

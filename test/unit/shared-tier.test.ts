@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { effectiveConfigYaml, loadConfigObject, type ConfigError } from '../../src/config/load.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
 import { createCachedIntrospector } from '../../src/introspection/cache.ts';
-import { withSharedTier, type SharedTier } from '../../src/state/token-tier.ts';
+import { withSharedTier, type SharedTier } from '../../src/introspection/shared-tier.ts';
 import { generateDevCertificates } from '../../src/tls/dev-certs.ts';
 import { minimalConfig } from '../fixtures/config.ts';
 

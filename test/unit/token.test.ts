@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GuardError, type ReasonId } from '../../src/oauth/errors.ts';
+import { GuardError, type ReasonId } from '../../src/edge/render.ts';
 import { credentialsFrom, formCarriesToken, isFormContentType, queryCarriesToken } from '../../src/pipeline/token.ts';
 
 /** RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */

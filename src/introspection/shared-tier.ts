@@ -4,10 +4,10 @@
  * and keys never hold a token). Consulted only on a local miss, by wrapping what the local cache
  * calls then; the local cache's hit path never touches it.
  */
-import type { Introspect } from '../introspection/client.ts';
-import { tokenInfoFromAnswer, type TokenInfo } from '../introspection/token-info.ts';
+import type { Introspect } from './client.ts';
+import { tokenInfoFromAnswer, type TokenInfo } from './token-info.ts';
 import { cacheLifetimeMs } from './answer-cache.ts';
-import type { KeyValueStore } from './kv.ts';
+import type { KeyValueStore } from '../state/kv.ts';
 
 /** What the token cache gets from the store on a local miss. */
 export interface SharedTier {

@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import type { Settings } from '../config/schema.ts';
 import { ConfigError, loadTlsMaterial, type TlsMaterial } from '../config/load.ts';
 import type { Logger } from '../log.ts';
-import { secureContextOptions } from './server.ts';
+import { secureContextOptions } from './tls-server.ts';
 
 export type ReloadResult = 'success' | 'failure' | 'unchanged';
 

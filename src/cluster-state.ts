@@ -16,10 +16,10 @@
  * as a full or unreachable store): an unknown answer is never "new".
  */
 import { randomBytes } from 'node:crypto';
-import { createNonceSource, type NonceSource } from '../proof/nonce.ts';
-import { StoreUnavailableError, type KeyValueStore } from './kv.ts';
-import { createMemoryKv, type MemoryKv } from './memory-kv.ts';
-import { replayStoreOn, type ReplayStore } from './replay-store.ts';
+import { createNonceSource, type NonceSource } from './proof/nonce.ts';
+import { StoreUnavailableError, type KeyValueStore } from './state/kv.ts';
+import { createMemoryKv, type MemoryKv } from './state/memory-kv.ts';
+import { replayStoreOn, type ReplayStore } from './state/replay-store.ts';
 
 const TYPE = 'cnfguard:dpop-state';
 /** How long a worker waits for the primary; the primary answers in microseconds unless it is stuck or gone. */

@@ -13,7 +13,7 @@
  */
 import { hash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { INACTIVE, type TokenInfo } from '../introspection/token-info.ts';
+import { INACTIVE, type TokenInfo } from './token-info.ts';
 
 export interface AnswerLifetimeRules {
   maxTtlSeconds: number;

@@ -5,9 +5,9 @@
  * {@link renderError}.
  */
 import { PROOF_METHODS, type ChallengeContext } from '../proof/registry.ts';
-import type { GuardError } from './reasons.ts';
+import type { GuardError } from '../oauth/reasons.ts';
 
-export { GuardError, REASONS, type GuardErrorOverrides, type ReasonId } from './reasons.ts';
+export { GuardError, REASONS, type GuardErrorOverrides, type ReasonId } from '../oauth/reasons.ts';
 
 /** Error codes for cnfguard's own faults, which are not OAuth errors and carry no Bearer `error`. */
 const SERVER_FAULT_CODES: Readonly<Record<number, string>> = {

@@ -9,8 +9,9 @@ import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
-import { GuardError, renderError, type ReasonId } from '../oauth/errors.ts';
-import { rawResponse } from '../edge/answer.ts';
+import { renderError } from './render.ts';
+import { GuardError, type ReasonId } from '../oauth/reasons.ts';
+import { rawResponse } from './answer.ts';
 
 export interface ConnectionTracker {
   /** Open TCP connections, handshaking or not. */

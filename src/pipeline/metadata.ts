@@ -4,7 +4,7 @@
  * `resource` and any route's own), served at the path RFC 9728 §3.1 derives from it.
  */
 import type { Settings } from '../config/schema.ts';
-import type { RoutePolicy, RouteTable } from '../pipeline/route.ts';
+import type { RoutePolicy, RouteTable } from './route.ts';
 import { metadataFields } from '../proof/registry.ts';
 
 export interface ResourceMetadata {
