@@ -40,61 +40,68 @@ export const edgeFailures = {
   frontInsecure: (front: string) => new GuardError('transport_insecure', { detail: `the ${front} check request says the original request was not HTTPS` }),
 } as const;
 
-export interface Exchange {
-  readonly requestId: string;
-  verdict: Verdict | undefined;
+/**
+ * One request's exchange. A class, not a closure: one is made per request, and its methods live
+ * on the prototype (a request that outlives a young-generation GC is promoted with all it holds).
+ */
+export class Exchange {
+  readonly requestId = randomUUID();
+  verdict: Verdict | undefined = undefined;
+  upstreamStatus: number | undefined = undefined;
+  #failure: GuardError | undefined = undefined;
+  #finished = false;
+  readonly #started = performance.now();
+  readonly #accessLog: AccessLog;
+  readonly #origin: ExchangeOrigin;
+
+  constructor(accessLog: AccessLog, origin: ExchangeOrigin) {
+    this.#accessLog = accessLog;
+    this.#origin = origin;
+  }
+
   /** What went wrong after the verdict: the upstream, the body, the client, or cnfguard itself. */
-  readonly failure: GuardError | undefined;
-  upstreamStatus: number | undefined;
+  get failure(): GuardError | undefined {
+    return this.#failure;
+  }
+
   /** Records `err` as what went wrong, unless something already was. Returns whether it was recorded. */
-  fail(err: GuardError): boolean;
+  fail(err: GuardError): boolean {
+    if (this.#failure !== undefined) return false;
+    this.#failure = err;
+    return true;
+  }
+
   /** The status the access line reports: 499 when the client went away first. */
-  statusFor(sent: number): number;
+  statusFor(sent: number): number {
+    return this.#failure?.reason === 'client_aborted' ? 499 : sent;
+  }
+
   /** Writes the access line and counts the request; only the first call counts. */
-  finish(status: number, traffic?: Traffic): void;
+  finish(status: number, traffic?: Traffic): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    const { verdict } = this;
+    const origin = this.#origin;
+    const decision = verdict?.decision;
+    this.#accessLog.record({
+      requestId: this.requestId,
+      method: origin.method,
+      path: pathOf(verdict?.target ?? origin.target ?? '/'),
+      status: this.statusFor(status),
+      verdict,
+      failure: this.#failure,
+      upstreamStatus: this.upstreamStatus,
+      thumbprint: decision?.allow === true ? decision.identity.certificate?.thumbprint : undefined,
+      latencyMs: Math.round((performance.now() - this.#started) * 100) / 100,
+      client: origin.client,
+      forwardedFor: origin.forwardedFor,
+      bytesIn: traffic?.bytesIn,
+      bytesOut: traffic?.bytesOut,
+      ...(origin.edge !== undefined && { edge: origin.edge }),
+    });
+  }
 }
 
 export function openExchange(accessLog: AccessLog, origin: ExchangeOrigin): Exchange {
-  const started = performance.now();
-  let failure: GuardError | undefined;
-  let finished = false;
-  const exchange: Exchange = {
-    requestId: randomUUID(),
-    verdict: undefined,
-    upstreamStatus: undefined,
-    get failure() {
-      return failure;
-    },
-    fail(err) {
-      if (failure !== undefined) return false;
-      failure = err;
-      return true;
-    },
-    statusFor(sent) {
-      return failure?.reason === 'client_aborted' ? 499 : sent;
-    },
-    finish(status, traffic) {
-      if (finished) return;
-      finished = true;
-      const verdict = exchange.verdict;
-      const decision = verdict?.decision;
-      accessLog.record({
-        requestId: exchange.requestId,
-        method: origin.method,
-        path: pathOf(verdict?.target ?? origin.target ?? '/'),
-        status: exchange.statusFor(status),
-        verdict,
-        failure,
-        upstreamStatus: exchange.upstreamStatus,
-        thumbprint: decision?.allow === true ? decision.identity.certificate?.thumbprint : undefined,
-        latencyMs: Math.round((performance.now() - started) * 100) / 100,
-        client: origin.client,
-        forwardedFor: origin.forwardedFor,
-        bytesIn: traffic?.bytesIn,
-        bytesOut: traffic?.bytesOut,
-        ...(origin.edge !== undefined && { edge: origin.edge }),
-      });
-    },
-  };
-  return exchange;
+  return new Exchange(accessLog, origin);
 }

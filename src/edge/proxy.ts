@@ -38,6 +38,9 @@ export interface EdgeDependencies {
   requestTimeoutMs: () => number;
 }
 
+/** The abort reason when the client went away: made once (a DOMException per request costs a stack trace). */
+const CLIENT_GONE = Object.freeze(new Error('the client went away'));
+
 export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res: ProxyResponse) => void {
   const { forwarder, metrics, logger, accessLog } = deps;
 
@@ -53,14 +56,21 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     const exchange = openExchange(accessLog, originOf(req, connection, deps.certificates));
     const form = formReader(req, deps.bodyBudget);
     // Aborts the upstream call: the client went away, its stream was reset, or the body broke a limit.
-    const upstreamCall = new AbortController();
+    // The upstream call's cancel, made only where a stream deadline or a body limit may need it:
+    // the forwarder itself cancels on the response's close, and a client gone before forwarding
+    // is seen on `clientGone`.
+    let upstreamCall: AbortController | undefined;
+    let clientGone = false;
     res.once('close', () => {
       form.release();
       // HTTP/2 ends a reset stream's writable side itself: `aborted` says the client cut it.
       const cut = h2 ? (res as Http2ServerResponse).stream.aborted : !res.writableFinished;
-      if (cut) exchange.fail(edgeFailures.clientAborted('the client closed the connection before the response ended'));
-      // Nothing is forwarded after this, and a forwarded request still running is cut with it.
-      upstreamCall.abort();
+      if (cut) {
+        exchange.fail(edgeFailures.clientAborted('the client closed the connection before the response ended'));
+        // Nothing is forwarded after this, and a forwarded request still running is cut with it.
+        clientGone = true;
+        upstreamCall?.abort(CLIENT_GONE);
+      }
       exchange.finish(grpcRefusal ?? res.statusCode, h2 ? declaredTraffic(req.headers['content-length'], res.getHeader('content-length')) : connectionTraffic(connection.counting));
     });
     // A gRPC refusal answers HTTP 200 (trailers-only): the access line and the counts say the refusal's status.
@@ -83,12 +93,12 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       else if (!(res as { destroyed?: boolean }).destroyed) refuse(err);
     };
     // Stream-level slowloris: an HTTP/2 request whose body trickles or never ends is reset.
-    if (h2 && !req.stream.endAfterHeaders) streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err), upstreamCall);
+    if (h2 && !req.stream.endAfterHeaders) streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err), (upstreamCall = new AbortController()));
     try {
       const facts = requestFacts(req, deps.certificates, connection);
       const verdict = await runtime.pipeline.evaluate(facts, form.read);
       exchange.verdict = verdict;
-      if (upstreamCall.signal.aborted) return;
+      if (clientGone || upstreamCall?.signal.aborted === true) return;
       const { decision, route } = verdict;
       if (!decision.allow) {
         if (verdict.closeConnection) keepAlive(false);
@@ -98,12 +108,13 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       }
       const headers = upstreamHeadersOf(req, verdict, { requestId: exchange.requestId, peer: facts.peer, certificates: deps.certificates, stripped: runtime.stripped, upgrade: false });
       for (const [name, value] of Object.entries(answerHeaders(verdict, exchange.requestId))) res.setHeader(name, value);
+      if (verdict.body.kind === 'limited') upstreamCall ??= new AbortController();
       const body =
         verdict.body.kind === 'buffered'
           ? Readable.from([verdict.body.bytes])
           : verdict.body.kind === 'limited'
             ? limitBody(req, verdict.body.limitBytes, () => {
-                upstreamCall.abort();
+                upstreamCall?.abort();
                 keepAlive(false); // the rest of the body is not read
                 fail(edgeFailures.bodyTooLarge('chunked body over maxBodyBytes'));
               })
@@ -115,7 +126,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
         requestTrailers: () => upstreamTrailers(req.trailers, runtime.stripped),
         target: verdict.target,
         timeoutMs: route.upstreamTimeoutMs,
-        signal: upstreamCall.signal,
+        ...(upstreamCall !== undefined && { signal: upstreamCall.signal }),
         ...(body !== undefined && { body }),
         onResponse: (status) => {
           exchange.upstreamStatus = status;
