@@ -180,7 +180,7 @@ export interface SoakSummary {
   totals: { requests: number; rps: number; valid: number; validOk: number; mustDeny: number; wronglyAllowed: number; lostValid: number; unexpected: number; clientErrors: number };
   categories: Record<Category, CategoryStats>;
   outages: OutageWindow[];
-  upstream: { hits: number; violations: number; violationSamples: string[]; restarts: number };
+  upstream: { hits: number; violations: number; violationSamples: string[]; violationSamplesByCategory: string[]; restarts: number };
   authorizationServer: { restarts: number; introspectionCalls: number; tokenGenerations: number };
   guard: { logLines: number; warnLines: number; errorLines: number; errorSamples: string[]; warnSamples: string[]; circuit: string[]; metrics: Record<string, number> };
   memory: {
@@ -302,6 +302,8 @@ interface CheckingUpstream {
   port: number;
   hits(): number;
   violations: Samples;
+  /** Up to 10 violation lines per request category. */
+  violationsByCategory(): string[];
   violationCount(): number;
   /** Tells the upstream which certificate a token is bound to. */
   learn(token: string, binding: Binding): void;
@@ -331,12 +333,19 @@ async function listenOn(server: Server, port: number): Promise<number> {
 async function startCheckingUpstream(): Promise<CheckingUpstream> {
   const bindings = new Map<string, Binding>();
   const violations = new Samples(30);
+  // A few samples per category too: the first 30 lines may all come from the first few requests.
+  const byCategory = new Map<string, Samples>();
   let violationCount = 0;
   let hits = 0;
 
   const violation = (req: IncomingMessage, why: string): void => {
     violationCount++;
-    violations.add(`${req.url ?? ''}: ${why}`);
+    const line = `${req.url ?? ''}: ${why}`;
+    violations.add(line);
+    const category = (req.url ?? '').split('/')[2] ?? '';
+    let samples = byCategory.get(category);
+    if (samples === undefined) byCategory.set(category, (samples = new Samples(10)));
+    samples.add(line);
   };
 
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
@@ -374,6 +383,7 @@ async function startCheckingUpstream(): Promise<CheckingUpstream> {
     port,
     hits: () => hits,
     violations,
+    violationsByCategory: () => [...byCategory.values()].flatMap((samples) => samples.items),
     violationCount: () => violationCount,
     learn: (token, binding) => void bindings.set(token, binding),
     stop,
@@ -960,7 +970,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
       lastValidFailureAfterEndMs: w.lastValidFailureAfterEndMs,
       firstOkAfterEndMs: w.firstOkAfterEndMs,
     })),
-    upstream: { hits: upstream.hits(), violations: upstream.violationCount(), violationSamples: upstream.violations.items, restarts: upstreamRestarts },
+    upstream: { hits: upstream.hits(), violations: upstream.violationCount(), violationSamples: upstream.violations.items, violationSamplesByCategory: upstream.violationsByCategory(), restarts: upstreamRestarts },
     authorizationServer: { restarts: asRestarts, introspectionCalls, tokenGenerations: deadGeneration + 2 },
     guard: { logLines: sink.lines, warnLines: sink.warn, errorLines: sink.error, errorSamples: sink.samples.items, warnSamples: sink.warnings.items, circuit: sink.circuit.items, metrics: { ...metrics, token_cache_entries_at_end: cacheEntries } },
     memory: { gcForced: gc !== undefined, warmup, end, heapGrowthPct, rssGrowthPct, checked: memoryChecked, peakRssMb: Math.max(0, ...timeline.map((point) => point[1])), timeline },

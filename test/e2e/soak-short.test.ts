@@ -82,7 +82,7 @@ describe('soak (short): its checks catch a hole', () => {
     for (const category of ['stolen_token', 'stolen_token_forged_headers', 'missing_certificate', 'unbound_token', 'untrusted_certificate'] as const) {
       expect(summary.categories[category].wronglyAllowed, category).toBeGreaterThan(0);
     }
-    expect(summary.upstream.violationSamples.join('\n')).toMatch(/x-auth-cert-thumbprint .* is not the client[12] certificate/);
+    expect(summary.upstream.violationSamplesByCategory.join('\n')).toMatch(/x-auth-cert-thumbprint .* is not the client[12] certificate/);
     // Garbage and malformed tokens are refused whatever the binding mode.
     expect(summary.categories.garbage_token.wronglyAllowed).toBe(0);
     expect(summary.categories.malformed_authorization.wronglyAllowed).toBe(0);
