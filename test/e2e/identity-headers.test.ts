@@ -12,6 +12,7 @@ import { createApp, type App, type StartedApp } from '../../src/app.ts';
 import { loadConfigObject } from '../../src/config/load.ts';
 import { createLogger } from '../../src/log.ts';
 import { thumbprintS256 } from '../../src/tls/certificates.ts';
+import { percentDecode } from '../fixtures/percent-decode.ts';
 import { createPki, curl, LogCapture, type Pki } from '../fixtures/stack.ts';
 import { missingStacks, startUpstreams, type StartedUpstreams, type UpstreamAnswer } from '../fixtures/upstreams.ts';
 
@@ -40,20 +41,6 @@ const VALUES = [
   'lone \udc00',
 ];
 
-/** Percent-decoding of UTF-8 bytes, lone surrogates as WTF-8 (what Python's unquote(errors="surrogatepass") does). */
-function percentDecode(value: string): string {
-  const bytes = Buffer.from(value.replace(/%([0-9A-F]{2})|[^%]/g, (m, hex: string | undefined) => (hex === undefined ? m : String.fromCharCode(Number.parseInt(hex, 16)))), 'latin1');
-  let text = '';
-  for (let i = 0; i < bytes.length; ) {
-    const b = bytes[i] as number;
-    const n = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
-    let cp = n === 1 ? b : b & (0xff >> (n + 1));
-    for (let k = 1; k < n; k++) cp = (cp << 6) | ((bytes[i + k] as number) & 0x3f);
-    text += String.fromCodePoint(cp);
-    i += n;
-  }
-  return text;
-}
 
 let pki: Pki;
 let upstreams: StartedUpstreams;

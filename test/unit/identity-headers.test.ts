@@ -6,6 +6,7 @@ import type { Identity } from '../../src/pipeline/decide.ts';
 import { claimValue, headerSafe, setIdentityHeaders, type IdentityHeaderNames } from '../../src/pipeline/identity-headers.ts';
 import { xfccElement } from '../../src/tls/xfcc.ts';
 import { clientCertificate, labelDigest } from '../fixtures/certificate.ts';
+import { percentDecode } from '../fixtures/percent-decode.ts';
 
 const NAMES: IdentityHeaderNames = {
   subject: 'x-auth-subject',
@@ -40,42 +41,6 @@ function parseXfccElement(element: string): [string, string][] {
     if (match[4] === ';' && rest.length === 0) throw new Error('trailing ;');
   }
   return pairs;
-}
-
-/**
- * The reference decoder: percent-decoding of UTF-8 bytes (decodeURIComponent), extended to the
- * WTF-8 bytes of lone surrogates (decodeURIComponent throws on those, as a strict decoder should).
- */
-function percentDecode(value: string): string {
-  try {
-    return decodeURIComponent(value);
-  } catch {
-    const bytes: number[] = [];
-    let text = '';
-    const flush = () => {
-      for (let i = 0; i < bytes.length; ) {
-        const b = bytes[i] as number;
-        const n = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
-        let cp = n === 1 ? b : b & (0xff >> (n + 1));
-        for (let k = 1; k < n; k++) cp = (cp << 6) | ((bytes[i + k] as number) & 0x3f);
-        text += String.fromCodePoint(cp);
-        i += n;
-      }
-      bytes.length = 0;
-    };
-    for (let i = 0; i < value.length; ) {
-      if (value[i] === '%') {
-        bytes.push(Number.parseInt(value.slice(i + 1, i + 3), 16));
-        i += 3;
-      } else {
-        flush();
-        text += value[i];
-        i += 1;
-      }
-    }
-    flush();
-    return text;
-  }
 }
 
 /** The (WTF-8) bytes of one code point, in hex. */
