@@ -10,7 +10,7 @@ import { generateKeyPair, generateProof, type KeyPair } from 'dpop';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { running } from '../fixtures/processes.ts';
+import { captureOutput, running } from '../fixtures/processes.ts';
 import { baseConfig, startDeployment, type Deployment } from '../fixtures/stack.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
@@ -36,14 +36,8 @@ async function startCluster(name: string, extra: Record<string, unknown>): Promi
   const file = join(d.pki.dir, `${name}.yaml`);
   await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { workers: 2, methods: ['dpop'], introspection: { url: d.as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 5000, probeAtStartup: false }, ...extra })));
   const child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr?.on('data', (c: Buffer) => (out += c.toString()));
-  const lines = () =>
-    out
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const output = captureOutput(child);
+  const lines = output.lines;
   const workers = () => lines().filter((l) => l.msg === 'cnfguard started').map((l) => l.pid as number);
   const cluster = { child, url: '', lines, workers };
   started.push(cluster);
@@ -55,7 +49,7 @@ async function startCluster(name: string, extra: Record<string, unknown>): Promi
       cluster.url = line.listen as string;
       return cluster;
     }
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`${name}: no cluster start line\n${out}`);
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`${name}: no cluster start line\n${output.text()}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueServerCertificate, type PemPair } from '../../src/tls/dev-certs.ts';
 import { VERSION } from '../../src/version.ts';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment } from '../fixtures/stack.ts';
+import { captureOutput } from '../fixtures/processes.ts';
 import { waitFor } from '../fixtures/wait.ts';
 
 /** The bound and pace these waits always had: processes start here, not only in-process servers. */
@@ -111,14 +112,8 @@ interface Running {
 
 async function runCnfguard(configFile: string, startedMessage = 'cnfguard started'): Promise<Running> {
   const child = spawn(process.execPath, [BIN, 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr?.on('data', (c: Buffer) => (out += c.toString()));
-  const lines = () =>
-    out
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  const output = captureOutput(child);
+  const lines = output.lines;
   const started = await waitFor(() => lines().find((l) => l.msg === startedMessage), startedMessage, { ...POLL, timeoutMs: 20_000 });
   return { child, lines, started };
 }

@@ -10,7 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { running } from '../fixtures/processes.ts';
+import { captureOutput, running } from '../fixtures/processes.ts';
 import { createPki, type Pki } from '../fixtures/stack.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
@@ -57,14 +57,8 @@ describe.skipIf(OLDER_NODE === undefined)(`bin/cnfguard.js under ${OLDER_NODE ??
     );
     const launcher = spawn(OLDER_NODE as string, [BIN, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     pids.push(launcher.pid as number);
-    let out = '';
-    launcher.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    launcher.stderr.on('data', (c: Buffer) => (out += c.toString()));
-    const lines = () =>
-      out
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const output = captureOutput(launcher);
+    const lines = output.lines;
     await expect.poll(() => lines().some((l) => l.msg === 'cnfguard cluster started'), { timeout: 40_000, interval: 100 }).toBe(true);
     const primary = lines().find((l) => l.msg === 'cnfguard cluster started')?.pid as number;
     const workers = lines()
