@@ -45,35 +45,43 @@ const signals = new Signals();
 beforeAll(async () => {
   pki = await createPki();
   [as, h1, grpc] = await Promise.all([startChaosAs(pki.certs.server, pki.certs.clients.client1, signals, SLOW_AS_MS), startHttp1Upstream(signals), startGrpcUpstream(signals)]);
-  const [port, adminPort, decisionPort] = [await freePort(), await freePort(), await freePort()];
-  guard = await startGuardProcess(
-    pki.dir,
-    {
-      listen: { host: '127.0.0.1', port },
-      tls: { cert: pki.files.server.cert, key: pki.files.server.key },
-      introspection: {
-        url: as.url,
-        clientId: 'rs',
-        clientSecret: 'rs-secret',
-        ca: pki.files.ca,
-        timeoutMs: 5000,
-        probeAtStartup: false,
-        // Every chaos client comes from one address: the introspection budget is not what is tested.
-        budget: { perPeerPerSecond: 0, totalPerSecond: 0 },
-      },
-      upstream: h1.url,
-      routes: [{ pathPrefix: '/chaos.Svc', upstream: grpc.url, upstreamHttp2: true }],
-      admin: { host: '127.0.0.1', port: adminPort },
-      decisionApi: { host: '127.0.0.1', port: decisionPort },
-      trustedProxies: [{ cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' }],
-      limits: { handshakeTimeoutMs: 5000, http2PingTimeoutMs: PING_TIMEOUT_MS },
-    },
-    adminPort,
-    MAX_RESTARTS,
-  );
-  if (!(await guard.up())) throw new Error('cnfguard did not start');
-  target = { port, decisionPort, ca: pki.certs.ca.cert, client: pki.certs.clients.client1, signals, validToken: VALID, deadlineMs: EVENT_DEADLINE_MS };
+  // Free ports are picked before cnfguard binds them, and other test files pick theirs meanwhile:
+  // a start that lost that race (EADDRINUSE) is tried again on fresh ports.
+  for (let attempt = 1; ; attempt++) {
+    const [port, adminPort, decisionPort] = [await freePort(), await freePort(), await freePort()];
+    guard = await startGuardProcess(pki.dir, guardConfig(port, adminPort, decisionPort), adminPort, MAX_RESTARTS);
+    if (await guard.up()) {
+      target = { port, decisionPort, ca: pki.certs.ca.cert, client: pki.certs.clients.client1, signals, validToken: VALID, deadlineMs: EVENT_DEADLINE_MS };
+      return;
+    }
+    await guard.stop();
+    if (attempt === 3) throw new Error('cnfguard did not start (3 attempts, fresh ports each)');
+  }
 });
+
+function guardConfig(port: number, adminPort: number, decisionPort: number): Record<string, unknown> {
+  return {
+    listen: { host: '127.0.0.1', port },
+    tls: { cert: pki.files.server.cert, key: pki.files.server.key },
+    introspection: {
+      url: as.url,
+      clientId: 'rs',
+      clientSecret: 'rs-secret',
+      ca: pki.files.ca,
+      timeoutMs: 5000,
+      probeAtStartup: false,
+      // Every chaos client comes from one address: the introspection budget is not what is tested.
+      budget: { perPeerPerSecond: 0, totalPerSecond: 0 },
+    },
+    upstream: h1.url,
+    routes: [{ pathPrefix: '/chaos.Svc', upstream: grpc.url, upstreamHttp2: true }],
+    admin: { host: '127.0.0.1', port: adminPort },
+    decisionApi: { host: '127.0.0.1', port: decisionPort },
+    trustedProxies: [{ cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' }],
+    limits: { handshakeTimeoutMs: 5000, http2PingTimeoutMs: PING_TIMEOUT_MS },
+  };
+}
+
 afterAll(async () => {
   await guard?.stop();
   await Promise.all([as?.stop(), h1?.stop(), grpc?.stop()]);
