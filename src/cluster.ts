@@ -3,7 +3,7 @@
  * cores. The primary serves nothing itself: it owns the admin listener (readiness of all workers,
  * metrics summed across them), restarts a worker that dies, and relays signals. Each worker has
  * its own token cache, so a token is introspected once per worker. Without `sharedState` the
- * primary also holds DPoP's replay store and nonce key for all workers (state/cluster-state.ts).
+ * primary also holds DPoP's replay store and nonce key for all workers (src/cluster-state.ts).
  */
 import cluster, { type Worker } from 'node:cluster';
 import { once } from 'node:events';
@@ -135,7 +135,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     },
   );
 
-  // DPoP without shared state: the one replay store and nonce key all workers use (state/cluster-state.ts).
+  // DPoP without shared state: the one replay store and nonce key all workers use (src/cluster-state.ts).
   const dpopState = settings.sharedState === undefined ? createPrimaryState({ maxEntries: settings.dpop.replayStoreMaxEntries }) : undefined;
 
   let announced: () => void = () => {};

@@ -46,7 +46,7 @@ export function buildValidator(config: LoadedConfig, io: { tokens: TokenIntrospe
       jwt === undefined || jwks === undefined
         ? undefined
         : { issuer: jwt.issuer, verify: createJwtVerifier({ issuer: jwt.issuer, algorithms: jwt.algorithms, jwks, now, clockSkewSeconds: jwt.clockSkewSeconds, keepClaims: mapsClaims(settings) }) },
-    // The validated-answer cache of JWTs (state/answer-cache.ts), only with `jwt:`.
+    // The validated-answer cache of JWTs (introspection/answer-cache.ts), only with `jwt:`.
     answers: jwt === undefined ? undefined : createAnswerCache({ maxEntries, maxTtlSeconds, negativeTtlSeconds: 0, now }),
     cache: { maxEntries, maxTtlSeconds },
     now,

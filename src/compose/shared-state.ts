@@ -45,7 +45,7 @@ export interface DpopState {
 /**
  * DPoP (RFC 9449): one replay store and one nonce source for the process, kept across reloads.
  * With shared state both are the replicas' own: jtis in the store, nonces from the shared secret.
- * Cluster workers without it: the primary's store and nonce key (state/cluster-state.ts), so N workers act as one process.
+ * Cluster workers without it: the primary's store and nonce key (src/cluster-state.ts), so N workers act as one process.
  */
 export function buildDpopState(config: LoadedConfig, io: { store: SealedKv | undefined; metrics: Metrics; now: () => number }): DpopState {
   const { settings } = config;

@@ -20,9 +20,7 @@ import { listenerOptions, listenerProperties, type Limits } from '../proxy/limit
 import type { Runtime } from '../runtime.ts';
 import { answerHeaders, renderFor, sendDocument } from './answer.ts';
 import { FRONT_HEADER_ALLOWANCE, decisionFacts, originalOf, type DecisionFront } from './decision-facts.ts';
-import { edgeFailures, openExchange } from './exchange.ts';
-
-export { originalOf, type DecisionFront } from './decision-facts.ts';
+import { edgeFailures, Exchange } from './exchange.ts';
 
 export interface DecisionApiDependencies {
   runtime: () => Runtime;
@@ -87,7 +85,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       res.writeHead(200, { ...managed({}, headerNames, claimHeaders), 'content-length': 0 }).end();
       return;
     }
-    const exchange = openExchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headers['x-forwarded-for']), edge: `decision-api/${original.front}` });
+    const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headers['x-forwarded-for']), edge: `decision-api/${original.front}` });
     res.once('close', () => exchange.finish(res.statusCode));
     const refuse = (err: GuardError): void => {
       const rendered = renderFor(err, runtime.realm, exchange.verdict);

@@ -12,7 +12,7 @@ import { GuardError } from '../oauth/reasons.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { RequestFacts } from '../pipeline/pipeline.ts';
 import { HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
-import { pathOf } from './exchange.ts';
+import { pathOf } from '../pipeline/path.ts';
 
 export type DecisionFront = 'nginx' | 'envoy' | 'traefik';
 

@@ -8,13 +8,9 @@ import { randomUUID } from 'node:crypto';
 import type { AccessLog } from '../observe/access-log.ts';
 import type { Traffic } from '../observe/traffic.ts';
 import { GuardError } from '../oauth/reasons.ts';
+import { pathOf } from '../pipeline/path.ts';
 import type { Verdict } from '../pipeline/pipeline.ts';
 
-/** The path of a request target: no query (it may carry secrets), no fragment. */
-export function pathOf(target: string): string {
-  const end = target.search(/[?#]/);
-  return end === -1 ? target : target.slice(0, end);
-}
 
 /** Who the request came from, read when it started (an HTTP/2 session's socket may be gone by its end). */
 export interface ExchangeOrigin {
@@ -100,8 +96,4 @@ export class Exchange {
       ...(origin.edge !== undefined && { edge: origin.edge }),
     });
   }
-}
-
-export function openExchange(accessLog: AccessLog, origin: ExchangeOrigin): Exchange {
-  return new Exchange(accessLog, origin);
 }

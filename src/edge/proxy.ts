@@ -19,7 +19,7 @@ import type { Runtime } from '../runtime.ts';
 import { formReader, limitBody, type BodyBudget } from '../proxy/body.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import { answerHeaders, isGrpc, renderFor, sendDocument, sendGrpcRefusal, sendRendered } from './answer.ts';
-import { edgeFailures, openExchange } from './exchange.ts';
+import { edgeFailures, Exchange } from './exchange.ts';
 import type { ProxyRequest, ProxyResponse } from '../proxy/messages.ts';
 import { authorityOf, connectionOf, isHttp2, originOf, requestFacts, upstreamHeadersOf } from './http-facts.ts';
 
@@ -53,7 +53,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     if (document !== undefined) return sendDocument(res, req.method, document);
     // Everything about the connection is read now: an HTTP/2 session may be gone by the response's end.
     const connection = connectionOf(req);
-    const exchange = openExchange(accessLog, originOf(req, connection, deps.certificates));
+    const exchange = new Exchange(accessLog, originOf(req, connection, deps.certificates));
     const form = formReader(req, deps.bodyBudget);
     // Aborts the upstream call: the client went away, its stream was reset, or the body broke a limit.
     // The upstream call's cancel, made only where a stream deadline or a body limit may need it:

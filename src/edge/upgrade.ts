@@ -11,7 +11,7 @@ import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import type { Runtime } from '../runtime.ts';
 import { answerHeaders, DRAINING_ANSWER, rawResponse, renderFor, REQUEST_ID_HEADER } from './answer.ts';
-import { edgeFailures, openExchange } from './exchange.ts';
+import { edgeFailures, Exchange } from './exchange.ts';
 import { connectionOf, originOf, requestFacts, upstreamHeadersOf } from './http-facts.ts';
 
 export interface UpgradeDependencies {
@@ -32,7 +32,7 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
   async function handle(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const runtime = deps.runtime();
     const connection = connectionOf(req);
-    const exchange = openExchange(deps.accessLog, originOf(req, connection, deps.certificates));
+    const exchange = new Exchange(deps.accessLog, originOf(req, connection, deps.certificates));
     let status = 101;
     socket.on('error', () => socket.destroy());
     socket.once('close', () => exchange.finish(status));

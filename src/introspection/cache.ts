@@ -1,6 +1,6 @@
 /**
  * The introspection cache: what the authorization server says about a token, through the
- * validated-answer cache (state/answer-cache.ts: keyed by the token's hash, active and inactive
+ * validated-answer cache (introspection/answer-cache.ts: keyed by the token's hash, active and inactive
  * answers apart) with single-flight, so concurrent first requests for one token make one
  * introspection call. Cache misses that would call the AS take from the introspection budget (per
  * peer and in total); hits and joined in-flight calls never do.

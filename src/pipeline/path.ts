@@ -19,6 +19,12 @@
  */
 import { GuardError } from '../oauth/reasons.ts';
 
+/** The path of a request target as received: no query (it may carry secrets), no fragment. */
+export function pathOf(target: string): string {
+  const end = target.search(/[?#]/);
+  return end === -1 ? target : target.slice(0, end);
+}
+
 export interface ParsedTarget {
   /** The canonical path: matched, and forwarded. */
   path: string;

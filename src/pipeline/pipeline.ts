@@ -4,7 +4,7 @@
  * {@link Pipeline.evaluate}, and applies the {@link Verdict}. Nothing here knows the protocol; the
  * only I/O, introspection and reading a form body, is injected.
  *
- *   0. documents    public documents (RFC 9728 metadata), before any check  discovery/resource-metadata.ts
+ *   0. documents    public documents (RFC 9728 metadata), before any check  metadata.ts
  *   1. shape        limits, Host, the target parsed once                  path.ts
  *   2. route        both readings of the path choose one route            route.ts
  *   3. body size    a declared length over the route's maxBodyBytes
@@ -26,7 +26,7 @@ import type { ClientCertificate } from './client-cert.ts';
 import { decide, schemeAccepted, type Decision } from './decide.ts';
 import { identityHeadersOf } from './identity-headers.ts';
 import type { TokenValidator, ValidationSource } from '../validation/validator.ts';
-import { parseTarget, type ParsedTarget } from './path.ts';
+import { parseTarget, pathOf, type ParsedTarget } from './path.ts';
 import { hostName, routeFor, type RoutePolicy, type RouteTable } from './route.ts';
 import { credentialsFrom, formCarriesToken, queryCarriesToken, type TokenScheme } from './token.ts';
 
@@ -158,8 +158,7 @@ export function createPipeline({ routes, validator, dpop, now, limits, metadata 
   const proofDeps = { dpop };
   function publicDocument(method: string | undefined, target: string, host: string | undefined): string | undefined {
     if ((method !== 'GET' && method !== 'HEAD') || !target.startsWith(WELL_KNOWN_PREFIX)) return undefined;
-    const end = target.search(/[?#]/);
-    return metadata.lookup(hostName(host), end === -1 ? target : target.slice(0, end));
+    return metadata.lookup(hostName(host), pathOf(target));
   }
 
   async function evaluate(facts: RequestFacts, readForm: FormReader): Promise<Verdict> {

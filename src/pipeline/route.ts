@@ -9,7 +9,7 @@ import { rawReadings, readsOneWay, routingPaths, type ParsedTarget } from './pat
 import { hostMatches, pathMatches, segmentPrefix } from '../routing/match.ts';
 import type { ValidationMode } from '../validation/validator.ts';
 
-export { hostMatches, pathMatches, segmentPrefix, shadowedRoutes } from '../routing/match.ts';
+export { hostMatches, pathMatches, shadowedRoutes } from '../routing/match.ts';
 
 /** The names of the identity headers a route sets (`headers`, per route `routes[].headers`). */
 export interface IdentityHeaderNames {

@@ -7,7 +7,7 @@
  * The key is random per process by default, so each replica has its own nonces; with shared
  * state it comes from the shared secret, and every replica then issues and accepts the same
  * nonces with no store round trip. Cluster workers without shared state get the primary's key
- * when they start (state/cluster-state.ts), so every worker accepts what any of them issued.
+ * when they start (src/cluster-state.ts), so every worker accepts what any of them issued.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 

@@ -16,8 +16,6 @@ import { endResponse, failureOf, hasBody, onClientGone, writeResponseHead, type 
 import { createHttp2Upstream } from './forward-h2.ts';
 import type { ProxyRequest, ProxyResponse } from './messages.ts';
 
-export { removeHopByHop, type WebForwardOptions } from './forward-common.ts';
-
 export interface Forwarder {
   web(req: ProxyRequest, res: ProxyResponse, target: URL, options: WebForwardOptions): void;
   /** A websocket upgrade: `req.headers` and `req.url` are what the upstream receives. */

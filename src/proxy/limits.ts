@@ -53,7 +53,7 @@ export function pipelineLimits(limits: Limits): PipelineLimits {
  *   of one SETTINGS frame, `maxOutstandingPings` only cnfguard's own pings;
  * - CONTINUATION floods: nghttp2 (1.61 and later) accepts at most 8 CONTINUATION frames per
  *   header block, and the header list is bounded by `maxHeaderListSize`.
- * Stream-level slowloris is the edge's per-stream deadline and the session idle timeout (tls/server.ts).
+ * Stream-level slowloris is the edge's per-stream deadline and the session idle timeout (serve/tls-server.ts).
  */
 export function http2Options(limits: Limits): SecureServerOptions {
   return {

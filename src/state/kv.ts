@@ -6,12 +6,12 @@
  * and is one itself.
  *
  * Who holds which cache (each built in app.ts and handed to its user, never a module global):
- * - validated answers, introspection (active LRU + negative LRU): state/answer-cache.ts, used by
+ * - validated answers, introspection (active LRU + negative LRU): introspection/answer-cache.ts, used by
  *   introspection/cache.ts (which adds single-flight, budget, stale-if-error);
- * - validated answers, JWT: a second state/answer-cache.ts, used by validation/validator.ts;
+ * - validated answers, JWT: a second introspection/answer-cache.ts, used by validation/validator.ts;
  * - JWKS: validation/jwt.ts createJwksCache;
  * - DPoP replay: state/replay-store.ts on a memory KV, the shared KV, or the cluster primary's;
- * - shared tier (introspection answers across replicas): state/token-tier.ts on the sealed KV.
+ * - shared tier (introspection answers across replicas): introspection/shared-tier.ts on the sealed KV.
  * Not yet built in composition: the intern tables of introspection/token-info.ts (bounded, shared
  * claim values, no token) and proof/dpop.ts's verified-header and `htu` caches (the proof
  * registry's to inject).

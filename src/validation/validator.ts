@@ -1,7 +1,7 @@
 /**
  * Step 6, validation: per route, the AS's word by introspection, a local JWT check (RFC 9068), or
  * a JWT check for JWTs of the configured issuer and introspection for everything else. Verified
- * JWTs are kept in a validated-answer cache (state/answer-cache.ts, the one introspection answers
+ * JWTs are kept in a validated-answer cache (introspection/answer-cache.ts, the one introspection answers
  * use: by the hash of the token, until exp, capped by introspection.cache.maxTtlSeconds), so a
  * repeat costs no signature check.
  */

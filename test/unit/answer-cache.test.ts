@@ -1,5 +1,5 @@
 /**
- * One validated-answer cache (state/answer-cache.ts) for both sources: the introspection cache and
+ * One validated-answer cache (introspection/answer-cache.ts) for both sources: the introspection cache and
  * the JWT validator, each given an instance built outside (as app.ts does), keep an answer under
  * the same key (the token's hash) for the same lifetime (until exp, capped at maxTtlSeconds).
  */

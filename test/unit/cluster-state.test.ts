@@ -1,5 +1,5 @@
 /**
- * The primary's DPoP state (state/cluster-state.ts) with its workers wired in memory, messages
+ * The primary's DPoP state (src/cluster-state.ts) with its workers wired in memory, messages
  * passed asynchronously the way IPC does (a structured clone a tick later).
  */
 import { EventEmitter } from 'node:events';
