@@ -15,6 +15,9 @@ export interface TlsMaterial {
   cert: string;
   key: string;
   clientCa: string | undefined;
+  /** tls.minVersion and tls.ciphers (absent: TLSv1.2 and Node's default list). */
+  minVersion?: 'TLSv1.2' | 'TLSv1.3' | undefined;
+  ciphers?: string | undefined;
 }
 
 export interface IntrospectionMaterial {
@@ -92,7 +95,7 @@ export function loadTlsMaterial(tls: Settings['tls'], source: string): TlsMateri
   const problems: ConfigProblem[] = [];
   const material = readTlsMaterial(tls, problems);
   if (material === undefined) throw new ConfigError(source, problems);
-  return Object.freeze(material);
+  return Object.freeze({ ...material, minVersion: tls.minVersion, ciphers: tls.ciphers });
 }
 
 export interface FilePaths {

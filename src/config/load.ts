@@ -66,7 +66,7 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
     source,
     file: undefined,
     settings,
-    tls,
+    tls: { ...tls, minVersion: settings.tls.minVersion, ciphers: settings.tls.ciphers },
     introspection: { ...files, clientSecret: files.clientSecret ?? settings.introspection.clientSecret },
     sharedState,
     warnings,

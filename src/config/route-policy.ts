@@ -30,19 +30,15 @@ const dpopAlgorithm = z.string().superRefine((alg, ctx) => {
 
 export const dpopSchema = z
   .strictObject({
-    algorithms: z.array(dpopAlgorithm).min(1).default(['ES256', 'EdDSA', 'PS256']).transform((algs) => [...new Set(algs)]),
-    /** A proof's `iat` may be this old... */
-    proofMaxAgeSeconds: number(z.number().int().positive().max(3600)).default(300),
-    /** ...and this far ahead. */
-    clockSkewSeconds: number(z.number().int().min(0).max(300)).default(5),
-    /** Proofs must carry a nonce this server issued (RFC 9449 §8). */
-    nonce: flag.default(false),
-    /** Nonces rotate this often; the current and the previous one are accepted. */
-    nonceRotationSeconds: number(z.number().int().min(10).max(3600)).default(60),
-    /** Per-process replay store: remembered `jti`s. When full of unexpired entries, new proofs get 503 (fail closed). */
-    replayStoreMaxEntries: number(z.number().int().min(1000)).default(200_000),
+    algorithms: z.array(dpopAlgorithm).min(1).default(['ES256', 'EdDSA', 'PS256']).transform((algs) => [...new Set(algs)]).describe('Asymmetric JWS algorithms a DPoP proof may be signed with (never none or HS*).'),
+    proofMaxAgeSeconds: number(z.number().int().positive().max(3600)).default(300).describe("A proof's `iat` may be this many seconds old."),
+    clockSkewSeconds: number(z.number().int().min(0).max(300)).default(5).describe("A proof's `iat` may be this many seconds ahead of cnfguard's clock."),
+    nonce: flag.default(false).describe('Proofs must carry a nonce this server issued (RFC 9449 §8).'),
+    nonceRotationSeconds: number(z.number().int().min(10).max(3600)).default(60).describe('Nonces rotate this often; the current and the previous one are accepted.'),
+    replayStoreMaxEntries: number(z.number().int().min(1000)).default(200_000).describe("Per-process replay store size (remembered `jti`s); when full of unexpired entries, new proofs get 503 (fail closed)."),
   })
-  .prefault({});
+  .prefault({})
+  .describe('DPoP proof checks (RFC 9449), used by routes whose methods include dpop.');
 
 /** `scheme://host[:port]` as clients call it; normalised to the URL origin (lower case, no default port). */
 const publicOrigin = z
@@ -90,27 +86,19 @@ const defaulted = <S extends z.ZodType>(schema: S, value: z.output<S>) => ({ rou
  * values, the default route's) and, for the default route, its default.
  */
 const POLICY = {
-  upstream: required(httpUrl),
-  binding: defaulted(bindingMode, 'required'),
-  scopes: defaulted(z.array(scopeToken), []),
-  /** The token's `aud` must contain this value. */
-  audience: optional(z.string().min(1)),
-  /** Drop the Authorization header before forwarding. */
-  stripAuthorization: defaulted(flag, false),
-  upstreamTimeoutMs: defaulted(positiveInt, 30_000),
-  /** Speak HTTP/2 to the upstream (h2c for http://, h2 for https://): gRPC needs it end to end. */
-  upstreamHttp2: defaulted(flag, false),
-  /** Largest request body forwarded; larger ones get 413. */
-  maxBodyBytes: defaulted(positiveInt, 64 * 1024 * 1024),
-  /** RFC 9728 resource identifier; on the default route it enables /.well-known/oauth-protected-resource. */
-  resource: optional(httpUrl),
-  claimHeaders: defaulted(claimHeadersSchema, {}),
-  /** How tokens are validated: introspection (default), jwt (RFC 9068, local), or jwt-then-introspection. */
-  validation: defaulted(z.enum(VALIDATION_MODES), 'introspection'),
-  /** The proofs of possession accepted. */
-  methods: defaulted(proofMethods, ['mtls']),
-  /** The origin clients call (DPoP `htu`); default `https://<Host of the request>`. */
-  publicOrigin: optional(publicOrigin),
+  upstream: required(httpUrl.describe('The service requests are forwarded to (http:// or https:// URL).')),
+  binding: defaulted(bindingMode.describe('required: a token must be bound and the proof must match; optional: unbound tokens pass, bound ones must match; report-only: mismatches are logged, not refused; off: no binding check.'), 'required'),
+  scopes: defaulted(z.array(scopeToken).describe('Scopes the token must all carry; otherwise 403 insufficient_scope.'), []),
+  audience: optional(z.string().min(1).describe("The token's `aud` must contain this value (required for JWT validation, RFC 9068 §4).")),
+  stripAuthorization: defaulted(flag.describe('Drop the Authorization header before forwarding.'), false),
+  upstreamTimeoutMs: defaulted(positiveInt.describe('Time the upstream has to answer; then 504.'), 30_000),
+  upstreamHttp2: defaulted(flag.describe('Speak HTTP/2 to the upstream (h2c for http://, h2 for https://): gRPC needs it end to end.'), false),
+  maxBodyBytes: defaulted(positiveInt.describe('Largest request body forwarded; larger ones get 413.'), 64 * 1024 * 1024),
+  resource: optional(httpUrl.describe('RFC 9728 resource identifier; on the default route it enables /.well-known/oauth-protected-resource.')),
+  claimHeaders: defaulted(claimHeadersSchema.describe('Token claims forwarded as request headers: `header-name: claims.path.to.member`.'), {}),
+  validation: defaulted(z.enum(VALIDATION_MODES).describe('How tokens are validated: introspection, jwt (RFC 9068, local) or jwt-then-introspection.'), 'introspection'),
+  methods: defaulted(proofMethods.describe('The proofs of possession accepted: mtls (RFC 8705), dpop (RFC 9449).'), ['mtls']),
+  publicOrigin: optional(publicOrigin.describe('The origin clients call (DPoP `htu`), e.g. https://api.example; default https://<Host of the request>.')),
 };
 
 type Policy = typeof POLICY;
@@ -133,13 +121,12 @@ const routeName = z
 
 export const routeSchema = z
   .strictObject({
-    name: routeName.optional(),
-    pathPrefix: z.string().startsWith('/', 'must start with "/"').optional(),
-    host: hostPattern.optional(),
+    name: routeName.optional().describe("The route's label in metrics and access lines (default routes[N]); unique."),
+    pathPrefix: z.string().startsWith('/', 'must start with "/"').optional().describe('Requests whose path is this segment or below it take this route.'),
+    host: hostPattern.optional().describe('Requests for this Host (or *.suffix) take this route.'),
     ...routePolicyFields,
-    /** Identity header names for this route only (the top level's `headers` otherwise). */
-    headers: identityHeaderOverrides.optional(),
-    errors: z.strictObject({ missingCertificate: missingCertificateSchema.optional() }).optional(),
+    headers: identityHeaderOverrides.optional().describe("Identity header names for this route only (the top level's `headers` otherwise)."),
+    errors: z.strictObject({ missingCertificate: missingCertificateSchema.optional() }).optional().describe("This route's answer to a missing client certificate."),
   })
   .refine((route) => route.pathPrefix !== undefined || route.host !== undefined, {
     error: 'a route needs pathPrefix, host, or both',

@@ -41,28 +41,26 @@ export const headerName = z
 export const scopeToken = z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'a scope token: no spaces, quotes or backslashes');
 
 export const missingCertificateSchema = z.strictObject({
-  code: oauthErrorCode.default('invalid_token'),
-  status: number(z.number().int().min(400).max(499)).default(401),
-});
+  code: oauthErrorCode.default('invalid_token').describe('The OAuth error code sent when a route needs a client certificate and none came.'),
+  status: number(z.number().int().min(400).max(499)).default(401).describe('The HTTP status (4xx) sent with that error.'),
+}).describe('The answer to a request that presents no client certificate where one is needed.');
 
 export const identityHeaderOverrides = z.strictObject({
-  subject: headerName.optional(),
-  clientId: headerName.optional(),
-  scope: headerName.optional(),
-  certThumbprint: headerName.optional(),
-  clientCert: headerName.optional(),
-  binding: headerName.optional(),
-  dpopThumbprint: headerName.optional(),
+  subject: headerName.optional().describe("This route's header for the token's subject (`sub`)."),
+  clientId: headerName.optional().describe("This route's header for the token's client (`client_id`)."),
+  scope: headerName.optional().describe("This route's header for the token's scopes."),
+  certThumbprint: headerName.optional().describe("This route's header for the client certificate's x5t#S256 thumbprint."),
+  clientCert: headerName.optional().describe("This route's header for the client certificate."),
+  binding: headerName.optional().describe("This route's header saying why the request was let through."),
+  dpopThumbprint: headerName.optional().describe("This route's header for the DPoP key's RFC 7638 thumbprint."),
 });
 
 export const identityHeadersSchema = z.strictObject({
-  subject: headerName.default('x-auth-subject'),
-  clientId: headerName.default('x-auth-client-id'),
-  scope: headerName.default('x-auth-scope'),
-  certThumbprint: headerName.default('x-auth-cert-thumbprint'),
-  clientCert: headerName.default('x-forwarded-client-cert'),
-  /** Why the request was let through: bound, unbound, binding_off or report_only. */
-  binding: headerName.default('x-auth-binding'),
-  /** Forwarded on a DPoP success: the proof key's RFC 7638 thumbprint. */
-  dpopThumbprint: headerName.default('x-auth-dpop-jkt'),
+  subject: headerName.default('x-auth-subject').describe("Header the upstream gets with the token's subject (`sub`); a client's copy is removed."),
+  clientId: headerName.default('x-auth-client-id').describe("Header the upstream gets with the token's client (`client_id`)."),
+  scope: headerName.default('x-auth-scope').describe("Header the upstream gets with the token's scopes, space-separated."),
+  certThumbprint: headerName.default('x-auth-cert-thumbprint').describe("Header the upstream gets with the client certificate's x5t#S256 thumbprint."),
+  clientCert: headerName.default('x-forwarded-client-cert').describe('Header the upstream gets with the client certificate (URL-encoded PEM).'),
+  binding: headerName.default('x-auth-binding').describe('Header saying why the request was let through: bound, unbound, binding_off or report_only.'),
+  dpopThumbprint: headerName.default('x-auth-dpop-jkt').describe("Header the upstream gets on a DPoP success: the proof key's RFC 7638 thumbprint."),
 });

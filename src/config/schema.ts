@@ -4,6 +4,7 @@
  * start-up with its YAML path, never on a request. The route policy is in route-policy.ts, the
  * small field schemas in schema-fields.ts.
  */
+import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 import { FORWARDED_CERTIFICATE_FORMATS } from '../tls/forwarded-certificate.ts';
 import { parseCidrList } from '../tls/peers.ts';
@@ -23,78 +24,74 @@ const cidr = z.string().superRefine((value, ctx) => {
   }
 });
 
+/** An OpenSSL cipher list, checked by building a TLS context with it (as the listener will). */
+const cipherList = z.string().superRefine((value, ctx) => {
+  if (value === '') return;
+  try {
+    createSecureContext({ ciphers: value });
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `no cipher OpenSSL knows in ${JSON.stringify(value)}: an OpenSSL cipher list such as ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256` });
+  }
+});
+
 /**
  * A TLS terminator in front of cnfguard whose certificate header is believed: only from these
  * peers, only in this header. From every other peer the header is deleted before anything reads it.
  */
 const trustedProxySchema = z.strictObject({
-  cidrs: z.array(cidr).min(1),
-  header: headerName,
-  format: z.enum(FORWARDED_CERTIFICATE_FORMATS as [string, ...string[]]).transform((f) => f as (typeof FORWARDED_CERTIFICATE_FORMATS)[number]),
-  /** XFCC only: which element is the trusted proxy's. `last` unless the proxy sanitizes what clients send. */
-  xfccElement: z.enum(['last', 'first']).default('last'),
+  cidrs: z.array(cidr).min(1).describe("The proxy's addresses (CIDRs); the header is believed only from these peers."),
+  header: headerName.describe('The request header in which the proxy passes the client certificate.'),
+  format: z.enum(FORWARDED_CERTIFICATE_FORMATS as [string, ...string[]]).transform((f) => f as (typeof FORWARDED_CERTIFICATE_FORMATS)[number]).describe("How the header encodes the certificate: pem-urlencoded (nginx), xfcc (Envoy), base64-der (Traefik)."),
+  xfccElement: z.enum(['last', 'first']).default('last').describe("XFCC only: which element is the trusted proxy's; `last` unless the proxy sanitizes what clients send."),
 });
 
 export const INTROSPECTION_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'tls_client_auth'] as const;
 
 const introspectionSchema = z
   .strictObject({
-    url: httpUrl,
-    clientId: z.string().min(1),
-    clientSecret: z.string().min(1).optional(),
-    /** Alternative to clientSecret for mounted secrets; read at start-up. */
-    clientSecretFile: filePath.optional(),
-    authMethod: z.enum(INTROSPECTION_AUTH_METHODS).default('client_secret_basic'),
-    ca: filePath.optional(),
-    cert: filePath.optional(),
-    key: filePath.optional(),
-    timeoutMs: number(z.number().int().positive().max(60_000)).default(2000),
-    /** When set, a token whose introspected `iss` differs is refused (401 invalid_token). */
-    issuer: z.string().min(1).optional(),
-    /** Largest introspection answer read; a bigger one is an AS fault. */
-    maxAnswerBytes: positiveInt.default(256 * 1024),
-    /**
-     * Serve a cached *active* answer this long past its cache lifetime while the AS is failing
-     * (never past the token's exp). 0 (default) is off: revocation then takes effect within
-     * maxTtlSeconds even during an AS outage.
-     */
-    staleIfErrorSeconds: number(z.number().min(0)).default(0),
-    /**
-     * Once listening, introspect a random dummy token and log one warning naming the URL and what
-     * to check when the AS cannot be used (wrong ca, secret or URL; AS down). Off: no AS call until
-     * the first request (tests and benchmarks that count AS calls).
-     */
-    probeAtStartup: flag.default(true),
-    /** After this many consecutive failures, stop calling the AS for openSeconds (or its Retry-After), then probe. */
+    url: httpUrl.describe("The AS's token introspection endpoint (RFC 7662)."),
+    clientId: z.string().min(1).describe('The client id cnfguard authenticates to the AS with.'),
+    clientSecret: z.string().min(1).optional().describe('The client secret; write ${VAR} to take it from the environment.'),
+    clientSecretFile: filePath.optional().describe('A file holding the client secret (mounted secrets), read at start-up; instead of clientSecret.'),
+    authMethod: z.enum(INTROSPECTION_AUTH_METHODS).default('client_secret_basic').describe('How cnfguard authenticates to the AS: client_secret_basic, client_secret_post, or tls_client_auth (cert and key).'),
+    ca: filePath.optional().describe("PEM CA(s) trusted for the AS's certificate (default: the system's trust)."),
+    cert: filePath.optional().describe('PEM client certificate for mTLS to the AS (tls_client_auth).'),
+    key: filePath.optional().describe('PEM private key for cert.'),
+    timeoutMs: number(z.number().int().positive().max(60_000)).default(2000).describe('Time an introspection call may take; then it counts as an AS failure (503).'),
+    issuer: z.string().min(1).optional().describe('When set, a token whose introspected `iss` differs is refused (401 invalid_token).'),
+    maxAnswerBytes: positiveInt.default(256 * 1024).describe('Largest introspection answer read; a bigger one is an AS fault.'),
+    staleIfErrorSeconds: number(z.number().min(0))
+      .default(0)
+      .describe("Serve a cached active answer this long past its cache lifetime while the AS fails (never past the token's exp); 0 is off, so revocation takes effect within cache.maxTtlSeconds."),
+    probeAtStartup: flag
+      .default(true)
+      .describe('Once listening, introspect a dummy token and log one warning naming what to check when the AS cannot be used; off: no AS call until the first request.'),
     circuitBreaker: z
       .strictObject({
-        failureThreshold: positiveInt.default(5),
-        openSeconds: number(z.number().positive().max(300)).default(5),
+        failureThreshold: positiveInt.default(5).describe('Consecutive AS failures that open the breaker.'),
+        openSeconds: number(z.number().positive().max(300)).default(5).describe("Seconds the breaker stays open (or the AS's Retry-After) before one probe call."),
       })
-      .prefault({}),
+      .prefault({})
+      .describe('After failureThreshold consecutive failures, stop calling the AS for openSeconds, then probe.'),
     cache: z
       .strictObject({
-        maxEntries: number(z.number().int().min(0)).default(100_000),
-        maxTtlSeconds: number(z.number().min(0)).default(300),
-        negativeTtlSeconds: number(z.number().min(0)).default(5),
-        /** Inactive answers are kept in their own LRU of this size, so made-up tokens cannot evict real ones. */
-        negativeMaxEntries: number(z.number().int().min(0)).default(10_000),
+        maxEntries: number(z.number().int().min(0)).default(100_000).describe('Active answers kept (LRU); 0 turns the cache off.'),
+        maxTtlSeconds: number(z.number().min(0)).default(300).describe("Longest an active answer is reused (never past the token's exp): the revocation delay."),
+        negativeTtlSeconds: number(z.number().min(0)).default(5).describe('How long an inactive answer is reused.'),
+        negativeMaxEntries: number(z.number().int().min(0)).default(10_000).describe('Inactive answers kept in their own LRU, so made-up tokens cannot evict real ones.'),
       })
-      .prefault({}),
-    /**
-     * Introspection calls that cache misses may cause (token buckets), per peer (IPv4 address or
-     * IPv6 /64) and in total. Over the peer's: 429; over the total: 503; both with Retry-After and
-     * without calling the AS. A rate of 0 turns that bucket off. Cache hits never count.
-     */
+      .prefault({})
+      .describe('The introspection answer cache, keyed by a hash of the token.'),
     budget: z
       .strictObject({
-        perPeerPerSecond: number(z.number().min(0)).default(50),
-        perPeerBurst: positiveInt.default(100),
-        totalPerSecond: number(z.number().min(0)).default(500),
-        totalBurst: positiveInt.default(1000),
-        maxPeers: positiveInt.default(10_000),
+        perPeerPerSecond: number(z.number().min(0)).default(50).describe('Introspection calls a peer (IPv4 address or IPv6 /64) may cause per second; 0: no per-peer limit.'),
+        perPeerBurst: positiveInt.default(100).describe("Burst size of a peer's bucket."),
+        totalPerSecond: number(z.number().min(0)).default(500).describe('Introspection calls all peers together may cause per second; 0: no total limit.'),
+        totalBurst: positiveInt.default(1000).describe('Burst size of the total bucket.'),
+        maxPeers: positiveInt.default(10_000).describe('Peer buckets kept (LRU).'),
       })
-      .prefault({}),
+      .prefault({})
+      .describe("Introspection calls that cache misses may cause (token buckets); over a peer's: 429, over the total: 503, both with Retry-After; cache hits never count."),
   })
   .superRefine((value, ctx) => {
     const usesSecret = value.authMethod !== 'tls_client_auth';
@@ -116,117 +113,117 @@ const introspectionSchema = z
 
 /** Local JWT access tokens (RFC 9068); off unless set. */
 const jwtSchema = z.strictObject({
-  issuer: z.string().min(1),
-  /** Trusted like the AS (introspection.ca). */
-  jwksUri: httpUrl,
-  /** Asymmetric JWS algorithms only: a MAC alg (HS*) or none is a config error. */
+  issuer: z.string().min(1).describe("The `iss` a JWT access token must carry."),
+  jwksUri: httpUrl.describe("The AS's JWKS URL; trusted like the AS (introspection.ca)."),
   algorithms: z
     .array(z.string().refine((alg) => (JWT_ALGORITHMS as readonly string[]).includes(alg), { error: `an asymmetric JWS algorithm (${JWT_ALGORITHMS.join(', ')}); never HS* or none` }))
     .min(1)
-    .default(['ES256', 'PS256', 'EdDSA', 'RS256']),
-  /** JWKS fetch timeout; default introspection.timeoutMs. */
-  timeoutMs: number(z.number().int().positive().max(60_000)).optional(),
-  /** Least time between two JWKS fetches caused by an unknown kid. */
-  refetchCooldownSeconds: number(z.number().min(0).max(3600)).default(30),
-  maxJwksBytes: positiveInt.default(256 * 1024),
-  /** A token's `iat` may be this far ahead of cnfguard's clock (an AS clock slightly ahead); further is refused. */
-  clockSkewSeconds: number(z.number().int().min(0).max(300)).default(5),
+    .default(['ES256', 'PS256', 'EdDSA', 'RS256'])
+    .describe('Asymmetric JWS algorithms accepted; a MAC alg (HS*) or none is a config error.'),
+  timeoutMs: number(z.number().int().positive().max(60_000)).optional().describe('JWKS fetch timeout; default introspection.timeoutMs.'),
+  refetchCooldownSeconds: number(z.number().min(0).max(3600)).default(30).describe('Least time between two JWKS fetches caused by an unknown kid.'),
+  maxJwksBytes: positiveInt.default(256 * 1024).describe('Largest JWKS document read.'),
+  clockSkewSeconds: number(z.number().int().min(0).max(300)).default(5).describe("A token's `iat` may be this far ahead of cnfguard's clock; further is refused."),
 });
 
 /** Shared state across replicas (Redis or Valkey); off unless set. */
 const sharedStateSchema = z.strictObject({
-  url: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL' }),
-  keyPrefix: z.string().default('cnfguard:'),
-  /** At least 32 bytes; authenticates entries (read at start-up). */
-  secretFile: filePath,
-  onUnavailable: z.enum(['fail-closed', 'local']).default('fail-closed'),
-  /** PEM CA for rediss:// (default: the system's trust). */
-  ca: filePath.optional(),
-  /** Per-call deadline for the store; a slower store counts as a miss. */
-  timeoutMs: number(z.number().int().positive().max(60_000)).default(200),
+  url: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL' }).describe('The Redis or Valkey server (redis:// or rediss://).'),
+  keyPrefix: z.string().default('cnfguard:').describe("Prefix of every key cnfguard writes."),
+  secretFile: filePath.describe('A file of at least 32 bytes that authenticates entries (read at start-up); the same on every replica.'),
+  onUnavailable: z.enum(['fail-closed', 'local']).default('fail-closed').describe('With the store down, proof-of-possession requests are refused (fail-closed) or checked against per-process state (local).'),
+  ca: filePath.optional().describe("PEM CA for rediss:// (default: the system's trust)."),
+  timeoutMs: number(z.number().int().positive().max(60_000)).default(200).describe('Per-call deadline for the store; a slower store counts as a miss.'),
 });
 
 export const configSchema = z.strictObject({
-  /** `http2`: ALPN offers h2 beside http/1.1 on the one port. */
-  listen: z.strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(8443), http2: flag.default(true) }).prefault({}),
-  tls: z.strictObject({
-    cert: filePath,
-    key: filePath,
-    /** Optional. Set: a presented client certificate must chain to it. Unset: binding rests on the thumbprint alone. */
-    clientCa: filePath.optional(),
-  }),
-  introspection: introspectionSchema,
-  jwt: jwtSchema.optional(),
-  /** The default route's policy (routes inherit each key they do not set): route-policy.ts. */
+  listen: z
+    .strictObject({
+      host: z.string().min(1).default('0.0.0.0').describe('Address the TLS listener binds.'),
+      port: port.default(8443).describe('Port of the TLS listener (0: any free port).'),
+      http2: flag.default(true).describe('ALPN offers h2 beside http/1.1 on the one port.'),
+    })
+    .prefault({})
+    .describe('The proxy listener (TLS; clients connect here).'),
+  tls: z
+    .strictObject({
+      cert: filePath.describe("PEM server certificate (chain) of the listener; reloaded when the file changes."),
+      key: filePath.describe('PEM private key of cert.'),
+      clientCa: filePath.optional().describe('PEM CA(s) a presented client certificate must chain to; unset: binding rests on the thumbprint alone. Must be CA certificates.'),
+      minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').describe('Lowest TLS version the listener accepts.'),
+      ciphers: cipherList.default('').describe("OpenSSL cipher list for TLS 1.2 connections, e.g. ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256; empty: Node's default."),
+    })
+    .describe("The listener's certificate, the CA client certificates are checked against, and protocol limits."),
+  introspection: introspectionSchema.describe('How tokens are checked with the authorization server (RFC 7662).'),
+  jwt: jwtSchema.optional().describe('Local validation of JWT access tokens (RFC 9068); off unless set.'),
+  // The default route's policy (routes inherit each key they do not set): route-policy.ts.
   ...defaultRoutePolicyFields,
-  /** Published in the resource metadata (RFC 9728 `authorization_servers`). */
-  authorizationServers: z.array(httpUrl).default([]),
-  routes: z.array(routeSchema).default([]),
-  /** How request paths are matched against route prefixes (see README, "Paths"). */
-  paths: z.strictObject({ ignoreCase: flag.default(true) }).prefault({}),
-  /** Tokens bound by a confirmation method cnfguard cannot verify: refused (reject) or judged as if that member were absent (ignore). */
-  cnf: z.strictObject({ unknownMethods: z.enum(['reject', 'ignore']).default('reject') }).prefault({}),
-  /** Used by routes whose methods include dpop. */
+  authorizationServers: z.array(httpUrl).default([]).describe('Published in the resource metadata (RFC 9728 `authorization_servers`).'),
+  routes: z.array(routeSchema).default([]).describe('Routes by host and path prefix, first match wins; each inherits the top-level policy keys it does not set.'),
+  paths: z
+    .strictObject({ ignoreCase: flag.default(true).describe('Route prefixes match paths case-insensitively (over-matching a protected route is the safe side).') })
+    .prefault({})
+    .describe('How request paths are matched against route prefixes.'),
+  cnf: z
+    .strictObject({ unknownMethods: z.enum(['reject', 'ignore']).default('reject').describe('A token bound by a confirmation method cnfguard cannot verify: refused (reject) or judged as if that member were absent (ignore).') })
+    .prefault({})
+    .describe("Handling of the token's `cnf` claim."),
   dpop: dpopSchema,
   errors: z
     .strictObject({
-      realm: z.string().min(1).default('cnfguard'),
+      realm: z.string().min(1).default('cnfguard').describe('The realm in WWW-Authenticate challenges.'),
       missingCertificate: missingCertificateSchema.prefault({}),
-      /** Bearer challenges carry `supported_cnf_methods="…"` (the route's methods). */
-      advertiseMethods: flag.default(true),
+      advertiseMethods: flag.default(true).describe("Bearer challenges carry `supported_cnf_methods=\"…\"` (the route's methods)."),
     })
-    .prefault({}),
-  headers: identityHeadersSchema.prefault({}),
+    .prefault({})
+    .describe('How refusals are answered.'),
+  headers: identityHeadersSchema.prefault({}).describe('Names of the identity headers the upstream gets (client copies are always removed).'),
   limits: z
     .strictObject({
-      /** Form bodies are read (once the token would be allowed) to look for a smuggled `access_token`; larger ones get 413. */
-      formBodyBytes: positiveInt.default(64 * 1024),
-      /** Form body bytes held in memory across all requests; past it, 503 with Retry-After. */
-      bufferedBodyBytes: positiveInt.default(16 * 1024 * 1024),
-      /** Time for a new connection to complete its TLS handshake; then it is dropped. */
-      handshakeTimeoutMs: positiveInt.default(10_000),
-      /** All request header bytes; more is 431. */
-      headerBytes: number(z.number().int().min(1024).max(1024 * 1024)).default(16 * 1024),
-      /** Request header lines; more is 431. */
-      headerCount: number(z.number().int().min(8).max(10_000)).default(100),
-      /** Request target length; more is 414. */
-      urlBytes: number(z.number().int().min(64).max(1024 * 1024)).default(8 * 1024),
-      /** Time to receive the request headers (slowloris); then 408. */
-      headersTimeoutMs: positiveInt.default(10_000),
-      /** Time to receive the whole request; then 408. */
-      requestTimeoutMs: positiveInt.default(120_000),
-      /** Idle keep-alive connections are closed after this. */
-      keepAliveTimeoutMs: positiveInt.default(5_000),
-      /** Concurrent client connections; more are refused at accept. */
-      maxConnections: positiveInt.default(1024),
-      /** Concurrent streams per HTTP/2 connection. */
-      http2MaxConcurrentStreams: positiveInt.default(100),
-      /** An HTTP/2 session with open streams is pinged each second; unanswered this long, it is destroyed (its upstream calls with it). */
-      http2PingTimeoutMs: number(z.number().int().min(500).max(600_000)).default(5_000),
+      formBodyBytes: positiveInt.default(64 * 1024).describe('Form bodies are read (once the token would be allowed) to look for a smuggled `access_token`; larger ones get 413.'),
+      bufferedBodyBytes: positiveInt.default(16 * 1024 * 1024).describe('Form body bytes held in memory across all requests; past it, 503 with Retry-After.'),
+      handshakeTimeoutMs: positiveInt.default(10_000).describe('Time for a new connection to complete its TLS handshake; then it is dropped.'),
+      headerBytes: number(z.number().int().min(1024).max(1024 * 1024)).default(16 * 1024).describe('All request header bytes; more is 431.'),
+      headerCount: number(z.number().int().min(8).max(10_000)).default(100).describe('Request header lines; more is 431.'),
+      urlBytes: number(z.number().int().min(64).max(1024 * 1024)).default(8 * 1024).describe('Request target length; more is 414.'),
+      headersTimeoutMs: positiveInt.default(10_000).describe('Time to receive the request headers (slowloris); then 408.'),
+      requestTimeoutMs: positiveInt.default(120_000).describe('Time to receive the whole request; then 408.'),
+      keepAliveTimeoutMs: positiveInt.default(5_000).describe('Idle keep-alive connections are closed after this.'),
+      maxConnections: positiveInt.default(1024).describe('Concurrent client connections; more are refused at accept.'),
+      http2MaxConcurrentStreams: positiveInt.default(100).describe('Concurrent streams per HTTP/2 connection.'),
+      http2PingTimeoutMs: number(z.number().int().min(500).max(600_000)).default(5_000).describe('An HTTP/2 session with open streams is pinged each second; unanswered this long, it is destroyed (its upstream calls with it).'),
     })
-    .prefault({}),
-  trustedProxies: z.array(trustedProxySchema).default([]),
-  /** On SIGTERM/SIGINT, in-flight requests get this long to finish. */
-  shutdownGraceSeconds: number(z.number().min(0).max(3600)).default(20),
-  /** Processes sharing the listener (node:cluster); `auto` is one per core. Each has its own token cache. */
-  workers: z.preprocess(fromText, z.union([z.literal('auto'), z.number().int().min(1).max(64)])).default(1),
+    .prefault({})
+    .describe('Bounds on what one client or request may cost.'),
+  trustedProxies: z.array(trustedProxySchema).default([]).describe('TLS terminators in front whose client-certificate header is believed (only from these peers, only in this header).'),
+  shutdownGraceSeconds: number(z.number().min(0).max(3600)).default(20).describe('On SIGTERM/SIGINT, in-flight requests get this long to finish.'),
+  workers: z
+    .preprocess(fromText, z.union([z.literal('auto'), z.number().int().min(1).max(64)]))
+    .default(1)
+    .describe('Processes sharing the listener (node:cluster), 1 to 64 or auto (one per core); each has its own token cache.'),
   admin: z
     .strictObject({
-      host: z.string().min(1).default('127.0.0.1'),
-      port: port.default(9090),
-      /** `/readyz?upstream=1`: TCP connect to the default upstream, or GET `path` on it (2xx/3xx), within `timeoutMs`. */
+      host: z.string().min(1).default('127.0.0.1').describe('Address of the admin listener (plain HTTP: /healthz, /readyz, /metrics).'),
+      port: port.default(9090).describe('Port of the admin listener.'),
       upstreamCheck: z
         .strictObject({
-          path: z.string().startsWith('/', 'a path starting with /').optional(),
-          timeoutMs: number(z.number().int().min(1).max(30_000)).default(1000),
+          path: z.string().startsWith('/', 'a path starting with /').optional().describe('GET this path on the default upstream (2xx/3xx is up); unset: a TCP connect.'),
+          timeoutMs: number(z.number().int().min(1).max(30_000)).default(1000).describe('Time the upstream check may take.'),
         })
-        .prefault({}),
+        .prefault({})
+        .describe('What `/readyz?upstream=1` checks on the default upstream.'),
     })
-    .prefault({}),
-  /** Decision API for a proxy in front (nginx auth_request, Envoy ext_authz, Traefik forwardAuth): plain HTTP, off unless set. */
-  decisionApi: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port }).optional(),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  sharedState: sharedStateSchema.optional(),
+    .prefault({})
+    .describe('The admin listener: health, readiness and metrics.'),
+  decisionApi: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1').describe('Address of the decision API (plain HTTP).'),
+      port: port.describe('Port of the decision API.'),
+    })
+    .optional()
+    .describe('Decision API for a proxy in front (nginx auth_request, Envoy ext_authz, Traefik forwardAuth); off unless set.'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Least severe log level written (JSON lines on stdout).'),
+  sharedState: sharedStateSchema.optional().describe('State shared across replicas in Redis or Valkey (token cache, DPoP replay); off unless set.'),
 }).superRefine((value, ctx) => {
   const named = new Map<string, number>();
   value.routes.forEach((route, index) => {

@@ -22,7 +22,9 @@ export function secureContextOptions(tls: TlsMaterial): SecureContextOptions {
     // With a client CA, OpenSSL verifies the presented chain and records the result in
     // socket.authorized; without one, the system store would be consulted but never enforced.
     ...(tls.clientCa !== undefined && { ca: tls.clientCa }),
-    minVersion: 'TLSv1.2',
+    minVersion: tls.minVersion ?? 'TLSv1.2',
+    // OpenSSL's list for TLS 1.2; TLS 1.3 suites are configured apart and stay Node's.
+    ...(tls.ciphers !== undefined && tls.ciphers !== '' && { ciphers: tls.ciphers }),
   };
 }
 
