@@ -78,3 +78,12 @@ describe('docs/cnfguard.schema.json', () => {
     expect(validate({ ...base, listen: { port: '${PORT:-8443}', http2: '${H2}' }, workers: '${WORKERS}' })).toBe(true);
   });
 });
+
+describe('the config `cnfguard init` writes', () => {
+  it('passes the JSON Schema', async () => {
+    const { INIT_CONFIG } = await import('../../src/cli/init.ts');
+    const validate = schemaValidator();
+    const ok = validate(parse(INIT_CONFIG));
+    expect(ok ? [] : validate.errors).toEqual([]);
+  });
+});
