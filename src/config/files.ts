@@ -79,6 +79,22 @@ function readKeyPair(certPath: string, certFile: string, keyPath: string, keyFil
   return { cert: chain?.pem, key: key?.pem };
 }
 
+/**
+ * A client CA file must hold CA certificates (basicConstraints CA:TRUE): a leaf there verifies
+ * nothing (OpenSSL will not chain a client certificate to it), so every client would be refused
+ * as untrusted while the config looked right.
+ */
+function notCaCertificates(file: string, certs: X509Certificate[], problems: ConfigProblem[]): void {
+  for (const cert of certs) {
+    if (cert.ca) continue;
+    const subject = cert.subject.replaceAll('\n', ', ');
+    problems.push({
+      path: 'tls.clientCa',
+      message: `${JSON.stringify(file)} holds a certificate without CA rights (${subject}: basicConstraints CA:FALSE or absent), so no client certificate can chain to it; name the CA that issues your client certificates (dev-certs and init: ca.crt), or remove clientCa to rest the binding on the thumbprint alone`,
+    });
+  }
+}
+
 /** The listener's certificate, key and client CA, checked to belong together; undefined when a problem was recorded. */
 export function readTlsMaterial(tls: FilePaths['tls'], problems: ConfigProblem[]): TlsMaterial | undefined {
   const before = problems.length;
@@ -86,6 +102,7 @@ export function readTlsMaterial(tls: FilePaths['tls'], problems: ConfigProblem[]
   if (tls.cert === undefined || tls.key === undefined) return undefined;
   const pair = readKeyPair('tls.cert', tls.cert, 'tls.key', tls.key, problems);
   const clientCa = tls.clientCa === undefined ? undefined : readCertificates('tls.clientCa', tls.clientCa, problems);
+  if (clientCa !== undefined) notCaCertificates(tls.clientCa as string, clientCa.certs, problems);
   if (problems.length > before) return undefined;
   return { cert: pair.cert as string, key: pair.key as string, clientCa: clientCa?.pem };
 }

@@ -7,7 +7,8 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { configWarnings, listenerClashes } from './checks.ts';
 import { FILE_KEYS, filePathsOf, readIntrospectionFiles, readSharedStateFiles, readTlsMaterial, resolveFilePaths, type IntrospectionMaterial, type SharedStateMaterial, type TlsMaterial } from './files.ts';
-import { ConfigError, formatPath, type ConfigProblem } from './problems.ts';
+import { humanProblems, type EmptyVariables } from './messages.ts';
+import { ConfigError, type ConfigProblem } from './problems.ts';
 import { configSchema, type Settings } from './schema.ts';
 import { parseConfigText, type Environment } from './yaml.ts';
 import { shadowedRoutes } from '../routing/match.ts';
@@ -41,7 +42,7 @@ function deepFreeze<T>(value: T): T {
 }
 
 /** Validates a parsed config object and loads the files it names. Throws {@link ConfigError}. */
-export function loadConfigObject(raw: unknown, source: string, preProblems: ConfigProblem[] = [], baseDir?: string): LoadedConfig {
+export function loadConfigObject(raw: unknown, source: string, preProblems: ConfigProblem[] = [], baseDir?: string, empty?: EmptyVariables): LoadedConfig {
   const problems = [...preProblems];
   const warnings: ConfigProblem[] = [];
   // A copy of the sections that name files, so the caller's object is never changed.
@@ -49,7 +50,7 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
   if (baseDir !== undefined) resolveFilePaths(input, baseDir, warnings);
   const parsed = configSchema.safeParse(input ?? {});
   if (!parsed.success) {
-    for (const issue of parsed.error.issues) problems.push({ path: formatPath(issue.path), message: issue.message });
+    problems.push(...humanProblems(parsed.error.issues, input, preProblems, empty));
   } else {
     for (const [shadowed, earlier] of shadowedRoutes(parsed.data.routes)) {
       problems.push({ path: `routes[${shadowed}]`, message: `unreachable: routes[${earlier}] comes first and matches every request this route would` });
@@ -91,9 +92,10 @@ export function loadConfigFile(file: string, env: Environment = process.env): Lo
   } catch (err) {
     throw new ConfigError(file, [{ path: '', message: `cannot read config file ${JSON.stringify(file)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
   }
-  const raw = parseConfigText(text, env, problems, file);
+  const empty: EmptyVariables = new Map();
+  const raw = parseConfigText(text, env, problems, file, empty);
   if (raw === undefined) throw new ConfigError(file, problems);
-  return Object.freeze({ ...loadConfigObject(raw, file, problems, dirname(resolve(file))), file });
+  return Object.freeze({ ...loadConfigObject(raw, file, problems, dirname(resolve(file)), empty), file });
 }
 
 /** Every warning about a loaded config, for `check` to print and `run` to log: the loader's notes, then the settings' (checks.ts). */

@@ -19,7 +19,12 @@ export const number = <T extends z.ZodType>(schema: T) => z.preprocess(fromText,
 
 export const port = number(z.number().int().min(0).max(65535));
 export const filePath = z.string().min(1, 'a file path is required');
-export const httpUrl = z.url({ protocol: /^https?$/, error: 'an http:// or https:// URL' });
+/** What is wrong with a URL that did not parse: a port out of range is said as such. */
+export function urlProblem(input: unknown, expected: string): string {
+  const port = typeof input === 'string' ? /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*:(\d+)(?:[/?#]|$)/i.exec(input)?.[1] : undefined;
+  return port !== undefined && Number(port) > 65535 ? `port ${port} is out of range (0–65535)` : expected;
+}
+export const httpUrl = z.url({ protocol: /^https?$/, error: (issue) => urlProblem(issue.input, 'an http:// or https:// URL') });
 export const positiveInt = number(z.number().int().positive());
 export const flag = number(z.boolean());
 export const BINDING_MODES = ['required', 'optional', 'report-only', 'off'] as const;

@@ -10,7 +10,7 @@ import { FORWARDED_CERTIFICATE_FORMATS } from '../tls/forwarded-certificate.ts';
 import { parseCidrList } from '../tls/peers.ts';
 import { JWT_ALGORITHMS } from '../validation/names.ts';
 import { defaultRoutePolicyFields, dpopSchema, routeSchema } from './route-policy.ts';
-import { filePath, flag, fromText, headerName, httpUrl, identityHeadersSchema, missingCertificateSchema, number, port, positiveInt } from './schema-fields.ts';
+import { filePath, flag, fromText, headerName, httpUrl, urlProblem, identityHeadersSchema, missingCertificateSchema, number, port, positiveInt } from './schema-fields.ts';
 
 export { BINDING_MODES, type BindingMode } from './schema-fields.ts';
 export { DPOP_ALGORITHMS, PROOF_METHODS, type DpopAlgorithm, type ProofMethod } from './route-policy.ts';
@@ -128,7 +128,7 @@ const jwtSchema = z.strictObject({
 
 /** Shared state across replicas (Redis or Valkey); off unless set. */
 const sharedStateSchema = z.strictObject({
-  url: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL' }).describe('The Redis or Valkey server (redis:// or rediss://).'),
+  url: z.url({ protocol: /^rediss?$/, error: (issue) => urlProblem(issue.input, 'a redis:// or rediss:// URL') }).describe('The Redis or Valkey server (redis:// or rediss://).'),
   keyPrefix: z.string().default('cnfguard:').describe("Prefix of every key cnfguard writes."),
   secretFile: filePath.describe('A file of at least 32 bytes that authenticates entries (read at start-up); the same on every replica.'),
   onUnavailable: z.enum(['fail-closed', 'local']).default('fail-closed').describe('With the store down, proof-of-possession requests are refused (fail-closed) or checked against per-process state (local).'),

@@ -13,10 +13,12 @@ const REFERENCE = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
  * Replaces `${VAR}` and `${VAR:-default}` in one string; `$$` is a literal `$`. The result is
  * text: the schema reads numbers and booleans out of it where it expects them.
  */
-export function interpolate(value: string, env: Environment, path: string, problems: ConfigProblem[]): string {
+export function interpolate(value: string, env: Environment, path: string, problems: ConfigProblem[], empty?: Map<string, string[]>): string {
   return value.replace(REFERENCE, (match, name: string | undefined, fallback: string | undefined) => {
     if (match === '$$') return '$';
     const fromEnv = env[name as string];
+    // Set but empty: kept, and noted, so a value that may not be empty names the variable.
+    if (fromEnv === '' && fallback === undefined && empty !== undefined) empty.set(path, [...(empty.get(path) ?? []), name as string]);
     if (fromEnv !== undefined && (fromEnv !== '' || fallback === undefined)) return fromEnv;
     if (fallback !== undefined) return fallback;
     problems.push({ path, message: `environment variable ${name} is not set (use \${${name}:-default} for a default)` });
@@ -24,15 +26,15 @@ export function interpolate(value: string, env: Environment, path: string, probl
   });
 }
 
-function interpolateTree(node: unknown, env: Environment, path: (string | number)[], problems: ConfigProblem[], refs: References): unknown {
-  if (typeof node === 'string') return interpolate(refs.restore(node), env, formatPath(path), problems);
-  if (Array.isArray(node)) return node.map((item, index) => interpolateTree(item, env, [...path, index], problems, refs));
+function interpolateTree(node: unknown, env: Environment, path: (string | number)[], problems: ConfigProblem[], refs: References, empty?: Map<string, string[]>): unknown {
+  if (typeof node === 'string') return interpolate(refs.restore(node), env, formatPath(path), problems, empty);
+  if (Array.isArray(node)) return node.map((item, index) => interpolateTree(item, env, [...path, index], problems, refs, empty));
   if (node !== null && typeof node === 'object') {
     return Object.fromEntries(
       Object.entries(node).map(([rawKey, value]) => {
         // Keys are not interpolated; a reference in one reads as written.
         const key = refs.restore(rawKey);
-        return [key, interpolateTree(value, env, [...path, key], problems, refs)];
+        return [key, interpolateTree(value, env, [...path, key], problems, refs, empty)];
       }),
     );
   }
@@ -136,9 +138,10 @@ function duplicateKeys(node: YamlNode | null, path: (string | number)[], lines: 
 
 /**
  * Parses YAML text and interpolates the environment; problems are collected, not thrown.
- * `source` (the file) goes into YAML error positions.
+ * `source` (the file) goes into YAML error positions; `empty` collects the paths whose `${VAR}` was
+ * set but empty (the loader names the variable if the schema refuses the empty value).
  */
-export function parseConfigText(text: string, env: Environment, problems: ConfigProblem[], source?: string): unknown {
+export function parseConfigText(text: string, env: Environment, problems: ConfigProblem[], source?: string, empty?: Map<string, string[]>): unknown {
   const refs = maskReferences(text);
   const lines = new LineCounter();
   const doc = parseDocument(refs.text, { prettyErrors: false, uniqueKeys: false, lineCounter: lines });
@@ -162,5 +165,5 @@ export function parseConfigText(text: string, env: Environment, problems: Config
     problems.push({ path: '', message: isSeq(doc.contents) ? 'the config must be a mapping, not a list' : 'the config must be a mapping' });
     return undefined;
   }
-  return interpolateTree(value ?? {}, env, [], problems, refs);
+  return interpolateTree(value ?? {}, env, [], problems, refs, empty);
 }

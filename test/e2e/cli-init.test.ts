@@ -109,3 +109,33 @@ describe('did you mean', () => {
     expect(r.stderr.split('\n')[0]).toBe('cnfguard: unknown command "frobnicate"');
   });
 });
+
+describe('cnfguard check in plain words', () => {
+  it('names a misspelt key, a bad value, an out-of-range port and an empty variable, one line each', async () => {
+    const out = join(dir, 'words');
+    expect((await cnfguard(['init', out])).code).toBe(0);
+    const file = join(out, 'cnfguard.yaml');
+    const text = (await readFile(file, 'utf8'))
+      .replace('clientCa: certs/ca.crt', 'clientCA: certs/ca.crt')
+      .replace('clientSecret: ${INTROSPECTION_SECRET:-rs-secret}', 'clientSecret: ${INTROSPECTION_SECRET}')
+      .replace('  port: 8443', '  port: 99999')
+      .replace('logLevel: info', 'logLevel: info\nworkers: lots');
+    await writeFile(file, text);
+    const r = await cnfguard(['check', '-c', file], { INTROSPECTION_SECRET: '' });
+    expect(r.code).toBe(2);
+    expect(r.stderr.split('\n').filter((line) => line.startsWith('  - ')).sort()).toEqual(
+      [
+        '  - tls: unknown key "clientCA" (did you mean "clientCa"?)',
+        '  - listen.port: 99999 is out of range: expected integer 0–65535',
+        '  - workers: expected auto or integer 1–64, got "lots"',
+        '  - introspection.clientSecret: INTROSPECTION_SECRET is set but empty, and this value cannot be empty (too small: expected string to have >=1 characters)',
+      ].sort(),
+    );
+    const leaf = text.replace('clientCA: certs/ca.crt', 'clientCa: certs/client1.crt').replace('  port: 99999', '  port: 8443').replace('\nworkers: lots', '');
+    await writeFile(file, leaf);
+    const refused = await cnfguard(['check', '-c', file], { INTROSPECTION_SECRET: 'x' });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('tls.clientCa: ');
+    expect(refused.stderr).toContain('holds a certificate without CA rights');
+  });
+});
