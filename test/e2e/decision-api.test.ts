@@ -4,15 +4,15 @@
  * and an untrusted caller refused without a decision.
  */
 import { X509Certificate, createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { splitPemCertificates, thumbprintS256 } from '../../src/tls/certificates.ts';
 import type { PemPair } from '../../src/tls/dev-certs.ts';
-import { envoyApply, envoyCheckRequest, envoyRelaysUpstream, loadEnvoyRecipe, loadTraefikRecipe, traefikApply, traefikAuthRequest, type ClientRequest } from '../fixtures/fronts.ts';
+import { ENVOY_RECIPE, TRAEFIK_RECIPE, envoyApply, envoyCheckRequest, envoyRelaysUpstream, loadEnvoyRecipe, loadTraefikRecipe, traefikApply, traefikAuthRequest, type ClientRequest } from '../fixtures/fronts.ts';
 import { findNginx } from '../fixtures/nginx.ts';
-import { startAuthNginx } from '../fixtures/nginx-auth.ts';
+import { NGINX_RECIPE, startAuthNginx } from '../fixtures/nginx-auth.ts';
 import { generateKeyPair, generateProof } from 'dpop';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
 
@@ -242,15 +242,18 @@ describe('Traefik forwardAuth, as examples/decision-api/traefik.yaml configures 
   });
 });
 
-describe('README "Decision API"', () => {
+describe('docs/front-proxies.md, "Recipes"', () => {
   it.each([
-    ['nginx.conf', 'nginx'],
-    ['envoy.yaml', 'yaml'],
-    ['traefik.yaml', 'yaml'],
-  ])('shows examples/decision-api/%s as it is', (file, lang) => {
-    const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
-    const recipe = readFileSync(join(import.meta.dirname, '..', '..', 'examples', 'decision-api', file), 'utf8');
-    expect(readme.includes(`\`\`\`${lang}\n${recipe}\`\`\`\n`), `README has a \`\`\`${lang} block equal to ${file}`).toBe(true);
+    ['nginx.conf', NGINX_RECIPE],
+    ['envoy.yaml', ENVOY_RECIPE],
+    ['traefik.yaml', TRAEFIK_RECIPE],
+  ])('links examples/decision-api/%s, the very file the tests run', (file, run) => {
+    const docs = readFileSync(join(import.meta.dirname, '..', '..', 'docs', 'front-proxies.md'), 'utf8');
+    expect(docs).toContain(`](../examples/decision-api/${file})`);
+    expect(run).toBe(join(import.meta.dirname, '..', '..', 'examples', 'decision-api', file));
+    expect(existsSync(run)).toBe(true);
+    // Linked, not copied: a copy would drift from the file the tests run.
+    expect(docs).not.toContain(readFileSync(run, 'utf8').split('\n').slice(0, 3).join('\n'));
   });
 });
 
