@@ -4,7 +4,7 @@
  * introspection answer (a json block with "active") is read by cnfguard's own answer parser as an
  * active, bound token. Files the configs name are not read: the schema checks their paths only.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfigText, type ConfigProblem } from '../../src/config/load.ts';
@@ -51,5 +51,30 @@ describe('docs/quickstarts.md', () => {
       expect(info.aud.length).toBeGreaterThan(0);
       expect(Object.keys(info.cnf ?? {}).filter((m) => m === 'x5t#S256' || m === 'jkt')).toHaveLength(1);
     }
+  });
+});
+
+describe('every shell command in README.md and docs/ runs on an older system Node', () => {
+  const root = join(import.meta.dirname, '..', '..');
+  const scripts = Object.keys((JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts);
+  const pages = ['README.md', ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+  /** Commands in ```sh blocks (continuations joined) and inline code spans that start with node, npm or npx. */
+  function commands(text: string): string[] {
+    const blocks = [...text.matchAll(/^ *```(?:sh|bash|shell)\n([\s\S]*?)^ *```/gm)].flatMap((m) => (m[1] as string).replace(/\\\n\s*/g, ' ').split('\n'));
+    const inline = [...text.replace(/^ *```[\s\S]*?^ *```/gm, '').matchAll(/`((?:node|npm|npx) [^`]+)`/g)].map((m) => m[1] as string);
+    return [...blocks, ...inline].map((line) => line.trim()).filter((line) => line !== '' && !line.startsWith('#'));
+  }
+
+  it.each(pages)('%s: no `node file.ts` (type stripping needs Node 24), and every `npm run` script exists', (page) => {
+    const found = commands(readFileSync(join(root, page), 'utf8'));
+    // `node X.ts` fails with ERR_UNKNOWN_FILE_EXTENSION on Node 20; node_modules/.bin/node is the pinned 24.
+    expect(found.filter((command) => /(^|[\s;&|(])node\s+(--\S+\s+)*\S+\.ts\b/.test(command) && !/node_modules\/\.bin\/node\s/.test(command))).toEqual([]);
+    const missing = found.flatMap((command) => [...command.matchAll(/npm run ([\w:.-]+)/g)].map((m) => m[1] as string)).filter((name) => !scripts.includes(name));
+    expect(missing).toEqual([]);
+  });
+
+  it('the check sees the commands it checks', () => {
+    expect(commands(readFileSync(join(root, 'docs', 'quickstarts.md'), 'utf8'))).toContain('npm run demo:as -- --certs ./certs --host 127.0.0.1 --port 9443');
+    expect(commands('```sh\nnode demo/serve-authorization-server.ts --certs x\n```\n').some((c) => /node\s+\S+\.ts/.test(c))).toBe(true);
   });
 });
