@@ -1,5 +1,5 @@
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { UsageError, type Command } from './command.ts';
 import { devCertificateFiles, keyModeOf } from './dev-certs.ts';
@@ -85,7 +85,8 @@ these files exists, unless --force.
     const written = await writeDevCertificates(join(dir, 'certs'), { keyMode });
     await writeFile(configFile, INIT_CONFIG);
     for (const path of [configFile, ...Object.values(written)]) process.stdout.write(`wrote ${path}\n`);
-    process.stdout.write(`\nnext: cnfguard check -c ${configFile}\n`);
+    const shown = relative(process.cwd(), configFile);
+    process.stdout.write(`\nnext: cnfguard check -c ${shown.startsWith('..') || shown === '' ? configFile : shown}   (in a checkout: ./bin/cnfguard.js check …)\n`);
     return 0;
   },
 };
