@@ -94,7 +94,9 @@ export function humanProblems(issues: readonly z.core.$ZodIssue[], input: unknow
       problems.push({ path, message: `${shown(value)} is out of range: expected ${expected(at)}` });
       continue;
     }
-    problems.push({ path, message: `expected ${expected(at)}, got ${shown(value)}` });
+    const choices = (at.enum ?? at.anyOf?.flatMap((member) => member.enum ?? []) ?? []).filter((choice): choice is string => typeof choice === 'string');
+    const hint = typeof value === 'string' ? suggestion(value, choices) : '';
+    problems.push({ path, message: `expected ${expected(at)}, got ${shown(value)}${hint}` });
   }
   return problems;
 }

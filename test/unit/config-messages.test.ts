@@ -77,7 +77,8 @@ describe('config errors in plain words', () => {
     ],
     ['a CA bundle with a leaf in it', 'tls: { cert: tls.crt, key: tls.key, clientCa: bundle.crt }\n' + [INTROSPECTION, UPSTREAM].join('\n'), {}, [{ path: 'tls.clientCa', message: expect.stringContaining('without CA rights') as unknown as string }]],
     ['a cipher list OpenSSL does not know', valid('tls: { cert: tls.crt, key: tls.key, ciphers: NOT-A-CIPHER }').replace(`${TLS}\n`, ''), {}, [{ path: 'tls.ciphers', message: expect.stringContaining('no cipher OpenSSL knows in "NOT-A-CIPHER"') as unknown as string }]],
-    ['an unknown minVersion', valid('tls: { cert: tls.crt, key: tls.key, minVersion: TLSv1.1 }').replace(`${TLS}\n`, ''), {}, [{ path: 'tls.minVersion', message: 'expected TLSv1.2 or TLSv1.3, got "TLSv1.1"' }]],
+    ['a misspelt binding mode', valid('binding: requried'), {}, [{ path: 'binding', message: 'expected required or optional or report-only or off, got "requried" (did you mean "required"?)' }]],
+    ['an unknown minVersion', valid('tls: { cert: tls.crt, key: tls.key, minVersion: TLSv1.1 }').replace(`${TLS}\n`, ''), {}, [{ path: 'tls.minVersion', message: 'expected TLSv1.2 or TLSv1.3, got "TLSv1.1" (did you mean "TLSv1.2"?)' }]],
   ])('%s', async (_name, text, env, expected) => {
     expect(await problems(text, env)).toEqual(expected);
   });
