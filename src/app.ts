@@ -6,6 +6,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
+import { initialiseSeries } from './admin/series.ts';
 import { usableCpus, workerCount } from './cluster.ts';
 import { buildIntrospection } from './compose/introspection.ts';
 import { buildValidator } from './compose/jwt.ts';
@@ -62,7 +63,8 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const { settings } = config;
   const logger = deps.logger ?? createLogger(settings.logLevel);
   const now = deps.now ?? Date.now;
-  const metrics = createMetrics({ defaultMetrics: deps.defaultMetrics ?? true });
+  const metrics = createMetrics({ defaultMetrics: deps.defaultMetrics ?? true, sharedState: settings.sharedState !== undefined, deprecatedNames: settings.admin.deprecatedMetrics });
+  initialiseSeries(metrics, settings);
   const io = { metrics, logger, now };
   const store = buildSharedStore(config, io);
   const { client, tokens } = buildIntrospection(config, { ...io, introspect: deps.introspect, store });

@@ -19,7 +19,8 @@ export interface Metrics {
   readonly requests: Counter<'decision' | 'reason' | 'route'>;
   readonly introspectionRequests: Counter<'outcome'>;
   readonly cacheHits: Counter<'tier'>;
-  readonly sharedStateUp: Gauge;
+  /** Only with `sharedState` set: without a store, a 0 would read as "store down". */
+  readonly sharedStateUp: Gauge | undefined;
   readonly sharedStateErrors: Counter<'kind'>;
   readonly cacheMisses: Counter;
   readonly cacheStale: Counter;
@@ -27,7 +28,8 @@ export interface Metrics {
   readonly introspectionDuration: Histogram;
   readonly upstreamDuration: Histogram<'route'>;
   readonly certificateReloads: Counter<'result'>;
-  readonly certificateNotAfter: Gauge;
+  /** Sets `cnfguard_certificate_not_after_timestamp_seconds` (and the deprecated `…_not_after_seconds` while exported). */
+  readonly certificateNotAfter: { set(seconds: number): void };
   readonly configReloads: Counter<'result'>;
   /** Which validation judged a token (jwt, introspection) and its result (ok or the reason id). */
   readonly tokenValidations: Counter<'source' | 'result'>;
@@ -47,10 +49,41 @@ export interface Metrics {
   trackSizes(sources: SizeSources): void;
 }
 
-export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+export interface MetricsOptions {
+  /** Process-level metrics (event loop, memory); default true. */
+  defaultMetrics?: boolean;
+  /** Whether `sharedState` is configured: `cnfguard_shared_state_up` exists only then. Default false. */
+  sharedState?: boolean;
+  /** Export the deprecated names beside their conventional replacements (DEPRECATED_METRICS); default true. */
+  deprecatedNames?: boolean;
+}
+
+/**
+ * Names kept for dashboards and alerts written against them, each with what replaces it. They are
+ * the only names `promtool check metrics` flags; `admin.deprecatedMetrics: false` drops them.
+ */
+export const DEPRECATED_METRICS: Readonly<Record<string, string>> = Object.freeze({
+  cnfguard_certificate_not_after_seconds: 'cnfguard_certificate_not_after_timestamp_seconds',
+  // prom-client's default collectors: gauges named like counters; the per-type gauge sums to them.
+  cnfguard_nodejs_active_handles_total: 'sum without (type) (cnfguard_nodejs_active_handles)',
+  cnfguard_nodejs_active_requests_total: 'sum without (type) (cnfguard_nodejs_active_requests)',
+  cnfguard_nodejs_active_resources_total: 'sum without (type) (cnfguard_nodejs_active_resources)',
+});
+
+export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registry = new Registry();
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cnfguard_' });
+  const deprecated = options.deprecatedNames !== false;
+  if (options.defaultMetrics !== false) {
+    collectDefaultMetrics({ register: registry, prefix: 'cnfguard_' });
+    if (!deprecated) for (const name of Object.keys(DEPRECATED_METRICS)) registry.removeSingleMetric(name);
+  }
   const registers = [registry];
+  const notAfter = [
+    new Gauge({ name: 'cnfguard_certificate_not_after_timestamp_seconds', help: 'Expiry (notAfter, seconds since the epoch) of the served certificate', registers, aggregator: 'min' }),
+    ...(deprecated
+      ? [new Gauge({ name: 'cnfguard_certificate_not_after_seconds', help: 'Deprecated: cnfguard_certificate_not_after_timestamp_seconds', registers, aggregator: 'min' })]
+      : []),
+  ];
   const requests = new Counter({
     name: 'cnfguard_requests_total',
     help: 'Requests by decision (allow, deny, would_deny) and reason id',
@@ -120,7 +153,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     introspectionRequests,
     introspectionDuration,
     cacheHits: new Counter({ name: 'cnfguard_token_cache_hits_total', help: 'Token lookups answered from a cache: this replica\'s (local) or the shared store (shared)', labelNames: ['tier'] as const, registers }),
-    sharedStateUp: new Gauge({ name: 'cnfguard_shared_state_up', help: '1 while the shared state store is connected (sharedState set)', registers, aggregator: 'min' }),
+    sharedStateUp: options.sharedState === true ? new Gauge({ name: 'cnfguard_shared_state_up', help: '1 while the shared state store is connected (sharedState set)', registers, aggregator: 'min' }) : undefined,
     sharedStateErrors: new Counter({
       name: 'cnfguard_shared_state_errors_total',
       help: 'Shared state failures by kind (timeout, unavailable, forged, local_fallback)',
@@ -143,12 +176,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       labelNames: ['result'] as const,
       registers,
     }),
-    certificateNotAfter: new Gauge({
-      name: 'cnfguard_certificate_not_after_seconds',
-      help: 'Expiry (notAfter, seconds since the epoch) of the served certificate',
-      registers,
-      aggregator: 'min',
-    }),
+    certificateNotAfter: {
+      set(seconds) {
+        for (const gauge of notAfter) gauge.set(seconds);
+      },
+    },
     configReloads: new Counter({
       name: 'cnfguard_config_reload_total',
       help: 'Config reloads by result (applied, rejected)',

@@ -221,6 +221,11 @@ export const configSchema = z.strictObject({
           timeoutMs: number(z.number().int().min(1).max(30_000)).default(1000),
         })
         .prefault({}),
+      deprecatedMetrics: flag
+        .default(true)
+        .describe(
+          'Also export the deprecated metric names beside their conventional replacements (docs/metrics.md lists them); false exports only conventional names, which `promtool check metrics` passes.',
+        ),
     })
     .prefault({}),
   /** Decision API for a proxy in front (nginx auth_request, Envoy ext_authz, Traefik forwardAuth): plain HTTP, off unless set. */

@@ -43,7 +43,8 @@ export interface Outcome {
   detail: string | undefined;
 }
 
-const FAILURE_DECISIONS: Readonly<Record<string, OutcomeDecision>> = {
+/** How a request that ended in a failure (not a pipeline verdict) is counted, where it is not plain `deny` or (5xx) `error`. */
+export const FAILURE_DECISIONS: Readonly<Record<string, OutcomeDecision>> = {
   client_aborted: 'aborted',
   body_too_large: 'deny',
   upstream_unreachable: 'error',

@@ -7,6 +7,7 @@
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Metrics } from '../admin/metrics.ts';
+import { initialiseSeries } from '../admin/series.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from '../config/load.ts';
 import { reconcileReload } from '../config/reload-table.ts';
 import type { IntrospectionClient } from '../introspection/client.ts';
@@ -196,6 +197,7 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
     logger.level = effective.logLevel;
     state.current = effective;
     metrics.configReloads.inc({ result: 'applied' });
+    initialiseSeries(metrics, effective); // routes added by the reload
     logger.info({ config: config.source }, 'config reloaded');
     logger.flush();
     return { config: 'applied', restartRequired, certificates: certificatesResult };
