@@ -12,6 +12,7 @@ import { availableParallelism } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import { createAdminServer } from './admin/server.ts';
 import { createUpstreamCheck } from './admin/upstream-check.ts';
+import { effectiveConfigYaml } from './config/effective.ts';
 import { listen } from './listen.ts';
 import type { Metrics } from './admin/metrics.ts';
 import { loadConfigFile, type LoadedConfig } from './config/load.ts';
@@ -132,6 +133,8 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     {
       ready: () => !stopping && readyWorkers.size === count,
       upstream: createUpstreamCheck({ upstream: () => current.upstream, ...settings.admin.upstreamCheck }),
+      // /status is each worker's (caches, last seen): not served by the primary yet.
+      config: () => effectiveConfigYaml({ settings: current }),
     },
   );
 

@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { IntrospectionOutcome } from '../introspection/client.ts';
+import { createLastSeen, type LastSeen } from './last-seen.ts';
 import { NODE_VERSION, VERSION } from '../version.ts';
 
 /** What the size gauges read when scraped (set once the app has built them). */
@@ -44,6 +45,8 @@ export interface Metrics {
   readonly requestDuration: Histogram<'route'>;
   readonly openConnections: Gauge;
   readonly cacheEntries: Gauge<'cache'>;
+  /** The AS (`as`), the JWKS (`jwks`) and each route's upstream (`upstream:<route>`) as last seen in traffic, for /status. */
+  readonly lastSeen: LastSeen;
   observeIntrospection(outcome: IntrospectionOutcome, seconds: number): void;
   /** Where the connection and cache gauges read from at scrape time (until set they read 0). */
   trackSizes(sources: SizeSources): void;
@@ -54,6 +57,8 @@ export interface MetricsOptions {
   defaultMetrics?: boolean;
   /** Whether `sharedState` is configured: `cnfguard_shared_state_up` exists only then. Default false. */
   sharedState?: boolean;
+  /** The clock of `lastSeen`; default Date.now. */
+  now?: () => number;
   /** Export the deprecated names beside their conventional replacements (DEPRECATED_METRICS); default true. */
   deprecatedNames?: boolean;
 }
@@ -69,6 +74,10 @@ export const DEPRECATED_METRICS: Readonly<Record<string, string>> = Object.freez
   cnfguard_nodejs_active_requests_total: 'sum without (type) (cnfguard_nodejs_active_requests)',
   cnfguard_nodejs_active_resources_total: 'sum without (type) (cnfguard_nodejs_active_resources)',
 });
+
+const NOT_ASKED: ReadonlySet<IntrospectionOutcome> = new Set(['circuit_open', 'over_peer_budget', 'over_total_budget']);
+/** Outcomes where the AS answered as an AS should (the token active, inactive, or refused as a token). */
+const ANSWERED: ReadonlySet<IntrospectionOutcome> = new Set(['active', 'inactive', 'refused']);
 
 export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registry = new Registry();
@@ -112,8 +121,10 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     aggregator: 'first',
   });
   buildInfo.set({ version: VERSION, node_version: NODE_VERSION }, 1);
+  const lastSeen = createLastSeen(options.now);
   return {
     registry,
+    lastSeen,
     buildInfo,
     responses: new Counter({
       name: 'cnfguard_responses_total',
@@ -202,6 +213,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     }),
     observeIntrospection(outcome, seconds) {
       introspectionRequests.inc({ outcome });
+      // Outcomes where the AS was not asked (breaker, budgets) say nothing about it.
+      if (!NOT_ASKED.has(outcome)) lastSeen.record('as', ANSWERED.has(outcome), outcome);
       introspectionDuration.observe(seconds);
     },
   };

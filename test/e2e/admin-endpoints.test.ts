@@ -1,0 +1,149 @@
+/**
+ * The admin listener's index, /status and /config (issue 28) on a real started cnfguard: the index
+ * lists every endpoint (HTML for a browser, JSON when asked), /status says what cnfguard knows
+ * without probing (dependencies as last seen in traffic), /config is `check`'s output with the
+ * secrets masked.
+ */
+import { createHash, X509Certificate } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { startEchoUpstream, type EchoUpstream } from '../../demo/echo-upstream.ts';
+import { thumbprintS256 } from '../../src/tls/certificates.ts';
+import { VERSION } from '../../src/version.ts';
+import { manualClock } from '../fixtures/clock.ts';
+import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
+import { createPki, curl, startGuard, type Guard, type Pki } from '../fixtures/stack.ts';
+
+let pki: Pki;
+let stub: IntrospectionStub;
+let upstream: EchoUpstream;
+let guard: Guard;
+const clock = manualClock({ followRealTime: true });
+
+interface Status {
+  version: string;
+  ready: boolean;
+  uptimeSeconds: number;
+  config: { file: string; sha256: string };
+  routes: { name: string; match: unknown; methods: string[]; binding: string; validation: string; upstream: { url: string; ok?: boolean; detail?: string; lastSeen: string } }[];
+  caches: { tokens: { active: number; negative: number; jwt: number }; openConnections: number };
+  breaker: { state: string };
+  authorizationServer: { url: string; ok?: boolean; detail?: string; lastSeen: string };
+  jwks: unknown;
+  sharedState: unknown;
+}
+
+const get = (path: string, accept?: string) => fetch(`${guard.started.adminUrl}${path}`, accept === undefined ? {} : { headers: { accept } });
+const status = async () => (await (await get('/status')).json()) as Status;
+
+beforeAll(async () => {
+  pki = await createPki();
+  stub = await startIntrospectionStub(pki.certs.server, { secret: 'very-secret-value' });
+  upstream = await startEchoUpstream();
+  const client1 = thumbprintS256(new X509Certificate(pki.certs.clients.client1.cert).raw);
+  stub.answers.set('tok', { active: true, client_id: 'app', scope: 'read', token_type: 'Bearer', exp: Math.floor(Date.now() / 1000) + 600, cnf: { 'x5t#S256': client1 } });
+  guard = await startGuard(
+    pki,
+    {
+      listen: { host: '127.0.0.1', port: 0 },
+      tls: { cert: pki.files.server.cert, key: pki.files.server.key },
+      introspection: { url: stub.url, clientId: 'rs', clientSecret: 'very-secret-value', ca: pki.files.ca },
+      upstream: upstream.url,
+      admin: { host: '127.0.0.1', port: 0 },
+      routes: [{ name: 'reports', pathPrefix: '/reports', binding: 'report-only', methods: ['mtls', 'dpop'] }],
+    },
+    { now: clock.now },
+  );
+});
+
+afterAll(async () => {
+  await guard?.stop();
+  await upstream?.stop();
+  await stub?.stop();
+  await pki?.cleanup();
+});
+
+describe('/ (the index)', () => {
+  it('lists every admin endpoint as JSON when asked', async () => {
+    const res = await get('/', 'application/json');
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+    const { endpoints } = (await res.json()) as { endpoints: { path: string; summary: string }[] };
+    expect(endpoints.map((e) => e.path)).toEqual(['/', '/healthz', '/readyz', '/metrics', '/status', '/config']);
+    for (const endpoint of endpoints) expect(endpoint.summary.length).toBeGreaterThan(5);
+  });
+
+  it('is an HTML page of links for a browser, and every link answers', async () => {
+    const res = await get('/', 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8');
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+    const html = await res.text();
+    const links = [...html.matchAll(/href="([^"]+)"/g)].map((m) => m[1]!);
+    expect(links).toContain('/status');
+    for (const link of links) expect((await get(link)).status, link).toBe(200);
+  });
+
+  it('answers an unknown path with 404 pointing at the index', async () => {
+    const res = await get('/nope');
+    expect(res.status).toBe(404);
+    expect(await res.text()).toMatch(/\/ lists the admin endpoints/);
+  });
+});
+
+describe('/status', () => {
+  it('says the version, uptime, config file and its SHA-256, and the routes', async () => {
+    const before = await status();
+    clock.advance(90_000);
+    const doc = await status();
+    expect(doc.version).toBe(VERSION);
+    expect(doc.ready).toBe(true);
+    expect(doc.uptimeSeconds - before.uptimeSeconds).toBe(90);
+    expect(doc.config.file).toBe(guard.configFile);
+    expect(doc.config.sha256).toBe(createHash('sha256').update(readFileSync(guard.configFile)).digest('hex'));
+    expect(doc.routes.map(({ name, match, methods, binding, validation }) => ({ name, match, methods, binding, validation }))).toEqual([
+      { name: 'reports', match: { pathPrefix: '/reports' }, methods: ['mtls', 'dpop'], binding: 'report-only', validation: 'introspection' },
+      { name: 'default', match: 'anything no route above matches', methods: ['mtls'], binding: 'required', validation: 'introspection' },
+    ]);
+    expect(doc.breaker).toEqual({ state: 'closed' });
+    expect(doc.jwks).toBeNull();
+    expect(doc.sharedState).toBeNull();
+    expect(JSON.stringify(doc)).not.toContain('very-secret-value');
+  });
+
+  it('shows the AS and the upstream as last seen in traffic, never probing them itself', async () => {
+    const calls = stub.calls();
+    const idle = await status();
+    expect(stub.calls(), '/status did not call the AS').toBe(calls);
+    expect(idle.authorizationServer).toMatchObject({ url: stub.url, lastSeen: 'never' });
+    expect(idle.routes[1]!.upstream).toMatchObject({ url: `${upstream.url}/`, lastSeen: 'never' });
+
+    expect((await curl(pki, `${guard.started.url}/x`, { cert: pki.files.client1, token: 'tok' })).status).toBe(200);
+    const doc = await status();
+    expect(doc.authorizationServer).toMatchObject({ ok: true, detail: 'active' });
+    expect(doc.routes[1]!.upstream).toMatchObject({ ok: true, detail: 'HTTP 200' });
+    expect(doc.routes[0]!.upstream.lastSeen).toBe('never');
+    expect(doc.caches.tokens.active).toBe(1);
+  });
+
+  it('follows the config file after a reload', async () => {
+    const text = readFileSync(guard.configFile, 'utf8');
+    writeFileSync(guard.configFile, `${text}\n# edited\n`);
+    expect((await guard.app.reload()).config).toBe('applied');
+    expect((await status()).config.sha256).toBe(createHash('sha256').update(`${text}\n# edited\n`).digest('hex'));
+  });
+});
+
+describe('/config', () => {
+  it('is the effective config as check prints it, the client secret masked', async () => {
+    const res = await get('/config');
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text).not.toContain('very-secret-value');
+    const config = parseYaml(text) as { introspection: { clientSecret: string; url: string }; upstream: string; routes: { name: string }[]; admin: { deprecatedMetrics: boolean } };
+    expect(config.introspection.clientSecret).toBe('********');
+    expect(config.introspection.url).toBe(stub.url);
+    expect(config.upstream).toBe(upstream.url);
+    expect(config.routes.map((r) => r.name)).toEqual(['reports']);
+    expect(config.admin.deprecatedMetrics).toBe(true); // defaults filled in, as check prints them
+  });
+});
