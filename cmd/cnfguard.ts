@@ -128,12 +128,14 @@ async function run(args: string[]): Promise<number> {
 }
 
 async function check(args: string[]): Promise<number> {
-  const file = configPath('check', args);
+  const probe = args.includes('--probe'); // check --probe: src/cli/probe.ts
+  const file = configPath('check', args.filter((arg) => arg !== '--probe'));
   const { ConfigError, effectiveConfigYaml, loadConfigFile, warningsOf } = await import('../src/config/load.ts');
   try {
     const config = loadConfigFile(file);
     process.stdout.write(effectiveConfigYaml(config));
     for (const w of warningsOf(config)) process.stderr.write(`cnfguard: warning: ${w.path ? `${w.path}: ` : ''}${w.message}\n`);
+    if (probe) return await (await import('../src/cli/probe.ts')).runProbe(config, (text) => process.stdout.write(text));
     return 0;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
@@ -197,13 +199,15 @@ ${CONFIG_USAGE}
   },
   check: {
     summary: 'validate the config and print it, secrets masked',
-    usage: `usage: cnfguard check [--config FILE]
+    usage: `usage: cnfguard check [--config FILE] [--probe]
 
 Validates the config and the files it names as \`run\` would, prints the effective config with
 secrets masked and exits 0; warnings (an http:// introspection URL, binding off everywhere) go
 to stderr. On error, prints every problem with its YAML path and exits 2.
 
 ${CONFIG_USAGE}
+  --probe             then probe the AS, the JWKS, the shared store and every upstream once, one
+                      line each naming cause and fix; exit 1 unless every one answers
   -h, --help          this text
 `,
     run: check,
