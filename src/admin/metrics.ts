@@ -95,7 +95,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   ];
   const requests = new Counter({
     name: 'cnfguard_requests_total',
-    help: 'Requests by decision (allow, deny, would_deny) and reason id',
+    help: 'Requests by decision (allow, deny, would_deny, error, aborted), reason id and route',
     labelNames: ['decision', 'reason', 'route'] as const,
     registers,
   });

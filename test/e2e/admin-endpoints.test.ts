@@ -6,6 +6,7 @@
  */
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { startEchoUpstream, type EchoUpstream } from '../../demo/echo-upstream.ts';
@@ -81,6 +82,13 @@ describe('/ (the index)', () => {
     const links = [...html.matchAll(/href="([^"]+)"/g)].map((m) => m[1]!);
     expect(links).toContain('/status');
     for (const link of links) expect((await get(link)).status, link).toBe(200);
+  });
+
+  it('docs/admin.md documents every endpoint the index lists, and the options nowhere else documented', async () => {
+    const doc = readFileSync(join(import.meta.dirname, '..', '..', 'docs', 'admin.md'), 'utf8');
+    const { endpoints } = (await (await get('/', 'application/json')).json()) as { endpoints: { path: string }[] };
+    for (const { path } of endpoints) expect(doc, path).toContain(`| \`${path}\` |`);
+    for (const topic of ['admin.upstreamCheck', '/readyz?upstream=1', '`error`', '`aborted`', 'check --probe', 'deprecatedMetrics']) expect(doc, topic).toContain(topic);
   });
 
   it('answers an unknown path with 404 pointing at the index', async () => {

@@ -5,7 +5,10 @@
  * Prometheus conventions as `promtool check metrics` reads them, the deprecated ones aside (kept
  * by default, dropped with `admin.deprecatedMetrics: false`).
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { startEchoUpstream, type EchoUpstream } from '../../demo/echo-upstream.ts';
 import { DEPRECATED_METRICS } from '../../src/admin/metrics.ts';
 import { REASONS } from '../../src/oauth/reasons.ts';
@@ -13,6 +16,8 @@ import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/intr
 import { scrape } from '../fixtures/prometheus.ts';
 import { hasPromtool, lintMetrics } from '../fixtures/promtool.ts';
 import { createPki, startGuard, type Guard, type Pki } from '../fixtures/stack.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
 
 let pki: Pki;
 let stub: IntrospectionStub;
@@ -104,6 +109,24 @@ describe('a freshly started cnfguard, before any request or reload', () => {
     const flagged = lintMetrics(text).map((line) => line.split(' ')[0]);
     expect(flagged.length).toBeGreaterThan(0); // the deprecated gauges named _total are exported by default
     for (const name of flagged) expect(Object.keys(DEPRECATED_METRICS), `${name} is flagged by promtool`).toContain(name);
+  });
+});
+
+describe('docs/metrics.md', () => {
+  let guard: Guard;
+  beforeAll(async () => {
+    guard = await startGuard(pki, config(), { defaultMetrics: true });
+  });
+  afterAll(() => guard?.stop());
+
+  it('names every family cnfguard exports, every deprecated name with its replacement, and every shipped alert', async () => {
+    const doc = readFileSync(join(ROOT, 'docs', 'metrics.md'), 'utf8');
+    const own = [...(await scrape(guard.started.adminUrl)).types.keys()].filter((name) => !/^cnfguard_(process|nodejs)_/.test(name));
+    expect(own.length).toBeGreaterThan(15);
+    for (const name of [...own, 'cnfguard_shared_state_up']) expect(doc, name).toContain(`\`${name}\``);
+    for (const [old, replacement] of Object.entries(DEPRECATED_METRICS)) expect(doc).toMatch(new RegExp(`\\| \`${old}\` \\| \`${replacement.replace(/[()]/g, '\\$&')}\` \\|`));
+    const alerts = (parseYaml(readFileSync(join(ROOT, 'deploy', 'prometheus', 'alerts.yaml'), 'utf8')) as { groups: { rules: { alert: string }[] }[] }).groups.flatMap((g) => g.rules.map((r) => r.alert));
+    for (const alert of alerts) expect(doc, alert).toContain(`| \`${alert}\` |`);
   });
 });
 
