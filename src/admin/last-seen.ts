@@ -13,16 +13,32 @@ export interface Sighting {
 }
 
 export interface LastSeen {
-  record(name: string, ok: boolean, detail: string): void;
+  /** `detail` as a number is an HTTP status, shown as `HTTP <n>`. Called per request: allocates nothing once `name` is known. */
+  record(name: string, ok: boolean, detail: string | number): void;
   get(name: string): Sighting | undefined;
 }
 
+interface Entry {
+  ok: boolean;
+  detail: string | number;
+  at: number;
+}
+
 export function createLastSeen(now: () => number = Date.now): LastSeen {
-  const seen = new Map<string, Sighting>();
+  const seen = new Map<string, Entry>();
   return {
     record(name, ok, detail) {
-      seen.set(name, { ok, detail, at: now() });
+      const entry = seen.get(name);
+      if (entry === undefined) seen.set(name, { ok, detail, at: now() });
+      else {
+        entry.ok = ok;
+        entry.detail = detail;
+        entry.at = now();
+      }
     },
-    get: (name) => seen.get(name),
+    get(name) {
+      const entry = seen.get(name);
+      return entry === undefined ? undefined : { ok: entry.ok, detail: typeof entry.detail === 'number' ? `HTTP ${entry.detail}` : entry.detail, at: entry.at };
+    },
   };
 }
