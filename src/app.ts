@@ -7,7 +7,7 @@
 import type { AddressInfo } from 'node:net';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { initialiseSeries } from './admin/series.ts';
-import { statusDocument } from './admin/status.ts';
+import { shownUrl, statusDocument } from './admin/status.ts';
 import { usableCpus, workerCount } from './cluster.ts';
 import { buildIntrospection } from './compose/introspection.ts';
 import { buildValidator } from './compose/jwt.ts';
@@ -98,7 +98,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
         startedAt,
         config: () => ({ file: config.file, sha256: state.configSha256, settings: state.current }),
         ready: () => state.ready,
-        introspectionUrl: usesIntrospection(settings) ? (client?.shownUrl ?? new URL(settings.introspection.url).origin + new URL(settings.introspection.url).pathname) : undefined,
+        introspectionUrl: usesIntrospection(settings) ? (client?.shownUrl ?? shownUrl(settings.introspection.url)) : undefined,
         ...(store !== undefined && { sharedState: () => ({ up: store.up }) }),
       }),
   });

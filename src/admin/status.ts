@@ -13,8 +13,11 @@ import type { Sighting } from './last-seen.ts';
 import type { Metrics, SizeSources } from './metrics.ts';
 
 export interface StatusSources {
-  metrics: Metrics;
-  sizes: SizeSources;
+  /** The process's own metrics and sizes; absent on the cluster primary, whose workers hold them. */
+  metrics?: Metrics;
+  sizes?: SizeSources;
+  /** On the cluster primary: how many workers there are and how many serve. */
+  workers?: () => { count: number; ready: number };
   /** Milliseconds since the epoch. */
   now: () => number;
   startedAt: number;
@@ -27,8 +30,17 @@ export interface StatusSources {
   sharedState?: () => { up: boolean; role?: string };
 }
 
+/** An introspection URL as logs show it: no userinfo, query or fragment. */
+export function shownUrl(url: string): string {
+  const parsed = new URL(url);
+  return `${parsed.origin}${parsed.pathname}`;
+}
+
+const PER_WORKER = 'kept per worker: ask a worker, or see /metrics';
+
 /** A sighting as JSON: ok, what was seen, when (ISO 8601) and how long ago; `never` before the first. */
-function seen(sighting: Sighting | undefined, now: number): Record<string, unknown> {
+function seen(sighting: Sighting | undefined | null, now: number): Record<string, unknown> {
+  if (sighting === null) return { lastSeen: PER_WORKER };
   if (sighting === undefined) return { lastSeen: 'never' };
   return { ok: sighting.ok, detail: sighting.detail, lastSeen: new Date(sighting.at).toISOString(), secondsAgo: Math.max(0, Math.round((now - sighting.at) / 1000)) };
 }
@@ -41,7 +53,8 @@ function withoutUserinfo(url: URL): string {
 }
 
 export async function statusDocument(sources: StatusSources): Promise<Record<string, unknown>> {
-  const { metrics, now } = sources;
+  const { metrics, sizes, now } = sources;
+  const last = (name: string) => (metrics === undefined ? null : metrics.lastSeen.get(name));
   const at = now();
   const { file, sha256, settings } = sources.config();
   const table = compileRoutes(settings);
@@ -52,9 +65,9 @@ export async function statusDocument(sources: StatusSources): Promise<Record<str
     binding: route.binding,
     validation: route.validation,
     scopes: route.scopes,
-    upstream: { url: withoutUserinfo(route.upstream), ...seen(metrics.lastSeen.get(`upstream:${route.id}`), at) },
+    upstream: { url: withoutUserinfo(route.upstream), ...seen(last(`upstream:${route.id}`), at) },
   }));
-  const breakerOpen = (await metrics.circuitOpen.get()).values[0]?.value === 1;
+  const breakerOpen = metrics === undefined ? undefined : (await metrics.circuitOpen.get()).values[0]?.value === 1;
   const shared = sources.sharedState?.();
   return {
     version: VERSION,
@@ -64,11 +77,12 @@ export async function statusDocument(sources: StatusSources): Promise<Record<str
     startedAt: new Date(sources.startedAt).toISOString(),
     uptimeSeconds: Math.max(0, Math.round((at - sources.startedAt) / 1000)),
     config: { file: file ?? null, sha256: sha256 ?? null },
+    ...(sources.workers !== undefined && { workers: sources.workers() }),
     routes,
-    caches: { tokens: sources.sizes.cacheEntries(), maxEntries: settings.introspection.cache.maxEntries, openConnections: sources.sizes.connections() },
-    breaker: { state: breakerOpen ? 'open' : 'closed' },
-    authorizationServer: sources.introspectionUrl === undefined ? null : { url: sources.introspectionUrl, ...seen(metrics.lastSeen.get('as'), at) },
-    jwks: settings.jwt === undefined ? null : { url: withoutUserinfo(new URL(settings.jwt.jwksUri)), ...seen(metrics.lastSeen.get('jwks'), at) },
+    caches: sizes === undefined ? PER_WORKER : { tokens: sizes.cacheEntries(), maxEntries: settings.introspection.cache.maxEntries, openConnections: sizes.connections() },
+    breaker: { state: breakerOpen === undefined ? PER_WORKER : breakerOpen ? 'open' : 'closed' },
+    authorizationServer: sources.introspectionUrl === undefined ? null : { url: sources.introspectionUrl, ...seen(last('as'), at) },
+    jwks: settings.jwt === undefined ? null : { url: withoutUserinfo(new URL(settings.jwt.jwksUri)), ...seen(last('jwks'), at) },
     sharedState: shared === undefined ? null : { state: shared.up ? 'up' : 'down', role: shared.role ?? (shared.up ? 'primary' : 'down') },
   };
 }

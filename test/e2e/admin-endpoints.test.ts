@@ -5,16 +5,19 @@
  * secrets masked.
  */
 import { createHash, X509Certificate } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, stringify } from 'yaml';
 import { startEchoUpstream, type EchoUpstream } from '../../demo/echo-upstream.ts';
 import { thumbprintS256 } from '../../src/tls/certificates.ts';
 import { VERSION } from '../../src/version.ts';
 import { manualClock } from '../fixtures/clock.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
+import { captureOutput, exited, freePort } from '../fixtures/processes.ts';
 import { createPki, curl, startGuard, type Guard, type Pki } from '../fixtures/stack.ts';
+import { waitFor } from '../fixtures/wait.ts';
 
 let pki: Pki;
 let stub: IntrospectionStub;
@@ -154,4 +157,47 @@ describe('/config', () => {
     expect(config.routes.map((r) => r.name)).toEqual(['reports']);
     expect(config.admin.deprecatedMetrics).toBe(true); // defaults filled in, as check prints them
   });
+});
+
+describe('with workers: the cluster primary serves the admin listener', () => {
+  it('answers /status (workers, config, routes; per-worker state said to be per worker) and /config', async () => {
+    const adminPort = await freePort();
+    const file = join(pki.dir, 'cluster.yaml');
+    writeFileSync(
+      file,
+      stringify({
+        listen: { host: '127.0.0.1', port: 0 },
+        tls: { cert: pki.files.server.cert, key: pki.files.server.key },
+        introspection: { url: stub.url, clientId: 'rs', clientSecret: 'very-secret-value', ca: pki.files.ca, probeAtStartup: false },
+        upstream: upstream.url,
+        admin: { host: '127.0.0.1', port: adminPort },
+        workers: 2,
+      }),
+    );
+    const child = spawn(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js'), 'run', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const output = captureOutput(child);
+    try {
+      const admin = `http://127.0.0.1:${adminPort}`;
+      const doc = await waitFor(
+        async () => {
+          const res = await fetch(`${admin}/status`).catch(() => undefined);
+          const body = res?.status === 200 ? ((await res.json()) as Status & { workers: { count: number; ready: number } }) : undefined;
+          return body?.workers.ready === 2 ? body : undefined;
+        },
+        () => `the primary's /status with 2 ready workers: ${output.text().slice(-1500)}`,
+        { timeoutMs: 20_000, intervalMs: 100 },
+      );
+      expect(doc.workers).toEqual({ count: 2, ready: 2 });
+      expect(doc.config).toEqual({ file, sha256: createHash('sha256').update(readFileSync(file)).digest('hex') });
+      expect(doc.routes.map((r) => r.name)).toEqual(['default']);
+      expect(doc.caches).toMatch(/per worker/);
+      expect(doc.authorizationServer.lastSeen).toMatch(/per worker/);
+      const config = await (await fetch(`${admin}/config`)).text();
+      expect(config).toContain('clientSecret: "********"');
+      expect(config).not.toContain('very-secret-value');
+    } finally {
+      child.kill('SIGTERM');
+      if (!(await exited(child, 15_000))) child.kill('SIGKILL');
+    }
+  }, 40_000);
 });
