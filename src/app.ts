@@ -6,6 +6,8 @@
  */
 import type { AddressInfo } from 'node:net';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
+import { initialiseSeries } from './admin/series.ts';
+import { shownUrl, statusDocument } from './admin/status.ts';
 import { usableCpus, workerCount } from './cluster.ts';
 import { buildIntrospection } from './compose/introspection.ts';
 import { buildValidator } from './compose/jwt.ts';
@@ -62,7 +64,8 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const { settings } = config;
   const logger = deps.logger ?? createLogger(settings.logLevel);
   const now = deps.now ?? Date.now;
-  const metrics = createMetrics({ defaultMetrics: deps.defaultMetrics ?? true });
+  const metrics = createMetrics({ defaultMetrics: deps.defaultMetrics ?? true, now, sharedState: settings.sharedState !== undefined, deprecatedNames: settings.admin.deprecatedMetrics });
+  initialiseSeries(metrics, settings);
   const io = { metrics, logger, now };
   const store = buildSharedStore(config, io);
   const { client, tokens } = buildIntrospection(config, { ...io, introspect: deps.introspect, store });
@@ -75,18 +78,31 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const served = { certificate: () => serverCertificate, port: () => (listeners.listener.server.address() as AddressInfo | null)?.port };
   // What DPoP checks remember between proofs, kept across reloads.
   const runtimeDeps = { validator, replayStore: dpop.replayStore, nonces: dpop.nonces, now, signatureThread, served, dpopCaches: createDpopCaches() };
-  const state: ServingState = { runtime: buildRuntime(settings, runtimeDeps), current: settings, ready: false, draining: false };
+  const state: ServingState = { runtime: buildRuntime(settings, runtimeDeps), current: settings, ready: false, draining: false, configSha256: config.sha256 };
+  const sizes = {
+    connections: () => listeners.connections.size,
+    cacheEntries: () => ({ active: tokens.size, negative: tokens.negativeSize, jwt: validator.size ?? 0 }),
+  };
+  const startedAt = now();
   const listeners = createListeners({
     config,
     state,
     ...io,
     admin: deps.admin !== false,
     details: (): Record<string, string> => (store === undefined ? {} : { shared_state: store.up ? 'up' : 'down' }),
+    status: () =>
+      statusDocument({
+        metrics,
+        sizes,
+        now,
+        startedAt,
+        config: () => ({ file: config.file, sha256: state.configSha256, settings: state.current }),
+        ready: () => state.ready,
+        introspectionUrl: usesIntrospection(settings) ? (client?.shownUrl ?? shownUrl(settings.introspection.url)) : undefined,
+        ...(store !== undefined && { sharedState: () => ({ up: store.up }) }),
+      }),
   });
-  metrics.trackSizes({
-    connections: () => listeners.connections.size,
-    cacheEntries: () => ({ active: tokens.size, negative: tokens.negativeSize, jwt: validator.size ?? 0 }),
-  });
+  metrics.trackSizes(sizes);
   const lifecycle = createLifecycle({
     config,
     state,

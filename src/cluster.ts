@@ -12,6 +12,8 @@ import { availableParallelism } from 'node:os';
 import { AggregatorRegistry } from 'prom-client';
 import { createAdminServer } from './admin/server.ts';
 import { createUpstreamCheck } from './admin/upstream-check.ts';
+import { shownUrl, statusDocument } from './admin/status.ts';
+import { effectiveConfigYaml } from './config/effective.ts';
 import { listen } from './listen.ts';
 import type { Metrics } from './admin/metrics.ts';
 import { loadConfigFile, type LoadedConfig } from './config/load.ts';
@@ -126,12 +128,25 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   // The settings in force here: the primary applies the live keys it uses itself (the shutdown
   // deadline, the log level, the default upstream it checks); each worker reloads, validates and reports on its own.
   let current = settings;
+  let sha256 = config.sha256;
+  const startedAt = Date.now();
 
   const admin = createAdminServer(
     { metrics: () => aggregator.clusterMetrics(), contentType: aggregator.contentType },
     {
       ready: () => !stopping && readyWorkers.size === count,
       upstream: createUpstreamCheck({ upstream: () => current.upstream, ...settings.admin.upstreamCheck }),
+      // Caches, breaker and dependencies as last seen live in each worker: /status says so.
+      status: () =>
+        statusDocument({
+          now: Date.now,
+          startedAt,
+          config: () => ({ file: config.file, sha256, settings: current }),
+          ready: () => !stopping && readyWorkers.size === count,
+          introspectionUrl: shownUrl(settings.introspection.url),
+          workers: () => ({ count, ready: readyWorkers.size }),
+        }),
+      config: () => effectiveConfigYaml({ settings: current }),
     },
   );
 
@@ -190,7 +205,9 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP');
     if (config.file === undefined) return;
     try {
-      current = reconcileReload(settings, loadConfigFile(config.file).settings).effective;
+      const next = loadConfigFile(config.file);
+      current = reconcileReload(settings, next.settings).effective;
+      sha256 = next.sha256;
       logger.level = current.logLevel;
     } catch {
       // A bad file keeps what runs; the workers log its problems.

@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { IntrospectionOutcome } from '../introspection/client.ts';
+import { createLastSeen, type LastSeen } from './last-seen.ts';
 import { NODE_VERSION, VERSION } from '../version.ts';
 
 /** What the size gauges read when scraped (set once the app has built them). */
@@ -19,7 +20,8 @@ export interface Metrics {
   readonly requests: Counter<'decision' | 'reason' | 'route'>;
   readonly introspectionRequests: Counter<'outcome'>;
   readonly cacheHits: Counter<'tier'>;
-  readonly sharedStateUp: Gauge;
+  /** Only with `sharedState` set: without a store, a 0 would read as "store down". */
+  readonly sharedStateUp: Gauge | undefined;
   readonly sharedStateErrors: Counter<'kind'>;
   readonly cacheMisses: Counter;
   readonly cacheStale: Counter;
@@ -27,7 +29,8 @@ export interface Metrics {
   readonly introspectionDuration: Histogram;
   readonly upstreamDuration: Histogram<'route'>;
   readonly certificateReloads: Counter<'result'>;
-  readonly certificateNotAfter: Gauge;
+  /** Sets `cnfguard_certificate_not_after_timestamp_seconds` (and the deprecated `…_not_after_seconds` while exported). */
+  readonly certificateNotAfter: { set(seconds: number): void };
   readonly configReloads: Counter<'result'>;
   /** Which validation judged a token (jwt, introspection) and its result (ok or the reason id). */
   readonly tokenValidations: Counter<'source' | 'result'>;
@@ -42,18 +45,57 @@ export interface Metrics {
   readonly requestDuration: Histogram<'route'>;
   readonly openConnections: Gauge;
   readonly cacheEntries: Gauge<'cache'>;
+  /** The AS (`as`), the JWKS (`jwks`) and each route's upstream (`upstream:<route>`) as last seen in traffic, for /status. */
+  readonly lastSeen: LastSeen;
   observeIntrospection(outcome: IntrospectionOutcome, seconds: number): void;
   /** Where the connection and cache gauges read from at scrape time (until set they read 0). */
   trackSizes(sources: SizeSources): void;
 }
 
-export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+export interface MetricsOptions {
+  /** Process-level metrics (event loop, memory); default true. */
+  defaultMetrics?: boolean;
+  /** Whether `sharedState` is configured: `cnfguard_shared_state_up` exists only then. Default false. */
+  sharedState?: boolean;
+  /** The clock of `lastSeen`; default Date.now. */
+  now?: () => number;
+  /** Export the deprecated names beside their conventional replacements (DEPRECATED_METRICS); default true. */
+  deprecatedNames?: boolean;
+}
+
+/**
+ * Names kept for dashboards and alerts written against them, each with what replaces it. They are
+ * the only names `promtool check metrics` flags; `admin.deprecatedMetrics: false` drops them.
+ */
+export const DEPRECATED_METRICS: Readonly<Record<string, string>> = Object.freeze({
+  cnfguard_certificate_not_after_seconds: 'cnfguard_certificate_not_after_timestamp_seconds',
+  // prom-client's default collectors: gauges named like counters; the per-type gauge sums to them.
+  cnfguard_nodejs_active_handles_total: 'sum without (type) (cnfguard_nodejs_active_handles)',
+  cnfguard_nodejs_active_requests_total: 'sum without (type) (cnfguard_nodejs_active_requests)',
+  cnfguard_nodejs_active_resources_total: 'sum without (type) (cnfguard_nodejs_active_resources)',
+});
+
+const NOT_ASKED: ReadonlySet<IntrospectionOutcome> = new Set(['circuit_open', 'over_peer_budget', 'over_total_budget']);
+/** Outcomes where the AS answered as an AS should (the token active, inactive, or refused as a token). */
+const ANSWERED: ReadonlySet<IntrospectionOutcome> = new Set(['active', 'inactive', 'refused']);
+
+export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registry = new Registry();
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cnfguard_' });
+  const deprecated = options.deprecatedNames !== false;
+  if (options.defaultMetrics !== false) {
+    collectDefaultMetrics({ register: registry, prefix: 'cnfguard_' });
+    if (!deprecated) for (const name of Object.keys(DEPRECATED_METRICS)) registry.removeSingleMetric(name);
+  }
   const registers = [registry];
+  const notAfter = [
+    new Gauge({ name: 'cnfguard_certificate_not_after_timestamp_seconds', help: 'Expiry (notAfter, seconds since the epoch) of the served certificate', registers, aggregator: 'min' }),
+    ...(deprecated
+      ? [new Gauge({ name: 'cnfguard_certificate_not_after_seconds', help: 'Deprecated: cnfguard_certificate_not_after_timestamp_seconds', registers, aggregator: 'min' })]
+      : []),
+  ];
   const requests = new Counter({
     name: 'cnfguard_requests_total',
-    help: 'Requests by decision (allow, deny, would_deny) and reason id',
+    help: 'Requests by decision (allow, deny, would_deny, error, aborted), reason id and route',
     labelNames: ['decision', 'reason', 'route'] as const,
     registers,
   });
@@ -79,8 +121,10 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     aggregator: 'first',
   });
   buildInfo.set({ version: VERSION, node_version: NODE_VERSION }, 1);
+  const lastSeen = createLastSeen(options.now);
   return {
     registry,
+    lastSeen,
     buildInfo,
     responses: new Counter({
       name: 'cnfguard_responses_total',
@@ -120,7 +164,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     introspectionRequests,
     introspectionDuration,
     cacheHits: new Counter({ name: 'cnfguard_token_cache_hits_total', help: 'Token lookups answered from a cache: this replica\'s (local) or the shared store (shared)', labelNames: ['tier'] as const, registers }),
-    sharedStateUp: new Gauge({ name: 'cnfguard_shared_state_up', help: '1 while the shared state store is connected (sharedState set)', registers, aggregator: 'min' }),
+    sharedStateUp: options.sharedState === true ? new Gauge({ name: 'cnfguard_shared_state_up', help: '1 while the shared state store is connected (sharedState set)', registers, aggregator: 'min' }) : undefined,
     sharedStateErrors: new Counter({
       name: 'cnfguard_shared_state_errors_total',
       help: 'Shared state failures by kind (timeout, unavailable, forged, local_fallback)',
@@ -143,12 +187,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       labelNames: ['result'] as const,
       registers,
     }),
-    certificateNotAfter: new Gauge({
-      name: 'cnfguard_certificate_not_after_seconds',
-      help: 'Expiry (notAfter, seconds since the epoch) of the served certificate',
-      registers,
-      aggregator: 'min',
-    }),
+    certificateNotAfter: {
+      set(seconds) {
+        for (const gauge of notAfter) gauge.set(seconds);
+      },
+    },
     configReloads: new Counter({
       name: 'cnfguard_config_reload_total',
       help: 'Config reloads by result (applied, rejected)',
@@ -170,6 +213,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     observeIntrospection(outcome, seconds) {
       introspectionRequests.inc({ outcome });
+      // Outcomes where the AS was not asked (breaker, budgets) say nothing about it.
+      if (!NOT_ASKED.has(outcome)) lastSeen.record('as', ANSWERED.has(outcome), outcome);
       introspectionDuration.observe(seconds);
     },
   };

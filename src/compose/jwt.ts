@@ -36,6 +36,7 @@ export function buildValidator(config: LoadedConfig, io: { tokens: TokenIntrospe
           cooldownMs: jwt.refetchCooldownSeconds * 1000,
           onFetch: (ok, detail) => {
             metrics.jwksFetches.inc({ result: ok ? 'success' : 'failure' });
+            metrics.lastSeen.record('jwks', ok, ok ? 'fetched' : 'fetch failed');
             if (!ok) logger.warn({ jwksUri: jwt.jwksUri, detail }, 'JWKS fetch failed; keeping the keys already held');
           },
         });

@@ -23,7 +23,7 @@ export function buildSharedStore(config: LoadedConfig, io: { metrics: Metrics; l
       url: shared.url,
       ca: config.sharedState.ca,
       timeoutMs: Math.min(shared.timeoutMs, config.settings.introspection.timeoutMs),
-      onUp: (up) => metrics.sharedStateUp.set(up ? 1 : 0),
+      onUp: (up) => metrics.sharedStateUp?.set(up ? 1 : 0),
       onError: (kind) => metrics.sharedStateErrors.inc({ kind }),
       warn: (message, detail) => {
         if (now() - warnedAt < 30_000) return;

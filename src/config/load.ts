@@ -3,6 +3,7 @@
  * (files.ts). Every problem is collected with its YAML path, so one `cnfguard check` lists them
  * all; nothing is returned half-loaded, and the result is frozen.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { configWarnings, listenerClashes } from './checks.ts';
@@ -28,6 +29,8 @@ export interface LoadedConfig {
   introspection: IntrospectionMaterial;
   /** Present when `sharedState` is set. */
   sharedState?: SharedStateMaterial | undefined;
+  /** The SHA-256 (hex) of the file as read, for /status; undefined for a config built in code. */
+  sha256?: string | undefined;
   /** Notes from loading, beside {@link configWarnings}: relative paths found only from the working directory. */
   warnings?: readonly ConfigProblem[];
 }
@@ -95,7 +98,7 @@ export function loadConfigFile(file: string, env: Environment = process.env): Lo
   const empty: EmptyVariables = new Map();
   const raw = parseConfigText(text, env, problems, file, empty);
   if (raw === undefined) throw new ConfigError(file, problems);
-  return Object.freeze({ ...loadConfigObject(raw, file, problems, dirname(resolve(file)), empty), file });
+  return Object.freeze({ ...loadConfigObject(raw, file, problems, dirname(resolve(file)), empty), file, sha256: createHash('sha256').update(text).digest('hex') });
 }
 
 /** Every warning about a loaded config, for `check` to print and `run` to log: the loader's notes, then the settings' (checks.ts). */

@@ -212,6 +212,11 @@ export const configSchema = z.strictObject({
         })
         .prefault({})
         .describe('What `/readyz?upstream=1` checks on the default upstream.'),
+      deprecatedMetrics: flag
+        .default(true)
+        .describe(
+          'Also export the deprecated metric names beside their conventional replacements (docs/metrics.md lists them); false exports only conventional names, which `promtool check metrics` passes.',
+        ),
     })
     .prefault({})
     .describe('The admin listener: health, readiness and metrics.'),

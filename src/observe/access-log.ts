@@ -43,7 +43,8 @@ export interface Outcome {
   detail: string | undefined;
 }
 
-const FAILURE_DECISIONS: Readonly<Record<string, OutcomeDecision>> = {
+/** How a request that ended in a failure (not a pipeline verdict) is counted, where it is not plain `deny` or (5xx) `error`. */
+export const FAILURE_DECISIONS: Readonly<Record<string, OutcomeDecision>> = {
   client_aborted: 'aborted',
   body_too_large: 'deny',
   upstream_unreachable: 'error',
@@ -142,12 +143,21 @@ export interface AccessLog {
 }
 
 export function createAccessLog(logger: Logger, metrics: Metrics): AccessLog {
+  // `upstream:<route>`, the last-seen key of a route's upstream (admin/status.ts reads it), made once per route.
+  const upstreamKeys = new Map<string, string>();
+  const upstreamKey = (route: string): string => {
+    let key = upstreamKeys.get(route);
+    if (key === undefined) upstreamKeys.set(route, (key = `upstream:${route}`));
+    return key;
+  };
   return {
     record(request) {
       const outcome = outcomeOf(request);
       metrics.requests.inc({ decision: outcome.decision, reason: outcome.reason, route: outcome.route });
       metrics.responses.inc({ route: outcome.route, status: request.status });
       metrics.requestDuration.observe({ route: outcome.route }, request.latencyMs / 1000);
+      if (request.upstreamStatus !== undefined) metrics.lastSeen.record(upstreamKey(outcome.route), true, request.upstreamStatus);
+      else if (outcome.decision === 'error' && outcome.reason.startsWith('upstream_')) metrics.lastSeen.record(upstreamKey(outcome.route), false, outcome.reason);
       const decision = request.verdict?.decision;
       if (outcome.decision === 'allow' && decision?.allow === true && decision.verifiedBy !== undefined) metrics.verifiedRequests.inc({ route: outcome.route, method: decision.verifiedBy.join('+') });
       // The line is not even built when its level is off (logLevel: warn on a busy gateway).

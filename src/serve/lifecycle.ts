@@ -7,6 +7,7 @@
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Metrics } from '../admin/metrics.ts';
+import { initialiseSeries } from '../admin/series.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from '../config/load.ts';
 import { reconcileReload } from '../config/reload-table.ts';
 import type { IntrospectionClient } from '../introspection/client.ts';
@@ -139,6 +140,7 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
         // Not awaited: serving does not wait for the AS; the warning comes when the answer does.
         void client.probe().then((result) => {
           if (!state.ready) return; // stopped meanwhile: the answer no longer matters
+          metrics.lastSeen.record('as', result.ok, result.ok ? 'start-up probe answered' : `start-up probe: ${result.cause}`);
           if (result.ok) logger.info({ url: client.shownUrl, ms: Math.round(result.ms) }, 'introspection endpoint answers');
           else logger.warn({ url: result.url, cause: result.cause, check: result.check }, `introspection probe failed: ${result.url}: ${result.cause}; ${result.check}`);
         });
@@ -195,7 +197,9 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
     applyLiveLimits(server, effective.limits);
     logger.level = effective.logLevel;
     state.current = effective;
+    state.configSha256 = next.sha256;
     metrics.configReloads.inc({ result: 'applied' });
+    initialiseSeries(metrics, effective); // routes added by the reload
     logger.info({ config: config.source }, 'config reloaded');
     logger.flush();
     return { config: 'applied', restartRequired, certificates: certificatesResult };

@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { Metrics } from '../admin/metrics.ts';
 import { createAdminServer } from '../admin/server.ts';
 import { createUpstreamCheck } from '../admin/upstream-check.ts';
+import { effectiveConfigYaml } from '../config/effective.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import type { Settings } from '../config/schema.ts';
 import { createDecisionApi } from '../edge/decision-api.ts';
@@ -30,6 +31,8 @@ export interface ServingState {
   current: Settings;
   ready: boolean;
   draining: boolean;
+  /** The SHA-256 of the config file in force (as started, then as last applied by a reload), for /status. */
+  configSha256?: string | undefined;
 }
 
 export interface Listeners {
@@ -53,9 +56,11 @@ export interface ListenerParts {
   admin: boolean;
   /** Extra readiness details for /readyz (the shared store's state). */
   details: () => Record<string, string>;
+  /** The /status document (admin/status.ts), asked at request time. */
+  status?: () => Promise<Record<string, unknown>>;
 }
 
-export function createListeners({ config, state, logger, metrics, now, admin, details }: ListenerParts): Listeners {
+export function createListeners({ config, state, logger, metrics, now, admin, details, status }: ListenerParts): Listeners {
   const { settings } = config;
   const upgraded = new Set<Duplex>();
   const forwarder = createForwarder();
@@ -83,6 +88,8 @@ export function createListeners({ config, state, logger, metrics, now, admin, de
         ready: () => state.ready,
         details,
         upstream: createUpstreamCheck({ upstream: () => state.current.upstream, ...settings.admin.upstreamCheck }),
+        status,
+        config: () => effectiveConfigYaml({ settings: state.current }),
       });
   return { listener, decision, admin: adminServer, forwarder, certificateSource, connections, upgraded };
 }

@@ -44,7 +44,8 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { configSchema } from '../../src/config/schema.ts';
 import { validateComposeSpec } from '../fixtures/compose-spec.ts';
 import { parseK8sFile, type K8sObject } from '../fixtures/k8s-files.ts';
-import type { IKustomization, IPodMonitor } from '../fixtures/k8s-types.ts';
+import type { IKustomization, IPodMonitor, IPrometheusRule } from '../fixtures/k8s-types.ts';
+import { hasPromtool, promtool } from '../fixtures/promtool.ts';
 import { typeCheckLiterals, type TypedLiteral } from '../fixtures/typed-literals.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -252,6 +253,15 @@ const K8S_MODELS: Record<string, Validator> = {
     const spec = (o as unknown as Partial<IPodMonitor>).spec;
     if (spec?.selector === undefined || (spec.podMetricsEndpoints?.length ?? 0) === 0) throw new Error('a PodMonitor needs spec.selector and spec.podMetricsEndpoints');
   },
+  // No kubernetes-models class either: the CRD's required fields here; the rules themselves by promtool (CHECKS).
+  'monitoring.coreos.com/v1/PrometheusRule': (o) => {
+    const groups = (o as unknown as Partial<IPrometheusRule>).spec?.groups;
+    if (!Array.isArray(groups) || groups.length === 0) throw new Error('a PrometheusRule needs spec.groups');
+    for (const group of groups) {
+      if (typeof group.name !== 'string' || !Array.isArray(group.rules)) throw new Error('each PrometheusRule group needs a name and rules');
+      for (const rule of group.rules) if (rule.expr === undefined || (rule.alert === undefined) === (rule.record === undefined)) throw new Error(`group ${group.name}: each rule needs expr and exactly one of alert, record`);
+    }
+  },
 };
 
 /**
@@ -269,6 +279,7 @@ const TYPES: Record<string, Omit<TypedLiteral, 'where' | 'value'>> = {
   'cert-manager.io/v1/Certificate': { module: '@kubernetes-models/cert-manager/cert-manager.io/v1/Certificate', type: 'ICertificate' },
   'cert-manager.io/v1/Issuer': { module: '@kubernetes-models/cert-manager/cert-manager.io/v1/Issuer', type: 'IIssuer' },
   'monitoring.coreos.com/v1/PodMonitor': { module: './fixtures/k8s-types.ts', type: 'IPodMonitor' },
+  'monitoring.coreos.com/v1/PrometheusRule': { module: './fixtures/k8s-types.ts', type: 'IPrometheusRule' },
   'kustomize.config.k8s.io/v1beta1/Kustomization': { module: './fixtures/k8s-types.ts', type: 'IKustomization' },
 };
 
@@ -688,6 +699,22 @@ const CHECKS = {
     expect(evictable, 'and at least one pod keeps serving').toBeLessThan(replicas);
   },
 
+  "k8s: the PrometheusRule carries deploy/prometheus/alerts.yaml's groups, which promtool accepts"(b: Bundle) {
+    const rule = onlyOfKind<IPrometheusRule>(b, 'PrometheusRule');
+    const shipped = parseYaml(readFileSync(join(DEPLOY_DIR, 'prometheus', 'alerts.yaml'), 'utf8')) as { groups: unknown[] };
+    expect(rule.spec.groups, 'the same groups as deploy/prometheus/alerts.yaml').toEqual(shipped.groups);
+    expect(rule.metadata.labels ?? {}, 'labelled like the PodMonitor').toMatchObject(onlyOfKind<IPodMonitor>(b, 'PodMonitor').metadata.labels ?? {});
+    if (!hasPromtool) return;
+    const dir = mkdtempSync(join(tmpdir(), 'cnfguard-rules-'));
+    try {
+      writeFileSync(join(dir, 'rules.yaml'), JSON.stringify({ groups: rule.spec.groups }));
+      const result = promtool(['check', 'rules', join(dir, 'rules.yaml')]);
+      expect(result.status, result.output).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+
   'k8s: the PodMonitor scrapes /metrics on the admin port of the pod'(b: Bundle) {
     const config = effective(k8sConfigText(b), 'the ConfigMap config');
     const monitor = onlyOfKind<IPodMonitor>(b, 'PodMonitor');
@@ -984,7 +1011,7 @@ describe('deployment manifests', () => {
     expect(configMaps, 'one generated config ConfigMap, hash-suffixed').toEqual([expect.stringMatching(/^cnfguard-config-[a-z0-9]{10}$/)]);
     const deployment = rendered.find((o) => o.kind === 'Deployment') as unknown as IDeployment;
     expect(deployment.spec!.template.spec!.volumes!.find((v) => v.name === 'config')?.configMap?.name).toBe(configMaps[0]);
-    expect(rendered.map((o) => o.kind).sort()).toEqual(['Certificate', 'Certificate', 'Certificate', 'Certificate', 'ConfigMap', 'Deployment', 'Issuer', 'Issuer', 'Issuer', 'NetworkPolicy', 'PodDisruptionBudget', 'PodMonitor', 'Service']);
+    expect(rendered.map((o) => o.kind).sort()).toEqual(['Certificate', 'Certificate', 'Certificate', 'Certificate', 'ConfigMap', 'Deployment', 'Issuer', 'Issuer', 'Issuer', 'NetworkPolicy', 'PodDisruptionBudget', 'PodMonitor', 'PrometheusRule', 'Service']);
   });
 
   it.skipIf(!kubectl)('kubectl kustomize refuses a misspelt kustomization field, and a config edit renames the ConfigMap', () => {
@@ -1045,6 +1072,12 @@ function dockerInstruction(b: Bundle, keyword: string): DockerInstruction {
 }
 
 const MUTATIONS: Mutation[] = [
+  ['a PrometheusRule whose rules drift from alerts.yaml', "k8s: the PrometheusRule carries deploy/prometheus/alerts.yaml's groups, which promtool accepts", (b) => {
+    k8sOf<IPrometheusRule>(b, 'PrometheusRule').spec.groups![0]!.rules[0]!.expr = 'cnfguard_introspection_circuit_open == 1';
+  }],
+  ['a PrometheusRule rule without expr', 'k8s: every document validates against its Kubernetes / cert-manager schema', (b) => {
+    delete (k8sOf<IPrometheusRule>(b, 'PrometheusRule').spec.groups![0]!.rules[0] as { expr?: unknown }).expr;
+  }],
   ['a Deployment container port that is a string', 'k8s: every document validates against its Kubernetes / cert-manager schema', (b) => {
     (mutContainer(b, 'cnfguard').ports![0] as { containerPort: unknown }).containerPort = 'https';
   }],

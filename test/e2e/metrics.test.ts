@@ -72,7 +72,7 @@ describe('/metrics after real requests', () => {
     // The named route is never also counted under its position.
     expect(metrics.samples.filter((s) => s.labels.route === 'routes[0]')).toEqual([]);
 
-    expect(metrics.value('cnfguard_requests_total', { decision: 'allow', route: 'admin-api' })).toBe(1);
+    expect(metrics.value('cnfguard_requests_total', { decision: 'allow', reason: 'bound', route: 'admin-api' })).toBe(1);
     expect(metrics.value('cnfguard_requests_total', { decision: 'deny', reason: 'certificate_mismatch', route: 'admin-api' })).toBe(1);
     expect(metrics.value('cnfguard_requests_total', { decision: 'deny', reason: 'credentials_missing', route: 'default' })).toBe(1);
     expect(metrics.value('cnfguard_upstream_duration_seconds_count', { route: 'admin-api' })).toBe(1);

@@ -331,6 +331,7 @@ const K8S_MODELS: Record<string, ModelValidate> = {
  */
 const K8S_TYPES: Record<string, { module: string; type: string }> = {
   'monitoring.coreos.com/v1/PodMonitor': { module: './fixtures/k8s-types.ts', type: 'IPodMonitor' },
+  'monitoring.coreos.com/v1/PrometheusRule': { module: './fixtures/k8s-types.ts', type: 'IPrometheusRule' },
 };
 /** Type-checking compiles a program: the same object (the base's PodMonitor, in every mutation) once. */
 const typeChecked = new Map<string, string[]>();

@@ -217,7 +217,7 @@ describe('loadConfigObject', () => {
   it('applies the documented defaults', () => {
     const { settings } = loadConfigObject(minimal(), 'test');
     expect(settings.listen).toEqual({ host: '0.0.0.0', port: 8443, http2: true });
-    expect(settings.admin).toEqual({ host: '127.0.0.1', port: 9090, upstreamCheck: { timeoutMs: 1000 } });
+    expect(settings.admin).toEqual({ host: '127.0.0.1', port: 9090, upstreamCheck: { timeoutMs: 1000 }, deprecatedMetrics: true });
     expect(settings.introspection.cache).toEqual({ maxEntries: 100_000, maxTtlSeconds: 300, negativeTtlSeconds: 5, negativeMaxEntries: 10_000 });
     expect(settings.introspection.budget).toEqual({ perPeerPerSecond: 50, perPeerBurst: 100, totalPerSecond: 500, totalBurst: 1000, maxPeers: 10_000 });
     expect(settings.introspection.authMethod).toBe('client_secret_basic');
