@@ -231,6 +231,13 @@ prints the files it wrote. For development only. A directory named help: ./help
 `,
     run: devCerts,
   },
+  explain: {
+    summary: 'run the pipeline once on a token (live AS) and say why it is allowed or refused',
+    usage: `usage: cnfguard explain -c FILE (--token T | --token-file F) [--cert PEM] [--method M] [--url URL] [--dpop PROOF] [--header 'N: V']... [--json]
+Exit 0 allowed, 1 refused, 2 could not evaluate. Options: docs/explain.md (or any usage error).
+`,
+    run: async (args) => (await import('../src/cli/explain.ts')).explainCommand(args),
+  },
   version: {
     summary: 'print the version and the Node.js version (also --version)',
     usage: `usage: cnfguard version    (or cnfguard --version)
