@@ -10,6 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
+import tls from 'node:tls';
 import { Agent, request } from 'undici';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -175,6 +176,22 @@ describe('tracing', () => {
     } finally {
       session.close();
     }
+  });
+
+  it('a WebSocket upgrade: its span, and the upstream told this trace', async () => {
+    const pair = d.pki.certs.clients.client1;
+    const port = Number(new URL(guard.started.url).port);
+    const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: d.pki.certs.ca.cert, cert: pair.cert, key: pair.key, ALPNProtocols: ['http/1.1'] });
+    let answer = '';
+    socket.setEncoding('utf8').on('data', (chunk: string) => (answer += chunk));
+    socket.write(`GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer ${await token()}\r\n\r\n`);
+    await waitFor(() => answer.includes('\r\n\r\n'), () => `the upgrade's answer; got ${JSON.stringify(answer)}`);
+    expect(answer).toMatch(/^HTTP\/1\.1 101 /);
+    socket.end();
+    const requestId = /x-request-id: (\S+)/i.exec(answer)?.[1] ?? '';
+    const span = await requestSpan(requestId);
+    expect(span.attributes).toMatchObject({ 'cnfguard.edge': 'websocket', 'cnfguard.decision': 'allow', 'cnfguard.proof_method': 'mtls' });
+    expect(upstreamTraceparent('/ws').traceId).toBe(span.traceId);
   });
 
   it('the decision API: a span per check, following the front\'s traceparent (its peers are trusted proxies)', async () => {
