@@ -110,7 +110,8 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
         exchange.fail(edgeFailures.frontInsecure(original.front));
         return refuse(exchange.failure as GuardError);
       }
-      const verdict = await exchange.within(() => runtime.pipeline.evaluate(decisionFacts(req, { ...original, method, target }, certificates), EMPTY_FORM));
+      const facts = decisionFacts(req, { ...original, method, target }, certificates);
+      const verdict = await (span === undefined ? runtime.pipeline.evaluate(facts, EMPTY_FORM) : span.run(() => runtime.pipeline.evaluate(facts, EMPTY_FORM)));
       exchange.verdict = verdict;
       if (!verdict.decision.allow) return refuse(verdict.decision.error);
       res.writeHead(200, { ...managed(verdict.identityHeaders ?? {}, verdict.route.headerNames, verdict.route.claimHeaders), ...answerHeaders(verdict, exchange.requestId), 'content-length': 0 });

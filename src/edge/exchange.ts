@@ -59,11 +59,6 @@ export class Exchange {
     this.span = span;
   }
 
-  /** Runs `fn` under this request's span (its child spans' parent), or just runs it. */
-  within<T>(fn: () => T): T {
-    return this.span === undefined ? fn() : this.span.run(fn);
-  }
-
   /** What went wrong after the verdict: the upstream, the body, the client, or cnfguard itself. */
   get failure(): GuardError | undefined {
     return this.#failure;

@@ -101,7 +101,9 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     if (h2 && !req.stream.endAfterHeaders) streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err), (upstreamCall = new AbortController()));
     try {
       const facts = requestFacts(req, deps.certificates, connection);
-      const verdict = await exchange.within(() => runtime.pipeline.evaluate(facts, form.read));
+      // Under the request's span when tracing (its children's parent); otherwise no closure is made.
+      const { span } = exchange;
+      const verdict = await (span === undefined ? runtime.pipeline.evaluate(facts, form.read) : span.run(() => runtime.pipeline.evaluate(facts, form.read)));
       exchange.verdict = verdict;
       if (clientGone || upstreamCall?.signal.aborted === true) return;
       const { decision, route } = verdict;

@@ -42,7 +42,8 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
     socket.once('close', () => exchange.finish(status));
     try {
       const facts = requestFacts(req, deps.certificates, connection);
-      const verdict = await exchange.within(() => runtime.pipeline.evaluate({ ...facts, body: { ...facts.body, form: false } }, NO_FORM));
+      const judged = { ...facts, body: { ...facts.body, form: false } };
+      const verdict = await (span === undefined ? runtime.pipeline.evaluate(judged, NO_FORM) : span.run(() => runtime.pipeline.evaluate(judged, NO_FORM)));
       exchange.verdict = verdict;
       const { decision, route } = verdict;
       if (!decision.allow || deps.draining()) {
