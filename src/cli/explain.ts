@@ -53,7 +53,8 @@ interface ExplainOptions {
   token: string;
   cert: string | undefined;
   method: string;
-  url: URL;
+  /** Undefined: publicOrigin, else https://localhost/ (known once the config is read). */
+  url: URL | undefined;
   dpop: string | undefined;
   headers: [string, string][];
   json: boolean;
@@ -80,9 +81,9 @@ function optionsOf(args: string[], env: NodeJS.ProcessEnv): ExplainOptions {
   if ((values.token === undefined) === (values['token-file'] === undefined)) throw new ExplainUsageError('exactly one of --token and --token-file is required');
   const token = (values.token ?? readFileSync(values['token-file'] as string, 'utf8')).trim();
   if (token === '') throw new ExplainUsageError('the token is empty');
-  let url: URL;
+  let url: URL | undefined;
   try {
-    url = new URL(values.url ?? 'https://localhost/');
+    url = values.url === undefined ? undefined : new URL(values.url);
   } catch {
     throw new ExplainUsageError('--url: not an absolute URL');
   }
@@ -104,7 +105,7 @@ function certificateOf(file: string, config: LoadedConfig): ClientCertificate | 
   return source.certificateOf({ socket: undefined, peerAddress: peer, headers: {}, headersDistinct: { 'x-explain-cert': [encodeURIComponent(pem)] } });
 }
 
-function factsOf(options: ExplainOptions, certificate: ClientCertificate | undefined): RequestFacts {
+function factsOf(options: ExplainOptions & { url: URL }, certificate: ClientCertificate | undefined): RequestFacts {
   const lines = (name: string) => options.headers.filter(([n]) => n === name).map(([, v]) => v);
   const scheme = options.dpop === undefined ? 'Bearer' : 'DPoP';
   const dpop = [...(options.dpop === undefined ? [] : [options.dpop]), ...lines('dpop')];
@@ -125,13 +126,13 @@ function factsOf(options: ExplainOptions, certificate: ClientCertificate | undef
 
 /** Runs the command; returns the exit code. Output goes to `out`, problems to `err`. */
 export async function explainCommand(args: string[], io: { out: (text: string) => void; err: (text: string) => void; env?: NodeJS.ProcessEnv } = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) }): Promise<number> {
-  let options: ExplainOptions;
+  let options: ExplainOptions & { url: URL };
   let config: LoadedConfig;
   let certificate: ClientCertificate | undefined;
   try {
-    options = optionsOf(args, io.env ?? process.env);
-    config = loadConfigFile(options.config);
-    if (args.every((arg) => !arg.startsWith('--url'))) options.url = new URL(config.settings.publicOrigin ?? 'https://localhost/');
+    const given = optionsOf(args, io.env ?? process.env);
+    config = loadConfigFile(given.config);
+    options = { ...given, url: given.url ?? new URL(config.settings.publicOrigin ?? 'https://localhost/') };
     certificate = options.cert === undefined ? undefined : certificateOf(options.cert, config);
   } catch (err) {
     if (err instanceof ConfigError || err instanceof ExplainUsageError || (err as NodeJS.ErrnoException).code !== undefined) {
@@ -148,7 +149,8 @@ export async function explainCommand(args: string[], io: { out: (text: string) =
   const { client, tokens } = buildIntrospection(config, { ...io2, introspect: undefined, store: undefined });
   const { validator, jwks, jwksHttp } = buildValidator(config, { ...io2, tokens, fetchJwks: undefined });
   try {
-    await jwks?.refresh(true);
+    // A JWKS that cannot be fetched is the validation step's refusal (jwks_unavailable: exit 2), not a crash.
+    await jwks?.refresh(true).catch(() => false);
     const dpop = buildDpopState(config, { store: undefined, metrics, now });
     const runtime = buildRuntime(settings, { validator, replayStore: dpop.replayStore, nonces: dpop.nonces, now });
     const observer = recordingObserver();
