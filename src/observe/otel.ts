@@ -27,12 +27,22 @@ export interface OtelOptions {
 
 const propagator = new W3CTraceContextPropagator();
 
+/** One export's deadline; also the most a shutdown waits for the last batch (a collector that black-holes must not hold the drain). */
+const EXPORT_TIMEOUT_MS = 5000;
+
+/** `promise`, or nothing once `ms` have passed. */
+function bounded(promise: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms).unref()));
+  return Promise.race([promise.catch(() => undefined), deadline]).finally(() => clearTimeout(timer));
+}
+
 export function createOtelTracer(options: OtelOptions): Tracer {
   const exporter = new OTLPTraceExporter({ url: options.otlpEndpoint, headers: { ...options.headers } });
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ 'service.name': options.serviceName, 'service.version': options.version }),
     sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(options.sampleRatio) }),
-    spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: options.scheduledDelayMillis ?? 1000 })],
+    spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: options.scheduledDelayMillis ?? 1000, exportTimeoutMillis: EXPORT_TIMEOUT_MS })],
   });
   const tracer = provider.getTracer('cnfguard', options.version);
   /** The context of the request span the current async call belongs to. */
@@ -97,5 +107,5 @@ export function createOtelTracer(options: OtelOptions): Tracer {
     }
   }
 
-  return { request, child, shutdown: () => provider.shutdown() };
+  return { request, child, shutdown: () => bounded(provider.shutdown(), EXPORT_TIMEOUT_MS) };
 }
