@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createOtelTracer } from '../../src/observe/otel.ts';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../fixtures/otlp.ts';
 import { baseConfig, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
 import { waitFor } from '../fixtures/wait.ts';
@@ -236,4 +237,23 @@ describe('tracing off', () => {
     expect(on.status).toBe(401);
     expect(on.loaded).toEqual(expect.arrayContaining(['@opentelemetry/api', '@opentelemetry/sdk-trace-base', '@opentelemetry/exporter-trace-otlp-http']));
   }, 30_000);
+});
+
+describe('sampling (parent-based)', () => {
+  it('sampleRatio 0: a new trace is not exported, a sampled parent is always followed, an unsampled one never', async () => {
+    const tracer = createOtelTracer({ otlpEndpoint: receiver.url, serviceName: 'sampling-test', sampleRatio: 0, headers: {}, version: 'test' });
+    const [sampled, unsampled] = [hex(16), hex(16)];
+    const finish = { requestId: 'r', route: 'default', decision: 'allow', reason: 'bound', status: 200, proofMethod: 'mtls' };
+    const fresh = tracer.request('http1', 'GET', undefined);
+    const freshUpstream = fresh.upstream(new URL('http://127.0.0.1:1/'));
+    // Not recorded, but the upstream still gets a traceparent (flag 00) to line its own traces up.
+    expect(freshUpstream.headers.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    freshUpstream.end(200);
+    fresh.end(finish);
+    tracer.request('http1', 'GET', { traceparent: `00-${sampled}-${hex(8)}-01`, tracestate: undefined }).end(finish);
+    tracer.request('http1', 'GET', { traceparent: `00-${unsampled}-${hex(8)}-00`, tracestate: undefined }).end(finish);
+    await tracer.shutdown();
+    const spans = receiver.spans().filter((s) => s.serviceName === 'sampling-test');
+    expect(spans.map((s) => s.traceId)).toEqual([sampled]);
+  });
 });
