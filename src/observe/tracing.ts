@@ -77,11 +77,11 @@ export function tracedStore<S extends { get(key: string): Promise<string | undef
   const set = traced(slot, 'cnfguard.shared_state.set', (key: string, value: string, ttlMs: number) => store.set(key, value, ttlMs));
   const setIfAbsent = traced(slot, 'cnfguard.shared_state.set_if_absent', (key: string, value: string, ttlMs: number) => store.setIfAbsent(key, value, ttlMs));
   return new Proxy(store, {
-    get(target, property, receiver) {
+    get(target, property) {
       if (property === 'get') return get;
       if (property === 'set') return set;
       if (property === 'setIfAbsent') return setIfAbsent;
-      const value: unknown = Reflect.get(target, property, receiver);
+      const value: unknown = Reflect.get(target, property);
       return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   });
