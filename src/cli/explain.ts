@@ -87,9 +87,10 @@ function optionsOf(args: string[], env: NodeJS.ProcessEnv): ExplainOptions {
   } catch {
     throw new ExplainUsageError('--url: not an absolute URL');
   }
-  const headers = (values.header ?? []).map((line): [string, string] => {
+  const headers = (values.header ?? []).map((line, index): [string, string] => {
     const colon = line.indexOf(':');
-    if (colon <= 0) throw new ExplainUsageError(`--header ${JSON.stringify(line.slice(0, 40))}: expected 'Name: value'`);
+    // Not echoed: a header value may be a credential.
+    if (colon <= 0) throw new ExplainUsageError(`--header number ${index + 1}: expected 'Name: value'`);
     return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()];
   });
   return { config, token, cert: values.cert, method: (values.method ?? 'GET').toUpperCase(), url, dpop: values.dpop, headers, json: values.json === true };
