@@ -89,9 +89,8 @@ export function buildReport(input: {
     };
   }
   const rendered = renderFor(decision.error, input.realm, verdict);
+  // The headers exactly as the proxy edge writes them (answer.ts sendRendered): every challenge on one line.
   const headers: Record<string, string | string[]> = { ...rendered.headers, ...extra };
-  // The edges send one WWW-Authenticate line per challenge.
-  if (rendered.challenges !== undefined && rendered.challenges.length > 1) headers['www-authenticate'] = rendered.challenges;
   return {
     ...base,
     decision: 'deny',
