@@ -19,6 +19,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   init: async () => (await import('../src/cli/init.ts')).init,
   thumbprint: async () => (await import('../src/cli/thumbprint.ts')).thumbprint,
   'dev-certs': async () => (await import('../src/cli/dev-certs.ts')).devCerts,
+  explain: async () => (await import('../src/cli/explain.ts')).explain,
   schema: async () => (await import('../src/cli/schema.ts')).schema,
   version: async () => (await import('../src/cli/version.ts')).version,
 };

@@ -20,6 +20,7 @@ import { createDpopCaches, signatureThreadFor, type SignatureThread } from './pr
 import { buildRuntime } from './runtime.ts';
 import { createLifecycle, type Lifecycle } from './serve/lifecycle.ts';
 import { createListeners, type ServingState } from './serve/listeners.ts';
+import type { TracingSlot } from './observe/tracing.ts';
 import type { FetchJwks } from './validation/jwt.ts';
 import type { TokenValidator } from './validation/validator.ts';
 
@@ -60,13 +61,21 @@ function usesIntrospection(settings: LoadedConfig['settings']): boolean {
   return settings.validation !== 'jwt' || settings.routes.some((route) => (route.validation ?? settings.validation) !== 'jwt');
 }
 
+/** Loads the OpenTelemetry SDK (only now, only with `tracing`) and starts exporting. */
+async function startTracing(options: NonNullable<LoadedConfig['settings']['tracing']>): Promise<TracingSlot['current']> {
+  const [{ createOtelTracer }, { VERSION }] = await Promise.all([import('./observe/otel.ts'), import('./version.ts')]);
+  return createOtelTracer({ ...options, version: VERSION });
+}
+
 export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App {
   const { settings } = config;
   const logger = deps.logger ?? createLogger(settings.logLevel);
   const now = deps.now ?? Date.now;
   const metrics = createMetrics({ defaultMetrics: deps.defaultMetrics ?? true, now, sharedState: settings.sharedState !== undefined, deprecatedNames: settings.admin.deprecatedMetrics });
   initialiseSeries(metrics, settings);
-  const io = { metrics, logger, now };
+  // Traces (observe/tracing.ts): the slot exists only with `tracing`; the SDK is imported at start.
+  const tracing: TracingSlot | undefined = settings.tracing === undefined ? undefined : { current: undefined };
+  const io = { metrics, logger, now, tracing };
   const store = buildSharedStore(config, io);
   const { client, tokens } = buildIntrospection(config, { ...io, introspect: deps.introspect, store });
   const { validator, jwks, jwksHttp } = buildValidator(config, { ...io, tokens, fetchJwks: deps.fetchJwks });
@@ -112,6 +121,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     runtimeDeps,
     probe: client !== undefined && settings.introspection.probeAtStartup && deps.probeIntrospection !== false && usesIntrospection(settings) ? client : undefined,
     beforeListen: async () => {
+      if (tracing !== undefined && settings.tracing !== undefined) tracing.current = await startTracing(settings.tracing);
       // Not awaited past failure: an AS that is down at start only delays JWT validation (logged).
       await jwks?.refresh(true);
       await dpop.ready; // a cluster worker's nonce key, before the first request
@@ -122,6 +132,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       await client?.close();
       await jwksHttp?.close();
       store?.close();
+      await tracing?.current?.shutdown();
     },
     onServerCertificate: (pem) => (serverCertificate = pem),
     watchCertificates: deps.watchCertificates ?? true,

@@ -14,6 +14,7 @@ import type { Logger } from '../log.ts';
 import { createAnswerCache } from '../introspection/answer-cache.ts';
 import type { KeyValueStore } from '../state/kv.ts';
 import { createSharedTokenTier, withSharedTier } from '../introspection/shared-tier.ts';
+import { traced, type TracingSlot } from '../observe/tracing.ts';
 
 export interface IntrospectionParts {
   /** The HTTP client; undefined when the tests replace it. */
@@ -21,7 +22,7 @@ export interface IntrospectionParts {
   tokens: TokenIntrospector;
 }
 
-export function buildIntrospection(config: LoadedConfig, io: { metrics: Metrics; logger: Logger; now: () => number; introspect: Introspect | undefined; store: KeyValueStore | undefined }): IntrospectionParts {
+export function buildIntrospection(config: LoadedConfig, io: { metrics: Metrics; logger: Logger; now: () => number; introspect: Introspect | undefined; store: KeyValueStore | undefined; tracing?: TracingSlot | undefined }): IntrospectionParts {
   const { settings } = config;
   const { metrics, logger, now, store } = io;
   const client =
@@ -43,7 +44,9 @@ export function buildIntrospection(config: LoadedConfig, io: { metrics: Metrics;
         })
       : undefined;
   const breaker = settings.introspection.circuitBreaker;
-  const introspect = withCircuitBreaker(io.introspect ?? (client as IntrospectionClient).introspect, {
+  const call = io.introspect ?? (client as IntrospectionClient).introspect;
+  // With tracing: each call that reaches the AS is a child span of the request that caused it.
+  const introspect = withCircuitBreaker(io.tracing === undefined ? call : traced(io.tracing, 'cnfguard.introspection', call), {
     failureThreshold: breaker.failureThreshold,
     openMs: breaker.openSeconds * 1000,
     now,

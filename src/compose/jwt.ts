@@ -7,6 +7,7 @@ import type { LoadedConfig } from '../config/load.ts';
 import { mapsClaims } from '../config/reload-table.ts';
 import type { TokenIntrospector } from '../introspection/cache.ts';
 import type { Logger } from '../log.ts';
+import { traced, type TracingSlot } from '../observe/tracing.ts';
 import { createAnswerCache } from '../introspection/answer-cache.ts';
 import { createHttpJwksFetch, createJwksCache, createJwtVerifier, type FetchJwks } from '../validation/jwt.ts';
 import { createTokenValidator, type TokenValidator } from '../validation/validator.ts';
@@ -19,7 +20,7 @@ export interface ValidationParts {
   jwksHttp: ReturnType<typeof createHttpJwksFetch> | undefined;
 }
 
-export function buildValidator(config: LoadedConfig, io: { tokens: TokenIntrospector; metrics: Metrics; logger: Logger; now: () => number; fetchJwks: FetchJwks | undefined }): ValidationParts {
+export function buildValidator(config: LoadedConfig, io: { tokens: TokenIntrospector; metrics: Metrics; logger: Logger; now: () => number; fetchJwks: FetchJwks | undefined; tracing?: TracingSlot | undefined }): ValidationParts {
   const { settings } = config;
   const { metrics, logger, now } = io;
   const jwt = settings.jwt;
@@ -27,11 +28,12 @@ export function buildValidator(config: LoadedConfig, io: { tokens: TokenIntrospe
     jwt === undefined || io.fetchJwks !== undefined
       ? undefined
       : createHttpJwksFetch({ url: jwt.jwksUri, ca: config.introspection.ca, timeoutMs: jwt.timeoutMs ?? settings.introspection.timeoutMs, maxBytes: jwt.maxJwksBytes });
+  const fetch = io.fetchJwks ?? jwksHttp?.fetch;
   const jwks =
-    jwt === undefined
+    jwt === undefined || fetch === undefined
       ? undefined
       : createJwksCache({
-          fetch: io.fetchJwks ?? (jwksHttp as NonNullable<typeof jwksHttp>).fetch,
+          fetch: io.tracing === undefined ? fetch : traced(io.tracing, 'cnfguard.jwks', fetch),
           now,
           cooldownMs: jwt.refetchCooldownSeconds * 1000,
           onFetch: (ok, detail) => {

@@ -7,30 +7,33 @@ import cluster from 'node:cluster';
 import type { Metrics } from '../admin/metrics.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import type { Logger } from '../log.ts';
+import { tracedStore, type TracingSlot } from '../observe/tracing.ts';
 import { createNonceSource, type NonceSource } from '../proof/nonce.ts';
 import { primaryStateOfWorker } from '../cluster-state.ts';
 import { RedisKv } from '../state/redis-kv.ts';
 import { createMemoryReplayStore, createSharedReplayStore, type ReplayStore } from '../state/replay-store.ts';
 import { sealKv, sharedNonceKey, type SealedKv } from '../state/sealed-kv.ts';
 
-export function buildSharedStore(config: LoadedConfig, io: { metrics: Metrics; logger: Logger; now: () => number }): SealedKv | undefined {
+export function buildSharedStore(config: LoadedConfig, io: { metrics: Metrics; logger: Logger; now: () => number; tracing?: TracingSlot | undefined }): SealedKv | undefined {
   const shared = config.settings.sharedState;
   if (shared === undefined || config.sharedState === undefined) return undefined;
   const { metrics, logger, now } = io;
   let warnedAt = -Infinity;
+  const redis = new RedisKv({
+    url: shared.url,
+    ca: config.sharedState.ca,
+    timeoutMs: Math.min(shared.timeoutMs, config.settings.introspection.timeoutMs),
+    onUp: (up) => metrics.sharedStateUp?.set(up ? 1 : 0),
+    onError: (kind) => metrics.sharedStateErrors.inc({ kind }),
+    warn: (message, detail) => {
+      if (now() - warnedAt < 30_000) return;
+      warnedAt = now();
+      logger.warn(detail, message);
+    },
+  });
+  // With tracing: each store call is a child span of the request that made it.
   return sealKv(
-    new RedisKv({
-      url: shared.url,
-      ca: config.sharedState.ca,
-      timeoutMs: Math.min(shared.timeoutMs, config.settings.introspection.timeoutMs),
-      onUp: (up) => metrics.sharedStateUp?.set(up ? 1 : 0),
-      onError: (kind) => metrics.sharedStateErrors.inc({ kind }),
-      warn: (message, detail) => {
-        if (now() - warnedAt < 30_000) return;
-        warnedAt = now();
-        logger.warn(detail, message);
-      },
-    }),
+    io.tracing === undefined ? redis : tracedStore(io.tracing, redis),
     { secret: config.sharedState.secret, keyPrefix: shared.keyPrefix, onForged: () => metrics.sharedStateErrors.inc({ kind: 'forged' }) },
   );
 }

@@ -10,6 +10,8 @@ export function effectiveConfigYaml(config: { readonly settings: Settings }): st
   if (settings.introspection.clientSecret !== undefined) settings.introspection.clientSecret = MASK;
   // redis://user:password@host: the store's password is as secret as the client's.
   if (settings.sharedState !== undefined) settings.sharedState.url = withoutPassword(settings.sharedState.url);
+  // Export headers carry credentials (an API key, a bearer token for the collector).
+  if (settings.tracing !== undefined) for (const name of Object.keys(settings.tracing.headers)) settings.tracing.headers[name] = MASK;
   return stringify(settings);
 }
 

@@ -106,6 +106,8 @@ export const RELOAD_TABLE = {
   decisionApi: 'restart',
   // The connection and its secret are made at start (a rewritten secret file is reported by the app).
   sharedState: 'restart',
+  // The exporter and the SDK are loaded at start, only when tracing is set.
+  tracing: 'restart',
 } as const satisfies Record<keyof Settings, ReloadRule>;
 
 export interface Reconciled {

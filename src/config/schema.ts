@@ -136,6 +136,18 @@ const sharedStateSchema = z.strictObject({
   timeoutMs: number(z.number().int().positive().max(60_000)).default(200).describe('Per-call deadline for the store; a slower store counts as a miss.'),
 });
 
+/** OpenTelemetry traces exported over OTLP/HTTP (issue 28); off unless set. */
+const tracingSchema = z
+  .strictObject({
+    otlpEndpoint: httpUrl.describe('The OTLP/HTTP traces endpoint spans are exported to, e.g. http://127.0.0.1:4318/v1/traces.'),
+    serviceName: z.string().min(1).default('cnfguard').describe('The service.name resource attribute of every span.'),
+    sampleRatio: number(z.number().min(0).max(1))
+      .default(1)
+      .describe('The share of new traces sampled (0 to 1); parent-based: a sampled incoming traceparent from a trusted proxy is always followed, an unsampled one never.'),
+    headers: z.record(z.string().min(1), z.string()).default({}).describe('Extra HTTP headers sent with every export, e.g. an authorization header (write secrets as ${VAR}); masked by check.'),
+  })
+  .describe('OpenTelemetry traces: a cnfguard.request span per request with children for introspection, JWKS, the shared store and the upstream; W3C traceparent followed only from trustedProxies peers. Off unless set.');
+
 export const configSchema = z.strictObject({
   listen: z
     .strictObject({
@@ -229,6 +241,7 @@ export const configSchema = z.strictObject({
     .describe('Decision API for a proxy in front (nginx auth_request, Envoy ext_authz, Traefik forwardAuth); off unless set.'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Least severe log level written (JSON lines on stdout).'),
   sharedState: sharedStateSchema.optional().describe('State shared across replicas in Redis or Valkey (token cache, DPoP replay); off unless set.'),
+  tracing: tracingSchema.optional().describe('OpenTelemetry traces of each request, exported over OTLP/HTTP; off unless set.'),
 }).superRefine((value, ctx) => {
   const named = new Map<string, number>();
   value.routes.forEach((route, index) => {

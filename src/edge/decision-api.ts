@@ -11,6 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
 import { forwardedClient } from '../observe/traffic.ts';
+import { traceHeadersOf, type TracingSlot } from '../observe/tracing.ts';
 import type { GuardError } from '../oauth/reasons.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { IdentityHeaderNames } from '../pipeline/identity-headers.ts';
@@ -27,6 +28,8 @@ export interface DecisionApiDependencies {
   certificates: CertificateSource;
   accessLog: AccessLog;
   logger: Logger;
+  /** With `tracing`: a span per check; its peers are trusted proxies, so their trace headers are followed. */
+  tracing?: TracingSlot | undefined;
 }
 
 /**
@@ -85,7 +88,9 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       res.writeHead(200, { ...managed({}, headerNames, claimHeaders), 'content-length': 0 }).end();
       return;
     }
-    const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headers['x-forwarded-for']), edge: `decision-api/${original.front}` });
+    const edge = `decision-api/${original.front}`;
+    const span = deps.tracing?.current?.request(edge, original.method, traceHeadersOf(req.headers));
+    const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headers['x-forwarded-for']), edge }, span);
     res.once('close', () => exchange.finish(res.statusCode));
     const refuse = (err: GuardError): void => {
       const rendered = renderFor(err, runtime.realm, exchange.verdict);
@@ -105,7 +110,8 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
         exchange.fail(edgeFailures.frontInsecure(original.front));
         return refuse(exchange.failure as GuardError);
       }
-      const verdict = await runtime.pipeline.evaluate(decisionFacts(req, { ...original, method, target }, certificates), EMPTY_FORM);
+      const facts = decisionFacts(req, { ...original, method, target }, certificates);
+      const verdict = await (span === undefined ? runtime.pipeline.evaluate(facts, EMPTY_FORM) : span.run(() => runtime.pipeline.evaluate(facts, EMPTY_FORM)));
       exchange.verdict = verdict;
       if (!verdict.decision.allow) return refuse(verdict.decision.error);
       res.writeHead(200, { ...managed(verdict.identityHeaders ?? {}, verdict.route.headerNames, verdict.route.claimHeaders), ...answerHeaders(verdict, exchange.requestId), 'content-length': 0 });

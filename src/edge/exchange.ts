@@ -5,7 +5,8 @@
  * closes it once; what the line says is built here, never in an edge.
  */
 import { randomUUID } from 'node:crypto';
-import type { AccessLog } from '../observe/access-log.ts';
+import { outcomeOf, type AccessLog } from '../observe/access-log.ts';
+import type { RequestSpan } from '../observe/tracing.ts';
 import type { Traffic } from '../observe/traffic.ts';
 import { GuardError } from '../oauth/reasons.ts';
 import { pathOf } from '../pipeline/path.ts';
@@ -49,10 +50,13 @@ export class Exchange {
   readonly #started = performance.now();
   readonly #accessLog: AccessLog;
   readonly #origin: ExchangeOrigin;
+  /** With tracing: this request's `cnfguard.request` span, ended with the access line. */
+  readonly span: RequestSpan | undefined;
 
-  constructor(accessLog: AccessLog, origin: ExchangeOrigin) {
+  constructor(accessLog: AccessLog, origin: ExchangeOrigin, span?: RequestSpan) {
     this.#accessLog = accessLog;
     this.#origin = origin;
+    this.span = span;
   }
 
   /** What went wrong after the verdict: the upstream, the body, the client, or cnfguard itself. */
@@ -95,5 +99,10 @@ export class Exchange {
       bytesOut: traffic?.bytesOut,
       ...(origin.edge !== undefined && { edge: origin.edge }),
     });
+    if (this.span !== undefined) {
+      const outcome = outcomeOf({ verdict, failure: this.#failure });
+      const proofMethod = decision?.allow === true ? (decision.verifiedBy?.join('+') ?? 'none') : 'none';
+      this.span.end({ requestId: this.requestId, route: outcome.route, decision: outcome.decision, reason: outcome.reason, status: this.statusFor(status), proofMethod });
+    }
   }
 }

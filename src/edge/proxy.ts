@@ -11,6 +11,7 @@ import { Readable } from 'node:stream';
 import type { Metrics } from '../admin/metrics.ts';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
+import { traceHeadersOf, type TracingSlot } from '../observe/tracing.ts';
 import { connectionTraffic, declaredTraffic } from '../observe/traffic.ts';
 import type { GuardError } from '../oauth/reasons.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
@@ -36,6 +37,8 @@ export interface EdgeDependencies {
   draining: () => boolean;
   /** `limits.requestTimeoutMs` in force: an HTTP/2 request must be received whole within it (Node times HTTP/1.1 itself). */
   requestTimeoutMs: () => number;
+  /** With `tracing`: a span per request; trace headers followed only from `trustedProxies` peers. */
+  tracing?: TracingSlot | undefined;
 }
 
 /** The abort reason when the client went away: made once (a DOMException per request costs a stack trace). */
@@ -53,7 +56,9 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     if (document !== undefined) return sendDocument(res, req.method, document);
     // Everything about the connection is read now: an HTTP/2 session may be gone by the response's end.
     const connection = connectionOf(req);
-    const exchange = new Exchange(accessLog, originOf(req, connection, deps.certificates));
+    const tracer = deps.tracing?.current;
+    const span = tracer?.request(h2 ? (isGrpc(req.headers['content-type']) ? 'grpc' : 'http2') : 'http1', req.method, deps.certificates.isTrustedProxy(connection.peer) ? traceHeadersOf(req.headers) : undefined);
+    const exchange = new Exchange(accessLog, originOf(req, connection, deps.certificates), span);
     const form = formReader(req, deps.bodyBudget);
     // Aborts the upstream call: the client went away, its stream was reset, or the body broke a limit.
     // The upstream call's cancel, made only where a stream deadline or a body limit may need it:
@@ -96,7 +101,9 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     if (h2 && !req.stream.endAfterHeaders) streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err), (upstreamCall = new AbortController()));
     try {
       const facts = requestFacts(req, deps.certificates, connection);
-      const verdict = await runtime.pipeline.evaluate(facts, form.read);
+      // Under the request's span when tracing (its children's parent); otherwise no closure is made.
+      const { span } = exchange;
+      const verdict = await (span === undefined ? runtime.pipeline.evaluate(facts, form.read) : span.run(() => runtime.pipeline.evaluate(facts, form.read)));
       exchange.verdict = verdict;
       if (clientGone || upstreamCall?.signal.aborted === true) return;
       const { decision, route } = verdict;
@@ -107,6 +114,12 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
         return;
       }
       const headers = upstreamHeadersOf(req, verdict, { requestId: exchange.requestId, peer: facts.peer, certificates: deps.certificates, stripped: runtime.stripped, upgrade: false });
+      // With tracing the upstream gets this trace's context, never the client's own as it came.
+      const upstreamSpan = exchange.span?.upstream(route.upstream);
+      if (upstreamSpan !== undefined) {
+        delete headers.tracestate;
+        Object.assign(headers, upstreamSpan.headers);
+      }
       for (const [name, value] of Object.entries(answerHeaders(verdict, exchange.requestId))) res.setHeader(name, value);
       if (verdict.body.kind === 'limited') upstreamCall ??= new AbortController();
       const body =
@@ -129,11 +142,13 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
         ...(upstreamCall !== undefined && { signal: upstreamCall.signal }),
         ...(body !== undefined && { body }),
         onResponse: (status) => {
+          upstreamSpan?.end(status);
           exchange.upstreamStatus = status;
           if (deps.draining()) keepAlive(false);
           metrics.upstreamDuration.observe({ route: route.id }, (performance.now() - forwardedAt) / 1000);
         },
         onError: (err) => {
+          upstreamSpan?.end(undefined, err.reason);
           if (exchange.failure === undefined) fail((req as { destroyed?: boolean }).destroyed === true && !req.complete ? edgeFailures.clientAborted('the client went away during the upload') : err);
         },
       });

@@ -7,6 +7,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
+import { traceHeadersOf, type TracingSlot } from '../observe/tracing.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import type { Runtime } from '../runtime.ts';
@@ -23,6 +24,8 @@ export interface UpgradeDependencies {
   draining: () => boolean;
   /** Upgraded sockets, so shutdown can end them after the grace period. */
   onUpgraded: (socket: Duplex) => void;
+  /** With `tracing`: a span per upgrade, as on the proxy edge (proxy.ts). */
+  tracing?: TracingSlot | undefined;
 }
 
 /** An upgrade never reads a body: a form is not inspected, and any body belongs to the upgraded protocol. */
@@ -32,13 +35,15 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
   async function handle(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const runtime = deps.runtime();
     const connection = connectionOf(req);
-    const exchange = new Exchange(deps.accessLog, originOf(req, connection, deps.certificates));
+    const span = deps.tracing?.current?.request('websocket', req.method, deps.certificates.isTrustedProxy(connection.peer) ? traceHeadersOf(req.headers) : undefined);
+    const exchange = new Exchange(deps.accessLog, originOf(req, connection, deps.certificates), span);
     let status = 101;
     socket.on('error', () => socket.destroy());
     socket.once('close', () => exchange.finish(status));
     try {
       const facts = requestFacts(req, deps.certificates, connection);
-      const verdict = await runtime.pipeline.evaluate({ ...facts, body: { ...facts.body, form: false } }, NO_FORM);
+      const judged = { ...facts, body: { ...facts.body, form: false } };
+      const verdict = await (span === undefined ? runtime.pipeline.evaluate(judged, NO_FORM) : span.run(() => runtime.pipeline.evaluate(judged, NO_FORM)));
       exchange.verdict = verdict;
       const { decision, route } = verdict;
       if (!decision.allow || deps.draining()) {
@@ -48,10 +53,19 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
         socket.end(rawResponse(rendered, { [REQUEST_ID_HEADER]: exchange.requestId }));
         return;
       }
-      req.headers = upstreamHeadersOf(req, verdict, { requestId: exchange.requestId, peer: facts.peer, certificates: deps.certificates, stripped: runtime.stripped, upgrade: true }) as IncomingMessage['headers'];
+      const headers = upstreamHeadersOf(req, verdict, { requestId: exchange.requestId, peer: facts.peer, certificates: deps.certificates, stripped: runtime.stripped, upgrade: true });
+      // With tracing the upstream gets this trace's context (the span lasts as long as the upgraded connection).
+      const upstreamSpan = exchange.span?.upstream(route.upstream);
+      if (upstreamSpan !== undefined) {
+        delete headers.tracestate;
+        Object.assign(headers, upstreamSpan.headers);
+        socket.once('close', () => upstreamSpan.end(undefined));
+      }
+      req.headers = headers as IncomingMessage['headers'];
       req.url = verdict.target;
       deps.onUpgraded(socket);
       deps.forwarder.ws(req, socket, head, route.upstream, answerHeaders(verdict, exchange.requestId), (err) => {
+        upstreamSpan?.end(undefined, err.reason);
         exchange.fail(err);
         status = err.status;
         socket.destroy();

@@ -167,6 +167,17 @@ export interface GuardErrorOverrides {
   retryAfterSeconds?: number;
   /** Sent as `DPoP-Nonce` (RFC 9449 §8: with use_dpop_nonce). */
   dpopNonce?: string;
+  /** Log-only, at debug: the thumbprints a binding check compared (public values, never a key or token). */
+  evidence?: BindingEvidence;
+}
+
+/** What a binding check compared: the token's `cnf` member, its bound value, and what the request presented. */
+export interface BindingEvidence {
+  readonly member: string;
+  /** The thumbprint the request presented (certificate x5t#S256, DPoP proof jkt); absent: no proof. */
+  readonly presented: string | undefined;
+  /** The token's `cnf` value for the member. */
+  readonly bound: string | undefined;
 }
 
 export class GuardError extends Error {
@@ -178,6 +189,7 @@ export class GuardError extends Error {
   readonly detail: string | undefined;
   readonly retryAfterSeconds: number | undefined;
   readonly dpopNonce: string | undefined;
+  readonly evidence: BindingEvidence | undefined;
 
   constructor(reason: ReasonId, overrides: GuardErrorOverrides = {}) {
     const spec = REASONS[reason];
@@ -196,5 +208,6 @@ export class GuardError extends Error {
     this.detail = overrides.detail;
     this.retryAfterSeconds = overrides.retryAfterSeconds;
     this.dpopNonce = overrides.dpopNonce;
+    this.evidence = overrides.evidence;
   }
 }

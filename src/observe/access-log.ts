@@ -69,10 +69,26 @@ export function outcomeOf(request: Pick<FinishedRequest, 'verdict' | 'failure'>)
   return { decision: 'allow', reason: decision.reason, route, level: 'info', message: 'request', detail: undefined };
 }
 
-/** The fields of the access line, in order; undefined ones are left out. */
-export function entryOf(request: FinishedRequest, outcome: Outcome): [string, string | number | undefined][] {
+/** The thumbprints a refused (or report-only) binding compared, for debug lines. */
+function evidenceOf(request: Pick<FinishedRequest, 'verdict' | 'failure'>): [string, string | undefined][] {
   const decision = request.verdict?.decision;
+  const error = request.failure ?? (decision === undefined ? undefined : decision.allow ? decision.wouldDeny : decision.error);
+  const evidence = error?.evidence;
+  if (evidence === undefined) return [];
   return [
+    ['cnfMember', evidence.member],
+    ['presented', evidence.presented],
+    ['bound', evidence.bound],
+  ];
+}
+
+/**
+ * The fields of the access line, in order; undefined ones are left out. With `debug`, a binding
+ * failure's line also names the cnf member, the presented thumbprint and the token's bound value.
+ */
+export function entryOf(request: FinishedRequest, outcome: Outcome, debug = false): [string, string | number | undefined][] {
+  const decision = request.verdict?.decision;
+  const entry: [string, string | number | undefined][] = [
     ['reqId', request.requestId],
     ['method', request.method],
     ['path', request.path],
@@ -95,6 +111,7 @@ export function entryOf(request: FinishedRequest, outcome: Outcome): [string, st
     ['detail', outcome.detail],
     ['edge', request.edge],
   ];
+  return debug && outcome.decision !== 'allow' ? [...entry, ...evidenceOf(request)] : entry;
 }
 
 // eslint-disable-next-line no-control-regex -- control characters are exactly what JSON must escape
@@ -163,7 +180,8 @@ export function createAccessLog(logger: Logger, metrics: Metrics): AccessLog {
       // The line is not even built when its level is off (logLevel: warn on a busy gateway).
       if (!logger.isLevelEnabled(outcome.level)) return;
       const stream = (logger as unknown as Record<symbol, { write(line: string): void }>)[pino.symbols.streamSym];
-      stream?.write(accessLine(logger, outcome.level, entryOf(request, outcome), outcome.message));
+      const debug = outcome.decision !== 'allow' && logger.isLevelEnabled('debug');
+      stream?.write(accessLine(logger, outcome.level, entryOf(request, outcome, debug), outcome.message));
     },
   };
 }

@@ -4,6 +4,7 @@
  * every member must be verified (RFC 7800 §3.1 says `cnf` names one key, so several members
  * means the token demands all of their proofs, never just one of them).
  */
+import type { BindingEvidence } from '../oauth/reasons.ts';
 import { PROOF_METHODS, type MemberCheck, type Proof, type ProofMethod, type ProofMethodId } from '../proof/registry.ts';
 import { thumbprintsEqual } from '../tls/certificates.ts';
 
@@ -20,6 +21,8 @@ export interface ConfirmationVerifier {
   /** The proof method this member belongs to: logged and counted when it verified a request. */
   readonly method: ProofMethodId;
   verify(value: unknown, proof: Proof): MemberCheck;
+  /** The thumbprint the request presented for this member (logged at debug on a failure). */
+  presented?(proof: Proof): string | undefined;
   /** Reason ids for this method's failures; default the certificate ones. */
   readonly missingReason?: BindingFailure;
   readonly mismatchReason?: BindingFailure;
@@ -32,6 +35,7 @@ export function verifierOf(method: ProofMethod<ProofMethodId>): ConfirmationVeri
     method: method.id,
     missingReason: method.missingReason,
     mismatchReason: method.mismatchReason,
+    presented: (proof) => method.provenKey(proof),
     verify(value, proof) {
       const key = method.provenKey(proof);
       if (key === undefined) return 'missing';
@@ -70,7 +74,12 @@ export type BindingOutcome =
   /** Every member verified; `methods`: the proof methods that verified them, sorted. */
   | { kind: 'bound'; methods: readonly ProofMethodId[] }
   | { kind: 'unbound' }
-  | { kind: 'failed'; reason: BindingFailure | 'cnf_unsupported'; detail: string };
+  | { kind: 'failed'; reason: BindingFailure | 'cnf_unsupported'; detail: string; evidence?: BindingEvidence };
+
+/** The compared values, cut to a thumbprint's length at most (the cnf value is the AS's, not checked for shape). */
+function evidenceOf(verifier: ConfirmationVerifier, value: unknown, proof: Proof): BindingEvidence {
+  return { member: verifier.member, presented: verifier.presented?.(proof)?.slice(0, 128), bound: typeof value === 'string' ? value.slice(0, 128) : undefined };
+}
 
 /**
  * Checks every `cnf` member against the proof. A member no verifier knows fails the token
@@ -95,9 +104,9 @@ export function checkBinding(
     }
     if (!methods.includes(verifier.method)) methods.push(verifier.method);
     const result = verifier.verify(cnf?.[member], proof);
-    if (result === 'mismatch') return { kind: 'failed', reason: verifier.mismatchReason ?? 'certificate_mismatch', detail: `${member} mismatch` };
+    if (result === 'mismatch') return { kind: 'failed', reason: verifier.mismatchReason ?? 'certificate_mismatch', detail: `${member} mismatch`, evidence: evidenceOf(verifier, cnf?.[member], proof) };
     if (result === 'missing') missing ??= verifier;
   }
-  if (missing !== undefined) return { kind: 'failed', reason: missing.missingReason ?? 'certificate_missing', detail: `${missing.member} proof missing` };
+  if (missing !== undefined) return { kind: 'failed', reason: missing.missingReason ?? 'certificate_missing', detail: `${missing.member} proof missing`, evidence: evidenceOf(missing, cnf?.[missing.member], proof) };
   return methods.length === 0 ? { kind: 'unbound' } : { kind: 'bound', methods: methods.sort() };
 }

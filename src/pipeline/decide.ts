@@ -5,7 +5,7 @@
  * table is a unit test of this function.
  */
 import type { TokenInfo } from '../introspection/token-info.ts';
-import { GuardError, type ReasonId } from '../oauth/reasons.ts';
+import { GuardError, type BindingEvidence, type ReasonId } from '../oauth/reasons.ts';
 import { methodOfScheme, SCHEME_CNF_MEMBERS, type Proof, type ProofMethodId, type ProvenKey } from '../proof/registry.ts';
 import { checkBinding, verifiersFor, type BindingFailure, type ConfirmationVerifier } from './binding.ts';
 import type { ClientCertificate } from './client-cert.ts';
@@ -58,11 +58,11 @@ function deny(reason: ReasonId, detail?: string): Decision {
   return { allow: false, error: new GuardError(reason, detail === undefined ? {} : { detail }) };
 }
 
-function bindingError(reason: BindingFailure | 'cnf_unsupported' | 'token_unbound' | 'certificate_untrusted', policy: RoutePolicy, detail: string): GuardError {
+function bindingError(reason: BindingFailure | 'cnf_unsupported' | 'token_unbound' | 'certificate_untrusted', policy: RoutePolicy, detail: string, evidence?: BindingEvidence): GuardError {
   if (reason === 'certificate_missing') {
-    return new GuardError(reason, { status: policy.missingCertificate.status, error: policy.missingCertificate.code, detail });
+    return new GuardError(reason, { status: policy.missingCertificate.status, error: policy.missingCertificate.code, detail, ...(evidence !== undefined && { evidence }) });
   }
-  return new GuardError(reason, { detail });
+  return new GuardError(reason, { detail, ...(evidence !== undefined && { evidence }) });
 }
 
 export function scopesOf(scope: string | undefined): Set<string> {
@@ -119,7 +119,7 @@ export function decide(input: DecisionInput): Decision {
     if (certificate !== undefined && !certificate.trusted) {
       failure = bindingError('certificate_untrusted', policy, 'client certificate does not chain to tls.clientCa');
     } else if (outcome.kind === 'failed') {
-      failure = bindingError(outcome.reason, policy, outcome.detail);
+      failure = bindingError(outcome.reason, policy, outcome.detail, outcome.evidence);
     } else if (outcome.kind === 'unbound' && policy.binding !== 'optional') {
       failure = bindingError('token_unbound', policy, 'token has no cnf');
     }

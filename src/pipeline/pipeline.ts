@@ -16,12 +16,16 @@
  *   9. form body    read only when the token would be allowed: no token in it
  *  10. verdict      route, decision, target and body to forward, and the identity headers,
  *                   computed once; the edge applies it                    identity-headers.ts
+ *
+ * Each step reports its outcome to an optional {@link PipelineObserver} (observer.ts; `cnfguard
+ * explain`); a new step reports itself the same way. Absent at the edges: one undefined check.
  */
 import { WELL_KNOWN_PREFIX, type MetadataDirectory } from './metadata.ts';
 import { GuardError } from '../oauth/reasons.ts';
 import type { DpopDeps } from '../proof/dpop.ts';
 import { expectedHtu } from '../proof/htu.ts';
 import { methodOfScheme, type ProvenKey } from '../proof/registry.ts';
+import type { PipelineObserver } from './observer.ts';
 import type { ClientCertificate } from './client-cert.ts';
 import { decide, schemeAccepted, type Decision } from './decide.ts';
 import { identityHeadersOf } from './identity-headers.ts';
@@ -130,7 +134,8 @@ export interface PipelineDependencies {
 export interface Pipeline {
   /** Step 0: the public document a GET or HEAD of `target` on `host` names, if any; no token needed. */
   publicDocument(method: string | undefined, target: string, host: string | undefined): string | undefined;
-  evaluate(facts: RequestFacts, readForm: FormReader): Promise<Verdict>;
+  /** `observer`: told each step's outcome (explain); absent at the edges. */
+  evaluate(facts: RequestFacts, readForm: FormReader, observer?: PipelineObserver): Promise<Verdict>;
   readonly routes: RouteTable;
 }
 
@@ -161,24 +166,32 @@ export function createPipeline({ routes, validator, dpop, now, limits, metadata 
     return metadata.lookup(hostName(host), pathOf(target));
   }
 
-  async function evaluate(facts: RequestFacts, readForm: FormReader): Promise<Verdict> {
+  async function evaluate(facts: RequestFacts, readForm: FormReader, observer?: PipelineObserver): Promise<Verdict> {
     let shape: ReturnType<typeof shapeOf>;
     let route = routes.fallback;
     let scheme: TokenScheme = 'bearer';
     let clientId: string | undefined;
-    const refuse = (error: GuardError, target: string, host: string | undefined, closeConnection = false): Verdict => ({
-      route,
-      target,
-      host,
-      decision: { allow: false, error },
-      body: { kind: 'as-received' },
-      closeConnection,
-      scheme,
-      ...(clientId !== undefined && { clientId }),
-    });
+    /** The step running: the one a refusal is reported against. */
+    let step = 'shape';
+    const refuse = (error: GuardError, target: string, host: string | undefined, closeConnection = false): Verdict => {
+      observer?.step(step, 'refused', { reason: error.reason, detail: error.detail });
+      return {
+        route,
+        target,
+        host,
+        decision: { allow: false, error },
+        body: { kind: 'as-received' },
+        closeConnection,
+        scheme,
+        ...(clientId !== undefined && { clientId }),
+      };
+    };
     try {
       shape = shapeOf(facts, limits);
+      observer?.step(step, 'passed', { host: shape.host, path: pathOf(shape.target.target) });
+      step = 'route';
       route = routeFor(routes, hostName(shape.host), shape.target, { forwardedRaw: facts.targetForwardedRaw === true });
+      observer?.step(step, 'passed', { route: route.id, methods: route.methods, binding: route.binding, validation: route.validation });
     } catch (err) {
       if (err instanceof GuardError) return refuse(err, facts.target, undefined);
       throw err;
@@ -186,8 +199,12 @@ export function createPipeline({ routes, validator, dpop, now, limits, metadata 
     const { target, host } = { target: shape.target.target, host: shape.host };
     try {
       const { body } = facts;
+      step = 'body size';
       if (body.declaredLength !== undefined && body.declaredLength > route.maxBodyBytes) throw new GuardError('body_too_large');
+      step = 'certificate';
       if (facts.certificateError !== undefined) throw facts.certificateError;
+      observer?.step(step, 'passed', { thumbprint: facts.certificate?.thumbprint ?? 'none', trusted: facts.certificate?.trusted });
+      step = 'token';
       if (queryCarriesToken(shape.target.query)) throw new GuardError('token_in_query');
       const credentials = credentialsFrom(facts.authorization);
       const token = credentials.token;
@@ -195,10 +212,12 @@ export function createPipeline({ routes, validator, dpop, now, limits, metadata 
       // The DPoP scheme where DPoP is not accepted: as if no credentials came (the challenges say which schemes are).
       const method = methodOfScheme(scheme);
       if (!schemeAccepted(route, scheme)) throw new GuardError('credentials_missing', { detail: `${method?.scheme?.challenge ?? scheme} scheme on a route without ${method?.id ?? scheme}` });
+      observer?.step(step, 'passed', { scheme });
       // The proof first: a request it refuses costs no AS call (and a nonce round trip none either).
       let proof: ProvenKey | undefined;
       let proofFailure: GuardError | undefined;
       let dpopNonce: string | undefined;
+      step = 'proof';
       if (method?.check !== undefined) {
         const request = { lines: (name: string) => (name === 'dpop' ? facts.dpop : undefined), method: facts.method, uri: expectedHtu(route.publicOrigin, host, shape.target.received), accessToken: token };
         const checked = await method.check(request, proofDeps);
@@ -209,15 +228,21 @@ export function createPipeline({ routes, validator, dpop, now, limits, metadata 
           proof = checked.key;
           dpopNonce = checked.nonce;
         } else proofFailure = checked.error;
+        observer?.step(step, checked.ok ? 'passed' : 'reported', { method: method.id, ...(checked.ok ? { jkt: checked.key.jkt } : { reason: checked.error.reason }) });
       }
       // A verified certificate is charged its own introspection budget, the rest their address's.
       const certificate = facts.certificate?.trusted === true ? facts.certificate.thumbprint : undefined;
+      step = 'validation';
       const { info, source } = await validator.validate(token, route, { peer: facts.peer, certificate });
       clientId = info.clientId;
+      observer?.step(step, 'passed', { source, active: info.active, tokenType: info.tokenType, clientId, subject: info.subject, scope: info.scope, iss: info.iss, aud: info.aud, exp: info.exp, nbf: info.nbf, cnf: info.cnf });
+      step = 'decision';
       const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000, scheme, proof, proofFailure });
+      observer?.step(step, decision.allow ? (decision.wouldDeny === undefined ? 'passed' : 'reported') : 'refused', decision.allow ? { allowed: decision.reason, verifiedBy: decision.verifiedBy, wouldDeny: decision.wouldDeny?.reason } : { reason: decision.error.reason, detail: decision.error.detail });
       const identityHeaders = decision.allow ? identityHeadersOf(decision, route) : undefined;
       const verdict = (body: BodyPlan): Verdict => ({ route, target, host, decision, body, closeConnection: false, source, scheme, clientId, ...(dpopNonce !== undefined && { dpopNonce }), ...(identityHeaders !== undefined && { identityHeaders }) });
       if (!decision.allow || !body.form) return verdict(decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' });
+      step = 'form body';
       const form = await readForm(Math.min(limits.formBodyBytes, route.maxBodyBytes));
       if (form.kind !== 'read') return refuse(FORM_REFUSALS[form.kind](), target, host, true);
       if (formCarriesToken(form.bytes)) throw new GuardError('token_in_body');

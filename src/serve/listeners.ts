@@ -13,6 +13,7 @@ import { effectiveConfigYaml } from '../config/effective.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import type { Settings } from '../config/schema.ts';
 import { createDecisionApi } from '../edge/decision-api.ts';
+import type { TracingSlot } from '../observe/tracing.ts';
 import { createProxyEdge } from '../edge/proxy.ts';
 import { createUpgradeEdge } from '../edge/upgrade.ts';
 import type { Logger } from '../log.ts';
@@ -58,15 +59,17 @@ export interface ListenerParts {
   details: () => Record<string, string>;
   /** The /status document (admin/status.ts), asked at request time. */
   status?: () => Promise<Record<string, unknown>>;
+  /** With `tracing`: where the tracer is once loaded (observe/tracing.ts). */
+  tracing?: TracingSlot | undefined;
 }
 
-export function createListeners({ config, state, logger, metrics, now, admin, details, status }: ListenerParts): Listeners {
+export function createListeners({ config, state, logger, metrics, now, admin, details, status, tracing }: ListenerParts): Listeners {
   const { settings } = config;
   const upgraded = new Set<Duplex>();
   const forwarder = createForwarder();
   const certificateSource = createCertificateSource({ trustedProxies: settings.trustedProxies, clientCa: config.tls.clientCa, now });
   const accessLog = createAccessLog(logger, metrics);
-  const edge = { runtime: () => state.runtime, forwarder, logger, accessLog, certificates: certificateSource, draining: () => state.draining };
+  const edge = { runtime: () => state.runtime, forwarder, logger, accessLog, certificates: certificateSource, draining: () => state.draining, tracing };
   const proxyEdge = createProxyEdge({ ...edge, metrics, bodyBudget: createBodyBudget(settings.limits.bufferedBodyBytes), requestTimeoutMs: () => state.current.limits.requestTimeoutMs });
   const listener = createTlsServer(config.tls, settings.limits, proxyEdge, settings.listen.http2 ? { onRequest: proxyEdge } : undefined);
   listener.server.on(
@@ -81,7 +84,7 @@ export function createListeners({ config, state, logger, metrics, now, admin, de
   );
   const connections = guardConnections(listener.server, { logger, accessLog, realm: () => state.runtime.realm });
   // The decision API (issue 16): another edge into the same runtime, certificates and access log.
-  const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => state.runtime, certificates: certificateSource, accessLog, logger }, settings.limits);
+  const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => state.runtime, certificates: certificateSource, accessLog, logger, tracing }, settings.limits);
   const adminServer = !admin
     ? undefined
     : createAdminServer(metrics.registry, {
