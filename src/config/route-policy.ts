@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { ASYMMETRIC_JWS_ALGORITHMS } from '../oauth/jws-algorithms.ts';
 import { PROOF_METHOD_IDS } from '../proof/registry.ts';
 import { VALIDATION_MODES } from '../validation/names.ts';
+import { assertionSchema, routeAssertionSchema, stepUpSchema } from './trust-schema.ts';
 import { bindingMode, flag, httpUrl, identityHeaderOverrides, missingCertificateSchema, number, positiveInt, scopeToken } from './schema-fields.ts';
 
 /** The proofs of possession a route accepts: mTLS certificates (RFC 8705) and DPoP proofs (RFC 9449). */
@@ -111,6 +112,10 @@ const POLICY = {
   methods: defaulted(proofMethods, ['mtls']),
   /** The origin clients call (DPoP `htu`); default `https://<Host of the request>`. */
   publicOrigin: optional(publicOrigin),
+  /** RFC 9470 step-up: the user authentication required (trust-schema.ts). */
+  stepUp: optional(stepUpSchema),
+  /** The signed identity for the upstream: configured at the top level, turned off or tuned per route (trust-schema.ts). */
+  assertion: { route: routeAssertionSchema.optional(), top: assertionSchema.optional() },
 };
 
 type Policy = typeof POLICY;

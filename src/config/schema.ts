@@ -9,6 +9,7 @@ import { FORWARDED_CERTIFICATE_FORMATS } from '../tls/forwarded-certificate.ts';
 import { parseCidrList } from '../tls/peers.ts';
 import { JWT_ALGORITHMS } from '../validation/names.ts';
 import { defaultRoutePolicyFields, dpopSchema, routeSchema } from './route-policy.ts';
+import { checkTrust, signedIntrospectionFields } from './trust-schema.ts';
 import { filePath, flag, fromText, headerName, httpUrl, identityHeadersSchema, missingCertificateSchema, number, port, positiveInt } from './schema-fields.ts';
 
 export { BINDING_MODES, type BindingMode } from './schema-fields.ts';
@@ -95,6 +96,7 @@ const introspectionSchema = z
         maxPeers: positiveInt.default(10_000),
       })
       .prefault({}),
+    ...signedIntrospectionFields,
   })
   .superRefine((value, ctx) => {
     const usesSecret = value.authMethod !== 'tls_client_auth';
@@ -248,7 +250,7 @@ export const configSchema = z.strictObject({
       ctx.addIssue({ code: 'custom', path: ['routes', index, 'audience'], message: unchecked(validation, `routes[${index}].audience (or the top-level audience it inherits)`) });
     }
   });
-}).superRefine((value, ctx) => {
+}).superRefine(checkTrust).superRefine((value, ctx) => {
   if (value.jwt !== undefined) return;
   if (value.validation !== 'introspection') ctx.addIssue({ code: 'custom', path: ['validation'], message: `validation ${value.validation} needs jwt: (issuer, jwksUri)` });
   value.routes.forEach((route, index) => {
