@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { createMetrics, type Metrics } from './admin/metrics.ts';
 import { usableCpus, workerCount } from './cluster.ts';
 import { buildIntrospection } from './compose/introspection.ts';
+import { createJwksDirectory } from './compose/jwks.ts';
 import { buildValidator } from './compose/jwt.ts';
 import { buildDpopState, buildSharedStore } from './compose/shared-state.ts';
 import type { LoadedConfig } from './config/load.ts';
@@ -65,8 +66,9 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const metrics = createMetrics({ defaultMetrics: deps.defaultMetrics ?? true });
   const io = { metrics, logger, now };
   const store = buildSharedStore(config, io);
-  const { client, tokens } = buildIntrospection(config, { ...io, introspect: deps.introspect, store });
-  const { validator, jwks, jwksHttp } = buildValidator(config, { ...io, tokens, fetchJwks: deps.fetchJwks });
+  const jwks = createJwksDirectory(config, { ...io, fetchJwks: deps.fetchJwks });
+  const { client, tokens } = buildIntrospection(config, { ...io, introspect: deps.introspect, store, jwks });
+  const { validator } = buildValidator(config, { ...io, tokens, jwks });
   const dpop = buildDpopState(config, { store, metrics, now });
   // Signature checks go to the threadpool only when there is a CPU no event loop (worker) uses.
   const signatureThread = deps.signatureThread ?? signatureThreadFor(usableCpus(), workerCount(settings.workers));
@@ -97,14 +99,14 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     probe: client !== undefined && settings.introspection.probeAtStartup && deps.probeIntrospection !== false && usesIntrospection(settings) ? client : undefined,
     beforeListen: async () => {
       // Not awaited past failure: an AS that is down at start only delays JWT validation (logged).
-      await jwks?.refresh(true);
+      await jwks.refreshAll();
       await dpop.ready; // a cluster worker's nonce key, before the first request
     },
     afterListen: () => store?.connect(),
     teardown: async () => {
       await listeners.forwarder.close();
       await client?.close();
-      await jwksHttp?.close();
+      await jwks.close();
       store?.close();
     },
     onServerCertificate: (pem) => (serverCertificate = pem),
