@@ -17,6 +17,8 @@ import type { Introspect } from './introspection/client.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createDpopCaches, signatureThreadFor, type SignatureThread } from './proof/dpop.ts';
 import { buildRuntime } from './runtime.ts';
+import { createAssertionKeyRing } from './assertion/keys.ts';
+import type { Settings } from './config/schema.ts';
 import { createLifecycle, type Lifecycle } from './serve/lifecycle.ts';
 import { createListeners, type ServingState } from './serve/listeners.ts';
 import type { FetchJwks } from './validation/jwt.ts';
@@ -54,6 +56,12 @@ export interface App extends Lifecycle {
   readonly logger: Logger;
 }
 
+/** The longest lifetime of any route's assertions: how long a replaced key stays published. */
+function longestAssertionLifetime(settings: Settings): number {
+  const top = settings.assertion?.lifetimeSeconds ?? 0;
+  return Math.max(top, ...settings.routes.map((route) => (route.assertion === false ? 0 : (route.assertion?.lifetimeSeconds ?? top))));
+}
+
 /** Whether any route validates tokens by introspection (not `validation: jwt` everywhere). */
 function usesIntrospection(settings: LoadedConfig['settings']): boolean {
   return settings.validation !== 'jwt' || settings.routes.some((route) => (route.validation ?? settings.validation) !== 'jwt');
@@ -75,8 +83,11 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   // Without publicOrigin, a DPoP htu may name only what the server certificate names, on this port (proof/origins.ts).
   let serverCertificate = config.tls.cert;
   const served = { certificate: () => serverCertificate, port: () => (listeners.listener.server.address() as AddressInfo | null)?.port };
+  // The assertion keys: the current one, and after a SIGHUP key change the previous one for a lifetime.
+  const assertionKeys = createAssertionKeyRing(now);
+  assertionKeys.use(config.assertionKey, longestAssertionLifetime(settings));
   // What DPoP checks remember between proofs, kept across reloads.
-  const runtimeDeps = { validator, replayStore: dpop.replayStore, nonces: dpop.nonces, now, signatureThread, served, dpopCaches: createDpopCaches() };
+  const runtimeDeps = { assertionKeys, validator, replayStore: dpop.replayStore, nonces: dpop.nonces, now, signatureThread, served, dpopCaches: createDpopCaches() };
   const state: ServingState = { runtime: buildRuntime(settings, runtimeDeps), current: settings, ready: false, draining: false };
   const listeners = createListeners({
     config,
@@ -84,6 +95,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     ...io,
     admin: deps.admin !== false,
     details: (): Record<string, string> => (store === undefined ? {} : { shared_state: store.up ? 'up' : 'down' }),
+    jwks: () => (state.current.assertion === undefined ? undefined : assertionKeys.jwks()),
   });
   metrics.trackSizes({
     connections: () => listeners.connections.size,
@@ -110,6 +122,8 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
       store?.close();
     },
     onServerCertificate: (pem) => (serverCertificate = pem),
+    // SIGHUP reads assertion.keyFile again; the previous key stays published for the old config's longest lifetime.
+    onConfig: (next) => assertionKeys.use(next.assertionKey, longestAssertionLifetime(state.current)),
     watchCertificates: deps.watchCertificates ?? true,
     startedFields: { dpopSignatures: signatureThread },
   });

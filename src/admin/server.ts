@@ -11,6 +11,8 @@ export interface AdminState {
   ready(): boolean;
   /** Extra `name: value` lines for the /readyz body (e.g. the shared store's state); never changes readiness. */
   details?(): Record<string, string>;
+  /** `/jwks.json`: the assertion keys (`assertion`); undefined or absent: 404. */
+  jwks?(): string | undefined;
   /** Asked by `/readyz?upstream=1` only, and only while ready. */
   upstream?(): Promise<UpstreamCheckResult>;
 }
@@ -59,6 +61,8 @@ export function createAdminServer(registry: MetricsSource, state: AdminState): h
       );
       return;
     }
+    const keys = path === '/jwks.json' ? state.jwks?.() : undefined;
+    if (keys !== undefined) return send(200, keys, 'application/jwk-set+json');
     send(404, 'not found\n');
   });
 }

@@ -6,11 +6,12 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { configWarnings, listenerClashes } from './checks.ts';
-import { FILE_KEYS, filePathsOf, readIntrospectionFiles, readSharedStateFiles, readTlsMaterial, resolveFilePaths, type IntrospectionMaterial, type SharedStateMaterial, type TlsMaterial } from './files.ts';
+import { FILE_KEYS, filePathsOf, readAssertionKey, readIntrospectionFiles, readSharedStateFiles, readTlsMaterial, resolveFilePaths, type IntrospectionMaterial, type SharedStateMaterial, type TlsMaterial } from './files.ts';
 import { ConfigError, formatPath, type ConfigProblem } from './problems.ts';
 import { configSchema, type Settings } from './schema.ts';
 import { parseConfigText, type Environment } from './yaml.ts';
 import { shadowedRoutes } from '../routing/match.ts';
+import type { AssertionKey } from '../assertion/keys.ts';
 
 export { ConfigError, formatPath, type ConfigProblem } from './problems.ts';
 export { interpolate, parseConfigText, type Environment } from './yaml.ts';
@@ -27,6 +28,8 @@ export interface LoadedConfig {
   introspection: IntrospectionMaterial;
   /** Present when `sharedState` is set. */
   sharedState?: SharedStateMaterial | undefined;
+  /** Present when `assertion` is set: the signing key read from `assertion.keyFile`. */
+  assertionKey?: AssertionKey | undefined;
   /** Notes from loading, beside {@link configWarnings}: relative paths found only from the working directory. */
   warnings?: readonly ConfigProblem[];
 }
@@ -60,6 +63,7 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
   const tls = readTlsMaterial(paths.tls, problems);
   const files = readIntrospectionFiles(paths.introspection, problems);
   const sharedState = parsed.success ? readSharedStateFiles(parsed.data, problems) : undefined;
+  const assertionKey = parsed.success ? readAssertionKey(parsed.data, problems) : undefined;
   if (!parsed.success || problems.length > 0 || tls === undefined) throw new ConfigError(source, problems);
   const settings = parsed.data;
   return deepFreeze({
@@ -69,6 +73,7 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
     tls,
     introspection: { ...files, clientSecret: files.clientSecret ?? settings.introspection.clientSecret },
     sharedState,
+    assertionKey,
     warnings,
   });
 }

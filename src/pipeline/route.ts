@@ -69,6 +69,8 @@ export interface RoutePolicy {
   readonly stepUp: StepUpPolicy | undefined;
   /** The signed identity assertion on this route (its aud and lifetime); undefined: none. */
   readonly assertion: RouteAssertion | undefined;
+  /** `assertion.header`: set on this route when it has an assertion, a client's copy removed on every route. */
+  readonly assertionHeader: string;
 }
 
 /** The assertion header's default name (`assertion.header`). */
@@ -162,6 +164,7 @@ export function compileRoutes(settings: Settings): RouteTable {
       dpopAlgorithms: Object.freeze([...settings.dpop.algorithms]),
       stepUp: stepUp === undefined ? undefined : Object.freeze({ ...stepUp, ...(stepUp.acrValues !== undefined && { acrValues: Object.freeze([...stepUp.acrValues]) }) }),
       assertion: assertionOf(settings, route, upstream),
+      assertionHeader: settings.assertion?.header ?? ASSERTION_HEADER,
     });
   };
   const routes = settings.routes.map((route, index) => build(route.name ?? `routes[${index}]`, route));

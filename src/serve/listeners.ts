@@ -53,9 +53,11 @@ export interface ListenerParts {
   admin: boolean;
   /** Extra readiness details for /readyz (the shared store's state). */
   details: () => Record<string, string>;
+  /** With `assertion`: the assertion keys' JWKS, served at the admin listener's /jwks.json. */
+  jwks?: () => string | undefined;
 }
 
-export function createListeners({ config, state, logger, metrics, now, admin, details }: ListenerParts): Listeners {
+export function createListeners({ config, state, logger, metrics, now, admin, details, jwks }: ListenerParts): Listeners {
   const { settings } = config;
   const upgraded = new Set<Duplex>();
   const forwarder = createForwarder();
@@ -82,6 +84,7 @@ export function createListeners({ config, state, logger, metrics, now, admin, de
     : createAdminServer(metrics.registry, {
         ready: () => state.ready,
         details,
+        ...(jwks !== undefined && { jwks }),
         upstream: createUpstreamCheck({ upstream: () => state.current.upstream, ...settings.admin.upstreamCheck }),
       });
   return { listener, decision, admin: adminServer, forwarder, certificateSource, connections, upgraded };
