@@ -32,6 +32,8 @@ export interface AssertionIssuer {
 interface Issued {
   readonly jwt: string;
   readonly kid: string;
+  /** The `cnf_method` it says. */
+  readonly method: string;
   /** Milliseconds since the epoch: from here on a fresh one is signed. */
   readonly renewAt: number;
 }
@@ -54,21 +56,27 @@ function headerOf(key: AssertionKey): string {
   return encoded;
 }
 
-/** `cnf_method` and the verified `cnf` members. */
-function confirmation(token: TokenInfo, verifiedBy: readonly ProofMethodId[] | undefined): { method: string; cnf: Record<string, unknown> | undefined } {
-  if (verifiedBy === undefined || verifiedBy.length === 0) return { method: 'none', cnf: undefined };
-  const methods = [...verifiedBy].sort((a, b) => METHOD_ORDER.indexOf(a) - METHOD_ORDER.indexOf(b));
+/** The verified methods in the contract's order (no allocation for the common single method). */
+function orderedMethods(verifiedBy: readonly ProofMethodId[] | undefined): readonly string[] {
+  if (verifiedBy === undefined || verifiedBy.length < 2) return verifiedBy ?? [];
+  return [...verifiedBy].sort((a, b) => METHOD_ORDER.indexOf(a) - METHOD_ORDER.indexOf(b));
+}
+
+/** The token's `cnf` members the verified methods checked (signing only). */
+function verifiedCnf(token: TokenInfo, methods: readonly string[]): Record<string, unknown> | undefined {
+  if (methods.length === 0) return undefined;
   const cnf: Record<string, unknown> = {};
   for (const method of methods) {
     const member = CNF_MEMBER.get(method);
     if (member !== undefined && token.cnf !== undefined && Object.hasOwn(token.cnf, member)) cnf[member] = token.cnf[member];
   }
-  return { method: methods.join(' '), cnf };
+  return cnf;
 }
 
 export function createAssertionIssuer(options: AssertionIssuerOptions): AssertionIssuer {
   const { ring, issuer, now } = options;
-  const issued = new WeakMap<TokenInfo, Map<string, Issued>>();
+  // Per cached token answer, per route object (a reload makes new ones): the assertion last issued.
+  const issued = new WeakMap<TokenInfo, Map<AssertionRoute, Issued>>();
   return {
     header: options.header,
     issue(token, route, verifiedBy) {
@@ -76,11 +84,12 @@ export function createAssertionIssuer(options: AssertionIssuerOptions): Assertio
       const key = ring.current;
       if (settings === undefined || key === undefined) return undefined;
       const t = now();
-      const { method, cnf } = confirmation(token, verifiedBy);
-      const slot = `${route.id}\0${method}\0${settings.audience}\0${settings.lifetimeSeconds}`;
+      const methods = orderedMethods(verifiedBy);
+      const method = methods.length === 0 ? 'none' : methods.length === 1 ? (methods[0] as string) : methods.join(' ');
       let forToken = issued.get(token);
-      const kept = forToken?.get(slot);
-      if (kept !== undefined && kept.kid === key.kid && t < kept.renewAt) return kept.jwt;
+      const kept = forToken?.get(route);
+      if (kept !== undefined && kept.method === method && kept.kid === key.kid && t < kept.renewAt) return kept.jwt;
+      const cnf = verifiedCnf(token, methods);
       const iat = Math.floor(t / 1000);
       const exp = iat + settings.lifetimeSeconds;
       const claims = {
@@ -102,7 +111,7 @@ export function createAssertionIssuer(options: AssertionIssuerOptions): Assertio
       }
       // Reused while more than half the lifetime remains (never after the token's own exp).
       const renewAt = Math.min((iat + settings.lifetimeSeconds / 2) * 1000, token.exp === undefined ? Infinity : token.exp * 1000);
-      forToken.set(slot, { jwt, kid: key.kid, renewAt });
+      forToken.set(route, { jwt, kid: key.kid, method, renewAt });
       return jwt;
     },
   };
