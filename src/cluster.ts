@@ -16,6 +16,7 @@ import { listen } from './listen.ts';
 import type { Metrics } from './admin/metrics.ts';
 import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { reconcileReload } from './config/reload-table.ts';
+import { createAssertionKeyRing } from './assertion/keys.ts';
 import type { Settings } from './config/schema.ts';
 import type { Logger } from './log.ts';
 import { createPrimaryState } from './cluster-state.ts';
@@ -127,10 +128,14 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   // deadline, the log level, the default upstream it checks); each worker reloads, validates and reports on its own.
   let current = settings;
 
+  // The assertion keys the workers sign with (each reads the same key file, so the kids agree), published here too.
+  const assertionKeys = createAssertionKeyRing(Date.now);
+  assertionKeys.use(config.assertionKey, settings.assertion?.lifetimeSeconds ?? 0);
   const admin = createAdminServer(
     { metrics: () => aggregator.clusterMetrics(), contentType: aggregator.contentType },
     {
       ready: () => !stopping && readyWorkers.size === count,
+      jwks: () => (current.assertion === undefined ? undefined : assertionKeys.jwks()),
       upstream: createUpstreamCheck({ upstream: () => current.upstream, ...settings.admin.upstreamCheck }),
     },
   );
@@ -190,7 +195,9 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP');
     if (config.file === undefined) return;
     try {
-      current = reconcileReload(settings, loadConfigFile(config.file).settings).effective;
+      const next = loadConfigFile(config.file);
+      assertionKeys.use(next.assertionKey, Math.max(current.assertion?.lifetimeSeconds ?? 0, ...current.routes.map((route) => (route.assertion === false ? 0 : (route.assertion?.lifetimeSeconds ?? 0)))));
+      current = reconcileReload(settings, next.settings).effective;
       logger.level = current.logLevel;
     } catch {
       // A bad file keeps what runs; the workers log its problems.

@@ -20,13 +20,16 @@ export interface AssertionKey {
   sign(data: string): string;
 }
 
+/** `an ed25519`, `a dsa`: the key type with its article. */
+const withArticle = (type: string | undefined): string => `${/^[aeiou]/i.test(type ?? '') ? 'an' : 'a'} ${type}`;
+
 /** Why a key does not fit an algorithm, or undefined when it does. */
 function mismatch(key: KeyObject, algorithm: AssertionAlgorithm): string | undefined {
   const type = key.asymmetricKeyType;
   const details = key.asymmetricKeyDetails ?? {};
-  if (algorithm === 'ES256') return type === 'ec' && details.namedCurve === 'prime256v1' ? undefined : `ES256 needs an EC P-256 key, the file holds ${type === 'ec' ? `an EC ${details.namedCurve} key` : `a ${type} key`}`;
-  if (algorithm === 'EdDSA') return type === 'ed25519' ? undefined : `EdDSA needs an Ed25519 key, the file holds a ${type} key`;
-  if (type !== 'rsa') return `${algorithm} needs an RSA key, the file holds a ${type} key`;
+  if (algorithm === 'ES256') return type === 'ec' && details.namedCurve === 'prime256v1' ? undefined : `ES256 needs an EC P-256 key, the file holds ${type === 'ec' ? `an EC ${details.namedCurve} key` : `${withArticle(type)} key`}`;
+  if (algorithm === 'EdDSA') return type === 'ed25519' ? undefined : `EdDSA needs an Ed25519 key, the file holds ${withArticle(type)} key`;
+  if (type !== 'rsa') return `${algorithm} needs an RSA key, the file holds ${withArticle(type)} key`;
   return (details.modulusLength ?? 0) >= 2048 ? undefined : `${algorithm} needs an RSA key of at least 2048 bits, the file's has ${details.modulusLength}`;
 }
 
