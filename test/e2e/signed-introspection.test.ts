@@ -68,6 +68,11 @@ describe('oidc-provider with jwtIntrospection', () => {
     expect(await unverified(guard)).toBe(0);
   });
 
+  it('without assertion, no assertion JWKS is published on either listener', async () => {
+    expect((await fetch(`${guard.started.adminUrl}/jwks.json`)).status).toBe(404);
+    expect((await curl(pki, `${guard.started.url}/.well-known/cnfguard/jwks.json`)).status).toBe(401);
+  });
+
   it('shares one JWKS cache per URI with local JWT validation', async () => {
     const jwt = await as.issueToken({ clientCert: pki.certs.clients.client1, caCert: pki.certs.ca.cert, resource: JWT_RS });
     expect((await curl(pki, `${guard.started.url}/jwt/x`, { token: jwt, cert: pki.files.client1 })).status).toBe(200);
