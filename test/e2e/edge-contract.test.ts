@@ -137,7 +137,7 @@ beforeAll(async () => {
   const answer = (sub: string, clientId: string, extra: Record<string, unknown>) => ({ active: true, sub, client_id: clientId, scope: 'read', exp, ...extra });
   const tokens = {
     ...{ bound: 'tok-bound', unbound: 'tok-unbound', dpop: 'tok-dpop', dpopOther: 'tok-dpop-other', both: 'tok-both', unknown: 'tok-unknown', expired: 'tok-expired', cnfUnknown: 'tok-cnf-unknown' },
-    ...{ stepUpMet: 'tok-stepup-met', stepUpNoAcr: 'tok-stepup-no-acr', stepUpWrongAcr: 'tok-stepup-wrong-acr', stepUpStale: 'tok-stepup-stale', stepUpNoAuthTime: 'tok-stepup-no-auth-time' },
+    ...{ stepUpMet: 'tok-stepup-met', stepUpNoAcr: 'tok-stepup-no-acr', stepUpWrongAcr: 'tok-stepup-wrong-acr', stepUpStale: 'tok-stepup-stale', stepUpNoAuthTime: 'tok-stepup-no-auth-time', stepUpDpop: 'tok-stepup-dpop' },
   };
   stub.answers.set(tokens.expired, answer('alice', 'app', { cnf: { 'x5t#S256': client1.thumbprint }, exp: exp - 7200 }));
   stub.answers.set(tokens.cnfUnknown, answer('alice', 'app', { cnf: { 'x5t#S256': client1.thumbprint, 'x5t#S512': 'AAAA' } }));
@@ -200,7 +200,9 @@ beforeAll(async () => {
   const previous = await nonceNow();
   skew += rotation;
   // Step-up answers on the guard's clock (skew set); the assertion keys as an upstream fetches them.
-  for (const [token, stepUpAnswer] of stepUpAnswers(tokens, answer('alice', 'app', { cnf: { 'x5t#S256': client1.thumbprint }, tenant_id: 'acme' }), Math.floor((Date.now() + skew) / 1000))) stub.answers.set(token, stepUpAnswer);
+  const stepUpBase = answer('alice', 'app', { cnf: { 'x5t#S256': client1.thumbprint }, tenant_id: 'acme' });
+  const stepUpDpopBase = answer('carol', 'dpop-app', { cnf: { jkt }, token_type: 'DPoP' });
+  for (const [token, stepUpAnswer] of stepUpAnswers(tokens, stepUpBase, stepUpDpopBase, Math.floor((Date.now() + skew) / 1000))) stub.answers.set(token, stepUpAnswer);
   const jwks = (await (await fetch(`${started.adminUrl}/jwks.json`)).json()) as { keys: { kid: string }[] };
   useAssertionJwks(jwks);
   const assertion = { aud: new URL(d.upstream.url).origin, kid: jwks.keys[0]?.kid ?? '(none published)' };
