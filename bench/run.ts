@@ -367,6 +367,8 @@ interface TargetSummary {
   ratioVsBare: number | undefined;
   /** cnfguard-assertion: its req/s over cnfguard's (per-round ratios, median). */
   ratioVsCnfguard?: number | undefined;
+  /** Server CPU µs per response, median over rounds (steadier than req/s when other work shares the machine). */
+  cpuUsPerRequest?: number | undefined;
   ratioVsNginx: number | undefined;
   ratioVsBaseline: number | undefined;
   serverCpuPct: number | undefined;
@@ -410,6 +412,7 @@ function summarizeTargets(names: TargetName[], runs: Map<TargetName, LoadResult[
         ratioVsNginx: ratio(name, 'nginx'),
         ratioVsBaseline: ratio(name, 'baseline'),
         ...(name === 'cnfguard-assertion' && { ratioVsCnfguard: ratio(name, 'cnfguard') }),
+        cpuUsPerRequest: opt(list.map((r) => (r.serverCpuPct === undefined || r.rps === 0 ? undefined : (r.serverCpuPct / 100 / r.rps) * 1e6))),
         serverCpuPct: opt(list.map((r) => r.serverCpuPct)),
         loadgenCpuPct: opt(list.map((r) => r.loadgenCpuPct)),
         upstreamCpuPct: opt(list.map((r) => r.upstreamCpuPct)),
@@ -936,7 +939,10 @@ async function benchmark(options: Options): Promise<void> {
     log(`\ncache-hit throughput: ${options.connections} keep-alive mTLS connections, same client certificate and token, median of ${options.rounds} rounds; ratios are medians of per-round ratios`);
     printTargets(summary);
     const assertionRatio = summary.find((s) => s.name === 'cnfguard-assertion')?.ratioVsCnfguard;
-    if (assertionRatio !== undefined) log(`  assertion on / off (cnfguard-assertion x cnfguard, same run): ${fixed(assertionRatio, 2)} (goal >= 0.9)`);
+    if (assertionRatio !== undefined) {
+      const cpu = (name: string) => summary.find((s) => s.name === name)?.cpuUsPerRequest;
+      log(`  assertion on / off (cnfguard-assertion x cnfguard, same run): ${fixed(assertionRatio, 2)} (goal >= 0.9); server CPU per request ${cpu('cnfguard-assertion') ?? '?'} µs vs ${cpu('cnfguard') ?? '?'} µs`);
+    }
     log('  CPU% = % of one core during the run; "others" = every other process on the machine (noise). When loadgen + upstream');
     log('  CPU% reaches ~100 (they share one core), the client side is the limit and that row is a lower bound (see node-static).');
     for (const s of skipped) log(`  skipped ${s}`);
