@@ -25,6 +25,7 @@
  * Every setting also reads an environment variable: BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP,
  * BENCH_CONNECTIONS, BENCH_TARGETS, BENCH_PIN=0, NGINX_BIN.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,6 +55,7 @@ const ROOT = join(HERE, '..');
 const TARGETS = {
   cnfguard: 'cnfguard, logLevel warn (no per-request log line)',
   'cnfguard-info': 'cnfguard, logLevel info (the default: one JSON line per request, to /dev/null)',
+  'cnfguard-assertion': 'cnfguard, logLevel warn, with a signed assertion (ES256) on every forwarded request (issue 29: goal >= 0.9x cnfguard)',
   'cnfguard-h1only': 'cnfguard with listen.http2: false (no ALPN h2): what offering h2 costs the HTTP/1.1 path, logLevel warn',
   'cnfguard-cli': 'cnfguard started by `cnfguard run` (cmd/cnfguard.ts), workers: 1, logLevel warn',
   'cnfguard-workers': 'cnfguard started by `cnfguard run` with workers: N (--workers, default 2), logLevel warn',
@@ -154,7 +156,7 @@ function parseOptions(argv: string[]): Options {
     return n;
   };
   const quick = values.quick;
-  const defaultTargets: TargetName[] = quick ? ['cnfguard', 'bare-node', 'nginx'] : ['cnfguard', 'cnfguard-info', 'bare-node', 'node-static', 'nginx'];
+  const defaultTargets: TargetName[] = quick ? ['cnfguard', 'cnfguard-assertion', 'bare-node', 'nginx'] : ['cnfguard', 'cnfguard-assertion', 'cnfguard-info', 'bare-node', 'node-static', 'nginx'];
   const requested = (values.targets ?? env.BENCH_TARGETS)?.split(',').map((s) => s.trim()).filter((s) => s !== '');
   const targetList = requested === undefined ? defaultTargets : requested.includes('all') ? Object.keys(TARGETS) : requested;
   for (const t of targetList) if (!(t in TARGETS)) throw new Error(`unknown target ${t}; known: ${Object.keys(TARGETS).join(', ')}`);
@@ -276,6 +278,13 @@ async function startTarget(stack: Stack, name: TargetName, options: { guardConfi
       const file = guardConfigFile(stack, name, { logLevel: name === 'cnfguard' ? 'warn' : 'info', ...options.guardConfig });
       return fromChild(await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], ...child }));
     }
+    case 'cnfguard-assertion': {
+      // The same config as `cnfguard` plus `assertion` with a fresh P-256 key (the default ES256).
+      const keyFile = join(stack.workDir, 'assertion.key');
+      writeFileSync(keyFile, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+      const file = guardConfigFile(stack, name, { logLevel: 'warn', ...options.guardConfig, assertion: { keyFile, issuer: 'https://cnfguard.bench' } });
+      return fromChild(await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], ...child }));
+    }
     case 'cnfguard-h1only': {
       const file = guardConfigFile(stack, name, { logLevel: 'warn', ...options.guardConfig, listen: { host: '127.0.0.1', port: 0, http2: false } });
       return fromChild(await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], ...child }));
@@ -356,6 +365,10 @@ interface TargetSummary {
   p99Ms: number;
   p99Rounds: number[];
   ratioVsBare: number | undefined;
+  /** cnfguard-assertion: its req/s over cnfguard's (per-round ratios, median). */
+  ratioVsCnfguard?: number | undefined;
+  /** Server CPU µs per response, median over rounds (steadier than req/s when other work shares the machine). */
+  cpuUsPerRequest?: number | undefined;
   ratioVsNginx: number | undefined;
   ratioVsBaseline: number | undefined;
   serverCpuPct: number | undefined;
@@ -398,6 +411,8 @@ function summarizeTargets(names: TargetName[], runs: Map<TargetName, LoadResult[
         ratioVsBare: ratio(name, 'bare-node'),
         ratioVsNginx: ratio(name, 'nginx'),
         ratioVsBaseline: ratio(name, 'baseline'),
+        ...(name === 'cnfguard-assertion' && { ratioVsCnfguard: ratio(name, 'cnfguard') }),
+        cpuUsPerRequest: opt(list.map((r) => (r.serverCpuPct === undefined || r.rps === 0 ? undefined : (r.serverCpuPct / 100 / r.rps) * 1e6))),
         serverCpuPct: opt(list.map((r) => r.serverCpuPct)),
         loadgenCpuPct: opt(list.map((r) => r.loadgenCpuPct)),
         upstreamCpuPct: opt(list.map((r) => r.upstreamCpuPct)),
@@ -923,6 +938,11 @@ async function benchmark(options: Options): Promise<void> {
     }
     log(`\ncache-hit throughput: ${options.connections} keep-alive mTLS connections, same client certificate and token, median of ${options.rounds} rounds; ratios are medians of per-round ratios`);
     printTargets(summary);
+    const assertionRatio = summary.find((s) => s.name === 'cnfguard-assertion')?.ratioVsCnfguard;
+    if (assertionRatio !== undefined) {
+      const cpu = (name: string) => summary.find((s) => s.name === name)?.cpuUsPerRequest;
+      log(`  assertion on / off (cnfguard-assertion x cnfguard, same run): ${fixed(assertionRatio, 2)} (goal >= 0.9); server CPU per request ${cpu('cnfguard-assertion') ?? '?'} µs vs ${cpu('cnfguard') ?? '?'} µs`);
+    }
     log('  CPU% = % of one core during the run; "others" = every other process on the machine (noise). When loadgen + upstream');
     log('  CPU% reaches ~100 (they share one core), the client side is the limit and that row is a lower bound (see node-static).');
     for (const s of skipped) log(`  skipped ${s}`);

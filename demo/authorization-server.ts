@@ -34,6 +34,11 @@ export interface AuthorizationServerOptions {
   jwtResource?: string;
   /** Private signing JWKs, newest first (the first signs). Default: one fresh RSA key. Pass `signingKeys()` of an earlier server to restart it. */
   signingKeys?: SigningJwk[];
+  /**
+   * RFC 9701: answer the resource server's (`rs`) introspection calls that ask for
+   * `application/token-introspection+jwt` with a signed JWT (RS256, the AS's JWKS at `jwksUrl`).
+   */
+  jwtIntrospection?: boolean;
 }
 
 /** A private RS256 JWK with its kid (test and demo only). */
@@ -65,6 +70,8 @@ export interface AuthorizationServer {
   issuer: string;
   tokenUrl: string;
   introspectionUrl: string;
+  /** The AS's public keys (JWKS): JWT access tokens and signed introspection answers. */
+  jwksUrl: string;
   /** The resource indicator / audience the tokens are issued for. */
   resource: string;
   /** How many POSTs reached the introspection endpoint so far (authenticated or not). */
@@ -246,6 +253,7 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
           client_secret: AS_CLIENTS.rs,
           grant_types: [],
           response_types: [],
+          ...(opts.jwtIntrospection === true && { introspection_signed_response_alg: 'RS256' }),
         },
       ],
       // The defaults of these functions print "you SHOULD/MUST change it" notices on first use.
@@ -263,6 +271,7 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
         // Any authenticated client may introspect any token. (The default policy differs only for
         // public clients, of which there are none; replacing it keeps its "SHOULD change" notice away.)
         introspection: { enabled: true, allowedPolicy: async () => true },
+        jwtIntrospection: { enabled: opts.jwtIntrospection === true },
         mTLS: {
           enabled: true,
           certificateBoundAccessTokens: true,
@@ -309,6 +318,7 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
 
   const tokenUrl = new URL(provider.pathFor('token'), issuer).href;
   const introspectionUrl = new URL(introspectionPath, issuer).href;
+  const jwksUrl = new URL(provider.pathFor('jwks'), issuer).href;
 
   const issueToken = async (o: IssueTokenOptions): Promise<string> => {
     const clientId = o.clientId ?? 'app';
@@ -357,6 +367,7 @@ export async function startAuthorizationServer(opts: AuthorizationServerOptions)
     issuer,
     tokenUrl,
     introspectionUrl,
+    jwksUrl,
     resource,
     introspectionCalls: () => introspections,
     issueToken,

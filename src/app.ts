@@ -10,6 +10,7 @@ import { initialiseSeries } from './admin/series.ts';
 import { shownUrl, statusDocument } from './admin/status.ts';
 import { usableCpus, workerCount } from './cluster.ts';
 import { buildIntrospection } from './compose/introspection.ts';
+import { createJwksDirectory } from './compose/jwks.ts';
 import { buildValidator } from './compose/jwt.ts';
 import { buildDpopState, buildSharedStore } from './compose/shared-state.ts';
 import type { LoadedConfig } from './config/load.ts';
@@ -18,6 +19,8 @@ import type { Introspect } from './introspection/client.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createDpopCaches, signatureThreadFor, type SignatureThread } from './proof/dpop.ts';
 import { buildRuntime } from './runtime.ts';
+import { createAssertionKeyRing } from './assertion/keys.ts';
+import type { Settings } from './config/schema.ts';
 import { createLifecycle, type Lifecycle } from './serve/lifecycle.ts';
 import { createListeners, type ServingState } from './serve/listeners.ts';
 import type { TracingSlot } from './observe/tracing.ts';
@@ -56,6 +59,12 @@ export interface App extends Lifecycle {
   readonly logger: Logger;
 }
 
+/** The longest lifetime of any route's assertions: how long a replaced key stays published. */
+function longestAssertionLifetime(settings: Settings): number {
+  const top = settings.assertion?.lifetimeSeconds ?? 0;
+  return Math.max(top, ...settings.routes.map((route) => (route.assertion === false ? 0 : (route.assertion?.lifetimeSeconds ?? top))));
+}
+
 /** Whether any route validates tokens by introspection (not `validation: jwt` everywhere). */
 function usesIntrospection(settings: LoadedConfig['settings']): boolean {
   return settings.validation !== 'jwt' || settings.routes.some((route) => (route.validation ?? settings.validation) !== 'jwt');
@@ -77,16 +86,20 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
   const tracing: TracingSlot | undefined = settings.tracing === undefined ? undefined : { current: undefined };
   const io = { metrics, logger, now, tracing };
   const store = buildSharedStore(config, io);
-  const { client, tokens } = buildIntrospection(config, { ...io, introspect: deps.introspect, store });
-  const { validator, jwks, jwksHttp } = buildValidator(config, { ...io, tokens, fetchJwks: deps.fetchJwks });
+  const jwks = createJwksDirectory(config, { ...io, fetchJwks: deps.fetchJwks });
+  const { client, tokens } = buildIntrospection(config, { ...io, introspect: deps.introspect, store, jwks });
+  const { validator } = buildValidator(config, { ...io, tokens, jwks });
   const dpop = buildDpopState(config, { store, metrics, now });
   // Signature checks go to the threadpool only when there is a CPU no event loop (worker) uses.
   const signatureThread = deps.signatureThread ?? signatureThreadFor(usableCpus(), workerCount(settings.workers));
   // Without publicOrigin, a DPoP htu may name only what the server certificate names, on this port (proof/origins.ts).
   let serverCertificate = config.tls.cert;
   const served = { certificate: () => serverCertificate, port: () => (listeners.listener.server.address() as AddressInfo | null)?.port };
+  // The assertion keys: the current one, and after a SIGHUP key change the previous one for a lifetime.
+  const assertionKeys = createAssertionKeyRing(now);
+  assertionKeys.use(config.assertionKey, longestAssertionLifetime(settings));
   // What DPoP checks remember between proofs, kept across reloads.
-  const runtimeDeps = { validator, replayStore: dpop.replayStore, nonces: dpop.nonces, now, signatureThread, served, dpopCaches: createDpopCaches() };
+  const runtimeDeps = { assertionKeys, validator, replayStore: dpop.replayStore, nonces: dpop.nonces, now, signatureThread, served, dpopCaches: createDpopCaches() };
   const state: ServingState = { runtime: buildRuntime(settings, runtimeDeps), current: settings, ready: false, draining: false, configSha256: config.sha256 };
   const sizes = {
     connections: () => listeners.connections.size,
@@ -110,6 +123,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
         introspectionUrl: usesIntrospection(settings) ? (client?.shownUrl ?? shownUrl(settings.introspection.url)) : undefined,
         ...(store !== undefined && { sharedState: () => ({ up: store.up }) }),
       }),
+    jwks: () => (state.current.assertion === undefined ? undefined : assertionKeys.jwks()),
   });
   metrics.trackSizes(sizes);
   const lifecycle = createLifecycle({
@@ -123,18 +137,20 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     beforeListen: async () => {
       if (tracing !== undefined && settings.tracing !== undefined) tracing.current = await startTracing(settings.tracing);
       // Not awaited past failure: an AS that is down at start only delays JWT validation (logged).
-      await jwks?.refresh(true);
+      await jwks.refreshAll();
       await dpop.ready; // a cluster worker's nonce key, before the first request
     },
     afterListen: () => store?.connect(),
     teardown: async () => {
       await listeners.forwarder.close();
       await client?.close();
-      await jwksHttp?.close();
+      await jwks.close();
       store?.close();
       await tracing?.current?.shutdown();
     },
     onServerCertificate: (pem) => (serverCertificate = pem),
+    // SIGHUP reads assertion.keyFile again; the previous key stays published for the old config's longest lifetime.
+    onConfig: (next) => assertionKeys.use(next.assertionKey, longestAssertionLifetime(state.current)),
     watchCertificates: deps.watchCertificates ?? true,
     startedFields: { dpopSignatures: signatureThread },
   });

@@ -18,6 +18,7 @@ import { listen } from './listen.ts';
 import type { Metrics } from './admin/metrics.ts';
 import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { reconcileReload } from './config/reload-table.ts';
+import { createAssertionKeyRing } from './assertion/keys.ts';
 import type { Settings } from './config/schema.ts';
 import type { Logger } from './log.ts';
 import { createPrimaryState } from './cluster-state.ts';
@@ -131,10 +132,14 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   let sha256 = config.sha256;
   const startedAt = Date.now();
 
+  // The assertion keys the workers sign with (each reads the same key file, so the kids agree), published here too.
+  const assertionKeys = createAssertionKeyRing(Date.now);
+  assertionKeys.use(config.assertionKey, settings.assertion?.lifetimeSeconds ?? 0);
   const admin = createAdminServer(
     { metrics: () => aggregator.clusterMetrics(), contentType: aggregator.contentType },
     {
       ready: () => !stopping && readyWorkers.size === count,
+      jwks: () => (current.assertion === undefined ? undefined : assertionKeys.jwks()),
       upstream: createUpstreamCheck({ upstream: () => current.upstream, ...settings.admin.upstreamCheck }),
       // Caches, breaker and dependencies as last seen live in each worker: /status says so.
       status: () =>
@@ -206,6 +211,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     if (config.file === undefined) return;
     try {
       const next = loadConfigFile(config.file);
+      assertionKeys.use(next.assertionKey, Math.max(current.assertion?.lifetimeSeconds ?? 0, ...current.routes.map((route) => (route.assertion === false ? 0 : (route.assertion?.lifetimeSeconds ?? 0)))));
       current = reconcileReload(settings, next.settings).effective;
       sha256 = next.sha256;
       logger.level = current.logLevel;

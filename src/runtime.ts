@@ -14,6 +14,8 @@ import { createPipeline, type Pipeline } from './pipeline/pipeline.ts';
 import { compileRoutes } from './pipeline/route.ts';
 import { FORWARDING_HEADERS } from './pipeline/upstream-headers.ts';
 import { pipelineLimits } from './proxy/limits.ts';
+import { createAssertionIssuer } from './assertion/issuer.ts';
+import type { AssertionKeyRing } from './assertion/keys.ts';
 
 export interface Runtime {
   pipeline: Pipeline;
@@ -41,6 +43,8 @@ export interface RuntimeDependencies {
    * a header that was renamed or whose trusted proxy was removed, so no client may start sending it.
    */
   previous?: Runtime;
+  /** The assertion signing keys (current and recently previous), kept across reloads. */
+  assertionKeys?: AssertionKeyRing;
 }
 
 export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Runtime {
@@ -63,6 +67,10 @@ export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Run
       now: deps.now,
       limits: pipelineLimits(settings.limits),
       metadata: buildMetadataDirectory(settings, routes),
+      assertions:
+        settings.assertion === undefined || deps.assertionKeys === undefined
+          ? undefined
+          : { issuer: createAssertionIssuer({ ring: deps.assertionKeys, issuer: settings.assertion.issuer, header: settings.assertion.header, now: deps.now }), jwks: deps.assertionKeys.jwks },
     }),
     realm: settings.errors.realm,
     stripped,

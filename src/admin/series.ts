@@ -19,20 +19,23 @@ import type { Metrics } from './metrics.ts';
 
 const ALLOW_REASONS: readonly AllowReason[] = ['bound', 'unbound', 'binding_off', 'report_only'];
 
-const INTROSPECTION_OUTCOMES: readonly IntrospectionOutcome[] = [
-  'active',
-  'inactive',
-  'refused',
-  'misconfigured',
-  'timeout',
-  'network_error',
-  'http_error',
-  'rate_limited',
-  'invalid_response',
-  'circuit_open',
-  'over_peer_budget',
-  'over_total_budget',
-];
+// A record, so that a new outcome in client.ts cannot be left out of the series made at start.
+const INTROSPECTION_OUTCOME_SET: Record<IntrospectionOutcome, true> = {
+  active: true,
+  inactive: true,
+  refused: true,
+  misconfigured: true,
+  timeout: true,
+  network_error: true,
+  http_error: true,
+  rate_limited: true,
+  invalid_response: true,
+  unverified: true,
+  circuit_open: true,
+  over_peer_budget: true,
+  over_total_budget: true,
+};
+const INTROSPECTION_OUTCOMES = Object.keys(INTROSPECTION_OUTCOME_SET) as IntrospectionOutcome[];
 
 const SHARED_STATE_ERRORS = ['timeout', 'unavailable', 'forged', 'local_fallback'] as const;
 

@@ -15,6 +15,8 @@ export interface AdminState {
   ready(): boolean;
   /** Extra `name: value` lines for the /readyz body (e.g. the shared store's state); never changes readiness. */
   details?(): Record<string, string>;
+  /** `/jwks.json`: the assertion keys (`assertion`); undefined or absent: 404. */
+  jwks?(): string | undefined;
   /** Asked by `/readyz?upstream=1` only, and only while ready. */
   upstream?(): Promise<UpstreamCheckResult>;
   /** The `/status` document; without it, /status answers 404. */

@@ -13,6 +13,8 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { createMetrics } from '../admin/metrics.ts';
 import { buildIntrospection } from '../compose/introspection.ts';
+import { createAssertionKeyRing } from '../assertion/keys.ts';
+import { createJwksDirectory } from '../compose/jwks.ts';
 import { buildValidator } from '../compose/jwt.ts';
 import { buildDpopState } from '../compose/shared-state.ts';
 import { ConfigError } from '../config/problems.ts';
@@ -128,13 +130,17 @@ export async function explainCommand(args: string[], io: { out: (text: string) =
   const logger = createLogger('warn', pino.destination({ fd: 2, sync: true }));
   const metrics = createMetrics({ defaultMetrics: false });
   const io2 = { metrics, logger, now };
-  const { client, tokens } = buildIntrospection(config, { ...io2, introspect: undefined, store: undefined });
-  const { validator, jwks, jwksHttp } = buildValidator(config, { ...io2, tokens, fetchJwks: undefined });
+  const jwks = createJwksDirectory(config, { ...io2, fetchJwks: undefined });
+  const { client, tokens } = buildIntrospection(config, { ...io2, introspect: undefined, store: undefined, jwks });
+  const { validator } = buildValidator(config, { ...io2, tokens, jwks });
   try {
     // A JWKS that cannot be fetched is the validation step's refusal (jwks_unavailable: exit 2), not a crash.
-    await jwks?.refresh(true).catch(() => false);
+    await jwks.refreshAll().catch(() => false);
     const dpop = buildDpopState(config, { store: undefined, metrics, now });
-    const runtime = buildRuntime(settings, { validator, replayStore: dpop.replayStore, nonces: dpop.nonces, now });
+    // The assertion the upstream would get is signed with the configured key, as `run` would.
+    const assertionKeys = createAssertionKeyRing(now);
+    assertionKeys.use(config.assertionKey, 0);
+    const runtime = buildRuntime(settings, { assertionKeys, validator, replayStore: dpop.replayStore, nonces: dpop.nonces, now });
     const observer = recordingObserver();
     const verdict = await runtime.pipeline.evaluate(factsOf(options, certificate), () => Promise.resolve({ kind: 'read', bytes: Buffer.alloc(0) }), observer);
     const report = buildReport({ token: options.token, method: options.method, url: options.url.href, verdict, steps: observer.steps, realm: runtime.realm, certificateThumbprint: certificate?.thumbprint });
@@ -142,6 +148,6 @@ export async function explainCommand(args: string[], io: { out: (text: string) =
     return report.exit;
   } finally {
     await client?.close();
-    await jwksHttp?.close();
+    await jwks.close();
   }
 }

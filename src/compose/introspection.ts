@@ -15,6 +15,17 @@ import { createAnswerCache } from '../introspection/answer-cache.ts';
 import type { KeyValueStore } from '../state/kv.ts';
 import { createSharedTokenTier, withSharedTier } from '../introspection/shared-tier.ts';
 import { traced, type TracingSlot } from '../observe/tracing.ts';
+import { createSignedAnswerVerifier, type VerifySignedAnswer } from '../introspection/signed-answer.ts';
+import type { JwksDirectory } from './jwks.ts';
+
+/** `responseFormat: jwt` (RFC 9701): the verifier of signed answers, over the JWKS cache of its URI. */
+function signedAnswersOf(config: LoadedConfig, jwks: JwksDirectory, now: () => number): VerifySignedAnswer | undefined {
+  const { introspection, jwt } = config.settings;
+  if (introspection.responseFormat !== 'jwt') return undefined;
+  const uri = introspection.jwksUri ?? jwt?.jwksUri;
+  if (uri === undefined || introspection.issuer === undefined) throw new Error('responseFormat jwt needs introspection.issuer and jwksUri (the schema checks both)');
+  return createSignedAnswerVerifier({ issuer: introspection.issuer, clientId: introspection.clientId, algorithms: introspection.signingAlgorithms, jwks: jwks.cacheFor(uri), now });
+}
 
 export interface IntrospectionParts {
   /** The HTTP client; undefined when the tests replace it. */
@@ -22,7 +33,7 @@ export interface IntrospectionParts {
   tokens: TokenIntrospector;
 }
 
-export function buildIntrospection(config: LoadedConfig, io: { metrics: Metrics; logger: Logger; now: () => number; introspect: Introspect | undefined; store: KeyValueStore | undefined; tracing?: TracingSlot | undefined }): IntrospectionParts {
+export function buildIntrospection(config: LoadedConfig, io: { metrics: Metrics; logger: Logger; now: () => number; introspect: Introspect | undefined; store: KeyValueStore | undefined; jwks: JwksDirectory; tracing?: TracingSlot | undefined }): IntrospectionParts {
   const { settings } = config;
   const { metrics, logger, now, store } = io;
   const client =
@@ -41,6 +52,8 @@ export function buildIntrospection(config: LoadedConfig, io: { metrics: Metrics;
           keepClaims: mapsClaims(settings),
           onOutcome: (outcome, seconds) => metrics.observeIntrospection(outcome, seconds),
           onMisconfigured: (warning) => logger.warn(warning, "the authorization server refuses cnfguard's introspection calls: check introspection.url and the client credentials"),
+          signedAnswers: signedAnswersOf(config, io.jwks, now),
+          onUnverified: (warning) => logger.warn(warning, `introspection answer refused (responseFormat: jwt): ${warning.cause}`),
         })
       : undefined;
   const breaker = settings.introspection.circuitBreaker;

@@ -9,6 +9,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { ConfigError, type ConfigProblem } from './problems.ts';
 import type { Settings } from './schema.ts';
 import { splitPemCertificates } from '../tls/certificates.ts';
+import { assertionKeyFrom, type AssertionKey } from '../assertion/keys.ts';
 
 /** PEM material read from the files the settings name. */
 export interface TlsMaterial {
@@ -176,6 +177,7 @@ export const FILE_KEYS = [
   ['introspection', 'clientSecretFile'],
   ['sharedState', 'secretFile'],
   ['sharedState', 'ca'],
+  ['assertion', 'keyFile'],
 ] as const;
 
 /**
@@ -202,5 +204,19 @@ export function resolveFilePaths(config: unknown, baseDir: string, warnings: Con
       });
     }
     (holder as Record<string, unknown>)[key] = chosen;
+  }
+}
+
+/** `assertion.keyFile`: the signing key, checked against `assertion.algorithm` (a mismatch is a config error). */
+export function readAssertionKey(settings: Settings, problems: ConfigProblem[]): AssertionKey | undefined {
+  const assertion = settings.assertion;
+  if (assertion === undefined) return undefined;
+  const pem = readText('assertion.keyFile', assertion.keyFile, problems);
+  if (pem === undefined) return undefined;
+  try {
+    return assertionKeyFrom(pem, assertion.algorithm);
+  } catch (err) {
+    problems.push({ path: 'assertion.keyFile', message: `${JSON.stringify(assertion.keyFile)}: ${(err as Error).message}` });
+    return undefined;
   }
 }

@@ -7,12 +7,13 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { configWarnings, listenerClashes } from './checks.ts';
-import { FILE_KEYS, filePathsOf, readIntrospectionFiles, readSharedStateFiles, readTlsMaterial, resolveFilePaths, type IntrospectionMaterial, type SharedStateMaterial, type TlsMaterial } from './files.ts';
+import { FILE_KEYS, filePathsOf, readAssertionKey, readIntrospectionFiles, readSharedStateFiles, readTlsMaterial, resolveFilePaths, type IntrospectionMaterial, type SharedStateMaterial, type TlsMaterial } from './files.ts';
 import { humanProblems, type EmptyVariables } from './messages.ts';
-import { ConfigError, type ConfigProblem } from './problems.ts';
+import { ConfigError, formatPath, type ConfigProblem } from './problems.ts';
 import { configSchema, type Settings } from './schema.ts';
 import { parseConfigText, type Environment } from './yaml.ts';
 import { shadowedRoutes } from '../routing/match.ts';
+import type { AssertionKey } from '../assertion/keys.ts';
 
 export { ConfigError, formatPath, type ConfigProblem } from './problems.ts';
 export { interpolate, parseConfigText, type Environment } from './yaml.ts';
@@ -31,6 +32,8 @@ export interface LoadedConfig {
   sharedState?: SharedStateMaterial | undefined;
   /** The SHA-256 (hex) of the file as read, for /status; undefined for a config built in code. */
   sha256?: string | undefined;
+  /** Present when `assertion` is set: the signing key read from `assertion.keyFile`. */
+  assertionKey?: AssertionKey | undefined;
   /** Notes from loading, beside {@link configWarnings}: relative paths found only from the working directory. */
   warnings?: readonly ConfigProblem[];
 }
@@ -64,6 +67,7 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
   const tls = readTlsMaterial(paths.tls, problems);
   const files = readIntrospectionFiles(paths.introspection, problems);
   const sharedState = parsed.success ? readSharedStateFiles(parsed.data, problems) : undefined;
+  const assertionKey = parsed.success ? readAssertionKey(parsed.data, problems) : undefined;
   if (!parsed.success || problems.length > 0 || tls === undefined) throw new ConfigError(source, problems);
   const settings = parsed.data;
   return deepFreeze({
@@ -73,6 +77,7 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
     tls: { ...tls, minVersion: settings.tls.minVersion, ciphers: settings.tls.ciphers },
     introspection: { ...files, clientSecret: files.clientSecret ?? settings.introspection.clientSecret },
     sharedState,
+    assertionKey,
     warnings,
   });
 }

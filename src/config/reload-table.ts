@@ -46,8 +46,12 @@ export const RELOAD_TABLE = {
     circuitBreaker: 'restart',
     cache: 'restart',
     budget: 'restart',
-    // …the issuer check is route policy.
+    // …the issuer check is route policy (and signed answers' iss, built at start: see below).
     issuer: 'live',
+    // Signed answers (RFC 9701): the verifier and its JWKS cache are built with the client.
+    responseFormat: 'restart',
+    jwksUri: 'restart',
+    signingAlgorithms: 'restart',
   },
   // The JWKS cache and the verifier are built at start.
   jwt: 'restart',
@@ -82,6 +86,11 @@ export const RELOAD_TABLE = {
   headers: 'live',
   upstreamTimeoutMs: 'live',
   maxBodyBytes: 'live',
+  // Step-up is route policy, read per request.
+  stepUp: 'live',
+  // The signer follows each reload: the key file is read again (the previous key stays published for
+  // one lifetime), header, issuer, audience and lifetime apply to new assertions.
+  assertion: 'live',
   limits: {
     // Read per request by the pipeline.
     formBodyBytes: 'live',

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { ASYMMETRIC_JWS_ALGORITHMS } from '../oauth/jws-algorithms.ts';
 import { PROOF_METHOD_IDS } from '../proof/registry.ts';
 import { VALIDATION_MODES } from '../validation/names.ts';
+import { assertionSchema, routeAssertionSchema, stepUpSchema } from './trust-schema.ts';
 import { bindingMode, flag, httpUrl, identityHeaderOverrides, missingCertificateSchema, number, positiveInt, scopeToken } from './schema-fields.ts';
 
 /** The proofs of possession a route accepts: mTLS certificates (RFC 8705) and DPoP proofs (RFC 9449). */
@@ -99,6 +100,10 @@ const POLICY = {
   validation: defaulted(z.enum(VALIDATION_MODES).describe('How tokens are validated: introspection, jwt (RFC 9068, local) or jwt-then-introspection.'), 'introspection'),
   methods: defaulted(proofMethods.describe('The proofs of possession accepted: mtls (RFC 8705), dpop (RFC 9449).'), ['mtls']),
   publicOrigin: optional(publicOrigin.describe('The origin clients call (DPoP `htu`), e.g. https://api.example; default https://<Host of the request>.')),
+  /** RFC 9470 step-up: the user authentication required (trust-schema.ts). */
+  stepUp: optional(stepUpSchema),
+  /** The signed identity for the upstream: configured at the top level, turned off or tuned per route (trust-schema.ts). */
+  assertion: { route: routeAssertionSchema.optional(), top: assertionSchema.optional() },
 };
 
 type Policy = typeof POLICY;

@@ -10,6 +10,7 @@ import { FORWARDED_CERTIFICATE_FORMATS } from '../tls/forwarded-certificate.ts';
 import { parseCidrList } from '../tls/peers.ts';
 import { JWT_ALGORITHMS } from '../validation/names.ts';
 import { defaultRoutePolicyFields, dpopSchema, routeSchema } from './route-policy.ts';
+import { checkTrust, signedIntrospectionFields } from './trust-schema.ts';
 import { filePath, flag, fromText, headerName, httpUrl, urlProblem, identityHeadersSchema, missingCertificateSchema, number, port, positiveInt } from './schema-fields.ts';
 
 export { BINDING_MODES, type BindingMode } from './schema-fields.ts';
@@ -92,6 +93,7 @@ const introspectionSchema = z
       })
       .prefault({})
       .describe("Introspection calls that cache misses may cause (token buckets); over a peer's: 429, over the total: 503, both with Retry-After; cache hits never count."),
+    ...signedIntrospectionFields,
   })
   .superRefine((value, ctx) => {
     const usesSecret = value.authMethod !== 'tls_client_auth';
@@ -263,7 +265,7 @@ export const configSchema = z.strictObject({
       ctx.addIssue({ code: 'custom', path: ['routes', index, 'audience'], message: unchecked(validation, `routes[${index}].audience (or the top-level audience it inherits)`) });
     }
   });
-}).superRefine((value, ctx) => {
+}).superRefine(checkTrust).superRefine((value, ctx) => {
   if (value.jwt !== undefined) return;
   if (value.validation !== 'introspection') ctx.addIssue({ code: 'custom', path: ['validation'], message: `validation ${value.validation} needs jwt: (issuer, jwksUri)` });
   value.routes.forEach((route, index) => {

@@ -16,7 +16,7 @@ import type { GuardError } from '../oauth/reasons.ts';
 import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { IdentityHeaderNames } from '../pipeline/identity-headers.ts';
 import type { FormReader } from '../pipeline/pipeline.ts';
-import type { ClaimHeader } from '../pipeline/route.ts';
+import type { ClaimHeader, RoutePolicy } from '../pipeline/route.ts';
 import { listenerOptions, listenerProperties, type Limits } from '../proxy/limits.ts';
 import type { Runtime } from '../runtime.ts';
 import { answerHeaders, renderFor, sendDocument } from './answer.ts';
@@ -53,8 +53,8 @@ const ORIGINAL_STATUS_HEADER = 'x-cnfguard-status';
 export const ENVOY_HEADERS_TO_REMOVE = 'x-envoy-auth-headers-to-remove';
 
 /** The identity and claim header names a verdict manages but did not set, in a stable order. */
-function unsetIdentityHeaders(set: Readonly<Record<string, string>>, names: IdentityHeaderNames, claimHeaders: readonly ClaimHeader[]): string[] {
-  const managed = new Set([...Object.values(names), ...claimHeaders.map((c) => c.header)]);
+function unsetIdentityHeaders(set: Readonly<Record<string, string>>, names: IdentityHeaderNames, claimHeaders: readonly ClaimHeader[], assertionHeader: string): string[] {
+  const managed = new Set([...Object.values(names), ...claimHeaders.map((c) => c.header), assertionHeader]);
   return [...managed].filter((name) => set[name] === undefined);
 }
 
@@ -77,15 +77,14 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       res.writeHead(404, { 'content-length': 0 }).end();
       return;
     }
-    const managed = (identity: Readonly<Record<string, string>>, names: IdentityHeaderNames, claimHeaders: readonly ClaimHeader[]): Record<string, string> => {
+    const managed = (identity: Readonly<Record<string, string>>, { headerNames: names, claimHeaders, assertionHeader }: Pick<RoutePolicy, 'headerNames' | 'claimHeaders' | 'assertionHeader'>): Record<string, string> => {
       if (original.front !== 'envoy') return { ...identity };
-      const unset = unsetIdentityHeaders(identity, names, claimHeaders);
+      const unset = unsetIdentityHeaders(identity, names, claimHeaders, assertionHeader);
       return unset.length > 0 ? { ...identity, [ENVOY_HEADERS_TO_REMOVE]: unset.join(', ') } : { ...identity };
     };
     // A public document the front did not route here: allowed as it is, with no identity (and no access line, as on the proxy listener).
     if (original.method !== undefined && original.target !== undefined && original.overTls && runtime.pipeline.publicDocument(original.method, original.target, original.hostLines?.[0]) !== undefined) {
-      const { headerNames, claimHeaders } = runtime.pipeline.routes.fallback;
-      res.writeHead(200, { ...managed({}, headerNames, claimHeaders), 'content-length': 0 }).end();
+      res.writeHead(200, { ...managed({}, runtime.pipeline.routes.fallback), 'content-length': 0 }).end();
       return;
     }
     const edge = `decision-api/${original.front}`;
@@ -114,7 +113,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       const verdict = await (span === undefined ? runtime.pipeline.evaluate(facts, EMPTY_FORM) : span.run(() => runtime.pipeline.evaluate(facts, EMPTY_FORM)));
       exchange.verdict = verdict;
       if (!verdict.decision.allow) return refuse(verdict.decision.error);
-      res.writeHead(200, { ...managed(verdict.identityHeaders ?? {}, verdict.route.headerNames, verdict.route.claimHeaders), ...answerHeaders(verdict, exchange.requestId), 'content-length': 0 });
+      res.writeHead(200, { ...managed(verdict.identityHeaders ?? {}, verdict.route), ...answerHeaders(verdict, exchange.requestId), 'content-length': 0 });
       res.end();
     } catch (err) {
       logger.error({ reqId: exchange.requestId, err }, 'decision failed');

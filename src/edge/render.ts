@@ -94,7 +94,7 @@ export interface RenderOptions extends ChallengeContext {
 
 /** The challenges for an error, in order: Bearer, then each accepted method's scheme (DPoP) in registry order. */
 export function challengesFor(err: GuardError | undefined, options: RenderOptions): string[] {
-  const extra = options.challengeParams ?? {};
+  const extra = { ...options.challengeParams, ...stepUpParams(err) };
   const methods = options.methods;
   if (methods === undefined) return [bearerChallenge(options.realm, err, extra)];
   const schemes = PROOF_METHODS.filter((method) => method.scheme !== undefined && methods.includes(method.id));
@@ -107,6 +107,13 @@ export function challengesFor(err: GuardError | undefined, options: RenderOption
     challenges.push(challenge(scheme.challenge, [], scheme.name === options.scheme ? err : undefined, method.challengeParams?.(options) ?? [], extra));
   }
   return challenges;
+}
+
+/** RFC 9470 §3: a step-up refusal's `acr_values` and `max_age`, on every challenge (not only the one carrying the error). */
+function stepUpParams(err: GuardError | undefined): Record<string, string> {
+  const stepUp = err?.stepUp;
+  if (stepUp === undefined) return {};
+  return { ...(stepUp.acrValues !== undefined && { acr_values: stepUp.acrValues }), ...(stepUp.maxAge !== undefined && { max_age: String(stepUp.maxAge) }) };
 }
 
 /**

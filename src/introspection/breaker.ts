@@ -59,7 +59,8 @@ export function withCircuitBreaker(introspect: Introspect, options: BreakerOptio
       enter('closed');
       return info;
     } catch (err) {
-      if (err instanceof GuardError && err.reason === 'introspection_unavailable') {
+      // An answer that fails its signature check (RFC 9701) is the AS failing too.
+      if (err instanceof GuardError && (err.reason === 'introspection_unavailable' || err.reason === 'introspection_unverified')) {
         failures++;
         if (probe || failures >= options.failureThreshold) {
           const asked = Math.min((err.retryAfterSeconds ?? 0) * 1000, MAX_RETRY_AFTER_MS);

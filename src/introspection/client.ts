@@ -17,11 +17,13 @@ import { Agent, request } from 'undici';
 import { GuardError } from '../oauth/reasons.ts';
 import { explainIntrospectionFailure, type IntrospectionFailure } from './explain.ts';
 import { INACTIVE, InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from './token-info.ts';
+import { SIGNED_ANSWER_TYPE, UnverifiedAnswer, type VerifySignedAnswer } from './signed-answer.ts';
 
 /**
  * Labels of `cnfguard_introspection_requests_total{outcome}`. AS calls: `active`, `inactive`,
  * `refused` (a 4xx about the token), `misconfigured` (401/403/404/405/3xx), `timeout`,
- * `network_error`, `http_error` (408, 5xx), `rate_limited` (the AS's 429), `invalid_response`.
+ * `network_error`, `http_error` (408, 5xx), `rate_limited` (the AS's 429), `invalid_response`,
+ * `unverified` (responseFormat jwt: not a valid signed answer).
  * Not sent: `circuit_open`, `over_peer_budget`, `over_total_budget`.
  */
 export type IntrospectionOutcome =
@@ -34,6 +36,7 @@ export type IntrospectionOutcome =
   | 'http_error'
   | 'rate_limited'
   | 'invalid_response'
+  | 'unverified'
   | 'circuit_open'
   | 'over_peer_budget'
   | 'over_total_budget';
@@ -58,6 +61,10 @@ export interface IntrospectionClientOptions {
   onMisconfigured?: (warning: MisconfigurationWarning) => void;
   /** Default 60 000. */
   warnIntervalMs?: number;
+  /** `responseFormat: jwt` (RFC 9701): ask for signed answers and accept nothing else. */
+  signedAnswers?: VerifySignedAnswer | undefined;
+  /** Told, with the cause, when a signed answer does not verify (an AS failure: 503, fail closed). */
+  onUnverified?: (warning: { url: string; cause: string }) => void;
   /** Milliseconds, for the warning interval; `performance.now` by default (tests pass their clock). */
   now?: () => number;
 }
@@ -131,7 +138,7 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
   });
   const headers: Record<string, string> = {
     'content-type': 'application/x-www-form-urlencoded',
-    accept: 'application/json',
+    accept: options.signedAnswers === undefined ? 'application/json' : SIGNED_ANSWER_TYPE,
   };
   if (options.authMethod === 'client_secret_basic') headers.authorization = basicAuthorization(options.clientId, options.clientSecret ?? '');
   const credentials: Record<string, string> = {};
@@ -184,6 +191,7 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
     const signal = AbortSignal.timeout(options.timeoutMs);
     let text: string;
     let statusCode: number;
+    let contentType: string | undefined;
     try {
       const response = await request(options.url, { dispatcher, method: 'POST', headers, body, signal });
       statusCode = response.statusCode;
@@ -218,6 +226,7 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
         chunks.push(chunk);
       }
       text = Buffer.concat(chunks).toString('utf8');
+      contentType = [response.headers['content-type']].flat()[0];
     } catch (err) {
       if (err instanceof GuardError) throw err;
       const timedOut = signal.aborted || (err as { name?: string }).name === 'TimeoutError' || (err as { code?: string }).code?.includes('TIMEOUT') === true;
@@ -232,8 +241,16 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
     }
     let info: TokenInfo;
     try {
-      info = tokenInfoFromAnswer(JSON.parse(text), { keepClaims: options.keepClaims === true });
+      // RFC 9701: only the verified token_introspection member is read.
+      const answer: unknown = options.signedAnswers === undefined ? JSON.parse(text) : await options.signedAnswers(text, contentType);
+      info = tokenInfoFromAnswer(answer, { keepClaims: options.keepClaims === true });
     } catch (err) {
+      if (err instanceof UnverifiedAnswer) {
+        report('unverified', started, sink);
+        failed({ kind: 'answer', detail: `unverified signed answer: ${err.message}` }, sink);
+        if (sink === undefined) options.onUnverified?.({ url: shownUrl, cause: err.message });
+        throw new GuardError('introspection_unverified', { detail: `signed introspection answer refused: ${err.message}` });
+      }
       const detail = err instanceof InvalidIntrospectionAnswer ? err.message : 'introspection answer is not JSON';
       return fail('invalid_response', started, sink, { kind: 'answer', detail }, detail);
     }

@@ -37,6 +37,8 @@ function answerOf(info: TokenInfo): Record<string, unknown> {
     ['nbf', info.nbf],
     ['iss', info.iss],
     ['cnf', info.cnf],
+    ['acr', info.acr],
+    ['auth_time', info.authTime],
   ];
   for (const [name, value] of members) if (value !== undefined) answer[name] = value;
   return answer;

@@ -22,6 +22,9 @@ const introspectionAnswer = z.looseObject({
   iss: z.string().optional(),
   jti: z.string().optional(),
   cnf: z.record(z.string(), z.unknown()).optional(),
+  // RFC 9470 §6: the user's authentication, for step-up (acr, auth_time).
+  acr: z.string().optional(),
+  auth_time: numericDate.optional(),
 });
 
 export interface TokenInfo {
@@ -37,6 +40,10 @@ export interface TokenInfo {
   readonly aud: readonly string[];
   /** Confirmation members (RFC 7800), e.g. `x5t#S256`. */
   readonly cnf: Readonly<Record<string, unknown>> | undefined;
+  /** RFC 9470: the authentication context class of the user's authentication (step-up). */
+  readonly acr: string | undefined;
+  /** RFC 9470: when the user last actively authenticated, seconds since the epoch (step-up). */
+  readonly authTime: number | undefined;
   /** The whole answer, for claim -> header mappings. */
   readonly claims: Readonly<Record<string, unknown>>;
 }
@@ -54,6 +61,8 @@ export const INACTIVE: TokenInfo = Object.freeze({
   iss: undefined,
   aud: [],
   cnf: undefined,
+  acr: undefined,
+  authTime: undefined,
   claims: Object.freeze({}),
 });
 
@@ -133,6 +142,8 @@ export function tokenInfoFromAnswer(answer: unknown, options: AnswerOptions = {}
     iss: intern(a.iss),
     aud: audienceOf(a.aud),
     cnf: confirmationOf(a.cnf),
+    acr: intern(a.acr),
+    authTime: a.auth_time,
     claims: options.keepClaims === true ? Object.freeze({ ...a }) : NO_CLAIMS,
   });
 }

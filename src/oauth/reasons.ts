@@ -35,6 +35,7 @@ export type ReasonId =
   | 'token_unbound'
   | 'cnf_unsupported'
   | 'insufficient_scope'
+  | 'step_up_required'
   | 'dpop_proof_missing'
   | 'dpop_proof_repeated'
   | 'dpop_proof_invalid'
@@ -55,6 +56,7 @@ export type ReasonId =
   | 'introspection_misconfigured'
   | 'introspection_rate_limited'
   | 'introspection_budget_exhausted'
+  | 'introspection_unverified'
   // Local JWT access tokens (RFC 9068), src/validation/jwt.ts
   | 'jwt_malformed'
   | 'jwt_signature_invalid'
@@ -112,6 +114,8 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   token_unbound: { status: 401, error: 'invalid_token', description: 'the access token is not bound to a client certificate' },
   cnf_unsupported: { status: 401, error: 'invalid_token', description: 'the access token is bound by a confirmation method this server cannot verify' },
   insufficient_scope: { status: 403, error: 'insufficient_scope', description: 'the access token lacks a required scope' },
+  // RFC 9470 §3: the token is good, the user's authentication is not strong or recent enough.
+  step_up_required: { status: 401, error: 'insufficient_user_authentication', description: 'a stronger or more recent user authentication is required' },
   // RFC 9449 §7.1: a bad proof is invalid_dpop_proof; a proof of another key than cnf.jkt names is invalid_token.
   dpop_proof_missing: { status: 401, error: 'invalid_dpop_proof', description: 'a DPoP proof is required' },
   dpop_proof_repeated: { status: 401, error: 'invalid_dpop_proof', description: 'exactly one DPoP proof is required' },
@@ -135,6 +139,8 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   // Too many new tokens to check (cache misses), from this peer or in total: the AS is not called.
   introspection_rate_limited: { status: 429, description: 'too many new access tokens from this client; retry later' },
   introspection_budget_exhausted: { status: 503, description: 'too many new access tokens to check; retry later' },
+  // RFC 9701: introspection.responseFormat jwt, and the answer was not a valid signed one (an AS failure, fail closed).
+  introspection_unverified: { status: 503, description: 'the authorization server is unavailable' },
   // Local JWT access tokens (RFC 9068 §4: every failure is invalid_token; an unreachable JWKS fails closed).
   jwt_malformed: { status: 401, error: 'invalid_token', description: 'the access token is not a well-formed signed JWT' },
   jwt_signature_invalid: { status: 401, error: 'invalid_token', description: 'the access token signature is invalid' },
@@ -169,6 +175,8 @@ export interface GuardErrorOverrides {
   dpopNonce?: string;
   /** Log-only, at debug: the thumbprints a binding check compared (public values, never a key or token). */
   evidence?: BindingEvidence;
+  /** RFC 9470 §3: `acr_values` and `max_age` for every challenge of the route (step_up_required). */
+  stepUp?: StepUpChallenge;
 }
 
 /** What a binding check compared: the token's `cnf` member, its bound value, and what the request presented. */
@@ -178,6 +186,12 @@ export interface BindingEvidence {
   readonly presented: string | undefined;
   /** The token's `cnf` value for the member. */
   readonly bound: string | undefined;
+}
+
+/** The step-up requirement as challenge parameters: acr_values space-separated in preference order, max_age in seconds. */
+export interface StepUpChallenge {
+  readonly acrValues?: string;
+  readonly maxAge?: number;
 }
 
 export class GuardError extends Error {
@@ -190,6 +204,7 @@ export class GuardError extends Error {
   readonly retryAfterSeconds: number | undefined;
   readonly dpopNonce: string | undefined;
   readonly evidence: BindingEvidence | undefined;
+  readonly stepUp: StepUpChallenge | undefined;
 
   constructor(reason: ReasonId, overrides: GuardErrorOverrides = {}) {
     const spec = REASONS[reason];
@@ -209,5 +224,6 @@ export class GuardError extends Error {
     this.retryAfterSeconds = overrides.retryAfterSeconds;
     this.dpopNonce = overrides.dpopNonce;
     this.evidence = overrides.evidence;
+    this.stepUp = overrides.stepUp;
   }
 }

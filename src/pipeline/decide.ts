@@ -10,6 +10,7 @@ import { methodOfScheme, SCHEME_CNF_MEMBERS, type Proof, type ProofMethodId, typ
 import { checkBinding, verifiersFor, type BindingFailure, type ConfirmationVerifier } from './binding.ts';
 import type { ClientCertificate } from './client-cert.ts';
 import type { RoutePolicy } from './route.ts';
+import { stepUpFailure } from './step-up.ts';
 import type { TokenScheme } from './token.ts';
 
 export interface DecisionInput {
@@ -140,6 +141,13 @@ export function decide(input: DecisionInput): Decision {
     if (missing.length > 0) {
       return { allow: false, error: new GuardError('insufficient_scope', { scope: policy.scopes.join(' '), detail: `missing ${missing.join(' ')}` }) };
     }
+  }
+  // RFC 9470 step-up, last: a token must be valid, bound and scoped before it learns the requirement.
+  const stepUp = policy.stepUp === undefined ? undefined : stepUpFailure(token, policy.stepUp, now);
+  if (stepUp !== undefined) {
+    if (policy.binding !== 'report-only') return { allow: false, error: stepUp };
+    reason = 'report_only';
+    wouldDeny ??= stepUp;
   }
   return { allow: true, reason, identity, ...(wouldDeny !== undefined && { wouldDeny }), ...(verifiedBy !== undefined && { verifiedBy }) };
 }

@@ -14,13 +14,15 @@
  *   7. validation   introspection or a local JWT, cached (per route)     validator.ts, introspection/cache.ts
  *   8. decision     activity, expiry, issuer, audience, binding, scopes   decide.ts, binding.ts
  *   9. form body    read only when the token would be allowed: no token in it
- *  10. verdict      route, decision, target and body to forward, and the identity headers,
- *                   computed once; the edge applies it                    identity-headers.ts
+ *  10. verdict      route, decision, target and body to forward, and the identity headers
+ *                   (with the signed assertion where the route has one), computed once; the
+ *                   edge applies it                      identity-headers.ts, assertion/issuer.ts
  *
  * Each step reports its outcome to an optional {@link PipelineObserver} (observer.ts; `cnfguard
  * explain`); a new step reports itself the same way. Absent at the edges: one undefined check.
  */
 import { WELL_KNOWN_PREFIX, type MetadataDirectory } from './metadata.ts';
+import type { AssertionIssuer } from '../assertion/issuer.ts';
 import { GuardError } from '../oauth/reasons.ts';
 import type { DpopDeps } from '../proof/dpop.ts';
 import { expectedHtu } from '../proof/htu.ts';
@@ -127,6 +129,8 @@ export interface PipelineDependencies {
   dpop: DpopDeps;
   /** RFC 9728 documents, served to anyone before any check. */
   metadata: MetadataDirectory;
+  /** With `assertion`: signs the identity for the upstream (verdict step), and the JWKS published at {@link ASSERTION_JWKS_PATH}. */
+  assertions?: { issuer: AssertionIssuer; jwks: () => string } | undefined;
   /** Milliseconds since the epoch. */
   now: () => number;
 }
@@ -138,6 +142,9 @@ export interface Pipeline {
   evaluate(facts: RequestFacts, readForm: FormReader, observer?: PipelineObserver): Promise<Verdict>;
   readonly routes: RouteTable;
 }
+
+/** Where the proxy listener publishes the assertion keys (a public document, like RFC 9728 metadata). */
+export const ASSERTION_JWKS_PATH = '/.well-known/cnfguard/jwks.json';
 
 /** One Host line, a host name or IP literal with an optional port: anything else could route one way and be read another. */
 const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?)(?::\d{1,5})?$/;
@@ -158,12 +165,13 @@ const FORM_REFUSALS = {
   aborted: () => new GuardError('client_aborted', { detail: 'the client went away while sending the form body' }),
 } as const;
 
-export function createPipeline({ routes, validator, dpop, now, limits, metadata }: PipelineDependencies): Pipeline {
+export function createPipeline({ routes, validator, dpop, now, limits, metadata, assertions }: PipelineDependencies): Pipeline {
   /** What each proof method's check needs, by method id. */
   const proofDeps = { dpop };
   function publicDocument(method: string | undefined, target: string, host: string | undefined): string | undefined {
-    if ((method !== 'GET' && method !== 'HEAD') || !target.startsWith(WELL_KNOWN_PREFIX)) return undefined;
-    return metadata.lookup(hostName(host), pathOf(target));
+    if ((method !== 'GET' && method !== 'HEAD') || !target.startsWith('/.well-known/')) return undefined;
+    if (target.startsWith(WELL_KNOWN_PREFIX)) return metadata.lookup(hostName(host), pathOf(target));
+    return assertions !== undefined && pathOf(target) === ASSERTION_JWKS_PATH ? assertions.jwks() : undefined;
   }
 
   async function evaluate(facts: RequestFacts, readForm: FormReader, observer?: PipelineObserver): Promise<Verdict> {
@@ -239,7 +247,13 @@ export function createPipeline({ routes, validator, dpop, now, limits, metadata 
       step = 'decision';
       const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000, scheme, proof, proofFailure });
       observer?.step(step, decision.allow ? (decision.wouldDeny === undefined ? 'passed' : 'reported') : 'refused', decision.allow ? { allowed: decision.reason, verifiedBy: decision.verifiedBy, wouldDeny: decision.wouldDeny?.reason } : { reason: decision.error.reason, detail: decision.error.detail });
-      const identityHeaders = decision.allow ? identityHeadersOf(decision, route) : undefined;
+      let identityHeaders = decision.allow ? identityHeadersOf(decision, route) : undefined;
+      // The signed identity (assertion/issuer.ts), beside the plain headers, so every edge and the decision API carry it.
+      if (decision.allow && route.assertion !== undefined && assertions !== undefined) {
+        const assertion = assertions.issuer.issue(info, route, decision.verifiedBy);
+        observer?.step('assertion', 'passed', { header: assertions.issuer.header, issued: assertion !== undefined });
+        if (assertion !== undefined) identityHeaders = { ...identityHeaders, [assertions.issuer.header]: assertion };
+      }
       const verdict = (body: BodyPlan): Verdict => ({ route, target, host, decision, body, closeConnection: false, source, scheme, clientId, ...(dpopNonce !== undefined && { dpopNonce }), ...(identityHeaders !== undefined && { identityHeaders }) });
       if (!decision.allow || !body.form) return verdict(decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' });
       step = 'form body';

@@ -65,6 +65,35 @@ export interface RoutePolicy {
   readonly advertiseMethods: boolean;
   /** `dpop.algorithms`, advertised as the DPoP challenge's `algs`. */
   readonly dpopAlgorithms: readonly string[];
+  /** RFC 9470 step-up: the user authentication required; undefined: none. */
+  readonly stepUp: StepUpPolicy | undefined;
+  /** The signed identity assertion on this route (its aud and lifetime); undefined: none. */
+  readonly assertion: RouteAssertion | undefined;
+  /** `assertion.header`: set on this route when it has an assertion, a client's copy removed on every route. */
+  readonly assertionHeader: string;
+}
+
+/** The assertion header's default name (`assertion.header`). */
+export const ASSERTION_HEADER = 'x-auth-assertion';
+
+/** RFC 9470: the acr values accepted (in preference order) and the greatest age of the user's authentication. */
+export interface StepUpPolicy {
+  readonly acrValues?: readonly string[] | undefined;
+  readonly maxAgeSeconds?: number | undefined;
+  readonly clockSkewSeconds: number;
+}
+
+export interface RouteAssertion {
+  readonly audience: string;
+  readonly lifetimeSeconds: number;
+}
+
+/** A route's assertion: the top level's, off with `assertion: false`, or with its own audience and lifetime; aud defaults to the upstream's origin. */
+function assertionOf(settings: Settings, route: Partial<Settings['routes'][number]>, upstream: URL): RouteAssertion | undefined {
+  const top = settings.assertion;
+  const own = route.assertion;
+  if (top === undefined || own === false) return undefined;
+  return Object.freeze({ audience: own?.audience ?? top.audience ?? upstream.origin, lifetimeSeconds: own?.lifetimeSeconds ?? top.lifetimeSeconds });
 }
 
 export interface RouteTable {
@@ -107,11 +136,13 @@ export function compileRoutes(settings: Settings): RouteTable {
   };
   const build = (id: string, route: Partial<Settings['routes'][number]>): RoutePolicy => {
     const resource = route.resource ?? base.resource;
+    const upstream = new URL(route.upstream ?? base.upstream);
+    const stepUp = route.stepUp ?? settings.stepUp;
     return Object.freeze({
       id,
       host: route.host,
       pathPrefix: route.pathPrefix,
-      upstream: new URL(route.upstream ?? base.upstream),
+      upstream,
       upstreamTimeoutMs: route.upstreamTimeoutMs ?? base.upstreamTimeoutMs,
       upstreamHttp2: route.upstreamHttp2 ?? base.upstreamHttp2,
       maxBodyBytes: route.maxBodyBytes ?? base.maxBodyBytes,
@@ -131,11 +162,15 @@ export function compileRoutes(settings: Settings): RouteTable {
       publicOrigin: route.publicOrigin ?? settings.publicOrigin,
       advertiseMethods: settings.errors.advertiseMethods,
       dpopAlgorithms: Object.freeze([...settings.dpop.algorithms]),
+      stepUp: stepUp === undefined ? undefined : Object.freeze({ ...stepUp, ...(stepUp.acrValues !== undefined && { acrValues: Object.freeze([...stepUp.acrValues]) }) }),
+      assertion: assertionOf(settings, route, upstream),
+      assertionHeader: settings.assertion?.header ?? ASSERTION_HEADER,
     });
   };
   const routes = settings.routes.map((route, index) => build(route.name ?? `routes[${index}]`, route));
   const fallback = build('default', {});
-  const managed = new Set<string>();
+  // The assertion header is never a client's to send, on any route, with or without `assertion`.
+  const managed = new Set<string>([settings.assertion?.header ?? ASSERTION_HEADER]);
   for (const route of [...routes, fallback]) {
     for (const name of Object.values(route.headerNames)) managed.add(name);
     for (const claim of route.claimHeaders) managed.add(claim.header);

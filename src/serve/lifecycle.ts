@@ -65,6 +65,8 @@ export interface LifecycleParts {
   watchCertificates: boolean;
   /** Extra fields of the `cnfguard started` line. */
   startedFields: Record<string, unknown>;
+  /** A reloaded config was accepted: what follows its files (the assertion key), before the runtime is rebuilt. */
+  onConfig?: (next: LoadedConfig) => void;
 }
 
 /**
@@ -192,6 +194,7 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
     if (config.sharedState !== undefined && next.sharedState !== undefined && !config.sharedState.secret.equals(next.sharedState.secret) && !restartRequired.includes('sharedState'))
       restartRequired.push('sharedState');
     if (restartRequired.length > 0) logger.warn({ keys: restartRequired }, 'changed settings take effect after a restart');
+    parts.onConfig?.(next);
     state.runtime = buildRuntime(effective, { ...parts.runtimeDeps, previous: state.runtime });
     certificateSource.updateTrustedProxies(effective.trustedProxies);
     applyLiveLimits(server, effective.limits);

@@ -61,9 +61,11 @@ export interface ListenerParts {
   status?: () => Promise<Record<string, unknown>>;
   /** With `tracing`: where the tracer is once loaded (observe/tracing.ts). */
   tracing?: TracingSlot | undefined;
+  /** With `assertion`: the assertion keys' JWKS, served at the admin listener's /jwks.json. */
+  jwks?: () => string | undefined;
 }
 
-export function createListeners({ config, state, logger, metrics, now, admin, details, status, tracing }: ListenerParts): Listeners {
+export function createListeners({ config, state, logger, metrics, now, admin, details, status, tracing, jwks }: ListenerParts): Listeners {
   const { settings } = config;
   const upgraded = new Set<Duplex>();
   const forwarder = createForwarder();
@@ -90,6 +92,7 @@ export function createListeners({ config, state, logger, metrics, now, admin, de
     : createAdminServer(metrics.registry, {
         ready: () => state.ready,
         details,
+        ...(jwks !== undefined && { jwks }),
         upstream: createUpstreamCheck({ upstream: () => state.current.upstream, ...settings.admin.upstreamCheck }),
         status,
         config: () => effectiveConfigYaml({ settings: state.current }),

@@ -6,7 +6,7 @@
  * each field is compared with the one expected answer. A failure names edge, row, field, expected
  * and actual. No cell is excused: a drift between edges fails the test.
  */
-import { X509Certificate } from 'node:crypto';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { calculateJwkThumbprint, exportJWK, type JWK } from 'jose';
@@ -18,7 +18,8 @@ import { loadConfigFile } from '../../src/config/load.ts';
 import { createLogger } from '../../src/log.ts';
 import { sha256, subjectAltNames, subjectRfc4514, thumbprintS256 } from '../../src/tls/certificates.ts';
 import { configureFrontClaims, EDGES, FRONT_ADDRESS, NotSendable, send, stallHeaders, startRecipeNginx, type EdgeId, type EdgeTargets } from '../fixtures/edge-clients.ts';
-import { actualFields, DECISION_EDGES, expectedFields } from '../fixtures/edge-contract-fields.ts';
+import { actualFields, DECISION_EDGES, expectedFields, useAssertionJwks } from '../fixtures/edge-contract-fields.ts';
+import { ASSERTION_ISSUER, STEP_UP, stepUpAnswers } from '../fixtures/edge-contract-trust-rows.ts';
 import { HEADER_COUNT, URL_BYTES, IDENTITY_HEADERS, ORIGIN, ROUTE_METHODS, ROUTE_PREFIX, ROWS, type Env, type Row } from '../fixtures/edge-contract-rows.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
 import type { Nginx } from '../fixtures/nginx.ts';
@@ -134,7 +135,10 @@ beforeAll(async () => {
   const client1 = { thumbprint: thumbprintS256(x509.raw), xfcc: [`Hash=${sha256(x509.raw).toString('hex')}`, `Subject="${subjectRfc4514(x509)}"`, ...sans.uri.map((u) => `URI=${u}`), ...sans.dns.map((n) => `DNS=${n}`)].join(';') };
   const exp = Math.floor(Date.now() / 1000) + 3600;
   const answer = (sub: string, clientId: string, extra: Record<string, unknown>) => ({ active: true, sub, client_id: clientId, scope: 'read', exp, ...extra });
-  const tokens = { bound: 'tok-bound', unbound: 'tok-unbound', dpop: 'tok-dpop', dpopOther: 'tok-dpop-other', both: 'tok-both', unknown: 'tok-unknown', expired: 'tok-expired', cnfUnknown: 'tok-cnf-unknown' };
+  const tokens = {
+    ...{ bound: 'tok-bound', unbound: 'tok-unbound', dpop: 'tok-dpop', dpopOther: 'tok-dpop-other', both: 'tok-both', unknown: 'tok-unknown', expired: 'tok-expired', cnfUnknown: 'tok-cnf-unknown' },
+    ...{ stepUpMet: 'tok-stepup-met', stepUpNoAcr: 'tok-stepup-no-acr', stepUpWrongAcr: 'tok-stepup-wrong-acr', stepUpStale: 'tok-stepup-stale', stepUpNoAuthTime: 'tok-stepup-no-auth-time', stepUpDpop: 'tok-stepup-dpop' },
+  };
   stub.answers.set(tokens.expired, answer('alice', 'app', { cnf: { 'x5t#S256': client1.thumbprint }, exp: exp - 7200 }));
   stub.answers.set(tokens.cnfUnknown, answer('alice', 'app', { cnf: { 'x5t#S256': client1.thumbprint, 'x5t#S512': 'AAAA' } }));
   stub.answers.set(tokens.bound, answer('alice', 'app', { cnf: { 'x5t#S256': client1.thumbprint }, tenant_id: 'acme' }));
@@ -150,7 +154,13 @@ beforeAll(async () => {
   };
   const routes = Object.entries(ROUTE_PREFIX)
     .filter(([name]) => name !== 'default')
-    .map(([name, pathPrefix]) => ({ name, pathPrefix, methods: ROUTE_METHODS[name], ...(name === 'optional' && { binding: 'optional' }), ...(name === 'report' && { binding: 'report-only' }), ...(name === 'admin' && { scopes: ['admin'] }) }));
+    .map(([name, pathPrefix]) => ({
+      ...{ name, pathPrefix, methods: ROUTE_METHODS[name], ...(name === 'optional' && { binding: 'optional', assertion: false }), ...(name === 'report' && { binding: 'report-only' }), ...(name === 'admin' && { scopes: ['admin'] }) },
+      ...(STEP_UP[name] !== undefined && { stepUp: STEP_UP[name] }),
+    }));
+  // The signed assertion on every route but `optional` (assertion: false).
+  const assertionKey = join(d.pki.dir, 'assertion.key');
+  await writeFile(assertionKey, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
   const config = baseConfig(d.pki, d.as, d.upstream, {
     listen: { host: '127.0.0.1', port: 0, http2: true },
     introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 1500, probeAtStartup: false, circuitBreaker: { failureThreshold: 100_000 }, budget: { perPeerPerSecond: 0, totalPerSecond: 0 } },
@@ -166,6 +176,7 @@ beforeAll(async () => {
       { cidrs: [`${FRONT_ADDRESS.traefik}/32`], header: 'x-forwarded-tls-client-cert', format: 'base64-der' },
     ],
     decisionApi: { host: '127.0.0.1', port: 0 },
+    assertion: { keyFile: assertionKey, issuer: ASSERTION_ISSUER },
     routes,
   });
   const configFile = join(d.pki.dir, 'edge-contract.yaml');
@@ -173,8 +184,9 @@ beforeAll(async () => {
   logs = new LogCapture();
   app = createApp(loadConfigFile(configFile, process.env), { logger: createLogger('info', logs.stream), defaultMetrics: false, now: () => Date.now() + skew });
   const started = await app.start();
-  configureFrontClaims(['x-tenant']);
-  nginx = await startRecipeNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: started.decisionUrl as string, upstreamUrl: d.upstream.url, claimHeaders: ['x-tenant'] });
+  // The assertion header is copied by each front like a claim header (docs/signed-trust.md).
+  configureFrontClaims(['x-tenant', 'x-auth-assertion']);
+  nginx = await startRecipeNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: started.decisionUrl as string, upstreamUrl: d.upstream.url, claimHeaders: ['x-tenant', 'x-auth-assertion'] });
   targets = { ca: d.pki.certs.ca.cert, proxyPort: started.port, decisionPort: started.decisionPort as number, nginxPort: nginx?.port ?? 0 };
   // The clock moved 1 s into a nonce period, its nonce taken, then moved one period on: that nonce
   // is now the previous one (accepted, with a fresh DPoP-Nonce), and the run has ~5 minutes before
@@ -187,7 +199,14 @@ beforeAll(async () => {
   skew = rotation - (Date.now() % rotation) + 1000;
   const previous = await nonceNow();
   skew += rotation;
-  env = { tokens, key, nonces: { previous, current: await nonceNow() }, client1, jkt, freshToken };
+  // Step-up answers on the guard's clock (skew set); the assertion keys as an upstream fetches them.
+  const stepUpBase = answer('alice', 'app', { cnf: { 'x5t#S256': client1.thumbprint }, tenant_id: 'acme' });
+  const stepUpDpopBase = answer('carol', 'dpop-app', { cnf: { jkt }, token_type: 'DPoP' });
+  for (const [token, stepUpAnswer] of stepUpAnswers(tokens, stepUpBase, stepUpDpopBase, Math.floor((Date.now() + skew) / 1000))) stub.answers.set(token, stepUpAnswer);
+  const jwks = (await (await fetch(`${started.adminUrl}/jwks.json`)).json()) as { keys: { kid: string }[] };
+  useAssertionJwks(jwks);
+  const assertion = { aud: new URL(d.upstream.url).origin, kid: jwks.keys[0]?.kid ?? '(none published)' };
+  env = { tokens, key, nonces: { previous, current: await nonceNow() }, client1, jkt, freshToken, assertion };
   expect(env.nonces.current).not.toBe(previous);
   stalls = runStalls();
   table = runTable();

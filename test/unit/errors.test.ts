@@ -193,6 +193,7 @@ describe('REASONS', () => {
       'introspection_misconfigured',
       'introspection_rate_limited',
       'introspection_unavailable',
+      'introspection_unverified',
       'jwks_unavailable',
       'request_timeout',
       'server_busy',

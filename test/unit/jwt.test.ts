@@ -67,6 +67,13 @@ describe('JWT verifier', () => {
     expect(info).toMatchObject({ active: true, subject: 'sub1', clientId: 'app', scope: 'read', iss: ISS, aud: [AUD], cnf: { 'x5t#S256': 'abc' }, exp: NOW / 1000 + 300 });
   });
 
+  it('keeps acr and auth_time (RFC 9470 step-up, RFC 9068 §2.2.1) without claim mappings', async () => {
+    const { verify } = setup(() => [jwk1]);
+    const info = await verify(await sign({ acr: 'urn:example:mfa', auth_time: NOW / 1000 - 60 }));
+    expect({ acr: info.acr, authTime: info.authTime }).toEqual({ acr: 'urn:example:mfa', authTime: NOW / 1000 - 60 });
+    expect(await reasonOf(verify(await sign({ auth_time: 'recently' })))).toBe('jwt_claims_invalid');
+  });
+
   it('accepts application/at+jwt in any case', async () => {
     const { verify } = setup(() => [jwk1]);
     await expect(verify(await sign({}, { typ: 'Application/AT+JWT' }))).resolves.toMatchObject({ active: true });

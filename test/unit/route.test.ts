@@ -173,7 +173,8 @@ describe('compileRoutes', () => {
   it('lists every header any route sets as managed, so each is stripped on every route', () => {
     const routes = table([{ pathPrefix: '/b', headers: { subject: 'x-b-user' }, claimHeaders: { 'x-b': 'claims.b' } }], { claimHeaders: { 'x-tenant': 'claims.tenant' } });
     expect([...routes.managedHeaders].sort()).toEqual(
-      ['x-auth-binding', 'x-auth-cert-thumbprint', 'x-auth-client-id', 'x-auth-dpop-jkt', 'x-auth-scope', 'x-auth-subject', 'x-b', 'x-b-user', 'x-forwarded-client-cert', 'x-tenant'].sort(),
+      // x-auth-assertion: the signed assertion's header, stripped whether or not `assertion` is set.
+      ['x-auth-assertion', 'x-auth-binding', 'x-auth-cert-thumbprint', 'x-auth-client-id', 'x-auth-dpop-jkt', 'x-auth-scope', 'x-auth-subject', 'x-b', 'x-b-user', 'x-forwarded-client-cert', 'x-tenant'].sort(),
     );
   });
 
