@@ -7,7 +7,6 @@ import type { LoadedConfig } from '../config/load.ts';
 import { mapsClaims } from '../config/reload-table.ts';
 import type { TokenIntrospector } from '../introspection/cache.ts';
 import type { Logger } from '../log.ts';
-import { traced, type TracingSlot } from '../observe/tracing.ts';
 import { createAnswerCache } from '../introspection/answer-cache.ts';
 import { createJwtVerifier } from '../validation/jwt.ts';
 import type { JwksDirectory } from './jwks.ts';

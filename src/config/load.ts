@@ -9,7 +9,7 @@ import { dirname, resolve } from 'node:path';
 import { configWarnings, listenerClashes } from './checks.ts';
 import { FILE_KEYS, filePathsOf, readAssertionKey, readIntrospectionFiles, readSharedStateFiles, readTlsMaterial, resolveFilePaths, type IntrospectionMaterial, type SharedStateMaterial, type TlsMaterial } from './files.ts';
 import { humanProblems, type EmptyVariables } from './messages.ts';
-import { ConfigError, formatPath, type ConfigProblem } from './problems.ts';
+import { ConfigError, type ConfigProblem } from './problems.ts';
 import { configSchema, type Settings } from './schema.ts';
 import { parseConfigText, type Environment } from './yaml.ts';
 import { shadowedRoutes } from '../routing/match.ts';
