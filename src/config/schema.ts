@@ -9,6 +9,7 @@ import { FORWARDED_CERTIFICATE_FORMATS } from '../tls/forwarded-certificate.ts';
 import { parseCidrList } from '../tls/peers.ts';
 import { JWT_ALGORITHMS } from '../validation/names.ts';
 import { defaultRoutePolicyFields, dpopSchema, routeSchema } from './route-policy.ts';
+import { httpsigSchema } from './httpsig-schema.ts';
 import { filePath, flag, fromText, headerName, httpUrl, identityHeadersSchema, missingCertificateSchema, number, port, positiveInt } from './schema-fields.ts';
 
 export { BINDING_MODES, type BindingMode } from './schema-fields.ts';
@@ -168,6 +169,7 @@ export const configSchema = z.strictObject({
   cnf: z.strictObject({ unknownMethods: z.enum(['reject', 'ignore']).default('reject') }).prefault({}),
   /** Used by routes whose methods include dpop. */
   dpop: dpopSchema,
+  httpsig: httpsigSchema,
   errors: z
     .strictObject({
       realm: z.string().min(1).default('cnfguard'),

@@ -19,7 +19,7 @@ export function renderFor(err: GuardError, realm: string, verdict: Pick<Verdict,
   return renderError(err, {
     realm,
     ...(metadata !== undefined && { challengeParams: { resource_metadata: metadata } }),
-    ...(route !== undefined && { methods: route.methods, advertiseMethods: route.advertiseMethods, dpopAlgorithms: route.dpopAlgorithms, scheme: verdict?.scheme }),
+    ...(route !== undefined && { methods: route.methods, advertiseMethods: route.advertiseMethods, dpopAlgorithms: route.dpopAlgorithms, httpsigComponents: route.httpsigComponents, scheme: verdict?.scheme }),
   });
 }
 

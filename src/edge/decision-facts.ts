@@ -73,6 +73,13 @@ function clientHeaderCount(req: IncomingMessage, front: DecisionFront, certifica
   return count;
 }
 
+/** Whether the client's request had a body: its Content-Length (unless the front's own line), Transfer-Encoding or Content-Digest says so. */
+function withheldBody(req: IncomingMessage, front: DecisionFront): boolean {
+  const h = req.headersDistinct;
+  const lengths = (h['content-length'] ?? []).slice(FRONT_HEADERS[front].has('content-length') ? 1 : 0);
+  return lengths.some((length) => length.trim() !== '0') || h['transfer-encoding'] !== undefined || h['content-digest'] !== undefined;
+}
+
 /** The original request's facts; the check request carries no body, so neither does the original here. */
 export function decisionFacts(req: IncomingMessage, original: Original & { method: string; target: string }, certificates: CertificateSource): RequestFacts {
   const peer = req.socket.remoteAddress;
@@ -93,6 +100,11 @@ export function decisionFacts(req: IncomingMessage, original: Original & { metho
     authorization: req.headersDistinct.authorization,
     // The front passes the client's headers on: the DPoP proof among them.
     dpop: req.headersDistinct.dpop,
+    // And every field an HTTP message signature covers (Content-Digest, Signature, Signature-Input).
+    fieldLines: (name) => req.headersDistinct[name],
+    // The check request has no body: a client's one (said by its length, its chunking or its
+    // digest) stays with the front, so a signature over it cannot be checked here.
+    bodyWithheld: withheldBody(req, original.front),
     peer,
     certificate,
     certificateError,

@@ -65,6 +65,8 @@ export interface RoutePolicy {
   readonly advertiseMethods: boolean;
   /** `dpop.algorithms`, advertised as the DPoP challenge's `algs`. */
   readonly dpopAlgorithms: readonly string[];
+  /** `httpsig.requiredComponents`, for the route's `Accept-Signature`. */
+  readonly httpsigComponents: readonly string[];
 }
 
 export interface RouteTable {
@@ -131,6 +133,7 @@ export function compileRoutes(settings: Settings): RouteTable {
       publicOrigin: route.publicOrigin ?? settings.publicOrigin,
       advertiseMethods: settings.errors.advertiseMethods,
       dpopAlgorithms: Object.freeze([...settings.dpop.algorithms]),
+      httpsigComponents: Object.freeze([...settings.httpsig.requiredComponents]),
     });
   };
   const routes = settings.routes.map((route, index) => build(route.name ?? `routes[${index}]`, route));
