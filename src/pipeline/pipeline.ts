@@ -245,7 +245,7 @@ export function createPipeline({ routes, validator, dpop, httpsig, now, limits, 
           lines: (name: string) => (name === 'dpop' ? facts.dpop : name === 'authorization' ? facts.authorization : facts.fieldLines?.(name)),
           method: facts.method,
           uri: expectedHtu(route.publicOrigin, host, received),
-          targetUri: `${route.publicOrigin ?? `https://${host}`}${received}`,
+          targetUri: `${route.publicOrigin ?? `https://${host}`}${received}${shape.target.query}`,
           body: requestBody,
           accessToken: token,
         };
