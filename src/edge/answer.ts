@@ -86,5 +86,8 @@ export function sendGrpcRefusal(res: Http2ServerResponse, err: GuardError, rende
   if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
   const nonce = rendered.headers[DPOP_NONCE_HEADER];
   if (nonce !== undefined) headers[DPOP_NONCE_HEADER] = nonce;
+  // httpsig: what a signature must cover (RFC 9421 §5.1), as gRPC metadata beside the challenge.
+  const acceptSignature = rendered.headers['accept-signature'];
+  if (acceptSignature !== undefined) headers['accept-signature'] = acceptSignature;
   res.stream.respond(headers, { endStream: true });
 }

@@ -19,13 +19,17 @@ import { createLogger } from '../../src/log.ts';
 import { sha256, subjectAltNames, subjectRfc4514, thumbprintS256 } from '../../src/tls/certificates.ts';
 import { configureFrontClaims, EDGES, FRONT_ADDRESS, NotSendable, send, stallHeaders, startRecipeNginx, type EdgeId, type EdgeTargets } from '../fixtures/edge-clients.ts';
 import { actualFields, DECISION_EDGES, expectedFields } from '../fixtures/edge-contract-fields.ts';
-import { HEADER_COUNT, URL_BYTES, IDENTITY_HEADERS, ORIGIN, ROUTE_METHODS, ROUTE_PREFIX, ROWS, type Env, type Row } from '../fixtures/edge-contract-rows.ts';
+import { HEADER_COUNT, URL_BYTES, IDENTITY_HEADERS, ORIGIN, ROUTE_METHODS, ROUTE_PREFIX, ROWS as CORE_ROWS, type Env, type Row } from '../fixtures/edge-contract-rows.ts';
+import { HTTPSIG_ROWS, httpsigEnv } from '../fixtures/edge-contract-httpsig-rows.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
 import type { Nginx } from '../fixtures/nginx.ts';
 import { baseConfig, LogCapture, startDeployment, type Deployment } from '../fixtures/stack.ts';
 import { waitFor } from '../fixtures/wait.ts';
 
 const STALL_WAIT_MS = 8000;
+const ROWS: readonly Row[] = [...CORE_ROWS, ...HTTPSIG_ROWS];
+/** Routes under `binding: report-only`. */
+const REPORT_ROUTES: readonly string[] = ['report', 'sigreport'];
 
 let d: Deployment;
 let stub: IntrospectionStub;
@@ -142,6 +146,12 @@ beforeAll(async () => {
   stub.answers.set(tokens.dpop, answer('carol', 'dpop-app', { cnf: { jkt }, token_type: 'DPoP', tenant_id: 'globex' }));
   stub.answers.set(tokens.dpopOther, answer('carol', 'dpop-app', { cnf: { jkt: otherJkt }, token_type: 'DPoP' }));
   stub.answers.set(tokens.both, answer('dave', 'both-app', { cnf: { 'x5t#S256': client1.thumbprint, jkt }, token_type: 'DPoP', tenant_id: 'acme' }));
+  const sig = httpsigEnv(() => (Date.now() + skew) / 1000);
+  const sigAnswer = (cnf: Record<string, unknown>) => answer('sig-user', 'sig-app', { cnf, token_type: 'httpsig' });
+  stub.answers.set(sig.tokens.ed25519, sigAnswer(sig.keys.ed25519.cnf));
+  stub.answers.set(sig.tokens.es256, sigAnswer(sig.keys.es256.cnf));
+  stub.answers.set(sig.tokens.htsk, sigAnswer(sig.keys.htsk.cnf));
+  stub.answers.set(sig.tokens.withCert, answer('sig-user', 'sig-app', { cnf: { 'x5t#S256': client1.thumbprint, ...sig.keys.ed25519.cnf } }));
   let fresh = 0;
   const freshToken = async () => {
     const token = `tok-fresh-${++fresh}`;
@@ -150,7 +160,7 @@ beforeAll(async () => {
   };
   const routes = Object.entries(ROUTE_PREFIX)
     .filter(([name]) => name !== 'default')
-    .map(([name, pathPrefix]) => ({ name, pathPrefix, methods: ROUTE_METHODS[name], ...(name === 'optional' && { binding: 'optional' }), ...(name === 'report' && { binding: 'report-only' }), ...(name === 'admin' && { scopes: ['admin'] }) }));
+    .map(([name, pathPrefix]) => ({ name, pathPrefix, methods: ROUTE_METHODS[name], ...(name === 'optional' && { binding: 'optional' }), ...(REPORT_ROUTES.includes(name) && { binding: 'report-only' }), ...(name === 'admin' && { scopes: ['admin'] }) }));
   const config = baseConfig(d.pki, d.as, d.upstream, {
     listen: { host: '127.0.0.1', port: 0, http2: true },
     introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 1500, probeAtStartup: false, circuitBreaker: { failureThreshold: 100_000 }, budget: { perPeerPerSecond: 0, totalPerSecond: 0 } },
@@ -187,7 +197,7 @@ beforeAll(async () => {
   skew = rotation - (Date.now() % rotation) + 1000;
   const previous = await nonceNow();
   skew += rotation;
-  env = { tokens, key, nonces: { previous, current: await nonceNow() }, client1, jkt, freshToken };
+  env = { tokens, key, nonces: { previous, current: await nonceNow() }, client1, jkt, httpsig: sig, freshToken };
   expect(env.nonces.current).not.toBe(previous);
   stalls = runStalls();
   table = runTable();
