@@ -10,7 +10,7 @@
  * built: it does not verify). Neither carries field values.
  */
 import { createHash, timingSafeEqual, verify as cryptoVerify, constants, type KeyObject } from 'node:crypto';
-import { parseDictionary, serializeInnerList, serializeItem, type Parameters } from 'structured-headers';
+import { parseDictionary, serializeInnerList, serializeItem, Token, type BareItem, type Parameters } from 'structured-headers';
 
 /** A field that does not parse as the RFC 9651 structured field it must be. */
 export class SignatureSyntaxError extends Error {
@@ -78,10 +78,50 @@ export function signatureEntries(inputLines: readonly string[] | undefined, sign
     if (signature === undefined) throw new SignatureBaseError('a Signature-Input label has no Signature');
     const [bytes] = signature;
     if (!(bytes instanceof ArrayBuffer)) throw new SignatureSyntaxError('a Signature member is not a byte sequence');
-    entries.push({ label, components, params, signatureParams: serializeInnerList([items, params]), signature: Buffer.from(bytes) });
+    entries.push({ label, components, params, signatureParams: innerListText(items, params), signature: Buffer.from(bytes) });
   }
   for (const label of signatures.keys()) if (!inputs.has(label)) throw new SignatureBaseError('a Signature label has no Signature-Input');
   return entries;
+}
+
+/** RFC 9651 §4.1.6: a bare item as text, for the items a parsed field holds; undefined for a kind left to the library. */
+function bareItemText(value: unknown): string | undefined {
+  if (typeof value === 'string') return `"${value.replace(/[\\"]/g, '\\$&')}"`;
+  if (typeof value === 'number') return Number.isInteger(value) ? String(value) : undefined;
+  if (value instanceof Token) return value.toString();
+  if (typeof value === 'boolean') return value ? '?1' : '?0';
+  return undefined;
+}
+
+function parametersText(params: Parameters): string | undefined {
+  let text = '';
+  for (const [key, value] of params) {
+    // §4.1.1.2: a true parameter is its key alone.
+    if (value === true) text += `;${key}`;
+    else {
+      const item = bareItemText(value);
+      if (item === undefined) return undefined;
+      text += `;${key}=${item}`;
+    }
+  }
+  return text;
+}
+
+/**
+ * `@signature-params` (§2.3): the inner list re-serialized (RFC 9651 §4.1.1.1). Strings, integers,
+ * tokens and booleans, which a parsed Signature-Input holds, are written here (the hot path);
+ * anything else by the library's serializer.
+ */
+function innerListText(items: readonly (readonly [unknown, Parameters])[], params: Parameters): string {
+  let text = '(';
+  for (const [index, [value, itemParams]] of items.entries()) {
+    const item = bareItemText(value);
+    const itemParamsText = parametersText(itemParams);
+    if (item === undefined || itemParamsText === undefined) return serializeInnerList([items as [BareItem, Parameters][], params]);
+    text += `${index === 0 ? '' : ' '}${item}${itemParamsText}`;
+  }
+  const listParams = parametersText(params);
+  return listParams === undefined ? serializeInnerList([items as [BareItem, Parameters][], params]) : `${text})${listParams}`;
 }
 
 /** The parts of an absolute URI the derived components read, as the client spelled them. */
@@ -164,6 +204,9 @@ function fieldValue(component: CoveredComponent, request: SignedRequest): string
   return Array.isArray(item) ? serializeInnerList([item, params]) : serializeItem([item, params]);
 }
 
+/** A component name that serializes as itself in quotes (no `"` or `\\` to escape). */
+const PLAIN_NAME = /^@?[a-z0-9!#$%&'*+.^_`|~-]+$/;
+
 /**
  * The signature base (§2.5): one line per covered component, `"identifier": value`, then the
  * `@signature-params` line, without a trailing newline. Throws {@link SignatureBaseError} for a
@@ -173,7 +216,8 @@ export function signatureBase(entry: Pick<SignatureEntry, 'components' | 'signat
   const lines: string[] = [];
   const seen = new Set<string>();
   for (const component of entry.components) {
-    const identifier = serializeItem([component.name, component.params]);
+    // A plain name (the usual case) is its own quoted form; anything else goes through the serializer.
+    const identifier = component.params.size === 0 && PLAIN_NAME.test(component.name) ? `"${component.name}"` : serializeItem([component.name, component.params]);
     if (seen.has(identifier)) throw new SignatureBaseError('a component is covered twice');
     seen.add(identifier);
     if (component.name === '@signature-params' || component.name === '@status') throw new SignatureBaseError(`${component.name} cannot be covered by a request signature`);

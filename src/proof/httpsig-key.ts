@@ -37,12 +37,23 @@ export type KeyProblem = 'none' | 'ambiguous' | 'invalid';
 const isObject = (value: unknown): value is Readonly<Record<string, unknown>> => typeof value === 'object' && value !== null && !Array.isArray(value);
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
 
+/**
+ * Ids already worked out, by the member's value object: a cached token's `cnf` is the same object
+ * on every request, so its id is hashed once. A memo of a pure function, keyed weakly: it holds
+ * nothing a value's owner does not.
+ */
+const idsByValue = new WeakMap<object, string | null>();
+
 /** The id of what a `cnf` member's value names (compared with a proven key's id); undefined when it names nothing usable. */
 export function memberKeyId(member: string, value: unknown): string | undefined {
   if (!isObject(value)) return undefined;
-  if (member === 'jwk') return jwkThumbprint(value);
-  if (member === 'htsk' && typeof value.alg === 'string' && typeof value.pub === 'string') return createHash('sha256').update(`htsk\n${value.alg}\n${value.pub}`).digest('base64url');
-  return undefined;
+  const known = idsByValue.get(value);
+  if (known !== undefined) return known ?? undefined;
+  let id: string | undefined;
+  if (member === 'jwk') id = jwkThumbprint(value);
+  else if (member === 'htsk' && typeof value.alg === 'string' && typeof value.pub === 'string') id = createHash('sha256').update(`htsk\n${value.alg}\n${value.pub}`).digest('base64url');
+  idsByValue.set(value, id ?? null);
+  return id;
 }
 
 function keyOfJwk(jwk: Readonly<Record<string, unknown>>): Omit<HttpsigKey, 'id'> | undefined {
@@ -69,14 +80,18 @@ function keyOfHtsk(htsk: Readonly<Record<string, unknown>>): Omit<HttpsigKey, 'i
  * than a verification). A problem when the token names none, both `jwk` and `htsk`, or one that is
  * not a usable public key of a known algorithm.
  */
-export function httpsigKeyOf(cnf: Readonly<Record<string, unknown>> | undefined, cache: LRUCache<string, HttpsigKey | false>): HttpsigKey | KeyProblem {
+export function httpsigKeyOf(cnf: Readonly<Record<string, unknown>> | undefined, cache: LRUCache<string, HttpsigKey | false>, byValue?: WeakMap<object, HttpsigKey | false>): HttpsigKey | KeyProblem {
   const members = cnf === undefined ? [] : HTTPSIG_CNF_MEMBERS.filter((member) => Object.hasOwn(cnf, member));
   if (members.length === 0) return 'none';
   if (members.length > 1) return 'ambiguous';
   const member = members[0] as (typeof HTTPSIG_CNF_MEMBERS)[number];
   const value = cnf?.[member];
+  if (!isObject(value)) return 'invalid';
+  // The same value object as before (a cached token): no JSON, no lookup by text.
+  const seen = byValue?.get(value);
+  if (seen !== undefined) return seen === false ? 'invalid' : seen;
   const id = memberKeyId(member, value);
-  if (id === undefined || !isObject(value)) return 'invalid';
+  if (id === undefined) return 'invalid';
   // The cache is keyed by the id and the member's exact JSON: one thumbprint, one alg.
   const cacheKey = `${member}:${id}:${JSON.stringify(value)}`;
   let known = cache.get(cacheKey);
@@ -90,5 +105,6 @@ export function httpsigKeyOf(cnf: Readonly<Record<string, unknown>> | undefined,
     known = found === undefined ? false : { id, ...found };
     if (cacheKey.length <= 4096) cache.set(cacheKey, known);
   }
+  byValue?.set(value, known);
   return known === false ? 'invalid' : known;
 }

@@ -52,11 +52,13 @@ export interface HttpsigDeps {
   readonly now: () => number;
   /** Keys imported from tokens, by member and value. */
   readonly keys: LRUCache<string, HttpsigKey | false>;
+  /** The same by the value object (a cached token's cnf is one object): made with the deps unless given. */
+  readonly keysByValue?: WeakMap<object, HttpsigKey | false>;
 }
 
 /** The dependencies with what a runtime does not set taken from the defaults; `keys` made here unless given. */
 export function createHttpsigDeps(deps: Pick<HttpsigDeps, 'replayStore' | 'now'> & Partial<HttpsigDeps>): HttpsigDeps {
-  return { policy: DEFAULT_HTTPSIG_POLICY, maxBufferedBodyBytes: 1_048_576, keys: new LRUCache<string, HttpsigKey | false>({ max: 10_000 }), ...deps };
+  return { policy: DEFAULT_HTTPSIG_POLICY, maxBufferedBodyBytes: 1_048_576, keys: new LRUCache<string, HttpsigKey | false>({ max: 10_000 }), keysByValue: new WeakMap(), ...deps };
 }
 
 const fail = (reason: ReasonId, detail: string): ProofCheck => ({ ok: false, error: new GuardError(reason, { detail }) });
@@ -140,7 +142,7 @@ const KEY_PROBLEMS = {
 
 /** With the token's `cnf`: every tagged signature verifies with its key, then every nonce is new. */
 async function confirmSignatures(prepared: readonly Prepared[], cnf: Readonly<Record<string, unknown>> | undefined, deps: HttpsigDeps): Promise<ProofCheck> {
-  const key = httpsigKeyOf(cnf, deps.keys);
+  const key = httpsigKeyOf(cnf, deps.keys, deps.keysByValue);
   if (typeof key === 'string') return fail(KEY_PROBLEMS[key][0], KEY_PROBLEMS[key][1]);
   if (!deps.policy.algorithms.includes(key.algorithm)) return fail('httpsig_alg_unsupported', `algorithm ${key.algorithm}`);
   for (const signature of prepared) {

@@ -100,3 +100,29 @@ describe('signature fields', () => {
     );
   });
 });
+
+describe('@signature-params', () => {
+  it("property: the value is the library's serialization of the parsed inner list, whatever it holds", async () => {
+    const { default: fc } = await import('fast-check');
+    const { parseDictionary, serializeDictionary, serializeInnerList, Token } = await import('structured-headers');
+    const key = fc.stringMatching(/^[a-z*][a-z0-9_.*-]{0,6}$/);
+    const bare = fc.oneof(
+      fc.string({ unit: fc.constantFrom(...'ab "\\(;)=,'.split('')), maxLength: 6 }),
+      fc.integer({ min: -1e6, max: 1e6 }),
+      fc.boolean(),
+      fc.stringMatching(/^[a-zA-Z*][a-zA-Z0-9:/!#$%&'*+.^_`|~-]{0,6}$/).map((t) => new Token(t)),
+      fc.double({ min: -1000, max: 1000, noNaN: true }).map((d) => Math.round(d * 1000) / 1000),
+      fc.uint8Array({ maxLength: 4 }).map((b) => b.buffer as ArrayBuffer),
+    );
+    const params = fc.uniqueArray(fc.tuple(key, bare), { selector: ([k]) => k, maxLength: 3 }).map((entries) => new Map(entries));
+    const component = fc.tuple(fc.stringMatching(/^@?[a-z][a-z-]{0,8}$/), params);
+    fc.assert(
+      fc.property(fc.array(component, { maxLength: 4 }), params, (items, listParams) => {
+        const input = serializeDictionary(new Map([['sig', [items, listParams]]]));
+        const entry = signatureEntries([input], ['sig=:AAAA:'])![0]!;
+        expect(entry.signatureParams).toBe(serializeInnerList(parseDictionary(input).get('sig') as never));
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
