@@ -109,3 +109,14 @@ describe('deciding httpsig-bound tokens', () => {
     }
   });
 });
+
+describe('cnfguard check', () => {
+  it('warns of httpsig routes behind the decision API (bodies cannot be checked there), and only then', async () => {
+    const { configWarnings } = await import('../../src/config/checks.ts');
+    const paths = (extra: Record<string, unknown>) => configWarnings(minimalSettings(extra)).filter((w) => w.path === 'decisionApi').map((w) => w.message.split(' accept')[0]);
+    expect(paths({ decisionApi: { host: '127.0.0.1', port: 0 }, routes: [{ pathPrefix: '/sig', methods: ['httpsig'] }] })).toEqual(['routes[0]']);
+    expect(paths({ decisionApi: { host: '127.0.0.1', port: 0 }, methods: ['mtls', 'httpsig'] })).toEqual(['the default route']);
+    expect(paths({ routes: [{ pathPrefix: '/sig', methods: ['httpsig'] }] })).toEqual([]);
+    expect(paths({ decisionApi: { host: '127.0.0.1', port: 0 } })).toEqual([]);
+  });
+});
