@@ -70,7 +70,7 @@ export function configWarnings(settings: Settings): ConfigProblem[] {
   if (settings.decisionApi !== undefined && signed.length > 0) {
     warnings.push({
       path: 'decisionApi',
-      message: `${signed.join(', ')} accept httpsig, but a front's check request carries no body: a signed request with a body is refused there (httpsig_body_unavailable), and one without Content-Digest is seen as bodiless only if the front says it had a body (the nginx recipe's X-Original-Content-Length; Traefik and Envoy do not), so put bodies that must be signed on cnfguard's own listener`,
+      message: `${signed.join(', ')} accept httpsig, but a front's check request carries no body: a signed request with a body is refused there (httpsig_body_unavailable), and an unsigned body is noticed only when the front says there is one (the nginx lines of docs/httpsig.md do; Envoy and Traefik do not), so put bodies that must be signed on cnfguard's own listener`,
     });
   }
   // The default route, then each route (which inherit methods and publicOrigin from the top level).

@@ -74,7 +74,7 @@ function clientHeaderCount(req: IncomingMessage, front: DecisionFront, certifica
 }
 
 /**
- * Whether the client's request had a body, as far as the front says: the nginx recipe's
+ * Whether the client's request had a body, as far as the front says: the nginx lines of docs/httpsig.md,
  * X-Original-Content-Length and X-Original-Transfer-Encoding, the client's Content-Digest (any
  * front passing it), a client Content-Length that is not the front's own line. Traefik and Envoy
  * say nothing of an unsigned body (`cnfguard check` warns of httpsig routes behind the decision API).

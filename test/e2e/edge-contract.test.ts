@@ -17,10 +17,10 @@ import { createApp } from '../../src/app.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
 import { createLogger } from '../../src/log.ts';
 import { sha256, subjectAltNames, subjectRfc4514, thumbprintS256 } from '../../src/tls/certificates.ts';
-import { configureFrontClaims, EDGES, FRONT_ADDRESS, NotSendable, send, stallHeaders, startRecipeNginx, type EdgeId, type EdgeTargets } from '../fixtures/edge-clients.ts';
+import { configureFrontClaims, configureFrontHttpsig, EDGES, FRONT_ADDRESS, NotSendable, send, stallHeaders, startRecipeNginx, type EdgeId, type EdgeTargets } from '../fixtures/edge-clients.ts';
 import { actualFields, DECISION_EDGES, expectedFields } from '../fixtures/edge-contract-fields.ts';
 import { HEADER_COUNT, URL_BYTES, IDENTITY_HEADERS, ORIGIN, ROUTE_METHODS, ROUTE_PREFIX, ROWS as CORE_ROWS, type Env, type Row } from '../fixtures/edge-contract-rows.ts';
-import { HTTPSIG_ROWS, httpsigEnv } from '../fixtures/edge-contract-httpsig-rows.ts';
+import { HTTPSIG_ROWS, httpsigEnv, nginxWithHttpsig } from '../fixtures/edge-contract-httpsig-rows.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
 import type { Nginx } from '../fixtures/nginx.ts';
 import { baseConfig, LogCapture, startDeployment, type Deployment } from '../fixtures/stack.ts';
@@ -184,7 +184,8 @@ beforeAll(async () => {
   app = createApp(loadConfigFile(configFile, process.env), { logger: createLogger('info', logs.stream), defaultMetrics: false, now: () => Date.now() + skew });
   const started = await app.start();
   configureFrontClaims(['x-tenant']);
-  nginx = await startRecipeNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: started.decisionUrl as string, upstreamUrl: d.upstream.url, claimHeaders: ['x-tenant'] });
+  configureFrontHttpsig();
+  nginx = await startRecipeNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: started.decisionUrl as string, upstreamUrl: d.upstream.url, claimHeaders: ['x-tenant'], patch: nginxWithHttpsig });
   targets = { ca: d.pki.certs.ca.cert, proxyPort: started.port, decisionPort: started.decisionPort as number, nginxPort: nginx?.port ?? 0 };
   // The clock moved 1 s into a nonce period, its nonce taken, then moved one period on: that nonce
   // is now the previous one (accepted, with a fresh DPoP-Nonce), and the run has ~5 minutes before
