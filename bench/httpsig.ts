@@ -24,7 +24,7 @@ import { startIntrospectionStub } from '../test/fixtures/introspection-stub.ts';
 import { createPki } from '../test/fixtures/stack.ts';
 import { spawnChild } from './lib/children.ts';
 import { runLoad } from './lib/load.ts';
-import { hasTaskset, machineInfo, pinProcess } from './lib/machine.ts';
+import { hasTaskset, machineInfo, mainThreadCpuSeconds, pinProcess } from './lib/machine.ts';
 import { median } from './lib/table.ts';
 import { writeFileSync } from 'node:fs';
 import { stringify } from 'yaml';
@@ -163,14 +163,19 @@ async function load(method: 'mtls' | 'dpop' | 'httpsig') {
 const METHODS = ['mtls', 'dpop', 'httpsig'] as const;
 for (const method of METHODS) await load(method);
 const rates = { mtls: [] as number[], dpop: [] as number[], httpsig: [] as number[] };
+/** cnfguard's event-loop CPU per request: steadier than req/s on a machine others load. */
+const loopCpu = { mtls: [] as number[], dpop: [] as number[], httpsig: [] as number[] };
 for (let round = 1; round <= ROUNDS; round++) {
   // Rotate which goes first, so that a drift in the machine's load favours none.
   const order = [...METHODS.slice(round % 3), ...METHODS.slice(0, round % 3)];
   for (const method of order) {
+    const loopBefore = mainThreadCpuSeconds(guard.pid) ?? Number.NaN;
     const result = await load(method);
+    const loopUs = (((mainThreadCpuSeconds(guard.pid) ?? Number.NaN) - loopBefore) * 1e6) / result.requests;
+    loopCpu[method].push(loopUs);
     if (result.non2xx + result.errors > 0) throw new Error(`${method}: ${result.non2xx} non-2xx ${JSON.stringify(result.statusCodes)}, ${result.errors} errors`);
     rates[method].push(result.rps);
-    console.log(`  round ${round} ${method.padEnd(7)} ${result.rps} req/s (${result.requests})  p50 ${result.p50Ms} ms  p99 ${result.p99Ms} ms  server CPU ${result.serverCpuPct ?? '-'}%`);
+    console.log(`  round ${round} ${method.padEnd(7)} ${result.rps} req/s (${result.requests})  event loop ${loopUs.toFixed(0)} µs/req  p50 ${result.p50Ms} ms  p99 ${result.p99Ms} ms  server CPU ${result.serverCpuPct ?? '-'}%`);
   }
 }
 const [mtls, dpop, httpsig] = [median(rates.mtls), median(rates.dpop), median(rates.httpsig)];
@@ -178,6 +183,7 @@ console.log(`\nthrough cnfguard, token cache hit, ${CONNECTIONS} connections, ${
 console.log(`  mTLS-bound, Bearer                  ${mtls}`);
 console.log(`  DPoP-bound, fresh proofs (ES256)    ${dpop}   (${(dpop / mtls).toFixed(2)}x mTLS)`);
 console.log(`  httpsig-bound, fresh signatures     ${httpsig}   (${(httpsig / mtls).toFixed(2)}x mTLS, ${(httpsig / dpop).toFixed(2)}x DPoP; Ed25519)`);
+console.log(`  event loop CPU per request: mTLS ${median(loopCpu.mtls).toFixed(0)} µs, DPoP ${median(loopCpu.dpop).toFixed(0)} µs, httpsig ${median(loopCpu.httpsig).toFixed(0)} µs`);
 await guard.stop();
 await upstream.stop();
 await stub.stop();

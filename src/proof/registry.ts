@@ -38,9 +38,12 @@ export const PROOF_SCHEMES: readonly string[] = [...BY_SCHEME.keys()];
 /** Request header fields that carry a per-request proof (`dpop`). */
 export const PROOF_HEADERS: ReadonlySet<string> = new Set(PROOF_METHODS.flatMap((method) => method.proofHeaders));
 
+/** Every `cnf` member of each method, worked out once (decide asks on every request with a scheme). */
+const MEMBERS: ReadonlyMap<ProofMethod, readonly string[]> = new Map(PROOF_METHODS.map((method) => [method, Object.freeze([method.cnfMember, ...(method.otherCnfMembers ?? [])])]));
+
 /** Every `cnf` member a method verifies: its own, and the other spellings of its key (httpsig: `jwk`, `htsk`). */
 export function cnfMembersOf(method: ProofMethod): readonly string[] {
-  return method.otherCnfMembers === undefined ? [method.cnfMember] : [method.cnfMember, ...method.otherCnfMembers];
+  return MEMBERS.get(method) ?? [method.cnfMember, ...(method.otherCnfMembers ?? [])];
 }
 
 /** The `cnf` members of methods with a scheme: a token bound by one needs that scheme (RFC 9449 §7.2). */
