@@ -86,7 +86,7 @@ export function signatureEntries(inputLines: readonly string[] | undefined, sign
 
 /** RFC 9651 §4.1.6: a bare item as text, for the items a parsed field holds; undefined for a kind left to the library. */
 function bareItemText(value: unknown): string | undefined {
-  if (typeof value === 'string') return `"${value.replace(/[\\"]/g, '\\$&')}"`;
+  if (typeof value === 'string') return value.includes('"') || value.includes('\\') ? `"${value.replace(/[\\"]/g, '\\$&')}"` : `"${value}"`;
   if (typeof value === 'number') return Number.isInteger(value) ? String(value) : undefined;
   if (value instanceof Token) return value.toString();
   if (typeof value === 'boolean') return value ? '?1' : '?0';

@@ -82,9 +82,10 @@ function paramsProblem(entry: SignatureEntry, request: ProofRequest, policy: Htt
   const expires = entry.params.get('expires');
   if (expires !== undefined && (typeof expires !== 'number' || expires + policy.clockSkewSeconds < now)) return ['httpsig_created_window', 'expired'];
   // A covered component counts only in its plain form: `"authorization";bs` signs something else.
-  const covered = new Set(entry.components.filter((component) => component.params.size === 0).map((component) => component.name));
-  const required = [...HTTPSIG_BASE_COMPONENTS, ...policy.requiredComponents, ...(request.body.kind === 'none' ? [] : ['content-digest'])];
-  const missing = required.filter((name) => !covered.has(name));
+  const covers = (name: string): boolean => entry.components.some((component) => component.name === name && component.params.size === 0);
+  const missing: string[] = HTTPSIG_BASE_COMPONENTS.filter((name) => !covers(name));
+  for (const name of policy.requiredComponents) if (!covers(name)) missing.push(name);
+  if (request.body.kind !== 'none' && !covers('content-digest')) missing.push('content-digest');
   if (missing.length > 0) return ['httpsig_components_missing', `not covered: ${missing.join(' ').slice(0, 120)}`];
   return undefined;
 }
