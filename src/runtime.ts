@@ -6,6 +6,7 @@
 import type { Settings } from './config/schema.ts';
 import { buildMetadataDirectory } from './pipeline/metadata.ts';
 import { createDpopCaches, type DpopCaches, type SignatureThread } from './proof/dpop.ts';
+import { createHttpsigDeps } from './proof/httpsig.ts';
 import type { NonceSource } from './proof/nonce.ts';
 import { createOriginCheck, type ServedOrigins } from './proof/origins.ts';
 import type { ReplayStore } from './state/replay-store.ts';
@@ -64,6 +65,13 @@ export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Run
         caches: deps.dpopCaches ?? createDpopCaches(),
         origins: deps.served === undefined ? undefined : createOriginCheck({ ...deps.served, routeHosts: settings.routes.map((route) => route.host), publicOrigins: [settings.publicOrigin, ...settings.routes.map((route) => route.publicOrigin)] }),
       },
+      httpsig: createHttpsigDeps({
+        policy: settings.httpsig,
+        maxBufferedBodyBytes: settings.httpsig.maxBufferedBodyBytes,
+        // Signature nonces share the DPoP replay store: one per process, or the shared one.
+        replayStore: deps.replayStore,
+        now: () => deps.now() / 1000,
+      }),
       now: deps.now,
       limits: pipelineLimits(settings.limits),
       metadata: buildMetadataDirectory(settings, routes),

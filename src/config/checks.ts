@@ -65,6 +65,14 @@ export function configWarnings(settings: Settings): ConfigProblem[] {
       message: `${JSON.stringify(prefix)} is read as the segment ${segment}: it guards ${segment} itself, ${segment}/… and ${segment};…, with or without the trailing slash (write ${JSON.stringify(segment)} to say so)`,
     });
   });
+  // httpsig behind a front: the check request has no body, so no Content-Digest can be checked.
+  const signed = [...(settings.methods.includes('httpsig') ? ['the default route'] : []), ...settings.routes.flatMap((route, index) => ((route.methods ?? settings.methods).includes('httpsig') ? [`routes[${index}]`] : []))];
+  if (settings.decisionApi !== undefined && signed.length > 0) {
+    warnings.push({
+      path: 'decisionApi',
+      message: `${signed.join(', ')} accept httpsig, but a front's check request carries no body: a signed request with a body is refused there (httpsig_body_unavailable), and an unsigned body is noticed only when the front says there is one (the nginx lines of docs/httpsig.md do; Envoy and Traefik do not), so put bodies that must be signed on cnfguard's own listener`,
+    });
+  }
   // The default route, then each route (which inherit methods and publicOrigin from the top level).
   const dpopRoutes = [{ path: 'publicOrigin', methods: settings.methods, origin: settings.publicOrigin }, ...settings.routes.map((route, index) => ({ path: `routes[${index}].publicOrigin`, methods: route.methods ?? settings.methods, origin: route.publicOrigin ?? settings.publicOrigin }))];
   for (const route of dpopRoutes) {

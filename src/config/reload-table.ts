@@ -71,6 +71,8 @@ export const RELOAD_TABLE = {
     nonceRotationSeconds: 'restart',
     replayStoreMaxEntries: 'restart',
   },
+  // Read by the signature check each time the pipeline is rebuilt.
+  httpsig: 'live',
   upstream: 'live',
   binding: 'live',
   scopes: 'live',

@@ -10,6 +10,7 @@ import { FORWARDED_CERTIFICATE_FORMATS } from '../tls/forwarded-certificate.ts';
 import { parseCidrList } from '../tls/peers.ts';
 import { JWT_ALGORITHMS } from '../validation/names.ts';
 import { defaultRoutePolicyFields, dpopSchema, routeSchema } from './route-policy.ts';
+import { httpsigSchema } from './httpsig-schema.ts';
 import { checkTrust, signedIntrospectionFields } from './trust-schema.ts';
 import { filePath, flag, fromText, headerName, httpUrl, urlProblem, identityHeadersSchema, missingCertificateSchema, number, port, positiveInt } from './schema-fields.ts';
 
@@ -183,6 +184,7 @@ export const configSchema = z.strictObject({
     .prefault({})
     .describe("Handling of the token's `cnf` claim."),
   dpop: dpopSchema,
+  httpsig: httpsigSchema,
   errors: z
     .strictObject({
       realm: z.string().min(1).default('cnfguard').describe('The realm in WWW-Authenticate challenges.'),

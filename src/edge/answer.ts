@@ -19,7 +19,7 @@ export function renderFor(err: GuardError, realm: string, verdict: Pick<Verdict,
   return renderError(err, {
     realm,
     ...(metadata !== undefined && { challengeParams: { resource_metadata: metadata } }),
-    ...(route !== undefined && { methods: route.methods, advertiseMethods: route.advertiseMethods, dpopAlgorithms: route.dpopAlgorithms, scheme: verdict?.scheme }),
+    ...(route !== undefined && { methods: route.methods, advertiseMethods: route.advertiseMethods, dpopAlgorithms: route.dpopAlgorithms, httpsigComponents: route.httpsigComponents, scheme: verdict?.scheme }),
   });
 }
 
@@ -86,5 +86,8 @@ export function sendGrpcRefusal(res: Http2ServerResponse, err: GuardError, rende
   if (retryAfter !== undefined) headers['retry-after'] = retryAfter;
   const nonce = rendered.headers[DPOP_NONCE_HEADER];
   if (nonce !== undefined) headers[DPOP_NONCE_HEADER] = nonce;
+  // httpsig: what a signature must cover (RFC 9421 §5.1), as gRPC metadata beside the challenge.
+  const acceptSignature = rendered.headers['accept-signature'];
+  if (acceptSignature !== undefined) headers['accept-signature'] = acceptSignature;
   res.stream.respond(headers, { endStream: true });
 }

@@ -33,7 +33,7 @@ const ENVOY_PREFIX = '/envoy';
  * client; Traefik's forward.go). One line of each is the front's; a second copy is the client's.
  */
 const FRONT_HEADERS: Readonly<Record<DecisionFront, ReadonlySet<string>>> = {
-  nginx: new Set(['x-original-method', 'x-original-uri']),
+  nginx: new Set(['x-original-method', 'x-original-uri', 'x-original-content-length', 'x-original-transfer-encoding']),
   envoy: new Set(['x-forwarded-proto', 'x-forwarded-for', 'x-request-id', 'x-envoy-expected-rq-timeout-ms', 'x-envoy-internal', 'x-forwarded-client-cert', 'content-length']),
   traefik: new Set(['x-forwarded-method', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-uri', 'x-forwarded-for', 'x-forwarded-port', 'x-forwarded-server', 'x-forwarded-prefix', 'x-real-ip']),
 };
@@ -73,6 +73,18 @@ function clientHeaderCount(req: IncomingMessage, front: DecisionFront, certifica
   return count;
 }
 
+/**
+ * Whether the client's request had a body, as far as the front says: the nginx lines of docs/httpsig.md,
+ * X-Original-Content-Length and X-Original-Transfer-Encoding, the client's Content-Digest (any
+ * front passing it), a client Content-Length that is not the front's own line. Traefik and Envoy
+ * say nothing of an unsigned body (`cnfguard check` warns of httpsig routes behind the decision API).
+ */
+function withheldBody(req: IncomingMessage, front: DecisionFront): boolean {
+  const h = req.headersDistinct;
+  const lengths = [...(h['content-length'] ?? []).slice(FRONT_HEADERS[front].has('content-length') ? 1 : 0), ...(front === 'nginx' ? (h['x-original-content-length'] ?? []) : [])];
+  return lengths.some((length) => length.trim() !== '0') || h['content-digest'] !== undefined || (front === 'nginx' && h['x-original-transfer-encoding'] !== undefined);
+}
+
 /** The original request's facts; the check request carries no body, so neither does the original here. */
 export function decisionFacts(req: IncomingMessage, original: Original & { method: string; target: string }, certificates: CertificateSource): RequestFacts {
   const peer = req.socket.remoteAddress;
@@ -93,6 +105,11 @@ export function decisionFacts(req: IncomingMessage, original: Original & { metho
     authorization: req.headersDistinct.authorization,
     // The front passes the client's headers on: the DPoP proof among them.
     dpop: req.headersDistinct.dpop,
+    // And every field an HTTP message signature covers (Content-Digest, Signature, Signature-Input).
+    fieldLines: (name) => req.headersDistinct[name],
+    // The check request has no body: a client's one (said by its length, its chunking or its
+    // digest) stays with the front, so a signature over it cannot be checked here.
+    bodyWithheld: withheldBody(req, original.front),
     peer,
     certificate,
     certificateError,

@@ -109,6 +109,8 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
     ...(list !== undefined && { headerBytes: list.bytes }),
     authorization: h2 ? linesOf(req.rawHeaders, 'authorization') : req.headersDistinct.authorization,
     dpop: h2 ? linesOf(req.rawHeaders, 'dpop') : req.headersDistinct.dpop,
+    // Read only by an HTTP message signature check (gRPC metadata is header fields too).
+    fieldLines: h2 ? (name) => linesOf(req.rawHeaders, name) : (name) => req.headersDistinct[name],
     peer,
     certificate,
     certificateError,

@@ -4,7 +4,7 @@
  * there is one, a client-safe description, and a log-only detail. They are rendered in one place,
  * {@link renderError}.
  */
-import { PROOF_METHODS, type ChallengeContext } from '../proof/registry.ts';
+import { challengeHeadersFor, PROOF_METHODS, type ChallengeContext } from '../proof/registry.ts';
 import type { GuardError } from '../oauth/reasons.ts';
 
 export { GuardError, REASONS, type GuardErrorOverrides, type ReasonId } from '../oauth/reasons.ts';
@@ -104,7 +104,7 @@ export function challengesFor(err: GuardError | undefined, options: RenderOption
   for (const method of schemes) {
     const { scheme } = method;
     if (scheme === undefined) continue;
-    challenges.push(challenge(scheme.challenge, [], scheme.name === options.scheme ? err : undefined, method.challengeParams?.(options) ?? [], extra));
+    challenges.push(challenge(scheme.challenge, scheme.realm === true ? [['realm', options.realm]] : [], scheme.name === options.scheme ? err : undefined, method.challengeParams?.(options) ?? [], extra));
   }
   return challenges;
 }
@@ -128,6 +128,8 @@ export function renderError(err: GuardError, options: RenderOptions): RenderedEr
   };
   const challenges = err.status === 400 || err.status === 401 || err.status === 403 ? challengesFor(err, options) : [];
   if (challenges.length > 0) headers['www-authenticate'] = challenges.join(', ');
+  // What the route's methods say beside their challenges (httpsig: Accept-Signature, RFC 9421 §5.1).
+  if (challenges.length > 0 && options.methods !== undefined) Object.assign(headers, challengeHeadersFor(options.methods, options));
   if (err.retryAfterSeconds !== undefined) headers['retry-after'] = String(err.retryAfterSeconds);
   // RFC 9449 §8/§9: the nonce to use; the value is ours (base64url), never client text.
   if (err.dpopNonce !== undefined) headers['dpop-nonce'] = challengeSafe(err.dpopNonce);

@@ -51,6 +51,22 @@ export type ReasonId =
   | 'dpop_key_mismatch'
   | 'dpop_token_unbound'
   | 'dpop_replay_unavailable'
+  // HTTP Message Signatures (RFC 9421, draft-richer-oauth-httpsig-03), src/proof/httpsig.ts
+  | 'httpsig_signature_missing'
+  | 'httpsig_signature_malformed'
+  | 'httpsig_signature_invalid'
+  | 'httpsig_components_missing'
+  | 'httpsig_params_invalid'
+  | 'httpsig_created_window'
+  | 'httpsig_nonce_replayed'
+  | 'httpsig_digest_mismatch'
+  | 'httpsig_body_unavailable'
+  | 'httpsig_body_too_large'
+  | 'httpsig_alg_unsupported'
+  | 'httpsig_key_invalid'
+  | 'httpsig_key_mismatch'
+  | 'httpsig_token_unbound'
+  | 'httpsig_replay_unavailable'
   | 'introspection_unavailable'
   | 'shared_state_unavailable'
   | 'introspection_misconfigured'
@@ -132,6 +148,23 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   dpop_key_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is bound to a different DPoP key' },
   dpop_token_unbound: { status: 401, error: 'invalid_token', description: 'the access token is not bound to a DPoP key' },
   dpop_replay_unavailable: { status: 503, description: 'DPoP proofs cannot be checked for replay right now' },
+  // HTTP Message Signatures: the draft defines no error code; every failed signature rule is
+  // invalid_token (the contract), a field that does not parse is invalid_request.
+  httpsig_signature_missing: { status: 401, error: 'invalid_token', description: 'an HTTP message signature tagged httpsig-oauth is required' },
+  httpsig_signature_malformed: { status: 400, error: 'invalid_request', description: 'a Signature, Signature-Input or Content-Digest field is malformed' },
+  httpsig_signature_invalid: { status: 401, error: 'invalid_token', description: 'the HTTP message signature does not verify' },
+  httpsig_components_missing: { status: 401, error: 'invalid_token', description: 'the HTTP message signature does not cover the required components' },
+  httpsig_params_invalid: { status: 401, error: 'invalid_token', description: 'the HTTP message signature needs created and nonce, and no alg, keyid or pub' },
+  httpsig_created_window: { status: 401, error: 'invalid_token', description: 'the HTTP message signature is too old or created in the future' },
+  httpsig_nonce_replayed: { status: 401, error: 'invalid_token', description: 'the HTTP message signature nonce was already used' },
+  httpsig_digest_mismatch: { status: 401, error: 'invalid_token', description: 'the Content-Digest does not match the request body' },
+  httpsig_body_unavailable: { status: 401, error: 'invalid_token', description: 'a signed request body cannot be checked on this path: the front does not pass bodies' },
+  httpsig_body_too_large: { status: 413, description: 'the signed request body is larger than this resource checks' },
+  httpsig_alg_unsupported: { status: 401, error: 'invalid_token', description: 'the access token key uses a signature algorithm this resource does not accept' },
+  httpsig_key_invalid: { status: 401, error: 'invalid_token', description: 'the access token does not name one usable HTTP message signature key' },
+  httpsig_key_mismatch: { status: 401, error: 'invalid_token', description: 'the access token is bound to a different HTTP message signature key' },
+  httpsig_token_unbound: { status: 401, error: 'invalid_token', description: 'the access token is not bound to an HTTP message signature key' },
+  httpsig_replay_unavailable: { status: 503, description: 'HTTP message signature nonces cannot be checked for replay right now' },
   introspection_unavailable: { status: 503, description: 'the authorization server is unavailable' },
   // The AS refused cnfguard itself (401/403: its client credentials; or a wrong URL). Not an AS
   // outage, so the circuit breaker does not count it; the client is told no more than for one.

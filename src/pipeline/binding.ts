@@ -5,7 +5,7 @@
  * means the token demands all of their proofs, never just one of them).
  */
 import type { BindingEvidence } from '../oauth/reasons.ts';
-import { PROOF_METHODS, type MemberCheck, type Proof, type ProofMethod, type ProofMethodId } from '../proof/registry.ts';
+import { cnfMembersOf, PROOF_METHODS, type MemberCheck, type Proof, type ProofMethod, type ProofMethodId } from '../proof/registry.ts';
 import { thumbprintsEqual } from '../tls/certificates.ts';
 
 export { thumbprintsEqual } from '../tls/certificates.ts';
@@ -29,9 +29,9 @@ export interface ConfirmationVerifier {
 }
 
 /** A proof method's `cnf` member as a verifier: the member must name the key the request proved by that method. */
-export function verifierOf(method: ProofMethod<ProofMethodId>): ConfirmationVerifier {
+export function verifierOf(method: ProofMethod<ProofMethodId>, member: string = method.cnfMember): ConfirmationVerifier {
   return {
-    member: method.cnfMember,
+    member,
     method: method.id,
     missingReason: method.missingReason,
     mismatchReason: method.mismatchReason,
@@ -39,14 +39,15 @@ export function verifierOf(method: ProofMethod<ProofMethodId>): ConfirmationVeri
     verify(value, proof) {
       const key = method.provenKey(proof);
       if (key === undefined) return 'missing';
-      return typeof value === 'string' && thumbprintsEqual(value, key) ? 'match' : 'mismatch';
+      const named = method.memberKey === undefined ? value : method.memberKey(member, value);
+      return typeof named === 'string' && thumbprintsEqual(named, key) ? 'match' : 'mismatch';
     },
   };
 }
 
-/** Which verifier each proof method brings, by method id. */
+/** Which verifiers each proof method brings (one per `cnf` member it verifies), by method id. */
 export const VERIFIERS_BY_METHOD: Readonly<Record<ProofMethodId, readonly ConfirmationVerifier[]>> = Object.freeze(
-  Object.fromEntries(PROOF_METHODS.map((method) => [method.id, [verifierOf(method)]])) as unknown as Record<ProofMethodId, readonly ConfirmationVerifier[]>,
+  Object.fromEntries(PROOF_METHODS.map((method) => [method.id, cnfMembersOf(method).map((member) => verifierOf(method, member))])) as unknown as Record<ProofMethodId, readonly ConfirmationVerifier[]>,
 );
 
 /** RFC 8705 §3: the SHA-256 thumbprint of the certificate on the connection. */

@@ -6,7 +6,7 @@
  */
 import type { TokenInfo } from '../introspection/token-info.ts';
 import { GuardError, type BindingEvidence, type ReasonId } from '../oauth/reasons.ts';
-import { methodOfScheme, SCHEME_CNF_MEMBERS, type Proof, type ProofMethodId, type ProvenKey } from '../proof/registry.ts';
+import { cnfMembersOf, methodOfScheme, SCHEME_CNF_MEMBERS, type Proof, type ProofMethodId, type ProvenKey } from '../proof/registry.ts';
 import { checkBinding, verifiersFor, type BindingFailure, type ConfirmationVerifier } from './binding.ts';
 import type { ClientCertificate } from './client-cert.ts';
 import type { RoutePolicy } from './route.ts';
@@ -98,7 +98,7 @@ export function decide(input: DecisionInput): Decision {
   // A scheme's proof (DPoP) is for tokens bound to it (RFC 9449 §7.1, §6.2): a proof binds nothing
   // to a token without its cnf member, so such a token is refused on every route, as its Bearer mirror is.
   if (method?.scheme !== undefined) {
-    const bound = cnf !== undefined && Object.hasOwn(cnf, method.cnfMember);
+    const bound = cnf !== undefined && cnfMembersOf(method).some((member) => Object.hasOwn(cnf, member));
     if (!bound || tokenType === 'bearer') return deny(method.scheme.unboundReason, bound ? `token_type Bearer with cnf.${method.cnfMember}` : `no cnf.${method.cnfMember}`);
   }
   // RFC 7662 makes `iss` optional: an answer without one is the configured AS's own word.
@@ -106,7 +106,7 @@ export function decide(input: DecisionInput): Decision {
   if (policy.audience !== undefined && !token.aud.includes(policy.audience)) return deny('audience_mismatch');
 
   const identity: Identity = { subject: token.subject, clientId: token.clientId, scope: token.scope, certificate, claims: token.claims };
-  if (method !== undefined && input.proof !== undefined) identity.dpopThumbprint = input.proof.jkt;
+  if (method?.forwardsThumbprint === true && input.proof !== undefined) identity.dpopThumbprint = input.proof.jkt;
   let reason: AllowReason = 'binding_off';
   let wouldDeny: GuardError | undefined;
   let verifiedBy: readonly ProofMethodId[] | undefined;

@@ -10,8 +10,10 @@
  *   3. body size    a declared length over the route's maxBodyBytes
  *   4. certificate  a trusted proxy's certificate header that is malformed client-cert.ts (edge)
  *   5. token        from the Authorization header only (Bearer or DPoP), none in the URL  token.ts
- *   6. proof        a proof method's scheme (DPoP): its proof, before any AS call   proof/registry.ts
+ *   6. proof        a proof method's scheme (DPoP, HTTPSig): its proof, before any AS call   proof/registry.ts
+ *                   (HTTPSig reads the body first, up to httpsig.maxBufferedBodyBytes)
  *   7. validation   introspection or a local JWT, cached (per route)     validator.ts, introspection/cache.ts
+ *                   then a proof whose key is the token's (HTTPSig): its signatures and nonces
  *   8. decision     activity, expiry, issuer, audience, binding, scopes   decide.ts, binding.ts
  *   9. form body    read only when the token would be allowed: no token in it
  *  10. verdict      route, decision, target and body to forward, and the identity headers
@@ -25,6 +27,8 @@ import { WELL_KNOWN_PREFIX, type MetadataDirectory } from './metadata.ts';
 import type { AssertionIssuer } from '../assertion/issuer.ts';
 import { GuardError } from '../oauth/reasons.ts';
 import type { DpopDeps } from '../proof/dpop.ts';
+import { createHttpsigDeps, type HttpsigDeps } from '../proof/httpsig.ts';
+import type { ProofCheck, ProofRequest } from '../proof/method.ts';
 import { expectedHtu } from '../proof/htu.ts';
 import { methodOfScheme, type ProvenKey } from '../proof/registry.ts';
 import type { PipelineObserver } from './observer.ts';
@@ -75,6 +79,10 @@ export interface RequestFacts {
   authorization: readonly string[] | undefined;
   /** Every DPoP line (the proof, RFC 9449 §4.1). */
   dpop: readonly string[] | undefined;
+  /** Every line of any header field, by lower-case name: what an HTTP message signature covers (read only for HTTPSig). */
+  fieldLines?: (name: string) => readonly string[] | undefined;
+  /** The request has a body this edge does not receive (the decision API: the front keeps it). */
+  bodyWithheld?: boolean;
   /** The TCP peer's address. */
   peer: string | undefined;
   certificate: ClientCertificate | undefined;
@@ -127,6 +135,8 @@ export interface PipelineDependencies {
   validator: TokenValidator;
   /** DPoP proof checking: policy, replay store, nonces (when `dpop.nonce`), clock. */
   dpop: DpopDeps;
+  /** HTTP Message Signature checking (`httpsig`); default: the contract's defaults on DPoP's replay store and clock. */
+  httpsig?: HttpsigDeps;
   /** RFC 9728 documents, served to anyone before any check. */
   metadata: MetadataDirectory;
   /** With `assertion`: signs the identity for the upstream (verdict step), and the JWKS published at {@link ASSERTION_JWKS_PATH}. */
@@ -165,9 +175,18 @@ const FORM_REFUSALS = {
   aborted: () => new GuardError('client_aborted', { detail: 'the client went away while sending the form body' }),
 } as const;
 
-export function createPipeline({ routes, validator, dpop, now, limits, metadata, assertions }: PipelineDependencies): Pipeline {
+/** A token the decision will refuse for itself (inactive, expired, not yet valid): no proof of it is worth checking. */
+function tokenUsable(info: { active: boolean; exp?: number | undefined; nbf?: number | undefined }, nowSeconds: number): boolean {
+  return info.active && !(info.exp !== undefined && info.exp <= nowSeconds) && !(info.nbf !== undefined && info.nbf > nowSeconds);
+}
+
+/** Stands for a proof left unchecked because the token is refused anyway (decide refuses it first). */
+const UNCHECKED: ProvenKey = Object.freeze({ jkt: '' });
+
+export function createPipeline({ routes, validator, dpop, httpsig, now, limits, metadata, assertions }: PipelineDependencies): Pipeline {
   /** What each proof method's check needs, by method id. */
-  const proofDeps = { dpop };
+  const httpsigDeps = httpsig ?? createHttpsigDeps({ replayStore: dpop.replayStore, now: dpop.now });
+  const proofDeps = { dpop, httpsig: httpsigDeps };
   function publicDocument(method: string | undefined, target: string, host: string | undefined): string | undefined {
     if ((method !== 'GET' && method !== 'HEAD') || !target.startsWith('/.well-known/')) return undefined;
     if (target.startsWith(WELL_KNOWN_PREFIX)) return metadata.lookup(hostName(host), pathOf(target));
@@ -226,17 +245,39 @@ export function createPipeline({ routes, validator, dpop, now, limits, metadata,
       let proofFailure: GuardError | undefined;
       let dpopNonce: string | undefined;
       step = 'proof';
-      if (method?.check !== undefined) {
-        const request = { lines: (name: string) => (name === 'dpop' ? facts.dpop : undefined), method: facts.method, uri: expectedHtu(route.publicOrigin, host, shape.target.received), accessToken: token };
-        const checked = await method.check(request, proofDeps);
-        // Under report-only a refused proof is a binding failure like any other: decided (and
-        // forwarded, counted) after validation. A store that cannot answer is never reported away.
+      let pending: Extract<ProofCheck, { confirm: unknown }>['confirm'] | undefined;
+      /** Under report-only a refused proof is a binding failure like any other: decided (and forwarded, counted) after validation. A store that cannot answer is never reported away. */
+      const take = (checked: ProofCheck): void => {
         if (!checked.ok && (route.binding !== 'report-only' || checked.error.status >= 500)) throw checked.error;
-        if (checked.ok) {
+        if (!checked.ok) proofFailure = checked.error;
+        else if ('confirm' in checked) pending = checked.confirm;
+        else {
           proof = checked.key;
           dpopNonce = checked.nonce;
-        } else proofFailure = checked.error;
-        observer?.step(step, checked.ok ? 'passed' : 'reported', { method: method.id, ...(checked.ok ? { jkt: checked.key.jkt } : { reason: checked.error.reason }) });
+        }
+        observer?.step('proof', checked.ok ? 'passed' : 'reported', { method: method?.id, ...(!checked.ok ? { reason: checked.error.reason } : 'confirm' in checked ? { key: "the token's (checked after validation)" } : { jkt: checked.key.jkt }) });
+      };
+      let buffered: Buffer | undefined;
+      if (method?.check !== undefined) {
+        let requestBody: ProofRequest['body'] = { kind: 'none' };
+        if (method.readsBody === true && facts.bodyWithheld === true) requestBody = { kind: 'unavailable' };
+        else if (method.readsBody === true && (body.chunked || (body.declaredLength ?? 0) > 0)) {
+          // Read before anything is forwarded: a body too large to check is refused, never streamed on.
+          const read = await readForm(Math.min(httpsigDeps.maxBufferedBodyBytes, route.maxBodyBytes));
+          if (read.kind !== 'read') return refuse(read.kind === 'too_large' ? new GuardError('httpsig_body_too_large') : FORM_REFUSALS[read.kind](), target, host, true);
+          buffered = read.bytes;
+          if (buffered.length > 0) requestBody = { kind: 'read', bytes: buffered };
+        }
+        const received = shape.target.received;
+        const request: ProofRequest = {
+          lines: (name: string) => (name === 'dpop' ? facts.dpop : name === 'authorization' ? facts.authorization : facts.fieldLines?.(name)),
+          method: facts.method,
+          uri: expectedHtu(route.publicOrigin, host, received),
+          targetUri: `${route.publicOrigin ?? `https://${host}`}${received}${shape.target.query}`,
+          body: requestBody,
+          accessToken: token,
+        };
+        take(await method.check(request, proofDeps));
       }
       // A verified certificate is charged its own introspection budget, the rest their address's.
       const certificate = facts.certificate?.trusted === true ? facts.certificate.thumbprint : undefined;
@@ -244,6 +285,12 @@ export function createPipeline({ routes, validator, dpop, now, limits, metadata,
       const { info, source } = await validator.validate(token, route, { peer: facts.peer, certificate });
       clientId = info.clientId;
       observer?.step(step, 'passed', { source, active: info.active, tokenType: info.tokenType, clientId, subject: info.subject, scope: info.scope, iss: info.iss, aud: info.aud, exp: info.exp, nbf: info.nbf, cnf: info.cnf });
+      // A proof whose key is the token's: checked now, unless the decision refuses the token anyway.
+      if (pending !== undefined) {
+        step = 'proof';
+        if (tokenUsable(info, now() / 1000)) take(await pending(info.cnf));
+        else proof = UNCHECKED;
+      }
       step = 'decision';
       const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000, scheme, proof, proofFailure });
       observer?.step(step, decision.allow ? (decision.wouldDeny === undefined ? 'passed' : 'reported') : 'refused', decision.allow ? { allowed: decision.reason, verifiedBy: decision.verifiedBy, wouldDeny: decision.wouldDeny?.reason } : { reason: decision.error.reason, detail: decision.error.detail });
@@ -255,6 +302,11 @@ export function createPipeline({ routes, validator, dpop, now, limits, metadata,
         if (assertion !== undefined) identityHeaders = { ...identityHeaders, [assertions.issuer.header]: assertion };
       }
       const verdict = (body: BodyPlan): Verdict => ({ route, target, host, decision, body, closeConnection: false, source, scheme, clientId, ...(dpopNonce !== undefined && { dpopNonce }), ...(identityHeaders !== undefined && { identityHeaders }) });
+      if (buffered !== undefined) {
+        // The body was read for its signature: it travels as read, and a form is still searched for a token.
+        if (decision.allow && body.form && formCarriesToken(buffered)) throw new GuardError('token_in_body');
+        return verdict(decision.allow ? { kind: 'buffered', bytes: buffered } : { kind: 'as-received' });
+      }
       if (!decision.allow || !body.form) return verdict(decision.allow && body.chunked ? { kind: 'limited', limitBytes: route.maxBodyBytes } : { kind: 'as-received' });
       step = 'form body';
       const form = await readForm(Math.min(limits.formBodyBytes, route.maxBodyBytes));

@@ -65,6 +65,8 @@ export interface RoutePolicy {
   readonly advertiseMethods: boolean;
   /** `dpop.algorithms`, advertised as the DPoP challenge's `algs`. */
   readonly dpopAlgorithms: readonly string[];
+  /** `httpsig.requiredComponents`, for the route's `Accept-Signature`. */
+  readonly httpsigComponents: readonly string[];
   /** RFC 9470 step-up: the user authentication required; undefined: none. */
   readonly stepUp: StepUpPolicy | undefined;
   /** The signed identity assertion on this route (its aud and lifetime); undefined: none. */
@@ -165,6 +167,7 @@ export function compileRoutes(settings: Settings): RouteTable {
       stepUp: stepUp === undefined ? undefined : Object.freeze({ ...stepUp, ...(stepUp.acrValues !== undefined && { acrValues: Object.freeze([...stepUp.acrValues]) }) }),
       assertion: assertionOf(settings, route, upstream),
       assertionHeader: settings.assertion?.header ?? ASSERTION_HEADER,
+      httpsigComponents: Object.freeze([...settings.httpsig.requiredComponents]),
     });
   };
   const routes = settings.routes.map((route, index) => build(route.name ?? `routes[${index}]`, route));

@@ -11,6 +11,7 @@ export const dpop = {
   cnfMember: 'jkt',
   scheme: { name: 'dpop', challenge: 'DPoP', unboundReason: 'dpop_token_unbound' },
   proofHeaders: ['dpop'],
+  forwardsThumbprint: true,
   missingReason: 'dpop_proof_missing',
   mismatchReason: 'dpop_key_mismatch',
   provenKey: (proof) => (proof.dpop as ProvenKey | undefined)?.jkt,

@@ -17,16 +17,20 @@ import { createApp } from '../../src/app.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
 import { createLogger } from '../../src/log.ts';
 import { sha256, subjectAltNames, subjectRfc4514, thumbprintS256 } from '../../src/tls/certificates.ts';
-import { configureFrontClaims, EDGES, FRONT_ADDRESS, NotSendable, send, stallHeaders, startRecipeNginx, type EdgeId, type EdgeTargets } from '../fixtures/edge-clients.ts';
+import { configureFrontClaims, configureFrontHttpsig, EDGES, FRONT_ADDRESS, NotSendable, send, stallHeaders, startRecipeNginx, type EdgeId, type EdgeTargets } from '../fixtures/edge-clients.ts';
 import { actualFields, DECISION_EDGES, expectedFields, useAssertionJwks } from '../fixtures/edge-contract-fields.ts';
 import { ASSERTION_ISSUER, STEP_UP, stepUpAnswers } from '../fixtures/edge-contract-trust-rows.ts';
-import { HEADER_COUNT, URL_BYTES, IDENTITY_HEADERS, ORIGIN, ROUTE_METHODS, ROUTE_PREFIX, ROWS, type Env, type Row } from '../fixtures/edge-contract-rows.ts';
+import { HEADER_COUNT, URL_BYTES, IDENTITY_HEADERS, ORIGIN, ROUTE_METHODS, ROUTE_PREFIX, ROWS as CORE_ROWS, type Env, type Row } from '../fixtures/edge-contract-rows.ts';
+import { HTTPSIG_ROWS, httpsigEnv, nginxWithHttpsig } from '../fixtures/edge-contract-httpsig-rows.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
 import type { Nginx } from '../fixtures/nginx.ts';
 import { baseConfig, LogCapture, startDeployment, type Deployment } from '../fixtures/stack.ts';
 import { waitFor } from '../fixtures/wait.ts';
 
 const STALL_WAIT_MS = 8000;
+const ROWS: readonly Row[] = [...CORE_ROWS, ...HTTPSIG_ROWS];
+/** Routes under `binding: report-only`. */
+const REPORT_ROUTES: readonly string[] = ['report', 'sigreport'];
 
 let d: Deployment;
 let stub: IntrospectionStub;
@@ -146,6 +150,12 @@ beforeAll(async () => {
   stub.answers.set(tokens.dpop, answer('carol', 'dpop-app', { cnf: { jkt }, token_type: 'DPoP', tenant_id: 'globex' }));
   stub.answers.set(tokens.dpopOther, answer('carol', 'dpop-app', { cnf: { jkt: otherJkt }, token_type: 'DPoP' }));
   stub.answers.set(tokens.both, answer('dave', 'both-app', { cnf: { 'x5t#S256': client1.thumbprint, jkt }, token_type: 'DPoP', tenant_id: 'acme' }));
+  const sig = httpsigEnv(() => (Date.now() + skew) / 1000);
+  const sigAnswer = (cnf: Record<string, unknown>) => answer('sig-user', 'sig-app', { cnf, token_type: 'httpsig' });
+  stub.answers.set(sig.tokens.ed25519, sigAnswer(sig.keys.ed25519.cnf));
+  stub.answers.set(sig.tokens.es256, sigAnswer(sig.keys.es256.cnf));
+  stub.answers.set(sig.tokens.htsk, sigAnswer(sig.keys.htsk.cnf));
+  stub.answers.set(sig.tokens.withCert, answer('sig-user', 'sig-app', { cnf: { 'x5t#S256': client1.thumbprint, ...sig.keys.ed25519.cnf } }));
   let fresh = 0;
   const freshToken = async () => {
     const token = `tok-fresh-${++fresh}`;
@@ -155,7 +165,7 @@ beforeAll(async () => {
   const routes = Object.entries(ROUTE_PREFIX)
     .filter(([name]) => name !== 'default')
     .map(([name, pathPrefix]) => ({
-      ...{ name, pathPrefix, methods: ROUTE_METHODS[name], ...(name === 'optional' && { binding: 'optional', assertion: false }), ...(name === 'report' && { binding: 'report-only' }), ...(name === 'admin' && { scopes: ['admin'] }) },
+      ...{ name, pathPrefix, methods: ROUTE_METHODS[name], ...(name === 'optional' && { binding: 'optional', assertion: false }), ...(REPORT_ROUTES.includes(name) && { binding: 'report-only' }), ...(name === 'admin' && { scopes: ['admin'] }) },
       ...(STEP_UP[name] !== undefined && { stepUp: STEP_UP[name] }),
     }));
   // The signed assertion on every route but `optional` (assertion: false).
@@ -186,7 +196,8 @@ beforeAll(async () => {
   const started = await app.start();
   // The assertion header is copied by each front like a claim header (docs/signed-trust.md).
   configureFrontClaims(['x-tenant', 'x-auth-assertion']);
-  nginx = await startRecipeNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: started.decisionUrl as string, upstreamUrl: d.upstream.url, claimHeaders: ['x-tenant', 'x-auth-assertion'] });
+  configureFrontHttpsig();
+  nginx = await startRecipeNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: started.decisionUrl as string, upstreamUrl: d.upstream.url, claimHeaders: ['x-tenant', 'x-auth-assertion'], patch: nginxWithHttpsig });
   targets = { ca: d.pki.certs.ca.cert, proxyPort: started.port, decisionPort: started.decisionPort as number, nginxPort: nginx?.port ?? 0 };
   // The clock moved 1 s into a nonce period, its nonce taken, then moved one period on: that nonce
   // is now the previous one (accepted, with a fresh DPoP-Nonce), and the run has ~5 minutes before
@@ -206,7 +217,7 @@ beforeAll(async () => {
   const jwks = (await (await fetch(`${started.adminUrl}/jwks.json`)).json()) as { keys: { kid: string }[] };
   useAssertionJwks(jwks);
   const assertion = { aud: new URL(d.upstream.url).origin, kid: jwks.keys[0]?.kid ?? '(none published)' };
-  env = { tokens, key, nonces: { previous, current: await nonceNow() }, client1, jkt, freshToken, assertion };
+  env = { tokens, key, nonces: { previous, current: await nonceNow() }, client1, jkt, httpsig: sig, freshToken, assertion };
   expect(env.nonces.current).not.toBe(previous);
   stalls = runStalls();
   table = runTable();

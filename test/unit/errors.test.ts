@@ -188,6 +188,8 @@ describe('REASONS', () => {
       'headers_too_large',
       'headers_too_many',
       'http_malformed',
+      'httpsig_body_too_large',
+      'httpsig_replay_unavailable',
       'internal_error',
       'introspection_budget_exhausted',
       'introspection_misconfigured',

@@ -12,7 +12,7 @@ describe('proof-method registry', () => {
     expect(minimalSettings({ methods: [...PROOF_METHOD_IDS] }).methods).toEqual([...PROOF_METHOD_IDS]);
     let refusal = '';
     try {
-      minimalSettings({ methods: ['httpsig'] });
+      minimalSettings({ methods: ['gnap'] });
     } catch (err) {
       refusal = String(err);
     }
@@ -22,14 +22,16 @@ describe('proof-method registry', () => {
   it('holds methods with distinct ids, cnf members and schemes, each with a verifier, and a check for each scheme', () => {
     expect(new Set(PROOF_METHODS.map((method) => method.id)).size).toBe(PROOF_METHODS.length);
     expect(new Set(PROOF_METHODS.map((method) => method.cnfMember)).size).toBe(PROOF_METHODS.length);
-    expect(verifiersFor(PROOF_METHOD_IDS).map((verifier) => verifier.member)).toEqual(PROOF_METHODS.map((method) => method.cnfMember));
+    // One verifier per cnf member a method verifies (httpsig: jwk and htsk).
+    expect(verifiersFor(PROOF_METHOD_IDS).map((verifier) => verifier.member)).toEqual(PROOF_METHODS.flatMap((method) => [method.cnfMember, ...(method.otherCnfMembers ?? [])]));
+    expect(PROOF_METHOD_IDS).toEqual(['mtls', 'dpop', 'httpsig']);
     for (const method of PROOF_METHODS) {
       if (method.scheme === undefined) continue;
       expect(methodOfScheme(method.scheme.name)).toBe(method);
       expect(method.check).toBeTypeOf('function');
     }
     expect(methodOfScheme('bearer')).toBeUndefined();
-    expect([...PROOF_HEADERS]).toEqual(['dpop']);
+    expect([...PROOF_HEADERS]).toEqual(['dpop', 'signature', 'signature-input']);
   });
 });
 
