@@ -83,6 +83,11 @@ const ENDPOINTS: Readonly<Record<string, Endpoint>> = {
     available: (state) => state.config !== undefined,
     handle: ({ send, state }) => send(200, state.config!(), 'application/yaml; charset=utf-8'),
   },
+  '/jwks.json': {
+    summary: 'the keys that sign the upstream assertion (JWKS; with `assertion`)',
+    available: (state) => state.jwks?.() !== undefined,
+    handle: ({ send, state }) => send(200, state.jwks!() as string, 'application/jwk-set+json'),
+  },
 };
 
 function listed(state: AdminState): [string, Endpoint][] {

@@ -72,8 +72,12 @@ function rows(schema: JsonSchema, path: string[], shown: string, required: boole
   out.push({ path, shown, schema, required });
   const object = schema.type === 'array' && schema.items?.properties !== undefined ? schema.items : schema;
   const suffix = object === schema ? '' : '[]';
-  for (const [key, child] of Object.entries(object.properties ?? {})) {
-    rows(child, [...path, key], `${shown}${suffix}.${key}`, object.required?.includes(key) === true, out);
+  // A value that is either something plain or a section (`assertion: false | {…}`): the section's keys too.
+  const sections = [object, ...(object.anyOf ?? []).filter((part) => part.properties !== undefined)];
+  for (const section of sections) {
+    for (const [key, child] of Object.entries(section.properties ?? {})) {
+      rows(child, [...path, key], `${shown}${suffix}.${key}`, section.required?.includes(key) === true, out);
+    }
   }
 }
 
