@@ -9,6 +9,7 @@ import { FORWARDED_CERTIFICATE_FORMATS } from '../tls/forwarded-certificate.ts';
 import { parseCidrList } from '../tls/peers.ts';
 import { JWT_ALGORITHMS } from '../validation/names.ts';
 import { defaultRoutePolicyFields, dpopSchema, routeSchema } from './route-policy.ts';
+import { sharedStateSchema } from './shared-state-schema.ts';
 import { filePath, flag, fromText, headerName, httpUrl, identityHeadersSchema, missingCertificateSchema, number, port, positiveInt } from './schema-fields.ts';
 
 export { BINDING_MODES, type BindingMode } from './schema-fields.ts';
@@ -131,19 +132,6 @@ const jwtSchema = z.strictObject({
   maxJwksBytes: positiveInt.default(256 * 1024),
   /** A token's `iat` may be this far ahead of cnfguard's clock (an AS clock slightly ahead); further is refused. */
   clockSkewSeconds: number(z.number().int().min(0).max(300)).default(5),
-});
-
-/** Shared state across replicas (Redis or Valkey); off unless set. */
-const sharedStateSchema = z.strictObject({
-  url: z.url({ protocol: /^rediss?$/, error: 'a redis:// or rediss:// URL' }),
-  keyPrefix: z.string().default('cnfguard:'),
-  /** At least 32 bytes; authenticates entries (read at start-up). */
-  secretFile: filePath,
-  onUnavailable: z.enum(['fail-closed', 'local']).default('fail-closed'),
-  /** PEM CA for rediss:// (default: the system's trust). */
-  ca: filePath.optional(),
-  /** Per-call deadline for the store; a slower store counts as a miss. */
-  timeoutMs: number(z.number().int().positive().max(60_000)).default(200),
 });
 
 export const configSchema = z.strictObject({
