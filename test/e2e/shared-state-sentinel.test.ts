@@ -120,9 +120,11 @@ describe.skipIf(!available)('shared state on Redis Sentinel: the primary killed 
       set.replica.resume();
       phase = 'failover';
       // Steady traffic until the sentinels name the replica, then the old primary comes back as its replica.
+      let failoverRoleSeen = false;
       await waitFor(
         async () => {
           await round(i++);
+          failoverRoleSeen ||= (await metric(groups.primary[0] as Guard, /^cnfguard_shared_state_role\{role="failover"\}/)) === 1;
           return (await set.primaryPort()) === set.replica.port;
         },
         'the sentinels to promote the replica',
@@ -185,6 +187,7 @@ describe.skipIf(!available)('shared state on Redis Sentinel: the primary killed 
       expect(accepted.primary.filter((a) => a.phase === 'window').length).toBe(WINDOW);
       expect(replaysAccepted.primary).toBe(WINDOW);
       expect(replayedByPhase).toEqual({ 'primary/window': WINDOW });
+      expect(failoverRoleSeen, 'the role said failover while there was no primary').toBe(true);
       // The shared path is back without a restart: the role says so, and the counters saw it.
       for (const guard of [...groups.replica, ...groups.primary]) expect(await metric(guard, /^cnfguard_shared_state_role\{role="primary"\}/)).toBe(1);
       // Each window write was unacknowledged: WAIT said 0, or (a slow machine) the call's deadline came first.
