@@ -72,7 +72,7 @@ try {
   if (PARTS.has('2') || PARTS.has('3')) await acrossReplicas();
   if (PARTS.has('4') || PARTS.has('5')) {
     const startHa = (name: string, cpu: string | undefined, extra: Record<string, unknown>) => startGuard(name, false, cpu, extra);
-    await haBench({ pki, as, secretFile, upstreamPid: upstream.pid, pinning, rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, startGuard: startHa });
+    await haBench({ pki, as, secretFile, upstreamPid: upstream.pid, pinning, rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, parts: { cacheHit: PARTS.has('4'), durability: PARTS.has('5') }, startGuard: startHa });
   }
 } finally {
   await dispatcher.close();
