@@ -7,7 +7,7 @@
  * that may live on any primary (no hash tags needed: nothing must share a slot).
  *
  * `replayDurability: 'replica'`: `setIfAbsent` (the replay stores' one write: DPoP jti, signature
- * nonces) sends `SET key value NX PX ttl` and `WAIT 1 ms` in one pipeline on a connection of its
+ * nonces) sends `SET key value NX PX ttl` and `WAIT 1 ms` in one pipeline on connections of their
  * own (WAIT blocks the connection it runs on; token reads must not queue behind it; in a Cluster
  * the pipeline goes to the node of the key's slot, so WAIT asks the replicas of that node). The
  * write counts only when a replica acknowledged it; otherwise it rejects (`unreachable`) and the
@@ -44,14 +44,22 @@ export interface RedisKvOptions {
 /** Redis needs a whole, positive PX. */
 const px = (ttlMs: number): number => Math.max(1, Math.ceil(ttlMs));
 
+/**
+ * Connections for durable writes: a WAIT holds its connection until a replica answers, and Redis
+ * runs one connection's commands in order, so one connection would allow one durable write per
+ * replica round trip. Concurrent WAITs on several connections are answered by one acknowledgement.
+ */
+const DURABLE_CONNECTIONS = 4;
+
 /** How long a Sentinel or Cluster store that was up counts as failing over before it counts as down. */
 export const FAILOVER_WINDOW_MS = 30_000;
 
 export class RedisKv implements KeyValueStore {
   /** The client (a Cluster, with `target.kind` 'cluster', behind the same command surface). */
   readonly redis: Redis;
-  /** The connection durable writes and their WAIT run on (replayDurability 'replica'). */
-  private readonly durable: Redis | undefined;
+  /** The connections durable writes and their WAIT run on (replayDurability 'replica'), used in turn. */
+  private readonly durable: Redis[];
+  private nextDurable = 0;
   readonly timeoutMs: number;
   private readonly options: RedisKvOptions;
   private readonly highlyAvailable: boolean;
@@ -69,7 +77,7 @@ export class RedisKv implements KeyValueStore {
     const target: RedisTarget = options.target ?? { kind: 'url', url: options.url ?? '' };
     this.highlyAvailable = target.kind !== 'url';
     this.redis = createRedisClient({ target, password: options.password, ca: options.ca, timeoutMs: options.timeoutMs });
-    this.durable = options.replayDurability === 'replica' ? this.redis.duplicate() : undefined;
+    this.durable = options.replayDurability === 'replica' ? Array.from({ length: DURABLE_CONNECTIONS }, () => this.redis.duplicate()) : [];
     this.redis.on('ready', () => this.setUp(true));
     this.redis.on('close', () => this.setUp(false));
     this.redis.on('end', () => this.setUp(false));
@@ -77,7 +85,7 @@ export class RedisKv implements KeyValueStore {
       this.setUp(false);
       options.warn?.('shared state store error', { error: err.message });
     });
-    this.durable?.on('error', () => undefined);
+    for (const connection of this.durable) connection.on('error', () => undefined);
   }
 
   get up(): boolean {
@@ -118,13 +126,13 @@ export class RedisKv implements KeyValueStore {
     this.options.onUp?.(false);
     this.options.onRole?.('down');
     this.redis.connect().catch(() => undefined);
-    this.durable?.connect().catch(() => undefined);
+    for (const connection of this.durable) connection.connect().catch(() => undefined);
   }
 
   close(): void {
     clearTimeout(this.roleTimer);
     this.redis.disconnect();
-    this.durable?.disconnect();
+    for (const connection of this.durable) connection.disconnect();
   }
 
   async get(key: string): Promise<string | undefined> {
@@ -136,7 +144,7 @@ export class RedisKv implements KeyValueStore {
   }
 
   async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
-    const durable = this.durable;
+    const durable = this.durable[this.nextDurable++ % Math.max(1, this.durable.length)];
     if (durable === undefined) return (await this.call((redis) => redis.set(key, value, 'PX', px(ttlMs), 'NX'))) === 'OK';
     // WAIT's own bound under the call's deadline (0 would be "forever").
     const waitMs = Math.max(1, Math.floor(this.timeoutMs * 0.8));
