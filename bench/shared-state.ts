@@ -8,7 +8,9 @@
 //    replica), and sent to one replica first, then to the others (goal: one in total).
 // 3. Latency of a second-tier hit (this replica's first sight of a token another replica
 //    introspected) over a local hit, p50 and p99, sequential over keep-alive mTLS connections.
-// Loopback only; bounded counts (ROUNDS, SECONDS, TOKENS).
+// 4. and 5. (issue 31, bench/lib/shared-state-ha.ts): cache-hit throughput with `sentinel` against
+//    `url` (goal >= 0.97x), and what `replayDurability: replica` costs per DPoP request.
+// Loopback only; bounded counts (ROUNDS, SECONDS, TOKENS). PARTS=4,5 runs only those (default: all).
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,12 +22,14 @@ import { spawnChild, type ChildServer } from './lib/children.ts';
 import { writeGuardConfig } from './lib/guard-config.ts';
 import { percentile, runLoad } from './lib/load.ts';
 import { hasTaskset, machineInfo, pinProcess } from './lib/machine.ts';
+import { haBench } from './lib/shared-state-ha.ts';
 import { median } from './lib/table.ts';
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const SECONDS = Number(process.env.SECONDS ?? 4);
 const TOKENS = Number(process.env.TOKENS ?? 200);
 const REPLICAS = 3;
+const PARTS = new Set((process.env.PARTS ?? '1,2,3,4,5').split(','));
 const CONNECTIONS = 32;
 const HERE = import.meta.dirname;
 
@@ -64,6 +68,22 @@ async function timed(url: string, token: string): Promise<number> {
 }
 
 try {
+  if (PARTS.has('1')) await cacheHitWithAndWithout();
+  if (PARTS.has('2') || PARTS.has('3')) await acrossReplicas();
+  if (PARTS.has('4') || PARTS.has('5')) {
+    const startHa = (name: string, cpu: string | undefined, extra: Record<string, unknown>) => startGuard(name, false, cpu, extra);
+    await haBench({ pki, as, secretFile, upstreamPid: upstream.pid, pinning, rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, parts: { cacheHit: PARTS.has('4'), durability: PARTS.has('5') }, startGuard: startHa });
+  }
+} finally {
+  await dispatcher.close();
+  await Promise.all(children.map((c) => c.stop()));
+  await upstream.stop();
+  await as.stop();
+  await redis.cleanup();
+  await pki.cleanup();
+}
+
+async function cacheHitWithAndWithout(): Promise<void> {
   // 1. Cache-hit throughput, one cnfguard at a time on CPU 0.
   const local = await startGuard('local-only', false, pinning ? '0' : undefined);
   const shared = await startGuard('shared', true, pinning ? '0' : undefined);
@@ -82,7 +102,9 @@ try {
   }
   console.log(`cache hit, ${CONNECTIONS} connections, ${ROUNDS} rounds x ${SECONDS} s: with sharedState ${median(rps.shared)} req/s / without ${median(rps.local)} req/s = ${(median(rps.shared) / median(rps.local)).toFixed(3)}x (goal >= 0.97x)`);
   await Promise.all([local.stop(), shared.stop()]);
+}
 
+async function acrossReplicas(): Promise<void> {
   // 2. and 3.: REPLICAS replicas sharing the store, unpinned.
   const replicas = await Promise.all(Array.from({ length: REPLICAS }, (_, i) => startGuard(`replica-${i}`, true, undefined, NO_BUDGET)));
   const urls = replicas.map((r) => r.ready.url);
@@ -115,11 +137,4 @@ try {
   const [st, lh] = [sorted(secondTier), sorted(localHit)];
   console.log(`latency over ${TOKENS} tokens (sequential, keep-alive mTLS): local hit p50 ${percentile(lh, 50).toFixed(3)} ms p99 ${percentile(lh, 99).toFixed(3)} ms; second-tier hit p50 ${percentile(st, 50).toFixed(3)} ms p99 ${percentile(st, 99).toFixed(3)} ms`);
   console.log(`  added by a second-tier hit: p50 +${(percentile(st, 50) - percentile(lh, 50)).toFixed(3)} ms, p99 +${(percentile(st, 99) - percentile(lh, 99)).toFixed(3)} ms`);
-} finally {
-  await dispatcher.close();
-  await Promise.all(children.map((c) => c.stop()));
-  await upstream.stop();
-  await as.stop();
-  await redis.cleanup();
-  await pki.cleanup();
 }

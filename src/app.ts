@@ -121,7 +121,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
         config: () => ({ file: config.file, sha256: state.configSha256, settings: state.current }),
         ready: () => state.ready,
         introspectionUrl: usesIntrospection(settings) ? (client?.shownUrl ?? shownUrl(settings.introspection.url)) : undefined,
-        ...(store !== undefined && { sharedState: () => ({ up: store.up }) }),
+        ...(store !== undefined && { sharedState: () => ({ up: store.up, role: store.role() }) }),
       }),
     jwks: () => (state.current.assertion === undefined ? undefined : assertionKeys.jwks()),
   });

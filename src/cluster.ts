@@ -155,8 +155,8 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     },
   );
 
-  // DPoP without shared state: the one replay store and nonce key all workers use (src/cluster-state.ts).
-  const dpopState = settings.sharedState === undefined ? createPrimaryState({ maxEntries: settings.dpop.replayStoreMaxEntries }) : undefined;
+  // DPoP without shared state (or its `local` fallback): the one replay store and nonce key all workers use (src/cluster-state.ts).
+  const dpopState = settings.sharedState === undefined || settings.sharedState.onUnavailable === 'local' ? createPrimaryState({ maxEntries: settings.dpop.replayStoreMaxEntries }) : undefined;
 
   let announced: () => void = () => {};
   const allReady = new Promise<void>((resolve) => (announced = resolve));

@@ -23,6 +23,7 @@ export interface Metrics {
   /** Only with `sharedState` set: without a store, a 0 would read as "store down". */
   readonly sharedStateUp: Gauge | undefined;
   readonly sharedStateErrors: Counter<'kind'>;
+  readonly sharedStateRole: Gauge<'role'> | undefined;
   readonly cacheMisses: Counter;
   readonly cacheStale: Counter;
   readonly circuitOpen: Gauge;
@@ -167,9 +168,16 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     sharedStateUp: options.sharedState === true ? new Gauge({ name: 'cnfguard_shared_state_up', help: '1 while the shared state store is connected (sharedState set)', registers, aggregator: 'min' }) : undefined,
     sharedStateErrors: new Counter({
       name: 'cnfguard_shared_state_errors_total',
-      help: 'Shared state failures by kind (timeout, unavailable, forged, local_fallback)',
+      help: 'Shared state failures by kind (timeout, unavailable, replica_unacked, forged, local_fallback)',
       labelNames: ['kind'] as const,
       registers,
+    }),
+    sharedStateRole: options.sharedState !== true ? undefined : new Gauge({
+      name: 'cnfguard_shared_state_role',
+      help: 'What the shared state store is doing, one series per role set to 1: primary (reachable), failover (Sentinel or Cluster finding a new primary), down (sharedState set)',
+      labelNames: ['role'] as const,
+      registers,
+      aggregator: 'max',
     }),
     cacheMisses: new Counter({ name: 'cnfguard_token_cache_misses_total', help: 'Token lookups this replica\'s cache could not answer (the shared store or the authorization server did)', registers }),
     cacheStale: new Counter({ name: 'cnfguard_token_cache_stale_total', help: 'Expired active answers served while the AS failed (staleIfErrorSeconds)', registers }),

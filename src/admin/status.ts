@@ -26,7 +26,7 @@ export interface StatusSources {
   ready: () => boolean;
   /** Shown introspection URL (no userinfo, query or fragment); undefined when no route introspects. */
   introspectionUrl: string | undefined;
-  /** The shared store, when `sharedState` is set: `up` now. A later store reports `role` (primary, failover) here. */
+  /** The shared store, when `sharedState` is set: `up` now. `role`: primary, failover or down (state/kv.ts). */
   sharedState?: () => { up: boolean; role?: string };
 }
 

@@ -97,19 +97,20 @@ async function probeJwks(config: LoadedConfig, jwt: NonNullable<Settings['jwt']>
 }
 
 /** What to check when the shared store does not answer, by how it failed. */
-function sharedStateFix(cause: string): string {
-  if (cause === 'ECONNREFUSED') return 'nothing listens at sharedState.url: the store is down, or the host or port is wrong';
-  if (cause === 'ENOTFOUND' || cause === 'EAI_AGAIN') return 'the host of sharedState.url does not resolve';
+function sharedStateFix(cause: string, key: string): string {
+  if (cause === 'ECONNREFUSED') return `nothing listens at ${key}: the store is down, or the host or port is wrong`;
+  if (cause === 'ENOTFOUND' || cause === 'EAI_AGAIN') return `the host of ${key} does not resolve`;
   if (cause === 'timeout') return 'no answer within sharedState.timeoutMs: the store is down or unreachable (a firewall?)';
   if (/NOAUTH|WRONGPASS|ERR AUTH/i.test(cause)) return 'the store wants a password: put it in sharedState.url (redis://:password@host) or check it';
   if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_SSL|EPROTO/.test(cause)) return "check sharedState.ca and the scheme (rediss:// is TLS): the store's certificate does not chain to it";
-  return 'sharedState.url could not be used: see the cause';
+  return `${key} could not be used: see the cause`;
 }
 
 async function probeSharedState(config: LoadedConfig, shared: NonNullable<Settings['sharedState']>): Promise<ProbeLine> {
-  const { RedisKv } = await import('../state/redis-kv.ts');
-  const line = { what: 'shared state', target: shown(shared.url) };
-  const kv = new RedisKv({ url: shared.url, ca: config.sharedState?.ca, timeoutMs: Math.max(1000, shared.timeoutMs) });
+  const [{ RedisKv }, { redisTargetOf }] = await Promise.all([import('../state/redis-kv.ts'), import('../compose/shared-state.ts')]);
+  const key = shared.sentinel !== undefined ? 'sharedState.sentinel.nodes' : shared.cluster !== undefined ? 'sharedState.cluster.nodes' : 'sharedState.url';
+  const line = { what: 'shared state', target: shared.url !== undefined ? shown(shared.url) : (shared.sentinel?.nodes ?? shared.cluster?.nodes ?? []).join(', ') };
+  const kv = new RedisKv({ target: redisTargetOf(shared, config.sharedState ?? {}), password: config.sharedState?.password, ca: config.sharedState?.ca, timeoutMs: Math.max(1000, shared.timeoutMs) });
   // ioredis would reconnect for ever: one attempt, one error.
   kv.redis.options.retryStrategy = () => null;
   let lastError: Error | undefined;
@@ -121,7 +122,7 @@ async function probeSharedState(config: LoadedConfig, shared: NonNullable<Settin
     return { ...line, ok: true, detail: 'PONG' };
   } catch (err) {
     const cause = errorCode(lastError) ?? errorCode(err) ?? (lastError ?? (err as Error)).message;
-    return { ...line, ok: false, detail: cause, fix: sharedStateFix(cause) };
+    return { ...line, ok: false, detail: cause, fix: sharedStateFix(cause, key) };
   } finally {
     clearTimeout(timer);
     kv.close();

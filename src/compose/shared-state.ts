@@ -10,6 +10,9 @@ import type { Logger } from '../log.ts';
 import { tracedStore, type TracingSlot } from '../observe/tracing.ts';
 import { createNonceSource, type NonceSource } from '../proof/nonce.ts';
 import { primaryStateOfWorker } from '../cluster-state.ts';
+import type { Settings } from '../config/schema.ts';
+import { hostPort } from '../config/shared-state-schema.ts';
+import type { RedisTarget } from '../state/redis-client.ts';
 import { RedisKv } from '../state/redis-kv.ts';
 import { createMemoryReplayStore, createSharedReplayStore, type ReplayStore } from '../state/replay-store.ts';
 import { sealKv, sharedNonceKey, type SealedKv } from '../state/sealed-kv.ts';
@@ -20,8 +23,15 @@ export function buildSharedStore(config: LoadedConfig, io: { metrics: Metrics; l
   const { metrics, logger, now } = io;
   let warnedAt = -Infinity;
   const redis = new RedisKv({
-    url: shared.url,
+    target: redisTargetOf(shared, config.sharedState),
+    password: config.sharedState.password,
+    replayDurability: shared.replayDurability,
     ca: config.sharedState.ca,
+    onRole: (role) => {
+      for (const each of STORE_ROLES) metrics.sharedStateRole?.set({ role: each }, each === role ? 1 : 0);
+      if (role !== 'primary') logger.warn({ role }, 'shared state store: no primary reachable');
+      else logger.info({ role }, 'shared state store: primary reachable');
+    },
     timeoutMs: Math.min(shared.timeoutMs, config.settings.introspection.timeoutMs),
     onUp: (up) => metrics.sharedStateUp?.set(up ? 1 : 0),
     onError: (kind) => metrics.sharedStateErrors.inc({ kind }),
@@ -36,6 +46,15 @@ export function buildSharedStore(config: LoadedConfig, io: { metrics: Metrics; l
     io.tracing === undefined ? redis : tracedStore(io.tracing, redis),
     { secret: config.sharedState.secret, keyPrefix: shared.keyPrefix, onForged: () => metrics.sharedStateErrors.inc({ kind: 'forged' }) },
   );
+}
+
+const STORE_ROLES = ['primary', 'failover', 'down'] as const;
+
+/** Where the store is: `sharedState.url`, `.sentinel` or `.cluster` (exactly one, by the schema). */
+export function redisTargetOf(shared: NonNullable<Settings['sharedState']>, material: { sentinelPassword?: string | undefined }): RedisTarget {
+  if (shared.sentinel !== undefined) return { kind: 'sentinel', masterName: shared.sentinel.masterName, nodes: shared.sentinel.nodes.map(hostPort), sentinelPassword: material.sentinelPassword };
+  if (shared.cluster !== undefined) return { kind: 'cluster', nodes: shared.cluster.nodes.map(hostPort) };
+  return { kind: 'url', url: shared.url ?? '' };
 }
 
 export interface DpopState {
@@ -54,15 +73,19 @@ export function buildDpopState(config: LoadedConfig, io: { store: SealedKv | und
   const { settings } = config;
   const { store, metrics, now } = io;
   const seconds = () => now() / 1000;
-  const viaPrimary = store === undefined ? primaryStateOfWorker(cluster.isWorker, { rotationSeconds: settings.dpop.nonceRotationSeconds, now: seconds }) : undefined;
-  const local = createMemoryReplayStore({ maxEntries: settings.dpop.replayStoreMaxEntries, now: seconds });
   const shared = settings.sharedState;
+  // Workers: the primary's store, as this process's own (no shared state) or as the `local` fallback
+  // of the shared one, so that N workers falling back still act as one process.
+  const needsPrimary = store === undefined || shared?.onUnavailable === 'local';
+  const viaPrimary = needsPrimary ? primaryStateOfWorker(cluster.isWorker, { rotationSeconds: settings.dpop.nonceRotationSeconds, now: seconds }) : undefined;
+  const local = viaPrimary?.replayStore ?? createMemoryReplayStore({ maxEntries: settings.dpop.replayStoreMaxEntries, now: seconds });
   const replayStore =
     store === undefined || shared === undefined
-      ? (viaPrimary?.replayStore ?? local)
+      ? local
       : createSharedReplayStore(store, { onUnavailable: shared.onUnavailable, fallback: local, now, onFallback: () => metrics.sharedStateErrors.inc({ kind: 'local_fallback' }) });
+  const ownNonces = store === undefined ? viaPrimary?.nonces : undefined;
   const nonces =
-    viaPrimary?.nonces ??
+    ownNonces ??
     createNonceSource({ rotationSeconds: settings.dpop.nonceRotationSeconds, now: seconds, ...(config.sharedState !== undefined && store !== undefined && { key: sharedNonceKey(config.sharedState.secret) }) });
-  return { replayStore, nonces, ready: viaPrimary?.ready };
+  return { replayStore, nonces, ready: store === undefined ? viaPrimary?.ready : undefined };
 }

@@ -1,6 +1,7 @@
 /** The effective config as `cnfguard check` prints it: every secret masked. */
 import { stringify } from 'yaml';
 import type { Settings } from './schema.ts';
+import { describeSharedState } from './shared-state-schema.ts';
 
 const MASK = '********';
 
@@ -9,10 +10,12 @@ export function effectiveConfigYaml(config: { readonly settings: Settings }): st
   const settings = structuredClone(config.settings) as Settings;
   if (settings.introspection.clientSecret !== undefined) settings.introspection.clientSecret = MASK;
   // redis://user:password@host: the store's password is as secret as the client's.
-  if (settings.sharedState !== undefined) settings.sharedState.url = withoutPassword(settings.sharedState.url);
+  if (settings.sharedState?.url !== undefined) settings.sharedState.url = withoutPassword(settings.sharedState.url);
   // Export headers carry credentials (an API key, a bearer token for the collector).
   if (settings.tracing !== undefined) for (const name of Object.keys(settings.tracing.headers)) settings.tracing.headers[name] = MASK;
-  return stringify(settings);
+  // Which store the replicas share, said once above the YAML (a comment: the output stays a valid config).
+  const used = settings.sharedState === undefined ? '' : `# sharedState uses ${describeSharedState(settings.sharedState)}\n`;
+  return used + stringify(settings);
 }
 
 function withoutPassword(value: string): string {

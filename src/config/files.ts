@@ -31,6 +31,10 @@ export interface IntrospectionMaterial {
 export interface SharedStateMaterial {
   secret: Buffer;
   ca: string | undefined;
+  /** The data nodes' password (`sharedState.passwordFile`), trimmed. */
+  password?: string | undefined;
+  /** The sentinels' password (`sharedState.sentinel.passwordFile`), trimmed. */
+  sentinelPassword?: string | undefined;
 }
 
 function readText(path: string, file: string, problems: ConfigProblem[]): string | undefined {
@@ -163,7 +167,17 @@ export function readSharedStateFiles(settings: Settings, problems: ConfigProblem
     problems.push({ path: 'sharedState.secretFile', message: `${JSON.stringify(shared.secretFile)} holds ${secret.length} bytes; at least 32 are needed` });
   }
   const ca = shared.ca === undefined ? undefined : readCertificates('sharedState.ca', shared.ca, problems);
-  return secret === undefined ? undefined : { secret, ca: ca?.pem };
+  const password = shared.passwordFile === undefined ? undefined : readPassword('sharedState.passwordFile', shared.passwordFile, problems);
+  const sentinelFile = shared.sentinel?.passwordFile;
+  const sentinelPassword = sentinelFile === undefined ? undefined : readPassword('sharedState.sentinel.passwordFile', sentinelFile, problems);
+  return secret === undefined ? undefined : { secret, ca: ca?.pem, password, sentinelPassword };
+}
+
+/** A password file's text without its line end; an empty file is a problem (no password is no file). */
+function readPassword(path: string, file: string, problems: ConfigProblem[]): string | undefined {
+  const text = readText(path, file, problems)?.replace(/\r?\n$/, '');
+  if (text === '') problems.push({ path, message: `${JSON.stringify(file)} is empty` });
+  return text === '' ? undefined : text;
 }
 
 /** Every config key that names a file, as [section, key]. */
@@ -178,7 +192,11 @@ export const FILE_KEYS = [
   ['sharedState', 'secretFile'],
   ['sharedState', 'ca'],
   ['assertion', 'keyFile'],
+  ['sharedState', 'passwordFile'],
 ] as const;
+
+/** File keys one object deeper, as [section, object, key]. */
+export const NESTED_FILE_KEYS = [['sharedState', 'sentinel', 'passwordFile']] as const;
 
 /**
  * Makes every relative file path absolute, in place: against the config file's folder, so a config
@@ -188,23 +206,38 @@ export const FILE_KEYS = [
  */
 export function resolveFilePaths(config: unknown, baseDir: string, warnings: ConfigProblem[], cwd: string = process.cwd()): void {
   if (config === null || typeof config !== 'object') return;
-  for (const [section, key] of FILE_KEYS) {
-    const holder = (config as Record<string, unknown>)[section];
-    if (holder === null || typeof holder !== 'object') continue;
+  const objectAt = (holder: unknown, key: string): Record<string, unknown> | undefined => {
     const value = (holder as Record<string, unknown>)[key];
-    if (typeof value !== 'string' || value === '' || isAbsolute(value)) continue;
-    const fromConfig = resolve(baseDir, value);
-    const fromCwd = resolve(cwd, value);
-    let chosen = fromConfig;
-    if (fromCwd !== fromConfig && !existsSync(fromConfig) && existsSync(fromCwd)) {
-      chosen = fromCwd;
-      warnings.push({
-        path: `${section}.${key}`,
-        message: `${JSON.stringify(value)} is read from the working directory (${fromCwd}); relative paths are read from the config file's folder (${baseDir}) and the working-directory fallback will go: write ${JSON.stringify(fromCwd)}, or a path relative to the config file`,
-      });
-    }
-    (holder as Record<string, unknown>)[key] = chosen;
+    return value !== null && typeof value === 'object' ? (value as Record<string, unknown>) : undefined;
+  };
+  for (const [section, key] of FILE_KEYS) {
+    const holder = objectAt(config, section);
+    if (holder !== undefined) resolveOne(holder, key, `${section}.${key}`, baseDir, warnings, cwd);
   }
+  // One level deeper: the section is a copy (load.ts), its sub-object is copied before it is written.
+  for (const [section, sub, key] of NESTED_FILE_KEYS) {
+    const holder = objectAt(config, section);
+    const inner = holder === undefined ? undefined : objectAt(holder, sub);
+    if (holder === undefined || inner === undefined) continue;
+    holder[sub] = { ...inner };
+    resolveOne(holder[sub] as Record<string, unknown>, key, `${section}.${sub}.${key}`, baseDir, warnings, cwd);
+  }
+}
+
+function resolveOne(holder: Record<string, unknown>, key: string, path: string, baseDir: string, warnings: ConfigProblem[], cwd: string): void {
+  const value = holder[key];
+  if (typeof value !== 'string' || value === '' || isAbsolute(value)) return;
+  const fromConfig = resolve(baseDir, value);
+  const fromCwd = resolve(cwd, value);
+  let chosen = fromConfig;
+  if (fromCwd !== fromConfig && !existsSync(fromConfig) && existsSync(fromCwd)) {
+    chosen = fromCwd;
+    warnings.push({
+      path,
+      message: `${JSON.stringify(value)} is read from the working directory (${fromCwd}); relative paths are read from the config file's folder (${baseDir}) and the working-directory fallback will go: write ${JSON.stringify(fromCwd)}, or a path relative to the config file`,
+    });
+  }
+  holder[key] = chosen;
 }
 
 /** `assertion.keyFile`: the signing key, checked against `assertion.algorithm` (a mismatch is a config error). */

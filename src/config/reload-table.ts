@@ -116,6 +116,10 @@ export const RELOAD_TABLE = {
   logLevel: 'live',
   decisionApi: 'restart',
   // The connection and its secret are made at start (a rewritten secret file is reported by the app).
+  // One rule for the whole section (a table would turn an absent section into an object):
+  // url, sentinel, cluster and passwordFile are where the connection goes, asked at start (the
+  // primary the sentinels or the cluster point to is then followed live, without a reload);
+  // replayDurability is built into the replay store, which lives as long as the process.
   sharedState: 'restart',
   // The exporter and the SDK are loaded at start, only when tracing is set.
   tracing: 'restart',

@@ -10,9 +10,10 @@ import { FORWARDED_CERTIFICATE_FORMATS } from '../tls/forwarded-certificate.ts';
 import { parseCidrList } from '../tls/peers.ts';
 import { JWT_ALGORITHMS } from '../validation/names.ts';
 import { defaultRoutePolicyFields, dpopSchema, routeSchema } from './route-policy.ts';
+import { sharedStateSchema } from './shared-state-schema.ts';
 import { httpsigSchema } from './httpsig-schema.ts';
 import { checkTrust, signedIntrospectionFields } from './trust-schema.ts';
-import { filePath, flag, fromText, headerName, httpUrl, urlProblem, identityHeadersSchema, missingCertificateSchema, number, port, positiveInt } from './schema-fields.ts';
+import { filePath, flag, fromText, headerName, httpUrl, identityHeadersSchema, missingCertificateSchema, number, port, positiveInt } from './schema-fields.ts';
 
 export { BINDING_MODES, type BindingMode } from './schema-fields.ts';
 export { DPOP_ALGORITHMS, PROOF_METHODS, type DpopAlgorithm, type ProofMethod } from './route-policy.ts';
@@ -127,16 +128,6 @@ const jwtSchema = z.strictObject({
   refetchCooldownSeconds: number(z.number().min(0).max(3600)).default(30).describe('Least time between two JWKS fetches caused by an unknown kid.'),
   maxJwksBytes: positiveInt.default(256 * 1024).describe('Largest JWKS document read.'),
   clockSkewSeconds: number(z.number().int().min(0).max(300)).default(5).describe("A token's `iat` may be this far ahead of cnfguard's clock; further is refused."),
-});
-
-/** Shared state across replicas (Redis or Valkey); off unless set. */
-const sharedStateSchema = z.strictObject({
-  url: z.url({ protocol: /^rediss?$/, error: (issue) => urlProblem(issue.input, 'a redis:// or rediss:// URL') }).describe('The Redis or Valkey server (redis:// or rediss://).'),
-  keyPrefix: z.string().default('cnfguard:').describe("Prefix of every key cnfguard writes."),
-  secretFile: filePath.describe('A file of at least 32 bytes that authenticates entries (read at start-up); the same on every replica.'),
-  onUnavailable: z.enum(['fail-closed', 'local']).default('fail-closed').describe('With the store down, proof-of-possession requests are refused (fail-closed) or checked against per-process state (local).'),
-  ca: filePath.optional().describe("PEM CA for rediss:// (default: the system's trust)."),
-  timeoutMs: number(z.number().int().positive().max(60_000)).default(200).describe('Per-call deadline for the store; a slower store counts as a miss.'),
 });
 
 /** OpenTelemetry traces exported over OTLP/HTTP (issue 28); off unless set. */

@@ -30,10 +30,19 @@ export interface KeyValueStore {
   setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>;
   /** Whether calls are expected to work now (false: callers skip optional reads and writes). */
   readonly up: boolean;
+  /** What a store behind a connection is doing (for /status and metrics); absent on memory stores. */
+  role?(): StoreRole;
   /** Starts connecting, for a store behind a connection; never waits and never fails. */
   connect?(): void;
   close?(): void;
 }
+
+/**
+ * A shared store's state: `primary` (a primary is reachable: reads and writes work), `failover`
+ * (Sentinel or Cluster: the primary was lost moments ago and a new one is being found and
+ * followed), `down` (no primary, and none expected soon).
+ */
+export type StoreRole = 'primary' | 'failover' | 'down';
 
 /** The store cannot answer: refused (`full`) or not reached (`unreachable`). Never "absent". */
 export class StoreUnavailableError extends Error {

@@ -9,7 +9,7 @@
  * an entry moved under another token's key fails authentication too.
  */
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
-import type { KeyValueStore } from './kv.ts';
+import type { KeyValueStore, StoreRole } from './kv.ts';
 
 export const MIN_SECRET_BYTES = 32;
 
@@ -39,6 +39,7 @@ export interface SealedKv extends KeyValueStore {
   /** The value of an authentic stored form, or undefined (counted as forged). */
   open(storedKey: string, stored: string): string | undefined;
   /** The inner store's, when it has them. */
+  role(): StoreRole;
   connect(): void;
   close(): void;
 }
@@ -72,6 +73,7 @@ export function sealKv(inner: KeyValueStore, options: SealedKvOptions): SealedKv
     get up() {
       return inner.up;
     },
+    role: () => inner.role?.() ?? (inner.up ? 'primary' : 'down'),
     connect: () => inner.connect?.(),
     close: () => inner.close?.(),
     async get(name) {

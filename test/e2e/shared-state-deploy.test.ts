@@ -759,7 +759,7 @@ const CHECKS = {
 
   async 'compose: sharedState.url names the store service, which publishes nothing and shares an internal network with the replicas only'(b: Bundle) {
     const c = strictCompose(b);
-    const url = new URL((await loadedReplicaConfig(b, c)).settings.sharedState!.url);
+    const url = new URL((await loadedReplicaConfig(b, c)).settings.sharedState!.url!);
     const store = c.services[url.hostname];
     expect(store, `sharedState.url names a compose service (${url.hostname})`).toBeDefined();
     expect(store!.image, 'the store is Valkey or Redis').toMatch(/^(valkey\/valkey|redis):/);
@@ -909,7 +909,7 @@ const CHECKS = {
 
   async 'k8s: sharedState.url names the store Service, whose port and selector reach the store pod only'(b: Bundle) {
     const objects = render(b, K8S_OVERLAY);
-    const url = new URL((await loadedOverlayConfig(b, objects)).settings.sharedState!.url);
+    const url = new URL((await loadedOverlayConfig(b, objects)).settings.sharedState!.url!);
     const [name, ...rest] = url.hostname.split('.');
     if (rest.length > 0) expect(rest.join('.'), 'a Service DNS name: NAME[.NAMESPACE.svc[.cluster.local]]').toMatch(/^[a-z0-9-]+\.svc(\.cluster\.local)?$/);
     const service = objects.find((o) => o.kind === 'Service' && o.metadata?.name === name) as IService | undefined;
