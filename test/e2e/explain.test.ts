@@ -73,7 +73,7 @@ describe('cnfguard explain', () => {
   it('an mTLS-bound token with its certificate: allowed, exit 0, the thumbprints match', async () => {
     const run = await explain(['-c', config, '--token-file', tokenFile, '--cert', d.pki.files.client1.cert, '--url', 'https://localhost:8443/orders']);
     expect(run.stderr).toBe('');
-    expect(run.code).toBe(0);
+    expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/ok +validation +source=introspection active=true/);
     expect(run.stdout).toMatch(/x5t#S256 +MATCH \(mtls\)/);
     expect(run.stdout).toContain(`presented ${thumbprintS256(new X509Certificate(d.pki.certs.clients.client1.cert).raw)}`);
@@ -83,7 +83,7 @@ describe('cnfguard explain', () => {
 
   it('with another certificate: refused, exit 1, both thumbprints and the 401 a client gets', async () => {
     const run = await explain(['-c', config, '--token', mtlsToken, '--cert', d.pki.files.client2.cert]);
-    expect(run.code).toBe(1);
+    expect(run.code, run.stderr).toBe(1);
     const json = await explain(['-c', config, '--token', mtlsToken, '--cert', d.pki.files.client2.cert, '--json']);
     const report = JSON.parse(json.stdout) as Record<string, unknown> & { cnf: { member: string; bound: string; presented: string; result: string }[] };
     const [x5t] = report.cnf;
@@ -113,7 +113,7 @@ describe('cnfguard explain', () => {
   it('a DPoP-bound token with a proof: allowed, exit 0, proof jkt against cnf.jkt', async () => {
     const proof = await generateProof(key, DPOP_URL.split('?')[0] as string, 'POST', undefined, dpopToken);
     const run = await explain(['-c', config, '--token', dpopToken, '--dpop', proof, '--method', 'post', '--url', DPOP_URL, '--json']);
-    expect(run.code).toBe(0);
+    expect(run.code, run.stderr).toBe(0);
     const report = JSON.parse(run.stdout) as { cnf: { member: string; result: string; bound: string; presented: string }[]; steps: { step: string; facts: Record<string, unknown> }[] };
     expect(report.cnf).toEqual([expect.objectContaining({ member: 'jkt', method: 'dpop', result: 'match' })]);
     expect(report.steps.find((s) => s.step === 'proof')?.facts).toMatchObject({ method: 'dpop', jkt: report.cnf[0]?.bound });
@@ -121,21 +121,21 @@ describe('cnfguard explain', () => {
 
   it('the DPoP-bound token without a proof: refused, exit 1', async () => {
     const run = await explain(['-c', config, '--token', dpopToken, '--method', 'POST', '--url', DPOP_URL]);
-    expect(run.code).toBe(1);
+    expect(run.code, run.stderr).toBe(1);
     expect(run.stdout).toMatch(/decision +deny/);
     expect(run.stdout).toContain('answer    401');
   });
 
   it('an unreachable AS: could not evaluate, exit 2, the 503 a client would get', async () => {
     const run = await explain(['-c', unreachable, '--token', mtlsToken, '--cert', d.pki.files.client1.cert]);
-    expect(run.code).toBe(2);
+    expect(run.code, run.stderr).toBe(2);
     expect(run.stdout).toMatch(/REFUSED validation +reason=introspection_unavailable/);
     expect(run.stdout).toContain('answer    503');
   });
 
   it('bad usage: exit 2 with the usage', async () => {
     const run = await explain(['-c', config]);
-    expect(run.code).toBe(2);
+    expect(run.code, run.stderr).toBe(2);
     expect(run.stderr).toContain('exactly one of --token and --token-file');
   });
 
