@@ -357,7 +357,15 @@ interface TargetSummary {
   p99Rounds: number[];
   ratioVsBare: number | undefined;
   ratioVsNginx: number | undefined;
+  /** Against `baseline`, or `baseline-info` for an `-info` target when it ran. */
   ratioVsBaseline: number | undefined;
+  /** The server's CPU per request (process accounting), µs: median of rounds. */
+  cpuUsPerRequest: number | undefined;
+  /** Median of per-round ratios of CPU per request: against bare-node, and the matching baseline. */
+  cpuVsBare: number | undefined;
+  cpuVsBaseline: number | undefined;
+  /** Every round's ratios, as printed under the table: req/s and CPU per request against bare-node and the baseline. */
+  perRound: { vsBare: number[]; vsBaseline: number[]; cpuVsBare: number[]; cpuVsBaseline: number[] };
   serverCpuPct: number | undefined;
   loadgenCpuPct: number | undefined;
   upstreamCpuPct: number | undefined;
@@ -377,6 +385,21 @@ function summarizeTargets(names: TargetName[], runs: Map<TargetName, LoadResult[
     const r = median(a.map((run, i) => run.rps / (b[i]?.rps ?? Number.NaN)));
     return Number.isFinite(r) ? Math.round(r * 100) / 100 : undefined;
   };
+  // CPU per request from process accounting: steadier than req/s when others take the CPU.
+  const cpuPerRequest = (run: LoadResult | undefined): number => (run?.serverCpuPct === undefined || run.rps === 0 ? Number.NaN : (run.serverCpuPct * 1e4) / run.rps);
+  const cpuRatio = (name: TargetName, base: TargetName): number | undefined => {
+    const a = runs.get(name);
+    const b = runs.get(base);
+    if (a === undefined || b === undefined || a.length === 0) return undefined;
+    const r = median(a.map((run, i) => cpuPerRequest(run) / cpuPerRequest(b[i])).filter(Number.isFinite));
+    return Number.isFinite(r) ? Math.round(r * 100) / 100 : undefined;
+  };
+  const rounds = (name: TargetName, base: TargetName, of: (run: LoadResult | undefined) => number): number[] => {
+    const b = runs.get(base);
+    if (b === undefined || b.length === 0) return [];
+    return (runs.get(name) ?? []).map((run, i) => Math.round((of(run) / of(b[i])) * 100) / 100);
+  };
+  const baselineOf = (name: TargetName): TargetName => (name.endsWith('-info') && (runs.get('baseline-info')?.length ?? 0) > 0 ? 'baseline-info' : 'baseline');
   return names
     .filter((name) => (runs.get(name)?.length ?? 0) > 0)
     .map((name) => {
@@ -397,7 +420,16 @@ function summarizeTargets(names: TargetName[], runs: Map<TargetName, LoadResult[
         p99Rounds: list.map((r) => r.p99Ms),
         ratioVsBare: ratio(name, 'bare-node'),
         ratioVsNginx: ratio(name, 'nginx'),
-        ratioVsBaseline: ratio(name, 'baseline'),
+        ratioVsBaseline: ratio(name, baselineOf(name)),
+        cpuUsPerRequest: opt(list.map(cpuPerRequest).filter(Number.isFinite)),
+        cpuVsBare: cpuRatio(name, 'bare-node'),
+        cpuVsBaseline: cpuRatio(name, baselineOf(name)),
+        perRound: {
+          vsBare: rounds(name, 'bare-node', (run) => run?.rps ?? Number.NaN),
+          vsBaseline: rounds(name, baselineOf(name), (run) => run?.rps ?? Number.NaN),
+          cpuVsBare: rounds(name, 'bare-node', cpuPerRequest),
+          cpuVsBaseline: rounds(name, baselineOf(name), cpuPerRequest),
+        },
         serverCpuPct: opt(list.map((r) => r.serverCpuPct)),
         loadgenCpuPct: opt(list.map((r) => r.loadgenCpuPct)),
         upstreamCpuPct: opt(list.map((r) => r.upstreamCpuPct)),
@@ -413,7 +445,7 @@ function summarizeTargets(names: TargetName[], runs: Map<TargetName, LoadResult[
 function printTargets(rows: TargetSummary[]): void {
   log(
     table(
-      ['target', 'req/s', 'min-max req/s', 'p50 ms', 'p99 ms', 'x bare', 'x nginx', 'x baseline', 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'others CPU%', 'RSS MB', 'errors+non2xx'],
+      ['target', 'req/s', 'min-max req/s', 'p50 ms', 'p99 ms', 'x bare', 'x nginx', 'x baseline', 'CPU µs/req', 'CPU/req x bare', 'CPU/req x baseline', 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'others CPU%', 'RSS MB', 'errors+non2xx'],
       rows.map((r) => [
         r.name,
         r.rps,
@@ -423,6 +455,9 @@ function printTargets(rows: TargetSummary[]): void {
         fixed(r.ratioVsBare, 2),
         fixed(r.ratioVsNginx, 2),
         fixed(r.ratioVsBaseline, 2),
+        r.cpuUsPerRequest,
+        fixed(r.cpuVsBare, 2),
+        fixed(r.cpuVsBaseline, 2),
         r.serverCpuPct,
         r.loadgenCpuPct,
         r.upstreamCpuPct,
@@ -432,6 +467,17 @@ function printTargets(rows: TargetSummary[]): void {
       ]),
     ),
   );
+  const compared = rows.some((r) => r.name !== 'bare-node' && r.perRound.vsBare.length + r.perRound.vsBaseline.length > 0);
+  if (compared) log('  per-round ratios (req/s, then CPU per request; CPU/req below 1 is cheaper), in round order:');
+  for (const r of rows) {
+    const parts = [
+      ['x bare', r.perRound.vsBare],
+      ['x baseline', r.perRound.vsBaseline],
+      ['CPU/req x bare', r.perRound.cpuVsBare],
+      ['CPU/req x baseline', r.perRound.cpuVsBaseline],
+    ].filter(([, list]) => (list as number[]).length > 0 && r.name !== 'bare-node');
+    if (parts.length > 0) log(`    ${r.name.padEnd(14)} ${parts.map(([label, list]) => `${label as string} ${(list as number[]).join(' ')}`).join(';  ')}`);
+  }
 }
 
 // ---------------------------------------------------------------- phases
