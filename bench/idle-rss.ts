@@ -2,7 +2,7 @@
  * Idle RSS of `cnfguard run` with the default config (introspection mode, logLevel info, process
  * metrics on, no traffic), and the floor under it module by module (issue 32):
  *
- *   node bench/idle-rss.ts [--runs 3] [--settle 3] [--out FILE]
+ *   node bench/idle-rss.ts [--runs 3] [--settle 3] [--out FILE] [--quick]
  *
  * Every figure is a fresh process, measured `--settle` seconds after it is up (RSS does not move
  * after the first second: measured up to 20 s), median of `--runs`. RSS is split into anonymous
@@ -23,9 +23,11 @@ import { machineInfo } from './lib/machine.ts';
 import { fixed, median, table } from './lib/table.ts';
 
 const ROOT = join(import.meta.dirname, '..');
-const { values } = parseArgs({ options: { runs: { type: 'string' }, settle: { type: 'string' }, out: { type: 'string' } } });
-const runs = Number(values.runs ?? 3);
-const settleMs = Number(values.settle ?? 3) * 1000;
+const { values } = parseArgs({ options: { runs: { type: 'string' }, settle: { type: 'string' }, out: { type: 'string' }, quick: { type: 'boolean' } } });
+// --quick (bench/run.ts --quick): one run each of the sources and the build, the floor's ends only.
+const quick = values.quick === true;
+const runs = Number(values.runs ?? (quick ? 1 : 3));
+const settleMs = Number(values.settle ?? (quick ? 0.5 : 3)) * 1000;
 const out = values.out ?? join(ROOT, '.tmp', 'bench', 'idle-rss.json');
 
 interface Memory {
@@ -126,11 +128,13 @@ try {
     ['build, --v8-pool-size=1', ['--v8-pool-size=1', bin, ...run], {}],
   ];
   const rows: { name: string; memory: Memory & { runs: number[] } }[] = [];
+  if (quick) variants.splice(2);
   for (const [name, args, env] of variants) rows.push({ name: `run: ${name}`, memory: await medianOf(args, env, started) });
   const floor: { name: string; memory: Memory & { runs: number[] } }[] = [];
   let script = '';
-  for (const [name, step] of FLOOR) {
+  for (const [i, [name, step]] of FLOOR.entries()) {
     script += `${step}\n`;
+    if (quick && i > 0 && i < FLOOR.length - 1) continue;
     floor.push({ name, memory: await medianOf(['--input-type=module', '-e', `${script}console.log('ready'); setInterval(() => {}, 1000);`], {}, 'ready') });
   }
   const print = (list: typeof rows, up: boolean) =>
@@ -138,7 +142,7 @@ try {
       ['', 'RSS MB', 'anon MB', 'file MB', ...(up ? ['up ms'] : []), 'runs'],
       list.map(({ name, memory }) => [name, fixed(memory.rssMb, 1), fixed(memory.anonMb, 1), fixed(memory.fileMb, 1), ...(up ? [fixed(memory.upMs, 0)] : []), memory.runs.join(' ')]),
     );
-  console.log(`\nidle \`cnfguard run\`, default config (64 MiB = 67.1 MB; up = exec to "cnfguard started", no compile cache kept between runs):\n${print(rows, true)}`);
+  console.log(`\nidle \`cnfguard run\`, default config (64 MiB = 67.1 MB; up = exec to "cnfguard started", with the compile cache the launcher keeps):\n${print(rows, true)}`);
   console.log(`\nthe floor, one package at a time in a bare Node (cumulative, plain JS):\n${print(floor, false)}`);
   mkdirSync(join(out, '..'), { recursive: true });
   writeFileSync(out, `${JSON.stringify({ at: new Date().toISOString(), machine, runs, settleMs, run: rows, floor }, null, 2)}\n`);

@@ -25,10 +25,11 @@
  * Every setting also reads an environment variable: BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP,
  * BENCH_CONNECTIONS, BENCH_TARGETS, BENCH_PIN=0, NGINX_BIN.
  */
+import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { startAuthorizationServer, type AuthorizationServer } from '../demo/authorization-server.ts';
 import { createPki, type Pki } from '../test/fixtures/stack.ts';
 import { runCacheMiss, scrapeCounter, type CacheMissResult } from './lib/cache-miss.ts';
@@ -210,7 +211,7 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
   --workers N             workers: of the cnfguard-workers target (default 2); for a scaling figure run
                           --targets cnfguard-cli,cnfguard-workers with --server-cpus 0-1 --client-cpus 2-3
                           on a machine with 4+ cores
-  --skip miss,handshake,memory,h2,grpc,decisions,startup
+  --skip miss,handshake,memory,h2,grpc,decisions,startup,idle
   --baseline DIR          a checkout (npm install done) whose cnfguard runs as the baseline targets;
                           e.g. --targets cnfguard,baseline gives the HTTP/1.1 "x baseline" ratio
   --h2-sessions N         h2 phase: mTLS h2 sessions (BENCH_H2_SESSIONS, default 4)...
@@ -958,6 +959,15 @@ async function benchmark(options: Options): Promise<void> {
       );
     }
 
+    // Idle RSS (issue 32): bench/idle-rss.ts in its own processes, the build and the floor under it.
+    let idleRss: { text: string; results: unknown } | undefined;
+    if (!options.skip.has('idle')) {
+      log('\nidle RSS: bench/idle-rss.ts (cnfguard run idle: sources, build, V8 settings; the floor package by package)');
+      const file = join(stack.workDir, 'idle-rss.json');
+      const { stdout } = await promisify(execFile)(process.execPath, [join(HERE, 'idle-rss.ts'), ...(options.quick ? ['--quick'] : []), '--out', file], { encoding: 'utf8', maxBuffer: 1 << 22 });
+      idleRss = { text: stdout.replace(/\n*written to .*\n*$/, ''), results: JSON.parse(readFileSync(file, 'utf8')) as unknown };
+    }
+
     const loadEnd = loadAverage();
     // ------------------------------------------------------------ report
     log(`\n=== cnfguard benchmark${options.quick ? ' (QUICK: a few hundred requests per target, numbers are not meaningful)' : ''} ===`);
@@ -1064,6 +1074,7 @@ async function benchmark(options: Options): Promise<void> {
         ),
       );
     }
+    if (idleRss !== undefined) log(`\n${idleRss.text.trim()}`);
 
     const result = {
       kind: options.quick ? 'quick' : 'full',
@@ -1092,6 +1103,7 @@ async function benchmark(options: Options): Promise<void> {
       handshakes,
       memory,
       startup,
+      idleRss: idleRss?.results,
     };
     mkdirSync(join(options.out, '..'), { recursive: true });
     writeFileSync(options.out, `${JSON.stringify(result, null, 2)}\n`);
