@@ -10,8 +10,8 @@
 # The demo authorization server of deploy/docker-compose.yml (not for production):
 #   docker build --target authorization-server -t cnfguard-authorization-server .
 #
-# No build step: Node 24 runs the TypeScript sources directly (type stripping), so the image holds
-# the sources and the production dependencies only. Everything is owned by root and read-only to
+# Node 24 can run the TypeScript sources directly (type stripping); the image also holds them
+# compiled to JS (the build stage), which bin/cnfguard.js prefers, and the production dependencies. Everything is owned by root and read-only to
 # the runtime user (10001), and nothing is written at run time: `--read-only` / readOnlyRootFilesystem work.
 #
 # The base image is pinned by digest (the multi-arch index of node:24-slim), so a rebuild gets the
@@ -34,6 +34,17 @@ FROM ${NODE_IMAGE} AS dev-deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund && npm cache clean --force
+
+# ---- the production build: cmd/ and src/ compiled to JS in dist/ (npm run build), which
+# bin/cnfguard.js runs instead of type-stripping the sources: ~6 MB less RSS and a faster start ----
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY --from=dev-deps /app/node_modules ./node_modules
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY scripts/build.ts ./scripts/
+COPY cmd ./cmd
+COPY src ./src
+RUN npm run build
 
 # ---- the demo authorization server: deploy/docker-compose.yml builds this target ----
 FROM ${NODE_IMAGE} AS authorization-server
@@ -58,6 +69,8 @@ COPY package.json package-lock.json ./
 COPY bin ./bin
 COPY cmd ./cmd
 COPY src ./src
+# After the sources: the launcher runs dist/ only when it is newer than every source.
+COPY --from=build /app/dist ./dist
 USER 10001:10001
 # listen.port (TLS) and admin.port (/healthz /readyz /metrics) of the config.
 EXPOSE 8443 9090

@@ -8,5 +8,7 @@ export default defineConfig({
     pool: 'forks',
     // Two cores: end-to-end files start several servers each; more parallel files only add noise.
     maxWorkers: 2,
+    // Tests that spawn bin/cnfguard.js test the sources, not a build that may sit in dist/.
+    env: { CNFGUARD_FROM_SOURCE: '1' },
   },
 });

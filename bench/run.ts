@@ -25,11 +25,12 @@
  * Every setting also reads an environment variable: BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP,
  * BENCH_CONNECTIONS, BENCH_TARGETS, BENCH_PIN=0, NGINX_BIN.
  */
+import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { startAuthorizationServer, type AuthorizationServer } from '../demo/authorization-server.ts';
 import { createPki, type Pki } from '../test/fixtures/stack.ts';
 import { runCacheMiss, scrapeCounter, type CacheMissResult } from './lib/cache-miss.ts';
@@ -212,7 +213,7 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
   --workers N             workers: of the cnfguard-workers target (default 2); for a scaling figure run
                           --targets cnfguard-cli,cnfguard-workers with --server-cpus 0-1 --client-cpus 2-3
                           on a machine with 4+ cores
-  --skip miss,handshake,memory,h2,grpc,decisions,startup
+  --skip miss,handshake,memory,h2,grpc,decisions,startup,idle
   --baseline DIR          a checkout (npm install done) whose cnfguard runs as the baseline targets;
                           e.g. --targets cnfguard,baseline gives the HTTP/1.1 "x baseline" ratio
   --h2-sessions N         h2 phase: mTLS h2 sessions (BENCH_H2_SESSIONS, default 4)...
@@ -367,10 +368,16 @@ interface TargetSummary {
   ratioVsBare: number | undefined;
   /** cnfguard-assertion: its req/s over cnfguard's (per-round ratios, median). */
   ratioVsCnfguard?: number | undefined;
-  /** Server CPU µs per response, median over rounds (steadier than req/s when other work shares the machine). */
-  cpuUsPerRequest?: number | undefined;
   ratioVsNginx: number | undefined;
+  /** Against `baseline`, or `baseline-info` for an `-info` target when it ran. */
   ratioVsBaseline: number | undefined;
+  /** The server's CPU per request (process accounting), µs: median of rounds. */
+  cpuUsPerRequest: number | undefined;
+  /** Median of per-round ratios of CPU per request: against bare-node, and the matching baseline. */
+  cpuVsBare: number | undefined;
+  cpuVsBaseline: number | undefined;
+  /** Every round's ratios, as printed under the table: req/s and CPU per request against bare-node and the baseline. */
+  perRound: { vsBare: number[]; vsBaseline: number[]; cpuVsBare: number[]; cpuVsBaseline: number[] };
   serverCpuPct: number | undefined;
   loadgenCpuPct: number | undefined;
   upstreamCpuPct: number | undefined;
@@ -390,6 +397,21 @@ function summarizeTargets(names: TargetName[], runs: Map<TargetName, LoadResult[
     const r = median(a.map((run, i) => run.rps / (b[i]?.rps ?? Number.NaN)));
     return Number.isFinite(r) ? Math.round(r * 100) / 100 : undefined;
   };
+  // CPU per request from process accounting: steadier than req/s when others take the CPU.
+  const cpuPerRequest = (run: LoadResult | undefined): number => (run?.serverCpuPct === undefined || run.rps === 0 ? Number.NaN : (run.serverCpuPct * 1e4) / run.rps);
+  const cpuRatio = (name: TargetName, base: TargetName): number | undefined => {
+    const a = runs.get(name);
+    const b = runs.get(base);
+    if (a === undefined || b === undefined || a.length === 0) return undefined;
+    const r = median(a.map((run, i) => cpuPerRequest(run) / cpuPerRequest(b[i])).filter(Number.isFinite));
+    return Number.isFinite(r) ? Math.round(r * 100) / 100 : undefined;
+  };
+  const rounds = (name: TargetName, base: TargetName, of: (run: LoadResult | undefined) => number): number[] => {
+    const b = runs.get(base);
+    if (b === undefined || b.length === 0) return [];
+    return (runs.get(name) ?? []).map((run, i) => Math.round((of(run) / of(b[i])) * 100) / 100);
+  };
+  const baselineOf = (name: TargetName): TargetName => (name.endsWith('-info') && (runs.get('baseline-info')?.length ?? 0) > 0 ? 'baseline-info' : 'baseline');
   return names
     .filter((name) => (runs.get(name)?.length ?? 0) > 0)
     .map((name) => {
@@ -410,9 +432,17 @@ function summarizeTargets(names: TargetName[], runs: Map<TargetName, LoadResult[
         p99Rounds: list.map((r) => r.p99Ms),
         ratioVsBare: ratio(name, 'bare-node'),
         ratioVsNginx: ratio(name, 'nginx'),
-        ratioVsBaseline: ratio(name, 'baseline'),
+        ratioVsBaseline: ratio(name, baselineOf(name)),
+        cpuUsPerRequest: opt(list.map(cpuPerRequest).filter(Number.isFinite)),
+        cpuVsBare: cpuRatio(name, 'bare-node'),
+        cpuVsBaseline: cpuRatio(name, baselineOf(name)),
+        perRound: {
+          vsBare: rounds(name, 'bare-node', (run) => run?.rps ?? Number.NaN),
+          vsBaseline: rounds(name, baselineOf(name), (run) => run?.rps ?? Number.NaN),
+          cpuVsBare: rounds(name, 'bare-node', cpuPerRequest),
+          cpuVsBaseline: rounds(name, baselineOf(name), cpuPerRequest),
+        },
         ...(name === 'cnfguard-assertion' && { ratioVsCnfguard: ratio(name, 'cnfguard') }),
-        cpuUsPerRequest: opt(list.map((r) => (r.serverCpuPct === undefined || r.rps === 0 ? undefined : (r.serverCpuPct / 100 / r.rps) * 1e6))),
         serverCpuPct: opt(list.map((r) => r.serverCpuPct)),
         loadgenCpuPct: opt(list.map((r) => r.loadgenCpuPct)),
         upstreamCpuPct: opt(list.map((r) => r.upstreamCpuPct)),
@@ -428,7 +458,7 @@ function summarizeTargets(names: TargetName[], runs: Map<TargetName, LoadResult[
 function printTargets(rows: TargetSummary[]): void {
   log(
     table(
-      ['target', 'req/s', 'min-max req/s', 'p50 ms', 'p99 ms', 'x bare', 'x nginx', 'x baseline', 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'others CPU%', 'RSS MB', 'errors+non2xx'],
+      ['target', 'req/s', 'min-max req/s', 'p50 ms', 'p99 ms', 'x bare', 'x nginx', 'x baseline', 'CPU µs/req', 'CPU/req x bare', 'CPU/req x baseline', 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'others CPU%', 'RSS MB', 'errors+non2xx'],
       rows.map((r) => [
         r.name,
         r.rps,
@@ -438,6 +468,9 @@ function printTargets(rows: TargetSummary[]): void {
         fixed(r.ratioVsBare, 2),
         fixed(r.ratioVsNginx, 2),
         fixed(r.ratioVsBaseline, 2),
+        r.cpuUsPerRequest,
+        fixed(r.cpuVsBare, 2),
+        fixed(r.cpuVsBaseline, 2),
         r.serverCpuPct,
         r.loadgenCpuPct,
         r.upstreamCpuPct,
@@ -447,6 +480,17 @@ function printTargets(rows: TargetSummary[]): void {
       ]),
     ),
   );
+  const compared = rows.some((r) => r.name !== 'bare-node' && r.perRound.vsBare.length + r.perRound.vsBaseline.length > 0);
+  if (compared) log('  per-round ratios (req/s, then CPU per request; CPU/req below 1 is cheaper), in round order:');
+  for (const r of rows) {
+    const parts = [
+      ['x bare', r.perRound.vsBare],
+      ['x baseline', r.perRound.vsBaseline],
+      ['CPU/req x bare', r.perRound.cpuVsBare],
+      ['CPU/req x baseline', r.perRound.cpuVsBaseline],
+    ].filter(([, list]) => (list as number[]).length > 0 && r.name !== 'bare-node');
+    if (parts.length > 0) log(`    ${r.name.padEnd(14)} ${parts.map(([label, list]) => `${label as string} ${(list as number[]).join(' ')}`).join(';  ')}`);
+  }
 }
 
 // ---------------------------------------------------------------- phases
@@ -927,6 +971,15 @@ async function benchmark(options: Options): Promise<void> {
       );
     }
 
+    // Idle RSS (issue 32): bench/idle-rss.ts in its own processes, the build and the floor under it.
+    let idleRss: { text: string; results: unknown } | undefined;
+    if (!options.skip.has('idle')) {
+      log('\nidle RSS: bench/idle-rss.ts (cnfguard run idle: sources, build, V8 settings; the floor package by package)');
+      const file = join(stack.workDir, 'idle-rss.json');
+      const { stdout } = await promisify(execFile)(process.execPath, [join(HERE, 'idle-rss.ts'), ...(options.quick ? ['--quick'] : []), '--out', file], { encoding: 'utf8', maxBuffer: 1 << 22 });
+      idleRss = { text: stdout.replace(/\n*written to .*\n*$/, ''), results: JSON.parse(readFileSync(file, 'utf8')) as unknown };
+    }
+
     const loadEnd = loadAverage();
     // ------------------------------------------------------------ report
     log(`\n=== cnfguard benchmark${options.quick ? ' (QUICK: a few hundred requests per target, numbers are not meaningful)' : ''} ===`);
@@ -1038,6 +1091,7 @@ async function benchmark(options: Options): Promise<void> {
         ),
       );
     }
+    if (idleRss !== undefined) log(`\n${idleRss.text.trim()}`);
 
     const result = {
       kind: options.quick ? 'quick' : 'full',
@@ -1066,6 +1120,7 @@ async function benchmark(options: Options): Promise<void> {
       handshakes,
       memory,
       startup,
+      idleRss: idleRss?.results,
     };
     mkdirSync(join(options.out, '..'), { recursive: true });
     writeFileSync(options.out, `${JSON.stringify(result, null, 2)}\n`);

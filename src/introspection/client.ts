@@ -13,7 +13,7 @@
  *   `introspection_unavailable` (503), which the breaker counts.
  */
 import { randomBytes } from 'node:crypto';
-import { Agent, request } from 'undici';
+import { Agent, request } from '../undici.ts';
 import { GuardError } from '../oauth/reasons.ts';
 import { explainIntrospectionFailure, type IntrospectionFailure } from './explain.ts';
 import { INACTIVE, InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from './token-info.ts';

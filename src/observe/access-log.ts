@@ -124,6 +124,18 @@ function jsonString(value: string): string {
 
 const LEVELS = { info: 30, warn: 40 } as const;
 
+let isoMs = -1;
+let isoFragment = '';
+/** pino's isoTime (`,"time":"…Z"`), formatted once per millisecond: a busy proxy writes several lines in one. */
+function isoTimeNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoFragment = `,"time":"${new Date(ms).toISOString()}"`;
+  }
+  return isoFragment;
+}
+
 type LevelFormatter = (label: string, number: number) => Record<string, unknown>;
 /** Each logger's `"level":…` member per level, as its `formatters.level` renders it (computed once). */
 const levelFragments = new WeakMap<object, Record<'info' | 'warn', string>>();
@@ -146,7 +158,8 @@ function levelFragment(logger: Logger, level: 'info' | 'warn'): string {
 export function accessLine(logger: Logger, level: 'info' | 'warn', fields: readonly [string, string | number | undefined][], message: string): string {
   const internals = logger as unknown as Record<symbol, unknown>;
   // The logger's own time format (`,"time":…`) and bindings (`,"service":…,"pid":…`).
-  const time = (internals[pino.symbols.timeSym] as () => string)();
+  const timeOf = internals[pino.symbols.timeSym] as () => string;
+  const time = timeOf === pino.stdTimeFunctions.isoTime ? isoTimeNow() : timeOf();
   let line = `{${levelFragment(logger, level)}${time}${(internals[pino.symbols.chindingsSym] as string | undefined) ?? ''}`;
   for (const [name, value] of fields) {
     if (value === undefined) continue;

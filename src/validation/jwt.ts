@@ -6,7 +6,7 @@
  * introspection answer, so `cnf` meets the same binding code.
  */
 import type { createLocalJWKSet, JSONWebKeySet, JWTPayload } from 'jose';
-import { Agent, request } from 'undici';
+import { Agent, request } from '../undici.ts';
 import { InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from '../introspection/token-info.ts';
 import { GuardError, type ReasonId } from '../oauth/reasons.ts';
 import { jose } from './jose.ts';

@@ -138,4 +138,10 @@ describe('npm run bench -- --quick', () => {
     expect(result.startup?.at(-1)?.idleRssMb).toBeGreaterThan(10);
     expect(stdout).toMatch(/^run \(listening\)\s+\d+\s+\d+/m);
   });
+
+  it('measures the idle RSS of cnfguard run from the sources and the build, and the floor under it', () => {
+    expect(stdout).toMatch(/^run: sources \(type stripping\)\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d/m);
+    expect(stdout).toMatch(/^run: build \(dist\/\): the default\s+\d+\.\d/m);
+    expect(stdout).toMatch(/^node \(bare\)\s+\d+\.\d/m);
+  });
 });

@@ -1,0 +1,152 @@
+/**
+ * Idle RSS of `cnfguard run` with the default config (introspection mode, logLevel info, process
+ * metrics on, no traffic), and the floor under it module by module (issue 32):
+ *
+ *   node bench/idle-rss.ts [--runs 3] [--settle 3] [--out FILE] [--quick]
+ *
+ * Every figure is a fresh process, measured `--settle` seconds after it is up (RSS does not move
+ * after the first second: measured up to 20 s), median of `--runs`. RSS is split into anonymous
+ * memory (this process's own: heaps, malloc) and file-backed pages (the node binary's code and
+ * data it has touched, shared with every process running the same binary). Variants of `run`:
+ * the TypeScript sources (type stripping), the build (dist/, built first when stale), and the
+ * build under V8/libuv settings an operator can pass on node's command line / UV_THREADPOOL_SIZE. The
+ * floor: a bare Node, then the packages the default config loads added one at a time (plain JS,
+ * each line includes the ones above), then cnfguard's own modules, then `run` itself.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import { createPki } from '../test/fixtures/stack.ts';
+import { machineInfo } from './lib/machine.ts';
+import { fixed, median, table } from './lib/table.ts';
+
+const ROOT = join(import.meta.dirname, '..');
+const { values } = parseArgs({ options: { runs: { type: 'string' }, settle: { type: 'string' }, out: { type: 'string' }, quick: { type: 'boolean' } } });
+// --quick (bench/run.ts --quick): one run each of the sources and the build, the floor's ends only.
+const quick = values.quick === true;
+const runs = Number(values.runs ?? (quick ? 1 : 3));
+const settleMs = Number(values.settle ?? (quick ? 0.5 : 3)) * 1000;
+const out = values.out ?? join(ROOT, '.tmp', 'bench', 'idle-rss.json');
+
+interface Memory {
+  rssMb: number;
+  anonMb: number;
+  fileMb: number;
+  upMs?: number;
+}
+
+function memoryOf(pid: number): Memory {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) / 1024;
+  return { rssMb: kb('VmRSS'), anonMb: kb('RssAnon'), fileMb: kb('RssFile') };
+}
+
+/** Starts a process, waits for `ready` on its stdout, lets it settle, reads its memory, stops it. */
+async function measure(args: string[], env: NodeJS.ProcessEnv, ready: string): Promise<Memory> {
+  const started = performance.now();
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let text = '';
+  let err = '';
+  child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+  try {
+    const upMs = await new Promise<number>((resolve, reject) => {
+      child.stdout.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        if (text.includes(ready)) resolve(performance.now() - started);
+      });
+      child.once('exit', (code) => reject(new Error(`exited ${String(code)} before ${ready}: ${text}${err}`)));
+    });
+    await new Promise((resolve) => setTimeout(resolve, settleMs));
+    return { ...memoryOf(child.pid!), upMs };
+  } finally {
+    child.kill('SIGTERM');
+  }
+}
+
+async function medianOf(args: string[], env: NodeJS.ProcessEnv, ready: string): Promise<Memory & { runs: number[] }> {
+  const all: Memory[] = [];
+  for (let i = 0; i < runs; i++) all.push(await measure(args, env, ready));
+  const m = (pick: (x: Memory) => number) => median(all.map(pick));
+  return { rssMb: m((x) => x.rssMb), anonMb: m((x) => x.anonMb), fileMb: m((x) => x.fileMb), upMs: m((x) => x.upMs ?? 0), runs: all.map((x) => Math.round(x.rssMb * 10) / 10) };
+}
+
+/** The build is stale when any source is newer than dist/.built (the launcher's own rule). */
+function newest(path: string): number {
+  const stat = statSync(path);
+  if (!stat.isDirectory()) return stat.mtimeMs;
+  return Math.max(stat.mtimeMs, ...spawnSync('find', [path, '-type', 'f'], { encoding: 'utf8' }).stdout.trim().split('\n').map((f) => statSync(f).mtimeMs));
+}
+const built = join(ROOT, 'dist', '.built');
+if (!existsSync(built) || statSync(built).mtimeMs < Math.max(newest(join(ROOT, 'src')), newest(join(ROOT, 'cmd', 'cnfguard.ts')))) {
+  console.log('building dist/ (npm run build)');
+  spawnSync(process.execPath, [join(ROOT, 'scripts', 'build.ts')], { stdio: 'inherit' });
+}
+
+// Cumulative imports for the floor: each step adds to the ones before it.
+const FLOOR: [string, string][] = [
+  ['node (bare)', ''],
+  ['+ pino', "await import('pino');"],
+  ['+ yaml', "await import('yaml');"],
+  ['+ zod', "await import('zod');"],
+  ['+ prom-client', "const prom = await import('prom-client');"],
+  ['+ its default collectors', 'prom.collectDefaultMetrics({ register: new prom.Registry() });'],
+  ["+ undici (Agent, request)", "const { createRequire } = await import('node:module'); const load = createRequire(import.meta.url); load('undici/lib/dispatcher/agent.js'); load('undici/lib/api/api-request.js');"],
+  ['+ http-proxy-3', "await import('http-proxy-3');"],
+  ['+ lru-cache', "await import('lru-cache');"],
+  ["+ cnfguard's modules (dist/src/app.js)", `await import(${JSON.stringify(join(ROOT, 'dist', 'src', 'app.js'))});`],
+];
+
+const pki = await createPki();
+try {
+  const config = join(pki.dir, 'cnfguard.yaml');
+  writeFileSync(
+    config,
+    stringify({
+      listen: { host: '127.0.0.1', port: 0 },
+      tls: { cert: pki.files.server.cert, key: pki.files.server.key, clientCa: pki.files.ca },
+      introspection: { url: 'https://127.0.0.1:9/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, probeAtStartup: false },
+      upstream: 'http://127.0.0.1:9',
+      routes: [{ pathPrefix: '/admin', scopes: ['admin'] }],
+      admin: { host: '127.0.0.1', port: 0 },
+    }),
+  );
+  const machine = machineInfo(false);
+  console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, Node ${machine.node}, load ${machine.loadavg.join(' ')}; ${runs} runs each, measured ${settleMs / 1000} s after start-up`);
+  const bin = join(ROOT, 'bin', 'cnfguard.js');
+  const run = ['run', '-c', config];
+  const started = '"msg":"cnfguard started"';
+  const variants: [string, string[], NodeJS.ProcessEnv][] = [
+    ['sources (type stripping)', [bin, ...run], { CNFGUARD_FROM_SOURCE: '1' }],
+    ['build (dist/): the default', [bin, ...run], {}],
+    ['build, --max-semi-space-size=2', ['--max-semi-space-size=2', bin, ...run], {}],
+    ['build, --max-semi-space-size=1', ['--max-semi-space-size=1', bin, ...run], {}],
+    ['build, --optimize-for-size', ['--optimize-for-size', bin, ...run], {}],
+    ['build, --max-old-space-size=64', ['--max-old-space-size=64', bin, ...run], {}],
+    ['build, UV_THREADPOOL_SIZE=1', [bin, ...run], { UV_THREADPOOL_SIZE: '1' }],
+    ['build, --v8-pool-size=1', ['--v8-pool-size=1', bin, ...run], {}],
+  ];
+  const rows: { name: string; memory: Memory & { runs: number[] } }[] = [];
+  if (quick) variants.splice(2);
+  for (const [name, args, env] of variants) rows.push({ name: `run: ${name}`, memory: await medianOf(args, env, started) });
+  const floor: { name: string; memory: Memory & { runs: number[] } }[] = [];
+  let script = '';
+  for (const [i, [name, step]] of FLOOR.entries()) {
+    script += `${step}\n`;
+    if (quick && i > 0 && i < FLOOR.length - 1) continue;
+    floor.push({ name, memory: await medianOf(['--input-type=module', '-e', `${script}console.log('ready'); setInterval(() => {}, 1000);`], {}, 'ready') });
+  }
+  const print = (list: typeof rows, up: boolean) =>
+    table(
+      ['', 'RSS MB', 'anon MB', 'file MB', ...(up ? ['up ms'] : []), 'runs'],
+      list.map(({ name, memory }) => [name, fixed(memory.rssMb, 1), fixed(memory.anonMb, 1), fixed(memory.fileMb, 1), ...(up ? [fixed(memory.upMs, 0)] : []), memory.runs.join(' ')]),
+    );
+  console.log(`\nidle \`cnfguard run\`, default config (64 MiB = 67.1 MB; up = exec to "cnfguard started", with the compile cache the launcher keeps):\n${print(rows, true)}`);
+  console.log(`\nthe floor, one package at a time in a bare Node (cumulative, plain JS):\n${print(floor, false)}`);
+  mkdirSync(join(out, '..'), { recursive: true });
+  writeFileSync(out, `${JSON.stringify({ at: new Date().toISOString(), machine, runs, settleMs, run: rows, floor }, null, 2)}\n`);
+  console.log(`\nwritten to ${out}`);
+} finally {
+  await pki.cleanup();
+}
