@@ -38,20 +38,8 @@ function usesIntrospection(settings: Settings): boolean {
 }
 
 async function probeAuthorizationServer(config: LoadedConfig): Promise<ProbeLine> {
-  const { settings } = config;
-  const { createIntrospectionClient } = await import('../introspection/client.ts');
-  const client = createIntrospectionClient({
-    url: settings.introspection.url,
-    clientId: settings.introspection.clientId,
-    clientSecret: config.introspection.clientSecret,
-    authMethod: settings.introspection.authMethod,
-    ca: config.introspection.ca,
-    cert: config.introspection.cert,
-    key: config.introspection.key,
-    timeoutMs: settings.introspection.timeoutMs,
-    maxAnswerBytes: settings.introspection.maxAnswerBytes,
-    keepClaims: false,
-  });
+  const [{ createIntrospectionClient }, { asClientSettings }] = await Promise.all([import('../introspection/client.ts'), import('../compose/introspection.ts')]);
+  const client = createIntrospectionClient({ ...asClientSettings(config), keepClaims: false });
   try {
     const result = await client.probe();
     return result.ok

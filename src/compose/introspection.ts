@@ -33,21 +33,29 @@ export interface IntrospectionParts {
   tokens: TokenIntrospector;
 }
 
+/** Where and how the AS is called, as the config says: the client's settings shared by `run` and `check --probe`. */
+export function asClientSettings(config: LoadedConfig) {
+  const { introspection } = config.settings;
+  return {
+    url: introspection.url,
+    clientId: introspection.clientId,
+    clientSecret: config.introspection.clientSecret,
+    authMethod: introspection.authMethod,
+    ca: config.introspection.ca,
+    cert: config.introspection.cert,
+    key: config.introspection.key,
+    timeoutMs: introspection.timeoutMs,
+    maxAnswerBytes: introspection.maxAnswerBytes,
+  };
+}
+
 export function buildIntrospection(config: LoadedConfig, io: { metrics: Metrics; logger: Logger; now: () => number; introspect: Introspect | undefined; store: KeyValueStore | undefined; jwks: JwksDirectory; tracing?: TracingSlot | undefined }): IntrospectionParts {
   const { settings } = config;
   const { metrics, logger, now, store } = io;
   const client =
     io.introspect === undefined
       ? createIntrospectionClient({
-          url: settings.introspection.url,
-          clientId: settings.introspection.clientId,
-          clientSecret: config.introspection.clientSecret,
-          authMethod: settings.introspection.authMethod,
-          ca: config.introspection.ca,
-          cert: config.introspection.cert,
-          key: config.introspection.key,
-          timeoutMs: settings.introspection.timeoutMs,
-          maxAnswerBytes: settings.introspection.maxAnswerBytes,
+          ...asClientSettings(config),
           // Claims are kept per cached token only when a route maps some to headers (memory).
           keepClaims: mapsClaims(settings),
           onOutcome: (outcome, seconds) => metrics.observeIntrospection(outcome, seconds),

@@ -6,8 +6,8 @@
  * and 5 s ahead (the injected clock). The decision then reads only its `token_introspection`
  * member. Anything else throws {@link UnverifiedAnswer}: the AS failed (503, fail closed).
  */
-import type { createLocalJWKSet, JSONWebKeySet, JWTPayload } from 'jose';
-import { jose } from '../validation/jose.ts';
+import type { createLocalJWKSet, JWTPayload } from 'jose';
+import { jose, localKeySet } from '../validation/jose.ts';
 import type { JwksCache } from '../validation/jwt.ts';
 
 export const SIGNED_ANSWER_TYPE = 'application/token-introspection+jwt';
@@ -53,13 +53,7 @@ function causeOf(err: unknown): string {
 
 export function createSignedAnswerVerifier(options: SignedAnswerOptions): VerifySignedAnswer {
   const algorithms = [...options.algorithms];
-  let keySet: { keys: JSONWebKeySet; get: ReturnType<typeof createLocalJWKSet> } | undefined;
-  const getKeys = (): ReturnType<typeof createLocalJWKSet> | undefined => {
-    const keys = options.jwks.keys;
-    if (keys === undefined) return undefined;
-    if (keySet?.keys !== keys) keySet = { keys, get: jose().createLocalJWKSet(keys) };
-    return keySet.get;
-  };
+  const getKeys = localKeySet(options.jwks);
   const attempt = async (jwt: string, get: ReturnType<typeof createLocalJWKSet>): Promise<JWTPayload> =>
     (await jose().jwtVerify(jwt, get, { issuer: options.issuer, audience: options.clientId, algorithms, currentDate: new Date(options.now()), requiredClaims: ['iat'] })).payload;
 

@@ -5,6 +5,7 @@
  */
 import { createRequire } from 'node:module';
 import type * as Jose from 'jose';
+import type { createLocalJWKSet, JSONWebKeySet } from 'jose';
 
 const requireLazily = createRequire(import.meta.url);
 let loaded: typeof Jose | undefined;
@@ -12,4 +13,15 @@ let loaded: typeof Jose | undefined;
 export function jose(): typeof Jose {
   loaded ??= requireLazily('jose') as typeof Jose;
   return loaded;
+}
+
+/** A key lookup over a JWKS cache's current keys, rebuilt only when the cache holds a new key set. */
+export function localKeySet(source: { readonly keys: JSONWebKeySet | undefined }): () => ReturnType<typeof createLocalJWKSet> | undefined {
+  let keySet: { keys: JSONWebKeySet; get: ReturnType<typeof createLocalJWKSet> } | undefined;
+  return () => {
+    const keys = source.keys;
+    if (keys === undefined) return undefined;
+    if (keySet?.keys !== keys) keySet = { keys, get: jose().createLocalJWKSet(keys) };
+    return keySet.get;
+  };
 }

@@ -9,7 +9,7 @@ import type { createLocalJWKSet, JSONWebKeySet, JWTPayload } from 'jose';
 import { Agent, request } from '../undici.ts';
 import { InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from '../introspection/token-info.ts';
 import { GuardError, type ReasonId } from '../oauth/reasons.ts';
-import { jose } from './jose.ts';
+import { jose, localKeySet } from './jose.ts';
 import { JWT_ALGORITHMS } from './names.ts';
 
 /** Algorithms a JWT access token may use: asymmetric only (a MAC alg would let the JWKS's public bytes sign). */
@@ -191,13 +191,7 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerify {
     if (!(JWT_ALGORITHMS as readonly string[]).includes(alg)) throw new Error(`jwt.algorithms: ${alg} is not an asymmetric JWS algorithm`);
   }
   const algorithms = [...options.algorithms];
-  let keySet: { keys: JSONWebKeySet; get: ReturnType<typeof createLocalJWKSet> } | undefined;
-  const getKeys = (): ReturnType<typeof createLocalJWKSet> | undefined => {
-    const keys = options.jwks.keys;
-    if (keys === undefined) return undefined;
-    if (keySet?.keys !== keys) keySet = { keys, get: jose().createLocalJWKSet(keys) };
-    return keySet.get;
-  };
+  const getKeys = localKeySet(options.jwks);
 
   async function attempt(token: string, get: ReturnType<typeof createLocalJWKSet>): Promise<JWTPayload> {
     const { payload } = await jose().jwtVerify(token, get, { issuer: options.issuer, algorithms, typ: 'at+jwt', currentDate: new Date(options.now()), clockTolerance: 0, requiredClaims: ['exp'] });
