@@ -10,8 +10,7 @@
  * validation results other than `ok`) still appear on their first event.
  */
 import type { Settings } from '../config/schema.ts';
-import { REASONS, type ReasonId } from '../oauth/reasons.ts';
-import { FAILURE_DECISIONS } from '../observe/access-log.ts';
+import { FAILURE_DECISIONS, REASONS, type ReasonId } from '../oauth/reasons.ts';
 import type { IntrospectionOutcome } from '../introspection/client.ts';
 import type { AllowReason } from '../pipeline/decide.ts';
 import { compileRoutes } from '../pipeline/route.ts';

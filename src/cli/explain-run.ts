@@ -26,7 +26,7 @@ import type { RequestFacts } from '../pipeline/pipeline.ts';
 import { buildRuntime } from '../runtime.ts';
 import { splitPemCertificates } from '../tls/certificates.ts';
 import { buildReport, formatReport } from './explain-report.ts';
-import { EXPLAIN_USAGE } from './explain.ts';
+import { EXPLAIN_USAGE } from './explain-usage.ts';
 
 
 class ExplainUsageError extends Error {}

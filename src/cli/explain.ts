@@ -1,26 +1,6 @@
-/** `cnfguard explain`: the usage here; the pipeline run in explain-run.ts, loaded only when asked. */
+/** `cnfguard explain`: the command's entry; the pipeline run is in explain-run.ts, loaded only when asked. */
 import type { Command } from './command.ts';
-
-export const EXPLAIN_USAGE = `usage: cnfguard explain -c FILE (--token T | --token-file F) [--cert PEM] [--method M]
-                        [--url URL] [--dpop PROOF] [--header 'N: V']... [--json]
-
-Runs cnfguard's pipeline once, as the config at FILE says (introspection and JWKS called live), on
-a request built from the options, and prints each step with its outcome, the route chosen, the
-token's cnf members against the presented proofs, and the status, challenges and headers a client
-would get. The token is never printed, only a prefix of its SHA-256.
-Exit 0: allowed; 1: refused; 2: could not evaluate (bad options or config, the AS or JWKS failing).
-
-  -c, --config FILE   the config file (YAML); default: the CNFGUARD_CONFIG environment variable
-  --token T           the access token (visible in the process list: prefer --token-file)
-  --token-file F      a file holding the access token (surrounding whitespace ignored)
-  --cert PEM          the client certificate file the request presents (its first certificate)
-  --method M          the request method (default GET)
-  --url URL           the URL the client calls (default: publicOrigin, else https://localhost, and /)
-  --dpop PROOF        a DPoP proof JWT: the token is then sent with the DPoP scheme
-  --header 'N: V'     another request header (repeatable)
-  --json              one JSON object instead of text
-  -h, --help          this text
-`;
+import { EXPLAIN_USAGE } from './explain-usage.ts';
 
 export const explain: Command = {
   summary: 'run the pipeline once on a token (live AS) and say why it is allowed or refused',

@@ -7,8 +7,7 @@
  * member. Anything else throws {@link UnverifiedAnswer}: the AS failed (503, fail closed).
  */
 import type { createLocalJWKSet, JWTPayload } from 'jose';
-import { jose, localKeySet } from '../validation/jose.ts';
-import type { JwksCache } from '../validation/jwt.ts';
+import { jose, localKeySet, type JwksCache } from '../oauth/jose.ts';
 
 export const SIGNED_ANSWER_TYPE = 'application/token-introspection+jwt';
 /** How old a signed answer's `iat` may be, and how far ahead. */

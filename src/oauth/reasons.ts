@@ -260,3 +260,15 @@ export class GuardError extends Error {
     this.stepUp = overrides.stepUp;
   }
 }
+
+/** The decision a finished request is counted and logged as (metrics' and the access line's `decision`). */
+export type OutcomeDecision = 'allow' | 'deny' | 'would_deny' | 'error' | 'aborted';
+
+/** How a request that ended in a failure (not a pipeline verdict) is counted, where it is not plain `deny` or (5xx) `error`. */
+export const FAILURE_DECISIONS: Readonly<Record<string, OutcomeDecision>> = {
+  client_aborted: 'aborted',
+  body_too_large: 'deny',
+  upstream_unreachable: 'error',
+  upstream_timeout: 'error',
+  internal_error: 'error',
+};

@@ -6,7 +6,7 @@
 import pino from 'pino';
 import type { Metrics } from '../admin/metrics.ts';
 import type { Logger } from '../log.ts';
-import type { GuardError } from '../oauth/reasons.ts';
+import { FAILURE_DECISIONS, type GuardError, type OutcomeDecision } from '../oauth/reasons.ts';
 import type { Verdict } from '../pipeline/pipeline.ts';
 
 export interface FinishedRequest {
@@ -32,7 +32,6 @@ export interface FinishedRequest {
   bytesOut?: number | undefined;
 }
 
-export type OutcomeDecision = 'allow' | 'deny' | 'would_deny' | 'error' | 'aborted';
 
 export interface Outcome {
   decision: OutcomeDecision;
@@ -43,16 +42,7 @@ export interface Outcome {
   detail: string | undefined;
 }
 
-/** How a request that ended in a failure (not a pipeline verdict) is counted, where it is not plain `deny` or (5xx) `error`. */
-export const FAILURE_DECISIONS: Readonly<Record<string, OutcomeDecision>> = {
-  client_aborted: 'aborted',
-  body_too_large: 'deny',
-  upstream_unreachable: 'error',
-  upstream_timeout: 'error',
-  internal_error: 'error',
-};
-
-/** The decision counted and logged for a finished request: what it became, not only what was decided. */
+/** How a request that ended in a failure (not a pipeline verdict) is counted, where  what was decided. */
 export function outcomeOf(request: Pick<FinishedRequest, 'verdict' | 'failure'>): Outcome {
   const { verdict, failure } = request;
   const route = verdict?.route.id ?? 'none';

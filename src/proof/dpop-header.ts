@@ -5,7 +5,7 @@
 import { KeyObject } from 'node:crypto';
 import type { JWK } from 'jose';
 import { isAsymmetricJwsAlgorithm } from '../oauth/jws-algorithms.ts';
-import { jose } from '../validation/jose.ts';
+import { jose } from '../oauth/jose.ts';
 import { jwkThumbprint } from './jwk-thumbprint.ts';
 
 /** Shortest RSA modulus a proof key may have (RFC 7518 §3.3 and §3.5: 2048 bits or larger; FAPI 2.0 §5.4). */

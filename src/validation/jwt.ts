@@ -9,7 +9,7 @@ import type { createLocalJWKSet, JSONWebKeySet, JWTPayload } from 'jose';
 import { Agent, request } from '../undici.ts';
 import { InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from '../introspection/token-info.ts';
 import { GuardError, type ReasonId } from '../oauth/reasons.ts';
-import { jose, localKeySet } from './jose.ts';
+import { jose, localKeySet, type JwksCache } from '../oauth/jose.ts';
 import { JWT_ALGORITHMS } from './names.ts';
 
 /** Algorithms a JWT access token may use: asymmetric only (a MAC alg would let the JWKS's public bytes sign). */
@@ -70,14 +70,7 @@ export interface JwksOptions {
   onFetch?: (ok: boolean, detail?: string) => void;
 }
 
-export interface JwksCache {
-  /** The current key set; undefined until a fetch succeeded. */
-  readonly keys: JSONWebKeySet | undefined;
-  /** Fetches now unless one ran within the cooldown; keeps the old keys when it fails. Resolves whether keys changed hands. */
-  refresh(force?: boolean): Promise<boolean>;
-  /** Whether the last fetch attempt failed. */
-  readonly failing: boolean;
-}
+export type { JwksCache };
 
 function isJwks(value: unknown): value is JSONWebKeySet {
   return value !== null && typeof value === 'object' && Array.isArray((value as { keys?: unknown }).keys) && (value as { keys: unknown[] }).keys.every((k) => k !== null && typeof k === 'object');

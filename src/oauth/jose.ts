@@ -25,3 +25,13 @@ export function localKeySet(source: { readonly keys: JSONWebKeySet | undefined }
     return keySet.get;
   };
 }
+
+/** A JWKS held and refreshed by someone else (validation/jwt.ts createJwksCache): what a verifier needs of it. */
+export interface JwksCache {
+  /** The current key set; undefined until a fetch succeeded. */
+  readonly keys: JSONWebKeySet | undefined;
+  /** Fetches now unless one ran within the cooldown; keeps the old keys when it fails. Resolves whether keys changed hands. */
+  refresh(force?: boolean): Promise<boolean>;
+  /** Whether the last fetch attempt failed. */
+  readonly failing: boolean;
+}
