@@ -62,7 +62,6 @@ beforeAll(async () => {
   stub = await startIntrospectionStub(pki.certs.server);
   upstream = await startEchoUpstream();
   redis = await startRedis();
-  await redis?.start();
   secretFile = join(pki.dir, 'shared-secret');
   await writeFile(secretFile, randomBytes(32), { mode: 0o600 });
   closedPort = await freePort();

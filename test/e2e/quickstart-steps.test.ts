@@ -75,7 +75,15 @@ describe.skipIf(systemNode === undefined)(`the docs' first steps on the system n
   }
 
   const stopAll = () => {
-    for (const { child } of started.splice(0)) if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGTERM');
+    // The whole group, also when its shell has already exited: what the shell started may still run.
+    for (const { child } of started.splice(0)) {
+      if (child.pid === undefined) continue;
+      try {
+        process.kill(-child.pid, 'SIGTERM');
+      } catch {
+        // ESRCH: nothing of the group is left.
+      }
+    }
   };
 
   beforeAll(() => {

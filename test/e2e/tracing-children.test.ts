@@ -50,7 +50,6 @@ beforeAll(async () => {
   upstream = await startEchoUpstream();
   receiver = await startOtlpReceiver(pki.dir);
   redis = await startRedis();
-  await redis?.start();
   const secretFile = join(pki.dir, 'shared-secret');
   await writeFile(secretFile, randomBytes(32), { mode: 0o600 });
   guard = await startGuard(
