@@ -110,8 +110,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
         return refuse(exchange.failure as GuardError);
       }
       const facts = decisionFacts(req, { ...original, method, target }, certificates);
-      const verdict = await (span === undefined ? runtime.pipeline.evaluate(facts, EMPTY_FORM) : span.run(() => runtime.pipeline.evaluate(facts, EMPTY_FORM)));
-      exchange.verdict = verdict;
+      const verdict = await exchange.evaluate(runtime.pipeline, facts, EMPTY_FORM);
       if (!verdict.decision.allow) return refuse(verdict.decision.error);
       res.writeHead(200, { ...managed(verdict.identityHeaders ?? {}, verdict.route), ...answerHeaders(verdict, exchange.requestId), 'content-length': 0 });
       res.end();

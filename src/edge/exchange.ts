@@ -5,12 +5,12 @@
  * closes it once; what the line says is built here, never in an edge.
  */
 import { randomUUID } from 'node:crypto';
-import { outcomeOf, type AccessLog } from '../observe/access-log.ts';
-import type { RequestSpan } from '../observe/tracing.ts';
+import type { AccessLog } from '../observe/access-log.ts';
+import type { RequestSpan, UpstreamSpan } from '../observe/tracing.ts';
 import type { Traffic } from '../observe/traffic.ts';
 import { GuardError } from '../oauth/reasons.ts';
 import { pathOf } from '../pipeline/path.ts';
-import type { Verdict } from '../pipeline/pipeline.ts';
+import type { FormReader, Pipeline, RequestFacts, Verdict } from '../pipeline/pipeline.ts';
 
 
 /** Who the request came from, read when it started (an HTTP/2 session's socket may be gone by its end). */
@@ -59,6 +59,26 @@ export class Exchange {
     this.span = span;
   }
 
+  /**
+   * The pipeline's verdict, and the one this exchange keeps. With tracing it is judged under the
+   * request's span (the parent of introspection, JWKS and store spans); without, no closure is made.
+   */
+  async evaluate(pipeline: Pipeline, facts: RequestFacts, readForm: FormReader): Promise<Verdict> {
+    const span = this.span;
+    this.verdict = await (span === undefined ? pipeline.evaluate(facts, readForm) : span.run(() => pipeline.evaluate(facts, readForm)));
+    return this.verdict;
+  }
+
+  /** With tracing: the upstream call's span, whose trace context replaces the client's in `headers` (its tracestate dropped). */
+  upstreamSpan(upstream: URL, headers: Record<string, unknown>): UpstreamSpan | undefined {
+    const span = this.span?.upstream(upstream);
+    if (span !== undefined) {
+      delete headers.tracestate;
+      Object.assign(headers, span.headers);
+    }
+    return span;
+  }
+
   /** What went wrong after the verdict: the upstream, the body, the client, or cnfguard itself. */
   get failure(): GuardError | undefined {
     return this.#failure;
@@ -83,7 +103,7 @@ export class Exchange {
     const { verdict } = this;
     const origin = this.#origin;
     const decision = verdict?.decision;
-    this.#accessLog.record({
+    const outcome = this.#accessLog.record({
       requestId: this.requestId,
       method: origin.method,
       path: pathOf(verdict?.target ?? origin.target ?? '/'),
@@ -100,7 +120,6 @@ export class Exchange {
       ...(origin.edge !== undefined && { edge: origin.edge }),
     });
     if (this.span !== undefined) {
-      const outcome = outcomeOf({ verdict, failure: this.#failure });
       const proofMethod = decision?.allow === true ? (decision.verifiedBy?.join('+') ?? 'none') : 'none';
       this.span.end({ requestId: this.requestId, route: outcome.route, decision: outcome.decision, reason: outcome.reason, status: this.statusFor(status), proofMethod });
     }

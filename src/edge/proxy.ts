@@ -101,10 +101,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     if (h2 && !req.stream.endAfterHeaders) streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err), (upstreamCall = new AbortController()));
     try {
       const facts = requestFacts(req, deps.certificates, connection);
-      // Under the request's span when tracing (its children's parent); otherwise no closure is made.
-      const { span } = exchange;
-      const verdict = await (span === undefined ? runtime.pipeline.evaluate(facts, form.read) : span.run(() => runtime.pipeline.evaluate(facts, form.read)));
-      exchange.verdict = verdict;
+      const verdict = await exchange.evaluate(runtime.pipeline, facts, form.read);
       if (clientGone || upstreamCall?.signal.aborted === true) return;
       const { decision, route } = verdict;
       if (!decision.allow) {
@@ -115,11 +112,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       }
       const headers = upstreamHeadersOf(req, verdict, { requestId: exchange.requestId, peer: facts.peer, certificates: deps.certificates, stripped: runtime.stripped, upgrade: false });
       // With tracing the upstream gets this trace's context, never the client's own as it came.
-      const upstreamSpan = exchange.span?.upstream(route.upstream);
-      if (upstreamSpan !== undefined) {
-        delete headers.tracestate;
-        Object.assign(headers, upstreamSpan.headers);
-      }
+      const upstreamSpan = exchange.upstreamSpan(route.upstream, headers);
       for (const [name, value] of Object.entries(answerHeaders(verdict, exchange.requestId))) res.setHeader(name, value);
       if (verdict.body.kind === 'limited') upstreamCall ??= new AbortController();
       const body =

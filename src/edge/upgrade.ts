@@ -43,8 +43,7 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
     try {
       const facts = requestFacts(req, deps.certificates, connection);
       const judged = { ...facts, body: { ...facts.body, form: false } };
-      const verdict = await (span === undefined ? runtime.pipeline.evaluate(judged, NO_FORM) : span.run(() => runtime.pipeline.evaluate(judged, NO_FORM)));
-      exchange.verdict = verdict;
+      const verdict = await exchange.evaluate(runtime.pipeline, judged, NO_FORM);
       const { decision, route } = verdict;
       if (!decision.allow || deps.draining()) {
         if (decision.allow) exchange.fail(edgeFailures.draining());
@@ -55,12 +54,8 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
       }
       const headers = upstreamHeadersOf(req, verdict, { requestId: exchange.requestId, peer: facts.peer, certificates: deps.certificates, stripped: runtime.stripped, upgrade: true });
       // With tracing the upstream gets this trace's context (the span lasts as long as the upgraded connection).
-      const upstreamSpan = exchange.span?.upstream(route.upstream);
-      if (upstreamSpan !== undefined) {
-        delete headers.tracestate;
-        Object.assign(headers, upstreamSpan.headers);
-        socket.once('close', () => upstreamSpan.end(undefined));
-      }
+      const upstreamSpan = exchange.upstreamSpan(route.upstream, headers);
+      if (upstreamSpan !== undefined) socket.once('close', () => upstreamSpan.end(undefined));
       req.headers = headers as IncomingMessage['headers'];
       req.url = verdict.target;
       deps.onUpgraded(socket);

@@ -32,7 +32,6 @@ export interface FinishedRequest {
   bytesOut?: number | undefined;
 }
 
-
 export interface Outcome {
   decision: OutcomeDecision;
   reason: string;
@@ -42,7 +41,7 @@ export interface Outcome {
   detail: string | undefined;
 }
 
-/** How a request that ended in a failure (not a pipeline verdict) is counted, where  what was decided. */
+/** The decision counted and logged for a finished request: what it became, not only what was decided. */
 export function outcomeOf(request: Pick<FinishedRequest, 'verdict' | 'failure'>): Outcome {
   const { verdict, failure } = request;
   const route = verdict?.route.id ?? 'none';
@@ -159,7 +158,8 @@ export function accessLine(logger: Logger, level: 'info' | 'warn', fields: reado
 }
 
 export interface AccessLog {
-  record(request: FinishedRequest): void;
+  /** Counts the request and writes its line; returns how it was counted (a trace span says the same). */
+  record(request: FinishedRequest): Outcome;
 }
 
 export function createAccessLog(logger: Logger, metrics: Metrics): AccessLog {
@@ -181,10 +181,11 @@ export function createAccessLog(logger: Logger, metrics: Metrics): AccessLog {
       const decision = request.verdict?.decision;
       if (outcome.decision === 'allow' && decision?.allow === true && decision.verifiedBy !== undefined) metrics.verifiedRequests.inc({ route: outcome.route, method: decision.verifiedBy.join('+') });
       // The line is not even built when its level is off (logLevel: warn on a busy gateway).
-      if (!logger.isLevelEnabled(outcome.level)) return;
+      if (!logger.isLevelEnabled(outcome.level)) return outcome;
       const stream = (logger as unknown as Record<symbol, { write(line: string): void }>)[pino.symbols.streamSym];
       const debug = outcome.decision !== 'allow' && logger.isLevelEnabled('debug');
       stream?.write(accessLine(logger, outcome.level, entryOf(request, outcome, debug), outcome.message));
+      return outcome;
     },
   };
 }
