@@ -10,11 +10,11 @@
  * more than half its lifetime remains and the key has not changed.
  */
 import type { TokenInfo } from '../introspection/token-info.ts';
-import { cnfMembersOf, PROOF_METHODS, type ProofMethodId } from '../proof/registry.ts';
+import { cnfMembersOf, PROOF_METHOD_IDS, PROOF_METHODS, type ProofMethodId } from '../proof/registry.ts';
 import type { AssertionKey, AssertionKeyRing } from './keys.ts';
 
-/** The order `cnf_method` lists verified methods in (the contract's). */
-const METHOD_ORDER: readonly string[] = ['mtls', 'dpop', 'httpsig'];
+/** The order `cnf_method` lists verified methods in: the contract's (mtls dpop httpsig), which is the registry's. */
+const METHOD_ORDER: readonly string[] = PROOF_METHOD_IDS;
 /** Every `cnf` member a method verifies (httpsig: `jwk` or `htsk`). */
 const CNF_MEMBERS: ReadonlyMap<string, readonly string[]> = new Map(PROOF_METHODS.map((method) => [method.id, cnfMembersOf(method)]));
 
