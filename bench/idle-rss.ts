@@ -17,8 +17,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { stringify } from 'yaml';
 import { createPki } from '../test/fixtures/stack.ts';
+import { writeIdleConfig } from './lib/startup.ts';
 import { machineInfo } from './lib/machine.ts';
 import { fixed, median, table } from './lib/table.ts';
 
@@ -100,18 +100,7 @@ const FLOOR: [string, string][] = [
 
 const pki = await createPki();
 try {
-  const config = join(pki.dir, 'cnfguard.yaml');
-  writeFileSync(
-    config,
-    stringify({
-      listen: { host: '127.0.0.1', port: 0 },
-      tls: { cert: pki.files.server.cert, key: pki.files.server.key, clientCa: pki.files.ca },
-      introspection: { url: 'https://127.0.0.1:9/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, probeAtStartup: false },
-      upstream: 'http://127.0.0.1:9',
-      routes: [{ pathPrefix: '/admin', scopes: ['admin'] }],
-      admin: { host: '127.0.0.1', port: 0 },
-    }),
-  );
+  const config = writeIdleConfig(pki);
   const machine = machineInfo(false);
   console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, Node ${machine.node}, load ${machine.loadavg.join(' ')}; ${runs} runs each, measured ${settleMs / 1000} s after start-up`);
   const bin = join(ROOT, 'bin', 'cnfguard.js');

@@ -11,10 +11,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { stringify } from 'yaml';
 import { createPki } from '../test/fixtures/stack.ts';
 import { machineInfo } from './lib/machine.ts';
-import { measureStartup } from './lib/startup.ts';
+import { measureStartup, writeIdleConfig } from './lib/startup.ts';
 import { fixed, table } from './lib/table.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -24,18 +23,7 @@ const out = values.out ?? join(ROOT, '.tmp', 'bench', 'startup.json');
 
 const pki = await createPki();
 try {
-  const config = join(pki.dir, 'cnfguard.yaml');
-  writeFileSync(
-    config,
-    stringify({
-      listen: { host: '127.0.0.1', port: 0 },
-      tls: { cert: pki.files.server.cert, key: pki.files.server.key, clientCa: pki.files.ca },
-      introspection: { url: 'https://127.0.0.1:9/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, probeAtStartup: false },
-      upstream: 'http://127.0.0.1:9',
-      routes: [{ pathPrefix: '/admin', scopes: ['admin'] }],
-      admin: { host: '127.0.0.1', port: 0 },
-    }),
-  );
+  const config = writeIdleConfig(pki);
   const machine = machineInfo(false);
   console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGb} GB, Node ${machine.node}, load ${machine.loadavg.join(' ')}`);
   const results = await measureStartup(

@@ -8,11 +8,32 @@
  * commands that exit, /proc at the "started" line for run) is the steadier figure.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stringify } from 'yaml';
 import { processCpuSeconds, rssMbOf } from './machine.ts';
 import { median } from './table.ts';
+
+/**
+ * The config start-up and idle memory are measured on: the default config (introspection, info
+ * logging, metrics), one scoped route, nothing that answers; written into the PKI's folder.
+ */
+export function writeIdleConfig(pki: { dir: string; files: { ca: string; server: { cert: string; key: string } } }): string {
+  const config = join(pki.dir, 'cnfguard.yaml');
+  writeFileSync(
+    config,
+    stringify({
+      listen: { host: '127.0.0.1', port: 0 },
+      tls: { cert: pki.files.server.cert, key: pki.files.server.key, clientCa: pki.files.ca },
+      introspection: { url: 'https://127.0.0.1:9/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, probeAtStartup: false },
+      upstream: 'http://127.0.0.1:9',
+      routes: [{ pathPrefix: '/admin', scopes: ['admin'] }],
+      admin: { host: '127.0.0.1', port: 0 },
+    }),
+  );
+  return config;
+}
 
 export interface StartupCase {
   name: string;
