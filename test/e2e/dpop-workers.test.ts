@@ -10,7 +10,7 @@ import { generateKeyPair, generateProof, type KeyPair } from 'dpop';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { captureOutput, running } from '../fixtures/processes.ts';
+import { captureOutput, clusterStarted, running } from '../fixtures/processes.ts';
 import { baseConfig, startDeployment, type Deployment } from '../fixtures/stack.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
@@ -41,17 +41,9 @@ async function startCluster(name: string, extra: Record<string, unknown>): Promi
   const workers = () => lines().filter((l) => l.msg === 'cnfguard started').map((l) => l.pid as number);
   const cluster = { child, url: '', lines, workers };
   started.push(cluster);
-  // Not expect.poll: this runs in beforeAll.
-  const deadline = Date.now() + 40_000;
-  for (;;) {
-    const line = lines().find((l) => l.msg === 'cnfguard cluster started');
-    if (line !== undefined) {
-      cluster.url = line.listen as string;
-      return cluster;
-    }
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`${name}: no cluster start line\n${output.text()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  const line = await clusterStarted(child, output);
+  cluster.url = line.listen as string;
+  return cluster;
 }
 
 interface Answer {

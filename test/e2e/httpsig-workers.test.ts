@@ -13,7 +13,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startEchoUpstream, type EchoUpstream } from '../../demo/echo-upstream.ts';
 import { httpsigKey, signRequest } from '../fixtures/httpsig-clients.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
-import { captureOutput, running } from '../fixtures/processes.ts';
+import { captureOutput, clusterStarted, running } from '../fixtures/processes.ts';
 import { createPki, type Pki } from '../fixtures/stack.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
@@ -50,16 +50,7 @@ beforeAll(async () => {
   child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   const output = captureOutput(child);
   lines = output.lines;
-  const deadline = Date.now() + 40_000;
-  for (;;) {
-    const line = lines().find((l) => l.msg === 'cnfguard cluster started');
-    if (line !== undefined) {
-      url = line.listen as string;
-      break;
-    }
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`no cluster start line\n${output.text()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  url = (await clusterStarted(child, output)).listen as string;
 });
 
 afterAll(async () => {
