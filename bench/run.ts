@@ -681,6 +681,7 @@ const DECISION_SIDES = {
   'nginx+cnfguard decisions': 'nginx (1 worker) terminating mTLS, auth_request to cnfguard /nginx, then proxying to the upstream: examples/decision-api/nginx.conf as is',
   'cnfguard proxy': 'cnfguard as the proxy, its own mTLS listener',
   'nginx alone': 'nginx (1 worker) terminating mTLS and proxying to the upstream, no auth (the ceiling)',
+  'nginx+baseline decisions': 'with --baseline: the same nginx recipe asking the baseline checkout\'s decision API (the before of an A/B)',
 } as const;
 type DecisionSideName = keyof typeof DECISION_SIDES;
 
@@ -692,6 +693,8 @@ interface DecisionsSummary {
   /** Medians of the per-round ratios. Goal: decisionsVsProxy >= 1.3. */
   decisionsVsProxy: number | undefined;
   decisionsVsNginxAlone: number | undefined;
+  /** Medians of per-round ratios of cnfguard's CPU µs per request: decision / proxy (goal <= 0.5), and with --baseline the baseline's decision / the same proxy and this decision / the baseline's. */
+  cpuShare: { decisionVsProxy: number | undefined; baselineDecisionVsProxy?: number | undefined; decisionVsBaselineDecision?: number | undefined };
 }
 
 /**
@@ -712,6 +715,13 @@ async function decisionsPhase(options: Options, stack: Stack, bin: string): Prom
     stops.push(() => decider.stop());
     const proxy = await spawnChild({ name: 'cnfguard-proxy', script: join(HERE, 'servers', 'guard.ts'), args: [guardConfigFile(stack, 'cnfguard-default', { ...options.guardConfig })], ...child });
     stops.push(() => proxy.stop());
+    // --baseline: the same decision config on the baseline checkout, behind its own nginx (the A/B's before).
+    const baselinePort = options.baseline === undefined ? undefined : await freePort();
+    const baselineDecider =
+      baselinePort === undefined || options.baseline === undefined
+        ? undefined
+        : await spawnChild({ name: 'baseline-decisions', script: join(options.baseline, 'bench', 'servers', 'guard.ts'), args: [guardConfigFile(stack, 'baseline-decisions', { ...options.guardConfig, decisionApi: { host: '127.0.0.1', port: baselinePort }, trustedProxies })], ...child });
+    if (baselineDecider !== undefined) stops.push(() => baselineDecider.stop());
     const nginxBase = { bin, cert: stack.pki.files.server.cert, key: stack.pki.files.server.key, upstream: stack.upstream.ready.url, cpu: stack.serverCpu };
     const front: NginxServer = await startNginx({
       ...nginxBase,
@@ -721,6 +731,15 @@ async function decisionsPhase(options: Options, stack: Stack, bin: string): Prom
     stops.push(() => front.stop());
     const alone = await startNginx({ ...nginxBase, dir: join(stack.workDir, 'nginx-alone') });
     stops.push(() => alone.stop());
+    const baselineFront =
+      baselinePort === undefined
+        ? undefined
+        : await startNginx({
+            ...nginxBase,
+            dir: join(stack.workDir, 'nginx-baseline-decisions'),
+            http: (port) => nginxRecipe({ serverCert: nginxBase.cert, serverKey: nginxBase.key, decisionUrl: `http://127.0.0.1:${baselinePort}`, upstreamUrl: nginxBase.upstream, listen: `127.0.0.1:${port}` }),
+          });
+    if (baselineFront !== undefined) stops.push(() => baselineFront.stop());
     log(`
 decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's decision API, against cnfguard as the proxy, against nginx alone; cnfguard's default config${Object.keys(options.guardConfig).length === 0 ? ' (logLevel info)' : ` + ${JSON.stringify(options.guardConfig)}`}`);
     const sides: LoadTarget<DecisionSideName>[] = [
@@ -728,11 +747,19 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
       { name: 'cnfguard proxy', url: proxy.ready.url, pids: () => [proxy.pid], alive: () => proxy.alive(), parts: { cnfguard: () => [proxy.pid] } },
       { name: 'nginx alone', url: alone.url, pids: alone.pids, alive: alone.alive, parts: { nginx: alone.pids } },
     ];
+    if (baselineFront !== undefined && baselineDecider !== undefined) {
+      sides.push({ name: 'nginx+baseline decisions', url: baselineFront.url, pids: () => [...baselineFront.pids(), baselineDecider.pid], alive: () => baselineFront.alive() && baselineDecider.alive(), parts: { nginx: baselineFront.pids, cnfguard: () => [baselineDecider.pid] } });
+    }
     const runs = await loadPhase(options, stack, sides);
     const ratio = (a: DecisionSideName, b: DecisionSideName): number | undefined => {
       const [x, y] = [runs.get(a) ?? [], runs.get(b) ?? []];
       const r = median(x.map((run, i) => run.rps / (y[i]?.rps ?? Number.NaN)));
       return Number.isFinite(r) ? Math.round(r * 100) / 100 : undefined;
+    };
+    const cpuRatio = (a: DecisionSideName, b: DecisionSideName): number | undefined => {
+      const [x, y] = [runs.get(a) ?? [], runs.get(b) ?? []];
+      const r = median(x.map((run, i) => (run.partsCpuUs?.cnfguard ?? Number.NaN) / (y[i]?.partsCpuUs?.cnfguard ?? Number.NaN)).filter(Number.isFinite));
+      return Number.isFinite(r) ? Math.round(r * 1000) / 1000 : undefined;
     };
     const opt = (values: (number | undefined)[]) => {
       const m = median(values.filter((v): v is number => v !== undefined));
@@ -764,6 +791,13 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
       }),
       decisionsVsProxy: ratio('nginx+cnfguard decisions', 'cnfguard proxy'),
       decisionsVsNginxAlone: ratio('nginx+cnfguard decisions', 'nginx alone'),
+      cpuShare: {
+        decisionVsProxy: cpuRatio('nginx+cnfguard decisions', 'cnfguard proxy'),
+        ...(baselineFront !== undefined && {
+          baselineDecisionVsProxy: cpuRatio('nginx+baseline decisions', 'cnfguard proxy'),
+          decisionVsBaselineDecision: cpuRatio('nginx+cnfguard decisions', 'nginx+baseline decisions'),
+        }),
+      },
     };
   } finally {
     for (const stop of stops.reverse()) await stop().catch((err: unknown) => log(`decisions phase: stop failed: ${String(err)}`));
@@ -779,6 +813,10 @@ function printDecisions(d: DecisionsSummary, machine: MachineInfo): void {
   );
   log(`  nginx+cnfguard decisions / cnfguard proxy: ${fixed(d.decisionsVsProxy, 2) ?? '?'}x (goal >= 1.3; median of per-round ratios)`);
   log(`  nginx+cnfguard decisions / nginx alone: ${fixed(d.decisionsVsNginxAlone, 2) ?? '?'}x (what asking cnfguard costs nginx)`);
+  const share = d.cpuShare;
+  log(
+    `  cnfguard CPU per decision / per proxied request: ${fixed(share.decisionVsProxy, 3) ?? '?'} (goal <= 0.5; median of per-round ratios)${share.baselineDecisionVsProxy === undefined ? '' : `; baseline's decision / the same proxy: ${fixed(share.baselineDecisionVsProxy, 3) ?? '?'}; this decision / the baseline's: ${fixed(share.decisionVsBaselineDecision, 3) ?? '?'}`}`,
+  );
   log(`  CPU µs per request (median of rounds): ${d.sides.map((s) => `${s.name}: ${Object.entries(s.cpuUsPerRequest).map(([part, us]) => `${part} ${us ?? '?'}`).join(' + ')}`).join('; ')}`);
   log(`  server CPU% of nginx+cnfguard is nginx's worker and master plus cnfguard, sharing the server CPU; ${machineLine(machine)}`);
   for (const s of d.sides.filter((x) => x.errors + x.non2xx > 0)) log(`  WARNING ${s.name}: ${s.errors} errors, ${s.non2xx} non-2xx ${JSON.stringify(s.statusCodes)}`);
