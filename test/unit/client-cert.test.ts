@@ -31,6 +31,30 @@ describe('forwarded certificates and tls.clientCa', () => {
     expect(request(source)?.trusted).toBe(true);
   });
 
+  it('a reload that drops or changes a trusted proxy applies from the next call on, for the same peer', () => {
+    const source = createCertificateSource({ trustedProxies: [proxy], clientCa: undefined });
+    expect(source.isTrustedProxy('10.0.0.5')).toBe(true);
+    expect(source.certificateHeaderOf('10.0.0.5')).toBe('x-forwarded-tls-client-cert');
+    expect(request(source)?.thumbprint).toBeTypeOf('string');
+    source.updateTrustedProxies([{ ...proxy, cidrs: ['192.0.2.0/24'] }]);
+    expect(source.isTrustedProxy('10.0.0.5')).toBe(false);
+    expect(source.certificateHeaderOf('10.0.0.5')).toBeUndefined();
+    expect(request(source)).toBeUndefined();
+    source.updateTrustedProxies([{ ...proxy, header: 'x-other' }]);
+    expect(source.certificateHeaderOf('10.0.0.5')).toBe('x-other');
+    expect(source.isTrustedProxy('10.0.0.6')).toBe(true);
+    expect(source.isTrustedProxy('11.0.0.5')).toBe(false);
+    expect(source.isTrustedProxy('10.0.0.5')).toBe(true);
+  });
+
+  it('a header value parsed under one format is never taken for another format', () => {
+    const source = createCertificateSource({ trustedProxies: [proxy], clientCa: undefined });
+    expect(request(source)?.thumbprint).toBeTypeOf('string');
+    // The same value read as a SHA-256 hex thumbprint is malformed, cached parse or not.
+    source.updateTrustedProxies([{ ...proxy, format: 'sha256-hex' }]);
+    expect(() => request(source)).toThrow(/forwarded_certificate_malformed|sha256|hex/i);
+  });
+
   it('chainsTo checks the issuer signature and the validity period', () => {
     const leaf = new X509Certificate(client.cert);
     const authorities = [new X509Certificate(second.cert)];
