@@ -112,8 +112,10 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       const facts = decisionFacts(req, { ...original, method, target }, certificates);
       const verdict = await exchange.evaluate(runtime.pipeline, facts, EMPTY_FORM);
       if (!verdict.decision.allow) return refuse(verdict.decision.error);
-      res.writeHead(200, { ...managed(verdict.identityHeaders ?? {}, verdict.route), ...answerHeaders(verdict, exchange.requestId), 'content-length': 0 });
-      res.end();
+      // One header object, filled in place: the answer is the decision API's whole output.
+      const headers: Record<string, string | number> = Object.assign(managed(verdict.identityHeaders ?? {}, verdict.route), answerHeaders(verdict, exchange.requestId));
+      headers['content-length'] = 0;
+      res.writeHead(200, headers).end();
     } catch (err) {
       logger.error({ reqId: exchange.requestId, err }, 'decision failed');
       exchange.fail(edgeFailures.internal());
@@ -125,7 +127,8 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
 
 /** The decision API's listener: plain HTTP, with the proxy listener's `limits` (the front's own header lines allowed for). */
 export function createDecisionApi(deps: DecisionApiDependencies, limits: Limits): Server {
-  const server = createServer(listenerOptions(limits), createDecisionHandler(deps));
+  // A check request has no body (the front keeps the client's): Node then skips the request stream's events.
+  const server = createServer({ ...listenerOptions(limits), optimizeEmptyRequests: true }, createDecisionHandler(deps));
   const { maxConnections, maxHeadersCount } = listenerProperties(limits);
   server.maxConnections = maxConnections;
   server.maxHeadersCount = maxHeadersCount + FRONT_HEADER_ALLOWANCE;

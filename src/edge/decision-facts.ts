@@ -64,12 +64,14 @@ export function originalOf(req: IncomingMessage): Original | undefined {
 
 /** The client's header lines: all received, less one line of each header the front adds itself (its certificate header among them). */
 function clientHeaderCount(req: IncomingMessage, front: DecisionFront, certificateHeader: string | undefined): number {
-  const own = new Set(FRONT_HEADERS[front]);
-  if (certificateHeader !== undefined) own.add(certificateHeader);
+  const own = FRONT_HEADERS[front];
+  const h = req.headersDistinct;
   let count = req.rawHeaders.length / 2;
-  for (const name of own) if (req.headersDistinct[name] !== undefined) count--;
+  // No per-request copy of the front's set: the certificate header counts once, unless the set names it already.
+  for (const name of own) if (h[name] !== undefined) count--;
+  if (certificateHeader !== undefined && !own.has(certificateHeader) && h[certificateHeader] !== undefined) count--;
   // The check request's own hop (front to cnfguard): never the client's lines, whose hop-by-hop ones the front consumed.
-  for (const name of HOP_BY_HOP) count -= req.headersDistinct[name]?.length ?? 0;
+  for (const name of HOP_BY_HOP) count -= h[name]?.length ?? 0;
   return count;
 }
 
@@ -81,8 +83,9 @@ function clientHeaderCount(req: IncomingMessage, front: DecisionFront, certifica
  */
 function withheldBody(req: IncomingMessage, front: DecisionFront): boolean {
   const h = req.headersDistinct;
-  const lengths = [...(h['content-length'] ?? []).slice(FRONT_HEADERS[front].has('content-length') ? 1 : 0), ...(front === 'nginx' ? (h['x-original-content-length'] ?? []) : [])];
-  return lengths.some((length) => length.trim() !== '0') || h['content-digest'] !== undefined || (front === 'nginx' && h['x-original-transfer-encoding'] !== undefined);
+  if (h['content-digest'] !== undefined || (front === 'nginx' && h['x-original-transfer-encoding'] !== undefined)) return true;
+  const nonZero = (lines: string[] | undefined, from: number): boolean => lines !== undefined && lines.slice(from).some((length) => length.trim() !== '0');
+  return nonZero(h['content-length'], FRONT_HEADERS[front].has('content-length') ? 1 : 0) || (front === 'nginx' && nonZero(h['x-original-content-length'], 0));
 }
 
 /** The original request's facts; the check request carries no body, so neither does the original here. */
