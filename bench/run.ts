@@ -672,6 +672,8 @@ interface DecisionSide {
   foreignCpuPct: number | undefined;
   /** Median CPU µs per 2xx response of each process group (nginx, cnfguard): where the time goes. */
   cpuUsPerRequest: Record<string, number | undefined>;
+  /** The same, round by round. */
+  cpuUsRounds: Record<string, (number | undefined)[]>;
   errors: number;
   non2xx: number;
   statusCodes: Record<string, number>;
@@ -784,6 +786,7 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
           upstreamCpuPct: opt(list.map((r) => r.upstreamCpuPct)),
           foreignCpuPct: opt(list.map((r) => r.foreignCpuPct)),
           cpuUsPerRequest: Object.fromEntries(Object.keys(list[0]?.partsCpuUs ?? {}).map((part) => [part, opt(list.map((r) => r.partsCpuUs?.[part]))])),
+          cpuUsRounds: Object.fromEntries(Object.keys(list[0]?.partsCpuUs ?? {}).map((part) => [part, list.map((r) => r.partsCpuUs?.[part])])),
           errors: list.reduce((a, r) => a + r.errors + r.timeouts, 0),
           non2xx: list.reduce((a, r) => a + r.non2xx, 0),
           statusCodes,
@@ -817,6 +820,7 @@ function printDecisions(d: DecisionsSummary, machine: MachineInfo): void {
   log(
     `  cnfguard CPU per decision / per proxied request: ${fixed(share.decisionVsProxy, 3) ?? '?'} (goal <= 0.5; median of per-round ratios)${share.baselineDecisionVsProxy === undefined ? '' : `; baseline's decision / the same proxy: ${fixed(share.baselineDecisionVsProxy, 3) ?? '?'}; this decision / the baseline's: ${fixed(share.decisionVsBaselineDecision, 3) ?? '?'}`}`,
   );
+  log(`  cnfguard CPU µs per request by round: ${d.sides.filter((s) => s.cpuUsRounds.cnfguard !== undefined).map((s) => `${s.name}: ${s.cpuUsRounds.cnfguard?.join(' ')}`).join('; ')}`);
   log(`  CPU µs per request (median of rounds): ${d.sides.map((s) => `${s.name}: ${Object.entries(s.cpuUsPerRequest).map(([part, us]) => `${part} ${us ?? '?'}`).join(' + ')}`).join('; ')}`);
   log(`  server CPU% of nginx+cnfguard is nginx's worker and master plus cnfguard, sharing the server CPU; ${machineLine(machine)}`);
   for (const s of d.sides.filter((x) => x.errors + x.non2xx > 0)) log(`  WARNING ${s.name}: ${s.errors} errors, ${s.non2xx} non-2xx ${JSON.stringify(s.statusCodes)}`);
