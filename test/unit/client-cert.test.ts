@@ -55,6 +55,17 @@ describe('forwarded certificates and tls.clientCa', () => {
     expect(() => request(source)).toThrow(/forwarded_certificate_malformed|sha256|hex/i);
   });
 
+  it('header values that end alike are each read as themselves (the cache is keyed by the end of a value)', () => {
+    const xfcc = { cidrs: ['10.0.0.0/8'], header: 'x-forwarded-client-cert', format: 'xfcc' as const, xfccElement: 'first' as const };
+    const source = createCertificateSource({ trustedProxies: [xfcc], clientCa: undefined });
+    const [a, b, c] = ['a', 'b', 'c'].map((digit) => digit.repeat(64));
+    const thumbprintOf = (value: string) => source.certificateOf({ socket: undefined, peerAddress: '10.0.0.5', headers: {}, headersDistinct: { 'x-forwarded-client-cert': [value] } })?.sha256Hex;
+    expect(thumbprintOf(`Hash=${a},Hash=${b}`)).toBe(a);
+    expect(thumbprintOf(`Hash=${c},Hash=${b}`)).toBe(c);
+    expect(thumbprintOf(`Hash=${a},Hash=${b}`)).toBe(a);
+    expect(thumbprintOf(`Hash=${b}`)).toBe(b);
+  });
+
   it('chainsTo checks the issuer signature and the validity period', () => {
     const leaf = new X509Certificate(client.cert);
     const authorities = [new X509Certificate(second.cert)];
