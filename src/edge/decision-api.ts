@@ -58,6 +58,9 @@ function unsetIdentityHeaders(set: Readonly<Record<string, string>>, names: Iden
   return [...managed].filter((name) => set[name] === undefined);
 }
 
+/** The access line's `edge` of each front (built once, not per request). */
+const EDGE_NAMES: Readonly<Record<DecisionFront, string>> = { nginx: 'decision-api/nginx', envoy: 'decision-api/envoy', traefik: 'decision-api/traefik' };
+
 const EMPTY_FORM: FormReader = () => Promise.resolve({ kind: 'read', bytes: Buffer.alloc(0) });
 
 export function createDecisionHandler(deps: DecisionApiDependencies): (req: IncomingMessage, res: ServerResponse) => void {
@@ -87,7 +90,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       res.writeHead(200, { ...managed({}, runtime.pipeline.routes.fallback), 'content-length': 0 }).end();
       return;
     }
-    const edge = `decision-api/${original.front}`;
+    const edge = EDGE_NAMES[original.front];
     const span = deps.tracing?.current?.request(edge, original.method, traceHeadersOf(req.headers));
     const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headers['x-forwarded-for']), edge }, span);
     res.once('close', () => exchange.finish(res.statusCode));
