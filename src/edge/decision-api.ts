@@ -20,6 +20,7 @@ import type { ClaimHeader, RoutePolicy } from '../pipeline/route.ts';
 import { listenerOptions, listenerProperties, type Limits } from '../proxy/limits.ts';
 import type { Runtime } from '../runtime.ts';
 import { answerHeaders, renderFor, sendDocument } from './answer.ts';
+import type { RenderedError } from './render.ts';
 import { FRONT_HEADER_ALLOWANCE, decisionFacts, originalOf, type DecisionFront } from './decision-facts.ts';
 import { edgeFailures, Exchange } from './exchange.ts';
 
@@ -58,6 +59,21 @@ function unsetIdentityHeaders(set: Readonly<Record<string, string>>, names: Iden
   return [...managed].filter((name) => set[name] === undefined);
 }
 
+/** The identity headers of an allowed answer, as a fresh object; for Envoy, with the names it must remove. */
+function managed(front: DecisionFront, identity: Readonly<Record<string, string>>, { headerNames: names, claimHeaders, assertionHeader }: Pick<RoutePolicy, 'headerNames' | 'claimHeaders' | 'assertionHeader'>): Record<string, string> {
+  if (front !== 'envoy') return { ...identity };
+  const unset = unsetIdentityHeaders(identity, names, claimHeaders, assertionHeader);
+  return unset.length > 0 ? { ...identity, [ENVOY_HEADERS_TO_REMOVE]: unset.join(', ') } : { ...identity };
+}
+
+/** A refusal as the front relays it (statusFor), the real status beside it when they differ. */
+function sendRefusal(res: ServerResponse, front: DecisionFront, rendered: RenderedError, requestId: string): void {
+  const status = statusFor(front, rendered.status);
+  const extra = status === rendered.status ? {} : { [ORIGINAL_STATUS_HEADER]: String(rendered.status) };
+  res.writeHead(status, { ...rendered.headers, ...extra, 'content-length': Buffer.byteLength(rendered.body), ...answerHeaders(undefined, requestId) });
+  res.end(rendered.body);
+}
+
 /** The access line's `edge` of each front (built once, not per request). */
 const EDGE_NAMES: Readonly<Record<DecisionFront, string>> = { nginx: 'decision-api/nginx', envoy: 'decision-api/envoy', traefik: 'decision-api/traefik' };
 
@@ -80,27 +96,16 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       res.writeHead(404, { 'content-length': 0 }).end();
       return;
     }
-    const managed = (identity: Readonly<Record<string, string>>, { headerNames: names, claimHeaders, assertionHeader }: Pick<RoutePolicy, 'headerNames' | 'claimHeaders' | 'assertionHeader'>): Record<string, string> => {
-      if (original.front !== 'envoy') return { ...identity };
-      const unset = unsetIdentityHeaders(identity, names, claimHeaders, assertionHeader);
-      return unset.length > 0 ? { ...identity, [ENVOY_HEADERS_TO_REMOVE]: unset.join(', ') } : { ...identity };
-    };
     // A public document the front did not route here: allowed as it is, with no identity (and no access line, as on the proxy listener).
     if (original.method !== undefined && original.target !== undefined && original.overTls && runtime.pipeline.publicDocument(original.method, original.target, original.hostLines?.[0]) !== undefined) {
-      res.writeHead(200, { ...managed({}, runtime.pipeline.routes.fallback), 'content-length': 0 }).end();
+      res.writeHead(200, { ...managed(original.front, {}, runtime.pipeline.routes.fallback), 'content-length': 0 }).end();
       return;
     }
     const edge = EDGE_NAMES[original.front];
     const span = deps.tracing?.current?.request(edge, original.method, traceHeadersOf(req.headers));
     const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headers['x-forwarded-for']), edge }, span);
     res.once('close', () => exchange.finish(res.statusCode));
-    const refuse = (err: GuardError): void => {
-      const rendered = renderFor(err, runtime.realm, exchange.verdict);
-      const status = statusFor(original.front, rendered.status);
-      const extra = status === rendered.status ? {} : { [ORIGINAL_STATUS_HEADER]: String(rendered.status) };
-      res.writeHead(status, { ...rendered.headers, ...extra, 'content-length': Buffer.byteLength(rendered.body), ...answerHeaders(undefined, exchange.requestId) });
-      res.end(rendered.body);
-    };
+    const refuse = (err: GuardError): void => sendRefusal(res, original.front, renderFor(err, runtime.realm, exchange.verdict), exchange.requestId);
     try {
       const { method, target } = original;
       if (method === undefined || target === undefined) {
@@ -116,7 +121,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
       const verdict = await exchange.evaluate(runtime.pipeline, facts, EMPTY_FORM);
       if (!verdict.decision.allow) return refuse(verdict.decision.error);
       // One header object, filled in place: the answer is the decision API's whole output.
-      const headers: Record<string, string | number> = Object.assign(managed(verdict.identityHeaders ?? {}, verdict.route), answerHeaders(verdict, exchange.requestId));
+      const headers: Record<string, string | number> = Object.assign(managed(original.front, verdict.identityHeaders ?? {}, verdict.route), answerHeaders(verdict, exchange.requestId));
       headers['content-length'] = 0;
       res.writeHead(200, headers).end();
     } catch (err) {
