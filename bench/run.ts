@@ -215,7 +215,8 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
                           on a machine with 4+ cores
   --skip miss,handshake,memory,h2,grpc,decisions,startup,idle
   --baseline DIR          a checkout (npm install done) whose cnfguard runs as the baseline targets;
-                          e.g. --targets cnfguard,baseline gives the HTTP/1.1 "x baseline" ratio
+                          e.g. --targets cnfguard,baseline gives the HTTP/1.1 "x baseline" ratio;
+                          the decisions phase then also loads DIR's decision API behind its own nginx
   --h2-sessions N         h2 phase: mTLS h2 sessions (BENCH_H2_SESSIONS, default 4)...
   --h2-streams N          ...with N requests in flight on each (BENCH_H2_STREAMS, default 8)
   --grpc-concurrency N    gRPC phase: unary calls in flight on one grpc-js channel (default 32)
