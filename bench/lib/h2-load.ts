@@ -18,6 +18,8 @@ export interface ClosedLoopResult {
   p50Ms: number;
   p99Ms: number;
   serverCpuPct: number | undefined;
+  /** The server's CPU (user + system) per answered request, in µs. */
+  serverCpuUsPerReq: number | undefined;
   loadgenCpuPct: number;
   /** The upstream's CPU (it shares the load generator's core). */
   upstreamCpuPct: number;
@@ -61,6 +63,7 @@ async function closedLoop(inFlight: number, seconds: number, issue: (slot: numbe
     p50Ms: Math.round(percentile(samples, 50) * 1000) / 1000,
     p99Ms: Math.round(percentile(samples, 99) * 1000) / 1000,
     serverCpuPct: serverCpu === undefined ? undefined : Math.round((serverCpu / wall) * 100),
+    serverCpuUsPerReq: serverCpu === undefined || samples.length === 0 ? undefined : Math.round((serverCpu * 1e6) / samples.length),
     loadgenCpuPct: Math.round(((cpu.user + cpu.system) / 1e6 / wall) * 100),
     upstreamCpuPct: Math.round((sideCpu / wall) * 100),
     foreignCpuPct: foreign === undefined ? undefined : Math.round((foreign / wall) * 100),
