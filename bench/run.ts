@@ -108,6 +108,8 @@ interface Options {
   /** HTTP/2 phase: sessions x streams in flight; gRPC phase: unary calls in flight. */
   h2Sessions: number;
   h2Streams: number;
+  /** h2 phase: requests per second in all, paced; undefined: closed loop, as fast as each answers. */
+  h2Rate: number | undefined;
   grpcConcurrency: number;
 }
 
@@ -143,6 +145,7 @@ function parseOptions(argv: string[]): Options {
       'client-cpus': { type: 'string' },
       'h2-sessions': { type: 'string' },
       'h2-streams': { type: 'string' },
+      'h2-rate': { type: 'string' },
       'grpc-concurrency': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -198,6 +201,7 @@ function parseOptions(argv: string[]): Options {
     clientCpus: values['client-cpus'] ?? env.BENCH_CLIENT_CPUS ?? '1',
     h2Sessions: Math.round(num(values['h2-sessions'], 'BENCH_H2_SESSIONS', 4)),
     h2Streams: Math.round(num(values['h2-streams'], 'BENCH_H2_STREAMS', 8)),
+    h2Rate: values['h2-rate'] === undefined && env.BENCH_H2_RATE === undefined ? undefined : num(values['h2-rate'], 'BENCH_H2_RATE', 0),
     grpcConcurrency: Math.round(num(values['grpc-concurrency'], 'BENCH_GRPC_CONCURRENCY', 32)),
   };
 }
@@ -222,6 +226,8 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
                           e.g. --targets cnfguard,baseline gives the HTTP/1.1 "x baseline" ratio
   --h2-sessions N         h2 phase: mTLS h2 sessions (BENCH_H2_SESSIONS, default 4)...
   --h2-streams N          ...with N requests in flight on each (BENCH_H2_STREAMS, default 8)
+  --h2-rate R             h2 phase: at most R requests/s in all, paced (BENCH_H2_RATE; default: closed loop), so that
+                          the sides compared see the same arrivals and their CPU per request compares on a busy machine
   --grpc-concurrency N    gRPC phase: unary calls in flight on one grpc-js channel (default 32)
   --miss-tokens N         tokens for the cache-miss run (default 300; quick 20)
   --memory-tokens N       cached tokens for the memory run (default 100000; quick 4000)
@@ -580,6 +586,8 @@ interface PairSummary {
   /** For each side: median of the per-round req/s ratios side / last, and of CPU per request side / last. */
   ratios: (number | undefined)[];
   cpuRatios: (number | undefined)[];
+  /** With three sides or more (e.g. cnfguard, baseline, bare): the first against the second, req/s and CPU per request. */
+  firstVsSecond?: { ratio: number | undefined; cpuRatio: number | undefined };
 }
 
 interface PairSide {
@@ -609,8 +617,8 @@ async function pairedPhase(options: Options, phase: string, sides: PairSide[]): 
     return Number.isFinite(m) ? Math.round(m * 100) / 100 : undefined;
   };
   const reference = runs[runs.length - 1] ?? [];
-  const roundRatio = (list: ClosedLoopResult[], pick: (r: ClosedLoopResult) => number | undefined) => {
-    const m = median(list.map((r, i) => (pick(r) ?? Number.NaN) / (pick(reference[i] as ClosedLoopResult) ?? Number.NaN)).filter((v) => Number.isFinite(v)));
+  const roundRatio = (list: ClosedLoopResult[], pick: (r: ClosedLoopResult) => number | undefined, against = reference) => {
+    const m = median(list.map((r, i) => (pick(r) ?? Number.NaN) / (pick(against[i] as ClosedLoopResult) ?? Number.NaN)).filter((v) => Number.isFinite(v)));
     return Number.isFinite(m) ? Math.round(m * 100) / 100 : undefined;
   };
   const ratios = runs.map((list) => roundRatio(list, (r) => r.rps));
@@ -631,6 +639,9 @@ async function pairedPhase(options: Options, phase: string, sides: PairSide[]): 
     ratio: ratios[0],
     ratios,
     cpuRatios: runs.map((list) => roundRatio(list, (r) => r.serverCpuUsPerReq)),
+    ...(runs.length > 2 && {
+      firstVsSecond: { ratio: roundRatio(runs[0] ?? [], (r) => r.rps, runs[1]), cpuRatio: roundRatio(runs[0] ?? [], (r) => r.serverCpuUsPerReq, runs[1]) },
+    }),
   };
 }
 
@@ -658,6 +669,7 @@ function printPair(pair: PairSummary, unit: string): void {
   for (const [i, name] of pair.names.slice(0, -1).entries()) {
     log(`  ${name} / ${last}: ${fixed(pair.ratios[i], 2) ?? '?'}x req/s, ${fixed(pair.cpuRatios[i], 2) ?? '?'}x CPU per ${unit} (medians of per-round ratios; rounds ${(pair.cpuUsRounds[i] ?? []).join(', ')} µs)`);
   }
+  if (pair.firstVsSecond !== undefined) log(`  ${pair.names[0]} / ${pair.names[1]}: ${fixed(pair.firstVsSecond.ratio, 2) ?? '?'}x req/s, ${fixed(pair.firstVsSecond.cpuRatio, 2) ?? '?'}x CPU per ${unit} (medians of per-round ratios)`);
   log(`  others CPU% ${pair.foreignCpuPct ?? '?'}`);
 }
 
@@ -669,10 +681,10 @@ async function h2Phase(options: Options, stack: Stack, guard: Target, baseline: 
   const bare = (await startTarget(stack, 'bare-h2', { guardConfig: {}, nodeFlags: options.nodeFlags, stdout: options.serverStdout })) as Target;
   try {
     log(`
-h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} streams in flight, GET with the cached token, both to the HTTP/1.1 upstream`);
+h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} streams in flight${options.h2Rate === undefined ? '' : `, paced to ${options.h2Rate} req/s`}, GET with the cached token, both to the HTTP/1.1 upstream`);
     const side = (name: string, target: Target): PairSide => ({
       name,
-      run: (seconds) => runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] }),
+      run: (seconds) => runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, rate: options.h2Rate, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] }),
     });
     return await pairedPhase(options, 'h2 cache hit', [side('cnfguard h2', guard), ...(baseline === undefined ? [] : [side('baseline h2', baseline)]), side('bare-h2', bare)]);
   } finally {
