@@ -11,8 +11,9 @@ import { connectionOptions, HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
 import type { ProxyRequest, ProxyResponse } from './messages.ts';
 
 /**
- * A response's headers without its hop-by-hop fields, including any its Connection header names:
- * the upstream's Connection and Keep-Alive describe its hop, not the client's. A new object rather
+ * A response's headers without its hop-by-hop fields, including any its Connection header names
+ * (the upstream's Connection and Keep-Alive describe its hop, not the client's), and without an
+ * HTTP/2 upstream's pseudo-headers (`:status` is passed on its own). A new object rather
  * than deletes: a delete turns V8's header object into a slower dictionary, which every later
  * read (Node's header validation, the HTTP/2 header block) pays for.
  */
@@ -22,7 +23,7 @@ export function withoutHopByHop(headers: Record<string, string | string[] | unde
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     const value = headers[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || named?.has(name) === true) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || named?.has(name) === true || name.startsWith(':')) continue;
     out[name] = value;
   }
   return out;

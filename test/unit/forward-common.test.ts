@@ -21,6 +21,10 @@ describe("the upstream's answer loses its hop-by-hop fields", () => {
     expect(withoutHopByHop({ connection: ['close', 'x-a'], 'x-a': '1', 'x-b': '2' })).toEqual({ 'x-b': '2' });
   });
 
+  it("an HTTP/2 upstream's pseudo-headers are not passed on as fields", () => {
+    expect(withoutHopByHop({ ':status': '200', 'content-type': 'application/grpc' })).toEqual({ 'content-type': 'application/grpc' });
+  });
+
   it('leaves the upstream object as it was (a new object, no deletes)', () => {
     const upstream = { connection: 'close', 'content-length': '2' };
     const out = withoutHopByHop(upstream);
