@@ -30,15 +30,8 @@ function linesOf(rawHeaders: readonly string[], name: string): string[] | undefi
   return lines;
 }
 
-/** What HTTP/1.1's `headersDistinct` holds: every header's values, lower-case names. */
-function distinctOf(rawHeaders: readonly string[]): NodeJS.Dict<string[]> {
-  const distinct: NodeJS.Dict<string[]> = {};
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = (rawHeaders[i] ?? '').toLowerCase();
-    if (!name.startsWith(':')) (distinct[name] ??= []).push(rawHeaders[i + 1] ?? '');
-  }
-  return distinct;
-}
+/** HTTP/2 has no headersDistinct: what the certificate source reads when no trusted proxy's header is to be read. */
+const NO_LINES: NodeJS.Dict<string[]> = Object.freeze({});
 
 /** What the pipeline reads of an HTTP/2 header list, gathered in one pass over `rawHeaders`. */
 interface Http2HeaderFacts {
@@ -101,15 +94,15 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
   const peer = connection.peer;
   let certificate;
   let certificateError;
+  // HTTP/2 has no headersDistinct: the one header the source reads from it (a trusted proxy's
+  // certificate header) is gathered, not every header of every request.
+  const certificateHeader = h2 ? certificates.certificateHeaderOf(peer) : undefined;
   try {
     certificate = certificates.certificateOf({
       socket: connection.tls,
       peerAddress: peer,
       headers: req.headers,
-      // HTTP/2 has no headersDistinct: built only when a trusted proxy's certificate header is read.
-      get headersDistinct() {
-        return h2 ? distinctOf(req.rawHeaders) : req.headersDistinct;
-      },
+      headersDistinct: h2 ? (certificateHeader === undefined ? NO_LINES : { [certificateHeader]: linesOf(req.rawHeaders, certificateHeader) }) : req.headersDistinct,
     });
   } catch (err) {
     if (!(err instanceof GuardError)) throw err;

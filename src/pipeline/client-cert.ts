@@ -146,11 +146,10 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
   }
 
   return {
-    certificateOf(connection) {
-      const proxy = proxies.length === 0 ? undefined : proxies.find((candidate) => peerInList(candidate.list, connection.peerAddress));
-      // `headersDistinct` read only here: HTTP/2 builds it on demand (edge/http-facts.ts).
-      if (proxy !== undefined) return fromHeader(proxy, connection.headersDistinct[proxy.header]);
-      return connection.socket === undefined ? undefined : fromSocket(connection.socket);
+    certificateOf({ socket, peerAddress, headersDistinct }) {
+      const proxy = proxies.length === 0 ? undefined : proxies.find((candidate) => peerInList(candidate.list, peerAddress));
+      if (proxy !== undefined) return fromHeader(proxy, headersDistinct[proxy.header]);
+      return socket === undefined ? undefined : fromSocket(socket);
     },
     isTrustedProxy(peerAddress) {
       return proxies.length > 0 && proxies.some((candidate) => peerInList(candidate.list, peerAddress));
