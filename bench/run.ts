@@ -89,6 +89,8 @@ interface Options {
   profile: boolean;
   profileTargets: TargetName[];
   profileSeconds: number;
+  /** Profile under the h2 phase's load (h2 sessions x streams) instead of HTTP/1.1 connections. */
+  profileH2: boolean;
   guardConfig: Record<string, unknown>;
   /** Extra Node flags for the Node servers under test, e.g. --trace-gc or --max-semi-space-size=64. */
   nodeFlags: string[];
@@ -106,6 +108,8 @@ interface Options {
   /** HTTP/2 phase: sessions x streams in flight; gRPC phase: unary calls in flight. */
   h2Sessions: number;
   h2Streams: number;
+  /** h2 phase: requests per second in all, paced; undefined: closed loop, as fast as each answers. */
+  h2Rate: number | undefined;
   grpcConcurrency: number;
 }
 
@@ -130,6 +134,7 @@ function parseOptions(argv: string[]): Options {
       profile: { type: 'boolean', default: false },
       'profile-target': { type: 'string' },
       'profile-seconds': { type: 'string' },
+      'profile-h2': { type: 'boolean', default: false },
       'guard-config': { type: 'string' },
       'node-flags': { type: 'string' },
       'server-stdout': { type: 'boolean', default: false },
@@ -140,6 +145,7 @@ function parseOptions(argv: string[]): Options {
       'client-cpus': { type: 'string' },
       'h2-sessions': { type: 'string' },
       'h2-streams': { type: 'string' },
+      'h2-rate': { type: 'string' },
       'grpc-concurrency': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -184,6 +190,7 @@ function parseOptions(argv: string[]): Options {
     profile: values.profile,
     profileTargets,
     profileSeconds: num(values['profile-seconds'], 'BENCH_PROFILE_SECONDS', 10),
+    profileH2: values['profile-h2'],
     guardConfig: values['guard-config'] === undefined ? {} : (JSON.parse(values['guard-config']) as Record<string, unknown>),
     nodeFlags: (values['node-flags'] ?? env.BENCH_NODE_FLAGS ?? '').split(/\s+/).filter((f) => f !== ''),
     serverStdout: values['server-stdout'],
@@ -194,6 +201,7 @@ function parseOptions(argv: string[]): Options {
     clientCpus: values['client-cpus'] ?? env.BENCH_CLIENT_CPUS ?? '1',
     h2Sessions: Math.round(num(values['h2-sessions'], 'BENCH_H2_SESSIONS', 4)),
     h2Streams: Math.round(num(values['h2-streams'], 'BENCH_H2_STREAMS', 8)),
+    h2Rate: values['h2-rate'] === undefined && env.BENCH_H2_RATE === undefined ? undefined : num(values['h2-rate'], 'BENCH_H2_RATE', 0),
     grpcConcurrency: Math.round(num(values['grpc-concurrency'], 'BENCH_GRPC_CONCURRENCY', 32)),
   };
 }
@@ -219,6 +227,8 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
                           the decisions phase then also loads DIR's decision API behind its own nginx
   --h2-sessions N         h2 phase: mTLS h2 sessions (BENCH_H2_SESSIONS, default 4)...
   --h2-streams N          ...with N requests in flight on each (BENCH_H2_STREAMS, default 8)
+  --h2-rate R             h2 phase: at most R requests/s in all, paced (BENCH_H2_RATE; default: closed loop), so that
+                          the sides compared see the same arrivals and their CPU per request compares on a busy machine
   --grpc-concurrency N    gRPC phase: unary calls in flight on one grpc-js channel (default 32)
   --miss-tokens N         tokens for the cache-miss run (default 300; quick 20)
   --memory-tokens N       cached tokens for the memory run (default 100000; quick 4000)
@@ -230,6 +240,7 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
   --profile               instead: run one target under --cpu-prof with cache-hit load and summarize
   --profile-target a,b    Node targets to profile one after another (default cnfguard-info)
   --profile-seconds S     seconds of profiled load (default 10)
+  --profile-h2            with --profile: the h2 phase's load (h2 sessions x streams), e.g. --profile-target cnfguard,bare-h2
   --heap-sample           with --profile: also sample for 1.5 s under load the allocations that no
                           scavenge collected (what survives young-generation GC and gets promoted)
 `;
@@ -551,21 +562,33 @@ async function loadPhase<N extends string>(options: Options, stack: Stack, targe
   return runs;
 }
 
-/** Two ways of doing the same work, loaded in turn round after round (issue 15's h2 and gRPC figures). */
+/**
+ * Ways of doing the same work, loaded in turn round after round (issue 15's h2 and gRPC figures),
+ * each compared with the last side (the reference): req/s, and the server's CPU per request
+ * (process accounting, which a shared machine disturbs far less than req/s).
+ */
 interface PairSummary {
   phase: string;
-  names: [string, string];
-  rps: [number, number];
-  rpsRounds: [number[], number[]];
-  p50Ms: [number, number];
-  p99Ms: [number, number];
-  serverCpuPct: [number | undefined, number | undefined];
-  loadgenCpuPct: [number, number];
-  upstreamCpuPct: [number, number];
+  names: string[];
+  rps: number[];
+  rpsRounds: number[][];
+  p50Ms: number[];
+  p99Ms: number[];
+  serverCpuPct: (number | undefined)[];
+  /** Median server CPU µs per answered request (undefined for a side with no server process measured). */
+  cpuUsPerReq: (number | undefined)[];
+  cpuUsRounds: (number | undefined)[][];
+  loadgenCpuPct: number[];
+  upstreamCpuPct: number[];
   foreignCpuPct: number | undefined;
-  failures: [number, number];
-  /** Median of the per-round ratios first / second. */
+  failures: number[];
+  /** Median of the per-round ratios first / last (req/s). */
   ratio: number | undefined;
+  /** For each side: median of the per-round req/s ratios side / last, and of CPU per request side / last. */
+  ratios: (number | undefined)[];
+  cpuRatios: (number | undefined)[];
+  /** With three sides or more (e.g. cnfguard, baseline, bare): the first against the second, req/s and CPU per request. */
+  firstVsSecond?: { ratio: number | undefined; cpuRatio: number | undefined };
 }
 
 interface PairSide {
@@ -573,9 +596,9 @@ interface PairSide {
   run: (seconds: number) => Promise<ClosedLoopResult>;
 }
 
-async function pairedPhase(options: Options, phase: string, sides: [PairSide, PairSide]): Promise<PairSummary> {
+async function pairedPhase(options: Options, phase: string, sides: PairSide[]): Promise<PairSummary> {
   const seconds = options.quick ? 1 : options.durationSeconds;
-  const runs: [ClosedLoopResult[], ClosedLoopResult[]] = [[], []];
+  const runs: ClosedLoopResult[][] = sides.map(() => []);
   for (const side of sides) {
     const warm = await side.run(options.quick ? 0.5 : options.warmupSeconds);
     log(`  warm-up ${side.name.padEnd(24)} ${String(warm.rps).padStart(6)}/s  (${warm.failures} failed)`);
@@ -583,9 +606,9 @@ async function pairedPhase(options: Options, phase: string, sides: [PairSide, Pa
   for (let round = 1; round <= options.rounds; round++) {
     for (const [i, side] of sides.entries()) {
       const result = await side.run(seconds);
-      runs[i as 0 | 1].push(result);
+      runs[i]?.push(result);
       log(
-        `  round ${round} ${side.name.padEnd(24)} ${String(result.rps).padStart(6)}/s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms  server CPU ${result.serverCpuPct ?? '-'}%  loadgen CPU ${result.loadgenCpuPct}%  upstream CPU ${result.upstreamCpuPct}%  others ${result.foreignCpuPct ?? '-'}%${result.failures > 0 ? `  FAILED ${result.failures}` : ''}`,
+        `  round ${round} ${side.name.padEnd(24)} ${String(result.rps).padStart(6)}/s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms  server CPU ${result.serverCpuPct ?? '-'}% ${result.serverCpuUsPerReq ?? '-'} µs/req  loadgen CPU ${result.loadgenCpuPct}%  upstream CPU ${result.upstreamCpuPct}%  others ${result.foreignCpuPct ?? '-'}%${result.failures > 0 ? `  FAILED ${result.failures}` : ''}`,
       );
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -594,44 +617,77 @@ async function pairedPhase(options: Options, phase: string, sides: [PairSide, Pa
     const m = median(list.map(pick).filter((v): v is number => v !== undefined));
     return Number.isFinite(m) ? Math.round(m * 100) / 100 : undefined;
   };
-  const ratio = median(runs[0].map((r, i) => r.rps / (runs[1][i]?.rps ?? Number.NaN)));
+  const reference = runs[runs.length - 1] ?? [];
+  const roundRatio = (list: ClosedLoopResult[], pick: (r: ClosedLoopResult) => number | undefined, against = reference) => {
+    const m = median(list.map((r, i) => (pick(r) ?? Number.NaN) / (pick(against[i] as ClosedLoopResult) ?? Number.NaN)).filter((v) => Number.isFinite(v)));
+    return Number.isFinite(m) ? Math.round(m * 100) / 100 : undefined;
+  };
+  const ratios = runs.map((list) => roundRatio(list, (r) => r.rps));
   return {
     phase,
-    names: [sides[0].name, sides[1].name],
-    rps: [Math.round(med(runs[0], (r) => r.rps) ?? 0), Math.round(med(runs[1], (r) => r.rps) ?? 0)],
-    rpsRounds: [runs[0].map((r) => r.rps), runs[1].map((r) => r.rps)],
-    p50Ms: [med(runs[0], (r) => r.p50Ms) ?? Number.NaN, med(runs[1], (r) => r.p50Ms) ?? Number.NaN],
-    p99Ms: [med(runs[0], (r) => r.p99Ms) ?? Number.NaN, med(runs[1], (r) => r.p99Ms) ?? Number.NaN],
-    serverCpuPct: [med(runs[0], (r) => r.serverCpuPct), med(runs[1], (r) => r.serverCpuPct)],
-    loadgenCpuPct: [med(runs[0], (r) => r.loadgenCpuPct) ?? 0, med(runs[1], (r) => r.loadgenCpuPct) ?? 0],
-    upstreamCpuPct: [med(runs[0], (r) => r.upstreamCpuPct) ?? 0, med(runs[1], (r) => r.upstreamCpuPct) ?? 0],
-    foreignCpuPct: med([...runs[0], ...runs[1]], (r) => r.foreignCpuPct),
-    failures: [runs[0].reduce((a, r) => a + r.failures, 0), runs[1].reduce((a, r) => a + r.failures, 0)],
-    ratio: Number.isFinite(ratio) ? Math.round(ratio * 100) / 100 : undefined,
+    names: sides.map((s) => s.name),
+    rps: runs.map((list) => Math.round(med(list, (r) => r.rps) ?? 0)),
+    rpsRounds: runs.map((list) => list.map((r) => r.rps)),
+    p50Ms: runs.map((list) => med(list, (r) => r.p50Ms) ?? Number.NaN),
+    p99Ms: runs.map((list) => med(list, (r) => r.p99Ms) ?? Number.NaN),
+    serverCpuPct: runs.map((list) => med(list, (r) => r.serverCpuPct)),
+    cpuUsPerReq: runs.map((list) => med(list, (r) => r.serverCpuUsPerReq)),
+    cpuUsRounds: runs.map((list) => list.map((r) => r.serverCpuUsPerReq)),
+    loadgenCpuPct: runs.map((list) => med(list, (r) => r.loadgenCpuPct) ?? 0),
+    upstreamCpuPct: runs.map((list) => med(list, (r) => r.upstreamCpuPct) ?? 0),
+    foreignCpuPct: med(runs.flat(), (r) => r.foreignCpuPct),
+    failures: runs.map((list) => list.reduce((a, r) => a + r.failures, 0)),
+    ratio: ratios[0],
+    ratios,
+    cpuRatios: runs.map((list) => roundRatio(list, (r) => r.serverCpuUsPerReq)),
+    ...(runs.length > 2 && {
+      firstVsSecond: { ratio: roundRatio(runs[0] ?? [], (r) => r.rps, runs[1]), cpuRatio: roundRatio(runs[0] ?? [], (r) => r.serverCpuUsPerReq, runs[1]) },
+    }),
   };
 }
 
 function printPair(pair: PairSummary, unit: string): void {
+  const last = pair.names[pair.names.length - 1];
   log(
     table(
-      ['target', `${unit}/s`, `min-max ${unit}/s`, 'p50 ms', 'p99 ms', 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'failed'],
-      [0, 1].map((i) => [pair.names[i], pair.rps[i], `${Math.min(...(pair.rpsRounds[i] as number[]))}-${Math.max(...(pair.rpsRounds[i] as number[]))}`, fixed(pair.p50Ms[i], 2), fixed(pair.p99Ms[i], 2), pair.serverCpuPct[i], pair.loadgenCpuPct[i], pair.upstreamCpuPct[i], pair.failures[i]]),
+      ['target', `${unit}/s`, `min-max ${unit}/s`, 'p50 ms', 'p99 ms', `x ${last}`, `CPU µs/${unit}`, `CPU/${unit} x ${last}`, 'server CPU%', 'loadgen CPU%', 'upstream CPU%', 'failed'],
+      pair.names.map((name, i) => [
+        name,
+        pair.rps[i],
+        `${Math.min(...(pair.rpsRounds[i] as number[]))}-${Math.max(...(pair.rpsRounds[i] as number[]))}`,
+        fixed(pair.p50Ms[i], 2),
+        fixed(pair.p99Ms[i], 2),
+        fixed(pair.ratios[i], 2),
+        pair.cpuUsPerReq[i],
+        fixed(pair.cpuRatios[i], 2),
+        pair.serverCpuPct[i],
+        pair.loadgenCpuPct[i],
+        pair.upstreamCpuPct[i],
+        pair.failures[i],
+      ]),
     ),
   );
-  log(`  ${pair.names[0]} / ${pair.names[1]}: ${fixed(pair.ratio, 2) ?? '?'}x (median of per-round ratios); others CPU% ${pair.foreignCpuPct ?? '?'}`);
+  for (const [i, name] of pair.names.slice(0, -1).entries()) {
+    log(`  ${name} / ${last}: ${fixed(pair.ratios[i], 2) ?? '?'}x req/s, ${fixed(pair.cpuRatios[i], 2) ?? '?'}x CPU per ${unit} (medians of per-round ratios; rounds ${(pair.cpuUsRounds[i] ?? []).join(', ')} µs)`);
+  }
+  if (pair.firstVsSecond !== undefined) log(`  ${pair.names[0]} / ${pair.names[1]}: ${fixed(pair.firstVsSecond.ratio, 2) ?? '?'}x req/s, ${fixed(pair.firstVsSecond.cpuRatio, 2) ?? '?'}x CPU per ${unit} (medians of per-round ratios)`);
+  log(`  others CPU% ${pair.foreignCpuPct ?? '?'}`);
 }
 
-/** h2 cache hits: cnfguard (the running `cnfguard` target, ALPN h2 on its one port) against the bare h2 forwarder. */
-async function h2Phase(options: Options, stack: Stack, guard: Target): Promise<PairSummary> {
+/**
+ * h2 cache hits: cnfguard (the running `cnfguard` target, ALPN h2 on its one port) against the bare
+ * h2 forwarder, and the `baseline` target too when it runs (before/after in one run).
+ */
+async function h2Phase(options: Options, stack: Stack, guard: Target, baseline: Target | undefined): Promise<PairSummary> {
   const bare = (await startTarget(stack, 'bare-h2', { guardConfig: {}, nodeFlags: options.nodeFlags, stdout: options.serverStdout })) as Target;
   try {
     log(`
-h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} streams in flight, GET with the cached token, both to the HTTP/1.1 upstream`);
+h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} streams in flight${options.h2Rate === undefined ? '' : `, paced to ${options.h2Rate} req/s`}, GET with the cached token, both to the HTTP/1.1 upstream`);
     const side = (name: string, target: Target): PairSide => ({
       name,
-      run: (seconds) => runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] }),
+      run: (seconds) => runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, rate: options.h2Rate, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] }),
     });
-    return await pairedPhase(options, 'h2 cache hit', [side('cnfguard h2', guard), side('bare-h2', bare)]);
+    return await pairedPhase(options, 'h2 cache hit', [side('cnfguard h2', guard), ...(baseline === undefined ? [] : [side('baseline h2', baseline)]), side('bare-h2', bare)]);
   } finally {
     await bare.stop();
   }
@@ -935,7 +991,7 @@ async function benchmark(options: Options): Promise<void> {
     const runs = await loadPhase(options, stack, targets);
     const rss = new Map(targets.map((t) => [t.name, t.pids().reduce<number | undefined>((a, pid) => (a ?? 0) + (rssMbOf(pid) ?? 0), undefined)]));
     const mainGuard = targets.find((t) => t.name === 'cnfguard');
-    const h2 = mainGuard !== undefined && !options.skip.has('h2') ? await h2Phase(options, stack, mainGuard) : undefined;
+    const h2 = mainGuard !== undefined && !options.skip.has('h2') ? await h2Phase(options, stack, mainGuard, targets.find((t) => t.name === 'baseline')) : undefined;
     const grpcUnary = mainGuard !== undefined && !options.skip.has('grpc') ? await grpcPhase(options, stack) : undefined;
     const nginxBin = options.noNginx ? undefined : findNginx();
     if (!options.skip.has('decisions') && nginxBin === undefined) skipped.push(`decisions phase: nginx ${options.noNginx ? 'left out (--no-nginx)' : 'not installed'}`);
@@ -1187,9 +1243,11 @@ async function profile(options: Options): Promise<void> {
       let rps: number;
       try {
         const base = { url: target.url, token: stack.token, cert: stack.cert, key: stack.key, connections: options.connections, serverPids: target.pids, sidePids: () => [stack.upstream.pid] };
-        log(`\nprofiling ${target.name}: warm-up ${options.warmupSeconds} s, then ${options.profileSeconds} s of cache-hit load (the profile covers start-up and warm-up too)`);
-        const warm = await runLoad({ ...base, durationSeconds: options.warmupSeconds });
-        const loading = runLoad({ ...base, durationSeconds: options.profileSeconds });
+        const h2 = { ...base, ca: stack.pki.certs.ca.cert, sessions: options.h2Sessions, streams: options.h2Streams };
+        const load = (seconds: number) => (options.profileH2 ? runH2Load({ ...h2, seconds }).then((r) => ({ ...r, statusCodes: { failed: r.failures } })) : runLoad({ ...base, durationSeconds: seconds }));
+        log(`\nprofiling ${target.name}: warm-up ${options.warmupSeconds} s, then ${options.profileSeconds} s of cache-hit load${options.profileH2 ? ' over h2' : ''} (the profile covers start-up and warm-up too)`);
+        const warm = await load(options.warmupSeconds);
+        const loading = load(options.profileSeconds);
         if (options.heapSample && target.child !== undefined) {
           await new Promise((r) => setTimeout(r, 2000));
           const heap = await target.child.call<{ totalKb: number; sites: { stack: string; kb: number; pct: number }[] }>({ type: 'heapSample', seconds: 1.5 }, 60_000);

@@ -18,14 +18,21 @@ export interface ClosedLoopResult {
   p50Ms: number;
   p99Ms: number;
   serverCpuPct: number | undefined;
+  /** The server's CPU (user + system) per answered request, in µs. */
+  serverCpuUsPerReq: number | undefined;
   loadgenCpuPct: number;
   /** The upstream's CPU (it shares the load generator's core). */
   upstreamCpuPct: number;
   foreignCpuPct: number | undefined;
 }
 
-/** Runs `issue` with `inFlight` calls outstanding until `seconds` pass; `issue` resolves true on success. */
-async function closedLoop(inFlight: number, seconds: number, issue: (slot: number) => Promise<boolean>, pids: readonly number[], sidePids: readonly number[]): Promise<ClosedLoopResult> {
+/**
+ * Runs `issue` with `inFlight` calls outstanding until `seconds` pass; `issue` resolves true on success.
+ * With `ratePerSecond`, calls start no faster than that in all (each slot paced on its own), so
+ * that servers compared see the same arrivals: CPU per request depends on how many requests each
+ * turn of the event loop carries, which a closed loop on a shared machine lets swing 3x.
+ */
+async function closedLoop(inFlight: number, seconds: number, issue: (slot: number) => Promise<boolean>, pids: readonly number[], sidePids: readonly number[], ratePerSecond?: number): Promise<ClosedLoopResult> {
   const samples: number[] = [];
   let requests = 0;
   let failures = 0;
@@ -35,8 +42,16 @@ async function closedLoop(inFlight: number, seconds: number, issue: (slot: numbe
   const cpuBefore = process.cpuUsage();
   const started = performance.now();
   const deadline = started + seconds * 1000;
+  const period = ratePerSecond === undefined ? 0 : (inFlight * 1000) / ratePerSecond;
   const worker = async (slot: number) => {
+    let due = started + (slot * period) / inFlight;
     while (performance.now() < deadline) {
+      if (period > 0) {
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        // A slot that fell behind starts again from now rather than bursting to catch up.
+        due = Math.max(due + period, performance.now());
+      }
       const at = performance.now();
       requests++;
       if (await issue(slot).catch(() => false)) samples.push(performance.now() - at);
@@ -61,6 +76,7 @@ async function closedLoop(inFlight: number, seconds: number, issue: (slot: numbe
     p50Ms: Math.round(percentile(samples, 50) * 1000) / 1000,
     p99Ms: Math.round(percentile(samples, 99) * 1000) / 1000,
     serverCpuPct: serverCpu === undefined ? undefined : Math.round((serverCpu / wall) * 100),
+    serverCpuUsPerReq: serverCpu === undefined || samples.length === 0 ? undefined : Math.round((serverCpu * 1e6) / samples.length),
     loadgenCpuPct: Math.round(((cpu.user + cpu.system) / 1e6 / wall) * 100),
     upstreamCpuPct: Math.round((sideCpu / wall) * 100),
     foreignCpuPct: foreign === undefined ? undefined : Math.round((foreign / wall) * 100),
@@ -76,6 +92,8 @@ export interface H2LoadOptions {
   sessions: number;
   streams: number;
   seconds: number;
+  /** Requests per second in all, paced (default: as fast as the server answers). */
+  rate?: number | undefined;
   path?: string;
   serverPids?: () => number[];
   sidePids?: () => number[];
@@ -105,7 +123,7 @@ export async function runH2Load(options: H2LoadOptions): Promise<ClosedLoopResul
       stream.on('end', () => resolve(status >= 200 && status < 300));
     });
   try {
-    return await closedLoop(options.sessions * options.streams, options.seconds, issue, options.serverPids?.() ?? [], options.sidePids?.() ?? []);
+    return await closedLoop(options.sessions * options.streams, options.seconds, issue, options.serverPids?.() ?? [], options.sidePids?.() ?? [], options.rate);
   } finally {
     for (const session of sessions) session.destroy();
   }

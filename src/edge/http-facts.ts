@@ -30,32 +30,38 @@ function linesOf(rawHeaders: readonly string[], name: string): string[] | undefi
   return lines;
 }
 
-/** What HTTP/1.1's `headersDistinct` holds: every header's values, lower-case names. */
-function distinctOf(rawHeaders: readonly string[]): NodeJS.Dict<string[]> {
-  const distinct: NodeJS.Dict<string[]> = {};
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = (rawHeaders[i] ?? '').toLowerCase();
-    if (!name.startsWith(':')) (distinct[name] ??= []).push(rawHeaders[i + 1] ?? '');
-  }
-  return distinct;
+/** HTTP/2 has no headersDistinct: what the certificate source reads when no trusted proxy's header is to be read. */
+const NO_LINES: NodeJS.Dict<string[]> = Object.freeze({});
+
+/** What the pipeline reads of an HTTP/2 header list, gathered in one pass over `rawHeaders`. */
+interface Http2HeaderFacts {
+  /** Header fields other than pseudo-headers, and the header list's size (RFC 9113 §6.5.2). */
+  count: number;
+  bytes: number;
+  hosts: string[] | undefined;
+  authorization: string[] | undefined;
+  dpop: string[] | undefined;
 }
 
-/** HTTP/2: header fields other than pseudo-headers, and the header list's size (RFC 9113 §6.5.2). */
-function http2HeaderList(rawHeaders: readonly string[]): { count: number; bytes: number } {
-  let count = 0;
-  let bytes = 0;
+// One pass instead of one per field read: HTTP/2 field names arrive lower-case (RFC 9113 §8.2.1; nghttp2 refuses others).
+function http2HeaderFacts(rawHeaders: readonly string[]): Http2HeaderFacts {
+  const facts: Http2HeaderFacts = { count: 0, bytes: 0, hosts: undefined, authorization: undefined, dpop: undefined };
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] ?? '';
-    if (!name.startsWith(':')) count++;
-    bytes += name.length + (rawHeaders[i + 1]?.length ?? 0) + 32;
+    const value = rawHeaders[i + 1] ?? '';
+    facts.bytes += name.length + value.length + 32;
+    if (name.startsWith(':')) continue;
+    facts.count++;
+    if (name === 'authorization') (facts.authorization ??= []).push(value);
+    else if (name === 'dpop') (facts.dpop ??= []).push(value);
+    else if (name === 'host') (facts.hosts ??= []).push(value);
   }
-  return { count, bytes };
+  return facts;
 }
 
 /** HTTP/2: the `:authority` and any Host line must agree (RFC 9113 §8.3.1), so both count as Host lines. */
-function http2HostLines(req: Http2ServerRequest): string[] | undefined {
+function http2HostLines(req: Http2ServerRequest, hosts: string[] | undefined): string[] | undefined {
   const authority = req.headers[':authority'];
-  const hosts = linesOf(req.rawHeaders, 'host');
   if (authority === undefined) return hosts;
   return hosts === undefined || hosts.every((host) => host === authority) ? [authority] : [authority, ...hosts];
 }
@@ -88,27 +94,30 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
   const peer = connection.peer;
   let certificate;
   let certificateError;
+  // HTTP/2 has no headersDistinct: the one header the source reads from it (a trusted proxy's
+  // certificate header) is gathered, not every header of every request.
+  const certificateHeader = h2 ? certificates.certificateHeaderOf(peer) : undefined;
   try {
     certificate = certificates.certificateOf({
       socket: connection.tls,
       peerAddress: peer,
       headers: req.headers,
-      headersDistinct: h2 ? distinctOf(req.rawHeaders) : req.headersDistinct,
+      headersDistinct: h2 ? (certificateHeader === undefined ? NO_LINES : { [certificateHeader]: linesOf(req.rawHeaders, certificateHeader) }) : req.headersDistinct,
     });
   } catch (err) {
     if (!(err instanceof GuardError)) throw err;
     certificateError = err;
   }
   const length = req.headers['content-length'];
-  const list = h2 ? http2HeaderList(req.rawHeaders) : undefined;
+  const list = h2 ? http2HeaderFacts(req.rawHeaders) : undefined;
   return {
     method: req.method ?? 'GET',
     target: req.url ?? '/',
-    hostLines: h2 ? http2HostLines(req) : req.headersDistinct.host,
+    hostLines: h2 ? http2HostLines(req, list?.hosts) : req.headersDistinct.host,
     headerCount: list?.count ?? req.rawHeaders.length / 2,
     ...(list !== undefined && { headerBytes: list.bytes }),
-    authorization: h2 ? linesOf(req.rawHeaders, 'authorization') : req.headersDistinct.authorization,
-    dpop: h2 ? linesOf(req.rawHeaders, 'dpop') : req.headersDistinct.dpop,
+    authorization: h2 ? list?.authorization : req.headersDistinct.authorization,
+    dpop: h2 ? list?.dpop : req.headersDistinct.dpop,
     // Read only by an HTTP message signature check (gRPC metadata is header fields too).
     fieldLines: h2 ? (name) => linesOf(req.rawHeaders, name) : (name) => req.headersDistinct[name],
     peer,

@@ -66,7 +66,8 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     // is seen on `clientGone`.
     let upstreamCall: AbortController | undefined;
     let clientGone = false;
-    res.once('close', () => {
+    // `on`, not `once`: a response closes once, and `once` allocates a wrapper per request.
+    res.on('close', () => {
       form.release();
       // HTTP/2 ends a reset stream's writable side itself: `aborted` says the client cut it.
       const cut = h2 ? (res as Http2ServerResponse).stream.aborted : !res.writableFinished;
@@ -113,7 +114,8 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       const headers = upstreamHeadersOf(req, verdict, { requestId: exchange.requestId, peer: facts.peer, certificates: deps.certificates, stripped: runtime.stripped, upgrade: false });
       // With tracing the upstream gets this trace's context, never the client's own as it came.
       const upstreamSpan = exchange.upstreamSpan(route.upstream, headers);
-      for (const [name, value] of Object.entries(answerHeaders(verdict, exchange.requestId))) res.setHeader(name, value);
+      const answer = answerHeaders(verdict, exchange.requestId);
+      for (const name in answer) res.setHeader(name, answer[name] as string);
       if (verdict.body.kind === 'limited') upstreamCall ??= new AbortController();
       const body =
         verdict.body.kind === 'buffered'

@@ -11,17 +11,22 @@ import { connectionOptions, HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
 import type { ProxyRequest, ProxyResponse } from './messages.ts';
 
 /**
- * Removes hop-by-hop fields from a response's headers, in place, including any its Connection
- * header names: the upstream's Connection and Keep-Alive describe its hop, not the client's.
+ * A response's headers without its hop-by-hop fields, including any its Connection header names
+ * (the upstream's Connection and Keep-Alive describe its hop, not the client's), and without an
+ * HTTP/2 upstream's pseudo-headers (`:status` is passed on its own). A new object rather
+ * than deletes: a delete turns V8's header object into a slower dictionary, which every later
+ * read (Node's header validation, the HTTP/2 header block) pays for.
  */
-export function removeHopByHop(headers: Record<string, string | string[] | undefined>): void {
+export function withoutHopByHop(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const connection = headers.connection;
   const named = connectionOptions(Array.isArray(connection) ? connection.join(',') : connection);
-  if (named !== undefined) for (const name of named) if (headers[name] !== undefined) delete headers[name];
-  for (const name of HOP_BY_HOP) {
-    // Only when present: a delete turns V8's header object into a slower dictionary.
-    if (headers[name] !== undefined) delete headers[name];
+  const out: Record<string, string | string[]> = {};
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || named?.has(name) === true || name.startsWith(':')) continue;
+    out[name] = value;
   }
+  return out;
 }
 
 export interface WebForwardOptions {
@@ -62,9 +67,9 @@ export function hasBody(req: ProxyRequest): boolean {
 }
 
 /** Status and headers of the upstream's answer, written for the client's protocol. */
-export function writeResponseHead(res: ProxyResponse, status: number, statusMessage: string, headers: Record<string, string | string[] | undefined>): void {
+export function writeResponseHead(res: ProxyResponse, status: number, statusMessage: string, upstreamHeaders: Record<string, string | string[] | undefined>): void {
   // The upstream's Connection and Keep-Alive describe its hop, not the client's: drop them.
-  removeHopByHop(headers);
+  const headers = withoutHopByHop(upstreamHeaders);
   if ('shouldKeepAlive' in res) {
     // Say what Node will really do with the client connection (it honours `close`).
     headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
@@ -93,6 +98,6 @@ export function onClientGone(res: ProxyResponse, signal: AbortSignal | undefined
     cancel();
   };
   signal?.addEventListener('abort', gone, { once: true });
-  res.once('close', gone);
+  res.on('close', gone); // closes once; `gone` guards itself, and `once` would allocate a wrapper per request
   return true;
 }

@@ -68,10 +68,9 @@ export function createHttp2Upstream() {
     let trailers: Record<string, string | string[] | undefined> | undefined;
     stream.on('response', (responseHeaders) => {
       const status = Number(responseHeaders[':status']);
-      const out: Record<string, string | string[] | undefined> = {};
-      for (const [name, value] of Object.entries(responseHeaders)) if (!name.startsWith(':')) out[name] = value as string | string[];
       options.onResponse?.(status);
-      writeResponseHead(res, status, '', out);
+      // Its pseudo-headers are left out with the hop-by-hop fields, in the one copy writeResponseHead makes.
+      writeResponseHead(res, status, '', responseHeaders as Record<string, string | string[] | undefined>);
     });
     stream.on('trailers', (received) => {
       trailers = Object.fromEntries(Object.entries(received).filter(([name]) => !name.startsWith(':'))) as Record<string, string | string[]>;

@@ -114,7 +114,8 @@ export function budgetSession(session: ServerHttp2Session, limits: Limits, now: 
     if (!session.destroyed) session.destroy(new Error('HTTP/2 session over its budget'), h2constants.NGHTTP2_ENHANCE_YOUR_CALM);
   };
   session.on('stream', (stream) => {
-    stream.once('close', () => {
+    // `on`: a stream closes once, and `once` would allocate a wrapper per stream.
+    stream.on('close', () => {
       // A session that ends takes its streams with it: those are not the client's resets.
       if (session.destroyed || session.closed || !stream.aborted) return;
       if (cancelled.spend()) calm();
@@ -136,7 +137,7 @@ export function watchLiveness(session: ServerHttp2Session, limits: Limits, now: 
   let unansweredSince: number | undefined;
   session.on('stream', (stream) => {
     open++;
-    stream.once('close', () => open--);
+    stream.on('close', () => open--); // a stream closes once
   });
   const timer = setInterval(() => {
     if (session.destroyed) return;
