@@ -173,13 +173,13 @@ export function createAccessLog(logger: Logger, metrics: Metrics): AccessLog {
   return {
     record(request) {
       const outcome = outcomeOf(request);
-      metrics.requests.inc({ decision: outcome.decision, reason: outcome.reason, route: outcome.route });
-      metrics.responses.inc({ route: outcome.route, status: request.status });
+      metrics.requestTally.inc(outcome.decision, outcome.reason, outcome.route);
+      metrics.responseTally.inc(outcome.route, request.status);
       metrics.requestDuration.observe({ route: outcome.route }, request.latencyMs / 1000);
       if (request.upstreamStatus !== undefined) metrics.lastSeen.record(upstreamKey(outcome.route), true, request.upstreamStatus);
       else if (outcome.decision === 'error' && outcome.reason.startsWith('upstream_')) metrics.lastSeen.record(upstreamKey(outcome.route), false, outcome.reason);
       const decision = request.verdict?.decision;
-      if (outcome.decision === 'allow' && decision?.allow === true && decision.verifiedBy !== undefined) metrics.verifiedRequests.inc({ route: outcome.route, method: decision.verifiedBy.join('+') });
+      if (outcome.decision === 'allow' && decision?.allow === true && decision.verifiedBy !== undefined) metrics.verifiedTally.inc(outcome.route, decision.verifiedBy.join('+'));
       // The line is not even built when its level is off (logLevel: warn on a busy gateway).
       if (!logger.isLevelEnabled(outcome.level)) return outcome;
       const stream = (logger as unknown as Record<symbol, { write(line: string): void }>)[pino.symbols.streamSym];
