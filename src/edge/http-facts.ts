@@ -30,6 +30,29 @@ function linesOf(rawHeaders: readonly string[], name: string): string[] | undefi
   return lines;
 }
 
+/** The lines the pipeline reads of every request, gathered in one pass over the raw headers. */
+interface CheckedLines {
+  host: string[] | undefined;
+  authorization: string[] | undefined;
+  dpop: string[] | undefined;
+}
+
+/**
+ * Every Host, Authorization and DPoP line, as received (what `headersDistinct` would hold for them).
+ * One pass that lower-cases only names of those lengths: Node's `headersDistinct` builds an array
+ * for every header of every request (~1 µs), and most requests need no other.
+ */
+function checkedLines(rawHeaders: readonly string[]): CheckedLines {
+  const lines: CheckedLines = { host: undefined, authorization: undefined, dpop: undefined };
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const raw = rawHeaders[i] ?? '';
+    if (raw.length !== 4 && raw.length !== 13) continue;
+    const name = raw.toLowerCase();
+    if (name === 'host' || name === 'authorization' || name === 'dpop') (lines[name] ??= []).push(rawHeaders[i + 1] ?? '');
+  }
+  return lines;
+}
+
 /** What HTTP/1.1's `headersDistinct` holds: every header's values, lower-case names. */
 function distinctOf(rawHeaders: readonly string[]): NodeJS.Dict<string[]> {
   const distinct: NodeJS.Dict<string[]> = {};
@@ -53,9 +76,8 @@ function http2HeaderList(rawHeaders: readonly string[]): { count: number; bytes:
 }
 
 /** HTTP/2: the `:authority` and any Host line must agree (RFC 9113 §8.3.1), so both count as Host lines. */
-function http2HostLines(req: Http2ServerRequest): string[] | undefined {
+function http2HostLines(req: Http2ServerRequest, hosts: string[] | undefined): string[] | undefined {
   const authority = req.headers[':authority'];
-  const hosts = linesOf(req.rawHeaders, 'host');
   if (authority === undefined) return hosts;
   return hosts === undefined || hosts.every((host) => host === authority) ? [authority] : [authority, ...hosts];
 }
@@ -93,7 +115,10 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
       socket: connection.tls,
       peerAddress: peer,
       headers: req.headers,
-      headersDistinct: h2 ? distinctOf(req.rawHeaders) : req.headersDistinct,
+      // Read only for a trusted proxy's certificate header: built then, not for every request.
+      get headersDistinct() {
+        return h2 ? distinctOf(req.rawHeaders) : req.headersDistinct;
+      },
     });
   } catch (err) {
     if (!(err instanceof GuardError)) throw err;
@@ -101,14 +126,15 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
   }
   const length = req.headers['content-length'];
   const list = h2 ? http2HeaderList(req.rawHeaders) : undefined;
+  const lines = checkedLines(req.rawHeaders);
   return {
     method: req.method ?? 'GET',
     target: req.url ?? '/',
-    hostLines: h2 ? http2HostLines(req) : req.headersDistinct.host,
+    hostLines: h2 ? http2HostLines(req, lines.host) : lines.host,
     headerCount: list?.count ?? req.rawHeaders.length / 2,
     ...(list !== undefined && { headerBytes: list.bytes }),
-    authorization: h2 ? linesOf(req.rawHeaders, 'authorization') : req.headersDistinct.authorization,
-    dpop: h2 ? linesOf(req.rawHeaders, 'dpop') : req.headersDistinct.dpop,
+    authorization: lines.authorization,
+    dpop: lines.dpop,
     // Read only by an HTTP message signature check (gRPC metadata is header fields too).
     fieldLines: h2 ? (name) => linesOf(req.rawHeaders, name) : (name) => req.headersDistinct[name],
     peer,
