@@ -66,7 +66,8 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     // is seen on `clientGone`.
     let upstreamCall: AbortController | undefined;
     let clientGone = false;
-    res.once('close', () => {
+    // `on`, not `once`: a response closes once, and once's wrapper is two more objects a request.
+    res.on('close', () => {
       form.release();
       // HTTP/2 ends a reset stream's writable side itself: `aborted` says the client cut it.
       const cut = h2 ? (res as Http2ServerResponse).stream.aborted : !res.writableFinished;

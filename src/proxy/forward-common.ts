@@ -100,6 +100,6 @@ export function onClientGone(res: ProxyResponse, signal: AbortSignal | undefined
     cancel();
   };
   signal?.addEventListener('abort', gone, { once: true });
-  res.once('close', gone);
+  res.on('close', gone); // a response closes once: no `once` wrapper needed
   return true;
 }
