@@ -9,7 +9,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import { GuardError } from '../oauth/reasons.ts';
-import type { CertificateSource } from '../pipeline/client-cert.ts';
+import type { CertificateSource, RequestConnection } from '../pipeline/client-cert.ts';
 import type { RequestFacts } from '../pipeline/pipeline.ts';
 import type { ProxyRequest } from '../proxy/messages.ts';
 import { forwardedClient } from '../observe/traffic.ts';
@@ -82,6 +82,32 @@ function http2HostLines(req: Http2ServerRequest, hosts: string[] | undefined): s
   return hosts === undefined || hosts.every((host) => host === authority) ? [authority] : [authority, ...hosts];
 }
 
+/**
+ * What the certificate source reads of a request. Every header's lines (`headersDistinct`) are
+ * built only when read, for a trusted proxy's certificate header: a class, so that the getter is
+ * on its prototype, not made with every request.
+ */
+class ConnectionOfRequest implements RequestConnection {
+  readonly #req: ProxyRequest;
+  readonly socket: TLSSocket | undefined;
+  readonly peerAddress: string | undefined;
+
+  constructor(req: ProxyRequest, connection: ConnectionFacts) {
+    this.#req = req;
+    this.socket = connection.tls;
+    this.peerAddress = connection.peer;
+  }
+
+  get headers(): ProxyRequest['headers'] {
+    return this.#req.headers;
+  }
+
+  get headersDistinct(): NodeJS.Dict<string[]> {
+    const req = this.#req;
+    return isHttp2(req) ? distinctOf(req.rawHeaders) : req.headersDistinct;
+  }
+}
+
 /** The connection a request came on, as read when it started. */
 export interface ConnectionFacts {
   readonly peer: string | undefined;
@@ -111,15 +137,7 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
   let certificate;
   let certificateError;
   try {
-    certificate = certificates.certificateOf({
-      socket: connection.tls,
-      peerAddress: peer,
-      headers: req.headers,
-      // Read only for a trusted proxy's certificate header: built then, not for every request.
-      get headersDistinct() {
-        return h2 ? distinctOf(req.rawHeaders) : req.headersDistinct;
-      },
-    });
+    certificate = certificates.certificateOf(new ConnectionOfRequest(req, connection));
   } catch (err) {
     if (!(err instanceof GuardError)) throw err;
     certificateError = err;

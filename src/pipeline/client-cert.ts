@@ -146,10 +146,11 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
   }
 
   return {
-    certificateOf({ socket, peerAddress, headersDistinct }) {
-      const proxy = proxies.length === 0 ? undefined : proxies.find((candidate) => peerInList(candidate.list, peerAddress));
-      if (proxy !== undefined) return fromHeader(proxy, headersDistinct[proxy.header]);
-      return socket === undefined ? undefined : fromSocket(socket);
+    certificateOf(connection) {
+      const proxy = proxies.length === 0 ? undefined : proxies.find((candidate) => peerInList(candidate.list, connection.peerAddress));
+      // headersDistinct is read only here: an edge may build it only when asked (http-facts.ts).
+      if (proxy !== undefined) return fromHeader(proxy, connection.headersDistinct[proxy.header]);
+      return connection.socket === undefined ? undefined : fromSocket(connection.socket);
     },
     isTrustedProxy(peerAddress) {
       return proxies.length > 0 && proxies.some((candidate) => peerInList(candidate.list, peerAddress));
