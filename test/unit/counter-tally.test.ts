@@ -23,6 +23,12 @@ it('a scrape reads every increment counted through the tallies, once, and the ne
   expect(series(first, 'cnfguard_requests_total')).toEqual(['cnfguard_requests_total{decision="allow",reason="bound",route="api"} 3', 'cnfguard_requests_total{decision="deny",reason="cnf_mismatch",route="api"} 1']);
   expect(series(first, 'cnfguard_responses_total')).toEqual(['cnfguard_responses_total{route="api",status="200"} 2', 'cnfguard_responses_total{route="api",status="401"} 1']);
   expect(series(first, 'cnfguard_verified_requests_total')).toEqual(['cnfguard_verified_requests_total{route="api",method="dpop+mtls"} 1']);
+  metrics.cacheHitTally.inc('local');
+  metrics.cacheHitTally.inc('local');
+  metrics.validationTally.inc('introspection', 'ok');
+  const hits = await metrics.registry.metrics();
+  expect(series(hits, 'cnfguard_token_cache_hits_total')).toEqual(['cnfguard_token_cache_hits_total{tier="local"} 2']);
+  expect(series(hits, 'cnfguard_token_validations_total')).toEqual(['cnfguard_token_validations_total{source="introspection",result="ok"} 1']);
   metrics.requestTally.inc('allow', 'bound', 'api');
   expect((await metrics.requests.get()).values.find((v) => v.labels.decision === 'allow')?.value).toBe(4);
   expect(series(await metrics.registry.metrics(), 'cnfguard_requests_total')[0]).toBe('cnfguard_requests_total{decision="allow",reason="bound",route="api"} 4');
