@@ -5,6 +5,9 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { IntrospectionOutcome } from '../introspection/client.ts';
 import { createLastSeen, type LastSeen } from './last-seen.ts';
+import { talliedCounter, type CounterTally } from './counter-tally.ts';
+
+export { CounterTally } from './counter-tally.ts';
 import { NODE_VERSION, VERSION } from '../version.ts';
 
 /** What the size gauges read when scraped (set once the app has built them). */
@@ -18,6 +21,16 @@ export interface SizeSources {
 export interface Metrics {
   readonly registry: Registry;
   readonly requests: Counter<'decision' | 'reason' | 'route'>;
+  /** Per request, `requests` by decision, reason and route, counted ahead of prom-client (CounterTally). */
+  readonly requestTally: CounterTally<'decision' | 'reason' | 'route'>;
+  /** Per request, `responses` by route and status. */
+  readonly responseTally: CounterTally<'route' | 'status'>;
+  /** Per allowed request, `verifiedRequests` by route and proof method(s). */
+  readonly verifiedTally: CounterTally<'route' | 'method'>;
+  /** Per cache hit, `cacheHits` by tier. */
+  readonly cacheHitTally: CounterTally<'tier'>;
+  /** Per validated token, `tokenValidations` by source and result. */
+  readonly validationTally: CounterTally<'source' | 'result'>;
   readonly introspectionRequests: Counter<'outcome'>;
   readonly cacheHits: Counter<'tier'>;
   /** Only with `sharedState` set: without a store, a 0 would read as "store down". */
@@ -94,10 +107,29 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       ? [new Gauge({ name: 'cnfguard_certificate_not_after_seconds', help: 'Deprecated: cnfguard_certificate_not_after_timestamp_seconds', registers, aggregator: 'min' })]
       : []),
   ];
-  const requests = new Counter({
+  const { counter: requests, tally: requestTally } = talliedCounter({
     name: 'cnfguard_requests_total',
     help: 'Requests by decision (allow, deny, would_deny, error, aborted), reason id and route',
     labelNames: ['decision', 'reason', 'route'] as const,
+    registers,
+  });
+  const responses = talliedCounter({
+    name: 'cnfguard_responses_total',
+    help: 'Responses by route and HTTP status code (499: the client went away first)',
+    labelNames: ['route', 'status'] as const,
+    registers,
+  });
+  const verified = talliedCounter({
+    name: 'cnfguard_verified_requests_total',
+    help: 'Requests allowed on a verified binding, by route and the proof methods that verified it (mtls, dpop, dpop+mtls)',
+    labelNames: ['route', 'method'] as const,
+    registers,
+  });
+  const cacheHits = talliedCounter({ name: 'cnfguard_token_cache_hits_total', help: 'Token lookups answered from a cache: this replica\'s (local) or the shared store (shared)', labelNames: ['tier'] as const, registers });
+  const validations = talliedCounter({
+    name: 'cnfguard_token_validations_total',
+    help: 'Token validations by source (jwt, introspection) and result (ok or the reason id)',
+    labelNames: ['source', 'result'] as const,
     registers,
   });
   const introspectionRequests = new Counter({
@@ -127,12 +159,12 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     registry,
     lastSeen,
     buildInfo,
-    responses: new Counter({
-      name: 'cnfguard_responses_total',
-      help: 'Responses by route and HTTP status code (499: the client went away first)',
-      labelNames: ['route', 'status'] as const,
-      registers,
-    }),
+    requestTally,
+    responseTally: responses.tally,
+    verifiedTally: verified.tally,
+    cacheHitTally: cacheHits.tally,
+    validationTally: validations.tally,
+    responses: responses.counter,
     requestDuration: new Histogram({
       name: 'cnfguard_request_duration_seconds',
       help: 'End to end: from a request reaching cnfguard to the end of its response, by route',
@@ -164,7 +196,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     requests,
     introspectionRequests,
     introspectionDuration,
-    cacheHits: new Counter({ name: 'cnfguard_token_cache_hits_total', help: 'Token lookups answered from a cache: this replica\'s (local) or the shared store (shared)', labelNames: ['tier'] as const, registers }),
+    cacheHits: cacheHits.counter,
     sharedStateUp: options.sharedState === true ? new Gauge({ name: 'cnfguard_shared_state_up', help: '1 while the shared state store is connected (sharedState set)', registers, aggregator: 'min' }) : undefined,
     sharedStateErrors: new Counter({
       name: 'cnfguard_shared_state_errors_total',
@@ -206,19 +238,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       labelNames: ['result'] as const,
       registers,
     }),
-    tokenValidations: new Counter({
-      name: 'cnfguard_token_validations_total',
-      help: 'Token validations by source (jwt, introspection) and result (ok or the reason id)',
-      labelNames: ['source', 'result'] as const,
-      registers,
-    }),
+    tokenValidations: validations.counter,
     jwksFetches: new Counter({ name: 'cnfguard_jwks_fetches_total', help: 'JWKS fetches by result (success, failure)', labelNames: ['result'] as const, registers }),
-    verifiedRequests: new Counter({
-      name: 'cnfguard_verified_requests_total',
-      help: 'Requests allowed on a verified binding, by route and the proof methods that verified it (mtls, dpop, dpop+mtls)',
-      labelNames: ['route', 'method'] as const,
-      registers,
-    }),
+    verifiedRequests: verified.counter,
     observeIntrospection(outcome, seconds) {
       introspectionRequests.inc({ outcome });
       // Outcomes where the AS was not asked (breaker, budgets) say nothing about it.

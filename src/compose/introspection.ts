@@ -100,7 +100,7 @@ export function buildIntrospection(config: LoadedConfig, io: { metrics: Metrics;
     budget,
     staleIfErrorSeconds: settings.introspection.staleIfErrorSeconds,
     now,
-    onHit: () => metrics.cacheHits.inc({ tier: 'local' }),
+    onHit: () => metrics.cacheHitTally.inc('local'), // per request at a hit: tallied (admin/counter-tally.ts)
     onMiss: () => metrics.cacheMisses.inc(),
     onStale: () => metrics.cacheStale.inc(),
   });

@@ -33,7 +33,7 @@ export function buildValidator(config: LoadedConfig, io: { tokens: TokenIntrospe
     answers: jwt === undefined ? undefined : createAnswerCache({ maxEntries, maxTtlSeconds, negativeTtlSeconds: 0, now }),
     cache: { maxEntries, maxTtlSeconds },
     now,
-    onResult: (source, result) => metrics.tokenValidations.inc({ source, result }),
+    onResult: (source, result) => metrics.validationTally.inc(source, result), // per request: tallied (admin/counter-tally.ts)
   });
   return { validator };
 }

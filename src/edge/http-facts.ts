@@ -9,7 +9,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import { GuardError } from '../oauth/reasons.ts';
-import type { CertificateSource } from '../pipeline/client-cert.ts';
+import type { CertificateSource, RequestConnection } from '../pipeline/client-cert.ts';
 import type { RequestFacts } from '../pipeline/pipeline.ts';
 import type { ProxyRequest } from '../proxy/messages.ts';
 import { forwardedClient } from '../observe/traffic.ts';
@@ -30,22 +30,49 @@ function linesOf(rawHeaders: readonly string[], name: string): string[] | undefi
   return lines;
 }
 
-/** HTTP/2 has no headersDistinct: what the certificate source reads when no trusted proxy's header is to be read. */
-const NO_LINES: NodeJS.Dict<string[]> = Object.freeze({});
-
-/** What the pipeline reads of an HTTP/2 header list, gathered in one pass over `rawHeaders`. */
-interface Http2HeaderFacts {
-  /** Header fields other than pseudo-headers, and the header list's size (RFC 9113 §6.5.2). */
-  count: number;
-  bytes: number;
-  hosts: string[] | undefined;
+/** The lines the pipeline reads of every request, gathered in one pass over the raw headers. */
+interface CheckedLines {
+  host: string[] | undefined;
   authorization: string[] | undefined;
   dpop: string[] | undefined;
 }
 
+/**
+ * Every Host, Authorization and DPoP line, as received (what `headersDistinct` would hold for them).
+ * One pass that lower-cases only names of those lengths: Node's `headersDistinct` builds an array
+ * for every header of every request (~1 µs), and most requests need no other.
+ */
+function checkedLines(rawHeaders: readonly string[]): CheckedLines {
+  const lines: CheckedLines = { host: undefined, authorization: undefined, dpop: undefined };
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const raw = rawHeaders[i] ?? '';
+    if (raw.length !== 4 && raw.length !== 13) continue;
+    const name = raw.toLowerCase();
+    if (name === 'host' || name === 'authorization' || name === 'dpop') (lines[name] ??= []).push(rawHeaders[i + 1] ?? '');
+  }
+  return lines;
+}
+
+/** What HTTP/1.1's `headersDistinct` holds: every header's values, lower-case names. */
+function distinctOf(rawHeaders: readonly string[]): NodeJS.Dict<string[]> {
+  const distinct: NodeJS.Dict<string[]> = {};
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = (rawHeaders[i] ?? '').toLowerCase();
+    if (!name.startsWith(':')) (distinct[name] ??= []).push(rawHeaders[i + 1] ?? '');
+  }
+  return distinct;
+}
+
+/** What the pipeline reads of an HTTP/2 header list, gathered in one pass over `rawHeaders`. */
+interface Http2HeaderFacts extends CheckedLines {
+  /** Header fields other than pseudo-headers, and the header list's size (RFC 9113 §6.5.2). */
+  count: number;
+  bytes: number;
+}
+
 // One pass instead of one per field read: HTTP/2 field names arrive lower-case (RFC 9113 §8.2.1; nghttp2 refuses others).
 function http2HeaderFacts(rawHeaders: readonly string[]): Http2HeaderFacts {
-  const facts: Http2HeaderFacts = { count: 0, bytes: 0, hosts: undefined, authorization: undefined, dpop: undefined };
+  const facts: Http2HeaderFacts = { count: 0, bytes: 0, host: undefined, authorization: undefined, dpop: undefined };
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] ?? '';
     const value = rawHeaders[i + 1] ?? '';
@@ -54,7 +81,7 @@ function http2HeaderFacts(rawHeaders: readonly string[]): Http2HeaderFacts {
     facts.count++;
     if (name === 'authorization') (facts.authorization ??= []).push(value);
     else if (name === 'dpop') (facts.dpop ??= []).push(value);
-    else if (name === 'host') (facts.hosts ??= []).push(value);
+    else if (name === 'host') (facts.host ??= []).push(value);
   }
   return facts;
 }
@@ -64,6 +91,32 @@ function http2HostLines(req: Http2ServerRequest, hosts: string[] | undefined): s
   const authority = req.headers[':authority'];
   if (authority === undefined) return hosts;
   return hosts === undefined || hosts.every((host) => host === authority) ? [authority] : [authority, ...hosts];
+}
+
+/**
+ * What the certificate source reads of a request. Every header's lines (`headersDistinct`) are
+ * built only when read, for a trusted proxy's certificate header: a class, so that the getter is
+ * on its prototype, not made with every request.
+ */
+class ConnectionOfRequest implements RequestConnection {
+  readonly #req: ProxyRequest;
+  readonly socket: TLSSocket | undefined;
+  readonly peerAddress: string | undefined;
+
+  constructor(req: ProxyRequest, connection: ConnectionFacts) {
+    this.#req = req;
+    this.socket = connection.tls;
+    this.peerAddress = connection.peer;
+  }
+
+  get headers(): ProxyRequest['headers'] {
+    return this.#req.headers;
+  }
+
+  get headersDistinct(): NodeJS.Dict<string[]> {
+    const req = this.#req;
+    return isHttp2(req) ? distinctOf(req.rawHeaders) : req.headersDistinct;
+  }
 }
 
 /** The connection a request came on, as read when it started. */
@@ -94,30 +147,23 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
   const peer = connection.peer;
   let certificate;
   let certificateError;
-  // HTTP/2 has no headersDistinct: the one header the source reads from it (a trusted proxy's
-  // certificate header) is gathered, not every header of every request.
-  const certificateHeader = h2 ? certificates.certificateHeaderOf(peer) : undefined;
   try {
-    certificate = certificates.certificateOf({
-      socket: connection.tls,
-      peerAddress: peer,
-      headers: req.headers,
-      headersDistinct: h2 ? (certificateHeader === undefined ? NO_LINES : { [certificateHeader]: linesOf(req.rawHeaders, certificateHeader) }) : req.headersDistinct,
-    });
+    certificate = certificates.certificateOf(new ConnectionOfRequest(req, connection));
   } catch (err) {
     if (!(err instanceof GuardError)) throw err;
     certificateError = err;
   }
   const length = req.headers['content-length'];
   const list = h2 ? http2HeaderFacts(req.rawHeaders) : undefined;
+  const lines = list ?? checkedLines(req.rawHeaders);
   return {
     method: req.method ?? 'GET',
     target: req.url ?? '/',
-    hostLines: h2 ? http2HostLines(req, list?.hosts) : req.headersDistinct.host,
+    hostLines: h2 ? http2HostLines(req, lines.host) : lines.host,
     headerCount: list?.count ?? req.rawHeaders.length / 2,
     ...(list !== undefined && { headerBytes: list.bytes }),
-    authorization: h2 ? list?.authorization : req.headersDistinct.authorization,
-    dpop: h2 ? list?.dpop : req.headersDistinct.dpop,
+    authorization: lines.authorization,
+    dpop: lines.dpop,
     // Read only by an HTTP message signature check (gRPC metadata is header fields too).
     fieldLines: h2 ? (name) => linesOf(req.rawHeaders, name) : (name) => req.headersDistinct[name],
     peer,

@@ -81,10 +81,13 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
     });
     // A gRPC refusal answers HTTP 200 (trailers-only): the access line and the counts say the refusal's status.
     let grpcRefusal: number | undefined;
+    /** Once forwarded: the answer headers the upstream's head was to carry, which a refusal then carries instead. */
+    let forwarded: Readonly<Record<string, string>> | undefined;
     const refuse = (err: GuardError): void => {
       // A client that reset its stream (or dropped its connection) meanwhile is answered no more.
       if (res.writableEnded || (res as { destroyed?: boolean }).destroyed || (h2 && (res as Http2ServerResponse).stream.destroyed)) return;
       const rendered = renderFor(err, runtime.realm, exchange.verdict);
+      if (forwarded !== undefined) for (const name in forwarded) res.setHeader(name, forwarded[name] as string);
       if (h2 && isGrpc(req.headers['content-type'])) {
         grpcRefusal = rendered.status;
         sendGrpcRefusal(res as Http2ServerResponse, err, rendered, exchange.requestId);
@@ -114,8 +117,9 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       const headers = upstreamHeadersOf(req, verdict, { requestId: exchange.requestId, peer: facts.peer, certificates: deps.certificates, stripped: runtime.stripped, upgrade: false });
       // With tracing the upstream gets this trace's context, never the client's own as it came.
       const upstreamSpan = exchange.upstreamSpan(route.upstream, headers);
-      const answer = answerHeaders(verdict, exchange.requestId);
-      for (const name in answer) res.setHeader(name, answer[name] as string);
+      // The answer headers join the upstream's head in one writeHead (see WebForwardOptions.answerHeaders);
+      // a refusal from here on (502, 504, 413) carries them too.
+      const answer = (forwarded = answerHeaders(verdict, exchange.requestId));
       if (verdict.body.kind === 'limited') upstreamCall ??= new AbortController();
       const body =
         verdict.body.kind === 'buffered'
@@ -134,6 +138,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
         requestTrailers: () => upstreamTrailers(req.trailers, runtime.stripped),
         target: verdict.target,
         timeoutMs: route.upstreamTimeoutMs,
+        answerHeaders: answer,
         ...(upstreamCall !== undefined && { signal: upstreamCall.signal }),
         ...(body !== undefined && { body }),
         onResponse: (status) => {

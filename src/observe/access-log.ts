@@ -58,49 +58,56 @@ export function outcomeOf(request: Pick<FinishedRequest, 'verdict' | 'failure'>)
   return { decision: 'allow', reason: decision.reason, route, level: 'info', message: 'request', detail: undefined };
 }
 
-/** The thumbprints a refused (or report-only) binding compared, for debug lines. */
-function evidenceOf(request: Pick<FinishedRequest, 'verdict' | 'failure'>): [string, string | undefined][] {
+/** The thumbprints a refused (or report-only) binding compared, for debug lines: names and values alternating. */
+function evidenceOf(request: Pick<FinishedRequest, 'verdict' | 'failure'>): (string | undefined)[] {
   const decision = request.verdict?.decision;
   const error = request.failure ?? (decision === undefined ? undefined : decision.allow ? decision.wouldDeny : decision.error);
   const evidence = error?.evidence;
   if (evidence === undefined) return [];
-  return [
-    ['cnfMember', evidence.member],
-    ['presented', evidence.presented],
-    ['bound', evidence.bound],
-  ];
+  return ['cnfMember', evidence.member, 'presented', evidence.presented, 'bound', evidence.bound];
 }
 
 /**
- * The fields of the access line, in order; undefined ones are left out. With `debug`, a binding
- * failure's line also names the cnf member, the presented thumbprint and the token's bound value.
+ * The fields of the access line, in order, names and values alternating in one array (one
+ * allocation a request, not one per field); undefined ones are left out of the line. With
+ * `debug`, a binding failure's line also names the cnf member, the presented thumbprint and the
+ * token's bound value.
  */
-export function entryOf(request: FinishedRequest, outcome: Outcome, debug = false): [string, string | number | undefined][] {
+export function fieldsOf(request: FinishedRequest, outcome: Outcome, debug = false): (string | number | undefined)[] {
   const decision = request.verdict?.decision;
-  const entry: [string, string | number | undefined][] = [
-    ['reqId', request.requestId],
-    ['method', request.method],
-    ['path', request.path],
-    ['status', request.status],
-    ['decision', outcome.decision],
-    ['reason', outcome.reason],
-    ['route', request.verdict?.route.id],
-    ['client', request.client],
-    ['forwardedFor', request.forwardedFor],
-    ['host', request.verdict?.host],
+  const fields = [
+    'reqId', request.requestId,
+    'method', request.method,
+    'path', request.path,
+    'status', request.status,
+    'decision', outcome.decision,
+    'reason', outcome.reason,
+    'route', request.verdict?.route.id,
+    'client', request.client,
+    'forwardedFor', request.forwardedFor,
+    'host', request.verdict?.host,
     // The validated token's client_id, on denials too (absent when no token was validated).
-    ['clientId', decision?.allow === true ? decision.identity.clientId : request.verdict?.clientId],
-    ['validation', request.verdict?.source],
-    ['proof', decision?.allow === true ? decision.verifiedBy?.join('+') : undefined],
-    ['thumbprint', request.thumbprint],
-    ['upstreamStatus', request.upstreamStatus],
-    ['latencyMs', request.latencyMs],
-    ['bytesIn', request.bytesIn],
-    ['bytesOut', request.bytesOut],
-    ['detail', outcome.detail],
-    ['edge', request.edge],
+    'clientId', decision?.allow === true ? decision.identity.clientId : request.verdict?.clientId,
+    'validation', request.verdict?.source,
+    'proof', decision?.allow === true ? decision.verifiedBy?.join('+') : undefined,
+    'thumbprint', request.thumbprint,
+    'upstreamStatus', request.upstreamStatus,
+    'latencyMs', request.latencyMs,
+    'bytesIn', request.bytesIn,
+    'bytesOut', request.bytesOut,
+    'detail', outcome.detail,
+    'edge', request.edge,
   ];
-  return debug && outcome.decision !== 'allow' ? [...entry, ...evidenceOf(request)] : entry;
+  if (debug && outcome.decision !== 'allow') fields.push(...evidenceOf(request));
+  return fields;
+}
+
+/** The same fields as [name, value] pairs. */
+export function entryOf(request: FinishedRequest, outcome: Outcome, debug = false): [string, string | number | undefined][] {
+  const fields = fieldsOf(request, outcome, debug);
+  const entry: [string, string | number | undefined][] = [];
+  for (let i = 0; i < fields.length; i += 2) entry.push([fields[i] as string, fields[i + 1]]);
+  return entry;
 }
 
 // eslint-disable-next-line no-control-regex -- control characters are exactly what JSON must escape
@@ -144,13 +151,15 @@ function levelFragment(logger: Logger, level: 'info' | 'warn'): string {
  * One JSON line, the same shape pino writes (level, time, the logger's bindings, the fields, msg),
  * straight to the logger's destination.
  */
-export function accessLine(logger: Logger, level: 'info' | 'warn', fields: readonly [string, string | number | undefined][], message: string): string {
+export function accessLine(logger: Logger, level: 'info' | 'warn', fields: readonly (string | number | undefined)[], message: string): string {
   const internals = logger as unknown as Record<symbol, unknown>;
   // The logger's own time format (`,"time":…`) and bindings (`,"service":…,"pid":…`).
   const timeOf = internals[pino.symbols.timeSym] as () => string;
   const time = timeOf === pino.stdTimeFunctions.isoTime ? isoTimeNow() : timeOf();
   let line = `{${levelFragment(logger, level)}${time}${(internals[pino.symbols.chindingsSym] as string | undefined) ?? ''}`;
-  for (const [name, value] of fields) {
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i] as string;
+    const value = fields[i + 1];
     if (value === undefined) continue;
     line += typeof value === 'number' ? `,"${name}":${value}` : `,"${name}":${jsonString(value)}`;
   }
@@ -173,18 +182,18 @@ export function createAccessLog(logger: Logger, metrics: Metrics): AccessLog {
   return {
     record(request) {
       const outcome = outcomeOf(request);
-      metrics.requests.inc({ decision: outcome.decision, reason: outcome.reason, route: outcome.route });
-      metrics.responses.inc({ route: outcome.route, status: request.status });
+      metrics.requestTally.inc(outcome.decision, outcome.reason, outcome.route);
+      metrics.responseTally.inc(outcome.route, request.status);
       metrics.requestDuration.observe({ route: outcome.route }, request.latencyMs / 1000);
       if (request.upstreamStatus !== undefined) metrics.lastSeen.record(upstreamKey(outcome.route), true, request.upstreamStatus);
       else if (outcome.decision === 'error' && outcome.reason.startsWith('upstream_')) metrics.lastSeen.record(upstreamKey(outcome.route), false, outcome.reason);
       const decision = request.verdict?.decision;
-      if (outcome.decision === 'allow' && decision?.allow === true && decision.verifiedBy !== undefined) metrics.verifiedRequests.inc({ route: outcome.route, method: decision.verifiedBy.join('+') });
+      if (outcome.decision === 'allow' && decision?.allow === true && decision.verifiedBy !== undefined) metrics.verifiedTally.inc(outcome.route, decision.verifiedBy.join('+'));
       // The line is not even built when its level is off (logLevel: warn on a busy gateway).
       if (!logger.isLevelEnabled(outcome.level)) return outcome;
       const stream = (logger as unknown as Record<symbol, { write(line: string): void }>)[pino.symbols.streamSym];
       const debug = outcome.decision !== 'allow' && logger.isLevelEnabled('debug');
-      stream?.write(accessLine(logger, outcome.level, entryOf(request, outcome, debug), outcome.message));
+      stream?.write(accessLine(logger, outcome.level, fieldsOf(request, outcome, debug), outcome.message));
       return outcome;
     },
   };

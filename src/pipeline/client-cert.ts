@@ -178,10 +178,11 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
   }
 
   return {
-    certificateOf({ socket, peerAddress, headersDistinct }) {
-      const proxy = proxyOf(peerAddress);
-      if (proxy !== undefined) return fromHeader(proxy, headersDistinct[proxy.header]);
-      return socket === undefined ? undefined : fromSocket(socket);
+    certificateOf(connection) {
+      const proxy = proxyOf(connection.peerAddress);
+      // headersDistinct is read only here: an edge may build it only when asked (http-facts.ts).
+      if (proxy !== undefined) return fromHeader(proxy, connection.headersDistinct[proxy.header]);
+      return connection.socket === undefined ? undefined : fromSocket(connection.socket);
     },
     isTrustedProxy(peerAddress) {
       return proxyOf(peerAddress) !== undefined;

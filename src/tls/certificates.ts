@@ -70,13 +70,18 @@ export function thumbprintS256(der: Uint8Array): string {
   return sha256(der).toString('base64url');
 }
 
+/** The 32 bytes a thumbprint spells, when it is their canonical unpadded base64url spelling. */
+export function thumbprintBytes(value: string): Buffer | undefined {
+  const bytes = Buffer.from(value, 'base64url');
+  // Buffer.from drops characters outside the alphabet: the value must be the canonical spelling.
+  return bytes.length === 32 && bytes.toString('base64url') === value ? bytes : undefined;
+}
+
 /** Compares two base64url thumbprints as bytes, in constant time. */
 export function thumbprintsEqual(expected: string, actual: string): boolean {
-  const a = Buffer.from(expected, 'base64url');
-  const b = Buffer.from(actual, 'base64url');
-  // Buffer.from drops characters outside the alphabet: both must be the canonical spelling.
-  if (a.length !== 32 || b.length !== 32 || a.toString('base64url') !== expected || b.toString('base64url') !== actual) return false;
-  return timingSafeEqual(a, b);
+  const a = thumbprintBytes(expected);
+  const b = thumbprintBytes(actual);
+  return a !== undefined && b !== undefined && timingSafeEqual(a, b);
 }
 
 /**

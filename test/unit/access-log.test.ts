@@ -52,7 +52,7 @@ describe('accessLine', () => {
     ];
     const ours = capture();
     const theirs = capture();
-    ours.lines.push(accessLine(ours.logger, 'warn', fields, 'report-only: would deny'));
+    ours.lines.push(accessLine(ours.logger, 'warn', fields.flat(), 'report-only: would deny'));
     theirs.logger.warn(Object.fromEntries(fields.filter(([, v]) => v !== undefined)), 'report-only: would deny');
     await new Promise((resolve) => setImmediate(resolve));
     const strip = (line: string) => ({ ...JSON.parse(line), time: undefined });

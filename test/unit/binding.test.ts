@@ -67,6 +67,22 @@ describe('thumbprintsEqual', () => {
 });
 
 describe('x5tS256Verifier', () => {
+  // The verifier compares through decoded thumbprints it keeps: it must judge as thumbprintsEqual does, also on a second sight.
+  it('matches exactly where thumbprintsEqual does, for canonical, non-canonical and arbitrary values, seen twice (property)', () => {
+    const value = fc.oneof(
+      fc.uint8Array({ minLength: 32, maxLength: 32 }).map((b) => Buffer.from(b).toString('base64url')),
+      fc.constantFrom(A, B, `${A}=`, ` ${A}`, A.toLowerCase(), A.slice(0, 42) + lowBitsVariant(A.slice(42)), digest('a').toString('base64')),
+      fc.string({ unit: 'binary', minLength: 40, maxLength: 46 }),
+    );
+    fc.assert(
+      fc.property(value, value, (named, presented) => {
+        const expected = thumbprintsEqual(named, presented) ? 'match' : 'mismatch';
+        for (let sight = 0; sight < 2; sight++) expect(x5tS256Verifier.verify(named, { certificate: { ...certA, thumbprint: presented } })).toBe(expected);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it.each<[string, unknown, ClientCertificate | undefined, MemberCheck]>([
     ['the matching certificate', A, certA, 'match'],
     ['another certificate', A, certB, 'mismatch'],
