@@ -35,12 +35,13 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
-# ---- the production build: cmd/ and src/ compiled to JS in dist/ (npm run build), which
-# bin/cnfguard.js runs instead of type-stripping the sources: ~6 MB less RSS and a faster start ----
+# ---- the production build: cmd/cnfguard.ts bundled with its libraries into dist/ by esbuild
+# (npm run build, scripts/build.ts), which bin/cnfguard.js runs instead of type-stripping the
+# sources: less RSS and a faster start ----
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY --from=dev-deps /app/node_modules ./node_modules
-COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY package.json package-lock.json tsconfig.json ./
 COPY scripts/build.ts ./scripts/
 COPY cmd ./cmd
 COPY src ./src
