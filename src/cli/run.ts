@@ -30,7 +30,7 @@ async function runProxy(args: string[]): Promise<number> {
     installFatalHandlers(logger, exit);
     warn(logger);
     const { settleMemoryAfterStart } = await import('../serve/settle-memory.ts');
-    settleMemoryAfterStart(SETTLE_AFTER_MS, (settled) => logger.debug(settled, 'start-up memory released'));
+    settleMemoryAfterStart(SETTLE_AFTER_MS, (settled) => logger.debug(settled ?? {}, settled === undefined ? 'start-up memory kept: node runs without --expose-gc' : 'start-up memory released'));
     return runPrimary(config, logger);
   }
   const { createApp } = await import('../app.ts');
@@ -44,7 +44,7 @@ async function runProxy(args: string[]): Promise<number> {
     if (cluster.isWorker) announceWorker(app.metrics, started.url);
     // Give back what start-up grew and no longer uses (~10 MB idle RSS; serve/settle-memory.ts).
     const { settleMemoryAfterStart } = await import('../serve/settle-memory.ts');
-    settleMemoryAfterStart(SETTLE_AFTER_MS, (settled) => app.logger.debug(settled, 'start-up memory released'));
+    settleMemoryAfterStart(SETTLE_AFTER_MS, (settled) => app.logger.debug(settled ?? {}, settled === undefined ? 'start-up memory kept: node runs without --expose-gc' : 'start-up memory released'));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     app.logger.fatal({ code }, `cannot start: ${(err as Error).message}`);

@@ -3,25 +3,18 @@
  * grows V8's young generation to its largest (16 MB a semi-space) and leaves freed pages in V8's
  * pool for reuse; an idle server never collects again, so it keeps them all. One memory-reducing
  * full collection ("last resort": shrinks the young generation, compacts, returns pooled pages to
- * the OS) shortly after listening takes ~10 MB off idle RSS. Nothing is capped: the young
- * generation grows back to the same maximum under load, so the request path pays nothing after
- * this one pause (tens of ms, once, logged at debug with its duration and the RSS before/after).
+ * the OS) shortly after listening takes ~9 MB off idle RSS. Nothing is capped: the young
+ * generation grows back to the same maximum under load (same-run A/B: CPU per request unchanged
+ * within the noise), after this one pause (tens of ms, once, logged at debug with its duration
+ * and the RSS before/after).
+ *
+ * V8's gc() is there only with node's --expose-gc, which bin/cnfguard.js adds for `run`. Without it
+ * (the sources run directly, a NODE_OPTIONS without it) nothing is released. Not the trick of
+ * setting --expose-gc at run time for one vm context: in a same-run A/B the server then spent ~40%
+ * more CPU per request for good.
  */
-import v8 from 'node:v8';
-import vm from 'node:vm';
 
 type Collect = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
-
-/** V8's gc() without exposing it to any code: the flag only for one fresh context's global. */
-function collector(): Collect {
-  if (typeof globalThis.gc === 'function') return globalThis.gc as unknown as Collect;
-  v8.setFlagsFromString('--expose-gc');
-  try {
-    return vm.runInNewContext('gc') as Collect;
-  } finally {
-    v8.setFlagsFromString('--no-expose-gc');
-  }
-}
 
 export interface Settled {
   rssBeforeMb: number;
@@ -29,17 +22,19 @@ export interface Settled {
   ms: number;
 }
 
-/** One memory-reducing full collection now. */
-export function releaseStartupMemory(): Settled {
+/** One memory-reducing full collection now; undefined when node runs without --expose-gc. */
+export function releaseStartupMemory(): Settled | undefined {
+  const gc = globalThis.gc as unknown as Collect | undefined;
+  if (typeof gc !== 'function') return undefined;
   const rssBefore = process.memoryUsage.rss();
   const started = performance.now();
-  collector()({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+  gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
   const ms = performance.now() - started;
   const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
   return { rssBeforeMb: mb(rssBefore), rssAfterMb: mb(process.memoryUsage.rss()), ms: Math.round(ms) };
 }
 
 /** {@link releaseStartupMemory} once, `delayMs` after now (the timer does not keep the process up). */
-export function settleMemoryAfterStart(delayMs: number, onSettled: (settled: Settled) => void): void {
+export function settleMemoryAfterStart(delayMs: number, onSettled: (settled: Settled | undefined) => void): void {
   setTimeout(() => onSettled(releaseStartupMemory()), delayMs).unref();
 }
