@@ -138,6 +138,8 @@ try {
     ['build, --optimize-for-size', ['--optimize-for-size', bin, ...run], {}],
     ['build, --v8-pool-size=1', ['--v8-pool-size=1', bin, ...run], {}],
     ['build, UV_THREADPOOL_SIZE=1', [bin, ...run], { UV_THREADPOOL_SIZE: '1' }],
+    // Start-up code stays interpreted (its calls do not reach these counts); hot code is optimised after 10x the calls.
+    ['build, optimising tiers at 10x the calls', ['--invocation-count-for-maglev=4000', '--invocation-count-for-maglev-osr=1000', '--invocation-count-for-turbofan=30000', bin, ...run], {}],
     // Not an option (no optimised code at all): what the optimising compilers' pages of the binary weigh.
     ['build, --no-maglev --no-turbofan (never optimise)', ['--no-maglev', '--no-turbofan', bin, ...run], {}],
   ];
@@ -149,7 +151,7 @@ try {
   for (const [i, [name, step]] of FLOOR.entries()) {
     script += `${step}\n`;
     if (quick && i > 0 && i < FLOOR.length - 1) continue;
-    floor.push({ name, memory: await medianOf([await floorBundle(i, script)], {}, 'ready') });
+    floor.push({ name, memory: await medianOf(['--expose-gc', await floorBundle(i, script)], {}, 'ready') });
   }
   const print = (list: typeof rows, up: boolean) =>
     table(
