@@ -14,7 +14,7 @@ import { X509Certificate } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { BlockList } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { LRUCache } from 'lru-cache';
+import { lazyLru } from '../lru.ts';
 import { GuardError } from '../oauth/reasons.ts';
 import { sha256, splitPemCertificates, subjectAltNames, subjectRfc4514 } from '../tls/certificates.ts';
 import { ForwardedCertificateError, parseForwardedCertificate, type ForwardedCertificateFormat } from '../tls/forwarded-certificate.ts';
@@ -106,7 +106,7 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
   let proxies = compile(options.trustedProxies);
   const bySocket = new WeakMap<TLSSocket, ClientCertificate | null>();
   // Proxies resend the same certificate on every request: parse each header value once.
-  const byHeader = new LRUCache<string, { facts: ClientCertificate; der: X509Certificate | undefined }>({ max: 10_000 });
+  const byHeader = lazyLru<string, { facts: ClientCertificate; der: X509Certificate | undefined }>(10_000);
 
   function fromSocket(socket: TLSSocket): ClientCertificate | undefined {
     const known = bySocket.get(socket);
