@@ -2,7 +2,7 @@
  * The command line's start-up cost (issue 18; goals: `check` and `--help` <= 0.3 s, `run`
  * listening <= 0.5 s after exec), and the idle server's RSS:
  *
- *   node bench/startup.ts [--rounds 5] [--out FILE]
+ *   node bench/startup.ts [--rounds 5] [--baseline DIR] [--out FILE]
  *
  * Runs bin/cnfguard.js as users do (a fresh process each time; see lib/startup.ts for cold, warm
  * and no-cache). The config is the README's shape on port 0 with an AS nobody listens on (the
@@ -17,7 +17,8 @@ import { measureStartup, writeIdleConfig } from './lib/startup.ts';
 import { fixed, table } from './lib/table.ts';
 
 const ROOT = join(import.meta.dirname, '..');
-const { values } = parseArgs({ options: { rounds: { type: 'string' }, out: { type: 'string' } } });
+// --baseline DIR: also `run` to listening from another checkout's bin/cnfguard.js (its build when fresh), for before/after.
+const { values } = parseArgs({ options: { rounds: { type: 'string' }, out: { type: 'string' }, baseline: { type: 'string' } } });
 const rounds = Number(values.rounds ?? process.env.BENCH_ROUNDS ?? 5);
 const out = values.out ?? join(ROOT, '.tmp', 'bench', 'startup.json');
 
@@ -36,6 +37,10 @@ try {
     ],
     rounds,
   );
+  if (values.baseline !== undefined) {
+    const [before] = await measureStartup(join(values.baseline, 'bin', 'cnfguard.js'), [{ name: `run (listening), baseline ${values.baseline}`, args: ['run', '-c', config], until: 'cnfguard started' }], rounds);
+    if (before !== undefined) results.push(before);
+  }
   console.log(`\nexec -> exit (run: exec -> "cnfguard started"), ms; median of ${rounds} runs; cold = an empty compile cache; warm CPU = user+system of the warm runs`);
   console.log(
     table(

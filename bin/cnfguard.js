@@ -37,7 +37,20 @@ function builtEntry() {
 
 const entry = builtEntry() ?? join(root, 'cmd', 'cnfguard.ts');
 
+/**
+ * `run` wants V8's gc() once, after listening, to give back what start-up grew (~9 MB of idle RSS,
+ * src/serve/settle-memory.ts); Node offers it only with --expose-gc on its command line. So a `run`
+ * without it replaces this process (same pid, exec) by the same command with it. Not for the other
+ * commands (they exit), nor when NODE_OPTIONS already chooses; CNFGUARD_SETTLE_MEMORY=0 turns it off.
+ */
+function execWithGc() {
+  if (process.argv[2] !== 'run' || typeof process.execve !== 'function' || process.env.CNFGUARD_SETTLE_MEMORY === '0') return;
+  if (process.execArgv.includes('--expose-gc') || (process.env.NODE_OPTIONS ?? '').includes('--expose-gc')) return;
+  process.execve(process.execPath, [process.execPath, '--expose-gc', ...process.execArgv, ...process.argv.slice(1)], process.env);
+}
+
 if (major >= 24) {
+  execWithGc();
   // Keep compiled (and type-stripped) code on disk between runs: --help and check start in a
   // third of the time. NODE_COMPILE_CACHE picks the folder (default: the OS temp dir), and
   // NODE_DISABLE_COMPILE_CACHE=1 turns it off; an unwritable folder only costs the speed-up.
@@ -50,7 +63,7 @@ if (major >= 24) {
     process.exit(2);
   }
   // The server watches this pid: a server whose launcher was killed stops (src/cluster.ts watchLauncher).
-  const child = spawn(pinned, [entry, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...process.env, CNFGUARD_LAUNCHER_PID: String(process.pid) } });
+  const child = spawn(pinned, [...(process.argv[2] === 'run' && process.env.CNFGUARD_SETTLE_MEMORY !== '0' ? ['--expose-gc'] : []), entry, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...process.env, CNFGUARD_LAUNCHER_PID: String(process.pid) } });
   const relayed = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   const relay = (signal) => child.kill(signal);
   for (const signal of relayed) process.on(signal, relay);

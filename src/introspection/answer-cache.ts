@@ -12,7 +12,7 @@
  * as the introspection cache's stale-if-error fallback.
  */
 import { hash } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import { lazyLru } from '../lru.ts';
 import { INACTIVE, type TokenInfo } from './token-info.ts';
 
 export interface AnswerLifetimeRules {
@@ -65,11 +65,11 @@ export function cacheLifetimeMs(info: TokenInfo, nowMs: number, rules: AnswerLif
 
 export function createAnswerCache(options: AnswerCacheOptions): AnswerCache {
   const now = options.now ?? Date.now;
-  // lru-cache allocates its slots up front: no LRU at all when nothing is to be kept.
-  const active = options.maxEntries > 0 ? new LRUCache<string, AnswerEntry>({ max: options.maxEntries }) : undefined;
+  // No LRU at all when nothing is to be kept; lazyLru's memory grows with the entries (src/lru.ts).
+  const active = options.maxEntries > 0 ? lazyLru<string, AnswerEntry>(options.maxEntries) : undefined;
   // key -> until when (ms) the token is known inactive.
   const negativeMax = options.negativeMaxEntries ?? 10_000;
-  const negative = negativeMax > 0 && options.negativeTtlSeconds > 0 ? new LRUCache<string, number>({ max: negativeMax }) : undefined;
+  const negative = negativeMax > 0 && options.negativeTtlSeconds > 0 ? lazyLru<string, number>(negativeMax) : undefined;
 
   return {
     get(key) {

@@ -10,7 +10,7 @@
  * every request has the proxy's address unless the caller passes the forwarded client's.
  */
 import { isIPv6 } from 'node:net';
-import { LRUCache } from 'lru-cache';
+import { lazyLru } from '../lru.ts';
 import { GuardError } from '../oauth/reasons.ts';
 
 /**
@@ -97,7 +97,7 @@ const retryAfter = (waitMs: number) => Math.max(1, Math.ceil(waitMs / 1000));
 export function createIntrospectionBudget(options: IntrospectionBudgetOptions): IntrospectionBudget {
   const now = options.now ?? Date.now;
   const total = options.totalPerSecond > 0 ? new TokenBucket(options.totalPerSecond, options.totalBurst, now()) : undefined;
-  const peers = options.perPeerPerSecond > 0 ? new LRUCache<string, TokenBucket>({ max: options.maxPeers ?? 10_000 }) : undefined;
+  const peers = options.perPeerPerSecond > 0 ? lazyLru<string, TokenBucket>(options.maxPeers ?? 10_000) : undefined;
 
   return {
     admit(peer) {

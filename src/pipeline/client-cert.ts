@@ -14,7 +14,8 @@ import { X509Certificate } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { BlockList } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { LRUCache } from 'lru-cache';
+import { lazyLru } from '../lru.ts';
+import type { LRUCache } from 'lru-cache';
 import { GuardError } from '../oauth/reasons.ts';
 import { sha256, splitPemCertificates, subjectAltNames, subjectRfc4514 } from '../tls/certificates.ts';
 import { ForwardedCertificateError, parseForwardedCertificate, type ForwardedCertificateFormat } from '../tls/forwarded-certificate.ts';
@@ -124,7 +125,7 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
   const cacheOf = (proxy: TrustedProxy): LRUCache<string, ParsedHeader> => {
     const kind = `${proxy.format}\0${proxy.xfccElement}`;
     let cache = byHeader.get(kind);
-    if (cache === undefined) byHeader.set(kind, (cache = new LRUCache<string, ParsedHeader>({ max: 10_000 })));
+    if (cache === undefined) byHeader.set(kind, (cache = lazyLru<string, ParsedHeader>(10_000)));
     return cache;
   };
   const compile = (trustedProxies: readonly TrustedProxy[]) => trustedProxies.map((proxy) => ({ ...proxy, list: parseCidrList([...proxy.cidrs]) as BlockList, cache: cacheOf(proxy) }));

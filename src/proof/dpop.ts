@@ -8,7 +8,8 @@
  * Neither the proof nor the access token appears in a failure, a detail or a log line.
  */
 import { hash } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { lazyLru } from '../lru.ts';
 import { isAsymmetricJwsAlgorithm } from '../oauth/jws-algorithms.ts';
 import { GuardError, type ReasonId } from '../oauth/reasons.ts';
 import { thumbprintsEqual } from '../tls/certificates.ts';
@@ -49,7 +50,7 @@ export interface DpopCaches {
 }
 
 export function createDpopCaches(options: { knownHeaders?: number; htus?: number } = {}): DpopCaches {
-  return { knownHeaders: new LRUCache<string, KnownHeader>({ max: options.knownHeaders ?? 10_000 }), htu: createHtuNormalizer(options.htus ?? 1000) };
+  return { knownHeaders: lazyLru<string, KnownHeader>(options.knownHeaders ?? 10_000), htu: createHtuNormalizer(options.htus ?? 1000) };
 }
 
 export interface DpopPolicy {

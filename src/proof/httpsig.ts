@@ -12,7 +12,8 @@
  *
  * No field value, signature, nonce or token appears in a failure's detail.
  */
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
+import { lazyLru } from '../lru.ts';
 import { serializeInnerList, type Parameters } from 'structured-headers';
 import { GuardError, type ReasonId } from '../oauth/reasons.ts';
 import { replayKey, ReplayStoreUnavailableError, type ReplayStore } from '../state/replay-store.ts';
@@ -58,7 +59,7 @@ export interface HttpsigDeps {
 
 /** The dependencies with what a runtime does not set taken from the defaults; `keys` made here unless given. */
 export function createHttpsigDeps(deps: Pick<HttpsigDeps, 'replayStore' | 'now'> & Partial<HttpsigDeps>): HttpsigDeps {
-  return { policy: DEFAULT_HTTPSIG_POLICY, maxBufferedBodyBytes: 1_048_576, keys: new LRUCache<string, HttpsigKey | false>({ max: 10_000 }), keysByValue: new WeakMap(), ...deps };
+  return { policy: DEFAULT_HTTPSIG_POLICY, maxBufferedBodyBytes: 1_048_576, keys: lazyLru<string, HttpsigKey | false>(10_000), keysByValue: new WeakMap(), ...deps };
 }
 
 const fail = (reason: ReasonId, detail: string): ProofCheck => ({ ok: false, error: new GuardError(reason, { detail }) });

@@ -2,7 +2,7 @@
  * The URI a DPoP proof names (`htu`, RFC 9449 §4.2, §4.3 step 9): the one the request must carry,
  * and both compared after RFC 3986 §6.2.2 normalisation.
  */
-import { LRUCache } from 'lru-cache';
+import { lazyLru } from '../lru.ts';
 
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
 // eslint-disable-next-line no-control-regex -- control characters are what it finds
@@ -44,7 +44,7 @@ const MAX_REMEMBERED_URI_CHARS = 1024;
  * Made where the DPoP dependencies are composed (src/runtime.ts), never a module global.
  */
 export function createHtuNormalizer(maxEntries = 1000): HtuNormalizer {
-  const normalized = new LRUCache<string, string | false>({ max: maxEntries });
+  const normalized = lazyLru<string, string | false>(maxEntries);
   return (uri) => {
     let known = normalized.get(uri);
     if (known === undefined) {

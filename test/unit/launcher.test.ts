@@ -15,7 +15,7 @@ afterEach(() => {
   for (const root of roots.splice(0)) rmSync(root, { recursive: true, force: true });
 });
 
-function scratch(): { root: string; at: (path: string, seconds: number) => void; run: (env?: NodeJS.ProcessEnv) => string } {
+function scratch(): { root: string; at: (path: string, seconds: number) => void; run: (env?: NodeJS.ProcessEnv, args?: string[]) => string } {
   const root = mkdtempSync(join(tmpdir(), 'cnfguard-launcher-'));
   roots.push(root);
   const write = (path: string, text: string) => {
@@ -27,14 +27,15 @@ function scratch(): { root: string; at: (path: string, seconds: number) => void;
   copyFileSync(LAUNCHER, join(root, 'bin', 'cnfguard.js'));
   write('cmd/cnfguard.ts', "console.log('sources');");
   write('src/app.ts', 'export {};');
-  write('dist/cmd/cnfguard.js', "console.log('build');");
+  // The build also says whether node runs with --expose-gc (what `run` gets, for settle-memory.ts).
+  write('dist/cmd/cnfguard.js', "console.log(process.argv[2] === undefined ? 'build' : `build ${process.argv[2]} gc=${typeof globalThis.gc}`);");
   write('dist/.built', '');
   const at = (path: string, seconds: number) => utimesSync(join(root, path), seconds, seconds);
   for (const path of ['package.json', 'cmd/cnfguard.ts', 'src/app.ts', 'src']) at(path, 1_000);
   at('dist/.built', 2_000);
-  const run = (env: NodeJS.ProcessEnv = {}) => {
+  const run = (env: NodeJS.ProcessEnv = {}, args: string[] = []) => {
     const { CNFGUARD_FROM_SOURCE: _ignored, ...inherited } = process.env;
-    const result = spawnSync(process.execPath, [join(root, 'bin', 'cnfguard.js')], { encoding: 'utf8', env: { ...inherited, ...env }, timeout: 20_000 });
+    const result = spawnSync(process.execPath, [join(root, 'bin', 'cnfguard.js'), ...args], { encoding: 'utf8', env: { ...inherited, ...env }, timeout: 20_000 });
     expect(result.stderr).toBe('');
     return result.stdout.trim();
   };
@@ -65,4 +66,11 @@ it('runs the sources when any of them is newer than the build, or the build is i
 
 it('CNFGUARD_FROM_SOURCE=1 runs the sources whatever dist/ holds', () => {
   expect(scratch().run({ CNFGUARD_FROM_SOURCE: '1' })).toBe('sources');
+});
+
+it('gives `run`, and only `run`, V8\'s gc() (--expose-gc) unless CNFGUARD_SETTLE_MEMORY=0', () => {
+  const launcher = scratch();
+  expect(launcher.run({}, ['run'])).toBe('build run gc=function');
+  expect(launcher.run({}, ['check'])).toBe('build check gc=undefined');
+  expect(launcher.run({ CNFGUARD_SETTLE_MEMORY: '0' }, ['run'])).toBe('build run gc=undefined');
 });

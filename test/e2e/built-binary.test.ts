@@ -1,0 +1,46 @@
+/**
+ * The production build (scripts/build.ts: one esbuild bundle with its chunks) run as operators run
+ * it, through bin/cnfguard.js: built into a scratch folder holding only the launcher, package.json,
+ * node_modules and dist/ (no sources, so nothing but the build can run), then a bound token
+ * through it gets the upstream's 200, a request without one is refused, and each writes its
+ * access line. The other tests run the sources (CNFGUARD_FROM_SOURCE=1).
+ */
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startChildGuard, type ChildGuard } from '../fixtures/child-guard.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+let scratch: string;
+let g: ChildGuard;
+
+beforeAll(async () => {
+  scratch = mkdtempSync(join(tmpdir(), 'cnfguard-built-'));
+  mkdirSync(join(scratch, 'bin'));
+  copyFileSync(join(ROOT, 'bin', 'cnfguard.js'), join(scratch, 'bin', 'cnfguard.js'));
+  copyFileSync(join(ROOT, 'package.json'), join(scratch, 'package.json'));
+  symlinkSync(join(ROOT, 'node_modules'), join(scratch, 'node_modules'));
+  execFileSync(process.execPath, [join(ROOT, 'scripts', 'build.ts'), '--outdir', join(scratch, 'dist')], { stdio: 'inherit' });
+  g = await startChildGuard(100, { bin: join(scratch, 'bin', 'cnfguard.js'), env: { CNFGUARD_FROM_SOURCE: '0' } });
+});
+
+afterAll(async () => {
+  await g?.stop();
+  if (scratch !== undefined) rmSync(scratch, { recursive: true, force: true });
+});
+
+it('serves from the build: a bound token gets the upstream, none is refused, each is logged', async () => {
+  const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+  expect(g.output()).toContain(`"version":"${version}"`);
+  expect(await g.status('/h1/fast')).toBe(200);
+  expect(await g.status('/h1/fast-without', '')).toBe(401);
+  await expect.poll(() => g.linesFor('/h1/fast').map((line) => line.status)).toEqual([200, 401]);
+  expect(g.fatalLines()).toEqual([]);
+});
+
+it('ships the licences of the packages it bundles', () => {
+  const notices = readFileSync(join(scratch, 'dist', 'THIRD-PARTY-NOTICES.txt'), 'utf8');
+  for (const name of ['pino', 'prom-client', 'yaml', 'zod', 'http-proxy-3', 'lru-cache']) expect(notices).toMatch(new RegExp(`^${name} \\d+\\.\\d+\\.\\d+ \\(`, 'm'));
+});
