@@ -50,9 +50,9 @@ const children: ChildServer[] = [];
 // per-peer introspection budget (50/s, burst 100), which would answer 429: it is off for them.
 const NO_BUDGET = { introspection: { url: as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, timeoutMs: 2000, probeAtStartup: false, budget: { perPeerPerSecond: 0 } } };
 
-async function startGuard(name: string, shared: boolean, cpu: string | undefined, extra: Record<string, unknown> = {}): Promise<ChildServer> {
+async function startGuard(name: string, shared: boolean, cpu: string | undefined, extra: Record<string, unknown> = {}, nodeFlags: string[] = []): Promise<ChildServer> {
   const file = writeGuardConfig(pki, as, upstream.ready.url, name, { ...(shared && { sharedState: { url: redis!.url, secretFile } }), ...extra });
-  const child = await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], cpu, stdout: 'ignore' });
+  const child = await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], nodeFlags, cpu, stdout: 'ignore' });
   children.push(child);
   return child;
 }
@@ -71,7 +71,7 @@ try {
   if (PARTS.has('1')) await cacheHitWithAndWithout();
   if (PARTS.has('2') || PARTS.has('3')) await acrossReplicas();
   if (PARTS.has('4') || PARTS.has('5')) {
-    const startHa = (name: string, cpu: string | undefined, extra: Record<string, unknown>) => startGuard(name, false, cpu, extra);
+    const startHa = (name: string, cpu: string | undefined, extra: Record<string, unknown>, nodeFlags?: string[]) => startGuard(name, false, cpu, extra, nodeFlags);
     await haBench({ pki, as, secretFile, upstreamPid: upstream.pid, pinning, rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, parts: { cacheHit: PARTS.has('4'), durability: PARTS.has('5') }, startGuard: startHa });
   }
 } finally {
