@@ -11,8 +11,15 @@
  * - where every process of the bench may run (its CPU list), once;
  * - the commands the primary and each sentinel served during each side's rounds (INFO
  *   commandstats): a cache hit sends none, so both sides should show only the set's own chatter.
+ * Both sides are loaded at once (each by its own 32 connections), so whatever else the machine runs
+ * weighs on both alike and the ratio is that of their CPU cost per request (the scheduler gives
+ * each half of CPU 0); HA_MODE=alternate loads one at a time instead (rounds alternating), which
+ * on a shared machine measures mostly who got the CPU when. A round where a side served fewer
+ * than MIN_ROUND_REQUESTS is not counted (up to twice ROUNDS are run).
  * HA_SIDES=url,url or sentinel,sentinel runs it A/A (the noise and any position bias of the bench);
- * sentinel,url starts the sentinel one first. HA_PROFILE_DIR=DIR runs both under --cpu-prof.
+ * sentinel,url starts the sentinel one first. HA_B_EXTRA='{"logLevel":"warn"}' (JSON, top-level
+ * config keys) gives the second side a known difference, to see that the bench detects one.
+ * HA_PROFILE_DIR=DIR runs both under --cpu-prof.
  */
 import type { SentinelSet } from '../../test/fixtures/redis-ha.ts';
 import { ask, MASTER_NAME } from '../../test/fixtures/redis-ha.ts';
@@ -25,6 +32,7 @@ import { median } from './table.ts';
 type Kind = 'url' | 'sentinel';
 
 const WARMUP_REQUESTS = 20_000;
+const MIN_ROUND_REQUESTS = 1000;
 
 /**
  * Commands a node served so far: `cmdstat_NAME:calls=N` of INFO commandstats as NAME -> N; a
@@ -48,16 +56,22 @@ export async function cacheHit(ctx: HaBenchContext, set: SentinelSet): Promise<v
   const together = process.env.HA_MODE !== 'alternate';
   const cpu = ctx.pinning ? '0' : undefined;
   const sides: ChildServer[] = [];
-  for (const [i, kind] of kinds.entries()) sides.push(await ctx.startGuard(`ha-${labels[i]}`, cpu, { sharedState: sharedState(kind) }, profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir, '--cpu-prof-name', `ha-${labels[i]}.cpuprofile`]));
+  // A sensitivity check: HA_B_EXTRA='{"logLevel":"warn"}' gives the second side a known difference.
+  const extraB = JSON.parse(process.env.HA_B_EXTRA ?? '{}') as Record<string, unknown>;
+  for (const [i, kind] of kinds.entries()) sides.push(await ctx.startGuard(`ha-${labels[i]}`, cpu, { sharedState: sharedState(kind), ...(i === 1 && extraB) }, profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir, '--cpu-prof-name', `ha-${labels[i]}.cpuprofile`]));
   const procs: CensusEntry[] = census();
   console.log('  processes of the bench (pid, CPU list, name):');
   for (const p of procs) console.log(`    ${String(p.pid).padStart(7)}  cpus ${p.cpus.padEnd(4)} ${p.name}`);
   const token = await ctx.as.issueToken({ clientCert: client, caCert: ctx.pki.certs.ca.cert });
   const load = (target: ChildServer, amount?: number) => runLoad({ url: target.ready.url, token, cert: client.cert, key: client.key, connections: ctx.connections, durationSeconds: ctx.seconds, ...(amount !== undefined && { amount }), path: '/x', serverPids: () => [target.pid], sidePids: () => [ctx.upstreamPid] });
-  // Warm-up by a count, not a duration: V8 optimises after so many calls, and a side warmed up
-  // while the machine was busy got fewer (an A/A run showed it: the side served less while warming
-  // up spent 10-50% more CPU per request in the rounds that followed).
+  // Warm-up by a count, not a duration: V8 optimises after so many calls, and on a busy machine a
+  // 4 s warm-up may be a few thousand requests for one side and tens of thousands for the other.
   for (const side of sides) await load(side, WARMUP_REQUESTS);
+  for (const [i, side] of sides.entries()) {
+    const { resources } = await side.call<{ resources: string[] }>({ type: 'stats' });
+    const counts = resources.reduce<Record<string, number>>((m, r) => ({ ...m, [r]: (m[r] ?? 0) + 1 }), {});
+    console.log(`  ${labels[i]}: active resources after the warm-up ${Object.entries(counts).map(([r, n]) => `${r} x${n}`).join(', ')}`);
+  }
   const storePorts = [set.primary.port, ...set.sentinelPorts];
   const storeNames = ['primary', ...set.sentinelPorts.map((_, i) => `sentinel-${i}`)];
   const rps: number[][] = [[], []];
@@ -98,22 +112,30 @@ export async function cacheHit(ctx: HaBenchContext, set: SentinelSet): Promise<v
       console.log(`  round ${round} ${labels[i]?.padEnd(10)} ${result.rps} req/s  p50 ${result.p50Ms} ms  p99 ${result.p99Ms} ms  server CPU ${us.toFixed(1)} us/req (${result.serverCpuPct}%)  redis set CPU ${((redisCpu / result.seconds) * 100).toFixed(1)}%  others ${result.foreignCpuPct ?? '-'}%`);
     }
   };
-  for (let round = 1; round <= ctx.rounds; round++) {
+  let counted = 0;
+  for (let round = 1; counted < ctx.rounds && round <= 2 * ctx.rounds; round++) {
     const order = round % 2 === 1 ? [0, 1] : [1, 0];
     if (together) await step(round, order);
     else for (const i of order) await step(round, [i]);
     const [a, b] = [rps[0]?.at(-1) as number, rps[1]?.at(-1) as number];
+    // A round where the machine all but stopped one side (others took the CPU) has too few requests for a ratio.
+    if (Math.min(a, b) * ctx.seconds < MIN_ROUND_REQUESTS) {
+      for (const xs of [...rps, ...cpuUs]) xs.pop();
+      console.log(`  round ${round}: not counted (fewer than ${MIN_ROUND_REQUESTS} requests on a side: the machine was taken by other work)`);
+      continue;
+    }
+    counted++;
     ratios.rps.push(b / a);
     ratios.cpu.push((cpuUs[1]?.at(-1) as number) / (cpuUs[0]?.at(-1) as number));
     console.log(`  round ${round}: ${labels[1]} / ${labels[0]} req/s ${(b / a).toFixed(3)}, CPU per request ${(ratios.cpu.at(-1) as number).toFixed(3)}`);
   }
-  for (const [name, seen] of commands) console.log(`  commands at the store while ${name} was loaded (${ctx.rounds} rounds): ${[...seen].map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}`);
+  for (const [name, seen] of commands) console.log(`  commands at the store while ${name} was loaded: ${[...seen].map(([k, n]) => `${k} ${n}`).join(', ') || 'none'}`);
   for (const [name, used] of others) console.log(`  CPU seconds of the bench's other processes while ${name} was loaded: ${[...used].map(([k, s]) => `${k} ${s.toFixed(2)}`).join(', ')}`);
   if (profileDir !== undefined) console.log(`  requests served in the measured rounds: ${labels[0]} ${served[0]}, ${labels[1]} ${served[1]}`);
   const fmt = (xs: number[]) => xs.map((x) => x.toFixed(3)).join(' ');
   console.log(`  per-round ratios ${labels[1]} / ${labels[0]}: req/s ${fmt(ratios.rps)}; CPU per request ${fmt(ratios.cpu)}`);
   console.log(
-    `cache hit${together ? ' (both loaded at once, sharing CPU 0)' : ' (alternating)'}, ${ctx.connections} connections each, ${ctx.rounds} rounds x ${ctx.seconds} s: ${labels[1]} ${median(rps[1] ?? [])} req/s / ${labels[0]} ${median(rps[0] ?? [])} req/s; median of per-round ratios ${median(ratios.rps).toFixed(3)}x (goal >= 0.97x); server CPU per request ${labels[1]} ${median(cpuUs[1] ?? []).toFixed(1)} us / ${labels[0]} ${median(cpuUs[0] ?? []).toFixed(1)} us, median of per-round ratios ${median(ratios.cpu).toFixed(3)}`,
+    `cache hit${together ? ' (both loaded at once, sharing CPU 0)' : ' (alternating)'}, ${ctx.connections} connections each, ${counted} rounds x ${ctx.seconds} s: ${labels[1]} ${median(rps[1] ?? [])} req/s / ${labels[0]} ${median(rps[0] ?? [])} req/s; median of per-round ratios ${median(ratios.rps).toFixed(3)}x (goal >= 0.97x); server CPU per request ${labels[1]} ${median(cpuUs[1] ?? []).toFixed(1)} us / ${labels[0]} ${median(cpuUs[0] ?? []).toFixed(1)} us, median of per-round ratios ${median(ratios.cpu).toFixed(3)}`,
   );
   await Promise.all(sides.map((s) => s.stop()));
 }
