@@ -15,7 +15,8 @@
  * weighs on both alike and the ratio is that of their CPU cost per request (the scheduler gives
  * each half of CPU 0); HA_MODE=alternate loads one at a time instead (rounds alternating), which
  * on a shared machine measures mostly who got the CPU when. A round where a side served fewer
- * than MIN_ROUND_REQUESTS is not counted (up to twice ROUNDS are run).
+ * than MIN_ROUND_REQUESTS is not counted (up to twice the rounds are run). Both at once, a round
+ * takes half the time, so it runs 2 x ROUNDS rounds.
  * HA_SIDES=url,url or sentinel,sentinel runs it A/A (the noise and any position bias of the bench);
  * sentinel,url starts the sentinel one first. HA_B_EXTRA='{"logLevel":"warn"}' (JSON, top-level
  * config keys) gives the second side a known difference, to see that the bench detects one.
@@ -54,6 +55,8 @@ export async function cacheHit(ctx: HaBenchContext, set: SentinelSet): Promise<v
   const sharedState = (kind: Kind) => (kind === 'url' ? { url: set.primary.url, secretFile: ctx.secretFile } : { sentinel: { masterName: MASTER_NAME, nodes: set.sentinelNodes }, secretFile: ctx.secretFile });
   const profileDir = process.env.HA_PROFILE_DIR;
   const together = process.env.HA_MODE !== 'alternate';
+  // Both at once, a round loads for SECONDS instead of twice SECONDS: twice the rounds in the same time.
+  const rounds = together ? 2 * ctx.rounds : ctx.rounds;
   const cpu = ctx.pinning ? '0' : undefined;
   const sides: ChildServer[] = [];
   // A sensitivity check: HA_B_EXTRA='{"logLevel":"warn"}' gives the second side a known difference.
@@ -113,7 +116,7 @@ export async function cacheHit(ctx: HaBenchContext, set: SentinelSet): Promise<v
     }
   };
   let counted = 0;
-  for (let round = 1; counted < ctx.rounds && round <= 2 * ctx.rounds; round++) {
+  for (let round = 1; counted < rounds && round <= 2 * rounds; round++) {
     const order = round % 2 === 1 ? [0, 1] : [1, 0];
     if (together) await step(round, order);
     else for (const i of order) await step(round, [i]);
