@@ -9,7 +9,9 @@
 // 3. Latency of a second-tier hit (this replica's first sight of a token another replica
 //    introspected) over a local hit, p50 and p99, sequential over keep-alive mTLS connections.
 // 4. and 5. (issue 31, bench/lib/shared-state-ha.ts): cache-hit throughput with `sentinel` against
-//    `url` (goal >= 0.97x), and what `replayDurability: replica` costs per DPoP request.
+//    `url` (goal >= 0.97x; both loaded at once, so other work on the machine weighs on both alike:
+//    bench/lib/shared-state-ha-hit.ts, HA_* knobs there), and what `replayDurability: replica`
+//    costs per DPoP request.
 // Loopback only; bounded counts (ROUNDS, SECONDS, TOKENS). PARTS=4,5 runs only those (default: all).
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
