@@ -9,7 +9,9 @@
 // 3. Latency of a second-tier hit (this replica's first sight of a token another replica
 //    introspected) over a local hit, p50 and p99, sequential over keep-alive mTLS connections.
 // 4. and 5. (issue 31, bench/lib/shared-state-ha.ts): cache-hit throughput with `sentinel` against
-//    `url` (goal >= 0.97x), and what `replayDurability: replica` costs per DPoP request.
+//    `url` (goal >= 0.97x; both loaded at once, so other work on the machine weighs on both alike:
+//    bench/lib/shared-state-ha-hit.ts, HA_* knobs there), and what `replayDurability: replica`
+//    costs per DPoP request.
 // Loopback only; bounded counts (ROUNDS, SECONDS, TOKENS). PARTS=4,5 runs only those (default: all).
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -50,9 +52,9 @@ const children: ChildServer[] = [];
 // per-peer introspection budget (50/s, burst 100), which would answer 429: it is off for them.
 const NO_BUDGET = { introspection: { url: as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: pki.files.ca, timeoutMs: 2000, probeAtStartup: false, budget: { perPeerPerSecond: 0 } } };
 
-async function startGuard(name: string, shared: boolean, cpu: string | undefined, extra: Record<string, unknown> = {}): Promise<ChildServer> {
+async function startGuard(name: string, shared: boolean, cpu: string | undefined, extra: Record<string, unknown> = {}, nodeFlags: string[] = []): Promise<ChildServer> {
   const file = writeGuardConfig(pki, as, upstream.ready.url, name, { ...(shared && { sharedState: { url: redis!.url, secretFile } }), ...extra });
-  const child = await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], cpu, stdout: 'ignore' });
+  const child = await spawnChild({ name, script: join(HERE, 'servers', 'guard.ts'), args: [file], nodeFlags, cpu, stdout: 'ignore' });
   children.push(child);
   return child;
 }
@@ -71,7 +73,7 @@ try {
   if (PARTS.has('1')) await cacheHitWithAndWithout();
   if (PARTS.has('2') || PARTS.has('3')) await acrossReplicas();
   if (PARTS.has('4') || PARTS.has('5')) {
-    const startHa = (name: string, cpu: string | undefined, extra: Record<string, unknown>) => startGuard(name, false, cpu, extra);
+    const startHa = (name: string, cpu: string | undefined, extra: Record<string, unknown>, nodeFlags?: string[]) => startGuard(name, false, cpu, extra, nodeFlags);
     await haBench({ pki, as, secretFile, upstreamPid: upstream.pid, pinning, rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS, parts: { cacheHit: PARTS.has('4'), durability: PARTS.has('5') }, startGuard: startHa });
   }
 } finally {

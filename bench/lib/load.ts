@@ -57,6 +57,8 @@ export interface LoadResult {
   statusCodes: Record<string, number>;
   /** CPU used by the server processes during the run, in % of one core. */
   serverCpuPct: number | undefined;
+  /** The same, unrounded, in CPU seconds (for CPU per request). */
+  serverCpuSeconds: number | undefined;
   /** CPU used by this process (the load generator) during the run, in % of one core. */
   loadgenCpuPct: number;
   /** CPU used by the upstream during the run, in % of one core (it shares the load generator's CPU). */
@@ -135,6 +137,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     non2xx: result.non2xx,
     statusCodes,
     serverCpuPct: serverCpu === undefined ? undefined : Math.round((serverCpu / seconds) * 100),
+    serverCpuSeconds: serverCpu,
     loadgenCpuPct: Math.round(((cpu.user + cpu.system) / 1e6 / seconds) * 100),
     upstreamCpuPct: Math.round((sideCpu / seconds) * 100),
     foreignCpuPct: foreign === undefined ? undefined : Math.round((foreign / seconds) * 100),

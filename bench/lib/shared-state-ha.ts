@@ -2,8 +2,7 @@
  * Parts 4 and 5 of bench/shared-state.ts (issue 31), on a Sentinel set of real processes (a
  * primary, a replica, three sentinels: test/fixtures/redis-ha.ts):
  * 4. Cache-hit throughput of a cnfguard whose `sharedState` is `sentinel` against one whose
- *    `sharedState` is `url` (the same primary), rounds alternating, 32 keep-alive mTLS
- *    connections, each cnfguard pinned to CPU 0 when taskset is there. Goal >= 0.97x.
+ *    `sharedState` is `url` (the same primary): bench/lib/shared-state-ha-hit.ts.
  * 5. What `replayDurability: replica` costs per DPoP request: two cnfguards on the Sentinel set,
  *    `primary` and `replica`, the same load (fresh proofs signed before each round), throughput
  *    and latency side by side; and sequential latency over one keep-alive connection (p50, p99),
@@ -20,6 +19,7 @@ import { MASTER_NAME, startSentinelSet, type SentinelSet } from '../../test/fixt
 import type { Pki } from '../../test/fixtures/stack.ts';
 import type { ChildServer } from './children.ts';
 import { percentile, runLoad } from './load.ts';
+import { cacheHit } from './shared-state-ha-hit.ts';
 import { median } from './table.ts';
 
 export interface HaBenchContext {
@@ -33,7 +33,7 @@ export interface HaBenchContext {
   connections: number;
   /** Which of parts 4 and 5 to run. */
   parts: { cacheHit: boolean; durability: boolean };
-  startGuard(name: string, cpu: string | undefined, extra: Record<string, unknown>): Promise<ChildServer>;
+  startGuard(name: string, cpu: string | undefined, extra: Record<string, unknown>, nodeFlags?: string[]): Promise<ChildServer>;
 }
 
 export async function haBench(ctx: HaBenchContext): Promise<void> {
@@ -44,32 +44,6 @@ export async function haBench(ctx: HaBenchContext): Promise<void> {
   } finally {
     await set.cleanup();
   }
-}
-
-async function cacheHit(ctx: HaBenchContext, set: SentinelSet): Promise<void> {
-  const client = ctx.pki.certs.clients.client1;
-  const sentinel = { masterName: MASTER_NAME, nodes: set.sentinelNodes };
-  const cpu = ctx.pinning ? '0' : undefined;
-  const byUrl = await ctx.startGuard('ha-url', cpu, { sharedState: { url: set.primary.url, secretFile: ctx.secretFile } });
-  const bySentinel = await ctx.startGuard('ha-sentinel', cpu, { sharedState: { sentinel, secretFile: ctx.secretFile } });
-  const token = await ctx.as.issueToken({ clientCert: client, caCert: ctx.pki.certs.ca.cert });
-  const load = (target: ChildServer) => runLoad({ url: target.ready.url, token, cert: client.cert, key: client.key, connections: ctx.connections, durationSeconds: ctx.seconds, path: '/x', serverPids: () => [target.pid], sidePids: () => [ctx.upstreamPid] });
-  await load(byUrl);
-  await load(bySentinel);
-  const rps = { url: [] as number[], sentinel: [] as number[] };
-  // Server CPU per request (microseconds): steadier than req/s when other work shares the cores.
-  const cpuPerRequest = { url: [] as number[], sentinel: [] as number[] };
-  for (let round = 1; round <= ctx.rounds; round++) {
-    for (const kind of round % 2 === 1 ? (['url', 'sentinel'] as const) : (['sentinel', 'url'] as const)) {
-      const result = await load(kind === 'url' ? byUrl : bySentinel);
-      if (result.non2xx + result.errors > 0) throw new Error(`${kind}: ${result.non2xx} non-2xx, ${result.errors} errors`);
-      rps[kind].push(result.rps);
-      if (result.serverCpuPct !== undefined && result.rps > 0) cpuPerRequest[kind].push(Math.round((result.serverCpuPct * 1e4) / result.rps));
-      console.log(`  round ${round} ${kind.padEnd(8)} ${result.rps} req/s  p50 ${result.p50Ms} ms  p99 ${result.p99Ms} ms  server CPU ${result.serverCpuPct ?? '-'}%  others ${result.foreignCpuPct ?? '-'}%`);
-    }
-  }
-  console.log(`cache hit, ${ctx.connections} connections, ${ctx.rounds} rounds x ${ctx.seconds} s: sentinel ${median(rps.sentinel)} req/s / url ${median(rps.url)} req/s = ${(median(rps.sentinel) / median(rps.url)).toFixed(3)}x (goal >= 0.97x); server CPU per request sentinel ${median(cpuPerRequest.sentinel)} us / url ${median(cpuPerRequest.url)} us`);
-  await Promise.all([byUrl.stop(), bySentinel.stop()]);
 }
 
 /**

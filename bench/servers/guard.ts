@@ -21,7 +21,8 @@ try {
   const app = createApp(loadConfigFile(file, process.env), deps);
   const started = await app.start();
   serveChild({ url: started.url, adminUrl: started.adminUrl }, () => app.stop(500), {
-    stats: async () => ({ cacheSize: app.tokens.size, rssMb: process.memoryUsage().rss / 2 ** 20 }),
+    // resources: what keeps the event loop busy besides requests (sockets, timers), by type.
+    stats: async () => ({ cacheSize: app.tokens.size, rssMb: process.memoryUsage().rss / 2 ** 20, resources: process.getActiveResourcesInfo() }),
     heapSample: async (message) => sampleHeap(Number(message.seconds ?? 2)),
   });
 } catch (err) {
