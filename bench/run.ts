@@ -1091,7 +1091,7 @@ async function benchmark(options: Options): Promise<void> {
     if (!options.skip.has('idle')) {
       log('\nidle RSS: bench/idle-rss.ts (cnfguard run idle: sources, build, V8 settings; the floor package by package)');
       const file = join(stack.workDir, 'idle-rss.json');
-      const { stdout } = await promisify(execFile)(process.execPath, [join(HERE, 'idle-rss.ts'), ...(options.quick ? ['--quick'] : []), '--out', file], { encoding: 'utf8', maxBuffer: 1 << 22 });
+      const { stdout } = await promisify(execFile)(process.execPath, [join(HERE, 'idle-rss.ts'), ...(options.quick ? ['--quick'] : []), ...(options.baseline === undefined ? [] : ['--baseline', options.baseline]), '--out', file], { encoding: 'utf8', maxBuffer: 1 << 22 });
       idleRss = { text: stdout.replace(/\n*written to .*\n*$/, ''), results: JSON.parse(readFileSync(file, 'utf8')) as unknown };
     }
 
