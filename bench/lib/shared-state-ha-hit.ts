@@ -24,7 +24,7 @@
  */
 import type { SentinelSet } from '../../test/fixtures/redis-ha.ts';
 import { ask, MASTER_NAME } from '../../test/fixtures/redis-ha.ts';
-import type { HaBenchContext } from './shared-state-ha.ts';
+import type { HaBenchContext } from './shared-state-ha-context.ts';
 import type { ChildServer } from './children.ts';
 import { census, cpuBetween, cpuSnapshot, type CensusEntry } from './census.ts';
 import { runLoad, type LoadResult } from './load.ts';

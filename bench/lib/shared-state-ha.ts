@@ -11,30 +11,16 @@
 import { createPrivateKey, randomUUID, sign as cryptoSign, type JsonWebKey } from 'node:crypto';
 import { generateKeyPair, generateProof } from 'dpop';
 import { Agent, request } from 'undici';
-import type { AuthorizationServer } from '../../demo/authorization-server.ts';
 import { accessTokenHash } from '../../src/proof/dpop.ts';
 import { hostPort } from '../../src/config/shared-state-schema.ts';
 import { RedisKv } from '../../src/state/redis-kv.ts';
 import { MASTER_NAME, startSentinelSet, type SentinelSet } from '../../test/fixtures/redis-ha.ts';
-import type { Pki } from '../../test/fixtures/stack.ts';
-import type { ChildServer } from './children.ts';
 import { percentile, runLoad } from './load.ts';
+import type { ChildServer } from './children.ts';
+import type { HaBenchContext } from './shared-state-ha-context.ts';
 import { cacheHit } from './shared-state-ha-hit.ts';
 import { median } from './table.ts';
 
-export interface HaBenchContext {
-  pki: Pki;
-  as: AuthorizationServer;
-  secretFile: string;
-  upstreamPid: number;
-  pinning: boolean;
-  rounds: number;
-  seconds: number;
-  connections: number;
-  /** Which of parts 4 and 5 to run. */
-  parts: { cacheHit: boolean; durability: boolean };
-  startGuard(name: string, cpu: string | undefined, extra: Record<string, unknown>, nodeFlags?: string[]): Promise<ChildServer>;
-}
 
 export async function haBench(ctx: HaBenchContext): Promise<void> {
   const set = await startSentinelSet();
