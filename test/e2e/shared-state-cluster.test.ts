@@ -41,7 +41,13 @@ describe.skipIf(!available)('shared state on a Redis Cluster (three primaries)',
     await writeFile(secretFile, randomBytes(32), { mode: 0o600 });
     const config = baseConfig(d.pki, d.as, d.upstream, { sharedState: { cluster: { nodes: [cluster.seeds[0]] }, secretFile, timeoutMs: 500 }, methods: ['mtls', 'dpop'] });
     guards = await Promise.all([startGuard(d.pki, config), startGuard(d.pki, config)]);
-    await waitFor(async () => (await Promise.all(guards.map((g) => metric(g, /^cnfguard_shared_state_role\{role="primary"\}/)))).every((v) => v === 1), 'both replicas on the cluster', { timeoutMs: 10_000 });
+    // Isolated this takes well under a second; under the whole suite on 2 cores it has taken ~10 s
+    // (ioredis's slot-cache refreshes timing out and being retried): the bound is generous, and a
+    // timeout says what each replica's store reported.
+    await waitFor(async () => (await Promise.all(guards.map((g) => metric(g, /^cnfguard_shared_state_role\{role="primary"\}/)))).every((v) => v === 1), 'both replicas on the cluster', { timeoutMs: 30_000 }).catch(async (err: Error) => {
+      const statuses = await Promise.all(guards.map(async (g) => (await fetch(`${g.started.adminUrl}/status`)).text()));
+      throw new Error(`${err.message}; status: ${statuses.join(' | ')}`);
+    });
   }, 60_000);
 
   afterAll(async () => {
