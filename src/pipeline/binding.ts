@@ -6,8 +6,7 @@
  */
 import type { BindingEvidence } from '../oauth/reasons.ts';
 import { cnfMembersOf, PROOF_METHODS, type MemberCheck, type Proof, type ProofMethod, type ProofMethodId } from '../proof/registry.ts';
-import { timingSafeEqual } from 'node:crypto';
-import { thumbprintBytes } from '../tls/certificates.ts';
+import { thumbprintsEqual } from '../tls/certificates.ts';
 
 export { thumbprintsEqual } from '../tls/certificates.ts';
 
@@ -29,32 +28,6 @@ export interface ConfirmationVerifier {
   readonly mismatchReason?: BindingFailure;
 }
 
-/**
- * Thumbprints compared in bindings, decoded and checked for canonical spelling once: the same few
- * (a client's certificate, its tokens' `cnf` member) recur on every request, and decoding and
- * re-encoding both per request cost ~1 µs. Only thumbprint-sized values are kept; bounded.
- */
-const decodedThumbprints = new Map<string, Buffer | null>();
-const MAX_DECODED_THUMBPRINTS = 4096;
-
-function knownThumbprint(value: string): Buffer | undefined {
-  if (value.length !== 43) return undefined;
-  let bytes = decodedThumbprints.get(value);
-  if (bytes === undefined) {
-    if (decodedThumbprints.size >= MAX_DECODED_THUMBPRINTS) decodedThumbprints.clear();
-    bytes = thumbprintBytes(value) ?? null;
-    decodedThumbprints.set(value, bytes);
-  }
-  return bytes ?? undefined;
-}
-
-/** thumbprintsEqual (tls/certificates.ts), through the decoded thumbprints: still compared in constant time. */
-function bindingThumbprintsEqual(expected: string, actual: string): boolean {
-  const a = knownThumbprint(expected);
-  const b = knownThumbprint(actual);
-  return a !== undefined && b !== undefined && timingSafeEqual(a, b);
-}
-
 /** A proof method's `cnf` member as a verifier: the member must name the key the request proved by that method. */
 export function verifierOf(method: ProofMethod<ProofMethodId>, member: string = method.cnfMember): ConfirmationVerifier {
   return {
@@ -67,7 +40,7 @@ export function verifierOf(method: ProofMethod<ProofMethodId>, member: string = 
       const key = method.provenKey(proof);
       if (key === undefined) return 'missing';
       const named = method.memberKey === undefined ? value : method.memberKey(member, value);
-      return typeof named === 'string' && bindingThumbprintsEqual(named, key) ? 'match' : 'mismatch';
+      return typeof named === 'string' && thumbprintsEqual(named, key) ? 'match' : 'mismatch';
     },
   };
 }
