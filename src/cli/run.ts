@@ -1,9 +1,6 @@
 import cluster from 'node:cluster';
 import { CONFIG_USAGE, configPath, type Command } from './command.ts';
 
-/** How long after listening start-up's memory is released: past the first requests' burst. */
-const SETTLE_AFTER_MS = 1000;
-
 async function runProxy(args: string[]): Promise<number> {
   const file = configPath('run', args);
   const [{ ConfigError, loadConfigFile, warningsOf }, { createLogger }] = await Promise.all([import('../config/load.ts'), import('../log.ts')]);
@@ -29,8 +26,7 @@ async function runProxy(args: string[]): Promise<number> {
     const logger = createLogger(config.settings.logLevel);
     installFatalHandlers(logger, exit);
     warn(logger);
-    const { settleMemoryAfterStart } = await import('../serve/settle-memory.ts');
-    settleMemoryAfterStart(SETTLE_AFTER_MS, (settled) => logger.debug(settled ?? {}, settled === undefined ? 'start-up memory kept: node runs without --expose-gc' : 'start-up memory released'));
+    (await import('../serve/settle-memory.ts')).settleMemoryAfterStart(logger);
     return runPrimary(config, logger);
   }
   const { createApp } = await import('../app.ts');
@@ -43,8 +39,7 @@ async function runProxy(args: string[]): Promise<number> {
     const started = await app.start();
     if (cluster.isWorker) announceWorker(app.metrics, started.url);
     // Give back what start-up grew and no longer uses (~10 MB idle RSS; serve/settle-memory.ts).
-    const { settleMemoryAfterStart } = await import('../serve/settle-memory.ts');
-    settleMemoryAfterStart(SETTLE_AFTER_MS, (settled) => app.logger.debug(settled ?? {}, settled === undefined ? 'start-up memory kept: node runs without --expose-gc' : 'start-up memory released'));
+    (await import('../serve/settle-memory.ts')).settleMemoryAfterStart(app.logger);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     app.logger.fatal({ code }, `cannot start: ${(err as Error).message}`);

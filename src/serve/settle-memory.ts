@@ -34,7 +34,13 @@ export function releaseStartupMemory(): Settled | undefined {
   return { rssBeforeMb: mb(rssBefore), rssAfterMb: mb(process.memoryUsage.rss()), ms: Math.round(ms) };
 }
 
-/** {@link releaseStartupMemory} once, `delayMs` after now (the timer does not keep the process up). */
-export function settleMemoryAfterStart(delayMs: number, onSettled: (settled: Settled | undefined) => void): void {
-  setTimeout(() => onSettled(releaseStartupMemory()), delayMs).unref();
+/** How long after listening start-up's memory is released: past the first requests' burst. */
+const SETTLE_AFTER_MS = 1000;
+
+/** {@link releaseStartupMemory} once, SETTLE_AFTER_MS from now, said at debug (the timer does not keep the process up). */
+export function settleMemoryAfterStart(logger: { debug(detail: object, message: string): void }): void {
+  setTimeout(() => {
+    const settled = releaseStartupMemory();
+    logger.debug(settled ?? {}, settled === undefined ? 'start-up memory kept: node runs without --expose-gc' : 'start-up memory released');
+  }, SETTLE_AFTER_MS).unref();
 }
