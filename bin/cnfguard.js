@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Launcher. cnfguard's sources are TypeScript run by Node 24's built-in type stripping; a build
-// (`npm run build`: tsconfig.build.json, cmd/ and src/ compiled to dist/) is run instead when it
-// is there and no source is newer: the same code, without the type stripper's ~17 MB and its
-// start-up work. CNFGUARD_FROM_SOURCE=1 runs the sources whatever dist/ holds (the tests do).
+// (`npm run build`: scripts/build.ts bundles cmd/cnfguard.ts with its libraries into dist/) is run
+// instead when it is there and no source is newer: the same code, in less memory and start-up work.
+// CNFGUARD_FROM_SOURCE=1 runs the sources whatever dist/ holds (the tests do).
 // On an older Node (a machine's system Node), re-run under the Node 24 the project pins.
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -28,7 +28,7 @@ function newest(path) {
 function builtEntry() {
   if (process.env.CNFGUARD_FROM_SOURCE === '1') return undefined;
   const built = join(root, 'dist', 'cmd', 'cnfguard.js');
-  // `npm run build` writes dist/.built once tsc has written everything: its time is the build's.
+  // `npm run build` writes dist/.built once everything else is written: its time is the build's.
   const stamp = statSync(join(root, 'dist', '.built'), { throwIfNoEntry: false });
   if (stamp === undefined || !existsSync(built)) return undefined;
   const sources = Math.max(newest(join(root, 'src')), newest(join(root, 'cmd', 'cnfguard.ts')), newest(join(root, 'package.json')));
@@ -43,8 +43,10 @@ const entry = builtEntry() ?? join(root, 'cmd', 'cnfguard.ts');
  * without it replaces this process (same pid, exec) by the same command with it. Not for the other
  * commands (they exit), nor when NODE_OPTIONS already chooses; CNFGUARD_SETTLE_MEMORY=0 turns it off.
  */
+const wantsGc = process.argv[2] === 'run' && process.env.CNFGUARD_SETTLE_MEMORY !== '0';
+
 function execWithGc() {
-  if (process.argv[2] !== 'run' || typeof process.execve !== 'function' || process.env.CNFGUARD_SETTLE_MEMORY === '0') return;
+  if (!wantsGc || typeof process.execve !== 'function') return;
   if (process.execArgv.includes('--expose-gc') || (process.env.NODE_OPTIONS ?? '').includes('--expose-gc')) return;
   process.execve(process.execPath, [process.execPath, '--expose-gc', ...process.execArgv, ...process.argv.slice(1)], process.env);
 }
@@ -63,7 +65,7 @@ if (major >= 24) {
     process.exit(2);
   }
   // The server watches this pid: a server whose launcher was killed stops (src/cluster.ts watchLauncher).
-  const child = spawn(pinned, [...(process.argv[2] === 'run' && process.env.CNFGUARD_SETTLE_MEMORY !== '0' ? ['--expose-gc'] : []), entry, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...process.env, CNFGUARD_LAUNCHER_PID: String(process.pid) } });
+  const child = spawn(pinned, [...(wantsGc ? ['--expose-gc'] : []), entry, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...process.env, CNFGUARD_LAUNCHER_PID: String(process.pid) } });
   const relayed = ['SIGINT', 'SIGTERM', 'SIGHUP'];
   const relay = (signal) => child.kill(signal);
   for (const signal of relayed) process.on(signal, relay);
