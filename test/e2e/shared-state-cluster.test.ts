@@ -12,7 +12,7 @@ import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ask, startRedisCluster, type RedisCluster } from '../fixtures/redis-ha.ts';
 import { findRedisServer } from '../fixtures/redis.ts';
-import { baseConfig, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
+import { baseConfig, metricOf, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
 import { waitFor } from '../fixtures/wait.ts';
 
 const available = findRedisServer() !== undefined;
@@ -22,12 +22,6 @@ const HTU = 'https://127.0.0.1/replicated';
 let d: Deployment;
 let cluster: RedisCluster;
 let guards: Guard[] = [];
-
-async function metric(guard: Guard, line: RegExp): Promise<number> {
-  const text = await (await fetch(`${guard.started.adminUrl}/metrics`)).text();
-  const match = text.split('\n').find((l) => line.test(l));
-  return match === undefined ? 0 : Number(match.slice(match.lastIndexOf(' ') + 1));
-}
 
 /** The keys of one kind each primary holds. */
 async function keysPerNode(kind: 'token' | 'jti'): Promise<number[]> {
@@ -44,7 +38,7 @@ describe.skipIf(!available)('shared state on a Redis Cluster (three primaries)',
     // Isolated this takes well under a second; under the whole suite on 2 cores it has taken ~10 s
     // (ioredis's slot-cache refreshes timing out and being retried): the bound is generous, and a
     // timeout says what each replica's store reported.
-    await waitFor(async () => (await Promise.all(guards.map((g) => metric(g, /^cnfguard_shared_state_role\{role="primary"\}/)))).every((v) => v === 1), 'both replicas on the cluster', { timeoutMs: 30_000 }).catch(async (err: Error) => {
+    await waitFor(async () => (await Promise.all(guards.map((g) => metricOf(g, /^cnfguard_shared_state_role\{role="primary"\}/)))).every((v) => v === 1), 'both replicas on the cluster', { timeoutMs: 30_000 }).catch(async (err: Error) => {
       const statuses = await Promise.all(guards.map(async (g) => (await fetch(`${g.started.adminUrl}/status`)).text()));
       throw new Error(`${err.message}; status: ${statuses.join(' | ')}`);
     });
@@ -72,7 +66,7 @@ describe.skipIf(!available)('shared state on a Redis Cluster (three primaries)',
       await waitFor(async () => (await keysPerNode('token')).reduce((x, y) => x + y, 0) === tokens.length, 'every token entry written');
       for (const token of tokens) expect(await send(b, token)).toBe(200);
       expect(d.as.introspectionCalls() - before, 'one AS call per token, for both replicas').toBe(tokens.length);
-      expect(await metric(b, /^cnfguard_token_cache_hits_total\{tier="shared"\}/)).toBe(tokens.length);
+      expect(await metricOf(b, /^cnfguard_token_cache_hits_total\{tier="shared"\}/)).toBe(tokens.length);
       const spread = await keysPerNode('token');
       console.log('token entries per cluster primary:', spread);
       expect(spread.every((n) => n > 0), 'every primary holds some').toBe(true);

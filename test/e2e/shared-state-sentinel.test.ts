@@ -23,7 +23,7 @@ import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ask, MASTER_NAME, sentinelAvailable, startSentinelSet, type SentinelSet } from '../fixtures/redis-ha.ts';
 import { findRedisServer, startRedis, type RedisServer } from '../fixtures/redis.ts';
-import { baseConfig, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
+import { baseConfig, metricOf, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
 import { waitFor } from '../fixtures/wait.ts';
 
 const available = findRedisServer() !== undefined && sentinelAvailable();
@@ -37,12 +37,6 @@ let d: Deployment;
 let set: SentinelSet;
 let restarted: RedisServer | undefined;
 const groups: Record<Durability, Guard[]> = { replica: [], primary: [] };
-
-async function metric(guard: Guard, line: RegExp): Promise<number> {
-  const text = await (await fetch(`${guard.started.adminUrl}/metrics`)).text();
-  const match = text.split('\n').find((l) => line.test(l));
-  return match === undefined ? 0 : Number(match.slice(match.lastIndexOf(' ') + 1));
-}
 
 describe.skipIf(!available)('shared state on Redis Sentinel: the primary killed mid-run', () => {
   beforeAll(async () => {
@@ -60,7 +54,7 @@ describe.skipIf(!available)('shared state on Redis Sentinel: the primary killed 
       );
     [groups.replica, groups.primary] = await Promise.all([Promise.all([start('replica'), start('replica')]), Promise.all([start('primary'), start('primary')])]);
     const all = [...groups.replica, ...groups.primary];
-    await waitFor(async () => (await Promise.all(all.map((g) => metric(g, /^cnfguard_shared_state_role\{role="primary"\}/)))).every((v) => v === 1), 'every replica on the primary', { timeoutMs: 10_000 });
+    await waitFor(async () => (await Promise.all(all.map((g) => metricOf(g, /^cnfguard_shared_state_role\{role="primary"\}/)))).every((v) => v === 1), 'every replica on the primary', { timeoutMs: 10_000 });
   }, 60_000);
 
   afterAll(async () => {
@@ -124,7 +118,7 @@ describe.skipIf(!available)('shared state on Redis Sentinel: the primary killed 
       await waitFor(
         async () => {
           await round(i++);
-          failoverRoleSeen ||= (await metric(groups.primary[0] as Guard, /^cnfguard_shared_state_role\{role="failover"\}/)) === 1;
+          failoverRoleSeen ||= (await metricOf(groups.primary[0] as Guard, /^cnfguard_shared_state_role\{role="failover"\}/)) === 1;
           return (await set.primaryPort()) === set.replica.port;
         },
         'the sentinels to promote the replica',
@@ -195,9 +189,9 @@ describe.skipIf(!available)('shared state on Redis Sentinel: the primary killed 
       expect(replayedByPhase).toEqual({ 'primary/window': WINDOW });
       expect(failoverRoleSeen, 'the role said failover while there was no primary').toBe(true);
       // The shared path is back without a restart: the role says so, and the counters saw it.
-      for (const guard of [...groups.replica, ...groups.primary]) expect(await metric(guard, /^cnfguard_shared_state_role\{role="primary"\}/)).toBe(1);
+      for (const guard of [...groups.replica, ...groups.primary]) expect(await metricOf(guard, /^cnfguard_shared_state_role\{role="primary"\}/)).toBe(1);
       // Each window write was unacknowledged: WAIT said 0, or (a slow machine) the call's deadline came first.
-      const unacked = async (guard: Guard) => (await metric(guard, /^cnfguard_shared_state_errors_total\{kind="replica_unacked"\}/)) + (await metric(guard, /^cnfguard_shared_state_errors_total\{kind="timeout"\}/));
+      const unacked = async (guard: Guard) => (await metricOf(guard, /^cnfguard_shared_state_errors_total\{kind="replica_unacked"\}/)) + (await metricOf(guard, /^cnfguard_shared_state_errors_total\{kind="timeout"\}/));
       expect((await unacked(groups.replica[0] as Guard)) + (await unacked(groups.replica[1] as Guard))).toBeGreaterThanOrEqual(WINDOW);
     } finally {
       await mtlsAgent.close();

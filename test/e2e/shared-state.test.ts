@@ -13,7 +13,7 @@ import { RedisKv } from '../../src/state/redis-kv.ts';
 import { createMemoryReplayStore, createSharedReplayStore } from '../../src/state/replay-store.ts';
 import { sealKv, type SealedKv } from '../../src/state/sealed-kv.ts';
 import { findRedisServer, startRedis, type RedisServer } from '../fixtures/redis.ts';
-import { baseConfig, curl, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
+import { baseConfig, curl, metricOf, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
 
 const localReplayStore = () => createMemoryReplayStore({ maxEntries: 1000 });
 
@@ -26,12 +26,6 @@ let redis: RedisServer;
 let secretFile: string;
 let secret: Buffer;
 let guards: Guard[] = [];
-
-async function metric(guard: Guard, line: RegExp): Promise<number> {
-  const text = await (await fetch(`${guard.started.adminUrl}/metrics`)).text();
-  const match = text.split('\n').find((l) => line.test(l));
-  return match === undefined ? 0 : Number(match.slice(match.lastIndexOf(' ') + 1));
-}
 
 async function waitFor(check: () => Promise<boolean> | boolean, ms = 5000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -58,7 +52,7 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
     const shared = { url: redis.url, secretFile, onUnavailable: 'fail-closed', timeoutMs: TIMEOUT_MS };
     // DPoP beside mTLS, with nonces: both the replay store and the nonce key are shared.
     guards = await Promise.all([0, 1, 2].map(() => startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { sharedState: shared, methods: ['mtls', 'dpop'], dpop: { nonce: true } }))));
-    await waitFor(async () => (await Promise.all(guards.map((g) => metric(g, /^cnfguard_shared_state_up /)))).every((v) => v === 1));
+    await waitFor(async () => (await Promise.all(guards.map((g) => metricOf(g, /^cnfguard_shared_state_up /)))).every((v) => v === 1));
   });
   afterAll(async () => {
     await Promise.all(guards.map((g) => g.stop()));
@@ -75,7 +69,7 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
     const calls = d.as.introspectionCalls() - before;
     console.log(`AS introspection calls for ${tokens.length} tokens x ${guards.length} replicas: ${calls} (without sharing: ${tokens.length * guards.length})`);
     expect(calls).toBe(tokens.length);
-    expect(await metric(guards[1] as Guard, /^cnfguard_token_cache_hits_total\{tier="shared"\}/)).toBeGreaterThanOrEqual(tokens.length);
+    expect(await metricOf(guards[1] as Guard, /^cnfguard_token_cache_hits_total\{tier="shared"\}/)).toBeGreaterThanOrEqual(tokens.length);
     // The binding is still checked on a shared hit.
     const stolen = await d.tokenFor('client1');
     await curl(d.pki, `${(guards[0] as Guard).started.url}/a`, { cert: d.pki.files.client1, token: stolen });
@@ -94,12 +88,12 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
     await store.redis.set(key, `${randomBytes(32).toString('base64url')}.${json}`, 'PX', 60_000);
     // Moved from another token's key: authentic for that key, not for this one.
     const guard = guards[0] as Guard;
-    const forgedBefore = await metric(guard, /^cnfguard_shared_state_errors_total\{kind="forged"\}/);
+    const forgedBefore = await metricOf(guard, /^cnfguard_shared_state_errors_total\{kind="forged"\}/);
     expect((await curl(d.pki, `${guard.started.url}/a`, { cert: d.pki.files.client1, token })).status).toBe(401);
     const moved = 'another-unknown-token';
     await store.redis.set(store.key(`token:${moved}`), store.seal(key, json), 'PX', 60_000);
     expect((await curl(d.pki, `${guard.started.url}/a`, { cert: d.pki.files.client1, token: moved })).status).toBe(401);
-    expect(await metric(guard, /^cnfguard_shared_state_errors_total\{kind="forged"\}/)).toBe(forgedBefore + 2);
+    expect(await metricOf(guard, /^cnfguard_shared_state_errors_total\{kind="forged"\}/)).toBe(forgedBefore + 2);
     store.close();
   });
 
@@ -174,11 +168,11 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
     // Each request: at most one store deadline plus a real introspection (curl's own start-up included).
     for (const ms of slowest) expect(ms).toBeLessThan(TIMEOUT_MS + 1000);
     expect(fallbacks).toBe(4);
-    await waitFor(async () => (await metric(guard, /^cnfguard_shared_state_up /)) === 0);
+    await waitFor(async () => (await metricOf(guard, /^cnfguard_shared_state_up /)) === 0);
     expect(await (await fetch(`${guard.started.adminUrl}/readyz`)).text()).toBe('ready\nshared_state: down\n');
 
     await redis.start();
-    await waitFor(async () => (await metric(guard, /^cnfguard_shared_state_up /)) === 1 && (await metric(guards[2] as Guard, /^cnfguard_shared_state_up /)) === 1, 8000);
+    await waitFor(async () => (await metricOf(guard, /^cnfguard_shared_state_up /)) === 1 && (await metricOf(guards[2] as Guard, /^cnfguard_shared_state_up /)) === 1, 8000);
     const token = await d.tokenFor('client1');
     const before = d.as.introspectionCalls();
     expect((await curl(d.pki, `${guard.started.url}/a`, { cert: d.pki.files.client1, token })).status).toBe(200);
