@@ -22,7 +22,7 @@ export function listenerClashes(settings: Settings): ConfigProblem[] {
   const listeners: { path: string; name: string; host: string; port: number }[] = [
     { path: 'listen', name: 'the proxy listener', ...settings.listen },
     { path: 'admin', name: 'the admin listener', ...settings.admin },
-    ...(settings.decisionApi === undefined ? [] : [{ path: 'decisionApi', name: 'the decision API', ...settings.decisionApi }]),
+    ...(settings.decisionApi?.port === undefined ? [] : [{ path: 'decisionApi', name: 'the decision API', host: settings.decisionApi.host, port: settings.decisionApi.port }]),
   ];
   const problems: ConfigProblem[] = [];
   listeners.forEach((later, index) => {
@@ -72,6 +72,14 @@ export function configWarnings(settings: Settings): ConfigProblem[] {
       path: 'decisionApi',
       message: `${signed.join(', ')} accept httpsig, but a front's check request carries no body: a signed request with a body is refused there (httpsig_body_unavailable), and an unsigned body is noticed only when the front says there is one (the nginx lines of docs/httpsig.md do; Envoy and Traefik do not), so put bodies that must be signed on cnfguard's own listener`,
     });
+  }
+  // A Unix socket's peers have no address: only a unixSocket entry believes them, and only they match one.
+  const socketEntries = settings.trustedProxies.flatMap((proxy, index) => (proxy.unixSocket === true ? [index] : []));
+  if (settings.decisionApi?.socket !== undefined && socketEntries.length === 0) {
+    warnings.push({ path: 'decisionApi.socket', message: 'no trustedProxies entry has unixSocket: true, so every check through the socket is refused (403); add one with the header and format the front sends' });
+  }
+  if (settings.decisionApi?.socket === undefined) {
+    for (const index of socketEntries) warnings.push({ path: `trustedProxies[${index}].unixSocket`, message: 'no decisionApi.socket is set, so no peer can match this entry' });
   }
   // The default route, then each route (which inherit methods and publicOrigin from the top level).
   const dpopRoutes = [{ path: 'publicOrigin', methods: settings.methods, origin: settings.publicOrigin }, ...settings.routes.map((route, index) => ({ path: `routes[${index}].publicOrigin`, methods: route.methods ?? settings.methods, origin: route.publicOrigin ?? settings.publicOrigin }))];

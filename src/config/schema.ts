@@ -42,11 +42,42 @@ const cipherList = z.string().superRefine((value, ctx) => {
  * peers, only in this header. From every other peer the header is deleted before anything reads it.
  */
 const trustedProxySchema = z.strictObject({
-  cidrs: z.array(cidr).min(1).describe("The proxy's addresses (CIDRs); the header is believed only from these peers."),
+  cidrs: z.array(cidr).min(1).optional().describe("The proxy's addresses (CIDRs); the header is believed only from these peers. Or unixSocket instead."),
+  unixSocket: z
+    .literal(true)
+    .optional()
+    .describe("Instead of cidrs: the peers of the decision API's Unix socket (decisionApi.socket), that is whoever the socket file's permissions let connect."),
   header: headerName.describe('The request header in which the proxy passes the client certificate.'),
   format: z.enum(FORWARDED_CERTIFICATE_FORMATS as [string, ...string[]]).transform((f) => f as (typeof FORWARDED_CERTIFICATE_FORMATS)[number]).describe("How the header encodes the certificate: pem-urlencoded (nginx), xfcc (Envoy), base64-der (Traefik)."),
   xfccElement: z.enum(['last', 'first']).default('last').describe("XFCC only: which element is the trusted proxy's; `last` unless the proxy sanitizes what clients send."),
+}).superRefine((entry, ctx) => {
+  if ((entry.cidrs === undefined) === (entry.unixSocket === undefined)) {
+    ctx.addIssue({ code: 'custom', path: ['cidrs'], message: 'set either cidrs (peers by address) or unixSocket: true (peers of decisionApi.socket), not both or neither' });
+  }
 });
+
+/** Longest path a Unix socket address holds on Linux (sun_path is 108 bytes with its NUL). */
+const UNIX_SOCKET_PATH_BYTES = 107;
+
+const unixSocketPath = z
+  .string()
+  .startsWith('/', 'an absolute path, e.g. /run/cnfguard/decision.sock')
+  .refine((path) => Buffer.byteLength(path) <= UNIX_SOCKET_PATH_BYTES, `at most ${UNIX_SOCKET_PATH_BYTES} bytes (the kernel's limit for a Unix socket path)`);
+
+const decisionApiSchema = z
+  .strictObject({
+    host: z.string().min(1).default('127.0.0.1').describe('Address of the decision API (plain HTTP) when port is set.'),
+    port: port.optional().describe('TCP port of the decision API.'),
+    socket: unixSocketPath
+      .optional()
+      .describe("Unix socket path of the decision API, instead of or beside port: for a front sharing cnfguard's filesystem (a pod's emptyDir). Its peers are believed through a trustedProxies entry with unixSocket: true. A stale socket file left by a crash is replaced; any other file there is an error."),
+    socketMode: z
+      .string()
+      .regex(/^0?[0-7]{3}$/, 'octal permissions, e.g. "0660"')
+      .default('0660')
+      .describe("Permissions of the socket file (octal): who may connect. Default 0660, owner and group (a pod's fsGroup)."),
+  })
+  .refine((api) => api.port !== undefined || api.socket !== undefined, { message: 'set port, socket or both', path: ['port'] });
 
 export const INTROSPECTION_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'tls_client_auth'] as const;
 
@@ -227,13 +258,9 @@ export const configSchema = z.strictObject({
     })
     .prefault({})
     .describe('The admin listener: health, readiness and metrics.'),
-  decisionApi: z
-    .strictObject({
-      host: z.string().min(1).default('127.0.0.1').describe('Address of the decision API (plain HTTP).'),
-      port: port.describe('Port of the decision API.'),
-    })
+  decisionApi: decisionApiSchema
     .optional()
-    .describe('Decision API for a proxy in front (nginx auth_request, Envoy ext_authz, Traefik forwardAuth); off unless set.'),
+    .describe('Decision API for a proxy in front (nginx auth_request, Envoy ext_authz, Traefik forwardAuth), on a TCP port, a Unix socket or both; off unless set.'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Least severe log level written (JSON lines on stdout).'),
   sharedState: sharedStateSchema.optional().describe('State shared across replicas in Redis or Valkey (token cache, DPoP replay); off unless set.'),
   tracing: tracingSchema.optional().describe('OpenTelemetry traces of each request, exported over OTLP/HTTP; off unless set.'),

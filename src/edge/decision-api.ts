@@ -19,6 +19,7 @@ import type { FormReader } from '../pipeline/pipeline.ts';
 import type { ClaimHeader, RoutePolicy } from '../pipeline/route.ts';
 import { listenerOptions, listenerProperties, type Limits } from '../proxy/limits.ts';
 import type { Runtime } from '../runtime.ts';
+import { UNIX_SOCKET_PEER } from '../tls/peers.ts';
 import { answerHeaders, renderFor, sendDocument } from './answer.ts';
 import type { RenderedError } from './render.ts';
 import { FRONT_HEADER_ALLOWANCE, decisionFacts, originalOf, type DecisionFront } from './decision-facts.ts';
@@ -79,14 +80,18 @@ const EDGE_NAMES: Readonly<Record<DecisionFront, string>> = { nginx: 'decision-a
 
 const EMPTY_FORM: FormReader = () => Promise.resolve({ kind: 'read', bytes: Buffer.alloc(0) });
 
-export function createDecisionHandler(deps: DecisionApiDependencies): (req: IncomingMessage, res: ServerResponse) => void {
+/** Who asks: a TCP peer by its address; every peer of the Unix socket as UNIX_SOCKET_PEER (a `unixSocket: true` entry). */
+export type DecisionTransport = 'tcp' | 'unix';
+
+export function createDecisionHandler(deps: DecisionApiDependencies, transport: DecisionTransport = 'tcp'): (req: IncomingMessage, res: ServerResponse) => void {
   const { certificates, accessLog, logger } = deps;
+  const peerOf = transport === 'unix' ? () => UNIX_SOCKET_PEER : (req: IncomingMessage) => req.socket.remoteAddress;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const runtime = deps.runtime();
     const document = runtime.pipeline.publicDocument(req.method, req.url ?? '/', req.headers.host);
     if (document !== undefined) return sendDocument(res, req.method, document);
-    const peer = req.socket.remoteAddress;
+    const peer = peerOf(req);
     if (!certificates.isTrustedProxy(peer)) {
       res.writeHead(403, { 'content-length': 0 }).end();
       return;
@@ -117,7 +122,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
         exchange.fail(edgeFailures.frontInsecure(original.front));
         return refuse(exchange.failure as GuardError);
       }
-      const facts = decisionFacts(req, { ...original, method, target }, certificates);
+      const facts = decisionFacts(req, peer, { ...original, method, target }, certificates);
       const verdict = await exchange.evaluate(runtime.pipeline, facts, EMPTY_FORM);
       if (!verdict.decision.allow) return refuse(verdict.decision.error);
       // One header object, filled in place: the answer is the decision API's whole output.
@@ -133,10 +138,10 @@ export function createDecisionHandler(deps: DecisionApiDependencies): (req: Inco
   return (req, res) => void handle(req, res).catch((err: unknown) => logger.error({ err }, 'decision failed'));
 }
 
-/** The decision API's listener: plain HTTP, with the proxy listener's `limits` (the front's own header lines allowed for). */
-export function createDecisionApi(deps: DecisionApiDependencies, limits: Limits): Server {
+/** A decision API listener (TCP or Unix socket): plain HTTP, with the proxy listener's `limits` (the front's own header lines allowed for). */
+export function createDecisionApi(deps: DecisionApiDependencies, limits: Limits, transport: DecisionTransport = 'tcp'): Server {
   // A check request has no body (the front keeps the client's): Node then skips the request stream's events.
-  const server = createServer({ ...listenerOptions(limits), optimizeEmptyRequests: true }, createDecisionHandler(deps));
+  const server = createServer({ ...listenerOptions(limits), optimizeEmptyRequests: true }, createDecisionHandler(deps, transport));
   const { maxConnections, maxHeadersCount } = listenerProperties(limits);
   server.maxConnections = maxConnections;
   server.maxHeadersCount = maxHeadersCount + FRONT_HEADER_ALLOWANCE;

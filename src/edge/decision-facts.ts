@@ -89,8 +89,7 @@ function withheldBody(req: IncomingMessage, front: DecisionFront): boolean {
 }
 
 /** The original request's facts; the check request carries no body, so neither does the original here. */
-export function decisionFacts(req: IncomingMessage, original: Original & { method: string; target: string }, certificates: CertificateSource): RequestFacts {
-  const peer = req.socket.remoteAddress;
+export function decisionFacts(req: IncomingMessage, peer: string | undefined, original: Original & { method: string; target: string }, certificates: CertificateSource): RequestFacts {
   let certificate;
   let certificateError;
   try {

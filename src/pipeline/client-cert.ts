@@ -12,14 +12,13 @@
  */
 import { X509Certificate } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import type { BlockList } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { lazyLru } from '../lru.ts';
 import type { LRUCache } from 'lru-cache';
 import { GuardError } from '../oauth/reasons.ts';
 import { sha256, splitPemCertificates, subjectAltNames, subjectRfc4514 } from '../tls/certificates.ts';
 import { ForwardedCertificateError, parseForwardedCertificate, type ForwardedCertificateFormat } from '../tls/forwarded-certificate.ts';
-import { parseCidrList, peerInList } from '../tls/peers.ts';
+import { parseCidrList, peerInList, UNIX_SOCKET_PEER } from '../tls/peers.ts';
 import { xfccElement } from '../tls/xfcc.ts';
 
 export interface ClientCertificate {
@@ -42,7 +41,10 @@ export interface ClientCertificate {
 }
 
 export interface TrustedProxy {
-  cidrs: readonly string[];
+  /** The proxy's TCP addresses; or `unixSocket`. */
+  cidrs?: readonly string[] | undefined;
+  /** The peers of the decision API's Unix socket (their address is UNIX_SOCKET_PEER). */
+  unixSocket?: true | undefined;
   header: string;
   format: ForwardedCertificateFormat;
   xfccElement: 'last' | 'first';
@@ -128,14 +130,19 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
     if (cache === undefined) byHeader.set(kind, (cache = lazyLru<string, ParsedHeader>(10_000)));
     return cache;
   };
-  const compile = (trustedProxies: readonly TrustedProxy[]) => trustedProxies.map((proxy) => ({ ...proxy, list: parseCidrList([...proxy.cidrs]) as BlockList, cache: cacheOf(proxy) }));
+  const compile = (trustedProxies: readonly TrustedProxy[]) =>
+    trustedProxies.map((proxy) => {
+      const list = proxy.cidrs === undefined ? undefined : parseCidrList([...proxy.cidrs]);
+      const matches = list === undefined ? (address: string | undefined) => proxy.unixSocket === true && address === UNIX_SOCKET_PEER : (address: string | undefined) => peerInList(list, address);
+      return { ...proxy, matches, cache: cacheOf(proxy) };
+    });
   let proxies = compile(options.trustedProxies);
   // The peer's entry, remembered for the last address: a front proxy asks again and again from one
   // address, and the decision API asks three times a request (BlockList checks cost ~1 µs each).
   let lastPeer: { address: string | undefined; proxy: (typeof proxies)[number] | undefined } | undefined;
   const proxyOf = (address: string | undefined): (typeof proxies)[number] | undefined => {
     if (proxies.length === 0) return undefined;
-    if (lastPeer === undefined || lastPeer.address !== address) lastPeer = { address, proxy: proxies.find((candidate) => peerInList(candidate.list, address)) };
+    if (lastPeer === undefined || lastPeer.address !== address) lastPeer = { address, proxy: proxies.find((candidate) => candidate.matches(address)) };
     return lastPeer.proxy;
   };
   const bySocket = new WeakMap<TLSSocket, ClientCertificate | null>();

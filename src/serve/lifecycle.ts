@@ -11,7 +11,7 @@ import { initialiseSeries } from '../admin/series.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from '../config/load.ts';
 import { reconcileReload } from '../config/reload-table.ts';
 import type { IntrospectionClient } from '../introspection/client.ts';
-import { listen } from '../listen.ts';
+import { listen, listenOnSocket } from '../listen.ts';
 import type { Logger } from '../log.ts';
 import type { ConnectionTracker } from '../edge/connection-errors.ts';
 import { buildRuntime, type RuntimeDependencies } from '../runtime.ts';
@@ -29,6 +29,8 @@ export interface StartedApp {
   /** http://host:port of the decision API, when `decisionApi` is set. */
   decisionUrl?: string | undefined;
   decisionPort?: number | undefined;
+  /** The decision API's Unix socket path, when `decisionApi.socket` is set. */
+  decisionSocket?: string | undefined;
 }
 
 export interface ReloadReport {
@@ -95,7 +97,7 @@ function urlHost(host: string): string {
 export function createLifecycle(parts: LifecycleParts): Lifecycle {
   const { config, state, listeners, logger, metrics } = parts;
   const { settings } = config;
-  const { listener, decision, admin, connections, upgraded, certificateSource } = listeners;
+  const { listener, decision, decisionSocket, admin, connections, upgraded, certificateSource } = listeners;
   const server = listener.server;
   let certificates: ReturnType<typeof createCertificateReloader> | undefined;
   metrics.certificateNotAfter.set(notAfterSeconds(config.tls));
@@ -104,10 +106,13 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
     try {
       await parts.beforeListen();
       const main = await listen(server, settings.listen.host, settings.listen.port, (err) => logger.error({ err }, 'proxy listener error'), { name: 'the proxy listener', path: 'listen' });
+      const decisionApi = settings.decisionApi;
+      const decisionError = (err: Error) => logger.error({ err }, 'decision API listener error');
       const decisionAddress =
-        decision === undefined || settings.decisionApi === undefined
-          ? undefined
-          : await listen(decision, settings.decisionApi.host, settings.decisionApi.port, (err) => logger.error({ err }, 'decision API listener error'), { name: 'the decision API', path: 'decisionApi' });
+        decision === undefined || decisionApi?.port === undefined ? undefined : await listen(decision, decisionApi.host, decisionApi.port, decisionError, { name: 'the decision API', path: 'decisionApi' });
+      if (decisionSocket !== undefined && decisionApi?.socket !== undefined) {
+        await listenOnSocket(decisionSocket, decisionApi.socket, Number.parseInt(decisionApi.socketMode, 8), decisionError, { name: "the decision API's socket", path: 'decisionApi.socket' });
+      }
       const adminAddress = admin === undefined ? undefined : await listen(admin, settings.admin.host, settings.admin.port, (err) => logger.error({ err }, 'admin listener error'), { name: 'the admin listener', path: 'admin' });
       certificates = createCertificateReloader({
         server,
@@ -132,8 +137,9 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
         port: main.port,
         adminUrl: adminAddress === undefined ? undefined : `http://${urlHost(settings.admin.host)}:${adminAddress.port}`,
         adminPort: adminAddress?.port,
-        decisionUrl: decisionAddress === undefined || settings.decisionApi === undefined ? undefined : `http://${urlHost(settings.decisionApi.host)}:${decisionAddress.port}`,
+        decisionUrl: decisionAddress === undefined || decisionApi === undefined ? undefined : `http://${urlHost(decisionApi.host)}:${decisionAddress.port}`,
         decisionPort: decisionAddress?.port,
+        decisionSocket: decisionSocket === undefined ? undefined : decisionApi?.socket,
       };
       logger.info({ version: VERSION, node: NODE_VERSION, listen: started.url, admin: started.adminUrl, config: config.source, ...parts.startedFields }, 'cnfguard started');
       logger.flush(); // what supervisors and people wait for: not held in the log batch
@@ -150,7 +156,7 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
       return started;
     } catch (err) {
       // Nothing half-started: whatever did come up goes down again.
-      await Promise.all([close(server, 0), admin === undefined ? undefined : close(admin, 0), decision === undefined ? undefined : close(decision, 0)]);
+      await Promise.all([server, admin, decision, decisionSocket].map((started) => (started === undefined ? undefined : close(started, 0))));
       certificates?.close();
       await parts.teardown();
       throw err;
@@ -168,7 +174,7 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
     listener.closeHttp2Sessions();
     await close(server, graceMs, connections);
     clearTimeout(websocketDeadline);
-    if (decision !== undefined) await close(decision, graceMs);
+    await Promise.all([decision, decisionSocket].map((api) => (api === undefined ? undefined : close(api, graceMs))));
     if (admin !== undefined) await close(admin, 0);
     certificates?.close();
     await parts.teardown();

@@ -38,7 +38,10 @@ export interface ServingState {
 
 export interface Listeners {
   listener: TlsListener;
+  /** The decision API on `decisionApi.port`. */
   decision: Server | undefined;
+  /** The decision API on `decisionApi.socket`. */
+  decisionSocket: Server | undefined;
   admin: Server | undefined;
   forwarder: Forwarder;
   certificateSource: CertificateSource;
@@ -86,7 +89,9 @@ export function createListeners({ config, state, logger, metrics, now, admin, de
   );
   const connections = guardConnections(listener.server, { logger, accessLog, realm: () => state.runtime.realm });
   // The decision API (issue 16): another edge into the same runtime, certificates and access log.
-  const decision = settings.decisionApi === undefined ? undefined : createDecisionApi({ runtime: () => state.runtime, certificates: certificateSource, accessLog, logger, tracing }, settings.limits);
+  const decisionDeps = { runtime: () => state.runtime, certificates: certificateSource, accessLog, logger, tracing };
+  const decision = settings.decisionApi?.port === undefined ? undefined : createDecisionApi(decisionDeps, settings.limits, 'tcp');
+  const decisionSocket = settings.decisionApi?.socket === undefined ? undefined : createDecisionApi(decisionDeps, settings.limits, 'unix');
   const adminServer = !admin
     ? undefined
     : createAdminServer(metrics.registry, {
@@ -97,5 +102,5 @@ export function createListeners({ config, state, logger, metrics, now, admin, de
         status,
         config: () => effectiveConfigYaml({ settings: state.current }),
       });
-  return { listener, decision, admin: adminServer, forwarder, certificateSource, connections, upgraded };
+  return { listener, decision, decisionSocket, admin: adminServer, forwarder, certificateSource, connections, upgraded };
 }

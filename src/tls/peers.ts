@@ -1,8 +1,16 @@
 /**
  * The CIDR lists that decide which TCP peers are believed (`trustedProxies[].cidrs`): parsed once,
- * matched per request against `socket.remoteAddress`.
+ * matched per request against `socket.remoteAddress`. A Unix socket's peer has no address: the
+ * listener names it {@link UNIX_SOCKET_PEER}, which only a `unixSocket: true` entry matches.
  */
 import { BlockList, isIP } from 'node:net';
+
+/**
+ * The peer "address" of a connection to the decision API's Unix socket. Not an IP address, so no
+ * TCP peer and no CIDR list can ever match it; and an undefined remoteAddress (a TCP socket already
+ * closed) never becomes it.
+ */
+export const UNIX_SOCKET_PEER = 'unix';
 
 const PREFIX = /^(0|[1-9][0-9]{0,2})$/;
 
@@ -43,6 +51,7 @@ const IPV4_MAPPED = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
  * (`fe80::1%eth0`) is ignored. Undefined or unparseable addresses are never in the list.
  */
 export function peerInList(list: BlockList, address: string | undefined): boolean {
+  if (address === UNIX_SOCKET_PEER) return false;
   if (typeof address !== 'string') return false;
   const percent = address.indexOf('%');
   const bare = percent === -1 ? address : address.slice(0, percent);

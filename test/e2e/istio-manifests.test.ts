@@ -196,7 +196,7 @@ const CHECKS = {
     const entry = serviceEntry.parse(b.serviceEntry);
     const trusted = config.trustedProxies.filter((p) => {
       const list = new BlockList();
-      for (const cidr of p.cidrs) {
+      for (const cidr of p.cidrs ?? []) {
         const [address, prefix] = cidr.split('/');
         list.addSubnet(address!, Number(prefix), address!.includes(':') ? 'ipv6' : 'ipv4');
       }

@@ -15,6 +15,7 @@ import {
   type Environment,
   type LoadedConfig,
 } from '../../src/config/load.ts';
+import { configWarnings } from '../../src/config/checks.ts';
 import { generateDevCertificates } from '../../src/tls/dev-certs.ts';
 
 let dir: string;
@@ -364,6 +365,25 @@ describe('loadConfigObject', () => {
       ),
     );
     expect(problems.map((p) => p.path).sort()).toEqual(['errors.missingCertificate.status', 'headers.scope', 'introspection.url', 'routes[0].upstream']);
+  });
+
+  it('decisionApi: a port, a Unix socket or both; a socket path is absolute and fits sun_path; a trusted proxy is CIDRs or the socket', () => {
+    const pem = { header: 'x-client-cert', format: 'pem-urlencoded' };
+    const problems = (extra: Record<string, unknown>) => problemsOf(() => loadConfigObject(minimal(extra), 'test')).map((p) => `${p.path}: ${p.message}`);
+    expect(problems({ decisionApi: {} })).toEqual(['decisionApi.port: set port, socket or both']);
+    expect(problems({ decisionApi: { socket: 'run/decision.sock' } })).toEqual(['decisionApi.socket: an absolute path, e.g. /run/cnfguard/decision.sock']);
+    expect(problems({ decisionApi: { socket: `/${'d'.repeat(107)}` } })).toEqual(["decisionApi.socket: at most 107 bytes (the kernel's limit for a Unix socket path)"]);
+    expect(problems({ decisionApi: { socket: '/run/d.sock', socketMode: '666x' } })).toEqual(['decisionApi.socketMode: octal permissions, e.g. "0660"']);
+    const both = 'trustedProxies[0].cidrs: set either cidrs (peers by address) or unixSocket: true (peers of decisionApi.socket), not both or neither';
+    expect(problems({ trustedProxies: [{ ...pem, cidrs: ['127.0.0.1'], unixSocket: true }] })).toEqual([both]);
+    expect(problems({ trustedProxies: [pem] })).toEqual([both]);
+    const loaded = loadConfigObject(minimal({ decisionApi: { socket: '/run/d.sock', port: 9191 }, trustedProxies: [{ ...pem, unixSocket: true }] }), 'test');
+    expect(loaded.settings.decisionApi).toEqual({ host: '127.0.0.1', port: 9191, socket: '/run/d.sock', socketMode: '0660' });
+    expect(loaded.settings.trustedProxies[0]).toMatchObject({ unixSocket: true, header: 'x-client-cert' });
+    const warned = (extra: Record<string, unknown>) => configWarnings(loadConfigObject(minimal(extra), 'test').settings).filter((w) => /unixSocket|socket/.test(w.path)).map((w) => w.path);
+    expect(warned({ decisionApi: { socket: '/run/d.sock' }, trustedProxies: [{ ...pem, cidrs: ['127.0.0.1'] }] })).toEqual(['decisionApi.socket']);
+    expect(warned({ decisionApi: { port: 9191 }, trustedProxies: [{ ...pem, cidrs: ['127.0.0.1'] }, { ...pem, unixSocket: true }] })).toEqual(['trustedProxies[1].unixSocket']);
+    expect(warned({ decisionApi: { socket: '/run/d.sock' }, trustedProxies: [{ ...pem, unixSocket: true }] })).toEqual([]);
   });
 
   it('names an unreadable certificate file at tls.cert', () => {
