@@ -108,7 +108,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
     }
     const edge = EDGE_NAMES[original.front];
     const span = deps.tracing?.current?.request(edge, original.method, traceHeadersOf(req.headers));
-    const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headers['x-forwarded-for']), edge }, span);
+    const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headersDistinct['x-forwarded-for']), edge }, span);
     res.once('close', () => exchange.finish(res.statusCode));
     const refuse = (err: GuardError): void => sendRefusal(res, original.front, renderFor(err, runtime.realm, exchange.verdict), exchange.requestId);
     try {

@@ -93,7 +93,7 @@ export function decisionFacts(req: IncomingMessage, peer: string | undefined, or
   let certificate;
   let certificateError;
   try {
-    certificate = certificates.certificateOf({ socket: undefined, peerAddress: peer, headers: req.headers, headersDistinct: req.headersDistinct });
+    certificate = certificates.certificateOf({ socket: undefined, peerAddress: peer, headersDistinct: req.headersDistinct });
   } catch (err) {
     if (!(err instanceof GuardError)) throw err;
     certificateError = err;

@@ -109,10 +109,6 @@ class ConnectionOfRequest implements RequestConnection {
     this.peerAddress = connection.peer;
   }
 
-  get headers(): ProxyRequest['headers'] {
-    return this.#req.headers;
-  }
-
   get headersDistinct(): NodeJS.Dict<string[]> {
     const req = this.#req;
     return isHttp2(req) ? distinctOf(req.rawHeaders) : req.headersDistinct;

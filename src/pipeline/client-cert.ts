@@ -11,7 +11,6 @@
  * never supply one, and the upstream never sees one.
  */
 import { X509Certificate } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { lazyLru } from '../lru.ts';
 import type { LRUCache } from 'lru-cache';
@@ -60,7 +59,6 @@ export interface CertificateSourceOptions {
 export interface RequestConnection {
   socket: TLSSocket | undefined;
   peerAddress: string | undefined;
-  headers: IncomingHttpHeaders;
   headersDistinct: NodeJS.Dict<string[]>;
 }
 
