@@ -746,6 +746,7 @@ interface DecisionSide {
 
 const DECISION_SIDES = {
   'nginx+cnfguard decisions': 'nginx (1 worker) terminating mTLS, auth_request to cnfguard /nginx, then proxying to the upstream: examples/decision-api/nginx.conf as is',
+  'nginx+cnfguard decisions, socket': 'the same recipe with its decision upstream on the Unix socket (`server unix:...`; decisionApi.socket, a trustedProxies entry with unixSocket: true); the same cnfguard process',
   'cnfguard proxy': 'cnfguard as the proxy, its own mTLS listener',
   'nginx alone': 'nginx (1 worker) terminating mTLS and proxying to the upstream, no auth (the ceiling)',
   'nginx+baseline decisions': 'with --baseline: the same nginx recipe asking the baseline checkout\'s decision API (the before of an A/B)',
@@ -761,7 +762,7 @@ interface DecisionsSummary {
   decisionsVsProxy: number | undefined;
   decisionsVsNginxAlone: number | undefined;
   /** Medians of per-round ratios of cnfguard's CPU µs per request: decision / proxy (goal <= 0.5), and with --baseline the baseline's decision / the same proxy and this decision / the baseline's. */
-  cpuShare: { decisionVsProxy: number | undefined; baselineDecisionVsProxy?: number | undefined; decisionVsBaselineDecision?: number | undefined };
+  cpuShare: { decisionVsProxy: number | undefined; socketDecisionVsProxy: number | undefined; socketVsTcpDecision: number | undefined; baselineDecisionVsProxy?: number | undefined; decisionVsBaselineDecision?: number | undefined };
 }
 
 /**
@@ -778,7 +779,14 @@ async function decisionsPhase(options: Options, stack: Stack, bin: string): Prom
   try {
     const decisionPort = await freePort();
     const trustedProxies = [{ cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' }];
-    const decider = await spawnChild({ name: 'cnfguard-decisions', script: join(HERE, 'servers', 'guard.ts'), args: [guardConfigFile(stack, 'cnfguard-decisions', { ...options.guardConfig, decisionApi: { host: '127.0.0.1', port: decisionPort }, trustedProxies })], ...child });
+    // One decision cnfguard on both transports: each side's rounds count its CPU while only that side is loaded.
+    const decisionSocket = join(stack.workDir, 'decision.sock');
+    const decider = await spawnChild({
+      name: 'cnfguard-decisions',
+      script: join(HERE, 'servers', 'guard.ts'),
+      args: [guardConfigFile(stack, 'cnfguard-decisions', { ...options.guardConfig, decisionApi: { host: '127.0.0.1', port: decisionPort, socket: decisionSocket }, trustedProxies: [...trustedProxies, { unixSocket: true, header: 'x-client-cert', format: 'pem-urlencoded' }] })],
+      ...child,
+    });
     stops.push(() => decider.stop());
     const proxy = await spawnChild({ name: 'cnfguard-proxy', script: join(HERE, 'servers', 'guard.ts'), args: [guardConfigFile(stack, 'cnfguard-default', { ...options.guardConfig })], ...child });
     stops.push(() => proxy.stop());
@@ -796,6 +804,12 @@ async function decisionsPhase(options: Options, stack: Stack, bin: string): Prom
       http: (port) => nginxRecipe({ serverCert: nginxBase.cert, serverKey: nginxBase.key, decisionUrl: `http://127.0.0.1:${decisionPort}`, upstreamUrl: nginxBase.upstream, listen: `127.0.0.1:${port}` }),
     });
     stops.push(() => front.stop());
+    const socketFront: NginxServer = await startNginx({
+      ...nginxBase,
+      dir: join(stack.workDir, 'nginx-decisions-socket'),
+      http: (port) => nginxRecipe({ serverCert: nginxBase.cert, serverKey: nginxBase.key, decisionUrl: `unix:${decisionSocket}`, upstreamUrl: nginxBase.upstream, listen: `127.0.0.1:${port}` }),
+    });
+    stops.push(() => socketFront.stop());
     const alone = await startNginx({ ...nginxBase, dir: join(stack.workDir, 'nginx-alone') });
     stops.push(() => alone.stop());
     const baselineFront =
@@ -812,6 +826,7 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
     const sides: LoadTarget<DecisionSideName>[] = [
       { name: 'nginx+cnfguard decisions', url: front.url, pids: () => [...front.pids(), decider.pid], alive: () => front.alive() && decider.alive(), parts: { nginx: front.pids, cnfguard: () => [decider.pid] } },
       { name: 'cnfguard proxy', url: proxy.ready.url, pids: () => [proxy.pid], alive: () => proxy.alive(), parts: { cnfguard: () => [proxy.pid] } },
+      { name: 'nginx+cnfguard decisions, socket', url: socketFront.url, pids: () => [...socketFront.pids(), decider.pid], alive: () => socketFront.alive() && decider.alive(), parts: { nginx: socketFront.pids, cnfguard: () => [decider.pid] } },
       { name: 'nginx alone', url: alone.url, pids: alone.pids, alive: alone.alive, parts: { nginx: alone.pids } },
     ];
     if (baselineFront !== undefined && baselineDecider !== undefined) {
@@ -834,7 +849,7 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
     };
     return {
       nginx: front.version,
-      config: `${Object.keys(options.guardConfig).length === 0 ? 'cnfguard defaults (logLevel info: one access line per request, to /dev/null)' : `cnfguard defaults with --guard-config ${JSON.stringify(options.guardConfig)}`}; the decision side adds decisionApi and trustedProxies [127.0.0.1/32, x-client-cert, pem-urlencoded]`,
+      config: `${Object.keys(options.guardConfig).length === 0 ? 'cnfguard defaults (logLevel info: one access line per request, to /dev/null)' : `cnfguard defaults with --guard-config ${JSON.stringify(options.guardConfig)}`}; the decision side adds decisionApi (port and socket) and trustedProxies [127.0.0.1/32 and unixSocket, x-client-cert, pem-urlencoded]`,
       sides: sides.map(({ name }) => {
         const list = runs.get(name) ?? [];
         const statusCodes: Record<string, number> = {};
@@ -861,6 +876,8 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
       decisionsVsNginxAlone: ratio('nginx+cnfguard decisions', 'nginx alone'),
       cpuShare: {
         decisionVsProxy: cpuRatio('nginx+cnfguard decisions', 'cnfguard proxy'),
+        socketDecisionVsProxy: cpuRatio('nginx+cnfguard decisions, socket', 'cnfguard proxy'),
+        socketVsTcpDecision: cpuRatio('nginx+cnfguard decisions, socket', 'nginx+cnfguard decisions'),
         ...(baselineFront !== undefined && {
           baselineDecisionVsProxy: cpuRatio('nginx+baseline decisions', 'cnfguard proxy'),
           decisionVsBaselineDecision: cpuRatio('nginx+cnfguard decisions', 'nginx+baseline decisions'),
@@ -883,7 +900,7 @@ function printDecisions(d: DecisionsSummary, machine: MachineInfo): void {
   log(`  nginx+cnfguard decisions / nginx alone: ${fixed(d.decisionsVsNginxAlone, 2) ?? '?'}x (what asking cnfguard costs nginx)`);
   const share = d.cpuShare;
   log(
-    `  cnfguard CPU per decision / per proxied request: ${fixed(share.decisionVsProxy, 3) ?? '?'} (goal <= 0.5; median of per-round ratios)${share.baselineDecisionVsProxy === undefined ? '' : `; baseline's decision / the same proxy: ${fixed(share.baselineDecisionVsProxy, 3) ?? '?'}; this decision / the baseline's: ${fixed(share.decisionVsBaselineDecision, 3) ?? '?'}`}`,
+    `  cnfguard CPU per decision / per proxied request: TCP ${fixed(share.decisionVsProxy, 3) ?? '?'}, Unix socket ${fixed(share.socketDecisionVsProxy, 3) ?? '?'} (goal <= 0.5; median of per-round ratios); socket / TCP decision ${fixed(share.socketVsTcpDecision, 3) ?? '?'}${share.baselineDecisionVsProxy === undefined ? '' : `; baseline's decision / the same proxy: ${fixed(share.baselineDecisionVsProxy, 3) ?? '?'}; this decision / the baseline's: ${fixed(share.decisionVsBaselineDecision, 3) ?? '?'}`}`,
   );
   log(`  cnfguard CPU µs per request by round: ${d.sides.filter((s) => s.cpuUsRounds.cnfguard !== undefined).map((s) => `${s.name}: ${s.cpuUsRounds.cnfguard?.join(' ')}`).join('; ')}`);
   log(`  CPU µs per request (median of rounds): ${d.sides.map((s) => `${s.name}: ${Object.entries(s.cpuUsPerRequest).map(([part, us]) => `${part} ${us ?? '?'}`).join(' + ')}`).join('; ')}`);

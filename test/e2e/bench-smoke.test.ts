@@ -31,7 +31,7 @@ interface QuickResult {
   memory: { maxEntries: number; checkpoints: { tokens: number; cacheSize: number }[] }[];
   h2?: PairRow;
   grpcUnary?: PairRow;
-  decisions?: { sides: { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }[]; decisionsVsProxy?: number; decisionsVsNginxAlone?: number };
+  decisions?: { sides: { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }[]; decisionsVsProxy?: number; decisionsVsNginxAlone?: number; cpuShare?: { decisionVsProxy?: number; socketDecisionVsProxy?: number } };
   startup?: { name: string; coldMs: number; warmMs: number; noCacheMs: number; idleRssMb?: number }[];
 }
 
@@ -113,7 +113,7 @@ describe('npm run bench -- --quick', () => {
   });
 
   it.skipIf(findNginx() === undefined)('compares nginx asking cnfguard\'s decision API with cnfguard as the proxy and nginx alone', () => {
-    expect(result.decisions?.sides.map((s) => s.name)).toEqual(['nginx+cnfguard decisions', 'cnfguard proxy', 'nginx alone']);
+    expect(result.decisions?.sides.map((s) => s.name)).toEqual(['nginx+cnfguard decisions', 'cnfguard proxy', 'nginx+cnfguard decisions, socket', 'nginx alone']);
     for (const side of result.decisions?.sides ?? []) {
       expect(side.rps, side.name).toBeGreaterThan(0);
       expect(side.p99Ms, side.name).toBeGreaterThanOrEqual(side.p50Ms);
@@ -122,6 +122,10 @@ describe('npm run bench -- --quick', () => {
     expect(result.decisions?.decisionsVsProxy).toBeGreaterThan(0);
     expect(result.decisions?.decisionsVsNginxAlone).toBeGreaterThan(0);
     expect(stdout).toMatch(/^\s+nginx\+cnfguard decisions \/ cnfguard proxy: \d+\.\d+x \(goal >= 1\.3/m);
+    // The decision's CPU share over TCP and over the Unix socket (decisionApi.socket), each from process accounting.
+    expect(result.decisions?.cpuShare?.decisionVsProxy).toBeGreaterThan(0);
+    expect(result.decisions?.cpuShare?.socketDecisionVsProxy).toBeGreaterThan(0);
+    expect(stdout).toMatch(/^\s+cnfguard CPU per decision \/ per proxied request: TCP \d+\.\d+, Unix socket \d+\.\d+ \(goal <= 0\.5/m);
     expect(stdout).toMatch(/^machine: /m);
   });
 
