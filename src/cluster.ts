@@ -14,7 +14,7 @@ import { createAdminServer } from './admin/server.ts';
 import { createUpstreamCheck } from './admin/upstream-check.ts';
 import { shownUrl, statusDocument } from './admin/status.ts';
 import { effectiveConfigYaml } from './config/effective.ts';
-import { listen } from './listen.ts';
+import { listen, removeStaleSocket } from './listen.ts';
 import type { Metrics } from './admin/metrics.ts';
 import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { reconcileReload } from './config/reload-table.ts';
@@ -188,6 +188,9 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     logger.fatal({ code: (err as NodeJS.ErrnoException).code }, `cannot start: ${(err as Error).message}`);
     return 2;
   }
+  // The workers share one bound socket file (node:cluster binds it in this process): a crash's
+  // stale one is replaced here, once, not by each worker at the same time.
+  if (settings.decisionApi?.socket !== undefined) await removeStaleSocket(settings.decisionApi.socket);
   for (let i = 0; i < count; i++) fork();
   // A worker that cannot start (port taken) exits with code 2 before it is ready.
   const failed = new Promise<number>((resolve) => cluster.on('exit', (_worker, code) => readyWorkers.size < count && code === 2 && resolve(2)));

@@ -78,6 +78,15 @@ async function staleSocket(path: string): Promise<boolean> {
 }
 
 /**
+ * Removes `path` when it is a Unix socket nobody listens on (a crash's leftover); anything else is
+ * left as it is. Under `workers: N` the primary calls it before forking: N workers each finding the
+ * same stale file would race to unlink it, one removing the file another had just bound.
+ */
+export async function removeStaleSocket(path: string): Promise<void> {
+  if (await staleSocket(path)) await unlink(path).catch(() => undefined);
+}
+
+/**
  * Listens on a Unix socket at `path` and sets its permissions to `mode` (who may connect). A
  * socket file nobody listens on (a crash's leftover) is replaced; a live socket or any other file
  * there is an error, and is left as it is. Node removes the file when the server closes.

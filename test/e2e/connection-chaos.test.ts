@@ -1,6 +1,7 @@
 /**
  * Connection chaos (issue 26): clients that drop, reset or stall at every phase of an exchange,
- * over HTTP/1.1, HTTP/2, gRPC and the decision API, many at once, with made-up and valid bound
+ * over HTTP/1.1, HTTP/2, gRPC and the decision API (its TCP port and its Unix socket,
+ * `decisionApi.socket`), many at once, with made-up and valid bound
  * tokens, against cnfguard running as a real process (`node cmd/cnfguard.ts run`).
  *
  * What must hold:
@@ -13,7 +14,9 @@
  *
  * The servers around it are test/fixtures/chaos-servers.ts, the clients chaos-clients.ts.
  */
+import http from 'node:http';
 import http2 from 'node:http2';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { play, type Action, type ChaosEvent, type ChaosTarget, type Phase, type Played, type Protocol, type TokenKind } from '../fixtures/chaos-clients.ts';
 import { grpcFrame, Signals, startChaosAs, startGrpcUpstream, startHttp1Upstream, type ChaosAs, type ChaosUpstream } from '../fixtures/chaos-servers.ts';
@@ -33,6 +36,7 @@ const SLOW_AS_MS = 400;
 const EVENT_DEADLINE_MS = 10_000;
 const MAX_RESTARTS = 8;
 const VALID = 'valid-chaos';
+const CONTROLS_OK = { 'HTTP/1.1': 200, 'HTTP/2': 200, gRPC: '0', 'decision API': 200, 'decision API socket': 200 };
 
 let pki: Pki;
 let as: ChaosAs;
@@ -51,13 +55,15 @@ beforeAll(async () => {
     const [port, adminPort, decisionPort] = [await freePort(), await freePort(), await freePort()];
     guard = await startGuardProcess(pki.dir, guardConfig(port, adminPort, decisionPort), adminPort, MAX_RESTARTS);
     if (await guard.up()) {
-      target = { port, decisionPort, ca: pki.certs.ca.cert, client: pki.certs.clients.client1, signals, validToken: VALID, deadlineMs: EVENT_DEADLINE_MS };
+      target = { port, decisionPort, decisionSocket: socketPath(), ca: pki.certs.ca.cert, client: pki.certs.clients.client1, signals, validToken: VALID, deadlineMs: EVENT_DEADLINE_MS };
       return;
     }
     await guard.stop();
     if (attempt === 3) throw new Error('cnfguard did not start (3 attempts, fresh ports each)');
   }
 });
+
+const socketPath = () => join(pki.dir, 'decision.sock');
 
 function guardConfig(port: number, adminPort: number, decisionPort: number): Record<string, unknown> {
   return {
@@ -76,8 +82,11 @@ function guardConfig(port: number, adminPort: number, decisionPort: number): Rec
     upstream: h1.url,
     routes: [{ pathPrefix: '/chaos.Svc', upstream: grpc.url, upstreamHttp2: true }],
     admin: { host: '127.0.0.1', port: adminPort },
-    decisionApi: { host: '127.0.0.1', port: decisionPort },
-    trustedProxies: [{ cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' }],
+    decisionApi: { host: '127.0.0.1', port: decisionPort, socket: socketPath() },
+    trustedProxies: [
+      { cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' },
+      { unixSocket: true, header: 'x-client-cert', format: 'pem-urlencoded' },
+    ],
     limits: { handshakeTimeoutMs: 5000, http2PingTimeoutMs: PING_TIMEOUT_MS },
   };
 }
@@ -91,7 +100,8 @@ afterAll(async () => {
 const PHASES: readonly Phase[] = ['handshake', 'headers', 'introspection', 'upstream', 'response', 'upload'];
 /** Phases a made-up token can reach: it is refused once the AS has answered. */
 const MADE_UP_PHASES: readonly Phase[] = ['headers', 'introspection', 'upload'];
-const ACTIONS: Record<Protocol, readonly Action[]> = { h1: ['drop', 'reset', 'stall'], h2: ['drop', 'reset', 'rst_stream', 'stall'], grpc: ['drop', 'reset', 'rst_stream', 'stall'], decision: ['drop', 'reset', 'stall'] };
+// A Unix socket has no reset (no RST; Node's resetAndDestroy is for TCP only): its client drops or stalls.
+const ACTIONS: Record<Protocol, readonly Action[]> = { h1: ['drop', 'reset', 'stall'], h2: ['drop', 'reset', 'rst_stream', 'stall'], grpc: ['drop', 'reset', 'rst_stream', 'stall'], decision: ['drop', 'reset', 'stall'], 'decision-unix': ['drop', 'stall'] };
 
 type Cell = Omit<ChaosEvent, 'id'>;
 const cellName = (c: Cell): string => `${c.protocol}/${c.phase}/${c.action}/${c.token}`;
@@ -111,10 +121,12 @@ function cells(): Cell[] {
       }
     }
   }
-  // The decision API: a check request whose headers never end, and one dropped while the AS thinks.
-  for (const action of ACTIONS.decision) {
-    out.push({ protocol: 'decision', phase: 'headers', action, token: 'none' });
-    for (const token of ['made-up', 'valid'] as const) out.push({ protocol: 'decision', phase: 'introspection', action, token });
+  // The decision API (port and socket): a check request whose headers never end, and one dropped while the AS thinks.
+  for (const protocol of ['decision', 'decision-unix'] as const) {
+    for (const action of ACTIONS[protocol]) {
+      out.push({ protocol, phase: 'headers', action, token: 'none' });
+      for (const token of ['made-up', 'valid'] as const) out.push({ protocol, phase: 'introspection', action, token });
+    }
   }
   return out;
 }
@@ -209,13 +221,27 @@ async function controls(): Promise<Record<string, string | number>> {
     (r) => r.status,
     (e: Error) => e.message,
   );
-  return { 'HTTP/1.1': await viaCurl('1.1'), 'HTTP/2': await viaCurl('2'), gRPC: await grpcControl(), 'decision API': decision };
+  return { 'HTTP/1.1': await viaCurl('1.1'), 'HTTP/2': await viaCurl('2'), gRPC: await grpcControl(), 'decision API': decision, 'decision API socket': await socketControl() };
+}
+
+/** The control check over the decision API's Unix socket: its status, or why there was none. */
+function socketControl(): Promise<number | string> {
+  return new Promise((resolve) => {
+    const headers = { host: 'localhost', 'x-original-method': 'GET', 'x-original-uri': '/control', authorization: `Bearer ${VALID}`, 'x-client-cert': encodeURIComponent(target.client.cert) };
+    const req = http.request({ socketPath: target.decisionSocket, path: '/nginx', headers, agent: false, timeout: 5000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer in 5 s')));
+    req.on('error', (e: Error) => resolve(e.message));
+    req.end();
+  });
 }
 
 describe('connection chaos', () => {
   it('no client ends the process, keeps an upstream request running, or leaves memory behind', async () => {
     const all = cells();
-    expect(await controls()).toEqual({ 'HTTP/1.1': 200, 'HTTP/2': 200, gRPC: '0', 'decision API': 200 });
+    expect(await controls()).toEqual(CONTROLS_OK);
     // Warm-up: the same traffic once, so that caches, pools and compiled code are in the baseline.
     const warm = await round('warm', 1);
     // (Unless the process has exited meanwhile: the test fails on that, and a baseline would mean nothing.)
@@ -251,7 +277,7 @@ describe('connection chaos', () => {
     expect(guard.alive(), context).toBe(true);
     expect(outlived, context).toEqual([]);
     expect(unreached, context).toEqual([]);
-    expect(control, context).toEqual({ 'HTTP/1.1': 200, 'HTTP/2': 200, gRPC: '0', 'decision API': 200 });
+    expect(control, context).toEqual(CONTROLS_OK);
     expect(retained(memory.after), context).toBeLessThanOrEqual((retained(memory.before) ?? 0) + MEMORY_MARGIN_BYTES);
   }, 120_000);
 

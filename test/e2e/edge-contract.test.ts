@@ -2,7 +2,8 @@
  * Issue 26, "one cross-edge contract test": every row of test/fixtures/edge-contract-rows.ts (the
  * decision rows, challenges, identity and claim headers, DPoP, RFC 9728 metadata, header limits)
  * goes through every edge (HTTP/1.1, HTTP/2, the websocket upgrade edge, the decision API behind a
- * real nginx with the README recipe and as Envoy and Traefik call it, gRPC) of ONE deployment, and
+ * real nginx with the README recipe, over TCP and over the Unix socket `decisionApi.socket`, and as
+ * Envoy and Traefik call it, gRPC) of ONE deployment, and
  * each field is compared with the one expected answer. A failure names edge, row, field, expected
  * and actual. No cell is excused: a drift between edges fails the test.
  */
@@ -17,7 +18,7 @@ import { createApp } from '../../src/app.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
 import { createLogger } from '../../src/log.ts';
 import { sha256, subjectAltNames, subjectRfc4514, thumbprintS256 } from '../../src/tls/certificates.ts';
-import { configureFrontClaims, configureFrontHttpsig, EDGES, FRONT_ADDRESS, NotSendable, send, stallHeaders, startRecipeNginx, type EdgeId, type EdgeTargets } from '../fixtures/edge-clients.ts';
+import { configureFrontClaims, configureFrontHttpsig, EDGES, FRONT_ADDRESS, isNginx, NotSendable, send, stallHeaders, startRecipeNginx, UNIX_SOCKET_ENTRY, type EdgeId, type EdgeTargets } from '../fixtures/edge-clients.ts';
 import { actualFields, DECISION_EDGES, expectedFields, useAssertionJwks } from '../fixtures/edge-contract-fields.ts';
 import { ASSERTION_ISSUER, STEP_UP, stepUpAnswers } from '../fixtures/edge-contract-trust-rows.ts';
 import { HEADER_COUNT, URL_BYTES, IDENTITY_HEADERS, ORIGIN, ROUTE_METHODS, ROUTE_PREFIX, ROWS as CORE_ROWS, type Env, type Row } from '../fixtures/edge-contract-rows.ts';
@@ -37,6 +38,9 @@ let stub: IntrospectionStub;
 let app: ReturnType<typeof createApp>;
 let logs: LogCapture;
 let nginx: Nginx | undefined;
+/** The same recipe asking over the decision API's Unix socket. */
+let nginxUnix: Nginx | undefined;
+let decisionSocket: string;
 let env: Env;
 let targets: EdgeTargets;
 /** The guard's clock runs `skew` ms ahead of the real one (DPoP nonces rotate with it). */
@@ -67,7 +71,7 @@ async function runCell(row: Row, edge: EdgeId): Promise<Cell> {
   const method = edge === 'grpc' ? 'POST' : 'GET';
   const path = row.path ?? `${ROUTE_PREFIX[row.route]}/${row.id}/${edge}`;
   const cell = { row: row.id, edge, expected: expectedFields(row, edge, method, env), actual: {} };
-  const skipped = edge === 'nginx' && nginx === undefined ? 'nginx is not installed' : row.skip?.[edge];
+  const skipped = isNginx(edge) && nginx === undefined ? 'nginx is not installed' : row.skip?.[edge];
   if (skipped !== undefined) return { ...cell, skipped };
   const built = await row.build({ env, edge, method, path });
   const marker = `${row.id}/${edge}/${++sent}`;
@@ -115,12 +119,18 @@ async function runTable(): Promise<Map<string, Cell>> {
   return cells;
 }
 
-/** The front's connection (or a client's, h1) stalls mid-headers: answered with 408 per limits.headersTimeoutMs. */
+/**
+ * The front's connection (or a client's, h1) stalls mid-headers: answered with 408 per
+ * limits.headersTimeoutMs. For `nginx-unix`, a connection to the decision API's socket: its
+ * listener has the same limits as the TCP one.
+ */
 async function runStalls(): Promise<Map<EdgeId, string>> {
   const describe = (r: { afterMs: number | undefined; status: number | undefined }) => (r.afterMs === undefined ? `no answer within ${STALL_WAIT_MS} ms` : String(r.status ?? 'closed without an answer'));
   const [h1, ...fronts] = await Promise.all([
     stallHeaders(targets.proxyPort, { ca: d.pki.certs.ca.cert, waitMs: STALL_WAIT_MS }),
-    ...DECISION_EDGES.map((edge) => stallHeaders(targets.decisionPort, { from: FRONT_ADDRESS[edge as keyof typeof FRONT_ADDRESS], waitMs: STALL_WAIT_MS })),
+    ...DECISION_EDGES.map((edge) =>
+      edge === 'nginx-unix' ? stallHeaders({ socketPath: decisionSocket }, { waitMs: STALL_WAIT_MS }) : stallHeaders(targets.decisionPort, { from: FRONT_ADDRESS[edge as keyof typeof FRONT_ADDRESS], waitMs: STALL_WAIT_MS }),
+    ),
   ]);
   return new Map<EdgeId, string>([['h1', describe(h1!)], ...DECISION_EDGES.map((edge, i) => [edge, describe(fronts[i]!)] as [EdgeId, string])]);
 }
@@ -170,6 +180,7 @@ beforeAll(async () => {
     }));
   // The signed assertion on every route but `optional` (assertion: false).
   const assertionKey = join(d.pki.dir, 'assertion.key');
+  decisionSocket = join(d.pki.dir, 'decision.sock');
   await writeFile(assertionKey, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
   const config = baseConfig(d.pki, d.as, d.upstream, {
     listen: { host: '127.0.0.1', port: 0, http2: true },
@@ -184,8 +195,10 @@ beforeAll(async () => {
       { cidrs: [`${FRONT_ADDRESS.nginx}/32`], header: 'x-client-cert', format: 'pem-urlencoded' },
       { cidrs: [`${FRONT_ADDRESS.envoy}/32`], header: 'x-forwarded-client-cert', format: 'xfcc' },
       { cidrs: [`${FRONT_ADDRESS.traefik}/32`], header: 'x-forwarded-tls-client-cert', format: 'base64-der' },
+      UNIX_SOCKET_ENTRY,
     ],
-    decisionApi: { host: '127.0.0.1', port: 0 },
+    // The socket beside the port: one deployment, one contract, whichever way nginx asks.
+    decisionApi: { host: '127.0.0.1', port: 0, socket: decisionSocket },
     assertion: { keyFile: assertionKey, issuer: ASSERTION_ISSUER },
     routes,
   });
@@ -197,8 +210,9 @@ beforeAll(async () => {
   // The assertion header is copied by each front like a claim header (docs/signed-trust.md).
   configureFrontClaims(['x-tenant', 'x-auth-assertion']);
   configureFrontHttpsig();
-  nginx = await startRecipeNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: started.decisionUrl as string, upstreamUrl: d.upstream.url, claimHeaders: ['x-tenant', 'x-auth-assertion'], patch: nginxWithHttpsig });
-  targets = { ca: d.pki.certs.ca.cert, proxyPort: started.port, decisionPort: started.decisionPort as number, nginxPort: nginx?.port ?? 0 };
+  const recipe = (decisionUrl: string) => startRecipeNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl, upstreamUrl: d.upstream.url, claimHeaders: ['x-tenant', 'x-auth-assertion'], patch: nginxWithHttpsig });
+  [nginx, nginxUnix] = await Promise.all([recipe(started.decisionUrl as string), recipe(`unix:${started.decisionSocket as string}`)]);
+  targets = { ca: d.pki.certs.ca.cert, proxyPort: started.port, decisionPort: started.decisionPort as number, nginxPort: nginx?.port ?? 0, nginxUnixPort: nginxUnix?.port ?? 0 };
   // The clock moved 1 s into a nonce period, its nonce taken, then moved one period on: that nonce
   // is now the previous one (accepted, with a fresh DPoP-Nonce), and the run has ~5 minutes before
   // the next turn. Proofs then look up to ~10 minutes old: dpop.proofMaxAgeSeconds allows 15.
@@ -227,6 +241,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await stalls?.catch(() => undefined);
   await nginx?.stop();
+  await nginxUnix?.stop();
   await app?.stop(1000);
   await stub?.stop();
   await d?.stop();

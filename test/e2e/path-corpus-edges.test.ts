@@ -6,7 +6,8 @@
  * - the upgrade edge: the same port, each spelling as a websocket upgrade request (the stacks
  *   answer it as a plain request, which cnfguard relays);
  * - the decision API behind a real nginx running the README recipe (examples/decision-api/nginx.conf),
- *   which forwards the target as received to the stack once cnfguard allows it;
+ *   which forwards the target as received to the stack once cnfguard allows it; `nginx-unix`: the
+ *   same recipe asking over the decision API's Unix socket (`decisionApi.socket`, beside the port);
  * - the decision API as Envoy's ext_authz and Traefik's forwardAuth ask (test/fixtures/fronts.ts),
  *   and after an allow the raw target sent to the stack with the headers that front would set.
  * Each spelling goes out twice: for a host whose admin route is written `/admin`, and for one whose
@@ -15,11 +16,13 @@
  */
 import http2 from 'node:http2';
 import net from 'node:net';
+import { join } from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { envoyApply, envoyCheckRequest, loadEnvoyRecipe, loadTraefikRecipe, traefikApply, traefikAuthRequest, type ClientRequest, type DecisionAnswer, type FrontOutcome } from '../fixtures/fronts.ts';
 import { findNginx, type Nginx } from '../fixtures/nginx.ts';
 import { startAuthNginx } from '../fixtures/nginx-auth.ts';
+import { UNIX_SOCKET_ENTRY } from '../fixtures/edge-clients.ts';
 import { HAND_CORPUS, SLASH_HOST, corpusRoutes, generatedCorpus } from '../fixtures/path-corpus.ts';
 import { mapLimited, rawRequest, sendRaw, upstreamAnswerOf, type RawResponse } from '../fixtures/raw-http.ts';
 import type { PemPair } from '../../src/tls/dev-certs.ts';
@@ -37,13 +40,14 @@ const TRAEFIK = '127.0.0.12';
 const H2_CLIENT = '127.0.0.13';
 /** Host 127.0.0.1 meets the admin route written `/admin`; SLASH_HOST the one written `/admin/`. */
 const HOSTS = ['127.0.0.1', SLASH_HOST] as const;
-const EDGES = ['http2', 'upgrade', 'nginx', 'envoy', 'traefik'] as const;
+const EDGES = ['http2', 'upgrade', 'nginx', 'nginx-unix', 'envoy', 'traefik'] as const;
 type Edge = (typeof EDGES)[number];
 
 interface Setup {
   stack: UpstreamStack;
   guard: Guard;
   nginx: Nginx | undefined;
+  nginxUnix: Nginx | undefined;
   h2: http2.ClientHttp2Session | undefined;
 }
 
@@ -62,12 +66,15 @@ beforeAll(async () => {
     { cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' },
     { cidrs: [`${ENVOY}/32`], header: 'x-forwarded-client-cert', format: 'xfcc' },
     { cidrs: [`${TRAEFIK}/32`], header: 'x-forwarded-tls-client-cert', format: 'base64-der' },
+    UNIX_SOCKET_ENTRY,
   ];
   await Promise.all(
     upstreams.stacks.map(async (stack) => {
-      const guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { upstream: stack.url, binding: 'off', trustedProxies, decisionApi: { host: '127.0.0.1', port: 0 }, routes: corpusRoutes() }));
-      const nginx = noNginx ? undefined : await startAuthNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: guard.started.decisionUrl as string, upstreamUrl: stack.url });
-      setups.set(stack.name, { stack, guard, nginx, h2: undefined });
+      const socket = join(d.pki.dir, `decision-${stack.name}.sock`);
+      const guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { upstream: stack.url, binding: 'off', trustedProxies, decisionApi: { host: '127.0.0.1', port: 0, socket }, routes: corpusRoutes() }));
+      const recipe = (decisionUrl: string) => (noNginx ? undefined : startAuthNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl, upstreamUrl: stack.url }));
+      const [nginx, nginxUnix] = await Promise.all([recipe(guard.started.decisionUrl as string), recipe(`unix:${socket}`)]);
+      setups.set(stack.name, { stack, guard, nginx, nginxUnix, h2: undefined });
     }),
   );
   [attacker, admin] = await Promise.all([d.as.issueToken({ clientId: 'plain-app', scope: 'read', caCert: d.pki.certs.ca.cert }), d.tokenFor('client1', 'read write admin')]);
@@ -77,6 +84,7 @@ afterAll(async () => {
   for (const setup of setups.values()) {
     setup.h2?.destroy();
     await setup.nginx?.stop();
+    await setup.nginxUnix?.stop();
     await setup.guard.stop();
   }
   await upstreams?.close();
@@ -130,8 +138,8 @@ async function viaUpgrade(setup: Setup, spelling: string, host: string, token: s
   return fromRaw(await sendRaw(peer, rawRequest(spelling, { host, headers: [['Authorization', `Bearer ${token}`], ...upgrade] })));
 }
 
-async function viaNginx(setup: Setup, spelling: string, host: string, token: string, withCert: boolean): Promise<Result> {
-  const port = setup.nginx?.port as number;
+async function viaNginx(nginx: Nginx | undefined, spelling: string, host: string, token: string, withCert: boolean): Promise<Result> {
+  const port = nginx?.port as number;
   return fromRaw(await sendRaw({ port, tls: { ca: d.pki.certs.ca.cert, ...(withCert && { client: d.pki.certs.clients.client1 }) } }, rawRequest(spelling, { host, headers: [['Authorization', `Bearer ${token}`]] })));
 }
 
@@ -159,7 +167,8 @@ async function viaModel(setup: Setup, front: 'envoy' | 'traefik', spelling: stri
 function through(edge: Edge, setup: Setup, spelling: string, host: string, token: string, withCert = false): Promise<Result> {
   if (edge === 'http2') return viaHttp2(setup, spelling, host, token, withCert);
   if (edge === 'upgrade') return viaUpgrade(setup, spelling, host, token, withCert);
-  if (edge === 'nginx') return viaNginx(setup, spelling, host, token, withCert);
+  if (edge === 'nginx') return viaNginx(setup.nginx, spelling, host, token, withCert);
+  if (edge === 'nginx-unix') return viaNginx(setup.nginxUnix, spelling, host, token, withCert);
   return viaModel(setup, edge, spelling, host, token, withCert);
 }
 
@@ -168,7 +177,7 @@ const summary: string[] = [];
 for (const stack of STACK_NAMES) {
   describe.skipIf(absent[stack] !== undefined)(`${stack}: the path corpus through HTTP/2 and the decision API`, () => {
     for (const edge of EDGES) {
-      it.skipIf(edge === 'nginx' && noNginx)(`${edge}: no spelling (${corpus.length} x ${HOSTS.length} hosts) reaches the admin handler with the attacker token`, async () => {
+      it.skipIf((edge === 'nginx' || edge === 'nginx-unix') && noNginx)(`${edge}: no spelling (${corpus.length} x ${HOSTS.length} hosts) reaches the admin handler with the attacker token`, async () => {
         const setup = setups.get(stack)!;
         // Controls: the admin handler answers the admin token on its certificate; the attacker reaches public, not admin.
         for (const host of HOSTS) {
