@@ -38,6 +38,7 @@ import { spawnChild, type ChildServer } from './lib/children.ts';
 import { runHandshakes, type HandshakeResult } from './lib/handshake.ts';
 import { runGrpcLoad, runH2Load, type ClosedLoopResult } from './lib/h2-load.ts';
 import { runLoad, type LoadResult } from './lib/load.ts';
+import { loadAtOnce, type AtOnceRound, type AtOnceSummary } from './lib/at-once.ts';
 import { cpuSecondsOf, hasTaskset, loadAverage, machineInfo, pinProcess, rssMbOf, type MachineInfo } from './lib/machine.ts';
 import { startCli } from './lib/cli-target.ts';
 import { writeGuardConfig } from './lib/guard-config.ts';
@@ -83,6 +84,8 @@ interface Options {
   noNginx: boolean;
   pin: boolean;
   skip: Set<string>;
+  /** --at-once: pairs of running targets loaded at once, reference first ("bare-node/cnfguard-info"); undefined: the default pairs. */
+  atOnce: [TargetName, TargetName][] | undefined;
   missTokens: number;
   memoryTokens: number;
   out: string;
@@ -147,6 +150,7 @@ function parseOptions(argv: string[]): Options {
       'h2-streams': { type: 'string' },
       'h2-rate': { type: 'string' },
       'grpc-concurrency': { type: 'string' },
+      'at-once': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -184,6 +188,7 @@ function parseOptions(argv: string[]): Options {
     noNginx: values['no-nginx'],
     pin: !values['no-pin'] && env.BENCH_PIN !== '0',
     skip: new Set((values.skip ?? '').split(',').filter((s) => s !== '')),
+    atOnce: values['at-once'] === undefined ? undefined : values['at-once'].split(',').filter((s) => s !== '').map(pairOf),
     missTokens: Math.round(num(values['miss-tokens'], 'BENCH_MISS_TOKENS', quick ? 20 : 300)),
     memoryTokens: Math.round(num(values['memory-tokens'], 'BENCH_MEMORY_TOKENS', quick ? 4000 : 100_000)),
     out: values.out ?? (quick || values.profile ? join(ROOT, '.tmp', 'bench', quick ? 'quick.json' : 'profile-run.json') : join(HERE, 'results', 'latest.json')),
@@ -221,7 +226,11 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
   --workers N             workers: of the cnfguard-workers target (default 2); for a scaling figure run
                           --targets cnfguard-cli,cnfguard-workers with --server-cpus 0-1 --client-cpus 2-3
                           on a machine with 4+ cores
-  --skip miss,handshake,memory,h2,grpc,decisions,startup,idle
+  --skip at-once,miss,handshake,memory,h2,grpc,decisions,startup,idle
+  --at-once A/B,...       pairs of targets loaded AT ONCE after the main load, B against the reference A (default:
+                          bare-node/cnfguard-info, bare-node/cnfguard, baseline-info/cnfguard-info, those whose
+                          targets run): both share the server CPU and whatever else the machine does, so the
+                          ratio is that of their cost; the main load (one target at a time) swings far more
   --baseline DIR          a checkout (npm install done) whose cnfguard runs as the baseline targets;
                           e.g. --targets cnfguard,baseline gives the HTTP/1.1 "x baseline" ratio;
                           the decisions phase then also loads DIR's decision API behind its own nginx
@@ -540,6 +549,51 @@ interface LoadTarget<N extends string> {
 
 /** A load round, with the CPU µs per 2xx response of each of the target's `parts`. */
 type RoundResult = LoadResult & { partsCpuUs?: Record<string, number> };
+
+function pairOf(text: string): [TargetName, TargetName] {
+  const names = text.split('/').map((s) => s.trim());
+  if (names.length !== 2 || names[0] === names[1] || !names.every((n) => n in TARGETS)) throw new Error(`--at-once: ${text}: two different targets as A/B, e.g. bare-node/cnfguard-info`);
+  return names as [TargetName, TargetName];
+}
+
+const AT_ONCE_PAIRS: [TargetName, TargetName][] = [
+  ['bare-node', 'cnfguard-info'],
+  ['bare-node', 'cnfguard'],
+  ['baseline-info', 'cnfguard-info'],
+];
+
+/**
+ * The main load's targets again, two at a time and both at once (bench/lib/paired-load.ts): the
+ * figure of issue 32's "default config >= 1.0x the bare forwarder" that a shared machine cannot
+ * swing by ±15% a round. Pairs whose targets are not running are left out.
+ */
+async function atOncePhase(options: Options, stack: Stack, targets: Target[]): Promise<AtOnceSummary[]> {
+  const byName = new Map(targets.map((t) => [t.name as string, t]));
+  const pairs = (options.atOnce ?? AT_ONCE_PAIRS).filter(([a, b]) => byName.has(a) && byName.has(b));
+  if (pairs.length === 0) return [];
+  const rounds = options.quick ? 2 : options.rounds;
+  const seconds = options.quick ? 1 : options.durationSeconds;
+  const base = { token: stack.token, cert: stack.cert, key: stack.key, connections: options.connections, sidePids: () => [stack.upstream.pid] };
+  const results: AtOnceSummary[] = [];
+  for (const [a, b] of pairs) {
+    log(`\nat once: ${b} against ${a}, both loaded at once on the server CPU, ${options.connections} connections each`);
+    const side = (t: Target) => ({ label: t.name, url: t.url, pids: t.pids, alive: t.alive });
+    results.push(await loadAtOnce([side(byName.get(a) as Target), side(byName.get(b) as Target)], base, { rounds, seconds, ...(options.quick && { warmupRequests: 200 }), log }));
+  }
+  return results;
+}
+
+function printAtOnce(results: AtOnceSummary[], machine: MachineInfo): void {
+  if (results.length === 0) return;
+  log(`\nat once (two targets loaded together, sharing the server CPU; medians of per-round ratios, B / A):`);
+  for (const r of results) {
+    const [a, b] = r.labels;
+    const rounds = (f: (x: AtOnceRound) => number) => r.rounds.map((x) => f(x).toFixed(2)).join(' ');
+    log(`  ${b} / ${a}: ${fixed(r.rpsRatio, 3)}x req/s, ${fixed(r.cpuRatio, 3)}x CPU per request (${r.cpuUs[1]} against ${r.cpuUs[0]} µs; ${r.rounds.length} rounds${r.skipped > 0 ? `, ${r.skipped} not counted` : ''})`);
+    log(`    per round: req/s ${rounds((x) => x.rps[1] / x.rps[0])}; CPU/req ${rounds((x) => x.cpuUs[1] / x.cpuUs[0])}`);
+  }
+  log(`  ${machineLine(machine)}`);
+}
 
 async function loadPhase<N extends string>(options: Options, stack: Stack, targets: LoadTarget<N>[]): Promise<Map<N, RoundResult[]>> {
   const runs = new Map<N, RoundResult[]>(targets.map((t) => [t.name, []]));
@@ -1014,6 +1068,7 @@ async function benchmark(options: Options): Promise<void> {
     const missTokens = options.skip.has('miss') ? [] : await issueTokens(stack.as, stack.pki, options.missTokens);
 
     const runs = await loadPhase(options, stack, targets);
+    const atOnce = options.skip.has('at-once') ? [] : await atOncePhase(options, stack, targets);
     const rss = new Map(targets.map((t) => [t.name, t.pids().reduce<number | undefined>((a, pid) => (a ?? 0) + (rssMbOf(pid) ?? 0), undefined)]));
     const mainGuard = targets.find((t) => t.name === 'cnfguard');
     const h2 = mainGuard !== undefined && !options.skip.has('h2') ? await h2Phase(options, stack, mainGuard, targets.find((t) => t.name === 'baseline')) : undefined;
@@ -1135,6 +1190,8 @@ async function benchmark(options: Options): Promise<void> {
     const bad = summary.filter((s) => s.errors + s.non2xx > 0);
     for (const s of bad) log(`  WARNING ${s.name}: ${s.errors} errors, ${s.non2xx} non-2xx ${JSON.stringify(s.statusCodes)}`);
 
+    printAtOnce(atOnce, machine);
+
     if (h2 !== undefined) {
       log(`\nh2 cache-hit throughput (${options.h2Sessions} sessions x ${options.h2Streams} streams; goal cnfguard / bare-h2 >= 1.0):`);
       printPair(h2, 'req');
@@ -1245,6 +1302,7 @@ async function benchmark(options: Options): Promise<void> {
       targets: summary,
       h2,
       grpcUnary,
+      atOnce,
       decisions,
       skipped,
       hitPath,

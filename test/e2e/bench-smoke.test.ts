@@ -33,6 +33,7 @@ interface QuickResult {
   grpcUnary?: PairRow;
   decisions?: { sides: { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }[]; decisionsVsProxy?: number; decisionsVsNginxAlone?: number; cpuShare?: { decisionVsProxy?: number; socketDecisionVsProxy?: number } };
   startup?: { name: string; coldMs: number; warmMs: number; noCacheMs: number; idleRssMb?: number }[];
+  atOnce: { labels: [string, string]; rounds: { rps: [number, number]; cpuUs: [number, number] }[]; rpsRatio: number; cpuRatio: number }[];
 }
 
 interface PairRow {
@@ -127,6 +128,16 @@ describe('npm run bench -- --quick', () => {
     expect(result.decisions?.cpuShare?.socketDecisionVsProxy).toBeGreaterThan(0);
     expect(stdout).toMatch(/^\s+cnfguard CPU per decision \/ per proxied request: TCP \d+\.\d+, Unix socket \d+\.\d+ \(goal <= 0\.5/m);
     expect(stdout).toMatch(/^machine: /m);
+  });
+
+  it('loads cnfguard and the bare forwarder at once, and reports the ratio of their req/s and CPU per request', () => {
+    expect(result.atOnce.map((p) => p.labels)).toEqual([['bare-node', 'cnfguard']]);
+    const pair = result.atOnce[0];
+    expect(pair?.rounds).toHaveLength(2);
+    for (const round of pair?.rounds ?? []) for (const side of [0, 1]) expect(round.cpuUs[side]).toBeGreaterThan(0);
+    expect(pair?.rpsRatio).toBeGreaterThan(0);
+    expect(pair?.cpuRatio).toBeGreaterThan(0);
+    expect(stdout).toMatch(/^\s+cnfguard \/ bare-node: \d+\.\d+x req\/s, \d+\.\d+x CPU per request/m);
   });
 
   it('measures new connections and the token cache memory, which maxEntries caps', () => {
