@@ -38,7 +38,7 @@ import { spawnChild, type ChildServer } from './lib/children.ts';
 import { runHandshakes, type HandshakeResult } from './lib/handshake.ts';
 import { runGrpcLoad, runH2Load, type ClosedLoopResult } from './lib/h2-load.ts';
 import { runLoad, type LoadResult } from './lib/load.ts';
-import { loadAtOnce, type AtOnceRound, type AtOnceSummary } from './lib/at-once.ts';
+import { autocannonSide, loadAtOnce, type AtOnceRound, type AtOnceSide, type AtOnceSummary } from './lib/at-once.ts';
 import { cpuSecondsOf, hasTaskset, loadAverage, machineInfo, pinProcess, rssMbOf, type MachineInfo } from './lib/machine.ts';
 import { startCli } from './lib/cli-target.ts';
 import { writeGuardConfig } from './lib/guard-config.ts';
@@ -577,8 +577,8 @@ async function atOncePhase(options: Options, stack: Stack, targets: Target[]): P
   const results: AtOnceSummary[] = [];
   for (const [a, b] of pairs) {
     log(`\nat once: ${b} against ${a}, both loaded at once on the server CPU, ${options.connections} connections each`);
-    const side = (t: Target) => ({ label: t.name, url: t.url, pids: t.pids, alive: t.alive });
-    results.push(await loadAtOnce([side(byName.get(a) as Target), side(byName.get(b) as Target)], base, { rounds, seconds, ...(options.quick && { warmupRequests: 200 }), log }));
+    const side = (t: Target) => autocannonSide(t.name, t, base, options.quick ? 200 : undefined);
+    results.push(await loadAtOnce([side(byName.get(a) as Target), side(byName.get(b) as Target)], { rounds, seconds, log }));
   }
   return results;
 }
@@ -740,7 +740,7 @@ function printPair(pair: PairSummary, unit: string): void {
  * h2 cache hits: cnfguard (the running `cnfguard` target, ALPN h2 on its one port) against the bare
  * h2 forwarder, and the `baseline` target too when it runs (before/after in one run).
  */
-async function h2Phase(options: Options, stack: Stack, guard: Target, baseline: Target | undefined): Promise<PairSummary> {
+async function h2Phase(options: Options, stack: Stack, guard: Target, baseline: Target | undefined): Promise<PairSummary & { atOnce?: AtOnceSummary }> {
   const bare = (await startTarget(stack, 'bare-h2', { guardConfig: {}, nodeFlags: options.nodeFlags, stdout: options.serverStdout })) as Target;
   try {
     log(`
@@ -749,7 +749,19 @@ h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} str
       name,
       run: (seconds) => runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, rate: options.h2Rate, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] }),
     });
-    return await pairedPhase(options, 'h2 cache hit', [side('cnfguard h2', guard), ...(baseline === undefined ? [] : [side('baseline h2', baseline)]), side('bare-h2', bare)]);
+    const pair = await pairedPhase(options, 'h2 cache hit', [side('cnfguard h2', guard), ...(baseline === undefined ? [] : [side('baseline h2', baseline)]), side('bare-h2', bare)]);
+    if (options.skip.has('at-once')) return pair;
+    // The goal's pair again, loaded at once (bench/lib/at-once.ts), as the HTTP/1.1 pairs are.
+    const h2Side = (label: string, target: Target): AtOnceSide => {
+      const load = async (seconds: number) => {
+        const r = await runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, rate: options.h2Rate, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] });
+        return { requests: r.ok, rps: r.rps, failed: r.failures, detail: `${r.failures} failed` };
+      };
+      return { label, pids: target.pids, alive: target.alive, run: load, warm: () => load(options.quick ? 0.5 : options.warmupSeconds) };
+    };
+    log(`\nat once: cnfguard h2 against bare-h2, both loaded at once on the server CPU`);
+    const atOnce = await loadAtOnce([h2Side('bare-h2', bare), h2Side('cnfguard h2', guard)], { rounds: options.quick ? 2 : options.rounds, seconds: options.quick ? 1 : options.durationSeconds, log });
+    return { ...pair, atOnce };
   } finally {
     await bare.stop();
   }
@@ -1195,6 +1207,7 @@ async function benchmark(options: Options): Promise<void> {
     if (h2 !== undefined) {
       log(`\nh2 cache-hit throughput (${options.h2Sessions} sessions x ${options.h2Streams} streams; goal cnfguard / bare-h2 >= 1.0):`);
       printPair(h2, 'req');
+      if (h2.atOnce !== undefined) printAtOnce([h2.atOnce], machine);
     }
     if (grpcUnary !== undefined) {
       log(`\ngRPC unary calls (${options.grpcConcurrency} in flight; direct is plaintext h2c, cnfguard adds mTLS and the checks):`);

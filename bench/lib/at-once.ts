@@ -7,15 +7,36 @@
  * (bench/lib/shared-state-ha-hit.ts), whose A/A runs gave 1.001x-1.009x.
  */
 import { cpuSecondsOf } from './machine.ts';
-import { runLoad, type LoadOptions, type LoadResult } from './load.ts';
+import { runLoad, type LoadOptions } from './load.ts';
 import { median } from './table.ts';
+
+/** What one side's load gives back: the load generator's count; CPU comes from the side's pids. */
+export interface SideLoad {
+  requests: number;
+  rps: number;
+  /** Errors, timeouts and non-2xx answers: any of them fails the run. */
+  failed: number;
+  detail: string;
+}
 
 export interface AtOnceSide {
   /** Label in the output (unique within the pair). */
   label: string;
-  url: string;
   pids: () => number[];
   alive: () => boolean;
+  /** Loads the side for a measured round. */
+  run: (seconds: number) => Promise<SideLoad>;
+  /** Warms it up (a request count where the load generator has one). */
+  warm: () => Promise<SideLoad>;
+}
+
+/** A side loaded by autocannon (lib/load.ts): HTTP/1.1 keep-alive mTLS connections. */
+export function autocannonSide(label: string, target: { url: string; pids: () => number[]; alive: () => boolean }, base: Omit<LoadOptions, 'url' | 'serverPids' | 'durationSeconds' | 'amount'>, warmupRequests = WARMUP_REQUESTS): AtOnceSide {
+  const load = async (amount: { durationSeconds: number } | { amount: number }): Promise<SideLoad> => {
+    const r = await runLoad({ ...base, url: target.url, serverPids: target.pids, ...amount });
+    return { requests: r.requests, rps: r.rps, failed: r.errors + r.timeouts + r.non2xx, detail: `${r.errors} errors, ${r.timeouts} timeouts, ${r.non2xx} non-2xx ${JSON.stringify(r.statusCodes)}` };
+  };
+  return { label, pids: target.pids, alive: target.alive, run: (seconds) => load({ durationSeconds: seconds }), warm: () => load({ amount: warmupRequests }) };
 }
 
 export interface AtOnceRound {
@@ -36,15 +57,13 @@ export interface AtOnceSummary {
   cpuUs: [number, number];
 }
 
-/** Warm-up by a count, not a time: V8 optimises after so many calls, whatever the machine's mood. */
+/** Warm-up by a count, not a time, where the load generator can: V8 optimises after so many calls, whatever the machine's mood. */
 const WARMUP_REQUESTS = 20_000;
 const MIN_ROUND_REQUESTS = 1000;
 
 export interface AtOnceOptions {
   rounds: number;
   seconds: number;
-  /** Fewer warm-up requests (the smoke test). */
-  warmupRequests?: number;
   log: (line: string) => void;
 }
 
@@ -53,19 +72,16 @@ export interface AtOnceOptions {
  * round's figures and the medians of the per-round ratios (second / first). Throws on any error or
  * non-2xx answer: a refusal is cheaper than a forward and would flatter its side.
  */
-export async function loadAtOnce(sides: readonly [AtOnceSide, AtOnceSide], base: Omit<LoadOptions, 'url' | 'serverPids' | 'durationSeconds' | 'amount'>, options: AtOnceOptions): Promise<AtOnceSummary> {
-  const load = (side: AtOnceSide, amount?: number): Promise<LoadResult> =>
-    runLoad({ ...base, url: side.url, serverPids: side.pids, ...(amount === undefined ? { durationSeconds: options.seconds } : { amount }) });
-  const checked = (side: AtOnceSide, result: LoadResult): LoadResult => {
+export async function loadAtOnce(sides: readonly [AtOnceSide, AtOnceSide], options: AtOnceOptions): Promise<AtOnceSummary> {
+  const checked = (side: AtOnceSide, result: SideLoad): SideLoad => {
     if (!side.alive()) throw new Error(`${side.label} exited during the load`);
-    if (result.errors + result.timeouts + result.non2xx > 0) throw new Error(`${side.label}: ${result.errors} errors, ${result.timeouts} timeouts, ${result.non2xx} non-2xx ${JSON.stringify(result.statusCodes)}`);
+    if (result.failed > 0) throw new Error(`${side.label}: ${result.detail}`);
     return result;
   };
   const [a, b] = sides;
   const rounds = 2 * Math.ceil(options.rounds / 2);
-  const warmup = options.warmupRequests ?? WARMUP_REQUESTS;
-  await Promise.all(sides.map(async (side) => checked(side, await load(side, warmup))));
-  options.log(`  warmed up together, ${warmup} requests each; then ${rounds} rounds x ${options.seconds} s, both loaded at once, which starts first alternating`);
+  await Promise.all(sides.map(async (side) => checked(side, await side.warm())));
+  options.log(`  warmed up together; then ${rounds} rounds x ${options.seconds} s, both loaded at once, which starts first alternating`);
   const counted: AtOnceRound[] = [];
   let skipped = 0;
   for (let round = 1; counted.length < rounds && round <= 2 * rounds; round++) {
@@ -73,9 +89,9 @@ export async function loadAtOnce(sides: readonly [AtOnceSide, AtOnceSide], base:
     // The side whose load starts second came out 2-7% ahead in both orders of one pair: the order
     // alternates round by round, so an even number of rounds carries that bias equally.
     const order = round % 2 === 1 ? [0, 1] : [1, 0];
-    const started = order.map((i) => load(sides[i] as AtOnceSide).then((result) => checked(sides[i] as AtOnceSide, result)));
+    const started = order.map((i) => (sides[i] as AtOnceSide).run(options.seconds).then((result) => checked(sides[i] as AtOnceSide, result)));
     const finished = await Promise.all(started);
-    const [ra, rb] = (order[0] === 0 ? finished : [finished[1], finished[0]]) as [LoadResult, LoadResult];
+    const [ra, rb] = (order[0] === 0 ? finished : [finished[1], finished[0]]) as [SideLoad, SideLoad];
     const cpuUs = sides.map((side, i) => ((cpuSecondsOf(side.pids()) - (cpuBefore[i] as number)) * 1e6) / Math.max(1, [ra, rb][i]?.requests ?? 1)) as [number, number];
     const line = `  round ${round}  ${a.label} ${ra.rps} req/s ${cpuUs[0].toFixed(1)} µs/req  ${b.label} ${rb.rps} req/s ${cpuUs[1].toFixed(1)} µs/req`;
     if (Math.min(ra.requests, rb.requests) < MIN_ROUND_REQUESTS) {
@@ -84,7 +100,7 @@ export async function loadAtOnce(sides: readonly [AtOnceSide, AtOnceSide], base:
       continue;
     }
     counted.push({ rps: [ra.rps, rb.rps], cpuUs });
-    options.log(`${line}  ratio ${(rb.rps / ra.rps).toFixed(3)}x req/s, ${(cpuUs[1] / cpuUs[0]).toFixed(3)}x CPU/req  (others ${ra.foreignCpuPct ?? '-'}%)`);
+    options.log(`${line}  ratio ${(rb.rps / ra.rps).toFixed(3)}x req/s, ${(cpuUs[1] / cpuUs[0]).toFixed(3)}x CPU/req`);
   }
   const ratio = (f: (r: AtOnceRound) => number) => Math.round(median(counted.map(f)) * 1000) / 1000;
   return {

@@ -141,7 +141,9 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
         decisionPort: decisionAddress?.port,
         decisionSocket: decisionSocket === undefined ? undefined : decisionApi?.socket,
       };
-      logger.info({ version: VERSION, node: NODE_VERSION, listen: started.url, admin: started.adminUrl, config: config.source, ...parts.startedFields }, 'cnfguard started');
+      // Where each listener is, the decision API's among them (its URL, its socket path).
+      const decisionFields = { decisionApi: started.decisionUrl, decisionSocket: started.decisionSocket };
+      logger.info({ version: VERSION, node: NODE_VERSION, listen: started.url, admin: started.adminUrl, ...decisionFields, config: config.source, ...parts.startedFields }, 'cnfguard started');
       logger.flush(); // what supervisors and people wait for: not held in the log batch
       const client = parts.probe;
       if (client !== undefined) {

@@ -29,7 +29,7 @@ interface QuickResult {
   cacheMiss: { asCalls: number; asCallsPerRequest: number; miss: { requests: number; failures: number }; guardIntrospections?: number };
   handshakes: Record<string, { full: { connections: number }; resumed: { connections: number; resumedShare: number } }>;
   memory: { maxEntries: number; checkpoints: { tokens: number; cacheSize: number }[] }[];
-  h2?: PairRow;
+  h2?: PairRow & { atOnce?: { labels: [string, string]; rounds: unknown[]; cpuRatio: number } };
   grpcUnary?: PairRow;
   decisions?: { sides: { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }[]; decisionsVsProxy?: number; decisionsVsNginxAlone?: number; cpuShare?: { decisionVsProxy?: number; socketDecisionVsProxy?: number } };
   startup?: { name: string; coldMs: number; warmMs: number; noCacheMs: number; idleRssMb?: number }[];
@@ -111,6 +111,10 @@ describe('npm run bench -- --quick', () => {
       expect(pair?.ratio).toBeGreaterThan(0);
     }
     expect(stdout).toMatch(/^\s+cnfguard h2 \/ bare-h2: \d+\.\d+x/m);
+    // And the same pair loaded at once.
+    expect(result.h2?.atOnce?.labels).toEqual(['bare-h2', 'cnfguard h2']);
+    expect(result.h2?.atOnce?.rounds).toHaveLength(2);
+    expect(result.h2?.atOnce?.cpuRatio).toBeGreaterThan(0);
   });
 
   it.skipIf(findNginx() === undefined)('compares nginx asking cnfguard\'s decision API with cnfguard as the proxy and nginx alone', () => {

@@ -68,6 +68,7 @@ describe.skipIf(findNginx() === undefined)('a real nginx asking over the Unix so
   it('the bound request reaches the upstream with the identity headers; the access line names the socket peer', async () => {
     expect(guard.started.decisionSocket).toBe(socket);
     expect(guard.started.decisionUrl).toBeUndefined();
+    expect(guard.logs.entries().find((l) => l.msg === 'cnfguard started')).toMatchObject({ decisionSocket: socket });
     const r = await curl(d.pki, `https://127.0.0.1:${nginx?.port}/app?q=1`, { cert: d.pki.files.client1, token: token1, headers: ['X-Auth-Binding: spoofed', 'X-Client-Cert: forged'] });
     expect(r.status).toBe(200);
     const seen = r.json<{ url: string; headers: Record<string, string> }>();
