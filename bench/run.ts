@@ -572,7 +572,7 @@ async function atOncePhase(options: Options, stack: Stack, targets: Target[]): P
   const pairs = (options.atOnce ?? AT_ONCE_PAIRS).filter(([a, b]) => byName.has(a) && byName.has(b));
   if (pairs.length === 0) return [];
   const rounds = options.quick ? 2 : options.rounds;
-  const seconds = options.quick ? 1 : options.durationSeconds;
+  const seconds = options.quick ? 0.5 : options.durationSeconds;
   const base = { token: stack.token, cert: stack.cert, key: stack.key, connections: options.connections, sidePids: () => [stack.upstream.pid] };
   const results: AtOnceSummary[] = [];
   for (const [a, b] of pairs) {
@@ -593,6 +593,11 @@ function printAtOnce(results: AtOnceSummary[], machine: MachineInfo): void {
     log(`    per round: req/s ${rounds((x) => x.rps[1] / x.rps[0])}; CPU/req ${rounds((x) => x.cpuUs[1] / x.cpuUs[0])}`);
   }
   log(`  ${machineLine(machine)}`);
+}
+
+/** A pause between two loads, so the next starts on a settled machine; not in --quick, whose figures mean nothing. */
+function settle(options: Options): Promise<void> {
+  return options.quick ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, 200));
 }
 
 async function loadPhase<N extends string>(options: Options, stack: Stack, targets: LoadTarget<N>[]): Promise<Map<N, RoundResult[]>> {
@@ -618,7 +623,7 @@ async function loadPhase<N extends string>(options: Options, stack: Stack, targe
       log(
         `  round ${round} ${target.name.padEnd(14)} ${String(result.rps).padStart(6)} req/s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms  server CPU ${result.serverCpuPct ?? '-'}%  loadgen CPU ${result.loadgenCpuPct}%  upstream CPU ${result.upstreamCpuPct}%  others ${result.foreignCpuPct ?? '-'}%${result.errors + result.non2xx > 0 ? `  ERRORS ${result.errors} non2xx ${result.non2xx} ${JSON.stringify(result.statusCodes)}` : ''}`,
       );
-      await new Promise((r) => setTimeout(r, 200));
+      await settle(options);
     }
   }
   return runs;
@@ -672,7 +677,7 @@ async function pairedPhase(options: Options, phase: string, sides: PairSide[]): 
       log(
         `  round ${round} ${side.name.padEnd(24)} ${String(result.rps).padStart(6)}/s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms  server CPU ${result.serverCpuPct ?? '-'}% ${result.serverCpuUsPerReq ?? '-'} µs/req  loadgen CPU ${result.loadgenCpuPct}%  upstream CPU ${result.upstreamCpuPct}%  others ${result.foreignCpuPct ?? '-'}%${result.failures > 0 ? `  FAILED ${result.failures}` : ''}`,
       );
-      await new Promise((r) => setTimeout(r, 200));
+      await settle(options);
     }
   }
   const med = (list: ClosedLoopResult[], pick: (r: ClosedLoopResult) => number | undefined) => {
@@ -757,10 +762,10 @@ h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} str
         const r = await runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, rate: options.h2Rate, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] });
         return { requests: r.ok, rps: r.rps, failed: r.failures, detail: `${r.failures} failed` };
       };
-      return { label, pids: target.pids, alive: target.alive, run: load, warm: () => load(options.quick ? 0.5 : options.warmupSeconds) };
+      return { label, pids: target.pids, alive: target.alive, run: load, warm: () => load(options.quick ? 0.3 : options.warmupSeconds) };
     };
     log(`\nat once: cnfguard h2 against bare-h2, both loaded at once on the server CPU`);
-    const atOnce = await loadAtOnce([h2Side('bare-h2', bare), h2Side('cnfguard h2', guard)], { rounds: options.quick ? 2 : options.rounds, seconds: options.quick ? 1 : options.durationSeconds, log });
+    const atOnce = await loadAtOnce([h2Side('bare-h2', bare), h2Side('cnfguard h2', guard)], { rounds: options.quick ? 2 : options.rounds, seconds: options.quick ? 0.5 : options.durationSeconds, log });
     return { ...pair, atOnce };
   } finally {
     await bare.stop();
