@@ -5,44 +5,34 @@
  * is replaced although two workers ask for the path at once; a worker that dies does not take the
  * file with it while the other serves; and the file is gone once the cluster has stopped.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { captureOutput, clusterStarted, exited, running } from '../fixtures/processes.ts';
+import { exited, running, startClusterRun, stopClusterRuns, type ClusterRun } from '../fixtures/processes.ts';
 import { baseConfig, startDeployment, type Deployment } from '../fixtures/stack.ts';
 
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
 /** Fresh connections per check: the primary hands them round-robin to the two workers. */
 const CONNECTIONS = 8;
 const NGINX_ENTRY = { unixSocket: true, header: 'x-client-cert', format: 'pem-urlencoded' };
 
-interface Cluster {
-  child: ChildProcess;
+interface Cluster extends ClusterRun {
   socket: string;
-  lines: () => Record<string, unknown>[];
-  workers: () => number[];
 }
 
 let d: Deployment;
 let token: string;
-const started: Cluster[] = [];
+const started: ClusterRun[] = [];
 
 async function startCluster(name: string, before?: (socket: string) => void, workers = 2): Promise<Cluster> {
   const socket = join(d.pki.dir, `${name}.sock`);
   before?.(socket);
   const file = join(d.pki.dir, `${name}.yaml`);
   await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { workers, trustedProxies: [NGINX_ENTRY], decisionApi: { socket } })));
-  const child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const output = captureOutput(child);
-  const lines = output.lines;
-  const cluster = { child, socket, lines, workers: () => lines().filter((l) => l.msg === 'cnfguard started').map((l) => l.pid as number) };
-  started.push(cluster);
-  await clusterStarted(child, output);
-  return cluster;
+  return { ...(await startClusterRun(file, started)), socket };
 }
 
 /** A socket file nobody listens on: bound by a process that exits without removing it. */
@@ -78,10 +68,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const cluster of started) {
-    cluster.child.kill('SIGKILL');
-    for (const pid of cluster.workers()) if (running(pid)) process.kill(pid, 'SIGKILL');
-  }
+  stopClusterRuns(started);
   await d?.stop();
 });
 

@@ -3,26 +3,20 @@
  * and 11): a proof is accepted once whichever worker a connection lands on, a nonce one worker
  * issued is accepted by every worker, and workers whose primary was killed do not stay behind.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateKeyPair, generateProof, type KeyPair } from 'dpop';
 import { Agent, request } from 'undici';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { captureOutput, clusterStarted, running } from '../fixtures/processes.ts';
+import { running, startClusterRun, stopClusterRuns, type ClusterRun } from '../fixtures/processes.ts';
 import { baseConfig, startDeployment, type Deployment } from '../fixtures/stack.ts';
 
-const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
 /** Fresh connections per check: round-robin over two workers puts half of them on each. */
 const CONNECTIONS = 8;
 
-interface Cluster {
-  child: ChildProcess;
+interface Cluster extends ClusterRun {
   url: string;
-  lines: () => Record<string, unknown>[];
-  /** The workers' pids, from their start lines. */
-  workers: () => number[];
 }
 
 let d: Deployment;
@@ -30,20 +24,13 @@ let key: KeyPair;
 let token: string;
 let plain: Cluster;
 let withNonces: Cluster;
-const started: Cluster[] = [];
+const started: ClusterRun[] = [];
 
 async function startCluster(name: string, extra: Record<string, unknown>): Promise<Cluster> {
   const file = join(d.pki.dir, `${name}.yaml`);
   await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { workers: 2, methods: ['dpop'], introspection: { url: d.as.introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 5000, probeAtStartup: false }, ...extra })));
-  const child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const output = captureOutput(child);
-  const lines = output.lines;
-  const workers = () => lines().filter((l) => l.msg === 'cnfguard started').map((l) => l.pid as number);
-  const cluster = { child, url: '', lines, workers };
-  started.push(cluster);
-  const line = await clusterStarted(child, output);
-  cluster.url = line.listen as string;
-  return cluster;
+  const run = await startClusterRun(file, started);
+  return { ...run, url: run.startLine.listen as string };
 }
 
 interface Answer {
@@ -81,10 +68,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const cluster of started) {
-    cluster.child.kill('SIGKILL');
-    for (const pid of cluster.workers()) if (running(pid)) process.kill(pid, 'SIGKILL');
-  }
+  stopClusterRuns(started);
   await d?.stop();
 });
 
