@@ -578,7 +578,7 @@ async function atOncePhase(options: Options, stack: Stack, targets: Target[]): P
   for (const [a, b] of pairs) {
     log(`\nat once: ${b} against ${a}, both loaded at once on the server CPU, ${options.connections} connections each`);
     const side = (t: Target) => autocannonSide(t.name, t, base, options.quick ? 200 : undefined);
-    results.push(await loadAtOnce([side(byName.get(a) as Target), side(byName.get(b) as Target)], { rounds, seconds, log }));
+    results.push(await loadAtOnce([side(byName.get(a) as Target), side(byName.get(b) as Target)], { rounds, seconds, ...(options.quick && { minRoundRequests: 1 }), log }));
   }
   return results;
 }
@@ -765,7 +765,7 @@ h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} str
       return { label, pids: target.pids, alive: target.alive, run: load, warm: () => load(options.quick ? 0.3 : options.warmupSeconds) };
     };
     log(`\nat once: cnfguard h2 against bare-h2, both loaded at once on the server CPU`);
-    const atOnce = await loadAtOnce([h2Side('bare-h2', bare), h2Side('cnfguard h2', guard)], { rounds: options.quick ? 2 : options.rounds, seconds: options.quick ? 0.5 : options.durationSeconds, log });
+    const atOnce = await loadAtOnce([h2Side('bare-h2', bare), h2Side('cnfguard h2', guard)], { rounds: options.quick ? 2 : options.rounds, seconds: options.quick ? 0.5 : options.durationSeconds, ...(options.quick && { minRoundRequests: 1 }), log });
     return { ...pair, atOnce };
   } finally {
     await bare.stop();

@@ -64,6 +64,8 @@ const MIN_ROUND_REQUESTS = 1000;
 export interface AtOnceOptions {
   rounds: number;
   seconds: number;
+  /** Fewest requests a side must serve for its round to count (default MIN_ROUND_REQUESTS; --quick's half-second rounds on a busy machine serve fewer). */
+  minRoundRequests?: number;
   log: (line: string) => void;
 }
 
@@ -94,9 +96,10 @@ export async function loadAtOnce(sides: readonly [AtOnceSide, AtOnceSide], optio
     const [ra, rb] = (order[0] === 0 ? finished : [finished[1], finished[0]]) as [SideLoad, SideLoad];
     const cpuUs = sides.map((side, i) => ((cpuSecondsOf(side.pids()) - (cpuBefore[i] as number)) * 1e6) / Math.max(1, [ra, rb][i]?.requests ?? 1)) as [number, number];
     const line = `  round ${round}  ${a.label} ${ra.rps} req/s ${cpuUs[0].toFixed(1)} µs/req  ${b.label} ${rb.rps} req/s ${cpuUs[1].toFixed(1)} µs/req`;
-    if (Math.min(ra.requests, rb.requests) < MIN_ROUND_REQUESTS) {
+    const fewest = options.minRoundRequests ?? MIN_ROUND_REQUESTS;
+    if (Math.min(ra.requests, rb.requests) < fewest) {
       skipped++;
-      options.log(`${line}  (not counted: fewer than ${MIN_ROUND_REQUESTS} requests on a side)`);
+      options.log(`${line}  (not counted: fewer than ${fewest} requests on a side)`);
       continue;
     }
     counted.push({ rps: [ra.rps, rb.rps], cpuUs });
