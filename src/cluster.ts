@@ -190,7 +190,8 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   }
   // The workers share one bound socket file (node:cluster binds it in this process): a crash's
   // stale one is replaced here, once, not by each worker at the same time.
-  if (settings.decisionApi?.socket !== undefined) await removeStaleSocket(settings.decisionApi.socket);
+  // If it cannot be removed, each worker's own attempt fails and says why.
+  if (settings.decisionApi?.socket !== undefined) await removeStaleSocket(settings.decisionApi.socket).catch(() => false);
   for (let i = 0; i < count; i++) fork();
   // A worker that cannot start (port taken) exits with code 2 before it is ready.
   const failed = new Promise<number>((resolve) => cluster.on('exit', (_worker, code) => readyWorkers.size < count && code === 2 && resolve(2)));

@@ -78,12 +78,15 @@ async function staleSocket(path: string): Promise<boolean> {
 }
 
 /**
- * Removes `path` when it is a Unix socket nobody listens on (a crash's leftover); anything else is
- * left as it is. Under `workers: N` the primary calls it before forking: N workers each finding the
- * same stale file would race to unlink it, one removing the file another had just bound.
+ * Removes `path` when it is a Unix socket nobody listens on (a crash's leftover), and says whether
+ * it did; anything else is left as it is. Under `workers: N` the primary calls it before forking: N
+ * workers each finding the same stale file would race to unlink it, one removing the file another
+ * had just bound.
  */
-export async function removeStaleSocket(path: string): Promise<void> {
-  if (await staleSocket(path)) await unlink(path).catch(() => undefined);
+export async function removeStaleSocket(path: string): Promise<boolean> {
+  if (!(await staleSocket(path))) return false;
+  await unlink(path);
+  return true;
 }
 
 /**
@@ -94,8 +97,7 @@ export async function removeStaleSocket(path: string): Promise<void> {
 export async function listenOnSocket(server: Server, path: string, mode: number, onError: (err: Error) => void, what: ListenerName): Promise<void> {
   try {
     await listenOnce(server, { path }).catch(async (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EADDRINUSE' || !(await staleSocket(path))) throw err;
-      await unlink(path);
+      if (err.code !== 'EADDRINUSE' || !(await removeStaleSocket(path))) throw err;
       await listenOnce(server, { path });
     });
     await chmod(path, mode);

@@ -51,7 +51,6 @@ const IPV4_MAPPED = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
  * (`fe80::1%eth0`) is ignored. Undefined or unparseable addresses are never in the list.
  */
 export function peerInList(list: BlockList, address: string | undefined): boolean {
-  if (address === UNIX_SOCKET_PEER) return false;
   if (typeof address !== 'string') return false;
   const percent = address.indexOf('%');
   const bare = percent === -1 ? address : address.slice(0, percent);

@@ -11,7 +11,7 @@ import {
   type ForwardedCertificate,
   type ForwardedCertificateFormat,
 } from '../../src/tls/forwarded-certificate.ts';
-import { parseCidrList, peerInList } from '../../src/tls/peers.ts';
+import { parseCidrList, peerInList, UNIX_SOCKET_PEER } from '../../src/tls/peers.ts';
 import { loadCertificate, type TestCertificate } from '../fixtures/certificate.ts';
 
 
@@ -508,6 +508,10 @@ describe('parseCidrList / peerInList', () => {
     for (const peer of ['11.0.0.1', '192.168.1.8', 'fe00::1', '::2', '2001:db9::1', '127.0.0.1']) {
       expect(peerInList(list, peer), peer).toBe(false);
     }
+  });
+
+  it('never matches the Unix socket peer, even with every address listed', () => {
+    expect(peerInList(parseCidrList(['0.0.0.0/0', '::/0']), UNIX_SOCKET_PEER)).toBe(false);
   });
 
   it('an IPv4-mapped IPv6 peer matches IPv4 entries (dual-stack listeners report ::ffff:a.b.c.d)', () => {
