@@ -38,7 +38,7 @@ import { spawnChild, type ChildServer } from './lib/children.ts';
 import { runHandshakes, type HandshakeResult } from './lib/handshake.ts';
 import { runGrpcLoad, runH2Load, type ClosedLoopResult } from './lib/h2-load.ts';
 import { runLoad, type LoadResult } from './lib/load.ts';
-import { autocannonSide, loadAtOnce, type AtOnceRound, type AtOnceSide, type AtOnceSummary } from './lib/at-once.ts';
+import { autocannonSide, loadAtOnce, type AtOnceOptions, type AtOnceRound, type AtOnceSide, type AtOnceSummary } from './lib/at-once.ts';
 import { cpuSecondsOf, hasTaskset, loadAverage, machineInfo, pinProcess, rssMbOf, type MachineInfo } from './lib/machine.ts';
 import { startCli } from './lib/cli-target.ts';
 import { writeGuardConfig } from './lib/guard-config.ts';
@@ -563,7 +563,7 @@ const AT_ONCE_PAIRS: [TargetName, TargetName][] = [
 ];
 
 /**
- * The main load's targets again, two at a time and both at once (bench/lib/paired-load.ts): the
+ * The main load's targets again, two at a time and both at once (bench/lib/at-once.ts): the
  * figure of issue 32's "default config >= 1.0x the bare forwarder" that a shared machine cannot
  * swing by ±15% a round. Pairs whose targets are not running are left out.
  */
@@ -571,14 +571,12 @@ async function atOncePhase(options: Options, stack: Stack, targets: Target[]): P
   const byName = new Map(targets.map((t) => [t.name as string, t]));
   const pairs = (options.atOnce ?? AT_ONCE_PAIRS).filter(([a, b]) => byName.has(a) && byName.has(b));
   if (pairs.length === 0) return [];
-  const rounds = options.quick ? 2 : options.rounds;
-  const seconds = options.quick ? 0.5 : options.durationSeconds;
-  const base = { token: stack.token, cert: stack.cert, key: stack.key, connections: options.connections, sidePids: () => [stack.upstream.pid] };
+  const base = loadBase(options, stack);
   const results: AtOnceSummary[] = [];
   for (const [a, b] of pairs) {
     log(`\nat once: ${b} against ${a}, both loaded at once on the server CPU, ${options.connections} connections each`);
     const side = (t: Target) => autocannonSide(t.name, t, base, options.quick ? 200 : undefined);
-    results.push(await loadAtOnce([side(byName.get(a) as Target), side(byName.get(b) as Target)], { rounds, seconds, ...(options.quick && { minRoundRequests: 1 }), log }));
+    results.push(await loadAtOnce([side(byName.get(a) as Target), side(byName.get(b) as Target)], { ...atOnceRounds(options), log }));
   }
   return results;
 }
@@ -600,9 +598,19 @@ function settle(options: Options): Promise<void> {
   return options.quick ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, 200));
 }
 
+/** What every cache-hit load of a run shares: the token, the client certificate, the connections, the upstream's pid. */
+function loadBase(options: Options, stack: Stack) {
+  return { token: stack.token, cert: stack.cert, key: stack.key, connections: options.connections, sidePids: () => [stack.upstream.pid] };
+}
+
+/** Rounds of the pairs loaded at once: --quick's are half a second, and count with any requests on a side. */
+function atOnceRounds(options: Options): Omit<AtOnceOptions, 'log'> {
+  return options.quick ? { rounds: 2, seconds: 0.5, minRoundRequests: 1 } : { rounds: options.rounds, seconds: options.durationSeconds };
+}
+
 async function loadPhase<N extends string>(options: Options, stack: Stack, targets: LoadTarget<N>[]): Promise<Map<N, RoundResult[]>> {
   const runs = new Map<N, RoundResult[]>(targets.map((t) => [t.name, []]));
-  const base = { token: stack.token, cert: stack.cert, key: stack.key, connections: options.connections, sidePids: () => [stack.upstream.pid] };
+  const base = loadBase(options, stack);
   const amount = options.quick ? { amount: options.quickRequests } : {};
   log(`\nwarm-up: ${options.quick ? `${Math.max(100, Math.round(options.quickRequests / 2))} requests` : `${options.warmupSeconds} s`} per target`);
   for (const target of targets) {
@@ -750,22 +758,21 @@ async function h2Phase(options: Options, stack: Stack, guard: Target, baseline: 
   try {
     log(`
 h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} streams in flight${options.h2Rate === undefined ? '' : `, paced to ${options.h2Rate} req/s`}, GET with the cached token, both to the HTTP/1.1 upstream`);
-    const side = (name: string, target: Target): PairSide => ({
-      name,
-      run: (seconds) => runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, rate: options.h2Rate, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] }),
-    });
+    const h2Load = (target: Target, seconds: number) =>
+      runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, rate: options.h2Rate, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] });
+    const side = (name: string, target: Target): PairSide => ({ name, run: (seconds) => h2Load(target, seconds) });
     const pair = await pairedPhase(options, 'h2 cache hit', [side('cnfguard h2', guard), ...(baseline === undefined ? [] : [side('baseline h2', baseline)]), side('bare-h2', bare)]);
     if (options.skip.has('at-once')) return pair;
     // The goal's pair again, loaded at once (bench/lib/at-once.ts), as the HTTP/1.1 pairs are.
     const h2Side = (label: string, target: Target): AtOnceSide => {
       const load = async (seconds: number) => {
-        const r = await runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, rate: options.h2Rate, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] });
+        const r = await h2Load(target, seconds);
         return { requests: r.ok, rps: r.rps, failed: r.failures, detail: `${r.failures} failed` };
       };
       return { label, pids: target.pids, alive: target.alive, run: load, warm: () => load(options.quick ? 0.3 : options.warmupSeconds) };
     };
     log(`\nat once: cnfguard h2 against bare-h2, both loaded at once on the server CPU`);
-    const atOnce = await loadAtOnce([h2Side('bare-h2', bare), h2Side('cnfguard h2', guard)], { rounds: options.quick ? 2 : options.rounds, seconds: options.quick ? 0.5 : options.durationSeconds, ...(options.quick && { minRoundRequests: 1 }), log });
+    const atOnce = await loadAtOnce([h2Side('bare-h2', bare), h2Side('cnfguard h2', guard)], { ...atOnceRounds(options), log });
     return { ...pair, atOnce };
   } finally {
     await bare.stop();

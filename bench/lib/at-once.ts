@@ -90,11 +90,10 @@ export async function loadAtOnce(sides: readonly [AtOnceSide, AtOnceSide], optio
     const cpuBefore = sides.map((side) => cpuSecondsOf(side.pids()));
     // The side whose load starts second came out 2-7% ahead in both orders of one pair: the order
     // alternates round by round, so an even number of rounds carries that bias equally.
-    const order = round % 2 === 1 ? [0, 1] : [1, 0];
-    const started = order.map((i) => (sides[i] as AtOnceSide).run(options.seconds).then((result) => checked(sides[i] as AtOnceSide, result)));
-    const finished = await Promise.all(started);
-    const [ra, rb] = (order[0] === 0 ? finished : [finished[1], finished[0]]) as [SideLoad, SideLoad];
-    const cpuUs = sides.map((side, i) => ((cpuSecondsOf(side.pids()) - (cpuBefore[i] as number)) * 1e6) / Math.max(1, [ra, rb][i]?.requests ?? 1)) as [number, number];
+    const loads: Promise<SideLoad>[] = [];
+    for (const i of round % 2 === 1 ? [0, 1] : [1, 0]) loads[i] = sides[i]!.run(options.seconds).then((result) => checked(sides[i]!, result));
+    const [ra, rb] = (await Promise.all(loads)) as [SideLoad, SideLoad];
+    const cpuUs = [ra, rb].map((result, i) => ((cpuSecondsOf(sides[i]!.pids()) - cpuBefore[i]!) * 1e6) / Math.max(1, result.requests)) as [number, number];
     const line = `  round ${round}  ${a.label} ${ra.rps} req/s ${cpuUs[0].toFixed(1)} µs/req  ${b.label} ${rb.rps} req/s ${cpuUs[1].toFixed(1)} µs/req`;
     const fewest = options.minRoundRequests ?? MIN_ROUND_REQUESTS;
     if (Math.min(ra.requests, rb.requests) < fewest) {
