@@ -750,14 +750,26 @@ function printPair(pair: PairSummary, unit: string): void {
 }
 
 /**
- * h2 cache hits: cnfguard (the running `cnfguard` target, ALPN h2 on its one port) against the bare
- * h2 forwarder, and the `baseline` target too when it runs (before/after in one run).
+ * h2 cache hits: cnfguard (a `cnfguard` target of its own, ALPN h2 on its one port) against the
+ * bare h2 forwarder, and a `baseline` of its own too when the baseline runs (before/after in one
+ * run). Every side is a fresh process given the same HTTP/1.1 history first (h2History): a process
+ * that served HTTP/1.1 before runs its shared code on polymorphic paths, and comparing one that did
+ * (the main load's cnfguard) with one that never did (bare-h2) put cnfguard ~6% behind for that alone.
  */
-async function h2Phase(options: Options, stack: Stack, guard: Target, baseline: Target | undefined): Promise<PairSummary & { atOnce?: AtOnceSummary }> {
-  const bare = (await startTarget(stack, 'bare-h2', { guardConfig: {}, nodeFlags: options.nodeFlags, stdout: options.serverStdout })) as Target;
+async function h2Phase(options: Options, stack: Stack, withBaseline: boolean): Promise<PairSummary & { atOnce?: AtOnceSummary }> {
+  const started: Target[] = [];
+  const start = async (name: TargetName): Promise<Target> => {
+    const target = (await startTarget(stack, name, { guardConfig: name === 'bare-h2' ? {} : options.guardConfig, nodeFlags: options.nodeFlags, stdout: options.serverStdout, baseline: options.baseline })) as Target;
+    started.push(target);
+    return target;
+  };
   try {
+    const guard = await start('cnfguard');
+    const baseline = withBaseline ? await start('baseline') : undefined;
+    const bare = await start('bare-h2');
     log(`
 h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} streams in flight${options.h2Rate === undefined ? '' : `, paced to ${options.h2Rate} req/s`}, GET with the cached token, both to the HTTP/1.1 upstream`);
+    await h2History(options, stack, started);
     const h2Load = (target: Target, seconds: number) =>
       runH2Load({ url: target.url, token: stack.token, ca: stack.pki.certs.ca.cert, cert: stack.cert, key: stack.key, sessions: options.h2Sessions, streams: options.h2Streams, rate: options.h2Rate, seconds, serverPids: target.pids, sidePids: () => [stack.upstream.pid] });
     const side = (name: string, target: Target): PairSide => ({ name, run: (seconds) => h2Load(target, seconds) });
@@ -775,7 +787,19 @@ h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} str
     const atOnce = await loadAtOnce([h2Side('bare-h2', bare), h2Side('cnfguard h2', guard)], { ...atOnceRounds(options), log });
     return { ...pair, atOnce };
   } finally {
-    await bare.stop();
+    for (const target of started) await target.stop();
+  }
+}
+
+/**
+ * The same HTTP/1.1 cache-hit load through each h2 side before any h2 request, one side at a time:
+ * a gateway serves both protocols, and each side's JIT then has seen both (see h2Phase).
+ */
+async function h2History(options: Options, stack: Stack, targets: Target[]): Promise<void> {
+  const base = loadBase(options, stack);
+  for (const target of targets) {
+    const run = await runLoad({ ...base, url: target.url, ...(options.quick ? { amount: Math.max(100, Math.round(options.quickRequests / 2)) } : { durationSeconds: 2 * options.warmupSeconds }) });
+    log(`  HTTP/1.1 history ${target.name.padEnd(10)} ${String(run.rps).padStart(6)} req/s  (status ${JSON.stringify(run.statusCodes)})`);
   }
 }
 
@@ -1095,7 +1119,7 @@ async function benchmark(options: Options): Promise<void> {
     const atOnce = options.skip.has('at-once') ? [] : await atOncePhase(options, stack, targets);
     const rss = new Map(targets.map((t) => [t.name, t.pids().reduce<number | undefined>((a, pid) => (a ?? 0) + (rssMbOf(pid) ?? 0), undefined)]));
     const mainGuard = targets.find((t) => t.name === 'cnfguard');
-    const h2 = mainGuard !== undefined && !options.skip.has('h2') ? await h2Phase(options, stack, mainGuard, targets.find((t) => t.name === 'baseline')) : undefined;
+    const h2 = mainGuard !== undefined && !options.skip.has('h2') ? await h2Phase(options, stack, targets.some((t) => t.name === 'baseline')) : undefined;
     const grpcUnary = mainGuard !== undefined && !options.skip.has('grpc') ? await grpcPhase(options, stack) : undefined;
     const nginxBin = options.noNginx ? undefined : findNginx();
     if (!options.skip.has('decisions') && nginxBin === undefined) skipped.push(`decisions phase: nginx ${options.noNginx ? 'left out (--no-nginx)' : 'not installed'}`);
