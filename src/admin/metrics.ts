@@ -6,6 +6,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { IntrospectionOutcome } from '../introspection/client.ts';
 import { createLastSeen, type LastSeen } from './last-seen.ts';
 import { talliedCounter, type CounterTally } from './counter-tally.ts';
+import { HistogramTally } from './histogram-tally.ts';
 
 export { CounterTally } from './counter-tally.ts';
 import { NODE_VERSION, VERSION } from '../version.ts';
@@ -41,7 +42,8 @@ export interface Metrics {
   readonly cacheStale: Counter;
   readonly circuitOpen: Gauge;
   readonly introspectionDuration: Histogram;
-  readonly upstreamDuration: Histogram<'route'>;
+  /** Per forwarded request, by route, observed ahead of prom-client (HistogramTally). */
+  readonly upstreamDuration: HistogramTally;
   readonly certificateReloads: Counter<'result'>;
   /** Sets `cnfguard_certificate_not_after_timestamp_seconds` (and the deprecated `…_not_after_seconds` while exported). */
   readonly certificateNotAfter: { set(seconds: number): void };
@@ -55,8 +57,8 @@ export interface Metrics {
   readonly buildInfo: Gauge<'version' | 'node_version'>;
   /** Responses by route and HTTP status, counted once per request when its response is over. */
   readonly responses: Counter<'route' | 'status'>;
-  /** From the request's arrival to the end of its response (what the client waits), by route. */
-  readonly requestDuration: Histogram<'route'>;
+  /** From the request's arrival to the end of its response (what the client waits), by route; observed ahead of prom-client (HistogramTally). */
+  readonly requestDuration: HistogramTally;
   readonly openConnections: Gauge;
   readonly cacheEntries: Gauge<'cache'>;
   /** The AS (`as`), the JWKS (`jwks`) and each route's upstream (`upstream:<route>`) as last seen in traffic, for /status. */
@@ -165,10 +167,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     cacheHitTally: cacheHits.tally,
     validationTally: validations.tally,
     responses: responses.counter,
-    requestDuration: new Histogram({
+    requestDuration: new HistogramTally({
       name: 'cnfguard_request_duration_seconds',
       help: 'End to end: from a request reaching cnfguard to the end of its response, by route',
-      labelNames: ['route'] as const,
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     }),
@@ -214,10 +215,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     cacheMisses: new Counter({ name: 'cnfguard_token_cache_misses_total', help: 'Token lookups this replica\'s cache could not answer (the shared store or the authorization server did)', registers }),
     cacheStale: new Counter({ name: 'cnfguard_token_cache_stale_total', help: 'Expired active answers served while the AS failed (staleIfErrorSeconds)', registers }),
     circuitOpen: new Gauge({ name: 'cnfguard_introspection_circuit_open', help: '1 while the introspection circuit breaker is open or probing', registers, aggregator: 'max' }),
-    upstreamDuration: new Histogram({
+    upstreamDuration: new HistogramTally({
       name: 'cnfguard_upstream_duration_seconds',
       help: 'Time from forwarding a request to the upstream response headers',
-      labelNames: ['route'] as const,
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     }),

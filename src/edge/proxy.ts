@@ -145,7 +145,7 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
           upstreamSpan?.end(status);
           exchange.upstreamStatus = status;
           if (deps.draining()) keepAlive(false);
-          metrics.upstreamDuration.observe({ route: route.id }, (performance.now() - forwardedAt) / 1000);
+          metrics.upstreamDuration.observe(route.id, (performance.now() - forwardedAt) / 1000);
         },
         onError: (err) => {
           upstreamSpan?.end(undefined, err.reason);

@@ -184,7 +184,7 @@ export function createAccessLog(logger: Logger, metrics: Metrics): AccessLog {
       const outcome = outcomeOf(request);
       metrics.requestTally.inc(outcome.decision, outcome.reason, outcome.route);
       metrics.responseTally.inc(outcome.route, request.status);
-      metrics.requestDuration.observe({ route: outcome.route }, request.latencyMs / 1000);
+      metrics.requestDuration.observe(outcome.route, request.latencyMs / 1000);
       if (request.upstreamStatus !== undefined) metrics.lastSeen.record(upstreamKey(outcome.route), true, request.upstreamStatus);
       else if (outcome.decision === 'error' && outcome.reason.startsWith('upstream_')) metrics.lastSeen.record(upstreamKey(outcome.route), false, outcome.reason);
       const decision = request.verdict?.decision;
