@@ -89,7 +89,8 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const runtime = deps.runtime();
-    const document = runtime.pipeline.publicDocument(req.method, req.url ?? '/', req.headers.host);
+    // headersDistinct, as everything after: `headers` too would build a second map of every line.
+    const document = runtime.pipeline.publicDocument(req.method, req.url ?? '/', req.headersDistinct.host?.[0]);
     if (document !== undefined) return sendDocument(res, req.method, document);
     const peer = peerOf(req);
     if (!certificates.isTrustedProxy(peer)) {
@@ -109,7 +110,8 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
     const edge = EDGE_NAMES[original.front];
     const span = deps.tracing?.current?.request(edge, original.method, traceHeadersOf(req.headers));
     const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headersDistinct['x-forwarded-for']), edge }, span);
-    res.once('close', () => exchange.finish(res.statusCode));
+    // `on`, not `once`: a response closes once, and `once` allocates a wrapper per request.
+    res.on('close', () => exchange.finish(res.statusCode));
     const refuse = (err: GuardError): void => sendRefusal(res, original.front, renderFor(err, runtime.realm, exchange.verdict), exchange.requestId);
     try {
       const { method, target } = original;
