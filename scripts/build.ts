@@ -8,8 +8,9 @@
  * faster. It is a build step, not a replacement: the libraries are the same, only packed.
  * - Dynamic imports stay separate chunks (dist/chunks/), so a feature the config does not use
  *   (tracing, dev-certs' node-forge, a command other than the one run) is never loaded.
- * - Packages src/ loads on first use through createRequire (jose, ioredis, undici's parts) are
- *   not bundled: they load from node_modules, as from the sources, only when used.
+ * - Packages src/ loads on first use through createRequire (jose, ioredis) are not bundled: they
+ *   load from node_modules, as from the sources, only when used. undici's two parts (src/undici.ts)
+ *   are imported, so bundled: the server loads them at every start.
  * - Node built-ins are taken without their ESM facade (scripts/node-builtins.ts: importing
  *   `node:http` that way loads Node's own undici, ~3 MB of idle RSS). CommonJS packages inside the
  *   bundle call `require` for them: the banner gives each output file one (createRequire). pino's transports (worker files found by __dirname) cannot
