@@ -6,7 +6,7 @@
  * access line. The other tests run the sources (CNFGUARD_FROM_SOURCE=1).
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -68,4 +68,13 @@ it('`run` loads its code from a few files of dist/, and not Node\'s own undici',
   expect(loaded.files).toBeGreaterThan(1);
   expect(loaded.files).toBeLessThanOrEqual(20);
   expect(loaded.undici).toBe(false);
+});
+
+it('leaves out what the config never uses: zod\'s locales other than English', () => {
+  // `import * as z from 'zod'` lets esbuild drop zod's unused exports (~260 KB of locales that
+  // `import { z }` kept: source text an idle server holds on its heap). English messages stay.
+  const chunks = join(scratch, 'dist', 'chunks');
+  const text = readdirSync(chunks).filter((name) => name.endsWith('.js')).map((name) => readFileSync(join(chunks, name), 'utf8')).join('\n');
+  expect(text).toContain('Invalid input');
+  expect(text).not.toMatch(/Ung\S*ltige Eingabe/);
 });
