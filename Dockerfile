@@ -42,7 +42,7 @@ FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY --from=dev-deps /app/node_modules ./node_modules
 COPY package.json package-lock.json tsconfig.json ./
-COPY scripts/build.ts ./scripts/
+COPY scripts/build.ts scripts/node-builtins.ts ./scripts/
 COPY cmd ./cmd
 COPY src ./src
 RUN npm run build

@@ -13,7 +13,7 @@
  * under V8/libuv settings an operator can pass on node's command line / UV_THREADPOOL_SIZE, and
  * with --baseline DIR another checkout's `bin/cnfguard.js run` (its build when fresh) in the same
  * run. The floor: a bare Node, then the packages the default config loads added one at a time
- * (each line includes the ones above), then cnfguard's own modules (src/app.ts): each line one
+ * (each line includes the ones above), then cnfguard's own modules (src/cli/run-proxy.ts): each line one
  * esbuild bundle as `npm run build` makes, measured after the same memory-reducing GC `run` does.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -21,6 +21,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileS
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
+import { nodeBuiltinsWithoutFacade } from '../scripts/node-builtins.ts';
 import { createPki } from '../test/fixtures/stack.ts';
 import { writeIdleConfig } from './lib/startup.ts';
 import { machineInfo } from './lib/machine.ts';
@@ -94,20 +95,21 @@ const FLOOR: [string, string][] = [
   ['node (bare)', ''],
   ['+ pino', "await import('pino');"],
   ['+ yaml', "await import('yaml');"],
-  ['+ zod', "await import('zod');"],
+  // As src/config imports it (a namespace import: esbuild drops what is not used, zod's other locales too).
+  ['+ zod', "import * as z from 'zod'; z.object({ a: z.string() }).safeParse({});"],
   ['+ prom-client', "const promModule = await import('prom-client'); const prom = promModule.default ?? promModule;"],
   ['+ its default collectors', 'prom.collectDefaultMetrics({ register: new prom.Registry() });'],
-  // As src/undici.ts loads them: from node_modules, not bundled.
-  ["+ undici (Agent, request)", "const { createRequire } = await import('node:module'); const load = createRequire(import.meta.url); load('undici/lib/dispatcher/agent.js'); load('undici/lib/api/api-request.js');"],
+  // As src/undici.ts imports them (bundled).
+  ["+ undici (Agent, request)", "await import('undici/lib/dispatcher/agent.js'); await import('undici/lib/api/api-request.js');"],
   ['+ http-proxy-3', "await import('http-proxy-3');"],
   ['+ lru-cache', "await import('lru-cache');"],
-  ["+ cnfguard's modules (src/app.ts)", `await import(${JSON.stringify(join(ROOT, 'src', 'app.ts'))});`],
+  ["+ cnfguard's modules (src/cli/run-proxy.ts: all run loads)", `await import(${JSON.stringify(join(ROOT, 'src', 'cli', 'run-proxy.ts'))});`],
 ];
 const FLOOR_DIR = join(ROOT, '.tmp', 'bench', 'idle-floor');
 // What `run` does 1 s after listening (src/serve/settle-memory.ts), so the floor compares like with like.
 const SETTLE = `const { releaseStartupMemory } = await import(${JSON.stringify(join(ROOT, 'src', 'serve', 'settle-memory.ts'))}); releaseStartupMemory();`;
 
-/** One floor step bundled as scripts/build.ts bundles (ESM, minified), ready to run. */
+/** One floor step bundled as scripts/build.ts bundles (ESM, minified, built-ins without their ESM facade), ready to run. */
 async function floorBundle(i: number, script: string): Promise<string> {
   mkdirSync(FLOOR_DIR, { recursive: true });
   // src/version.ts reads ../package.json from its chunk, as from dist/chunks/.
@@ -115,8 +117,8 @@ async function floorBundle(i: number, script: string): Promise<string> {
   const entry = join(FLOOR_DIR, `step-${i}.ts`);
   writeFileSync(entry, `${script}${SETTLE}\nconsole.log('ready'); setInterval(() => {}, 1000);\n`);
   const outdir = join(FLOOR_DIR, `step-${i}`);
-  // Splitting, as the build: what app.ts imports dynamically (tracing, ...) stays out of the entry.
-  await build({ entryPoints: { main: entry }, outdir, outExtension: { '.js': '.mjs' }, splitting: true, bundle: true, format: 'esm', platform: 'node', target: 'node24', minify: true, logLevel: 'warning', banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" } });
+  // Splitting, as the build: what app.ts imports dynamically (tracing) stays out of the entry.
+  await build({ entryPoints: { main: entry }, outdir, outExtension: { '.js': '.mjs' }, splitting: true, bundle: true, format: 'esm', platform: 'node', target: 'node24', minify: true, plugins: [nodeBuiltinsWithoutFacade], logLevel: 'warning', banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" } });
   return join(outdir, 'main.mjs');
 }
 

@@ -20,7 +20,9 @@ function newest(path) {
   if (stat === undefined) return 0;
   if (!stat.isDirectory()) return stat.mtimeMs;
   let latest = stat.mtimeMs;
-  for (const name of readdirSync(path)) latest = Math.max(latest, newest(join(path, name)));
+  // Not path.join: its normalising loop, run for every file, is start-up's hottest code and gets
+  // V8's optimising compiler (~5 MB of the node binary paged in for good, issue 32).
+  for (const name of readdirSync(path)) latest = Math.max(latest, newest(`${path}/${name}`));
   return latest;
 }
 
@@ -40,15 +42,16 @@ const entry = builtEntry() ?? join(root, 'cmd', 'cnfguard.ts');
 /**
  * `run` wants V8's gc() once, after listening, to give back what start-up grew (~9 MB of idle RSS,
  * src/serve/settle-memory.ts); Node offers it only with --expose-gc on its command line. So a `run`
- * without it replaces this process (same pid, exec) by the same command with it. Not for the other
- * commands (they exit), nor when NODE_OPTIONS already chooses; CNFGUARD_SETTLE_MEMORY=0 turns it off.
+ * without it replaces this process (same pid, exec) by node with it running the entry chosen above
+ * (not this launcher again: its walk of src/ would run twice). Not for the other commands (they
+ * exit), nor when NODE_OPTIONS already chooses; CNFGUARD_SETTLE_MEMORY=0 turns it off.
  */
 const wantsGc = process.argv[2] === 'run' && process.env.CNFGUARD_SETTLE_MEMORY !== '0';
 
 function execWithGc() {
   if (!wantsGc || typeof process.execve !== 'function') return;
   if (process.execArgv.includes('--expose-gc') || (process.env.NODE_OPTIONS ?? '').includes('--expose-gc')) return;
-  process.execve(process.execPath, [process.execPath, '--expose-gc', ...process.execArgv, ...process.argv.slice(1)], process.env);
+  process.execve(process.execPath, [process.execPath, '--expose-gc', ...process.execArgv, entry, ...process.argv.slice(2)], process.env);
 }
 
 if (major >= 24) {

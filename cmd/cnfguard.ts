@@ -10,7 +10,9 @@
  */
 import cluster from 'node:cluster';
 import module from 'node:module';
-import type { Command } from '../src/cli/command.ts';
+// Static: every command needs them, and each dynamic import is one more chunk of the build to load.
+import { UsageError, optionsOf, type Command } from '../src/cli/command.ts';
+import { suggestion } from '../src/config/did-you-mean.ts';
 
 /** The commands, in the overview's order; each module is loaded only when needed. */
 const COMMANDS: Record<string, () => Promise<Command>> = {
@@ -44,8 +46,6 @@ function commandOf(name: string): (() => Promise<Command>) | undefined {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const { UsageError, optionsOf } = await import('../src/cli/command.ts');
-  const { suggestion } = await import('../src/config/did-you-mean.ts');
   const unknown = (name: string) => new UsageError(`unknown command ${JSON.stringify(name)}${suggestion(name, Object.keys(COMMANDS))}`);
   const [name, ...args] = argv;
   let command: Command | undefined;

@@ -8,10 +8,12 @@
  * faster. It is a build step, not a replacement: the libraries are the same, only packed.
  * - Dynamic imports stay separate chunks (dist/chunks/), so a feature the config does not use
  *   (tracing, dev-certs' node-forge, a command other than the one run) is never loaded.
- * - Packages src/ loads on first use through createRequire (jose, ioredis, undici's parts) are
- *   not bundled: they load from node_modules, as from the sources, only when used.
- * - CommonJS packages inside an ESM bundle call `require` for Node built-ins: the banner gives each
- *   output file one (createRequire). pino's transports (worker files found by __dirname) cannot
+ * - Packages src/ loads on first use through createRequire (jose, ioredis) are not bundled: they
+ *   load from node_modules, as from the sources, only when used. undici's two parts (src/undici.ts)
+ *   are imported, so bundled: the server loads them at every start.
+ * - Node built-ins are taken without their ESM facade (scripts/node-builtins.ts: importing
+ *   `node:http` that way loads Node's own undici, ~3 MB of idle RSS). CommonJS packages inside the
+ *   bundle call `require` for them: the banner gives each output file one (createRequire). pino's transports (worker files found by __dirname) cannot
  *   run from a bundle; cnfguard does not use them (src/log.ts writes through pino.destination).
  * - Licences: the libraries' legal comments go to a .LEGAL.txt beside each file, and
  *   dist/THIRD-PARTY-NOTICES.txt holds the licence text of every package bundled.
@@ -22,6 +24,7 @@
  * loads the app's), and dist/.built, written last, says the build finished.
  */
 import { build, type Metafile } from 'esbuild';
+import { nodeBuiltinsWithoutFacade } from './node-builtins.ts';
 import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -48,6 +51,7 @@ const result = await build({
   sourcesContent: false,
   legalComments: 'linked',
   metafile: true,
+  plugins: [nodeBuiltinsWithoutFacade],
   banner: { js: "import { createRequire as __cnfguardCreateRequire } from 'node:module'; const require = __cnfguardCreateRequire(import.meta.url);" },
   logLevel: 'warning',
 });

@@ -5,17 +5,17 @@
  * every replica for nothing. These are undici's own modules (the package has no `exports` map, so
  * its files are importable); test/unit/undici.test.ts checks they are the very objects the
  * package exports, so an upgrade that moves them fails there and not in production.
+ * Imported, not required: so the build bundles them (idle RSS, issue 32: loading ~25 files from
+ * node_modules at start-up was half of the path work that got Node's path normalising optimised
+ * by TurboFan, whose code then stays paged in). Their types: src/undici-parts.d.ts.
  */
-import { createRequire } from 'node:module';
 import type { Agent as UndiciAgent, Dispatcher } from 'undici';
-
-const load = createRequire(import.meta.url);
-
-export const Agent = load('undici/lib/dispatcher/agent.js') as typeof UndiciAgent;
-export type Agent = UndiciAgent;
-
+import undiciAgent from 'undici/lib/dispatcher/agent.js';
 /** undici's `Dispatcher.request` (what its index puts on every dispatcher's prototype). */
-const dispatcherRequest = load('undici/lib/api/api-request.js') as (this: Dispatcher, options: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>;
+import dispatcherRequest from 'undici/lib/api/api-request.js';
+
+export const Agent = undiciAgent;
+export type Agent = UndiciAgent;
 
 export type RequestOptions = Omit<Dispatcher.RequestOptions, 'origin' | 'path' | 'method'> & { dispatcher: Dispatcher; method?: Dispatcher.HttpMethod };
 

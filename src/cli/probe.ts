@@ -7,8 +7,18 @@
  * failure the cause and the fix, by config key (introspection/explain.ts's table for the AS and
  * the JWKS). Never prints a token, secret or answer body.
  */
+// Static imports (this module is itself loaded only for --probe): each module imported dynamically
+// is an entry of the build, and these are the server's too, which esbuild would then split into
+// more chunks for `run` to load (see run-proxy.ts).
+import { createUpstreamCheck } from '../admin/upstream-check.ts';
+import { asClientSettings } from '../compose/introspection.ts';
+import { redisTargetOf } from '../compose/shared-state.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import type { Settings } from '../config/schema.ts';
+import { createIntrospectionClient } from '../introspection/client.ts';
+import { explainIntrospectionFailure } from '../introspection/explain.ts';
+import { RedisKv } from '../state/redis-kv.ts';
+import { createHttpJwksFetch } from '../validation/jwt.ts';
 
 export interface ProbeLine {
   /** `introspection`, `jwks`, `shared state`, `upstream` (with the route). */
@@ -38,7 +48,6 @@ function usesIntrospection(settings: Settings): boolean {
 }
 
 async function probeAuthorizationServer(config: LoadedConfig): Promise<ProbeLine> {
-  const [{ createIntrospectionClient }, { asClientSettings }] = await Promise.all([import('../introspection/client.ts'), import('../compose/introspection.ts')]);
   const client = createIntrospectionClient({ ...asClientSettings(config), keepClaims: false });
   try {
     const result = await client.probe();
@@ -58,7 +67,6 @@ function errorCode(err: unknown): string | undefined {
 }
 
 async function probeJwks(config: LoadedConfig, jwt: NonNullable<Settings['jwt']>): Promise<ProbeLine> {
-  const [{ createHttpJwksFetch }, { explainIntrospectionFailure }] = await Promise.all([import('../validation/jwt.ts'), import('../introspection/explain.ts')]);
   const timeoutMs = jwt.timeoutMs ?? config.settings.introspection.timeoutMs;
   const http = createHttpJwksFetch({ url: jwt.jwksUri, ca: config.introspection.ca, timeoutMs, maxBytes: jwt.maxJwksBytes });
   const line = { what: 'jwks', target: shown(jwt.jwksUri) };
@@ -95,7 +103,6 @@ function sharedStateFix(cause: string, key: string): string {
 }
 
 async function probeSharedState(config: LoadedConfig, shared: NonNullable<Settings['sharedState']>): Promise<ProbeLine> {
-  const [{ RedisKv }, { redisTargetOf }] = await Promise.all([import('../state/redis-kv.ts'), import('../compose/shared-state.ts')]);
   const key = shared.sentinel !== undefined ? 'sharedState.sentinel.nodes' : shared.cluster !== undefined ? 'sharedState.cluster.nodes' : 'sharedState.url';
   const line = { what: 'shared state', target: shared.url !== undefined ? shown(shared.url) : (shared.sentinel?.nodes ?? shared.cluster?.nodes ?? []).join(', ') };
   const kv = new RedisKv({ target: redisTargetOf(shared, config.sharedState ?? {}), password: config.sharedState?.password, ca: config.sharedState?.ca, timeoutMs: Math.max(1000, shared.timeoutMs) });
@@ -129,7 +136,6 @@ function upstreamFix(detail: string, key: string): string {
 }
 
 async function probeUpstreams(settings: Settings): Promise<ProbeLine[]> {
-  const { createUpstreamCheck } = await import('../admin/upstream-check.ts');
   // Each distinct URL once, named by the first key that configures it.
   const targets = new Map<string, { key: string; route: string }>();
   targets.set(settings.upstream, { key: 'upstream', route: 'default' });

@@ -2,7 +2,7 @@
  * The `httpsig` block: how HTTP Message Signatures (RFC 9421, draft-richer-oauth-httpsig-03) are
  * checked on routes whose `methods` include httpsig. Experimental, as the draft is.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { SIGNATURE_ALGORITHMS } from '../proof/http-signature-base.ts';
 import { HTTPSIG_PROFILES } from '../proof/httpsig.ts';
 import { number } from './schema-fields.ts';

@@ -4,7 +4,7 @@
  * loader reads numbers and flags out of text. `cnfguard schema` prints it; docs/cnfguard.schema.json
  * is the same text (scripts/generate-docs.ts writes both, a unit test fails when they differ).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { configSchema } from './schema.ts';
 
 export type JsonSchema = Record<string, unknown> & {

@@ -3,7 +3,7 @@
  * once (POLICY); a route's match (`host`, `pathPrefix`), `name` and per-route errors; the proof
  * methods and DPoP settings a route's policy names.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { ASYMMETRIC_JWS_ALGORITHMS } from '../oauth/jws-algorithms.ts';
 import { PROOF_METHOD_IDS } from '../proof/registry.ts';
 import { VALIDATION_MODES } from '../validation/names.ts';

@@ -2,7 +2,7 @@
  * The small schemas the config is made of: text read as numbers and flags, ports, URLs, header
  * names, OAuth codes. Shared by the route policy (route-policy.ts) and the whole file (schema.ts).
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 /**
  * `${VAR}` interpolation yields text; where the schema wants a number or a boolean, text that

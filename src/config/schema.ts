@@ -5,7 +5,7 @@
  * small field schemas in schema-fields.ts.
  */
 import { createSecureContext } from 'node:tls';
-import { z } from 'zod';
+import * as z from 'zod';
 import { FORWARDED_CERTIFICATE_FORMATS } from '../tls/forwarded-certificate.ts';
 import { parseCidrList } from '../tls/peers.ts';
 import { JWT_ALGORITHMS } from '../validation/names.ts';

@@ -2,7 +2,7 @@
  * `sharedState`: the store every replica shares (Redis or Valkey), one node (`url`), a Sentinel
  * deployment (`sentinel`) or a Redis Cluster (`cluster`): exactly one of the three.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { filePath, number, urlProblem } from './schema-fields.ts';
 
 /** `host:port`, as Redis and Sentinel configs write a node (IPv6 in brackets: `[::1]:26379`). */

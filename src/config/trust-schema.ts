@@ -3,7 +3,7 @@
  * assertion for the upstream (top level, and per route on/off or its audience and lifetime), and
  * the signed introspection answers' keys (RFC 9701). Each key carries its one-sentence description.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { filePath, headerName, httpUrl, number } from './schema-fields.ts';
 
 /** RFC 9470 `acr` values: printable ASCII without space, quote or backslash (they go into a challenge). */

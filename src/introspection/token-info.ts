@@ -4,7 +4,7 @@
  * registered claims have the wrong types, is the authorization server's fault (503), not
  * the token's.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 const numericDate = z.number().finite();
 

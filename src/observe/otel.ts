@@ -7,7 +7,7 @@
  * span's context travels in this module's own AsyncLocalStorage, so child spans find their parent
  * without anything else in the process seeing OpenTelemetry.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
+import asyncHooks from 'node:async_hooks';
 import { defaultTextMapGetter, defaultTextMapSetter, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
@@ -46,7 +46,7 @@ export function createOtelTracer(options: OtelOptions): Tracer {
   });
   const tracer = provider.getTracer('cnfguard', options.version);
   /** The context of the request span the current async call belongs to. */
-  const active = new AsyncLocalStorage<Context>();
+  const active = new asyncHooks.AsyncLocalStorage<Context>();
 
   function request(edge: string, method: string | undefined, incoming: TraceHeaders | undefined): RequestSpan {
     const parent = incoming?.traceparent === undefined ? ROOT_CONTEXT : propagator.extract(ROOT_CONTEXT, incoming, defaultTextMapGetter);

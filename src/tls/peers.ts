@@ -3,7 +3,7 @@
  * matched per request against `socket.remoteAddress`. A Unix socket's peer has no address: the
  * listener names it {@link UNIX_SOCKET_PEER}, which only a `unixSocket: true` entry matches.
  */
-import { BlockList, isIP } from 'node:net';
+import net, { isIP } from 'node:net';
 
 /**
  * The peer "address" of a connection to the decision API's Unix socket. Not an IP address, so no
@@ -20,8 +20,8 @@ const PREFIX = /^(0|[1-9][0-9]{0,2})$/;
  *
  * @throws Error naming the first bad entry.
  */
-export function parseCidrList(cidrs: string[]): BlockList {
-  const list = new BlockList();
+export function parseCidrList(cidrs: string[]): net.BlockList {
+  const list = new net.BlockList();
   for (const entry of cidrs) {
     if (typeof entry !== 'string') throw new Error(`invalid CIDR entry: ${JSON.stringify(entry)}`);
     const slash = entry.indexOf('/');
@@ -50,7 +50,7 @@ const IPV4_MAPPED = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
  * (`::ffff:127.0.0.1`, what a dual-stack listener reports) also matches IPv4 entries. A zone id
  * (`fe80::1%eth0`) is ignored. Undefined or unparseable addresses are never in the list.
  */
-export function peerInList(list: BlockList, address: string | undefined): boolean {
+export function peerInList(list: net.BlockList, address: string | undefined): boolean {
   if (typeof address !== 'string') return false;
   const percent = address.indexOf('%');
   const bare = percent === -1 ? address : address.slice(0, percent);

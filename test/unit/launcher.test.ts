@@ -28,7 +28,8 @@ function scratch(): { root: string; at: (path: string, seconds: number) => void;
   write('cmd/cnfguard.ts', "console.log('sources');");
   write('src/app.ts', 'export {};');
   // The build also says whether node runs with --expose-gc (what `run` gets, for settle-memory.ts).
-  write('dist/cmd/cnfguard.js', "console.log(process.argv[2] === undefined ? 'build' : `build ${process.argv[2]} gc=${typeof globalThis.gc}`);");
+  // And which file node was started with: the launcher, or (run's exec) the build's entry itself.
+  write('dist/cmd/cnfguard.js', "console.log(process.argv[2] === undefined ? 'build' : `build ${process.argv[2]} gc=${typeof globalThis.gc} from=${process.argv[1].split('/').slice(-2).join('/')}`);");
   write('dist/.built', '');
   const at = (path: string, seconds: number) => utimesSync(join(root, path), seconds, seconds);
   for (const path of ['package.json', 'cmd/cnfguard.ts', 'src/app.ts', 'src']) at(path, 1_000);
@@ -70,7 +71,8 @@ it('CNFGUARD_FROM_SOURCE=1 runs the sources whatever dist/ holds', () => {
 
 it('gives `run`, and only `run`, V8\'s gc() (--expose-gc) unless CNFGUARD_SETTLE_MEMORY=0', () => {
   const launcher = scratch();
-  expect(launcher.run({}, ['run'])).toBe('build run gc=function');
-  expect(launcher.run({}, ['check'])).toBe('build check gc=undefined');
-  expect(launcher.run({ CNFGUARD_SETTLE_MEMORY: '0' }, ['run'])).toBe('build run gc=undefined');
+  // run's exec starts the build's entry, not the launcher again (whose walk of src/ would run twice).
+  expect(launcher.run({}, ['run'])).toBe('build run gc=function from=cmd/cnfguard.js');
+  expect(launcher.run({}, ['check'])).toBe('build check gc=undefined from=bin/cnfguard.js');
+  expect(launcher.run({ CNFGUARD_SETTLE_MEMORY: '0' }, ['run'])).toBe('build run gc=undefined from=bin/cnfguard.js');
 });
