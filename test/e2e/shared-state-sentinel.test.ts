@@ -138,9 +138,12 @@ describe.skipIf(!available)('shared state on Redis Sentinel: the primary killed 
         // not found): the bound is generous, and a timeout says which replica and what its store reported.
         { timeoutMs: 30_000, intervalMs: 1 },
       ).catch(async (err: Error) => {
-        // Say which replica did not come back, and what its store reported.
-        const roles = await Promise.all([...groups.replica, ...groups.primary].map(async (g) => (await fetch(`${g.started.adminUrl}/status`)).text()));
-        throw new Error(`${err.message}; last requests: ${JSON.stringify(log.slice(-8).map((e) => [e.group, e.kind, e.status]))}; replication: ${String(await ask(set.replica.port, 'INFO', 'replication')).replace(/\r\n/g, ' ')}; status: ${roles.join(' | ')}`);
+        // Say which replica did not come back, what its store reported, and the client's last words about it.
+        const all = [...groups.replica, ...groups.primary];
+        const roles = await Promise.all(all.map(async (g) => (await fetch(`${g.started.adminUrl}/status`)).text()));
+        const storeLogs = all.map((g, n) => `guard ${n}: ${g.logs.lines.filter((line) => line.includes('shared state')).slice(-6).join(' / ')}`);
+        const sentinelViews = await Promise.all(set.sentinelNodes.map(async (node) => String(await ask(Number(node.split(':')[1]), 'SENTINEL', 'get-master-addr-by-name', MASTER_NAME).catch((e: Error) => e.message))));
+        throw new Error(`${err.message}; last requests: ${JSON.stringify(log.slice(-8).map((e) => [e.group, e.kind, e.status]))}; replication: ${String(await ask(set.replica.port, 'INFO', 'replication')).replace(/\r\n/g, ' ')}; sentinels name: ${sentinelViews.join(' | ')}; store logs: ${storeLogs.join(' || ')}; status: ${roles.join(' | ')}`);
       });
       phase = 'after';
       for (let n = 0; n < 2; n++) await round(i++);
