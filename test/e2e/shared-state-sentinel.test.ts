@@ -101,7 +101,8 @@ describe.skipIf(!available)('shared state on Redis Sentinel: the primary killed 
     let i = 0;
     try {
       for (; i < 6; i++) await round(i);
-      expect(log.every((e) => e.status === 200), 'steady: every request passes').toBe(true);
+      // Which requests did not pass, if any (a 503 here is the store, before anything was killed).
+      expect(log.filter((e) => e.status !== 200).map((e) => [e.group, e.kind, e.status]), 'steady: every request passes').toEqual([]);
 
       // The partition: replica frozen, link dropped; what the primary takes now exists only there.
       set.replica.pause();
