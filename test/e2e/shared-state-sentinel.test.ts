@@ -193,7 +193,11 @@ describe.skipIf(!available)('shared state on Redis Sentinel: the primary killed 
       expect(replayedByPhase).toEqual({ 'primary/window': WINDOW });
       expect(failoverRoleSeen, 'the role said failover while there was no primary').toBe(true);
       // The shared path is back without a restart: the role says so, and the counters saw it.
-      for (const guard of [...groups.replica, ...groups.primary]) expect(await metricOf(guard, /^cnfguard_shared_state_role\{role="primary"\}/)).toBe(1);
+      // Polled: once in a loop of runs, a replica that had passed again read not-primary here (a
+      // reconnect after the first; cause not pinned down): the point is that it comes back unaided.
+      for (const [n, guard] of [...groups.replica, ...groups.primary].entries()) {
+        await waitFor(async () => (await metricOf(guard, /^cnfguard_shared_state_role\{role="primary"\}/)) === 1, `replica ${n}'s store role back to primary`, { timeoutMs: 10_000 });
+      }
       // Each window write was unacknowledged: WAIT said 0, or (a slow machine) the call's deadline came first.
       const unacked = async (guard: Guard) => (await metricOf(guard, /^cnfguard_shared_state_errors_total\{kind="replica_unacked"\}/)) + (await metricOf(guard, /^cnfguard_shared_state_errors_total\{kind="timeout"\}/));
       expect((await unacked(groups.replica[0] as Guard)) + (await unacked(groups.replica[1] as Guard))).toBeGreaterThanOrEqual(WINDOW);
