@@ -937,7 +937,7 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
       sides.push({ name: 'nginx+baseline decisions', url: baselineFront.url, pids: () => [...baselineFront.pids(), baselineDecider.pid], alive: () => baselineFront.alive() && baselineDecider.alive(), parts: { nginx: baselineFront.pids, cnfguard: () => [baselineDecider.pid] } });
     }
     const runs = await loadPhase(options, stack, sides);
-    const atOnce = options.skip.has('at-once') || stack.serverCpu === undefined || stack.sideCpu === undefined ? [] : await decisionsAtOnce(options, stack, proxy, decider, { TCP: front, socket: socketFront }, { server: stack.serverCpu, side: stack.sideCpu });
+    const atOnce = options.skip.has('at-once') ? [] : await decisionsAtOnce(options, stack, proxy, decider, { TCP: front, socket: socketFront }, stack.serverCpu === undefined || stack.sideCpu === undefined ? undefined : { server: stack.serverCpu, side: stack.sideCpu });
     const ratio = (a: DecisionSideName, b: DecisionSideName): number | undefined => {
       const [x, y] = [runs.get(a) ?? [], runs.get(b) ?? []];
       const r = median(x.map((run, i) => run.rps / (y[i]?.rps ?? Number.NaN)));
@@ -1004,18 +1004,21 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
  * else, as in the other pairs (three processes there inflated the proxy's CPU per request, turn 5);
  * the ratio is of the two cnfguards' CPU per request, nginx's not counted.
  */
-async function decisionsAtOnce(options: Options, stack: Stack, proxy: ChildServer, decider: ChildServer, fronts: Record<'TCP' | 'socket', NginxServer>, cpus: { server: string; side: string }): Promise<AtOnceSummary[]> {
+async function decisionsAtOnce(options: Options, stack: Stack, proxy: ChildServer, decider: ChildServer, fronts: Record<'TCP' | 'socket', NginxServer>, cpus: { server: string; side: string } | undefined): Promise<AtOnceSummary[]> {
   const base = loadBase(options, stack);
-  const proxySide = autocannonSide('cnfguard proxy', { url: proxy.ready.url, pids: () => [proxy.pid], alive: () => proxy.alive() }, base);
+  // --quick warms each side with 200 requests, as the other pairs do (20,000 otherwise).
+  const warm = options.quick ? 200 : undefined;
+  const proxySide = autocannonSide('cnfguard proxy', { url: proxy.ready.url, pids: () => [proxy.pid], alive: () => proxy.alive() }, base, warm);
   const results: AtOnceSummary[] = [];
   for (const [transport, front] of Object.entries(fronts)) {
-    const pids = front.pids();
-    for (const pid of pids) pinProcess(pid, cpus.side);
+    // Without pinning (no taskset, or --quick's smoke) nothing is moved.
+    const pids = cpus === undefined ? [] : front.pids();
+    for (const pid of pids) pinProcess(pid, cpus?.side ?? '');
     try {
-      log(`\nat once: the proxy cnfguard against the decision cnfguard behind nginx (${transport}), nginx on the client CPU meanwhile`);
-      results.push(await loadAtOnce([proxySide, autocannonSide(`cnfguard decisions, ${transport}`, { url: front.url, pids: () => [decider.pid], alive: () => front.alive() && decider.alive() }, base)], { ...atOnceRounds(options), log }));
+      log(`\nat once: the proxy cnfguard against the decision cnfguard behind nginx (${transport})${cpus === undefined ? '' : ', nginx on the client CPU meanwhile'}`);
+      results.push(await loadAtOnce([proxySide, autocannonSide(`cnfguard decisions, ${transport}`, { url: front.url, pids: () => [decider.pid], alive: () => front.alive() && decider.alive() }, base, warm)], { ...atOnceRounds(options), log }));
     } finally {
-      for (const pid of pids) pinProcess(pid, cpus.server);
+      for (const pid of pids) pinProcess(pid, cpus?.server ?? '');
     }
   }
   return results;

@@ -31,7 +31,7 @@ interface QuickResult {
   memory: { maxEntries: number; checkpoints: { tokens: number; cacheSize: number }[] }[];
   h2?: PairRow & { atOnce?: { labels: [string, string]; rounds: unknown[]; cpuRatio: number } };
   grpcUnary?: PairRow;
-  decisions?: { sides: { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }[]; decisionsVsProxy?: number; decisionsVsNginxAlone?: number; cpuShare?: { decisionVsProxy?: number; socketDecisionVsProxy?: number } };
+  decisions?: { sides: { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }[]; decisionsVsProxy?: number; decisionsVsNginxAlone?: number; cpuShare?: { decisionVsProxy?: number; socketDecisionVsProxy?: number }; atOnce?: { labels: [string, string]; rounds: unknown[]; cpuRatio: number }[] };
   startup?: { name: string; coldMs: number; warmMs: number; noCacheMs: number; idleRssMb?: number }[];
   atOnce: { labels: [string, string]; rounds: { rps: [number, number]; cpuUs: [number, number] }[]; rpsRatio: number; cpuRatio: number }[];
 }
@@ -130,6 +130,12 @@ describe('npm run bench -- --quick', () => {
     // The decision's CPU share over TCP and over the Unix socket (decisionApi.socket), each from process accounting.
     expect(result.decisions?.cpuShare?.decisionVsProxy).toBeGreaterThan(0);
     expect(result.decisions?.cpuShare?.socketDecisionVsProxy).toBeGreaterThan(0);
+    // The goal's pair loaded at once, over TCP and over the socket.
+    expect(result.decisions?.atOnce?.map((p) => p.labels)).toEqual([['cnfguard proxy', 'cnfguard decisions, TCP'], ['cnfguard proxy', 'cnfguard decisions, socket']]);
+    for (const pair of result.decisions?.atOnce ?? []) {
+      expect(pair.rounds).toHaveLength(2);
+      expect(pair.cpuRatio).toBeGreaterThan(0);
+    }
     expect(stdout).toMatch(/^\s+cnfguard CPU per decision \/ per proxied request: TCP \d+\.\d+, Unix socket \d+\.\d+ \(goal <= 0\.5/m);
     expect(stdout).toMatch(/^machine: /m);
   });
