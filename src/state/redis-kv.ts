@@ -54,6 +54,9 @@ const DURABLE_CONNECTIONS = 4;
 /** How long a Sentinel or Cluster store that was up counts as failing over before it counts as down. */
 export const FAILOVER_WINDOW_MS = 30_000;
 
+/** How soon a client ioredis ended on its own is connected again (see RedisKv.restartEnded). */
+const RESTART_ENDED_MS = 100;
+
 export class RedisKv implements KeyValueStore {
   /** The client (a Cluster, with `target.kind` 'cluster', behind the same command surface). */
   readonly redis: Redis;
@@ -69,6 +72,7 @@ export class RedisKv implements KeyValueStore {
   private lostAt = -Infinity;
   private lastRole: StoreRole = 'down';
   private roleTimer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(options: RedisKvOptions) {
     this.options = options;
@@ -80,12 +84,35 @@ export class RedisKv implements KeyValueStore {
     this.durable = options.replayDurability === 'replica' ? Array.from({ length: DURABLE_CONNECTIONS }, () => this.redis.duplicate()) : [];
     this.redis.on('ready', () => this.setUp(true));
     this.redis.on('close', () => this.setUp(false));
-    this.redis.on('end', () => this.setUp(false));
+    this.redis.on('end', () => {
+      this.setUp(false);
+      this.restartEnded(this.redis);
+    });
     this.redis.on('error', (err: Error) => {
       this.setUp(false);
       options.warn?.('shared state store error', { error: err.message });
     });
-    for (const connection of this.durable) connection.on('error', () => undefined);
+    for (const connection of this.durable) {
+      connection.on('error', () => undefined);
+      connection.on('end', () => this.restartEnded(connection));
+    }
+  }
+
+  /**
+   * ioredis ends a client (`end`: no retry ever again) when told to, which only close() does here,
+   * and also when a failover's disconnect lands while a connect is in flight: the Sentinel
+   * connector's `failoverDetector` closes the connector, the pending connect then fails and the
+   * client is set to `end` (ioredis Redis.connect). One of four replicas in the Sentinel test once
+   * stayed down for 30 s after a failover, its last logged word the old primary's ECONNREFUSED,
+   * which fits. Such a client is connected again; its retries (redis-client.ts) take over from there.
+   */
+  private restartEnded(connection: Redis): void {
+    if (this.closed) return;
+    setTimeout(() => {
+      if (this.closed || connection.status !== 'end') return;
+      this.options.warn?.('shared state store client ended on its own: connecting again', {});
+      connection.connect().catch(() => undefined);
+    }, RESTART_ENDED_MS).unref();
   }
 
   get up(): boolean {
@@ -130,6 +157,7 @@ export class RedisKv implements KeyValueStore {
   }
 
   close(): void {
+    this.closed = true;
     clearTimeout(this.roleTimer);
     this.redis.disconnect();
     for (const connection of this.durable) connection.disconnect();

@@ -231,6 +231,23 @@ describe.skipIf(!redisAvailable)('KV contract: Redis adapter (real redis-server)
     sealedContract(() => redisKv as RedisKv);
   });
 
+  it('a client ioredis ended on its own (as a failover can) is connected again; close() ends it for good', async () => {
+    const kv = new RedisKv({ url: (redis as RedisServer).url, timeoutMs: 500 });
+    kv.connect();
+    await waitFor(() => kv.up, 'the Redis KV to be up');
+    // What ioredis does after a failover's disconnect meets a connect in flight: status `end`, no retry.
+    const ended = new Promise((resolve) => kv.redis.once('end', resolve));
+    kv.redis.disconnect();
+    await ended;
+    expect(kv.up).toBe(false);
+    await waitFor(() => kv.up, 'the ended client to be connected again', { timeoutMs: 5000 });
+    expect(await kv.setIfAbsent('ended-then-back', '1', LONG)).toBe(true);
+    const closed = new Promise((resolve) => kv.redis.once('end', resolve));
+    kv.close();
+    await closed;
+    expect(kv.up).toBe(false);
+  });
+
   it('a store that is gone: calls reject (counted), up is false, nothing is "absent"', async () => {
     const stopped = (await startRedis()) as RedisServer;
     const errors: string[] = [];
