@@ -27,8 +27,9 @@ interface Cell {
  * A histogram's per-request observations, kept per route as bucket counts and a sum, and added to
  * the prom-client histogram when it is read (its `collect`: every scrape, `get()`, the workers'
  * aggregation), so it always reads the same. prom-client validates and hashes the label set on
- * every `observe` and looks its bucket up by a number turned into a property name: two per
- * proxied request cost ~2.4 µs at cache hit, a Map lookup and a short scan far less. The flush
+ * every `observe` and looks its bucket up by a number turned into a property name: 257-387 ns an
+ * observation against 14-24 ns here (a loop of 2 million, three routes), two per proxied
+ * request. The flush
  * adds to prom-client's own values for the label set (made by `zero` when there are none yet),
  * the shape its exposition reads; test/unit/histogram-tally.test.ts pins the output.
  */
@@ -40,10 +41,6 @@ export class HistogramTally {
   constructor(config: { name: string; help: string; buckets: number[]; registers: NonNullable<ConstructorParameters<typeof Histogram>[0]['registers']> }) {
     this.#bounds = [...config.buckets].sort((a, b) => a - b);
     this.#histogram = new Histogram({ ...config, labelNames: ['route'] as const, collect: () => this.flush() });
-  }
-
-  get histogram(): Histogram<'route'> {
-    return this.#histogram;
   }
 
   observe(route: string, seconds: number): void {
@@ -60,13 +57,12 @@ export class HistogramTally {
 
   /** Adds what was observed since the last flush to the histogram. */
   flush(): void {
-    const values = (this.#histogram as unknown as { hashMap: Record<string, HistogramValues> }).hashMap;
     for (const cell of this.#cells.values()) {
       if (cell.count === 0) continue;
-      let target = find(values, cell.labels.route);
+      let target = this.#valuesOf(cell.labels.route);
       if (target === undefined) {
         this.#histogram.zero(cell.labels);
-        target = find((this.#histogram as unknown as { hashMap: Record<string, HistogramValues> }).hashMap, cell.labels.route) as HistogramValues;
+        target = this.#valuesOf(cell.labels.route) as HistogramValues;
       }
       for (const [i, bound] of this.#bounds.entries()) {
         const count = cell.counts[i] as number;
@@ -80,9 +76,11 @@ export class HistogramTally {
       cell.count = 0;
     }
   }
-}
 
-function find(values: Record<string, HistogramValues>, route: string): HistogramValues | undefined {
-  for (const key in values) if (values[key]?.labels.route === route) return values[key];
-  return undefined;
+  /** prom-client's values for `route` (its `hashMap`, keyed by a hash of the labels), if it has any. */
+  #valuesOf(route: string): HistogramValues | undefined {
+    const values = (this.#histogram as unknown as { hashMap: Record<string, HistogramValues> }).hashMap;
+    for (const key in values) if (values[key]?.labels.route === route) return values[key];
+    return undefined;
+  }
 }
