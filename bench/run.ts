@@ -603,6 +603,11 @@ function loadBase(options: Options, stack: Stack) {
   return { token: stack.token, cert: stack.cert, key: stack.key, connections: options.connections, sidePids: () => [stack.upstream.pid] };
 }
 
+/** --quick's warm-up of a cache-hit load: half its requests per round, at least 100. */
+function quickWarmupRequests(options: Options): number {
+  return Math.max(100, Math.round(options.quickRequests / 2));
+}
+
 /** Rounds of the pairs loaded at once: --quick's are half a second, and count with any requests on a side. */
 function atOnceRounds(options: Options): Omit<AtOnceOptions, 'log'> {
   return options.quick ? { rounds: 2, seconds: 0.5, minRoundRequests: 1 } : { rounds: options.rounds, seconds: options.durationSeconds };
@@ -612,10 +617,10 @@ async function loadPhase<N extends string>(options: Options, stack: Stack, targe
   const runs = new Map<N, RoundResult[]>(targets.map((t) => [t.name, []]));
   const base = loadBase(options, stack);
   const amount = options.quick ? { amount: options.quickRequests } : {};
-  log(`\nwarm-up: ${options.quick ? `${Math.max(100, Math.round(options.quickRequests / 2))} requests` : `${options.warmupSeconds} s`} per target`);
+  log(`\nwarm-up: ${options.quick ? `${quickWarmupRequests(options)} requests` : `${options.warmupSeconds} s`} per target`);
   for (const target of targets) {
     assertAlive(target);
-    const warm = await runLoad({ ...base, url: target.url, ...(options.quick ? { amount: Math.max(100, Math.round(options.quickRequests / 2)) } : { durationSeconds: options.warmupSeconds }) });
+    const warm = await runLoad({ ...base, url: target.url, ...(options.quick ? { amount: quickWarmupRequests(options) } : { durationSeconds: options.warmupSeconds }) });
     log(`  ${target.name.padEnd(14)} ${String(warm.rps).padStart(6)} req/s  (status ${JSON.stringify(warm.statusCodes)})`);
   }
   log(`\nload: ${options.rounds} rounds x ${options.quick ? `${options.quickRequests} requests` : `${options.durationSeconds} s`} per target, ${options.connections} keep-alive mTLS connections, pipelining 1`);
@@ -798,7 +803,7 @@ h2 cache hits: ${options.h2Sessions} mTLS h2 sessions x ${options.h2Streams} str
 async function h2History(options: Options, stack: Stack, targets: Target[]): Promise<void> {
   const base = loadBase(options, stack);
   for (const target of targets) {
-    const run = await runLoad({ ...base, url: target.url, ...(options.quick ? { amount: Math.max(100, Math.round(options.quickRequests / 2)) } : { durationSeconds: 2 * options.warmupSeconds }) });
+    const run = await runLoad({ ...base, url: target.url, ...(options.quick ? { amount: quickWarmupRequests(options) } : { durationSeconds: 2 * options.warmupSeconds }) });
     log(`  HTTP/1.1 history ${target.name.padEnd(10)} ${String(run.rps).padStart(6)} req/s  (status ${JSON.stringify(run.statusCodes)})`);
   }
 }
@@ -1011,14 +1016,16 @@ async function decisionsAtOnce(options: Options, stack: Stack, proxy: ChildServe
   const proxySide = autocannonSide('cnfguard proxy', { url: proxy.ready.url, pids: () => [proxy.pid], alive: () => proxy.alive() }, base, warm);
   const results: AtOnceSummary[] = [];
   for (const [transport, front] of Object.entries(fronts)) {
-    // Without pinning (no taskset, or --quick's smoke) nothing is moved.
-    const pids = cpus === undefined ? [] : front.pids();
-    for (const pid of pids) pinProcess(pid, cpus?.side ?? '');
+    // Without pinning (no taskset, or bench-smoke's --no-pin) nothing is moved.
+    const move = (to: 'side' | 'server') => {
+      if (cpus !== undefined) for (const pid of front.pids()) pinProcess(pid, cpus[to]);
+    };
+    move('side');
     try {
       log(`\nat once: the proxy cnfguard against the decision cnfguard behind nginx (${transport})${cpus === undefined ? '' : ', nginx on the client CPU meanwhile'}`);
       results.push(await loadAtOnce([proxySide, autocannonSide(`cnfguard decisions, ${transport}`, { url: front.url, pids: () => [decider.pid], alive: () => front.alive() && decider.alive() }, base, warm)], { ...atOnceRounds(options), log }));
     } finally {
-      for (const pid of pids) pinProcess(pid, cpus?.server ?? '');
+      move('server');
     }
   }
   return results;
