@@ -3,14 +3,9 @@
  * target, no nginx target, no CPU pinning; the decisions phase (nginx + cnfguard's decision API)
  * runs when nginx is installed. Only the shape of the results is checked, never speed.
  */
-import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { findNginx } from '../../bench/lib/nginx.ts';
-
-const ROOT = join(import.meta.dirname, '..', '..');
+import { runQuickBench } from '../fixtures/quick-bench.ts';
 
 interface TargetRow {
   name: string;
@@ -32,7 +27,6 @@ interface QuickResult {
   h2?: PairRow & { atOnce?: { labels: [string, string]; rounds: unknown[]; cpuRatio: number } };
   grpcUnary?: PairRow;
   decisions?: { sides: { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }[]; decisionsVsProxy?: number; decisionsVsNginxAlone?: number; cpuShare?: { decisionVsProxy?: number; socketDecisionVsProxy?: number }; atOnce?: { labels: [string, string]; rounds: unknown[]; cpuRatio: number }[] };
-  startup?: { name: string; coldMs: number; warmMs: number; noCacheMs: number; idleRssMb?: number }[];
   atOnce: { labels: [string, string]; rounds: { rps: [number, number]; cpuUs: [number, number] }[]; rpsRatio: number; cpuRatio: number }[];
 }
 
@@ -43,29 +37,15 @@ interface PairRow {
   ratio?: number;
 }
 
-let dir: string;
 let stdout = '';
 let stderr = '';
 let code: number | null;
 let result: QuickResult;
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'cnfguard-bench-'));
-  const out = join(dir, 'quick.json');
-  const child = spawn(
-    process.execPath,
-    [join(ROOT, 'bench', 'run.ts'), '--quick', '--targets', 'cnfguard,bare-node', '--no-pin', '--quick-requests', '200', '--miss-tokens', '10', '--memory-tokens', '2000', '--out', out],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-  code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  if (code === 0) result = JSON.parse(await readFile(out, 'utf8')) as QuickResult;
+  // Start-up and idle memory are bench-smoke-startup.test.ts's: each file well inside its timeout.
+  ({ code, stdout, stderr, result } = await runQuickBench<QuickResult>(['--targets', 'cnfguard,bare-node', '--quick-requests', '200', '--miss-tokens', '10', '--memory-tokens', '2000', '--skip', 'startup,idle']));
 }, 120_000);
-
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
 
 describe('npm run bench -- --quick', () => {
   it('finishes and prints the table with the machine', () => {
@@ -155,18 +135,5 @@ describe('npm run bench -- --quick', () => {
     expect(result.handshakes.cnfguard?.resumed.resumedShare).toBe(1);
     const capped = result.memory.find((m) => m.maxEntries === 1000);
     expect(capped?.checkpoints.at(-1)).toMatchObject({ tokens: 3000, cacheSize: 1000 });
-  });
-
-  it('measures start-up: --help, check, and run until listening, with the idle RSS', () => {
-    expect(result.startup?.map((r) => r.name)).toEqual(['--help', 'check', 'run (listening)']);
-    for (const row of result.startup ?? []) for (const ms of [row.coldMs, row.warmMs, row.noCacheMs]) expect(ms).toBeGreaterThan(0);
-    expect(result.startup?.at(-1)?.idleRssMb).toBeGreaterThan(10);
-    expect(stdout).toMatch(/^run \(listening\)\s+\d+\s+\d+/m);
-  });
-
-  it('measures the idle RSS of cnfguard run from the sources and the build, and the floor under it', () => {
-    expect(stdout).toMatch(/^run: sources \(type stripping\)\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d/m);
-    expect(stdout).toMatch(/^run: build \(dist\/\): the default\s+\d+\.\d/m);
-    expect(stdout).toMatch(/^node \(bare\)\s+\d+\.\d/m);
   });
 });
