@@ -5,7 +5,7 @@
  * is the same text (scripts/generate-docs.ts writes both, a unit test fails when they differ).
  */
 import * as z from 'zod';
-import { configSchema } from './schema.ts';
+import { buildConfigSchema } from './schema.ts';
 
 export type JsonSchema = Record<string, unknown> & {
   type?: string | string[];
@@ -28,7 +28,7 @@ interface ZodInternals {
 }
 
 export function configJsonSchema(): JsonSchema {
-  const schema = z.toJSONSchema(configSchema, {
+  const schema = z.toJSONSchema(buildConfigSchema(), {
     target: 'draft-2020-12',
     io: 'input',
     // Transforms only normalise (lower-case header names, de-duplicated lists): their input is the inner schema's.

@@ -10,7 +10,7 @@ import { configWarnings, listenerClashes } from './checks.ts';
 import { FILE_KEYS, filePathsOf, readAssertionKey, readIntrospectionFiles, readSharedStateFiles, readTlsMaterial, resolveFilePaths, type IntrospectionMaterial, type SharedStateMaterial, type TlsMaterial } from './files.ts';
 import { humanProblems, type EmptyVariables } from './messages.ts';
 import { ConfigError, type ConfigProblem } from './problems.ts';
-import { configSchema, type Settings } from './schema.ts';
+import { buildConfigSchema, type Settings } from './schema.ts';
 import { parseConfigText, type Environment } from './yaml.ts';
 import { shadowedRoutes } from '../routing/match.ts';
 import type { AssertionKey } from '../assertion/keys.ts';
@@ -54,7 +54,8 @@ export function loadConfigObject(raw: unknown, source: string, preProblems: Conf
   // A copy of the sections that name files, so the caller's object is never changed.
   const input = baseDir === undefined || raw === null || typeof raw !== 'object' ? raw : withFileSectionsCopied(raw as Record<string, unknown>);
   if (baseDir !== undefined) resolveFilePaths(input, baseDir, warnings);
-  const parsed = configSchema.safeParse(input ?? {});
+  // Built for this load and let go with it: an idle server keeps no schema (issue 32).
+  const parsed = buildConfigSchema().safeParse(input ?? {});
   if (!parsed.success) {
     problems.push(...humanProblems(parsed.error.issues, input, preProblems, empty));
   } else {
