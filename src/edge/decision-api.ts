@@ -110,8 +110,6 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
     const edge = EDGE_NAMES[original.front];
     const span = deps.tracing?.current?.request(edge, original.method, traceHeadersOf(req.headers));
     const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headersDistinct['x-forwarded-for']), edge }, span);
-    // `on`, not `once`: a response closes once, and `once` allocates a wrapper per request.
-    res.on('close', () => exchange.finish(res.statusCode));
     const refuse = (err: GuardError): void => sendRefusal(res, original.front, renderFor(err, runtime.realm, exchange.verdict), exchange.requestId);
     try {
       const { method, target } = original;
@@ -135,6 +133,11 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
       logger.error({ reqId: exchange.requestId, err }, 'decision failed');
       exchange.fail(edgeFailures.internal());
       if (!res.headersSent) refuse(exchange.failure as GuardError);
+    } finally {
+      // The line is written once the answer is (a check has no body to wait for; no close listener
+      // a request). A front that went away while the pipeline ran was answered to no one.
+      if (req.socket.destroyed && !res.writableFinished) exchange.fail(edgeFailures.clientAborted('the front closed the connection before the answer'));
+      exchange.finish(res.statusCode);
     }
   }
   return (req, res) => void handle(req, res).catch((err: unknown) => logger.error({ err }, 'decision failed'));
