@@ -113,6 +113,8 @@ interface Options {
   h2Streams: number;
   /** h2 phase: requests per second in all, paced; undefined: closed loop, as fast as each answers. */
   h2Rate: number | undefined;
+  /** Decisions phase: the rate (req/s in all) at which each side is also loaded in turn, paced; 0: not. */
+  decisionRate: number;
   grpcConcurrency: number;
 }
 
@@ -149,6 +151,7 @@ function parseOptions(argv: string[]): Options {
       'h2-sessions': { type: 'string' },
       'h2-streams': { type: 'string' },
       'h2-rate': { type: 'string' },
+      'decision-rate': { type: 'string' },
       'grpc-concurrency': { type: 'string' },
       'at-once': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -207,6 +210,7 @@ function parseOptions(argv: string[]): Options {
     h2Sessions: Math.round(num(values['h2-sessions'], 'BENCH_H2_SESSIONS', 4)),
     h2Streams: Math.round(num(values['h2-streams'], 'BENCH_H2_STREAMS', 8)),
     h2Rate: values['h2-rate'] === undefined && env.BENCH_H2_RATE === undefined ? undefined : num(values['h2-rate'], 'BENCH_H2_RATE', 0),
+    decisionRate: Math.round(num(values['decision-rate'], 'BENCH_DECISION_RATE', 2000)),
     grpcConcurrency: Math.round(num(values['grpc-concurrency'], 'BENCH_GRPC_CONCURRENCY', 32)),
   };
 }
@@ -226,7 +230,7 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
   --workers N             workers: of the cnfguard-workers target (default 2); for a scaling figure run
                           --targets cnfguard-cli,cnfguard-workers with --server-cpus 0-1 --client-cpus 2-3
                           on a machine with 4+ cores
-  --skip at-once,miss,handshake,memory,h2,grpc,decisions,startup,idle
+  --skip at-once,miss,handshake,memory,h2,grpc,decisions,paced,startup,idle
   --at-once A/B,...       pairs of targets loaded AT ONCE after the main load, B against the reference A (default:
                           bare-node/cnfguard-info, bare-node/cnfguard, baseline-info/cnfguard-info, those whose
                           targets run): both share the server CPU and whatever else the machine does, so the
@@ -238,6 +242,8 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
   --h2-streams N          ...with N requests in flight on each (BENCH_H2_STREAMS, default 8)
   --h2-rate R             h2 phase: at most R requests/s in all, paced (BENCH_H2_RATE; default: closed loop), so that
                           the sides compared see the same arrivals and their CPU per request compares on a busy machine
+  --decision-rate R       decisions phase: each side also loaded in turn at R req/s in all, paced (BENCH_DECISION_RATE,
+                          default 2000; 0: not), a sidecar's load rather than its ceiling (--skip paced leaves it out)
   --grpc-concurrency N    gRPC phase: unary calls in flight on one grpc-js channel (default 32)
   --miss-tokens N         tokens for the cache-miss run (default 300; quick 20)
   --memory-tokens N       cached tokens for the memory run (default 100000; quick 4000)
@@ -613,9 +619,9 @@ function atOnceRounds(options: Options): Omit<AtOnceOptions, 'log'> {
   return options.quick ? { rounds: 2, seconds: 0.5, minRoundRequests: 1 } : { rounds: options.rounds, seconds: options.durationSeconds };
 }
 
-async function loadPhase<N extends string>(options: Options, stack: Stack, targets: LoadTarget<N>[]): Promise<Map<N, RoundResult[]>> {
+async function loadPhase<N extends string>(options: Options, stack: Stack, targets: LoadTarget<N>[], rate?: number): Promise<Map<N, RoundResult[]>> {
   const runs = new Map<N, RoundResult[]>(targets.map((t) => [t.name, []]));
-  const base = loadBase(options, stack);
+  const base = { ...loadBase(options, stack), rate };
   const amount = options.quick ? { amount: options.quickRequests } : {};
   log(`\nwarm-up: ${options.quick ? `${quickWarmupRequests(options)} requests` : `${options.warmupSeconds} s`} per target`);
   for (const target of targets) {
@@ -623,7 +629,7 @@ async function loadPhase<N extends string>(options: Options, stack: Stack, targe
     const warm = await runLoad({ ...base, url: target.url, ...(options.quick ? { amount: quickWarmupRequests(options) } : { durationSeconds: options.warmupSeconds }) });
     log(`  ${target.name.padEnd(14)} ${String(warm.rps).padStart(6)} req/s  (status ${JSON.stringify(warm.statusCodes)})`);
   }
-  log(`\nload: ${options.rounds} rounds x ${options.quick ? `${options.quickRequests} requests` : `${options.durationSeconds} s`} per target, ${options.connections} keep-alive mTLS connections, pipelining 1`);
+  log(`\nload: ${options.rounds} rounds x ${options.quick ? `${options.quickRequests} requests` : `${options.durationSeconds} s`} per target, ${options.connections} keep-alive mTLS connections, pipelining 1${rate === undefined ? '' : `, paced to ${rate} req/s in all`}`);
   for (let round = 1; round <= options.rounds; round++) {
     for (const target of targets) {
       assertAlive(target);
@@ -872,6 +878,38 @@ interface DecisionsSummary {
   cpuShare: { decisionVsProxy: number | undefined; socketDecisionVsProxy: number | undefined; socketVsTcpDecision: number | undefined; baselineDecisionVsProxy?: number | undefined; decisionVsBaselineDecision?: number | undefined };
   /** The proxy and the decision cnfguard (over TCP, then the socket) loaded at once, nginx moved off the server CPU: see decisionsAtOnce. */
   atOnce: AtOnceSummary[];
+  /**
+   * The sides (but nginx alone) loaded in turn at one paced rate, far below what saturates a core:
+   * a sidecar's load. Unsaturated, each request pays its own wake-ups (the proxy two: the client's
+   * request, the upstream's answer; a decision one), which a saturated loop shares among many.
+   */
+  paced?: { rate: number; cpuShare: DecisionCpuShare; cpuUsRounds: Record<string, (number | undefined)[]> };
+}
+
+type DecisionCpuShare = DecisionsSummary['cpuShare'];
+
+/** The median of per-round ratios of cnfguard's CPU µs per request, side `a` over side `b`. */
+function cnfguardCpuRatio(runs: Map<DecisionSideName, RoundResult[]>, a: DecisionSideName, b: DecisionSideName): number | undefined {
+  const [x, y] = [runs.get(a) ?? [], runs.get(b) ?? []];
+  const r = median(x.map((run, i) => (run.partsCpuUs?.cnfguard ?? Number.NaN) / (y[i]?.partsCpuUs?.cnfguard ?? Number.NaN)).filter(Number.isFinite));
+  return Number.isFinite(r) ? Math.round(r * 1000) / 1000 : undefined;
+}
+
+function cpuShareOf(runs: Map<DecisionSideName, RoundResult[]>, withBaseline: boolean): DecisionCpuShare {
+  return {
+    decisionVsProxy: cnfguardCpuRatio(runs, 'nginx+cnfguard decisions', 'cnfguard proxy'),
+    socketDecisionVsProxy: cnfguardCpuRatio(runs, 'nginx+cnfguard decisions, socket', 'cnfguard proxy'),
+    socketVsTcpDecision: cnfguardCpuRatio(runs, 'nginx+cnfguard decisions, socket', 'nginx+cnfguard decisions'),
+    ...(withBaseline && {
+      baselineDecisionVsProxy: cnfguardCpuRatio(runs, 'nginx+baseline decisions', 'cnfguard proxy'),
+      decisionVsBaselineDecision: cnfguardCpuRatio(runs, 'nginx+cnfguard decisions', 'nginx+baseline decisions'),
+    }),
+  };
+}
+
+/** One line of the CPU shares (goal: a decision <= 0.5 of a proxied request). */
+function cpuShareLine(share: DecisionCpuShare): string {
+  return `TCP ${fixed(share.decisionVsProxy, 3) ?? '?'}, Unix socket ${fixed(share.socketDecisionVsProxy, 3) ?? '?'} (goal <= 0.5; median of per-round ratios); socket / TCP decision ${fixed(share.socketVsTcpDecision, 3) ?? '?'}${share.baselineDecisionVsProxy === undefined ? '' : `; baseline's decision / the same proxy: ${fixed(share.baselineDecisionVsProxy, 3) ?? '?'}; this decision / the baseline's: ${fixed(share.decisionVsBaselineDecision, 3) ?? '?'}`}`;
 }
 
 /**
@@ -942,17 +980,15 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
       sides.push({ name: 'nginx+baseline decisions', url: baselineFront.url, pids: () => [...baselineFront.pids(), baselineDecider.pid], alive: () => baselineFront.alive() && baselineDecider.alive(), parts: { nginx: baselineFront.pids, cnfguard: () => [baselineDecider.pid] } });
     }
     const runs = await loadPhase(options, stack, sides);
-    const atOnce = options.skip.has('at-once') ? [] : await decisionsAtOnce(options, stack, proxy, decider, { TCP: front, socket: socketFront }, stack.serverCpu === undefined || stack.sideCpu === undefined ? undefined : { server: stack.serverCpu, side: stack.sideCpu });
+    const atOnce = options.skip.has('at-once') ? [] : await decisionsAtOnce(options, stack, proxy, decider, { TCP: front, socket: socketFront }, stack.serverCpu === undefined || stack.sideCpu === undefined ? undefined : { server: stack.serverCpu, side: stack.sideCpu }, baselineFront !== undefined && baselineDecider !== undefined ? { front: baselineFront, decider: baselineDecider } : undefined);
     const ratio = (a: DecisionSideName, b: DecisionSideName): number | undefined => {
       const [x, y] = [runs.get(a) ?? [], runs.get(b) ?? []];
       const r = median(x.map((run, i) => run.rps / (y[i]?.rps ?? Number.NaN)));
       return Number.isFinite(r) ? Math.round(r * 100) / 100 : undefined;
     };
-    const cpuRatio = (a: DecisionSideName, b: DecisionSideName): number | undefined => {
-      const [x, y] = [runs.get(a) ?? [], runs.get(b) ?? []];
-      const r = median(x.map((run, i) => (run.partsCpuUs?.cnfguard ?? Number.NaN) / (y[i]?.partsCpuUs?.cnfguard ?? Number.NaN)).filter(Number.isFinite));
-      return Number.isFinite(r) ? Math.round(r * 1000) / 1000 : undefined;
-    };
+    // A sidecar's load rather than its ceiling: the same sides (but nginx alone) in turn at one paced rate.
+    const pacedSides = sides.filter((side) => side.name !== 'nginx alone');
+    const pacedRuns = options.decisionRate > 0 && !options.skip.has('paced') ? await loadPhase(options, stack, pacedSides, options.decisionRate) : undefined;
     const opt = (values: (number | undefined)[]) => {
       const m = median(values.filter((v): v is number => v !== undefined));
       return Number.isFinite(m) ? Math.round(m) : undefined;
@@ -984,16 +1020,15 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
       }),
       decisionsVsProxy: ratio('nginx+cnfguard decisions', 'cnfguard proxy'),
       decisionsVsNginxAlone: ratio('nginx+cnfguard decisions', 'nginx alone'),
-      cpuShare: {
-        decisionVsProxy: cpuRatio('nginx+cnfguard decisions', 'cnfguard proxy'),
-        socketDecisionVsProxy: cpuRatio('nginx+cnfguard decisions, socket', 'cnfguard proxy'),
-        socketVsTcpDecision: cpuRatio('nginx+cnfguard decisions, socket', 'nginx+cnfguard decisions'),
-        ...(baselineFront !== undefined && {
-          baselineDecisionVsProxy: cpuRatio('nginx+baseline decisions', 'cnfguard proxy'),
-          decisionVsBaselineDecision: cpuRatio('nginx+cnfguard decisions', 'nginx+baseline decisions'),
-        }),
-      },
+      cpuShare: cpuShareOf(runs, baselineFront !== undefined),
       atOnce,
+      ...(pacedRuns !== undefined && {
+        paced: {
+          rate: options.decisionRate,
+          cpuShare: cpuShareOf(pacedRuns, baselineFront !== undefined),
+          cpuUsRounds: Object.fromEntries(pacedSides.map((side) => [side.name, (pacedRuns.get(side.name) ?? []).map((run) => run.partsCpuUs?.cnfguard)])),
+        },
+      }),
     };
   } finally {
     for (const stop of stops.reverse()) await stop().catch((err: unknown) => log(`decisions phase: stop failed: ${String(err)}`));
@@ -1009,24 +1044,34 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
  * else, as in the other pairs (three processes there inflated the proxy's CPU per request, turn 5);
  * the ratio is of the two cnfguards' CPU per request, nginx's not counted.
  */
-async function decisionsAtOnce(options: Options, stack: Stack, proxy: ChildServer, decider: ChildServer, fronts: Record<'TCP' | 'socket', NginxServer>, cpus: { server: string; side: string } | undefined): Promise<AtOnceSummary[]> {
+async function decisionsAtOnce(options: Options, stack: Stack, proxy: ChildServer, decider: ChildServer, fronts: Record<'TCP' | 'socket', NginxServer>, cpus: { server: string; side: string } | undefined, baseline?: { front: NginxServer; decider: ChildServer }): Promise<AtOnceSummary[]> {
   const base = loadBase(options, stack);
   // --quick warms each side with 200 requests, as the other pairs do (20,000 otherwise).
   const warm = options.quick ? 200 : undefined;
   const proxySide = autocannonSide('cnfguard proxy', { url: proxy.ready.url, pids: () => [proxy.pid], alive: () => proxy.alive() }, base, warm);
-  const results: AtOnceSummary[] = [];
-  for (const [transport, front] of Object.entries(fronts)) {
-    // Without pinning (no taskset, or bench-smoke's --no-pin) nothing is moved.
+  const deciderSide = (name: string, front: NginxServer, server: ChildServer) => autocannonSide(name, { url: front.url, pids: () => [server.pid], alive: () => front.alive() && server.alive() }, base, warm);
+  /** Runs `pairOf` with the given fronts on the client CPU (without pinning, e.g. bench-smoke's --no-pin, nothing is moved). */
+  const withFrontsAside = async (moved: readonly NginxServer[], title: string, pair: () => Promise<AtOnceSummary>): Promise<void> => {
     const move = (to: 'side' | 'server') => {
-      if (cpus !== undefined) for (const pid of front.pids()) pinProcess(pid, cpus[to]);
+      if (cpus !== undefined) for (const front of moved) for (const pid of front.pids()) pinProcess(pid, cpus[to]);
     };
     move('side');
     try {
-      log(`\nat once: the proxy cnfguard against the decision cnfguard behind nginx (${transport})${cpus === undefined ? '' : ', nginx on the client CPU meanwhile'}`);
-      results.push(await loadAtOnce([proxySide, autocannonSide(`cnfguard decisions, ${transport}`, { url: front.url, pids: () => [decider.pid], alive: () => front.alive() && decider.alive() }, base, warm)], { ...atOnceRounds(options), log }));
+      log(`\nat once: ${title}${cpus === undefined ? '' : ', nginx on the client CPU meanwhile'}`);
+      results.push(await pair());
     } finally {
       move('server');
     }
+  };
+  const results: AtOnceSummary[] = [];
+  for (const [transport, front] of Object.entries(fronts)) {
+    await withFrontsAside([front], `the proxy cnfguard against the decision cnfguard behind nginx (${transport})`, () => loadAtOnce([proxySide, deciderSide(`cnfguard decisions, ${transport}`, front, decider)], { ...atOnceRounds(options), log }));
+  }
+  // --baseline: the before/after of a decision itself, both over TCP behind their own nginx.
+  if (baseline !== undefined) {
+    await withFrontsAside([baseline.front, fronts.TCP], 'the baseline decision cnfguard against this one, each behind its own nginx (TCP)', () =>
+      loadAtOnce([deciderSide('baseline decisions, TCP', baseline.front, baseline.decider), deciderSide('cnfguard decisions, TCP', fronts.TCP, decider)], { ...atOnceRounds(options), log }),
+    );
   }
   return results;
 }
@@ -1040,14 +1085,15 @@ function printDecisions(d: DecisionsSummary, machine: MachineInfo): void {
   );
   log(`  nginx+cnfguard decisions / cnfguard proxy: ${fixed(d.decisionsVsProxy, 2) ?? '?'}x (goal >= 1.3; median of per-round ratios)`);
   log(`  nginx+cnfguard decisions / nginx alone: ${fixed(d.decisionsVsNginxAlone, 2) ?? '?'}x (what asking cnfguard costs nginx)`);
-  const share = d.cpuShare;
-  log(
-    `  cnfguard CPU per decision / per proxied request: TCP ${fixed(share.decisionVsProxy, 3) ?? '?'}, Unix socket ${fixed(share.socketDecisionVsProxy, 3) ?? '?'} (goal <= 0.5; median of per-round ratios); socket / TCP decision ${fixed(share.socketVsTcpDecision, 3) ?? '?'}${share.baselineDecisionVsProxy === undefined ? '' : `; baseline's decision / the same proxy: ${fixed(share.baselineDecisionVsProxy, 3) ?? '?'}; this decision / the baseline's: ${fixed(share.decisionVsBaselineDecision, 3) ?? '?'}`}`,
-  );
+  log(`  cnfguard CPU per decision / per proxied request: ${cpuShareLine(d.cpuShare)}`);
   log(`  cnfguard CPU µs per request by round: ${d.sides.filter((s) => s.cpuUsRounds.cnfguard !== undefined).map((s) => `${s.name}: ${s.cpuUsRounds.cnfguard?.join(' ')}`).join('; ')}`);
   log(`  CPU µs per request (median of rounds): ${d.sides.map((s) => `${s.name}: ${Object.entries(s.cpuUsPerRequest).map(([part, us]) => `${part} ${us ?? '?'}`).join(' + ')}`).join('; ')}`);
   log(`  server CPU% of nginx+cnfguard is nginx's worker and master plus cnfguard, sharing the server CPU; ${machineLine(machine)}`);
   for (const s of d.sides.filter((x) => x.errors + x.non2xx > 0)) log(`  WARNING ${s.name}: ${s.errors} errors, ${s.non2xx} non-2xx ${JSON.stringify(s.statusCodes)}`);
+  if (d.paced !== undefined) {
+    log(`  paced, each side in turn at ${d.paced.rate} req/s in all: cnfguard CPU per decision / per proxied request: ${cpuShareLine(d.paced.cpuShare)}`);
+    log(`    cnfguard CPU µs per request by round: ${Object.entries(d.paced.cpuUsRounds).map(([name, rounds]) => `${name}: ${rounds.join(' ')}`).join('; ')}`);
+  }
   // The goal's figure from the pairs loaded at once: the decision's CPU per request over the proxy's (<= 0.5).
   printAtOnce(d.atOnce, machine);
 }

@@ -39,6 +39,8 @@ export interface LoadOptions {
   serverPids?: () => number[];
   /** PIDs of other processes of the benchmark (the upstream), so their CPU is not counted as foreign. */
   sidePids?: () => number[];
+  /** Requests per second in all, paced (autocannon's overallRate); undefined: closed loop, each connection as fast as it is answered. */
+  rate?: number | undefined;
   /** Headers made afresh for each request (a DPoP proof), over the fixed ones; `authorization` among them replaces the Bearer one. */
   headersPerRequest?: () => Record<string, string>;
 }
@@ -93,6 +95,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         url: `${options.url}${options.path ?? '/bench'}`,
         connections: options.connections,
         pipelining: 1,
+        ...(options.rate !== undefined && { overallRate: options.rate }),
         ...(options.amount !== undefined ? { amount: options.amount } : { duration: options.durationSeconds ?? 5 }),
         headers: { authorization: `Bearer ${options.token}` },
         ...(options.headersPerRequest !== undefined && {

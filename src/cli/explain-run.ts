@@ -86,7 +86,7 @@ function certificateOf(file: string, config: LoadedConfig): ClientCertificate | 
   // Through the same certificate source as a trusted proxy's header, so that tls.clientCa is applied as at the edge.
   const peer = '192.0.2.1';
   const source = createCertificateSource({ trustedProxies: [{ cidrs: [`${peer}/32`], header: 'x-explain-cert', format: 'pem-urlencoded', xfccElement: 'last' }], clientCa: config.tls.clientCa });
-  return source.certificateOf({ socket: undefined, peerAddress: peer, headersDistinct: { 'x-explain-cert': [encodeURIComponent(pem)] } });
+  return source.certificateOf({ socket: undefined, peerAddress: peer, headerLines: (name) => (name === 'x-explain-cert' ? [encodeURIComponent(pem)] : undefined) });
 }
 
 function factsOf(options: ExplainOptions & { url: URL }, certificate: ClientCertificate | undefined): RequestFacts {

@@ -22,7 +22,7 @@ import type { Runtime } from '../runtime.ts';
 import { UNIX_SOCKET_PEER } from '../tls/peers.ts';
 import { answerHeaders, renderFor, sendDocument } from './answer.ts';
 import type { RenderedError } from './render.ts';
-import { FRONT_HEADER_ALLOWANCE, decisionFacts, originalOf, type DecisionFront } from './decision-facts.ts';
+import { FRONT_HEADER_ALLOWANCE, checkLinesOf, decisionFacts, originalOf, type DecisionFront } from './decision-facts.ts';
 import { edgeFailures, Exchange } from './exchange.ts';
 
 export interface DecisionApiDependencies {
@@ -89,15 +89,15 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const runtime = deps.runtime();
-    // headersDistinct, as everything after: `headers` too would build a second map of every line.
-    const document = runtime.pipeline.publicDocument(req.method, req.url ?? '/', req.headersDistinct.host?.[0]);
+    const lines = checkLinesOf(req);
+    const document = runtime.pipeline.publicDocument(req.method, req.url ?? '/', lines('host')?.[0]);
     if (document !== undefined) return sendDocument(res, req.method, document);
     const peer = peerOf(req);
     if (!certificates.isTrustedProxy(peer)) {
       res.writeHead(403, { 'content-length': 0 }).end();
       return;
     }
-    const original = originalOf(req);
+    const original = originalOf(req, lines);
     if (original === undefined) {
       res.writeHead(404, { 'content-length': 0 }).end();
       return;
@@ -109,9 +109,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
     }
     const edge = EDGE_NAMES[original.front];
     const span = deps.tracing?.current?.request(edge, original.method, traceHeadersOf(req.headers));
-    const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(req.headersDistinct['x-forwarded-for']), edge }, span);
-    // `on`, not `once`: a response closes once, and `once` allocates a wrapper per request.
-    res.on('close', () => exchange.finish(res.statusCode));
+    const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(lines('x-forwarded-for')), edge }, span);
     const refuse = (err: GuardError): void => sendRefusal(res, original.front, renderFor(err, runtime.realm, exchange.verdict), exchange.requestId);
     try {
       const { method, target } = original;
@@ -124,7 +122,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
         exchange.fail(edgeFailures.frontInsecure(original.front));
         return refuse(exchange.failure as GuardError);
       }
-      const facts = decisionFacts(req, peer, { ...original, method, target }, certificates);
+      const facts = decisionFacts(req, lines, peer, { ...original, method, target }, certificates);
       const verdict = await exchange.evaluate(runtime.pipeline, facts, EMPTY_FORM);
       if (!verdict.decision.allow) return refuse(verdict.decision.error);
       // One header object, filled in place: the answer is the decision API's whole output.
@@ -135,6 +133,11 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
       logger.error({ reqId: exchange.requestId, err }, 'decision failed');
       exchange.fail(edgeFailures.internal());
       if (!res.headersSent) refuse(exchange.failure as GuardError);
+    } finally {
+      // The line is written once the answer is (a check has no body to wait for; no close listener
+      // a request). A front that went away while the pipeline ran was answered to no one.
+      if (req.socket.destroyed && !res.writableFinished) exchange.fail(edgeFailures.clientAborted('the front closed the connection before the answer'));
+      exchange.finish(res.statusCode);
     }
   }
   return (req, res) => void handle(req, res).catch((err: unknown) => logger.error({ err }, 'decision failed'));

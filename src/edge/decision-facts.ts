@@ -43,35 +43,56 @@ export const FRONT_HEADER_ALLOWANCE = 32;
 
 const one = (lines: string[] | undefined): string | undefined => (lines?.length === 1 ? lines[0] : undefined);
 
+/** Every line of one header of the check request (lower-case name), as received. */
+export type CheckLines = (name: string) => string[] | undefined;
+
+/**
+ * The check request's lines by header name. Node's server builds `req.headers` for every request
+ * (it reads Host, Expect and TE there); `headersDistinct` would be a second map of every line. When
+ * no name repeats, `headers` holds each line as received, one key a line; a repeated name (a
+ * client's second Authorization, say) is joined or dropped there, so then `headersDistinct` answers.
+ */
+export function checkLinesOf(req: IncomingMessage): CheckLines {
+  const headers = req.headers;
+  if (Object.keys(headers).length !== req.rawHeaders.length / 2) {
+    const distinct = req.headersDistinct;
+    return (name) => distinct[name];
+  }
+  return (name) => {
+    // Own keys only: `headers` has Object's prototype, and a signature may name any field ("constructor").
+    if (!Object.hasOwn(headers, name)) return undefined;
+    const value = headers[name];
+    return value === undefined ? undefined : typeof value === 'string' ? [value] : value;
+  };
+}
+
 /** Which front is asking, and what it says the original request was; undefined for an unknown path. */
-export function originalOf(req: IncomingMessage): Original | undefined {
+export function originalOf(req: IncomingMessage, lines: CheckLines): Original | undefined {
   const url = req.url ?? '/';
   const path = pathOf(url);
-  const h = req.headersDistinct;
   // nginx and Envoy say nothing of the scheme: the recipes listen with TLS only.
-  if (path === '/nginx') return { front: 'nginx', method: one(h['x-original-method']), target: one(h['x-original-uri']), hostLines: h.host, overTls: true };
+  if (path === '/nginx') return { front: 'nginx', method: one(lines('x-original-method')), target: one(lines('x-original-uri')), hostLines: lines('host'), overTls: true };
   if (path === '/traefik') {
     // Traefik always sends X-Forwarded-Proto (forward.go): anything but one `https` is a plain-HTTP entry point.
-    const overTls = one(h['x-forwarded-proto'])?.toLowerCase() === 'https';
-    return { front: 'traefik', method: one(h['x-forwarded-method']), target: one(h['x-forwarded-uri']), hostLines: h['x-forwarded-host'], overTls };
+    const overTls = one(lines('x-forwarded-proto'))?.toLowerCase() === 'https';
+    return { front: 'traefik', method: one(lines('x-forwarded-method')), target: one(lines('x-forwarded-uri')), hostLines: lines('x-forwarded-host'), overTls };
   }
   if (url === ENVOY_PREFIX || url.startsWith(`${ENVOY_PREFIX}/`) || url.startsWith(`${ENVOY_PREFIX}?`)) {
     const rest = url.slice(ENVOY_PREFIX.length);
-    return { front: 'envoy', method: req.method, target: rest.startsWith('/') ? rest : `/${rest}`, hostLines: h.host, overTls: true };
+    return { front: 'envoy', method: req.method, target: rest.startsWith('/') ? rest : `/${rest}`, hostLines: lines('host'), overTls: true };
   }
   return undefined;
 }
 
 /** The client's header lines: all received, less one line of each header the front adds itself (its certificate header among them). */
-function clientHeaderCount(req: IncomingMessage, front: DecisionFront, certificateHeader: string | undefined): number {
+function clientHeaderCount(req: IncomingMessage, lines: CheckLines, front: DecisionFront, certificateHeader: string | undefined): number {
   const own = FRONT_HEADERS[front];
-  const h = req.headersDistinct;
   let count = req.rawHeaders.length / 2;
   // No per-request copy of the front's set: the certificate header counts once, unless the set names it already.
-  for (const name of own) if (h[name] !== undefined) count--;
-  if (certificateHeader !== undefined && !own.has(certificateHeader) && h[certificateHeader] !== undefined) count--;
+  for (const name of own) if (lines(name) !== undefined) count--;
+  if (certificateHeader !== undefined && !own.has(certificateHeader) && lines(certificateHeader) !== undefined) count--;
   // The check request's own hop (front to cnfguard): never the client's lines, whose hop-by-hop ones the front consumed.
-  for (const name of HOP_BY_HOP) count -= h[name]?.length ?? 0;
+  for (const name of HOP_BY_HOP) count -= lines(name)?.length ?? 0;
   return count;
 }
 
@@ -81,19 +102,18 @@ function clientHeaderCount(req: IncomingMessage, front: DecisionFront, certifica
  * front passing it), a client Content-Length that is not the front's own line. Traefik and Envoy
  * say nothing of an unsigned body (`cnfguard check` warns of httpsig routes behind the decision API).
  */
-function withheldBody(req: IncomingMessage, front: DecisionFront): boolean {
-  const h = req.headersDistinct;
-  if (h['content-digest'] !== undefined || (front === 'nginx' && h['x-original-transfer-encoding'] !== undefined)) return true;
-  const nonZero = (lines: string[] | undefined, from: number): boolean => lines !== undefined && lines.slice(from).some((length) => length.trim() !== '0');
-  return nonZero(h['content-length'], FRONT_HEADERS[front].has('content-length') ? 1 : 0) || (front === 'nginx' && nonZero(h['x-original-content-length'], 0));
+function withheldBody(lines: CheckLines, front: DecisionFront): boolean {
+  if (lines('content-digest') !== undefined || (front === 'nginx' && lines('x-original-transfer-encoding') !== undefined)) return true;
+  const nonZero = (values: string[] | undefined, from: number): boolean => values !== undefined && values.slice(from).some((length) => length.trim() !== '0');
+  return nonZero(lines('content-length'), FRONT_HEADERS[front].has('content-length') ? 1 : 0) || (front === 'nginx' && nonZero(lines('x-original-content-length'), 0));
 }
 
 /** The original request's facts; the check request carries no body, so neither does the original here. */
-export function decisionFacts(req: IncomingMessage, peer: string | undefined, original: Original & { method: string; target: string }, certificates: CertificateSource): RequestFacts {
+export function decisionFacts(req: IncomingMessage, lines: CheckLines, peer: string | undefined, original: Original & { method: string; target: string }, certificates: CertificateSource): RequestFacts {
   let certificate;
   let certificateError;
   try {
-    certificate = certificates.certificateOf({ socket: undefined, peerAddress: peer, headersDistinct: req.headersDistinct });
+    certificate = certificates.certificateOf({ socket: undefined, peerAddress: peer, headerLines: lines });
   } catch (err) {
     if (!(err instanceof GuardError)) throw err;
     certificateError = err;
@@ -103,15 +123,15 @@ export function decisionFacts(req: IncomingMessage, peer: string | undefined, or
     target: original.target,
     targetForwardedRaw: true,
     hostLines: original.hostLines,
-    headerCount: clientHeaderCount(req, original.front, certificates.certificateHeaderOf(peer)),
-    authorization: req.headersDistinct.authorization,
+    headerCount: clientHeaderCount(req, lines, original.front, certificates.certificateHeaderOf(peer)),
+    authorization: lines('authorization'),
     // The front passes the client's headers on: the DPoP proof among them.
-    dpop: req.headersDistinct.dpop,
+    dpop: lines('dpop'),
     // And every field an HTTP message signature covers (Content-Digest, Signature, Signature-Input).
-    fieldLines: (name) => req.headersDistinct[name],
+    fieldLines: lines,
     // The check request has no body: a client's one (said by its length, its chunking or its
     // digest) stays with the front, so a signature over it cannot be checked here.
-    bodyWithheld: withheldBody(req, original.front),
+    bodyWithheld: withheldBody(lines, original.front),
     peer,
     certificate,
     certificateError,

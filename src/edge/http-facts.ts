@@ -53,16 +53,6 @@ function checkedLines(rawHeaders: readonly string[]): CheckedLines {
   return lines;
 }
 
-/** What HTTP/1.1's `headersDistinct` holds: every header's values, lower-case names. */
-function distinctOf(rawHeaders: readonly string[]): NodeJS.Dict<string[]> {
-  const distinct: NodeJS.Dict<string[]> = {};
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = (rawHeaders[i] ?? '').toLowerCase();
-    if (!name.startsWith(':')) (distinct[name] ??= []).push(rawHeaders[i + 1] ?? '');
-  }
-  return distinct;
-}
-
 /** What the pipeline reads of an HTTP/2 header list, gathered in one pass over `rawHeaders`. */
 interface Http2HeaderFacts extends CheckedLines {
   /** Header fields other than pseudo-headers, and the header list's size (RFC 9113 §6.5.2). */
@@ -94,9 +84,9 @@ function http2HostLines(req: Http2ServerRequest, hosts: string[] | undefined): s
 }
 
 /**
- * What the certificate source reads of a request. Every header's lines (`headersDistinct`) are
- * built only when read, for a trusted proxy's certificate header: a class, so that the getter is
- * on its prototype, not made with every request.
+ * What the certificate source reads of a request. A header's lines are looked up only when read,
+ * for a trusted proxy's certificate header: a class, so that the method is on its prototype, not
+ * made with every request.
  */
 class ConnectionOfRequest implements RequestConnection {
   readonly #req: ProxyRequest;
@@ -109,9 +99,9 @@ class ConnectionOfRequest implements RequestConnection {
     this.peerAddress = connection.peer;
   }
 
-  get headersDistinct(): NodeJS.Dict<string[]> {
+  headerLines(name: string): string[] | undefined {
     const req = this.#req;
-    return isHttp2(req) ? distinctOf(req.rawHeaders) : req.headersDistinct;
+    return isHttp2(req) ? linesOf(req.rawHeaders, name) : req.headersDistinct[name];
   }
 }
 

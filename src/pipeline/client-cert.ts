@@ -59,7 +59,8 @@ export interface CertificateSourceOptions {
 export interface RequestConnection {
   socket: TLSSocket | undefined;
   peerAddress: string | undefined;
-  headersDistinct: NodeJS.Dict<string[]>;
+  /** Every line of one header (lower-case name), as received; read only for a trusted proxy's certificate header. */
+  headerLines(name: string): string[] | undefined;
 }
 
 export interface CertificateSource {
@@ -186,8 +187,7 @@ export function createCertificateSource(options: CertificateSourceOptions): Cert
   return {
     certificateOf(connection) {
       const proxy = proxyOf(connection.peerAddress);
-      // headersDistinct is read only here: an edge may build it only when asked (http-facts.ts).
-      if (proxy !== undefined) return fromHeader(proxy, connection.headersDistinct[proxy.header]);
+      if (proxy !== undefined) return fromHeader(proxy, connection.headerLines(proxy.header));
       return connection.socket === undefined ? undefined : fromSocket(connection.socket);
     },
     isTrustedProxy(peerAddress) {

@@ -32,8 +32,10 @@ export interface Credentials {
 export function credentialsFrom(authorization: readonly string[] | undefined): Credentials {
   if (authorization === undefined || authorization.length === 0) throw new GuardError('credentials_missing');
   if (authorization.length > 1) throw new GuardError('authorization_duplicated');
-  // RFC 9110 §5.6.3: optional whitespace is SP and HTAB only, not every Unicode space.
-  const value = (authorization[0] ?? '').replace(/^[ \t]+|[ \t]+$/g, '');
+  const value = withoutOptionalWhitespace(authorization[0] ?? '');
+  // The well-formed case in one match; anything else is told apart below.
+  const credentials = CREDENTIALS.exec(value);
+  if (credentials !== null) return { scheme: (credentials[1] as string).toLowerCase() as TokenScheme, token: credentials[2] as string };
   const scheme = SCHEME.exec(value)?.[1]?.toLowerCase();
   if (scheme === undefined) throw new GuardError('authorization_malformed');
   if (!TOKEN_SCHEMES.has(scheme)) {
@@ -42,9 +44,14 @@ export function credentialsFrom(authorization: readonly string[] | undefined): C
     const named = KNOWN_SCHEMES.has(scheme) ? scheme : 'unrecognized';
     throw new GuardError('credentials_missing', { detail: `unsupported authorization scheme ${named}` });
   }
-  const token = CREDENTIALS.exec(value)?.[2];
-  if (token === undefined) throw new GuardError('authorization_malformed');
-  return { scheme: scheme as TokenScheme, token };
+  throw new GuardError('authorization_malformed');
+}
+
+const isOptionalWhitespace = (code: number | undefined): boolean => code === 0x20 || code === 0x09;
+
+/** RFC 9110 §5.6.3: optional whitespace is SP and HTAB only, not every Unicode space. (Checked at the ends first: a regex would walk the whole token.) */
+function withoutOptionalWhitespace(value: string): string {
+  return isOptionalWhitespace(value.charCodeAt(0)) || isOptionalWhitespace(value.charCodeAt(value.length - 1)) ? value.replace(/^[ \t]+|[ \t]+$/g, '') : value;
 }
 
 /** Whether a request target carries an `access_token` query parameter (in any percent-encoding). */

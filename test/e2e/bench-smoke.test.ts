@@ -26,7 +26,7 @@ interface QuickResult {
   memory: { maxEntries: number; checkpoints: { tokens: number; cacheSize: number }[] }[];
   h2?: PairRow & { atOnce?: { labels: [string, string]; rounds: unknown[]; cpuRatio: number } };
   grpcUnary?: PairRow;
-  decisions?: { sides: { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }[]; decisionsVsProxy?: number; decisionsVsNginxAlone?: number; cpuShare?: { decisionVsProxy?: number; socketDecisionVsProxy?: number }; atOnce?: { labels: [string, string]; rounds: unknown[]; cpuRatio: number }[] };
+  decisions?: { sides: { name: string; rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }[]; decisionsVsProxy?: number; decisionsVsNginxAlone?: number; cpuShare?: { decisionVsProxy?: number; socketDecisionVsProxy?: number }; atOnce?: { labels: [string, string]; rounds: unknown[]; cpuRatio: number }[]; paced?: { rate: number; cpuShare: { decisionVsProxy?: number; socketDecisionVsProxy?: number }; cpuUsRounds: Record<string, (number | null)[]> } };
   atOnce: { labels: [string, string]; rounds: { rps: [number, number]; cpuUs: [number, number] }[]; rpsRatio: number; cpuRatio: number }[];
 }
 
@@ -117,6 +117,13 @@ describe('npm run bench -- --quick', () => {
       expect(pair.cpuRatio).toBeGreaterThan(0);
     }
     expect(stdout).toMatch(/^\s+cnfguard CPU per decision \/ per proxied request: TCP \d+\.\d+, Unix socket \d+\.\d+ \(goal <= 0\.5/m);
+    // The same shares with every side paced to one rate (a sidecar's load), in turn.
+    expect(result.decisions?.paced?.rate).toBe(2000);
+    expect(Object.keys(result.decisions?.paced?.cpuUsRounds ?? {})).toEqual(['nginx+cnfguard decisions', 'cnfguard proxy', 'nginx+cnfguard decisions, socket']);
+    for (const rounds of Object.values(result.decisions?.paced?.cpuUsRounds ?? {})) expect(rounds.every((us) => us !== null && us > 0)).toBe(true);
+    expect(result.decisions?.paced?.cpuShare.decisionVsProxy).toBeGreaterThan(0);
+    expect(result.decisions?.paced?.cpuShare.socketDecisionVsProxy).toBeGreaterThan(0);
+    expect(stdout).toMatch(/^\s+paced, each side in turn at 2000 req\/s in all: cnfguard CPU per decision \/ per proxied request: TCP \d+\.\d+, Unix socket \d+\.\d+ \(goal <= 0\.5/m);
     expect(stdout).toMatch(/^machine: /m);
   });
 

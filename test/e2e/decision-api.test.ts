@@ -5,7 +5,9 @@
  */
 import { X509Certificate, createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { request, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { splitPemCertificates, thumbprintS256 } from '../../src/tls/certificates.ts';
@@ -122,6 +124,32 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ status: 403, decision: 'deny', reason: 'token_in_query' });
     expect(guard.logs.text()).not.toContain(token1);
+  });
+});
+
+describe('a front that goes away while the decision waits on the AS', () => {
+  it('gets one access line, 499 client_aborted, not the status nobody received', async () => {
+    // An AS that takes the introspection request and never answers: the check waits in the pipeline until the front goes.
+    const held: ServerResponse[] = [];
+    const silentAs = createHttpsServer({ ...d.pki.certs.server }, (_req, res) => held.push(res));
+    await new Promise<void>((resolve) => silentAs.listen(0, '127.0.0.1', resolve));
+    const asPort = (silentAs.address() as AddressInfo).port;
+    const slow = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: `https://127.0.0.1:${asPort}/introspect`, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 1000 }, trustedProxies: [{ cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' }], decisionApi: { host: '127.0.0.1', port: 0 } }));
+    try {
+      const req = request({ host: '127.0.0.1', port: slow.started.decisionPort, path: '/nginx', headers: { host: 'app.test', 'x-original-method': 'GET', 'x-original-uri': '/app', authorization: `Bearer ${token1}`, 'x-client-cert': encodeURIComponent(d.pki.certs.clients.client1.cert) } });
+      req.on('error', () => {});
+      req.end();
+      await expect.poll(() => held.length, { timeout: 5000 }).toBeGreaterThan(0);
+      req.destroy();
+      const line = () => slow.logs.entries().find((e) => e.edge === 'decision-api/nginx');
+      await expect.poll(line, { timeout: 8000 }).toBeDefined();
+      expect(line()).toMatchObject({ status: 499, decision: 'aborted', reason: 'client_aborted' });
+      expect(slow.logs.entries().filter((e) => e.edge === 'decision-api/nginx')).toHaveLength(1);
+    } finally {
+      silentAs.closeAllConnections();
+      silentAs.close();
+      await slow.stop();
+    }
   });
 });
 

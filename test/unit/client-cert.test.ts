@@ -9,7 +9,7 @@ const client = issueClientCertificate(second, 'client-of-second');
 const der = new X509Certificate(client.cert).raw.toString('base64');
 
 function request(source: ReturnType<typeof createCertificateSource>) {
-  return source.certificateOf({ socket: undefined, peerAddress: '10.0.0.5', headersDistinct: { 'x-forwarded-tls-client-cert': [der] } });
+  return source.certificateOf({ socket: undefined, peerAddress: '10.0.0.5', headerLines: (name) => (name === 'x-forwarded-tls-client-cert' ? [der] : undefined) });
 }
 
 describe('forwarded certificates and tls.clientCa', () => {
@@ -58,7 +58,7 @@ describe('forwarded certificates and tls.clientCa', () => {
     const xfcc = { cidrs: ['10.0.0.0/8'], header: 'x-forwarded-client-cert', format: 'xfcc' as const, xfccElement: 'first' as const };
     const source = createCertificateSource({ trustedProxies: [xfcc], clientCa: undefined });
     const [a, b, c] = ['a', 'b', 'c'].map((digit) => digit.repeat(64));
-    const thumbprintOf = (value: string) => source.certificateOf({ socket: undefined, peerAddress: '10.0.0.5', headersDistinct: { 'x-forwarded-client-cert': [value] } })?.sha256Hex;
+    const thumbprintOf = (value: string) => source.certificateOf({ socket: undefined, peerAddress: '10.0.0.5', headerLines: (name) => (name === 'x-forwarded-client-cert' ? [value] : undefined) })?.sha256Hex;
     expect(thumbprintOf(`Hash=${a},Hash=${b}`)).toBe(a);
     expect(thumbprintOf(`Hash=${c},Hash=${b}`)).toBe(c);
     expect(thumbprintOf(`Hash=${a},Hash=${b}`)).toBe(a);
