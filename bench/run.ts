@@ -230,7 +230,7 @@ const USAGE = `usage: node bench/run.ts [options]     (npm run bench -- [options
   --workers N             workers: of the cnfguard-workers target (default 2); for a scaling figure run
                           --targets cnfguard-cli,cnfguard-workers with --server-cpus 0-1 --client-cpus 2-3
                           on a machine with 4+ cores
-  --skip at-once,miss,handshake,memory,h2,grpc,decisions,paced,startup,idle
+  --skip at-once,miss,handshake,memory,h2,grpc,decisions,paced,floor,startup,idle
   --at-once A/B,...       pairs of targets loaded AT ONCE after the main load, B against the reference A (default:
                           bare-node/cnfguard-info, bare-node/cnfguard, baseline-info/cnfguard-info, those whose
                           targets run): both share the server CPU and whatever else the machine does, so the
@@ -968,6 +968,19 @@ async function decisionsPhase(options: Options, stack: Stack, bin: string): Prom
             http: (port) => nginxRecipe({ serverCert: nginxBase.cert, serverKey: nginxBase.key, decisionUrl: `http://127.0.0.1:${baselinePort}`, upstreamUrl: nginxBase.upstream, listen: `127.0.0.1:${port}` }),
           });
     if (baselineFront !== undefined) stops.push(() => baselineFront.stop());
+    // The floor of a check on Node (no checks, no access line), loaded only at once: --skip floor leaves it out.
+    const withFloor = !options.skip.has('floor') && !options.skip.has('at-once');
+    const floorServer = withFloor ? await spawnChild({ name: 'bare-decision', script: join(HERE, 'servers', 'bare-decision.ts'), ...child }) : undefined;
+    if (floorServer !== undefined) stops.push(() => floorServer.stop());
+    const floorFront =
+      floorServer === undefined
+        ? undefined
+        : await startNginx({
+            ...nginxBase,
+            dir: join(stack.workDir, 'nginx-bare-decisions'),
+            http: (port) => nginxRecipe({ serverCert: nginxBase.cert, serverKey: nginxBase.key, decisionUrl: floorServer.ready.url, upstreamUrl: nginxBase.upstream, listen: `127.0.0.1:${port}` }),
+          });
+    if (floorFront !== undefined) stops.push(() => floorFront.stop());
     log(`
 decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's decision API, against cnfguard as the proxy, against nginx alone; cnfguard's default config${Object.keys(options.guardConfig).length === 0 ? ' (logLevel info)' : ` + ${JSON.stringify(options.guardConfig)}`}`);
     const sides: LoadTarget<DecisionSideName>[] = [
@@ -980,7 +993,10 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
       sides.push({ name: 'nginx+baseline decisions', url: baselineFront.url, pids: () => [...baselineFront.pids(), baselineDecider.pid], alive: () => baselineFront.alive() && baselineDecider.alive(), parts: { nginx: baselineFront.pids, cnfguard: () => [baselineDecider.pid] } });
     }
     const runs = await loadPhase(options, stack, sides);
-    const atOnce = options.skip.has('at-once') ? [] : await decisionsAtOnce(options, stack, proxy, decider, { TCP: front, socket: socketFront }, stack.serverCpu === undefined || stack.sideCpu === undefined ? undefined : { server: stack.serverCpu, side: stack.sideCpu }, baselineFront !== undefined && baselineDecider !== undefined ? { front: baselineFront, decider: baselineDecider } : undefined);
+    const atOnce = options.skip.has('at-once') ? [] : await decisionsAtOnce(options, stack, proxy, decider, { TCP: front, socket: socketFront }, stack.serverCpu === undefined || stack.sideCpu === undefined ? undefined : { server: stack.serverCpu, side: stack.sideCpu }, {
+      baseline: baselineFront !== undefined && baselineDecider !== undefined ? { front: baselineFront, decider: baselineDecider } : undefined,
+      floor: floorFront !== undefined && floorServer !== undefined ? { front: floorFront, server: floorServer } : undefined,
+    });
     const ratio = (a: DecisionSideName, b: DecisionSideName): number | undefined => {
       const [x, y] = [runs.get(a) ?? [], runs.get(b) ?? []];
       const r = median(x.map((run, i) => run.rps / (y[i]?.rps ?? Number.NaN)));
@@ -1044,7 +1060,7 @@ decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's dec
  * else, as in the other pairs (three processes there inflated the proxy's CPU per request, turn 5);
  * the ratio is of the two cnfguards' CPU per request, nginx's not counted.
  */
-async function decisionsAtOnce(options: Options, stack: Stack, proxy: ChildServer, decider: ChildServer, fronts: Record<'TCP' | 'socket', NginxServer>, cpus: { server: string; side: string } | undefined, baseline?: { front: NginxServer; decider: ChildServer }): Promise<AtOnceSummary[]> {
+async function decisionsAtOnce(options: Options, stack: Stack, proxy: ChildServer, decider: ChildServer, fronts: Record<'TCP' | 'socket', NginxServer>, cpus: { server: string; side: string } | undefined, extra: { baseline?: { front: NginxServer; decider: ChildServer } | undefined; floor?: { front: NginxServer; server: ChildServer } | undefined }): Promise<AtOnceSummary[]> {
   const base = loadBase(options, stack);
   // --quick warms each side with 200 requests, as the other pairs do (20,000 otherwise).
   const warm = options.quick ? 200 : undefined;
@@ -1066,6 +1082,16 @@ async function decisionsAtOnce(options: Options, stack: Stack, proxy: ChildServe
   const results: AtOnceSummary[] = [];
   for (const [transport, front] of Object.entries(fronts)) {
     await withFrontsAside([front], `the proxy cnfguard against the decision cnfguard behind nginx (${transport})`, () => loadAtOnce([proxySide, deciderSide(`cnfguard decisions, ${transport}`, front, decider)], { ...atOnceRounds(options), log }));
+  }
+  const { baseline, floor } = extra;
+  // The floor: a bare node:http server answering every check as a decision does (bench/servers/bare-decision.ts),
+  // against a proxied request, and against cnfguard's decision.
+  if (floor !== undefined) {
+    const floorSide = deciderSide('bare decisions, TCP', floor.front, floor.server);
+    await withFrontsAside([floor.front], 'the proxy cnfguard against a bare node:http check answer behind nginx (TCP)', () => loadAtOnce([proxySide, floorSide], { ...atOnceRounds(options), log }));
+    await withFrontsAside([floor.front, fronts.TCP], 'a bare node:http check answer against the decision cnfguard, each behind its own nginx (TCP)', () =>
+      loadAtOnce([floorSide, deciderSide('cnfguard decisions, TCP', fronts.TCP, decider)], { ...atOnceRounds(options), log }),
+    );
   }
   // --baseline: the before/after of a decision itself, both over TCP behind their own nginx.
   if (baseline !== undefined) {

@@ -110,8 +110,13 @@ describe('npm run bench -- --quick', () => {
     // The decision's CPU share over TCP and over the Unix socket (decisionApi.socket), each from process accounting.
     expect(result.decisions?.cpuShare?.decisionVsProxy).toBeGreaterThan(0);
     expect(result.decisions?.cpuShare?.socketDecisionVsProxy).toBeGreaterThan(0);
-    // The goal's pair loaded at once, over TCP and over the socket.
-    expect(result.decisions?.atOnce?.map((p) => p.labels)).toEqual([['cnfguard proxy', 'cnfguard decisions, TCP'], ['cnfguard proxy', 'cnfguard decisions, socket']]);
+    // The goal's pair loaded at once, over TCP and over the socket; then the floor (a bare node:http check answer) against both sides.
+    expect(result.decisions?.atOnce?.map((p) => p.labels)).toEqual([
+      ['cnfguard proxy', 'cnfguard decisions, TCP'],
+      ['cnfguard proxy', 'cnfguard decisions, socket'],
+      ['cnfguard proxy', 'bare decisions, TCP'],
+      ['bare decisions, TCP', 'cnfguard decisions, TCP'],
+    ]);
     for (const pair of result.decisions?.atOnce ?? []) {
       expect(pair.rounds).toHaveLength(2);
       expect(pair.cpuRatio).toBeGreaterThan(0);
