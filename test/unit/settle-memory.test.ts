@@ -39,5 +39,8 @@ it('returns the young generation start-up grew to the OS', () => {
 it('does nothing without --expose-gc', () => {
   const { before, after, settled } = run([]);
   expect(settled).toBeUndefined();
-  expect(after).toBe(before);
+  // Still grown (with the collection it is under 2 MB). Not the exact size: V8 may resize the young
+  // generation on its own between the two readings (19.20 -> 19.45 MB seen in one suite run).
+  expect(before).toBeGreaterThan(8);
+  expect(after).toBeGreaterThan(8);
 });
