@@ -15,7 +15,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { startEchoUpstream, type EchoUpstream } from '../../demo/echo-upstream.ts';
 import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
-import { freePort } from '../fixtures/processes.ts';
 import { findRedisServer, startRedis, type RedisServer } from '../fixtures/redis.ts';
 import { createPki, type Pki } from '../fixtures/stack.ts';
 
@@ -26,7 +25,11 @@ let stub: IntrospectionStub;
 let upstream: EchoUpstream;
 let redis: RedisServer | undefined;
 let secretFile: string;
-let closedPort: number;
+/**
+ * A port nothing listens on: 1, which no test's listener can be given (a freePort() port could be
+ * taken by another test's server by the time a probe connects: one suite run found a JWKS there).
+ */
+const closedPort = 1;
 
 function checkProbe(config: Record<string, unknown>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const file = join(pki.dir, `probe-${randomBytes(4).toString('hex')}.yaml`);
@@ -64,7 +67,6 @@ beforeAll(async () => {
   redis = await startRedis();
   secretFile = join(pki.dir, 'shared-secret');
   await writeFile(secretFile, randomBytes(32), { mode: 0o600 });
-  closedPort = await freePort();
 }, 30_000);
 
 afterAll(async () => {
