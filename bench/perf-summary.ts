@@ -66,7 +66,11 @@ function main(): void {
   if (file === undefined) throw new Error('usage: node bench/perf-summary.ts PERF_SCRIPT_OUTPUT [--frame TEXT | --pid N] [--top N]');
   const samples = parsePerfScript(readFileSync(file, 'utf8'));
   const byPid = new Map<number, Sample[]>();
-  for (const s of samples) byPid.set(s.pid, [...(byPid.get(s.pid) ?? []), s]);
+  for (const s of samples) {
+    const list = byPid.get(s.pid);
+    if (list === undefined) byPid.set(s.pid, [s]);
+    else list.push(s);
+  }
   const ranked = [...byPid.entries()].sort((a, b) => b[1].length - a[1].length);
   console.log(`${file}: ${samples.length} samples`);
   for (const [pid, list] of ranked.slice(0, 6)) console.log(`  pid ${String(pid).padStart(7)} ${pct(list.length, samples.length)}`);
@@ -77,7 +81,10 @@ function main(): void {
   const n = mine.length;
   console.log(`\npid ${pid}: ${n} samples (${pct(n, samples.length).trim()} of all)`);
   const parts = new Map<string, number>();
-  for (const s of mine) parts.set(partOf(s.frames), (parts.get(partOf(s.frames)) ?? 0) + 1);
+  for (const s of mine) {
+    const part = partOf(s.frames);
+    parts.set(part, (parts.get(part) ?? 0) + 1);
+  }
   console.log('\nwhere the time went (each sample counted once, by its first matching frame from the leaf up):');
   for (const [name, count] of [...parts.entries()].sort((a, b) => b[1] - a[1])) console.log(`${pct(count, n)}  ${name}`);
   const inclusive = new Map<string, number>();
