@@ -945,42 +945,26 @@ async function decisionsPhase(options: Options, stack: Stack, bin: string): Prom
         : await spawnChild({ name: 'baseline-decisions', script: join(options.baseline, 'bench', 'servers', 'guard.ts'), args: [guardConfigFile(stack, 'baseline-decisions', { ...options.guardConfig, decisionApi: { host: '127.0.0.1', port: baselinePort }, trustedProxies })], ...child });
     if (baselineDecider !== undefined) stops.push(() => baselineDecider.stop());
     const nginxBase = { bin, cert: stack.pki.files.server.cert, key: stack.pki.files.server.key, upstream: stack.upstream.ready.url, cpu: stack.serverCpu };
-    const front: NginxServer = await startNginx({
-      ...nginxBase,
-      dir: join(stack.workDir, 'nginx-decisions'),
-      http: (port) => nginxRecipe({ serverCert: nginxBase.cert, serverKey: nginxBase.key, decisionUrl: `http://127.0.0.1:${decisionPort}`, upstreamUrl: nginxBase.upstream, listen: `127.0.0.1:${port}` }),
-    });
-    stops.push(() => front.stop());
-    const socketFront: NginxServer = await startNginx({
-      ...nginxBase,
-      dir: join(stack.workDir, 'nginx-decisions-socket'),
-      http: (port) => nginxRecipe({ serverCert: nginxBase.cert, serverKey: nginxBase.key, decisionUrl: `unix:${decisionSocket}`, upstreamUrl: nginxBase.upstream, listen: `127.0.0.1:${port}` }),
-    });
-    stops.push(() => socketFront.stop());
+    /** An nginx in `dir` running the decision recipe (examples/decision-api/nginx.conf) against `decisionUrl`, stopped with the phase. */
+    const recipeFront = async (dir: string, decisionUrl: string): Promise<NginxServer> => {
+      const started = await startNginx({
+        ...nginxBase,
+        dir: join(stack.workDir, dir),
+        http: (port) => nginxRecipe({ serverCert: nginxBase.cert, serverKey: nginxBase.key, decisionUrl, upstreamUrl: nginxBase.upstream, listen: `127.0.0.1:${port}` }),
+      });
+      stops.push(() => started.stop());
+      return started;
+    };
+    const front = await recipeFront('nginx-decisions', `http://127.0.0.1:${decisionPort}`);
+    const socketFront = await recipeFront('nginx-decisions-socket', `unix:${decisionSocket}`);
     const alone = await startNginx({ ...nginxBase, dir: join(stack.workDir, 'nginx-alone') });
     stops.push(() => alone.stop());
-    const baselineFront =
-      baselinePort === undefined
-        ? undefined
-        : await startNginx({
-            ...nginxBase,
-            dir: join(stack.workDir, 'nginx-baseline-decisions'),
-            http: (port) => nginxRecipe({ serverCert: nginxBase.cert, serverKey: nginxBase.key, decisionUrl: `http://127.0.0.1:${baselinePort}`, upstreamUrl: nginxBase.upstream, listen: `127.0.0.1:${port}` }),
-          });
-    if (baselineFront !== undefined) stops.push(() => baselineFront.stop());
+    const baselineFront = baselinePort === undefined ? undefined : await recipeFront('nginx-baseline-decisions', `http://127.0.0.1:${baselinePort}`);
     // The floor of a check on Node (no checks, no access line), loaded only at once: --skip floor leaves it out.
     const withFloor = !options.skip.has('floor') && !options.skip.has('at-once');
     const floorServer = withFloor ? await spawnChild({ name: 'bare-decision', script: join(HERE, 'servers', 'bare-decision.ts'), ...child }) : undefined;
     if (floorServer !== undefined) stops.push(() => floorServer.stop());
-    const floorFront =
-      floorServer === undefined
-        ? undefined
-        : await startNginx({
-            ...nginxBase,
-            dir: join(stack.workDir, 'nginx-bare-decisions'),
-            http: (port) => nginxRecipe({ serverCert: nginxBase.cert, serverKey: nginxBase.key, decisionUrl: floorServer.ready.url, upstreamUrl: nginxBase.upstream, listen: `127.0.0.1:${port}` }),
-          });
-    if (floorFront !== undefined) stops.push(() => floorFront.stop());
+    const floorFront = floorServer === undefined ? undefined : await recipeFront('nginx-bare-decisions', floorServer.ready.url);
     log(`
 decisions (issue 16): nginx ${front.version} with auth_request to cnfguard's decision API, against cnfguard as the proxy, against nginx alone; cnfguard's default config${Object.keys(options.guardConfig).length === 0 ? ' (logLevel info)' : ` + ${JSON.stringify(options.guardConfig)}`}`);
     const sides: LoadTarget<DecisionSideName>[] = [

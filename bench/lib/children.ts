@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import type { AddressInfo, Server } from 'node:net';
 import { pinnedCommand } from './machine.ts';
 
 export interface ReadyMessage {
@@ -114,6 +115,16 @@ export async function spawnChild<R extends ReadyMessage = ReadyMessage>(options:
       return stopping;
     },
   };
+}
+
+/** For child entry points: listens on a free loopback port and gives it, once listening. */
+export async function listenOnLoopback(server: Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  return (server.address() as AddressInfo).port;
 }
 
 /** For child entry points: announce readiness, and stop cleanly on `{ type: 'stop' }` or a lost parent. */

@@ -8,8 +8,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { failChild, serveChild } from '../lib/children.ts';
+import { failChild, listenOnLoopback, serveChild } from '../lib/children.ts';
 
 /** What the bench's cnfguard answers nginx for its cache-hit token (values of the same lengths). */
 const IDENTITY = {
@@ -28,12 +27,7 @@ try {
       res.writeHead(200, { ...IDENTITY, 'x-request-id': randomUUID(), 'content-length': 0 }).end();
     },
   );
-  server.listen(0, '127.0.0.1');
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
   serveChild({ url: `http://127.0.0.1:${port}` }, async () => {
     server.closeAllConnections();
     server.close();

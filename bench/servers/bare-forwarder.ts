@@ -17,11 +17,10 @@
 import { readFileSync } from 'node:fs';
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
 import { Agent, request } from 'undici';
-import { failChild, serveChild } from '../lib/children.ts';
+import { failChild, listenOnLoopback, serveChild } from '../lib/children.ts';
 import { sampleHeap } from '../lib/heap-sample.ts';
 
 interface Options {
@@ -106,12 +105,7 @@ try {
     },
     options.mode === 'static' ? respondStatic : options.mode === 'forward' ? forwardWithUndici : forwardWithProxy3,
   );
-  server.listen(0, '127.0.0.1');
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
   serveChild({ url: `https://127.0.0.1:${port}` }, async () => {
     server.closeAllConnections();
     server.close();

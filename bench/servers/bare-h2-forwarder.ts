@@ -12,10 +12,9 @@
  */
 import { readFileSync } from 'node:fs';
 import http2, { type Http2ServerRequest, type Http2ServerResponse, type OutgoingHttpHeaders } from 'node:http2';
-import type { AddressInfo } from 'node:net';
 import { pipeline } from 'node:stream';
 import { Agent, request } from 'undici';
-import { failChild, serveChild } from '../lib/children.ts';
+import { failChild, listenOnLoopback, serveChild } from '../lib/children.ts';
 
 interface Options {
   cert: string;
@@ -59,12 +58,7 @@ try {
   };
   const server = http2.createSecureServer({ cert: readFileSync(options.cert), key: readFileSync(options.key), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2', allowHTTP1: true }, forward);
   server.on('sessionError', () => {});
-  server.listen(0, '127.0.0.1');
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
   serveChild({ url: `https://127.0.0.1:${port}` }, async () => {
     server.close();
     await agent.close();

@@ -3,8 +3,7 @@
  * the same small JSON body (a fixed Content-Length, keep-alive). Request bodies are drained.
  */
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { failChild, serveChild } from '../lib/children.ts';
+import { failChild, listenOnLoopback, serveChild } from '../lib/children.ts';
 
 const BODY = Buffer.from('{"ok":true,"service":"bench-upstream"}\n');
 
@@ -20,12 +19,7 @@ try {
       req.once('end', answer);
     }
   });
-  server.listen(0, '127.0.0.1');
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
   serveChild({ url: `http://127.0.0.1:${port}` }, async () => {
     server.closeAllConnections();
     server.close();
