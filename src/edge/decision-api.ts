@@ -22,7 +22,8 @@ import type { Runtime } from '../runtime.ts';
 import { UNIX_SOCKET_PEER } from '../tls/peers.ts';
 import { answerHeaders, renderFor, sendDocument } from './answer.ts';
 import type { RenderedError } from './render.ts';
-import { FRONT_HEADER_ALLOWANCE, checkLinesOf, decisionFacts, originalOf, type DecisionFront } from './decision-facts.ts';
+import { FRONT_HEADER_ALLOWANCE, decisionFacts, originalOf, type DecisionFront } from './decision-facts.ts';
+import { headerLinesOf } from './http-facts.ts';
 import { edgeFailures, Exchange } from './exchange.ts';
 
 export interface DecisionApiDependencies {
@@ -89,7 +90,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const runtime = deps.runtime();
-    const lines = checkLinesOf(req);
+    const lines = headerLinesOf(req);
     const document = runtime.pipeline.publicDocument(req.method, req.url ?? '/', lines('host')?.[0]);
     if (document !== undefined) return sendDocument(res, req.method, document);
     const peer = peerOf(req);

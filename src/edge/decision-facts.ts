@@ -13,6 +13,7 @@ import type { CertificateSource } from '../pipeline/client-cert.ts';
 import type { RequestFacts } from '../pipeline/pipeline.ts';
 import { HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
 import { pathOf } from '../pipeline/path.ts';
+import type { HeaderLines } from './http-facts.ts';
 
 export type DecisionFront = 'nginx' | 'envoy' | 'traefik';
 
@@ -43,31 +44,8 @@ export const FRONT_HEADER_ALLOWANCE = 32;
 
 const one = (lines: string[] | undefined): string | undefined => (lines?.length === 1 ? lines[0] : undefined);
 
-/** Every line of one header of the check request (lower-case name), as received. */
-export type CheckLines = (name: string) => string[] | undefined;
-
-/**
- * The check request's lines by header name. Node's server builds `req.headers` for every request
- * (it reads Host, Expect and TE there); `headersDistinct` would be a second map of every line. When
- * no name repeats, `headers` holds each line as received, one key a line; a repeated name (a
- * client's second Authorization, say) is joined or dropped there, so then `headersDistinct` answers.
- */
-export function checkLinesOf(req: IncomingMessage): CheckLines {
-  const headers = req.headers;
-  if (Object.keys(headers).length !== req.rawHeaders.length / 2) {
-    const distinct = req.headersDistinct;
-    return (name) => distinct[name];
-  }
-  return (name) => {
-    // Own keys only: `headers` has Object's prototype, and a signature may name any field ("constructor").
-    if (!Object.hasOwn(headers, name)) return undefined;
-    const value = headers[name];
-    return value === undefined ? undefined : typeof value === 'string' ? [value] : value;
-  };
-}
-
 /** Which front is asking, and what it says the original request was; undefined for an unknown path. */
-export function originalOf(req: IncomingMessage, lines: CheckLines): Original | undefined {
+export function originalOf(req: IncomingMessage, lines: HeaderLines): Original | undefined {
   const url = req.url ?? '/';
   const path = pathOf(url);
   // nginx and Envoy say nothing of the scheme: the recipes listen with TLS only.
@@ -85,7 +63,7 @@ export function originalOf(req: IncomingMessage, lines: CheckLines): Original | 
 }
 
 /** The client's header lines: all received, less one line of each header the front adds itself (its certificate header among them). */
-function clientHeaderCount(req: IncomingMessage, lines: CheckLines, front: DecisionFront, certificateHeader: string | undefined): number {
+function clientHeaderCount(req: IncomingMessage, lines: HeaderLines, front: DecisionFront, certificateHeader: string | undefined): number {
   const own = FRONT_HEADERS[front];
   let count = req.rawHeaders.length / 2;
   // No per-request copy of the front's set: the certificate header counts once, unless the set names it already.
@@ -102,14 +80,14 @@ function clientHeaderCount(req: IncomingMessage, lines: CheckLines, front: Decis
  * front passing it), a client Content-Length that is not the front's own line. Traefik and Envoy
  * say nothing of an unsigned body (`cnfguard check` warns of httpsig routes behind the decision API).
  */
-function withheldBody(lines: CheckLines, front: DecisionFront): boolean {
+function withheldBody(lines: HeaderLines, front: DecisionFront): boolean {
   if (lines('content-digest') !== undefined || (front === 'nginx' && lines('x-original-transfer-encoding') !== undefined)) return true;
   const nonZero = (values: string[] | undefined, from: number): boolean => values !== undefined && values.slice(from).some((length) => length.trim() !== '0');
   return nonZero(lines('content-length'), FRONT_HEADERS[front].has('content-length') ? 1 : 0) || (front === 'nginx' && nonZero(lines('x-original-content-length'), 0));
 }
 
 /** The original request's facts; the check request carries no body, so neither does the original here. */
-export function decisionFacts(req: IncomingMessage, lines: CheckLines, peer: string | undefined, original: Original & { method: string; target: string }, certificates: CertificateSource): RequestFacts {
+export function decisionFacts(req: IncomingMessage, lines: HeaderLines, peer: string | undefined, original: Original & { method: string; target: string }, certificates: CertificateSource): RequestFacts {
   let certificate;
   let certificateError;
   try {

@@ -30,6 +30,29 @@ function linesOf(rawHeaders: readonly string[], name: string): string[] | undefi
   return lines;
 }
 
+/** Every line of one header (lower-case name), as received. */
+export type HeaderLines = (name: string) => string[] | undefined;
+
+/**
+ * An HTTP/1.1 request's lines by header name. Node's server builds `req.headers` for every request
+ * (it reads Host, Expect and TE there); `headersDistinct` would be a second map of every line. When
+ * no name repeats, `headers` holds each line as received, one key a line; a repeated name (a
+ * client's second Authorization, say) is joined or dropped there, so then `headersDistinct` answers.
+ */
+export function headerLinesOf(req: IncomingMessage): HeaderLines {
+  const headers = req.headers;
+  if (Object.keys(headers).length !== req.rawHeaders.length / 2) {
+    const distinct = req.headersDistinct;
+    return (name) => distinct[name];
+  }
+  return (name) => {
+    // Own keys only: `headers` has Object's prototype, and a signature may name any field ("constructor").
+    if (!Object.hasOwn(headers, name)) return undefined;
+    const value = headers[name];
+    return value === undefined ? undefined : typeof value === 'string' ? [value] : value;
+  };
+}
+
 /** The lines the pipeline reads of every request, gathered in one pass over the raw headers. */
 interface CheckedLines {
   host: string[] | undefined;
@@ -101,7 +124,7 @@ class ConnectionOfRequest implements RequestConnection {
 
   headerLines(name: string): string[] | undefined {
     const req = this.#req;
-    return isHttp2(req) ? linesOf(req.rawHeaders, name) : req.headersDistinct[name];
+    return isHttp2(req) ? linesOf(req.rawHeaders, name) : headerLinesOf(req)(name);
   }
 }
 
@@ -142,6 +165,8 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
   const length = req.headers['content-length'];
   const list = h2 ? http2HeaderFacts(req.rawHeaders) : undefined;
   const lines = list ?? checkedLines(req.rawHeaders);
+  /** HTTP/1.1: every header's lines, looked up only if a signature check asks. */
+  let everyLine: HeaderLines | undefined;
   return {
     method: req.method ?? 'GET',
     target: req.url ?? '/',
@@ -151,7 +176,7 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
     authorization: lines.authorization,
     dpop: lines.dpop,
     // Read only by an HTTP message signature check (gRPC metadata is header fields too).
-    fieldLines: h2 ? (name) => linesOf(req.rawHeaders, name) : (name) => req.headersDistinct[name],
+    fieldLines: h2 ? (name) => linesOf(req.rawHeaders, name) : (name) => (everyLine ??= headerLinesOf(req))(name),
     peer,
     certificate,
     certificateError,

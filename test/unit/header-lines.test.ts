@@ -1,7 +1,8 @@
 /**
- * The decision API reads a check request's lines through checkLinesOf: Node's `headers` map when no
- * name repeats, `headersDistinct` otherwise. Whatever the lines, it must answer what
- * `headersDistinct` would, for every name (a signature may cover any field, "constructor" too).
+ * The HTTP/1.1 edges (the proxy listener and the decision API) read a request's lines through
+ * headerLinesOf: Node's `headers` map when no name repeats, `headersDistinct` otherwise. Whatever
+ * the lines, it must answer what `headersDistinct` would, for every name (a signature may cover
+ * any field, "constructor" too).
  * Real requests to a real node:http server, their header lists made up by fast-check.
  */
 import { once } from 'node:events';
@@ -10,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { checkLinesOf } from '../../src/edge/decision-facts.ts';
+import { headerLinesOf } from '../../src/edge/http-facts.ts';
 import { rawRequest, sendRaw } from '../fixtures/raw-http.ts';
 
 /** Names asked for on every request, besides the ones sent: Object's own members among them. */
@@ -23,7 +24,7 @@ let mismatches: string[] = [];
 
 beforeAll(async () => {
   server = createServer((req, res) => {
-    const lines = checkLinesOf(req);
+    const lines = headerLinesOf(req);
     const names = new Set([...ASKED, ...req.rawHeaders.filter((_, i) => i % 2 === 0).map((name) => name.toLowerCase())]);
     mismatches = [...names].filter((name) => !isDeepStrictEqual(lines(name), req.headersDistinct[name]));
     res.writeHead(200, { 'content-length': 0 }).end();
@@ -33,7 +34,7 @@ beforeAll(async () => {
 });
 afterAll(() => server.close());
 
-describe('checkLinesOf', () => {
+describe('headerLinesOf', () => {
   it('answers every name as headersDistinct does, with and without repeated names', async () => {
     const port = (server.address() as AddressInfo).port;
     const line = fc.tuple(fc.constantFrom(...NAMES), fc.stringMatching(/^[A-Za-z0-9 ._~+/=-]{1,12}$/).map((v) => v.trim() || 'v'));
