@@ -47,7 +47,7 @@ export function credentialsFrom(authorization: readonly string[] | undefined): C
   throw new GuardError('authorization_malformed');
 }
 
-const isOptionalWhitespace = (code: number | undefined): boolean => code === 0x20 || code === 0x09;
+const isOptionalWhitespace = (code: number): boolean => code === 0x20 || code === 0x09;
 
 /** RFC 9110 §5.6.3: optional whitespace is SP and HTAB only, not every Unicode space. (Checked at the ends first: a regex would walk the whole token.) */
 function withoutOptionalWhitespace(value: string): string {
