@@ -1050,38 +1050,34 @@ async function decisionsAtOnce(options: Options, stack: Stack, proxy: ChildServe
   const warm = options.quick ? 200 : undefined;
   const proxySide = autocannonSide('cnfguard proxy', { url: proxy.ready.url, pids: () => [proxy.pid], alive: () => proxy.alive() }, base, warm);
   const deciderSide = (name: string, front: NginxServer, server: ChildServer) => autocannonSide(name, { url: front.url, pids: () => [server.pid], alive: () => front.alive() && server.alive() }, base, warm);
-  /** Runs `pairOf` with the given fronts on the client CPU (without pinning, e.g. bench-smoke's --no-pin, nothing is moved). */
-  const withFrontsAside = async (moved: readonly NginxServer[], title: string, pair: () => Promise<AtOnceSummary>): Promise<void> => {
+  const results: AtOnceSummary[] = [];
+  /** Loads `a` and `b` at once with the `moved` fronts on the client CPU meanwhile (without pinning, e.g. bench-smoke's --no-pin, nothing is moved). */
+  const loadPair = async (moved: readonly NginxServer[], title: string, a: AtOnceSide, b: AtOnceSide): Promise<void> => {
     const move = (to: 'side' | 'server') => {
       if (cpus !== undefined) for (const front of moved) for (const pid of front.pids()) pinProcess(pid, cpus[to]);
     };
     move('side');
     try {
       log(`\nat once: ${title}${cpus === undefined ? '' : ', nginx on the client CPU meanwhile'}`);
-      results.push(await pair());
+      results.push(await loadAtOnce([a, b], { ...atOnceRounds(options), log }));
     } finally {
       move('server');
     }
   };
-  const results: AtOnceSummary[] = [];
   for (const [transport, front] of Object.entries(fronts)) {
-    await withFrontsAside([front], `the proxy cnfguard against the decision cnfguard behind nginx (${transport})`, () => loadAtOnce([proxySide, deciderSide(`cnfguard decisions, ${transport}`, front, decider)], { ...atOnceRounds(options), log }));
+    await loadPair([front], `the proxy cnfguard against the decision cnfguard behind nginx (${transport})`, proxySide, deciderSide(`cnfguard decisions, ${transport}`, front, decider));
   }
   const { baseline, floor } = extra;
   // The floor: a bare node:http server answering every check as a decision does (bench/servers/bare-decision.ts),
   // against a proxied request, and against cnfguard's decision.
   if (floor !== undefined) {
     const floorSide = deciderSide('bare decisions, TCP', floor.front, floor.server);
-    await withFrontsAside([floor.front], 'the proxy cnfguard against a bare node:http check answer behind nginx (TCP)', () => loadAtOnce([proxySide, floorSide], { ...atOnceRounds(options), log }));
-    await withFrontsAside([floor.front, fronts.TCP], 'a bare node:http check answer against the decision cnfguard, each behind its own nginx (TCP)', () =>
-      loadAtOnce([floorSide, deciderSide('cnfguard decisions, TCP', fronts.TCP, decider)], { ...atOnceRounds(options), log }),
-    );
+    await loadPair([floor.front], 'the proxy cnfguard against a bare node:http check answer behind nginx (TCP)', proxySide, floorSide);
+    await loadPair([floor.front, fronts.TCP], 'a bare node:http check answer against the decision cnfguard, each behind its own nginx (TCP)', floorSide, deciderSide('cnfguard decisions, TCP', fronts.TCP, decider));
   }
   // --baseline: the before/after of a decision itself, both over TCP behind their own nginx.
   if (baseline !== undefined) {
-    await withFrontsAside([baseline.front, fronts.TCP], 'the baseline decision cnfguard against this one, each behind its own nginx (TCP)', () =>
-      loadAtOnce([deciderSide('baseline decisions, TCP', baseline.front, baseline.decider), deciderSide('cnfguard decisions, TCP', fronts.TCP, decider)], { ...atOnceRounds(options), log }),
-    );
+    await loadPair([baseline.front, fronts.TCP], 'the baseline decision cnfguard against this one, each behind its own nginx (TCP)', deciderSide('baseline decisions, TCP', baseline.front, baseline.decider), deciderSide('cnfguard decisions, TCP', fronts.TCP, decider));
   }
   return results;
 }
