@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo, Server } from 'node:net';
 import { pinnedCommand } from './machine.ts';
 
@@ -125,6 +126,15 @@ export async function listenOnLoopback(server: Server): Promise<number> {
     server.once('error', reject);
   });
   return (server.address() as AddressInfo).port;
+}
+
+/** For child entry points serving plain HTTP: listens on loopback, announces its URL, and on stop closes every connection. */
+export async function serveHttpChild(server: HttpServer): Promise<void> {
+  const port = await listenOnLoopback(server);
+  serveChild({ url: `http://127.0.0.1:${port}` }, async () => {
+    server.closeAllConnections();
+    server.close();
+  });
 }
 
 /** For child entry points: announce readiness, and stop cleanly on `{ type: 'stop' }` or a lost parent. */

@@ -8,7 +8,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
-import { failChild, listenOnLoopback, serveChild } from '../lib/children.ts';
+import { failChild, serveHttpChild } from '../lib/children.ts';
 
 /** What the bench's cnfguard answers nginx for its cache-hit token (values of the same lengths). */
 const IDENTITY = {
@@ -27,11 +27,7 @@ try {
       res.writeHead(200, { ...IDENTITY, 'x-request-id': randomUUID(), 'content-length': 0 }).end();
     },
   );
-  const port = await listenOnLoopback(server);
-  serveChild({ url: `http://127.0.0.1:${port}` }, async () => {
-    server.closeAllConnections();
-    server.close();
-  });
+  await serveHttpChild(server);
 } catch (err) {
   failChild(err);
 }

@@ -3,7 +3,7 @@
  * the same small JSON body (a fixed Content-Length, keep-alive). Request bodies are drained.
  */
 import { createServer } from 'node:http';
-import { failChild, listenOnLoopback, serveChild } from '../lib/children.ts';
+import { failChild, serveHttpChild } from '../lib/children.ts';
 
 const BODY = Buffer.from('{"ok":true,"service":"bench-upstream"}\n');
 
@@ -19,11 +19,7 @@ try {
       req.once('end', answer);
     }
   });
-  const port = await listenOnLoopback(server);
-  serveChild({ url: `http://127.0.0.1:${port}` }, async () => {
-    server.closeAllConnections();
-    server.close();
-  });
+  await serveHttpChild(server);
 } catch (err) {
   failChild(err);
 }
