@@ -20,7 +20,7 @@ import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { reconcileReload } from './config/reload-table.ts';
 import { createAssertionKeyRing } from './assertion/keys.ts';
 import type { Settings } from './config/schema.ts';
-import type { Logger } from './log.ts';
+import { keepStdoutNonBlocking, type Logger } from './log.ts';
 import { createPrimaryState } from './cluster-state.ts';
 import { NODE_VERSION, VERSION } from './version.ts';
 
@@ -163,6 +163,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
 
   const fork = (): Worker => {
     const worker = cluster.fork();
+    keepStdoutNonBlocking();
     const end = { send: (message: object, callback: (error: Error | null) => void) => worker.send(message, undefined, undefined, callback) };
     worker.on('message', (message: { type?: string; listen?: string }) => {
       if (dpopState?.handle(end, message) === true || message?.type !== READY_MESSAGE) return;
@@ -171,6 +172,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
       if (readyWorkers.size === count) announced();
     });
     worker.on('exit', (code, signal) => {
+      keepStdoutNonBlocking();
       readyWorkers.delete(worker.id);
       if (stopping) return;
       logger.error({ worker: worker.id, code, signal }, 'worker exited; starting another');

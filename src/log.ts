@@ -22,6 +22,9 @@ const FLUSH_AT_LEVEL = 40;
  */
 const BATCH_CHARS = 32_768;
 
+/** How long an exiting process keeps retrying a stdout that takes nothing (EAGAIN). */
+const EXIT_FLUSH_MS = 500;
+
 type SonicBoom = ReturnType<typeof pino.destination>;
 
 /**
@@ -35,9 +38,12 @@ class LineBatch implements DestinationStream {
   #pending: string[] = [];
   #chars = 0;
   readonly #out: SonicBoom;
+  /** Until when a write that gets EAGAIN is retried: always while running, briefly at exit. */
+  #retryUntil = Infinity;
 
-  constructor(out: SonicBoom) {
-    this.#out = out;
+  /** maxWrite: what piles up while a write is in flight is written in one go. */
+  constructor(fd: number) {
+    this.#out = pino.destination({ fd, sync: false, minLength: BATCH_CHARS, maxWrite: 4 * BATCH_CHARS, retryEAGAIN: () => Date.now() < this.#retryUntil });
     batches.add(this);
   }
 
@@ -58,6 +64,34 @@ class LineBatch implements DestinationStream {
     this.#out.flushSync();
   }
 
+  /**
+   * The last write, bounded: a stdout whose reader stopped reading (a stuck log shipper, a full
+   * pipe) answers EAGAIN for ever, and sonic-boom's synchronous flush retries EAGAIN without end,
+   * so an exit would never finish. After EXIT_FLUSH_MS what is left is dropped.
+   */
+  flushAtExit(): void {
+    const out = this.#out;
+    this.#retryUntil = Date.now() + EXIT_FLUSH_MS;
+    try {
+      this.flushSync();
+    } catch {
+      // A closed, not yet opened or stuck stdout: nothing more can be written. pino's exit flush
+      // comes next and would start over; as pino itself does on EPIPE, there is nothing left to flush.
+      out.flushSync = () => {};
+    }
+  }
+
+  /** Resolves true once every line so far is written, false if `timeoutMs` passes first (stdout not taking them). */
+  drained(timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.flush(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
   #hand(): void {
     if (this.#pending.length === 0) return;
     // One flat string: lines appended one by one made a rope of thousands of pieces for the native
@@ -71,26 +105,46 @@ class LineBatch implements DestinationStream {
 
 const batches = new Set<LineBatch>();
 // pino flushes its sonic-boom at exit (on-exit-leak-free); lines still in a batch are written here.
+// Registered before pino's own exit flush (this module loads first), so a stdout that takes
+// nothing is given up here and pino's flush after it finds nothing to wait for.
 process.on('exit', () => {
-  for (const batch of batches) {
-    try {
-      batch.flushSync();
-    } catch {
-      // A closed or not yet opened stdout: nothing more can be written.
-    }
-  }
+  for (const batch of batches) batch.flushAtExit();
 });
 
 /**
  * The production destination on a file descriptor (stdout for the server; bench/access-line.ts
  * measures it on /dev/null). One write per line cost ~10 µs a request at the default level: lines
  * are batched up to BATCH_CHARS, and flushed at least every FLUSH_INTERVAL_MS (and at exit).
- * maxWrite: what piles up while a write is in flight is written in one go.
  */
 export function batchedDestination(fd: number): DestinationStream & { flush(): void } {
-  const batched = new LineBatch(pino.destination({ fd, sync: false, minLength: BATCH_CHARS, maxWrite: 4 * BATCH_CHARS }));
+  // Node makes a pipe on stdout non-blocking once process.stdout exists. Then a pipe nobody reads
+  // answers EAGAIN (retried; bounded at exit) rather than blocking a libuv thread for ever, which
+  // exit would wait on. Done before a cluster primary forks: a worker's exit puts back the flags
+  // it found, on the description the primary shares.
+  if (fd === 1) void process.stdout;
+  const batched = new LineBatch(fd);
   setInterval(() => batched.flush(), FLUSH_INTERVAL_MS).unref();
   return batched;
+}
+
+/**
+ * Puts O_NONBLOCK back on a piped stdout (see batchedDestination). A cluster primary calls it after
+ * each fork and each worker's exit: libuv hands a child blocking stdio, and a worker's exit puts
+ * back the flags it started with, both on the file description the primary writes to too.
+ * (A terminal's stdout is left as Node sets it.)
+ */
+export function keepStdoutNonBlocking(): void {
+  const stdout = process.stdout as unknown as { _type?: string; _handle?: { setBlocking?: (blocking: boolean) => number } };
+  if (stdout._type === 'pipe') stdout._handle?.setBlocking?.(false);
+}
+
+/**
+ * Waits until every logger's lines so far are written; false if `timeoutMs` passes first. A
+ * stopping server waits here, bounded: a stdout nobody reads must not keep it running.
+ */
+export async function drainLogs(timeoutMs: number): Promise<boolean> {
+  const results = await Promise.all([...batches].map((batch) => batch.drained(timeoutMs)));
+  return results.every(Boolean);
 }
 
 export function createLogger(level: string, destination?: DestinationStream): Logger {

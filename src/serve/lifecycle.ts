@@ -44,6 +44,8 @@ export interface Lifecycle {
   start(): Promise<StartedApp>;
   /** Drains: readyz 503 at once, no new connections, in-flight requests get `graceMs`, then the rest is closed. */
   stop(graceMs?: number): Promise<void>;
+  /** The grace period a stop gives in-flight requests now (`shutdownGraceSeconds`, a live key). */
+  shutdownGraceMs(): number;
   /** Re-reads the config file and the certificates; a bad file keeps what runs. */
   reload(): Promise<ReloadReport>;
 }
@@ -165,7 +167,9 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
     }
   }
 
-  async function stop(graceMs = state.current.shutdownGraceSeconds * 1000): Promise<void> {
+  const shutdownGraceMs = (): number => state.current.shutdownGraceSeconds * 1000;
+
+  async function stop(graceMs = shutdownGraceMs()): Promise<void> {
     state.ready = false;
     state.draining = true;
     logger.info({ graceMs, upgraded: upgraded.size }, 'draining');
@@ -216,5 +220,5 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
     return { config: 'applied', restartRequired, certificates: certificatesResult };
   }
 
-  return { start, stop, reload };
+  return { start, stop, shutdownGraceMs, reload };
 }

@@ -3,10 +3,12 @@
  * swap) under a live keep-alive connection, config reload on SIGHUP, draining on SIGTERM,
  * several workers behind one port, and the access log.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir, rename, symlink, writeFile } from 'node:fs/promises';
+import { closeSync, constants, openSync, readSync } from 'node:fs';
+import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { Client } from 'undici';
@@ -15,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueServerCertificate, type PemPair } from '../../src/tls/dev-certs.ts';
 import { VERSION } from '../../src/version.ts';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment } from '../fixtures/stack.ts';
-import { captureOutput } from '../fixtures/processes.ts';
+import { captureOutput, freePort } from '../fixtures/processes.ts';
 import { waitFor } from '../fixtures/wait.ts';
 
 /** The bound and pace these waits always had: processes start here, not only in-process servers. */
@@ -187,6 +189,57 @@ describe('signals', () => {
       child.kill('SIGKILL');
     }
   });
+});
+
+describe('a stdout nobody reads', () => {
+  // A log shipper that stopped reading: the pipe fills, every write gets EAGAIN. Lines wait, the
+  // proxy keeps serving, and a SIGTERM must still end the process (it used to retry for ever).
+  for (const workers of [1, 2]) {
+    it(`SIGTERM still ends the process (workers: ${workers}), with the lines the pipe took`, async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'cnfguard-stuck-stdout-'));
+      const fifo = join(dir, 'stdout');
+      execFileSync('mkfifo', [fifo]);
+      // The read end stays open (so writes do not fail with EPIPE) and is not read until the end.
+      const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+      const writer = openSync(fifo, 'w');
+      const [listen, admin] = [await freePort(), await freePort()];
+      const file = join(dir, 'stuck.yaml');
+      await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { workers, listen: { host: '127.0.0.1', port: listen }, admin: { host: '127.0.0.1', port: admin } })));
+      const child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', writer, 'ignore'], detached: true });
+      closeSync(writer);
+      try {
+        await waitFor(async () => (await fetch(`http://127.0.0.1:${admin}/readyz`).catch(() => undefined))?.status === 200, 'readyz 200', { ...POLL, timeoutMs: 20_000 });
+        // More access lines than a pipe holds (64 KiB): 7 KB paths, refused without a token.
+        const client = new Client(`https://127.0.0.1:${listen}`, { connect: { ca: d.pki.certs.ca.cert }, pipelining: 8 });
+        const path = `/${'p'.repeat(7000)}`;
+        const statuses = await Promise.all(Array.from({ length: 40 }, async () => {
+          const r = await client.request({ path, method: 'GET' });
+          await r.body.dump();
+          return r.statusCode;
+        }));
+        await client.close();
+        expect(new Set(statuses)).toEqual(new Set([401]));
+        const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('still running 15 s after SIGTERM')), 15_000);
+          child.once('exit', (c, s) => {
+            clearTimeout(timer);
+            resolve([c, s]);
+          });
+          child.kill('SIGTERM');
+        });
+        expect([code, signal]).toEqual([0, null]);
+        // What the pipe took is whole lines from the start: the first is the start-up's.
+        const taken = Buffer.alloc(1 << 17);
+        const text = taken.subarray(0, readSync(reader, taken)).toString('utf8');
+        expect(text.length).toBeGreaterThan(60_000);
+        expect(JSON.parse(text.slice(0, text.indexOf('\n'))).service).toBe('cnfguard');
+      } finally {
+        if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
+        closeSync(reader);
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  }
 });
 
 describe('workers', () => {
