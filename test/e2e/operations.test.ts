@@ -169,6 +169,26 @@ describe('signals', () => {
     expect(code).toBe(0);
     expect(lines().some((l) => l.msg === 'draining')).toBe(true);
   });
+  it('SIGTERM with a request its upstream has not answered: the process ends when the grace period does', async () => {
+    const file = join(d.pki.dir, 'drain-hung.yaml');
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { shutdownGraceSeconds: 1 })));
+    const { child, started, lines } = await runCnfguard(file);
+    try {
+      const token = await d.tokenFor('client1');
+      const hung = curl(d.pki, `${started.listen as string}/hung`, { cert: d.pki.files.client1, token, headers: ['x-echo-delay-ms: 20000'] }).catch(() => undefined);
+      await waitFor(() => (d.upstream.requests.some((r) => r.url === '/hung') ? true : undefined), 'the request to reach the upstream', POLL);
+      const exited = once(child, 'exit');
+      const signalled = performance.now();
+      child.kill('SIGTERM');
+      expect(await exited).toEqual([0, null]);
+      // The grace period, and what closing takes after it; not the upstream's 20 s.
+      expect(performance.now() - signalled).toBeLessThan(4000);
+      expect(lines().some((l) => l.msg === 'cnfguard stopped')).toBe(true);
+      await hung;
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
   it('a SIGINT while draining after SIGTERM ends the process at once, by that signal', async () => {
     const file = join(d.pki.dir, 'drain-twice.yaml');
     await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { shutdownGraceSeconds: 30 })));
