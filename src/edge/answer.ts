@@ -7,6 +7,7 @@ import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 import { renderError, type GuardError, type RenderedError } from './render.ts';
 import type { Verdict } from '../pipeline/pipeline.ts';
+import { writeHead } from '../proxy/response-head.ts';
 
 /**
  * A refusal as the route renders it: its challenges (Bearer, and DPoP when it accepts DPoP), the
@@ -37,13 +38,13 @@ export function answerHeaders(verdict: Pick<Verdict, 'dpopNonce'> | undefined, r
 }
 
 export function sendRendered(res: ServerResponse | Http2ServerResponse, rendered: RenderedError, requestId: string): void {
-  (res as ServerResponse).writeHead(rendered.status, { ...rendered.headers, 'content-length': Buffer.byteLength(rendered.body), [REQUEST_ID_HEADER]: requestId });
+  writeHead(res, rendered.status, { ...rendered.headers, 'content-length': Buffer.byteLength(rendered.body), [REQUEST_ID_HEADER]: requestId });
   res.end(rendered.body);
 }
 
 /** A public document the pipeline serves before any token check (RFC 9728 metadata). */
 export function sendDocument(res: ServerResponse | Http2ServerResponse, method: string | undefined, body: string): void {
-  (res as ServerResponse).writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
+  writeHead(res, 200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
   if (method === 'HEAD') res.end();
   else res.end(body);
 }

@@ -4,11 +4,11 @@
  * to the client, and when a client that went away cancels the upstream call.
  */
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { Http2ServerResponse } from 'node:http2';
 import type { Readable } from 'node:stream';
 import { GuardError } from '../oauth/reasons.ts';
 import { connectionOptions, HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
 import type { ProxyRequest, ProxyResponse } from './messages.ts';
+import { writeHead } from './response-head.ts';
 
 /**
  * A response's headers without its hop-by-hop fields, including any its Connection header names
@@ -72,8 +72,11 @@ export function hasBody(req: ProxyRequest): boolean {
   return length !== undefined && length !== '0';
 }
 
-/** Status and headers of the upstream's answer, written for the client's protocol. */
-export function writeResponseHead(res: ProxyResponse, status: number, statusMessage: string, upstreamHeaders: Record<string, string | string[] | undefined>, answerHeaders?: Readonly<Record<string, string>>): void {
+/**
+ * Status and headers of the upstream's answer, written for the client's protocol. Trailers may
+ * follow an HTTP/2 upstream's answer (gRPC status), and an HTTP/1.1 one only when chunked.
+ */
+export function writeResponseHead(res: ProxyResponse, status: number, statusMessage: string, upstreamHeaders: Record<string, string | string[] | undefined>, answerHeaders: Readonly<Record<string, string>> | undefined, upstreamHttp2: boolean): void {
   // The upstream's Connection and Keep-Alive describe its hop, not the client's: drop them.
   const headers = withoutHopByHop(upstreamHeaders);
   if (answerHeaders !== undefined) for (const name in answerHeaders) headers[name] ??= answerHeaders[name] as string;
@@ -81,7 +84,7 @@ export function writeResponseHead(res: ProxyResponse, status: number, statusMess
     // Say what Node will really do with the client connection (it honours `close`).
     headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
     res.writeHead(status, statusMessage, headers);
-  } else (res as Http2ServerResponse).writeHead(status, headers as OutgoingHttpHeaders);
+  } else writeHead(res, status, headers as OutgoingHttpHeaders, upstreamHttp2 || upstreamHeaders['transfer-encoding'] !== undefined || upstreamHeaders.trailer !== undefined);
 }
 
 /** Trailers reach an HTTP/2 client (gRPC status); an HTTP/1.1 answer ends without them. */

@@ -70,7 +70,7 @@ export function createHttp2Upstream() {
       const status = Number(responseHeaders[':status']);
       options.onResponse?.(status);
       // Its pseudo-headers are left out with the hop-by-hop fields, in the one copy writeResponseHead makes.
-      writeResponseHead(res, status, '', responseHeaders as Record<string, string | string[] | undefined>, options.answerHeaders);
+      writeResponseHead(res, status, '', responseHeaders as Record<string, string | string[] | undefined>, options.answerHeaders, true);
     });
     stream.on('trailers', (received) => {
       trailers = Object.fromEntries(Object.entries(received).filter(([name]) => !name.startsWith(':'))) as Record<string, string | string[]>;

@@ -67,7 +67,7 @@ export function createForwarder(): Forwarder {
       onResponseStart(controller, statusCode, headers, statusMessage) {
         if (statusCode < 200) return; // 1xx interim answers stay on the upstream hop
         options.onResponse?.(statusCode);
-        writeResponseHead(res, statusCode, statusMessage ?? '', headers, options.answerHeaders);
+        writeResponseHead(res, statusCode, statusMessage ?? '', headers, options.answerHeaders, false);
       },
       onResponseData(controller, chunk) {
         if (!(res as { write(chunk: Buffer): boolean }).write(chunk)) {
