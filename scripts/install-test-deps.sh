@@ -7,7 +7,8 @@
 # - redis-server, for the shared-state tests (test/fixtures/redis.ts starts its own), and
 #   redis-sentinel for the failover tests;
 # - prometheus (with promtool), which scrapes cnfguard and evaluates the shipped alert rules;
-# - python3-jwt, the second-language verifier of the upstream assertion.
+# - python3-jwt, the second-language verifier of the upstream assertion;
+# - nghttp2-client (nghttp), an HTTP/2 client that multiplexes many requests on one connection.
 # As root it installs them with apt-get and says so on stderr, one line per package; as another
 # user it installs nothing.
 # Idempotent and quiet, and quick when everything is present (no apt-get at all). It never fails the
@@ -21,6 +22,7 @@ have_redis() { command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-se
 have_sentinel() { command -v redis-sentinel >/dev/null 2>&1 || [ -x /usr/bin/redis-sentinel ]; }
 have_prometheus() { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; }
 have_pyjwt() { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import jwt, cryptography' >/dev/null 2>&1; }
+have_nghttp() { command -v nghttp >/dev/null 2>&1; }
 have_jetty() { [ -r /usr/share/java/jetty9-server.jar ] && [ -r /usr/share/java/jetty9-servlet.jar ] && [ -r /usr/share/java/servlet-api.jar ]; }
 
 missing=()
@@ -31,6 +33,7 @@ have_redis || missing+=(redis-server)
 have_sentinel || missing+=(redis-sentinel)
 have_prometheus || missing+=(prometheus)
 have_pyjwt || missing+=(python3-jwt python3-cryptography)
+have_nghttp || missing+=(nghttp2-client)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 what="${missing[*]}"
@@ -73,5 +76,6 @@ have_jetty || notice "Jetty 9 jars not found in /usr/share/java; the Jetty upstr
 have_sentinel || notice "redis-sentinel not found; the Sentinel failover tests will be skipped"
 have_prometheus || notice "prometheus/promtool not found in /usr/bin; the Prometheus rule tests will be skipped"
 have_pyjwt || notice "python3-jwt not found for /usr/bin/python3; the Python assertion-verifier test will be skipped"
+have_nghttp || notice "nghttp not found; the nghttp end-to-end tests will be skipped"
 command -v javac >/dev/null 2>&1 || notice "javac not found; the Jetty upstream tests will be skipped"
 exit 0

@@ -2,7 +2,8 @@
  * One connection, many requests in sequence, from curl: what a busy client does (a script, a
  * batch job, a health checker). Every request is answered, allowed and refused alike, over
  * HTTP/1.1 and HTTP/2 to the proxy listener and through the nginx recipe to the decision API, and
- * curl never needs a second connection.
+ * curl never needs a second connection. nghttp (nghttp2's own client) sends as many at once on one
+ * HTTP/2 connection, as far as the stream limit lets it.
  *
  * Found from outside: over HTTP/2, Node's compatibility response ended a stream with an empty
  * DATA frame after the body. curl, the body complete by its content-length, reset the stream
@@ -10,7 +11,7 @@
  * took those resets for an attack: GOAWAY(INTERNAL_ERROR) after a few hundred requests, and
  * curl failed the request in flight.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAuthNginx } from '../fixtures/nginx-auth.ts';
@@ -70,6 +71,41 @@ const WAYS_IN = [
   // connections; nginx itself closes a client connection after 1000 requests (keepalive_requests).
   { edge: 'the decision API behind the nginx recipe', http: '1.1', base: () => (nginx === undefined ? undefined : `https://127.0.0.1:${nginx.port}`), connections: Math.ceil(REQUESTS / 1000) },
 ] as const;
+
+/** Whether `command` runs here (scripts/install-test-deps.sh installs nghttp2-client as root). */
+function installed(command: string): boolean {
+  try {
+    execFileSync(command, ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** nghttp's statistics: one line per request, its status in the fifth column. */
+async function multiplexed(base: string, withToken: boolean): Promise<{ statuses: Map<string, number>; errors: string[] }> {
+  const args = ['-ns', '-m', String(REQUESTS), '--cert', d.pki.files.client1.cert, '--key', d.pki.files.client1.key];
+  if (withToken) args.push('-H', `Authorization: Bearer ${token}`);
+  args.push(`${base}/many`);
+  // nghttp has no CA option; OpenSSL's default verify paths follow SSL_CERT_FILE.
+  const { stdout, stderr } = await run('nghttp', args, { maxBuffer: 16 * 1024 * 1024, env: { ...process.env, SSL_CERT_FILE: d.pki.files.ca } }).catch((err: { stdout?: string; stderr?: string; message: string }) => ({ stdout: err.stdout ?? '', stderr: err.stderr || err.message }));
+  const statuses = new Map<string, number>();
+  for (const line of stdout.split('\n')) {
+    const status = /^\s*\d+\s+\+\S+\s+\+\S+\s+\S+\s+(\d{3})\s/.exec(line)?.[1];
+    if (status !== undefined) statuses.set(status, (statuses.get(status) ?? 0) + 1);
+  }
+  return { statuses, errors: stderr.trim() === '' ? [] : [stderr.trim()] };
+}
+
+describe('one HTTP/2 connection, many requests at once (nghttp)', () => {
+  for (const [what, withToken, status] of [['allowed', true, '200'], ['refused', false, '401']] as const) {
+    it.skipIf(!installed('nghttp'))(`the proxy listener, ${what}: all ${REQUESTS} answered ${status}`, async () => {
+      // By name: nghttp checks the certificate's DNS names, not its IP addresses.
+      const { statuses, errors } = await multiplexed(guard.started.url.replace('127.0.0.1', 'localhost'), withToken);
+      expect({ statuses: Object.fromEntries(statuses), errors }).toEqual({ statuses: { [status]: REQUESTS }, errors: [] });
+    });
+  }
+});
 
 describe('one connection, many requests in sequence (curl)', () => {
   for (const { edge, http, base, connections: most } of WAYS_IN) {
