@@ -64,9 +64,7 @@ function grpcMessage(text: string): string {
   return text.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => Buffer.from(c, 'utf8').toString('hex').replace(/../g, (byte) => `%${byte.toUpperCase()}`));
 }
 
-export function isGrpc(contentType: string | undefined): boolean {
-  return contentType !== undefined && /^application\/grpc(?:[+;]|$)/i.test(contentType);
-}
+export { isGrpc } from '../proxy/response-head.ts';
 
 /**
  * A gRPC refusal: trailers-only (one HEADERS frame with END_STREAM), HTTP 200, the gRPC status

@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { GuardError } from '../oauth/reasons.ts';
 import { connectionOptions, HOP_BY_HOP } from '../pipeline/upstream-headers.ts';
 import type { ProxyRequest, ProxyResponse } from './messages.ts';
-import { writeHead } from './response-head.ts';
+import { trailersMayFollow, writeHead } from './response-head.ts';
 
 /**
  * A response's headers without its hop-by-hop fields, including any its Connection header names
@@ -73,10 +73,11 @@ export function hasBody(req: ProxyRequest): boolean {
 }
 
 /**
- * Status and headers of the upstream's answer, written for the client's protocol. Trailers may
- * follow an HTTP/2 upstream's answer (gRPC status), and an HTTP/1.1 one only when chunked.
+ * Status and headers of the upstream's answer, written for the client's protocol. Returns whether
+ * the answer's end is its last body chunk: an HTTP/2 answer begun without waiting for trailers
+ * (response-head.ts), whose END_STREAM rides with that chunk when `end(chunk)` writes it.
  */
-export function writeResponseHead(res: ProxyResponse, status: number, statusMessage: string, upstreamHeaders: Record<string, string | string[] | undefined>, answerHeaders: Readonly<Record<string, string>> | undefined, upstreamHttp2: boolean): void {
+export function writeResponseHead(res: ProxyResponse, status: number, statusMessage: string, upstreamHeaders: Record<string, string | string[] | undefined>, answerHeaders: Readonly<Record<string, string>> | undefined, upstreamHttp2: boolean): boolean {
   // The upstream's Connection and Keep-Alive describe its hop, not the client's: drop them.
   const headers = withoutHopByHop(upstreamHeaders);
   if (answerHeaders !== undefined) for (const name in answerHeaders) headers[name] ??= answerHeaders[name] as string;
@@ -84,7 +85,41 @@ export function writeResponseHead(res: ProxyResponse, status: number, statusMess
     // Say what Node will really do with the client connection (it honours `close`).
     headers.connection = res.shouldKeepAlive ? 'keep-alive' : 'close';
     res.writeHead(status, statusMessage, headers);
-  } else writeHead(res, status, headers as OutgoingHttpHeaders, upstreamHttp2 || upstreamHeaders['transfer-encoding'] !== undefined || upstreamHeaders.trailer !== undefined);
+    return false;
+  }
+  const trailers = trailersMayFollow(res.req.headers.te, upstreamHeaders, upstreamHttp2);
+  writeHead(res, status, headers as OutgoingHttpHeaders, trailers);
+  return !trailers;
+}
+
+/**
+ * Writes an upstream answer's body to the client. When the answer ends with its last chunk
+ * (writeResponseHead) and declared its length, the chunk that completes the length ends it, so
+ * its END_STREAM rides with it rather than in a DATA frame of its own when the upstream's end
+ * comes (a tick later for an HTTP/2 upstream).
+ */
+export class BodyRelay {
+  readonly #res: ProxyResponse;
+  /** Bytes of the declared length still to come, when the answer ends with its last chunk. */
+  #unwritten: number | undefined;
+
+  constructor(res: ProxyResponse) {
+    this.#res = res;
+  }
+
+  head(endsWithBody: boolean, contentLength: string | string[] | undefined): void {
+    const length = Number(contentLength);
+    if (endsWithBody && Number.isSafeInteger(length) && length > 0) this.#unwritten = length;
+  }
+
+  /** 'ended' when this chunk completed the answer; false when the client is not taking more (wait for 'drain'). */
+  write(chunk: Buffer): boolean | 'ended' {
+    if (this.#unwritten !== undefined && (this.#unwritten -= chunk.length) === 0) {
+      this.#res.end(chunk);
+      return 'ended';
+    }
+    return (this.#res as { write(chunk: Buffer): boolean }).write(chunk);
+  }
 }
 
 /** Trailers reach an HTTP/2 client (gRPC status); an HTTP/1.1 answer ends without them. */

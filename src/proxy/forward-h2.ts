@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import http2, { type ClientHttp2Session } from 'node:http2';
 import type { Readable } from 'node:stream';
-import { endResponse, failureOf, hasBody, onClientGone, writeResponseHead, type WebForwardOptions } from './forward-common.ts';
+import { BodyRelay, endResponse, failureOf, hasBody, onClientGone, writeResponseHead, type WebForwardOptions } from './forward-common.ts';
 import type { ProxyRequest, ProxyResponse } from './messages.ts';
 
 /**
@@ -66,17 +66,21 @@ export function createHttp2Upstream() {
       if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
     });
     let trailers: Record<string, string | string[] | undefined> | undefined;
+    const body = new BodyRelay(res);
     stream.on('response', (responseHeaders) => {
       const status = Number(responseHeaders[':status']);
       options.onResponse?.(status);
       // Its pseudo-headers are left out with the hop-by-hop fields, in the one copy writeResponseHead makes.
-      writeResponseHead(res, status, '', responseHeaders as Record<string, string | string[] | undefined>, options.answerHeaders, true);
+      body.head(writeResponseHead(res, status, '', responseHeaders as Record<string, string | string[] | undefined>, options.answerHeaders, true), responseHeaders['content-length']);
     });
     stream.on('trailers', (received) => {
       trailers = Object.fromEntries(Object.entries(received).filter(([name]) => !name.startsWith(':'))) as Record<string, string | string[]>;
     });
     stream.on('data', (chunk: Buffer) => {
-      if (!(res as { write(chunk: Buffer): boolean }).write(chunk)) {
+      if (settled) return;
+      const written = body.write(chunk);
+      if (written === 'ended') settled = true;
+      else if (!written) {
         stream.pause();
         res.once('drain', () => stream.resume());
       }

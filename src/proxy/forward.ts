@@ -13,7 +13,7 @@ import { createProxyServer } from 'http-proxy-3';
 import type { Dispatcher } from 'undici';
 import { Agent } from '../undici.ts';
 import type { GuardError } from '../oauth/reasons.ts';
-import { endResponse, failureOf, hasBody, onClientGone, writeResponseHead, type WebForwardOptions } from './forward-common.ts';
+import { BodyRelay, endResponse, failureOf, hasBody, onClientGone, writeResponseHead, type WebForwardOptions } from './forward-common.ts';
 import { createHttp2Upstream } from './forward-h2.ts';
 import type { ProxyRequest, ProxyResponse } from './messages.ts';
 
@@ -59,6 +59,7 @@ export function createForwarder(): Forwarder {
       started?.abort(new Error('client request ended'));
     });
     if (!live) return;
+    const body = new BodyRelay(res);
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(controller) {
         started = controller;
@@ -67,10 +68,12 @@ export function createForwarder(): Forwarder {
       onResponseStart(controller, statusCode, headers, statusMessage) {
         if (statusCode < 200) return; // 1xx interim answers stay on the upstream hop
         options.onResponse?.(statusCode);
-        writeResponseHead(res, statusCode, statusMessage ?? '', headers, options.answerHeaders, false);
+        body.head(writeResponseHead(res, statusCode, statusMessage ?? '', headers, options.answerHeaders, false), headers['content-length']);
       },
       onResponseData(controller, chunk) {
-        if (!(res as { write(chunk: Buffer): boolean }).write(chunk)) {
+        const written = body.write(chunk);
+        if (written === 'ended') settled = true;
+        else if (!written) {
           controller.pause();
           res.once('drain', () => controller.resume());
         }

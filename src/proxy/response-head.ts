@@ -17,6 +17,23 @@ export function isHttp2Response(res: ProxyResponse): res is Http2ServerResponse 
   return !('shouldKeepAlive' in res);
 }
 
+export function isGrpc(contentType: string | undefined): boolean {
+  return contentType !== undefined && /^application\/grpc(?:[+;]|$)/i.test(contentType);
+}
+
+/**
+ * Whether an upstream's answer may end with trailers the client can use. An HTTP/1.1 upstream's
+ * only when chunked (or announced in Trailer). An HTTP/2 upstream's when it is gRPC (its status
+ * comes last), announced, or the client said it takes them (`TE: trailers`, as gRPC clients do);
+ * any other HTTP/2 answer's trailers are dropped on the way, as they are for an HTTP/1.1 client.
+ */
+export function trailersMayFollow(clientTe: string | string[] | undefined, upstreamHeaders: Readonly<Record<string, string | string[] | undefined>>, upstreamHttp2: boolean): boolean {
+  if (upstreamHeaders.trailer !== undefined) return true;
+  if (!upstreamHttp2) return upstreamHeaders['transfer-encoding'] !== undefined;
+  const contentType = upstreamHeaders['content-type'];
+  return isGrpc(Array.isArray(contentType) ? contentType[0] : contentType) || /(?:^|,)\s*trailers\s*(?:[;,]|$)/i.test(String(clientTe ?? ''));
+}
+
 /**
  * Writes the head of `res`. `trailersMayFollow`: an HTTP/2 answer that may still get trailers (an
  * upstream's, gRPC status) keeps Node's way; it does not matter over HTTP/1.1.

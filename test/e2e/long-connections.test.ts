@@ -12,6 +12,8 @@
  * curl failed the request in flight.
  */
 import { execFile, execFileSync } from 'node:child_process';
+import http2 from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAuthNginx } from '../fixtures/nginx-auth.ts';
@@ -29,11 +31,20 @@ let guard: Guard;
 let decider: Guard;
 let nginx: Nginx | undefined;
 let token: string;
+/** An HTTP/2 (h2c) upstream answering every request with a short body and its length. */
+let h2c: http2.Http2Server;
 
 beforeAll(async () => {
   d = await startDeployment();
   const trustedProxies = [{ cidrs: ['127.0.0.1/32'], header: 'x-client-cert', format: 'pem-urlencoded' }];
-  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream));
+  h2c = http2.createServer();
+  h2c.on('stream', (stream) => {
+    stream.respond({ ':status': 200, 'content-length': 3 });
+    stream.end('h2c');
+  });
+  await new Promise<void>((resolve) => h2c.listen(0, '127.0.0.1', resolve));
+  const h2cUpstream = `http://127.0.0.1:${(h2c.address() as AddressInfo).port}`;
+  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { routes: [{ pathPrefix: '/h2c', upstream: h2cUpstream, upstreamHttp2: true }] }));
   decider = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { trustedProxies, decisionApi: { host: '127.0.0.1', port: 0 } }));
   nginx = await startAuthNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl: decider.started.decisionUrl as string, upstreamUrl: d.upstream.url });
   token = await d.tokenFor('client1');
@@ -42,6 +53,7 @@ afterAll(async () => {
   await nginx?.stop();
   await decider?.stop();
   await guard?.stop();
+  h2c?.close();
   await d?.stop();
 });
 
@@ -67,6 +79,7 @@ async function sequence(base: string, http: '1.1' | '2', withToken: boolean): Pr
 const WAYS_IN = [
   { edge: 'the proxy listener', http: '1.1', base: () => guard.started.url, connections: 1 },
   { edge: 'the proxy listener', http: '2', base: () => guard.started.url, connections: 1 },
+  { edge: 'the proxy listener to an HTTP/2 upstream', http: '2', base: () => `${guard.started.url}/h2c`, connections: 1 },
   // The recipe's nginx listens for HTTP/1.1, and its checks reach cnfguard on kept-alive
   // connections; nginx itself closes a client connection after 1000 requests (keepalive_requests).
   { edge: 'the decision API behind the nginx recipe', http: '1.1', base: () => (nginx === undefined ? undefined : `https://127.0.0.1:${nginx.port}`), connections: Math.ceil(REQUESTS / 1000) },
