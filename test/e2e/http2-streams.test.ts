@@ -34,6 +34,13 @@ beforeAll(async () => {
   h2c = http2.createServer();
   h2c.on('stream', (stream, headers) => {
     const path = String(headers[':path']);
+    if (path === '/h2c/with-trailers') {
+      // A plain (not gRPC) answer with a length and unannounced trailers.
+      stream.respond({ ':status': 200, 'content-length': 4 }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'abc123' }));
+      stream.end('body');
+      return;
+    }
     if (path === '/h2c/early') {
       // Answers before the request body ends, without waiting for it.
       stream.on('data', () => {});
@@ -154,6 +161,27 @@ describe('HTTP/2 stream-level slowloris', () => {
     const result = await rawSession(guard.started.port, d.pki.certs.ca.cert, d.pki.certs.clients.client1, (write) => write(frame(FRAME.HEADERS, FLAG.END_STREAM, 1, requestBlock)), REQUEST_TIMEOUT_MS * 5);
     expect(result.closed).toBe(true);
   });
+});
+
+describe('HTTP/2 response trailers', () => {
+  // Trailers are waited for only when the client can use them: `TE: trailers` (RFC 9110 §10.1.4).
+  // Otherwise the answer ends with its body's last DATA frame (see test/e2e/long-connections.test.ts).
+  for (const [client, te, expected] of [['that said TE: trailers', { te: 'trailers' }, { 'x-checksum': 'abc123' }], ['that did not', {}, undefined]] as const) {
+    it(`an HTTP/2 upstream's trailers reach a client ${client}${expected === undefined ? ' only as a clean end without them' : ''}`, async () => {
+      const session = connect();
+      try {
+        const stream = session.request({ ':path': '/h2c/with-trailers', authorization: `Bearer ${BOUND}`, ...te });
+        let trailers: http2.IncomingHttpHeaders | undefined;
+        stream.on('trailers', (received) => (trailers = received));
+        let body = '';
+        stream.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+        const ended = await outcome(stream, 5000);
+        expect({ ended, body, checksum: trailers?.['x-checksum'] }).toEqual({ ended: { status: 200, rstCode: 0 }, body: 'body', checksum: expected?.['x-checksum'] });
+      } finally {
+        session.close();
+      }
+    });
+  }
 });
 
 describe('HTTP/2 request bodies and trailers', () => {
