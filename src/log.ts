@@ -4,6 +4,7 @@
  * or secret reaches a log line. (pino's redaction would be a second guard against objects we never
  * log, at 3 µs a line: a third of the access log's cost.)
  */
+import { constants, fstatSync, openSync } from 'node:fs';
 import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
@@ -112,26 +113,52 @@ process.on('exit', () => {
 });
 
 /**
+ * What the log writes to instead of `fd`, so that a reader that stopped reading (a full pipe) makes
+ * writes fail with EAGAIN (retried; bounded at exit) rather than block a libuv thread for ever,
+ * which exit waits for. O_NONBLOCK belongs to the open file description, which stdout shares with
+ * other processes (the launcher, a cluster's workers), and Node and libuv set and clear it: libuv
+ * hands every child blocking stdio, and Node puts back at exit the flags it started with. So:
+ * - a pipe (a FIFO: container runtimes, supervisors, `| tee`) is opened again through /proc as this
+ *   process's own non-blocking description, which no other process's flags reach;
+ * - anything else on stdout (a socket, or no /proc) is made non-blocking the way Node does it, by
+ *   creating process.stdout; a cluster primary puts that back after each fork and worker exit
+ *   (keepStdoutNonBlocking);
+ * - a file or a terminal is written as it is.
+ */
+function nonBlockingWriter(fd: number): number {
+  let stat;
+  try {
+    stat = fstatSync(fd);
+  } catch {
+    return fd; // not open: sonic-boom says so at the first write
+  }
+  if (stat.isFIFO()) {
+    try {
+      return openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK);
+    } catch {
+      // No /proc (or not allowed): as for a socket, below.
+    }
+  }
+  if (fd === 1 && (stat.isFIFO() || stat.isSocket())) void process.stdout;
+  return fd;
+}
+
+/**
  * The production destination on a file descriptor (stdout for the server; bench/access-line.ts
  * measures it on /dev/null). One write per line cost ~10 µs a request at the default level: lines
  * are batched up to BATCH_CHARS, and flushed at least every FLUSH_INTERVAL_MS (and at exit).
  */
 export function batchedDestination(fd: number): DestinationStream & { flush(): void } {
-  // Node makes a pipe on stdout non-blocking once process.stdout exists. Then a pipe nobody reads
-  // answers EAGAIN (retried; bounded at exit) rather than blocking a libuv thread for ever, which
-  // exit would wait on. Done before a cluster primary forks: a worker's exit puts back the flags
-  // it found, on the description the primary shares.
-  if (fd === 1) void process.stdout;
-  const batched = new LineBatch(fd);
+  const batched = new LineBatch(nonBlockingWriter(fd));
   setInterval(() => batched.flush(), FLUSH_INTERVAL_MS).unref();
   return batched;
 }
 
 /**
- * Puts O_NONBLOCK back on a piped stdout (see batchedDestination). A cluster primary calls it after
- * each fork and each worker's exit: libuv hands a child blocking stdio, and a worker's exit puts
- * back the flags it started with, both on the file description the primary writes to too.
- * (A terminal's stdout is left as Node sets it.)
+ * Puts O_NONBLOCK back on stdout when the log writes to it as a pipe or socket Node made
+ * non-blocking (nonBlockingWriter). A cluster primary calls it after each fork and each worker's
+ * exit: libuv hands a child blocking stdio, and a worker's exit puts back the flags it started
+ * with, both on the file description the primary writes to too. (A terminal is left as it is.)
  */
 export function keepStdoutNonBlocking(): void {
   const stdout = process.stdout as unknown as { _type?: string; _handle?: { setBlocking?: (blocking: boolean) => number } };
