@@ -104,6 +104,19 @@ describe('gRPC through cnfguard', () => {
     expect(trailers?.get('x-trailer')).toEqual(['intact']);
   });
 
+  it('1200 unary calls in sequence on one channel: every one answered, allowed with its trailer, refused as UNAUTHENTICATED (test/e2e/long-connections.test.ts for the other ways in)', async () => {
+    const c = client();
+    const outcomes = new Map<string, number>();
+    for (let i = 0; i < 1200; i++) {
+      const allowed = i % 2 === 0;
+      const { err, trailers } = await unary(c, allowed ? metadata() : new grpc.Metadata());
+      const outcome = allowed ? `${err === null ? 'ok' : err.code} ${trailers?.get('x-trailer')[0] ?? 'no trailer'}` : `${err?.code ?? 'ok'}`;
+      outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+    }
+    (c as grpc.Client).close();
+    expect(Object.fromEntries(outcomes)).toEqual({ 'ok intact': 600, [String(grpc.status.UNAUTHENTICATED)]: 600 });
+  });
+
   it('server streaming and bidirectional streaming pass', async () => {
     const c = client();
     const counted = await new Promise<number[]>((resolve, reject) => {
