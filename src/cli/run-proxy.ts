@@ -12,9 +12,10 @@ import { installFatalHandlers } from '../fatal.ts';
 import { createApp } from '../app.ts';
 import { announceWorker, runPrimary, workerCount } from '../cluster.ts';
 import { ConfigError, loadConfigFile, warningsOf } from '../config/load.ts';
-import { createLogger, drainLogs, type Logger } from '../log.ts';
+import { createLogger } from '../log.ts';
 import { settleMemoryAfterStart } from '../serve/settle-memory.ts';
 import { configPath } from './command.ts';
+import { endOnceStopped, stopWithin } from './stopped.ts';
 
 export async function runProxy(args: string[]): Promise<number> {
   const file = configPath('run', args);
@@ -66,20 +67,7 @@ export async function runProxy(args: string[]): Promise<number> {
       process.off('SIGTERM', stop);
       process.off('SIGINT', stop);
       app.logger.info({ signal }, 'shutting down');
-      // The grace period is for requests; a shutdown still not done well after it is stuck.
-      const graceMs = app.shutdownGraceMs();
-      const deadline = setTimeout(() => {
-        app.logger.error({ graceMs, waitingOn: process.getActiveResourcesInfo() }, 'shutdown did not finish; exiting');
-        resolve(1);
-      }, graceMs + STOP_MARGIN_MS);
-      deadline.unref();
-      app.stop().then(
-        () => resolve(0),
-        (err: unknown) => {
-          app.logger.error({ err }, 'shutdown failed');
-          resolve(1);
-        },
-      ).finally(() => clearTimeout(deadline));
+      void stopWithin(() => app.stop(), app.shutdownGraceMs(), app.logger).then(resolve);
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
@@ -92,26 +80,4 @@ export async function runProxy(args: string[]): Promise<number> {
     });
   });
   return endOnceStopped(app.logger, code, exit);
-}
-
-/** How long past its grace period a shutdown may take before the process gives up on it. */
-const STOP_MARGIN_MS = 5_000;
-/** How long a stopped process waits for stdout to take its last lines. */
-const LOG_DRAIN_MS = 2_000;
-/** How long a stopped process, its lines written, may take to end on its own. */
-const LINGER_MS = 1_000;
-
-/**
- * A stopped server ends, whatever holds its event loop: a stdout nobody reads (its writer retries
- * EAGAIN for ever), a handle something forgot to close. Its lines get LOG_DRAIN_MS to be written;
- * if they are, the process may end by itself (the usual way, then nothing below runs), else it
- * exits LINGER_MS later naming what kept it.
- */
-async function endOnceStopped(logger: Logger, code: number, exit: (code: number) => void): Promise<number> {
-  if (!(await drainLogs(LOG_DRAIN_MS))) exit(code); // the log's reader is gone or stuck: what is left is dropped
-  setTimeout(() => {
-    logger.warn({ waitingOn: process.getActiveResourcesInfo() }, 'stopped, but something keeps the process running; exiting');
-    exit(code);
-  }, LINGER_MS).unref();
-  return code;
 }
