@@ -54,3 +54,33 @@ describe('tls.minVersion and tls.ciphers', () => {
     expect(await handshake(port, ['-tls1_3'])).toMatchObject({ ok: true, protocol: 'TLSv1.3' });
   });
 });
+
+describe('resumed TLS sessions', () => {
+  // A resumed session skips the certificate exchange: the certificate checked must still be the
+  // one of the session's first handshake, the client's own (RFC 8705 §3 binds to it).
+  let d: Deployment;
+  let g: Guard;
+  let token: string;
+  beforeAll(async () => {
+    d = await startDeployment();
+    g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream));
+    token = await d.tokenFor('client1');
+  });
+  afterAll(async () => {
+    await g?.stop();
+    await d?.stop();
+  });
+
+  for (const [version, options] of [['TLS 1.3', ['--tlsv1.3']], ['TLS 1.2', ['--tls-max', '1.2']]] as const) {
+    it(`${version}: on every resumed connection the token's own certificate passes and another is refused`, async () => {
+      for (const [who, status] of [['client1', '200'], ['client2', '401']] as const) {
+        // curl keeps the session between the connections of one run; `Connection: close` makes each request a new one.
+        const { stdout, stderr } = await new Promise<{ stdout: string; stderr: string }>((resolve) =>
+          execFile('curl', ['-sS', '-v', '--http1.1', ...options, '--cacert', d.pki.files.ca, '--cert', d.pki.files[who].cert, '--key', d.pki.files[who].key, '-H', `Authorization: Bearer ${token}`, '-H', 'Connection: close', '-o', '/dev/null', '-w', '%{http_code} %{num_connects}\\n', `${g.started.url}/resumed/[1-4]`], { timeout: 20_000 }, (_err, out, err) => resolve({ stdout: out, stderr: err })),
+        );
+        expect(stdout.trim().split('\n')).toEqual([`${status} 1`, `${status} 1`, `${status} 1`, `${status} 1`]);
+        expect(stderr.match(/SSL re-using session ID/g)?.length).toBe(3);
+      }
+    });
+  }
+});
