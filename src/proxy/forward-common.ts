@@ -93,18 +93,23 @@ export function writeResponseHead(res: ProxyResponse, status: number, statusMess
 }
 
 /**
- * Writes an upstream answer's body to the client. When the answer ends with its last chunk
- * (writeResponseHead) and declared its length, the chunk that completes the length ends it, so
- * its END_STREAM rides with it rather than in a DATA frame of its own when the upstream's end
- * comes (a tick later for an HTTP/2 upstream).
+ * Writes an upstream answer's body to the client, pausing the upstream while the client takes no
+ * more. When the answer ends with its last chunk (writeResponseHead) and declared its length, the
+ * chunk that completes the length ends it, so its END_STREAM rides with it rather than in a DATA
+ * frame of its own when the upstream's end comes (a tick later for an HTTP/2 upstream).
  */
 export class BodyRelay {
   readonly #res: ProxyResponse;
+  readonly #pause: () => void;
+  readonly #resume: () => void;
   /** Bytes of the declared length still to come, when the answer ends with its last chunk. */
   #unwritten: number | undefined;
 
-  constructor(res: ProxyResponse) {
+  /** `pause` and `resume` the upstream's body (its reads resume on the client's 'drain'). */
+  constructor(res: ProxyResponse, pause: () => void, resume: () => void) {
     this.#res = res;
+    this.#pause = pause;
+    this.#resume = resume;
   }
 
   head(endsWithBody: boolean, contentLength: string | string[] | undefined): void {
@@ -112,13 +117,17 @@ export class BodyRelay {
     if (endsWithBody && Number.isSafeInteger(length) && length > 0) this.#unwritten = length;
   }
 
-  /** 'ended' when this chunk completed the answer; false when the client is not taking more (wait for 'drain'). */
-  write(chunk: Buffer): boolean | 'ended' {
+  /** Writes one chunk; true when it completed the answer, which it then ended. */
+  write(chunk: Buffer): boolean {
     if (this.#unwritten !== undefined && (this.#unwritten -= chunk.length) === 0) {
       this.#res.end(chunk);
-      return 'ended';
+      return true;
     }
-    return (this.#res as { write(chunk: Buffer): boolean }).write(chunk);
+    if (!(this.#res as { write(chunk: Buffer): boolean }).write(chunk)) {
+      this.#pause();
+      this.#res.once('drain', this.#resume);
+    }
+    return false;
   }
 }
 

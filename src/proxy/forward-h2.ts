@@ -66,7 +66,7 @@ export function createHttp2Upstream() {
       if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
     });
     let trailers: Record<string, string | string[] | undefined> | undefined;
-    const body = new BodyRelay(res);
+    const body = new BodyRelay(res, () => stream.pause(), () => stream.resume());
     stream.on('response', (responseHeaders) => {
       const status = Number(responseHeaders[':status']);
       options.onResponse?.(status);
@@ -77,13 +77,7 @@ export function createHttp2Upstream() {
       trailers = Object.fromEntries(Object.entries(received).filter(([name]) => !name.startsWith(':'))) as Record<string, string | string[]>;
     });
     stream.on('data', (chunk: Buffer) => {
-      if (settled) return;
-      const written = body.write(chunk);
-      if (written === 'ended') settled = true;
-      else if (!written) {
-        stream.pause();
-        res.once('drain', () => stream.resume());
-      }
+      if (!settled && body.write(chunk)) settled = true;
     });
     stream.on('end', () => {
       if (settled) return;

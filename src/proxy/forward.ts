@@ -59,7 +59,8 @@ export function createForwarder(): Forwarder {
       started?.abort(new Error('client request ended'));
     });
     if (!live) return;
-    const body = new BodyRelay(res);
+    // `started` is the controller every later callback gets too (undici keeps one per dispatch).
+    const body = new BodyRelay(res, () => started?.pause(), () => started?.resume());
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(controller) {
         started = controller;
@@ -70,13 +71,8 @@ export function createForwarder(): Forwarder {
         options.onResponse?.(statusCode);
         body.head(writeResponseHead(res, statusCode, statusMessage ?? '', headers, options.answerHeaders, false), headers['content-length']);
       },
-      onResponseData(controller, chunk) {
-        const written = body.write(chunk);
-        if (written === 'ended') settled = true;
-        else if (!written) {
-          controller.pause();
-          res.once('drain', () => controller.resume());
-        }
+      onResponseData(_controller, chunk) {
+        if (body.write(chunk)) settled = true;
       },
       onResponseEnd(_controller, trailers) {
         settled = true;
