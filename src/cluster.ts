@@ -22,6 +22,7 @@ import { createAssertionKeyRing } from './assertion/keys.ts';
 import type { Settings } from './config/schema.ts';
 import { keepStdoutNonBlocking, type Logger } from './log.ts';
 import { createPrimaryState } from './cluster-state.ts';
+import { STOP_MARGIN_MS } from './serve/stopped.ts';
 import { NODE_VERSION, VERSION } from './version.ts';
 
 const READY_MESSAGE = 'cnfguard:ready';
@@ -241,7 +242,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
   const exits = workers.map((worker) => (worker.isDead() ? Promise.resolve() : once(worker, 'exit').then(() => undefined)));
   for (const worker of workers) worker.process.kill('SIGTERM');
-  const deadline = setTimeout(() => workers.forEach((w) => w.process.kill('SIGKILL')), current.shutdownGraceSeconds * 1000 + 5000);
+  const deadline = setTimeout(() => workers.forEach((w) => w.process.kill('SIGKILL')), current.shutdownGraceSeconds * 1000 + STOP_MARGIN_MS);
   await Promise.all(exits);
   clearTimeout(deadline);
   await new Promise((resolve) => admin.close(resolve));

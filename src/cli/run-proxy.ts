@@ -15,7 +15,7 @@ import { ConfigError, loadConfigFile, warningsOf } from '../config/load.ts';
 import { createLogger } from '../log.ts';
 import { settleMemoryAfterStart } from '../serve/settle-memory.ts';
 import { configPath } from './command.ts';
-import { endOnceStopped, stopWithin } from './stopped.ts';
+import { endOnceStopped, stopWithin } from '../serve/stopped.ts';
 
 export async function runProxy(args: string[]): Promise<number> {
   const file = configPath('run', args);

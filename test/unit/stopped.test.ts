@@ -1,10 +1,10 @@
 /**
- * How `run` ends after a signal (src/cli/stopped.ts), on fake timers: the stop's deadline, and the
+ * How `run` ends after a signal (src/serve/stopped.ts), on fake timers: the stop's deadline, and the
  * exit when stdout does not take the last lines or something keeps the event loop alive. (The
  * whole process with a stdout nobody reads: test/e2e/operations.test.ts.)
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { endOnceStopped, LINGER_MS, LOG_DRAIN_MS, STOP_MARGIN_MS, stopWithin } from '../../src/cli/stopped.ts';
+import { endOnceStopped, LINGER_MS, LOG_DRAIN_MS, STOP_MARGIN_MS, stopWithin } from '../../src/serve/stopped.ts';
 
 function recordingLogger() {
   const lines: { level: string; message: string; detail: Record<string, unknown> }[] = [];

@@ -5,7 +5,7 @@
  */
 import { drainLogs, type Logger } from '../log.ts';
 
-/** How long past its grace period a shutdown may take before the process gives up on it. */
+/** How long past its grace period a shutdown may take before the process gives up on it (a cluster primary: on a worker). */
 export const STOP_MARGIN_MS = 5_000;
 /** How long a stopped process waits for stdout to take its last lines. */
 export const LOG_DRAIN_MS = 2_000;
