@@ -64,8 +64,6 @@ function grpcMessage(text: string): string {
   return text.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => Buffer.from(c, 'utf8').toString('hex').replace(/../g, (byte) => `%${byte.toUpperCase()}`));
 }
 
-export { isGrpc } from '../proxy/response-head.ts';
-
 /**
  * A gRPC refusal: trailers-only (one HEADERS frame with END_STREAM), HTTP 200, the gRPC status
  * the HTTP status maps to, and the same WWW-Authenticate, so a gRPC client sees UNAUTHENTICATED
