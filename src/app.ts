@@ -78,7 +78,7 @@ async function startTracing(options: NonNullable<LoadedConfig['settings']['traci
 
 export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App {
   const { settings } = config;
-  const logger = deps.logger ?? createLogger(settings.logLevel);
+  const logger = deps.logger ?? createLogger(settings.logLevel, undefined, settings.limits.logBufferBytes);
   const now = deps.now ?? Date.now;
   const metrics = createMetrics({ defaultMetrics: deps.defaultMetrics ?? true, now, sharedState: settings.sharedState !== undefined, deprecatedNames: settings.admin.deprecatedMetrics });
   initialiseSeries(metrics, settings);

@@ -26,6 +26,18 @@ const BATCH_CHARS = 32_768;
 /** How long an exiting process keeps retrying a stdout that takes nothing (EAGAIN). */
 const EXIT_FLUSH_MS = 500;
 
+/** `limits.logBufferBytes`' default: what log lines may hold in memory while stdout takes nothing. */
+export const DEFAULT_LOG_BUFFER_BYTES = 16 * 1024 * 1024;
+
+let droppedLines = 0;
+/**
+ * Log lines dropped so far by this process because stdout took nothing and the buffer was full
+ * (`cnfguard_log_lines_dropped_total`).
+ */
+export function droppedLogLines(): number {
+  return droppedLines;
+}
+
 type SonicBoom = ReturnType<typeof pino.destination>;
 
 /**
@@ -41,10 +53,31 @@ class LineBatch implements DestinationStream {
   readonly #out: SonicBoom;
   /** Until when a write that gets EAGAIN is retried: always while running, briefly at exit. */
   #retryUntil = Infinity;
+  /** Lines dropped since the last warning about it. */
+  #droppedSinceWarning = 0;
+  /** Said once stdout takes lines again (createLogger's warning). */
+  onDropsOver: ((lines: number) => void) | undefined;
 
-  /** maxWrite: what piles up while a write is in flight is written in one go. */
-  constructor(fd: number) {
-    this.#out = pino.destination({ fd, sync: false, minLength: BATCH_CHARS, maxWrite: 4 * BATCH_CHARS, retryEAGAIN: () => Date.now() < this.#retryUntil });
+  /**
+   * maxWrite: what piles up while a write is in flight is written in one go. maxLength: a stdout
+   * that takes nothing (a stuck log shipper) must not grow the process until it is killed for its
+   * memory while it goes on serving; past `bufferBytes` a batch is dropped and counted.
+   */
+  constructor(fd: number, bufferBytes: number) {
+    this.#out = pino.destination({ fd, sync: false, minLength: BATCH_CHARS, maxWrite: 4 * BATCH_CHARS, maxLength: bufferBytes, retryEAGAIN: () => Date.now() < this.#retryUntil });
+    this.#out.on('drop', (data: string) => {
+      const lines = linesIn(data);
+      droppedLines += lines;
+      this.#droppedSinceWarning += lines;
+    });
+    // A write went through: stdout takes lines again, so say how many were lost meanwhile.
+    this.#out.on('write', () => {
+      if (this.#droppedSinceWarning === 0) return;
+      const lines = this.#droppedSinceWarning;
+      this.#droppedSinceWarning = 0;
+      // Not from inside sonic-boom's own write callback.
+      setImmediate(() => this.onDropsOver?.(lines));
+    });
     batches.add(this);
   }
 
@@ -104,6 +137,12 @@ class LineBatch implements DestinationStream {
   }
 }
 
+function linesIn(data: string): number {
+  let lines = 0;
+  for (let at = data.indexOf('\n'); at !== -1; at = data.indexOf('\n', at + 1)) lines++;
+  return lines;
+}
+
 const batches = new Set<LineBatch>();
 // pino flushes its sonic-boom at exit (on-exit-leak-free); lines still in a batch are written here.
 // Registered before pino's own exit flush (this module loads first), so a stdout that takes
@@ -148,8 +187,8 @@ function nonBlockingWriter(fd: number): number {
  * measures it on /dev/null). One write per line cost ~10 µs a request at the default level: lines
  * are batched up to BATCH_CHARS, and flushed at least every FLUSH_INTERVAL_MS (and at exit).
  */
-export function batchedDestination(fd: number): DestinationStream & { flush(): void } {
-  const batched = new LineBatch(nonBlockingWriter(fd));
+export function batchedDestination(fd: number, bufferBytes = DEFAULT_LOG_BUFFER_BYTES): LineBatch {
+  const batched = new LineBatch(nonBlockingWriter(fd), bufferBytes);
   setInterval(() => batched.flush(), FLUSH_INTERVAL_MS).unref();
   return batched;
 }
@@ -174,9 +213,10 @@ export async function drainLogs(timeoutMs: number): Promise<boolean> {
   return results.every(Boolean);
 }
 
-export function createLogger(level: string, destination?: DestinationStream): Logger {
-  const stdout = destination === undefined ? batchedDestination(1) : undefined;
-  return pino(
+/** `bufferBytes`: what lines may hold in memory while stdout takes nothing (`limits.logBufferBytes`). */
+export function createLogger(level: string, destination?: DestinationStream, bufferBytes = DEFAULT_LOG_BUFFER_BYTES): Logger {
+  const stdout = destination === undefined ? batchedDestination(1, bufferBytes) : undefined;
+  const logger = pino(
     {
       level,
       base: { service: 'cnfguard', pid: process.pid },
@@ -196,4 +236,8 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     },
     destination ?? stdout,
   );
+  if (stdout !== undefined) {
+    stdout.onDropsOver = (lines) => logger.warn({ droppedLines: lines, bufferBytes }, 'log lines dropped: stdout took none while the log buffer was full');
+  }
+  return logger;
 }

@@ -10,6 +10,7 @@ import { HistogramTally } from './histogram-tally.ts';
 
 export { CounterTally } from './counter-tally.ts';
 import { NODE_VERSION, VERSION } from '../version.ts';
+import { droppedLogLines } from '../log.ts';
 
 /** What the size gauges read when scraped (set once the app has built them). */
 export interface SizeSources {
@@ -60,6 +61,8 @@ export interface Metrics {
   /** From the request's arrival to the end of its response (what the client waits), by route; observed ahead of prom-client (HistogramTally). */
   readonly requestDuration: HistogramTally;
   readonly openConnections: Gauge;
+  /** Log lines this process dropped while stdout took none and its buffer was full (log.ts). */
+  readonly logLinesDropped: Counter;
   readonly cacheEntries: Gauge<'cache'>;
   /** The AS (`as`), the JWKS (`jwks`) and each route's upstream (`upstream:<route>`) as last seen in traffic, for /status. */
   readonly lastSeen: LastSeen;
@@ -147,6 +150,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     registers,
   });
   let sizes: SizeSources | undefined;
+  let loggedDrops = 0;
   const buildInfo = new Gauge({
     name: 'cnfguard_build_info',
     help: 'Always 1; the labels say which cnfguard and Node run',
@@ -179,6 +183,17 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       registers,
       collect() {
         this.set(sizes?.connections() ?? 0);
+      },
+    }),
+    logLinesDropped: new Counter({
+      name: 'cnfguard_log_lines_dropped_total',
+      help: 'Log lines dropped because stdout took none while the log buffer (limits.logBufferBytes) was full',
+      registers,
+      collect() {
+        // The process's own count (one logger per process), caught up at each scrape.
+        const dropped = droppedLogLines();
+        if (dropped > loggedDrops) this.inc(dropped - loggedDrops);
+        loggedDrops = dropped;
       },
     }),
     cacheEntries: new Gauge({

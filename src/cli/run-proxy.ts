@@ -36,7 +36,7 @@ export async function runProxy(args: string[]): Promise<number> {
     for (const w of warningsOf(config)) logger.warn({ config: file, path: w.path }, w.message);
   };
   if (cluster.isPrimary && workerCount(config.settings.workers) > 1) {
-    const logger = createLogger(config.settings.logLevel);
+    const logger = createLogger(config.settings.logLevel, undefined, config.settings.limits.logBufferBytes);
     installFatalHandlers(logger, exit);
     warn(logger);
     settleMemoryAfterStart(logger);

@@ -102,6 +102,8 @@ export const RELOAD_TABLE = {
     handshakeTimeoutMs: 'restart',
     http2MaxConcurrentStreams: 'restart',
     http2PingTimeoutMs: 'restart',
+    // The log's destination is made once, when the process starts.
+    logBufferBytes: 'restart',
     // Fixed in each connection's HTTP parser when it is accepted (Node drops header lines past it).
     headerBytes: 'restart',
     headerCount: 'restart',

@@ -13,6 +13,7 @@ import { buildSharedStateSchema } from './shared-state-schema.ts';
 import { buildHttpsigSchema } from './httpsig-schema.ts';
 import { checkTrust, trustSchemas } from './trust-schema.ts';
 import { fieldSchemas, fromText, number } from './schema-fields.ts';
+import { DEFAULT_LOG_BUFFER_BYTES } from '../log.ts';
 
 export { BINDING_MODES, type BindingMode } from './schema-fields.ts';
 export { DPOP_ALGORITHMS, PROOF_METHODS, type DpopAlgorithm, type ProofMethod } from './route-policy.ts';
@@ -182,6 +183,9 @@ export function buildConfigSchema() {
         maxConnections: positiveInt.default(1024).describe('Concurrent client connections; more are refused at accept.'),
         http2MaxConcurrentStreams: positiveInt.default(100).describe('Concurrent streams per HTTP/2 connection.'),
         http2PingTimeoutMs: number(z.number().int().min(500).max(600_000)).default(5_000).describe('An HTTP/2 session with open streams is pinged each second; unanswered this long, it is destroyed (its upstream calls with it).'),
+        logBufferBytes: number(z.number().int().min(64 * 1024).max(1024 * 1024 * 1024))
+          .default(DEFAULT_LOG_BUFFER_BYTES)
+          .describe('Log bytes held in memory per process while stdout takes none (a stuck log shipper); past it, lines are dropped and counted (cnfguard_log_lines_dropped_total).'),
       })
       .prefault({})
       .describe('Bounds on what one client or request may cost.'),

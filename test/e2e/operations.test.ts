@@ -211,33 +211,48 @@ describe('signals', () => {
 });
 
 describe('a stdout nobody reads', () => {
+  /** cnfguard with a FIFO as stdout whose read end stays open (so writes do not fail with EPIPE) and is not read until the test says. */
+  async function withStuckStdout(settings: Record<string, unknown>, body: (run: { child: ChildProcess; listen: number; admin: number; reader: number }) => Promise<void>): Promise<void> {
+    const dir = await mkdtemp(join(tmpdir(), 'cnfguard-stuck-stdout-'));
+    const fifo = join(dir, 'stdout');
+    execFileSync('mkfifo', [fifo]);
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(fifo, 'w');
+    const [listen, admin] = [await freePort(), await freePort()];
+    const file = join(dir, 'stuck.yaml');
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { ...settings, listen: { host: '127.0.0.1', port: listen }, admin: { host: '127.0.0.1', port: admin } })));
+    const child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', writer, 'ignore'], detached: true });
+    closeSync(writer);
+    try {
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${admin}/readyz`).catch(() => undefined))?.status === 200, 'readyz 200', { ...POLL, timeoutMs: 20_000 });
+      await body({ child, listen, admin, reader });
+    } finally {
+      if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
+      closeSync(reader);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** `count` refused requests with 7 KB paths: an access line of ~7.2 KB each. */
+  async function longLines(listen: number, count: number): Promise<void> {
+    const client = new Client(`https://127.0.0.1:${listen}`, { connect: { ca: d.pki.certs.ca.cert }, pipelining: 8 });
+    const path = `/${'p'.repeat(7000)}`;
+    const statuses = await Promise.all(Array.from({ length: count }, async () => {
+      const r = await client.request({ path, method: 'GET' });
+      await r.body.dump();
+      return r.statusCode;
+    }));
+    await client.close();
+    expect(new Set(statuses)).toEqual(new Set([401]));
+  }
+
   // A log shipper that stopped reading: the pipe fills, every write gets EAGAIN. Lines wait, the
   // proxy keeps serving, and a SIGTERM must still end the process (it used to retry for ever).
   for (const workers of [1, 2]) {
     it(`SIGTERM still ends the process (workers: ${workers}), with the lines the pipe took`, async () => {
-      const dir = await mkdtemp(join(tmpdir(), 'cnfguard-stuck-stdout-'));
-      const fifo = join(dir, 'stdout');
-      execFileSync('mkfifo', [fifo]);
-      // The read end stays open (so writes do not fail with EPIPE) and is not read until the end.
-      const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-      const writer = openSync(fifo, 'w');
-      const [listen, admin] = [await freePort(), await freePort()];
-      const file = join(dir, 'stuck.yaml');
-      await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { workers, listen: { host: '127.0.0.1', port: listen }, admin: { host: '127.0.0.1', port: admin } })));
-      const child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', writer, 'ignore'], detached: true });
-      closeSync(writer);
-      try {
-        await waitFor(async () => (await fetch(`http://127.0.0.1:${admin}/readyz`).catch(() => undefined))?.status === 200, 'readyz 200', { ...POLL, timeoutMs: 20_000 });
-        // More access lines than a pipe holds (64 KiB): 7 KB paths, refused without a token.
-        const client = new Client(`https://127.0.0.1:${listen}`, { connect: { ca: d.pki.certs.ca.cert }, pipelining: 8 });
-        const path = `/${'p'.repeat(7000)}`;
-        const statuses = await Promise.all(Array.from({ length: 40 }, async () => {
-          const r = await client.request({ path, method: 'GET' });
-          await r.body.dump();
-          return r.statusCode;
-        }));
-        await client.close();
-        expect(new Set(statuses)).toEqual(new Set([401]));
+      await withStuckStdout({ workers }, async ({ child, listen, reader }) => {
+        // More access lines than a pipe holds (64 KiB).
+        await longLines(listen, 40);
         const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
           const timer = setTimeout(() => reject(new Error('still running 15 s after SIGTERM')), 15_000);
           child.once('exit', (c, s) => {
@@ -255,13 +270,43 @@ describe('a stdout nobody reads', () => {
         // ~290 KB of lines written.
         expect(text.length).toBeGreaterThan(40_000);
         expect(JSON.parse(text.slice(0, text.indexOf('\n'))).service).toBe('cnfguard');
-      } finally {
-        if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
-        closeSync(reader);
-        await rm(dir, { recursive: true, force: true });
-      }
+      });
     });
   }
+
+  // Meanwhile the lines must not grow the process until it is killed for its memory: past
+  // limits.logBufferBytes they are dropped, counted, and the loss is said once stdout takes lines again.
+  it('past limits.logBufferBytes, lines are dropped and counted, and the count is logged once stdout reads again', async () => {
+    await withStuckStdout({ limits: { logBufferBytes: 65_536 } }, async ({ listen, admin, reader }) => {
+      const sent = 120; // ~860 KB of access lines against ~64 KiB of pipe, the 64 KiB bound and a 32 KiB batch
+      await longLines(listen, sent);
+      const dropped = metric(await metricsOf(`http://127.0.0.1:${admin}`), 'cnfguard_log_lines_dropped_total');
+      expect(dropped).toBeGreaterThan(sent / 2);
+      expect(dropped).toBeLessThan(sent);
+      // The shipper reads again: what was kept arrives, then the warning with the count.
+      let text = '';
+      const chunk = Buffer.alloc(1 << 16);
+      const readAll = (): string => {
+        for (;;) {
+          let n: number;
+          try {
+            n = readSync(reader, chunk);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return text;
+            throw err;
+          }
+          if (n === 0) return text;
+          text += chunk.subarray(0, n).toString('latin1');
+        }
+      };
+      const warning = await waitFor(() => readAll().split('\n').filter((l) => l.includes('"log lines dropped')).map((l) => JSON.parse(l) as Record<string, unknown>)[0], 'the dropped-lines warning', POLL);
+      expect(warning).toMatchObject({ level: 'warn', droppedLines: dropped, bufferBytes: 65_536 });
+      // Every request has its line or is counted as dropped; nothing else was lost.
+      const accessLines = text.split('\n').filter((l) => l.startsWith('{') && (JSON.parse(l) as { msg?: string }).msg === 'request');
+      expect(accessLines.length + dropped).toBe(sent);
+      expect(metric(await metricsOf(`http://127.0.0.1:${admin}`), 'cnfguard_log_lines_dropped_total')).toBe(dropped);
+    });
+  });
 });
 
 describe('workers', () => {
