@@ -8,6 +8,25 @@ export function devCertificateFiles(dir: string, stems: Record<string, string>):
   return Object.values(stems).flatMap((stem) => [resolve(dir, `${stem}.crt`), resolve(dir, `${stem}.key`)]);
 }
 
+/**
+ * The refusal of a command whose files cannot be written (a directory in a file's place, a file in
+ * a directory's, no permission): one line naming the path and the cause, checked before anything is
+ * written, so that a directory in the way is not reported as a file --force would replace.
+ */
+export async function unwritable(command: string, files: readonly string[]): Promise<string | undefined> {
+  const { checkWritable } = await import('../write-files.ts');
+  const problem = await checkWritable(files);
+  return problem === undefined ? undefined : `${command}: ${problem.message}; nothing was written`;
+}
+
+/** Exit 2 with one line for a write that failed all the same (writeFilesTogether wrote nothing); rethrows anything else. */
+export async function refuseUnwritten(command: string, err: unknown): Promise<number> {
+  const { FileWriteError } = await import('../write-files.ts');
+  if (!(err instanceof FileWriteError)) throw err;
+  process.stderr.write(`cnfguard: ${command}: ${err.message}; nothing was written\n`);
+  return 2;
+}
+
 /** Parses --key-mode; node-forge (big) is loaded only by the commands that write certificates. */
 export async function keyModeOf(text: string | undefined, command: string): Promise<number | undefined> {
   if (text === undefined) return undefined;
@@ -38,12 +57,18 @@ Refuses (exit 2, naming them) when any of these files exists, unless --force.
     if (positionals.length !== 1 || positionals[0] === undefined) throw new UsageError('expected a directory', 'dev-certs');
     const keyMode = await keyModeOf(values['key-mode'], 'dev-certs');
     const { DEV_CERT_STEMS, writeDevCertificates } = await import('../tls/dev-certs.ts');
-    const refused = refuseExisting('dev-certs', devCertificateFiles(positionals[0], DEV_CERT_STEMS), values.force === true);
+    const files = devCertificateFiles(positionals[0], DEV_CERT_STEMS);
+    const refused = (await unwritable('dev-certs', files)) ?? refuseExisting('dev-certs', files, values.force === true);
     if (refused !== undefined) {
       process.stderr.write(`cnfguard: ${refused}\n`);
       return 2;
     }
-    const written = await writeDevCertificates(positionals[0], { keyMode });
+    let written: Record<string, string>;
+    try {
+      written = await writeDevCertificates(positionals[0], { keyMode });
+    } catch (err) {
+      return refuseUnwritten('dev-certs', err);
+    }
     for (const [name, path] of Object.entries(written)) process.stdout.write(`${name.padEnd(12)} ${path}\n`);
     return 0;
   },

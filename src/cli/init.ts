@@ -1,8 +1,7 @@
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { UsageError, type Command } from './command.ts';
-import { devCertificateFiles, keyModeOf } from './dev-certs.ts';
+import { devCertificateFiles, keyModeOf, refuseUnwritten, unwritable } from './dev-certs.ts';
 import { refuseExisting } from './existing.ts';
 
 /**
@@ -76,14 +75,19 @@ these files exists, unless --force.
     const keyMode = await keyModeOf(values['key-mode'], 'init');
     const { DEV_CERT_STEMS, writeDevCertificates } = await import('../tls/dev-certs.ts');
     const configFile = join(dir, 'cnfguard.yaml');
-    const refused = refuseExisting('init', [configFile, ...devCertificateFiles(join(dir, 'certs'), DEV_CERT_STEMS)], values.force === true);
+    const files = [configFile, ...devCertificateFiles(join(dir, 'certs'), DEV_CERT_STEMS)];
+    const refused = (await unwritable('init', files)) ?? refuseExisting('init', files, values.force === true);
     if (refused !== undefined) {
       process.stderr.write(`cnfguard: ${refused}\n`);
       return 2;
     }
-    await mkdir(dir, { recursive: true });
-    const written = await writeDevCertificates(join(dir, 'certs'), { keyMode });
-    await writeFile(configFile, INIT_CONFIG);
+    let written: Record<string, string>;
+    try {
+      // The config and the certificates together: all of them or none.
+      written = await writeDevCertificates(join(dir, 'certs'), { keyMode, alongside: [{ path: configFile, content: INIT_CONFIG, mode: 0o644 }] });
+    } catch (err) {
+      return refuseUnwritten('init', err);
+    }
     for (const path of [configFile, ...Object.values(written)]) process.stdout.write(`wrote ${path}\n`);
     const shown = relative(process.cwd(), configFile);
     process.stdout.write(`\nnext: cnfguard check -c ${shown.startsWith('..') || shown === '' ? configFile : shown}   (in a checkout: ./bin/cnfguard.js check …)\n`);

@@ -4,9 +4,9 @@
 // X.509 structures. These certificates are for development and tests: private keys are written
 // unencrypted, and nothing here is meant to protect production traffic.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import forge from 'node-forge';
+import { writeFilesTogether, type FileToWrite } from '../write-files.ts';
 
 /** A certificate and its private key, both PEM (the key is unencrypted PKCS#8). */
 export interface PemPair {
@@ -232,17 +232,20 @@ export interface WriteOptions {
    * (the image's 10001) read a bind-mounted directory: dev keys only, readable by every local user.
    */
   keyMode?: number;
+  /** Other files written with the certificates, all or none (init's config). */
+  alongside?: readonly FileToWrite[];
 }
 
 /**
  * Generates dev certificates and writes them into `dir` (created if missing): `ca`, the server pair
  * `tls`, `client1` and `client2`, as `<stem>.crt` / `<stem>.key`. Keys get `keyMode` (default 0600),
- * exactly and also when a file is overwritten. Returns file name -> absolute path.
+ * exactly and also when a file is overwritten (each file is a new one, renamed into place). Every
+ * file is written or none is: throws {@link FileWriteError} (src/write-files.ts), naming the path
+ * and the cause, before replacing anything. Returns file name -> absolute path.
  */
 export async function writeDevCertificates(dir: string, options: WriteOptions = {}): Promise<Record<string, string>> {
   const keyMode = options.keyMode ?? 0o600;
   const root = resolve(dir);
-  await mkdir(root, { recursive: true });
   const certs = generateDevCertificates();
   const pairs: [string, PemPair][] = [
     [DEV_CERT_STEMS.ca, certs.ca],
@@ -251,17 +254,16 @@ export async function writeDevCertificates(dir: string, options: WriteOptions = 
     [DEV_CERT_STEMS.client2, certs.clients.client2],
   ];
   const written: Record<string, string> = {};
+  const files: FileToWrite[] = [];
   for (const [name, pair] of pairs) {
     const certPath = resolve(root, `${name}.crt`);
     const keyPath = resolve(root, `${name}.key`);
-    await writeFile(certPath, pair.cert, { mode: 0o644 });
-    // writeFile's mode applies only when it creates the file: replace any old key rather than
-    // writing secret bytes into a file whose permissions may be wider.
-    await rm(keyPath, { force: true });
-    await writeFile(keyPath, pair.key, { mode: 0o600, flag: 'wx' });
-    await chmod(keyPath, keyMode); // exactly this mode whatever the umask
+    files.push({ path: certPath, content: pair.cert, mode: 0o644 });
+    // A new file, never secret bytes written into an old one whose permissions may be wider.
+    files.push({ path: keyPath, content: pair.key, mode: keyMode, exactMode: true });
     written[`${name}.crt`] = certPath;
     written[`${name}.key`] = keyPath;
   }
+  await writeFilesTogether([...(options.alongside ?? []), ...files]);
   return written;
 }

@@ -2,8 +2,8 @@
  * `cnfguard init`, `dev-certs` refusing to overwrite, `schema`, and "did you mean" for commands and
  * options: real processes through bin/cnfguard.js, exit codes and messages as a user sees them.
  */
-import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync, spawn } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,8 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 const ROOT = join(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'cnfguard.js');
 
-function cnfguard(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function cnfguard(args: string[], env: NodeJS.ProcessEnv = {}, as: string[] = []): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const [command, ...prefix] = [...as, process.execPath];
+  const child = spawn(command as string, [...prefix, BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -79,6 +80,81 @@ describe('cnfguard dev-certs', () => {
     expect(await readFile(join(out, 'ca.crt'), 'utf8')).toBe(ca);
     expect((await cnfguard(['dev-certs', out, '--force'])).code).toBe(0);
     expect(await readFile(join(out, 'ca.crt'), 'utf8')).not.toBe(ca);
+  });
+});
+
+/** How to run cnfguard as a user whom a 0555 directory refuses: as is, or (as root) through setpriv as nobody. */
+function unprivileged(): string[] | undefined {
+  if (process.getuid?.() !== 0) return [];
+  try {
+    execFileSync('setpriv', ['--version'], { stdio: 'ignore' });
+  } catch {
+    return undefined;
+  }
+  return ['setpriv', '--reuid', '65534', '--regid', '65534', '--clear-groups'];
+}
+const AS_USER = unprivileged();
+
+describe('init and dev-certs on a path they cannot write: exit 2, one line naming the path and the cause, nothing written', () => {
+  const oneLine = (stderr: string) => {
+    expect(stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(stderr.trimEnd().split('\n')).toHaveLength(1);
+    return stderr.trimEnd();
+  };
+
+  it.each([['init'], ['dev-certs']])('%s into a file: it is not a directory', async (command) => {
+    const file = join(dir, `afile-${command}`);
+    await writeFile(file, 'mine\n');
+    const r = await cnfguard([command, file]);
+    expect(r.code).toBe(2);
+    const target = command === 'init' ? join(file, 'cnfguard.yaml') : join(file, 'ca.crt');
+    expect(oneLine(r.stderr)).toBe(`cnfguard: ${command}: cannot write ${target}: ${file} is not a directory; nothing was written`);
+    expect(await readFile(file, 'utf8')).toBe('mine\n');
+  });
+
+  it('init --force with a directory where tls.key goes: names it, and writes neither the CA nor the config', async () => {
+    const out = join(dir, 'g6');
+    await mkdir(join(out, 'certs', 'tls.key'), { recursive: true });
+    for (const force of [['--force'], []]) {
+      const r = await cnfguard(['init', out, ...force]);
+      expect(r.code).toBe(2);
+      expect(oneLine(r.stderr)).toBe(`cnfguard: init: cannot write ${join(out, 'certs', 'tls.key')}: it is a directory; nothing was written`);
+      expect(await readdir(out)).toEqual(['certs']);
+      expect(await readdir(join(out, 'certs'))).toEqual(['tls.key']);
+    }
+  });
+
+  it('init --force over a set with a directory in one place replaces none of the files', async () => {
+    const out = join(dir, 'kept');
+    expect((await cnfguard(['init', out])).code).toBe(0);
+    const before = await readFile(join(out, 'certs', 'ca.crt'), 'utf8');
+    await rm(join(out, 'certs', 'client2.crt'));
+    await mkdir(join(out, 'certs', 'client2.crt'));
+    const r = await cnfguard(['init', out, '--force']);
+    expect(r.code).toBe(2);
+    expect(oneLine(r.stderr)).toContain(`cannot write ${join(out, 'certs', 'client2.crt')}: it is a directory`);
+    expect(await readFile(join(out, 'certs', 'ca.crt'), 'utf8')).toBe(before);
+    expect((await readdir(join(out, 'certs'))).filter((name) => name.startsWith('.'))).toEqual([]);
+  });
+
+  it.skipIf(AS_USER === undefined).each([['init'], ['dev-certs']])('%s under a read-only directory: permission denied', async (command) => {
+    const shared = await mkdtemp(join(tmpdir(), 'cnfguard-ro-'));
+    try {
+      await chmod(shared, 0o755);
+      const readOnly = join(shared, 'ro');
+      await mkdir(readOnly, { mode: 0o555 });
+      await chmod(readOnly, 0o555);
+      const inside = await cnfguard([command, readOnly], {}, AS_USER);
+      expect(inside.code).toBe(2);
+      const first = command === 'init' ? join(readOnly, 'cnfguard.yaml') : join(readOnly, 'ca.crt');
+      expect(oneLine(inside.stderr)).toBe(`cnfguard: ${command}: cannot write ${first}: permission denied; nothing was written`);
+      const below = await cnfguard([command, join(readOnly, 'new')], {}, AS_USER);
+      expect(below.code).toBe(2);
+      expect(oneLine(below.stderr)).toBe(`cnfguard: ${command}: cannot create ${join(readOnly, 'new')}: permission denied; nothing was written`);
+      expect(await readdir(readOnly)).toEqual([]);
+    } finally {
+      await rm(join(shared), { recursive: true, force: true });
+    }
   });
 });
 
