@@ -1,13 +1,13 @@
 /**
  * One JWKS cache per URI: local JWT validation (`jwt.jwksUri`) and signed introspection answers
- * (`introspection.jwksUri`, default the former) share the cache, its fetches, its cooldown and
- * its metrics when they name the same keys. Every fetch goes with the AS's trust (introspection.ca).
+ * (`introspection.jwksUri`, default the former) share the cache, its fetches, its cooldown, its
+ * refresh age (`jwt.refreshSeconds`) and its metrics when they name the same keys. Every fetch goes with the AS's trust (introspection.ca).
  */
 import type { Metrics } from '../admin/metrics.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import type { Logger } from '../log.ts';
 import { traced, type TracingSlot } from '../observe/tracing.ts';
-import { createHttpJwksFetch, createJwksCache, type FetchJwks, type JwksCache } from '../validation/jwt.ts';
+import { createHttpJwksFetch, createJwksCache, DEFAULT_JWKS_REFRESH_MS, type FetchJwks, type JwksCache } from '../validation/jwt.ts';
 
 export interface JwksDirectory {
   /** The cache for `uri`, made on first use. */
@@ -33,6 +33,7 @@ export function createJwksDirectory(config: LoadedConfig, io: { metrics: Metrics
         fetch: io.tracing === undefined ? fetch : traced(io.tracing, 'cnfguard.jwks', fetch),
         now: io.now,
         cooldownMs: (jwt?.refetchCooldownSeconds ?? 30) * 1000,
+        refreshMs: (jwt?.refreshSeconds ?? DEFAULT_JWKS_REFRESH_MS / 1000) * 1000,
         onFetch: (ok, detail) => {
           io.metrics.jwksFetches.inc({ result: ok ? 'success' : 'failure' });
           io.metrics.lastSeen.record('jwks', ok, ok ? 'fetched' : 'fetch failed');

@@ -23,14 +23,22 @@ export function buildValidator(config: LoadedConfig, io: { tokens: TokenIntrospe
   // The JWKS cache of jwt.jwksUri: shared with signed introspection answers naming the same keys.
   const jwks = jwt === undefined ? undefined : io.jwks.cacheFor(jwt.jwksUri);
   const { maxEntries, maxTtlSeconds } = settings.introspection.cache;
+  // The validated-answer cache of JWTs (introspection/answer-cache.ts), only with `jwt:`.
+  const answers = jwt === undefined ? undefined : createAnswerCache({ maxEntries, maxTtlSeconds, negativeTtlSeconds: 0, now });
+  // A key the AS withdrew (or re-keyed under its kid) vouches for nothing from the fetch that
+  // dropped it: the JWTs it verified are verified again, against the keys now held.
+  if (jwks !== undefined && answers !== undefined) jwks.onKeysDropped(() => answers.clear());
   const validator = createTokenValidator({
     introspector: io.tokens,
     jwt:
       jwt === undefined || jwks === undefined
         ? undefined
-        : { issuer: jwt.issuer, verify: createJwtVerifier({ issuer: jwt.issuer, algorithms: jwt.algorithms, jwks, now, clockSkewSeconds: jwt.clockSkewSeconds, keepClaims: mapsClaims(settings) }) },
-    // The validated-answer cache of JWTs (introspection/answer-cache.ts), only with `jwt:`.
-    answers: jwt === undefined ? undefined : createAnswerCache({ maxEntries, maxTtlSeconds, negativeTtlSeconds: 0, now }),
+        : {
+            issuer: jwt.issuer,
+            verify: createJwtVerifier({ issuer: jwt.issuer, algorithms: jwt.algorithms, jwks, now, clockSkewSeconds: jwt.clockSkewSeconds, keepClaims: mapsClaims(settings) }),
+            keysInUse: () => void jwks.refreshIfStale(),
+          },
+    answers,
     cache: { maxEntries, maxTtlSeconds },
     now,
     onResult: (source, result) => metrics.validationTally.inc(source, result), // per request: tallied (admin/counter-tally.ts)

@@ -109,7 +109,12 @@ export function buildConfigSchema() {
       .default(['ES256', 'PS256', 'EdDSA', 'RS256'])
       .describe('Asymmetric JWS algorithms accepted; a MAC alg (HS*) or none is a config error.'),
     timeoutMs: number(z.number().int().positive().max(60_000)).optional().describe('JWKS fetch timeout; default introspection.timeoutMs.'),
-    refetchCooldownSeconds: number(z.number().min(0).max(3600)).default(30).describe('Least time between two JWKS fetches caused by an unknown kid.'),
+    refetchCooldownSeconds: number(z.number().min(0).max(3600))
+      .default(30)
+      .describe('Least time between two JWKS fetches after the one at start: on an unknown kid, a signature that fails with a known kid, or keys past refreshSeconds (failed fetches included).'),
+    refreshSeconds: number(z.number().min(10).max(86_400))
+      .default(300)
+      .describe("Keys older than this are fetched again, in the background, when next used (RFC 9068 §4: the AS's current keys); a failed fetch keeps the keys held. A key the AS withdrew stops verifying then, and JWTs it verified are verified again."),
     maxJwksBytes: positiveInt.default(256 * 1024).describe('Largest JWKS document read.'),
     clockSkewSeconds: number(z.number().int().min(0).max(300)).default(5).describe("A token's `iat` may be this far ahead of cnfguard's clock; further is refused."),
   });

@@ -57,6 +57,8 @@ export function createSignedAnswerVerifier(options: SignedAnswerOptions): Verify
     (await jose().jwtVerify(jwt, get, { issuer: options.issuer, audience: options.clientId, algorithms, currentDate: new Date(options.now()), requiredClaims: ['iat'] })).payload;
 
   async function verified(jwt: string): Promise<JWTPayload> {
+    // Keys past their refresh age are fetched again in the background; this answer meets the keys held.
+    void options.jwks.refreshIfStale();
     let get = getKeys();
     if (get === undefined) {
       await options.jwks.refresh();
@@ -66,8 +68,11 @@ export function createSignedAnswerVerifier(options: SignedAnswerOptions): Verify
     try {
       return await attempt(jwt, get);
     } catch (err) {
-      if (!(err instanceof jose().errors.JWKSNoMatchingKey)) throw err;
-      // An unknown kid: the AS may have rotated. Refetch (within the cooldown) and try once more.
+      const errors = jose().errors;
+      if (!(err instanceof errors.JWKSNoMatchingKey) && !(err instanceof errors.JWSSignatureVerificationFailed)) throw err;
+      // An unknown kid (the AS may have rotated), or a key that does not verify (the AS may have
+      // re-keyed under the same kid): refetch (within the cooldown) and, when the key set changed,
+      // try once more.
       await options.jwks.refresh();
       const next = getKeys();
       if (next === undefined || next === get) throw err;

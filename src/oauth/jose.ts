@@ -30,8 +30,20 @@ export function localKeySet(source: { readonly keys: JSONWebKeySet | undefined }
 export interface JwksCache {
   /** The current key set; undefined until a fetch succeeded. */
   readonly keys: JSONWebKeySet | undefined;
-  /** Fetches now unless one ran within the cooldown; keeps the old keys when it fails. Resolves whether keys changed hands. */
+  /**
+   * Fetches now unless one ran within the cooldown; keeps the old keys when it fails. Resolves
+   * whether the fetch succeeded. A fetch that brings the same keys leaves {@link keys} the same
+   * object, so a verifier can tell a changed key set by identity.
+   */
   refresh(force?: boolean): Promise<boolean>;
+  /**
+   * When the keys are older than the refresh age (`jwt.refreshSeconds`), starts a fetch in the
+   * background (within the cooldown) and returns it; the caller goes on with the keys it has.
+   * Undefined when no fetch was started.
+   */
+  refreshIfStale(): Promise<boolean> | undefined;
+  /** Calls `listener` after every fetch that no longer holds a key held before (withdrawn, or re-keyed under its kid). */
+  onKeysDropped(listener: () => void): void;
   /** Whether the last fetch attempt failed. */
   readonly failing: boolean;
 }

@@ -65,31 +65,65 @@ export interface JwksOptions {
   fetch: FetchJwks;
   /** Milliseconds since the epoch. */
   now: () => number;
-  /** Least time between two fetches caused by unknown kids. */
+  /** Least time between two fetches that are not the one at start (unknown kid, failed signature, stale keys). */
   cooldownMs: number;
+  /** Keys older than this are fetched again, in the background, when next used (`jwt.refreshSeconds`). Default 300 s. */
+  refreshMs?: number;
   onFetch?: (ok: boolean, detail?: string) => void;
 }
 
 export type { JwksCache };
 
+/** The default of `jwt.refreshSeconds`, in milliseconds. */
+export const DEFAULT_JWKS_REFRESH_MS = 300_000;
+
 function isJwks(value: unknown): value is JSONWebKeySet {
   return value !== null && typeof value === 'object' && Array.isArray((value as { keys?: unknown }).keys) && (value as { keys: unknown[] }).keys.every((k) => k !== null && typeof k === 'object');
 }
 
+/** A key as a string that is the same whatever the order of its members: any member that differs makes it another key. */
+function keyIdentity(key: object): string {
+  return JSON.stringify(Object.entries(key).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+function identities(set: JSONWebKeySet): Set<string> {
+  return new Set(set.keys.map(keyIdentity));
+}
+
+/**
+ * The AS's keys, fetched at start (`refresh(true)`), again when they are older than `refreshMs`
+ * (in the background, on next use: no request waits for it), and when a verifier meets an unknown
+ * kid or a signature its key does not verify. Fetches other than the one at start are at least
+ * `cooldownMs` apart, failed ones included; a failed fetch keeps the keys held. A fetch that no
+ * longer holds a key held before tells `onKeysDropped` listeners (the verified-JWT cache is
+ * cleared: RFC 9068 §4 validates with the AS's current keys). Time is the injected `now`: no timers.
+ */
 export function createJwksCache(options: JwksOptions): JwksCache {
+  const refreshMs = options.refreshMs ?? DEFAULT_JWKS_REFRESH_MS;
   let keys: JSONWebKeySet | undefined;
+  let fetchedAt = -Infinity;
   let lastAttempt = -Infinity;
   let failing = false;
   let pending: Promise<boolean> | undefined;
+  const droppedListeners: (() => void)[] = [];
   async function fetchOnce(force: boolean): Promise<boolean> {
-    // The cooldown spaces refetches caused by unknown kids; the fetch at start does not count.
-    if (!force) lastAttempt = options.now();
+    const started = options.now();
+    // The cooldown spaces every fetch but the one at start.
+    if (!force) lastAttempt = started;
     try {
       const value = await options.fetch();
       if (!isJwks(value)) throw new Error('not a JWK set');
-      keys = value;
+      const before = keys === undefined ? undefined : identities(keys);
+      const after = identities(value);
+      const same = before !== undefined && before.size === after.size && [...before].every((id) => after.has(id));
+      // The same keys keep the same object: verifiers rebuild nothing and see no new key set.
+      if (!same) keys = value;
+      fetchedAt = started;
       failing = false;
       options.onFetch?.(true);
+      if (before !== undefined && [...before].some((id) => !after.has(id))) {
+        for (const listener of droppedListeners) listener();
+      }
       return true;
     } catch (err) {
       failing = true;
@@ -98,6 +132,9 @@ export function createJwksCache(options: JwksOptions): JwksCache {
     } finally {
       pending = undefined;
     }
+  }
+  function withinCooldown(): boolean {
+    return options.now() - lastAttempt < options.cooldownMs;
   }
   return {
     get keys() {
@@ -108,9 +145,17 @@ export function createJwksCache(options: JwksOptions): JwksCache {
     },
     refresh(force = false) {
       if (pending !== undefined) return pending;
-      if (!force && options.now() - lastAttempt < options.cooldownMs) return Promise.resolve(false);
+      if (!force && withinCooldown()) return Promise.resolve(false);
       pending = fetchOnce(force);
       return pending;
+    },
+    refreshIfStale() {
+      if (pending !== undefined || keys === undefined || options.now() - fetchedAt < refreshMs || withinCooldown()) return undefined;
+      pending = fetchOnce(false);
+      return pending;
+    },
+    onKeysDropped(listener) {
+      droppedListeners.push(listener);
     },
   };
 }
@@ -197,6 +242,8 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerify {
     if (!algorithms.includes(header.alg as string)) throw new GuardError('jwt_algorithm_refused', { detail: 'alg not in jwt.algorithms' });
     if (header.crit !== undefined) throw new GuardError('jwt_malformed', { detail: 'crit header not supported' });
     let payload: JWTPayload;
+    // Keys past jwt.refreshSeconds are fetched again in the background; this token meets the keys held.
+    void options.jwks.refreshIfStale();
     try {
       let get = getKeys();
       if (get === undefined) {
@@ -207,10 +254,14 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerify {
       try {
         payload = await attempt(token, get);
       } catch (err) {
-        if (!(err instanceof jose().errors.JWKSNoMatchingKey)) throw err;
-        // An unknown kid: the AS may have rotated. Refetch (within the cooldown) and try once more.
-        const changed = await options.jwks.refresh();
-        if (!changed && options.jwks.failing) throw new GuardError('jwks_unavailable', { detail: 'unknown key and the JWKS cannot be fetched' });
+        const errors = jose().errors;
+        const unknownKid = err instanceof errors.JWKSNoMatchingKey;
+        if (!unknownKid && !(err instanceof errors.JWSSignatureVerificationFailed)) throw err;
+        // An unknown kid (the AS may have rotated), or a key that does not verify (the AS may
+        // have re-keyed under the same kid): refetch (within the cooldown) and, when the key set
+        // changed, try once more.
+        const fetched = await options.jwks.refresh();
+        if (unknownKid && !fetched && options.jwks.failing) throw new GuardError('jwks_unavailable', { detail: 'unknown key and the JWKS cannot be fetched' });
         const next = getKeys();
         if (next === undefined || next === get) throw err;
         payload = await attempt(token, next);

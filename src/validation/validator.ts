@@ -3,7 +3,8 @@
  * a JWT check for JWTs of the configured issuer and introspection for everything else. Verified
  * JWTs are kept in a validated-answer cache (introspection/answer-cache.ts, the one introspection answers
  * use: by the hash of the token, until exp, capped by introspection.cache.maxTtlSeconds), so a
- * repeat costs no signature check.
+ * repeat costs no signature check. Composition clears that cache when a JWKS fetch drops a key
+ * (compose/jwt.ts), so a token verified with a withdrawn key stops passing at once.
  */
 import type { TokenInfo } from '../introspection/token-info.ts';
 import { GuardError } from '../oauth/reasons.ts';
@@ -29,8 +30,12 @@ export interface TokenValidator {
 
 export interface TokenValidatorOptions {
   introspector: TokenIntrospector;
-  /** Absent when no `jwt:` is configured; routes then must use introspection. */
-  jwt?: { verify: JwtVerify; issuer: string } | undefined;
+  /**
+   * Absent when no `jwt:` is configured; routes then must use introspection. `keysInUse`, called
+   * when a cached verified JWT answers, lets the JWKS cache see its keys used (a fetch in the
+   * background once they are older than `jwt.refreshSeconds`), since no signature is checked then.
+   */
+  jwt?: { verify: JwtVerify; issuer: string; keysInUse?: () => void } | undefined;
   /** Verified JWTs: the answer cache built in composition, else one made from `cache`. */
   answers?: AnswerCache | undefined;
   cache: { maxEntries: number; maxTtlSeconds: number };
@@ -77,6 +82,8 @@ export function createTokenValidator(options: TokenValidatorOptions): TokenValid
       if (info === undefined) {
         info = await jwt.verify(token);
         cache?.put(key, info);
+      } else {
+        jwt.keysInUse?.();
       }
       if (audience !== undefined && !info.aud.includes(audience)) throw new GuardError('jwt_audience_mismatch', { detail: 'aud lacks the route audience' });
       report('jwt', 'ok');

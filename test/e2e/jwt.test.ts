@@ -1,9 +1,12 @@
 // Local JWT access tokens end to end: oidc-provider issues certificate-bound RFC 9068 JWTs,
 // cnfguard verifies them against the AS's JWKS without introspecting.
+import { createPublicKey } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { generateKeyPair, generateProof } from 'dpop';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startAuthorizationServer, type AuthorizationServer } from '../../demo/authorization-server.ts';
+import { startAuthorizationServer, type AuthorizationServer, type SigningJwk } from '../../demo/authorization-server.ts';
 import { startEchoUpstream, type EchoUpstream } from '../../demo/echo-upstream.ts';
 import { manualClock } from '../fixtures/clock.ts';
 import { scrape } from '../fixtures/prometheus.ts';
@@ -183,5 +186,65 @@ describe('JWKS key rotation and outage', () => {
       return (await get(unseen)).status === 200;
     }, 'the unknown key to verify once the JWKS is back');
     expect(guard.logs.text()).not.toContain(unseen);
+  });
+});
+
+describe('a key the AS withdraws from its JWKS (jwt.refreshSeconds)', () => {
+  // The JWKS is served by the test (the AS's public keys, or fewer), so that a key can be
+  // withdrawn without any token naming an unknown kid.
+  let served: Record<string, unknown>[] = [];
+  const jwksServer: Server = createServer((_req, res) => {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ keys: served }));
+  });
+  const publicKeys = (keys: SigningJwk[]) =>
+    keys.map(({ kid, alg, use, ...key }) => ({ ...createPublicKey({ key: key as never, format: 'jwk' }).export({ format: 'jwk' }), kid, ...(alg !== undefined && { alg }), ...(use !== undefined && { use }) }));
+  const REFRESH_SECONDS = 60;
+  const clock = manualClock({ followRealTime: true });
+  let pki: Pki;
+  let as: AuthorizationServer;
+  let upstream: EchoUpstream;
+  let guard: Guard;
+  const jwtFor = () => as.issueToken({ clientCert: pki.certs.clients.client1, caCert: pki.certs.ca.cert, resource: JWT_RS });
+  const get = (token: string) => curl(pki, `${guard.started.url}/x`, { token, cert: pki.files.client1 });
+  const jwksFetches = async () => (await scrape(guard.started.adminUrl)).value('cnfguard_jwks_fetches_total', { result: 'success' }) ?? 0;
+
+  beforeAll(async () => {
+    await new Promise<void>((resolve) => jwksServer.listen(0, '127.0.0.1', resolve));
+    const jwksUri = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/jwks`;
+    ({ pki, as, upstream, guard } = await startJwtStack((server) => {
+      served = publicKeys(server.signingKeys());
+      return { jwt: { issuer: server.issuer, jwksUri, algorithms: ['RS256'], refreshSeconds: REFRESH_SECONDS, refetchCooldownSeconds: 1 }, validation: 'jwt', audience: JWT_RS };
+    }, clock.now));
+  });
+
+  afterAll(async () => {
+    await stopJwtStack({ pki, as, upstream, guard });
+    jwksServer.closeAllConnections();
+    await new Promise((resolve) => jwksServer.close(resolve));
+  });
+
+  it('its tokens are refused once the keys are older than refreshSeconds, cached verifications included; the new key verifies', async () => {
+    const token = await jwtFor();
+    expect((await get(token)).status).toBe(200);
+    expect((await get(token)).status).toBe(200); // now from the verified-JWT cache
+    const fetchedAtStart = await jwksFetches();
+
+    // The AS rotates and withdraws the key that signed `token`.
+    await as.rotateSigningKey();
+    served = publicKeys(as.signingKeys().slice(0, 1));
+    expect((await get(token)).status).toBe(200); // keys younger than refreshSeconds: not fetched yet
+    expect(await jwksFetches()).toBe(fetchedAtStart);
+
+    clock.advance(REFRESH_SECONDS * 1000);
+    // This request starts the fetch and is not held up by it: it meets the keys held.
+    expect((await get(token)).status).toBe(200);
+    await waitFor(async () => (await jwksFetches()) > fetchedAtStart, 'the JWKS to be fetched again in the background');
+
+    const refused = await get(token);
+    expect(refused.status).toBe(401);
+    expect(refused.headers['www-authenticate']).toContain('error="invalid_token"');
+    expect(guard.logs.entries().some((e) => e.msg === 'request' && e.status === 401 && e.reason === 'jwt_key_unknown')).toBe(true);
+    expect((await get(await jwtFor())).status).toBe(200);
   });
 });

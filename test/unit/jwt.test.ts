@@ -5,6 +5,7 @@ import { CompactEncrypt, decodeJwt, exportJWK, generateKeyPair, SignJWT, type Cr
 import { beforeAll, describe, expect, it } from 'vitest';
 import { GuardError } from '../../src/edge/render.ts';
 import type { TokenIntrospector } from '../../src/introspection/cache.ts';
+import { createAnswerCache } from '../../src/introspection/answer-cache.ts';
 import { INACTIVE } from '../../src/introspection/token-info.ts';
 import { createJwksCache, createJwtVerifier, parseJwt } from '../../src/validation/jwt.ts';
 import { createTokenValidator } from '../../src/validation/validator.ts';
@@ -34,7 +35,7 @@ function sign(claims: Record<string, unknown> = {}, header: Record<string, unkno
     .sign(key);
 }
 
-function setup(keys: () => JWK[] | Error) {
+function setup(keys: () => JWK[] | Error, options: { refreshMs?: number } = {}) {
   let fetches = 0;
   let clock = NOW;
   const jwks = createJwksCache({
@@ -45,6 +46,7 @@ function setup(keys: () => JWK[] | Error) {
     },
     now: () => clock,
     cooldownMs: 30_000,
+    ...options,
   });
   const verify = createJwtVerifier({ issuer: ISS, algorithms: ['ES256', 'RS256'], jwks, now: () => clock, clockSkewSeconds: SKEW });
   return { jwks, verify, fetches: () => fetches, advance: (ms: number) => (clock += ms) };
@@ -186,6 +188,139 @@ describe('JWT verifier', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('JWKS refresh (RFC 9068 §4: the AS\'s current keys)', () => {
+  const REFRESH_MS = 300_000;
+
+  it('a key the AS withdrew stops verifying once the keys are older than refreshSeconds; the request that noticed is not held up', async () => {
+    let keys = [jwk1, jwk2];
+    const { jwks, verify, fetches, advance } = setup(() => keys, { refreshMs: REFRESH_MS });
+    await jwks.refresh(true);
+    const token = await sign({ exp: NOW / 1000 + 3600 });
+    await expect(verify(token)).resolves.toMatchObject({ active: true });
+    keys = [jwk2]; // k1 withdrawn
+    advance(REFRESH_MS - 1);
+    await expect(verify(token)).resolves.toMatchObject({ active: true });
+    expect(fetches()).toBe(1); // not stale yet: no fetch
+    advance(1);
+    // Stale: this verification starts the fetch and goes on with the keys it has.
+    await expect(verify(token)).resolves.toMatchObject({ active: true });
+    expect(fetches()).toBe(2);
+    await jwks.refresh(); // the background fetch in flight (or within its cooldown): settles it
+    expect(fetches()).toBe(2);
+    expect(await reasonOf(verify(token))).toBe('jwt_key_unknown');
+  });
+
+  it('an AS that re-keys under the same kid: the failed signature refetches and the new key verifies (unit: and the refresh age does it too)', async () => {
+    const rekeyed: JWK = { ...jwk2, kid: 'k1' };
+    let keys = [jwk1];
+    const { jwks, verify, fetches, advance } = setup(() => keys, { refreshMs: REFRESH_MS });
+    await jwks.refresh(true);
+    keys = [rekeyed];
+    const fresh = await sign({}, { kid: 'k1' }, key2.privateKey);
+    await expect(verify(fresh)).resolves.toMatchObject({ active: true });
+    expect(fetches()).toBe(2);
+    // A forged signature under a known kid refetches at most once per cooldown.
+    const forged = await sign({}, { kid: 'k1' }, key1.privateKey);
+    expect(await reasonOf(verify(forged))).toBe('jwt_signature_invalid');
+    expect(await reasonOf(verify(forged))).toBe('jwt_signature_invalid');
+    expect(fetches()).toBe(2);
+    advance(30_000);
+    expect(await reasonOf(verify(forged))).toBe('jwt_signature_invalid');
+    expect(fetches()).toBe(3);
+  });
+
+  it('a fetch that brings the same keys keeps the same key set (no retry, nothing dropped)', async () => {
+    const { jwks, advance } = setup(() => [jwk1, jwk2], { refreshMs: REFRESH_MS });
+    let dropped = 0;
+    jwks.onKeysDropped(() => (dropped += 1));
+    await jwks.refresh(true);
+    const held = jwks.keys;
+    advance(REFRESH_MS);
+    await jwks.refreshIfStale();
+    expect(jwks.keys).toBe(held);
+    expect(dropped).toBe(0);
+  });
+
+  it('a failing fetch keeps the keys held and is retried at most once per cooldown, then picks up the withdrawal', async () => {
+    let state: 'up' | 'down' | 'withdrawn' = 'up';
+    const { jwks, verify, fetches, advance } = setup(() => (state === 'down' ? new Error('ECONNREFUSED') : state === 'up' ? [jwk1] : [jwk2]), { refreshMs: REFRESH_MS });
+    await jwks.refresh(true);
+    const token = await sign({ exp: NOW / 1000 + 3600 });
+    state = 'down';
+    advance(REFRESH_MS);
+    await expect(verify(token)).resolves.toMatchObject({ active: true });
+    await jwks.refresh();
+    expect(fetches()).toBe(2);
+    expect(jwks.failing).toBe(true);
+    // Keys still held; within the cooldown nothing is fetched, however often they are used.
+    for (let i = 0; i < 5; i += 1) await expect(verify(token)).resolves.toMatchObject({ active: true });
+    expect(jwks.refreshIfStale()).toBeUndefined();
+    expect(fetches()).toBe(2);
+    advance(29_999);
+    expect(jwks.refreshIfStale()).toBeUndefined();
+    advance(1);
+    await jwks.refreshIfStale();
+    expect(fetches()).toBe(3);
+    expect(jwks.keys?.keys).toEqual([jwk1]);
+    // The AS is back, without k1.
+    state = 'withdrawn';
+    advance(30_000);
+    await jwks.refreshIfStale();
+    expect(fetches()).toBe(4);
+    expect(await reasonOf(verify(token))).toBe('jwt_key_unknown');
+  });
+
+  it('keys are not refetched before refreshSeconds, however often they are used', async () => {
+    const { jwks, verify, fetches, advance } = setup(() => [jwk1], { refreshMs: REFRESH_MS });
+    await jwks.refresh(true);
+    const token = await sign({ exp: NOW / 1000 + 3600 });
+    for (let i = 0; i < 10; i += 1) {
+      advance(REFRESH_MS / 20);
+      await verify(token);
+    }
+    expect(fetches()).toBe(1);
+    advance(REFRESH_MS / 2);
+    await verify(token);
+    expect(fetches()).toBe(2);
+  });
+
+  it('a withdrawn key clears the verified-JWT cache: its tokens stop passing at the fetch, not at their cache expiry', async () => {
+    let keys = [jwk1, jwk2];
+    const { jwks, verify, advance } = setup(() => keys, { refreshMs: REFRESH_MS });
+    await jwks.refresh(true);
+    let clock = NOW;
+    const answers = createAnswerCache({ maxEntries: 100, maxTtlSeconds: 3600, negativeTtlSeconds: 0, now: () => clock });
+    jwks.onKeysDropped(() => answers.clear());
+    let verifications = 0;
+    const introspector: TokenIntrospector = { lookup: () => Promise.resolve(INACTIVE), size: 0, negativeSize: 0, clear() {} };
+    const validator = createTokenValidator({
+      introspector,
+      jwt: { issuer: ISS, verify: (t) => ((verifications += 1), verify(t)), keysInUse: () => void jwks.refreshIfStale() },
+      answers,
+      cache: { maxEntries: 100, maxTtlSeconds: 3600 },
+      now: () => clock,
+    });
+    const route = { validation: 'jwt' as const, audience: AUD };
+    const withdrawn = await sign({ exp: NOW / 1000 + 3600 });
+    const kept = await sign({ exp: NOW / 1000 + 3600 }, { kid: 'k2' }, key2.privateKey);
+    await validator.validate(withdrawn, route);
+    await validator.validate(kept, route);
+    expect(verifications).toBe(2);
+    expect(validator.size).toBe(2);
+    keys = [jwk2];
+    advance(REFRESH_MS);
+    clock += REFRESH_MS;
+    // A cache hit is a use of the keys: it starts the background fetch (and is answered from the cache).
+    await expect(validator.validate(withdrawn, route)).resolves.toMatchObject({ source: 'jwt' });
+    expect(verifications).toBe(2);
+    await jwks.refresh();
+    expect(validator.size).toBe(0);
+    expect(await reasonOf(validator.validate(withdrawn, route))).toBe('jwt_key_unknown');
+    await expect(validator.validate(kept, route)).resolves.toMatchObject({ source: 'jwt' });
+    expect(verifications).toBe(4);
   });
 });
 

@@ -49,4 +49,30 @@ describe('signed introspection answers', () => {
     expect(await cause(verify(jwe, SIGNED_ANSWER_TYPE))).toBe('an encrypted answer (JWE) is not accepted');
     expect(await cause(verify('{"active":true}', SIGNED_ANSWER_TYPE))).toMatch(/^not a valid signed answer/);
   });
+
+  it('an AS that re-keys under the same kid: the failed signature refetches (within the cooldown) and the new key verifies; a withdrawn key stops verifying after the refresh age', async () => {
+    const next = await generateKeyPair('ES256');
+    const rekeyed: JWK = { ...(await exportJWK(next.publicKey)), kid: 'k', alg: 'ES256' };
+    let keys = [jwk];
+    let fetches = 0;
+    let now = NOW;
+    const jwks = createJwksCache({ fetch: async () => ((fetches += 1), { keys }), now: () => now, cooldownMs: 30_000, refreshMs: 300_000 });
+    const verify = createSignedAnswerVerifier({ issuer: ISS, clientId: 'rs', algorithms: ['ES256'], now: () => now, jwks });
+    await jwks.refresh(true);
+    const signedWith = (signer: CryptoKey) =>
+      new SignJWT({ iss: ISS, aud: 'rs', token_introspection: { active: true } }).setProtectedHeader({ alg: 'ES256', kid: 'k', typ: 'token-introspection+jwt' }).setIssuedAt(now / 1000).sign(signer);
+    keys = [rekeyed];
+    expect(await cause(verify(await signedWith(next.privateKey), SIGNED_ANSWER_TYPE))).toBe('accepted');
+    expect(fetches).toBe(2);
+    // The old key under that kid: refused, and within the cooldown no further fetch.
+    expect(await cause(verify(await signedWith(key), SIGNED_ANSWER_TYPE))).toBe('signature does not verify with the JWKS keys');
+    expect(fetches).toBe(2);
+    // The AS withdraws every key it had: after the refresh age, the next answer starts a fetch.
+    keys = [];
+    now += 300_000;
+    expect(await cause(verify(await signedWith(next.privateKey), SIGNED_ANSWER_TYPE))).toBe('accepted');
+    await jwks.refresh();
+    expect(fetches).toBe(3);
+    expect(await cause(verify(await signedWith(next.privateKey), SIGNED_ANSWER_TYPE))).toBe('no key of introspection.jwksUri matches kid and alg');
+  });
 });
