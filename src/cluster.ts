@@ -16,7 +16,7 @@ import { shownUrl, statusDocument } from './admin/status.ts';
 import { effectiveConfigYaml } from './config/effective.ts';
 import { listen, removeStaleSocket } from './listen.ts';
 import type { Metrics } from './admin/metrics.ts';
-import { loadConfigFile, type LoadedConfig } from './config/load.ts';
+import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { reconcileReload } from './config/reload-table.ts';
 import { createAssertionKeyRing } from './assertion/keys.ts';
 import type { Settings } from './config/schema.ts';
@@ -26,6 +26,39 @@ import { STOP_MARGIN_MS } from './serve/stopped.ts';
 import { NODE_VERSION, VERSION } from './version.ts';
 
 const READY_MESSAGE = 'cnfguard:ready';
+/** A worker asks for the config in force; the primary answers with CONFIG_MESSAGE. */
+const CONFIG_REQUEST = 'cnfguard:config?';
+const CONFIG_MESSAGE = 'cnfguard:config';
+/** The primary read the file on SIGHUP: its text when it passed, or `rejected` (the primary logged why). */
+const RELOAD_MESSAGE = 'cnfguard:reload';
+
+/**
+ * The config a worker judges by, as its primary read it: `started`, the file as the cluster
+ * started (restart keys keep its values), and `current`, the text of the last reload applied.
+ * Workers never read the file themselves, so a worker started later (one that died and was
+ * replaced) or a file rewritten during a reload cannot give two workers two policies.
+ */
+export interface ConfigInForce {
+  started: string;
+  current: string;
+}
+
+/** A reload as the primary relays it to each worker. */
+export type RelayedReload = { text: string } | { rejected: true };
+
+/**
+ * In a worker: asks the primary for the config in force, and hands on each reload the primary
+ * relays (the worker does not act on SIGHUP itself: the primary relays one).
+ */
+export function configFromPrimary(onReload: (reload: RelayedReload) => void): Promise<ConfigInForce> {
+  return new Promise((resolve) => {
+    process.on('message', (message: { type?: string } & Partial<ConfigInForce> & { text?: string; rejected?: boolean }) => {
+      if (message?.type === CONFIG_MESSAGE && typeof message.started === 'string' && typeof message.current === 'string') resolve({ started: message.started, current: message.current });
+      else if (message?.type === RELOAD_MESSAGE) onReload(typeof message.text === 'string' ? { text: message.text } : { rejected: true });
+    });
+    process.send?.({ type: CONFIG_REQUEST });
+  });
+}
 
 /**
  * The CPUs a cgroup CPU limit allows, rounded up: cgroup v2 `cpu.max` ("<quota> <period>", or
@@ -119,8 +152,11 @@ export function watchLauncher(onGone: () => void, launcher: string | undefined =
   return () => clearInterval(timer);
 }
 
-/** Runs the primary until SIGTERM/SIGINT; resolves with the exit code. */
-export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<number> {
+/**
+ * Runs the primary until SIGTERM/SIGINT; resolves with the exit code. `onReload` registers what
+ * a SIGHUP does once the workers serve (run-proxy.ts holds one that came earlier until then).
+ */
+export async function runPrimary(config: LoadedConfig, logger: Logger, onReload: (reload: () => void) => void = (reload) => process.on('SIGHUP', reload)): Promise<number> {
   const { settings } = config;
   const count = workerCount(settings.workers);
   const aggregator = new AggregatorRegistry();
@@ -131,6 +167,9 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   // deadline, the log level, the default upstream it checks); each worker reloads, validates and reports on its own.
   let current = settings;
   let sha256 = config.sha256;
+  // The texts every worker judges by (ConfigInForce): a worker started later gets them too.
+  const startedText = config.text ?? '';
+  let currentText = startedText;
   const startedAt = Date.now();
 
   // The assertion keys the workers sign with (each reads the same key file, so the kids agree), published here too.
@@ -167,6 +206,10 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
     keepStdoutNonBlocking();
     const end = { send: (message: object, callback: (error: Error | null) => void) => worker.send(message, undefined, undefined, callback) };
     worker.on('message', (message: { type?: string; listen?: string }) => {
+      if (message?.type === CONFIG_REQUEST) {
+        worker.send({ type: CONFIG_MESSAGE, started: startedText, current: currentText } satisfies ConfigInForce & { type: string });
+        return;
+      }
       if (dpopState?.handle(end, message) === true || message?.type !== READY_MESSAGE) return;
       readyWorkers.add(worker.id);
       listenUrl = message.listen;
@@ -213,18 +256,26 @@ export async function runPrimary(config: LoadedConfig, logger: Logger): Promise<
   });
 
   // (`current`, the settings in force, is declared above: the admin listener's upstream check reads it.)
-  process.on('SIGHUP', () => {
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP');
-    if (config.file === undefined) return;
+  // The primary reads the file, once, and relays what it read: every worker then applies the same text.
+  const relay = (reload: RelayedReload) => {
+    for (const worker of Object.values(cluster.workers ?? {})) if (worker?.isConnected() === true) worker.send({ type: RELOAD_MESSAGE, ...reload });
+  };
+  onReload(() => {
+    if (config.file === undefined) return relay({ rejected: true });
+    let next: LoadedConfig;
     try {
-      const next = loadConfigFile(config.file);
-      assertionKeys.use(next.assertionKey, Math.max(current.assertion?.lifetimeSeconds ?? 0, ...current.routes.map((route) => (route.assertion === false ? 0 : (route.assertion?.lifetimeSeconds ?? 0)))));
-      current = reconcileReload(settings, next.settings).effective;
-      sha256 = next.sha256;
-      logger.level = current.logLevel;
-    } catch {
-      // A bad file keeps what runs; the workers log its problems.
+      next = loadConfigFile(config.file);
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.problems : [{ path: '', message: (err as Error).message }];
+      logger.error({ config: config.source, problems }, 'config reload rejected; keeping the running config');
+      return relay({ rejected: true });
     }
+    assertionKeys.use(next.assertionKey, Math.max(current.assertion?.lifetimeSeconds ?? 0, ...current.routes.map((route) => (route.assertion === false ? 0 : (route.assertion?.lifetimeSeconds ?? 0)))));
+    current = reconcileReload(settings, next.settings).effective;
+    sha256 = next.sha256;
+    currentText = next.text ?? currentText;
+    logger.level = current.logLevel;
+    relay({ text: currentText });
   });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     const stop = (received: NodeJS.Signals) => {

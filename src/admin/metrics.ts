@@ -252,6 +252,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       help: 'Config reloads by result (applied, rejected)',
       labelNames: ['result'] as const,
       registers,
+      // Under workers every worker applies (or is told of) the same reload: one reload, not one per worker.
+      aggregator: 'max',
     }),
     tokenValidations: validations.counter,
     jwksFetches: new Counter({ name: 'cnfguard_jwks_fetches_total', help: 'JWKS fetches by result (success, failure)', labelNames: ['result'] as const, registers }),

@@ -10,18 +10,40 @@
 import cluster from 'node:cluster';
 import { installFatalHandlers } from '../fatal.ts';
 import { createApp } from '../app.ts';
-import { announceWorker, runPrimary, workerCount } from '../cluster.ts';
-import { ConfigError, loadConfigFile, warningsOf } from '../config/load.ts';
+import { announceWorker, configFromPrimary, runPrimary, workerCount, type ConfigInForce, type RelayedReload } from '../cluster.ts';
+import { ConfigError, loadConfigFile, warningsOf, type LoadedConfig } from '../config/load.ts';
+import { reconcileReload } from '../config/reload-table.ts';
 import { createLogger } from '../log.ts';
 import { settleMemoryAfterStart } from '../serve/settle-memory.ts';
 import { configPath } from './command.ts';
 import { endOnceStopped, stopWithin } from '../serve/stopped.ts';
 
-export async function runProxy(args: string[]): Promise<number> {
+/**
+ * A worker's config: the texts its primary read (never the file as it is now), the restart keys
+ * from the text the cluster started with, the live ones from the last reload applied.
+ */
+function workerConfig(file: string, texts: ConfigInForce): LoadedConfig {
+  const started = loadConfigFile(file, process.env, texts.started);
+  if (texts.current === texts.started) return started;
+  const next = loadConfigFile(file, process.env, texts.current);
+  return Object.freeze({ ...started, settings: reconcileReload(started.settings, next.settings).effective, assertionKey: next.assertionKey, sha256: next.sha256, text: next.text });
+}
+
+/** `reloadAsked`: a SIGHUP came while the command loaded (run.ts held it). */
+export async function runProxy(args: string[], reloadAsked = false): Promise<number> {
   const file = configPath('run', args);
+  // A SIGHUP's default action ends the process: one that comes while starting (a config watcher,
+  // `systemctl reload` right after start) is held and applied once serving.
+  let reloadOnceStarted: RelayedReload | 'file' | undefined = reloadAsked && !cluster.isWorker ? 'file' : undefined;
+  let reloadNow: ((reload: RelayedReload | 'file') => void) | undefined;
+  const reload = (from: RelayedReload | 'file') => (reloadNow === undefined ? (reloadOnceStarted = from) : reloadNow(from));
+  // A worker acts on the reloads its primary relays, not on signals (the primary relays a SIGHUP).
+  process.on('SIGHUP', () => {
+    if (!cluster.isWorker) reload('file');
+  });
   let config: Awaited<ReturnType<typeof loadConfigFile>>;
   try {
-    config = loadConfigFile(file);
+    config = cluster.isWorker ? workerConfig(file, await configFromPrimary(reload)) : loadConfigFile(file);
   } catch (err) {
     if (err instanceof ConfigError) {
       createLogger('info', undefined).fatal({ config: file, problems: err.problems }, err.message);
@@ -40,7 +62,11 @@ export async function runProxy(args: string[]): Promise<number> {
     installFatalHandlers(logger, exit);
     warn(logger);
     settleMemoryAfterStart(logger);
-    return endOnceStopped(logger, await runPrimary(config, logger), exit);
+    const onReload = (reload: () => void) => {
+      reloadNow = reload;
+      if (reloadOnceStarted !== undefined) reload();
+    };
+    return endOnceStopped(logger, await runPrimary(config, logger, onReload), exit);
   }
   // With workers, the first one probes the AS: one warning, not one per worker.
   const app = createApp(config, { admin: !cluster.isWorker, probeIntrospection: !cluster.isWorker || cluster.worker?.id === 1 });
@@ -71,13 +97,14 @@ export async function runProxy(args: string[]): Promise<number> {
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
-    // SIGHUP: certificates and config again; a bad file keeps what runs.
-    process.on('SIGHUP', () => {
-      app.reload().then(
+    // SIGHUP (or the primary's relay): certificates and config again; a bad file keeps what runs.
+    reloadNow = (reload) => {
+      app.reload(reload === 'file' ? undefined : reload).then(
         (report) => app.logger.info(report, 'reload done'),
         (err: unknown) => app.logger.error({ err }, 'reload failed'),
       );
-    });
+    };
+    if (reloadOnceStarted !== undefined) reloadNow(reloadOnceStarted);
   });
   return endOnceStopped(app.logger, code, exit);
 }

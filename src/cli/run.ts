@@ -11,5 +11,14 @@ ${CONFIG_USAGE}
   -h, --help          this text
 `,
   // All run needs is loaded with it (run-proxy.ts); --help loads only this usage.
-  run: async (args) => (await import('./run-proxy.ts')).runProxy(args),
+  run: async (args) => {
+    // A SIGHUP's default action ends the process: one that comes while run's modules load is
+    // held, and applied once serving (runProxy takes over the signal as it starts).
+    let held = false;
+    const hold = () => (held = true);
+    process.on('SIGHUP', hold);
+    const { runProxy } = await import('./run-proxy.ts');
+    process.off('SIGHUP', hold);
+    return runProxy(args, held);
+  },
 };

@@ -32,6 +32,8 @@ export interface LoadedConfig {
   sharedState?: SharedStateMaterial | undefined;
   /** The SHA-256 (hex) of the file as read, for /status; undefined for a config built in code. */
   sha256?: string | undefined;
+  /** The file's text as read: what a cluster primary hands its workers, so that all judge by the same config. */
+  text?: string | undefined;
   /** Present when `assertion` is set: the signing key read from `assertion.keyFile`. */
   assertionKey?: AssertionKey | undefined;
   /** Notes from loading, beside {@link configWarnings}: relative paths found only from the working directory. */
@@ -92,19 +94,22 @@ function withFileSectionsCopied(raw: Record<string, unknown>): Record<string, un
   return copy;
 }
 
-/** Reads, interpolates, validates and loads a config file. Throws {@link ConfigError}. */
-export function loadConfigFile(file: string, env: Environment = process.env): LoadedConfig {
+/**
+ * Reads, interpolates, validates and loads a config file. Throws {@link ConfigError}. `read`: the
+ * file's text as read before (a cluster worker gets its primary's), instead of reading it now.
+ */
+export function loadConfigFile(file: string, env: Environment = process.env, read?: string): LoadedConfig {
   const problems: ConfigProblem[] = [];
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = read ?? readFileSync(file, 'utf8');
   } catch (err) {
     throw new ConfigError(file, [{ path: '', message: `cannot read config file ${JSON.stringify(file)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
   }
   const empty: EmptyVariables = new Map();
   const raw = parseConfigText(text, env, problems, file, empty);
   if (raw === undefined) throw new ConfigError(file, problems);
-  return Object.freeze({ ...loadConfigObject(raw, file, problems, dirname(resolve(file)), empty), file, sha256: createHash('sha256').update(text).digest('hex') });
+  return Object.freeze({ ...loadConfigObject(raw, file, problems, dirname(resolve(file)), empty), file, sha256: createHash('sha256').update(text).digest('hex'), text });
 }
 
 /** Every warning about a loaded config, for `check` to print and `run` to log: the loader's notes, then the settings' (checks.ts). */

@@ -46,9 +46,15 @@ export interface Lifecycle {
   stop(graceMs?: number): Promise<void>;
   /** The grace period a stop gives in-flight requests now (`shutdownGraceSeconds`, a live key). */
   shutdownGraceMs(): number;
-  /** Re-reads the config file and the certificates; a bad file keeps what runs. */
-  reload(): Promise<ReloadReport>;
+  /**
+   * Re-reads the config file and the certificates; a bad file keeps what runs. A cluster worker
+   * is given what its primary read (`text`), or told the primary rejected the file (`rejected`).
+   */
+  reload(from?: ReloadSource): Promise<ReloadReport>;
 }
+
+/** Where a reload's config comes from: the file (the default), a text already read, or nowhere (rejected, already logged). */
+export type ReloadSource = { text: string } | { rejected: true } | undefined;
 
 export interface LifecycleParts {
   config: LoadedConfig;
@@ -188,12 +194,17 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
     logger.flush();
   }
 
-  async function reload(): Promise<ReloadReport> {
+  async function reload(from?: ReloadSource): Promise<ReloadReport> {
     const certificatesResult = certificates?.reload() ?? 'unchanged';
     if (config.file === undefined) return { config: 'not-a-file', restartRequired: [], certificates: certificatesResult };
+    if (from !== undefined && 'rejected' in from) {
+      // The cluster primary read the file, logged its problems and kept the config: counted here, where the metrics are.
+      metrics.configReloads.inc({ result: 'rejected' });
+      return { config: 'rejected', restartRequired: [], certificates: certificatesResult };
+    }
     let next: LoadedConfig;
     try {
-      next = loadConfigFile(config.file);
+      next = loadConfigFile(config.file, process.env, from?.text);
     } catch (err) {
       const problems = err instanceof ConfigError ? err.problems : [{ path: '', message: (err as Error).message }];
       logger.error({ config: config.source, problems }, 'config reload rejected; keeping the running config');

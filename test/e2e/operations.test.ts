@@ -6,6 +6,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
+import { createServer as createHttpServer } from 'node:http';
 import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -104,6 +105,53 @@ describe('certificate rotation', () => {
       await g.stop();
     }
   });
+  it('a certificate that has expired or is not valid yet is refused like a key that does not match; one served from the start gets a warning naming notAfter', async () => {
+    const names = { dns: ['localhost'], ips: ['127.0.0.1'] };
+    const volume = join(d.pki.dir, 'secret-volume-validity');
+    await mkdir(volume);
+    const valid = issueServerCertificate(d.pki.certs.ca, names);
+    await secretVolume(volume, valid, 1);
+    const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { tls: { cert: join(volume, 'tls.crt'), key: join(volume, 'tls.key') } }));
+    const failures = async () => metric(await metricsOf(g.started.adminUrl as string), 'cnfguard_cert_reload_total{result="failure"}');
+    const refusals = () => g.logs.entries().filter((e) => e.msg === 'certificate reload failed; keeping the current certificate');
+    try {
+      expect(g.logs.entries().filter((e) => e.level === 'warn' && e.path === 'tls.cert')).toEqual([]);
+      const expired = issueServerCertificate(d.pki.certs.ca, names, { notBefore: new Date('2020-01-01T00:00:00Z'), notAfter: new Date('2021-01-01T00:00:00Z') });
+      await secretVolume(volume, expired, 2);
+      await waitFor(async () => ((await failures()) >= 1 ? true : undefined), 'refused reload', POLL);
+      expect((await servedCertificate(g.started.port)).serialNumber).toBe(new X509Certificate(valid.cert).serialNumber);
+      expect(refusals()[0]).toMatchObject({
+        level: 'error',
+        reason: 'expired',
+        notAfter: '2021-01-01T00:00:00Z',
+        problems: [{ path: 'tls.cert', message: 'the new certificate expired on 2021-01-01T00:00:00Z (notAfter); clients that verify it refuse the connection' }],
+      });
+
+      const early = issueServerCertificate(d.pki.certs.ca, names, { notBefore: new Date('2999-01-01T00:00:00Z'), notAfter: new Date('2999-12-31T00:00:00Z') });
+      await secretVolume(volume, early, 3);
+      await waitFor(() => (refusals().some((e) => e.reason === 'not_yet_valid') ? true : undefined), 'refused reload', POLL);
+      expect(refusals().find((e) => e.reason === 'not_yet_valid')).toMatchObject({ notBefore: '2999-01-01T00:00:00Z' });
+      expect((await servedCertificate(g.started.port)).serialNumber).toBe(new X509Certificate(valid.cert).serialNumber);
+      const metrics = await metricsOf(g.started.adminUrl as string);
+      expect(metric(metrics, 'cnfguard_cert_reload_total{result="success"}')).toBe(0);
+      expect(metric(metrics, 'cnfguard_certificate_not_after_seconds')).toBe(Math.floor(new Date(new X509Certificate(valid.cert).validTo).getTime() / 1000));
+
+      // Started on the expired pair (nothing else to serve): it is served, with a warning.
+      const stale = join(d.pki.dir, 'stale');
+      await mkdir(stale);
+      await writeFile(join(stale, 'tls.crt'), expired.cert);
+      await writeFile(join(stale, 'tls.key'), expired.key);
+      const h = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { tls: { cert: join(stale, 'tls.crt'), key: join(stale, 'tls.key') } }));
+      try {
+        const warned = h.logs.entries().filter((e) => e.level === 'warn' && e.path === 'tls.cert');
+        expect(warned).toMatchObject([{ reason: 'expired', notAfter: '2021-01-01T00:00:00Z', msg: 'the server certificate expired on 2021-01-01T00:00:00Z (notAfter); clients that verify it refuse the connection' }]);
+      } finally {
+        await h.stop();
+      }
+    } finally {
+      await g.stop();
+    }
+  });
 });
 
 interface Running {
@@ -161,6 +209,40 @@ describe('signals', () => {
       child.kill('SIGKILL');
     }
   });
+
+  for (const workers of [1, 2]) {
+    it(`a SIGHUP while starting is held and applied once serving, not the end of the process (workers: ${workers})`, async () => {
+      // Start-up waits for the JWKS (jwt:), which answers only once the SIGHUP is sent.
+      let asked!: () => void;
+      const jwksAsked = new Promise<void>((resolve) => (asked = resolve));
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const jwks = createHttpServer((_req, res) => {
+        asked();
+        void released.then(() => res.end(JSON.stringify({ keys: [] })));
+      });
+      await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
+      const file = join(d.pki.dir, `early-hup-${workers}.yaml`);
+      const jwksUri = `http://127.0.0.1:${(jwks.address() as { port: number }).port}/jwks`;
+      await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { workers, jwt: { issuer: 'https://as.test', jwksUri, timeoutMs: 20_000 } })));
+      const child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const { lines } = captureOutput(child);
+      try {
+        await jwksAsked;
+        child.kill('SIGHUP');
+        release();
+        await waitFor(() => lines().find((l) => l.msg === (workers === 1 ? 'cnfguard started' : 'cnfguard cluster started')), 'started', { ...POLL, timeoutMs: 20_000 });
+        // Each serving process applies it once.
+        await waitFor(() => lines().filter((l) => l.msg === 'config reloaded').length === workers || undefined, 'config reloaded', POLL);
+        expect(child.exitCode).toBeNull();
+        expect(child.signalCode).toBeNull();
+      } finally {
+        child.kill('SIGKILL');
+        jwks.closeAllConnections();
+        jwks.close();
+      }
+    });
+  }
 
   it('SIGTERM drains: readyz turns 503 at once, the slow in-flight request completes, exit 0', async () => {
     const { child, started, lines, inFlight: slow } = await withRequestInFlight('slow', 10, 1500);
@@ -310,6 +392,58 @@ describe('a stdout nobody reads', () => {
 });
 
 describe('workers', () => {
+  it('workers judge by the config the primary read: a replaced worker, a file rewritten without SIGHUP, a rejected file', async () => {
+    const file = join(d.pki.dir, 'workers-reload.yaml');
+    const config = (binding: string) => stringify(baseConfig(d.pki, d.as, d.upstream, { binding, workers: 2 }));
+    await writeFile(file, config('required'));
+    const { child, lines, started } = await runCnfguard(file, 'cnfguard cluster started');
+    try {
+      const url = started.listen as string;
+      const admin = started.admin as string;
+      const token = await d.unboundToken();
+      const statuses = async (count = 12): Promise<number[]> => {
+        const seen = new Set<number>();
+        for (let i = 0; i < count; i++) seen.add((await curl(d.pki, `${url}/x`, { token })).status);
+        return [...seen];
+      };
+      const count = (msg: string): number => lines().filter((l) => l.msg === msg).length;
+      const replaceOneWorker = async (): Promise<void> => {
+        const exited = count('worker exited; starting another');
+        const worker = lines().findLast((l) => l.msg === 'request')?.pid as number;
+        process.kill(worker, 'SIGKILL');
+        await waitFor(() => count('worker exited; starting another') > exited || undefined, 'worker replaced', POLL);
+        await waitFor(async () => (await fetch(`${admin}/readyz`)).status === 200 || undefined, 'readyz 200 again', { ...POLL, timeoutMs: 20_000 });
+      };
+      expect(await statuses()).toEqual([401]);
+
+      await writeFile(file, config('optional'));
+      child.kill('SIGHUP');
+      await waitFor(() => count('config reloaded') === 2 || undefined, 'both workers reloaded', POLL);
+      expect(await statuses()).toEqual([200]);
+
+      // The file changes back with no SIGHUP, and a worker dies: its replacement judges as the other does.
+      await writeFile(file, config('required'));
+      await replaceOneWorker();
+      const before = lines().length;
+      expect(await statuses(16)).toEqual([200]);
+      expect(new Set(lines().slice(before).filter((l) => l.msg === 'request').map((l) => l.pid)).size).toBe(2);
+
+      // A bad file: the primary says why, once; the workers keep the config, and a replaced one starts with it.
+      await writeFile(file, 'upstream: [not, a, url]\n');
+      child.kill('SIGHUP');
+      await waitFor(() => count('config reload rejected; keeping the running config') || undefined, 'rejection', POLL);
+      await replaceOneWorker();
+      expect(await statuses()).toEqual([200]);
+      expect(count('config reload rejected; keeping the running config')).toBe(1);
+      // One SIGHUP counts once, not once per worker.
+      const metrics = await metricsOf(admin);
+      expect(metric(metrics, 'cnfguard_config_reload_total{result="applied"}')).toBe(1);
+      expect(metric(metrics, 'cnfguard_config_reload_total{result="rejected"}')).toBe(1);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
   it('workers: 2 serve one port, and the admin endpoint sums both workers', async () => {
     const file = join(d.pki.dir, 'workers.yaml');
     await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { workers: 2 })));
