@@ -2,7 +2,10 @@
  * Certificate rotation without a restart: the listener's certificate, key and client CA are read
  * again when their files change (Kubernetes swaps a `..data` symlink in the mounted directory, so
  * the directories are watched, not the files) or on demand (SIGHUP). The new secure context only
- * applies to new connections; open ones keep theirs. A bad set of files keeps the old context.
+ * applies to new connections; open ones keep theirs. A bad set of files keeps the old context, and
+ * so does a certificate that has expired or is not valid yet: swapping it in would fail every client
+ * that verifies it. One served from the start is only warned about (refusing to start would not
+ * help: the files are what there is).
  */
 import { X509Certificate, createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
@@ -11,6 +14,7 @@ import { dirname } from 'node:path';
 import type { Settings } from '../config/schema.ts';
 import { ConfigError, loadTlsMaterial, type TlsMaterial } from '../config/load.ts';
 import type { Logger } from '../log.ts';
+import { validityProblem } from '../tls/certificates.ts';
 import { secureContextOptions } from './tls-server.ts';
 
 export type ReloadResult = 'success' | 'failure' | 'unchanged';
@@ -33,7 +37,12 @@ export interface ReloaderOptions {
   /** Watch the files' directories; off leaves only explicit reloads (SIGHUP). */
   watch?: boolean;
   debounceMs?: number;
+  /** The clock a certificate's validity period is judged by (ms since the epoch); default Date.now. */
+  now?: () => number;
 }
+
+/** What clients that verify the listener's certificate do with one out of its validity period. */
+const REFUSED_BY_CLIENTS = 'clients that verify it refuse the connection';
 
 function fingerprint(material: TlsMaterial): string {
   return createHash('sha256').update(material.cert).update('\0').update(material.key).update('\0').update(material.clientCa ?? '').digest('hex');
@@ -49,6 +58,13 @@ export function createCertificateReloader(options: ReloaderOptions): Certificate
   let currentPrint = fingerprint(current);
   const watchers: FSWatcher[] = [];
   let timer: NodeJS.Timeout | undefined;
+  const now = options.now ?? Date.now;
+
+  const initialProblem = validityProblem(new X509Certificate(current.cert), now());
+  if (initialProblem !== undefined) {
+    const { reason, notBefore, notAfter, message } = initialProblem;
+    logger.warn({ path: 'tls.cert', reason, notBefore, notAfter }, `the server certificate ${message}; ${REFUSED_BY_CLIENTS}`);
+  }
 
   function reload(): ReloadResult {
     let next: TlsMaterial;
@@ -62,6 +78,13 @@ export function createCertificateReloader(options: ReloaderOptions): Certificate
     }
     const print = fingerprint(next);
     if (print === currentPrint) return 'unchanged';
+    const problem = validityProblem(new X509Certificate(next.cert), now());
+    if (problem !== undefined) {
+      const { reason, notBefore, notAfter, message } = problem;
+      logger.error({ problems: [{ path: 'tls.cert', message: `the new certificate ${message}; ${REFUSED_BY_CLIENTS}` }], reason, notBefore, notAfter }, 'certificate reload failed; keeping the current certificate');
+      options.onResult('failure', current);
+      return 'failure';
+    }
     try {
       server.setSecureContext(secureContextOptions(next));
     } catch (err) {

@@ -124,6 +124,31 @@ export function subjectAltNames(x509: X509Certificate): { dns: string[]; uri: st
   return result;
 }
 
+/** Why a certificate cannot serve now: it has expired, or is not valid yet. */
+export interface ValidityProblem {
+  reason: 'expired' | 'not_yet_valid';
+  /** Its validity period, ISO 8601 UTC to the second. */
+  notBefore: string;
+  notAfter: string;
+  /** In words, naming the date passed or not reached, e.g. "expired on 2021-01-01T00:00:00Z (notAfter)". */
+  message: string;
+}
+
+const isoSeconds = (ms: number): string => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+/**
+ * The certificate's validity period against `nowMs`: a problem when it has expired or is not valid
+ * yet (clients that verify it refuse the handshake), undefined while it is valid.
+ */
+export function validityProblem(x509: X509Certificate, nowMs: number): ValidityProblem | undefined {
+  const notBeforeMs = new Date(x509.validFrom).getTime();
+  const notAfterMs = new Date(x509.validTo).getTime();
+  const period = { notBefore: isoSeconds(notBeforeMs), notAfter: isoSeconds(notAfterMs) };
+  if (nowMs > notAfterMs) return { reason: 'expired', ...period, message: `expired on ${period.notAfter} (notAfter)` };
+  if (nowMs < notBeforeMs) return { reason: 'not_yet_valid', ...period, message: `is not valid before ${period.notBefore} (notBefore)` };
+  return undefined;
+}
+
 /** RFC 4514 string form (most specific RDN first), as Envoy writes it in XFCC `Subject`. */
 export function subjectRfc4514(x509: X509Certificate): string {
   return x509.subject

@@ -58,9 +58,15 @@ function randomSerialNumber(): string {
   return bytes.toString('hex');
 }
 
-function validity(cert: forge.pki.Certificate, notAfter: Date): void {
-  cert.validity.notBefore = new Date(Date.now() - HOUR_MS);
-  cert.validity.notAfter = notAfter;
+/** A certificate's validity period; tests pass one in the past (expired) or the future (not yet valid). */
+export interface Validity {
+  notBefore?: Date;
+  notAfter?: Date;
+}
+
+function validity(cert: forge.pki.Certificate, notAfter: Date, period: Validity = {}): void {
+  cert.validity.notBefore = period.notBefore ?? new Date(Date.now() - HOUR_MS);
+  cert.validity.notAfter = period.notAfter ?? notAfter;
 }
 
 function leafNotAfter(): Date {
@@ -94,11 +100,12 @@ function newLeaf(
   issuer: CaMaterial | undefined,
   commonName: string,
   keys: KeyMaterial,
+  period?: Validity,
 ): forge.pki.Certificate {
   const cert = forge.pki.createCertificate();
   cert.publicKey = keys.publicKey;
   cert.serialNumber = randomSerialNumber();
-  validity(cert, leafNotAfter());
+  validity(cert, leafNotAfter(), period);
   const subject = [{ name: 'commonName', value: commonName }];
   cert.setSubject(subject);
   cert.setIssuer(issuer ? issuer.cert.subject.attributes : subject);
@@ -146,12 +153,15 @@ export function createCertificateAuthority(commonName: string): PemPair {
   return { cert: sign(cert, keys.privateKey), key: keys.keyPem };
 }
 
-/** A TLS server certificate signed by `ca` (serverAuth EKU), with the given DNS and IP SANs. */
-export function issueServerCertificate(ca: PemPair, names: { dns: string[]; ips: string[] }): PemPair {
+/**
+ * A TLS server certificate signed by `ca` (serverAuth EKU), with the given DNS and IP SANs; valid
+ * from an hour ago for 825 days unless `period` says otherwise.
+ */
+export function issueServerCertificate(ca: PemPair, names: { dns: string[]; ips: string[] }, period?: Validity): PemPair {
   const issuer = loadCa(ca);
   const keys = generateKey();
   const commonName = names.dns[0] ?? names.ips[0] ?? 'server';
-  const cert = newLeaf(issuer, commonName, keys);
+  const cert = newLeaf(issuer, commonName, keys, period);
   const altNames: AltName[] = [
     ...names.dns.map((value) => ({ type: SAN_DNS, value })),
     ...names.ips.map((ip) => ({ type: SAN_IP, ip })),

@@ -16,6 +16,7 @@ import { createApp } from '../../src/app.ts';
 import { usableCpus } from '../../src/cluster.ts';
 import { loadConfigObject } from '../../src/config/load.ts';
 import { thumbprintS256 } from '../../src/tls/certificates.ts';
+import { issueServerCertificate } from '../../src/tls/dev-certs.ts';
 import { baseConfig, curl, startDeployment, type Deployment } from '../fixtures/stack.ts';
 import { waitFor } from '../fixtures/wait.ts';
 
@@ -171,6 +172,21 @@ describe('cnfguard check refuses what run would refuse, and warns', () => {
     const oneBound = await cnfguard(['check', '--config', await clashing('one-bound', { binding: 'off', routes: [{ pathPrefix: '/a', binding: 'required' }] })]);
     expect(oneBound.code).toBe(0);
     expect(oneBound.stderr).toBe('');
+  });
+
+  it('warns on a server certificate that has expired or is not valid yet, naming the date (stderr, exit 0)', async () => {
+    const names = { dns: ['localhost'], ips: ['127.0.0.1'] };
+    for (const [name, period, message] of [
+      ['expired', { notBefore: new Date('2020-01-01T00:00:00Z'), notAfter: new Date('2021-01-01T00:00:00Z') }, 'the certificate expired on 2021-01-01T00:00:00Z (notAfter)'],
+      ['early', { notBefore: new Date('2999-01-01T00:00:00Z'), notAfter: new Date('2999-12-31T00:00:00Z') }, 'the certificate is not valid before 2999-01-01T00:00:00Z (notBefore)'],
+    ] as const) {
+      const pair = issueServerCertificate(d.pki.certs.ca, names, period);
+      await writeFile(join(dir, `${name}.crt`), pair.cert);
+      await writeFile(join(dir, `${name}.key`), pair.key);
+      const r = await cnfguard(['check', '--config', await clashing(`cert-${name}`, { tls: { cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) } })]);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toBe(`cnfguard: warning: tls.cert: ${message}; clients that verify it refuse the connection\n`);
+    }
   });
 
   it('run logs the same warnings as warn lines before it starts', async () => {

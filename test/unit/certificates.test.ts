@@ -3,8 +3,8 @@ import { createHash, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import fc from 'fast-check';
 import forge from 'node-forge';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { pemCertificateBlocks, PemSyntaxError, sha256, splitPemCertificates, subjectAltNames, subjectRfc4514, thumbprintS256 } from '../../src/tls/certificates.ts';
-import { createCertificateAuthority, generateDevCertificates, issueClientCertificate } from '../../src/tls/dev-certs.ts';
+import { pemCertificateBlocks, PemSyntaxError, sha256, splitPemCertificates, subjectAltNames, subjectRfc4514, thumbprintS256, validityProblem } from '../../src/tls/certificates.ts';
+import { createCertificateAuthority, generateDevCertificates, issueClientCertificate, issueServerCertificate } from '../../src/tls/dev-certs.ts';
 import type { DevCertificates, PemPair } from '../../src/tls/dev-certs.ts';
 
 function hasTools(): boolean {
@@ -205,5 +205,19 @@ describe('certificates', () => {
     it('finds no block, without error, in empty or whitespace-only text', () => {
       expect(pemCertificateBlocks(' \n', 'strict')).toEqual([]);
     });
+  });
+});
+
+describe('validityProblem', () => {
+  it('is undefined within notBefore..notAfter (both included), names the date passed or not reached outside', () => {
+    const ca = createCertificateAuthority('validity CA');
+    const pair = issueServerCertificate(ca, { dns: ['localhost'], ips: [] }, { notBefore: new Date('2030-01-01T00:00:00Z'), notAfter: new Date('2031-01-01T00:00:00Z') });
+    const cert = new X509Certificate(pair.cert);
+    const at = (iso: string) => validityProblem(cert, Date.parse(iso));
+    expect(at('2030-01-01T00:00:00Z')).toBeUndefined();
+    expect(at('2031-01-01T00:00:00Z')).toBeUndefined();
+    const period = { notBefore: '2030-01-01T00:00:00Z', notAfter: '2031-01-01T00:00:00Z' };
+    expect(at('2031-01-01T00:00:01Z')).toEqual({ reason: 'expired', ...period, message: 'expired on 2031-01-01T00:00:00Z (notAfter)' });
+    expect(at('2029-12-31T23:59:59Z')).toEqual({ reason: 'not_yet_valid', ...period, message: 'is not valid before 2030-01-01T00:00:00Z (notBefore)' });
   });
 });
