@@ -9,6 +9,7 @@ import type { z } from 'zod';
 import { suggestion, didYouMean } from './did-you-mean.ts';
 import { configJsonSchema, type JsonSchema } from './json-schema.ts';
 import { formatPath, type ConfigProblem } from './problems.ts';
+import { isSecretPath } from './secrets.ts';
 import { typeOf } from './reference-doc.ts';
 
 /** Paths (as formatPath writes them) whose value came from a `${VAR}` that was set but empty. */
@@ -40,7 +41,9 @@ function expected(schema: JsonSchema): string {
   return typeOf(schema).replaceAll('`', '').replaceAll(' \\| ', ' or ').replace(/^section$/, 'a mapping of keys (see docs/configuration.md)');
 }
 
-function shown(value: unknown): string {
+/** A value as a problem quotes it; at a secret key only its kind (problems are logged). */
+function shown(value: unknown, path: string): string {
+  if (isSecretPath(path)) return value === null ? 'null' : Array.isArray(value) ? 'a list' : `a ${typeof value}`;
   const text = JSON.stringify(value);
   return text === undefined ? String(value) : text.length > 60 ? `${text.slice(0, 60)}…` : text;
 }
@@ -91,12 +94,12 @@ export function humanProblems(issues: readonly z.core.$ZodIssue[], input: unknow
       continue;
     }
     if (issue.code === 'too_big' || issue.code === 'too_small') {
-      problems.push({ path, message: `${shown(value)} is out of range: expected ${expected(at)}` });
+      problems.push({ path, message: `${shown(value, path)} is out of range: expected ${expected(at)}` });
       continue;
     }
     const choices = (at.enum ?? at.anyOf?.flatMap((member) => member.enum ?? []) ?? []).filter((choice): choice is string => typeof choice === 'string');
-    const hint = typeof value === 'string' ? suggestion(value, choices) : '';
-    problems.push({ path, message: `expected ${expected(at)}, got ${shown(value)}${hint}` });
+    const hint = typeof value === 'string' && !isSecretPath(path) ? suggestion(value, choices) : '';
+    problems.push({ path, message: `expected ${expected(at)}, got ${shown(value, path)}${hint}` });
   }
   return problems;
 }

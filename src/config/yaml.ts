@@ -4,6 +4,7 @@
  */
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
 import { formatPath, type ConfigProblem } from './problems.ts';
+import { maskedLine } from './secrets.ts';
 
 export type Environment = Readonly<Record<string, string | undefined>>;
 
@@ -103,7 +104,9 @@ function yamlProblem(error: { message: string; pos: [number, number] }, more: nu
   const column = offset - lineStart + 1;
   const where = source === undefined ? `line ${line}, column ${column}` : `${source}:${line}:${column}`;
   const message = (error.message.split('\n')[0] ?? error.message).replace(/ at line \d+, column \d+:?$/, '');
-  const shown = lineText.length > 160 ? `${lineText.slice(0, 160)}…` : lineText;
+  // The line is logged with the problem (a rejected reload): a secret on it is masked.
+  const masked = maskedLine(lineText);
+  const shown = masked.length > 160 ? `${masked.slice(0, 160)}…` : masked;
   const lines = [`YAML: ${where}: ${message}`, `      ${shown}`, `      ${' '.repeat(Math.min(column - 1, 160))}^`];
   // The line before too: a reference that swallowed a flow map's "}" is noticed one line later.
   const previousLine = original.slice(original.lastIndexOf('\n', lineStart - 2) + 1, Math.max(lineStart - 1, 0));

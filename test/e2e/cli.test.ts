@@ -277,6 +277,38 @@ describe('cnfguard check', () => {
     expect(r.stdout).toMatch(/realm: cnfguard/);
   });
 
+  it('shows no secret in a problem: not the line of a YAML error, not a value of the wrong type; check and run alike', async () => {
+    const file = join(dir, 'secret-problems.yaml');
+    const text = stringify(baseConfig(d.pki, d.as, d.upstream, { introspection: { url: d.as.introspectionUrl, clientId: 'rs', clientSecret: 'PLACEHOLDER', ca: d.pki.files.ca } }));
+    // A generated secret that starts with a character YAML reserves: a syntax error on the secret's line.
+    await writeFile(file, text.replace('PLACEHOLDER', '@Gen3ratedS3cret%%'));
+    for (const command of ['check', 'run']) {
+      const r = await cnfguard([command, '-c', file]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain('clientSecret: ********');
+      expect(`${r.stdout}${r.stderr}`).not.toContain('Gen3ratedS3cret');
+    }
+    // A secret of digits only is a number, not a string: its kind is named, not its value.
+    await writeFile(file, text.replace('PLACEHOLDER', '9876543210'));
+    for (const command of ['check', 'run']) {
+      const r = await cnfguard([command, '-c', file]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain('introspection.clientSecret: expected string, got a number');
+      expect(`${r.stdout}${r.stderr}`).not.toContain('9876543210');
+    }
+  });
+
+  it('masks the password of every URL it prints', async () => {
+    const file = join(dir, 'url-passwords.yaml');
+    const introspectionUrl = d.as.introspectionUrl.replace('https://', 'https://user:UrlPw42@');
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { upstream: d.upstream.url.replace('http://', 'http://bob:UpPw31@'), introspection: { url: introspectionUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca } })));
+    const r = await cnfguard(['check', '-c', file]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('https://user:********@');
+    expect(r.stdout).toContain('http://bob:********@');
+    expect(r.stdout).not.toMatch(/UrlPw42|UpPw31/);
+  });
+
   it('names every problem by its YAML path and exits 2', async () => {
     const bad = join(dir, 'bad.yaml');
     await writeFile(
