@@ -15,7 +15,9 @@
  * decode to control characters, are refused (`path_malformed`).
  * When the front forwards the target as received (the decision API), cnfguard does not control
  * what the upstream reads, so every reading in {@link rawReadings}, the unresolved ones included
- * (`/admin/../x` is below /admin to Express and gunicorn), must choose the same route.
+ * (`/admin/../x` is below /admin to Express and gunicorn), and for a target starting with `//` the
+ * one that takes its first segment as an authority (`//evil/admin` is /admin to `new URL` and
+ * Python's `urlsplit`), must choose the same route.
  */
 import { GuardError } from '../oauth/reasons.ts';
 
@@ -105,9 +107,19 @@ function decodeSegment(segment: string): string {
   return value;
 }
 
+/**
+ * The non-ASCII characters whose simple case mapping is an ASCII letter (Java's
+ * `Character.toLowerCase`/`toUpperCase`, which `equalsIgnoreCase` compares by; Unicode's simple
+ * and Turkic case foldings): `"admİn".equalsIgnoreCase("admin")` is true in Java. Found by asking
+ * Java for every code point; Å (U+212B, Angstrom) maps to å, not to ASCII.
+ */
+const ASCII_FOLDING = /[\u0130\u0131\u017f\u212a]/g;
+const ASCII_FOLDS: Readonly<Record<string, string>> = { '\u0130': 'i', '\u0131': 'i', '\u017f': 's', '\u212a': 'k' };
+
 function foldCase(value: string): string {
-  // Upper then lower folds what either alone leaves apart (dotless ı, long ſ, Kelvin K).
-  return value.toUpperCase().toLowerCase();
+  // The simple mappings to ASCII first: İ's full lower case is `i` plus a combining dot, no `i`.
+  // Then upper and lower, which folds what either alone leaves apart.
+  return value.replace(ASCII_FOLDING, (char) => ASCII_FOLDS[char] ?? char).toUpperCase().toLowerCase();
 }
 
 function permissiveSegment(segment: string, ignoreCase: boolean): string {
@@ -154,19 +166,36 @@ function readSegment(segment: string, reading: Reading, ignoreCase: boolean): st
 }
 
 /**
+ * The path of a target that starts with `//` read as a network-path reference (RFC 3986 §4.2):
+ * the first segment is an authority, and what follows it the path. `new URL(target, base)` (WHATWG:
+ * any run of slashes before the authority of a special scheme) and Python's `urlsplit` read
+ * `//evil/admin` as host `evil`, path `/admin`. Undefined for a target with one leading slash.
+ */
+export function afterAuthority(received: string): string | undefined {
+  const authority = /^\/{2,}[^/]*/.exec(received);
+  if (authority === null) return undefined;
+  const path = received.slice(authority[0].length);
+  return path === '' ? '/' : path;
+}
+
+/**
  * Every reading an upstream could make of a path cnfguard does not forward itself (a front such as
  * nginx forwards the target as received): the product of the choices in {@link Reading}, among
  * them the UNRESOLVED ones, where `/admin/../x` is still below `/admin` (Express and gunicorn
- * dispatch it to their /admin handler). Case-folded when matching ignores case. Throws
+ * dispatch it to their /admin handler), each also of the path after the authority when the
+ * target starts with `//` ({@link afterAuthority}). Case-folded when matching ignores case. Throws
  * `path_malformed` as {@link routingPaths} does.
  */
 export function rawReadings(received: string, ignoreCase: boolean): string[] {
-  const segments = received.split('/').slice(1);
   const readings = new Set<string>();
-  for (const reading of READINGS) {
-    let read = segments.map((segment) => readSegment(segment, reading, ignoreCase));
-    if (reading.mergeSlashes) read = read.filter((segment, index, all) => segment !== '' || index === all.length - 1);
-    readings.add(reading.resolve ? removeDotSegments(read) : `/${read.join('/')}`);
+  const networkPath = afterAuthority(received);
+  for (const path of networkPath === undefined ? [received] : [received, networkPath]) {
+    const segments = path.split('/').slice(1);
+    for (const reading of READINGS) {
+      let read = segments.map((segment) => readSegment(segment, reading, ignoreCase));
+      if (reading.mergeSlashes) read = read.filter((segment, index, all) => segment !== '' || index === all.length - 1);
+      readings.add(reading.resolve ? removeDotSegments(read) : `/${read.join('/')}`);
+    }
   }
   return [...readings];
 }

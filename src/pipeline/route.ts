@@ -237,7 +237,7 @@ export function routeFor(table: RouteTable, host: string, target: Pick<ParsedTar
   if (options.forwardedRaw === true && !readsOneWay(target.received)) {
     for (const reading of rawReadings(target.received, table.ignoreCase)) {
       if (matchRoute(table, host, reading) !== route) {
-        throw new GuardError('path_ambiguous', { detail: 'the front forwards the path as received, and an upstream may read it as another route (dot segments unresolved, decoded, without ;params)' });
+        throw new GuardError('path_ambiguous', { detail: 'the front forwards the path as received, and an upstream may read it as another route (dot segments unresolved, decoded, without ;params, a leading //segment as a host)' });
       }
     }
   }

@@ -56,6 +56,10 @@ describe('routingPaths', () => {
     ['/admin%20/x', '/admin/x'],
     ['/%EF%BD%81dmin', '/admin'],
     ['/adm%C4%B1n', '/admin'],
+    ['/adm%C4%B0n', '/admin'],
+    ['/admİn', '/admin'],
+    ['/%C5%BFecret', '/secret'],
+    ['/%E2%84%AAey', '/key'],
     ['/a/%252e%252e/admin', '/admin'],
   ])('%s reads permissively as %s', (path, permissive) => {
     expect(routingPaths(parseTarget(path), true).permissive).toBe(permissive);
@@ -88,7 +92,7 @@ describe('routeFor', () => {
     expect(routeFor(routes, 'api.example', parseTarget(path)).id).toBe(id);
   });
 
-  it.each(['/public/..;/admin', '/%2561dmin', '/admin./users', '/public/docs/..;/../admin'])('%s is ambiguous', (path) => {
+  it.each(['/public/..;/admin', '/%2561dmin', '/admin./users', '/public/docs/..;/../admin', '/adm%C4%B0n', '/adm%C4%B1n', '/admİn/users'])('%s is ambiguous', (path) => {
     expect(reasonOf(() => routeFor(routes, 'api.example', parseTarget(path)))).toBe('path_ambiguous');
   });
 
@@ -103,9 +107,28 @@ describe('routeFor', () => {
   describe('a target the front forwards as received (decision API, issue 26 finding 2)', () => {
     const raw = { forwardedRaw: true };
     const BYPASSES = ['/admin/../x', '/Admin/../x', '/admin/%2e%2e/x', '/admin/.%2e/x', '/admin/y/../../x', '/admin//../x', '/admin;x/../x', '/ADMIN/%2E%2E/x', '/admin/..', '/admin./../x', '/%61dmin/../x', '/admin/%252e%252e/x', '/public/docs/../../admin'];
+    /** `new URL(t, 'http://localhost').pathname` and Python's `urlsplit(t).path` are /admin… for these (the first segment is a host). */
+    const NETWORK_PATHS = ['//evil/admin', '///evil/admin', '//localhost:8443/admin', '//evil/admin/users', '//evil/ADMIN', '//evil/%61dmin', '//evil/x/../admin', '//evil/admin;x'];
 
     it.each(BYPASSES)('%s is refused: an upstream reads it as /admin, the resolved path is another route', (path) => {
       expect(reasonOf(() => routeFor(routes, '', parseTarget(path), raw))).toBe('path_ambiguous');
+    });
+
+    it.each(NETWORK_PATHS)('%s is refused: its first segment read as a host leaves /admin (a network-path reference)', (path) => {
+      expect(new URL(path, 'http://localhost').pathname.toLowerCase()).toMatch(/^\/(?:%61dmin|admin)/);
+      expect(reasonOf(() => routeFor(routes, '', parseTarget(path), raw))).toBe('path_ambiguous');
+    });
+
+    it.each(['//evil/admin', '///evil/admin'])('%s on the proxy is judged and forwarded as /evil/admin, which no reading takes for /admin', (path) => {
+      expect(parseTarget(path).path).toBe('/evil/admin');
+      expect(routeFor(routes, '', parseTarget(path)).id).toBe('default');
+    });
+
+    it.each<[string, string]>([
+      ['//evil/x', 'default'],
+      ['//evil', 'default'],
+    ])('%s, its first segment a host or not, is one route: %s', (path, id) => {
+      expect(routeFor(routes, '', parseTarget(path), raw).id).toBe(id);
     });
 
     it.each(['/admin/../x', '/admin/%2e%2e/x', '/admin/y/../../x', '/admin//../x'])('%s on the proxy (which forwards what it judged) keeps its canonical route', (path) => {
@@ -170,6 +193,15 @@ describe('routeFor', () => {
       return out;
     };
     const readsAsAdmin = (path: string, resolve: boolean) => referenceSegments(path, resolve)[0] === 'admin';
+    /** The path WHATWG's parser reads when the first segment of `//x/…` is a host (undefined: not such a target, or no URL). */
+    const urlPathname = (path: string): string | undefined => {
+      if (!path.startsWith('//')) return undefined;
+      try {
+        return new URL(path, 'http://localhost').pathname;
+      } catch {
+        return undefined;
+      }
+    };
     /** The route, or 'refused' for a GuardError. */
     const judged = (path: string, forwardedRaw: boolean): string => {
       try {
@@ -203,7 +235,12 @@ describe('routeFor', () => {
     });
 
     it('decision API (the target forwarded as received): a spelling the reference reads as /admin before or after resolving dot segments is judged by /admin or refused', () => {
-      const offending = sample.filter((path) => (readsAsAdmin(path, true) || readsAsAdmin(path, false)) && !['routes[0]', 'refused'].includes(judged(path, true)));
+      const asHost = (path: string) => {
+        const pathname = urlPathname(path);
+        return pathname !== undefined && (readsAsAdmin(pathname, true) || readsAsAdmin(pathname, false));
+      };
+      expect(sample.filter(asHost).length, 'spellings whose first segment is a host').toBeGreaterThan(RUNS / 50);
+      const offending = sample.filter((path) => (readsAsAdmin(path, true) || readsAsAdmin(path, false) || asHost(path)) && !['routes[0]', 'refused'].includes(judged(path, true)));
       expect(offending).toEqual([]);
     });
   });
