@@ -124,7 +124,8 @@ export function createAdminServer(registry: MetricsSource, state: AdminState): h
   return http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const send: Send = (status, body, type = TEXT) => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+      // RFC 9110 §15.5.6: a 405 says which methods the resource supports.
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...(status === 405 && { allow: 'GET, HEAD' }) });
       res.end(body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'method not allowed\n');

@@ -6,6 +6,7 @@
  * secret is in it (upstream URLs lose their userinfo; the AS is shown as `introspection.url` is
  * logged, without userinfo, query or fragment).
  */
+import { resolve } from 'node:path';
 import type { Settings } from '../config/schema.ts';
 import { compileRoutes } from '../pipeline/route.ts';
 import { NODE_VERSION, VERSION } from '../version.ts';
@@ -76,7 +77,8 @@ export async function statusDocument(sources: StatusSources): Promise<Record<str
     ready: sources.ready(),
     startedAt: new Date(sources.startedAt).toISOString(),
     uptimeSeconds: Math.max(0, Math.round((at - sources.startedAt) / 1000)),
-    config: { file: file ?? null, sha256: sha256 ?? null },
+    // Absolute: the path as given (`-c cnfguard.yaml`) says nothing without the working directory.
+    config: { file: file === undefined ? null : resolve(file), sha256: sha256 ?? null },
     ...(sources.workers !== undefined && { workers: sources.workers() }),
     routes,
     caches: sizes === undefined ? PER_WORKER : { tokens: sizes.cacheEntries(), maxEntries: settings.introspection.cache.maxEntries, openConnections: sizes.connections() },

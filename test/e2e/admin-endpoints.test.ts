@@ -94,6 +94,14 @@ describe('/ (the index)', () => {
     for (const topic of ['admin.upstreamCheck', '/readyz?upstream=1', '`error`', '`aborted`', 'check --probe', 'deprecatedMetrics']) expect(doc, topic).toContain(topic);
   });
 
+  it('answers other methods than GET and HEAD with 405 and the methods it allows', async () => {
+    for (const method of ['POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']) {
+      const res = await fetch(`${guard.started.adminUrl as string}/metrics`, { method });
+      expect(res.status).toBe(405);
+      expect(res.headers.get('allow')).toBe('GET, HEAD');
+    }
+  });
+
   it('answers an unknown path with 404 pointing at the index', async () => {
     const res = await get('/nope');
     expect(res.status).toBe(404);
@@ -174,7 +182,8 @@ describe('with workers: the cluster primary serves the admin listener', () => {
         workers: 2,
       }),
     );
-    const child = spawn(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js'), 'run', '-c', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Named relative to the working directory, as an operator types it: /status says where it is.
+    const child = spawn(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js'), 'run', '-c', 'cluster.yaml'], { stdio: ['ignore', 'pipe', 'pipe'], cwd: pki.dir });
     const output = captureOutput(child);
     try {
       const admin = `http://127.0.0.1:${adminPort}`;
