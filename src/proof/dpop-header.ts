@@ -1,6 +1,7 @@
 /**
- * The protected header of a DPoP proof (RFC 9449 §4.3 steps 4-6): `typ`, an accepted asymmetric
- * `alg`, a public `jwk` that imports for it (jose), and its RFC 7638 thumbprint.
+ * The protected header of a DPoP proof (RFC 9449 §4.3 steps 4-6): no `crit` or `b64` (RFC 7515
+ * §4.1.11), `typ`, an accepted asymmetric `alg`, a public `jwk` that imports for it (jose), and
+ * its RFC 7638 thumbprint.
  */
 import { KeyObject } from 'node:crypto';
 import type { JWK } from 'jose';
@@ -60,6 +61,11 @@ export function jsonPart(part: string): unknown {
 export async function checkHeader(headerPart: string, algorithms: readonly string[]): Promise<KnownHeader | HeaderRefusal> {
   const header = jsonPart(headerPart);
   if (!isObject(header)) return refuse('header', 'protected header is not a JSON object');
+  // RFC 7515 §4.1.11: a JWS naming critical extensions its recipient does not understand is
+  // invalid, and no extension is understood here (a malformed or empty crit is invalid too).
+  // RFC 7797's b64 would change the signing input: refused with or without crit.
+  if (Object.hasOwn(header, 'crit')) return refuse('header', 'crit: no critical header extension is understood');
+  if (Object.hasOwn(header, 'b64')) return refuse('header', 'b64: an unencoded payload is not a DPoP proof');
   const typ = typeof header.typ === 'string' ? header.typ.toLowerCase() : undefined;
   if (typ !== 'dpop+jwt' && typ !== 'application/dpop+jwt') return refuse('typ', 'typ is not dpop+jwt');
   const alg = header.alg;

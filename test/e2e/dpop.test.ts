@@ -82,6 +82,14 @@ async function craftedProof(claims: Record<string, unknown>, header: Record<stri
   return new SignJWT({ jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000), ath: accessTokenHash(token), ...claims }).setProtectedHeader(protectedHeader).sign(signingKey);
 }
 
+/** A proof signed by hand (ES256 with `key`): for headers jose refuses to sign, such as a crit it does not know. */
+async function handSignedProof(claims: Record<string, unknown>, header: Record<string, unknown>): Promise<string> {
+  const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const signed = `${part({ typ: 'dpop+jwt', alg: 'ES256', jwk: await exportJWK(key.publicKey), ...header })}.${part({ jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000), ath: accessTokenHash(token), ...claims })}`;
+  const signature = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key.privateKey, new TextEncoder().encode(signed));
+  return `${signed}.${Buffer.from(signature).toString('base64url')}`;
+}
+
 const dpopTokenFor = (pair: KeyPair) => d.as.issueToken({ clientId: 'plain-app', caCert: d.pki.certs.ca.cert, dpopProof: (htu, htm) => generateProof(pair, htu, htm) });
 
 /**
@@ -187,6 +195,9 @@ describe('DPoP requests (the contract table)', () => {
       'dpop_key_invalid',
     ],
     ['over the size limit', () => Promise.resolve({ dpop: `${'a'.repeat(5000)}.b.c` }), 'dpop_proof_invalid'],
+    // RFC 7515 §4.1.11: an unknown critical extension makes the JWS invalid (and b64 would change what is signed).
+    ['with crit naming an unknown extension', async () => ({ dpop: await handSignedProof({ htm: 'GET', htu: `${guard.started.url}/dpop/r` }, { crit: ['foo'], foo: 1 }) }), 'dpop_proof_invalid'],
+    ['with crit b64 and b64 false', async () => ({ dpop: await handSignedProof({ htm: 'GET', htu: `${guard.started.url}/dpop/r` }, { crit: ['b64'], b64: false }) }), 'dpop_proof_invalid'],
   ];
 
   it.each(refusedProofs)('proof %s: 401 DPoP error="invalid_dpop_proof" with algs, the Bearer challenge without an error', async (_name, make, reason) => {
@@ -196,6 +207,10 @@ describe('DPoP requests (the contract table)', () => {
     expect(challenges(r)).toMatch(/^Bearer realm="cnfguard", supported_cnf_methods="dpop", DPoP error="invalid_dpop_proof", algs="ES256 EdDSA PS256", error_description="[^"]+"$/);
     expect(r.body.error).toBe('invalid_dpop_proof');
     expect(line).toMatchObject({ decision: 'deny', reason });
+  });
+
+  it('the hand-signed proof without crit passes (so the crit rows above are refused for crit alone)', async () => {
+    expect((await call(guard.started.url, '/dpop/r', { authorization: `DPoP ${token}`, dpop: await handSignedProof({ htm: 'GET', htu: `${guard.started.url}/dpop/r` }, {}) })).status).toBe(200);
   });
 
   it('a proof replayed byte for byte is refused (dpop_proof_replayed); the first use passed', async () => {

@@ -4,7 +4,7 @@
  * with jose.
  */
 import { createHook } from 'node:async_hooks';
-import { constants, generateKeyPairSync, randomUUID, sign, verify } from 'node:crypto';
+import { constants, generateKeyPairSync, KeyObject, randomUUID, sign, verify } from 'node:crypto';
 import * as dpop from 'dpop';
 import fc from 'fast-check';
 import { calculateJwkThumbprint, CompactSign, exportJWK, generateKeyPair, type JWK } from 'jose';
@@ -81,6 +81,12 @@ async function joseProof(header: Record<string, unknown> = {}, claims: Record<st
     .sign(key);
 }
 
+/** A proof signed by hand (ES256 with joseKey), for headers jose will not sign (crit it does not know, b64). */
+function handSigned(header: Record<string, unknown>, claims: Record<string, unknown> = {}): string {
+  const signed = `${b64({ alg: 'ES256', typ: 'dpop+jwt', jwk: joseKey.jwk, ...header })}.${b64({ jti: randomUUID(), htm: 'GET', htu: HTU, iat: Math.floor(now()), ath: accessTokenHash(TOKEN), ...claims })}`;
+  return `${signed}.${sign('sha256', Buffer.from(signed), { key: KeyObject.from(joseKey.privateKey as never), dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+}
+
 describe('verifyDpopProof: valid proofs from the dpop client library', () => {
   it.each([
     ['ES256', () => es256],
@@ -90,6 +96,27 @@ describe('verifyDpopProof: valid proofs from the dpop client library', () => {
     const proof = await dpop.generateProof(keys(), HTU, 'GET', undefined, TOKEN);
     const result = await verifyDpopProof(input(proof), deps());
     expect(result).toEqual({ ok: true, jkt: await dpop.calculateThumbprint(keys().publicKey) });
+  });
+
+  it('the same proof signed by hand without crit or b64 passes (the crit refusals below are about crit alone)', async () => {
+    expect((await verifyDpopProof(input(handSigned({})), deps())).ok).toBe(true);
+  });
+
+  it('EdDSA and Ed25519 (RFC 9864) name one algorithm for an Ed25519 key: either configured accepts either, an Ed448 key neither', async () => {
+    const edProof = (alg: string, type: 'ed25519' | 'ed448') => {
+      const { privateKey, publicKey } = type === 'ed25519' ? generateKeyPairSync('ed25519') : generateKeyPairSync('ed448');
+      const signed = `${b64({ typ: 'dpop+jwt', alg, jwk: publicKey.export({ format: 'jwk' }) })}.${b64({ jti: randomUUID(), htm: 'GET', htu: HTU, iat: Math.floor(now()), ath: accessTokenHash(TOKEN) })}`;
+      return `${signed}.${sign(null, Buffer.from(signed), privateKey).toString('base64url')}`;
+    };
+    for (const configured of [['EdDSA'], ['Ed25519']]) {
+      const policy = { ...POLICY, algorithms: configured };
+      for (const alg of ['EdDSA', 'Ed25519']) {
+        expect((await verifyDpopProof(input(edProof(alg, 'ed25519')), deps({ policy }))).ok, `${alg} under ${configured[0]}`).toBe(true);
+        expect(refused(await verifyDpopProof(input(edProof(alg, 'ed448')), deps({ policy }))).check, `Ed448 as ${alg}`).toBe('jwk');
+      }
+      // Neither name admits another algorithm.
+      expect(refused(await verifyDpopProof(input(await dpop.generateProof(es256, HTU, 'GET', undefined, TOKEN)), deps({ policy }))).check).toBe('alg');
+    }
   });
 
   it('refuses RS256 when it is not configured, and accepts it when it is', async () => {
@@ -134,6 +161,12 @@ describe('verifyDpopProof: refusals', () => {
     ['not a JWS', async () => 'hello', 'compact', 'dpop_proof_invalid'],
     ['two proofs joined by a comma', async () => `${await joseProof()}, ${await joseProof()}`, 'compact', 'dpop_proof_invalid'],
     ['a header that is not JSON', async () => `${b64('{nope')}.${b64({})}.AAAA`, 'header', 'dpop_proof_invalid'],
+    // RFC 7515 §4.1.11: no critical extension is understood; RFC 7797 b64 changes the signing input.
+    ['crit naming an unknown extension', async () => handSigned({ crit: ['foo'], foo: 1 }), 'header', 'dpop_proof_invalid'],
+    ['crit b64 with b64 false', async () => handSigned({ crit: ['b64'], b64: false }), 'header', 'dpop_proof_invalid'],
+    ['crit that is not an array', async () => handSigned({ crit: 'notarray' }), 'header', 'dpop_proof_invalid'],
+    ['an empty crit', async () => handSigned({ crit: [] }), 'header', 'dpop_proof_invalid'],
+    ['b64 without crit', async () => handSigned({ b64: true }), 'header', 'dpop_proof_invalid'],
     ['typ JWT', async () => joseProof({ typ: 'JWT' }), 'typ', 'dpop_proof_invalid'],
     ['typ at+jwt', async () => joseProof({ typ: 'at+jwt' }), 'typ', 'dpop_proof_invalid'],
     ['no typ', async () => joseProof({ typ: undefined }), 'typ', 'dpop_proof_invalid'],
