@@ -207,10 +207,10 @@ beforeAll(async () => {
   logs = new LogCapture();
   app = createApp(loadConfigFile(configFile, process.env), { logger: createLogger('info', logs.stream), defaultMetrics: false, now: () => Date.now() + skew });
   const started = await app.start();
-  // The assertion header is copied by each front like a claim header (docs/signed-trust.md).
-  configureFrontClaims(['x-tenant', 'x-auth-assertion']);
+  // The assertion header is in every recipe; the claim header is added to each as its comments say.
+  configureFrontClaims(['x-tenant']);
   configureFrontHttpsig();
-  const recipe = (decisionUrl: string) => startRecipeNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl, upstreamUrl: d.upstream.url, claimHeaders: ['x-tenant', 'x-auth-assertion'], patch: nginxWithHttpsig });
+  const recipe = (decisionUrl: string) => startRecipeNginx({ serverCert: d.pki.files.server.cert, serverKey: d.pki.files.server.key, decisionUrl, upstreamUrl: d.upstream.url, claimHeaders: ['x-tenant'], patch: nginxWithHttpsig });
   [nginx, nginxUnix] = await Promise.all([recipe(started.decisionUrl as string), recipe(`unix:${started.decisionSocket as string}`)]);
   targets = { ca: d.pki.certs.ca.cert, proxyPort: started.port, decisionPort: started.decisionPort as number, nginxPort: nginx?.port ?? 0, nginxUnixPort: nginxUnix?.port ?? 0 };
   // The clock moved 1 s into a nonce period, its nonce taken, then moved one period on: that nonce
