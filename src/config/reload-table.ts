@@ -10,6 +10,10 @@ import type { Settings } from './schema.ts';
 /** Live, but a restart is reported when `restartIf(started, next)` holds. */
 export interface LiveUnless {
   readonly restartIf: (started: Settings, next: Settings) => boolean;
+  /** The paths to report then (default: the key's own), when the change can be elsewhere (a route's). */
+  readonly changedAt?: (next: Settings) => string[];
+  /** What runs until the restart (the effective settings are a copy): what was started, as /config then shows. */
+  readonly keepStarted?: (effective: Settings, started: Settings) => void;
 }
 export type ReloadRule = 'live' | 'restart' | LiveUnless | ReloadTable;
 export interface ReloadTable {
@@ -78,8 +82,16 @@ export const RELOAD_TABLE = {
   scopes: 'live',
   audience: 'live',
   stripAuthorization: 'live',
-  // Introspection answers keep their claims only if some mapping was configured at start.
-  claimHeaders: { restartIf: (started, next) => mapsClaims(next) && !mapsClaims(started) },
+  // Introspection answers keep their claims only if some mapping was configured at start: the
+  // first mapping (top-level or a route's) waits for a restart, and none applies until then.
+  claimHeaders: {
+    restartIf: (started, next) => mapsClaims(next) && !mapsClaims(started),
+    changedAt: (next) => [...(Object.keys(next.claimHeaders).length > 0 ? ['claimHeaders'] : []), ...next.routes.flatMap((route, i) => (Object.keys(route.claimHeaders ?? {}).length > 0 ? [`routes[${i}].claimHeaders`] : []))],
+    keepStarted: (effective, started) => {
+      effective.claimHeaders = started.claimHeaders;
+      effective.routes = effective.routes.map((route) => ({ ...route, claimHeaders: undefined }));
+    },
+  },
   resource: 'live',
   authorizationServers: 'live',
   routes: 'live',
@@ -143,7 +155,7 @@ function walk(
   started: Record<string, unknown>,
   next: Record<string, unknown>,
   prefix: string,
-  conditions: { startedSettings: Settings; nextSettings: Settings; restartRequired: string[] },
+  conditions: { startedSettings: Settings; nextSettings: Settings; restartRequired: string[]; keepStarted: ((effective: Settings, started: Settings) => void)[] },
 ): Record<string, unknown> {
   const effective: Record<string, unknown> = { ...next };
   for (const [key, rule] of Object.entries(table)) {
@@ -158,7 +170,9 @@ function walk(
       effective[key] = started[key];
       continue;
     }
-    if (rule.restartIf(conditions.startedSettings, conditions.nextSettings)) conditions.restartRequired.push(path);
+    if (!rule.restartIf(conditions.startedSettings, conditions.nextSettings)) continue;
+    conditions.restartRequired.push(...(rule.changedAt?.(conditions.nextSettings) ?? [path]));
+    if (rule.keepStarted !== undefined) conditions.keepStarted.push(rule.keepStarted);
   }
   return effective;
 }
@@ -166,10 +180,13 @@ function walk(
 /** Applies the table to a reload: what runs from now on, and what waits for a restart. */
 export function reconcileReload(started: Settings, next: Settings): Reconciled {
   const restartRequired: string[] = [];
+  const keepStarted: ((effective: Settings, started: Settings) => void)[] = [];
   const effective = walk(RELOAD_TABLE, started as unknown as Record<string, unknown>, next as unknown as Record<string, unknown>, '', {
     startedSettings: started,
     nextSettings: next,
     restartRequired,
+    keepStarted,
   }) as unknown as Settings;
+  for (const keep of keepStarted) keep(effective, started);
   return { effective, restartRequired };
 }

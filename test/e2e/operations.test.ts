@@ -496,13 +496,19 @@ it('one access log line per request, with the fields operators need and no token
   }
 });
 
-it('a reload that adds claim headers says it needs a restart (answers started without their claims)', async () => {
-  const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream));
+it('a reload that adds claim headers says where and that it needs a restart, and /config does not show them in force', async () => {
+  const routes = (claimHeaders?: Record<string, string>) => [{ name: 'api', pathPrefix: '/api', ...(claimHeaders !== undefined && { claimHeaders }) }];
+  const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { routes: routes() }));
   try {
-    await writeFile(g.configFile, stringify(baseConfig(d.pki, d.as, d.upstream, { claimHeaders: { 'x-tenant': 'claims.tenant_id' } })));
+    await writeFile(g.configFile, stringify(baseConfig(d.pki, d.as, d.upstream, { routes: routes({ 'x-cid': 'claims.client_id' }) })));
     const report = await g.app.reload();
-    expect(report).toMatchObject({ config: 'applied', restartRequired: ['claimHeaders'] });
-    expect(g.logs.entries().find((e) => e.msg === 'changed settings take effect after a restart')).toMatchObject({ keys: ['claimHeaders'] });
+    expect(report).toMatchObject({ config: 'applied', restartRequired: ['routes[0].claimHeaders'] });
+    expect(g.logs.entries().find((e) => e.msg === 'changed settings take effect after a restart')).toMatchObject({ keys: ['routes[0].claimHeaders'] });
+    // Answers were kept without their claims: no mapping applies, so none is shown as in force.
+    const token = await d.tokenFor('client1');
+    expect((await curl(d.pki, `${g.started.url}/api/claims`, { cert: d.pki.files.client1, token })).status).toBe(200);
+    expect(d.upstream.requests.findLast((r) => r.url === '/api/claims')?.headers['x-cid']).toBeUndefined();
+    expect(await (await fetch(`${g.started.adminUrl as string}/config`)).text()).not.toContain('x-cid');
   } finally {
     await g.stop();
   }

@@ -78,7 +78,11 @@ describe('reconcileReload', () => {
 
   it('claim headers are live, but adding the first mapping needs a restart (answers were kept without claims)', () => {
     const mapped = { routes: [{ pathPrefix: '/t', claimHeaders: { 'x-tenant': 'claims.tenant_id' } }] };
-    expect(reconcileReload(settings(), settings(mapped)).restartRequired).toEqual(['claimHeaders']);
+    const first = reconcileReload(settings(), settings(mapped));
+    // Named where it was added; and none applies until the restart, so none is in effect.
+    expect(first.restartRequired).toEqual(['routes[0].claimHeaders']);
+    expect(first.effective.routes[0]?.claimHeaders).toBeUndefined();
+    expect(reconcileReload(settings(), settings({ claimHeaders: { 'x-t': 'claims.t' } }))).toMatchObject({ restartRequired: ['claimHeaders'], effective: { claimHeaders: {} } });
     expect(reconcileReload(settings(mapped), settings({ claimHeaders: { 'x-t': 'claims.t' } })).restartRequired).toEqual([]);
   });
 });
