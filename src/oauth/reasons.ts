@@ -198,6 +198,8 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
 export interface GuardErrorOverrides {
   status?: number;
   error?: string;
+  /** Client-safe text in place of the reason's own, where the same reason needs other words (see decide.ts). */
+  description?: string;
   /** Space-delimited scopes for an `insufficient_scope` challenge. */
   scope?: string;
   /** Log-only: never sent to the client. Must not contain tokens or secrets. */
@@ -251,7 +253,7 @@ export class GuardError extends Error {
     this.reason = reason;
     this.status = overrides.status ?? spec.status;
     this.error = overrides.error ?? spec.error;
-    this.description = spec.description;
+    this.description = overrides.description ?? spec.description;
     this.scope = overrides.scope;
     this.detail = overrides.detail;
     this.retryAfterSeconds = overrides.retryAfterSeconds;

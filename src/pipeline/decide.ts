@@ -5,8 +5,8 @@
  * table is a unit test of this function.
  */
 import type { TokenInfo } from '../introspection/token-info.ts';
-import { GuardError, type BindingEvidence, type ReasonId } from '../oauth/reasons.ts';
-import { cnfMembersOf, methodOfScheme, SCHEME_CNF_MEMBERS, type Proof, type ProofMethodId, type ProvenKey } from '../proof/registry.ts';
+import { GuardError, REASONS, type BindingEvidence, type ReasonId } from '../oauth/reasons.ts';
+import { cnfMembersOf, methodOfScheme, PROOF_METHODS, SCHEME_CNF_MEMBERS, type Proof, type ProofMethodId, type ProvenKey } from '../proof/registry.ts';
 import { checkBinding, verifiersFor, type BindingFailure, type ConfirmationVerifier } from './binding.ts';
 import type { ClientCertificate } from './client-cert.ts';
 import type { RoutePolicy } from './route.ts';
@@ -59,9 +59,17 @@ function deny(reason: ReasonId, detail?: string): Decision {
   return { allow: false, error: new GuardError(reason, detail === undefined ? {} : { detail }) };
 }
 
-function bindingError(reason: BindingFailure | 'cnf_unsupported' | 'token_unbound' | 'certificate_untrusted', policy: RoutePolicy, detail: string, evidence?: BindingEvidence): GuardError {
+function bindingError(reason: BindingFailure | 'cnf_unsupported' | 'token_unbound' | 'certificate_untrusted', policy: RoutePolicy, detail: string, evidence?: BindingEvidence, scheme: TokenScheme = 'bearer'): GuardError {
   if (reason === 'certificate_missing') {
     return new GuardError(reason, { status: policy.missingCertificate.status, error: policy.missingCertificate.code, detail, ...(evidence !== undefined && { evidence }) });
+  }
+  // The proof of another scheme's method is missing (a token bound to a DPoP key too, sent with
+  // HTTPSig): that scheme's own code (invalid_dpop_proof, RFC 9449 §7.1) is not one for the
+  // challenge of the scheme used; the token is refused as that scheme refuses tokens, saying why.
+  const owner = PROOF_METHODS.find((method) => method.missingReason === reason && method.scheme !== undefined && method.scheme.name !== scheme);
+  if (owner?.scheme !== undefined && REASONS[reason].error !== 'invalid_token') {
+    const name = owner.scheme.challenge;
+    return new GuardError(reason, { error: 'invalid_token', description: `the access token is bound to a ${name} key too: a ${name} proof is required as well`, detail, ...(evidence !== undefined && { evidence }) });
   }
   return new GuardError(reason, { detail, ...(evidence !== undefined && { evidence }) });
 }
@@ -99,7 +107,12 @@ export function decide(input: DecisionInput): Decision {
   // to a token without its cnf member, so such a token is refused on every route, as its Bearer mirror is.
   if (method?.scheme !== undefined) {
     const bound = cnf !== undefined && cnfMembersOf(method).some((member) => Object.hasOwn(cnf, member));
-    if (!bound || tokenType === 'bearer') return deny(method.scheme.unboundReason, bound ? `token_type Bearer with cnf.${method.cnfMember}` : `no cnf.${method.cnfMember}`);
+    if (!bound) return deny(method.scheme.unboundReason, `no cnf.${method.cnfMember}`);
+    // Bound, but the AS calls it a Bearer token (RFC 9449 §6.2 wants token_type DPoP): refused
+    // under the same reason id, with words that do not say it is unbound.
+    if (tokenType === 'bearer') {
+      return { allow: false, error: new GuardError(method.scheme.unboundReason, { description: `the access token is of type Bearer, not ${method.scheme.challenge}`, detail: `token_type Bearer with cnf.${method.cnfMember}` }) };
+    }
   }
   // RFC 7662 makes `iss` optional: an answer without one is the configured AS's own word.
   if (policy.issuer !== undefined && token.iss !== undefined && token.iss !== policy.issuer) return deny('issuer_mismatch');
@@ -120,7 +133,7 @@ export function decide(input: DecisionInput): Decision {
     if (certificate !== undefined && !certificate.trusted) {
       failure = bindingError('certificate_untrusted', policy, 'client certificate does not chain to tls.clientCa');
     } else if (outcome.kind === 'failed') {
-      failure = bindingError(outcome.reason, policy, outcome.detail, outcome.evidence);
+      failure = bindingError(outcome.reason, policy, outcome.detail, outcome.evidence, scheme);
     } else if (outcome.kind === 'unbound' && policy.binding !== 'optional') {
       failure = bindingError('token_unbound', policy, 'token has no cnf');
     }

@@ -2,10 +2,11 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
-import type { ReasonId } from '../../src/edge/render.ts';
+import { renderError, type ReasonId } from '../../src/edge/render.ts';
 import { checkBinding, jktVerifier, verifiersFor, x5tS256Verifier } from '../../src/pipeline/binding.ts';
 import { decide, schemeAccepted, type Decision, type DecisionInput } from '../../src/pipeline/decide.ts';
 import { compileRoutes, type RoutePolicy } from '../../src/pipeline/route.ts';
+import { memberKeyId } from '../../src/proof/httpsig-key.ts';
 import { clientCertificate } from '../fixtures/certificate.ts';
 import { minimalSettings } from '../fixtures/config.ts';
 
@@ -90,6 +91,42 @@ describe('decide: DPoP and methods per route', () => {
     expect(schemeAccepted(FALLBACK, 'dpop')).toBe(false);
     expect(schemeAccepted(DPOP, 'bearer')).toBe(true);
     expect(schemeAccepted(DPOP, 'dpop')).toBe(true);
+  });
+});
+
+describe('refusals of a proof method\'s scheme say what is wrong, in that scheme\'s codes', () => {
+  const JWK = { kty: 'OKP', crv: 'Ed25519', x: '11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo', alg: 'Ed25519' };
+  const SIGNED = { jkt: memberKeyId('jwk', JWK) as string };
+  const HTTPSIG_AND_DPOP = policy({ methods: ['dpop', 'httpsig'] });
+  const challengesOf = (decision: Decision, scheme: string) => {
+    if (decision.allow) throw new Error('expected a refusal');
+    const rendered = renderError(decision.error, { realm: 'cnfguard', methods: HTTPSIG_AND_DPOP.methods, scheme, dpopAlgorithms: ['ES256'] });
+    return { challenges: rendered.challenges ?? [], body: JSON.parse(rendered.body) as Record<string, unknown>, reason: decision.error.reason };
+  };
+
+  it('cnf with jwk and jkt, sent as HTTPSig with a verified signature and no DPoP proof: invalid_token on the HTTPSig challenge, saying a DPoP proof is needed too', () => {
+    const both = token({ tokenType: undefined, cnf: { jwk: JWK, jkt: JKT } });
+    const seen = challengesOf(run({ token: both, policy: HTTPSIG_AND_DPOP, scheme: 'httpsig', proof: SIGNED }), 'httpsig');
+    expect(seen.reason).toBe('dpop_proof_missing');
+    expect(seen.challenges).toEqual([
+      'Bearer realm="cnfguard", supported_cnf_methods="dpop httpsig"',
+      'DPoP algs="ES256"',
+      'HTTPSig realm="cnfguard", error="invalid_token", error_description="the access token is bound to a DPoP key too: a DPoP proof is required as well"',
+    ]);
+    expect(seen.body).toEqual({ error: 'invalid_token', error_description: 'the access token is bound to a DPoP key too: a DPoP proof is required as well' });
+    // The mirror (sent as DPoP with a valid proof, no signature) was already invalid_token, on the DPoP challenge.
+    const mirror = challengesOf(run({ token: both, policy: HTTPSIG_AND_DPOP, scheme: 'dpop', proof: PROOF }), 'dpop');
+    expect(mirror.reason).toBe('httpsig_signature_missing');
+    expect(mirror.challenges[1]).toBe('DPoP error="invalid_token", algs="ES256", error_description="an HTTP message signature tagged httpsig-oauth is required"');
+    // The DPoP scheme with no proof at all keeps its own code.
+    expect(challengesOf(run({ token: token(), policy: DPOP, scheme: 'dpop' }), 'dpop').body.error).toBe('invalid_dpop_proof');
+  });
+
+  it('cnf.jkt with token_type Bearer, sent as DPoP with a valid proof: dpop_token_unbound, saying the type is Bearer rather than that it is unbound', () => {
+    const decision = run({ token: token({ tokenType: 'Bearer' }), policy: DPOP, scheme: 'dpop', proof: PROOF });
+    expect(decision).toMatchObject({ allow: false, error: { reason: 'dpop_token_unbound', error: 'invalid_token', description: 'the access token is of type Bearer, not DPoP' } });
+    // A token with no cnf.jkt at all keeps the words it had.
+    expect(run({ token: UNBOUND, policy: DPOP, scheme: 'dpop', proof: PROOF })).toMatchObject({ allow: false, error: { reason: 'dpop_token_unbound', description: 'the access token is not bound to a DPoP key' } });
   });
 });
 
