@@ -22,7 +22,7 @@ import type { Runtime } from '../runtime.ts';
 import { UNIX_SOCKET_PEER } from '../tls/peers.ts';
 import { answerHeaders, renderFor, sendDocument } from './answer.ts';
 import type { RenderedError } from './render.ts';
-import { FRONT_HEADER_ALLOWANCE, decisionFacts, originalOf, type DecisionFront } from './decision-facts.ts';
+import { FRONT_HEADER_ALLOWANCE, FRONT_HEADER_BYTES_ALLOWANCE, decisionFacts, originalOf, type DecisionFront } from './decision-facts.ts';
 import { headerLinesOf } from './http-facts.ts';
 import { edgeFailures, Exchange } from './exchange.ts';
 
@@ -144,10 +144,23 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
   return (req, res) => void handle(req, res).catch((err: unknown) => logger.error({ err }, 'decision failed'));
 }
 
-/** A decision API listener (TCP or Unix socket): plain HTTP, with the proxy listener's `limits` (the front's own header lines allowed for). */
+/**
+ * A decision API listener (TCP or Unix socket): plain HTTP, with the proxy listener's `limits`, the
+ * front's own header lines and bytes allowed for above them. Node answers nothing itself that
+ * nginx's auth_request would turn into a 500: the client's header count and bytes are judged by
+ * the pipeline (431, a decision with its access line), and a check request without Host (the
+ * client's HTTP/1.0 request had none) reaches the pipeline, which refuses it as the proxy
+ * listener refuses an HTTP/1.0 request without Host (400 host_malformed).
+ */
 export function createDecisionApi(deps: DecisionApiDependencies, limits: Limits, transport: DecisionTransport = 'tcp'): Server {
-  // A check request has no body (the front keeps the client's): Node then skips the request stream's events.
-  const server = createServer({ ...listenerOptions(limits), optimizeEmptyRequests: true }, createDecisionHandler(deps, transport));
+  const options = {
+    ...listenerOptions(limits),
+    maxHeaderSize: limits.headerBytes + FRONT_HEADER_BYTES_ALLOWANCE,
+    requireHostHeader: false,
+    // A check request has no body (the front keeps the client's): Node then skips the request stream's events.
+    optimizeEmptyRequests: true,
+  };
+  const server = createServer(options, createDecisionHandler(deps, transport));
   const { maxConnections, maxHeadersCount } = listenerProperties(limits);
   server.maxConnections = maxConnections;
   server.maxHeadersCount = maxHeadersCount + FRONT_HEADER_ALLOWANCE;

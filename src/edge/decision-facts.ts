@@ -2,7 +2,8 @@
  * The decision API's first step: a front proxy's check request (nginx `auth_request`, Envoy
  * ext_authz HTTP service, Traefik forwardAuth) as the ORIGINAL request's {@link RequestFacts}.
  * Each front says the original method, target and host its own way; the headers the front adds
- * for that are its own, not the client's, and do not count against the client's header limit.
+ * for that (and its certificate header) are its own, not the client's, and count against neither
+ * the client's `limits.headerCount` nor its `limits.headerBytes`.
  *
  * The front forwards the target it received, not the one cnfguard judged: the facts say so
  * (`targetForwardedRaw`), so the route is chosen by every reading an upstream could make of it.
@@ -42,18 +43,35 @@ const FRONT_HEADERS: Readonly<Record<DecisionFront, ReadonlySet<string>>> = {
 /** Most header lines a front may add to the client's: Node's own line limit on the decision API leaves this much room. */
 export const FRONT_HEADER_ALLOWANCE = 32;
 
+/**
+ * Most header bytes a front may add to the client's, its certificate header foremost (nginx's
+ * URL-encoded PEM is about 1.5 times the certificate's DER; Envoy's XFCC may carry the chain too):
+ * Node's own byte limit on the decision API leaves this much room above `limits.headerBytes`, and
+ * the pipeline judges the client's bytes alone against `limits.headerBytes` (431, a decision).
+ */
+export const FRONT_HEADER_BYTES_ALLOWANCE = 64 * 1024;
+
 const one = (lines: string[] | undefined): string | undefined => (lines?.length === 1 ? lines[0] : undefined);
+
+/** RFC 9110 §9.1: a method is a token (§5.6.2). */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** The front's one method line, when it is a method at all: an empty or spaced one is no method said, refused as a missing one. */
+const methodOf = (lines: string[] | undefined): string | undefined => {
+  const method = one(lines);
+  return method !== undefined && TOKEN.test(method) ? method : undefined;
+};
 
 /** Which front is asking, and what it says the original request was; undefined for an unknown path. */
 export function originalOf(req: IncomingMessage, lines: HeaderLines): Original | undefined {
   const url = req.url ?? '/';
   const path = pathOf(url);
   // nginx and Envoy say nothing of the scheme: the recipes listen with TLS only.
-  if (path === '/nginx') return { front: 'nginx', method: one(lines('x-original-method')), target: one(lines('x-original-uri')), hostLines: lines('host'), overTls: true };
+  if (path === '/nginx') return { front: 'nginx', method: methodOf(lines('x-original-method')), target: one(lines('x-original-uri')), hostLines: lines('host'), overTls: true };
   if (path === '/traefik') {
     // Traefik always sends X-Forwarded-Proto (forward.go): anything but one `https` is a plain-HTTP entry point.
     const overTls = one(lines('x-forwarded-proto'))?.toLowerCase() === 'https';
-    return { front: 'traefik', method: one(lines('x-forwarded-method')), target: one(lines('x-forwarded-uri')), hostLines: lines('x-forwarded-host'), overTls };
+    return { front: 'traefik', method: methodOf(lines('x-forwarded-method')), target: one(lines('x-forwarded-uri')), hostLines: lines('x-forwarded-host'), overTls };
   }
   if (url === ENVOY_PREFIX || url.startsWith(`${ENVOY_PREFIX}/`) || url.startsWith(`${ENVOY_PREFIX}?`)) {
     const rest = url.slice(ENVOY_PREFIX.length);
@@ -62,16 +80,38 @@ export function originalOf(req: IncomingMessage, lines: HeaderLines): Original |
   return undefined;
 }
 
-/** The client's header lines: all received, less one line of each header the front adds itself (its certificate header among them). */
-function clientHeaderCount(req: IncomingMessage, lines: HeaderLines, front: DecisionFront, certificateHeader: string | undefined): number {
+/** Header size as Node's parser counts it against `maxHeaderSize`: name and value, no separators. */
+const lineBytes = (name: string, value: string): number => name.length + value.length;
+
+/**
+ * The client's header lines and their bytes (as Node counts them on the proxy listener: the
+ * target, and each line's name and value): all received, less one line of each header the front
+ * adds itself (its certificate header among them; the longest line of that name, as the front's
+ * own replaces the client's), less the check request's own hop-by-hop lines.
+ */
+function clientHeaders(req: IncomingMessage, lines: HeaderLines, front: DecisionFront, certificateHeader: string | undefined, target: string): { count: number; bytes: number } {
   const own = FRONT_HEADERS[front];
-  let count = req.rawHeaders.length / 2;
+  const raw = req.rawHeaders;
+  let count = raw.length / 2;
+  let bytes = target.length;
+  for (const field of raw) bytes += field.length;
+  const dropOne = (name: string): void => {
+    const values = lines(name);
+    if (values === undefined) return;
+    count--;
+    bytes -= lineBytes(name, values.reduce((longest, value) => (value.length > longest.length ? value : longest), ''));
+  };
   // No per-request copy of the front's set: the certificate header counts once, unless the set names it already.
-  for (const name of own) if (lines(name) !== undefined) count--;
-  if (certificateHeader !== undefined && !own.has(certificateHeader) && lines(certificateHeader) !== undefined) count--;
+  for (const name of own) dropOne(name);
+  if (certificateHeader !== undefined && !own.has(certificateHeader)) dropOne(certificateHeader);
   // The check request's own hop (front to cnfguard): never the client's lines, whose hop-by-hop ones the front consumed.
-  for (const name of HOP_BY_HOP) count -= lines(name)?.length ?? 0;
-  return count;
+  for (const name of HOP_BY_HOP) {
+    for (const value of lines(name) ?? []) {
+      count--;
+      bytes -= lineBytes(name, value);
+    }
+  }
+  return { count, bytes };
 }
 
 /**
@@ -96,12 +136,14 @@ export function decisionFacts(req: IncomingMessage, lines: HeaderLines, peer: st
     if (!(err instanceof GuardError)) throw err;
     certificateError = err;
   }
+  const client = clientHeaders(req, lines, original.front, certificates.certificateHeaderOf(peer), original.target);
   return {
     method: original.method,
     target: original.target,
     targetForwardedRaw: true,
     hostLines: original.hostLines,
-    headerCount: clientHeaderCount(req, lines, original.front, certificates.certificateHeaderOf(peer)),
+    headerCount: client.count,
+    headerBytes: client.bytes,
     authorization: lines('authorization'),
     // The front passes the client's headers on: the DPoP proof among them.
     dpop: lines('dpop'),

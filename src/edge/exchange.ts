@@ -33,7 +33,7 @@ export const edgeFailures = {
   requestTimeout: (detail: string) => new GuardError('request_timeout', { detail }),
   draining: () => new GuardError('server_busy', { detail: 'draining' }),
   internal: () => new GuardError('internal_error'),
-  frontIncomplete: (front: string) => new GuardError('path_malformed', { detail: `the ${front} check request does not say the original method and target` }),
+  frontIncomplete: (front: string) => new GuardError('path_malformed', { detail: `the ${front} check request does not say the original method (one RFC 9110 token) and target` }),
   frontInsecure: (front: string) => new GuardError('transport_insecure', { detail: `the ${front} check request says the original request was not HTTPS` }),
 } as const;
 
