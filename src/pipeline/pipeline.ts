@@ -72,7 +72,9 @@ export interface RequestFacts {
   /**
    * HTTP/2: the header list's size, RFC 9113 §6.5.2 (name + value + 32 per field, pseudo-headers
    * included). nghttp2 applies SETTINGS_MAX_HEADER_LIST_SIZE only once the client has acknowledged
-   * it, so the first requests of a connection are measured here. Unset for HTTP/1.1 (Node's parser).
+   * it, so the first requests of a connection are measured here. The decision API: the client's
+   * lines as Node counts them, the front's own left out (its listener's Node limit has room for
+   * them). Unset on the HTTP/1.1 proxy listener, where Node's parser enforces the limit.
    */
   headerBytes?: number;
   /** Every Authorization line. */

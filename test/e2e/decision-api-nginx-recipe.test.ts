@@ -96,8 +96,11 @@ describe.skipIf(findNginx() === undefined)('the nginx recipe relays the identity
   });
 });
 
-/** A client certificate of about `bytes` DER bytes, signed by the dev CA: the bulk is a private, non-critical extension. */
-function bigClientCertificate(ca: PemPair, bytes: number): PemPair {
+/**
+ * A client certificate of about `bytes` DER bytes, signed by the dev CA: the bulk is a private,
+ * non-critical extension, or (`dnsNames`) DNS names, which the allow answer's XFCC lists too.
+ */
+function bigClientCertificate(ca: PemPair, bytes: number, dnsNames: string[] = []): PemPair {
   const { privateKey: keyPem } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
   const key = forge.pki.privateKeyFromPem(keyPem);
   const cert = forge.pki.createCertificate();
@@ -109,7 +112,12 @@ function bigClientCertificate(ca: PemPair, bytes: number): PemPair {
   cert.setSubject([{ name: 'commonName', value: 'big-client' }]);
   cert.setIssuer(caCert.subject.attributes);
   const filler = forge.asn1.create(forge.asn1.Class.UNIVERSAL, forge.asn1.Type.OCTETSTRING, false, 'x'.repeat(bytes));
-  cert.setExtensions([{ name: 'basicConstraints', cA: false, critical: true }, { name: 'extKeyUsage', clientAuth: true }, { id: '1.3.6.1.4.1.55555.1', value: forge.asn1.toDer(filler).getBytes() }]);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false, critical: true },
+    { name: 'extKeyUsage', clientAuth: true },
+    { id: '1.3.6.1.4.1.55555.1', value: forge.asn1.toDer(filler).getBytes() },
+    ...(dnsNames.length > 0 ? [{ name: 'subjectAltName', altNames: dnsNames.map((value) => ({ type: 2, value })) }] : []),
+  ]);
   cert.sign(forge.pki.privateKeyFromPem(ca.key), forge.md.sha256.create());
   return { cert: forge.pki.certificateToPem(cert), key: keyPem };
 }
@@ -143,6 +151,21 @@ describe.skipIf(findNginx() === undefined)('refusals nginx would turn into 500 a
     const r = await curl(d.pki, via(signed.nginx, '/app'), { cert: { cert: certFile, key: keyFile }, token: bound });
     expect(r.status).toBe(200);
     expect(r.json<Seen>().headers['x-auth-cert-thumbprint']).toBe(createHash('sha256').update(der).digest('base64url'));
+  });
+
+  it('a client certificate with 250 DNS names: the allow answer (its XFCC lists them, ~9 KB) fits what nginx reads of it', async () => {
+    const names = Array.from({ length: 250 }, (_, i) => `workload-${i}.payments.svc.cluster.local`);
+    const many = bigClientCertificate(d.pki.certs.ca, 16, names);
+    const certFile = join(d.pki.dir, 'many-names.crt');
+    const keyFile = join(d.pki.dir, 'many-names.key');
+    writeFileSync(certFile, many.cert);
+    writeFileSync(keyFile, many.key);
+    const bound = await d.as.issueToken({ clientCert: many, caCert: d.pki.certs.ca.cert });
+    const r = await curl(d.pki, via(signed.nginx, '/app'), { cert: { cert: certFile, key: keyFile }, token: bound });
+    expect(r.status).toBe(200);
+    const xfcc = r.json<Seen>().headers['x-forwarded-client-cert'] as string;
+    expect(xfcc.length).toBeGreaterThan(8192);
+    expect(xfcc).toContain('DNS=workload-249.payments.svc.cluster.local');
   });
 
   it('HTTP/1.0 without Host is 400 (host_malformed), as on the proxy listener, with one access line', async () => {
