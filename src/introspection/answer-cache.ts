@@ -39,8 +39,13 @@ export interface AnswerCache {
   get(key: string): TokenInfo | undefined;
   /** The active entry held for `key` even when expired (the stale-if-error fallback). */
   held(key: string): AnswerEntry | undefined;
-  /** Keeps `info` for its lifetime (none: not kept); an inactive answer drops the active entry. */
-  put(key: string, info: TokenInfo): void;
+  /**
+   * Keeps `info` for its lifetime (none: not kept); an inactive answer drops the active entry.
+   * `untilMs` (epoch ms) caps the lifetime: an answer taken from the shared tier lives here no
+   * longer than the shared entry it came from, so a revoked token is not accepted for longer than
+   * `maxTtlSeconds` after the AS last said it was active, whichever replica asked.
+   */
+  put(key: string, info: TokenInfo, untilMs?: number): void;
   /** Active answers held. */
   readonly size: number;
   /** Inactive answers held. */
@@ -85,9 +90,9 @@ export function createAnswerCache(options: AnswerCacheOptions): AnswerCache {
     held(key) {
       return active?.peek(key);
     },
-    put(key, info) {
+    put(key, info, untilMs) {
       const t = now();
-      const lifetime = cacheLifetimeMs(info, t, options);
+      const lifetime = untilMs === undefined ? cacheLifetimeMs(info, t, options) : Math.max(0, Math.min(cacheLifetimeMs(info, t, options), untilMs - t));
       if (info.active) {
         if (active !== undefined && lifetime > 0) active.set(key, { info, expiresAtMs: t + lifetime });
         negative?.delete(key);

@@ -11,6 +11,24 @@ import { GuardError } from '../oauth/reasons.ts';
 import type { TokenInfo } from './token-info.ts';
 import { createAnswerCache, tokenCacheKey, type AnswerCache, type AnswerEntry } from './answer-cache.ts';
 
+/**
+ * An answer that may be reused only until `untilMs` (epoch ms): one the shared tier held, whose
+ * entry ends then. Kept locally no longer than that, so a replica that reads an entry near its
+ * end does not start a fresh `maxTtlSeconds` of its own (a revoked token would otherwise be
+ * accepted for up to twice `maxTtlSeconds` after the AS last called it active).
+ */
+export interface BoundedAnswer {
+  readonly info: TokenInfo;
+  readonly untilMs: number;
+}
+
+/** What the cache asks on a miss: the AS (a {@link TokenInfo}), or the shared tier in front of it. */
+export type AnswerSource = (token: string) => Promise<TokenInfo | BoundedAnswer>;
+
+function isBounded(answer: TokenInfo | BoundedAnswer): answer is BoundedAnswer {
+  return 'untilMs' in answer;
+}
+
 export interface TokenCacheOptions {
   maxEntries: number;
   maxTtlSeconds: number;
@@ -56,7 +74,7 @@ export interface TokenIntrospector {
   clear(): void;
 }
 
-export function createCachedIntrospector(introspect: Introspect, options: TokenCacheOptions): TokenIntrospector {
+export function createCachedIntrospector(introspect: Introspect | AnswerSource, options: TokenCacheOptions): TokenIntrospector {
   const now = options.now ?? Date.now;
   const answers = options.answers ?? createAnswerCache(options);
   const budget = options.budget;
@@ -67,9 +85,13 @@ export function createCachedIntrospector(introspect: Introspect, options: TokenC
   async function fetchAndStore(key: string, token: string, previous: AnswerEntry | undefined): Promise<TokenInfo> {
     try {
       // Through a promise, so even a synchronous throw settles after the in-flight entry exists.
-      const info = await Promise.resolve().then(() => introspect(token));
-      answers.put(key, info);
-      return info;
+      const answer = await Promise.resolve().then(() => introspect(token));
+      if (!isBounded(answer)) {
+        answers.put(key, answer);
+        return answer;
+      }
+      answers.put(key, answer.info, answer.untilMs);
+      return answer.info;
     } catch (err) {
       // stale-if-error: an expired *active* answer may stand in while the AS is failing, within
       // the window; the decision still re-checks exp, so a token never outlives its own expiry.

@@ -5,13 +5,15 @@
  * calls then; the local cache's hit path never touches it.
  */
 import type { Introspect } from './client.ts';
+import type { AnswerSource, BoundedAnswer } from './cache.ts';
 import { tokenInfoFromAnswer, type TokenInfo } from './token-info.ts';
 import { cacheLifetimeMs } from './answer-cache.ts';
 import type { KeyValueStore } from '../state/kv.ts';
 
 /** What the token cache gets from the store on a local miss. */
 export interface SharedTier {
-  get(token: string): Promise<TokenInfo | undefined>;
+  /** The entry's answer and when the entry ends (epoch ms): the local cache keeps it no longer. */
+  get(token: string): Promise<BoundedAnswer | undefined>;
   set(token: string, info: TokenInfo, lifetimeMs: number): void;
 }
 
@@ -62,11 +64,11 @@ export function createSharedTokenTier(store: KeyValueStore, options: { keepClaim
       if (json === undefined) return undefined;
       try {
         const entry = JSON.parse(json) as SharedEntry;
-        if (entry.v !== 1 || !(entry.until > now())) return undefined;
+        if (entry.v !== 1 || typeof entry.until !== 'number' || !(entry.until > now())) return undefined;
         if (options.keepClaims && !entry.c && entry.a.active === true) return undefined;
         const info = tokenInfoFromAnswer(entry.a, { keepClaims: options.keepClaims });
         options.onHit?.();
-        return info;
+        return { info, untilMs: entry.until };
       } catch {
         return undefined;
       }
@@ -82,9 +84,12 @@ export function createSharedTokenTier(store: KeyValueStore, options: { keepClaim
 /**
  * `introspect` with the shared tier in front of it. The token cache calls this only on a local miss
  * (inside its single-flight), so its hit path never touches the store. Answers from the AS are
- * written with the cache's TTL rules; answers from the store are not written back.
+ * written with the cache's TTL rules; answers from the store are not written back, and carry the
+ * end of their entry, so the local cache keeps them no longer than the store does: the TTL rules
+ * hold for the deployment as a whole (an answer is reused at most `maxTtlSeconds` after the AS
+ * gave it, on whichever replica), not afresh on each replica.
  */
-export function withSharedTier(introspect: Introspect, tier: SharedTier, rules: { maxTtlSeconds: number; negativeTtlSeconds: number; now?: () => number }): Introspect {
+export function withSharedTier(introspect: Introspect, tier: SharedTier, rules: { maxTtlSeconds: number; negativeTtlSeconds: number; now?: () => number }): AnswerSource {
   const now = rules.now ?? Date.now;
   return async (token) => {
     const shared = await tier.get(token);

@@ -10,7 +10,10 @@ import { describe, expect, it } from 'vitest';
 import { effectiveConfigYaml, loadConfigObject, type ConfigError } from '../../src/config/load.ts';
 import { INACTIVE, type TokenInfo } from '../../src/introspection/token-info.ts';
 import { createCachedIntrospector } from '../../src/introspection/cache.ts';
-import { withSharedTier, type SharedTier } from '../../src/introspection/shared-tier.ts';
+import { createSharedTokenTier, withSharedTier, type SharedTier } from '../../src/introspection/shared-tier.ts';
+import { createMemoryKv } from '../../src/state/memory-kv.ts';
+import { sealKv } from '../../src/state/sealed-kv.ts';
+import { manualClock } from '../fixtures/clock.ts';
 import { generateDevCertificates } from '../../src/tls/dev-certs.ts';
 import { minimalConfig } from '../fixtures/config.ts';
 
@@ -41,6 +44,32 @@ describe('shared tier', () => {
     const inactive = withSharedTier(() => Promise.resolve(INACTIVE), tier, rules);
     await inactive('x');
     expect(calls.set.at(-1)).toBe(5000);
+  });
+
+  it('an answer from the shared tier lives locally no longer than its shared entry: a revoked token is refused maxTtl after the AS last called it active', async () => {
+    const clock = manualClock();
+    const ttl = { maxEntries: 1000, maxTtlSeconds: 20, negativeTtlSeconds: 5, now: clock.now };
+    // One store (the sealed envelope over a memory KV on the same clock), two replicas' caches.
+    const store = sealKv(createMemoryKv({ maxEntries: 100, now: clock.now }), { secret: randomBytes(32), keyPrefix: 'cnfguard:' });
+    let revoked = false;
+    const as = { calls: 0 };
+    const introspect = () => (as.calls++, Promise.resolve(revoked ? INACTIVE : ACTIVE));
+    const replica = () => createCachedIntrospector(withSharedTier(introspect, createSharedTokenTier(store, { keepClaims: false, now: clock.now }), ttl), ttl);
+    const [one, two] = [replica(), replica()];
+    expect((await one.lookup('T')).active).toBe(true); // t0: the AS says active; the shared entry ends at t0 + 20 s
+    revoked = true;
+    clock.advance(18_600);
+    expect((await two.lookup('T')).active).toBe(true); // from the shared entry, 1.4 s before it ends
+    expect(as.calls).toBe(1);
+    clock.advance(1_300);
+    expect((await two.lookup('T')).active).toBe(true); // t0 + 19.9 s: still inside the window the docs promise
+    clock.advance(200);
+    // t0 + 20.1 s: the entry ended in the store and in replica two's cache alike; the AS is asked,
+    // and its inactive answer, shared, reaches replica one too.
+    expect((await two.lookup('T')).active).toBe(false);
+    expect(as.calls).toBe(2);
+    expect((await one.lookup('T')).active).toBe(false);
+    expect(as.calls).toBe(2);
   });
 
   it('sharedState is validated: redis:// or rediss://, a secret file of at least 32 bytes', () => {
