@@ -6,7 +6,7 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 import { renderError, type GuardError, type RenderedError } from './render.ts';
-import type { Verdict } from '../pipeline/pipeline.ts';
+import type { PublicDocument, Verdict } from '../pipeline/pipeline.ts';
 import { writeHead } from '../proxy/response-head.ts';
 
 /**
@@ -42,11 +42,11 @@ export function sendRendered(res: ServerResponse | Http2ServerResponse, rendered
   res.end(rendered.body);
 }
 
-/** A public document the pipeline serves before any token check (RFC 9728 metadata). */
-export function sendDocument(res: ServerResponse | Http2ServerResponse, method: string | undefined, body: string): void {
-  writeHead(res, 200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'cache-control': 'max-age=300' });
+/** A public document the pipeline serves before any token check (RFC 9728 metadata, the assertion JWKS), as the pipeline describes it. */
+export function sendDocument(res: ServerResponse | Http2ServerResponse, method: string | undefined, document: PublicDocument): void {
+  writeHead(res, document.status, { 'content-type': document.contentType, 'content-length': Buffer.byteLength(document.body), 'cache-control': document.cacheControl, 'x-content-type-options': 'nosniff' });
   if (method === 'HEAD') res.end();
-  else res.end(body);
+  else res.end(document.body);
 }
 
 /** A complete HTTP/1.1 response written to a socket that is then closed (parser errors, refused upgrades). */

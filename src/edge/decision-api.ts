@@ -104,7 +104,8 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
       return;
     }
     // A public document the front did not route here: allowed as it is, with no identity (and no access line, as on the proxy listener).
-    if (original.method !== undefined && original.target !== undefined && original.overTls && runtime.pipeline.publicDocument(original.method, original.target, original.hostLines?.[0]) !== undefined) {
+    // The JWKS path without `assertion` publishes nothing: the request is judged as any other.
+    if (original.method !== undefined && original.target !== undefined && original.overTls && runtime.pipeline.publicDocument(original.method, original.target, original.hostLines?.[0])?.status === 200) {
       res.writeHead(200, { ...managed(original.front, {}, runtime.pipeline.routes.fallback), 'content-length': 0 }).end();
       return;
     }

@@ -149,7 +149,7 @@ export interface PipelineDependencies {
 
 export interface Pipeline {
   /** Step 0: the public document a GET or HEAD of `target` on `host` names, if any; no token needed. */
-  publicDocument(method: string | undefined, target: string, host: string | undefined): string | undefined;
+  publicDocument(method: string | undefined, target: string, host: string | undefined): PublicDocument | undefined;
   /** `observer`: told each step's outcome (explain); absent at the edges. */
   evaluate(facts: RequestFacts, readForm: FormReader, observer?: PipelineObserver): Promise<Verdict>;
   readonly routes: RouteTable;
@@ -157,6 +157,25 @@ export interface Pipeline {
 
 /** Where the proxy listener publishes the assertion keys (a public document, like RFC 9728 metadata). */
 export const ASSERTION_JWKS_PATH = '/.well-known/cnfguard/jwks.json';
+
+/** A document served before any token check, with how it is sent: every edge writes it as it is. */
+export interface PublicDocument {
+  /** 404: a path cnfguard owns that names nothing in this config (the JWKS without `assertion`); never judged or forwarded. */
+  readonly status: 200 | 404;
+  readonly body: string;
+  readonly contentType: string;
+  readonly cacheControl: string;
+}
+
+/**
+ * RFC 9728 metadata change only with the config: caches may keep them a while. The assertion
+ * JWKS may not be cached: after a key change the previous key is published for one assertion
+ * lifetime only (10 s at the least), and a verifier that fetches again on an unknown kid must get
+ * the new key at once, not a copy a cache kept from before the change.
+ */
+const METADATA_DOCUMENT = { status: 200, contentType: 'application/json', cacheControl: 'max-age=300' } as const;
+const JWKS_DOCUMENT = { status: 200, contentType: 'application/jwk-set+json', cacheControl: 'no-store' } as const;
+const NO_JWKS: PublicDocument = Object.freeze({ status: 404, body: 'not found: no assertion is configured, so no assertion keys are published\n', contentType: 'text/plain; charset=utf-8', cacheControl: 'no-store' });
 
 /** One Host line, a host name or IP literal with an optional port: anything else could route one way and be read another. */
 const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?)(?::\d{1,5})?$/;
@@ -189,10 +208,15 @@ export function createPipeline({ routes, validator, dpop, httpsig, now, limits, 
   /** What each proof method's check needs, by method id. */
   const httpsigDeps = httpsig ?? createHttpsigDeps({ replayStore: dpop.replayStore, now: dpop.now });
   const proofDeps = { dpop, httpsig: httpsigDeps };
-  function publicDocument(method: string | undefined, target: string, host: string | undefined): string | undefined {
+  function publicDocument(method: string | undefined, target: string, host: string | undefined): PublicDocument | undefined {
     if ((method !== 'GET' && method !== 'HEAD') || !target.startsWith('/.well-known/')) return undefined;
-    if (target.startsWith(WELL_KNOWN_PREFIX)) return metadata.lookup(hostName(host), pathOf(target));
-    return assertions !== undefined && pathOf(target) === ASSERTION_JWKS_PATH ? assertions.jwks() : undefined;
+    if (target.startsWith(WELL_KNOWN_PREFIX)) {
+      const body = metadata.lookup(hostName(host), pathOf(target));
+      return body === undefined ? undefined : { ...METADATA_DOCUMENT, body };
+    }
+    if (pathOf(target) !== ASSERTION_JWKS_PATH) return undefined;
+    // The path is cnfguard's with or without `assertion` (docs/signed-trust.md): never the upstream's.
+    return assertions === undefined ? NO_JWKS : { ...JWKS_DOCUMENT, body: assertions.jwks() };
   }
 
   async function evaluate(facts: RequestFacts, readForm: FormReader, observer?: PipelineObserver): Promise<Verdict> {

@@ -70,7 +70,7 @@ describe('oidc-provider with jwtIntrospection', () => {
 
   it('without assertion, no assertion JWKS is published on either listener', async () => {
     expect((await fetch(`${guard.started.adminUrl}/jwks.json`)).status).toBe(404);
-    expect((await curl(pki, `${guard.started.url}/.well-known/cnfguard/jwks.json`)).status).toBe(401);
+    expect((await curl(pki, `${guard.started.url}/.well-known/cnfguard/jwks.json`)).status).toBe(404);
   });
 
   it('shares one JWKS cache per URI with local JWT validation', async () => {
