@@ -16,7 +16,7 @@ import { shownUrl, statusDocument } from './admin/status.ts';
 import { effectiveConfigYaml } from './config/effective.ts';
 import { listen, removeStaleSocket } from './listen.ts';
 import type { Metrics } from './admin/metrics.ts';
-import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
+import { ConfigError, loadConfigFile, type ConfigAsRead, type LoadedConfig } from './config/load.ts';
 import { reconcileReload } from './config/reload-table.ts';
 import { createAssertionKeyRing } from './assertion/keys.ts';
 import type { Settings } from './config/schema.ts';
@@ -39,12 +39,16 @@ const RELOAD_MESSAGE = 'cnfguard:reload';
  * replaced) or a file rewritten during a reload cannot give two workers two policies.
  */
 export interface ConfigInForce {
-  started: string;
-  current: string;
+  started: ConfigAsRead;
+  current: ConfigAsRead;
 }
 
-/** A reload as the primary relays it to each worker. */
-export type RelayedReload = { text: string } | { rejected: true };
+/** A reload as the primary relays it to each worker: the file and its files as it read them, or that it rejected them. */
+export type RelayedReload = { read: ConfigAsRead } | { rejected: true };
+
+function isConfigAsRead(value: unknown): value is ConfigAsRead {
+  return typeof value === 'object' && value !== null && typeof (value as ConfigAsRead).text === 'string';
+}
 
 /**
  * In a worker: asks the primary for the config in force, and hands on each reload the primary
@@ -52,9 +56,9 @@ export type RelayedReload = { text: string } | { rejected: true };
  */
 export function configFromPrimary(onReload: (reload: RelayedReload) => void): Promise<ConfigInForce> {
   return new Promise((resolve) => {
-    process.on('message', (message: { type?: string } & Partial<ConfigInForce> & { text?: string; rejected?: boolean }) => {
-      if (message?.type === CONFIG_MESSAGE && typeof message.started === 'string' && typeof message.current === 'string') resolve({ started: message.started, current: message.current });
-      else if (message?.type === RELOAD_MESSAGE) onReload(typeof message.text === 'string' ? { text: message.text } : { rejected: true });
+    process.on('message', (message: { type?: string; started?: unknown; current?: unknown; read?: unknown }) => {
+      if (message?.type === CONFIG_MESSAGE && isConfigAsRead(message.started) && isConfigAsRead(message.current)) resolve({ started: message.started, current: message.current });
+      else if (message?.type === RELOAD_MESSAGE) onReload(isConfigAsRead(message.read) ? { read: message.read } : { rejected: true });
     });
     process.send?.({ type: CONFIG_REQUEST });
   });
@@ -167,9 +171,9 @@ export async function runPrimary(config: LoadedConfig, logger: Logger, onReload:
   // deadline, the log level, the default upstream it checks); each worker reloads, validates and reports on its own.
   let current = settings;
   let sha256 = config.sha256;
-  // The texts every worker judges by (ConfigInForce): a worker started later gets them too.
-  const startedText = config.text ?? '';
-  let currentText = startedText;
+  // What every worker judges by (ConfigInForce): a worker started later gets it too.
+  const started: ConfigAsRead = { text: config.text ?? '', files: config.files };
+  let inForce = started;
   const startedAt = Date.now();
 
   // The assertion keys the workers sign with (each reads the same key file, so the kids agree), published here too.
@@ -207,7 +211,7 @@ export async function runPrimary(config: LoadedConfig, logger: Logger, onReload:
     const end = { send: (message: object, callback: (error: Error | null) => void) => worker.send(message, undefined, undefined, callback) };
     worker.on('message', (message: { type?: string; listen?: string }) => {
       if (message?.type === CONFIG_REQUEST) {
-        worker.send({ type: CONFIG_MESSAGE, started: startedText, current: currentText } satisfies ConfigInForce & { type: string });
+        worker.send({ type: CONFIG_MESSAGE, started, current: inForce } satisfies ConfigInForce & { type: string });
         return;
       }
       if (dpopState?.handle(end, message) === true || message?.type !== READY_MESSAGE) return;
@@ -273,9 +277,9 @@ export async function runPrimary(config: LoadedConfig, logger: Logger, onReload:
     assertionKeys.use(next.assertionKey, Math.max(current.assertion?.lifetimeSeconds ?? 0, ...current.routes.map((route) => (route.assertion === false ? 0 : (route.assertion?.lifetimeSeconds ?? 0)))));
     current = reconcileReload(settings, next.settings).effective;
     sha256 = next.sha256;
-    currentText = next.text ?? currentText;
+    inForce = { text: next.text ?? inForce.text, files: next.files };
     logger.level = current.logLevel;
-    relay({ text: currentText });
+    relay({ read: inForce });
   });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     const stop = (received: NodeJS.Signals) => {

@@ -22,10 +22,10 @@ import { endOnceStopped, stopWithin } from '../serve/stopped.ts';
  * A worker's config: the texts its primary read (never the file as it is now), the restart keys
  * from the text the cluster started with, the live ones from the last reload applied.
  */
-function workerConfig(file: string, texts: ConfigInForce): LoadedConfig {
-  const started = loadConfigFile(file, process.env, texts.started);
-  if (texts.current === texts.started) return started;
-  const next = loadConfigFile(file, process.env, texts.current);
+function workerConfig(file: string, inForce: ConfigInForce): LoadedConfig {
+  const started = loadConfigFile(file, process.env, inForce.started);
+  if (inForce.current.text === inForce.started.text && inForce.current.files === undefined) return started;
+  const next = loadConfigFile(file, process.env, inForce.current);
   return Object.freeze({ ...started, settings: reconcileReload(started.settings, next.settings).effective, assertionKey: next.assertionKey, sha256: next.sha256, text: next.text });
 }
 

@@ -37,9 +37,41 @@ export interface SharedStateMaterial {
   sentinelPassword?: string | undefined;
 }
 
+/**
+ * The files a config names, as read (base64, by config path: `assertion.keyFile`), so that a
+ * cluster primary can hand its workers what it read. Secret: keys and passwords are among them.
+ */
+export type ConfigFiles = Record<string, string>;
+
+/**
+ * Where the files come from while a config loads: the disk, or (a cluster worker) what the primary
+ * read. `tls.*` files always come from the disk: each process follows those files live.
+ */
+let readFile = (_path: string, file: string): Buffer => readFileSync(file);
+
+/**
+ * Runs `load` (synchronous) reading the config's files through `given` first (what a primary
+ * read), the disk for the rest, and says what was read, `tls.*` left out.
+ */
+export function readingConfigFiles<T>(given: ConfigFiles | undefined, load: () => T): { loaded: T; files: ConfigFiles } {
+  const files: ConfigFiles = {};
+  const previous = readFile;
+  readFile = (path, file) => {
+    const known = path.startsWith('tls.') ? undefined : given?.[path];
+    const content = known === undefined ? readFileSync(file) : Buffer.from(known, 'base64');
+    if (!path.startsWith('tls.')) files[path] = content.toString('base64');
+    return content;
+  };
+  try {
+    return { loaded: load(), files };
+  } finally {
+    readFile = previous;
+  }
+}
+
 function readText(path: string, file: string, problems: ConfigProblem[]): string | undefined {
   try {
-    return readFileSync(file, 'utf8');
+    return readFile(path, file).toString('utf8');
   } catch (err) {
     problems.push({ path, message: `cannot read file ${JSON.stringify(file)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` });
     return undefined;
@@ -159,7 +191,7 @@ export function readSharedStateFiles(settings: Settings, problems: ConfigProblem
   if (shared === undefined) return undefined;
   let secret: Buffer | undefined;
   try {
-    secret = readFileSync(shared.secretFile);
+    secret = readFile('sharedState.secretFile', shared.secretFile);
   } catch (err) {
     problems.push({ path: 'sharedState.secretFile', message: `cannot read file ${JSON.stringify(shared.secretFile)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` });
   }

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { configWarnings, listenerClashes } from './checks.ts';
-import { FILE_KEYS, filePathsOf, readAssertionKey, readIntrospectionFiles, readSharedStateFiles, readTlsMaterial, resolveFilePaths, type IntrospectionMaterial, type SharedStateMaterial, type TlsMaterial } from './files.ts';
+import { FILE_KEYS, filePathsOf, readAssertionKey, readingConfigFiles, readIntrospectionFiles, readSharedStateFiles, readTlsMaterial, resolveFilePaths, type ConfigFiles, type IntrospectionMaterial, type SharedStateMaterial, type TlsMaterial } from './files.ts';
 import { humanProblems, type EmptyVariables } from './messages.ts';
 import { ConfigError, type ConfigProblem } from './problems.ts';
 import { buildConfigSchema, type Settings } from './schema.ts';
@@ -34,6 +34,8 @@ export interface LoadedConfig {
   sha256?: string | undefined;
   /** The file's text as read: what a cluster primary hands its workers, so that all judge by the same config. */
   text?: string | undefined;
+  /** The files it names as read (`tls.*` left out), for the same hand-over. Secret. */
+  files?: ConfigFiles | undefined;
   /** Present when `assertion` is set: the signing key read from `assertion.keyFile`. */
   assertionKey?: AssertionKey | undefined;
   /** Notes from loading, beside {@link configWarnings}: relative paths found only from the working directory. */
@@ -94,11 +96,22 @@ function withFileSectionsCopied(raw: Record<string, unknown>): Record<string, un
   return copy;
 }
 
+/** A config as a cluster primary read it: the file's text and the files it names (`tls.*` aside). */
+export interface ConfigAsRead {
+  text: string;
+  files?: ConfigFiles | undefined;
+}
+
 /**
  * Reads, interpolates, validates and loads a config file. Throws {@link ConfigError}. `read`: the
- * file's text as read before (a cluster worker gets its primary's), instead of reading it now.
+ * file and its files as read before (a cluster worker gets its primary's), instead of reading them now.
  */
-export function loadConfigFile(file: string, env: Environment = process.env, read?: string): LoadedConfig {
+export function loadConfigFile(file: string, env: Environment = process.env, read?: ConfigAsRead): LoadedConfig {
+  const { loaded, files } = readingConfigFiles(read?.files, () => loadConfigText(file, env, read?.text));
+  return Object.freeze({ ...loaded, files });
+}
+
+function loadConfigText(file: string, env: Environment, read: string | undefined): LoadedConfig {
   const problems: ConfigProblem[] = [];
   let text: string;
   try {

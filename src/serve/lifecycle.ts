@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { Metrics } from '../admin/metrics.ts';
 import { initialiseSeries } from '../admin/series.ts';
-import { ConfigError, loadConfigFile, type LoadedConfig } from '../config/load.ts';
+import { ConfigError, loadConfigFile, type ConfigAsRead, type LoadedConfig } from '../config/load.ts';
 import { reconcileReload } from '../config/reload-table.ts';
 import type { IntrospectionClient } from '../introspection/client.ts';
 import { listen, listenOnSocket } from '../listen.ts';
@@ -48,13 +48,13 @@ export interface Lifecycle {
   shutdownGraceMs(): number;
   /**
    * Re-reads the config file and the certificates; a bad file keeps what runs. A cluster worker
-   * is given what its primary read (`text`), or told the primary rejected the file (`rejected`).
+   * is given what its primary read (`read`), or told the primary rejected the file (`rejected`).
    */
   reload(from?: ReloadSource): Promise<ReloadReport>;
 }
 
 /** Where a reload's config comes from: the file (the default), a text already read, or nowhere (rejected, already logged). */
-export type ReloadSource = { text: string } | { rejected: true } | undefined;
+export type ReloadSource = { read: ConfigAsRead } | { rejected: true } | undefined;
 
 export interface LifecycleParts {
   config: LoadedConfig;
@@ -204,7 +204,7 @@ export function createLifecycle(parts: LifecycleParts): Lifecycle {
     }
     let next: LoadedConfig;
     try {
-      next = loadConfigFile(config.file, process.env, from?.text);
+      next = loadConfigFile(config.file, process.env, from?.read);
     } catch (err) {
       const problems = err instanceof ConfigError ? err.problems : [{ path: '', message: (err as Error).message }];
       logger.error({ config: config.source, problems }, 'config reload rejected; keeping the running config');

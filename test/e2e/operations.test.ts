@@ -4,7 +4,7 @@
  * several workers behind one port, and the access log.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer as createHttpServer } from 'node:http';
 import { closeSync, constants, openSync, readSync } from 'node:fs';
@@ -392,6 +392,48 @@ describe('a stdout nobody reads', () => {
 });
 
 describe('workers', () => {
+  it('a replaced worker signs assertions with the key the primary publishes, whatever the key file holds now', async () => {
+    const keyFile = join(d.pki.dir, 'workers-assertion.key');
+    const newKey = () => generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    await writeFile(keyFile, newKey(), { mode: 0o600 });
+    const file = join(d.pki.dir, 'workers-assertion.yaml');
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { workers: 2, assertion: { keyFile, issuer: 'https://cnfguard.test', audience: 'https://app.test' } })));
+    const { child, lines, started } = await runCnfguard(file, 'cnfguard cluster started');
+    try {
+      const admin = started.admin as string;
+      const token = await d.tokenFor('client1');
+      const published = async (): Promise<string[]> => ((await (await fetch(`${admin}/jwks.json`)).json()) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
+      const kidsSigning = async (count: number): Promise<Set<string>> => {
+        const kids = new Set<string>();
+        for (let i = 0; i < count; i++) {
+          expect((await curl(d.pki, `${started.listen as string}/signed`, { cert: d.pki.files.client1, token })).status).toBe(200);
+          const assertion = d.upstream.requests.findLast((r) => r.url === '/signed')?.headers['x-auth-assertion'] as string;
+          kids.add((JSON.parse(Buffer.from(assertion.split('.')[0] as string, 'base64url').toString()) as { kid: string }).kid);
+        }
+        return kids;
+      };
+      const [kid] = await published();
+      expect(await kidsSigning(8)).toEqual(new Set([kid]));
+      const replaceOneWorker = async (): Promise<void> => {
+        const exited = lines().filter((l) => l.msg === 'worker exited; starting another').length;
+        process.kill(lines().findLast((l) => l.msg === 'request')?.pid as number, 'SIGKILL');
+        await waitFor(() => lines().filter((l) => l.msg === 'worker exited; starting another').length > exited || undefined, 'worker replaced', POLL);
+        await waitFor(async () => (await fetch(`${admin}/readyz`)).status === 200 || undefined, 'readyz 200 again', { ...POLL, timeoutMs: 20_000 });
+      };
+      // The next key staged in the file, no SIGHUP yet: a worker that starts now still signs with the published key.
+      await writeFile(keyFile, newKey(), { mode: 0o600 });
+      await replaceOneWorker();
+      expect(await kidsSigning(12)).toEqual(new Set([kid]));
+      // A file that is no key at all: the replacement starts all the same (no crash loop), with the key in force.
+      await writeFile(keyFile, 'not a key\n');
+      await replaceOneWorker();
+      expect(await kidsSigning(12)).toEqual(new Set([kid]));
+      expect(await published()).toEqual([kid]);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
   it('workers judge by the config the primary read: a replaced worker, a file rewritten without SIGHUP, a rejected file', async () => {
     const file = join(d.pki.dir, 'workers-reload.yaml');
     const config = (binding: string) => stringify(baseConfig(d.pki, d.as, d.upstream, { binding, workers: 2 }));
@@ -420,6 +462,8 @@ describe('workers', () => {
       child.kill('SIGHUP');
       await waitFor(() => count('config reloaded') === 2 || undefined, 'both workers reloaded', POLL);
       expect(await statuses()).toEqual([200]);
+      // One SIGHUP counts once, not once per worker (counted before a worker is replaced: a new one starts at 0).
+      expect(metric(await metricsOf(admin), 'cnfguard_config_reload_total{result="applied"}')).toBe(1);
 
       // The file changes back with no SIGHUP, and a worker dies: its replacement judges as the other does.
       await writeFile(file, config('required'));
@@ -432,13 +476,10 @@ describe('workers', () => {
       await writeFile(file, 'upstream: [not, a, url]\n');
       child.kill('SIGHUP');
       await waitFor(() => count('config reload rejected; keeping the running config') || undefined, 'rejection', POLL);
+      await waitFor(async () => metric(await metricsOf(admin), 'cnfguard_config_reload_total{result="rejected"}') === 1 || undefined, 'the rejection counted once', POLL);
       await replaceOneWorker();
       expect(await statuses()).toEqual([200]);
       expect(count('config reload rejected; keeping the running config')).toBe(1);
-      // One SIGHUP counts once, not once per worker.
-      const metrics = await metricsOf(admin);
-      expect(metric(metrics, 'cnfguard_config_reload_total{result="applied"}')).toBe(1);
-      expect(metric(metrics, 'cnfguard_config_reload_total{result="rejected"}')).toBe(1);
     } finally {
       child.kill('SIGKILL');
     }
