@@ -76,8 +76,9 @@ export function hasBody(req: ProxyRequest): boolean {
  * Status and headers of the upstream's answer, written for the client's protocol. Returns whether
  * the answer's end is its last body chunk: an HTTP/2 answer begun without waiting for trailers
  * (response-head.ts), whose END_STREAM rides with that chunk when `end(chunk)` writes it.
+ * `endsAtHead`: the (HTTP/2) upstream's answer ended with its headers; so does the client's.
  */
-export function writeResponseHead(res: ProxyResponse, status: number, statusMessage: string, upstreamHeaders: Record<string, string | string[] | undefined>, answerHeaders: Readonly<Record<string, string>> | undefined, upstreamHttp2: boolean): boolean {
+export function writeResponseHead(res: ProxyResponse, status: number, statusMessage: string, upstreamHeaders: Record<string, string | string[] | undefined>, answerHeaders: Readonly<Record<string, string>> | undefined, upstreamHttp2: boolean, endsAtHead = false): boolean {
   // The upstream's Connection and Keep-Alive describe its hop, not the client's: drop them.
   const headers = withoutHopByHop(upstreamHeaders);
   if (answerHeaders !== undefined) for (const name in answerHeaders) headers[name] ??= answerHeaders[name] as string;
@@ -88,7 +89,7 @@ export function writeResponseHead(res: ProxyResponse, status: number, statusMess
     return false;
   }
   const trailers = trailersMayFollow(res.req.headers.te, upstreamHeaders, upstreamHttp2);
-  writeHead(res, status, headers as OutgoingHttpHeaders, trailers);
+  writeHead(res, status, headers as OutgoingHttpHeaders, trailers, endsAtHead);
   return !trailers;
 }
 

@@ -67,11 +67,13 @@ export function createHttp2Upstream() {
     });
     let trailers: Record<string, string | string[] | undefined> | undefined;
     const body = new BodyRelay(res, () => stream.pause(), () => stream.resume());
-    stream.on('response', (responseHeaders) => {
+    stream.on('response', (responseHeaders, flags) => {
       const status = Number(responseHeaders[':status']);
       options.onResponse?.(status);
+      // A trailers-only answer (gRPC's refusals: grpc-status in the headers) ends with its HEADERS frame.
+      const endsAtHead = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
       // Its pseudo-headers are left out with the hop-by-hop fields, in the one copy writeResponseHead makes.
-      body.head(writeResponseHead(res, status, '', responseHeaders as Record<string, string | string[] | undefined>, options.answerHeaders, true), responseHeaders['content-length']);
+      body.head(writeResponseHead(res, status, '', responseHeaders as Record<string, string | string[] | undefined>, options.answerHeaders, true, endsAtHead), responseHeaders['content-length']);
     });
     stream.on('trailers', (received) => {
       trailers = Object.fromEntries(Object.entries(received).filter(([name]) => !name.startsWith(':'))) as Record<string, string | string[]>;

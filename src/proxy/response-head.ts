@@ -36,14 +36,18 @@ export function trailersMayFollow(clientTe: string | string[] | undefined, upstr
 
 /**
  * Writes the head of `res`. `trailersMayFollow`: an HTTP/2 answer that may still get trailers (an
- * upstream's, gRPC status) keeps Node's way; it does not matter over HTTP/1.1.
+ * upstream's, gRPC status) keeps Node's way; it does not matter over HTTP/1.1. `endsAtHead`: an
+ * HTTP/2 upstream's answer that ended with its headers (a gRPC trailers-only answer: its status in
+ * them) goes on the same way, one HEADERS frame with END_STREAM; a gRPC client takes headers
+ * without END_STREAM for the start of a call and reports it ended without a status (INTERNAL).
+ * The caller still calls `res.end()`, which then has nothing left to send.
  */
-export function writeHead(res: ProxyResponse, status: number, headers: OutgoingHttpHeaders, trailersMayFollow = false): void {
+export function writeHead(res: ProxyResponse, status: number, headers: OutgoingHttpHeaders, trailersMayFollow = false, endsAtHead = false): void {
   if (!isHttp2Response(res)) {
     (res as ServerResponse).writeHead(status, headers);
     return;
   }
-  if (trailersMayFollow) {
+  if (trailersMayFollow && !endsAtHead) {
     res.writeHead(status, headers);
     return;
   }
@@ -54,5 +58,5 @@ export function writeHead(res: ProxyResponse, status: number, headers: OutgoingH
     if (value !== undefined) res.setHeader(name, value);
   }
   res.statusCode = status;
-  res.stream.respond({ ...res.getHeaders(), ':status': status }, { waitForTrailers: false });
+  res.stream.respond({ ...res.getHeaders(), ':status': status }, endsAtHead ? { endStream: true } : { waitForTrailers: false });
 }

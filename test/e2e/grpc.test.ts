@@ -40,6 +40,8 @@ beforeAll(async () => {
     echo: (call: Call, callback: grpc.sendUnaryData<Record<string, unknown>>) => {
       const trailer = new grpc.Metadata();
       trailer.set('x-trailer', 'intact');
+      // An error before any message: grpc-js answers trailers-only (one HEADERS frame, END_STREAM).
+      if (call.request.fail === true) return callback({ code: grpc.status.NOT_FOUND, details: 'nope from upstream', metadata: trailer });
       callback(null, { ...call.request, subject: call.metadata.get('x-auth-subject')[0], custom: call.metadata.get('x-custom')[0] }, trailer);
     },
     count: (call: grpc.ServerWritableStream<Record<string, unknown>, Record<string, unknown>>) => {
@@ -102,6 +104,13 @@ describe('gRPC through cnfguard', () => {
     expect(err).toBeNull();
     expect(value).toMatchObject({ text: 'hi', subject: 'alice', custom: 'kept' });
     expect(trailers?.get('x-trailer')).toEqual(['intact']);
+  });
+
+  it('an upstream error with no message (trailers-only): its status, message and metadata reach the client', async () => {
+    const { err } = await unary(client(), metadata(), { fail: true });
+    expect(err?.code).toBe(grpc.status.NOT_FOUND);
+    expect(err?.details).toBe('nope from upstream');
+    expect(err?.metadata.get('x-trailer')).toEqual(['intact']);
   });
 
   it('1200 unary calls in sequence on one channel: every one answered, allowed with its trailer, refused as UNAUTHENTICATED (test/e2e/long-connections.test.ts for the other ways in)', async () => {
