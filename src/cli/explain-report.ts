@@ -2,7 +2,8 @@
  * What `cnfguard explain` reports, built from one pipeline run (pure): the steps as the pipeline
  * reported them (observer.ts), the route, each `cnf` member of the token against the proof the
  * request presented, and the answer a client would get, rendered by the edges' own renderer. The
- * token itself is never part of it: only a prefix of its SHA-256.
+ * token itself is never part of it: only a prefix of its SHA-256. Nor is any signed value the
+ * upstream would get (the assertion): only its decoded header and claims, never its signature.
  */
 import { createHash } from 'node:crypto';
 import { answerHeaders, renderFor } from '../edge/answer.ts';
@@ -31,9 +32,80 @@ export interface ExplainReport {
   cnf: CnfComparison[];
   decision: 'allow' | 'deny';
   reason: string;
-  /** What the client gets (refused), or what the upstream gets besides the request (allowed). */
-  answer: { status: number | 'upstream'; headers: Record<string, string | string[]>; body?: string; upstream?: string; identityHeaders?: Record<string, string> };
+  /**
+   * What the client gets (refused), or what the upstream gets besides the request (allowed). A
+   * signed header value (the assertion) is never shown whole: `identityHeaders` holds a
+   * placeholder, `signedHeaders` its decoded JOSE header and claims, without the signature.
+   */
+  answer: {
+    status: number | 'upstream';
+    headers: Record<string, string | string[]>;
+    body?: string;
+    upstream?: string;
+    identityHeaders?: Record<string, string>;
+    signedHeaders?: Record<string, DecodedJws>;
+  };
   exit: ExplainExit;
+}
+
+/** A JWS (or JWE) shown without what makes it usable: its protected header and, for a JWS, its claims. */
+export interface DecodedJws {
+  header: Record<string, unknown>;
+  claims?: unknown;
+}
+
+/** A compact JWS (three parts) or JWE (five), base64url: the shape of a bearer credential. */
+const COMPACT_JOSE = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*){2}(?:(?:\.[A-Za-z0-9_-]*){2})?$/;
+
+function decodedPart(part: string): unknown {
+  try {
+    return JSON.parse(Buffer.from(part, 'base64url').toString('utf8')) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `value` as a compact JWS or JWE whose protected header names an `alg`, decoded (the signature
+ * and any encrypted parts left out); undefined when it is not one. A header value of this shape
+ * is a credential an upstream may accept (the signed assertion is one): explain never prints it.
+ */
+export function decodeCompactJose(value: string): DecodedJws | undefined {
+  if (!COMPACT_JOSE.test(value)) return undefined;
+  const parts = value.split('.');
+  const header = decodedPart(parts[0] as string);
+  if (header === null || typeof header !== 'object' || Array.isArray(header) || typeof (header as Record<string, unknown>).alg !== 'string') return undefined;
+  if (parts.length === 5) return { header: header as Record<string, unknown> };
+  const claims = decodedPart(parts[1] as string);
+  return { header: header as Record<string, unknown>, ...(claims !== undefined && { claims }) };
+}
+
+/** What stands for a signed value in the output: enough to recognise it (alg, kid, exp), nothing to replay. */
+function withheld(decoded: DecodedJws): string {
+  const { alg, kid } = decoded.header;
+  const exp = (decoded.claims as { exp?: unknown } | undefined)?.exp;
+  const facts = [`alg=${String(alg)}`, ...(typeof kid === 'string' ? [`kid=${kid}`] : []), ...(typeof exp === 'number' ? [`exp=${new Date(exp * 1000).toISOString()}`] : [])];
+  return `<${decoded.claims === undefined ? 'encrypted JWT' : 'signed JWT'}, signature withheld: ${facts.join(' ')}>`;
+}
+
+/**
+ * The identity headers as explain shows them: every value that is a compact JWS or JWE (the
+ * assertion, or a claim that holds one) replaced by a placeholder, and decoded beside.
+ */
+export function shownIdentityHeaders(headers: Readonly<Record<string, string>>, assertionHeader: string): { identityHeaders: Record<string, string>; signedHeaders: Record<string, DecodedJws> } {
+  const identityHeaders: Record<string, string> = {};
+  const signedHeaders: Record<string, DecodedJws> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    const decoded = decodeCompactJose(value);
+    if (decoded !== undefined) {
+      signedHeaders[name] = decoded;
+      identityHeaders[name] = withheld(decoded);
+    } else if (name === assertionHeader) {
+      // Not of the expected shape: still the upstream's credential, so nothing of it is shown.
+      identityHeaders[name] = `<${value.length} characters withheld>`;
+    } else identityHeaders[name] = value;
+  }
+  return { identityHeaders, signedHeaders };
 }
 
 /** The token's name in every output: 12 characters of base64url SHA-256 (72 bits: tells tokens apart, reveals nothing). */
@@ -80,11 +152,12 @@ export function buildReport(input: {
   const extra = answerHeaders(verdict, 'explain');
   delete extra['x-request-id'];
   if (decision.allow) {
+    const { identityHeaders, signedHeaders } = shownIdentityHeaders(verdict.identityHeaders ?? {}, verdict.route.assertionHeader);
     return {
       ...base,
       decision: 'allow',
       reason: decision.wouldDeny === undefined ? decision.reason : `report-only, would deny: ${decision.wouldDeny.reason}`,
-      answer: { status: 'upstream', headers: extra, upstream: verdict.route.upstream.href, identityHeaders: { ...verdict.identityHeaders } },
+      answer: { status: 'upstream', headers: extra, upstream: verdict.route.upstream.href, identityHeaders, ...(Object.keys(signedHeaders).length > 0 && { signedHeaders }) },
       exit: 0,
     };
   }
@@ -133,7 +206,13 @@ export function formatReport(report: ExplainReport): string {
   const { answer } = report;
   if (answer.status === 'upstream') {
     lines.push(`answer    forwarded to ${answer.upstream ?? 'the upstream'}; the upstream's answer goes back to the client`);
-    for (const [name, value] of Object.entries(answer.identityHeaders ?? {})) lines.push(`  upstream gets ${name}: ${value}`);
+    for (const [name, value] of Object.entries(answer.identityHeaders ?? {})) {
+      lines.push(`  upstream gets ${name}: ${value}`);
+      const signed = answer.signedHeaders?.[name];
+      if (signed === undefined) continue;
+      lines.push(`    header ${JSON.stringify(signed.header)}`);
+      if (signed.claims !== undefined) lines.push(`    claims ${JSON.stringify(signed.claims)}`);
+    }
   } else lines.push(`answer    ${answer.status}`);
   for (const [name, value] of Object.entries(answer.headers)) for (const v of Array.isArray(value) ? value : [value]) lines.push(`  ${name}: ${v}`);
   if (answer.body !== undefined) lines.push(`  ${answer.body}`);

@@ -5,7 +5,8 @@ export const EXPLAIN_USAGE = `usage: cnfguard explain -c FILE (--token T | --tok
 Runs cnfguard's pipeline once, as the config at FILE says (introspection and JWKS called live), on
 a request built from the options, and prints each step with its outcome, the route chosen, the
 token's cnf members against the presented proofs, and the status, challenges and headers a client
-would get. The token is never printed, only a prefix of its SHA-256.
+would get. The token is never printed, only a prefix of its SHA-256; a signed assertion for the
+upstream only decoded, without its signature.
 Exit 0: allowed; 1: refused; 2: could not evaluate (bad options or config, the AS or JWKS failing).
 
   -c, --config FILE   the config file (YAML); default: the CNFGUARD_CONFIG environment variable

@@ -310,7 +310,7 @@ export function createPipeline({ routes, validator, dpop, httpsig, now, limits, 
       step = 'validation';
       const { info, source } = await validator.validate(token, route, { peer: facts.peer, certificate });
       clientId = info.clientId;
-      observer?.step(step, 'passed', { source, active: info.active, tokenType: info.tokenType, clientId, subject: info.subject, scope: info.scope, iss: info.iss, aud: info.aud, exp: info.exp, nbf: info.nbf, cnf: info.cnf });
+      observer?.step(step, 'passed', { source, active: info.active, tokenType: info.tokenType, clientId, subject: info.subject, scope: info.scope, iss: info.iss, aud: info.aud, exp: info.exp, nbf: info.nbf, acr: info.acr, authTime: info.authTime, cnf: info.cnf });
       // A proof whose key is the token's: checked now, unless the decision refuses the token anyway.
       if (pending !== undefined) {
         step = 'proof';
@@ -319,7 +319,7 @@ export function createPipeline({ routes, validator, dpop, httpsig, now, limits, 
       }
       step = 'decision';
       const decision = decide({ token: info, certificate: facts.certificate, policy: route, now: now() / 1000, scheme, proof, proofFailure });
-      observer?.step(step, decision.allow ? (decision.wouldDeny === undefined ? 'passed' : 'reported') : 'refused', decision.allow ? { allowed: decision.reason, verifiedBy: decision.verifiedBy, wouldDeny: decision.wouldDeny?.reason } : { reason: decision.error.reason, detail: decision.error.detail });
+      observer?.step(step, decision.allow ? (decision.wouldDeny === undefined ? 'passed' : 'reported') : 'refused', decision.allow ? { allowed: decision.reason, verifiedBy: decision.verifiedBy, wouldDeny: decision.wouldDeny?.reason } : { reason: decision.error.reason, detail: decision.error.detail, ...decision.error.stepUp });
       let identityHeaders = decision.allow ? identityHeadersOf(decision, route) : undefined;
       // The signed identity (assertion/issuer.ts), beside the plain headers, so every edge and the decision API carry it.
       if (decision.allow && route.assertion !== undefined && assertions !== undefined) {

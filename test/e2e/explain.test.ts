@@ -4,13 +4,15 @@
  * codes 0 allowed, 1 refused, 2 could not evaluate. The token never appears in any output.
  */
 import { spawn } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateKeyPair, generateProof, type KeyPair } from 'dpop';
+import { calculateJwkThumbprint, type JWK } from 'jose';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { thumbprintS256 } from '../../src/tls/certificates.ts';
+import { startIntrospectionStub, type IntrospectionStub } from '../fixtures/introspection-stub.ts';
 import { freePort } from '../fixtures/processes.ts';
 import { baseConfig, startDeployment, type Deployment } from '../fixtures/stack.ts';
 
@@ -142,5 +144,79 @@ describe('cnfguard explain', () => {
   it('never prints a token, in any output of any run above', () => {
     expect(outputs.length).toBeGreaterThanOrEqual(14);
     for (const output of outputs) for (const token of tokens) expect(output.includes(token)).toBe(false);
+  });
+});
+
+/** A compact JWS or JWE: what an upstream could take as a credential. No output may hold one. */
+const COMPACT_JOSE = /[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/;
+
+describe('cnfguard explain with assertion and stepUp (an AS whose answers the test writes)', () => {
+  let stub: IntrospectionStub;
+  let trustConfig: string;
+  const assertionKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  let assertionKid: string;
+  /** A JWT the AS put in a claim (an id_token, say) that a claim header forwards. */
+  const claimJwt = `${Buffer.from(JSON.stringify({ alg: 'ES256', typ: 'JWT' })).toString('base64url')}.${Buffer.from(JSON.stringify({ sub: 'alice', iss: 'https://as.test' })).toString('base64url')}.${'s'.repeat(86)}`;
+  const bound = 'explain-trust-bound-token-0123456789';
+  const weak = 'explain-trust-weak-token-0123456789';
+
+  beforeAll(async () => {
+    stub = await startIntrospectionStub(d.pki.certs.server);
+    assertionKid = await calculateJwkThumbprint(assertionKey.publicKey.export({ format: 'jwk' }) as JWK, 'sha256');
+    const x5t = thumbprintS256(new X509Certificate(d.pki.certs.clients.client1.cert).raw);
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    const base = { active: true, sub: 'alice', client_id: 'app', scope: 'read', exp, cnf: { 'x5t#S256': x5t }, id_token: claimJwt };
+    stub.answers.set(bound, { ...base, acr: 'urn:example:mfa', auth_time: exp - 3700 });
+    stub.answers.set(weak, { ...base, acr: 'urn:example:pwd', auth_time: exp - 3650 });
+    const keyFile = join(d.pki.dir, 'explain-assertion.key');
+    await writeFile(keyFile, assertionKey.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+    trustConfig = join(d.pki.dir, 'explain-trust.yaml');
+    const config = baseConfig(d.pki, d.as, d.upstream, {
+      claimHeaders: { 'x-id-token': 'claims.id_token' },
+      assertion: { keyFile, issuer: 'https://cnfguard.test' },
+      routes: [{ pathPrefix: '/billing', stepUp: { acrValues: ['urn:example:mfa'], maxAgeSeconds: 600 } }],
+    });
+    await writeFile(trustConfig, stringify({ ...config, introspection: { ...(config.introspection as object), url: stub.url } }));
+  }, 60_000);
+
+  afterAll(async () => {
+    await stub?.stop();
+  });
+
+  it('shows the assertion without its signature: a placeholder, its header and claims, in text and --json', async () => {
+    const args = ['-c', trustConfig, '--token', bound, '--cert', d.pki.files.client1.cert, '--url', 'https://localhost:8443/billing'];
+    const text = await explain(args);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(new RegExp(`upstream gets x-auth-assertion: <signed JWT, signature withheld: alg=ES256 kid=${assertionKid} exp=\\d{4}-`));
+    expect(text.stdout).toMatch(/^ {4}claims \{"iss":"https:\/\/cnfguard\.test"/m);
+    const json = await explain([...args, '--json']);
+    expect(json.code, json.stderr).toBe(0);
+    const { answer } = JSON.parse(json.stdout) as { answer: { identityHeaders: Record<string, string>; signedHeaders: Record<string, { header: Record<string, unknown>; claims: Record<string, unknown> }> } };
+    expect(answer.identityHeaders['x-auth-assertion']).toMatch(/^<signed JWT, signature withheld: /);
+    expect(answer.signedHeaders['x-auth-assertion']).toEqual({
+      header: { alg: 'ES256', kid: assertionKid, typ: 'JWT' },
+      claims: expect.objectContaining({ iss: 'https://cnfguard.test', sub: 'alice', client_id: 'app', cnf_method: 'mtls', exp: expect.any(Number) }),
+    });
+    // A JWT a claim header carries is a credential too: withheld alike.
+    expect(answer.identityHeaders['x-id-token']).toMatch(/^<signed JWT, signature withheld: alg=ES256>$/);
+    expect(answer.signedHeaders['x-id-token']?.claims).toEqual({ sub: 'alice', iss: 'https://as.test' });
+    expect(answer.identityHeaders['x-auth-subject']).toBe('alice');
+    for (const output of [text.stdout, text.stderr, json.stdout, json.stderr]) {
+      expect(output).not.toMatch(COMPACT_JOSE);
+      expect(output).not.toContain(bound);
+    }
+  });
+
+  it('step_up_required: the validation step shows the acr and auth_time the token has, the decision what the route requires', async () => {
+    const run = await explain(['-c', trustConfig, '--token', weak, '--cert', d.pki.files.client1.cert, '--url', 'https://localhost:8443/billing', '--json']);
+    expect(run.code, run.stderr).toBe(1);
+    const report = JSON.parse(run.stdout) as { reason: string; steps: { step: string; facts: Record<string, unknown> }[] };
+    expect(report.reason).toBe('step_up_required');
+    const answered = stub.answers.get(weak) as { auth_time: number };
+    expect(report.steps.find((s) => s.step === 'validation')?.facts).toMatchObject({ acr: 'urn:example:pwd', authTime: answered.auth_time });
+    expect(report.steps.find((s) => s.step === 'decision')?.facts).toMatchObject({ reason: 'step_up_required', acrValues: 'urn:example:mfa', maxAge: 600 });
+    const text = await explain(['-c', trustConfig, '--token', weak, '--cert', d.pki.files.client1.cert, '--url', 'https://localhost:8443/billing']);
+    expect(text.stdout).toMatch(/ok +validation .* acr=urn:example:pwd authTime=\d+/);
+    expect(text.stdout).not.toContain(weak);
   });
 });
