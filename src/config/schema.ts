@@ -12,6 +12,7 @@ import { routePolicySchemas, type RouteSchema } from './route-policy.ts';
 import { buildSharedStateSchema } from './shared-state-schema.ts';
 import { buildHttpsigSchema } from './httpsig-schema.ts';
 import { checkTrust, trustSchemas } from './trust-schema.ts';
+import { checkHeaderNames } from './header-names-schema.ts';
 import { fieldSchemas, fromText, number } from './schema-fields.ts';
 import { DEFAULT_LOG_BUFFER_BYTES } from '../log.ts';
 
@@ -173,7 +174,7 @@ export function buildConfigSchema() {
       })
       .prefault({})
       .describe('How refusals are answered.'),
-    headers: identityHeadersSchema.prefault({}).describe('Names of the identity headers the upstream gets (client copies are always removed).'),
+    headers: identityHeadersSchema.prefault({}).describe('Names of the identity headers the upstream gets (client copies are always removed); not a framing, credential or forwarding header, no `_`, none twice on a route (docs/routes-and-policy.md).'),
     limits: z
       .strictObject({
         formBodyBytes: positiveInt.default(64 * 1024).describe('Form bodies are read (once the token would be allowed) to look for a smuggled `access_token`; larger ones get 413.'),
@@ -246,7 +247,7 @@ export function buildConfigSchema() {
         ctx.addIssue({ code: 'custom', path: ['routes', index, 'audience'], message: unchecked(validation, `routes[${index}].audience (or the top-level audience it inherits)`) });
       }
     });
-  }).superRefine(checkTrust).superRefine((value, ctx) => {
+  }).superRefine(checkTrust).superRefine(checkHeaderNames).superRefine((value, ctx) => {
     if (value.jwt !== undefined) return;
     if (value.validation !== 'introspection') ctx.addIssue({ code: 'custom', path: ['validation'], message: `validation ${value.validation} needs jwt: (issuer, jwksUri)` });
     value.routes.forEach((route, index) => {
