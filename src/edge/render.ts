@@ -9,7 +9,10 @@ import type { GuardError } from '../oauth/reasons.ts';
 
 export { GuardError, REASONS, type GuardErrorOverrides, type ReasonId } from '../oauth/reasons.ts';
 
-/** Error codes for cnfguard's own faults, which are not OAuth errors and carry no Bearer `error`. */
+/**
+ * Error codes for cnfguard's own faults (not OAuth's): in the body, and on the challenge, since
+ * every error carries `WWW-Authenticate` with its `error` and `error_description` (the contract).
+ */
 const SERVER_FAULT_CODES: Readonly<Record<number, string>> = {
   400: 'invalid_request',
   408: 'request_timeout',
@@ -22,6 +25,9 @@ const SERVER_FAULT_CODES: Readonly<Record<number, string>> = {
   503: 'temporarily_unavailable',
   504: 'gateway_timeout',
 };
+
+/** The statuses RFC 6750 has challenges for: the request's credentials are what is refused. */
+const CREDENTIAL_STATUSES: ReadonlySet<number> = new Set([400, 401, 403]);
 
 export interface RenderedError {
   status: number;
@@ -58,15 +64,21 @@ export function quoteString(value: string): string {
  */
 function challenge(scheme: string, head: readonly (readonly [string, string])[], error: GuardError | undefined, own: readonly (readonly [string, string])[], extra: Record<string, string>): string {
   const params: (readonly [string, string])[] = [...head];
-  if (error?.error) params.push(['error', error.error]);
+  const code = codeOf(error);
+  if (code) params.push(['error', code]);
   params.push(...own);
-  if (error?.error) {
+  if (code && error !== undefined) {
     params.push(['error_description', error.description]);
     if (error.scope) params.push(['scope', error.scope]);
   }
   params.push(...Object.entries(extra));
   const rendered = params.map(([name, value]) => `${name}=${quoteString(challengeSafe(value))}`).join(', ');
   return rendered.length === 0 ? scheme : `${scheme} ${rendered}`;
+}
+
+/** The code an error is rendered with: its OAuth error, or for cnfguard's own faults its status's (none: no credentials at all). */
+function codeOf(err: GuardError | undefined): string | undefined {
+  return err === undefined ? undefined : (err.error ?? SERVER_FAULT_CODES[err.status]);
 }
 
 /**
@@ -117,24 +129,25 @@ function stepUpParams(err: GuardError | undefined): Record<string, string> {
 }
 
 /**
- * The one place an error becomes a response: status, `WWW-Authenticate` (for 400/401/403, the
- * statuses RFC 6750 defines challenges for), `Cache-Control: no-store`, and a JSON body
- * `{"error", "error_description"}`.
+ * The one place an error becomes a response: status, `WWW-Authenticate` (every error: the
+ * contract's rule, beyond RFC 6750's 400/401/403, which it allows), `Cache-Control: no-store`, and
+ * a JSON body `{"error", "error_description"}`.
  */
 export function renderError(err: GuardError, options: RenderOptions): RenderedError {
   const headers: Record<string, string> = {
     'content-type': 'application/json',
     'cache-control': 'no-store',
   };
-  const challenges = err.status === 400 || err.status === 401 || err.status === 403 ? challengesFor(err, options) : [];
+  const challenges = challengesFor(err, options);
   if (challenges.length > 0) headers['www-authenticate'] = challenges.join(', ');
-  // What the route's methods say beside their challenges (httpsig: Accept-Signature, RFC 9421 §5.1).
-  if (challenges.length > 0 && options.methods !== undefined) Object.assign(headers, challengeHeadersFor(options.methods, options));
+  // What the route's methods say beside their challenges (httpsig: Accept-Signature, RFC 9421 §5.1),
+  // where a signature could change the answer: not on cnfguard's own faults.
+  if (CREDENTIAL_STATUSES.has(err.status) && options.methods !== undefined) Object.assign(headers, challengeHeadersFor(options.methods, options));
   if (err.retryAfterSeconds !== undefined) headers['retry-after'] = String(err.retryAfterSeconds);
   // RFC 9449 §8/§9: the nonce to use; the value is ours (base64url), never client text.
   if (err.dpopNonce !== undefined) headers['dpop-nonce'] = challengeSafe(err.dpopNonce);
   // No credentials at all gets no error code, in the body as in the challenge (RFC 6750 §3.1).
-  const code = err.error ?? SERVER_FAULT_CODES[err.status];
+  const code = codeOf(err);
   const body = JSON.stringify(code ? { error: code, error_description: err.description } : { error_description: err.description });
   return { status: err.status, headers, body, challenges };
 }

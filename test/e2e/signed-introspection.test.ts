@@ -177,7 +177,8 @@ describe('an AS whose answers are not properly signed', () => {
     const before = await unverified(guard);
     const answer = await ask();
     expect(answer.status).toBe(503);
-    expect(answer.headers['www-authenticate']).toBeUndefined();
+    // Every error carries its challenge (the contract): the same text as an unreachable AS.
+    expect(answer.headers['www-authenticate']).toMatch(/^Bearer realm="[^"]*", error="temporarily_unavailable", error_description="the authorization server is unavailable"/);
     expect(await unverified(guard)).toBe(before + 1);
     const warning = guard.logs.entries().filter((e) => e.level === 'warn' && typeof e.cause === 'string').at(-1);
     expect(warning?.cause).toMatch(cause);

@@ -87,11 +87,13 @@ describe('challenges per accepted scheme', () => {
     expect(JSON.parse(rendered.body)).not.toHaveProperty('error');
   });
 
-  it('sends no challenge with a 503 replay-store failure', () => {
+  it('a 503 replay-store failure carries its code on the challenge of the scheme used, as every error does', () => {
     const rendered = renderError(new GuardError('dpop_replay_unavailable'), { ...BOTH, scheme: 'dpop' });
     expect(rendered.status).toBe(503);
-    expect(rendered.headers).not.toHaveProperty('www-authenticate');
-    expect(rendered.challenges).toEqual([]);
+    const [bearer, dpop] = parseChallenges(rendered.headers['www-authenticate'] ?? '');
+    expect(bearer?.params.has('error')).toBe(false);
+    expect(dpop?.params.get('error')).toBe('temporarily_unavailable');
+    expect(dpop?.params.get('error_description')).toBe(REASONS.dpop_replay_unavailable.description);
   });
 
   it('carries resource_metadata on both challenges', () => {
@@ -111,11 +113,14 @@ describe('challenges per accepted scheme', () => {
           const rendered = renderError(new GuardError(reason), { realm, methods, scheme, dpopAlgorithms: ALGS });
           for (const value of Object.values(rendered.headers)) expect(value).not.toMatch(/[\r\n\0]/);
           const header = rendered.headers['www-authenticate'];
-          if (header === undefined) return;
-          const parsed = parseChallenges(header);
+          // Every error carries a challenge (the contract), with the body's code when it has one.
+          expect(header).toBeDefined();
+          const parsed = parseChallenges(header ?? '');
           expect(parsed.map((c) => c.scheme)).toEqual(methods.includes('dpop') ? ['Bearer', 'DPoP'] : ['Bearer']);
           const withError = parsed.filter((c) => c.params.has('error'));
-          expect(withError.length).toBe(REASONS[reason].error === undefined ? 0 : 1);
+          const code = (JSON.parse(rendered.body) as { error?: string }).error;
+          expect(withError.length).toBe(code === undefined ? 0 : 1);
+          if (withError[0] !== undefined) expect(withError[0].params.get('error')).toBe(code);
           if (withError[0] !== undefined) expect(withError[0].scheme).toBe(scheme === 'dpop' && methods.includes('dpop') ? 'DPoP' : 'Bearer');
         },
       ),
