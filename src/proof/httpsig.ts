@@ -156,7 +156,8 @@ async function confirmSignatures(prepared: readonly Prepared[], cnf: Readonly<Re
     try {
       fresh = await deps.replayStore.remember(replayKey(key.id, `httpsig:${signature.nonce}`), signature.created + deps.policy.maxAgeSeconds + deps.policy.clockSkewSeconds + 1);
     } catch (err) {
-      if (err instanceof ReplayStoreUnavailableError) return { ok: false, error: new GuardError('httpsig_replay_unavailable', { detail: err.message }) };
+      // Full, or the shared store down under fail-closed: a short outage, as for DPoP.
+      if (err instanceof ReplayStoreUnavailableError) return { ok: false, error: new GuardError('httpsig_replay_unavailable', { detail: err.message, retryAfterSeconds: 1 }) };
       throw err;
     }
     if (!fresh) return fail('httpsig_nonce_replayed', 'nonce seen before');

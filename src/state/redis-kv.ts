@@ -182,12 +182,31 @@ export class RedisKv implements KeyValueStore {
     if (written?.[1] !== 'OK') return false; // seen before: a replay, whatever its replication
     if (acknowledged?.[0] == null && Number(acknowledged?.[1]) >= 1) return true;
     this.options.onError?.('replica_unacked');
+    this.options.warn?.('no replica acknowledged a replay-store write in time (replayDurability: replica)', { waitMs });
     throw new StoreUnavailableError('unreachable', `no replica acknowledged the replay-store write within ${waitMs} ms`);
   }
 
   private failed(err: Error): Error {
     this.options.onError?.('unavailable');
+    this.refused(err);
     return err;
+  }
+
+  /**
+   * A call a connected store refused or did not answer in time: logged (rate-limited by the
+   * caller), since the counter alone does not say why (`OOM command not allowed when used memory >
+   * 'maxmemory'` from a full store answers every replay write, so every DPoP request, with 503).
+   * Calls made while the store is down fail without a word here: its role changes are logged.
+   * Redis error messages name no key or value.
+   */
+  private refused(err: Error): void {
+    if (!this.isUp) return;
+    const error = err.message.slice(0, 200);
+    const full = error.startsWith('OOM');
+    this.options.warn?.(full ? 'shared state store is full (maxmemory reached): it refuses writes' : 'shared state store call failed', {
+      error,
+      ...(full && { check: "the store's maxmemory: raise it (an evicting maxmemory-policy would drop DPoP replay records, which lets proofs be replayed)" }),
+    });
   }
 
   /** Runs one command under the per-call deadline; rejects (counted) on timeout or store error. */
@@ -200,6 +219,7 @@ export class RedisKv implements KeyValueStore {
       return await Promise.race([command(this.redis), deadline]);
     } catch (err) {
       this.options.onError?.((err as Error).message.includes('timed out') || (err as Error).message === 'shared state deadline' ? 'timeout' : 'unavailable');
+      this.refused(err as Error);
       throw err;
     } finally {
       clearTimeout(timer);

@@ -13,7 +13,6 @@
  *   replicas) and costs a conforming client nothing, since its jtis are random anyway.
  */
 import { hash } from 'node:crypto';
-import { GuardError } from '../oauth/reasons.ts';
 import { StoreUnavailableError, type KeyValueStore } from './kv.ts';
 import { createMemoryKv } from './memory-kv.ts';
 
@@ -93,25 +92,79 @@ export function createMemoryReplayStore(options: MemoryReplayStoreOptions): Memo
   };
 }
 
+/** Where {@link createSharedReplayStore} says that it falls back to this replica's store and stops. */
+export interface FallbackLog {
+  warn(detail: Record<string, unknown>, message: string): void;
+  info(detail: Record<string, unknown>, message: string): void;
+}
+
+/** While the fallback goes on, a warning at most this often (with the count since the last one). */
+export const FALLBACK_LOG_EVERY_MS = 60_000;
+
+export interface SharedReplayStoreOptions {
+  onUnavailable: 'fail-closed' | 'local';
+  fallback: ReplayStore;
+  /** Milliseconds since the epoch. */
+  now?: () => number;
+  /** One per proof checked against `fallback` instead of the shared store (the metric). */
+  onFallback?: () => void;
+  /** `local`: a warning when falling back starts (then at most once a {@link FALLBACK_LOG_EVERY_MS}), an info when the store answers again. */
+  log?: FallbackLog;
+}
+
 /**
- * The replay store on the replicas' shared KV. Store down: `fail-closed` throws
- * `shared_state_unavailable` (503, Retry-After); `local` uses this replica's own store (`fallback`),
- * counted and logged (the caller rate-limits `warn`).
+ * The replay store on the replicas' shared KV. Store down: `fail-closed` rejects with
+ * {@link ReplayStoreUnavailableError} (`unreachable`), which each proof method answers with its own
+ * reason (503 `dpop_replay_unavailable`, `httpsig_replay_unavailable`, with Retry-After); `local` uses this replica's own store (`fallback`),
+ * counted (`onFallback`, per proof) and logged (`log`): a warning when it starts, one at most every
+ * {@link FALLBACK_LOG_EVERY_MS} while it goes on (with the count since), an info once a proof is
+ * recorded in the shared store again.
  */
-export function createSharedReplayStore(
-  kv: KeyValueStore,
-  options: { onUnavailable: 'fail-closed' | 'local'; fallback: ReplayStore; now?: () => number; onFallback?: () => void },
-): ReplayStore {
-  const shared = replayStoreOn(kv, options.now === undefined ? {} : { now: options.now });
+export function createSharedReplayStore(kv: KeyValueStore, options: SharedReplayStoreOptions): ReplayStore {
+  const now = options.now ?? Date.now;
+  const shared = replayStoreOn(kv, { now });
+  // The fallback in progress: since when, how many proofs, and what was logged of them.
+  let outage: { since: number; count: number; loggedAt: number; unlogged: number } | undefined;
+
+  function fellBack(err: unknown): void {
+    options.onFallback?.();
+    const t = now();
+    const cause = err instanceof Error ? err.message.slice(0, 200) : 'the store failed';
+    if (outage === undefined) {
+      outage = { since: t, count: 1, loggedAt: t, unlogged: 0 };
+      options.log?.warn(
+        { onUnavailable: 'local', cause },
+        "shared state store unavailable: DPoP replay checks use this replica's own store (sharedState.onUnavailable: local) until it answers; a proof accepted meanwhile may be accepted once by each other replica",
+      );
+      return;
+    }
+    outage.count++;
+    outage.unlogged++;
+    if (t - outage.loggedAt < FALLBACK_LOG_EVERY_MS) return;
+    options.log?.warn(
+      { onUnavailable: 'local', cause, fallbacks: outage.unlogged, fallbacksSinceStart: outage.count, seconds: Math.round((t - outage.since) / 1000) },
+      `shared state store still unavailable: ${outage.unlogged} more replay check(s) used this replica's own store`,
+    );
+    outage.loggedAt = t;
+    outage.unlogged = 0;
+  }
+
   return {
     async remember(key, expiresAtSeconds) {
+      let fresh: boolean;
       try {
-        return await shared.remember(key, expiresAtSeconds);
-      } catch {
-        if (options.onUnavailable === 'fail-closed') throw new GuardError('shared_state_unavailable', { retryAfterSeconds: 1, detail: 'replay store unreachable' });
-        options.onFallback?.();
+        fresh = await shared.remember(key, expiresAtSeconds);
+      } catch (err) {
+        if (options.onUnavailable === 'fail-closed') throw new ReplayStoreUnavailableError('unreachable', `shared state store unavailable (onUnavailable: fail-closed): ${err instanceof Error ? err.message.slice(0, 120) : 'no answer'}`);
+        fellBack(err);
         return options.fallback.remember(key, expiresAtSeconds);
       }
+      if (outage !== undefined) {
+        const { since, count } = outage;
+        outage = undefined;
+        options.log?.info({ fallbacks: count, seconds: Math.round((now() - since) / 1000) }, `shared state store answers again: DPoP replay checks use it again (${count} used this replica's own store meanwhile)`);
+      }
+      return fresh;
     },
   };
 }

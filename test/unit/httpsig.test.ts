@@ -11,7 +11,8 @@ import { describe, expect, it } from 'vitest';
 import { decide } from '../../src/pipeline/decide.ts';
 import { checkHttpsigFields, createHttpsigDeps, DEFAULT_HTTPSIG_POLICY, type HttpsigDeps } from '../../src/proof/httpsig.ts';
 import type { ProofCheck, ProofRequest } from '../../src/proof/method.ts';
-import { createMemoryReplayStore } from '../../src/state/replay-store.ts';
+import { createMemoryReplayStore, createSharedReplayStore } from '../../src/state/replay-store.ts';
+import { StoreUnavailableError } from '../../src/state/kv.ts';
 import { httpsigKey } from '../fixtures/httpsig-clients.ts';
 import type { TokenInfo } from '../../src/introspection/token-info.ts';
 import { compileRoutes } from '../../src/pipeline/route.ts';
@@ -63,6 +64,13 @@ describe('the httpsig check', () => {
     const parts = validParts('n-1');
     expect(reason(await run(parts, d))).toBe('ok');
     expect(reason(await run(parts, d))).toBe('httpsig_nonce_replayed');
+  });
+
+  it('the shared store down under fail-closed is httpsig_replay_unavailable (503, Retry-After), as documented', async () => {
+    const down = { up: false, get: () => Promise.reject(new StoreUnavailableError('unreachable')), set: () => Promise.reject(new StoreUnavailableError('unreachable')), setIfAbsent: () => Promise.reject(new Error('shared state deadline')) };
+    const replayStore = createSharedReplayStore(down, { onUnavailable: 'fail-closed', fallback: createMemoryReplayStore({ maxEntries: 10, now: () => NOW }), now: () => NOW * 1000 });
+    const check = await run(validParts('n-down'), createHttpsigDeps({ replayStore, now: () => NOW, keys: new LRUCache({ max: 100 }) }));
+    expect(check.ok ? undefined : { reason: check.error.reason, status: check.error.status, retryAfter: check.error.retryAfterSeconds }).toEqual({ reason: 'httpsig_replay_unavailable', status: 503, retryAfter: 1 });
   });
 
   it('property: changing any covered byte of a valid request is refused', async () => {

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { createMemoryReplayStore, replayKey, ReplayStoreUnavailableError } from '../../src/state/replay-store.ts';
+import { createMemoryReplayStore, createSharedReplayStore, FALLBACK_LOG_EVERY_MS, replayKey, ReplayStoreUnavailableError } from '../../src/state/replay-store.ts';
+import { StoreUnavailableError, type KeyValueStore } from '../../src/state/kv.ts';
+import { createMemoryKv } from '../../src/state/memory-kv.ts';
+import { manualClock } from '../fixtures/clock.ts';
 import { createNonceSource } from '../../src/proof/nonce.ts';
 
 describe('memory replay store', () => {
@@ -47,6 +50,56 @@ describe('memory replay store', () => {
     expect(replayKey('jkt', 'jti')).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(replayKey('jkt', 'jti')).not.toBe(replayKey('jkt2', 'jti'));
     expect(replayKey('a', 'b\0c')).not.toBe(replayKey('a\0b', 'c'));
+  });
+});
+
+describe('shared replay store, onUnavailable: local', () => {
+  it('logs the fallback: a warning when it starts, one a minute while it lasts (with the count since), an info when the store answers again', async () => {
+    const clock = manualClock();
+    const memory = createMemoryKv({ maxEntries: 100, now: clock.now });
+    let down = false;
+    const kv: KeyValueStore = {
+      get up() {
+        return !down;
+      },
+      get: (key) => memory.get(key),
+      set: (key, value, ttlMs) => memory.set(key, value, ttlMs),
+      setIfAbsent: (key, value, ttlMs) => (down ? Promise.reject(new StoreUnavailableError('unreachable', 'shared state deadline')) : memory.setIfAbsent(key, value, ttlMs)),
+    };
+    const lines: { level: string; detail: Record<string, unknown>; message: string }[] = [];
+    let counted = 0;
+    const store = createSharedReplayStore(kv, {
+      onUnavailable: 'local',
+      fallback: createMemoryReplayStore({ maxEntries: 100, now: () => clock.now() / 1000 }),
+      now: clock.now,
+      onFallback: () => counted++,
+      log: { warn: (detail, message) => lines.push({ level: 'warn', detail, message }), info: (detail, message) => lines.push({ level: 'info', detail, message }) },
+    });
+    const exp = () => Math.floor(clock.now() / 1000) + 300;
+    expect(await store.remember('a', exp())).toBe(true);
+    expect(lines).toEqual([]);
+    down = true;
+    for (let i = 0; i < 5; i++) {
+      expect(await store.remember(`down-${i}`, exp())).toBe(true);
+      clock.advance(10_000);
+    }
+    expect(counted).toBe(5);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: 'warn', detail: { onUnavailable: 'local', cause: 'replay store unreachable' } });
+    expect(lines[0]?.message).toContain("this replica's own store");
+    clock.advance(FALLBACK_LOG_EVERY_MS);
+    expect(await store.remember('down-late', exp())).toBe(true);
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatchObject({ level: 'warn', detail: { fallbacks: 5, fallbacksSinceStart: 6 } });
+    down = false;
+    expect(await store.remember('back', exp())).toBe(true);
+    expect(await store.remember('back-2', exp())).toBe(true);
+    expect(lines).toHaveLength(3);
+    expect(lines[2]).toMatchObject({ level: 'info', detail: { fallbacks: 6 } });
+    // A second outage is a new start: warned again at once.
+    down = true;
+    expect(await store.remember('again', exp())).toBe(true);
+    expect(lines.map((line) => line.level)).toEqual(['warn', 'warn', 'info', 'warn']);
   });
 });
 
