@@ -44,13 +44,15 @@ export function buildSharedStateSchema({ filePath }: Pick<FieldSchemas, 'filePat
           'When a replay-store write (a DPoP jti, a signature nonce) counts as stored: `primary` once the primary took it; `replica` once a replica also acknowledged it (WAIT 1, bounded by timeoutMs), so that a failover cannot forget it. A write no replica acknowledged in time follows onUnavailable.',
         ),
       keyPrefix: z.string().default('cnfguard:').describe('Prefix of every key cnfguard writes.'),
-      secretFile: filePath.describe('A file of at least 32 bytes that authenticates entries (read at start-up); the same on every replica.'),
+      secretFile: filePath.describe(
+        'A file of at least 32 bytes that authenticates entries (read at start-up), read as bytes: a trailing newline counts. The same bytes on every replica; replicas that differ (even by a newline) share nothing, and say so (secret_mismatch).',
+      ),
       onUnavailable: z
         .enum(['fail-closed', 'local'])
         .default('fail-closed')
         .describe('With the store down, proof-of-possession requests are refused (fail-closed) or checked against per-process state (local).'),
       ca: filePath.optional().describe("PEM CA for rediss:// (default: the system's trust)."),
-      timeoutMs: number(z.number().int().positive().max(60_000)).default(200).describe('Per-call deadline for the store; a slower store counts as a miss.'),
+      timeoutMs: number(z.number().int().positive().max(60_000)).default(200).describe('Per-call deadline for the store; a slower store counts as a miss. At most introspection.timeoutMs: a larger value is lowered to it (logged at start).'),
     })
     .superRefine((value, ctx) => {
       const given = SHARED_STATE_TOPOLOGIES.filter((key) => value[key] !== undefined);

@@ -8,9 +8,8 @@ import { join } from 'node:path';
 import { generateKeyPair, generateProof } from 'dpop';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GuardError } from '../../src/edge/render.ts';
 import { RedisKv } from '../../src/state/redis-kv.ts';
-import { createMemoryReplayStore, createSharedReplayStore } from '../../src/state/replay-store.ts';
+import { createMemoryReplayStore, createSharedReplayStore, ReplayStoreUnavailableError } from '../../src/state/replay-store.ts';
 import { sealKv, type SealedKv } from '../../src/state/sealed-kv.ts';
 import { findRedisServer, startRedis, type RedisServer } from '../fixtures/redis.ts';
 import { baseConfig, curl, metricOf, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
@@ -159,7 +158,8 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
         worst = Math.max(worst, performance.now() - t0);
       }
       slowest.push(worst);
-      await expect(failClosed.remember(randomBytes(8).toString('hex'), exp)).rejects.toSatisfy((e) => e instanceof GuardError && e.reason === 'shared_state_unavailable' && e.status === 503);
+      // Each proof method answers it with its own reason (dpop_replay_unavailable, httpsig_replay_unavailable).
+      await expect(failClosed.remember(randomBytes(8).toString('hex'), exp)).rejects.toSatisfy((e) => e instanceof ReplayStoreUnavailableError && e.reason === 'unreachable');
       const jti = randomBytes(8).toString('hex');
       expect(await local.remember(jti, exp)).toBe(true);
       expect(await local.remember(jti, exp)).toBe(false);
@@ -179,6 +179,48 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
     await new Promise((r) => setTimeout(r, 100)); // the write to the store does not hold the response
     expect((await curl(d.pki, `${(guards[2] as Guard).started.url}/a`, { cert: d.pki.files.client1, token })).status).toBe(200);
     expect(d.as.introspectionCalls() - before).toBe(1);
+  });
+
+  it('a replica whose secretFile differs by a trailing newline is not silent: an error naming the cause, counted', async () => {
+    const [a] = guards as [Guard];
+    expect(await metricOf(a, /^cnfguard_shared_state_errors_total\{kind="secret_mismatch"\}/)).toBe(0);
+    // The same secret written with `echo` instead of `head -c`: another HMAC key, so no entry of the others is ever read.
+    const echoed = join(d.pki.dir, 'shared-secret-echoed');
+    await writeFile(echoed, Buffer.concat([secret, Buffer.from('\n')]), { mode: 0o600 });
+    const odd = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { sharedState: { url: redis.url, secretFile: echoed, onUnavailable: 'fail-closed', timeoutMs: 5000 }, methods: ['mtls', 'dpop'], dpop: { nonce: true } }));
+    try {
+      // At connect it reads the others' fingerprint (each replica wrote its own at connect).
+      await waitFor(async () => (await metricOf(odd, /^cnfguard_shared_state_errors_total\{kind="secret_mismatch"\}/)) === 1);
+      const line = odd.logs.entries().find((entry) => String(entry.msg).includes('different sharedState.secretFile'));
+      expect(line).toMatchObject({ level: 'error', cause: 'trailing-whitespace' });
+      expect(String(line?.msg)).toContain('trailing newline');
+      expect(odd.logs.text()).not.toContain(secret.toString('base64url'));
+      // Its timeoutMs above introspection.timeoutMs is lowered, and said (check prints the configured value).
+      expect(odd.logs.entries().find((entry) => String(entry.msg).startsWith('sharedState.timeoutMs 5000 is more than introspection.timeoutMs'))).toMatchObject({ level: 'warn', configured: 5000 });
+    } finally {
+      await odd.stop();
+    }
+  });
+
+  it('a full store (maxmemory, noeviction) is logged with its own error, not only counted', async () => {
+    const full = (await startRedis()) as RedisServer;
+    const warnings: { message: string; detail: Record<string, unknown> }[] = [];
+    const errors: string[] = [];
+    const kv = new RedisKv({ url: full.url, timeoutMs: TIMEOUT_MS, warn: (message, detail) => void warnings.push({ message, detail }), onError: (kind) => void errors.push(kind) });
+    try {
+      kv.connect();
+      await waitFor(() => kv.up);
+      await kv.redis.config('SET', 'maxmemory', '1'); // any write is now over the limit
+      const replay = createSharedReplayStore(sealKv(kv, { secret, keyPrefix: 'cnfguard:' }), { onUnavailable: 'fail-closed', fallback: localReplayStore() });
+      await expect(replay.remember('jti-on-a-full-store', Math.floor(Date.now() / 1000) + 60)).rejects.toBeInstanceOf(ReplayStoreUnavailableError);
+      expect(errors).toEqual(['unavailable']);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]?.message).toBe('shared state store is full (maxmemory reached): it refuses writes');
+      expect(String(warnings[0]?.detail.error)).toMatch(/^OOM command not allowed/);
+    } finally {
+      kv.close();
+      await full.cleanup();
+    }
   });
 
   it('rediss:// with a CA from sharedState.ca-style trust', async () => {
