@@ -104,6 +104,9 @@ describe.skipIf(!available)('workers: 2, sharedState with replayDurability repli
     const unacked = async () => (await metric(/^cnfguard_shared_state_errors_total\{kind="replica_unacked"\}/)) + (await metric(/^cnfguard_shared_state_errors_total\{kind="timeout"\}/));
     await expect.poll(unacked, { timeout: 5000, interval: 100 }).toBeGreaterThanOrEqual(1);
     await expect.poll(() => metric(/^cnfguard_shared_state_errors_total\{kind="local_fallback"\}/), { timeout: 5000, interval: 100 }).toBeGreaterThanOrEqual(1);
+    // Logged, not only counted (CONTRACT: "a per-replica replay store under local (logged and counted)").
+    const fallbackWarning = lines().find((l) => String(l.msg).startsWith("shared state store unavailable: DPoP replay checks use this replica's own store"));
+    expect(fallbackWarning).toMatchObject({ onUnavailable: 'local' });
   });
 
   it('store down: the fallback is the cluster primary store, so two workers accept a proof once', async () => {
