@@ -94,7 +94,8 @@ export function buildSharedStore(config: LoadedConfig, io: { metrics: Metrics; l
   const sealed = sealKv(inner, { secret: config.sharedState.secret, keyPrefix: shared.keyPrefix, onForged: () => metrics.sharedStateErrors.inc({ kind: 'forged' }) });
 
   const { keyPrefix } = shared;
-  const secretCheck = createSecretCheck({ kv: inner, keyPrefix, secret: config.sharedState.secret, now });
+  // On the untraced store: a check every 30 s is no request's child.
+  const secretCheck = createSecretCheck({ kv: redis, keyPrefix, secret: config.sharedState.secret, now });
   let mismatchLoggedAt = -Infinity;
   async function runSecretCheck(): Promise<SecretCheckResult> {
     const result = await secretCheck.check();
