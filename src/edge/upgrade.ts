@@ -28,6 +28,13 @@ export interface UpgradeDependencies {
   tracing?: TracingSlot | undefined;
 }
 
+/** A websocket opening handshake (RFC 6455 §4.1): the one upgrade cnfguard tunnels. */
+export function isWebsocketUpgrade(req: IncomingMessage): boolean {
+  return String(req.headers.upgrade ?? '')
+    .split(',')
+    .some((protocol) => protocol.trim().toLowerCase() === 'websocket');
+}
+
 /** An upgrade never reads a body: a form is not inspected, and any body belongs to the upgraded protocol. */
 const NO_FORM = () => Promise.resolve({ kind: 'read' as const, bytes: Buffer.alloc(0) });
 
@@ -59,12 +66,21 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
       req.headers = headers as IncomingMessage['headers'];
       req.url = verdict.target;
       deps.onUpgraded(socket);
-      deps.forwarder.ws(req, socket, head, route.upstream, answerHeaders(verdict, exchange.requestId), (err) => {
-        upstreamSpan?.end(undefined, err.reason);
-        exchange.fail(err);
-        status = err.status;
-        socket.destroy();
-      });
+      deps.forwarder.ws(
+        req,
+        socket,
+        head,
+        route.upstream,
+        answerHeaders(verdict, exchange.requestId),
+        (err) => {
+          upstreamSpan?.end(undefined, err.reason);
+          exchange.fail(err);
+          status = err.status;
+          socket.destroy();
+        },
+        // The upstream answered without upgrading: the access line says what the client got.
+        (answered) => (status = answered),
+      );
     } catch (err) {
       deps.logger.error({ reqId: exchange.requestId, err }, 'upgrade handling failed');
       exchange.fail(edgeFailures.internal());

@@ -4,7 +4,7 @@
  * reload swaps (the runtime, the settings in force) and whether cnfguard is ready or draining are
  * read through {@link ServingState} at each request.
  */
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Metrics } from '../admin/metrics.ts';
 import { createAdminServer } from '../admin/server.ts';
@@ -15,7 +15,7 @@ import type { Settings } from '../config/schema.ts';
 import { createDecisionApi } from '../edge/decision-api.ts';
 import type { TracingSlot } from '../observe/tracing.ts';
 import { createProxyEdge } from '../edge/proxy.ts';
-import { createUpgradeEdge } from '../edge/upgrade.ts';
+import { createUpgradeEdge, isWebsocketUpgrade } from '../edge/upgrade.ts';
 import type { Logger } from '../log.ts';
 import { createAccessLog } from '../observe/access-log.ts';
 import { createCertificateSource, type CertificateSource } from '../pipeline/client-cert.ts';
@@ -77,6 +77,10 @@ export function createListeners({ config, state, logger, metrics, now, admin, de
   const edge = { runtime: () => state.runtime, forwarder, logger, accessLog, certificates: certificateSource, draining: () => state.draining, tracing };
   const proxyEdge = createProxyEdge({ ...edge, metrics, bodyBudget: createBodyBudget(settings.limits.bufferedBodyBytes), requestTimeoutMs: () => state.current.limits.requestTimeoutMs });
   const listener = createTlsServer(config.tls, settings.limits, proxyEdge, settings.listen.http2 ? { onRequest: proxyEdge } : undefined);
+  // Only websocket upgrades are tunnelled (edge/upgrade.ts). Any other Upgrade (h2c, TLS/1.x) is a
+  // request like any other, its Upgrade dropped as hop-by-hop: RFC 9110 §7.8 lets a server ignore
+  // it. (Node's default sends every Upgrade to the 'upgrade' listener, which answered none.)
+  (listener.server as { shouldUpgradeCallback?: (req: IncomingMessage) => boolean }).shouldUpgradeCallback = isWebsocketUpgrade;
   listener.server.on(
     'upgrade',
     createUpgradeEdge({

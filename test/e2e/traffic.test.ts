@@ -10,6 +10,7 @@ import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment, type Guard } from '../fixtures/stack.ts';
 import { connectTls, exchange, getRequest } from '../fixtures/raw-tls.ts';
+import { waitFor } from '../fixtures/wait.ts';
 
 let d: Deployment;
 let guard: Guard;
@@ -121,6 +122,33 @@ describe('websocket upgrades', () => {
     socket.destroy();
   });
 
+  it('an Upgrade other than websocket (h2c) is answered as a plain request, its Upgrade not passed on (RFC 9110 §7.8)', async () => {
+    const token = await d.tokenFor('client1');
+    const { socket } = await connectTls(guard.started.port, { ca: d.pki.certs.ca.cert, client: d.pki.certs.clients.client1 });
+    // The connection stays open (a plain keep-alive answer): the head is all there is to wait for.
+    let head = '';
+    socket.on('data', (c: Buffer) => (head += c.toString('latin1')));
+    socket.write(`GET /h2c-upgrade HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+    await waitFor(() => head.includes('\r\n\r\n') || undefined, 'the answer head', { timeoutMs: 5000, intervalMs: 10 });
+    expect(head).toMatch(/^HTTP\/1\.1 200 /);
+    const seen = d.upstream.requests.findLast((r) => r.url === '/h2c-upgrade');
+    expect(seen?.headers.upgrade).toBeUndefined();
+    expect(seen?.headers['http2-settings']).toBeUndefined();
+    const line = await waitFor(() => guard.logs.entries().findLast((l) => l.msg === 'request' && l.path === '/h2c-upgrade'), 'the access line', { timeoutMs: 5000, intervalMs: 10 });
+    expect(line).toMatchObject({ status: 200, upstreamStatus: 200 });
+    socket.destroy();
+  });
+
+  it('an upstream that does not upgrade: its answer reaches the client and the access line as it is', async () => {
+    const token = await d.tokenFor('client1');
+    const { socket } = await connectTls(guard.started.port, { ca: d.pki.certs.ca.cert, client: d.pki.certs.clients.client1 });
+    // No Sec-WebSocket-Key: the echo upstream answers 400 rather than 101.
+    const answer = await exchange(socket, `GET /ws-refused HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+    expect(answer.status).toBe(400);
+    await waitFor(() => guard.logs.entries().findLast((l) => l.msg === 'request' && l.path === '/ws-refused'), 'the access line', { timeoutMs: 5000, intervalMs: 20 });
+    expect(guard.logs.entries().findLast((l) => l.msg === 'request' && l.path === '/ws-refused')).toMatchObject({ status: 400 });
+  });
+
   it('are refused like any request when the token is bound to another certificate', async () => {
     const token = await d.tokenFor('client1');
     const before = d.upstream.requests.length;
@@ -151,7 +179,7 @@ describe('admin endpoints', () => {
 });
 
 describe('the authorization server dies', () => {
-  it('fails closed: 503 without a Bearer error, and the upstream is never called', async () => {
+  it('fails closed: 503 with the temporarily_unavailable challenge, and the upstream is never called', async () => {
     const own = await startDeployment();
     const g = await startGuard(own.pki, baseConfig(own.pki, own.as, own.upstream));
     try {
