@@ -41,9 +41,17 @@ export function pipelineLimits(limits: Limits): PipelineLimits {
 }
 
 /**
+ * How far past `limits.headerBytes` / `headerCount` an HTTP/2 header list may go and still be
+ * read, so that the pipeline answers it 431 (with its access line), as over HTTP/1.1; past it,
+ * nghttp2 resets the stream (ENHANCE_YOUR_CALM). The hard bound on what a stream's headers cost.
+ */
+export const HTTP2_HEADER_HEADROOM = 2;
+
+/**
  * HTTP/2 session limits, set explicitly and lower than Node's defaults where a sidecar needs less:
- * - concurrent streams and header list size (SETTINGS; nghttp2 applies the latter only once the
- *   client acknowledged it, so the pipeline measures each header list too);
+ * - concurrent streams and header list size (SETTINGS, HTTP2_HEADER_HEADROOM times the limits;
+ *   nghttp2 applies the size only once the client acknowledged it): the pipeline measures each
+ *   header list against the limits themselves and answers 431;
  * - rapid reset (CVE-2023-44487): {@link budgetSession} closes a session whose client cancels too
  *   many streams; nghttp2's own RST_STREAM bucket stays behind it as a backstop (a burst of 4x
  *   the concurrent streams, then 33 a second; Node: 1000/33), past which it sends GOAWAY;
@@ -57,9 +65,9 @@ export function pipelineLimits(limits: Limits): PipelineLimits {
  */
 export function http2Options(limits: Limits): SecureServerOptions {
   return {
-    settings: { maxConcurrentStreams: limits.http2MaxConcurrentStreams, maxHeaderListSize: limits.headerBytes, enablePush: false },
+    settings: { maxConcurrentStreams: limits.http2MaxConcurrentStreams, maxHeaderListSize: HTTP2_HEADER_HEADROOM * limits.headerBytes, enablePush: false },
     // Pseudo-headers count as pairs too.
-    maxHeaderListPairs: limits.headerCount + 8,
+    maxHeaderListPairs: HTTP2_HEADER_HEADROOM * limits.headerCount + 8,
     maxSessionMemory: 16,
     maxSessionInvalidFrames: 100,
     maxSessionRejectedStreams: 100,
