@@ -111,7 +111,12 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
     state,
     ...io,
     admin: deps.admin !== false,
-    details: (): Record<string, string> => (store === undefined ? {} : { shared_state: store.up ? 'up' : 'down' }),
+    // A replica seen writing with another secretFile shares nothing with this one: said beside up/down.
+    details: (): Record<string, string> => {
+      if (store === undefined) return {};
+      const mismatch = store.secretMismatch();
+      return { shared_state: `${store.up ? 'up' : 'down'}${mismatch === undefined ? '' : ` (secret mismatch: ${mismatch})`}` };
+    },
     status: () =>
       statusDocument({
         metrics,
@@ -121,7 +126,7 @@ export function createApp(config: LoadedConfig, deps: AppDependencies = {}): App
         config: () => ({ file: config.file, sha256: state.configSha256, settings: state.current }),
         ready: () => state.ready,
         introspectionUrl: usesIntrospection(settings) ? (client?.shownUrl ?? shownUrl(settings.introspection.url)) : undefined,
-        ...(store !== undefined && { sharedState: () => ({ up: store.up, role: store.role() }) }),
+        ...(store !== undefined && { sharedState: () => ({ up: store.up, role: store.role(), secretMismatch: store.secretMismatch() ?? null }) }),
       }),
     jwks: () => (state.current.assertion === undefined ? undefined : assertionKeys.jwks()),
   });

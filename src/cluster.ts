@@ -183,6 +183,8 @@ export async function runPrimary(config: LoadedConfig, logger: Logger, onReload:
     { metrics: () => aggregator.clusterMetrics(), contentType: aggregator.contentType },
     {
       ready: () => !stopping && readyWorkers.size === count,
+      // Each worker's own store connection: /metrics has cnfguard_shared_state_up, the lowest of them.
+      ...(settings.sharedState !== undefined && { details: () => ({ shared_state: 'per worker (cnfguard_shared_state_up in /metrics: the lowest)' }) }),
       jwks: () => (current.assertion === undefined ? undefined : assertionKeys.jwks()),
       upstream: createUpstreamCheck({ upstream: () => current.upstream, ...settings.admin.upstreamCheck }),
       // Caches, breaker and dependencies as last seen live in each worker: /status says so.
@@ -194,6 +196,8 @@ export async function runPrimary(config: LoadedConfig, logger: Logger, onReload:
           ready: () => !stopping && readyWorkers.size === count,
           introspectionUrl: shownUrl(settings.introspection.url),
           workers: () => ({ count, ready: readyWorkers.size }),
+          // Each worker has its own connection to the store (null would read as "not configured").
+          ...(settings.sharedState !== undefined && { sharedState: () => 'per-worker' as const }),
         }),
       config: () => effectiveConfigYaml({ settings: current }),
     },

@@ -216,7 +216,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     sharedStateUp: options.sharedState === true ? new Gauge({ name: 'cnfguard_shared_state_up', help: '1 while the shared state store is connected (sharedState set)', registers, aggregator: 'min' }) : undefined,
     sharedStateErrors: new Counter({
       name: 'cnfguard_shared_state_errors_total',
-      help: 'Shared state failures by kind (timeout, unavailable, replica_unacked, forged, local_fallback)',
+      help: 'Shared state failures by kind (timeout, unavailable, replica_unacked, forged, local_fallback, secret_mismatch)',
       labelNames: ['kind'] as const,
       registers,
     }),

@@ -36,7 +36,7 @@ const INTROSPECTION_OUTCOME_SET: Record<IntrospectionOutcome, true> = {
 };
 const INTROSPECTION_OUTCOMES = Object.keys(INTROSPECTION_OUTCOME_SET) as IntrospectionOutcome[];
 
-const SHARED_STATE_ERRORS = ['timeout', 'unavailable', 'forged', 'local_fallback'] as const;
+const SHARED_STATE_ERRORS = ['timeout', 'unavailable', 'replica_unacked', 'forged', 'local_fallback', 'secret_mismatch'] as const;
 
 /** What report-only lets through and counts: the failures of a binding check (certificate or proof). */
 function isBindingReason(reason: ReasonId): boolean {

@@ -28,7 +28,7 @@ export interface StatusSources {
   /** Shown introspection URL (no userinfo, query or fragment); undefined when no route introspects. */
   introspectionUrl: string | undefined;
   /** The shared store, when `sharedState` is set: `up` now. `role`: primary, failover or down (state/kv.ts). */
-  sharedState?: () => { up: boolean; role?: string };
+  sharedState?: () => { up: boolean; role?: string; secretMismatch?: string | null } | 'per-worker';
 }
 
 /** An introspection URL as logs show it: no userinfo, query or fragment. */
@@ -85,6 +85,6 @@ export async function statusDocument(sources: StatusSources): Promise<Record<str
     breaker: { state: breakerOpen === undefined ? PER_WORKER : breakerOpen ? 'open' : 'closed' },
     authorizationServer: sources.introspectionUrl === undefined ? null : { url: sources.introspectionUrl, ...seen(last('as'), at) },
     jwks: settings.jwt === undefined ? null : { url: withoutUserinfo(new URL(settings.jwt.jwksUri)), ...seen(last('jwks'), at) },
-    sharedState: shared === undefined ? null : { state: shared.up ? 'up' : 'down', role: shared.role ?? (shared.up ? 'primary' : 'down') },
+    sharedState: shared === undefined ? null : shared === 'per-worker' ? PER_WORKER : { state: shared.up ? 'up' : 'down', role: shared.role ?? (shared.up ? 'primary' : 'down'), ...(shared.secretMismatch !== undefined && { secretMismatch: shared.secretMismatch }) },
   };
 }

@@ -98,6 +98,11 @@ describe.skipIf(!available)('workers: 2, sharedState with replayDurability repli
     expect(statuses.filter((s) => s === 401)).toHaveLength(CONNECTIONS - 1);
   }
 
+  it('the primary\'s admin says the store is kept per worker, not that none is configured', async () => {
+    expect(await (await fetch(`${adminUrl}/readyz`)).text()).toMatch(/^ready\nshared_state: per worker/);
+    expect(((await (await fetch(`${adminUrl}/status`)).json()) as { sharedState: unknown }).sharedState).toMatch(/per worker/);
+  });
+
   it('store up, no replica to acknowledge: each worker waits, falls back, and a proof is still accepted once', async () => {
     await expectAcceptedOnceByBothWorkers();
     // WAIT answered 0, or (a slow machine) the call's deadline came first: either way no acknowledgement, and a fallback.

@@ -195,6 +195,9 @@ describe.skipIf(!available)('shared state (real redis-server)', () => {
       expect(line).toMatchObject({ level: 'error', cause: 'trailing-whitespace' });
       expect(String(line?.msg)).toContain('trailing newline');
       expect(odd.logs.text()).not.toContain(secret.toString('base64url'));
+      // And the admin says so where an operator looks first.
+      expect(await (await fetch(`${odd.started.adminUrl}/readyz`)).text()).toContain('shared_state: up (secret mismatch: trailing-whitespace)');
+      expect(((await (await fetch(`${odd.started.adminUrl}/status`)).json()) as { sharedState: unknown }).sharedState).toMatchObject({ state: 'up', secretMismatch: 'trailing-whitespace' });
       // Its timeoutMs above introspection.timeoutMs is lowered, and said (check prints the configured value).
       expect(odd.logs.entries().find((entry) => String(entry.msg).startsWith('sharedState.timeoutMs 5000 is more than introspection.timeoutMs'))).toMatchObject({ level: 'warn', configured: 5000 });
     } finally {
