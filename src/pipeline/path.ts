@@ -205,6 +205,25 @@ export function readsOneWay(received: string): boolean {
   return !REINTERPRETABLE.test(received) && !received.includes('//');
 }
 
+/**
+ * The path as a stack reads it that decodes the whole target before it splits off the query: an
+ * encoded `?` or `#` (`/admin%3Fx`, in any layer of encoding) then ends the path (`/admin`).
+ * Permissive otherwise; undefined when no escape decodes to either.
+ */
+export function decodedBeforeQuery(received: string, ignoreCase: boolean): string | undefined {
+  if (!received.includes('%')) return undefined;
+  const segments = received.split('/').slice(1);
+  const at = segments.findIndex((segment) => /[?#]/.test(decodeSegment(segment)));
+  if (at === -1) return undefined;
+  const kept = segments.slice(0, at + 1).map((segment, index) => {
+    if (index < at) return permissiveSegment(segment, ignoreCase);
+    // The segment up to the delimiter, as the permissive reading takes it.
+    const decoded = decodeSegment(segment);
+    return permissiveSegment(encodeURIComponent(decoded.slice(0, decoded.search(/[?#]/))), ignoreCase);
+  });
+  return removeDotSegments(kept);
+}
+
 /** The two readings of a path that routes are matched on. */
 export function routingPaths(target: Pick<ParsedTarget, 'path' | 'received'>, ignoreCase: boolean): RoutingPaths {
   const canonical = ignoreCase ? target.path.toLowerCase() : target.path;

@@ -5,7 +5,7 @@
  */
 import type { BindingMode, ProofMethod, Settings } from '../config/schema.ts';
 import { GuardError } from '../oauth/reasons.ts';
-import { rawReadings, readsOneWay, routingPaths, type ParsedTarget } from './path.ts';
+import { decodedBeforeQuery, rawReadings, readsOneWay, routingPaths, type ParsedTarget } from './path.ts';
 import { hostMatches, pathMatches, segmentPrefix } from '../routing/match.ts';
 import type { ValidationMode } from '../validation/validator.ts';
 
@@ -233,6 +233,11 @@ export function routeFor(table: RouteTable, host: string, target: Pick<ParsedTar
   const route = matchRoute(table, host, paths.canonical);
   if (paths.permissive !== paths.canonical && matchRoute(table, host, paths.permissive) !== route) {
     throw new GuardError('path_ambiguous', { detail: 'the path reads as another route once decoded, without ;params or trailing dots' });
+  }
+  // Forwarded as received or not, the escape stays in what the upstream gets: one that decodes before it splits off the query reads `/admin%3Fx` as /admin.
+  const cut = decodedBeforeQuery(target.received, table.ignoreCase);
+  if (cut !== undefined && matchRoute(table, host, cut) !== route) {
+    throw new GuardError('path_ambiguous', { detail: 'the path reads as another route when an encoded ? or # ends it' });
   }
   if (options.forwardedRaw === true && !readsOneWay(target.received)) {
     for (const reading of rawReadings(target.received, table.ignoreCase)) {
