@@ -102,7 +102,7 @@ export function routePolicySchemas(
     scopes: defaulted(z.array(scopeToken).describe('Scopes the token must all carry; otherwise 403 insufficient_scope.'), []),
     audience: optional(z.string().min(1).describe("The token's `aud` must contain this value (required for JWT validation, RFC 9068 §4).")),
     stripAuthorization: defaulted(flag.describe('Drop the Authorization header before forwarding.'), false),
-    upstreamTimeoutMs: defaulted(positiveInt.describe('Time the upstream has to answer; then 504.'), 30_000),
+    upstreamTimeoutMs: defaulted(positiveInt.describe('Time the upstream has to answer; then 504. Also how long a client may take none of the answer (a closed window): then the exchange is cut and the upstream connection freed.'), 30_000),
     upstreamHttp2: defaulted(flag.describe('Speak HTTP/2 to the upstream (h2c for http://, h2 for https://): gRPC needs it end to end.'), false),
     maxBodyBytes: defaulted(positiveInt.describe('Largest request body forwarded; larger ones get 413.'), 64 * 1024 * 1024),
     resource: optional(httpUrl.describe('RFC 9728 resource identifier; on the default route it enables /.well-known/oauth-protected-resource.')),

@@ -103,14 +103,21 @@ export class BodyRelay {
   readonly #res: ProxyResponse;
   readonly #pause: () => void;
   readonly #resume: () => void;
+  readonly #stall: { ms: number; onStall: (err: GuardError) => void } | undefined;
   /** Bytes of the declared length still to come, when the answer ends with its last chunk. */
   #unwritten: number | undefined;
 
-  /** `pause` and `resume` the upstream's body (its reads resume on the client's 'drain'). */
-  constructor(res: ProxyResponse, pause: () => void, resume: () => void) {
+  /**
+   * `pause` and `resume` the upstream's body (its reads resume on the client's 'drain'). `stall`:
+   * a client that takes nothing for `ms` (HTTP/2 flow control at zero, a full TCP window) while
+   * the upstream waits on it would hold the upstream connection for as long as it keeps its own
+   * connection alive; then `onStall` is told, with the failure to end the exchange on.
+   */
+  constructor(res: ProxyResponse, pause: () => void, resume: () => void, stall?: { ms: number; onStall: (err: GuardError) => void }) {
     this.#res = res;
     this.#pause = pause;
     this.#resume = resume;
+    this.#stall = stall;
   }
 
   head(endsWithBody: boolean, contentLength: string | string[] | undefined): void {
@@ -126,7 +133,18 @@ export class BodyRelay {
     }
     if (!(this.#res as { write(chunk: Buffer): boolean }).write(chunk)) {
       this.#pause();
-      this.#res.once('drain', this.#resume);
+      const stall = this.#stall;
+      if (stall === undefined) {
+        this.#res.once('drain', this.#resume);
+        return false;
+      }
+      const timer = setTimeout(() => stall.onStall(new GuardError('client_aborted', { detail: `the client took none of the answer for ${stall.ms} ms` })), stall.ms);
+      timer.unref();
+      this.#res.once('drain', () => {
+        clearTimeout(timer);
+        this.#resume();
+      });
+      this.#res.once('close', () => clearTimeout(timer));
     }
     return false;
   }

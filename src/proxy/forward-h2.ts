@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import http2, { type ClientHttp2Session } from 'node:http2';
 import type { Readable } from 'node:stream';
+import type { GuardError } from '../oauth/reasons.ts';
 import { BodyRelay, endResponse, failureOf, hasBody, onClientGone, writeResponseHead, type WebForwardOptions } from './forward-common.ts';
 import type { ProxyRequest, ProxyResponse } from './messages.ts';
 
@@ -28,11 +29,12 @@ export function createHttp2Upstream() {
 
   function forward(req: ProxyRequest, res: ProxyResponse, target: URL, options: WebForwardOptions): void {
     let settled = false;
-    const fail = (err: unknown): void => {
+    const failWith = (err: GuardError): void => {
       if (settled) return;
       settled = true;
-      options.onError(failureOf(err));
+      options.onError(err);
     };
+    const fail = (err: unknown): void => failWith(failureOf(err));
     if (options.signal?.aborted === true) return;
     const { host, ...rest } = options.headers;
     const headers: OutgoingHttpHeaders = {
@@ -66,7 +68,15 @@ export function createHttp2Upstream() {
       if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
     });
     let trailers: Record<string, string | string[] | undefined> | undefined;
-    const body = new BodyRelay(res, () => stream.pause(), () => stream.resume());
+    // A client that takes none of the answer for the upstream's own time budget frees the upstream stream.
+    const body = new BodyRelay(res, () => stream.pause(), () => stream.resume(), {
+      ms: options.timeoutMs,
+      onStall: (err) => {
+        // Said first: the upstream's abort reports itself as a failure too.
+        failWith(err);
+        if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+      },
+    });
     stream.on('response', (responseHeaders, flags) => {
       const status = Number(responseHeaders[':status']);
       options.onResponse?.(status);

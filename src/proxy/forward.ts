@@ -50,11 +50,12 @@ export function createForwarder(): Forwarder {
       return;
     }
     let settled = false;
-    const fail = (err: unknown) => {
+    const failWith = (err: GuardError): void => {
       if (settled) return;
       settled = true;
-      options.onError(failureOf(err));
+      options.onError(err);
     };
+    const fail = (err: unknown) => failWith(failureOf(err));
     // Set at once when the client is gone: a request still queued for a pool connection is then
     // aborted at its start.
     let started: Dispatcher.DispatchController | undefined;
@@ -65,7 +66,15 @@ export function createForwarder(): Forwarder {
     });
     if (!live) return;
     // `started` is the controller every later callback gets too (undici keeps one per dispatch).
-    const body = new BodyRelay(res, () => started?.pause(), () => started?.resume());
+    // A client that takes none of the answer for the upstream's own time budget frees the upstream connection.
+    const body = new BodyRelay(res, () => started?.pause(), () => started?.resume(), {
+      ms: options.timeoutMs,
+      onStall: (err) => {
+        // Said first: the upstream's abort reports itself as a failure too.
+        failWith(err);
+        started?.abort(new Error('the client took none of the answer'));
+      },
+    });
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart(controller) {
         started = controller;

@@ -19,11 +19,14 @@ let token: string;
 let upstream: http.Server;
 /** Bytes of the current answer the upstream's socket has taken. */
 let sent = 0;
+/** Whether the upstream's current answer was closed before it ended (its connection cut). */
+let cut: Promise<boolean> = Promise.resolve(false);
 
 beforeAll(async () => {
   d = await startDeployment();
   upstream = http.createServer((_req, res) => {
     sent = 0;
+    cut = new Promise((resolve) => res.once('close', () => resolve(!res.writableFinished)));
     res.writeHead(200, { 'content-length': SIZE });
     const chunk = Buffer.alloc(64 * 1024);
     const more = (): void => {
@@ -36,7 +39,8 @@ beforeAll(async () => {
     more();
   });
   await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-  guard = await startGuard(d.pki, { ...baseConfig(d.pki, d.as, d.upstream), upstream: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` });
+  // /stall: a route whose upstream time budget (1 s) also bounds how long a client may take none of the answer.
+  guard = await startGuard(d.pki, { ...baseConfig(d.pki, d.as, d.upstream), upstream: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`, routes: [{ pathPrefix: '/stall', upstreamTimeoutMs: 1000 }] });
   token = await d.tokenFor('client1');
 });
 afterAll(async () => {
@@ -77,5 +81,39 @@ describe('a client that stops reading holds the upstream back', () => {
     const { heldAt, received } = await pauseThenRead(res);
     expect(heldAt).toBeLessThan(SIZE / 4);
     expect(received).toBe(SIZE);
+  });
+});
+
+describe('a client that takes none of the answer for the upstream\'s time budget frees the upstream connection', () => {
+  /** Reads one chunk and never another: the exchange is cut, the upstream's answer closed unfinished, the line says why. */
+  async function stalls(body: Readable): Promise<void> {
+    await new Promise<void>((resolve) => body.once('data', () => (body.pause(), resolve())));
+    expect(await cut).toBe(true);
+    const line = await waitFor(() => guard.logs.entries().findLast((l) => l.msg === 'request' && l.path === '/stall'), 'the access line', { timeoutMs: 5000, intervalMs: 50 });
+    expect(line).toMatchObject({ reason: 'client_aborted', detail: 'the client took none of the answer for 1000 ms' });
+  }
+
+  it('HTTP/2 (a receive window the client never opens)', async () => {
+    const session = http2.connect(guard.started.url, { ca: d.pki.certs.ca.cert, ...d.pki.certs.clients.client1, servername: 'localhost' });
+    session.on('error', () => {});
+    try {
+      const stream = session.request({ ':path': '/stall', authorization: `Bearer ${token}` });
+      stream.on('error', () => {});
+      await stalls(stream);
+    } finally {
+      session.destroy();
+    }
+  });
+
+  it('HTTP/1.1 (a TCP window the client never drains)', async () => {
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      https.get(`${guard.started.url}/stall`, { ca: d.pki.certs.ca.cert, ...d.pki.certs.clients.client1, servername: 'localhost', headers: { authorization: `Bearer ${token}` }, agent: false }, resolve).on('error', reject);
+    });
+    res.on('error', () => {});
+    try {
+      await stalls(res);
+    } finally {
+      res.destroy();
+    }
   });
 });
