@@ -50,7 +50,9 @@ export interface RuntimeDependencies {
 
 export function buildRuntime(settings: Settings, deps: RuntimeDependencies): Runtime {
   const routes = compileRoutes(settings);
-  const stripped = new Set([...routes.managedHeaders, ...FORWARDING_HEADERS, ...settings.trustedProxies.map((proxy) => proxy.header)].map((name) => name.toLowerCase()));
+  // As the client copies are compared (upstream-headers.ts): `_` read as `-`, so that a managed
+  // x_tenant also strips a client's x-tenant and x_tenant (one HTTP_X_TENANT to CGI and WSGI).
+  const stripped = new Set([...routes.managedHeaders, ...FORWARDING_HEADERS, ...settings.trustedProxies.map((proxy) => proxy.header)].map((name) => name.toLowerCase().replaceAll('_', '-')));
   for (const name of deps.previous?.stripped ?? []) stripped.add(name);
   return {
     pipeline: createPipeline({

@@ -38,8 +38,24 @@ export function listenerClashes(settings: Settings): ConfigProblem[] {
 }
 
 /** Legal settings that are probably mistakes. */
+/** Every managed header name a config sets, with its path (identity, claim and assertion headers). */
+function managedHeaderNames(settings: Settings): { path: string; name: string }[] {
+  const named = (record: Readonly<Record<string, string | undefined>> | undefined, at: string, keys: boolean) =>
+    Object.entries(record ?? {}).flatMap(([key, value]) => (keys ? [{ path: `${at}.${key}`, name: key }] : value === undefined ? [] : [{ path: `${at}.${key}`, name: value }]));
+  return [
+    ...named(settings.headers as Record<string, string | undefined>, 'headers', false),
+    ...named(settings.claimHeaders, 'claimHeaders', true),
+    ...(settings.assertion === undefined ? [] : [{ path: 'assertion.header', name: settings.assertion.header }]),
+    ...settings.routes.flatMap((route, i) => [...named(route.headers as Record<string, string | undefined> | undefined, `routes[${i}].headers`, false), ...named(route.claimHeaders, `routes[${i}].claimHeaders`, true)]),
+  ];
+}
+
 export function configWarnings(settings: Settings): ConfigProblem[] {
   const warnings: ConfigProblem[] = [];
+  // Works (client copies of either spelling are removed), but nginx drops such a header by default.
+  for (const { path, name } of managedHeaderNames(settings)) {
+    if (name.includes('_')) warnings.push({ path, message: `${name} has an underscore: nginx drops such headers by default, and CGI, WSGI and Rack read it as ${name.replaceAll('_', '-')}; prefer -` });
+  }
   if (new URL(settings.introspection.url).protocol === 'http:') {
     warnings.push({ path: 'introspection.url', message: 'http:// sends the tokens and the client credentials unencrypted; use https://' });
   }

@@ -99,8 +99,6 @@ function claimHeaders(mapping: Readonly<Record<string, string>> | undefined, at:
 function problemOf(header: Managed, trustedProxies: readonly { header: string }[]): string | undefined {
   const reserved = RESERVED_HEADER_NAMES.get(header.name);
   if (reserved !== undefined) return `${header.name} is ${reserved}; choose another name, such as x-auth-…`;
-  // The client's x_name and x-name both reach a CGI/WSGI application as HTTP_X_NAME, and nginx drops names with "_" by default.
-  if (header.name.includes('_')) return `${header.name} has an underscore: many servers drop such a header (nginx) or read it as the same as ${header.name.replaceAll('_', '-')} (CGI, WSGI, Rack), which a client could then send; use - instead`;
   // The certificate header of a front: only clientCert may take it (cnfguard's XFCC replaces the front's, as Envoy does).
   const proxy = trustedProxies.findIndex((p) => p.header.toLowerCase() === header.name);
   if (proxy !== -1 && header.slot !== 'clientCert') return `${header.name} is trustedProxies[${proxy}].header, the client certificate a front passes; choose another name`;

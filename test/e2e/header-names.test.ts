@@ -78,7 +78,6 @@ describe('cnfguard check refuses managed header names that break requests or ove
     expect(r.code, r.out).toBe(2);
     for (const problem of [
       'headers.subject: cookie is a credential',
-      'headers.scope: x_scope has an underscore',
       'headers.clientId: x-request-id is a header cnfguard sets itself',
       'headers.certThumbprint: x-client-cert is trustedProxies[0].header',
       'claimHeaders.Signature-Input: signature-input is a credential',
@@ -93,6 +92,12 @@ describe('cnfguard check refuses managed header names that break requests or ove
     expect(r.out).not.toContain('claimHeaders.x-auth-client-id');
     // routes[1] renames its scope header, so its own claim header x-auth-scope is free there.
     expect(r.out).not.toContain('routes[1]');
+  });
+
+  it('an underscore in a managed name is a warning, not an error: the config runs, and client copies of either spelling are removed', async () => {
+    const r = await check({ claimHeaders: { x_tenant: 'claims.t' } });
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toContain('claimHeaders.x_tenant: x_tenant has an underscore');
   });
 
   it('a claim header with the default name of an identity header is reported at the claim header', async () => {

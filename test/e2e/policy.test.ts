@@ -48,7 +48,11 @@ beforeAll(async () => {
       introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca },
       cnf: { unknownMethods },
       claimHeaders: { 'x-tenant': 'claims.tenant_id', 'x-groups': 'claims.ext.groups' },
-      routes: [{ pathPrefix: '/optional', binding: 'optional' }],
+      routes: [
+        { pathPrefix: '/optional', binding: 'optional' },
+        // A managed name with an underscore (a warning, not an error): both client spellings are removed.
+        { pathPrefix: '/underscore', claimHeaders: { x_region: 'claims.tenant_id' } },
+      ],
     });
   lenient = await startGuard(d.pki, stubConfig('ignore'));
   strictStub = await startGuard(d.pki, stubConfig('reject'));
@@ -199,5 +203,17 @@ describe('confirmation methods', () => {
     stub.answers.set('tok-noclaims', answer({ 'x5t#S256': client1 }));
     const bare = await curl(d.pki, at(lenient, '/x'), { cert: d.pki.files.client1, token: 'tok-noclaims', headers: ['x-tenant: evil'] });
     expect(bare.json<{ headers: Record<string, string> }>().headers['x-tenant']).toBeUndefined();
+  });
+
+  it('a claim header named with an underscore: the client\'s copies in either spelling are removed (CGI and WSGI read both as one)', async () => {
+    stub.answers.set('tok-claims', answer({ 'x5t#S256': client1 }, { tenant_id: 'acme', ext: { groups: ['ops', 'dev'] } }));
+    stub.answers.set('tok-noclaims', answer({ 'x5t#S256': client1 }));
+    const forged = ['x_region: evil', 'x-region: evil'];
+    const claimed = (await curl(d.pki, at(lenient, '/underscore/a'), { cert: d.pki.files.client1, token: 'tok-claims', headers: forged })).json<{ headers: Record<string, string> }>().headers;
+    expect(claimed['x_region']).toBe('acme');
+    expect(claimed['x-region']).toBeUndefined();
+    const bare = (await curl(d.pki, at(lenient, '/underscore/b'), { cert: d.pki.files.client1, token: 'tok-noclaims', headers: forged })).json<{ headers: Record<string, string> }>().headers;
+    expect(bare['x_region']).toBeUndefined();
+    expect(bare['x-region']).toBeUndefined();
   });
 });
