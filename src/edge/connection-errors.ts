@@ -4,6 +4,7 @@
  * handshake did not complete gets no bytes and is destroyed at once, so it gives back its
  * `maxConnections` slot; a parser refusal gets its status through the one renderer.
  */
+import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
@@ -11,7 +12,7 @@ import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
 import { renderError } from './render.ts';
 import { GuardError, type ReasonId } from '../oauth/reasons.ts';
-import { rawResponse } from './answer.ts';
+import { rawResponse, REQUEST_ID_HEADER } from './answer.ts';
 
 export interface ConnectionTracker {
   /** Open TCP connections, handshaking or not. */
@@ -22,13 +23,26 @@ export interface ConnectionTracker {
   destroyHandshaking(): void;
 }
 
-function parserReason(code: string | undefined): ReasonId {
-  if (code === 'HPE_HEADER_OVERFLOW') return 'headers_too_large';
+/**
+ * Node answers HPE_HEADER_OVERFLOW both past `maxHeaderSize` bytes and past `maxHeadersCount`
+ * lines: the packet it choked on says which, when it holds more lines than the count allows.
+ */
+function parserReason(code: string | undefined, rawPacket: Buffer | undefined, maxHeadersCount: number): ReasonId {
+  if (code === 'HPE_HEADER_OVERFLOW') return rawPacket !== undefined && linesIn(rawPacket) > maxHeadersCount ? 'headers_too_many' : 'headers_too_large';
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP_HEADERS_TIMEOUT') return 'request_timeout';
   return 'http_malformed';
 }
 
-export function guardConnections(server: Server, deps: { logger: Logger; accessLog: AccessLog; realm: () => string }): ConnectionTracker {
+function linesIn(packet: Buffer): number {
+  let lines = 0;
+  for (let at = packet.indexOf(10); at !== -1; at = packet.indexOf(10, at + 1)) lines++;
+  return lines;
+}
+
+export function guardConnections(server: Server, deps: { logger: Logger; accessLog: AccessLog; realm: () => string; now?: () => number }): ConnectionTracker {
+  const now = deps.now ?? Date.now;
+  /** When each connection last began waiting for a request: its handshake, then each answer's end. */
+  const waitingSince = new WeakMap<Duplex, number>();
   const sockets = new Set<Socket>();
   const established = new WeakSet<Duplex>();
   server.on('connection', (socket: Socket) => {
@@ -37,6 +51,7 @@ export function guardConnections(server: Server, deps: { logger: Logger; accessL
   });
   server.on('secureConnection', (socket: Duplex) => {
     established.add(socket);
+    waitingSince.set(socket, now());
     // 'connection' saw the TCP socket under this TLS socket.
     const tcp = (socket as { _parent?: Duplex })._parent;
     if (tcp !== undefined) established.add(tcp);
@@ -52,10 +67,15 @@ export function guardConnections(server: Server, deps: { logger: Logger; accessL
       socket.destroy();
       return;
     }
-    const reason = parserReason(err.code);
+    const reason = parserReason(err.code, (err as { rawPacket?: Buffer }).rawPacket, server.maxHeadersCount ?? Infinity);
     const refusal = new GuardError(reason, { detail: `HTTP parser: ${err.code ?? 'error'}` });
-    deps.accessLog.record({ requestId: '', method: undefined, path: undefined, status: refusal.status, verdict: undefined, failure: refusal, upstreamStatus: undefined, thumbprint: undefined, latencyMs: 0 });
-    socket.end(rawResponse(renderError(refusal, { realm: deps.realm() })));
+    // Who it was and how long they took (a slowloris is seen by its peer and its wait; since the
+    // handshake: exact for a connection's first request, an upper bound after): the request never parsed.
+    const requestId = randomUUID();
+    const client = (socket as { remoteAddress?: string }).remoteAddress;
+    const since = waitingSince.get(socket);
+    deps.accessLog.record({ requestId, method: undefined, path: undefined, status: refusal.status, verdict: undefined, failure: refusal, upstreamStatus: undefined, thumbprint: undefined, latencyMs: since === undefined ? 0 : now() - since, client });
+    socket.end(rawResponse(renderError(refusal, { realm: deps.realm() }), { [REQUEST_ID_HEADER]: requestId }));
   });
   return {
     get size() {

@@ -127,15 +127,25 @@ describe('request smuggling and confusion (raw sockets)', () => {
 });
 
 describe('limits', () => {
-  it('header bytes over the limit: 431', async () => {
+  /** The access line of a request refused by Node's parser: it names the peer and the answer's request id. */
+  const parserLine = async (response: string, reason: string): Promise<void> => {
+    const requestId = /x-request-id: ([0-9a-f-]{36})/i.exec(response)?.[1];
+    expect(requestId).toBeDefined();
+    const line = await waitFor(() => guard.logs.entries().find((e) => e.msg === 'request' && e.reqId === requestId), 'the access line', { timeoutMs: 5000, intervalMs: 20 });
+    expect(line).toMatchObject({ reason, client: '127.0.0.1' });
+  };
+
+  it('header bytes over the limit: 431, headers_too_large', async () => {
     const response = await raw(guard.started.port, `GET /x HTTP/1.1\r\nHost: a\r\n${auth}X-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
     expect(status(response)).toBe(431);
+    await parserLine(response, 'headers_too_large');
   });
 
-  it('more header lines than the limit: 431', async () => {
+  it('more header lines than the limit (far more: Node\'s parser refuses them): 431, headers_too_many', async () => {
     const many = Array.from({ length: 120 }, (_, i) => `X-H${i}: v\r\n`).join('');
     const response = await raw(guard.started.port, `GET /x HTTP/1.1\r\nHost: a\r\n${auth}${many}Connection: close\r\n\r\n`);
     expect(status(response)).toBe(431);
+    await parserLine(response, 'headers_too_many');
   });
 
   it('a target over the limit: 414', async () => {
@@ -237,7 +247,12 @@ describe('limits', () => {
     await closedWithin(socket, 5000);
     clearInterval(drip);
     expect(Date.now() - started).toBeLessThan(4000);
-    expect(Buffer.concat(chunks).toString()).toMatch(/^HTTP\/1\.1 408 /);
+    const response = Buffer.concat(chunks).toString();
+    expect(response).toMatch(/^HTTP\/1\.1 408 /);
+    await parserLine(response, 'request_timeout');
+    // How long the peer held it: the line's latency is the wait, not 0.
+    const line = guard.logs.entries().find((e) => e.msg === 'request' && e.reason === 'request_timeout');
+    expect(line?.latencyMs as number).toBeGreaterThan(500);
   });
 });
 
