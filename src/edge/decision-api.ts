@@ -112,7 +112,14 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
     const edge = EDGE_NAMES[original.front];
     const span = deps.tracing?.current?.request(edge, original.method, traceHeadersOf(req.headers));
     const exchange = new Exchange(accessLog, { method: original.method, target: original.target, client: peer, forwardedFor: forwardedClient(lines('x-forwarded-for')), edge }, span);
-    const refuse = (err: GuardError): void => sendRefusal(res, original.front, renderFor(err, runtime.realm, exchange.verdict), exchange.requestId);
+    // The status the decision stands for: /nginx answers most refusals 403 (statusFor), and the
+    // recipe restores this one for the client; the access line, the metrics and the span say it.
+    let decided: number | undefined;
+    const refuse = (err: GuardError): void => {
+      const rendered = renderFor(err, runtime.realm, exchange.verdict);
+      decided = rendered.status;
+      sendRefusal(res, original.front, rendered, exchange.requestId);
+    };
     try {
       const { method, target } = original;
       if (method === undefined || target === undefined) {
@@ -139,7 +146,7 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
       // The line is written once the answer is (a check has no body to wait for; no close listener
       // a request). A front that went away while the pipeline ran was answered to no one.
       if (req.socket.destroyed && !res.writableFinished) exchange.fail(edgeFailures.clientAborted('the front closed the connection before the answer'));
-      exchange.finish(res.statusCode);
+      exchange.finish(decided ?? res.statusCode);
     }
   }
   return (req, res) => void handle(req, res).catch((err: unknown) => logger.error({ err }, 'decision failed'));

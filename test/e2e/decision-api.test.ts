@@ -100,6 +100,10 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
     try {
       const r = await curl(d.pki, `https://127.0.0.1:${front?.port}/app`, { cert: d.pki.files.client1, token: await d.tokenFor('client1') });
       expect(r.status).toBe(503);
+      // Counted as the 503 it is (CnfguardHighErrorRatio counts 5xx responses), though nginx was answered 403.
+      const metrics = await (await fetch(`${down.started.adminUrl as string}/metrics`)).text();
+      expect(metrics).toMatch(/^cnfguard_responses_total\{route="default",status="503"\} 1$/m);
+      expect(metrics).not.toMatch(/^cnfguard_responses_total\{route="default",status="403"\}/m);
     } finally {
       await front?.stop();
       await down.stop();
@@ -122,7 +126,8 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
     expect(JSON.parse(r.body)).toMatchObject({ error: 'invalid_request' });
     const lines = guard.logs.entries().filter((e) => e.edge === 'decision-api/nginx' && e.reqId === r.headers['x-request-id']);
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatchObject({ status: 403, decision: 'deny', reason: 'token_in_query' });
+    // The line says the status the decision stands for (the recipe gives the client that one), not nginx's 403.
+    expect(lines[0]).toMatchObject({ status: 400, decision: 'deny', reason: 'token_in_query' });
     expect(guard.logs.text()).not.toContain(token1);
   });
 });
