@@ -149,8 +149,10 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
           metrics.upstreamDuration.observe(route.id, (performance.now() - forwardedAt) / 1000);
         },
         onError: (err) => {
-          upstreamSpan?.end(undefined, err.reason);
-          if (exchange.failure === undefined) fail((req as { destroyed?: boolean }).destroyed === true && !req.complete ? edgeFailures.clientAborted('the client went away during the upload') : err);
+          const failure = exchange.failure ?? ((req as { destroyed?: boolean }).destroyed === true && !req.complete ? edgeFailures.clientAborted('the client went away during the upload') : err);
+          // A call cut because the client left (or a limit broke) says so, not that the upstream was unreachable.
+          upstreamSpan?.end(undefined, failure.reason);
+          if (exchange.failure === undefined) fail(failure);
         },
       });
     } catch (err) {

@@ -99,8 +99,8 @@ export function createOtelTracer(options: OtelOptions): Tracer {
     try {
       return await fn();
     } catch (err) {
-      // The error's code or name only: a message may quote a server's answer.
-      span.setStatus({ code: SpanStatusCode.ERROR, message: (err as NodeJS.ErrnoException).code ?? (err as Error).name });
+      // The error's code (a system error's, or cnfguard's reason id) or name only: a message may quote a server's answer.
+      span.setStatus({ code: SpanStatusCode.ERROR, message: (err as NodeJS.ErrnoException).code ?? (err as { reason?: string }).reason ?? (err as Error).name });
       throw err;
     } finally {
       span.end();

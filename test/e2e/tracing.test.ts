@@ -130,6 +130,39 @@ describe('tracing', () => {
     expect(span.attributes).toMatchObject({ 'cnfguard.decision': 'deny', 'cnfguard.reason': 'certificate_mismatch', 'http.response.status_code': 401, 'cnfguard.proof_method': 'none' });
   });
 
+  it('a client that leaves before the upstream answers: the upstream call\'s span says so, not that the upstream was unreachable', async () => {
+    const leaving = new AbortController();
+    const answered = request(`${guard.started.url}/gone`, { headers: { authorization: `Bearer ${await token()}`, 'x-echo-delay-ms': '2000' }, dispatcher: agent({ cert: true }), signal: leaving.signal }).catch(() => undefined);
+    await waitFor(() => d.upstream.requests.some((r) => r.url === '/gone') || undefined, 'the request to reach the upstream', { timeoutMs: 5000, intervalMs: 20 });
+    leaving.abort();
+    await answered;
+    const spans = await traceOf(upstreamTraceparent('/gone').traceId, ['cnfguard.request', 'cnfguard.upstream']);
+    expect(spans.find((s) => s.name === 'cnfguard.upstream')?.status).toEqual({ code: 2, message: 'client_aborted' });
+    expect(spans.find((s) => s.name === 'cnfguard.request')?.attributes['cnfguard.reason']).toBe('client_aborted');
+  });
+
+  it('the AS unreachable: the introspection span\'s error names the failure by its reason id', async () => {
+    const down = await startGuard(
+      d.pki,
+      baseConfig(d.pki, d.as, d.upstream, {
+        tracing: { otlpEndpoint: receiver.url, serviceName: 'cnfguard-as-down' },
+        introspection: { url: 'https://127.0.0.1:1/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 500, probeAtStartup: false },
+      }),
+    );
+    try {
+      const res = await request(`${down.started.url}/as-down`, { headers: { authorization: `Bearer ${await token()}` }, dispatcher: agent({ cert: true }) });
+      await res.body.text();
+      expect(res.statusCode).toBe(503);
+      const root = await requestSpan(String(res.headers['x-request-id']));
+      const introspection = await waitFor(() => receiver.spans().find((s) => s.name === 'cnfguard.introspection' && s.traceId === root.traceId), 'the introspection span', { timeoutMs: 15_000 });
+      expect(introspection.status.code).toBe(2);
+      expect(introspection.status.message).toMatch(/^[a-z_]+$|^E[A-Z]+$/);
+      expect(introspection.status.message).not.toBe('GuardError');
+    } finally {
+      await down.stop();
+    }
+  });
+
   it("an untrusted client's traceparent starts nothing: a new trace, and the upstream gets cnfguard's, not the client's", async () => {
     const theirs = hex(16);
     const res = await request(`${guard.started.url}/untrusted`, { headers: { authorization: `Bearer ${await token()}`, traceparent: `00-${theirs}-${hex(8)}-01`, tracestate: 'vendor=client' }, dispatcher: agent({ cert: true }) });
