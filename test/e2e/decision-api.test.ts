@@ -10,6 +10,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../fixtures/wait.ts';
 import { splitPemCertificates, thumbprintS256 } from '../../src/tls/certificates.ts';
 import type { PemPair } from '../../src/tls/dev-certs.ts';
 import { ENVOY_RECIPE, TRAEFIK_RECIPE, envoyApply, envoyCheckRequest, envoyRelaysUpstream, loadEnvoyRecipe, loadTraefikRecipe, traefikApply, traefikAuthRequest, type ClientRequest } from '../fixtures/fronts.ts';
@@ -108,6 +109,13 @@ describe.skipIf(findNginx() === undefined)('a real nginx with auth_request to /n
       await front?.stop();
       await down.stop();
     }
+  });
+
+  it('the access line names the client behind nginx (forwardedFor), as well as nginx (client)', async () => {
+    const r = await curl(d.pki, via('/app/who'), { cert: d.pki.files.client1, token: token1 });
+    expect(r.status).toBe(200);
+    const line = await waitFor(() => guard.logs.entries().find((e) => e.edge === 'decision-api/nginx' && e.path === '/app/who'), 'the access line', { timeoutMs: 5000, intervalMs: 20 });
+    expect(line).toMatchObject({ client: '127.0.0.1', forwardedFor: '127.0.0.1' });
   });
 
   it('a stolen token (another certificate) gets 401 with WWW-Authenticate relayed; nothing reaches the upstream', async () => {
