@@ -19,8 +19,13 @@ import { upstreamHeaders } from '../pipeline/upstream-headers.ts';
 import { isFormContentType } from '../pipeline/token.ts';
 
 
+/**
+ * By what the request object is, not by its version: Node's HTTP/1.1 parser accepts a request line
+ * that says `HTTP/2.0`, and taking that for an HTTP/2 stream ended the process (a stream that was
+ * not there, read in a close handler).
+ */
 export function isHttp2(req: ProxyRequest): req is Http2ServerRequest {
-  return req.httpVersionMajor === 2;
+  return 'stream' in req;
 }
 
 /** Every value of one header, as received (HTTP/2 has no headersDistinct). */

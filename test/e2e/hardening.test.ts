@@ -112,6 +112,15 @@ describe('request smuggling and confusion (raw sockets)', () => {
     expect(d.upstream.requests.length).toBe(before);
   });
 
+  it('a request line that says HTTP/2.0 over HTTP/1.1 is an HTTP/1.1 request: answered, and the process lives on', async () => {
+    for (let i = 0; i < 3; i++) {
+      const response = await raw(guard.started.port, 'GET / HTTP/2.0\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+      expect(status(response)).toBe(401);
+    }
+    // Its connection closed (the close handler ran), and the guard still answers.
+    expect((await curl(d.pki, `${guard.started.url}/after-http20`, { cert: d.pki.files.client1, token: TOKEN })).status).toBe(200);
+  });
+
   it.each([
     ['an absolute-form target', `GET https://evil.example/x HTTP/1.1\r\nHost: a\r\n${auth}\r\n`],
     ['two Host headers', `GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n${auth}\r\n`],
