@@ -35,7 +35,7 @@ const ENVOY_PREFIX = '/envoy';
  * client; Traefik's forward.go). One line of each is the front's; a second copy is the client's.
  */
 const FRONT_HEADERS: Readonly<Record<DecisionFront, ReadonlySet<string>>> = {
-  nginx: new Set(['x-original-method', 'x-original-uri', 'x-original-content-length', 'x-original-transfer-encoding']),
+  nginx: new Set(['x-original-method', 'x-original-uri', 'x-original-content-length', 'x-original-transfer-encoding', 'x-forwarded-for']),
   envoy: new Set(['x-forwarded-proto', 'x-forwarded-for', 'x-request-id', 'x-envoy-expected-rq-timeout-ms', 'x-envoy-internal', 'x-forwarded-client-cert', 'content-length']),
   traefik: new Set(['x-forwarded-method', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-uri', 'x-forwarded-for', 'x-forwarded-port', 'x-forwarded-server', 'x-forwarded-prefix', 'x-real-ip']),
 };

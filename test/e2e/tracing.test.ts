@@ -145,7 +145,8 @@ describe('tracing', () => {
     const down = await startGuard(
       d.pki,
       baseConfig(d.pki, d.as, d.upstream, {
-        tracing: { otlpEndpoint: receiver.url, serviceName: 'cnfguard-as-down' },
+        // The same export headers as the main guard's: every export to this receiver is checked for them.
+        tracing: { otlpEndpoint: receiver.url, serviceName: 'cnfguard-as-down', headers: { 'x-collector-key': 'collector-secret' } },
         introspection: { url: 'https://127.0.0.1:1/introspect', clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, timeoutMs: 500, probeAtStartup: false },
       }),
     );
