@@ -75,7 +75,23 @@ export function guardConnections(server: Server, deps: { logger: Logger; accessL
     const client = (socket as { remoteAddress?: string }).remoteAddress;
     const since = waitingSince.get(socket);
     deps.accessLog.record({ requestId, method: undefined, path: undefined, status: refusal.status, verdict: undefined, failure: refusal, upstreamStatus: undefined, thumbprint: undefined, latencyMs: since === undefined ? 0 : now() - since, client });
-    socket.end(rawResponse(renderError(refusal, { realm: deps.realm() }), { [REQUEST_ID_HEADER]: requestId }));
+    const answer = rawResponse(renderError(refusal, { realm: deps.realm() }), { [REQUEST_ID_HEADER]: requestId });
+    // A pipelined request that fails to parse while an earlier one is still being answered: its
+    // answer would land before that one's, or inside its body (RFC 9112 §9.3: answers go in
+    // request order). It waits for that answer to end; if that one is cut, so is the connection.
+    const inFlight = (socket as { _httpMessage?: NodeJS.EventEmitter | null })._httpMessage;
+    if (inFlight != null) {
+      let finished = false;
+      inFlight.once('finish', () => {
+        finished = true;
+        socket.end(answer);
+      });
+      inFlight.once('close', () => {
+        if (!finished) socket.destroy();
+      });
+      return;
+    }
+    socket.end(answer);
   });
   return {
     get size() {

@@ -127,9 +127,10 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
           ? Readable.from([verdict.body.bytes])
           : verdict.body.kind === 'limited'
             ? limitBody(req, verdict.body.limitBytes, () => {
-                upstreamCall?.abort();
+                // Said first: the upstream call's abort reports itself as a failure too (502).
                 keepAlive(false); // the rest of the body is not read
                 fail(edgeFailures.bodyTooLarge('chunked body over maxBodyBytes'));
+                upstreamCall?.abort();
               })
             : undefined;
       const forwardedAt = performance.now();

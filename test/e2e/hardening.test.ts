@@ -45,23 +45,27 @@ afterAll(async () => {
 });
 
 /** Sends raw bytes on a fresh mTLS connection and returns everything the server wrote before closing. */
-async function raw(port: number, request: string, waitMs = 5000): Promise<string> {
+async function raw(port: number, request: string | (() => Promise<string>)[], waitMs = 5000): Promise<string> {
   const socket = tls.connect({ host: '127.0.0.1', port, ca: d.pki.certs.ca.cert, ...d.pki.certs.clients.client1 });
   await once(socket, 'secureConnect');
   const chunks: Buffer[] = [];
   socket.on('data', (c: Buffer) => chunks.push(c));
   socket.on('error', () => {});
-  socket.write(request);
+  // In parts: each written once the promise before it settled (a body that arrives in steps).
+  if (typeof request === 'string') socket.write(request);
+  else for (const part of request) if (socket.writable) socket.write(await part());
   await closedWithin(socket, waitMs);
   socket.destroy();
   return Buffer.concat(chunks).toString('latin1');
 }
 
 /** An HTTP upstream that records each request whose body ended, and can tell when it has read everything sent to it. */
-async function trackedUpstream(): Promise<{ url: string; completed: string[]; settled(): Promise<void>; close(): Promise<void> }> {
+async function trackedUpstream(): Promise<{ url: string; started: string[]; completed: string[]; settled(): Promise<void>; close(): Promise<void> }> {
+  const started: string[] = [];
   const completed: string[] = [];
   const sockets = new Set<Socket>();
   const server = createServer((req, res) => {
+    started.push(req.url ?? '');
     req.resume();
     req.on('end', () => {
       completed.push(req.url ?? '');
@@ -77,6 +81,7 @@ async function trackedUpstream(): Promise<{ url: string; completed: string[]; se
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
+    started,
     completed,
     /** Once every connection opened before the call was accepted (a marker connection, accepted after them) and has closed. */
     async settled() {
@@ -110,6 +115,18 @@ describe('request smuggling and confusion (raw sockets)', () => {
     const response = await raw(guard.started.port, request);
     expect(status(response)).toBe(400);
     expect(d.upstream.requests.length).toBe(before);
+  });
+
+  it('a pipelined request that fails to parse while the one before it is answered: its 400 comes after that answer, never inside it', async () => {
+    const first = `GET /pipelined-first HTTP/1.1\r\nHost: a\r\n${auth}x-echo-delay-ms: 400\r\n\r\n`;
+    const response = await raw(guard.started.port, `${first}GARBAGE\x01\r\n\r\n`);
+    // The first answer whole (its content-length honoured), then the 400, then the end.
+    const head = /^HTTP\/1\.1 200 [^]*?\r\n\r\n/.exec(response)?.[0] ?? '';
+    expect(head).not.toBe('');
+    const length = Number(/content-length: (\d+)/i.exec(head)?.[1]);
+    const rest = response.slice(head.length);
+    expect(JSON.parse(rest.slice(0, length)) as { url: string }).toMatchObject({ url: '/pipelined-first' });
+    expect(rest.slice(length)).toMatch(/^HTTP\/1\.1 400 /);
   });
 
   it('a request line that says HTTP/2.0 over HTTP/1.1 is an HTTP/1.1 request: answered, and the process lives on', async () => {
@@ -197,6 +214,26 @@ describe('limits', () => {
       if (!stopped) await g.stop();
       await upstream.close();
     }
+  });
+
+  it('a chunked body that passes the route limit in its second chunk: 413 (not the 502 of the upstream call it cut), the connection closed', async () => {
+    const chunk = `258\r\n${'y'.repeat(600)}\r\n`;
+    const upstream = await trackedUpstream();
+    const g = await startGuard(d.pki, { ...baseConfig(d.pki, d.as, d.upstream, { introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca }, routes: [{ pathPrefix: '/small', maxBodyBytes: 1000 }] }), upstream: upstream.url });
+    let response: string;
+    try {
+      // The first chunk is forwarded (the upstream call is under way) before the second passes the limit.
+      response = await raw(g.started.port, [
+        () => Promise.resolve(`POST /small/chunks HTTP/1.1\r\nHost: a\r\n${auth}Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}`),
+        () => waitFor(() => upstream.started.includes('/small/chunks') || undefined, 'the upstream call to start', { timeoutMs: 5000, intervalMs: 10 }).then(() => `${chunk}0\r\n\r\n`),
+      ]);
+    } finally {
+      await g.stop();
+      await upstream.close();
+    }
+    expect(status(response)).toBe(413);
+    expect(response).toMatch(/\r\nconnection: close\r\n/i);
+    expect(g.logs.entries().find((e) => e.msg === 'request' && e.path === '/small/chunks')).toMatchObject({ status: 413, reason: 'body_too_large' });
   });
 
   it('an idle keep-alive connection is closed after keepAliveTimeoutMs', async () => {
