@@ -78,8 +78,11 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
           status = err.status;
           socket.destroy();
         },
-        // The upstream answered without upgrading: the access line says what the client got.
-        (answered) => (status = answered),
+        // The upstream's answer: on the access line as upstreamStatus, and as its status when the upstream did not upgrade (what the client got).
+        (answered) => {
+          exchange.upstreamStatus = answered;
+          status = answered;
+        },
       );
     } catch (err) {
       deps.logger.error({ reqId: exchange.requestId, err }, 'upgrade handling failed');

@@ -21,8 +21,8 @@ export interface Forwarder {
   web(req: ProxyRequest, res: ProxyResponse, target: URL, options: WebForwardOptions): void;
   /** A websocket upgrade: `req.headers` and `req.url` are what the upstream receives. */
   /** `answerHeaders` join the upstream's 101 (request id, DPoP nonce), as they join every other answer. */
-  /** `onRefused`: the upstream answered with another status than 101 (relayed as it is; nothing is tunnelled). */
-  ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, answerHeaders: Readonly<Record<string, string>>, onError: (err: GuardError) => void, onRefused?: (status: number) => void): void;
+  /** `onAnswer`: the upstream's status, 101 when it upgraded (any other is relayed as it is, and nothing is tunnelled). */
+  ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, answerHeaders: Readonly<Record<string, string>>, onError: (err: GuardError) => void, onAnswer?: (status: number) => void): void;
   close(): Promise<void>;
 }
 
@@ -33,13 +33,16 @@ export function createForwarder(): Forwarder {
   proxy.on('econnreset', () => {});
   // http-proxy-3 writes the upstream's 101 headers as they are; this listener runs before its own.
   const upgradeAnswers = new WeakMap<IncomingMessage, Readonly<Record<string, string>>>();
-  const refusals = new WeakMap<IncomingMessage, (status: number) => void>();
+  const answers = new WeakMap<IncomingMessage, (status: number) => void>();
   proxy.on('proxyReqWs', (proxyReq, req) => {
     const extra = upgradeAnswers.get(req);
-    if (extra !== undefined) proxyReq.once('upgrade', (proxyRes: IncomingMessage) => Object.assign(proxyRes.headers, extra));
+    const answered = answers.get(req);
+    proxyReq.once('upgrade', (proxyRes: IncomingMessage) => {
+      if (extra !== undefined) Object.assign(proxyRes.headers, extra);
+      answered?.(101);
+    });
     // An upstream that does not upgrade answers as to any request: http-proxy-3 relays it.
-    const refused = refusals.get(req);
-    if (refused !== undefined) proxyReq.once('response', (proxyRes: IncomingMessage) => refused(proxyRes.statusCode ?? 502));
+    if (answered !== undefined) proxyReq.once('response', (proxyRes: IncomingMessage) => answered(proxyRes.statusCode ?? 502));
   });
 
   const http2Upstream = createHttp2Upstream();
@@ -116,9 +119,9 @@ export function createForwarder(): Forwarder {
 
   return {
     web,
-    ws(req, socket, head, target, answerHeaders, onError, onRefused) {
+    ws(req, socket, head, target, answerHeaders, onError, onAnswer) {
       upgradeAnswers.set(req, answerHeaders);
-      if (onRefused !== undefined) refusals.set(req, onRefused);
+      if (onAnswer !== undefined) answers.set(req, onAnswer);
       proxy.ws(req, socket, head, { target }, (err) => onError(failureOf(err)));
     },
     async close() {

@@ -120,6 +120,9 @@ describe('websocket upgrades', () => {
     const [echo] = (await once(socket, 'data')) as [Buffer];
     expect(echo.toString()).toBe('ping-through-cnfguard');
     socket.destroy();
+    // One access line once the upgraded connection is over, with the upstream's 101.
+    const line = await waitFor(() => guard.logs.entries().findLast((l) => l.msg === 'request' && l.path === '/ws'), 'the access line', { timeoutMs: 5000, intervalMs: 20 });
+    expect(line).toMatchObject({ status: 101, upstreamStatus: 101, decision: 'allow' });
   });
 
   it('an Upgrade other than websocket (h2c) is answered as a plain request, its Upgrade not passed on (RFC 9110 §7.8)', async () => {
@@ -146,7 +149,7 @@ describe('websocket upgrades', () => {
     const answer = await exchange(socket, `GET /ws-refused HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer ${token}\r\n\r\n`);
     expect(answer.status).toBe(400);
     await waitFor(() => guard.logs.entries().findLast((l) => l.msg === 'request' && l.path === '/ws-refused'), 'the access line', { timeoutMs: 5000, intervalMs: 20 });
-    expect(guard.logs.entries().findLast((l) => l.msg === 'request' && l.path === '/ws-refused')).toMatchObject({ status: 400 });
+    expect(guard.logs.entries().findLast((l) => l.msg === 'request' && l.path === '/ws-refused')).toMatchObject({ status: 400, upstreamStatus: 400 });
   });
 
   it('are refused like any request when the token is bound to another certificate', async () => {
