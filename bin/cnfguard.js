@@ -5,9 +5,10 @@
 // CNFGUARD_FROM_SOURCE=1 runs the sources whatever dist/ holds (the tests do).
 // On an older Node (a machine's system Node), re-run under the Node 24 the project pins.
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import module from 'node:module';
 import { constants } from 'node:os';
+import { clearInterval, setInterval } from 'node:timers';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -35,6 +36,79 @@ function builtEntry() {
   if (stamp === undefined || !existsSync(built)) return undefined;
   const sources = Math.max(newest(join(root, 'src')), newest(join(root, 'cmd', 'cnfguard.ts')), newest(join(root, 'package.json')));
   return sources <= stamp.mtimeMs ? built : undefined;
+}
+
+/**
+ * Whether process `pid` has a handler for `signal` now, from Linux's /proc/PID/status (SigCgt);
+ * undefined where that cannot be read (another OS, or the process is gone).
+ */
+function catches(pid, signal) {
+  let status;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'latin1');
+  } catch {
+    return undefined;
+  }
+  const mask = /^SigCgt:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  if (mask === undefined) return undefined;
+  return ((BigInt(`0x${mask}`) >> BigInt(constants.signals[signal] - 1)) & 1n) === 1n;
+}
+
+/** How long a stop signal waits for the server to take its own copy before it is relayed. */
+const OWN_COPY_WINDOW_MS = 1000;
+
+/**
+ * The launcher's signal relay (a Node older than 24 runs the server as `child`). SIGHUP (reload)
+ * is passed on at once. SIGINT and SIGTERM must reach the server once per signal sent: it drains
+ * on the first and ends at once on a second. A signal sent to a process group (a terminal's
+ * Ctrl-C, `kill -- -PGID`) or to every process one by one (systemd's default
+ * KillMode=control-group, pkill) reaches the server directly as well as the launcher, and that
+ * copy must not be relayed. The server drops its SIGINT/SIGTERM handlers once it starts draining,
+ * which Linux shows in /proc/PID/status (SigCgt): a stop signal is relayed only when the server
+ * still catches it OWN_COPY_WINDOW_MS later (it got no copy of its own), or when it was not
+ * listening yet (not catching it then means starting, not draining). Where /proc cannot be read,
+ * stop signals are relayed at once (the child runs detached there). After a first stop, a further
+ * SIGINT/SIGTERM to the launcher is relayed at once: the operator's "end it now".
+ */
+function relayTo(child) {
+  // Whether the server was seen catching SIGTERM (listening): until then, a server that does not
+  // catch it is starting (its default action ends it), not draining.
+  let listening = false;
+  const watchStart = setInterval(() => {
+    const now = catches(child.pid, 'SIGTERM');
+    if (now === false) return;
+    listening = now === true;
+    clearInterval(watchStart);
+  }, 50);
+  watchStart.unref();
+  let stopped = false; // a stop signal reached the server (relayed or its own)
+  let waiting; // the timer of a stop signal waiting for the server to take its own copy
+  return (signal) => {
+    if (signal === 'SIGHUP' || stopped) return void child.kill(signal);
+    if (waiting !== undefined) {
+      // A second stop while the first waits: the first was the launcher's alone; pass one on now.
+      clearInterval(waiting);
+      waiting = undefined;
+      stopped = true;
+      return void child.kill(signal);
+    }
+    const before = catches(child.pid, signal);
+    if (before !== true) {
+      stopped = true;
+      // Not catching it while listening: already draining on its own copy. Starting, or no /proc: pass it on.
+      if (before === undefined || !listening) child.kill(signal);
+      return;
+    }
+    const since = Date.now();
+    waiting = setInterval(() => {
+      const now = catches(child.pid, signal);
+      if (now === true && Date.now() - since < OWN_COPY_WINDOW_MS) return;
+      clearInterval(waiting);
+      waiting = undefined;
+      stopped = true;
+      if (now === true) child.kill(signal);
+    }, 20);
+  };
 }
 
 const entry = builtEntry() ?? join(root, 'cmd', 'cnfguard.ts');
@@ -67,10 +141,15 @@ if (major >= 24) {
     console.error(`cnfguard needs Node.js 24 or newer (this is ${process.version}); run "npm install" in ${root}`);
     process.exit(2);
   }
-  // The server watches this pid: a server whose launcher was killed stops (src/cluster.ts watchLauncher).
-  const child = spawn(pinned, [...(wantsGc ? ['--expose-gc'] : []), entry, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...process.env, CNFGUARD_LAUNCHER_PID: String(process.pid) } });
+  // The cluster primary (workers > 1) watches this pid: it stops once the launcher was killed (src/cluster.ts watchLauncher).
+  // Where /proc shows which signals a process catches (Linux), the server stays in the launcher's
+  // process group (Ctrl-Z, `kill -9 -- -PGID` take both) and relayTo skips the copies it got
+  // directly; elsewhere it gets a session and group of its own (`detached`), so that a group
+  // signal (a terminal's Ctrl-C) reaches it only through the relay.
+  const detached = catches(process.pid, 'SIGINT') === undefined;
+  const child = spawn(pinned, [...(wantsGc ? ['--expose-gc'] : []), entry, ...process.argv.slice(2)], { stdio: 'inherit', detached, env: { ...process.env, CNFGUARD_LAUNCHER_PID: String(process.pid) } });
   const relayed = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-  const relay = (signal) => child.kill(signal);
+  const relay = relayTo(child);
   for (const signal of relayed) process.on(signal, relay);
   // Mirror the server's fate, so a supervisor (systemd Restart=on-failure) sees what happened.
   child.on('exit', (code, signal) => {

@@ -528,8 +528,9 @@ const OLDER_NODE = olderNode();
 
 describe.skipIf(OLDER_NODE === undefined)(`bin/cnfguard.js on an older Node (${OLDER_NODE ?? 'none found'}) relays to the pinned Node 24`, () => {
   /** The launcher under the older Node, and the server it started (its pid is in the log lines). */
-  async function launch(configFile: string) {
-    const launcher = spawn(OLDER_NODE as string, [BIN, 'run', '--config', configFile], { env: { ...process.env, RS_SECRET: 'rs-secret' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  async function launch(configFile: string, { detached = false } = {}) {
+    // detached: the launcher leads a process group of its own, as a shell's job does (Ctrl-C goes to that group).
+    const launcher = spawn(OLDER_NODE as string, [BIN, 'run', '--config', configFile], { env: { ...process.env, RS_SECRET: 'rs-secret' }, stdio: ['ignore', 'pipe', 'pipe'], detached });
     const exited = once(launcher, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
     let out = '';
     launcher.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -550,6 +551,45 @@ describe.skipIf(OLDER_NODE === undefined)(`bin/cnfguard.js on an older Node (${O
     } finally {
       launcher.kill('SIGKILL');
     }
+  });
+
+  /**
+   * A stop signal that reaches the server directly as well as through the launcher's relay must
+   * still drain it: the second copy would be the server's "end at once". `send` delivers the signal
+   * the way a terminal or a supervisor does.
+   */
+  async function drainsOnce(name: string, send: (launcher: ChildProcess, server: number) => void) {
+    const file = join(dir, `launcher-${name}.yaml`);
+    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { shutdownGraceSeconds: 30 })));
+    const { launcher, exited, started, waitForLine } = await launch(file, { detached: true });
+    try {
+      const token = await d.tokenFor('client1');
+      const slow = curl(d.pki, `${started.listen as string}/launcher-${name}`, { cert: d.pki.files.client1, token, headers: ['x-echo-delay-ms: 2500'] });
+      await waitFor(() => d.upstream.requests.some((r) => r.url === `/launcher-${name}`), 'the slow request to reach the upstream', { timeoutMs: 10_000, intervalMs: 50 });
+      send(launcher, started.pid as number);
+      await waitForLine('shutting down');
+      await waitForLine('draining');
+      expect((await slow).status).toBe(200);
+      await waitForLine('cnfguard stopped');
+      expect(await exited).toEqual([0, null]);
+    } finally {
+      try {
+        process.kill(-(launcher.pid as number), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  it("Ctrl-C (SIGINT to the launcher's process group) drains the server: the in-flight request completes", async () => {
+    await drainsOnce('group-int', (launcher) => process.kill(-(launcher.pid as number), 'SIGINT'));
+  });
+
+  it('SIGTERM to the launcher and the server one by one (systemd KillMode=control-group) drains the server', async () => {
+    await drainsOnce('each-term', (launcher, server) => {
+      process.kill(server, 'SIGTERM');
+      launcher.kill('SIGTERM');
+    });
   });
 
   it('a second SIGTERM while draining ends the server by SIGTERM, and the launcher dies the same way', async () => {
