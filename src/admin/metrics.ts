@@ -63,6 +63,8 @@ export interface Metrics {
   readonly openConnections: Gauge;
   /** Log lines this process dropped while stdout took none and its buffer was full (log.ts). */
   readonly logLinesDropped: Counter;
+  /** TLS handshakes on the proxy listener that failed (or were abandoned) before any request. */
+  readonly tlsHandshakeFailures: Counter;
   readonly cacheEntries: Gauge<'cache'>;
   /** The AS (`as`), the JWKS (`jwks`) and each route's upstream (`upstream:<route>`) as last seen in traffic, for /status. */
   readonly lastSeen: LastSeen;
@@ -184,6 +186,11 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       collect() {
         this.set(sizes?.connections() ?? 0);
       },
+    }),
+    tlsHandshakeFailures: new Counter({
+      name: 'cnfguard_tls_handshake_failures_total',
+      help: 'TLS handshakes on the proxy listener that failed or were abandoned before any request (plain HTTP, an untrusted server certificate, no common protocol or cipher, a handshake timeout)',
+      registers,
     }),
     logLinesDropped: new Counter({
       name: 'cnfguard_log_lines_dropped_total',

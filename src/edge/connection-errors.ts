@@ -39,7 +39,7 @@ function linesIn(packet: Buffer): number {
   return lines;
 }
 
-export function guardConnections(server: Server, deps: { logger: Logger; accessLog: AccessLog; realm: () => string; now?: () => number }): ConnectionTracker {
+export function guardConnections(server: Server, deps: { logger: Logger; accessLog: AccessLog; realm: () => string; now?: () => number; onHandshakeFailure?: () => void }): ConnectionTracker {
   const now = deps.now ?? Date.now;
   /** When each connection last began waiting for a request: its handshake, then each answer's end. */
   const waitingSince = new WeakMap<Duplex, number>();
@@ -59,6 +59,9 @@ export function guardConnections(server: Server, deps: { logger: Logger; accessL
   // https.Server re-emits every tlsClientError as clientError: one handler for both.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!established.has(socket)) {
+      // Counted (cnfguard_tls_handshake_failures_total): clients that fail at TLS (plain HTTP, an
+      // untrusted server certificate, an old protocol) never reach a request or an access line.
+      deps.onHandshakeFailure?.();
       deps.logger.debug({ code: err.code }, 'TLS handshake failed');
       socket.destroy();
       return;

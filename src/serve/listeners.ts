@@ -91,7 +91,7 @@ export function createListeners({ config, state, logger, metrics, now, admin, de
       },
     }),
   );
-  const connections = guardConnections(listener.server, { logger, accessLog, realm: () => state.runtime.realm });
+  const connections = guardConnections(listener.server, { logger, accessLog, realm: () => state.runtime.realm, onHandshakeFailure: () => metrics.tlsHandshakeFailures.inc() });
   // The decision API (issue 16): another edge into the same runtime, certificates and access log.
   const decisionDeps = { runtime: () => state.runtime, certificates: certificateSource, accessLog, logger, tracing };
   const decision = settings.decisionApi?.port === undefined ? undefined : createDecisionApi(decisionDeps, settings.limits, 'tcp');

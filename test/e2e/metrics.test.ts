@@ -98,6 +98,17 @@ describe('/metrics after real requests', () => {
     expect(metrics.value('cnfguard_token_cache_entries', { cache: 'jwt' })).toBe(0);
   });
 
+  it('counts TLS handshakes that fail before any request: plain HTTP to the TLS port, a client that does not trust the server', async () => {
+    const before = (await scrape(guard.started.adminUrl)).value('cnfguard_tls_handshake_failures_total') ?? 0;
+    expect(before).toBe(0); // exported at 0 from the start
+    // Plain HTTP on the TLS port.
+    const plain = await fetch(`http://127.0.0.1:${guard.started.port}/`).catch(() => undefined);
+    expect(plain).toBeUndefined();
+    // A client with no trust in the server's CA.
+    await expect(connectTls(guard.started.port, { ca: pki.certs.clients.client1.cert })).rejects.toThrow();
+    await expect.poll(async () => (await scrape(guard.started.adminUrl)).value('cnfguard_tls_handshake_failures_total')).toBe(before + 2);
+  });
+
   it('counts open connections on the proxy listener while they are open', async () => {
     const idle = (await scrape(guard.started.adminUrl)).value('cnfguard_open_connections');
     const connections = await Promise.all([1, 2, 3].map(() => connectTls(guard.started.port, { ca: pki.certs.ca.cert })));
