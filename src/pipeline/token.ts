@@ -54,26 +54,79 @@ function withoutOptionalWhitespace(value: string): string {
   return isOptionalWhitespace(value.charCodeAt(0)) || isOptionalWhitespace(value.charCodeAt(value.length - 1)) ? value.replace(/^[ \t]+|[ \t]+$/g, '') : value;
 }
 
-/** Whether a request target carries an `access_token` query parameter (in any percent-encoding). */
+/** Whether a request target carries an `access_token` query parameter (in any spelling {@link nameReadsAsToken} knows). */
 export function queryCarriesToken(target: string): boolean {
   const hash = target.indexOf('#');
   const beforeFragment = hash === -1 ? target : target.slice(0, hash);
   const start = beforeFragment.indexOf('?');
   if (start === -1) return false;
   const query = beforeFragment.slice(start + 1);
-  // Only a query that could spell the name (plainly or percent-encoded) needs parsing.
-  if (!query.includes('%') && !/access_token/i.test(query)) return false;
-  return carriesToken(new URLSearchParams(query));
+  // Only a query that could spell the name (plainly, mangled or percent-encoded) needs parsing.
+  if (!query.includes('%') && !SPELLS_TOKEN.test(query)) return false;
+  return carriesToken(query);
+}
+
+/** `access`, one character (`_`, or what a parser turns into one), `token`: every spelling below contains it once decoded. */
+const SPELLS_TOKEN = /access.token/is;
+/** A name's leading characters that some parser drops: whitespace (PHP), brackets (qs reads `[x]` as `x`, Rack `[[x]]` as `x`), a dot (qs `allowDots`: `.x` is `[x]`). */
+const LEADING_DROPPED = /^[\s[\].]+/;
+/** Where a name ends for a parser that nests (qs, Rack, PHP arrays: `x[]`, `x[0]`, `x]`; qs `allowDots`: `x.y`) or stops at NUL (C-string parsers). */
+const NESTING = /[[\].\0]/;
+/** Where a name ends for PHP's reading, which first turns space, `.` and an unmatched `[` into `_` (`access.token`, `access token`, `access[token`). */
+const PHP_END = /[\]\0]/;
+
+/**
+ * Whether a parameter name (still percent-encoded, as it came) reads as `access_token` to some
+ * common parser. Over-matching is safe here (the request is refused) and under-matching lets an
+ * upstream pick up an unchecked second token (RFC 6750 §2.2/§2.3), so every reading counts:
+ * - decoded: `+` as space, `%XX` (also twice: `%255F`), IIS's `%uXXXX`;
+ * - any letter case, surrounding whitespace;
+ * - qs (Express `req.body`/`req.query`, extended or not): a leading `[x]` is `x`; `x[]`, `x[0]`,
+ *   `x[y]` and with `allowDots` `x.y` nest under `x`; Rack: leading brackets dropped;
+ * - PHP: leading spaces dropped, space, `.` and an unmatched `[` become `_`, `x[...]` is `x`.
+ * A name nested under another (`user[access_token]`) is not `access_token` to any of them.
+ */
+export function nameReadsAsToken(encoded: string): boolean {
+  const name = decodeName(encoded).toLowerCase();
+  if (!SPELLS_TOKEN.test(name)) return false;
+  const bare = name.replace(LEADING_DROPPED, '');
+  const nested = bare.split(NESTING, 1)[0] ?? '';
+  if (nested.trim() === 'access_token') return true;
+  return (bare.split(PHP_END, 1)[0] ?? '').trim().replace(/[\s.[]/g, '_') === 'access_token';
+}
+
+/** Percent-decoding as lenient as any parser's: `+`, `%XX` (bytes as UTF-8, else one by one), `%uXXXX`; repeated while it changes (a double-decoding stack), at most three times. */
+function decodeName(encoded: string): string {
+  let name = encoded.replace(/\+/g, ' ');
+  for (let round = 0; round < 3 && name.includes('%'); round++) {
+    const decoded = name.replace(/%u([0-9a-f]{4})/gi, (_match, hex: string) => String.fromCharCode(parseInt(hex, 16))).replace(/(?:%[0-9a-f]{2})+/gi, decodeBytes);
+    if (decoded === name) break;
+    name = decoded;
+  }
+  return name;
+}
+
+function decodeBytes(run: string): string {
+  try {
+    return decodeURIComponent(run);
+  } catch {
+    return Buffer.from(run.replace(/%/g, ''), 'hex').toString('latin1');
+  }
 }
 
 /**
- * Whether parameters carry `access_token` under any spelling a framework would read as it:
- * any letter case, and PHP/Rails array forms (`access_token[]`, `access_token[x]`).
+ * Whether `application/x-www-form-urlencoded` text (a query or a decoded form body) carries a
+ * parameter that reads as `access_token` ({@link nameReadsAsToken}). Pairs are split at `&` and
+ * also at `;` (older Python and Go parsers); a name ends at the first `=`, or for qs at the first
+ * `]=` (`access_token[=]=x` is qs's `access_token`): both are tried.
  */
-function carriesToken(params: URLSearchParams): boolean {
-  for (const name of params.keys()) {
-    const bracket = name.indexOf('[');
-    if ((bracket === -1 ? name : name.slice(0, bracket)).trim().toLowerCase() === 'access_token') return true;
+function carriesToken(text: string): boolean {
+  for (const pair of text.split(/[&;]/)) {
+    if (!SPELLS_TOKEN.test(pair) && !pair.includes('%')) continue;
+    const equals = pair.indexOf('=');
+    if (nameReadsAsToken(equals === -1 ? pair : pair.slice(0, equals))) return true;
+    const bracketEquals = pair.indexOf(']=');
+    if (bracketEquals !== -1 && nameReadsAsToken(pair.slice(0, bracketEquals + 1))) return true;
   }
   return false;
 }
@@ -83,7 +136,9 @@ export function isFormContentType(contentType: string | undefined): boolean {
   return contentType !== undefined && /^application\/x-www-form-urlencoded\s*(;|$)/i.test(contentType);
 }
 
-/** Whether a form body carries an `access_token` parameter. */
+/** Whether a form body (its bytes as the upstream decodes them: see `formReader` for a `Content-Encoding`) carries an `access_token` parameter. */
 export function formCarriesToken(body: Buffer): boolean {
-  return carriesToken(new URLSearchParams(body.toString('latin1')));
+  const text = body.toString('latin1');
+  // A UTF-16 body (a `charset=utf-16` some stacks honour) spells the name with NULs between its letters.
+  return carriesToken(text) || (text.includes('\0') && carriesToken(text.replace(/\0/g, '')));
 }

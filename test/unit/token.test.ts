@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GuardError, type ReasonId } from '../../src/edge/render.ts';
-import { credentialsFrom, formCarriesToken, isFormContentType, queryCarriesToken } from '../../src/pipeline/token.ts';
+import { credentialsFrom, formCarriesToken, isFormContentType, nameReadsAsToken, queryCarriesToken } from '../../src/pipeline/token.ts';
 
 /** RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" */
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
@@ -162,7 +162,14 @@ describe('queryCarriesToken', () => {
     ['/path?x=access_token', false],
     ['/path?my_access_token=abc', false],
     ['/path?access_token_x=abc', false],
-    ['/path?access+token=abc', false],
+    // PHP turns space and `.` into `_`.
+    ['/path?access+token=abc', true],
+    ['/path?access.token=abc', true],
+    // qs reads a leading `[x]` as `x`.
+    ['/path?[access_token]=abc', true],
+    ['/path?%5Baccess_token%5D=abc', true],
+    ['/path?a=1;access_token=abc', true],
+    ['/path?user[access_token]=abc', false],
     ['/path?x=1#access_token=abc', false],
     ['/path#access_token=abc', false],
     ['/access_token=abc', false],
@@ -201,7 +208,55 @@ describe('formCarriesToken', () => {
     ['access%5Ftoken=abc', true],
     ['x=access_token', false],
     ['my_access_token=abc', false],
+    ['[access_token]=abc', true],
+    ['a=1&%5Baccess_token%5D=abc', true],
+    ['access_token[]=abc', true],
+    ['access_token[=]=abc', true],
+    ['a=1&access+token=abc', true],
+    // UTF-16 (charset=utf-16): NULs between the letters.
+    ['a\0=\0x\0&\0a\0c\0c\0e\0s\0s\0_\0t\0o\0k\0e\0n\0=\0x\0', true],
+    ['note=a+b&user%5Baccess_token%5D=x', false],
   ])('%j -> %s', (body, expected) => {
-    expect(formCarriesToken(Buffer.from(body))).toBe(expected);
+    expect(formCarriesToken(Buffer.from(body, 'latin1'))).toBe(expected);
+  });
+});
+
+describe('nameReadsAsToken: every reading a common parser makes of a name', () => {
+  it.each([
+    ['access_token', 'plain'],
+    ['ACCESS_TOKEN', 'any case'],
+    [' access_token ', 'surrounding spaces (PHP drops leading ones)'],
+    ['access%5Ftoken', 'percent-encoded'],
+    ['access%255Ftoken', 'encoded twice (a double-decoding stack)'],
+    ['access%u005Ftoken', "IIS's %uXXXX"],
+    ['%61ccess_token', 'an encoded letter'],
+    ['[access_token]', 'qs: a leading [x] is x (extended or not)'],
+    ['%5Baccess_token%5D', 'qs, encoded brackets'],
+    ['[access_token]x', 'qs: what follows the brackets is dropped'],
+    ['[[access_token]]', 'Rack: leading brackets dropped'],
+    ['[]access_token', 'Rack: leading brackets dropped'],
+    ['.access_token', 'qs allowDots: .x is [x]'],
+    ['access_token[]', 'array'],
+    ['access_token[0]', 'indexed array'],
+    ['access_token[x][y]', 'nested under access_token'],
+    ['access_token.x', 'qs allowDots: nested under access_token'],
+    ['access.token', 'PHP: . becomes _'],
+    ['access token', 'PHP: space becomes _'],
+    ['access+token', 'PHP: + is a space'],
+    ['access[token', 'PHP: an unmatched [ becomes _'],
+    ['access_token%00', 'a C string ends at NUL'],
+  ])('%s (%s)', (name) => {
+    expect(nameReadsAsToken(name)).toBe(true);
+  });
+
+  it.each(['', 'access', 'token', 'accesstoken', 'access__token', 'access-token', 'my_access_token', 'access_token_x', 'access_tokens', 'user[access_token]', 'a[access_token]', '[x][access_token]'])('%j is another name', (name) => {
+    expect(nameReadsAsToken(name)).toBe(false);
+  });
+
+  it('finds a token name wherever it stands among many parameters, and stays linear', () => {
+    const many = `${'a=1&'.repeat(20_000)}%5Baccess_token%5D=x`;
+    const started = performance.now();
+    expect(formCarriesToken(Buffer.from(many))).toBe(true);
+    expect(performance.now() - started).toBeLessThan(1000);
   });
 });
