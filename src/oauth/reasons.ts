@@ -23,6 +23,7 @@ export type ReasonId =
   | 'token_in_query'
   | 'token_in_body'
   | 'form_body_too_large'
+  | 'form_body_encoding'
   | 'token_inactive'
   | 'token_expired'
   | 'token_not_yet_valid'
@@ -118,6 +119,8 @@ export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   token_in_query: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the URL' },
   token_in_body: { status: 400, error: 'invalid_request', description: 'access tokens are not accepted in the request body' },
   form_body_too_large: { status: 413, error: 'invalid_request', description: 'form body too large to inspect' },
+  // RFC 9110 §15.5.16: a content coding the server cannot undo is 415. A form body is decoded to be searched for a token (pipeline/form-encoding.ts).
+  form_body_encoding: { status: 415, error: 'invalid_request', description: 'the form body is in a content coding this server cannot inspect' },
   token_inactive: { status: 401, error: 'invalid_token', description: 'the access token is not active' },
   token_expired: { status: 401, error: 'invalid_token', description: 'the access token has expired' },
   token_not_yet_valid: { status: 401, error: 'invalid_token', description: 'the access token is not yet valid' },

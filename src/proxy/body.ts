@@ -6,6 +6,9 @@
 import type { ProxyRequest } from './messages.ts';
 import { Transform, type Readable } from 'node:stream';
 import type { FormRead } from '../pipeline/pipeline.ts';
+import { contentCodings, decodeForm } from '../pipeline/form-encoding.ts';
+import { formCarriesToken, isFormContentType } from '../pipeline/token.ts';
+import { GuardError } from '../oauth/reasons.ts';
 
 /** Bytes held in memory for form bodies, across all requests (`limits.bufferedBodyBytes`). */
 export interface BodyBudget {
@@ -35,6 +38,12 @@ export function createBodyBudget(totalBytes: number): BodyBudget {
  * Reads a form body of at most `limitBytes`, reserving its bytes in `budget`; `release` gives
  * them back (the edge calls it when the response is over). A body larger than the limit, or one
  * the budget cannot hold, is left unread.
+ *
+ * The bytes come back as received, to be forwarded so. A form body with a `Content-Encoding` is
+ * searched here, decoded as the upstream's parser decodes it (pipeline/form-encoding.ts): its
+ * decoded output past `limitBytes` is `too_large`; a token in it throws `token_in_body`, a coding
+ * that cannot be undone `form_body_encoding` (both {@link GuardError}s the pipeline answers).
+ * The pipeline's own search of the returned bytes then covers an unencoded body.
  */
 export function formReader(req: ProxyRequest, budget: BodyBudget): { read: (limitBytes: number) => Promise<FormRead>; release: () => void } {
   let reserved = 0;
@@ -61,7 +70,15 @@ export function formReader(req: ProxyRequest, budget: BodyBudget): { read: (limi
     }
     // A stream that ends short of its declared length was cut by the client.
     if (!req.complete) return { kind: 'aborted' };
-    return { kind: 'read', bytes: Buffer.concat(chunks) };
+    const bytes = Buffer.concat(chunks);
+    const codings = contentCodings(req.headers['content-encoding']);
+    if (codings.length > 0 && isFormContentType(req.headers['content-type'])) {
+      const decoded = await decodeForm(bytes, codings, limitBytes);
+      if (decoded.kind === 'too_large') return { kind: 'too_large' };
+      if (decoded.kind !== 'decoded') throw new GuardError('form_body_encoding', { detail: `${decoded.kind === 'unsupported' ? 'unsupported' : 'undecodable'} content coding ${codingName(decoded.coding)}` });
+      if (formCarriesToken(decoded.bytes)) throw new GuardError('token_in_body', { detail: `in a ${codings.join(', ')}-coded form body` });
+    }
+    return { kind: 'read', bytes };
   }
   return {
     read,
@@ -71,6 +88,10 @@ export function formReader(req: ProxyRequest, budget: BodyBudget): { read: (limi
     },
   };
 }
+
+/** IANA HTTP Content Coding registry: the names safe to log (a header value is the client's, and never logged as sent). */
+const KNOWN_CODINGS = new Set(['gzip', 'x-gzip', 'deflate', 'br', 'compress', 'x-compress', 'zstd', 'aes128gcm', 'exi', 'pack200-gzip', 'dcb', 'dcz']);
+const codingName = (coding: string): string => (KNOWN_CODINGS.has(coding) ? coding : coding.includes(',') ? 'list' : 'unrecognized');
 
 /** The request body, cut off (and `onExceeded` called once) when it passes `limitBytes`. */
 export function limitBody(req: ProxyRequest, limitBytes: number, onExceeded: () => void): Readable {
