@@ -13,7 +13,8 @@
  *   `introspection_unavailable` (503), which the breaker counts.
  */
 import { randomBytes } from 'node:crypto';
-import { Agent, request } from '../undici.ts';
+import { Agent } from '../undici.ts';
+import { connectWithin, requestWithin } from './bounded-request.ts';
 import { GuardError } from '../oauth/reasons.ts';
 import { explainIntrospectionFailure, type IntrospectionFailure } from './explain.ts';
 import { INACTIVE, InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from './token-info.ts';
@@ -130,6 +131,8 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
   const maxAnswerBytes = options.maxAnswerBytes ?? 256 * 1024;
   const dispatcher = new Agent({
     connect: {
+      // The TCP connect and TLS handshake within timeoutMs too (undici's default is 10 s).
+      ...connectWithin(options.timeoutMs),
       ...(options.ca !== undefined && { ca: options.ca }),
       ...(options.cert !== undefined && options.key !== undefined && { cert: options.cert, key: options.key }),
     },
@@ -193,7 +196,7 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
     let statusCode: number;
     let contentType: string | undefined;
     try {
-      const response = await request(options.url, { dispatcher, method: 'POST', headers, body, signal });
+      const response = await requestWithin(options.url, { dispatcher, method: 'POST', headers, body, signal });
       statusCode = response.statusCode;
       if (statusCode !== 200) {
         await response.body.dump();

@@ -6,7 +6,8 @@
  * introspection answer, so `cnf` meets the same binding code.
  */
 import type { createLocalJWKSet, JSONWebKeySet, JWTPayload } from 'jose';
-import { Agent, request } from '../undici.ts';
+import { Agent } from '../undici.ts';
+import { connectWithin, requestWithin } from '../introspection/bounded-request.ts';
 import { InvalidIntrospectionAnswer, tokenInfoFromAnswer, type TokenInfo } from '../introspection/token-info.ts';
 import { GuardError, type ReasonId } from '../oauth/reasons.ts';
 import { jose, localKeySet, type JwksCache } from '../oauth/jose.ts';
@@ -169,9 +170,10 @@ export interface HttpJwksOptions {
 
 /** GET the JWKS over undici with the AS's trust, a timeout and a size cap. */
 export function createHttpJwksFetch(options: HttpJwksOptions): { fetch: FetchJwks; close(): Promise<void> } {
-  const dispatcher = new Agent({ connect: options.ca === undefined ? {} : { ca: options.ca }, keepAliveTimeout: 30_000 });
+  // The connect and TLS handshake within timeoutMs too, and the whole call (bounded-request.ts).
+  const dispatcher = new Agent({ connect: { ...connectWithin(options.timeoutMs), ...(options.ca !== undefined && { ca: options.ca }) }, keepAliveTimeout: 30_000 });
   async function fetch(): Promise<unknown> {
-    const response = await request(options.url, { dispatcher, headers: { accept: 'application/json, application/jwk-set+json' }, signal: AbortSignal.timeout(options.timeoutMs) });
+    const response = await requestWithin(options.url, { dispatcher, headers: { accept: 'application/json, application/jwk-set+json' }, signal: AbortSignal.timeout(options.timeoutMs) });
     if (response.statusCode !== 200) {
       await response.body.dump();
       throw new Error(`JWKS answered HTTP ${response.statusCode}`);
