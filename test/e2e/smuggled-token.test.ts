@@ -7,6 +7,7 @@
  * first sent to Express directly, to show that Express does read a token from it.
  */
 import { once } from 'node:events';
+import http2 from 'node:http2';
 import type { Server } from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import tls from 'node:tls';
@@ -37,7 +38,7 @@ beforeAll(async () => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
   });
   expressUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { upstream: expressUrl, binding: 'required' }));
+  guard = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { listen: { host: '127.0.0.1', port: 0, http2: true }, upstream: expressUrl, binding: 'required' }));
   token = await d.tokenFor('client1');
 });
 afterAll(async () => {
@@ -120,6 +121,26 @@ describe('a token in a form body, in the spellings Express reads', () => {
     const coded = zlib.gzipSync(Buffer.from('%5Baccess_token%5D=STOLEN'));
     expect((await viaGuard(fresh('/extended'), coded, { 'Content-Encoding': 'GZIP' })).status).toBe(400);
     expect(readByExpress.has(`/${n}`)).toBe(false);
+  });
+
+  it('over HTTP/2 alike: a gzip body with a token is 400, one without is forwarded', async () => {
+    const session = http2.connect(`https://127.0.0.1:${guard.started.port}`, { ca: d.pki.certs.ca.cert, servername: 'localhost', ...d.pki.certs.clients.client1 });
+    try {
+      const post = async (path: string, form: string): Promise<number> => {
+        const stream = session.request({ ':method': 'POST', ':path': path, ':authority': 'api.example', authorization: `Bearer ${token}`, 'content-type': 'application/x-www-form-urlencoded', 'content-encoding': 'gzip' });
+        stream.end(zlib.gzipSync(Buffer.from(form)));
+        const [headers] = (await once(stream, 'response')) as [http2.IncomingHttpHeaders];
+        stream.resume();
+        await once(stream, 'end');
+        return Number(headers[':status']);
+      };
+      expect(await post(fresh('/extended'), 'a=1&%5Baccess_token%5D=STOLEN')).toBe(400);
+      expect(readByExpress.has(`/${n}`)).toBe(false);
+      expect(await post(fresh('/extended'), 'a=1')).toBe(200);
+      expect(readByExpress.get(`/${n}`)?.body).toEqual({ a: '1' });
+    } finally {
+      session.close();
+    }
   });
 
   it('a gzip form body without a token is forwarded as sent, and Express reads it', async () => {
