@@ -5,7 +5,11 @@
  * - 200 with a valid body: the answer (active or not).
  * - 400 and other 4xx about the token (413, 422, …): that token is refused, i.e. inactive
  *   (401 invalid_token, negatively cached). oidc-provider answers 400 to every JWT-shaped token,
- *   so anybody can cause these; they must not look like an AS fault.
+ *   so anybody can cause these; they must not look like an AS fault (RFC 7662 §2.3 allows a 400).
+ * - Except a 400 that asks for a grant (`unsupported_grant_type`, `invalid_grant`, or an
+ *   `error_description` naming `grant_type`): that is a token endpoint, i.e. introspection.url
+ *   points at the wrong endpoint and no token could ever pass. `introspection_misconfigured`, as
+ *   below, and the probe fails saying so (before, every valid token was refused token_inactive).
  * - 401, 403 (cnfguard's own credentials), 404, 405 (a wrong URL), 3xx: cnfguard's configuration
  *   is wrong. Fail closed with `introspection_misconfigured` (503), which the circuit breaker does
  *   not count, and warn (at most once a minute) naming the URL and the status.
@@ -74,6 +78,10 @@ export interface MisconfigurationWarning {
   /** The introspection URL without userinfo, query or fragment. */
   url: string;
   status: number;
+  /** The AS's `error` code, when its answer named one (a token endpoint's 400). */
+  asError?: string;
+  /** The likely cause, when the answer tells more than the status. */
+  hint?: string;
   /** How many more such answers came since the previous warning. */
   suppressed: number;
 }
@@ -85,6 +93,43 @@ export function statusMeaning(status: number): StatusMeaning {
   if (status === 408 || status === 429 || status >= 500) return 'as_fault';
   if (status === 401 || status === 403 || status === 404 || status === 405 || status < 400) return 'misconfigured';
   return 'token_refused';
+}
+
+/** What the probe and the warning say when introspection.url answered like a token endpoint. */
+export const TOKEN_ENDPOINT_HINT =
+  "is introspection.url the introspection endpoint? it answered like a token endpoint (it asked for a grant_type): use the AS's introspection_endpoint (named in its /.well-known/oauth-authorization-server or openid-configuration metadata)";
+
+/**
+ * The `error` of a 400 answer that asks for a grant: `unsupported_grant_type`, `invalid_grant`, or
+ * any error whose `error_description` names `grant_type` (oidc-provider: invalid_request,
+ * "missing required parameter 'grant_type'"). An introspection endpoint never asks for one, so
+ * such an answer comes from a token endpoint. Undefined for anything else (a 400 about the token).
+ */
+export function tokenEndpointError(answer: unknown): string | undefined {
+  if (typeof answer !== 'object' || answer === null) return undefined;
+  const { error, error_description: description } = answer as Record<string, unknown>;
+  if (typeof error !== 'string' || !/^[\x20-\x7e]{1,64}$/.test(error)) return undefined;
+  if (error === 'unsupported_grant_type' || error === 'invalid_grant') return error;
+  return typeof description === 'string' && /grant_type/i.test(description) ? error : undefined;
+}
+
+/** The JSON of a small error answer, or undefined (bigger than `cap`, not JSON). */
+async function readErrorAnswer(body: AsyncIterable<Buffer> & { destroy(): unknown }, cap: number): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > cap) {
+      body.destroy();
+      return undefined;
+    }
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    return undefined;
+  }
 }
 
 export type Introspect = (token: string) => Promise<TokenInfo>;
@@ -119,7 +164,7 @@ export interface IntrospectionClient {
   /**
    * Introspects a random dummy token once, outside the metrics and the misconfiguration warning,
    * and says whether the AS answered like an introspection endpoint (any active or inactive answer,
-   * or a 400 about the token) or why it did not.
+   * or a 400 about the token; not a token endpoint's 400 asking for a grant_type) or why it did not.
    */
   probe(): Promise<ProbeResult>;
   /** introspection.url without query or fragment: what logs may show. */
@@ -155,14 +200,14 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
   const warnIntervalMs = options.warnIntervalMs ?? 60_000;
   let lastWarnMs = -Infinity;
   let suppressed = 0;
-  const warnMisconfigured = (status: number) => {
+  const warnMisconfigured = (status: number, more: { asError?: string; hint?: string } = {}) => {
     const t = (options.now ?? performance.now.bind(performance))();
     if (t - lastWarnMs < warnIntervalMs) {
       suppressed++;
       return;
     }
     lastWarnMs = t;
-    options.onMisconfigured?.({ url: shownUrl, status, suppressed });
+    options.onMisconfigured?.({ url: shownUrl, status, ...more, suppressed });
     suppressed = 0;
   };
 
@@ -170,6 +215,8 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
   /** Set for the probe's call: its outcome goes here, not to the metrics, the warning or lastFailure. */
   interface ProbeSink {
     failure?: IntrospectionFailure;
+    /** The AS's error code when it answered like a token endpoint. */
+    tokenEndpoint?: string;
   }
   const report = (outcome: IntrospectionOutcome, started: number, sink: ProbeSink | undefined) => {
     if (sink === undefined) options.onOutcome?.(outcome, (performance.now() - started) / 1000);
@@ -198,6 +245,18 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
     try {
       const response = await requestWithin(options.url, { dispatcher, method: 'POST', headers, body, signal });
       statusCode = response.statusCode;
+      if (statusCode === 400) {
+        const asError = tokenEndpointError(await readErrorAnswer(response.body as AsyncIterable<Buffer> & { destroy(): unknown }, 16 * 1024));
+        if (asError !== undefined) {
+          report('misconfigured', started, sink);
+          failed({ kind: 'status', status: statusCode }, sink);
+          if (sink === undefined) warnMisconfigured(statusCode, { asError, hint: TOKEN_ENDPOINT_HINT });
+          else sink.tokenEndpoint = asError;
+          throw new GuardError('introspection_misconfigured', { detail: `introspection answered HTTP 400 ${asError} like a token endpoint: check introspection.url` });
+        }
+        report('refused', started, sink);
+        return INACTIVE;
+      }
       if (statusCode !== 200) {
         await response.body.dump();
         const meaning = statusMeaning(statusCode);
@@ -270,6 +329,7 @@ export function createIntrospectionClient(options: IntrospectionClientOptions): 
       return { ok: true, ms: performance.now() - started };
     } catch (err) {
       const failure: IntrospectionFailure = sink.failure ?? { kind: 'answer', detail: (err as Error).message };
+      if (sink.tokenEndpoint !== undefined) return { ok: false, url: shownUrl, failure, cause: `HTTP 400 ${sink.tokenEndpoint}`, check: TOKEN_ENDPOINT_HINT };
       return { ok: false, url: shownUrl, failure, ...explainIntrospectionFailure(failure) };
     }
   }

@@ -11,8 +11,10 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { TOKEN_ENDPOINT_HINT } from '../../src/introspection/client.ts';
 import { createHttpJwksFetch } from '../../src/validation/jwt.ts';
 import { baseConfig, curl, startDeployment, startGuard, type Deployment } from '../fixtures/stack.ts';
+import { waitFor } from '../fixtures/wait.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cnfguard.js');
 
@@ -86,6 +88,41 @@ describe('an AS address that accepts TCP but never completes TLS', () => {
       expect(performance.now() - started).toBeLessThan(1400);
     } finally {
       await jwks.close();
+    }
+  });
+});
+
+describe("introspection.url at the AS's token endpoint", () => {
+  const config = () => baseConfig(d.pki, d.as, d.upstream, { introspection: { url: d.as.tokenUrl, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca, probeAtStartup: true } });
+
+  it('check --probe fails, saying it answered like a token endpoint', async () => {
+    const result = await checkProbe(config());
+    expect(result.code).toBe(1);
+    const line = result.stdout.split('\n').find((l) => l.includes(' introspection '));
+    expect(line).toBe(`probe FAILED: introspection ${d.as.tokenUrl}: HTTP 400 invalid_request; fix: ${TOKEN_ENDPOINT_HINT}`);
+  });
+
+  it("the introspection endpoint itself still passes check --probe", async () => {
+    const result = await checkProbe(baseConfig(d.pki, d.as, d.upstream));
+    expect(result.stdout).toMatch(/probe ok: +introspection https:\/\/\S+: answered in \d+ ms/);
+  });
+
+  it('run warns at start-up, and a valid token gets 503 introspection_misconfigured with a warning naming the AS error, not 401 token_inactive', async () => {
+    const guard = await startGuard(d.pki, config());
+    try {
+      await waitFor(() => guard.logs.entries().find((l) => l.msg?.toString().startsWith('introspection probe failed')), 'the start-up probe warning', { timeoutMs: 10_000, intervalMs: 50 });
+      const probe = guard.logs.entries().find((l) => l.msg?.toString().startsWith('introspection probe failed'));
+      expect(probe).toMatchObject({ level: 'warn', cause: 'HTTP 400 invalid_request', check: TOKEN_ENDPOINT_HINT });
+      const token = await d.tokenFor('client1');
+      const response = await curl(d.pki, `${guard.started.url}/through-token-endpoint`, { cert: d.pki.files.client1, token });
+      expect(response.status).toBe(503);
+      expect(d.upstream.requests.some((r) => r.url === '/through-token-endpoint')).toBe(false);
+      const access = guard.logs.entries().find((l) => l.path === '/through-token-endpoint');
+      expect(access).toMatchObject({ status: 503, reason: 'introspection_misconfigured' });
+      expect(guard.logs.entries().find((l) => l.asError !== undefined)).toMatchObject({ level: 'warn', status: 400, asError: 'invalid_request', hint: TOKEN_ENDPOINT_HINT });
+      expect(guard.logs.text()).not.toContain(token);
+    } finally {
+      await guard.stop();
     }
   });
 });

@@ -5,6 +5,7 @@ import {
   createIntrospectionClient,
   formUrlEncode,
   statusMeaning,
+  tokenEndpointError,
   type IntrospectionClient,
   type IntrospectionClientOptions,
   type IntrospectionOutcome,
@@ -48,6 +49,24 @@ describe('formUrlEncode (RFC 6749 §2.3.1, Appendix B)', () => {
       }),
       { numRuns: 3000 },
     );
+  });
+});
+
+describe('tokenEndpointError: a 400 that asks for a grant comes from a token endpoint', () => {
+  it.each<[unknown, string | undefined]>([
+    [{ error: 'invalid_request', error_description: "missing required parameter 'grant_type'" }, 'invalid_request'],
+    [{ error: 'unsupported_grant_type' }, 'unsupported_grant_type'],
+    [{ error: 'invalid_grant', error_description: 'grant request is invalid' }, 'invalid_grant'],
+    // About the token (oidc-provider's answer to a JWT-shaped token, or any AS's): refused, as before.
+    [{ error: 'invalid_request', error_description: 'invalid token' }, undefined],
+    [{ error: 'invalid_request' }, undefined],
+    [{ active: false }, undefined],
+    [{ error: 'x'.repeat(65), error_description: 'grant_type' }, undefined],
+    [{ error: 'bad\ncode', error_description: 'grant_type' }, undefined],
+    ['grant_type', undefined],
+    [undefined, undefined],
+  ])('%j -> %j', (answer, error) => {
+    expect(tokenEndpointError(answer)).toBe(error);
   });
 });
 
