@@ -177,7 +177,7 @@ export function buildConfigSchema() {
     headers: identityHeadersSchema.prefault({}).describe('Names of the identity headers the upstream gets (client copies are always removed); not a framing, credential or forwarding header, no `_`, none twice on a route (docs/routes-and-policy.md).'),
     limits: z
       .strictObject({
-        formBodyBytes: positiveInt.default(64 * 1024).describe('Form bodies are read (once the token would be allowed) to look for a smuggled `access_token`; larger ones get 413.'),
+        formBodyBytes: positiveInt.default(64 * 1024).describe('Form bodies are read (once the token would be allowed) to look for a smuggled `access_token`, decoded first when gzip, deflate or br; larger ones (before or after decoding) get 413.'),
         bufferedBodyBytes: positiveInt.default(16 * 1024 * 1024).describe('Form body bytes held in memory across all requests; past it, 503 with Retry-After.'),
         handshakeTimeoutMs: positiveInt.default(10_000).describe('Time for a new connection to complete its TLS handshake; then it is dropped.'),
         headerBytes: number(z.number().int().min(1024).max(1024 * 1024)).default(16 * 1024).describe('All request header bytes; more is 431.'),
