@@ -15,6 +15,8 @@ const REFERENCE = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
  * text: the schema reads numbers and booleans out of it where it expects them.
  */
 export function interpolate(value: string, env: Environment, path: string, problems: ConfigProblem[], empty?: Map<string, string[]>): string {
+  const unclosed = unclosedReference(value);
+  if (unclosed !== undefined) problems.push({ path, message: `unclosed reference ${unclosed}: a reference ends with "}" (\${NAME} or \${NAME:-default}; $\${ is a literal "\${")` });
   return value.replace(REFERENCE, (match, name: string | undefined, fallback: string | undefined) => {
     if (match === '$$') return '$';
     const fromEnv = env[name as string];
@@ -25,6 +27,18 @@ export function interpolate(value: string, env: Environment, path: string, probl
     problems.push({ path, message: `environment variable ${name} is not set (use \${${name}:-default} for a default)` });
     return '';
   });
+}
+
+/**
+ * A `${` that no `}` closes (`${SECRET:-value` ), shown as `"${NAME"` or `"${NAME:-…"`: never the
+ * default that follows, which may be a secret. Undefined when every `${` is closed (or is `$${`).
+ */
+export function unclosedReference(value: string): string | undefined {
+  const rest = value.replace(REFERENCE, ' ');
+  const at = rest.search(/\$\{[^}]*$/);
+  if (at === -1) return undefined;
+  const head = /^\$\{([A-Za-z_][A-Za-z0-9_]*)?(:-)?/.exec(rest.slice(at)) as RegExpExecArray;
+  return `"\${${head[1] ?? ''}${head[2] === undefined ? '' : ':-…'}"`;
 }
 
 function interpolateTree(node: unknown, env: Environment, path: (string | number)[], problems: ConfigProblem[], refs: References, empty?: Map<string, string[]>): unknown {

@@ -277,6 +277,16 @@ describe('cnfguard check', () => {
     expect(r.stdout).toMatch(/realm: cnfguard/);
   });
 
+  it('refuses an unclosed ${VAR (a missing "}"), naming the path and the reference, never the value', async () => {
+    const file = join(dir, 'unclosed-reference.yaml');
+    const text = stringify(baseConfig(d.pki, d.as, d.upstream, { introspection: { url: d.as.introspectionUrl, clientId: 'rs', clientSecret: 'PLACEHOLDER', ca: d.pki.files.ca } }));
+    await writeFile(file, text.replace('PLACEHOLDER', '${INTROSPECTION_SECRET:-rs-s3cret-default'));
+    const r = await cnfguard(['check', '-c', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('introspection.clientSecret: unclosed reference "${INTROSPECTION_SECRET:-…"');
+    expect(`${r.stdout}${r.stderr}`).not.toContain('rs-s3cret-default');
+  });
+
   it('shows no secret in a problem: not the line of a YAML error, not a value of the wrong type; check and run alike', async () => {
     const file = join(dir, 'secret-problems.yaml');
     const text = stringify(baseConfig(d.pki, d.as, d.upstream, { introspection: { url: d.as.introspectionUrl, clientId: 'rs', clientSecret: 'PLACEHOLDER', ca: d.pki.files.ca } }));

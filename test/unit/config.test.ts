@@ -114,6 +114,26 @@ describe('interpolate', () => {
     expect(problems[0]?.message).toContain('INTROSPECTION_SECRET');
   });
 
+  it.each<[string, string, string]>([
+    ['an unclosed reference with a default', '${INTROSPECTION_SECRET:-rs-secret', '"${INTROSPECTION_SECRET:-…"'],
+    ['an unclosed reference', 'https://${HOST/introspect', '"${HOST"'],
+    ['an unclosed reference after a closed one', '${A:-a}-${B', '"${B"'],
+    ['a lone ${', 'x${', '"${"'],
+  ])('reports %s with the YAML path, never the default', (_name, value, shown) => {
+    const problems: ConfigProblem[] = [];
+    interpolate(value, {}, 'introspection.clientSecret', problems);
+    expect(problems).toHaveLength(1);
+    expect(problems[0]?.path).toBe('introspection.clientSecret');
+    expect(problems[0]?.message).toContain(`unclosed reference ${shown}`);
+    expect(problems[0]?.message).not.toContain('rs-secret');
+  });
+
+  it.each(['$${NOT_A_REFERENCE', 'a ${A:-{x}} b', '${A}}', '$$$${B:-b}'])('%j has no unclosed reference', (value) => {
+    const problems: ConfigProblem[] = [];
+    interpolate(value, { A: 'a' }, 'x', problems);
+    expect(problems).toEqual([]);
+  });
+
   it('reports every missing variable of one value', () => {
     const problems: ConfigProblem[] = [];
     interpolate('${A}-${B}-${C:-c}', {}, 'x', problems);
