@@ -10,7 +10,7 @@
 import cluster from 'node:cluster';
 import { installFatalHandlers } from '../fatal.ts';
 import { createApp } from '../app.ts';
-import { announceWorker, configFromPrimary, runPrimary, workerCount, type ConfigInForce, type RelayedReload } from '../cluster.ts';
+import { announceWorker, configFromPrimary, runPrimary, watchLauncher, workerCount, type ConfigInForce, type RelayedReload } from '../cluster.ts';
 import { ConfigError, loadConfigFile, warningsOf, type LoadedConfig } from '../config/load.ts';
 import { reconcileReload } from '../config/reload-table.ts';
 import { createLogger } from '../log.ts';
@@ -76,6 +76,13 @@ export async function runProxy(args: string[], reloadAsked = false): Promise<num
   try {
     const started = await app.start();
     if (cluster.isWorker) announceWorker(app.metrics, started.url);
+    // A single process under the launcher (a primary does the same for its workers): its death is a
+    // SIGTERM, not a server left holding the port.
+    else
+      watchLauncher(() => {
+        app.logger.warn({ launcher: process.env.CNFGUARD_LAUNCHER_PID }, 'the launcher (bin/cnfguard.js) is gone; stopping');
+        process.kill(process.pid, 'SIGTERM');
+      });
     // Give back what start-up grew and no longer uses (~10 MB idle RSS; serve/settle-memory.ts).
     settleMemoryAfterStart(app.logger);
   } catch (err) {

@@ -73,4 +73,28 @@ describe.skipIf(OLDER_NODE === undefined)(`bin/cnfguard.js under ${OLDER_NODE ??
     // Idle workers drain at once; the parent is polled every 500 ms.
     await expect.poll(() => [primary, ...workers].filter(running), { timeout: 15_000, interval: 100 }).toEqual([]);
   });
+
+  it('a launcher killed by SIGKILL takes its one server (workers: 1) down', async () => {
+    const file = join(pki.dir, 'orphan-single.yaml');
+    await writeFile(
+      file,
+      stringify({
+        listen: { host: '127.0.0.1', port: 0 },
+        admin: { host: '127.0.0.1', port: 0 },
+        tls: { cert: pki.files.server.cert, key: pki.files.server.key },
+        introspection: { url: 'https://127.0.0.1:9/introspect', clientId: 'rs', clientSecret: 'rs-secret', probeAtStartup: false },
+        upstream: 'http://127.0.0.1:9',
+      }),
+    );
+    const launcher = spawn(OLDER_NODE as string, [BIN, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    pids.push(launcher.pid as number);
+    const { lines } = captureOutput(launcher);
+    await expect.poll(() => lines().some((l) => l.msg === 'cnfguard started'), { timeout: 40_000, interval: 100 }).toBe(true);
+    const server = lines().find((l) => l.msg === 'cnfguard started')?.pid as number;
+    pids.push(server);
+    expect(server).not.toBe(launcher.pid);
+    expect(running(server)).toBe(true);
+    launcher.kill('SIGKILL');
+    await expect.poll(() => running(server), { timeout: 15_000, interval: 100 }).toBe(false);
+  });
 });
