@@ -7,12 +7,12 @@
  */
 import { mkdir, open, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { pino } from 'pino';
 import { Agent, request } from 'undici';
 import { AS_CLIENTS, startAuthorizationServer } from '../demo/authorization-server.ts';
 import { startEchoUpstream } from '../demo/echo-upstream.ts';
 import { createApp, type App } from '../src/app.ts';
 import { loadConfigObject } from '../src/config/load.ts';
+import { createLogger } from '../src/log.ts';
 import { writeDevCertificates, type PemPair } from '../src/tls/dev-certs.ts';
 
 const once = process.argv.includes('--once');
@@ -22,7 +22,8 @@ const say = (line = '') => process.stdout.write(`${line}\n`);
 
 async function startGuard(config: Record<string, unknown>, logFile: string): Promise<{ app: App; url: string; adminUrl: string }> {
   const log = await open(logFile, 'a');
-  const logger = pino({ level: 'info', timestamp: pino.stdTimeFunctions.isoTime }, log.createWriteStream());
+  // The same logger as `run` (levels as words, service and pid), to the demo's log file.
+  const logger = createLogger('info', log.createWriteStream());
   // Port 8443 when free, any port otherwise (a second demo, or a real service there).
   for (const port of [8443, 0]) {
     const app = createApp(loadConfigObject({ ...config, listen: { host: '127.0.0.1', port } }, 'demo (embedded defaults)'), { logger });
