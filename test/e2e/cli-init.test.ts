@@ -91,7 +91,15 @@ function unprivileged(): string[] | undefined {
   } catch {
     return undefined;
   }
-  return ['setpriv', '--reuid', '65534', '--regid', '65534', '--clear-groups'];
+  const asNobody = ['setpriv', '--reuid', '65534', '--regid', '65534', '--clear-groups'];
+  // nobody must be able to run cnfguard from this checkout at all: a clone inside a 0700 directory
+  // (mktemp -d) is not theirs to read, and every case would fail on that, not on the 0555 one.
+  try {
+    execFileSync(asNobody[0] as string, [...asNobody.slice(1), process.execPath, BIN, 'version'], { stdio: 'ignore' });
+  } catch {
+    return undefined;
+  }
+  return asNobody;
 }
 const AS_USER = unprivileged();
 
