@@ -382,14 +382,19 @@ describe('a stdout nobody reads', () => {
         }
       };
       // Each warning says what was lost since the one before (a write that got through between two
-      // losses says so early): together, every line dropped.
+      // losses says so early, and the last loss is told at the next write): at least one, none
+      // counting more than the counter says in the end (lines may still be lost after the scrape
+      // above, while the pipe is drained).
       const warnings = (): Record<string, unknown>[] => readAll().split('\n').filter((l) => l.includes('"log lines dropped')).map((l) => JSON.parse(l) as Record<string, unknown>);
-      await waitFor(() => warnings().reduce((sum, w) => sum + (w.droppedLines as number), 0) === dropped || undefined, () => `warnings adding up to ${dropped} dropped lines: ${JSON.stringify(warnings())}`, POLL);
-      for (const warning of warnings()) expect(warning).toMatchObject({ level: 'warn', bufferBytes: 65_536 });
-      // Every request has its line or is counted as dropped; nothing else was lost.
+      await waitFor(() => warnings().length > 0 || undefined, 'a dropped-lines warning', POLL);
+      for (const warning of warnings()) expect(warning).toMatchObject({ level: 'warn', bufferBytes: 65_536, droppedLines: expect.any(Number) as number });
+      const finally_ = metric(await metricsOf(`http://127.0.0.1:${admin}`), 'cnfguard_log_lines_dropped_total');
+      expect(finally_).toBeGreaterThanOrEqual(dropped);
+      expect(warnings().reduce((sum, w) => sum + (w.droppedLines as number), 0)).toBeLessThanOrEqual(finally_);
+      // Every request has its line or is among the lines counted as dropped.
       const accessLines = text.split('\n').filter((l) => l.startsWith('{') && (JSON.parse(l) as { msg?: string }).msg === 'request');
-      expect(accessLines.length + dropped).toBe(sent);
-      expect(metric(await metricsOf(`http://127.0.0.1:${admin}`), 'cnfguard_log_lines_dropped_total')).toBe(dropped);
+      expect(accessLines.length).toBeLessThan(sent);
+      expect(accessLines.length + finally_).toBeGreaterThanOrEqual(sent);
     });
   });
 });
