@@ -6,9 +6,10 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    // Two cores, three files at a time: end-to-end files wait on their servers more than they
-    // compute (measured: 214 s against 277 s with two, every file's time well inside its timeout).
-    maxWorkers: 3,
+    // Two cores: end-to-end files start several servers each. Three at a time measured 214 s
+    // against 277 s, but one timing-bound chaos cell (an HTTP/2 reset mid-response seen through
+    // PINGs, connection-chaos.test.ts) failed in one clean run of three: two it stays.
+    maxWorkers: 2,
     // Tests that spawn bin/cnfguard.js test the sources, not a build that may sit in dist/.
     env: { CNFGUARD_FROM_SOURCE: '1' },
   },
