@@ -7,6 +7,7 @@
  * key. (Each name is already an RFC 9110 token, lower-cased: schema-fields.ts; so no pseudo-header.)
  */
 import type * as z from 'zod';
+import { FORWARDING_HEADERS } from '../forwarding-headers.ts';
 import { formatPath } from './problems.ts';
 
 /** Framing, routing and connection-specific fields (RFC 9110 §6.4, §7.2, §7.6.1): the request breaks without them as they are. */
@@ -15,32 +16,8 @@ const FRAMING = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encod
 /** The request's credentials and proofs: the token, the DPoP proof, a signature and what it covers, a session. */
 const CREDENTIALS = ['authorization', 'proxy-authorization', 'dpop', 'signature', 'signature-input', 'content-digest', 'cookie'] as const;
 
-/** Set by cnfguard itself on every forwarded request (upstream-headers.ts FORWARDING_HEADERS, tracing): one would overwrite the other. */
-const SET_BY_CNFGUARD = [
-  'x-forwarded-for',
-  'x-forwarded-host',
-  'x-forwarded-proto',
-  'x-forwarded-port',
-  'x-forwarded-prefix',
-  'x-forwarded-server',
-  'x-forwarded-scheme',
-  'x-forwarded-ssl',
-  'x-forwarded-uri',
-  'x-forwarded-path',
-  'forwarded',
-  'x-real-ip',
-  'x-client-ip',
-  'true-client-ip',
-  'x-cluster-client-ip',
-  'x-original-url',
-  'x-original-uri',
-  'x-rewrite-url',
-  'x-original-host',
-  'x-host',
-  'x-request-id',
-  'traceparent',
-  'tracestate',
-] as const;
+/** Set by cnfguard itself on every forwarded request (the forwarding headers, and tracing's): one would overwrite the other. */
+const SET_BY_CNFGUARD = [...FORWARDING_HEADERS, 'traceparent', 'tracestate'];
 
 /** Every name no managed header may take, with why (exported for the test that keeps it in step with the edges' lists). */
 export const RESERVED_HEADER_NAMES: ReadonlyMap<string, string> = new Map<string, string>([

@@ -17,33 +17,7 @@ import type { RoutePolicy } from './route.ts';
 /** RFC 9110 §7.6.1 connection-specific fields, plus `expect` (the edge already answered it). */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'expect']);
 
-/**
- * Headers upstreams read as the original client, host, scheme or URL: only cnfguard sets them.
- * (`X-Original-URL` and `X-Rewrite-URL` re-route IIS and Symfony applications.)
- */
-export const FORWARDING_HEADERS: readonly string[] = [
-  'x-forwarded-for',
-  'x-forwarded-host',
-  'x-forwarded-proto',
-  'x-forwarded-port',
-  'x-forwarded-prefix',
-  'x-forwarded-server',
-  'x-forwarded-scheme',
-  'x-forwarded-ssl',
-  'x-forwarded-uri',
-  'x-forwarded-path',
-  'forwarded',
-  'x-real-ip',
-  'x-client-ip',
-  'true-client-ip',
-  'x-cluster-client-ip',
-  'x-original-url',
-  'x-original-uri',
-  'x-rewrite-url',
-  'x-original-host',
-  'x-host',
-  'x-request-id',
-];
+export { FORWARDING_HEADERS } from '../forwarding-headers.ts';
 
 /** Fields a `Connection` header may not remove: cnfguard sets or checked them. */
 const KEPT_AGAINST_CONNECTION = new Set(['host', 'content-length', 'content-type', 'authorization']);
