@@ -683,10 +683,11 @@ interface PairSide {
 }
 
 async function pairedPhase(options: Options, phase: string, sides: PairSide[]): Promise<PairSummary> {
-  const seconds = options.quick ? 1 : options.durationSeconds;
+  // --quick: long enough for every side to serve some requests; its figures mean nothing.
+  const seconds = options.quick ? 0.4 : options.durationSeconds;
   const runs: ClosedLoopResult[][] = sides.map(() => []);
   for (const side of sides) {
-    const warm = await side.run(options.quick ? 0.5 : options.warmupSeconds);
+    const warm = await side.run(options.quick ? 0.3 : options.warmupSeconds);
     log(`  warm-up ${side.name.padEnd(24)} ${String(warm.rps).padStart(6)}/s  (${warm.failures} failed)`);
   }
   for (let round = 1; round <= options.rounds; round++) {

@@ -104,6 +104,9 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         servername: 'localhost',
         tlsOptions: { cert: options.cert, key: options.key },
         timeout: 10,
+        // autocannon ends a run at its next sample tick (1 s by default), after the last request or
+        // the duration: a few hundred requests, or half a second, would wait most of a second each.
+        ...((options.amount !== undefined || (options.durationSeconds ?? 5) < 2) && { sampleInt: 50 }),
         // Hard stop for a hung run (amount mode has no duration of its own).
         ...(options.amount !== undefined && { duration: 60 }),
       },
