@@ -136,34 +136,40 @@ export function budgetSession(session: ServerHttp2Session, limits: Limits, now: 
 /**
  * A client that vanished without a FIN or an RST the session could read (its reset arrived while
  * nothing was being written: a response held by flow control, a dead path) leaves its streams
- * open, and their upstream calls with them. While a session has open streams it is pinged once a
- * second; a ping unanswered for `limits.http2PingTimeoutMs` destroys the session, which cancels
- * every stream's upstream call. An idle session costs nothing (the idle timeout covers it).
+ * open, and their upstream calls with them. While a session has open streams it is pinged every
+ * {@link livenessPingEveryMs}; a ping unanswered for `limits.http2PingTimeoutMs` destroys the
+ * session, which cancels every stream's upstream call. The deadline is the ping's own timer, not a
+ * later tick of the interval, so a vanished client is found within the interval plus the timeout.
+ * An idle session costs nothing (the idle timeout covers it).
  */
-export function watchLiveness(session: ServerHttp2Session, limits: Limits, now: () => number = () => performance.now()): void {
+export function watchLiveness(session: ServerHttp2Session, limits: Limits): void {
   let open = 0;
-  let unansweredSince: number | undefined;
+  let deadline: NodeJS.Timeout | undefined;
   session.on('stream', (stream) => {
     open++;
     stream.on('close', () => open--); // a stream closes once
   });
   const timer = setInterval(() => {
-    if (session.destroyed) return;
-    if (unansweredSince !== undefined) {
-      if (now() - unansweredSince >= limits.http2PingTimeoutMs) session.destroy();
-      return;
-    }
-    if (open === 0) return;
-    const sent = now();
-    unansweredSince = sent;
+    if (session.destroyed || deadline !== undefined || open === 0) return;
+    const unanswered = setTimeout(() => session.destroy(), limits.http2PingTimeoutMs);
+    unanswered.unref();
+    deadline = unanswered;
     try {
       session.ping((err) => {
-        if (err === null && unansweredSince === sent) unansweredSince = undefined;
+        if (err !== null || deadline !== unanswered) return;
+        clearTimeout(unanswered);
+        deadline = undefined;
       });
     } catch {
-      // A session that is closing takes no more pings; its own end comes with it.
+      // A session that is closing takes no more pings; its own end comes with it, or the deadline's.
     }
-  }, Math.min(1000, limits.http2PingTimeoutMs / 2));
+  }, livenessPingEveryMs(limits));
   timer.unref();
-  session.once('close', () => clearInterval(timer));
+  session.once('close', () => {
+    clearInterval(timer);
+    clearTimeout(deadline);
+  });
 }
+
+/** How often a session with open streams is pinged: each second, or twice within a shorter timeout. */
+export const livenessPingEveryMs = (limits: Pick<Limits, 'http2PingTimeoutMs'>): number => Math.min(1000, limits.http2PingTimeoutMs / 2);

@@ -22,14 +22,19 @@ import { play, type Action, type ChaosEvent, type ChaosTarget, type Phase, type 
 import { grpcFrame, Signals, startChaosAs, startGrpcUpstream, startHttp1Upstream, type ChaosAs, type ChaosUpstream } from '../fixtures/chaos-servers.ts';
 import { startGuardProcess, type GuardProcess, type Memory } from '../fixtures/guard-process.ts';
 import { freePort } from '../fixtures/processes.ts';
+import { livenessPingEveryMs } from '../../src/proxy/limits.ts';
 import { createPki, curl, type Pki } from '../fixtures/stack.ts';
 
 const REPEATS = 3;
 const CONCURRENCY = 50;
-/** How long an upstream request may stay open after its client went. */
-/** An HTTP/2 client that vanished unseen is found by the session's liveness ping: the bound is its timeout plus 1.5 s. */
+/**
+ * How long an upstream request may stay open after its client went. An HTTP/2 client that vanished
+ * unseen is found by the session's liveness ping: sent within an interval, unanswered for its
+ * timeout (limits.ts; test/unit/liveness.test.ts pins that timing), then 1.5 s for the rest on a
+ * loaded 2-core machine.
+ */
 const PING_TIMEOUT_MS = 1500;
-const OUTLIVE_BOUND_MS = PING_TIMEOUT_MS + 1500;
+const OUTLIVE_BOUND_MS = livenessPingEveryMs({ http2PingTimeoutMs: PING_TIMEOUT_MS }) + PING_TIMEOUT_MS + 1500;
 /** How far above its warmed-up level heap used + external may be after the run (after a full GC each time). */
 const MEMORY_MARGIN_BYTES = 4 * 1024 * 1024;
 const SLOW_AS_MS = 400;
@@ -136,6 +141,8 @@ interface RoundResult {
   played: Map<string, Played>;
   /** Upstream requests (by chaos id) that outlived their client past the bound, with how long. */
   outlived: { id: string; ms: number | undefined }[];
+  /** How long each closed upstream request outlived its client, in ms, slowest first (what the bound has to spare). */
+  lags: number[];
   /** For each exit during the round, the cells of the events that acted in the 300 ms before it. */
   exitSuspects: string[][];
 }
@@ -168,12 +175,15 @@ async function round(name: string, repeats: number, only: Cell[] = cells()): Pro
       .map((id) => ({ id, ms: u.ledger.closed.has(id) ? (u.ledger.closed.get(id) as number) - goneAt(id) : undefined }))
       .filter((o) => o.ms === undefined || o.ms > OUTLIVE_BOUND_MS),
   );
+  const lags = [h1, grpc]
+    .flatMap((u) => [...u.ledger.closed.entries()].filter(([id]) => ids.has(id)).map(([id, at]) => at - goneAt(id)))
+    .sort((a, b) => b - a);
   const exitSuspects = guard.exits.slice(exitsBefore).map((exit) =>
     exit.at >= releasedAt
       ? ['(when the round let go of the connections it held)']
       : [...new Set(events.filter((e) => { const p = played.get(e.id); return p?.reached === true && p.goneAt !== undefined && p.goneAt <= exit.at && p.goneAt > exit.at - 300; }).map(cellName))].sort(),
   );
-  return { events, played, outlived, exitSuspects };
+  return { events, played, outlived, lags, exitSuspects };
 }
 
 /** Memory after a full GC: each figure the least of three readings (each after its own collection). */
@@ -290,7 +300,8 @@ describe('connection chaos', () => {
     const result = await round('reset', 25, only);
     const unreached = result.events.filter((e) => result.played.get(e.id)?.reached !== true).length;
     const context = JSON.stringify({ exits: guard.exits, outlived: result.outlived.map((o) => `${o.id}: ${o.ms === undefined ? 'open' : `${Math.round(o.ms)} ms`}`) }, null, 2);
-    console.log(`connection chaos, reset mid-response: ${result.events.length} events, ${result.outlived.length} upstream requests outlived their client by > ${OUTLIVE_BOUND_MS} ms`);
+    const slowest = result.lags.slice(0, 3).map((ms) => `${Math.round(ms)} ms`).join(', ');
+    console.log(`connection chaos, reset mid-response: ${result.events.length} events, ${result.outlived.length} upstream requests outlived their client by > ${OUTLIVE_BOUND_MS} ms; the slowest closed ${slowest} after their client went`);
     expect(guard.exits, context).toEqual([]);
     expect(unreached, context).toBe(0);
     expect(result.outlived, context).toEqual([]);
