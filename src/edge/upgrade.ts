@@ -42,7 +42,7 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
   async function handle(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const runtime = deps.runtime();
     const connection = connectionOf(req);
-    const span = deps.tracing?.current?.request('websocket', req.method, deps.certificates.isTrustedProxy(connection.peer) ? traceHeadersOf(req.headers) : undefined);
+    const span = deps.tracing?.current?.request(req.method === 'CONNECT' ? 'connect' : 'websocket', req.method, deps.certificates.isTrustedProxy(connection.peer) ? traceHeadersOf(req.headers) : undefined);
     const exchange = new Exchange(deps.accessLog, originOf(req, connection, deps.certificates), span);
     let status = 101;
     socket.on('error', () => socket.destroy());

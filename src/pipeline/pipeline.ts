@@ -182,6 +182,8 @@ const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])
 
 /** Step 1: checks on the request's shape that need no route. */
 function shapeOf(facts: RequestFacts, limits: PipelineLimits): { target: ParsedTarget; host: string } {
+  // Refused on every edge alike (an HTTP/1.1 or HTTP/2 CONNECT, or a front's check of one), before anything else is read of it.
+  if (facts.method === 'CONNECT') throw new GuardError('method_unsupported');
   if (facts.target.length > limits.urlBytes) throw new GuardError('url_too_long');
   if (facts.headerCount > limits.headerCount) throw new GuardError('headers_too_many');
   if (facts.headerBytes !== undefined && limits.headerBytes !== undefined && facts.headerBytes > limits.headerBytes) throw new GuardError('headers_too_large');

@@ -81,16 +81,17 @@ export function createListeners({ config, state, logger, metrics, now, admin, de
   // request like any other, its Upgrade dropped as hop-by-hop: RFC 9110 §7.8 lets a server ignore
   // it. (Node's default sends every Upgrade to the 'upgrade' listener, which answered none.)
   (listener.server as { shouldUpgradeCallback?: (req: IncomingMessage) => boolean }).shouldUpgradeCallback = isWebsocketUpgrade;
-  listener.server.on(
-    'upgrade',
-    createUpgradeEdge({
-      ...edge,
-      onUpgraded: (socket) => {
-        upgraded.add(socket);
-        socket.once('close', () => upgraded.delete(socket));
-      },
-    }),
-  );
+  const upgradeEdge = createUpgradeEdge({
+    ...edge,
+    onUpgraded: (socket) => {
+      upgraded.add(socket);
+      socket.once('close', () => upgraded.delete(socket));
+    },
+  });
+  listener.server.on('upgrade', upgradeEdge);
+  // An HTTP/1.1 CONNECT comes as its own event, with the socket (Node closed it unanswered, unlogged):
+  // the upgrade edge runs it through the pipeline, which refuses it (method_unsupported), answered and logged.
+  listener.server.on('connect', upgradeEdge);
   const connections = guardConnections(listener.server, { logger, accessLog, realm: () => state.runtime.realm, onHandshakeFailure: () => metrics.tlsHandshakeFailures.inc() });
   // The decision API (issue 16): another edge into the same runtime, certificates and access log.
   const decisionDeps = { runtime: () => state.runtime, certificates: certificateSource, accessLog, logger, tracing };

@@ -47,6 +47,9 @@ export function createTlsServer(tls: TlsMaterial, limits: Limits, onRequest: Req
   const sessions = new Set<http2.ServerHttp2Session>();
   if (h2 !== undefined) {
     const h2server = http2.createSecureServer(http2Options(limits), h2.onRequest);
+    // An HTTP/2 CONNECT (no :path) is a request like any other to the edge, whose pipeline refuses it
+    // (method_unsupported) with an access line; unheard, Node answered it 405 by itself, unlogged.
+    h2server.on('connect', h2.onRequest);
     h2server.on('session', (session: http2.ServerHttp2Session) => {
       sessions.add(session);
       session.once('close', () => sessions.delete(session));

@@ -271,6 +271,26 @@ describe('one contract through every edge', () => {
     expect(out).toEqual([]);
   });
 
+  it('CONNECT: never forwarded; where cnfguard sees it, refused 501 method_unsupported with its access line', async () => {
+    await table; // after the table: its cells count access lines by path
+    const out: Record<string, string> = {};
+    for (const edge of EDGES) {
+      // gRPC calls are POSTs; the modelled Envoy routes no CONNECT (its recipe sets no upgrade_configs for it).
+      if (edge === 'grpc' || edge === 'envoy' || (isNginx(edge) && nginx === undefined)) continue;
+      const marker = `connect/${edge}/${++sent}`;
+      const authority = `connect-${edge}.test:443`;
+      const seen = await send(edge, targets, { method: 'CONNECT', target: authority, host: authority, lines: [['x-contract-cell', marker], ['Authorization', `Bearer ${env.tokens.bound}`]], cert: d.pki.certs.clients.client1 });
+      const forwarded = d.upstream.requests.some((r) => r.headers['x-contract-cell'] === marker);
+      // nginx refuses a CONNECT itself (cnfguard is not asked); Traefik asks with X-Forwarded-Method and relays the 501.
+      const line = isNginx(edge) ? undefined : await waitFor(() => logs.entries().find((e) => e.method === 'CONNECT' && e.reqId === seen.headers['x-request-id']?.[0]), `the CONNECT access line (${edge})`).catch(() => undefined);
+      out[edge] = `${seen.status} forwarded=${forwarded} line=${line === undefined ? '-' : `${String(line.status)}/${String(line.reason)}`}`;
+    }
+    console.log(`CONNECT on every edge: ${JSON.stringify(out)}`);
+    const refused = '501 forwarded=false line=501/method_unsupported';
+    for (const [edge, seen] of Object.entries(out)) expect(seen, edge).toMatch(isNginx(edge as EdgeId) ? /^[45]\d\d forwarded=false line=-$/ : new RegExp(`^${refused}$`));
+    expect(Object.keys(out)).toEqual(EDGES.filter((e) => e !== 'grpc' && e !== 'envoy' && (nginx !== undefined || !isNginx(e))));
+  });
+
   it('the table size: every edge runs most rows', async () => {
     const cells = [...(await table).values()];
     const run = cells.filter((c) => c.skipped === undefined);

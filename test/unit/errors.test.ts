@@ -194,6 +194,7 @@ describe('REASONS', () => {
       'introspection_unavailable',
       'introspection_unverified',
       'jwks_unavailable',
+      'method_unsupported',
       'request_timeout',
       'server_busy',
       'shared_state_unavailable',
