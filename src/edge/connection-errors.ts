@@ -14,6 +14,14 @@ import { renderError } from './render.ts';
 import { GuardError, type ReasonId } from '../oauth/reasons.ts';
 import { rawResponse, REQUEST_ID_HEADER } from './answer.ts';
 
+/**
+ * How an HTTP/1.1 request still receiving its body is failed by what the parser or Node's request
+ * timer says of that body (a malformed chunk, the request timeout, the client's EOF mid-body): set
+ * by the proxy edge per request, so that the request's own exchange answers and logs it (one line,
+ * the status the client gets), not a second line for an answer that would wait behind it forever.
+ */
+export const bodyFailures = new WeakMap<object, (err: GuardError) => void>();
+
 export interface ConnectionTracker {
   /** Open TCP connections, handshaking or not. */
   readonly size: number;
@@ -72,6 +80,16 @@ export function guardConnections(server: Server, deps: { logger: Logger; accessL
     }
     const reason = parserReason(err.code, (err as { rawPacket?: Buffer }).rawPacket, server.maxHeadersCount ?? Infinity);
     const refusal = new GuardError(reason, { detail: `HTTP parser: ${err.code ?? 'error'}` });
+    const inFlight = (socket as { _httpMessage?: (NodeJS.EventEmitter & { req?: { complete: boolean } }) | null })._httpMessage;
+    // The request being answered has not been received whole: the error is about its body.
+    const unfinished = inFlight?.req !== undefined && !inFlight.req.complete ? inFlight.req : undefined;
+    if (unfinished !== undefined) {
+      const failBody = bodyFailures.get(unfinished);
+      // The client ending its side mid-body left (499); anything else is answered as what it is.
+      failBody?.(err.code === 'HPE_INVALID_EOF_STATE' ? new GuardError('client_aborted', { detail: 'the client ended the connection during the upload' }) : refusal);
+      if (failBody === undefined || err.code === 'HPE_INVALID_EOF_STATE') socket.destroy();
+      return;
+    }
     // Who it was and how long they took (a slowloris is seen by its peer and its wait; since the
     // handshake: exact for a connection's first request, an upper bound after): the request never parsed.
     const requestId = randomUUID();
@@ -82,7 +100,6 @@ export function guardConnections(server: Server, deps: { logger: Logger; accessL
     // A pipelined request that fails to parse while an earlier one is still being answered: its
     // answer would land before that one's, or inside its body (RFC 9112 §9.3: answers go in
     // request order). It waits for that answer to end; if that one is cut, so is the connection.
-    const inFlight = (socket as { _httpMessage?: NodeJS.EventEmitter | null })._httpMessage;
     if (inFlight != null) {
       let finished = false;
       inFlight.once('finish', () => {

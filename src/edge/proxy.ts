@@ -21,6 +21,7 @@ import { formReader, limitBody, type BodyBudget } from '../proxy/body.ts';
 import type { Forwarder } from '../proxy/forward.ts';
 import { answerHeaders, renderFor, sendDocument, sendGrpcRefusal, sendRendered } from './answer.ts';
 import { isGrpc } from '../proxy/response-head.ts';
+import { bodyFailures } from './connection-errors.ts';
 import { edgeFailures, Exchange } from './exchange.ts';
 import type { ProxyRequest, ProxyResponse } from '../proxy/messages.ts';
 import { authorityOf, connectionOf, isHttp2, originOf, requestFacts, upstreamHeadersOf } from './http-facts.ts';
@@ -102,6 +103,14 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       if (res.headersSent) res.destroy();
       else if (!(res as { destroyed?: boolean }).destroyed) refuse(err);
     };
+    // HTTP/1.1: what Node's parser or request timer says of this request's body fails this request (connection-errors.ts).
+    if (!h2 && !req.complete) {
+      bodyFailures.set(req, (err) => {
+        keepAlive(false); // the rest of the body is not read
+        fail(err);
+        upstreamCall?.abort();
+      });
+    }
     // Stream-level slowloris: an HTTP/2 request whose body trickles or never ends is reset.
     if (h2 && !req.stream.endAfterHeaders) streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err), (upstreamCall = new AbortController()));
     try {

@@ -236,6 +236,58 @@ describe('limits', () => {
     expect(g.logs.entries().find((e) => e.msg === 'request' && e.path === '/small/chunks')).toMatchObject({ status: 413, reason: 'body_too_large' });
   });
 
+  describe('a body that goes wrong after the request was forwarded: one answer, one access line', () => {
+    /** A guard whose upstream answers only once it has a request's whole body, so a broken body holds the call open. */
+    async function withWaitingUpstream(run: (g: Guard) => Promise<void>): Promise<void> {
+      const upstream = await trackedUpstream();
+      const g = await startGuard(d.pki, { ...baseConfig(d.pki, d.as, d.upstream, { introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca }, limits: { headersTimeoutMs: 1000, requestTimeoutMs: 1500 } }), upstream: upstream.url });
+      let stopped: Promise<void> | undefined;
+      const stopOnce = (): Promise<void> => (stopped ??= g.stop());
+      try {
+        await run({ ...g, stop: stopOnce });
+      } finally {
+        await stopOnce();
+        await upstream.close();
+      }
+    }
+    const linesOf = (g: Guard, path: string) => g.logs.entries().filter((e) => e.msg === 'request' && e.path === path);
+    /** The request's access lines once the guard has stopped (every line written), each as status/reason. */
+    async function finalLines(g: Guard, path: string): Promise<string[]> {
+      await waitFor(() => linesOf(g, path).length > 0 || undefined, `an access line for ${path}`, { timeoutMs: 5000, intervalMs: 20 });
+      await g.stop();
+      return linesOf(g, path).map((e) => `${String(e.status)}/${String(e.reason)}`);
+    }
+
+    it('an upload slower than requestTimeoutMs: the client gets 408 and the connection closes', async () => {
+      await withWaitingUpstream(async (g) => {
+        const response = await raw(g.started.port, `POST /slow-upload HTTP/1.1\r\nHost: a\r\n${auth}Content-Length: 100\r\n\r\n0123456789`, 8000);
+        expect(status(response)).toBe(408);
+        expect(response).toMatch(/\r\nconnection: close\r\n/i);
+        expect(await finalLines(g, '/slow-upload')).toEqual(['408/request_timeout']);
+      });
+    });
+
+    it('a malformed chunk: the client gets 400 http_malformed', async () => {
+      await withWaitingUpstream(async (g) => {
+        const response = await raw(g.started.port, `POST /bad-chunk HTTP/1.1\r\nHost: a\r\n${auth}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nxx\r\n`, 8000);
+        expect(status(response)).toBe(400);
+        expect(await finalLines(g, '/bad-chunk')).toEqual(['400/http_malformed']);
+      });
+    });
+
+    it('a client that ends its connection mid-upload: one line, 499 client_aborted', async () => {
+      await withWaitingUpstream(async (g) => {
+        const socket = tls.connect({ host: '127.0.0.1', port: g.started.port, ca: d.pki.certs.ca.cert, ...d.pki.certs.clients.client1 });
+        socket.on('error', () => {});
+        await once(socket, 'secureConnect');
+        socket.resume();
+        socket.end(`POST /left-upload HTTP/1.1\r\nHost: a\r\n${auth}Content-Length: 100000\r\n\r\n${'x'.repeat(1000)}`);
+        await closedWithin(socket, 8000);
+        expect(await finalLines(g, '/left-upload')).toEqual(['499/client_aborted']);
+      });
+    });
+  });
+
   it('an idle keep-alive connection is closed after keepAliveTimeoutMs', async () => {
     const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca }, limits: { keepAliveTimeoutMs: 300 } }));
     try {
