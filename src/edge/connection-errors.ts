@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
-import { renderError } from './render.ts';
+import { renderError, type RenderedError } from './render.ts';
 import { GuardError, type ReasonId } from '../oauth/reasons.ts';
 import { rawResponse, REQUEST_ID_HEADER } from './answer.ts';
 
@@ -74,44 +74,7 @@ export function guardConnections(server: Server, deps: { logger: Logger; accessL
       socket.destroy();
       return;
     }
-    if (err.code === 'ECONNRESET' || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const reason = parserReason(err.code, (err as { rawPacket?: Buffer }).rawPacket, server.maxHeadersCount ?? Infinity);
-    const refusal = new GuardError(reason, { detail: `HTTP parser: ${err.code ?? 'error'}` });
-    const inFlight = (socket as { _httpMessage?: (NodeJS.EventEmitter & { req?: { complete: boolean } }) | null })._httpMessage;
-    // The request being answered has not been received whole: the error is about its body.
-    const unfinished = inFlight?.req !== undefined && !inFlight.req.complete ? inFlight.req : undefined;
-    if (unfinished !== undefined) {
-      const failBody = bodyFailures.get(unfinished);
-      // The client ending its side mid-body left (499); anything else is answered as what it is.
-      failBody?.(err.code === 'HPE_INVALID_EOF_STATE' ? new GuardError('client_aborted', { detail: 'the client ended the connection during the upload' }) : refusal);
-      if (failBody === undefined || err.code === 'HPE_INVALID_EOF_STATE') socket.destroy();
-      return;
-    }
-    // Who it was and how long they took (a slowloris is seen by its peer and its wait; since the
-    // handshake: exact for a connection's first request, an upper bound after): the request never parsed.
-    const requestId = randomUUID();
-    const client = (socket as { remoteAddress?: string }).remoteAddress;
-    const since = waitingSince.get(socket);
-    deps.accessLog.record({ requestId, method: undefined, path: undefined, status: refusal.status, verdict: undefined, failure: refusal, upstreamStatus: undefined, thumbprint: undefined, latencyMs: since === undefined ? 0 : now() - since, client });
-    const answer = rawResponse(renderError(refusal, { realm: deps.realm() }), { [REQUEST_ID_HEADER]: requestId });
-    // A pipelined request that fails to parse while an earlier one is still being answered: its
-    // answer would land before that one's, or inside its body (RFC 9112 §9.3: answers go in
-    // request order). It waits for that answer to end; if that one is cut, so is the connection.
-    if (inFlight != null) {
-      let finished = false;
-      inFlight.once('finish', () => {
-        finished = true;
-        socket.end(answer);
-      });
-      inFlight.once('close', () => {
-        if (!finished) socket.destroy();
-      });
-      return;
-    }
-    socket.end(answer);
+    answerParserError(err, socket, { maxHeadersCount: server.maxHeadersCount ?? Infinity, accessLog: deps.accessLog, realm: deps.realm(), waitingSince: waitingSince.get(socket), now });
   });
   return {
     get size() {
@@ -124,4 +87,64 @@ export function guardConnections(server: Server, deps: { logger: Logger; accessL
       for (const socket of sockets) if (!established.has(socket)) socket.destroy();
     },
   };
+}
+
+export interface ParserErrorOptions {
+  maxHeadersCount: number;
+  accessLog: AccessLog;
+  realm: string;
+  /** When the connection began waiting for this request (the latency the line reports). */
+  waitingSince: number | undefined;
+  now: () => number;
+  /** The access line's `edge`, when not the proxy listener. */
+  edge?: string;
+  /** The answer as sent, when it differs from the refusal the line reports (a front's status rule). */
+  answered?: (rendered: RenderedError) => RenderedError;
+}
+
+/**
+ * A request Node's parser (or its request timer) refused, on an established connection: one
+ * access line and the refusal through the one renderer, in request order after any answer in
+ * flight; an error about the body of the request being answered fails that request instead.
+ */
+export function answerParserError(err: NodeJS.ErrnoException, socket: Duplex, options: ParserErrorOptions): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const reason = parserReason(err.code, (err as { rawPacket?: Buffer }).rawPacket, options.maxHeadersCount);
+  const refusal = new GuardError(reason, { detail: `HTTP parser: ${err.code ?? 'error'}` });
+  const inFlight = (socket as { _httpMessage?: (NodeJS.EventEmitter & { req?: { complete: boolean } }) | null })._httpMessage;
+  // The request being answered has not been received whole: the error is about its body.
+  const unfinished = inFlight?.req !== undefined && !inFlight.req.complete ? inFlight.req : undefined;
+  if (unfinished !== undefined) {
+    const failBody = bodyFailures.get(unfinished);
+    // The client ending its side mid-body left (499); anything else is answered as what it is.
+    failBody?.(err.code === 'HPE_INVALID_EOF_STATE' ? new GuardError('client_aborted', { detail: 'the client ended the connection during the upload' }) : refusal);
+    if (failBody === undefined || err.code === 'HPE_INVALID_EOF_STATE') socket.destroy();
+    return;
+  }
+  // Who it was and how long they took (a slowloris is seen by its peer and its wait; since the
+  // handshake: exact for a connection's first request, an upper bound after): the request never parsed.
+  const requestId = randomUUID();
+  const client = (socket as { remoteAddress?: string }).remoteAddress;
+  const since = options.waitingSince;
+  options.accessLog.record({ requestId, method: undefined, path: undefined, status: refusal.status, verdict: undefined, failure: refusal, upstreamStatus: undefined, thumbprint: undefined, latencyMs: since === undefined ? 0 : options.now() - since, client, ...(options.edge !== undefined && { edge: options.edge }) });
+  const rendered = renderError(refusal, { realm: options.realm });
+  const answer = rawResponse(options.answered?.(rendered) ?? rendered, { [REQUEST_ID_HEADER]: requestId });
+  // A pipelined request that fails to parse while an earlier one is still being answered: its
+  // answer would land before that one's, or inside its body (RFC 9112 §9.3: answers go in
+  // request order). It waits for that answer to end; if that one is cut, so is the connection.
+  if (inFlight != null) {
+    let finished = false;
+    inFlight.once('finish', () => {
+      finished = true;
+      socket.end(answer);
+    });
+    inFlight.once('close', () => {
+      if (!finished) socket.destroy();
+    });
+    return;
+  }
+  socket.end(answer);
 }

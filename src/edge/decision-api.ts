@@ -8,6 +8,7 @@
  * a front routes them here, and a check of one is allowed with no identity.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.ts';
 import type { AccessLog } from '../observe/access-log.ts';
 import { forwardedClient } from '../observe/traffic.ts';
@@ -24,6 +25,7 @@ import { answerHeaders, renderFor, sendDocument } from './answer.ts';
 import type { RenderedError } from './render.ts';
 import { FRONT_HEADER_ALLOWANCE, FRONT_HEADER_BYTES_ALLOWANCE, decisionFacts, originalOf, type DecisionFront } from './decision-facts.ts';
 import { headerLinesOf } from './http-facts.ts';
+import { answerParserError } from './connection-errors.ts';
 import { edgeFailures, Exchange } from './exchange.ts';
 
 export interface DecisionApiDependencies {
@@ -158,7 +160,9 @@ export function createDecisionHandler(deps: DecisionApiDependencies, transport: 
  * nginx's auth_request would turn into a 500: the client's header count and bytes are judged by
  * the pipeline (431, a decision with its access line), and a check request without Host (the
  * client's HTTP/1.0 request had none) reaches the pipeline, which refuses it as the proxy
- * listener refuses an HTTP/1.0 request without Host (400 host_malformed).
+ * listener refuses an HTTP/1.0 request without Host (400 host_malformed). What the parser itself
+ * refuses (malformed HTTP from the front, a stalled front, headers past the front's allowance)
+ * keeps its status (nginx makes it a 500) and gets its access line.
  */
 export function createDecisionApi(deps: DecisionApiDependencies, limits: Limits, transport: DecisionTransport = 'tcp'): Server {
   const options = {
@@ -169,6 +173,11 @@ export function createDecisionApi(deps: DecisionApiDependencies, limits: Limits,
     optimizeEmptyRequests: true,
   };
   const server = createServer(options, createDecisionHandler(deps, transport));
+  // What Node's parser refuses (malformed HTTP, a header timeout, headers past the front's allowance)
+  // is answered through the renderer with a request id and an access line, as on the proxy listener.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
+    answerParserError(err, socket, { maxHeadersCount: server.maxHeadersCount ?? Infinity, accessLog: deps.accessLog, realm: deps.runtime().realm, waitingSince: undefined, now: Date.now, edge: 'decision-api' }),
+  );
   const { maxConnections, maxHeadersCount } = listenerProperties(limits);
   server.maxConnections = maxConnections;
   server.maxHeadersCount = maxHeadersCount + FRONT_HEADER_ALLOWANCE;

@@ -269,6 +269,9 @@ describe('one contract through every edge', () => {
     const out: string[] = [];
     for (const [edge, actual] of seen) if (actual !== '408') out.push(`${edge}:headers-stalled:status\n    expected "408"\n    actual   ${JSON.stringify(actual)}`);
     expect(out).toEqual([]);
+    // Each with its access line: the proxy listener's, and one per front on the decision API (TCP and socket).
+    const timedOut = (edge: string | undefined) => logs.entries().filter((e) => e.msg === 'request' && e.reason === 'request_timeout' && e.edge === edge).length;
+    expect({ proxy: timedOut(undefined), decision: timedOut('decision-api') }).toEqual({ proxy: 1, decision: DECISION_EDGES.length });
   });
 
   it('CONNECT: never forwarded; where cnfguard sees it, refused 501 method_unsupported with its access line', async () => {
