@@ -44,14 +44,20 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
     const connection = connectionOf(req);
     const span = deps.tracing?.current?.request(req.method === 'CONNECT' ? 'connect' : 'websocket', req.method, deps.certificates.isTrustedProxy(connection.peer) ? traceHeadersOf(req.headers) : undefined);
     const exchange = new Exchange(deps.accessLog, originOf(req, connection, deps.certificates), span);
-    let status = 101;
+    /** What the client was sent: undefined until an answer (a refusal, the upstream's 101 or its own answer) went out. */
+    let status: number | undefined;
+    const left = () => edgeFailures.clientAborted('the client closed the connection before the upgrade was answered');
     socket.on('error', () => socket.destroy());
-    socket.once('close', () => exchange.finish(status));
+    socket.once('close', () => {
+      if (status === undefined) exchange.fail(left());
+      exchange.finish(status ?? 499);
+    });
     try {
       const facts = requestFacts(req, deps.certificates, connection);
       const judged = { ...facts, body: { ...facts.body, form: false } };
       const verdict = await exchange.evaluate(runtime.pipeline, judged, NO_FORM);
       const { decision, route } = verdict;
+      if (socket.destroyed) return; // gone while the pipeline ran: nothing to answer or forward
       if (!decision.allow || deps.draining()) {
         if (decision.allow) exchange.fail(edgeFailures.draining());
         const rendered = decision.allow ? DRAINING_ANSWER : renderFor(decision.error, runtime.realm, verdict);
@@ -73,10 +79,15 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
         route.upstream,
         answerHeaders(verdict, exchange.requestId),
         (err) => {
-          upstreamSpan?.end(undefined, err.reason);
-          exchange.fail(err);
-          status = err.status;
-          socket.destroy();
+          const failure = status === undefined && socket.destroyed ? left() : err;
+          upstreamSpan?.end(undefined, failure.reason);
+          exchange.fail(failure);
+          // Nothing sent yet (the upstream unreachable, or failing before it answered): the client gets the refusal.
+          if (status === undefined && socket.writable) {
+            const rendered = renderFor(err, runtime.realm, verdict);
+            status = rendered.status;
+            socket.end(rawResponse(rendered, { [REQUEST_ID_HEADER]: exchange.requestId }));
+          } else socket.destroy();
         },
         // The upstream's answer: on the access line as upstreamStatus, and as its status when the upstream did not upgrade (what the client got).
         (answered) => {

@@ -3,6 +3,8 @@
  * TLS session resumption, websocket upgrades, and failing closed when the AS dies.
  */
 import { once } from 'node:events';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
+import { freePort } from '../fixtures/processes.ts';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -150,6 +152,37 @@ describe('websocket upgrades', () => {
     expect(answer.status).toBe(400);
     await waitFor(() => guard.logs.entries().findLast((l) => l.msg === 'request' && l.path === '/ws-refused'), 'the access line', { timeoutMs: 5000, intervalMs: 20 });
     expect(guard.logs.entries().findLast((l) => l.msg === 'request' && l.path === '/ws-refused')).toMatchObject({ status: 400, upstreamStatus: 400 });
+  });
+
+  it('an upstream that cannot be reached: the client gets the 502 its access line says; a client gone before any answer is 499', async () => {
+    // A port nobody listens on, and an upstream that takes the connection and never answers.
+    const dead = await freePort();
+    let accepted = 0;
+    const held: Socket[] = [];
+    const silent = createNetServer((socket) => (accepted++, held.push(socket)));
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { routes: [{ pathPrefix: '/ws-down', upstream: `http://127.0.0.1:${dead}` }, { pathPrefix: '/ws-silent', upstream: `http://127.0.0.1:${(silent.address() as AddressInfo).port}` }] }));
+    try {
+      const token = await d.tokenFor('client1');
+      const lineOf = (path: string) => waitFor(() => g.logs.entries().findLast((l) => l.msg === 'request' && l.path === path), `the access line of ${path}`, { timeoutMs: 5000, intervalMs: 20 });
+      const down = await connectTls(g.started.port, { ca: d.pki.certs.ca.cert, client: d.pki.certs.clients.client1 });
+      const answer = await exchange(down.socket, upgrade(token).replace('GET /ws ', 'GET /ws-down '));
+      expect(answer.status).toBe(502);
+      expect(answer.raw).toMatch(/\r\nx-request-id: /i);
+      expect(await lineOf('/ws-down')).toMatchObject({ status: 502, reason: 'upstream_unreachable' });
+
+      const gone = await connectTls(g.started.port, { ca: d.pki.certs.ca.cert, client: d.pki.certs.clients.client1 });
+      gone.socket.write(upgrade(token).replace('GET /ws ', 'GET /ws-silent '));
+      await waitFor(() => accepted > 0 || undefined, 'the upstream connection', { timeoutMs: 5000, intervalMs: 10 });
+      gone.socket.destroy();
+      expect(await lineOf('/ws-silent')).toMatchObject({ status: 499, reason: 'client_aborted', decision: 'aborted' });
+      expect(g.logs.entries().filter((l) => l.msg === 'request' && (l.path === '/ws-silent' || l.path === '/ws-down'))).toHaveLength(2);
+    } finally {
+      await g.stop();
+      for (const socket of held) socket.destroy();
+      silent.close();
+    }
   });
 
   it('are refused like any request when the token is bound to another certificate', async () => {
