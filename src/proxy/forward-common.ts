@@ -106,6 +106,9 @@ export class BodyRelay {
   readonly #stall: { ms: number; onStall: (err: GuardError) => void } | undefined;
   /** Bytes of the declared length still to come, when the answer ends with its last chunk. */
   #unwritten: number | undefined;
+  /** The stall timer of the pause in progress; one 'close' listener per answer clears it. */
+  #stallTimer: NodeJS.Timeout | undefined;
+  #watchingClose = false;
 
   /**
    * `pause` and `resume` the upstream's body (its reads resume on the client's 'drain'). `stall`:
@@ -140,11 +143,16 @@ export class BodyRelay {
       }
       const timer = setTimeout(() => stall.onStall(new GuardError('client_aborted', { detail: `the client took none of the answer for ${stall.ms} ms` })), stall.ms);
       timer.unref();
+      this.#stallTimer = timer;
       this.#res.once('drain', () => {
         clearTimeout(timer);
         this.#resume();
       });
-      this.#res.once('close', () => clearTimeout(timer));
+      // Not a listener per pause: a large answer to a slow client pauses many times.
+      if (!this.#watchingClose) {
+        this.#watchingClose = true;
+        this.#res.once('close', () => clearTimeout(this.#stallTimer));
+      }
     }
     return false;
   }

@@ -1,5 +1,7 @@
-import { describe, expect, it } from 'vitest';
-import { withoutHopByHop } from '../../src/proxy/forward-common.ts';
+import { EventEmitter } from 'node:events';
+import { describe, expect, it, vi } from 'vitest';
+import { BodyRelay, withoutHopByHop } from '../../src/proxy/forward-common.ts';
+import type { ProxyResponse } from '../../src/proxy/messages.ts';
 
 describe("the upstream's answer loses its hop-by-hop fields", () => {
   it('drops Connection, Keep-Alive, the other hop-by-hop fields and every field Connection names; keeps the rest', () => {
@@ -30,5 +32,40 @@ describe("the upstream's answer loses its hop-by-hop fields", () => {
     const out = withoutHopByHop(upstream);
     expect(upstream).toEqual({ connection: 'close', 'content-length': '2' });
     expect(out).not.toBe(upstream);
+  });
+});
+
+describe('BodyRelay', () => {
+  /** A response that takes nothing until told: each write asks for a 'drain'. */
+  class SlowResponse extends EventEmitter {
+    write(): boolean {
+      return false;
+    }
+    end(): void {}
+  }
+
+  it('a client that pauses the answer many times costs one close listener, and a pause still ends on its stall bound', () => {
+    vi.useFakeTimers();
+    try {
+      const res = new SlowResponse();
+      const stalls: string[] = [];
+      const relay = new BodyRelay(res as unknown as ProxyResponse, () => {}, () => {}, { ms: 1000, onStall: (err) => stalls.push(err.reason) });
+      for (let i = 0; i < 50; i++) {
+        relay.write(Buffer.from('x'));
+        res.emit('drain');
+      }
+      expect(res.listenerCount('close')).toBe(1);
+      expect(res.listenerCount('drain')).toBe(0);
+      relay.write(Buffer.from('x'));
+      vi.advanceTimersByTime(1000);
+      expect(stalls).toEqual(['client_aborted']);
+      // Closed during a pause: its timer is cleared.
+      relay.write(Buffer.from('x'));
+      res.emit('close');
+      vi.advanceTimersByTime(5000);
+      expect(stalls).toHaveLength(1);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
