@@ -168,7 +168,6 @@ export function createDecisionApi(deps: DecisionApiDependencies, limits: Limits,
   const options = {
     ...listenerOptions(limits),
     maxHeaderSize: limits.headerBytes + FRONT_HEADER_BYTES_ALLOWANCE,
-    requireHostHeader: false,
     // A check request has no body (the front keeps the client's): Node then skips the request stream's events.
     optimizeEmptyRequests: true,
   };

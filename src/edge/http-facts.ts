@@ -188,6 +188,7 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
     body: {
       declaredLength: length === undefined ? undefined : Number(length),
       chunked: length === undefined && (h2 ? !req.stream.endAfterHeaders : req.headers['transfer-encoding'] !== undefined),
+      ...(!h2 && req.headers['transfer-encoding'] !== undefined && { otherTransferCoding: req.headers['transfer-encoding'].trim().toLowerCase() !== 'chunked' }),
       form: isFormContentType(req.headers['content-type']),
     },
   };

@@ -8,6 +8,7 @@
 export type ReasonId =
   | 'http_malformed'
   | 'method_unsupported'
+  | 'transfer_coding_unsupported'
   | 'request_timeout'
   | 'url_too_long'
   | 'headers_too_many'
@@ -104,6 +105,7 @@ interface ReasonSpec {
 export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   http_malformed: { status: 400, description: 'malformed HTTP request' },
   // RFC 9110 §15.6.2: a method the server supports for no resource. cnfguard forwards requests; it is not a tunnel.
+  transfer_coding_unsupported: { status: 501, description: 'only the chunked transfer coding is supported' },
   method_unsupported: { status: 501, description: 'CONNECT is not supported: this server forwards requests, it does not open tunnels' },
   request_timeout: { status: 408, description: 'the request was not received in time' },
   url_too_long: { status: 414, description: 'the request target is too long' },

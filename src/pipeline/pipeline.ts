@@ -45,6 +45,8 @@ export interface BodyFacts {
   declaredLength: number | undefined;
   /** A body without a declared length (Transfer-Encoding: chunked). */
   chunked: boolean;
+  /** HTTP/1.1: a Transfer-Encoding other than `chunked` alone (gzip, chunked; identity): nothing here can undo it for the upstream. */
+  otherTransferCoding?: boolean;
   /** `application/x-www-form-urlencoded`: the one body RFC 6750 would take a token from. */
   form: boolean;
 }
@@ -184,6 +186,8 @@ const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])
 function shapeOf(facts: RequestFacts, limits: PipelineLimits): { target: ParsedTarget; host: string } {
   // Refused on every edge alike (an HTTP/1.1 or HTTP/2 CONNECT, or a front's check of one), before anything else is read of it.
   if (facts.method === 'CONNECT') throw new GuardError('method_unsupported');
+  // RFC 9112 §6.1: a transfer coding the server does not understand is 501. Forwarded without it, the upstream would read coded bytes as the body.
+  if (facts.body.otherTransferCoding === true) throw new GuardError('transfer_coding_unsupported');
   if (facts.target.length > limits.urlBytes) throw new GuardError('url_too_long');
   if (facts.headerCount > limits.headerCount) throw new GuardError('headers_too_many');
   if (facts.headerBytes !== undefined && limits.headerBytes !== undefined && facts.headerBytes > limits.headerBytes) throw new GuardError('headers_too_large');

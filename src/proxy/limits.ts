@@ -26,6 +26,9 @@ export function listenerOptions(limits: Limits): ServerOptions {
     connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
     // Lenient parsing (obs-fold, bare LF, conflicting lengths) stays off: smuggling starts there.
     insecureHTTPParser: false,
+    // An HTTP/1.1 request without Host reaches the pipeline, which refuses it (400 host_malformed)
+    // with its request id and access line; Node's own 400 had neither.
+    requireHostHeader: false,
   };
 }
 

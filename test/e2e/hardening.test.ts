@@ -288,6 +288,20 @@ describe('limits', () => {
     });
   });
 
+  it('a transfer coding other than chunked alone: 501 before anything is forwarded; no Host over HTTP/1.1: 400 host_malformed; each with its line', async () => {
+    const before = d.upstream.requests.length;
+    const coded = await raw(guard.started.port, `POST /te-gzip HTTP/1.1\r\nHost: a\r\n${auth}Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n`);
+    expect(status(coded)).toBe(501);
+    expect(coded).toMatch(/\r\nx-request-id: /i);
+    const hostless = await raw(guard.started.port, `GET /no-host HTTP/1.1\r\n${auth}Connection: close\r\n\r\n`);
+    expect(status(hostless)).toBe(400);
+    expect(hostless).toMatch(/\r\nx-request-id: /i);
+    expect(d.upstream.requests.length).toBe(before);
+    const lineOf = (path: string) => waitFor(() => guard.logs.entries().find((e) => e.msg === 'request' && e.path === path), `the line of ${path}`, { timeoutMs: 5000, intervalMs: 20 });
+    expect(await lineOf('/te-gzip')).toMatchObject({ status: 501, reason: 'transfer_coding_unsupported' });
+    expect(await lineOf('/no-host')).toMatchObject({ status: 400, reason: 'host_malformed' });
+  });
+
   it('an idle keep-alive connection is closed after keepAliveTimeoutMs', async () => {
     const g = await startGuard(d.pki, baseConfig(d.pki, d.as, d.upstream, { introspection: { url: stub.url, clientId: 'rs', clientSecret: 'rs-secret', ca: d.pki.files.ca }, limits: { keepAliveTimeoutMs: 300 } }));
     try {

@@ -198,6 +198,7 @@ describe('REASONS', () => {
       'request_timeout',
       'server_busy',
       'shared_state_unavailable',
+      'transfer_coding_unsupported',
       'upstream_timeout',
       'upstream_unreachable',
       'url_too_long',
