@@ -98,8 +98,8 @@ export interface ParserErrorOptions {
   now: () => number;
   /** The access line's `edge`, when not the proxy listener. */
   edge?: string;
-  /** The answer as sent, when it differs from the refusal the line reports (a front's status rule). */
-  answered?: (rendered: RenderedError) => RenderedError;
+  /** The answer as sent, when it differs from the refusal the line reports (a front's status rule); `rawPacket`: what the parser choked on, when it says. */
+  answered?: (rendered: RenderedError, rawPacket: Buffer | undefined) => RenderedError;
 }
 
 /**
@@ -131,7 +131,7 @@ export function answerParserError(err: NodeJS.ErrnoException, socket: Duplex, op
   const since = options.waitingSince;
   options.accessLog.record({ requestId, method: undefined, path: undefined, status: refusal.status, verdict: undefined, failure: refusal, upstreamStatus: undefined, thumbprint: undefined, latencyMs: since === undefined ? 0 : options.now() - since, client, ...(options.edge !== undefined && { edge: options.edge }) });
   const rendered = renderError(refusal, { realm: options.realm });
-  const answer = rawResponse(options.answered?.(rendered) ?? rendered, { [REQUEST_ID_HEADER]: requestId });
+  const answer = rawResponse(options.answered?.(rendered, (err as { rawPacket?: Buffer }).rawPacket) ?? rendered, { [REQUEST_ID_HEADER]: requestId });
   // A pipelined request that fails to parse while an earlier one is still being answered: its
   // answer would land before that one's, or inside its body (RFC 9112 §9.3: answers go in
   // request order). It waits for that answer to end; if that one is cut, so is the connection.

@@ -70,6 +70,17 @@ function managed(front: DecisionFront, identity: Readonly<Record<string, string>
   return unset.length > 0 ? { ...identity, [ENVOY_HEADERS_TO_REMOVE]: unset.join(', ') } : { ...identity };
 }
 
+/**
+ * A parser refusal of a check request that was on its way to /nginx (malformed bytes the client
+ * sent, which nginx passed on): nginx's rule applies (403, the status beside it), or auth_request
+ * would make it a 500. A refusal that names no path (a stalled front) keeps its status.
+ */
+function asTheFrontRelays(rendered: RenderedError, rawPacket: Buffer | undefined): RenderedError {
+  if (rawPacket === undefined || !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ \/nginx[ ?]/.test(rawPacket.toString('latin1', 0, 64))) return rendered;
+  const status = statusFor('nginx', rendered.status);
+  return status === rendered.status ? rendered : { ...rendered, status, headers: { ...rendered.headers, [ORIGINAL_STATUS_HEADER]: String(rendered.status) } };
+}
+
 /** A refusal as the front relays it (statusFor), the real status beside it when they differ. */
 function sendRefusal(res: ServerResponse, front: DecisionFront, rendered: RenderedError, requestId: string): void {
   const status = statusFor(front, rendered.status);
@@ -175,7 +186,7 @@ export function createDecisionApi(deps: DecisionApiDependencies, limits: Limits,
   // What Node's parser refuses (malformed HTTP, a header timeout, headers past the front's allowance)
   // is answered through the renderer with a request id and an access line, as on the proxy listener.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
-    answerParserError(err, socket, { maxHeadersCount: server.maxHeadersCount ?? Infinity, accessLog: deps.accessLog, realm: deps.runtime().realm, waitingSince: undefined, now: Date.now, edge: 'decision-api' }),
+    answerParserError(err, socket, { maxHeadersCount: server.maxHeadersCount ?? Infinity, accessLog: deps.accessLog, realm: deps.runtime().realm, waitingSince: undefined, now: Date.now, edge: 'decision-api', answered: asTheFrontRelays }),
   );
   const { maxConnections, maxHeadersCount } = listenerProperties(limits);
   server.maxConnections = maxConnections;

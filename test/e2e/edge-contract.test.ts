@@ -294,6 +294,19 @@ describe('one contract through every edge', () => {
     expect(Object.keys(out)).toEqual(EDGES.filter((e) => e !== 'grpc' && e !== 'envoy' && (nginx !== undefined || !isNginx(e))));
   });
 
+  it('a header value with a control byte: 400 http_malformed wherever it arrives as HTTP/1.1, with an access line (nginx relays the decision API\'s refusal, not a 500)', async () => {
+    await table;
+    const out: Record<string, string> = {};
+    for (const edge of ['h1', 'nginx', 'nginx-unix'] as const) {
+      if (isNginx(edge) && nginx === undefined) continue;
+      const before = logs.entries().filter((e) => e.msg === 'request' && e.reason === 'http_malformed').length;
+      const seen = await send(edge, targets, { method: 'GET', target: `/control-byte/${edge}`, host: 'api.test', lines: [['Authorization', `Bearer ${env.tokens.bound}`], ['X-Control', 'a\x7fb']], cert: d.pki.certs.clients.client1 });
+      const lines = await waitFor(() => { const n = logs.entries().filter((e) => e.msg === 'request' && e.reason === 'http_malformed').length - before; return n > 0 ? n : undefined; }, `the line (${edge})`).catch(() => 0);
+      out[edge] = `${seen.status} lines=${lines}`;
+    }
+    expect(out).toEqual(Object.fromEntries(Object.keys(out).map((edge) => [edge, '400 lines=1'])));
+  });
+
   it('the table size: every edge runs most rows', async () => {
     const cells = [...(await table).values()];
     const run = cells.filter((c) => c.skipped === undefined);
