@@ -295,23 +295,43 @@ describe('signals', () => {
 describe('a stdout nobody reads', () => {
   /** cnfguard with a FIFO as stdout whose read end stays open (so writes do not fail with EPIPE) and is not read until the test says. */
   async function withStuckStdout(settings: Record<string, unknown>, body: (run: { child: ChildProcess; listen: number; admin: number; reader: number }) => Promise<void>): Promise<void> {
-    const dir = await mkdtemp(join(tmpdir(), 'cnfguard-stuck-stdout-'));
-    const fifo = join(dir, 'stdout');
-    execFileSync('mkfifo', [fifo]);
-    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-    const writer = openSync(fifo, 'w');
-    const [listen, admin] = [await freePort(), await freePort()];
-    const file = join(dir, 'stuck.yaml');
-    await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { ...settings, listen: { host: '127.0.0.1', port: listen }, admin: { host: '127.0.0.1', port: admin } })));
-    const child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', writer, 'ignore'], detached: true });
-    closeSync(writer);
-    try {
-      await waitFor(async () => (await fetch(`http://127.0.0.1:${admin}/readyz`).catch(() => undefined))?.status === 200, 'readyz 200', { ...POLL, timeoutMs: 20_000 });
-      await body({ child, listen, admin, reader });
-    } finally {
-      if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
-      closeSync(reader);
-      await rm(dir, { recursive: true, force: true });
+    // Free ports are picked before cnfguard binds them, and other test files pick theirs meanwhile:
+    // a start that lost that race (EADDRINUSE) is tried again on fresh ports.
+    for (let attempt = 1; ; attempt++) {
+      const dir = await mkdtemp(join(tmpdir(), 'cnfguard-stuck-stdout-'));
+      const fifo = join(dir, 'stdout');
+      execFileSync('mkfifo', [fifo]);
+      const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+      const writer = openSync(fifo, 'w');
+      const [listen, admin] = [await freePort(), await freePort()];
+      const file = join(dir, 'stuck.yaml');
+      await writeFile(file, stringify(baseConfig(d.pki, d.as, d.upstream, { ...settings, listen: { host: '127.0.0.1', port: listen }, admin: { host: '127.0.0.1', port: admin } })));
+      const child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', writer, 'pipe'], detached: true });
+      closeSync(writer);
+      let stderr = '';
+      child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr = (stderr + c).slice(-3000)));
+      let retry = false;
+      try {
+        const ready = await waitFor(async () => ((await fetch(`http://127.0.0.1:${admin}/readyz`).catch(() => undefined))?.status === 200 ? 'ready' : child.exitCode !== null || child.signalCode !== null ? 'exited' : undefined), 'readyz 200', { ...POLL, timeoutMs: 20_000 }).catch((err: Error) => err.message);
+        if (ready !== 'ready') {
+          // Say why: whether the process lives, and the lines it wrote (the pipe is not read until now).
+          const buffer = Buffer.alloc(1 << 16);
+          let lines = '';
+          try {
+            lines = buffer.subarray(0, readSync(reader, buffer)).toString('utf8');
+          } catch {
+            // EAGAIN: nothing written
+          }
+          const output = `${lines.slice(-3000)}\n${stderr}`;
+          if (attempt < 3 && (output.includes('EADDRINUSE') || output.includes('already in use'))) retry = true;
+          else throw new Error(`not ready (${ready}); exit ${String(child.exitCode)} ${String(child.signalCode)}; stdout and stderr: ${output}`);
+        } else await body({ child, listen, admin, reader });
+      } finally {
+        if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
+        closeSync(reader);
+        await rm(dir, { recursive: true, force: true });
+      }
+      if (!retry) return;
     }
   }
 
