@@ -74,7 +74,8 @@ export function guardConnections(server: Server, deps: { logger: Logger; accessL
       socket.destroy();
       return;
     }
-    answerParserError(err, socket, { maxHeadersCount: server.maxHeadersCount ?? Infinity, accessLog: deps.accessLog, realm: deps.realm(), waitingSince: waitingSince.get(socket), now });
+    const since = waitingSince.get(socket);
+    answerParserError(err, socket, { maxHeadersCount: server.maxHeadersCount ?? Infinity, accessLog: deps.accessLog, realm: deps.realm(), waitedMs: since === undefined ? undefined : now() - since });
   });
   return {
     get size() {
@@ -93,9 +94,8 @@ export interface ParserErrorOptions {
   maxHeadersCount: number;
   accessLog: AccessLog;
   realm: string;
-  /** When the connection began waiting for this request (the latency the line reports). */
-  waitingSince: number | undefined;
-  now: () => number;
+  /** How long the connection waited for this request (the line's latency; 0 when not known). */
+  waitedMs?: number | undefined;
   /** The access line's `edge`, when not the proxy listener. */
   edge?: string;
   /** The answer as sent, when it differs from the refusal the line reports (a front's status rule); `rawPacket`: what the parser choked on, when it says. */
@@ -112,7 +112,8 @@ export function answerParserError(err: NodeJS.ErrnoException, socket: Duplex, op
     socket.destroy();
     return;
   }
-  const reason = parserReason(err.code, (err as { rawPacket?: Buffer }).rawPacket, options.maxHeadersCount);
+  const { rawPacket } = err as { rawPacket?: Buffer };
+  const reason = parserReason(err.code, rawPacket, options.maxHeadersCount);
   const refusal = new GuardError(reason, { detail: `HTTP parser: ${err.code ?? 'error'}` });
   const inFlight = (socket as { _httpMessage?: (NodeJS.EventEmitter & { req?: { complete: boolean } }) | null })._httpMessage;
   // The request being answered has not been received whole: the error is about its body.
@@ -128,10 +129,9 @@ export function answerParserError(err: NodeJS.ErrnoException, socket: Duplex, op
   // handshake: exact for a connection's first request, an upper bound after): the request never parsed.
   const requestId = randomUUID();
   const client = (socket as { remoteAddress?: string }).remoteAddress;
-  const since = options.waitingSince;
-  options.accessLog.record({ requestId, method: undefined, path: undefined, status: refusal.status, verdict: undefined, failure: refusal, upstreamStatus: undefined, thumbprint: undefined, latencyMs: since === undefined ? 0 : options.now() - since, client, ...(options.edge !== undefined && { edge: options.edge }) });
+  options.accessLog.record({ requestId, method: undefined, path: undefined, status: refusal.status, verdict: undefined, failure: refusal, upstreamStatus: undefined, thumbprint: undefined, latencyMs: options.waitedMs ?? 0, client, ...(options.edge !== undefined && { edge: options.edge }) });
   const rendered = renderError(refusal, { realm: options.realm });
-  const answer = rawResponse(options.answered?.(rendered, (err as { rawPacket?: Buffer }).rawPacket) ?? rendered, { [REQUEST_ID_HEADER]: requestId });
+  const answer = rawResponse(options.answered?.(rendered, rawPacket) ?? rendered, { [REQUEST_ID_HEADER]: requestId });
   // A pipelined request that fails to parse while an earlier one is still being answered: its
   // answer would land before that one's, or inside its body (RFC 9112 §9.3: answers go in
   // request order). It waits for that answer to end; if that one is cut, so is the connection.

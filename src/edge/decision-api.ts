@@ -186,7 +186,7 @@ export function createDecisionApi(deps: DecisionApiDependencies, limits: Limits,
   // What Node's parser refuses (malformed HTTP, a header timeout, headers past the front's allowance)
   // is answered through the renderer with a request id and an access line, as on the proxy listener.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
-    answerParserError(err, socket, { maxHeadersCount: server.maxHeadersCount ?? Infinity, accessLog: deps.accessLog, realm: deps.runtime().realm, waitingSince: undefined, now: Date.now, edge: 'decision-api', answered: asTheFrontRelays }),
+    answerParserError(err, socket, { maxHeadersCount: server.maxHeadersCount ?? Infinity, accessLog: deps.accessLog, realm: deps.runtime().realm, edge: 'decision-api', answered: asTheFrontRelays }),
   );
   const { maxConnections, maxHeadersCount } = listenerProperties(limits);
   server.maxConnections = maxConnections;

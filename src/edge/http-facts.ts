@@ -168,6 +168,8 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
     certificateError = err;
   }
   const length = req.headers['content-length'];
+  /** HTTP/1.1's Transfer-Encoding (HTTP/2 has none). */
+  const coding = h2 ? undefined : req.headers['transfer-encoding'];
   const list = h2 ? http2HeaderFacts(req.rawHeaders) : undefined;
   const lines = list ?? checkedLines(req.rawHeaders);
   /** HTTP/1.1: every header's lines, looked up only if a signature check asks. */
@@ -187,8 +189,8 @@ export function requestFacts(req: ProxyRequest, certificates: CertificateSource,
     certificateError,
     body: {
       declaredLength: length === undefined ? undefined : Number(length),
-      chunked: length === undefined && (h2 ? !req.stream.endAfterHeaders : req.headers['transfer-encoding'] !== undefined),
-      ...(!h2 && req.headers['transfer-encoding'] !== undefined && { otherTransferCoding: req.headers['transfer-encoding'].trim().toLowerCase() !== 'chunked' }),
+      chunked: length === undefined && (h2 ? !req.stream.endAfterHeaders : coding !== undefined),
+      ...(coding !== undefined && { otherTransferCoding: coding.trim().toLowerCase() !== 'chunked' }),
       form: isFormContentType(req.headers['content-type']),
     },
   };

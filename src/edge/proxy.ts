@@ -103,18 +103,18 @@ export function createProxyEdge(deps: EdgeDependencies): (req: ProxyRequest, res
       if (res.headersSent) res.destroy();
       else if (!(res as { destroyed?: boolean }).destroyed) refuse(err);
     };
-    // HTTP/1.1: what Node's parser or request timer says of this request's body fails this request (connection-errors.ts).
-    if (!h2 && !req.complete) {
-      bodyFailures.set(req, (err) => {
-        keepAlive(false); // the rest of the body is not read
-        fail(err);
-        upstreamCall?.abort();
-      });
-    }
     // Stream-level slowloris: an HTTP/2 request whose body trickles or never ends is reset.
     if (h2 && !req.stream.endAfterHeaders) streamDeadline(req, res as Http2ServerResponse, deps.requestTimeoutMs(), (err) => fail(err), (upstreamCall = new AbortController()));
     try {
       const facts = requestFacts(req, deps.certificates, connection);
+      // HTTP/1.1 with a body: what Node's parser or request timer says of that body fails this request (connection-errors.ts).
+      if (!h2 && (facts.body.chunked || (facts.body.declaredLength ?? 0) > 0)) {
+        bodyFailures.set(req, (err) => {
+          keepAlive(false); // the rest of the body is not read
+          fail(err);
+          upstreamCall?.abort();
+        });
+      }
       const verdict = await exchange.evaluate(runtime.pipeline, facts, form.read);
       if (clientGone || upstreamCall?.signal.aborted === true) return;
       const { decision, route } = verdict;

@@ -13,6 +13,7 @@ import type { Forwarder } from '../proxy/forward.ts';
 import type { Runtime } from '../runtime.ts';
 import { answerHeaders, DRAINING_ANSWER, rawResponse, renderFor, REQUEST_ID_HEADER } from './answer.ts';
 import { edgeFailures, Exchange } from './exchange.ts';
+import type { RenderedError } from './render.ts';
 import { connectionOf, originOf, requestFacts, upstreamHeadersOf } from './http-facts.ts';
 
 export interface UpgradeDependencies {
@@ -47,6 +48,10 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
     /** What the client was sent: undefined until an answer (a refusal, the upstream's 101 or its own answer) went out. */
     let status: number | undefined;
     const left = () => edgeFailures.clientAborted('the client closed the connection before the upgrade was answered');
+    const answer = (rendered: RenderedError): void => {
+      status = rendered.status;
+      socket.end(rawResponse(rendered, { [REQUEST_ID_HEADER]: exchange.requestId }));
+    };
     socket.on('error', () => socket.destroy());
     socket.once('close', () => {
       if (status === undefined) exchange.fail(left());
@@ -61,8 +66,7 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
       if (!decision.allow || deps.draining()) {
         if (decision.allow) exchange.fail(edgeFailures.draining());
         const rendered = decision.allow ? DRAINING_ANSWER : renderFor(decision.error, runtime.realm, verdict);
-        status = rendered.status;
-        socket.end(rawResponse(rendered, { [REQUEST_ID_HEADER]: exchange.requestId }));
+        answer(rendered);
         return;
       }
       const headers = upstreamHeadersOf(req, verdict, { requestId: exchange.requestId, peer: facts.peer, certificates: deps.certificates, stripped: runtime.stripped, upgrade: true });
@@ -83,11 +87,8 @@ export function createUpgradeEdge(deps: UpgradeDependencies): (req: IncomingMess
           upstreamSpan?.end(undefined, failure.reason);
           exchange.fail(failure);
           // Nothing sent yet (the upstream unreachable, or failing before it answered): the client gets the refusal.
-          if (status === undefined && socket.writable) {
-            const rendered = renderFor(err, runtime.realm, verdict);
-            status = rendered.status;
-            socket.end(rawResponse(rendered, { [REQUEST_ID_HEADER]: exchange.requestId }));
-          } else socket.destroy();
+          if (status === undefined && socket.writable) answer(renderFor(err, runtime.realm, verdict));
+          else socket.destroy();
         },
         // The upstream's answer: on the access line as upstreamStatus, and as its status when the upstream did not upgrade (what the client got).
         (answered) => {

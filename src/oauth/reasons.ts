@@ -104,8 +104,9 @@ interface ReasonSpec {
 /** The table the whole product answers from: reason id -> status, OAuth code, client-safe text. */
 export const REASONS: Readonly<Record<ReasonId, ReasonSpec>> = Object.freeze({
   http_malformed: { status: 400, description: 'malformed HTTP request' },
-  // RFC 9110 §15.6.2: a method the server supports for no resource. cnfguard forwards requests; it is not a tunnel.
+  // RFC 9112 §6.1: a transfer coding the server does not understand.
   transfer_coding_unsupported: { status: 501, description: 'only the chunked transfer coding is supported' },
+  // RFC 9110 §15.6.2: a method the server supports for no resource. cnfguard forwards requests; it is not a tunnel.
   method_unsupported: { status: 501, description: 'CONNECT is not supported: this server forwards requests, it does not open tunnels' },
   request_timeout: { status: 408, description: 'the request was not received in time' },
   url_too_long: { status: 414, description: 'the request target is too long' },
