@@ -622,14 +622,16 @@ function atOnceRounds(options: Options): Omit<AtOnceOptions, 'log'> {
 async function loadPhase<N extends string>(options: Options, stack: Stack, targets: LoadTarget<N>[], rate?: number): Promise<Map<N, RoundResult[]>> {
   const runs = new Map<N, RoundResult[]>(targets.map((t) => [t.name, []]));
   const base = { ...loadBase(options, stack), rate };
-  const amount = options.quick ? { amount: options.quickRequests } : {};
+  // --quick, paced: half a second of requests at least, or process accounting (10 ms ticks) may
+  // see no CPU at all in a round of a few hundred requests spread over a tenth of a second.
+  const amount = options.quick ? { amount: rate === undefined ? options.quickRequests : Math.max(options.quickRequests, Math.round(rate / 2)) } : {};
   log(`\nwarm-up: ${options.quick ? `${quickWarmupRequests(options)} requests` : `${options.warmupSeconds} s`} per target`);
   for (const target of targets) {
     assertAlive(target);
     const warm = await runLoad({ ...base, url: target.url, ...(options.quick ? { amount: quickWarmupRequests(options) } : { durationSeconds: options.warmupSeconds }) });
     log(`  ${target.name.padEnd(14)} ${String(warm.rps).padStart(6)} req/s  (status ${JSON.stringify(warm.statusCodes)})`);
   }
-  log(`\nload: ${options.rounds} rounds x ${options.quick ? `${options.quickRequests} requests` : `${options.durationSeconds} s`} per target, ${options.connections} keep-alive mTLS connections, pipelining 1${rate === undefined ? '' : `, paced to ${rate} req/s in all`}`);
+  log(`\nload: ${options.rounds} rounds x ${amount.amount !== undefined ? `${amount.amount} requests` : `${options.durationSeconds} s`} per target, ${options.connections} keep-alive mTLS connections, pipelining 1${rate === undefined ? '' : `, paced to ${rate} req/s in all`}`);
   for (let round = 1; round <= options.rounds; round++) {
     for (const target of targets) {
       assertAlive(target);
